@@ -1,0 +1,115 @@
+//! Content digests (`sha256:<64 hex>`), validated before they become paths.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::Error;
+
+/// A validated `sha256` content digest.
+///
+/// Only lowercase hex of the right length is accepted, so a digest taken from a
+/// registry can be turned into a file name without any risk of path traversal.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    hex: String,
+}
+
+impl Digest {
+    /// The algorithm prefix this cache stores.
+    pub const ALGORITHM: &'static str = "sha256";
+
+    /// Digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self::from_hasher(Sha256::new_with_prefix(bytes))
+    }
+
+    pub(crate) fn from_hasher(hasher: Sha256) -> Self {
+        Self {
+            hex: hex::encode(hasher.finalize()),
+        }
+    }
+
+    /// The 64 lowercase hex characters, without the algorithm.
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+}
+
+impl FromStr for Digest {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let invalid = || Error::InvalidDigest {
+            digest: s.to_owned(),
+        };
+        let (algorithm, hex) = s.split_once(':').ok_or_else(invalid)?;
+        if algorithm != Self::ALGORITHM
+            || hex.len() != 64
+            || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(invalid());
+        }
+        Ok(Self {
+            hex: hex.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", Self::ALGORITHM, self.hex)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_of_empty_input_is_the_well_known_one() {
+        assert_eq!(
+            Digest::of(b"").to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn rejects_anything_that_could_escape_a_directory() {
+        for bad in [
+            "sha256:../../etc/passwd",
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+            "sha512:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "sha256:e3b0",
+        ] {
+            assert!(bad.parse::<Digest>().is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn round_trips_through_its_string_form() {
+        let d = Digest::of(b"wasm");
+        assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+    }
+}

@@ -1,0 +1,280 @@
+//! Writing a blob: stream into `ingest/`, verify size and digest, sync, rename into `blobs/`.
+//!
+//! The ingest file doubles as the writer's lock: one writer per digest across processes, and a
+//! waiter that wakes after the writer committed finds the blob present instead of fetching again.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::{Cache, Digest, Error, Result};
+
+/// The outcome of [`Cache::ingest`].
+#[derive(Debug)]
+pub enum Ingested {
+    /// The blob is in the store already; nothing to write.
+    Present(PathBuf),
+    /// The caller holds the writer for this digest and must write the content.
+    Writer(Ingest),
+}
+
+/// An exclusive, verifying writer of one blob.
+///
+/// Dropped without [`Ingest::commit`], it removes what it wrote: nothing half-written is left.
+#[derive(Debug)]
+pub struct Ingest {
+    file: Option<File>,
+    path: PathBuf,
+    target: PathBuf,
+    digest: Digest,
+    expected_size: Option<u64>,
+    written: u64,
+    hasher: Sha256,
+}
+
+impl Ingest {
+    pub(crate) fn begin(
+        cache: &Cache,
+        digest: Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Ingested> {
+        let target = cache.blob_path(&digest);
+        if target.is_file() {
+            return Ok(Ingested::Present(target));
+        }
+        let path = cache.ingest_dir().join(format!("{}.partial", digest.hex()));
+        let io_err = |action, source| Error::Io {
+            action,
+            path: path.clone(),
+            source,
+        };
+        let file = loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io_err("opening ingest file", e))?;
+            file.lock().map_err(|e| io_err("locking ingest file", e))?;
+            // The previous holder may have renamed or removed the file while we waited: only a
+            // lock on the inode that is still at `path` counts.
+            let ours = file.metadata().map_err(|e| io_err("inspecting", e))?.ino();
+            match fs::metadata(&path) {
+                Ok(m) if m.ino() == ours => break file,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("inspecting", e)),
+            }
+        };
+        if target.is_file() {
+            // Someone committed while we waited; the file we created is an empty leftover.
+            let _ = fs::remove_file(&path);
+            return Ok(Ingested::Present(target));
+        }
+        file.set_len(0).map_err(|e| io_err("truncating", e))?;
+        tracing::debug!(digest = %digest, "ingest started");
+        Ok(Ingested::Writer(Ingest {
+            file: Some(file),
+            path,
+            target,
+            digest,
+            expected_size,
+            written: 0,
+            hasher: Sha256::new(),
+        }))
+    }
+
+    /// The digest being written.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends `buf`, failing early when it goes past the expected size.
+    pub fn write(&mut self, buf: &[u8]) -> Result<()> {
+        let written = self.written + buf.len() as u64;
+        if let Some(expected) = self.expected_size
+            && written > expected
+        {
+            return Err(Error::SizeMismatch {
+                digest: self.digest.clone(),
+                expected,
+                actual: written,
+            });
+        }
+        self.hasher.update(buf);
+        let file = self
+            .file
+            .as_mut()
+            .expect("ingest file is open until commit");
+        file.write_all(buf).map_err(|source| Error::Io {
+            action: "writing",
+            path: self.path.clone(),
+            source,
+        })?;
+        self.written = written;
+        Ok(())
+    }
+
+    /// Verifies what was written and moves it into the store; returns the blob's path.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        if let Some(expected) = self.expected_size
+            && self.written != expected
+        {
+            return Err(Error::SizeMismatch {
+                digest: self.digest.clone(),
+                expected,
+                actual: self.written,
+            });
+        }
+        let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        if actual != self.digest {
+            return Err(Error::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        let io_err = |action, path: &PathBuf, source| Error::Io {
+            action,
+            path: path.clone(),
+            source,
+        };
+        let file = self
+            .file
+            .as_ref()
+            .expect("ingest file is open until commit");
+        file.sync_all()
+            .map_err(|e| io_err("syncing", &self.path, e))?;
+        file.set_permissions(fs::Permissions::from_mode(0o444))
+            .map_err(|e| io_err("making read-only", &self.path, e))?;
+        fs::rename(&self.path, &self.target)
+            .map_err(|e| io_err("moving into the store", &self.target, e))?;
+        if let Some(dir) = self.target.parent() {
+            // Make the rename itself durable.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_err("syncing", &dir.to_owned(), e))?;
+        }
+        // Keep the lock until after the rename; closing the file releases it.
+        self.file.take();
+        tracing::debug!(digest = %self.digest, bytes = self.written, "blob stored");
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            // Not committed: remove the partial content while we still hold the lock.
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> (tempfile::TempDir, Cache) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        (dir, cache)
+    }
+
+    fn ingest_is_empty(cache: &Cache) -> bool {
+        fs::read_dir(cache.ingest_dir()).unwrap().next().is_none()
+    }
+
+    #[test]
+    fn a_verified_blob_lands_read_only_in_the_store() {
+        let (_dir, cache) = cache();
+        let digest = Digest::of(b"hello");
+        let Ingested::Writer(mut w) = cache.ingest(&digest, Some(5)).unwrap() else {
+            panic!("fresh cache has no blob")
+        };
+        w.write(b"hel").unwrap();
+        w.write(b"lo").unwrap();
+        let path = w.commit().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
+        assert!(ingest_is_empty(&cache));
+        assert!(matches!(
+            cache.ingest(&digest, None).unwrap(),
+            Ingested::Present(_)
+        ));
+    }
+
+    #[test]
+    fn wrong_content_is_a_digest_mismatch_and_leaves_nothing() {
+        let (_dir, cache) = cache();
+        let digest = Digest::of(b"hello");
+        let Ingested::Writer(mut w) = cache.ingest(&digest, None).unwrap() else {
+            panic!()
+        };
+        w.write(b"jello").unwrap();
+        let err = w.commit().unwrap_err();
+        match &err {
+            Error::DigestMismatch { expected, actual } => {
+                assert_eq!(expected, &digest);
+                assert_eq!(actual, &Digest::of(b"jello"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().contains(&digest.to_string()));
+        assert!(!cache.contains(&digest));
+        assert!(ingest_is_empty(&cache));
+    }
+
+    #[test]
+    fn content_longer_than_announced_fails_while_writing() {
+        let (_dir, cache) = cache();
+        let digest = Digest::of(b"hello");
+        let Ingested::Writer(mut w) = cache.ingest(&digest, Some(3)).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            w.write(b"hello"),
+            Err(Error::SizeMismatch { expected: 3, .. })
+        ));
+        drop(w);
+        assert!(!cache.contains(&digest));
+        assert!(ingest_is_empty(&cache));
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_digest_write_it_once() {
+        let (_dir, cache) = cache();
+        let data = vec![7u8; 1 << 20];
+        let digest = Digest::of(&data);
+        let writes = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(
+                    || match cache.ingest(&digest, Some(data.len() as u64)).unwrap() {
+                        Ingested::Present(p) => assert_eq!(fs::read(p).unwrap(), data),
+                        Ingested::Writer(mut w) => {
+                            writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            for chunk in data.chunks(4096) {
+                                w.write(chunk).unwrap();
+                            }
+                            w.commit().unwrap();
+                        }
+                    },
+                );
+            }
+        });
+        assert_eq!(writes.into_inner(), 1);
+        assert!(ingest_is_empty(&cache));
+    }
+}

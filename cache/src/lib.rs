@@ -1,0 +1,156 @@
+//! The wasm-oci cache: a small content-addressed database on disk.
+//!
+//! Blobs (wasm layers, manifests) live at `<root>/v1/blobs/sha256/<hex>` and are always whole and
+//! correct: they are streamed into `<root>/v1/ingest/` first, checked for size and digest, synced
+//! and atomically renamed into place. A small index maps references to what they resolved to, so
+//! a cached reference starts without asking the registry. This crate knows nothing of HTTP.
+
+#![deny(missing_docs)]
+
+mod digest;
+mod error;
+mod ingest;
+mod refs;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use digest::Digest;
+pub use error::Error;
+pub use ingest::{Ingest, Ingested};
+pub use refs::RefEntry;
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The layout version; a format change bumps it so old data is never misread.
+const LAYOUT_VERSION: &str = "v1";
+
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by wasm-oci.\n\
+# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+/// A handle on a cache directory.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    base: PathBuf,
+    root: PathBuf,
+}
+
+impl Cache {
+    /// Opens the cache at `base`, creating its layout when missing.
+    pub fn open(base: impl Into<PathBuf>) -> Result<Self> {
+        let base = base.into();
+        let root = base.join(LAYOUT_VERSION);
+        let cache = Self { base, root };
+        for dir in [cache.blobs_dir(), cache.ingest_dir(), cache.refs_dir()] {
+            fs::create_dir_all(&dir).map_err(|source| Error::Io {
+                action: "creating cache directory",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let tag = cache.base.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            // Best effort: a missing tag only means backup tools may copy the cache.
+            let _ = write_atomic(&tag, CACHEDIR_TAG.as_bytes());
+        }
+        Ok(cache)
+    }
+
+    /// Opens the cache read-only at `base` if it exists, without creating anything.
+    ///
+    /// This is the warm path of `run`: it must not touch the disk more than needed.
+    pub fn open_existing(base: impl Into<PathBuf>) -> Option<Self> {
+        let base = base.into();
+        let root = base.join(LAYOUT_VERSION);
+        root.is_dir().then_some(Self { base, root })
+    }
+
+    /// The directory the cache was opened at (the one holding `CACHEDIR.TAG`).
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// Path of a blob in the store; it may not exist.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir().join(digest.hex())
+    }
+
+    /// Whether the store holds the blob.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Reads a whole blob; meant for small ones such as manifests.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        fs::read(&path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => Error::BlobNotFound {
+                digest: digest.clone(),
+            },
+            _ => Error::Io {
+                action: "reading blob",
+                path,
+                source,
+            },
+        })
+    }
+
+    /// Starts writing the blob `digest`, or says it is present already.
+    ///
+    /// Only one writer per digest runs at a time, across processes: a second caller waits for
+    /// the first and then finds the blob present. `expected_size`, when known, is enforced while
+    /// writing.
+    pub fn ingest(&self, digest: &Digest, expected_size: Option<u64>) -> Result<Ingested> {
+        Ingest::begin(self, digest.clone(), expected_size)
+    }
+
+    /// Stores small bytes (a manifest, a config) under their digest and returns it.
+    pub fn insert(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        if let Ingested::Writer(mut writer) = self.ingest(&digest, Some(bytes.len() as u64))? {
+            writer.write(bytes)?;
+            writer.commit()?;
+        }
+        Ok(digest)
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join(Digest::ALGORITHM)
+    }
+
+    fn ingest_dir(&self) -> PathBuf {
+        self.root.join("ingest")
+    }
+
+    fn refs_dir(&self) -> PathBuf {
+        self.root.join("refs")
+    }
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/wasm-oci`, else `~/.cache/wasm-oci`.
+pub fn default_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let base = xdg.or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("wasm-oci"))
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the new one, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let io_err = |action, source| Error::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err("creating", e))?;
+    io::Write::write_all(&mut tmp, bytes).map_err(|e| io_err("writing", e))?;
+    tmp.as_file().sync_all().map_err(|e| io_err("syncing", e))?;
+    tmp.persist(path)
+        .map_err(|e| io_err("renaming into place", e.error))?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The fetcher's error type: every variant names the reference and says what to do.
+
+use std::path::PathBuf;
+
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+
+/// What can go wrong between a reference and the cache.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The text is not a reference.
+    #[error(
+        "invalid reference {reference:?}: {reason}; expected [REGISTRY/]REPOSITORY[:TAG|@DIGEST], e.g. localhost:5000/hello:v1"
+    )]
+    InvalidReference {
+        /// What the user typed.
+        reference: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The registry has no such repository, tag or digest.
+    #[error(
+        "{reference} was not found in the registry: check the repository name and tag, or push it first with `wasm-oci push FILE {reference}`"
+    )]
+    NotFound {
+        /// The reference asked for.
+        reference: String,
+    },
+    /// The registry could not be reached at all.
+    #[error(
+        "cannot reach registry {registry} for {reference}: is it running, and is the address right? (it is spoken to over {scheme}; use --plain-http for a registry without TLS)"
+    )]
+    Unreachable {
+        /// The registry host.
+        registry: String,
+        /// The reference asked for.
+        reference: String,
+        /// `http` or `https`.
+        scheme: &'static str,
+        /// The transport error.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// The registry refused our credentials, or wants some.
+    #[error(
+        "registry {registry} refused access to {reference}: check that the repository exists and that you are allowed to use it"
+    )]
+    Unauthorized {
+        /// The registry host.
+        registry: String,
+        /// The reference asked for.
+        reference: String,
+        /// The registry's answer.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// Any other registry failure.
+    #[error("registry error for {reference}")]
+    Registry {
+        /// The reference asked for.
+        reference: String,
+        /// The registry's answer.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// An image index with no entry for a wasm platform.
+    #[error(
+        "{reference} is an image index with no entry for wasm/wasip1 or wasm/wasip2 (it has: {}); push a wasm artifact or name one of its manifests by digest",
+        if platforms.is_empty() { "no platforms".to_owned() } else { platforms.join(", ") }
+    )]
+    NoMatchingPlatform {
+        /// The reference asked for.
+        reference: String,
+        /// The platforms the index lists, as `os/arch`.
+        platforms: Vec<String>,
+    },
+    /// The manifest has no layer of a wasm media type.
+    #[error(
+        "{reference} has no wasm layer (config {config_media_type}, layers: {}); it is not a wasm artifact. Accepted layer types: {}",
+        if layer_media_types.is_empty() { "none".to_owned() } else { layer_media_types.join(", ") },
+        crate::WASM_LAYER_MEDIA_TYPES.join(", ")
+    )]
+    NoWasmLayer {
+        /// The reference asked for.
+        reference: String,
+        /// The config's media type.
+        config_media_type: String,
+        /// The media types of the layers found.
+        layer_media_types: Vec<String>,
+    },
+    /// More than one wasm layer: which one to run is ambiguous.
+    #[error(
+        "{reference} has {count} wasm layers; wasm-oci runs artifacts with exactly one. Name a single-module artifact instead"
+    )]
+    AmbiguousWasmLayers {
+        /// The reference asked for.
+        reference: String,
+        /// How many wasm layers it has.
+        count: usize,
+    },
+    /// The manifest is not something we can use.
+    #[error("the manifest of {reference} is invalid: {reason}")]
+    InvalidManifest {
+        /// The reference asked for.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The blob did not match its digest.
+    #[error(
+        "the registry sent corrupted content for {reference}: expected {expected}, got {actual}. Nothing was stored; retry, and if it persists push the module again"
+    )]
+    DigestMismatch {
+        /// The reference asked for.
+        reference: String,
+        /// The digest in the manifest.
+        expected: String,
+        /// The digest of what arrived.
+        actual: String,
+    },
+    /// A file given to push is not WebAssembly.
+    #[error(
+        "{} is not a WebAssembly module or component (it does not start with the `\\0asm` header); build it with a wasm target",
+        path.display()
+    )]
+    InvalidWasm {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A local file could not be read or written.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The cache failed.
+    #[error(transparent)]
+    Cache(#[from] wasm_oci_cache::Error),
+}
+
+impl Error {
+    /// Classifies an `oci-client` error into the variant a user can act on.
+    pub(crate) fn from_oci(
+        source: OciDistributionError,
+        reference: &oci_client::Reference,
+        scheme: &'static str,
+    ) -> Self {
+        let reference_s = reference.whole();
+        let registry = reference.registry().to_owned();
+        match &source {
+            OciDistributionError::ImageManifestNotFoundError(_) => Error::NotFound {
+                reference: reference_s,
+            },
+            OciDistributionError::RegistryError { envelope, .. }
+                if envelope.errors.iter().any(|e| {
+                    matches!(
+                        e.code,
+                        OciErrorCode::ManifestUnknown
+                            | OciErrorCode::NameUnknown
+                            | OciErrorCode::NotFound
+                    )
+                }) =>
+            {
+                Error::NotFound {
+                    reference: reference_s,
+                }
+            }
+            OciDistributionError::RegistryError { envelope, .. }
+                if envelope.errors.iter().any(|e| {
+                    matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)
+                }) =>
+            {
+                Error::Unauthorized {
+                    registry,
+                    reference: reference_s,
+                    source,
+                }
+            }
+            OciDistributionError::ServerError { code: 404, .. } => Error::NotFound {
+                reference: reference_s,
+            },
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_)
+            | OciDistributionError::ServerError {
+                code: 401 | 403, ..
+            } => Error::Unauthorized {
+                registry,
+                reference: reference_s,
+                source,
+            },
+            OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
+                Error::Unreachable {
+                    registry,
+                    reference: reference_s,
+                    scheme,
+                    source,
+                }
+            }
+            _ => Error::Registry {
+                reference: reference_s,
+                source,
+            },
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Picking the wasm out of a manifest: the platform entry of an index, the wasm layer of an image.
+
+use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageIndex, OciImageManifest};
+
+use crate::Error;
+
+/// Layer media types that hold a wasm module or component.
+pub const WASM_LAYER_MEDIA_TYPES: &[&str] = &[
+    // CNCF TAG Runtime "wasm-oci" artifact spec.
+    "application/wasm",
+    // Bytecode Alliance components (wkg).
+    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+    // wasm-to-oci (2019).
+    "application/vnd.wasm.content.layer.v1+wasm",
+    // solo.io / WebAssembly Hub.
+    "application/vnd.module.wasm.content.layer.v1+wasm",
+];
+
+/// Config media type of the CNCF layout.
+pub const CNCF_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
+/// Config media type of the wasm-to-oci layout.
+pub const WASM_TO_OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v1+json";
+/// Layer media type of the wasm-to-oci layout.
+pub const WASM_TO_OCI_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
+/// Layer media type of the CNCF layout.
+pub const CNCF_LAYER_MEDIA_TYPE: &str = "application/wasm";
+
+/// Operating systems of index entries we can run, in order of preference.
+const WASM_OSES: &[&str] = &["wasip1", "wasip2", "wasi"];
+
+/// Chooses the index entry for a wasm platform.
+pub(crate) fn select_platform<'a>(
+    index: &'a OciImageIndex,
+    reference: &str,
+) -> Result<&'a ImageIndexEntry, Error> {
+    let wasm_entry = |os: &str| {
+        index.manifests.iter().find(|entry| {
+            entry
+                .platform
+                .as_ref()
+                .is_some_and(|p| p.architecture.to_string() == "wasm" && p.os.to_string() == os)
+        })
+    };
+    WASM_OSES
+        .iter()
+        .find_map(|os| wasm_entry(os))
+        .ok_or_else(|| Error::NoMatchingPlatform {
+            reference: reference.to_owned(),
+            platforms: index
+                .manifests
+                .iter()
+                .map(|e| match &e.platform {
+                    Some(p) => format!("{}/{}", p.os, p.architecture),
+                    None => "unspecified".to_owned(),
+                })
+                .collect(),
+        })
+}
+
+/// Finds the one wasm layer of an image manifest.
+pub(crate) fn wasm_layer<'a>(
+    manifest: &'a OciImageManifest,
+    reference: &str,
+) -> Result<&'a OciDescriptor, Error> {
+    let mut wasm = manifest
+        .layers
+        .iter()
+        .filter(|l| WASM_LAYER_MEDIA_TYPES.contains(&l.media_type.as_str()));
+    match (wasm.next(), wasm.next()) {
+        (Some(layer), None) => Ok(layer),
+        (None, _) => Err(Error::NoWasmLayer {
+            reference: reference.to_owned(),
+            config_media_type: manifest.config.media_type.clone(),
+            layer_media_types: manifest
+                .layers
+                .iter()
+                .map(|l| l.media_type.clone())
+                .collect(),
+        }),
+        (Some(_), Some(_)) => Err(Error::AmbiguousWasmLayers {
+            reference: reference.to_owned(),
+            count: 2 + wasm.count(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(layers: &[&str]) -> OciImageManifest {
+        serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.unknown.config.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+            "layers": layers.iter().map(|t| serde_json::json!({
+                "mediaType": t,
+                "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+                "size": 2,
+            })).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_known_wasm_layer_type_is_found() {
+        for t in WASM_LAYER_MEDIA_TYPES {
+            let m = manifest(&["application/vnd.oci.image.layer.v1.tar", t]);
+            assert_eq!(wasm_layer(&m, "r").unwrap().media_type, *t);
+        }
+    }
+
+    #[test]
+    fn a_container_image_is_not_a_wasm_artifact() {
+        let m = manifest(&["application/vnd.oci.image.layer.v1.tar+gzip"]);
+        let err = wasm_layer(&m, "localhost:5000/busybox:1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("localhost:5000/busybox:1 has no wasm layer"),
+            "{err}"
+        );
+        assert!(
+            err.contains("application/vnd.oci.image.layer.v1.tar+gzip"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn two_wasm_layers_are_ambiguous() {
+        let m = manifest(&["application/wasm", "application/wasm"]);
+        assert!(matches!(
+            wasm_layer(&m, "r"),
+            Err(Error::AmbiguousWasmLayers { count: 2, .. })
+        ));
+    }
+
+    fn index(platforms: &[(&str, &str)]) -> OciImageIndex {
+        serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": platforms.iter().enumerate().map(|(i, (os, arch))| serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{i:064}"),
+                "size": 1,
+                "platform": {"os": os, "architecture": arch},
+            })).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_wasm_entry_of_an_index_is_chosen() {
+        let idx = index(&[("linux", "amd64"), ("wasip2", "wasm")]);
+        assert_eq!(
+            select_platform(&idx, "r").unwrap().digest,
+            format!("sha256:{:064}", 1)
+        );
+        let idx = index(&[("wasip2", "wasm"), ("wasip1", "wasm")]);
+        assert_eq!(
+            select_platform(&idx, "r").unwrap().digest,
+            format!("sha256:{:064}", 1)
+        );
+    }
+
+    #[test]
+    fn an_index_without_wasm_lists_its_platforms() {
+        let idx = index(&[("linux", "amd64"), ("linux", "arm64")]);
+        let err = select_platform(&idx, "localhost:5000/x:1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("linux/amd64, linux/arm64"), "{err}");
+    }
+}

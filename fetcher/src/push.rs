@@ -1,0 +1,261 @@
+//! Push: a local `.wasm` file becomes an OCI artifact in the CNCF or the wasm-to-oci layout.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use futures_util::TryStreamExt;
+use oci_client::Reference;
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
+use oci_client::secrets::RegistryAuth;
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::manifest::{
+    CNCF_CONFIG_MEDIA_TYPE, CNCF_LAYER_MEDIA_TYPE, WASM_TO_OCI_CONFIG_MEDIA_TYPE,
+    WASM_TO_OCI_LAYER_MEDIA_TYPE,
+};
+use crate::{Error, Fetcher, Result};
+
+/// Which artifact layout to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PushFormat {
+    /// CNCF TAG Runtime: config `application/vnd.wasm.config.v0+json`, layer `application/wasm`.
+    #[default]
+    Cncf,
+    /// wasm-to-oci (2019): config `application/vnd.wasm.config.v1+json` holding `{}`,
+    /// layer `application/vnd.wasm.content.layer.v1+wasm`.
+    WasmToOci,
+}
+
+/// A core module or a component, told apart by the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WasmKind {
+    /// A core module (WASI preview 1).
+    Module,
+    /// A component (WASI 0.2).
+    Component,
+}
+
+impl WasmKind {
+    /// Reads the 8-byte header; `None` when it is not WebAssembly.
+    pub fn detect(header: &[u8]) -> Option<Self> {
+        if wasmparser::Parser::is_component(header) {
+            Some(Self::Component)
+        } else if wasmparser::Parser::is_core_wasm(header) {
+            Some(Self::Module)
+        } else {
+            None
+        }
+    }
+
+    /// The `os` a CNCF config names for this kind.
+    pub fn os(self) -> &'static str {
+        match self {
+            Self::Module => "wasip1",
+            Self::Component => "wasip2",
+        }
+    }
+}
+
+/// What a push wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pushed {
+    /// The reference pushed to.
+    pub reference: String,
+    /// Digest of the manifest.
+    pub digest: String,
+    /// Size of the wasm layer in bytes.
+    pub size: u64,
+    /// Digest of the wasm layer.
+    pub layer_digest: String,
+    /// Media type of the wasm layer.
+    pub layer_media_type: String,
+    /// Media type of the config.
+    pub config_media_type: String,
+    /// Module or component.
+    pub kind: WasmKind,
+}
+
+impl Fetcher {
+    /// Pushes the wasm file at `path` to `reference` in `format`.
+    #[tracing::instrument(skip(self), fields(reference = %reference, path = %path.display()))]
+    pub async fn push(
+        &self,
+        path: &Path,
+        reference: &Reference,
+        format: PushFormat,
+    ) -> Result<Pushed> {
+        let local = LocalBlob::hash(path)?;
+        let kind = local.kind.ok_or_else(|| Error::InvalidWasm {
+            path: path.to_owned(),
+        })?;
+        let title = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "module.wasm".to_owned());
+
+        let (config_media_type, layer_media_type, config) = match format {
+            PushFormat::Cncf => (
+                CNCF_CONFIG_MEDIA_TYPE,
+                CNCF_LAYER_MEDIA_TYPE,
+                serde_json::to_vec(&json!({
+                    "architecture": "wasm",
+                    "os": kind.os(),
+                    "layerDigests": [local.digest],
+                }))
+                .expect("json values serialize"),
+            ),
+            PushFormat::WasmToOci => (
+                WASM_TO_OCI_CONFIG_MEDIA_TYPE,
+                WASM_TO_OCI_LAYER_MEDIA_TYPE,
+                b"{}".to_vec(),
+            ),
+        };
+        let config_digest = sha256(&config);
+
+        let client = self.client(reference);
+        let scheme = self.scheme(reference);
+        let oci_err = |e| Error::from_oci(e, reference, scheme);
+        // Registries need the repository's auth scope established before blob calls.
+        client
+            .auth(
+                reference,
+                &RegistryAuth::Anonymous,
+                oci_client::RegistryOperation::Push,
+            )
+            .await
+            .map_err(oci_err)?;
+
+        if !client
+            .blob_exists(reference, &local.digest)
+            .await
+            .map_err(oci_err)?
+        {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|source| Error::Io {
+                    action: "opening",
+                    path: path.to_owned(),
+                    source,
+                })?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+                .map_err(OciDistributionError::IoError);
+            client
+                .push_blob_stream(reference, stream, &local.digest, Some(local.size))
+                .await
+                .map_err(oci_err)?;
+        }
+        if !client
+            .blob_exists(reference, &config_digest)
+            .await
+            .map_err(oci_err)?
+        {
+            client
+                .push_blob(reference, config.clone(), &config_digest)
+                .await
+                .map_err(oci_err)?;
+        }
+
+        let mut manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_IMAGE_MEDIA_TYPE,
+            "config": {
+                "mediaType": config_media_type,
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": layer_media_type,
+                "digest": local.digest,
+                "size": local.size,
+                "annotations": BTreeMap::from([("org.opencontainers.image.title", title)]),
+            }],
+        });
+        if format == PushFormat::Cncf {
+            manifest["artifactType"] = json!(CNCF_CONFIG_MEDIA_TYPE);
+        }
+        let body = serde_json::to_vec(&manifest).expect("json values serialize");
+        let digest = sha256(&body);
+        client
+            .push_manifest_raw(
+                reference,
+                body,
+                OCI_IMAGE_MEDIA_TYPE.parse().expect("a valid header value"),
+            )
+            .await
+            .map_err(oci_err)?;
+        tracing::info!(%digest, bytes = local.size, "pushed");
+        Ok(Pushed {
+            reference: reference.whole(),
+            digest,
+            size: local.size,
+            layer_digest: local.digest,
+            layer_media_type: layer_media_type.to_owned(),
+            config_media_type: config_media_type.to_owned(),
+            kind,
+        })
+    }
+}
+
+/// A local file's digest and size, read once in chunks, and what kind of wasm it is.
+struct LocalBlob {
+    digest: String,
+    size: u64,
+    kind: Option<WasmKind>,
+}
+
+impl LocalBlob {
+    fn hash(path: &Path) -> Result<Self> {
+        let io_err = |action, source| Error::Io {
+            action,
+            path: PathBuf::from(path),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(|e| io_err("opening", e))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0; 1 << 20];
+        let mut size = 0u64;
+        let mut header = Vec::with_capacity(8);
+        loop {
+            let n = file.read(&mut buf).map_err(|e| io_err("reading", e))?;
+            if n == 0 {
+                break;
+            }
+            if header.len() < 8 {
+                let take = (8 - header.len()).min(n);
+                header.extend_from_slice(&buf[..take]);
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok(Self {
+            digest: format!("sha256:{}", hex::encode(hasher.finalize())),
+            size,
+            kind: WasmKind::detect(&header),
+        })
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_and_components_are_told_apart() {
+        assert_eq!(WasmKind::detect(b"\0asm\x01\0\0\0"), Some(WasmKind::Module));
+        assert_eq!(
+            WasmKind::detect(b"\0asm\x0d\0\x01\0"),
+            Some(WasmKind::Component)
+        );
+        assert_eq!(WasmKind::detect(b"#!/bin/sh"), None);
+        assert_eq!(WasmKind::detect(b""), None);
+    }
+}

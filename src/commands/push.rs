@@ -1,0 +1,66 @@
+//! `wasm-oci push FILE REF`: publish a wasm module or component as an OCI artifact.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use wasm_oci_fetcher::{PushFormat, parse_reference};
+
+use crate::GlobalOptions;
+
+/// Push a .wasm file to a registry as an OCI artifact.
+///
+/// The default layout is the CNCF TAG Runtime one (config application/vnd.wasm.config.v0+json,
+/// layer application/wasm, os wasip1 for a module or wasip2 for a component). Prints the
+/// reference, the size and the manifest digest; pull by that digest to get exactly this content.
+///
+///     wasm-oci push hello.wasm localhost:5000/hello:v1
+///     wasm-oci push --format wasm-to-oci hello.wasm localhost:5000/hello:v1
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct PushCommand {
+    /// The .wasm file (core module or component)
+    file: PathBuf,
+
+    /// Where to push it, e.g. localhost:5000/hello:v1
+    reference: String,
+
+    /// Artifact layout to write
+    #[arg(long, value_enum, default_value_t = Format::Cncf)]
+    format: Format,
+
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    /// CNCF TAG Runtime wasm artifact (what wkg, runwasi and Spin read)
+    Cncf,
+    /// The wasm-to-oci (2019) layout: config vnd.wasm.config.v1+json, layer vnd.wasm.content.layer.v1+wasm
+    WasmToOci,
+}
+
+impl PushCommand {
+    /// Pushes and reports.
+    pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        let reference = parse_reference(&self.reference)?;
+        let fetcher = global.fetcher()?;
+        let format = match self.format {
+            Format::Cncf => PushFormat::Cncf,
+            Format::WasmToOci => PushFormat::WasmToOci,
+        };
+        let pushed = crate::block_on(fetcher.push(&self.file, &reference, format))?
+            .with_context(|| format!("pushing {} to {}", self.file.display(), self.reference))?;
+        if self.json {
+            crate::print_json(&pushed)?;
+        } else {
+            eprintln!("Pushed: {}", pushed.reference);
+            eprintln!("Size: {}", pushed.size);
+            eprintln!("Digest: {}", pushed.digest);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of wasm-oci against real components: a Docker Distribution registry started
+//! per test, real wasmtime, and the interop peers (ORAS, skopeo) where a test names them.
+//!
+//! One integration-test binary for the whole workspace; modules per area.
+
+mod interop;
+mod registry;
+mod support;
+mod testdata;

@@ -1,0 +1,265 @@
+//! Test harness: a private registry per test, the wasm-oci binary with a private cache, raw HTTP.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository's `testdata/` directory.
+pub fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name)
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding an ephemeral port on loopback")
+        .port()
+}
+
+/// A Docker Distribution registry (Debian's `docker-registry`) on a loopback port, with its
+/// storage in a temporary directory; stopped when dropped.
+pub struct Registry {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// `127.0.0.1:<port>`
+    pub addr: String,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\n\
+                 log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry is not installed: run ./scripts/test, which installs it");
+        let registry = Registry {
+            child: Some(child),
+            dir,
+            addr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while http(&registry.addr, "GET", "/v2/", &[], b"").map(|r| r.status) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "registry did not come up: {}",
+                fs::read_to_string(registry.dir.path().join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// `127.0.0.1:<port>/<repo>`
+    pub fn reference(&self, repo_and_tag: &str) -> String {
+        format!("{}/{repo_and_tag}", self.addr)
+    }
+
+    /// Where the registry keeps a blob's bytes on disk.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `wasm-oci` binary with its own cache directory and no inherited settings.
+pub struct WasmOci {
+    pub cache: tempfile::TempDir,
+}
+
+impl WasmOci {
+    pub fn new() -> WasmOci {
+        WasmOci {
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasm-oci"));
+        cmd.env("WASM_OCI_CACHE", self.cache.path())
+            .env_remove("WASM_OCI_LOG")
+            .env_remove("WASM_OCI_PLAIN_HTTP")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Runs and asserts success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "wasm-oci {args:?} failed: {}",
+            describe(&out)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The files in the cache's blob store.
+    pub fn blobs(&self) -> Vec<String> {
+        let dir = self.cache.path().join("v1/blobs/sha256");
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Whatever is left in the ingest area.
+    pub fn ingest(&self) -> Vec<PathBuf> {
+        fs::read_dir(self.cache.path().join("v1/ingest"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// A minimal HTTP/1.0 exchange, enough to read and write manifests on the test registry.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<HttpResponse> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(HttpResponse {
+        status,
+        body: response[split + 4..].to_vec(),
+    })
+}
+
+/// The manifest `reference` (`repo:tag`) points to, as JSON.
+pub fn manifest(registry: &Registry, repo: &str, tag: &str) -> serde_json::Value {
+    let accept =
+        "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+    let r = http(
+        &registry.addr,
+        "GET",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Accept", accept)],
+        b"",
+    )
+    .expect("registry answers");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+/// Stores a manifest under `tag` and returns its digest.
+pub fn put_manifest(
+    registry: &Registry,
+    repo: &str,
+    tag: &str,
+    media_type: &str,
+    body: &[u8],
+) -> String {
+    use sha2::Digest;
+    let r = http(
+        &registry.addr,
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Content-Type", media_type)],
+        body,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
+}
+
+/// Runs python3 with the ORAS SDK; `./scripts/test` installs it.
+pub fn oras_python(script: &str, cwd: &Path) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ORAS Python SDK script failed (install it with ./scripts/test): {}",
+        describe(&out)
+    );
+}
