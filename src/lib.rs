@@ -7,6 +7,7 @@
 
 pub mod commands;
 mod progress;
+pub mod units;
 
 use std::path::PathBuf;
 

@@ -7,6 +7,7 @@
 
 #![deny(missing_docs)]
 
+mod compiled;
 mod digest;
 mod error;
 mod ingest;

@@ -52,6 +52,31 @@ pub enum Error {
         #[source]
         source: wasmtime::Error,
     },
+    /// The guest ran past its `--timeout`.
+    #[error("the guest was stopped after running longer than its timeout of {timeout:?}")]
+    Timeout {
+        /// The limit.
+        timeout: std::time::Duration,
+    },
+    /// The guest used up its `--fuel`.
+    #[error("the guest ran out of fuel (it was given {fuel})")]
+    OutOfFuel {
+        /// The fuel it was given.
+        fuel: u64,
+    },
+    /// The guest trapped after being denied memory beyond `--max-memory`.
+    #[error(
+        "the guest asked for {desired} bytes of memory, over its limit of {limit} bytes, and stopped"
+    )]
+    MemoryLimit {
+        /// The limit in bytes.
+        limit: usize,
+        /// What it asked for.
+        desired: usize,
+        /// The trap that followed.
+        #[source]
+        source: wasmtime::Error,
+    },
     /// The engine could not be set up.
     #[error("cannot set up the wasmtime engine")]
     Engine {

@@ -9,7 +9,7 @@ mod error;
 mod runner;
 
 pub use error::Error;
-pub use runner::{Preopen, RunOptions, Runner};
+pub use runner::{CompiledCache, EngineOptions, Loaded, Outcome, Preopen, RunOptions, Runner};
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

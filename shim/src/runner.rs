@@ -1,11 +1,14 @@
-//! Starting a guest: one engine per process, WASI preview 1 for modules, WASI 0.2 for components.
+//! Starting a guest: one engine per process, WASI preview 1 for modules, WASI 0.2 for components,
+//! limits from the store, and compiled code kept in the cache for the next start.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Config, Engine, Linker, Module, Store};
+use wasmtime::{Config, Engine, Linker, Module, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::bindings::sync::Command;
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::{Error, Result};
@@ -21,7 +24,7 @@ pub struct Preopen {
     pub read_only: bool,
 }
 
-/// What the guest gets from the host.
+/// What the guest gets from the host, and the limits it runs under.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// `argv`, program name first.
@@ -30,116 +33,348 @@ pub struct RunOptions {
     pub env: Vec<(String, String)>,
     /// Directories to preopen; none by default, so a guest sees nothing of the host.
     pub preopens: Vec<Preopen>,
+    /// Cap on each linear memory, in bytes; tables count 8 bytes per element.
+    pub max_memory: Option<usize>,
+    /// Wall-clock limit; needs an engine made with [`EngineOptions::interruptible`].
+    pub timeout: Option<Duration>,
+    /// Fuel to give the guest; needs an engine made with [`EngineOptions::fuel`].
+    pub fuel: Option<u64>,
+}
+
+/// Engine settings that change the compiled code (and so the precompiled-cache key).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineOptions {
+    /// Compile in epoch checks so that a guest can be stopped (`--timeout`, container kill).
+    pub interruptible: bool,
+    /// Compile in fuel accounting (`--fuel`).
+    pub fuel: bool,
+    /// Use the pooling instance allocator (pays off when one process starts many guests).
+    pub pooling: bool,
+}
+
+/// How a guest ended on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Its exit code: 0 when `_start` returned, else what it passed to `proc_exit`.
+    pub code: i32,
+    /// The size in bytes of a memory or table growth `--max-memory` denied, if any.
+    pub memory_denied: Option<usize>,
+}
+
+/// A compiled guest, ready to instantiate.
+#[derive(Clone)]
+pub enum Loaded {
+    /// A core module.
+    Module(Module),
+    /// A component.
+    Component(Component),
+}
+
+/// Where compiled code may be kept: the cache and the digest of the wasm.
+pub struct CompiledCache<'a> {
+    /// The cache.
+    pub cache: &'a wasm_oci_cache::Cache,
+    /// Digest of the wasm bytes the code is compiled from.
+    pub digest: &'a wasm_oci_cache::Digest,
 }
 
 /// Runs guests; holds the process's one [`Engine`].
 pub struct Runner {
     engine: Engine,
+    engine_key: String,
+    options: EngineOptions,
+    ticker: OnceLock<()>,
 }
+
+/// Epoch ticks per second when a timeout is in force.
+const TICKS_PER_SECOND: u64 = 100;
 
 impl Runner {
     /// Sets up the engine.
-    pub fn new() -> Result<Self> {
+    pub fn new(options: EngineOptions) -> Result<Self> {
         let mut config = Config::new();
-        config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+        config
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+            .epoch_interruption(options.interruptible)
+            .consume_fuel(options.fuel);
+        if options.pooling {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::pooling());
+        }
         let engine = Engine::new(&config).map_err(|source| Error::Engine { source })?;
-        Ok(Self { engine })
+        Ok(Self {
+            engine_key: compatibility_key(&engine),
+            engine,
+            options,
+            ticker: OnceLock::new(),
+        })
     }
 
-    /// Runs the module or component at `path`; returns the guest's exit code.
-    #[tracing::instrument(skip(self, options), fields(path = %path.display()))]
-    pub fn run(&self, path: &Path, options: &RunOptions) -> Result<i32> {
+    /// The engine, e.g. to precompile with.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A stable name for this engine's compiled-code format: wasmtime's compatibility hash
+    /// (version, target, settings) as hex. Code compiled under another key is never loaded.
+    pub fn engine_key(&self) -> &str {
+        &self.engine_key
+    }
+
+    /// Compiles the wasm at `path`, or loads the code compiled for it earlier from `cache`.
+    ///
+    /// Compiled code is only ever loaded from the cache's `compiled/` area, which only this
+    /// function writes.
+    #[tracing::instrument(skip_all, fields(path = %path.display()))]
+    pub fn load(&self, path: &Path, cache: Option<CompiledCache<'_>>) -> Result<Loaded> {
+        if let Some(c) = &cache {
+            for kind in ["module", "component"] {
+                let compiled = c.cache.compiled_path(self.engine_key(), c.digest, kind);
+                match self.deserialize(&compiled, kind) {
+                    Ok(Some(loaded)) => {
+                        tracing::debug!(digest = %c.digest, path = %compiled.display(), "precompiled cache hit");
+                        return Ok(loaded);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Unreadable or from an incompatible build: compile afresh below.
+                        tracing::debug!(path = %compiled.display(), error = %e, "ignoring compiled code");
+                    }
+                }
+            }
+        }
         let bytes = std::fs::read(path).map_err(|e| Error::InvalidWasm {
             path: path.to_owned(),
             source: e.into(),
         })?;
-        let wasi = wasi_ctx(options)?;
-        if wasmparser::Parser::is_component(&bytes) {
-            let component =
-                Component::new(&self.engine, &bytes).map_err(|source| Error::InvalidWasm {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            self.run_component(path, &component, wasi)
-        } else {
-            let module =
-                Module::new(&self.engine, &bytes).map_err(|source| Error::InvalidWasm {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            self.run_module(path, &module, wasi)
-        }
-    }
-
-    fn run_module(&self, path: &Path, module: &Module, mut wasi: WasiCtxBuilder) -> Result<i32> {
-        let mut linker: Linker<WasiP1Ctx> = Linker::new(&self.engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |ctx| ctx)
-            .map_err(|source| Error::Engine { source })?;
-        let mut store = Store::new(&self.engine, wasi.build_p1());
-        let link_err = |source| Error::Link {
+        let invalid = |source| Error::InvalidWasm {
             path: path.to_owned(),
             source,
         };
-        let instance = match linker.instantiate(&mut store, module) {
-            Ok(instance) => instance,
-            Err(e) => return exit_or(e, link_err),
+        let is_component = wasmparser::Parser::is_component(&bytes);
+        let Some(c) = cache else {
+            tracing::debug!("compiling without a cache");
+            return if is_component {
+                Component::new(&self.engine, &bytes).map(Loaded::Component)
+            } else {
+                Module::new(&self.engine, &bytes).map(Loaded::Module)
+            }
+            .map_err(invalid);
         };
-        let start = instance
-            .get_typed_func::<(), ()>(&mut store, "_start")
-            .map_err(link_err)?;
-        match start.call(&mut store, ()) {
-            Ok(()) => Ok(0),
-            Err(e) => exit_code(e),
+        let (kind, code) = if is_component {
+            ("component", self.engine.precompile_component(&bytes))
+        } else {
+            ("module", self.engine.precompile_module(&bytes))
+        };
+        let code = code.map_err(invalid)?;
+        let compiled = c.cache.compiled_path(self.engine_key(), c.digest, kind);
+        c.cache
+            .store_compiled(&compiled, &code)
+            .map_err(|e| Error::Engine { source: e.into() })?;
+        tracing::debug!(digest = %c.digest, path = %compiled.display(), bytes = code.len(), "compiled and cached");
+        self.deserialize(&compiled, kind)
+            .and_then(|l| l.ok_or_else(|| wasmtime::format_err!("compiled code vanished")))
+            .map_err(|source| Error::Engine { source })
+    }
+
+    /// Loads compiled code from our own cache; `None` when there is none.
+    #[allow(unsafe_code, reason = "loading native code that this program compiled")]
+    fn deserialize(&self, path: &Path, kind: &str) -> wasmtime::Result<Option<Loaded>> {
+        // SAFETY: `path` is in the cache's `compiled/` area, which only `load` writes, with
+        // bytes from `Engine::precompile_*` of an engine with the same compatibility key,
+        // atomically. wasmtime checks the header and engine compatibility as well.
+        let result = match kind {
+            "module" => unsafe { Module::deserialize_file(&self.engine, path) }.map(Loaded::Module),
+            _ => unsafe { Component::deserialize_file(&self.engine, path) }.map(Loaded::Component),
+        };
+        match result {
+            Ok(loaded) => Ok(Some(loaded)),
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    /// Runs a loaded guest to its end; returns how it exited.
+    pub fn run(&self, path: &Path, loaded: &Loaded, options: &RunOptions) -> Result<Outcome> {
+        let mut wasi = wasi_ctx(options)?;
+        let limits = Limits {
+            max_memory: options.max_memory,
+            denied: None,
+        };
+        let result = match loaded {
+            Loaded::Module(module) => {
+                let host = ModuleHost {
+                    wasi: wasi.build_p1(),
+                    limits,
+                };
+                let mut store = Store::new(&self.engine, host);
+                store.limiter(|h| &mut h.limits);
+                self.arm(&mut store, options)?;
+                let r = self.run_module(path, module, &mut store);
+                (r, store.data().limits.denied)
+            }
+            Loaded::Component(component) => {
+                let host = ComponentHost {
+                    ctx: wasi.build(),
+                    table: ResourceTable::new(),
+                    limits,
+                };
+                let mut store = Store::new(&self.engine, host);
+                store.limiter(|h| &mut h.limits);
+                self.arm(&mut store, options)?;
+                let r = self.run_component(path, component, &mut store);
+                (r, store.data().limits.denied)
+            }
+        };
+        let (result, memory_denied) = result;
+        let code = match result {
+            Ok(code) => code,
+            Err(Failure::Setup(e)) => return Err(e),
+            Err(Failure::Wasm(e)) => classify(e, options, memory_denied)?,
+        };
+        Ok(Outcome {
+            code,
+            memory_denied,
+        })
+    }
+
+    /// Sets the store's fuel and deadline.
+    fn arm<T>(&self, store: &mut Store<T>, options: &RunOptions) -> Result<()> {
+        if let Some(fuel) = options.fuel {
+            store
+                .set_fuel(fuel)
+                .map_err(|source| Error::Engine { source })?;
+        }
+        if self.options.interruptible {
+            match options.timeout {
+                Some(timeout) => {
+                    self.start_ticker();
+                    let ticks = (timeout.as_millis() as u64 * TICKS_PER_SECOND).div_ceil(1000);
+                    store.set_epoch_deadline(ticks.max(1));
+                }
+                None => store.set_epoch_deadline(u64::MAX),
+            }
+            store.epoch_deadline_trap();
+        }
+        Ok(())
+    }
+
+    /// One thread per process advances the engine's epoch; each store counts its own deadline.
+    fn start_ticker(&self) {
+        self.ticker.get_or_init(|| {
+            let engine = self.engine.weak();
+            std::thread::Builder::new()
+                .name("wasm-oci-epoch".into())
+                .spawn(move || {
+                    while let Some(engine) = engine.upgrade() {
+                        engine.increment_epoch();
+                        drop(engine);
+                        std::thread::sleep(Duration::from_millis(1000 / TICKS_PER_SECOND));
+                    }
+                })
+                .expect("spawning the epoch thread");
+        });
+    }
+
+    fn run_module(
+        &self,
+        path: &Path,
+        module: &Module,
+        store: &mut Store<ModuleHost>,
+    ) -> Result<i32, Failure> {
+        let mut linker: Linker<ModuleHost> = Linker::new(&self.engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h| &mut h.wasi)
+            .map_err(|source| Failure::Setup(Error::Engine { source }))?;
+        let link_err = |source| {
+            Failure::Setup(Error::Link {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let pre = linker.instantiate_pre(module).map_err(link_err)?;
+        let instance = pre.instantiate(&mut *store).map_err(Failure::Wasm)?;
+        let start = instance
+            .get_typed_func::<(), ()>(&mut *store, "_start")
+            .map_err(link_err)?;
+        start.call(&mut *store, ()).map_err(Failure::Wasm)?;
+        Ok(0)
     }
 
     fn run_component(
         &self,
         path: &Path,
         component: &Component,
-        mut wasi: WasiCtxBuilder,
-    ) -> Result<i32> {
+        store: &mut Store<ComponentHost>,
+    ) -> Result<i32, Failure> {
         let mut linker = wasmtime::component::Linker::<ComponentHost>::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|source| Error::Engine { source })?;
-        let host = ComponentHost {
-            ctx: wasi.build(),
-            table: ResourceTable::new(),
-        };
-        let mut store = Store::new(&self.engine, host);
-        let pre = linker
-            .instantiate_pre(component)
-            .map_err(|source| Error::Link {
+            .map_err(|source| Failure::Setup(Error::Engine { source }))?;
+        let pre = linker.instantiate_pre(component).map_err(|source| {
+            Failure::Setup(Error::Link {
                 path: path.to_owned(),
                 source,
-            })?;
-        let command =
-            wasmtime_wasi::p2::bindings::sync::CommandPre::new(pre).map_err(|source| {
-                Error::NotACommand {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?;
-        let command: Command = match command.instantiate(&mut store) {
-            Ok(command) => command,
-            Err(e) => {
-                return exit_or(e, |source| Error::Link {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
-        match command.wasi_cli_run().call_run(&mut store) {
-            Ok(Ok(())) => Ok(0),
-            Ok(Err(())) => Ok(1),
-            Err(e) => exit_code(e),
+            })
+        })?;
+        let pre = CommandPre::new(pre).map_err(|source| {
+            Failure::Setup(Error::NotACommand {
+                path: path.to_owned(),
+                source,
+            })
+        })?;
+        let command = pre.instantiate(&mut *store).map_err(Failure::Wasm)?;
+        match command
+            .wasi_cli_run()
+            .call_run(&mut *store)
+            .map_err(Failure::Wasm)?
+        {
+            Ok(()) => Ok(0),
+            Err(()) => Ok(1),
         }
     }
+}
+
+/// Failures before the guest runs are ours; failures while it runs are classified.
+enum Failure {
+    Setup(Error),
+    Wasm(wasmtime::Error),
+}
+
+/// Turns an error raised while the guest ran into its exit code or a user-facing error.
+fn classify(e: wasmtime::Error, options: &RunOptions, denied: Option<usize>) -> Result<i32> {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return Ok(exit.0);
+    }
+    Err(match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Error::Timeout {
+            timeout: options.timeout.unwrap_or_default(),
+        },
+        Some(Trap::OutOfFuel) => Error::OutOfFuel {
+            fuel: options.fuel.unwrap_or_default(),
+        },
+        _ => match (denied, options.max_memory) {
+            (Some(desired), Some(limit)) => Error::MemoryLimit {
+                limit,
+                desired,
+                source: e,
+            },
+            _ => Error::Trap { source: e },
+        },
+    })
+}
+
+struct ModuleHost {
+    wasi: WasiP1Ctx,
+    limits: Limits,
 }
 
 struct ComponentHost {
     ctx: WasiCtx,
     table: ResourceTable,
+    limits: Limits,
 }
 
 impl WasiView for ComponentHost {
@@ -147,6 +382,44 @@ impl WasiView for ComponentHost {
         WasiCtxView {
             ctx: &mut self.ctx,
             table: &mut self.table,
+        }
+    }
+}
+
+/// `--max-memory`, remembering the growth it denied so the error can say so.
+struct Limits {
+    max_memory: Option<usize>,
+    denied: Option<usize>,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self.allow(desired))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self.allow(desired.saturating_mul(8)))
+    }
+}
+
+impl Limits {
+    fn allow(&mut self, bytes: usize) -> bool {
+        match self.max_memory {
+            Some(limit) if bytes > limit => {
+                self.denied = Some(bytes);
+                false
+            }
+            _ => true,
         }
     }
 }
@@ -169,18 +442,101 @@ fn wasi_ctx(options: &RunOptions) -> Result<WasiCtxBuilder> {
     Ok(wasi)
 }
 
-/// A guest's `proc_exit` arrives as an error carrying its code; anything else is a trap.
-fn exit_code(e: wasmtime::Error) -> Result<i32> {
-    match e.downcast_ref::<I32Exit>() {
-        Some(exit) => Ok(exit.0),
-        None => Err(Error::Trap { source: e }),
+/// Hex of wasmtime's compatibility hash, fed through SHA-256 so it is stable across processes.
+fn compatibility_key(engine: &Engine) -> String {
+    use sha2::Digest as _;
+    use std::hash::{Hash, Hasher};
+
+    struct Sha(sha2::Sha256);
+    impl Hasher for Sha {
+        fn finish(&self) -> u64 {
+            unreachable!("only written to")
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut h = Sha(sha2::Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut h);
+    hex::encode(&h.0.finalize()[..16])
+}
+
+impl std::str::FromStr for Preopen {
+    type Err = String;
+
+    /// `HOST[::GUEST][:ro|:rw]`, wasmtime's `--dir` syntax plus an access suffix; without
+    /// `::GUEST` the guest sees the directory at the same path as the host.
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let (rest, read_only) = match spec.rsplit_once(':') {
+            Some((rest, "ro")) if !rest.ends_with(':') => (rest, true),
+            Some((rest, "rw")) if !rest.ends_with(':') => (rest, false),
+            _ => (spec, false),
+        };
+        let (host, guest) = match rest.split_once("::") {
+            Some((host, guest)) => (host, guest),
+            None => (rest, rest),
+        };
+        if host.is_empty() || guest.is_empty() {
+            return Err(format!(
+                "invalid directory {spec:?}: expected HOST[::GUEST][:ro], e.g. ./data::/data:ro"
+            ));
+        }
+        Ok(Self {
+            host: host.into(),
+            guest: guest.to_owned(),
+            read_only,
+        })
     }
 }
 
-/// Start functions may exit during instantiation too; any other failure there is `other`.
-fn exit_or(e: wasmtime::Error, other: impl FnOnce(wasmtime::Error) -> Error) -> Result<i32> {
-    match e.downcast_ref::<I32Exit>() {
-        Some(exit) => Ok(exit.0),
-        None => Err(other(e)),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_specs_parse_like_wasmtime_dir() {
+        let p = |s: &str| s.parse::<Preopen>().unwrap();
+        assert_eq!(
+            p("/srv"),
+            Preopen {
+                host: "/srv".into(),
+                guest: "/srv".into(),
+                read_only: false
+            }
+        );
+        assert_eq!(
+            p("./d::/data"),
+            Preopen {
+                host: "./d".into(),
+                guest: "/data".into(),
+                read_only: false
+            }
+        );
+        assert_eq!(
+            p("./d::/data:ro"),
+            Preopen {
+                host: "./d".into(),
+                guest: "/data".into(),
+                read_only: true
+            }
+        );
+        assert_eq!(
+            p("./d::/data:rw"),
+            Preopen {
+                host: "./d".into(),
+                guest: "/data".into(),
+                read_only: false
+            }
+        );
+        assert_eq!(
+            p("/srv:ro"),
+            Preopen {
+                host: "/srv".into(),
+                guest: "/srv".into(),
+                read_only: true
+            }
+        );
+        assert!("::/data".parse::<Preopen>().is_err());
+        assert!("./d::".parse::<Preopen>().is_err());
     }
 }

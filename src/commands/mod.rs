@@ -1,13 +1,19 @@
 //! The verbs of `wasm-oci`, one file each: `RunCommand { .. }.execute()`.
 
+mod compile;
 mod pull;
 mod push;
 mod run;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use wasm_oci_cache::{Cache, Digest};
+use wasm_oci_fetcher::parse_reference;
 
+pub use compile::CompileCommand;
 pub use pull::PullCommand;
 pub use push::PushCommand;
 pub use run::RunCommand;
@@ -39,6 +45,7 @@ enum Command {
     Run(RunCommand),
     Pull(PullCommand),
     Push(PushCommand),
+    Compile(CompileCommand),
 }
 
 impl Cli {
@@ -49,6 +56,7 @@ impl Cli {
             Command::Run(cmd) => (cmd.execute(&self.global), 125),
             Command::Pull(cmd) => (cmd.execute(&self.global), 1),
             Command::Push(cmd) => (cmd.execute(&self.global), 1),
+            Command::Compile(cmd) => (cmd.execute(&self.global), 1),
         };
         match result {
             Ok(code) => code,
@@ -56,6 +64,107 @@ impl Cli {
                 eprintln!("Error: {e:#}");
                 ExitCode::from(failure)
             }
+        }
+    }
+}
+
+/// When to ask the registry about a reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PullPolicy {
+    /// Pull only when the reference is not in the cache
+    Missing,
+    /// Always resolve the reference in the registry (blobs already cached are not downloaded again)
+    Always,
+    /// Never touch the network; fail when the reference is not cached
+    Never,
+}
+
+/// A module to run or compile: a local file, or the cached blob of a reference.
+struct Resolved {
+    path: PathBuf,
+    /// The cache and digest, for references.
+    cache: Option<Cache>,
+    digest: Option<Digest>,
+}
+
+impl Resolved {
+    /// Finds `module` locally or in the cache, pulling it as `policy` allows.
+    fn new(global: &GlobalOptions, module: &str, policy: PullPolicy) -> anyhow::Result<Self> {
+        if looks_like_file(module) {
+            let path = PathBuf::from(module);
+            if !path.is_file() {
+                bail!("{} does not exist or is not a file", path.display());
+            }
+            return Ok(Self {
+                path,
+                cache: None,
+                digest: None,
+            });
+        }
+        let reference = parse_reference(module)?;
+        let name = reference.whole();
+        if policy != PullPolicy::Always {
+            // The warm path: no runtime, no client, nothing created on disk.
+            if let Some(cache) = Cache::open_existing(global.cache_dir()?)
+                && let Some(entry) = cache.get_ref(&name)?
+            {
+                tracing::debug!(reference = %name, digest = %entry.layer_digest, "cache hit");
+                return Ok(Self {
+                    path: cache.blob_path(&entry.layer_digest),
+                    digest: Some(entry.layer_digest),
+                    cache: Some(cache),
+                });
+            }
+        }
+        if policy == PullPolicy::Never {
+            bail!(
+                "{name} is not in the cache and --pull never forbids asking the registry; \
+                 run `wasm-oci pull {module}` first"
+            );
+        }
+        let fetcher = global.fetcher()?;
+        let pulled = crate::block_on(fetcher.pull(&reference))?
+            .with_context(|| format!("pulling {module}"))?;
+        Ok(Self {
+            path: pulled.path,
+            digest: Some(pulled.entry.layer_digest),
+            cache: Some(fetcher.cache().clone()),
+        })
+    }
+}
+
+/// A path rather than a reference: it exists, starts like a path, or names a `.wasm` file
+/// (a reference with a registry or tag always has `/` or `:` before such a suffix).
+fn looks_like_file(arg: &str) -> bool {
+    arg.starts_with('/')
+        || arg.starts_with("./")
+        || arg.starts_with("../")
+        || Path::new(arg).is_file()
+        || (arg.ends_with(".wasm") && !arg.contains(':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_and_references_are_told_apart() {
+        for file in [
+            "./hello.wasm",
+            "/tmp/x.wasm",
+            "../a",
+            "hello.wasm",
+            "dir/hello.wasm",
+        ] {
+            assert!(looks_like_file(file), "{file}");
+        }
+        for reference in [
+            "localhost:5000/hello:v1",
+            "hello",
+            "ghcr.io/a/b@sha256:00",
+            "x:hello.wasm",
+        ] {
+            assert!(!looks_like_file(reference), "{reference}");
         }
     }
 }

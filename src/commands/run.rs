@@ -1,26 +1,33 @@
 //! `wasm-oci run REF|FILE [-- ARGS...]`: pull if needed, then start the guest in wasmtime.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
-use clap::{Args, ValueEnum};
-use wasm_oci_cache::Cache;
-use wasm_oci_fetcher::parse_reference;
-use wasm_oci_shim::{RunOptions, Runner};
+use anyhow::Context as _;
+use clap::Args;
+use wasm_oci_shim::{CompiledCache, EngineOptions, Error as RunError, Preopen, RunOptions, Runner};
 
+use super::{PullPolicy, Resolved};
 use crate::GlobalOptions;
+use crate::units::{parse_duration, parse_size};
 
 /// Run a wasm module or component from a registry reference or a local file.
 ///
 /// A reference is pulled into the cache when it is not there yet (docker's default pull
-/// policy), so a second run starts without asking the registry. The guest gets its arguments,
-/// stdin, stdout and stderr, and nothing else of the host; its exit status is wasm-oci's.
-/// When wasm-oci itself fails (the pull, an invalid module) it exits 125, as docker run does.
+/// policy), so a second run starts without asking the registry, and the code compiled on the
+/// first run is kept in the cache so later runs start without compiling. Core modules get WASI
+/// preview 1, components WASI 0.2 (wasi:cli/command), with the same flags.
+///
+/// The guest gets its arguments, stdin, stdout and stderr, and nothing else of the host unless
+/// asked: no directory and no environment variable by default.
+///
+/// Exit status: the guest's own (0 when it returns, else what it passed to exit); 134 when it
+/// traps (the trap and its wasm backtrace are printed), as wasmtime does; 124 when --timeout
+/// stops it, as timeout(1) does; 125 when wasm-oci itself fails (the pull, an invalid module),
+/// as docker run does.
 ///
 ///     wasm-oci run localhost:5000/hello:v1
-///     wasm-oci run localhost:5000/tool:v2 -- --verbose input.txt
-///     wasm-oci run ./hello.wasm
+///     wasm-oci run --dir ./data::/data:ro --env LANG localhost:5000/tool:v2 -- --verbose /data/in.txt
+///     wasm-oci run --max-memory 64MiB --timeout 10s ./hello.wasm
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct RunCommand {
@@ -31,37 +38,70 @@ pub struct RunCommand {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 
-    /// When to ask the registry: missing (only when not cached), always, never
+    /// When to ask the registry
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pull: PullPolicy,
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum PullPolicy {
-    /// Pull only when the reference is not in the cache
-    Missing,
-    /// Always resolve the reference in the registry (blobs already cached are not downloaded again)
-    Always,
-    /// Never touch the network; fail when the reference is not cached
-    Never,
+    /// Give the guest a host directory: HOST[::GUEST][:ro]. Read-write unless :ro; without
+    /// ::GUEST the guest sees it at the host's path. Repeatable
+    #[arg(long = "dir", value_name = "HOST[::GUEST][:ro]")]
+    dirs: Vec<Preopen>,
+
+    /// Set an environment variable for the guest, or pass one of yours with --env KEY. Repeatable
+    #[arg(long = "env", value_name = "KEY[=VALUE]")]
+    envs: Vec<String>,
+
+    /// Cap each linear memory (and table, at 8 bytes an element), e.g. 16MiB
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<usize>,
+
+    /// Stop the guest after this long, e.g. 1s, 500ms, 2m
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<std::time::Duration>,
+
+    /// Stop the guest after it has used this much fuel (about one unit per wasm instruction)
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+
+    /// The guest's argv[0] [default: the module as given]
+    #[arg(long, value_name = "NAME")]
+    argv0: Option<String>,
 }
 
 impl RunCommand {
     /// Resolves the module and runs it.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
-        let path = self.resolve(global)?;
-        let mut args = Vec::with_capacity(self.args.len() + 1);
-        args.push(self.module.clone());
-        args.extend(self.args.iter().cloned());
-        let options = RunOptions {
-            args,
-            ..RunOptions::default()
-        };
-        let runner = Runner::new()?;
-        match runner.run(&path, &options) {
-            // The OS keeps the low 8 bits of an exit status, as it does for wasmtime.
-            Ok(code) => Ok(ExitCode::from(code as u8)),
-            Err(e @ wasm_oci_shim::Error::Trap { .. }) => {
+        let resolved = Resolved::new(global, &self.module, self.pull)?;
+        let runner = Runner::new(EngineOptions {
+            interruptible: self.timeout.is_some(),
+            fuel: self.fuel.is_some(),
+            pooling: false,
+        })?;
+        let loaded = runner
+            .load(&resolved.path, resolved.compiled_cache())
+            .with_context(|| format!("loading {}", self.module))?;
+        let options = self.run_options();
+        match runner.run(&resolved.path, &loaded, &options) {
+            Ok(outcome) => {
+                if let (Some(bytes), Some(limit)) = (outcome.memory_denied, self.max_memory)
+                    && outcome.code != 0
+                {
+                    eprintln!(
+                        "note: the guest asked for {bytes} bytes of memory and was refused by --max-memory {limit}"
+                    );
+                }
+                // The OS keeps the low 8 bits of an exit status, as it does for wasmtime.
+                Ok(ExitCode::from(outcome.code as u8))
+            }
+            Err(e @ RunError::Timeout { .. }) => {
+                eprintln!("Error: {e}");
+                Ok(ExitCode::from(124))
+            }
+            Err(
+                e @ (RunError::Trap { .. }
+                | RunError::MemoryLimit { .. }
+                | RunError::OutOfFuel { .. }),
+            ) => {
                 eprintln!("Error: {:?}", anyhow::Error::from(e));
                 // wasmtime exits like an abort on a trap.
                 Ok(ExitCode::from(134))
@@ -70,72 +110,35 @@ impl RunCommand {
         }
     }
 
-    /// The path of the wasm to run: the local file, or the cached blob of the reference.
-    fn resolve(&self, global: &GlobalOptions) -> anyhow::Result<PathBuf> {
-        if looks_like_file(&self.module) {
-            let path = PathBuf::from(&self.module);
-            if !path.is_file() {
-                bail!("{} does not exist or is not a file", path.display());
-            }
-            return Ok(path);
+    fn run_options(&self) -> RunOptions {
+        let argv0 = self.argv0.clone().unwrap_or_else(|| self.module.clone());
+        let env = self
+            .envs
+            .iter()
+            .filter_map(|e| match e.split_once('=') {
+                Some((k, v)) => Some((k.to_owned(), v.to_owned())),
+                None => std::env::var(e).ok().map(|v| (e.clone(), v)),
+            })
+            .collect();
+        RunOptions {
+            args: std::iter::once(argv0)
+                .chain(self.args.iter().cloned())
+                .collect(),
+            env,
+            preopens: self.dirs.clone(),
+            max_memory: self.max_memory,
+            timeout: self.timeout,
+            fuel: self.fuel,
         }
-        let reference = parse_reference(&self.module)?;
-        let name = reference.whole();
-        if self.pull != PullPolicy::Always {
-            // The warm path: no runtime, no client, nothing created on disk.
-            if let Some(cache) = Cache::open_existing(global.cache_dir()?)
-                && let Some(entry) = cache.get_ref(&name)?
-            {
-                tracing::debug!(reference = %name, digest = %entry.layer_digest, "cache hit");
-                return Ok(cache.blob_path(&entry.layer_digest));
-            }
-        }
-        if self.pull == PullPolicy::Never {
-            bail!(
-                "{name} is not in the cache and --pull never forbids asking the registry; \
-                 run `wasm-oci pull {}` first",
-                self.module
-            );
-        }
-        let fetcher = global.fetcher()?;
-        let pulled = crate::block_on(fetcher.pull(&reference))?
-            .with_context(|| format!("pulling {}", self.module))?;
-        Ok(pulled.path)
     }
 }
 
-/// A path rather than a reference: it exists, starts like a path, or names a `.wasm` file
-/// (a reference with a registry or tag always has `/` or `:` before such a suffix).
-fn looks_like_file(arg: &str) -> bool {
-    arg.starts_with('/')
-        || arg.starts_with("./")
-        || arg.starts_with("../")
-        || Path::new(arg).is_file()
-        || (arg.ends_with(".wasm") && !arg.contains(':'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn files_and_references_are_told_apart() {
-        for file in [
-            "./hello.wasm",
-            "/tmp/x.wasm",
-            "../a",
-            "hello.wasm",
-            "dir/hello.wasm",
-        ] {
-            assert!(looks_like_file(file), "{file}");
-        }
-        for reference in [
-            "localhost:5000/hello:v1",
-            "hello",
-            "ghcr.io/a/b@sha256:00",
-            "x:hello.wasm",
-        ] {
-            assert!(!looks_like_file(reference), "{reference}");
+impl Resolved {
+    /// Where compiled code for this module is kept: only for cached references.
+    fn compiled_cache(&self) -> Option<CompiledCache<'_>> {
+        match (&self.cache, &self.digest) {
+            (Some(cache), Some(digest)) => Some(CompiledCache { cache, digest }),
+            _ => None,
         }
     }
 }

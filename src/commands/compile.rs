@@ -1,0 +1,48 @@
+//! `wasm-oci compile REF`: precompile a module into the cache without running it.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use wasm_oci_shim::{CompiledCache, EngineOptions, Runner};
+
+use super::{PullPolicy, Resolved};
+use crate::GlobalOptions;
+
+/// Precompile a module for this machine and keep the code in the cache.
+///
+/// Pulls the reference when it is not cached, then compiles it the way `wasm-oci run` would, so
+/// that the next run (or the containerd shim) starts without compiling. Edge nodes run it after
+/// a pull. Code is compiled for runs without --timeout and --fuel; runs with those flags compile
+/// their own variant once.
+///
+///     wasm-oci compile localhost:5000/hello:v1
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct CompileCommand {
+    /// A reference such as localhost:5000/hello:v1
+    reference: String,
+
+    /// When to ask the registry
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pull: PullPolicy,
+}
+
+impl CompileCommand {
+    /// Pulls if needed and compiles.
+    pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        let resolved = Resolved::new(global, &self.reference, self.pull)?;
+        let (Some(cache), Some(digest)) = (&resolved.cache, &resolved.digest) else {
+            bail!(
+                "{} is a local file; compile takes a registry reference (push it first)",
+                self.reference
+            );
+        };
+        let runner = Runner::new(EngineOptions::default())?;
+        runner
+            .load(&resolved.path, Some(CompiledCache { cache, digest }))
+            .with_context(|| format!("compiling {}", self.reference))?;
+        eprintln!("Compiled: {} ({digest})", self.reference);
+        Ok(ExitCode::SUCCESS)
+    }
+}
