@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use crate::{Cache, Digest, Error, Result, write_atomic};
+use crate::{Cache, Digest, Error, Result, write_atomic_with_mode};
 
 impl Cache {
     /// Where the code compiled for `digest` by the engine `engine_key` lives; `kind` tells a
@@ -33,6 +33,7 @@ impl Cache {
                 source,
             })?;
         }
-        write_atomic(path, code)
+        // Read-only like blobs: nothing should edit native code in place.
+        write_atomic_with_mode(path, code, 0o444)
     }
 }

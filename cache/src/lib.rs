@@ -142,6 +142,12 @@ pub fn default_dir() -> Option<PathBuf> {
 
 /// Writes `bytes` to `path` so that readers see the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] with the file's permission bits.
+pub(crate) fn write_atomic_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let io_err = |action, source| Error::Io {
         action,
@@ -150,6 +156,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err("creating", e))?;
     io::Write::write_all(&mut tmp, bytes).map_err(|e| io_err("writing", e))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| io_err("setting permissions of", e))?;
     tmp.as_file().sync_all().map_err(|e| io_err("syncing", e))?;
     tmp.persist(path)
         .map_err(|e| io_err("renaming into place", e.error))?;

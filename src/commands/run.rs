@@ -97,11 +97,12 @@ impl RunCommand {
                 eprintln!("Error: {e}");
                 Ok(ExitCode::from(124))
             }
-            Err(
-                e @ (RunError::Trap { .. }
-                | RunError::MemoryLimit { .. }
-                | RunError::OutOfFuel { .. }),
-            ) => {
+            // A limit is not a bug in the guest: one line, no backtrace.
+            Err(e @ (RunError::MemoryLimit { .. } | RunError::OutOfFuel { .. })) => {
+                eprintln!("Error: {e}");
+                Ok(ExitCode::from(134))
+            }
+            Err(e @ RunError::Trap { .. }) => {
                 eprintln!("Error: {:?}", anyhow::Error::from(e));
                 // wasmtime exits like an abort on a trap.
                 Ok(ExitCode::from(134))

@@ -5,5 +5,6 @@
 
 mod interop;
 mod registry;
+mod runner;
 mod support;
 mod testdata;
