@@ -53,7 +53,7 @@ impl GlobalOptions {
                 plain_http: self.plain_http,
             },
         );
-        Ok(match progress::Bars::on_terminal() {
+        Ok(match progress::Bars::on_terminal(false) {
             Some(bars) => fetcher.with_progress(bars),
             None => fetcher,
         })

@@ -1,51 +1,84 @@
-//! Progress bars for blob transfers, drawn only when stderr is a terminal.
+//! Progress bars for blob transfers, drawn only when stderr is a terminal: one bar per
+//! transfer, and a total when several run at once (prefetch).
 
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use wasm_oci_fetcher::Progress;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use wasm_oci_fetcher::{Progress, Transfer};
 
-/// One bar per transfer on stderr.
+/// Bars on stderr.
 pub(crate) struct Bars {
-    bar: Mutex<Option<ProgressBar>>,
+    multi: MultiProgress,
+    total: Option<ProgressBar>,
 }
 
 impl Bars {
-    /// Bars when stderr is a terminal; `None` keeps piped output clean.
-    pub(crate) fn on_terminal() -> Option<Arc<Self>> {
-        std::io::stderr().is_terminal().then(|| {
-            Arc::new(Self {
-                bar: Mutex::new(None),
-            })
+    /// Bars when stderr is a terminal; `None` keeps piped output clean. `with_total` adds a
+    /// bar summing every transfer.
+    pub(crate) fn on_terminal(with_total: bool) -> Option<Arc<Self>> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let multi = MultiProgress::new();
+        let total = with_total.then(|| {
+            let bar = multi.add(ProgressBar::new(0));
+            bar.set_style(style(
+                "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            ));
+            bar.set_message("total");
+            bar
+        });
+        Some(Arc::new(Self { multi, total }))
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .expect("a valid template")
+        .progress_chars("=> ")
+}
+
+impl Progress for Bars {
+    fn transfer(&self, reference: &str, _digest: &str, total: Option<u64>) -> Box<dyn Transfer> {
+        let bar = self.multi.add(ProgressBar::new(total.unwrap_or(0)));
+        bar.set_style(style(
+            "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        ));
+        let short = reference.rsplit('/').next().unwrap_or(reference);
+        bar.set_message(short.to_owned());
+        if let (Some(t), Some(n)) = (&self.total, total) {
+            t.inc_length(n);
+        }
+        Box::new(Bar {
+            bar,
+            total: self.total.clone(),
         })
     }
 }
 
-impl Progress for Bars {
-    fn start(&self, digest: &str, total: Option<u64>) {
-        let bar = ProgressBar::new(total.unwrap_or(0));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        let short = digest.strip_prefix("sha256:").unwrap_or(digest);
-        bar.set_message(short.chars().take(12).collect::<String>());
-        *self.bar.lock().expect("progress lock") = Some(bar);
+struct Bar {
+    bar: ProgressBar,
+    total: Option<ProgressBar>,
+}
+
+impl Transfer for Bar {
+    fn set_position(&self, bytes: u64) {
+        let before = self.bar.position();
+        self.bar.set_position(bytes);
+        if let Some(t) = &self.total {
+            t.set_position((t.position() + bytes).saturating_sub(before));
+        }
     }
 
     fn advance(&self, bytes: u64) {
-        if let Some(bar) = &*self.bar.lock().expect("progress lock") {
-            bar.inc(bytes);
+        self.bar.inc(bytes);
+        if let Some(t) = &self.total {
+            t.inc(bytes);
         }
     }
 
-    fn finish(&self) {
-        if let Some(bar) = self.bar.lock().expect("progress lock").take() {
-            bar.finish_and_clear();
-        }
+    fn finish(self: Box<Self>) {
+        self.bar.finish_and_clear();
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! The ingest file doubles as the writer's lock: one writer per digest across processes, and a
 //! waiter that wakes after the writer committed finds the blob present instead of fetching again.
+//! A download that is interrupted (an error, a kill) leaves its partial file; the next writer
+//! of that digest continues from its end. Content proven wrong is removed.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
@@ -23,7 +25,9 @@ pub enum Ingested {
 
 /// An exclusive, verifying writer of one blob.
 ///
-/// Dropped without [`Ingest::commit`], it removes what it wrote: nothing half-written is left.
+/// Dropped without [`Ingest::commit`], it keeps what it wrote in `ingest/` for a later writer to
+/// resume; nothing reaches `blobs/` unverified. Content known to be wrong (too long, or a
+/// digest mismatch) is removed.
 #[derive(Debug)]
 pub struct Ingest {
     file: Option<File>,
@@ -33,6 +37,7 @@ pub struct Ingest {
     expected_size: Option<u64>,
     written: u64,
     hasher: Sha256,
+    discard: bool,
 }
 
 impl Ingest {
@@ -75,9 +80,7 @@ impl Ingest {
             let _ = fs::remove_file(&path);
             return Ok(Ingested::Present(target));
         }
-        file.set_len(0).map_err(|e| io_err("truncating", e))?;
-        tracing::debug!(digest = %digest, "ingest started");
-        Ok(Ingested::Writer(Ingest {
+        let mut ingest = Ingest {
             file: Some(file),
             path,
             target,
@@ -85,7 +88,66 @@ impl Ingest {
             expected_size,
             written: 0,
             hasher: Sha256::new(),
-        }))
+            discard: false,
+        };
+        ingest.resume()?;
+        Ok(Ingested::Writer(ingest))
+    }
+
+    /// Continues after what an earlier writer left: hashes it again, since a hasher's state
+    /// cannot be kept on disk. Content longer than expected cannot be right and is dropped.
+    fn resume(&mut self) -> Result<()> {
+        let io_err = |action, path: &PathBuf, source| Error::Io {
+            action,
+            path: path.clone(),
+            source,
+        };
+        let file = self
+            .file
+            .as_mut()
+            .expect("ingest file is open until commit");
+        let len = file
+            .metadata()
+            .map_err(|e| io_err("inspecting", &self.path, e))?
+            .len();
+        if len == 0 || self.expected_size.is_some_and(|size| len > size) {
+            return self.restart();
+        }
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| io_err("reading", &self.path, e))?;
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| io_err("reading", &self.path, e))?;
+            if n == 0 {
+                break;
+            }
+            self.hasher.update(&buf[..n]);
+            self.written += n as u64;
+        }
+        tracing::debug!(digest = %self.digest, offset = self.written, "resuming a partial download");
+        Ok(())
+    }
+
+    /// Drops what was written so far and starts from the beginning (e.g. when a server ignored
+    /// a range request and sends the whole blob).
+    pub fn restart(&mut self) -> Result<()> {
+        let file = self
+            .file
+            .as_mut()
+            .expect("ingest file is open until commit");
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
+            .map_err(|source| Error::Io {
+                action: "truncating",
+                path: self.path.clone(),
+                source,
+            })?;
+        self.written = 0;
+        self.hasher = Sha256::new();
+        tracing::debug!(digest = %self.digest, "ingest started");
+        Ok(())
     }
 
     /// The digest being written.
@@ -93,7 +155,8 @@ impl Ingest {
         &self.digest
     }
 
-    /// Bytes written so far.
+    /// Bytes written so far, including those resumed from an earlier writer: the offset to
+    /// continue the download from.
     pub fn written(&self) -> u64 {
         self.written
     }
@@ -104,6 +167,7 @@ impl Ingest {
         if let Some(expected) = self.expected_size
             && written > expected
         {
+            self.discard = true;
             return Err(Error::SizeMismatch {
                 digest: self.digest.clone(),
                 expected,
@@ -124,6 +188,12 @@ impl Ingest {
         Ok(())
     }
 
+    /// Marks what was written as wrong (e.g. the source reported a digest mismatch): it is
+    /// removed instead of kept for resuming.
+    pub fn discard(&mut self) {
+        self.discard = true;
+    }
+
     /// Verifies what was written and moves it into the store; returns the blob's path.
     pub fn commit(mut self) -> Result<PathBuf> {
         if let Some(expected) = self.expected_size
@@ -137,6 +207,7 @@ impl Ingest {
         }
         let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
         if actual != self.digest {
+            self.discard = true;
             return Err(Error::DigestMismatch {
                 expected: self.digest.clone(),
                 actual,
@@ -172,8 +243,8 @@ impl Ingest {
 
 impl Drop for Ingest {
     fn drop(&mut self) {
-        if self.file.is_some() {
-            // Not committed: remove the partial content while we still hold the lock.
+        if self.file.is_some() && self.discard {
+            // Proven wrong: remove it while we still hold the lock.
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -250,6 +321,41 @@ mod tests {
         drop(w);
         assert!(!cache.contains(&digest));
         assert!(ingest_is_empty(&cache));
+    }
+
+    #[test]
+    fn an_interrupted_write_is_resumed_from_where_it_stopped() {
+        let (_dir, cache) = cache();
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let digest = Digest::of(&data);
+        let size = Some(data.len() as u64);
+        let Ingested::Writer(mut w) = cache.ingest(&digest, size).unwrap() else {
+            panic!()
+        };
+        w.write(&data[..150_000]).unwrap();
+        drop(w); // interrupted
+        assert!(!cache.contains(&digest));
+        let Ingested::Writer(mut w) = cache.ingest(&digest, size).unwrap() else {
+            panic!()
+        };
+        assert_eq!(w.written(), 150_000);
+        w.write(&data[150_000..]).unwrap();
+        assert_eq!(fs::read(w.commit().unwrap()).unwrap(), data);
+        assert!(ingest_is_empty(&cache));
+    }
+
+    #[test]
+    fn a_restarted_write_starts_from_nothing() {
+        let (_dir, cache) = cache();
+        let digest = Digest::of(b"hello");
+        let Ingested::Writer(mut w) = cache.ingest(&digest, Some(5)).unwrap() else {
+            panic!()
+        };
+        w.write(b"hel").unwrap();
+        w.restart().unwrap();
+        assert_eq!(w.written(), 0);
+        w.write(b"hello").unwrap();
+        assert_eq!(fs::read(w.commit().unwrap()).unwrap(), b"hello");
     }
 
     #[test]

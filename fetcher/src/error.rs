@@ -106,6 +106,21 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The connection broke while a blob was downloading, after every retry.
+    #[error(
+        "the download of {reference} broke off after {bytes} bytes and did not recover after {attempts} attempts; run the command again to resume from there"
+    )]
+    Interrupted {
+        /// The reference asked for.
+        reference: String,
+        /// How much of the blob is kept for the next attempt.
+        bytes: u64,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last transport error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The blob did not match its digest.
     #[error(
         "the registry sent corrupted content for {reference}: expected {expected}, got {actual}. Nothing was stored; retry, and if it persists push the module again"

@@ -11,6 +11,7 @@ mod manifest;
 mod pull;
 mod push;
 mod reference;
+mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,12 +42,18 @@ pub struct RegistryOptions {
 
 /// Receives progress of blob transfers; the CLI draws bars with it, libraries never print.
 pub trait Progress: Send + Sync {
-    /// A transfer of `total` bytes (when known) begins.
-    fn start(&self, digest: &str, total: Option<u64>);
-    /// `bytes` more arrived or left.
+    /// A transfer of `total` bytes (when known) of `digest` for `reference` begins.
+    fn transfer(&self, reference: &str, digest: &str, total: Option<u64>) -> Box<dyn Transfer>;
+}
+
+/// One blob transfer's progress.
+pub trait Transfer: Send + Sync {
+    /// The transfer stands at `bytes` (it resumed there, or restarted from 0).
+    fn set_position(&self, bytes: u64);
+    /// `bytes` more arrived.
     fn advance(&self, bytes: u64);
     /// The transfer ended, well or not.
-    fn finish(&self);
+    fn finish(self: Box<Self>);
 }
 
 /// Moves wasm artifacts between registries and a [`Cache`].

@@ -3,16 +3,18 @@
 use std::path::PathBuf;
 
 use futures_util::StreamExt;
+use oci_client::client::BlobResponse;
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest, OciManifest,
 };
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use wasm_oci_cache::{Digest, Ingested, RefEntry};
+use wasm_oci_cache::{Digest, Ingest, Ingested, RefEntry};
 
 use crate::manifest::{select_platform, wasm_layer};
-use crate::{Error, Fetcher, Result};
+use crate::retry::Backoff;
+use crate::{Error, Fetcher, Result, Transfer};
 
 const MANIFEST_MEDIA_TYPES: &[&str] = &[
     OCI_IMAGE_MEDIA_TYPE,
@@ -119,26 +121,43 @@ impl Fetcher {
             Ingested::Writer(w) => w,
         };
         let name = reference.whole();
-        let mut stream = client
-            .pull_blob_stream(reference, layer)
-            .await
-            .map_err(|e| Error::from_oci(e, reference, self.scheme(reference)))?;
-        if let Some(p) = &self.progress {
-            p.start(&layer.digest, Some(size));
-        }
-        let result = async {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| stream_error(e, &name))?;
-                writer.write(&chunk)?;
-                if let Some(p) = &self.progress {
-                    p.advance(chunk.len() as u64);
-                }
+        let transfer = self
+            .progress
+            .as_ref()
+            .map(|p| p.transfer(&name, &layer.digest, Some(size)));
+        let mut backoff = Backoff::new();
+        let mut attempts = 1;
+        let result = loop {
+            match self
+                .download(client, reference, layer, &mut writer, transfer.as_deref())
+                .await
+            {
+                Ok(()) => break writer.commit().map_err(Error::from),
+                Err(Attempt::Retry(source)) => match backoff.next_wait() {
+                    Some(wait) => {
+                        tracing::warn!(
+                            reference = %name,
+                            offset = writer.written(),
+                            error = %source,
+                            "download broke off; resuming in {wait:?}"
+                        );
+                        tokio::time::sleep(wait).await;
+                        attempts += 1;
+                    }
+                    None => {
+                        break Err(Error::Interrupted {
+                            reference: name.clone(),
+                            bytes: writer.written(),
+                            attempts,
+                            source,
+                        });
+                    }
+                },
+                Err(Attempt::Fail(e)) => break Err(e),
             }
-            Ok::<_, Error>(writer.commit()?)
-        }
-        .await;
-        if let Some(p) = &self.progress {
-            p.finish();
+        };
+        if let Some(t) = transfer {
+            t.finish();
         }
         match result {
             Ok(path) => Ok((path, true)),
@@ -151,6 +170,91 @@ impl Fetcher {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// One attempt at the rest of a blob: from where `writer` stands, with a range request when
+    /// that is not the start. A registry that ignores the range sends it all, and we start over.
+    async fn download(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        layer: &OciDescriptor,
+        writer: &mut Ingest,
+        transfer: Option<&dyn Transfer>,
+    ) -> Result<(), Attempt> {
+        let name = reference.whole();
+        let offset = writer.written();
+        if Some(offset) == u64::try_from(layer.size).ok() {
+            return Ok(());
+        }
+        let request = if offset == 0 {
+            client.pull_blob_stream(reference, layer).await
+        } else {
+            match client
+                .pull_blob_stream_partial(reference, layer, offset, None)
+                .await
+            {
+                Ok(BlobResponse::Partial(stream)) => {
+                    tracing::debug!(reference = %name, offset, "resuming with a range request");
+                    Ok(stream)
+                }
+                Ok(BlobResponse::Full(stream)) => {
+                    tracing::debug!(reference = %name, "the registry ignored the range; starting over");
+                    writer.restart().map_err(|e| Attempt::Fail(e.into()))?;
+                    Ok(stream)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let mut stream = request.map_err(|e| {
+            let retry = is_transient(&e);
+            let e = Error::from_oci(e, reference, self.scheme(reference));
+            match (retry, e) {
+                (true, Error::Unreachable { source, .. } | Error::Registry { source, .. }) => {
+                    Attempt::Retry(std::io::Error::other(source))
+                }
+                (_, e) => Attempt::Fail(e),
+            }
+        })?;
+        if let Some(t) = transfer {
+            t.set_position(writer.written());
+        }
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => match digest_error(&e, &name) {
+                    Some(mismatch) => {
+                        writer.discard();
+                        return Err(Attempt::Fail(mismatch));
+                    }
+                    None => return Err(Attempt::Retry(e)),
+                },
+            };
+            writer.write(&chunk).map_err(|e| Attempt::Fail(e.into()))?;
+            if let Some(t) = transfer {
+                t.advance(chunk.len() as u64);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How one download attempt ended badly.
+enum Attempt {
+    /// The transfer broke (connection, 5xx, 429): worth resuming.
+    Retry(std::io::Error),
+    /// It cannot succeed by trying again.
+    Fail(Error),
+}
+
+/// Connection failures, server errors and throttling may pass; other 4xx answers will not.
+fn is_transient(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::OciDistributionError as E;
+    match e {
+        E::RequestError(e) => e.is_connect() || e.is_timeout() || e.is_body() || e.is_request(),
+        E::ServerError { code, .. } => *code >= 500 || *code == 429,
+        E::IoError(_) => true,
+        _ => false,
     }
 }
 
@@ -170,21 +274,19 @@ fn parse_digest(digest: &str, reference: &str) -> Result<Digest> {
         })
 }
 
-/// Turns a failed read of the blob stream into our error, keeping digest failures recognisable.
-fn stream_error(e: std::io::Error, reference: &str) -> Error {
-    if let Some(oci_client::errors::DigestError::VerificationError { expected, actual }) = e
+/// A digest failure reported by the blob stream itself, as our error.
+fn digest_error(e: &std::io::Error, reference: &str) -> Option<Error> {
+    match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
     {
-        return Error::DigestMismatch {
-            reference: reference.to_owned(),
-            expected: expected.clone(),
-            actual: actual.clone(),
-        };
-    }
-    Error::Io {
-        action: "downloading the wasm layer of",
-        path: reference.into(),
-        source: e,
+        Some(oci_client::errors::DigestError::VerificationError { expected, actual }) => {
+            Some(Error::DigestMismatch {
+                reference: reference.to_owned(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            })
+        }
+        _ => None,
     }
 }

@@ -4,7 +4,9 @@
 //! One integration-test binary for the whole workspace; modules per area.
 
 mod interop;
+mod proxy;
 mod registry;
+mod resume;
 mod runner;
 mod support;
 mod testdata;

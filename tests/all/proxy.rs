@@ -1,0 +1,226 @@
+//! A fault-injecting HTTP proxy in front of the test registry, on loopback: it forwards one
+//! request per connection and can cut or stall the first blob download and hide range requests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward everything faithfully.
+    None,
+    /// Send half of the first blob body, then close the connection.
+    CutFirstBlob,
+    /// Send half of the first blob body, then hang until the proxy is dropped.
+    StallFirstBlob,
+}
+
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Body bytes of blob responses sent to the client.
+    pub blob_bytes: u64,
+    /// `Range` headers of blob requests, as received.
+    pub ranges: Vec<String>,
+    /// Whether the first blob's first half went out.
+    pub half_sent: bool,
+    blob_responses: u32,
+}
+
+pub struct Proxy {
+    pub addr: String,
+    seen: Arc<Mutex<Seen>>,
+    fault: Arc<Mutex<Fault>>,
+    ignore_range: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str, fault: Fault) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let proxy = Proxy {
+            addr,
+            seen: Arc::default(),
+            fault: Arc::new(Mutex::new(fault)),
+            ignore_range: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (seen, fault, ignore, stop) = (
+            proxy.seen.clone(),
+            proxy.fault.clone(),
+            proxy.ignore_range.clone(),
+            proxy.stop.clone(),
+        );
+        let upstream = upstream.to_owned();
+        listener.set_nonblocking(true).unwrap();
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let (seen, fault, ignore, stop, upstream) = (
+                            seen.clone(),
+                            fault.clone(),
+                            ignore.clone(),
+                            stop.clone(),
+                            upstream.clone(),
+                        );
+                        thread::spawn(move || {
+                            let _ = serve(client, &upstream, &seen, &fault, &ignore, &stop);
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        proxy
+    }
+
+    /// `proxy-addr/repo:tag`
+    pub fn reference(&self, repo_and_tag: &str) -> String {
+        format!("{}/{repo_and_tag}", self.addr)
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+        self.seen.lock().unwrap().blob_responses = 0;
+    }
+
+    /// Drop `Range` headers, like a registry (or CDN) that does not support them.
+    pub fn ignore_range(&self, ignore: bool) {
+        self.ignore_range.store(ignore, Ordering::SeqCst);
+    }
+
+    pub fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+        f(&self.seen.lock().unwrap())
+    }
+
+    pub fn reset_counts(&self) {
+        let mut s = self.seen.lock().unwrap();
+        s.blob_bytes = 0;
+        s.ranges.clear();
+        s.half_sent = false;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn read_head(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<String>>> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        if line.is_empty() {
+            return Ok(Some(lines));
+        }
+        lines.push(line);
+    }
+}
+
+fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+    head.iter().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn serve(
+    client: TcpStream,
+    upstream: &str,
+    seen: &Mutex<Seen>,
+    fault: &Mutex<Fault>,
+    ignore_range: &AtomicBool,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut client = client;
+    let Some(head) = read_head(&mut reader)? else {
+        return Ok(());
+    };
+    let length: usize = header(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+
+    let is_blob_get = head[0].starts_with("GET ") && head[0].contains("/blobs/sha256:");
+    if is_blob_get && let Some(range) = header(&head, "range") {
+        seen.lock().unwrap().ranges.push(range.to_owned());
+    }
+    let mut request = format!("{}\r\n", head[0]);
+    for line in &head[1..] {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if name == "connection" || (name == "range" && ignore_range.load(Ordering::SeqCst)) {
+            continue;
+        }
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    let mut up = TcpStream::connect(upstream)?;
+    up.write_all(request.as_bytes())?;
+    up.write_all(&body)?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response)?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let (resp_head, resp_body) = (
+        &response[..split],
+        response.get(split + 4..).unwrap_or_default(),
+    );
+    let mut out_head = String::new();
+    for line in String::from_utf8_lossy(resp_head).lines() {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            out_head.push_str(line);
+            out_head.push_str("\r\n");
+        }
+    }
+    out_head.push_str("Connection: close\r\n\r\n");
+    client.write_all(out_head.as_bytes())?;
+
+    let ok = out_head.starts_with("HTTP/1.1 20") || out_head.starts_with("HTTP/1.0 20");
+    let first_blob = is_blob_get && ok && {
+        let mut s = seen.lock().unwrap();
+        s.blob_responses += 1;
+        s.blob_responses == 1
+    };
+    let f = *fault.lock().unwrap();
+    if first_blob && f != Fault::None {
+        let half = &resp_body[..resp_body.len() / 2];
+        client.write_all(half)?;
+        client.flush()?;
+        {
+            let mut s = seen.lock().unwrap();
+            s.blob_bytes += half.len() as u64;
+            s.half_sent = true;
+        }
+        if f == Fault::StallFirstBlob {
+            while !stop.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        return client.shutdown(std::net::Shutdown::Both);
+    }
+    client.write_all(resp_body)?;
+    if is_blob_get && ok {
+        seen.lock().unwrap().blob_bytes += resp_body.len() as u64;
+    }
+    client.shutdown(std::net::Shutdown::Both)
+}

@@ -1,0 +1,146 @@
+//! Interrupted downloads resume with range requests; nothing half-written is ever used.
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::proxy::{Fault, Proxy};
+use crate::support::{Registry, WasmOci, describe, testdata};
+
+/// hello.wasm with a custom section of `pad` bytes: a valid module that still prints hello.
+pub fn padded_hello(pad: usize) -> Vec<u8> {
+    let mut wasm = fs::read(testdata("hello.wasm")).unwrap();
+    let name = b"padding";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend((0..pad).map(|i| (i * 7 % 251) as u8));
+    wasm.push(0); // custom section
+    let mut len = payload.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            wasm.push(byte);
+            break;
+        }
+        wasm.push(byte | 0x80);
+    }
+    wasm.extend(payload);
+    wasm
+}
+
+struct Setup {
+    _registry: Registry,
+    proxy: Proxy,
+    module: Vec<u8>,
+    reference: String,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(fault: Fault) -> Setup {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let module = padded_hello(4 << 20);
+    let file = dir.path().join("big.wasm");
+    fs::write(&file, &module).unwrap();
+    WasmOci::new().ok(&[
+        "push",
+        file.to_str().unwrap(),
+        &registry.reference("big:v1"),
+    ]);
+    let proxy = Proxy::start(&registry.addr, fault);
+    let reference = proxy.reference("big:v1");
+    Setup {
+        _registry: registry,
+        proxy,
+        module,
+        reference,
+        _dir: dir,
+    }
+}
+
+fn pulled_bytes(cli: &WasmOci, reference: &str) -> Vec<u8> {
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("m.wasm");
+    cli.ok(&["pull", reference, "--out", file.to_str().unwrap()]);
+    fs::read(file).unwrap()
+}
+
+#[test]
+fn a_cut_download_resumes_with_a_range_request() {
+    let s = setup(Fault::CutFirstBlob);
+    let cli = WasmOci::new();
+    assert_eq!(pulled_bytes(&cli, &s.reference), s.module);
+    let size = s.module.len() as u64;
+    let (bytes, ranges) = s.proxy.seen(|seen| (seen.blob_bytes, seen.ranges.clone()));
+    assert_eq!(ranges.len(), 1, "{ranges:?}");
+    assert!(
+        ranges[0].starts_with("bytes=") && !ranges[0].starts_with("bytes=0-"),
+        "{ranges:?}"
+    );
+    assert!(
+        bytes < size * 3 / 2,
+        "fetched {bytes} bytes for a {size}-byte blob"
+    );
+    assert!(cli.ingest().is_empty(), "{:?}", cli.ingest());
+    assert_eq!(cli.ok(&["run", &s.reference]), "Hello from WebAssembly!\n");
+}
+
+#[test]
+fn a_registry_that_ignores_range_is_handled_by_starting_over() {
+    let s = setup(Fault::CutFirstBlob);
+    s.proxy.ignore_range(true);
+    let cli = WasmOci::new();
+    assert_eq!(pulled_bytes(&cli, &s.reference), s.module);
+    let size = s.module.len() as u64;
+    let bytes = s.proxy.seen(|seen| seen.blob_bytes);
+    // Half, then the whole blob again.
+    assert!(
+        bytes >= size && bytes < size * 2,
+        "fetched {bytes} for {size}"
+    );
+    assert!(cli.ingest().is_empty());
+}
+
+#[test]
+fn a_download_killed_midway_resumes_in_the_next_process() {
+    let s = setup(Fault::StallFirstBlob);
+    let cli = WasmOci::new();
+    let mut child = cli
+        .command()
+        .args(["pull", &s.reference])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.proxy.seen(|seen| seen.half_sent) {
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Let the client write what it received, then kill it without warning.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let partial = cli.ingest();
+    assert_eq!(partial.len(), 1, "{partial:?}");
+    let kept = fs::metadata(&partial[0]).unwrap().len();
+    assert!(kept > 0, "nothing was kept to resume from");
+    assert!(cli.blobs().iter().all(|b| {
+        fs::metadata(cli.cache.path().join("v1/blobs/sha256").join(b))
+            .unwrap()
+            .len()
+            < 1 << 20
+    }));
+
+    s.proxy.set_fault(Fault::None);
+    s.proxy.reset_counts();
+    assert_eq!(pulled_bytes(&cli, &s.reference), s.module);
+    let (bytes, ranges) = s.proxy.seen(|seen| (seen.blob_bytes, seen.ranges.clone()));
+    assert_eq!(ranges, vec![format!("bytes={kept}-")]);
+    assert_eq!(bytes, s.module.len() as u64 - kept);
+    assert!(cli.ingest().is_empty());
+    let out = cli.run(&["run", &s.reference]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
