@@ -10,6 +10,7 @@
 mod compiled;
 mod digest;
 mod error;
+mod gc;
 mod ingest;
 mod refs;
 
@@ -19,8 +20,9 @@ use std::path::{Path, PathBuf};
 
 pub use digest::Digest;
 pub use error::Error;
+pub use gc::{BadBlob, Hold, PrunePolicy, PruneReport, VerifyReport};
 pub use ingest::{Ingest, Ingested};
-pub use refs::RefEntry;
+pub use refs::{RefEntry, RefRecord};
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

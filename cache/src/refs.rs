@@ -3,6 +3,7 @@
 use std::fs;
 use std::io;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use crate::{Cache, Digest, Error, Result, write_atomic};
 
@@ -19,6 +20,20 @@ pub struct RefEntry {
     pub layer_media_type: String,
     /// Size of the wasm layer in bytes.
     pub size: u64,
+    /// Digest of the manifest's config blob, when it was fetched too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<Digest>,
+}
+
+/// A reference in the index with when it was last used.
+#[derive(Debug, Clone)]
+pub struct RefRecord {
+    /// The entry.
+    pub entry: RefEntry,
+    /// When it was pulled or last run.
+    pub last_used: SystemTime,
+    /// The index file, for removal.
+    pub(crate) path: PathBuf,
 }
 
 impl Cache {
@@ -52,6 +67,46 @@ impl Cache {
         Ok(Some(entry))
     }
 
+    /// Records that `reference` was just used, for least-recently-used pruning. Best effort:
+    /// failing to record it never fails a run.
+    pub fn touch_ref(&self, reference: &str) {
+        let path = self.ref_path(reference);
+        if let Ok(file) = fs::File::options().write(true).open(&path) {
+            let _ = file.set_modified(SystemTime::now());
+        }
+    }
+
+    /// Every reference in the index, oldest use first; unreadable entries are skipped.
+    pub fn refs(&self) -> Result<Vec<RefRecord>> {
+        let dir = self.refs_dir();
+        let entries = fs::read_dir(&dir).map_err(|source| Error::Io {
+            action: "listing",
+            path: dir.clone(),
+            source,
+        })?;
+        let mut records = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let (Ok(bytes), Ok(meta)) = (fs::read(&path), entry.metadata()) else {
+                continue;
+            };
+            let Ok(entry) = serde_json::from_slice::<RefEntry>(&bytes) else {
+                tracing::warn!(path = %path.display(), "skipping a corrupt index entry");
+                continue;
+            };
+            records.push(RefRecord {
+                entry,
+                last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                path,
+            });
+        }
+        records.sort_by_key(|r| r.last_used);
+        Ok(records)
+    }
+
     fn ref_path(&self, reference: &str) -> PathBuf {
         let key = Digest::of(reference.as_bytes());
         self.refs_dir().join(format!("{}.json", key.hex()))
@@ -73,6 +128,7 @@ mod tests {
             layer_digest: layer.clone(),
             layer_media_type: "application/wasm".into(),
             size: 8,
+            config_digest: None,
         };
         assert_eq!(cache.get_ref(&entry.reference).unwrap(), None);
         cache.set_ref(&entry).unwrap();

@@ -16,6 +16,9 @@ use crate::manifest::{select_platform, wasm_layer};
 use crate::retry::Backoff;
 use crate::{Error, Fetcher, Result, Transfer};
 
+/// Configs are small JSON documents; anything larger is refused before it is fetched.
+const MAX_CONFIG_SIZE: u64 = 4 << 20;
+
 const MANIFEST_MEDIA_TYPES: &[&str] = &[
     OCI_IMAGE_MEDIA_TYPE,
     OCI_IMAGE_INDEX_MEDIA_TYPE,
@@ -81,6 +84,26 @@ impl Fetcher {
         let (path, downloaded) = self
             .fetch_blob(&client, reference, layer, &layer_digest, size)
             .await?;
+        // The config too, so that the cache holds the whole artifact (for save and inspect).
+        let config_digest = parse_digest(&manifest.config.digest, &name)?;
+        let config_size = u64::try_from(manifest.config.size)
+            .ok()
+            .filter(|s| *s <= MAX_CONFIG_SIZE)
+            .ok_or_else(|| Error::InvalidManifest {
+                reference: name.clone(),
+                reason: format!(
+                    "its config claims {} bytes; configs over {MAX_CONFIG_SIZE} bytes are refused",
+                    manifest.config.size
+                ),
+            })?;
+        self.fetch_blob(
+            &client,
+            reference,
+            &manifest.config,
+            &config_digest,
+            config_size,
+        )
+        .await?;
         self.cache.insert(&bytes)?;
         let entry = RefEntry {
             reference: name,
@@ -88,6 +111,7 @@ impl Fetcher {
             layer_digest,
             layer_media_type: layer.media_type.clone(),
             size,
+            config_digest: Some(config_digest),
         };
         self.cache.set_ref(&entry)?;
         tracing::info!(digest = %entry.layer_digest, bytes = size, downloaded, "pulled");

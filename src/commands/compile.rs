@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use wasm_oci_shim::{CompiledCache, EngineOptions, Runner};
+use wasm_oci_shim::{EngineOptions, Runner};
 
 use super::{PullPolicy, Resolved};
 use crate::GlobalOptions;
@@ -32,15 +32,16 @@ impl CompileCommand {
     /// Pulls if needed and compiles.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let resolved = Resolved::new(global, &self.reference, self.pull)?;
-        let (Some(cache), Some(digest)) = (&resolved.cache, &resolved.digest) else {
+        let Some(compiled) = resolved.compiled_cache() else {
             bail!(
                 "{} is a local file; compile takes a registry reference (push it first)",
                 self.reference
             );
         };
         let runner = Runner::new(EngineOptions::default())?;
+        let digest = compiled.digest.clone();
         runner
-            .load(&resolved.path, Some(CompiledCache { cache, digest }))
+            .load(&resolved.path, Some(compiled))
             .with_context(|| format!("compiling {}", self.reference))?;
         eprintln!("Compiled: {} ({digest})", self.reference);
         Ok(ExitCode::SUCCESS)

@@ -1,6 +1,9 @@
 //! The verbs of `wasm-oci`, one file each: `RunCommand { .. }.execute()`.
 
+mod cache;
 mod compile;
+mod inspect;
+mod prefetch;
 mod pull;
 mod push;
 mod run;
@@ -10,10 +13,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use wasm_oci_cache::{Cache, Digest};
+use wasm_oci_cache::{Cache, Hold, RefEntry};
 use wasm_oci_fetcher::parse_reference;
 
+pub use cache::CacheCommand;
 pub use compile::CompileCommand;
+pub use inspect::InspectCommand;
+pub use prefetch::PrefetchCommand;
 pub use pull::PullCommand;
 pub use push::PushCommand;
 pub use run::RunCommand;
@@ -46,6 +52,9 @@ enum Command {
     Pull(PullCommand),
     Push(PushCommand),
     Compile(CompileCommand),
+    Prefetch(PrefetchCommand),
+    Inspect(InspectCommand),
+    Cache(CacheCommand),
 }
 
 impl Cli {
@@ -57,6 +66,9 @@ impl Cli {
             Command::Pull(cmd) => (cmd.execute(&self.global), 1),
             Command::Push(cmd) => (cmd.execute(&self.global), 1),
             Command::Compile(cmd) => (cmd.execute(&self.global), 1),
+            Command::Prefetch(cmd) => (cmd.execute(&self.global), 1),
+            Command::Inspect(cmd) => (cmd.execute(&self.global), 1),
+            Command::Cache(cmd) => (cmd.execute(&self.global), 1),
         };
         match result {
             Ok(code) => code,
@@ -82,9 +94,11 @@ enum PullPolicy {
 /// A module to run or compile: a local file, or the cached blob of a reference.
 struct Resolved {
     path: PathBuf,
-    /// The cache and digest, for references.
+    /// The cache and what the reference resolved to, for references.
     cache: Option<Cache>,
-    digest: Option<Digest>,
+    entry: Option<RefEntry>,
+    /// Keeps `cache prune` from removing the blob while this process uses it.
+    _hold: Option<Hold>,
 }
 
 impl Resolved {
@@ -98,7 +112,8 @@ impl Resolved {
             return Ok(Self {
                 path,
                 cache: None,
-                digest: None,
+                entry: None,
+                _hold: None,
             });
         }
         let reference = parse_reference(module)?;
@@ -109,11 +124,7 @@ impl Resolved {
                 && let Some(entry) = cache.get_ref(&name)?
             {
                 tracing::debug!(reference = %name, digest = %entry.layer_digest, "cache hit");
-                return Ok(Self {
-                    path: cache.blob_path(&entry.layer_digest),
-                    digest: Some(entry.layer_digest),
-                    cache: Some(cache),
-                });
+                return Ok(Self::cached(cache, entry));
             }
         }
         if policy == PullPolicy::Never {
@@ -125,11 +136,30 @@ impl Resolved {
         let fetcher = global.fetcher()?;
         let pulled = crate::block_on(fetcher.pull(&reference))?
             .with_context(|| format!("pulling {module}"))?;
-        Ok(Self {
-            path: pulled.path,
-            digest: Some(pulled.entry.layer_digest),
-            cache: Some(fetcher.cache().clone()),
-        })
+        Ok(Self::cached(fetcher.cache().clone(), pulled.entry))
+    }
+
+    fn cached(cache: Cache, entry: RefEntry) -> Self {
+        cache.touch_ref(&entry.reference);
+        // A blob pruned between lookup and hold fails to open; running it would fail too.
+        let hold = cache.hold(&entry.layer_digest).ok();
+        Self {
+            path: cache.blob_path(&entry.layer_digest),
+            cache: Some(cache),
+            entry: Some(entry),
+            _hold: hold,
+        }
+    }
+
+    /// Where compiled code for this module is kept: only for cached references.
+    fn compiled_cache(&self) -> Option<wasm_oci_shim::CompiledCache<'_>> {
+        match (&self.cache, &self.entry) {
+            (Some(cache), Some(entry)) => Some(wasm_oci_shim::CompiledCache {
+                cache,
+                digest: &entry.layer_digest,
+            }),
+            _ => None,
+        }
     }
 }
 

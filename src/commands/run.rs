@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use wasm_oci_shim::{CompiledCache, EngineOptions, Error as RunError, Preopen, RunOptions, Runner};
+use wasm_oci_shim::{EngineOptions, Error as RunError, Preopen, RunOptions, Runner};
 
 use super::{PullPolicy, Resolved};
 use crate::GlobalOptions;
@@ -130,16 +130,6 @@ impl RunCommand {
             max_memory: self.max_memory,
             timeout: self.timeout,
             fuel: self.fuel,
-        }
-    }
-}
-
-impl Resolved {
-    /// Where compiled code for this module is kept: only for cached references.
-    fn compiled_cache(&self) -> Option<CompiledCache<'_>> {
-        match (&self.cache, &self.digest) {
-            (Some(cache), Some(digest)) => Some(CompiledCache { cache, digest }),
-            _ => None,
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Seen {
     pub ranges: Vec<String>,
     /// Whether the first blob's first half went out.
     pub half_sent: bool,
+    /// Request lines of blob downloads.
+    pub blob_gets: Vec<String>,
     blob_responses: u32,
 }
 
@@ -154,8 +156,12 @@ fn serve(
     reader.read_exact(&mut body)?;
 
     let is_blob_get = head[0].starts_with("GET ") && head[0].contains("/blobs/sha256:");
-    if is_blob_get && let Some(range) = header(&head, "range") {
-        seen.lock().unwrap().ranges.push(range.to_owned());
+    if is_blob_get {
+        let mut s = seen.lock().unwrap();
+        s.blob_gets.push(head[0].clone());
+        if let Some(range) = header(&head, "range") {
+            s.ranges.push(range.to_owned());
+        }
     }
     let mut request = format!("{}\r\n", head[0]);
     for line in &head[1..] {

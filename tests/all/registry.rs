@@ -92,8 +92,8 @@ fn a_cached_reference_runs_with_the_registry_stopped() {
     let reference = registry.reference("hello:v1");
     cli.ok(&["push", &hello(), &reference]);
     cli.ok(&["pull", &reference]);
-    // The cache holds the layer and the manifest, and a reference entry.
-    assert_eq!(cli.blobs().len(), 2, "{:?}", cli.blobs());
+    // The cache holds the layer, the config and the manifest, and a reference entry.
+    assert_eq!(cli.blobs().len(), 3, "{:?}", cli.blobs());
     registry.stop();
 
     assert_eq!(cli.ok(&["run", &reference]), HELLO);

@@ -139,7 +139,9 @@ fn a_download_killed_midway_resumes_in_the_next_process() {
     assert_eq!(pulled_bytes(&cli, &s.reference), s.module);
     let (bytes, ranges) = s.proxy.seen(|seen| (seen.blob_bytes, seen.ranges.clone()));
     assert_eq!(ranges, vec![format!("bytes={kept}-")]);
-    assert_eq!(bytes, s.module.len() as u64 - kept);
+    // The rest of the layer, and the small config blob the killed pull had not reached.
+    let rest = s.module.len() as u64 - kept;
+    assert!(bytes >= rest && bytes < rest + 1024, "{bytes} bytes for the last {rest}");
     assert!(cli.ingest().is_empty());
     let out = cli.run(&["run", &s.reference]);
     assert!(out.status.success(), "{}", describe(&out));

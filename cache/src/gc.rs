@@ -1,0 +1,406 @@
+//! Cache care: re-hash every blob, and remove what is least recently used, never what a running
+//! process holds.
+//!
+//! A process that runs a blob holds a shared lock on it ([`Cache::hold`]); removing a blob
+//! takes an exclusive lock without waiting, so a blob in use is skipped, not pulled from under
+//! its user.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::{Cache, Digest, Error, Result};
+
+/// A blob found damaged by [`Cache::verify`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BadBlob {
+    /// The digest it is stored under.
+    pub expected: Digest,
+    /// What its content hashes to.
+    pub actual: Digest,
+}
+
+/// What [`Cache::verify`] found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    /// Blobs re-hashed.
+    pub checked: usize,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+    /// Blobs whose content did not match their name; they were removed.
+    pub removed: Vec<BadBlob>,
+    /// Downloads in progress or interrupted (kept for resuming, never used as they are).
+    pub partial: usize,
+}
+
+/// What to prune.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PrunePolicy {
+    /// Remove references (least recently used first) until the cache is at most this large.
+    pub max_size: Option<u64>,
+    /// Remove references not used for this long.
+    pub older_than: Option<Duration>,
+}
+
+/// What [`Cache::prune`] did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PruneReport {
+    /// References removed from the index.
+    pub removed_refs: Vec<String>,
+    /// Blobs removed.
+    pub removed_blobs: usize,
+    /// Bytes freed, compiled code included.
+    pub freed: u64,
+    /// References kept because a running process uses their blob.
+    pub in_use: Vec<String>,
+    /// The cache's size afterwards.
+    pub size: u64,
+}
+
+/// A shared lock on a blob, held while a guest made from it runs.
+#[derive(Debug)]
+pub struct Hold {
+    _file: File,
+}
+
+impl Cache {
+    /// Takes a shared lock on a blob so that pruning skips it until the hold is dropped.
+    pub fn hold(&self, digest: &Digest) -> Result<Hold> {
+        let path = self.blob_path(digest);
+        let file = File::open(&path).map_err(|source| Error::Io {
+            action: "opening",
+            path: path.clone(),
+            source,
+        })?;
+        file.lock_shared().map_err(|source| Error::Io {
+            action: "locking",
+            path,
+            source,
+        })?;
+        Ok(Hold { _file: file })
+    }
+
+    /// Bytes used by blobs, compiled code and partial downloads.
+    pub fn size(&self) -> u64 {
+        dir_size(&self.root)
+    }
+
+    /// Re-hashes every blob; removes (and reports) the ones whose content does not match.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport {
+            partial: fs::read_dir(self.ingest_dir()).map_or(0, |d| d.count()),
+            ..VerifyReport::default()
+        };
+        for (name, path) in list(&self.blobs_dir())? {
+            let expected = match format!("{}:{name}", Digest::ALGORITHM).parse::<Digest>() {
+                Ok(d) => d,
+                Err(_) => {
+                    // Not a blob name at all: nothing else writes there, so it is debris.
+                    let _ = fs::remove_file(&path);
+                    continue;
+                }
+            };
+            let (actual, bytes) = hash_file(&path)?;
+            report.checked += 1;
+            report.bytes += bytes;
+            if actual != expected {
+                tracing::warn!(%expected, %actual, "removing a damaged blob");
+                self.remove_blob(&expected)?;
+                report.removed.push(BadBlob { expected, actual });
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes least-recently-used references and the blobs only they use, as `policy` asks.
+    /// Blobs that no reference uses are removed too. A blob held by a running process (see
+    /// [`Cache::hold`]) is never removed, and neither is its reference.
+    pub fn prune(&self, policy: PrunePolicy) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        let refs = self.refs()?;
+        let now = SystemTime::now();
+        let mut size = self.size();
+        let mut kept: Vec<_> = Vec::new();
+        // The blobs each reference needs.
+        let needs = |r: &crate::RefRecord| -> Vec<Digest> {
+            let e = &r.entry;
+            [
+                Some(e.layer_digest.clone()),
+                Some(e.manifest_digest.clone()),
+                e.config_digest.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
+        };
+        let mut users: BTreeMap<Digest, usize> = BTreeMap::new();
+        for r in &refs {
+            for d in needs(r) {
+                *users.entry(d).or_default() += 1;
+            }
+        }
+        for record in refs {
+            let too_old = policy
+                .older_than
+                .is_some_and(|age| now.duration_since(record.last_used).unwrap_or_default() > age);
+            let too_big = policy.max_size.is_some_and(|max| size > max);
+            if !(too_old || too_big) {
+                kept.push(record);
+                continue;
+            }
+            // Blobs this reference alone uses go with it; one in use keeps it all.
+            let only_ours: Vec<Digest> = needs(&record)
+                .into_iter()
+                .filter(|d| users.get(d) == Some(&1))
+                .collect();
+            let Some(locks) = self.lock_for_removal(&only_ours)? else {
+                report.in_use.push(record.entry.reference.clone());
+                kept.push(record);
+                continue;
+            };
+            fs::remove_file(&record.path).map_err(|source| Error::Io {
+                action: "removing",
+                path: record.path.clone(),
+                source,
+            })?;
+            for d in needs(&record) {
+                if let Some(n) = users.get_mut(&d) {
+                    *n -= 1;
+                }
+            }
+            for d in &only_ours {
+                let freed = self.remove_blob(d)?;
+                size = size.saturating_sub(freed);
+                report.freed += freed;
+                report.removed_blobs += 1;
+            }
+            drop(locks);
+            report.removed_refs.push(record.entry.reference);
+        }
+        // Blobs no remaining reference uses: debris of failed pulls or removed references.
+        let wanted: BTreeSet<Digest> = kept.iter().flat_map(needs).collect();
+        for (name, _) in list(&self.blobs_dir())? {
+            let Ok(d) = format!("{}:{name}", Digest::ALGORITHM).parse::<Digest>() else {
+                continue;
+            };
+            if wanted.contains(&d) {
+                continue;
+            }
+            if let Some(locks) = self.lock_for_removal(std::slice::from_ref(&d))? {
+                let freed = self.remove_blob(&d)?;
+                report.freed += freed;
+                report.removed_blobs += 1;
+                drop(locks);
+            }
+        }
+        report.size = self.size();
+        Ok(report)
+    }
+
+    /// Exclusive locks on all of `digests`, or `None` when any is in use.
+    fn lock_for_removal(&self, digests: &[Digest]) -> Result<Option<Vec<File>>> {
+        let mut locks = Vec::new();
+        for d in digests {
+            let path = self.blob_path(d);
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(Error::Io {
+                        action: "opening",
+                        path,
+                        source,
+                    });
+                }
+            };
+            match file.try_lock() {
+                Ok(()) => locks.push(file),
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(source)) => {
+                    return Err(Error::Io {
+                        action: "locking",
+                        path,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(Some(locks))
+    }
+
+    /// Removes a blob and the code compiled from it; returns the bytes freed.
+    fn remove_blob(&self, digest: &Digest) -> Result<u64> {
+        let path = self.blob_path(digest);
+        let mut freed = fs::metadata(&path).map_or(0, |m| m.len());
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    action: "removing",
+                    path,
+                    source,
+                });
+            }
+        }
+        if let Ok(keys) = fs::read_dir(self.root.join("compiled")) {
+            for key in keys.flatten() {
+                for kind in ["module", "component"] {
+                    let compiled = key.path().join(format!("{}.{kind}", digest.hex()));
+                    if let Ok(m) = fs::metadata(&compiled) {
+                        freed += m.len();
+                        let _ = fs::remove_file(&compiled);
+                    }
+                }
+            }
+        }
+        Ok(freed)
+    }
+}
+
+fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = fs::read_dir(dir).map_err(|source| Error::Io {
+        action: "listing",
+        path: dir.to_owned(),
+        source,
+    })?;
+    Ok(entries
+        .flatten()
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .collect())
+}
+
+fn hash_file(path: &Path) -> Result<(Digest, u64)> {
+    let io_err = |source| Error::Io {
+        action: "reading",
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = file.read(&mut buf).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((Digest::from_hasher(hasher), total))
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => dir_size(&e.path()),
+                Ok(_) => e.metadata().map_or(0, |m| m.len()),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RefEntry;
+
+    fn add(cache: &Cache, name: &str, layer: &[u8]) -> RefEntry {
+        let entry = RefEntry {
+            reference: format!("localhost:5000/{name}:v1"),
+            manifest_digest: cache
+                .insert(format!("manifest of {name}").as_bytes())
+                .unwrap(),
+            layer_digest: cache.insert(layer).unwrap(),
+            layer_media_type: "application/wasm".into(),
+            size: layer.len() as u64,
+            config_digest: None,
+        };
+        cache.set_ref(&entry).unwrap();
+        entry
+    }
+
+    #[test]
+    fn verify_removes_damaged_blobs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let good = add(&cache, "good", b"good bytes");
+        let bad = add(&cache, "bad", b"bad bytes");
+        let path = cache.blob_path(&bad.layer_digest);
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, b"bit rot").unwrap();
+        let report = cache.verify().unwrap();
+        assert_eq!(report.checked, 4);
+        assert_eq!(report.removed.len(), 1);
+        assert_eq!(report.removed[0].expected, bad.layer_digest);
+        assert!(!cache.contains(&bad.layer_digest));
+        assert!(cache.contains(&good.layer_digest));
+        assert_eq!(cache.get_ref(&bad.reference).unwrap(), None);
+        assert_eq!(cache.verify().unwrap().removed.len(), 0);
+    }
+
+    #[test]
+    fn prune_removes_least_recently_used_first_and_skips_blobs_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let old = add(&cache, "old", &vec![1; 100_000]);
+        std::thread::sleep(Duration::from_millis(20));
+        let held = add(&cache, "held", &vec![2; 100_000]);
+        std::thread::sleep(Duration::from_millis(20));
+        let new = add(&cache, "new", &vec![3; 100_000]);
+        let hold = cache.hold(&held.layer_digest).unwrap();
+
+        let report = cache
+            .prune(PrunePolicy {
+                max_size: Some(150_000),
+                older_than: None,
+            })
+            .unwrap();
+        // The held one is skipped, so the newest goes too to get under the limit.
+        assert_eq!(
+            report.removed_refs,
+            vec![old.reference.clone(), new.reference.clone()]
+        );
+        assert_eq!(report.in_use, vec![held.reference.clone()]);
+        assert!(cache.contains(&held.layer_digest));
+        assert!(!cache.contains(&new.layer_digest));
+        assert!(!cache.contains(&old.layer_digest));
+        drop(hold);
+
+        let report = cache
+            .prune(PrunePolicy {
+                max_size: Some(150_000),
+                older_than: None,
+            })
+            .unwrap();
+        assert!(report.removed_refs.is_empty(), "{report:?}");
+        assert!(report.size <= 150_000, "{report:?}");
+        assert!(cache.get_ref(&held.reference).unwrap().is_some());
+    }
+
+    #[test]
+    fn prune_by_age_keeps_what_was_used_recently() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let old = add(&cache, "old", b"old layer");
+        std::thread::sleep(Duration::from_millis(300));
+        let recent = add(&cache, "recent", b"recent layer");
+        let report = cache
+            .prune(PrunePolicy {
+                max_size: None,
+                older_than: Some(Duration::from_millis(200)),
+            })
+            .unwrap();
+        assert_eq!(report.removed_refs, vec![old.reference]);
+        assert!(cache.get_ref(&recent.reference).unwrap().is_some());
+    }
+}

@@ -1,0 +1,206 @@
+//! `wasm-oci cache ls|verify|prune`: look after the cache.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use wasm_oci_cache::PrunePolicy;
+
+use crate::GlobalOptions;
+use crate::units::{parse_duration, parse_size};
+
+/// Look after the cache: list, verify and prune what it holds.
+///
+///     wasm-oci cache ls
+///     wasm-oci cache verify
+///     wasm-oci cache prune --max-size 500MiB --older-than 720h
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct CacheCommand {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// List cached references with their digests, sizes and last use
+    Ls {
+        /// Print JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every blob; remove and report the damaged ones (exit 1 if any)
+    Verify {
+        /// Print JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove least recently used references and their blobs; never a blob a running
+    /// process uses. Blobs no reference uses are removed too
+    Prune {
+        /// Shrink the cache to at most this size, e.g. 500MiB
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_size: Option<usize>,
+        /// Remove references not used for this long, e.g. 720h
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        older_than: Option<Duration>,
+        /// Print JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct Listed {
+    reference: String,
+    digest: String,
+    manifest_digest: String,
+    media_type: String,
+    size: u64,
+    /// Seconds since the Unix epoch.
+    last_used: u64,
+}
+
+impl CacheCommand {
+    /// Runs the chosen action.
+    pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        let cache = global.open_cache()?;
+        match self.action {
+            Action::Ls { json } => {
+                let refs = cache.refs().context("listing the cache")?;
+                let listed: Vec<Listed> = refs
+                    .into_iter()
+                    .rev()
+                    .map(|r| Listed {
+                        reference: r.entry.reference,
+                        digest: r.entry.layer_digest.to_string(),
+                        manifest_digest: r.entry.manifest_digest.to_string(),
+                        media_type: r.entry.layer_media_type,
+                        size: r.entry.size,
+                        last_used: r
+                            .last_used
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                    })
+                    .collect();
+                if json {
+                    crate::print_json(&listed)?;
+                } else {
+                    let width = listed
+                        .iter()
+                        .map(|l| l.reference.len())
+                        .max()
+                        .unwrap_or(9)
+                        .max(9);
+                    println!(
+                        "{:<width$}  {:<19}  {:>10}  LAST USED",
+                        "REFERENCE", "DIGEST", "SIZE"
+                    );
+                    for l in &listed {
+                        println!(
+                            "{:<width$}  {:<19}  {:>10}  {}",
+                            l.reference,
+                            &l.digest[..19.min(l.digest.len())],
+                            human_size(l.size),
+                            ago(l.last_used)
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Verify { json } => {
+                let report = cache.verify().context("verifying the cache")?;
+                if json {
+                    crate::print_json(&report)?;
+                } else {
+                    for bad in &report.removed {
+                        eprintln!(
+                            "removed {}: its content hashes to {}",
+                            bad.expected, bad.actual
+                        );
+                    }
+                    eprintln!(
+                        "verified {} blobs ({}): {} damaged{}",
+                        report.checked,
+                        human_size(report.bytes),
+                        report.removed.len(),
+                        if report.partial > 0 {
+                            format!(", {} partial downloads kept for resuming", report.partial)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                Ok(if report.removed.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            Action::Prune {
+                max_size,
+                older_than,
+                json,
+            } => {
+                if max_size.is_none() && older_than.is_none() {
+                    anyhow::bail!(
+                        "say what to prune: --max-size SIZE, --older-than DURATION, or both"
+                    );
+                }
+                let report = cache
+                    .prune(PrunePolicy {
+                        max_size: max_size.map(|s| s as u64),
+                        older_than,
+                    })
+                    .context("pruning the cache")?;
+                if json {
+                    crate::print_json(&report)?;
+                } else {
+                    for r in &report.removed_refs {
+                        eprintln!("removed {r}");
+                    }
+                    for r in &report.in_use {
+                        eprintln!("kept {r}: in use by a running process");
+                    }
+                    eprintln!(
+                        "freed {}; the cache now holds {}",
+                        human_size(report.freed),
+                        human_size(report.size)
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
+
+/// `1.5 MiB`
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn ago(epoch_seconds: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let s = now.saturating_sub(epoch_seconds);
+    match s {
+        0..60 => format!("{s} seconds ago"),
+        60..3600 => format!("{} minutes ago", s / 60),
+        3600..86400 => format!("{} hours ago", s / 3600),
+        _ => format!("{} days ago", s / 86400),
+    }
+}

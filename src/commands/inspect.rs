@@ -1,0 +1,129 @@
+//! `wasm-oci inspect REF|FILE`: what an artifact is, without running it.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+
+use super::{PullPolicy, Resolved};
+use crate::GlobalOptions;
+
+/// Show an artifact's manifest, config and layers, and the module's kind and WASI
+/// imports and exports, without running it (pulling it first when it is not cached).
+///
+///     wasm-oci inspect localhost:5000/hello:v1
+///     wasm-oci inspect --json ./hello.wasm
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct InspectCommand {
+    /// A reference such as localhost:5000/hello:v1, or a path to a .wasm file
+    module: String,
+
+    /// When to ask the registry
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pull: PullPolicy,
+
+    /// Print JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Inspected {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest_digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config: Option<serde_json::Value>,
+    size: u64,
+    #[serde(flatten)]
+    interface: wasm_oci_fetcher::Interface,
+}
+
+impl InspectCommand {
+    /// Reads and prints.
+    pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        let resolved = Resolved::new(global, &self.module, self.pull)?;
+        let bytes = std::fs::read(&resolved.path)
+            .with_context(|| format!("reading {}", resolved.path.display()))?;
+        let interface = wasm_oci_fetcher::interface(&bytes).with_context(|| {
+            format!(
+                "{} is not a valid WebAssembly module or component",
+                self.module
+            )
+        })?;
+        let json_blob = |digest: &wasm_oci_cache::Digest| -> anyhow::Result<serde_json::Value> {
+            let cache = resolved.cache.as_ref().expect("references are cached");
+            Ok(serde_json::from_slice(&cache.read_blob(digest)?)?)
+        };
+        let inspected = match &resolved.entry {
+            Some(entry) => Inspected {
+                reference: Some(entry.reference.clone()),
+                manifest_digest: Some(entry.manifest_digest.to_string()),
+                manifest: Some(json_blob(&entry.manifest_digest)?),
+                config: entry
+                    .config_digest
+                    .as_ref()
+                    .map(json_blob)
+                    .transpose()
+                    .ok()
+                    .flatten(),
+                size: entry.size,
+                interface,
+            },
+            None => Inspected {
+                reference: None,
+                manifest_digest: None,
+                manifest: None,
+                config: None,
+                size: bytes.len() as u64,
+                interface,
+            },
+        };
+        if self.json {
+            crate::print_json(&inspected)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(r) = &inspected.reference {
+            println!("Reference: {r}");
+        }
+        if let Some(d) = &inspected.manifest_digest {
+            println!("Manifest:  {d}");
+        }
+        if let Some(m) = &inspected.manifest {
+            println!(
+                "Config:    {}",
+                m["config"]["mediaType"].as_str().unwrap_or("?")
+            );
+            for layer in m["layers"].as_array().into_iter().flatten() {
+                println!(
+                    "Layer:     {} {} ({} bytes)",
+                    layer["mediaType"].as_str().unwrap_or("?"),
+                    layer["digest"].as_str().unwrap_or("?"),
+                    layer["size"]
+                );
+            }
+        }
+        let kind = match inspected.interface.kind {
+            wasm_oci_fetcher::WasmKind::Module => "core module (WASI preview 1)",
+            wasm_oci_fetcher::WasmKind::Component => "component (WASI 0.2)",
+        };
+        println!(
+            "Kind:      {kind}, {}",
+            super::cache::human_size(inspected.size)
+        );
+        println!("Imports:");
+        for i in &inspected.interface.imports {
+            println!("  {i}");
+        }
+        println!("Exports:");
+        for e in &inspected.interface.exports {
+            println!("  {e}");
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,192 @@
+//! `wasm-oci prefetch REF...`: pull (and precompile) many references at once, for edge nodes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Args;
+use futures_util::StreamExt;
+use serde::Serialize;
+use wasm_oci_fetcher::{Fetcher, RegistryOptions, parse_reference};
+use wasm_oci_shim::{CompiledCache, EngineOptions, Runner};
+
+use crate::GlobalOptions;
+
+/// Pull many references concurrently into the cache and precompile them, so that every later
+/// run starts at once, with or without the network.
+///
+/// Blobs that several references share are downloaded once. Interrupted downloads resume
+/// where they stopped. A reference that fails is reported; the others still land. Exits 1
+/// when any failed.
+///
+///     wasm-oci prefetch localhost:5000/a:v1 localhost:5000/b:v1
+///     wasm-oci prefetch --from-file modules.txt --jobs 16
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct PrefetchCommand {
+    /// References to pull
+    references: Vec<String>,
+
+    /// Also read references from this file, one per line ('#' starts a comment)
+    #[arg(long, value_name = "FILE")]
+    from_file: Option<PathBuf>,
+
+    /// How many references to pull at once
+    #[arg(long, short, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: u16,
+
+    /// Do not precompile the modules (compile on first run instead)
+    #[arg(long)]
+    no_compile: bool,
+
+    /// Print the results as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Outcome {
+    reference: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    downloaded: bool,
+    compiled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl PrefetchCommand {
+    /// Pulls everything it was given.
+    pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        let mut names = self.references.clone();
+        if let Some(file) = &self.from_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            names.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or_default().trim())
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        if names.is_empty() {
+            anyhow::bail!(
+                "nothing to prefetch: name references, or a file of them with --from-file"
+            );
+        }
+        let bars = crate::progress::Bars::on_terminal(true);
+        let plain = bars.is_none() && !self.json;
+        let mut fetcher = Fetcher::new(
+            global.open_cache()?,
+            RegistryOptions {
+                plain_http: global.plain_http,
+            },
+        );
+        if let Some(bars) = bars {
+            fetcher = fetcher.with_progress(bars);
+        }
+        let fetcher = Arc::new(fetcher);
+        let runner = match self.no_compile {
+            true => None,
+            false => Some(Arc::new(Runner::new(EngineOptions::default())?)),
+        };
+        let started = Instant::now();
+        let outcomes: Vec<Outcome> = crate::block_on(
+            futures_util::stream::iter(names)
+                .map(|name| {
+                    let (fetcher, runner) = (fetcher.clone(), runner.clone());
+                    async move {
+                        let outcome = prefetch_one(&fetcher, runner, &name).await;
+                        if plain {
+                            match &outcome.error {
+                                None => eprintln!(
+                                    "pulled {} ({}, {} bytes){}",
+                                    outcome.reference,
+                                    outcome.digest.as_deref().unwrap_or_default(),
+                                    outcome.size.unwrap_or_default(),
+                                    if outcome.compiled { ", compiled" } else { "" }
+                                ),
+                                Some(e) => eprintln!("failed {}: {e}", outcome.reference),
+                            }
+                        }
+                        outcome
+                    }
+                })
+                .buffer_unordered(usize::from(self.jobs))
+                .collect(),
+        )?;
+        let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+        if self.json {
+            crate::print_json(&outcomes)?;
+        } else {
+            eprintln!(
+                "prefetched {} of {} references in {:.1?}",
+                outcomes.len() - failed.len(),
+                outcomes.len(),
+                started.elapsed()
+            );
+            for f in &failed {
+                eprintln!(
+                    "  failed {}: {}",
+                    f.reference,
+                    f.error.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        Ok(if failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+}
+
+async fn prefetch_one(fetcher: &Fetcher, runner: Option<Arc<Runner>>, name: &str) -> Outcome {
+    let mut outcome = Outcome {
+        reference: name.to_owned(),
+        digest: None,
+        size: None,
+        downloaded: false,
+        compiled: false,
+        error: None,
+    };
+    let pulled = match parse_reference(name) {
+        Ok(reference) => fetcher.pull(&reference).await,
+        Err(e) => Err(e),
+    };
+    let pulled = match pulled {
+        Ok(p) => p,
+        Err(e) => {
+            outcome.error = Some(format!("{:#}", anyhow::Error::from(e)));
+            return outcome;
+        }
+    };
+    outcome.digest = Some(pulled.entry.layer_digest.to_string());
+    outcome.size = Some(pulled.entry.size);
+    outcome.downloaded = pulled.downloaded;
+    if let Some(runner) = runner {
+        let cache = fetcher.cache().clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            runner
+                .load(
+                    &pulled.path,
+                    Some(CompiledCache {
+                        cache: &cache,
+                        digest: &pulled.entry.layer_digest,
+                    }),
+                )
+                .map(drop)
+        })
+        .await
+        .expect("compilation does not panic");
+        match compiled {
+            Ok(()) => outcome.compiled = true,
+            Err(e) => outcome.error = Some(format!("{:#}", anyhow::Error::from(e))),
+        }
+    }
+    outcome
+}
