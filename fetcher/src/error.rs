@@ -142,6 +142,14 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// An OCI image layout is unusable.
+    #[error("OCI layout {}: {reason}", dir.display())]
+    Layout {
+        /// The layout's directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A local file could not be read or written.
     #[error("{action} {}: {source}", path.display())]
     Io {

@@ -8,6 +8,7 @@
 
 mod error;
 mod inspect;
+pub mod layout;
 mod manifest;
 mod pull;
 mod push;

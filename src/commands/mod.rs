@@ -7,6 +7,7 @@ mod prefetch;
 mod pull;
 mod push;
 mod run;
+mod save;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,6 +24,7 @@ pub use prefetch::PrefetchCommand;
 pub use pull::PullCommand;
 pub use push::PushCommand;
 pub use run::RunCommand;
+pub use save::{LoadCommand, SaveCommand};
 
 use crate::GlobalOptions;
 
@@ -54,6 +56,8 @@ enum Command {
     Compile(CompileCommand),
     Prefetch(PrefetchCommand),
     Inspect(InspectCommand),
+    Save(SaveCommand),
+    Load(LoadCommand),
     Cache(CacheCommand),
 }
 
@@ -68,6 +72,8 @@ impl Cli {
             Command::Compile(cmd) => (cmd.execute(&self.global), 1),
             Command::Prefetch(cmd) => (cmd.execute(&self.global), 1),
             Command::Inspect(cmd) => (cmd.execute(&self.global), 1),
+            Command::Save(cmd) => (cmd.execute(&self.global), 1),
+            Command::Load(cmd) => (cmd.execute(&self.global), 1),
             Command::Cache(cmd) => (cmd.execute(&self.global), 1),
         };
         match result {
@@ -104,6 +110,20 @@ struct Resolved {
 impl Resolved {
     /// Finds `module` locally or in the cache, pulling it as `policy` allows.
     fn new(global: &GlobalOptions, module: &str, policy: PullPolicy) -> anyhow::Result<Self> {
+        if let Some(spec) = module.strip_prefix("oci:") {
+            // `oci:DIR[:TAG]`, as skopeo names layouts; verified, run in place, not cached.
+            let (dir, tag) = match spec.rsplit_once(':') {
+                Some((dir, tag)) if Path::new(dir).is_dir() => (dir, Some(tag)),
+                _ => (spec, None),
+            };
+            let (path, _) = wasm_oci_fetcher::layout::resolve(Path::new(dir), tag)?;
+            return Ok(Self {
+                path,
+                cache: None,
+                entry: None,
+                _hold: None,
+            });
+        }
         if looks_like_file(module) {
             let path = PathBuf::from(module);
             if !path.is_file() {

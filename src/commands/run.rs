@@ -31,7 +31,8 @@ use crate::units::{parse_duration, parse_size};
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct RunCommand {
-    /// A reference such as localhost:5000/hello:v1, or a path to a .wasm file
+    /// A reference such as localhost:5000/hello:v1, a path to a .wasm file, or an OCI layout
+    /// as oci:DIR[:TAG]
     module: String,
 
     /// Arguments for the guest (put them after --)

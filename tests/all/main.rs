@@ -3,6 +3,7 @@
 //!
 //! One integration-test binary for the whole workspace; modules per area.
 
+mod airgap;
 mod edge;
 mod interop;
 mod proxy;

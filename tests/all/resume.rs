@@ -141,7 +141,10 @@ fn a_download_killed_midway_resumes_in_the_next_process() {
     assert_eq!(ranges, vec![format!("bytes={kept}-")]);
     // The rest of the layer, and the small config blob the killed pull had not reached.
     let rest = s.module.len() as u64 - kept;
-    assert!(bytes >= rest && bytes < rest + 1024, "{bytes} bytes for the last {rest}");
+    assert!(
+        bytes >= rest && bytes < rest + 1024,
+        "{bytes} bytes for the last {rest}"
+    );
     assert!(cli.ingest().is_empty());
     let out = cli.run(&["run", &s.reference]);
     assert!(out.status.success(), "{}", describe(&out));
