@@ -20,7 +20,7 @@ pub enum Ingested {
     /// The blob is in the store already; nothing to write.
     Present(PathBuf),
     /// The caller holds the writer for this digest and must write the content.
-    Writer(Ingest),
+    Writer(Box<Ingest>),
 }
 
 /// An exclusive, verifying writer of one blob.
@@ -38,7 +38,13 @@ pub struct Ingest {
     written: u64,
     hasher: Sha256,
     discard: bool,
+    /// Written content not yet handed to the file: network chunks are small, and a write
+    /// call per chunk costs more than the copy.
+    pending: Vec<u8>,
 }
+
+/// How much to gather before writing to the file.
+const WRITE_BUFFER: usize = 1 << 20;
 
 impl Ingest {
     pub(crate) fn begin(
@@ -89,9 +95,10 @@ impl Ingest {
             written: 0,
             hasher: Sha256::new(),
             discard: false,
+            pending: Vec::new(),
         };
         ingest.resume()?;
-        Ok(Ingested::Writer(ingest))
+        Ok(Ingested::Writer(Box::new(ingest)))
     }
 
     /// Continues after what an earlier writer left: hashes it again, since a hasher's state
@@ -146,6 +153,7 @@ impl Ingest {
             })?;
         self.written = 0;
         self.hasher = Sha256::new();
+        self.pending.clear();
         tracing::debug!(digest = %self.digest, "ingest started");
         Ok(())
     }
@@ -175,16 +183,32 @@ impl Ingest {
             });
         }
         self.hasher.update(buf);
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(WRITE_BUFFER);
+        }
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= WRITE_BUFFER {
+            self.flush()?;
+        }
+        self.written = written;
+        Ok(())
+    }
+
+    /// Hands buffered content to the file.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         let file = self
             .file
             .as_mut()
             .expect("ingest file is open until commit");
-        file.write_all(buf).map_err(|source| Error::Io {
+        file.write_all(&self.pending).map_err(|source| Error::Io {
             action: "writing",
             path: self.path.clone(),
             source,
         })?;
-        self.written = written;
+        self.pending.clear();
         Ok(())
     }
 
@@ -207,12 +231,14 @@ impl Ingest {
         }
         let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
         if actual != self.digest {
+            self.pending.clear();
             self.discard = true;
             return Err(Error::DigestMismatch {
                 expected: self.digest.clone(),
                 actual,
             });
         }
+        self.flush()?;
         let io_err = |action, path: &PathBuf, source| Error::Io {
             action,
             path: path.clone(),
@@ -243,9 +269,15 @@ impl Ingest {
 
 impl Drop for Ingest {
     fn drop(&mut self) {
-        if self.file.is_some() && self.discard {
+        if self.file.is_none() {
+            return;
+        }
+        if self.discard {
             // Proven wrong: remove it while we still hold the lock.
             let _ = fs::remove_file(&self.path);
+        } else {
+            // Interrupted: keep what arrived for the next writer to resume from.
+            let _ = self.flush();
         }
     }
 }

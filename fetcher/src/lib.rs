@@ -15,7 +15,8 @@ mod push;
 mod reference;
 mod retry;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -64,6 +65,8 @@ pub struct Fetcher {
     cache: Cache,
     options: RegistryOptions,
     progress: Option<Arc<dyn Progress>>,
+    /// One client per registry, so connections and tokens are reused across pulls.
+    clients: Mutex<HashMap<String, Client>>,
 }
 
 impl Fetcher {
@@ -76,6 +79,7 @@ impl Fetcher {
             cache,
             options,
             progress: None,
+            clients: Mutex::default(),
         }
     }
 
@@ -100,6 +104,14 @@ impl Fetcher {
     }
 
     fn client(&self, reference: &Reference) -> Client {
+        let mut clients = self.clients.lock().expect("client map lock");
+        clients
+            .entry(reference.registry().to_owned())
+            .or_insert_with(|| self.new_client(reference))
+            .clone()
+    }
+
+    fn new_client(&self, reference: &Reference) -> Client {
         let protocol = match self.scheme(reference) {
             "http" => ClientProtocol::Http,
             _ => ClientProtocol::Https,

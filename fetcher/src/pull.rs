@@ -142,7 +142,7 @@ impl Fetcher {
             .expect("ingest task does not panic")?;
         let mut writer = match ingested {
             Ingested::Present(path) => return Ok((path, false)),
-            Ingested::Writer(w) => w,
+            Ingested::Writer(w) => *w,
         };
         let name = reference.whole();
         let transfer = self
@@ -152,10 +152,11 @@ impl Fetcher {
         let mut backoff = Backoff::new();
         let mut attempts = 1;
         let result = loop {
-            match self
-                .download(client, reference, layer, &mut writer, transfer.as_deref())
-                .await
-            {
+            let (returned, outcome) = self
+                .download(client, reference, layer, writer, transfer.as_deref())
+                .await;
+            writer = returned;
+            match outcome {
                 Ok(()) => break writer.commit().map_err(Error::from),
                 Err(Attempt::Retry(source)) => match backoff.next_wait() {
                     Some(wait) => {
@@ -198,18 +199,19 @@ impl Fetcher {
 
     /// One attempt at the rest of a blob: from where `writer` stands, with a range request when
     /// that is not the start. A registry that ignores the range sends it all, and we start over.
+    /// Hashing and writing run on a blocking thread while the network keeps receiving.
     async fn download(
         &self,
         client: &Client,
         reference: &Reference,
         layer: &OciDescriptor,
-        writer: &mut Ingest,
+        mut writer: Ingest,
         transfer: Option<&dyn Transfer>,
-    ) -> Result<(), Attempt> {
+    ) -> (Ingest, Result<(), Attempt>) {
         let name = reference.whole();
         let offset = writer.written();
         if Some(offset) == u64::try_from(layer.size).ok() {
-            return Ok(());
+            return (writer, Ok(()));
         }
         let request = if offset == 0 {
             client.pull_blob_stream(reference, layer).await
@@ -224,42 +226,73 @@ impl Fetcher {
                 }
                 Ok(BlobResponse::Full(stream)) => {
                     tracing::debug!(reference = %name, "the registry ignored the range; starting over");
-                    writer.restart().map_err(|e| Attempt::Fail(e.into()))?;
+                    if let Err(e) = writer.restart() {
+                        return (writer, Err(Attempt::Fail(e.into())));
+                    }
                     Ok(stream)
                 }
                 Err(e) => Err(e),
             }
         };
-        let mut stream = request.map_err(|e| {
-            let retry = is_transient(&e);
-            let e = Error::from_oci(e, reference, self.scheme(reference));
-            match (retry, e) {
-                (true, Error::Unreachable { source, .. } | Error::Registry { source, .. }) => {
-                    Attempt::Retry(std::io::Error::other(source))
-                }
-                (_, e) => Attempt::Fail(e),
+        let mut stream = match request {
+            Ok(stream) => stream,
+            Err(e) => {
+                let retry = is_transient(&e);
+                let e = Error::from_oci(e, reference, self.scheme(reference));
+                let attempt = match (retry, e) {
+                    (true, Error::Unreachable { source, .. } | Error::Registry { source, .. }) => {
+                        Attempt::Retry(std::io::Error::other(source))
+                    }
+                    (_, e) => Attempt::Fail(e),
+                };
+                return (writer, Err(attempt));
             }
-        })?;
+        };
         if let Some(t) = transfer {
             t.set_position(writer.written());
         }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+        let sink = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = rx.blocking_recv() {
+                if let Err(e) = writer.write(&chunk) {
+                    return (writer, Err(e));
+                }
+            }
+            (writer, Ok(()))
+        });
+        let mut outcome = Ok(());
         while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => match digest_error(&e, &name) {
-                    Some(mismatch) => {
-                        writer.discard();
-                        return Err(Attempt::Fail(mismatch));
+            match chunk {
+                Ok(chunk) => {
+                    let n = chunk.len() as u64;
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is below
                     }
-                    None => return Err(Attempt::Retry(e)),
-                },
-            };
-            writer.write(&chunk).map_err(|e| Attempt::Fail(e.into()))?;
-            if let Some(t) = transfer {
-                t.advance(chunk.len() as u64);
+                    if let Some(t) = transfer {
+                        t.advance(n);
+                    }
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
             }
         }
-        Ok(())
+        drop(tx);
+        let (mut writer, written) = sink.await.expect("the blob writer does not panic");
+        if let Err(e) = written {
+            return (writer, Err(Attempt::Fail(e.into())));
+        }
+        match outcome {
+            Ok(()) => (writer, Ok(())),
+            Err(e) => match digest_error(&e, &name) {
+                Some(mismatch) => {
+                    writer.discard();
+                    (writer, Err(Attempt::Fail(mismatch)))
+                }
+                None => (writer, Err(Attempt::Retry(e))),
+            },
+        }
     }
 }
 
