@@ -13,7 +13,10 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
+use std::sync::OnceLock;
 use wasm_oci_cache::Cache;
+
+use wasm_oci_fetcher::auth::{Credentials, Secret};
 use wasm_oci_fetcher::{Fetcher, RegistryOptions};
 
 /// Options every verb accepts, before or after the verb's name.
@@ -23,10 +26,28 @@ pub struct GlobalOptions {
     #[arg(long, global = true, env = "WASM_OCI_CACHE", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
-    /// Speak plain HTTP (no TLS) to the registry. Registries on loopback (localhost,
-    /// 127.0.0.0/8, [::1]) always use plain HTTP, as docker does
+    /// Speak plain HTTP (no TLS) to the registry. A registry on loopback (localhost,
+    /// 127.0.0.0/8, [::1]) is spoken to in whatever it answers, as docker does; any other
+    /// uses TLS unless this is given
     #[arg(long, global = true, env = "WASM_OCI_PLAIN_HTTP")]
     pub plain_http: bool,
+
+    /// Registry user name; the password comes from --password-stdin. Without them,
+    /// credentials come from docker's config ($DOCKER_CONFIG/config.json, credential helpers)
+    #[arg(long, global = true, value_name = "NAME", requires = "password_stdin")]
+    pub username: Option<String>,
+
+    /// Read the registry password (or token) from standard input
+    #[arg(long, global = true)]
+    pub password_stdin: bool,
+
+    /// Trust this PEM certificate authority for registry TLS (SSL_CERT_FILE is trusted too)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Accept any registry certificate. Dangerous: anyone on the path can serve you code
+    #[arg(long, global = true)]
+    pub insecure_skip_tls_verify: bool,
 }
 
 impl GlobalOptions {
@@ -45,14 +66,62 @@ impl GlobalOptions {
         Cache::open(&dir).with_context(|| format!("opening the cache at {}", dir.display()))
     }
 
+    /// `--username` with the password read from stdin (once per process).
+    pub fn explicit_credentials(&self) -> anyhow::Result<Option<(String, Secret)>> {
+        static PASSWORD: OnceLock<Secret> = OnceLock::new();
+        let Some(username) = &self.username else {
+            if self.password_stdin {
+                anyhow::bail!("--password-stdin needs --username");
+            }
+            return Ok(None);
+        };
+        if PASSWORD.get().is_none() {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                anyhow::bail!("--password-stdin read an empty password");
+            }
+            let _ = PASSWORD.set(Secret::new(password));
+        }
+        Ok(Some((
+            username.clone(),
+            PASSWORD.get().expect("set above").clone(),
+        )))
+    }
+
+    /// How to reach registries, from the options and the environment.
+    pub fn registry_options(&self) -> anyhow::Result<RegistryOptions> {
+        let credentials = match self.explicit_credentials()? {
+            Some((username, password)) => Credentials::Explicit { username, password },
+            None => Credentials::DockerConfig,
+        };
+        let mut ca_files: Vec<PathBuf> = self.ca_file.iter().cloned().collect();
+        if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+            ca_files.push(file.into());
+        }
+        for file in &ca_files {
+            anyhow::ensure!(file.is_file(), "CA file {} does not exist", file.display());
+        }
+        if self.insecure_skip_tls_verify {
+            eprintln!(
+                "WARNING: --insecure-skip-tls-verify: registry certificates are not checked; \
+                 anyone between you and the registry can change what you run"
+            );
+        }
+        Ok(RegistryOptions {
+            plain_http: self.plain_http,
+            credentials,
+            ca_files,
+            insecure_skip_tls_verify: self.insecure_skip_tls_verify,
+        })
+    }
+
     /// A fetcher over the cache, drawing progress bars when stderr is a terminal.
     pub fn fetcher(&self) -> anyhow::Result<Fetcher> {
-        let fetcher = Fetcher::new(
-            self.open_cache()?,
-            RegistryOptions {
-                plain_http: self.plain_http,
-            },
-        );
+        let fetcher = Fetcher::new(self.open_cache()?, self.registry_options()?);
         Ok(match progress::Bars::on_terminal(false) {
             Some(bars) => fetcher.with_progress(bars),
             None => fetcher,

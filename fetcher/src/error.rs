@@ -43,7 +43,7 @@ pub enum Error {
     },
     /// The registry refused our credentials, or wants some.
     #[error(
-        "registry {registry} refused access to {reference}: check that the repository exists and that you are allowed to use it"
+        "registry {registry} refused access to {reference}: log in with `wasm-oci login {registry}` (or docker login), or pass --username and --password-stdin, and check that the repository exists"
     )]
     Unauthorized {
         /// The registry host.
@@ -142,6 +142,27 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// Credentials could not be found or stored.
+    #[error("credentials for {registry}: {reason}")]
+    Credentials {
+        /// The registry.
+        registry: String,
+        /// What went wrong (never the secret).
+        reason: String,
+    },
+    /// The registry's TLS certificate was not accepted.
+    #[error(
+        "cannot verify the TLS certificate of registry {registry} for {reference}: trust its CA with --ca-file PATH (or SSL_CERT_FILE); --insecure-skip-tls-verify turns verification off"
+    )]
+    Tls {
+        /// The registry.
+        registry: String,
+        /// The reference asked for.
+        reference: String,
+        /// The TLS error.
+        #[source]
+        source: OciDistributionError,
+    },
     /// An OCI image layout is unusable.
     #[error("OCI layout {}: {reason}", dir.display())]
     Layout {
@@ -215,6 +236,20 @@ impl Error {
                 reference: reference_s,
                 source,
             },
+            OciDistributionError::RequestError(e)
+                if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403)) =>
+            {
+                Error::Unauthorized {
+                    registry,
+                    reference: reference_s,
+                    source,
+                }
+            }
+            OciDistributionError::RequestError(e) if is_certificate_error(e) => Error::Tls {
+                registry,
+                reference: reference_s,
+                source,
+            },
             OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
                 Error::Unreachable {
                     registry,
@@ -229,4 +264,20 @@ impl Error {
             },
         }
     }
+}
+
+/// Whether a transport error is a refused certificate (unknown issuer, wrong name, expired).
+fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return matches!(tls, rustls::Error::InvalidCertificate(_));
+        }
+        let text = err.to_string();
+        if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }

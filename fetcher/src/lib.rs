@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod auth;
 mod error;
 mod inspect;
 pub mod layout;
@@ -42,6 +43,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct RegistryOptions {
     /// Speak plain HTTP to every registry, not only to loopback ones.
     pub plain_http: bool,
+    /// Where credentials come from.
+    pub credentials: auth::Credentials,
+    /// PEM files of extra certificate authorities to trust (`--ca-file`, `SSL_CERT_FILE`).
+    pub ca_files: Vec<std::path::PathBuf>,
+    /// Accept any certificate. Dangerous; the CLI warns.
+    pub insecure_skip_tls_verify: bool,
 }
 
 /// Receives progress of blob transfers; the CLI draws bars with it, libraries never print.
@@ -67,6 +74,8 @@ pub struct Fetcher {
     progress: Option<Arc<dyn Progress>>,
     /// One client per registry, so connections and tokens are reused across pulls.
     clients: Mutex<HashMap<String, Client>>,
+    /// What each loopback registry speaks, probed once.
+    schemes: Mutex<HashMap<String, &'static str>>,
 }
 
 impl Fetcher {
@@ -80,6 +89,7 @@ impl Fetcher {
             options,
             progress: None,
             clients: Mutex::default(),
+            schemes: Mutex::default(),
         }
     }
 
@@ -94,10 +104,17 @@ impl Fetcher {
         &self.cache
     }
 
-    /// `http` for loopback registries and with `--plain-http`, as docker and oras do; else `https`.
+    /// `http` with `--plain-http`; for a loopback registry, whatever it speaks (docker tries
+    /// TLS there and falls back to plain HTTP); else always `https`, never downgraded.
     pub fn scheme(&self, reference: &Reference) -> &'static str {
-        if self.options.plain_http || is_loopback(reference.registry()) {
+        let registry = reference.registry();
+        if self.options.plain_http {
             "http"
+        } else if is_loopback(registry) {
+            let mut schemes = self.schemes.lock().expect("scheme map lock");
+            schemes
+                .entry(registry.to_owned())
+                .or_insert_with(|| probe_scheme(registry))
         } else {
             "https"
         }
@@ -111,13 +128,35 @@ impl Fetcher {
             .clone()
     }
 
+    /// What to present to the registry of `reference`.
+    fn auth(&self, reference: &Reference) -> Result<oci_client::secrets::RegistryAuth> {
+        self.options.credentials.for_registry(reference.registry())
+    }
+
     fn new_client(&self, reference: &Reference) -> Client {
         let protocol = match self.scheme(reference) {
             "http" => ClientProtocol::Http,
             _ => ClientProtocol::Https,
         };
+        let extra_root_certificates = self
+            .options
+            .ca_files
+            .iter()
+            .filter_map(|path| match std::fs::read(path) {
+                Ok(data) => Some(oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data,
+                }),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read CA file");
+                    None
+                }
+            })
+            .collect();
         Client::new(ClientConfig {
             protocol,
+            extra_root_certificates,
+            accept_invalid_certificates: self.options.insecure_skip_tls_verify,
             // Index entries are chosen by `manifest::select_platform`, not by the host's platform.
             platform_resolver: None,
             connect_timeout: Some(Duration::from_secs(10)),
@@ -125,5 +164,83 @@ impl Fetcher {
             user_agent: concat!("wasm-oci/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         })
+    }
+}
+
+/// Asks a loopback registry in plain HTTP whether it speaks it: an HTTP answer means plain
+/// HTTP; anything else (a TLS alert, a closed connection) means TLS. Nothing secret is sent.
+fn probe_scheme(registry: &str) -> &'static str {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    let host = registry.trim_start_matches('[').replace(']', "");
+    let addr = if registry
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        registry.to_owned()
+    } else {
+        format!("{host}:443")
+    };
+    let answer = (|| -> std::io::Result<Vec<u8>> {
+        let sock = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or(std::io::ErrorKind::NotFound)?;
+        let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n")?;
+        let mut answer = Vec::new();
+        // A TLS server closes or sends an alert; Go's even answers in HTTP that it wants HTTPS.
+        let _ = stream.take(1024).read_to_end(&mut answer);
+        Ok(answer)
+    })();
+    let scheme = match answer {
+        Ok(a) if a.starts_with(b"HTTP/") && !String::from_utf8_lossy(&a).contains("HTTPS") => {
+            "http"
+        }
+        Ok(_) => "https",
+        // Unreachable: say http, so the error names the registry as docker would.
+        Err(_) => "http",
+    };
+    tracing::debug!(%registry, scheme, "probed a loopback registry");
+    scheme
+}
+
+impl Fetcher {
+    /// Checks that the configured credentials open `registry`, as `docker login` does before it
+    /// stores them: a bearer registry must hand out a token, a basic one must accept a request.
+    pub async fn check_login(&self, registry: &str) -> Result<()> {
+        use oci_client::errors::OciDistributionError as E;
+        let probe = Reference::with_tag(
+            registry.to_owned(),
+            "wasm-oci/login".to_owned(),
+            "latest".to_owned(),
+        );
+        let client = self.client(&probe);
+        let scheme = self.scheme(&probe);
+        let auth = self.auth(&probe)?;
+        client
+            .auth(&probe, &auth, oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(|e| Error::from_oci(e, &probe, scheme))?;
+        match client.catalog(&probe, &auth, Some(1), None).await {
+            Ok(_) => Ok(()),
+            // Listing may be forbidden to anyone; the credentials themselves were accepted.
+            Err(E::ServerError {
+                code: 403 | 404, ..
+            }) => Ok(()),
+            Err(E::RegistryError { envelope, .. })
+                if envelope.errors.iter().all(|e| {
+                    matches!(
+                        e.code,
+                        oci_client::errors::OciErrorCode::Denied
+                            | oci_client::errors::OciErrorCode::Unsupported
+                    )
+                }) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::from_oci(e, &probe, scheme)),
+        }
     }
 }

@@ -8,7 +8,6 @@ use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest, OciManifest,
 };
-use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use wasm_oci_cache::{Digest, Ingest, Ingested, RefEntry};
 
@@ -47,9 +46,10 @@ impl Fetcher {
         let scheme = self.scheme(reference);
         let name = reference.whole();
         let oci_err = |e| Error::from_oci(e, reference, scheme);
+        let auth = self.auth(reference)?;
 
         let (mut bytes, mut digest) = client
-            .pull_manifest_raw(reference, &RegistryAuth::Anonymous, MANIFEST_MEDIA_TYPES)
+            .pull_manifest_raw(reference, &auth, MANIFEST_MEDIA_TYPES)
             .await
             .map_err(oci_err)?;
         let manifest: OciImageManifest = match parse_manifest(&bytes, &name)? {
@@ -59,7 +59,7 @@ impl Fetcher {
                 tracing::debug!(digest = %entry.digest, "chose index entry");
                 let by_digest = reference.clone_with_digest(entry.digest.clone());
                 (bytes, digest) = client
-                    .pull_manifest_raw(&by_digest, &RegistryAuth::Anonymous, MANIFEST_MEDIA_TYPES)
+                    .pull_manifest_raw(&by_digest, &auth, MANIFEST_MEDIA_TYPES)
                     .await
                     .map_err(oci_err)?;
                 match parse_manifest(&bytes, &name)? {

@@ -8,7 +8,6 @@ use futures_util::TryStreamExt;
 use oci_client::Reference;
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
-use oci_client::secrets::RegistryAuth;
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -124,7 +123,7 @@ impl Fetcher {
         client
             .auth(
                 reference,
-                &RegistryAuth::Anonymous,
+                &self.auth(reference)?,
                 oci_client::RegistryOperation::Push,
             )
             .await

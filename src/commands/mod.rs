@@ -3,6 +3,7 @@
 mod cache;
 mod compile;
 mod inspect;
+mod login;
 mod prefetch;
 mod pull;
 mod push;
@@ -20,6 +21,7 @@ use wasm_oci_fetcher::parse_reference;
 pub use cache::CacheCommand;
 pub use compile::CompileCommand;
 pub use inspect::InspectCommand;
+pub use login::{LoginCommand, LogoutCommand};
 pub use prefetch::PrefetchCommand;
 pub use pull::PullCommand;
 pub use push::PushCommand;
@@ -59,6 +61,8 @@ enum Command {
     Save(SaveCommand),
     Load(LoadCommand),
     Cache(CacheCommand),
+    Login(LoginCommand),
+    Logout(LogoutCommand),
 }
 
 impl Cli {
@@ -75,6 +79,8 @@ impl Cli {
             Command::Save(cmd) => (cmd.execute(&self.global), 1),
             Command::Load(cmd) => (cmd.execute(&self.global), 1),
             Command::Cache(cmd) => (cmd.execute(&self.global), 1),
+            Command::Login(cmd) => (cmd.execute(&self.global), 1),
+            Command::Logout(cmd) => (cmd.execute(&self.global), 1),
         };
         match result {
             Ok(code) => code,

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use futures_util::StreamExt;
 use serde::Serialize;
-use wasm_oci_fetcher::{Fetcher, RegistryOptions, parse_reference};
+use wasm_oci_fetcher::{Fetcher, parse_reference};
 use wasm_oci_shim::{CompiledCache, EngineOptions, Runner};
 
 use crate::GlobalOptions;
@@ -80,12 +80,7 @@ impl PrefetchCommand {
         }
         let bars = crate::progress::Bars::on_terminal(true);
         let plain = bars.is_none() && !self.json;
-        let mut fetcher = Fetcher::new(
-            global.open_cache()?,
-            RegistryOptions {
-                plain_http: global.plain_http,
-            },
-        );
+        let mut fetcher = Fetcher::new(global.open_cache()?, global.registry_options()?);
         if let Some(bars) = bars {
             fetcher = fetcher.with_progress(bars);
         }

@@ -31,19 +31,63 @@ pub struct Registry {
     pub addr: String,
 }
 
+/// TLS and basic auth for a [`Registry`].
+#[derive(Default)]
+pub struct Secure {
+    /// Serve TLS with a certificate for 127.0.0.1 signed by a CA made for the test.
+    pub tls: bool,
+    /// Require this user and password (htpasswd, bcrypt).
+    pub user: Option<(&'static str, &'static str)>,
+}
+
 impl Registry {
     pub fn start() -> Registry {
+        Self::start_secure(Secure::default())
+    }
+
+    /// The CA certificate of a TLS registry.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    pub fn start_secure(secure: Secure) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
+        let d = dir.path();
+        let mut extra_http = String::new();
+        let mut auth = String::new();
+        if secure.tls {
+            make_certificates(d);
+            extra_http = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                d.join("server.crt").display(),
+                d.join("server.key").display()
+            );
+        }
+        if let Some((user, password)) = secure.user {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect(
+                    "htpasswd is not installed: run ./scripts/test, which installs apache2-utils",
+                );
+            assert!(out.status.success(), "{}", describe(&out));
+            fs::write(d.join("htpasswd"), out.stdout).unwrap();
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: wasm-oci-test\n    path: {}\n",
+                d.join("htpasswd").display()
+            );
+        }
         fs::write(
             &config,
             format!(
                 "version: 0.1\n\
                  log:\n  level: warn\n  accesslog:\n    disabled: true\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {addr}\n",
+                 {auth}\
+                 http:\n  addr: {addr}\n{extra_http}",
                 dir.path().join("data").display()
             ),
         )
@@ -63,7 +107,8 @@ impl Registry {
             addr,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while http(&registry.addr, "GET", "/v2/", &[], b"").map(|r| r.status) != Some(200) {
+        // Any HTTP answer means it is up: 200, 401 with auth, 400 "use HTTPS" with TLS.
+        while http(&registry.addr, "GET", "/v2/", &[], b"").is_none() {
             assert!(
                 Instant::now() < deadline,
                 "registry did not come up: {}",
@@ -119,6 +164,9 @@ impl WasmOci {
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasm-oci"));
         cmd.env("WASM_OCI_CACHE", self.cache.path())
+            // Never the host's docker credentials; auth tests set their own.
+            .env("DOCKER_CONFIG", self.cache.path().join("no-docker-config"))
+            .env_remove("SSL_CERT_FILE")
             .env_remove("WASM_OCI_LOG")
             .env_remove("WASM_OCI_PLAIN_HTTP")
             .stdin(Stdio::null());
@@ -314,4 +362,70 @@ pub fn componentize(core: &[u8]) -> Vec<u8> {
         .validate(true)
         .encode()
         .unwrap()
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=wasm-oci test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }

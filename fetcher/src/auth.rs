@@ -1,0 +1,298 @@
+//! Credentials the way docker and oras find them, and `login`/`logout` that write them back.
+//!
+//! Lookup order: `--username`/`--password-stdin`, then `$DOCKER_CONFIG/config.json` (else
+//! `~/.docker/config.json`): `credHelpers`, `auths`, `credsStore`. Secrets are held in
+//! [`Secret`], whose `Debug` never shows them, and never reach a log line or an error.
+
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use oci_client::secrets::RegistryAuth;
+
+use crate::Error;
+
+/// A password or token; printed as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where credentials come from.
+#[derive(Debug, Clone, Default)]
+pub enum Credentials {
+    /// Docker's config file and credential helpers (the default).
+    #[default]
+    DockerConfig,
+    /// Given on the command line; used for every registry of the command.
+    Explicit {
+        /// The user.
+        username: String,
+        /// The password or token.
+        password: Secret,
+    },
+    /// None at all.
+    Anonymous,
+}
+
+/// The key docker uses for a registry in `config.json`.
+pub fn config_key(registry: &str) -> &str {
+    match registry {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "https://index.docker.io/v1/",
+        other => other,
+    }
+}
+
+impl Credentials {
+    /// What to present to `registry`. Missing credentials mean anonymous access; a broken
+    /// helper is an error, since silently going anonymous would hide it.
+    pub(crate) fn for_registry(&self, registry: &str) -> Result<RegistryAuth, Error> {
+        match self {
+            Credentials::Anonymous => Ok(RegistryAuth::Anonymous),
+            Credentials::Explicit { username, password } => Ok(RegistryAuth::Basic(
+                username.clone(),
+                password.expose().to_owned(),
+            )),
+            Credentials::DockerConfig => {
+                use docker_credential::{CredentialRetrievalError as E, DockerCredential};
+                let Some(path) = docker_config_path() else {
+                    return Ok(RegistryAuth::Anonymous);
+                };
+                let file = match std::fs::File::open(&path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Ok(RegistryAuth::Anonymous);
+                    }
+                    Err(e) => {
+                        return Err(Error::Credentials {
+                            registry: registry.to_owned(),
+                            reason: format!("cannot read {}: {e}", path.display()),
+                        });
+                    }
+                };
+                let found = docker_credential::get_credential_from_reader(
+                    std::io::BufReader::new(file),
+                    config_key(registry),
+                );
+                match found {
+                    Ok(DockerCredential::UsernamePassword(user, pass)) => {
+                        tracing::debug!(%registry, "using credentials from the docker config");
+                        Ok(RegistryAuth::Basic(user, pass))
+                    }
+                    Ok(DockerCredential::IdentityToken(_)) => Err(Error::Credentials {
+                        registry: registry.to_owned(),
+                        reason: "the docker config holds an identity token, which wasm-oci cannot use yet; \
+                                 log in with a password or token: wasm-oci login"
+                            .into(),
+                    }),
+                    Err(E::NoCredentialConfigured | E::ConfigNotFound) => Ok(RegistryAuth::Anonymous),
+                    Err(E::ConfigReadError) => Err(Error::Credentials {
+                        registry: registry.to_owned(),
+                        reason: format!("{} is not a valid docker config file", path.display()),
+                    }),
+                    // Helpers answer "credentials not found" with a failure: that is anonymous too.
+                    Err(E::HelperFailure { stdout, .. }) if stdout.contains("credentials not found") => {
+                        Ok(RegistryAuth::Anonymous)
+                    }
+                    Err(e) => Err(Error::Credentials {
+                        registry: registry.to_owned(),
+                        // The crate's messages name the helper and its output, never the secret.
+                        reason: helper_failure(&e),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+fn helper_failure(e: &docker_credential::CredentialRetrievalError) -> String {
+    match e {
+        docker_credential::CredentialRetrievalError::HelperFailure { helper, stderr, .. } => {
+            format!(
+                "the credential helper docker-credential-{helper} failed: {}",
+                stderr.trim()
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Docker's config directory: `$DOCKER_CONFIG`, else `~/.docker`.
+pub fn docker_config_path() -> Option<PathBuf> {
+    std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|d| d.join("config.json"))
+}
+
+fn read_config(path: &PathBuf) -> Result<serde_json::Value, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Credentials {
+            registry: String::new(),
+            reason: format!("{} is not valid JSON: {e}", path.display()),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({})),
+        Err(source) => Err(Error::Io {
+            action: "reading",
+            path: path.clone(),
+            source,
+        }),
+    }
+}
+
+fn helper_for(config: &serde_json::Value, key: &str) -> Option<String> {
+    config["credHelpers"][key]
+        .as_str()
+        .or(config["credsStore"].as_str())
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+}
+
+fn run_helper(helper: &str, verb: &str, input: &[u8], registry: &str) -> Result<(), Error> {
+    let program = format!("docker-credential-{helper}");
+    let fail = |reason: String| Error::Credentials {
+        registry: registry.to_owned(),
+        reason,
+    };
+    let mut child = Command::new(&program)
+        .arg(verb)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run {program}: {e}")))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input)
+        .map_err(|e| fail(format!("writing to {program}: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fail(format!("waiting for {program}: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "{program} {verb} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Stores credentials for `registry` the way `docker login` does: through the configured
+/// helper, else base64 in `auths` of the config file (written atomically, mode 0600).
+pub fn store(registry: &str, username: &str, password: &Secret) -> Result<PathBuf, Error> {
+    let path = docker_config_path().ok_or_else(|| Error::Credentials {
+        registry: registry.to_owned(),
+        reason: "cannot find docker's config directory: set DOCKER_CONFIG or HOME".into(),
+    })?;
+    let key = config_key(registry);
+    let mut config = read_config(&path)?;
+    if let Some(helper) = helper_for(&config, key) {
+        let input = serde_json::json!({"ServerURL": key, "Username": username, "Secret": password.expose()});
+        run_helper(&helper, "store", input.to_string().as_bytes(), registry)?;
+        return Ok(path);
+    }
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{username}:{}", password.expose()));
+    if !config["auths"].is_object() {
+        config["auths"] = serde_json::json!({});
+    }
+    config["auths"][key] = serde_json::json!({ "auth": auth });
+    write_config(&path, &config)?;
+    Ok(path)
+}
+
+/// Removes stored credentials for `registry`; `false` when there were none.
+pub fn erase(registry: &str) -> Result<bool, Error> {
+    let Some(path) = docker_config_path() else {
+        return Ok(false);
+    };
+    let key = config_key(registry);
+    let mut config = read_config(&path)?;
+    if let Some(helper) = helper_for(&config, key) {
+        run_helper(&helper, "erase", key.as_bytes(), registry)?;
+        return Ok(true);
+    }
+    let removed = config["auths"]
+        .as_object_mut()
+        .is_some_and(|auths| auths.remove(key).is_some());
+    if removed {
+        write_config(&path, &config)?;
+    }
+    Ok(removed)
+}
+
+fn write_config(path: &PathBuf, config: &serde_json::Value) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().expect("a config file has a directory");
+    let io_err = |source| Error::Io {
+        action: "writing",
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io_err)?;
+    let mut tmp = tempfile_in(dir).map_err(io_err)?;
+    tmp.1
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err)?;
+    tmp.1
+        .write_all(&serde_json::to_vec_pretty(config).expect("json values serialize"))
+        .and_then(|()| tmp.1.sync_all())
+        .map_err(io_err)?;
+    std::fs::rename(&tmp.0, path).map_err(io_err)
+}
+
+/// A new file beside the config, for an atomic replace.
+fn tempfile_in(dir: &std::path::Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    for n in 0..100u32 {
+        let path = dir.join(format!(".config.json.{}.{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("cannot create a temporary file"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Credentials::Explicit {
+            username: "alice".into(),
+            password: Secret::new("hunter2"),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn docker_hub_has_its_legacy_key() {
+        assert_eq!(config_key("docker.io"), "https://index.docker.io/v1/");
+        assert_eq!(config_key("localhost:5000"), "localhost:5000");
+    }
+}
