@@ -12,10 +12,10 @@ use oci_client::{Client, Reference};
 use wasm_oci_cache::{Digest, Ingest, Ingested, RefEntry};
 
 use crate::manifest::{select_platform, wasm_layer};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, is_transient, with_retries};
 use crate::{Error, Fetcher, Result, Transfer};
 
-/// Configs are small JSON documents; anything larger is refused before it is fetched.
+/// Configs and manifests are small JSON documents; anything larger is refused.
 const MAX_CONFIG_SIZE: u64 = 4 << 20;
 
 const MANIFEST_MEDIA_TYPES: &[&str] = &[
@@ -48,20 +48,24 @@ impl Fetcher {
         let oci_err = |e| Error::from_oci(e, reference, scheme);
         let auth = self.auth(reference)?;
 
-        let (mut bytes, mut digest) = client
-            .pull_manifest_raw(reference, &auth, MANIFEST_MEDIA_TYPES)
-            .await
-            .map_err(oci_err)?;
+        let (mut bytes, mut digest) = with_retries("fetching the manifest", || {
+            client.pull_manifest_raw(reference, &auth, MANIFEST_MEDIA_TYPES)
+        })
+        .await
+        .map_err(oci_err)?;
+        check_document_size(&bytes, &name)?;
         let manifest: OciImageManifest = match parse_manifest(&bytes, &name)? {
             OciManifest::Image(m) => m,
             OciManifest::ImageIndex(index) => {
                 let entry = select_platform(&index, &name)?;
                 tracing::debug!(digest = %entry.digest, "chose index entry");
                 let by_digest = reference.clone_with_digest(entry.digest.clone());
-                (bytes, digest) = client
-                    .pull_manifest_raw(&by_digest, &auth, MANIFEST_MEDIA_TYPES)
-                    .await
-                    .map_err(oci_err)?;
+                (bytes, digest) = with_retries("fetching the manifest", || {
+                    client.pull_manifest_raw(&by_digest, &auth, MANIFEST_MEDIA_TYPES)
+                })
+                .await
+                .map_err(oci_err)?;
+                check_document_size(&bytes, &name)?;
                 match parse_manifest(&bytes, &name)? {
                     OciManifest::Image(m) => m,
                     OciManifest::ImageIndex(_) => {
@@ -304,15 +308,35 @@ enum Attempt {
     Fail(Error),
 }
 
-/// Connection failures, server errors and throttling may pass; other 4xx answers will not.
-fn is_transient(e: &oci_client::errors::OciDistributionError) -> bool {
-    use oci_client::errors::OciDistributionError as E;
-    match e {
-        E::RequestError(e) => e.is_connect() || e.is_timeout() || e.is_body() || e.is_request(),
-        E::ServerError { code, .. } => *code >= 500 || *code == 429,
-        E::IoError(_) => true,
-        _ => false,
+/// A digest failure reported by the blob stream itself, as our error.
+fn digest_error(e: &std::io::Error, reference: &str) -> Option<Error> {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
+    {
+        Some(oci_client::errors::DigestError::VerificationError { expected, actual }) => {
+            Some(Error::DigestMismatch {
+                reference: reference.to_owned(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            })
+        }
+        _ => None,
     }
+}
+
+/// Manifests are small JSON documents; a registry that sends megabytes is not to be trusted.
+fn check_document_size(bytes: &[u8], reference: &str) -> Result<()> {
+    if bytes.len() as u64 > MAX_CONFIG_SIZE {
+        return Err(Error::InvalidManifest {
+            reference: reference.to_owned(),
+            reason: format!(
+                "it is {} bytes; manifests over {MAX_CONFIG_SIZE} bytes are refused",
+                bytes.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn parse_manifest(bytes: &[u8], reference: &str) -> Result<OciManifest> {
@@ -329,21 +353,4 @@ fn parse_digest(digest: &str, reference: &str) -> Result<Digest> {
             reference: reference.to_owned(),
             reason: e.to_string(),
         })
-}
-
-/// A digest failure reported by the blob stream itself, as our error.
-fn digest_error(e: &std::io::Error, reference: &str) -> Option<Error> {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
-    {
-        Some(oci_client::errors::DigestError::VerificationError { expected, actual }) => {
-            Some(Error::DigestMismatch {
-                reference: reference.to_owned(),
-                expected: expected.clone(),
-                actual: actual.clone(),
-            })
-        }
-        _ => None,
-    }
 }

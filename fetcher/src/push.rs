@@ -16,6 +16,7 @@ use crate::manifest::{
     CNCF_CONFIG_MEDIA_TYPE, CNCF_LAYER_MEDIA_TYPE, WASM_TO_OCI_CONFIG_MEDIA_TYPE,
     WASM_TO_OCI_LAYER_MEDIA_TYPE,
 };
+use crate::retry::with_retries;
 use crate::{Error, Fetcher, Result};
 
 /// Which artifact layout to write.
@@ -179,14 +180,15 @@ impl Fetcher {
         }
         let body = serde_json::to_vec(&manifest).expect("json values serialize");
         let digest = sha256(&body);
-        client
-            .push_manifest_raw(
+        with_retries("uploading the manifest", || {
+            client.push_manifest_raw(
                 reference,
-                body,
+                body.clone(),
                 OCI_IMAGE_MEDIA_TYPE.parse().expect("a valid header value"),
             )
-            .await
-            .map_err(oci_err)?;
+        })
+        .await
+        .map_err(oci_err)?;
         tracing::info!(%digest, bytes = local.size, "pushed");
         Ok(Pushed {
             reference: reference.whole(),

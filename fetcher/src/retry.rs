@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use oci_client::errors::OciDistributionError;
+
 /// How many attempts in all, the first included.
 const ATTEMPTS: u32 = 5;
 const FIRST: Duration = Duration::from_millis(200);
@@ -28,6 +30,52 @@ impl Backoff {
         // Full jitter in [base/2, base): many clients do not retry in lockstep.
         let jitter = jitter_fraction();
         Some(base / 2 + base.mul_f64(jitter / 2.0))
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the attempts run out; `what` names
+/// the operation in the warnings.
+pub(crate) async fn with_retries<T, F, Fut>(
+    what: &str,
+    mut attempt: F,
+) -> Result<T, OciDistributionError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, OciDistributionError>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match attempt().await {
+            Err(e) if is_transient(&e) => match backoff.next_wait() {
+                Some(wait) => {
+                    tracing::warn!(error = %e, "{what} failed; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
+/// Connection failures, server errors and throttling may pass; other 4xx answers will not.
+pub(crate) fn is_transient(e: &OciDistributionError) -> bool {
+    use oci_client::errors::OciErrorCode;
+    match e {
+        OciDistributionError::RequestError(e) => {
+            e.is_connect()
+                || e.is_timeout()
+                || e.is_body()
+                || e.status()
+                    .is_some_and(|s| s.is_server_error() || s.as_u16() == 429)
+        }
+        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Toomanyrequests)),
+        OciDistributionError::IoError(_) => true,
+        _ => false,
     }
 }
 

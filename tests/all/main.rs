@@ -6,6 +6,7 @@
 mod airgap;
 mod auth;
 mod edge;
+mod faults;
 mod interop;
 mod proxy;
 mod registry;

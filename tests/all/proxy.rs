@@ -16,6 +16,15 @@ pub enum Fault {
     CutFirstBlob,
     /// Send half of the first blob body, then hang until the proxy is dropped.
     StallFirstBlob,
+    /// Answer every other request for the same URL with 503, starting with the first,
+    /// without asking the registry.
+    Every503,
+    /// Answer the first N requests with 429 and `Retry-After: 1`.
+    Throttle(u32),
+    /// Send half of every blob body, then close the connection.
+    CutEveryBlob,
+    /// Flip a byte in every blob body.
+    CorruptBlobs,
 }
 
 #[derive(Debug, Default)]
@@ -28,6 +37,9 @@ pub struct Seen {
     pub half_sent: bool,
     /// Request lines of blob downloads.
     pub blob_gets: Vec<String>,
+    /// Requests received.
+    pub requests: u32,
+    per_url: std::collections::HashMap<String, u32>,
     blob_responses: u32,
 }
 
@@ -156,6 +168,37 @@ fn serve(
     reader.read_exact(&mut body)?;
 
     let is_blob_get = head[0].starts_with("GET ") && head[0].contains("/blobs/sha256:");
+    let (n, this_url) = {
+        let mut s = seen.lock().unwrap();
+        s.requests += 1;
+        let requests = s.requests;
+        let this_url = s.per_url.entry(head[0].clone()).or_default();
+        *this_url += 1;
+        (requests, *this_url)
+    };
+    let f = *fault.lock().unwrap();
+    let refuse = match f {
+        Fault::Every503 if this_url % 2 == 1 => {
+            Some("503 Service Unavailable\r\nContent-Length: 0\r\n".to_owned())
+        }
+        Fault::Throttle(first) if n <= first => {
+            let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
+            Some(format!(
+                "429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ))
+        }
+        _ => None,
+    };
+    if let Some(answer) = refuse {
+        let answer = if answer.ends_with("\r\n") && !answer.contains("\r\n\r\n") {
+            format!("HTTP/1.1 {answer}Connection: close\r\n\r\n")
+        } else {
+            format!("HTTP/1.1 {answer}")
+        };
+        client.write_all(answer.as_bytes())?;
+        return client.shutdown(std::net::Shutdown::Both);
+    }
     if is_blob_get {
         let mut s = seen.lock().unwrap();
         s.blob_gets.push(head[0].clone());
@@ -207,8 +250,19 @@ fn serve(
         s.blob_responses += 1;
         s.blob_responses == 1
     };
-    let f = *fault.lock().unwrap();
-    if first_blob && f != Fault::None {
+    if is_blob_get && ok && f == Fault::CorruptBlobs && !resp_body.is_empty() {
+        let mut body = resp_body.to_vec();
+        let last = body.len() - 1;
+        body[last] ^= 0xff;
+        client.write_all(&body)?;
+        return client.shutdown(std::net::Shutdown::Both);
+    }
+    let cut = match f {
+        Fault::CutFirstBlob | Fault::StallFirstBlob => first_blob,
+        Fault::CutEveryBlob => is_blob_get && ok && resp_body.len() > 1,
+        _ => false,
+    };
+    if cut {
         let half = &resp_body[..resp_body.len() / 2];
         client.write_all(half)?;
         client.flush()?;

@@ -1,0 +1,152 @@
+//! Faults between us and the registry: every case succeeds through retries or fails cleanly,
+//! and the cache passes `cache verify` after each. Also many processes at once, and kills.
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::proxy::{Fault, Proxy};
+use crate::resume::padded_hello;
+use crate::support::{Registry, WasmOci, describe, stderr};
+
+const HELLO: &str = "Hello from WebAssembly!\n";
+
+/// A registry holding a 1 MiB hello, and a proxy in front of it.
+fn setup(fault: Fault) -> (Registry, Proxy, String, tempfile::TempDir) {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hello.wasm");
+    fs::write(&file, padded_hello(1 << 20)).unwrap();
+    WasmOci::new().ok(&[
+        "push",
+        file.to_str().unwrap(),
+        &registry.reference("hello:v1"),
+    ]);
+    let proxy = Proxy::start(&registry.addr, fault);
+    let reference = proxy.reference("hello:v1");
+    (registry, proxy, reference, dir)
+}
+
+fn assert_cache_verifies(cli: &WasmOci) {
+    let out = cli.run(&["cache", "verify", "--json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["removed"], serde_json::json!([]), "{report}");
+}
+
+#[test]
+fn flaky_and_throttling_registries_are_retried() {
+    for fault in [Fault::Every503, Fault::Throttle(3)] {
+        let (_registry, proxy, reference, _dir) = setup(fault);
+        let cli = WasmOci::new();
+        let out = cli
+            .command()
+            .args(["run", &reference])
+            .env("WASM_OCI_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{fault:?}: {}", describe(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
+        assert!(
+            stderr(&out).contains("retrying"),
+            "{fault:?}: {}",
+            describe(&out)
+        );
+        assert!(proxy.seen(|s| s.requests) > 3);
+        assert_cache_verifies(&cli);
+    }
+}
+
+#[test]
+fn a_connection_cut_every_time_fails_cleanly_and_resumes_later() {
+    let (_registry, proxy, reference, _dir) = setup(Fault::CutEveryBlob);
+    let cli = WasmOci::new();
+    let started = Instant::now();
+    let out = cli.run(&["pull", &reference]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let err = stderr(&out);
+    assert!(err.contains("broke off after"), "{err}");
+    assert!(err.contains("after 5 attempts"), "{err}");
+    assert!(err.contains("run the command again to resume"), "{err}");
+    assert_cache_verifies(&cli);
+    assert_eq!(cli.ingest().len(), 1, "the partial download is kept");
+
+    proxy.set_fault(Fault::None);
+    assert_eq!(cli.ok(&["run", &reference]), HELLO);
+    assert_cache_verifies(&cli);
+    assert!(cli.ingest().is_empty());
+}
+
+#[test]
+fn corrupted_bytes_on_the_wire_are_caught() {
+    let (_registry, _proxy, reference, _dir) = setup(Fault::CorruptBlobs);
+    let cli = WasmOci::new();
+    let out = cli.run(&["run", &reference]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("corrupted content"),
+        "{}",
+        describe(&out)
+    );
+    assert!(out.stdout.is_empty());
+    assert!(cli.ingest().is_empty(), "{:?}", cli.ingest());
+    assert_cache_verifies(&cli);
+}
+
+#[test]
+fn thirty_two_concurrent_runs_of_one_uncached_reference_fetch_it_once() {
+    let (_registry, proxy, reference, _dir) = setup(Fault::None);
+    let cli = WasmOci::new();
+    let children: Vec<_> = (0..32)
+        .map(|_| {
+            cli.command()
+                .args(["run", &reference])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
+    }
+    let gets = proxy.seen(|s| s.blob_gets.clone());
+    // One layer and one config, each downloaded once, whoever downloaded them.
+    assert_eq!(gets.len(), 2, "{gets:#?}");
+    assert_cache_verifies(&cli);
+}
+
+#[test]
+fn fifty_pulls_killed_at_random_moments_leave_a_sound_cache() {
+    let (_registry, _proxy, reference, _dir) = setup(Fault::None);
+    let cli = WasmOci::new();
+    let mut seed = 0x9e37_79b9_u32;
+    for _ in 0..50 {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let mut child = cli
+            .command()
+            .args(["pull", &reference])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(u64::from(seed % 40)));
+        let _ = child.kill(); // SIGKILL; it may have finished already
+        child.wait().unwrap();
+        // Start the next from an empty store now and then, so kills land mid-download too.
+        if seed.is_multiple_of(3) {
+            for blob in cli.blobs() {
+                let path = cli.cache.path().join("v1/blobs/sha256").join(blob);
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+    assert_cache_verifies(&cli);
+    assert_eq!(cli.ok(&["run", &reference]), HELLO);
+    assert_cache_verifies(&cli);
+}
