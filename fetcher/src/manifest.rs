@@ -172,3 +172,43 @@ mod tests {
         assert!(err.contains("linux/amd64, linux/arm64"), "{err}");
     }
 }
+
+/// What a manifest document leads to: the wasm layer of an image manifest, or the entry an
+/// index chooses. The same choice `pull` makes, on bytes alone (for tests and fuzzing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// An image manifest's wasm layer: its digest and media type.
+    Layer {
+        /// Digest of the layer.
+        digest: String,
+        /// Media type of the layer.
+        media_type: String,
+    },
+    /// An index's entry for a wasm platform: the digest of the manifest to fetch next.
+    Manifest {
+        /// Digest of the chosen manifest.
+        digest: String,
+    },
+}
+
+/// Parses a manifest or index and makes the choice `pull` would.
+pub fn choose(bytes: &[u8], reference: &str) -> Result<Choice, Error> {
+    use oci_client::manifest::OciManifest;
+    let manifest: OciManifest =
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidManifest {
+            reference: reference.to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(match manifest {
+        OciManifest::Image(m) => {
+            let layer = wasm_layer(&m, reference)?;
+            Choice::Layer {
+                digest: layer.digest.clone(),
+                media_type: layer.media_type.clone(),
+            }
+        }
+        OciManifest::ImageIndex(index) => Choice::Manifest {
+            digest: select_platform(&index, reference)?.digest.clone(),
+        },
+    })
+}

@@ -1,0 +1,8 @@
+//! Manifest and index selection never panics on any bytes a registry could send.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = wasm_oci_fetcher::choose(data, "fuzz.example/repo:tag");
+});
