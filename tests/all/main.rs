@@ -14,3 +14,4 @@ mod resume;
 mod runner;
 mod support;
 mod testdata;
+mod token;

@@ -50,14 +50,22 @@ impl Registry {
         self.dir.path().join("ca.crt")
     }
 
+    /// A plain-HTTP registry with this `auth:` section of its configuration.
+    pub fn start_with_auth(auth: &str) -> Registry {
+        Self::start_config(Secure::default(), auth.to_owned())
+    }
+
     pub fn start_secure(secure: Secure) -> Registry {
+        Self::start_config(secure, String::new())
+    }
+
+    fn start_config(secure: Secure, mut auth: String) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
         let d = dir.path();
         let mut extra_http = String::new();
-        let mut auth = String::new();
         if secure.tls {
             make_certificates(d);
             extra_http = format!(

@@ -1,0 +1,317 @@
+//! A bearer-token registry: Docker Distribution with `auth.token`, and a small token server
+//! written for the test that implements the flow exactly (the `WWW-Authenticate: Bearer
+//! realm=...` challenge, a token request with optional basic credentials, an ES256 JWT whose
+//! `x5c` certificate the registry trusts). Anonymous users may pull `public/*`; alice may do
+//! anything.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+
+use crate::support::{Registry, WasmOci, describe, stderr, testdata};
+
+const USER: &str = "alice";
+const PASSWORD: &str = "t0ken-Pa55";
+const SERVICE: &str = "wasm-oci-test";
+const ISSUER: &str = "wasm-oci-test-issuer";
+
+pub struct TokenServer {
+    pub realm: String,
+    /// Tokens handed out.
+    pub issued: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Makes the signing key and its self-signed certificate in `dir` (token.pk8, token.crt).
+fn signing_key(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
+    };
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "token.key",
+    ]);
+    run(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        "token.key",
+        "-outform",
+        "DER",
+        "-out",
+        "token.pk8",
+    ]);
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "token.key",
+        "-out",
+        "token.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=token signer",
+    ]);
+    run(&[
+        "x509",
+        "-in",
+        "token.crt",
+        "-outform",
+        "DER",
+        "-out",
+        "token.der",
+    ]);
+}
+
+fn start_token_server(dir: &Path) -> TokenServer {
+    signing_key(dir);
+    let rng = ring::rand::SystemRandom::new();
+    let key = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &fs::read(dir.join("token.pk8")).unwrap(),
+        &rng,
+    )
+    .unwrap();
+    let x5c = STANDARD.encode(fs::read(dir.join("token.der")).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let realm = format!("http://{}/token", listener.local_addr().unwrap());
+    let (issued, stop) = (
+        Arc::new(AtomicU32::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (issued2, stop2) = (issued.clone(), stop.clone());
+    std::thread::spawn(move || {
+        while !stop2.load(Ordering::SeqCst) {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            };
+            stream.set_nonblocking(false).unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let mut authorization = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("authorization")
+                {
+                    authorization = Some(v.trim().to_owned());
+                }
+            }
+            let response = answer(
+                &request_line,
+                authorization.as_deref(),
+                &key,
+                &x5c,
+                &rng,
+                &issued2,
+            );
+            let mut stream = stream;
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    TokenServer {
+        realm,
+        issued,
+        stop,
+    }
+}
+
+/// One token request: `GET /token?service=..&scope=repository:NAME:ACTIONS`.
+fn answer(
+    request_line: &str,
+    authorization: Option<&str>,
+    key: &EcdsaKeyPair,
+    x5c: &str,
+    rng: &ring::rand::SystemRandom,
+    issued: &AtomicU32,
+) -> String {
+    let expected = format!("Basic {}", STANDARD.encode(format!("{USER}:{PASSWORD}")));
+    let user = match authorization {
+        None => None,
+        Some(a) if a == expected => Some(USER),
+        Some(_) => {
+            let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
+            return format!(
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    };
+    let query = request_line.split_whitespace().nth(1).unwrap_or_default();
+    let query = query.split_once('?').map_or("", |(_, q)| q);
+    let mut access = Vec::new();
+    for param in query.split('&') {
+        let Some(scope) = param.strip_prefix("scope=") else {
+            continue;
+        };
+        let scope = scope
+            .replace("%3A", ":")
+            .replace("%2C", ",")
+            .replace("%2F", "/");
+        let mut parts = scope.splitn(3, ':');
+        let (Some("repository"), Some(name), Some(actions)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let granted: Vec<&str> = actions
+            .split(',')
+            .filter(|a| user.is_some() || (*a == "pull" && name.starts_with("public/")))
+            .collect();
+        access.push(serde_json::json!({"type": "repository", "name": name, "actions": granted}));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
+    let n = issued.fetch_add(1, Ordering::SeqCst);
+    let claims = serde_json::json!({
+        "iss": ISSUER, "sub": user.unwrap_or(""), "aud": SERVICE,
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("token-{n}"),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = key.sign(rng, signing_input.as_bytes()).unwrap();
+    let token = format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.as_ref())
+    );
+    let body =
+        serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn token_registry() -> (Registry, TokenServer, tempfile::TempDir) {
+    let keys = tempfile::tempdir().unwrap();
+    let server = start_token_server(keys.path());
+    let registry = Registry::start_with_auth(&format!(
+        "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+        server.realm,
+        keys.path().join("token.crt").display()
+    ));
+    (registry, server, keys)
+}
+
+fn with_password(cli: &WasmOci, args: &[&str], password: &str) -> std::process::Output {
+    let mut child = cli
+        .command()
+        .args(args)
+        .args(["--username", USER, "--password-stdin"])
+        .env("WASM_OCI_LOG", "trace")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_bearer_token_registry_works_anonymously_and_with_credentials() {
+    let (registry, server, _keys) = token_registry();
+    let hello = testdata("hello.wasm");
+    let public = registry.reference("public/hello:v1");
+    let private = registry.reference("team/hello:v1");
+    let cli = WasmOci::new();
+
+    // Pushing needs credentials.
+    let out = cli.run(&["push", hello.to_str().unwrap(), &public]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("refused access"),
+        "{}",
+        describe(&out)
+    );
+
+    for reference in [&public, &private] {
+        let out = with_password(
+            &cli,
+            &["push", hello.to_str().unwrap(), reference],
+            PASSWORD,
+        );
+        assert!(out.status.success(), "{}", describe(&out));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
+    }
+    assert!(
+        server.issued.load(Ordering::SeqCst) > 0,
+        "no token was asked for"
+    );
+
+    // Anonymous pulls of public repositories get a token too.
+    assert_eq!(
+        WasmOci::new().ok(&["run", &public]),
+        "Hello from WebAssembly!\n"
+    );
+    let out = WasmOci::new().run(&["run", &private]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("refused access"),
+        "{}",
+        describe(&out)
+    );
+
+    // With credentials, private ones too; a wrong password is refused by the token server.
+    let out = with_password(&WasmOci::new(), &["run", &private], PASSWORD);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello from WebAssembly!\n",
+        "{}",
+        describe(&out)
+    );
+    let out = with_password(&WasmOci::new(), &["run", &private], "wrong");
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("refused access"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
+}
