@@ -25,6 +25,21 @@ impl Digest {
         Self::from_hasher(Sha256::new_with_prefix(bytes))
     }
 
+    /// Digest and length of everything `reader` yields, read in 1 MiB pieces.
+    pub fn of_reader(mut reader: impl std::io::Read) -> std::io::Result<(Self, u64)> {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                return Ok((Self::from_hasher(hasher), total));
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+        }
+    }
+
     pub(crate) fn from_hasher(hasher: Sha256) -> Self {
         Self {
             hex: hex::encode(hasher.finalize()),

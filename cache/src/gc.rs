@@ -7,11 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-
-use sha2::{Digest as _, Sha256};
 
 use crate::{Cache, Digest, Error, Result};
 
@@ -275,24 +273,13 @@ fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 fn hash_file(path: &Path) -> Result<(Digest, u64)> {
-    let io_err = |source| Error::Io {
-        action: "reading",
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = File::open(path).map_err(io_err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0; 1 << 20];
-    let mut total = 0;
-    loop {
-        let n = file.read(&mut buf).map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((Digest::from_hasher(hasher), total))
+    File::open(path)
+        .and_then(Digest::of_reader)
+        .map_err(|source| Error::Io {
+            action: "reading",
+            path: path.to_owned(),
+            source,
+        })
 }
 
 fn dir_size(dir: &Path) -> u64 {

@@ -274,24 +274,10 @@ fn read_verified(dir: &Path, digest: &Digest) -> Result<Vec<u8>> {
 }
 
 fn verify_file(dir: &Path, path: &Path, digest: &Digest, size: Option<u64>) -> Result<()> {
-    use sha2::Digest as _;
-    let mut file =
-        File::open(path).map_err(|e| layout_err(dir, format!("{}: {e}", path.display())))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| layout_err(dir, e.to_string()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    let actual = format!("{}:{}", Digest::ALGORITHM, hex::encode(hasher.finalize()));
-    if actual != digest.to_string() || size.is_some_and(|s| s != total) {
+    let (actual, total) = File::open(path)
+        .and_then(Digest::of_reader)
+        .map_err(|e| layout_err(dir, format!("{}: {e}", path.display())))?;
+    if &actual != digest || size.is_some_and(|s| s != total) {
         return Err(layout_err(
             dir,
             format!("blob {digest} hashes to {actual} ({total} bytes)"),

@@ -1,7 +1,7 @@
 //! Push: a local `.wasm` file becomes an OCI artifact in the CNCF or the wasm-to-oci layout.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
@@ -16,6 +16,8 @@ use crate::manifest::{
     CNCF_CONFIG_MEDIA_TYPE, CNCF_LAYER_MEDIA_TYPE, WASM_TO_OCI_CONFIG_MEDIA_TYPE,
     WASM_TO_OCI_LAYER_MEDIA_TYPE,
 };
+use wasm_oci_cache::Digest;
+
 use crate::retry::with_retries;
 use crate::{Error, Fetcher, Result};
 
@@ -217,24 +219,15 @@ impl LocalBlob {
             source,
         };
         let mut file = std::fs::File::open(path).map_err(|e| io_err("opening", e))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0; 1 << 20];
-        let mut size = 0u64;
         let mut header = Vec::with_capacity(8);
-        loop {
-            let n = file.read(&mut buf).map_err(|e| io_err("reading", e))?;
-            if n == 0 {
-                break;
-            }
-            if header.len() < 8 {
-                let take = (8 - header.len()).min(n);
-                header.extend_from_slice(&buf[..take]);
-            }
-            hasher.update(&buf[..n]);
-            size += n as u64;
-        }
+        (&mut file)
+            .take(8)
+            .read_to_end(&mut header)
+            .and_then(|_| file.rewind())
+            .map_err(|e| io_err("reading", e))?;
+        let (digest, size) = Digest::of_reader(file).map_err(|e| io_err("reading", e))?;
         Ok(Self {
-            digest: format!("sha256:{}", hex::encode(hasher.finalize())),
+            digest: digest.to_string(),
             size,
             kind: WasmKind::detect(&header),
         })

@@ -2,11 +2,10 @@
 //! the command line, docker's config file and credential helpers, and no secret in any output.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use crate::support::{Registry, Secure, WasmOci, describe, stderr, testdata};
+use crate::support::{Registry, Secure, WasmOci, describe, output_with_stdin, stderr, testdata};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pa55word";
@@ -17,23 +16,6 @@ fn secure_registry() -> Registry {
         tls: true,
         user: Some((USER, PASSWORD)),
     })
-}
-
-/// Runs with `stdin` piped in.
-fn with_stdin(mut cmd: Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn assert_no_secret(out: &Output) {
@@ -83,7 +65,7 @@ fn basic_auth_over_tls_with_a_private_ca() {
         USER,
         "--password-stdin",
     ]);
-    let out = with_stdin(cmd, &format!("{PASSWORD}\n"));
+    let out = output_with_stdin(cmd, &format!("{PASSWORD}\n"));
     assert!(out.status.success(), "{}", describe(&out));
 
     // ... and before it, at trace level: nothing secret in the logs.
@@ -98,7 +80,7 @@ fn basic_auth_over_tls_with_a_private_ca() {
         &reference,
     ])
     .env("WASM_OCI_LOG", "trace");
-    let out = with_stdin(cmd, PASSWORD);
+    let out = output_with_stdin(cmd, PASSWORD);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
     assert_no_secret(&out);
@@ -115,7 +97,7 @@ fn basic_auth_over_tls_with_a_private_ca() {
         &reference,
     ])
     .env("WASM_OCI_LOG", "trace");
-    let out = with_stdin(cmd, "wrong-password");
+    let out = output_with_stdin(cmd, "wrong-password");
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(
         stderr(&out).contains("refused access"),
@@ -127,7 +109,7 @@ fn basic_auth_over_tls_with_a_private_ca() {
     // Without the CA: the certificate is not trusted, and never downgraded to plain HTTP.
     let mut cmd = WasmOci::new().command();
     cmd.args(["run", "--username", USER, "--password-stdin", &reference]);
-    let out = with_stdin(cmd, PASSWORD);
+    let out = output_with_stdin(cmd, PASSWORD);
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(
         stderr(&out).contains("cannot verify the TLS certificate"),
@@ -140,7 +122,7 @@ fn basic_auth_over_tls_with_a_private_ca() {
     let mut cmd = WasmOci::new().command();
     cmd.args(["run", "--username", USER, "--password-stdin", &reference])
         .env("SSL_CERT_FILE", ca);
-    let out = with_stdin(cmd, PASSWORD);
+    let out = output_with_stdin(cmd, PASSWORD);
     assert!(out.status.success(), "{}", describe(&out));
 
     // --insecure-skip-tls-verify works, loudly.
@@ -153,7 +135,7 @@ fn basic_auth_over_tls_with_a_private_ca() {
         "--password-stdin",
         &reference,
     ]);
-    let out = with_stdin(cmd, PASSWORD);
+    let out = output_with_stdin(cmd, PASSWORD);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
         stderr(&out).contains("WARNING: --insecure-skip-tls-verify"),
@@ -186,7 +168,7 @@ fn login_writes_docker_config_and_logout_removes_it() {
         USER,
         "--password-stdin",
     ]);
-    let out = with_stdin(cmd, "wrong-password");
+    let out = output_with_stdin(cmd, "wrong-password");
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(!config.exists(), "nothing is stored for a failed login");
 
@@ -200,7 +182,7 @@ fn login_writes_docker_config_and_logout_removes_it() {
         USER,
         "--password-stdin",
     ]);
-    let out = with_stdin(cmd, PASSWORD);
+    let out = output_with_stdin(cmd, PASSWORD);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
         stderr(&out).contains("Login Succeeded"),

@@ -2,7 +2,6 @@
 //! precompiled-code cache, with guests built from testdata/ sources and run by reference.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -117,20 +116,9 @@ fn stdin_passes_through() {
     let cli = WasmOci::new();
     let p = push_probes(&cli);
     for reference in [&p.module, &p.component] {
-        let mut child = cli
-            .command()
-            .args(["run", reference, "--", "stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"line one\nline two\n")
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let mut cmd = cli.command();
+        cmd.args(["run", reference, "--", "stdin"]);
+        let out = crate::support::output_with_stdin(cmd, "line one\nline two\n");
         assert_eq!(out.stdout, b"line one\nline two\n", "{reference}");
     }
 }

@@ -8,7 +8,6 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
-use crate::support::{Registry, WasmOci, describe, stderr, testdata};
+use crate::support::{Registry, WasmOci, describe, openssl, output_with_stdin, stderr, testdata};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "t0ken-Pa55";
@@ -39,14 +38,7 @@ impl Drop for TokenServer {
 
 /// Makes the signing key and its self-signed certificate in `dir` (token.pk8, token.crt).
 fn signing_key(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "ecparam",
         "-name",
@@ -235,23 +227,11 @@ fn token_registry() -> (Registry, TokenServer, tempfile::TempDir) {
 }
 
 fn with_password(cli: &WasmOci, args: &[&str], password: &str) -> std::process::Output {
-    let mut child = cli
-        .command()
-        .args(args)
+    let mut cmd = cli.command();
+    cmd.args(args)
         .args(["--username", USER, "--password-stdin"])
-        .env("WASM_OCI_LOG", "trace")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        .env("WASM_OCI_LOG", "trace");
+    output_with_stdin(cmd, password)
 }
 
 #[test]
