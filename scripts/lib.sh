@@ -57,3 +57,12 @@ YAML
     cat "$dir/registry.log" >&2
     return 1
 }
+
+# stop_registry: stops the registry start_registry started, if it runs.
+stop_registry() {
+    if [ -n "${REGISTRY_PID:-}" ]; then
+        kill "$REGISTRY_PID" 2>/dev/null || true
+        wait "$REGISTRY_PID" 2>/dev/null || true
+        REGISTRY_PID=
+    fi
+}
