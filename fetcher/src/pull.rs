@@ -255,7 +255,7 @@ impl Fetcher {
         if let Some(t) = transfer {
             t.set_position(writer.written());
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
         let sink = tokio::task::spawn_blocking(move || {
             while let Some(chunk) = rx.blocking_recv() {
                 if let Err(e) = writer.write(&chunk) {
