@@ -288,8 +288,26 @@ impl Fetcher {
             return (writer, Err(Attempt::Fail(e.into())));
         }
         match outcome {
+            // A response that ends early without an error (its Content-Length was short) is a
+            // break like any other: what arrived is kept and the rest is asked for.
+            Ok(()) if u64::try_from(layer.size).is_ok_and(|size| writer.written() < size) => {
+                let got = writer.written();
+                (
+                    writer,
+                    Err(Attempt::Retry(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("the response ended after {got} of {} bytes", layer.size),
+                    ))),
+                )
+            }
             Ok(()) => (writer, Ok(())),
             Err(e) => match digest_error(&e, &name) {
+                // oci-client checks the digest when its stream ends; when it ended early, that
+                // is a short response, not wrong content: resume (the digest of the whole is
+                // still checked when it is complete).
+                Some(_) if u64::try_from(layer.size).is_ok_and(|size| writer.written() < size) => {
+                    (writer, Err(Attempt::Retry(e)))
+                }
                 Some(mismatch) => {
                     writer.discard();
                     (writer, Err(Attempt::Fail(mismatch)))

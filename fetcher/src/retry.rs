@@ -63,9 +63,11 @@ pub(crate) fn is_transient(e: &OciDistributionError) -> bool {
     use oci_client::errors::OciErrorCode;
     match e {
         OciDistributionError::RequestError(e) => {
+            // `is_request` covers a pooled connection the server closed under us.
             e.is_connect()
                 || e.is_timeout()
                 || e.is_body()
+                || e.is_request()
                 || e.status()
                     .is_some_and(|s| s.is_server_error() || s.as_u16() == 429)
         }

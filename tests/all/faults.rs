@@ -79,6 +79,22 @@ fn a_connection_cut_every_time_fails_cleanly_and_resumes_later() {
 }
 
 #[test]
+fn a_content_length_that_lies_is_survived() {
+    for fault in [Fault::ShortFirstBlob, Fault::LongFirstBlob] {
+        let (_registry, proxy, reference, _dir) = setup(fault);
+        let cli = WasmOci::new();
+        let out = cli.run(&["run", &reference]);
+        assert!(out.status.success(), "{fault:?}: {}", describe(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
+        // A short response is resumed with one range request; one that promised more than it
+        // sent had everything already and needs none.
+        let expected = if fault == Fault::ShortFirstBlob { 1 } else { 0 };
+        assert_eq!(proxy.seen(|s| s.ranges.len()), expected, "{fault:?}");
+        assert_cache_verifies(&cli);
+    }
+}
+
+#[test]
 fn corrupted_bytes_on_the_wire_are_caught() {
     let (_registry, _proxy, reference, _dir) = setup(Fault::CorruptBlobs);
     let cli = WasmOci::new();

@@ -25,6 +25,10 @@ pub enum Fault {
     CutEveryBlob,
     /// Flip a byte in every blob body.
     CorruptBlobs,
+    /// For the first blob, claim a Content-Length of half the body and send that half.
+    ShortFirstBlob,
+    /// For the first blob, claim a Content-Length larger than the body, send it, and close.
+    LongFirstBlob,
 }
 
 #[derive(Debug, Default)]
@@ -184,7 +188,7 @@ fn serve(
         Fault::Throttle(first) if n <= first => {
             let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
             Some(format!(
-                "429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                "429 Too Many Requests\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             ))
         }
@@ -234,22 +238,36 @@ fn serve(
         &response[..split],
         response.get(split + 4..).unwrap_or_default(),
     );
+    let status_ok = resp_head.starts_with(b"HTTP/1.1 20") || resp_head.starts_with(b"HTTP/1.0 20");
+    let first_blob = is_blob_get && status_ok && {
+        let mut s = seen.lock().unwrap();
+        s.blob_responses += 1;
+        s.blob_responses == 1
+    };
+    // The length to claim, and how much of the body to send.
+    let (claimed, sent) = match f {
+        Fault::ShortFirstBlob if first_blob => (resp_body.len() / 2, resp_body.len() / 2),
+        Fault::LongFirstBlob if first_blob => (resp_body.len() + 1000, resp_body.len()),
+        _ => (resp_body.len(), resp_body.len()),
+    };
     let mut out_head = String::new();
     for line in String::from_utf8_lossy(resp_head).lines() {
-        if !line.to_ascii_lowercase().starts_with("connection:") {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("content-length:") {
+            out_head.push_str(&format!("Content-Length: {claimed}\r\n"));
+        } else if !lower.starts_with("connection:") {
             out_head.push_str(line);
             out_head.push_str("\r\n");
         }
     }
     out_head.push_str("Connection: close\r\n\r\n");
     client.write_all(out_head.as_bytes())?;
-
-    let ok = out_head.starts_with("HTTP/1.1 20") || out_head.starts_with("HTTP/1.0 20");
-    let first_blob = is_blob_get && ok && {
-        let mut s = seen.lock().unwrap();
-        s.blob_responses += 1;
-        s.blob_responses == 1
-    };
+    let ok = status_ok;
+    if sent != resp_body.len() || claimed != resp_body.len() {
+        client.write_all(&resp_body[..sent])?;
+        seen.lock().unwrap().blob_bytes += sent as u64;
+        return client.shutdown(std::net::Shutdown::Both);
+    }
     if is_blob_get && ok && f == Fault::CorruptBlobs && !resp_body.is_empty() {
         let mut body = resp_body.to_vec();
         let last = body.len() - 1;
