@@ -59,7 +59,17 @@ impl Registry {
         Self::start_config(secure, String::new())
     }
 
-    fn start_config(secure: Secure, mut auth: String) -> Registry {
+    fn start_config(secure: Secure, auth: String) -> Registry {
+        // The free port may be taken by another test between probe and bind: try again.
+        for _ in 0..3 {
+            if let Some(registry) = Self::try_start(&secure, auth.clone()) {
+                return registry;
+            }
+        }
+        panic!("the registry did not start on three ports in a row");
+    }
+
+    fn try_start(secure: &Secure, mut auth: String) -> Option<Registry> {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -109,14 +119,25 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("docker-registry is not installed: run ./scripts/test, which installs it");
-        let registry = Registry {
+        let mut registry = Registry {
             child: Some(child),
             dir,
             addr,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         // Any HTTP answer means it is up: 200, 401 with auth, 400 "use HTTPS" with TLS.
-        while http(&registry.addr, "GET", "/v2/", &[], b"").is_none() {
+        loop {
+            // Ours must still be running, or the answer would come from someone else.
+            let exited = registry
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                return None;
+            }
+            if http(&registry.addr, "GET", "/v2/", &[], b"").is_some() {
+                return Some(registry);
+            }
             assert!(
                 Instant::now() < deadline,
                 "registry did not come up: {}",
@@ -124,7 +145,6 @@ impl Registry {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        registry
     }
 
     /// `127.0.0.1:<port>/<repo>`
