@@ -78,7 +78,7 @@ impl Transfer for Bar {
         }
     }
 
-    fn finish(self: Box<Self>) {
+    fn finish(&self) {
         self.bar.finish_and_clear();
     }
 }

@@ -64,7 +64,7 @@ pub trait Transfer: Send + Sync {
     /// `bytes` more arrived.
     fn advance(&self, bytes: u64);
     /// The transfer ended, well or not.
-    fn finish(self: Box<Self>);
+    fn finish(&self);
 }
 
 /// Moves wasm artifacts between registries and a [`Cache`].

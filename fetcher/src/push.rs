@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use oci_client::Reference;
@@ -19,7 +20,7 @@ use crate::manifest::{
 use wasm_oci_cache::Digest;
 
 use crate::retry::with_retries;
-use crate::{Error, Fetcher, Result};
+use crate::{Error, Fetcher, Result, Transfer};
 
 /// Which artifact layout to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -132,34 +133,49 @@ impl Fetcher {
             .await
             .map_err(oci_err)?;
 
-        if !client
-            .blob_exists(reference, &local.digest)
-            .await
-            .map_err(oci_err)?
-        {
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|source| Error::Io {
-                    action: "opening",
-                    path: path.to_owned(),
-                    source,
-                })?;
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
-                .map_err(OciDistributionError::IoError);
-            client
-                .push_blob_stream(reference, stream, &local.digest, Some(local.size))
-                .await
-                .map_err(oci_err)?;
+        let exists = |digest: String| {
+            let client = &client;
+            with_retries("checking for a blob", move || {
+                let digest = digest.clone();
+                async move { client.blob_exists(reference, &digest).await }
+            })
+        };
+        if !exists(local.digest.clone()).await.map_err(oci_err)? {
+            let name = reference.whole();
+            let transfer: Option<Arc<dyn Transfer>> = self
+                .progress
+                .as_ref()
+                .map(|p| Arc::from(p.transfer(&name, &local.digest, Some(local.size))));
+            let uploaded = with_retries("uploading the wasm layer", || async {
+                // A fresh stream from the start of the file for every attempt.
+                let file = tokio::fs::File::open(path).await?;
+                if let Some(t) = &transfer {
+                    t.set_position(0);
+                }
+                let progress = transfer.clone();
+                let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+                    .inspect_ok(move |chunk| {
+                        if let Some(t) = &progress {
+                            t.advance(chunk.len() as u64);
+                        }
+                    })
+                    .map_err(OciDistributionError::IoError);
+                client
+                    .push_blob_stream(reference, stream, &local.digest, Some(local.size))
+                    .await
+            })
+            .await;
+            if let Some(t) = &transfer {
+                t.finish();
+            }
+            uploaded.map_err(oci_err)?;
         }
-        if !client
-            .blob_exists(reference, &config_digest)
+        if !exists(config_digest.clone()).await.map_err(oci_err)? {
+            with_retries("uploading the config", || {
+                client.push_blob(reference, config.clone(), &config_digest)
+            })
             .await
-            .map_err(oci_err)?
-        {
-            client
-                .push_blob(reference, config.clone(), &config_digest)
-                .await
-                .map_err(oci_err)?;
+            .map_err(oci_err)?;
         }
 
         let mut manifest = json!({

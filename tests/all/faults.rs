@@ -58,6 +58,33 @@ fn flaky_and_throttling_registries_are_retried() {
 }
 
 #[test]
+fn pushes_through_a_flaky_registry_are_retried() {
+    let (registry, _proxy, _reference, dir) = setup(Fault::None);
+    let file = dir.path().join("hello.wasm");
+    // Upload sessions have fresh URLs, so "every other request per URL" would never let one
+    // through; these fail the first requests, then let everything pass.
+    for (i, fault) in [Fault::First503(6), Fault::Throttle(6)]
+        .into_iter()
+        .enumerate()
+    {
+        let proxy = Proxy::start(&registry.addr, fault);
+        let target = format!("pushed/hello:v{i}");
+        let out = WasmOci::new()
+            .command()
+            .args(["push", file.to_str().unwrap(), &proxy.reference(&target)])
+            .env("WASM_OCI_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{fault:?}: {}", describe(&out));
+        assert!(stderr(&out).contains("retrying"), "{}", describe(&out));
+        assert_eq!(
+            WasmOci::new().ok(&["run", &registry.reference(&target)]),
+            HELLO
+        );
+    }
+}
+
+#[test]
 fn a_connection_cut_every_time_fails_cleanly_and_resumes_later() {
     let (_registry, proxy, reference, _dir) = setup(Fault::CutEveryBlob);
     let cli = WasmOci::new();

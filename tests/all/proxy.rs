@@ -21,6 +21,8 @@ pub enum Fault {
     Every503,
     /// Answer the first N requests with 429 and `Retry-After: 1`.
     Throttle(u32),
+    /// Answer the first N requests with 503.
+    First503(u32),
     /// Send half of every blob body, then close the connection.
     CutEveryBlob,
     /// Flip a byte in every blob body.
@@ -182,6 +184,9 @@ fn serve(
     };
     let f = *fault.lock().unwrap();
     let refuse = match f {
+        Fault::First503(first) if n <= first => {
+            Some("503 Service Unavailable\r\nContent-Length: 0\r\n".to_owned())
+        }
         Fault::Every503 if this_url % 2 == 1 => {
             Some("503 Service Unavailable\r\nContent-Length: 0\r\n".to_owned())
         }
