@@ -58,6 +58,9 @@ pub enum Error {
         /// The limit.
         timeout: std::time::Duration,
     },
+    /// The guest was stopped from outside (a container kill).
+    #[error("the guest was stopped")]
+    Stopped,
     /// The guest used up its `--fuel`.
     #[error("the guest ran out of fuel (it was given {fuel})")]
     OutOfFuel {

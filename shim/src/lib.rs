@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod containerd;
 mod error;
 mod runner;
 

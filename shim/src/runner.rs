@@ -2,11 +2,12 @@
 //! limits from the store, and compiled code kept in the cache for the next start.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Config, Engine, Linker, Module, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, Linker, Module, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -25,7 +26,7 @@ pub struct Preopen {
 }
 
 /// What the guest gets from the host, and the limits it runs under.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RunOptions {
     /// `argv`, program name first.
     pub args: Vec<String>,
@@ -39,6 +40,14 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Fuel to give the guest; needs an engine made with [`EngineOptions::fuel`].
     pub fuel: Option<u64>,
+    /// Standard input; the process's own when `None`.
+    pub stdin: Option<std::fs::File>,
+    /// Standard output; the process's own when `None`.
+    pub stdout: Option<std::fs::File>,
+    /// Standard error; the process's own when `None`.
+    pub stderr: Option<std::fs::File>,
+    /// Set to stop the guest (a container kill); needs [`EngineOptions::interruptible`].
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Engine settings that change the compiled code (and so the precompiled-cache key).
@@ -250,15 +259,24 @@ impl Runner {
                 .map_err(|source| Error::Engine { source })?;
         }
         if self.options.interruptible {
-            match options.timeout {
-                Some(timeout) => {
-                    self.start_ticker();
-                    let ticks = (timeout.as_millis() as u64 * TICKS_PER_SECOND).div_ceil(1000);
-                    store.set_epoch_deadline(ticks.max(1));
-                }
-                None => store.set_epoch_deadline(u64::MAX),
+            let deadline = options.timeout.map(|t| Instant::now() + t);
+            let stop = options.stop.clone();
+            if deadline.is_some() || stop.is_some() {
+                self.start_ticker();
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_callback(move |_| {
+                    let expired = deadline.is_some_and(|d| Instant::now() >= d);
+                    let stopped = stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+                    if expired || stopped {
+                        Err(Trap::Interrupt.into())
+                    } else {
+                        Ok(UpdateDeadline::Continue(1))
+                    }
+                });
+            } else {
+                store.set_epoch_deadline(u64::MAX);
+                store.epoch_deadline_trap();
             }
-            store.epoch_deadline_trap();
         }
         Ok(())
     }
@@ -349,6 +367,14 @@ fn classify(e: wasmtime::Error, options: &RunOptions, denied: Option<usize>) -> 
         return Ok(exit.0);
     }
     Err(match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt)
+            if options
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::SeqCst)) =>
+        {
+            Error::Stopped
+        }
         Some(Trap::Interrupt) => Error::Timeout {
             timeout: options.timeout.unwrap_or_default(),
         },
@@ -425,8 +451,19 @@ impl Limits {
 }
 
 fn wasi_ctx(options: &RunOptions) -> Result<WasiCtxBuilder> {
+    use wasmtime_wasi::cli::{InputFile, OutputFile};
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdio().args(&options.args).envs(&options.env);
+    let io_err = |e: std::io::Error| Error::Engine { source: e.into() };
+    if let Some(f) = &options.stdin {
+        wasi.stdin(InputFile::new(f.try_clone().map_err(io_err)?));
+    }
+    if let Some(f) = &options.stdout {
+        wasi.stdout(OutputFile::new(f.try_clone().map_err(io_err)?));
+    }
+    if let Some(f) = &options.stderr {
+        wasi.stderr(OutputFile::new(f.try_clone().map_err(io_err)?));
+    }
     for p in &options.preopens {
         let perms = if p.read_only {
             FsPerms::ReadOnly

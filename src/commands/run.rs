@@ -131,6 +131,7 @@ impl RunCommand {
             max_memory: self.max_memory,
             timeout: self.timeout,
             fuel: self.fuel,
+            ..RunOptions::default()
         }
     }
 }

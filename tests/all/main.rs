@@ -5,6 +5,7 @@
 
 mod airgap;
 mod auth;
+mod containerd;
 mod edge;
 mod faults;
 mod interop;

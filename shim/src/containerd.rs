@@ -1,0 +1,600 @@
+//! The containerd shim v2 task service (`io.containerd.wasmoci.v1`): containerd starts
+//! `containerd-shim-wasmoci-v1`, which runs each container's wasm in this process's runner.
+//!
+//! The module comes from the annotation `io.wasm-oci.reference` (pulled into the shared cache,
+//! policy `io.wasm-oci.pull`, default `missing`), else from `process.args[0]` in the rootfs.
+//! The rootfs is preopened as `/`, bind mounts at their destinations (`ro` honoured).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use containerd_shim::asynchronous::util::{mount_rootfs, read_spec};
+use containerd_shim::asynchronous::{ExitSignal, Shim, run, spawn};
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::{EnumOrUnknown, MessageDyn, MessageField};
+use containerd_shim::protos::shim_async::Task;
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::util::timestamp;
+use containerd_shim::{Config, Context, DeleteResponse, Error, Flags, StartOpts, TtrpcResult, api};
+use tokio::sync::watch;
+
+use crate::{CompiledCache, EngineOptions, Preopen, RunOptions, Runner};
+
+/// The runtime name containerd knows this shim by.
+pub const RUNTIME: &str = "io.containerd.wasmoci.v1";
+const ANNOTATION_REFERENCE: &str = "io.wasm-oci.reference";
+const ANNOTATION_PULL: &str = "io.wasm-oci.pull";
+const ANNOTATION_PREOPENS: &str = "io.wasm-oci.preopens";
+
+/// Runs the shim; what `containerd-shim-wasmoci-v1`'s `main` calls.
+pub fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the shim's runtime");
+    runtime.block_on(run::<Service>(RUNTIME, None));
+}
+
+#[derive(Clone)]
+struct Service {
+    exit: Arc<ExitSignal>,
+    namespace: String,
+}
+
+#[async_trait]
+impl Shim for Service {
+    type T = TaskService;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        Service {
+            exit: Arc::new(ExitSignal::default()),
+            namespace: args.namespace.clone(),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
+        let grouping = opts.id.clone();
+        spawn(opts, &grouping, Vec::new()).await
+    }
+
+    async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
+        let mut response = DeleteResponse::new();
+        response.exit_status = 137;
+        response.exited_at = MessageField::some(timestamp()?);
+        Ok(response)
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        TaskService {
+            exit: self.exit.clone(),
+            namespace: self.namespace.clone(),
+            publisher: Arc::new(publisher),
+            containers: Arc::default(),
+            runner: Arc::new(
+                Runner::new(EngineOptions {
+                    interruptible: true,
+                    fuel: false,
+                    // Many guests per process: the pooling allocator pays off here.
+                    pooling: true,
+                })
+                .expect("the wasmtime engine starts"),
+            ),
+        }
+    }
+}
+
+/// How a container ended: its status and when.
+#[derive(Clone, Copy)]
+struct Exited {
+    code: u32,
+    at: i64,
+}
+
+struct Container {
+    bundle: String,
+    rootfs: PathBuf,
+    mounted: bool,
+    stdin: String,
+    stdout: String,
+    stderr: String,
+    module: PathBuf,
+    digest: Option<wasm_oci_cache::Digest>,
+    cache: Option<wasm_oci_cache::Cache>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    preopens: Vec<Preopen>,
+    max_memory: Option<usize>,
+    started: bool,
+    stop: Arc<AtomicBool>,
+    signal: Arc<Mutex<u32>>,
+    exit: watch::Sender<Option<Exited>>,
+}
+
+/// The task service: one shim process may hold several containers of one group.
+#[derive(Clone)]
+pub struct TaskService {
+    exit: Arc<ExitSignal>,
+    namespace: String,
+    publisher: Arc<RemotePublisher>,
+    containers: Arc<Mutex<HashMap<String, Container>>>,
+    runner: Arc<Runner>,
+}
+
+fn err(message: impl std::fmt::Display) -> containerd_shim::protos::ttrpc::Error {
+    containerd_shim::protos::ttrpc::Error::Others(message.to_string())
+}
+
+fn ts(seconds: i64) -> Timestamp {
+    let mut t = Timestamp::new();
+    t.seconds = seconds;
+    t
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl TaskService {
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        if let Err(e) = self
+            .publisher
+            .publish(Context::default(), topic, &self.namespace, event)
+            .await
+        {
+            tracing::warn!(topic, error = %e, "cannot publish event");
+        }
+    }
+
+    fn with<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Container) -> TtrpcResult<T>,
+    ) -> TtrpcResult<T> {
+        let mut containers = self.containers.lock().expect("containers lock");
+        let c = containers
+            .get_mut(id)
+            .ok_or_else(|| err(format!("container {id} not found")))?;
+        f(c)
+    }
+}
+
+/// Finds the module and what the guest gets, from the bundle's spec.
+async fn prepare(req: &api::CreateTaskRequest, rootfs: &Path) -> Result<Container, String> {
+    let spec = read_spec(&req.bundle)
+        .await
+        .map_err(|e| format!("reading the bundle's config.json: {e}"))?;
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let process = spec.process().clone().ok_or("the spec has no process")?;
+    let args = process.args().clone().unwrap_or_default();
+    let env = process
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+
+    let (module, digest, cache) = match annotations.get(ANNOTATION_REFERENCE) {
+        Some(reference) => {
+            let cache_dir = std::env::var_os("WASM_OCI_CACHE")
+                .map(PathBuf::from)
+                .or_else(wasm_oci_cache::default_dir)
+                .ok_or("no cache directory: set WASM_OCI_CACHE for containerd")?;
+            let cache = wasm_oci_cache::Cache::open(&cache_dir).map_err(|e| e.to_string())?;
+            let parsed = wasm_oci_fetcher::parse_reference(reference).map_err(|e| e.to_string())?;
+            let policy = annotations
+                .get(ANNOTATION_PULL)
+                .map_or("missing", String::as_str);
+            let cached = match policy {
+                "always" => None,
+                _ => cache.get_ref(&parsed.whole()).map_err(|e| e.to_string())?,
+            };
+            let entry = match (cached, policy) {
+                (Some(entry), _) => entry,
+                (None, "never") => {
+                    return Err(format!(
+                        "{reference} is not cached and {ANNOTATION_PULL} is never"
+                    ));
+                }
+                (None, _) => {
+                    let fetcher = wasm_oci_fetcher::Fetcher::new(
+                        cache.clone(),
+                        wasm_oci_fetcher::RegistryOptions::default(),
+                    );
+                    fetcher
+                        .pull(&parsed)
+                        .await
+                        .map_err(|e| format!("pulling {reference}: {e}"))?
+                        .entry
+                }
+            };
+            (
+                cache.blob_path(&entry.layer_digest),
+                Some(entry.layer_digest),
+                Some(cache),
+            )
+        }
+        None => {
+            let first = args
+                .first()
+                .ok_or("process.args is empty: name the .wasm to run")?;
+            (rootfs.join(first.trim_start_matches('/')), None, None)
+        }
+    };
+
+    let preopens = match annotations.get(ANNOTATION_PREOPENS) {
+        Some(list) => list
+            .split([',', ' ', '\n'])
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<Preopen>())
+            .collect::<Result<Vec<_>, _>>()?,
+        None => {
+            let mut preopens = vec![Preopen {
+                host: rootfs.to_owned(),
+                guest: "/".into(),
+                read_only: spec
+                    .root()
+                    .as_ref()
+                    .is_some_and(|r| r.readonly().unwrap_or(false)),
+            }];
+            for m in spec.mounts().clone().unwrap_or_default() {
+                let options = m.options().clone().unwrap_or_default();
+                let is_bind = m.typ().as_deref() == Some("bind")
+                    || options.iter().any(|o| o == "bind" || o == "rbind");
+                if let (true, Some(source)) = (is_bind, m.source()) {
+                    preopens.push(Preopen {
+                        host: source.clone(),
+                        guest: m.destination().display().to_string(),
+                        read_only: options.iter().any(|o| o == "ro"),
+                    });
+                }
+            }
+            preopens
+        }
+    };
+    let max_memory = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .and_then(|l| usize::try_from(l).ok())
+        .filter(|l| *l > 0);
+
+    let (exit, _) = watch::channel(None);
+    Ok(Container {
+        bundle: req.bundle.clone(),
+        rootfs: rootfs.to_owned(),
+        mounted: false,
+        stdin: req.stdin.clone(),
+        stdout: req.stdout.clone(),
+        stderr: req.stderr.clone(),
+        module,
+        digest,
+        cache,
+        args,
+        env,
+        preopens,
+        max_memory,
+        started: false,
+        stop: Arc::default(),
+        signal: Arc::new(Mutex::new(0)),
+        exit,
+    })
+}
+
+/// Opens the stdin fifo without waiting for a writer (there is none without `ctr run -i`),
+/// then makes reads block again; with no writer the guest reads end-of-file.
+fn open_read(path: &str) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .ok()?;
+    rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty()).ok()?;
+    Some(file)
+}
+
+fn open_write(path: &str) -> Option<std::fs::File> {
+    (!path.is_empty())
+        .then(|| std::fs::OpenOptions::new().write(true).open(path).ok())
+        .flatten()
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        let rootfs = Path::new(&req.bundle).join("rootfs");
+        let mut mounted = false;
+        for m in &req.rootfs {
+            mount_rootfs(m, &rootfs)
+                .await
+                .map_err(|e| err(format!("mounting the rootfs: {e}")))?;
+            mounted = true;
+        }
+        let mut container = prepare(&req, &rootfs).await.map_err(err)?;
+        container.mounted = mounted;
+        self.containers
+            .lock()
+            .expect("containers lock")
+            .insert(req.id.clone(), container);
+        let pid = std::process::id();
+        self.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            Box::new(TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                pid,
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(api::CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        let pid = std::process::id();
+        let (options, module, digest, cache, stop, signal, exit) = self.with(&req.id, |c| {
+            if c.started {
+                return Err(err(format!("container {} already started", req.id)));
+            }
+            c.started = true;
+            let options = RunOptions {
+                args: c.args.clone(),
+                env: c.env.clone(),
+                preopens: c.preopens.clone(),
+                max_memory: c.max_memory,
+                stdin: None,
+                stdout: open_write(&c.stdout),
+                stderr: open_write(&c.stderr),
+                stop: Some(c.stop.clone()),
+                ..RunOptions::default()
+            };
+            let stdin = (!c.stdin.is_empty()).then(|| c.stdin.clone());
+            Ok((
+                (options, stdin),
+                c.module.clone(),
+                c.digest.clone(),
+                c.cache.clone(),
+                c.stop.clone(),
+                c.signal.clone(),
+                c.exit.clone(),
+            ))
+        })?;
+        let (mut options, stdin) = options;
+        let runner = self.runner.clone();
+        let service = self.clone();
+        let id = req.id.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<u32>();
+        std::thread::spawn(move || {
+            if let Some(path) = stdin {
+                options.stdin = open_read(&path);
+            }
+            let compiled = match (&cache, &digest) {
+                (Some(cache), Some(digest)) => Some(CompiledCache { cache, digest }),
+                _ => None,
+            };
+            let _hold = match (&cache, &digest) {
+                (Some(cache), Some(digest)) => cache.hold(digest).ok(),
+                _ => None,
+            };
+            let code = match runner
+                .load(&module, compiled)
+                .and_then(|loaded| runner.run(&module, &loaded, &options))
+            {
+                Ok(outcome) => outcome.code as u32 & 0xff,
+                Err(crate::Error::Stopped) => 128 + *signal.lock().expect("signal lock"),
+                Err(crate::Error::Timeout { .. }) => 124,
+                Err(e) => {
+                    if let Some(mut f) = options.stderr.as_ref() {
+                        use std::io::Write;
+                        let _ = writeln!(f, "wasm-oci: {:#}", anyhow::Error::from(e));
+                    }
+                    if stop.load(Ordering::SeqCst) {
+                        137
+                    } else {
+                        134
+                    }
+                }
+            };
+            let _ = done_tx.send(code);
+        });
+        tokio::spawn(async move {
+            let code = done_rx.await.unwrap_or(255);
+            let at = now();
+            exit.send_replace(Some(Exited { code, at }));
+            service
+                .publish(
+                    topics::TASK_EXIT_EVENT_TOPIC,
+                    Box::new(TaskExit {
+                        container_id: id.clone(),
+                        id,
+                        pid,
+                        exit_status: code,
+                        exited_at: MessageField::some(ts(at)),
+                        ..Default::default()
+                    }),
+                )
+                .await;
+        });
+        self.publish(
+            topics::TASK_START_EVENT_TOPIC,
+            Box::new(TaskStart {
+                container_id: req.id.clone(),
+                pid,
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn wait(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        let mut exit = self.with(&req.id, |c| Ok(c.exit.subscribe()))?;
+        let exited = loop {
+            if let Some(e) = *exit.borrow_and_update() {
+                break e;
+            }
+            if exit.changed().await.is_err() {
+                return Err(err("the container went away"));
+            }
+        };
+        Ok(api::WaitResponse {
+            exit_status: exited.code,
+            exited_at: MessageField::some(ts(exited.at)),
+            ..Default::default()
+        })
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        self.with(&req.id, |c| {
+            *c.signal.lock().expect("signal lock") = req.signal;
+            c.stop.store(true, Ordering::SeqCst);
+            if !c.started {
+                c.exit.send_replace(Some(Exited {
+                    code: 128 + req.signal,
+                    at: now(),
+                }));
+            }
+            Ok(())
+        })?;
+        Ok(api::Empty::new())
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<DeleteResponse> {
+        let container = self
+            .containers
+            .lock()
+            .expect("containers lock")
+            .remove(&req.id)
+            .ok_or_else(|| err(format!("container {} not found", req.id)))?;
+        if container.mounted {
+            let target = container.rootfs.display().to_string();
+            if let Err(e) = containerd_shim::mount::umount_recursive(Some(&target), 0) {
+                tracing::warn!(error = %e, "cannot unmount the rootfs");
+            }
+        }
+        let exited = (*container.exit.borrow()).unwrap_or(Exited { code: 0, at: now() });
+        let pid = std::process::id();
+        self.publish(
+            topics::TASK_DELETE_EVENT_TOPIC,
+            Box::new(TaskDelete {
+                container_id: req.id.clone(),
+                id: req.id.clone(),
+                pid,
+                exit_status: exited.code,
+                exited_at: MessageField::some(ts(exited.at)),
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(DeleteResponse {
+            pid,
+            exit_status: exited.code,
+            exited_at: MessageField::some(ts(exited.at)),
+            ..Default::default()
+        })
+    }
+
+    async fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        self.with(&req.id, |c| {
+            let exited = *c.exit.borrow();
+            let status = match (c.started, exited) {
+                (_, Some(_)) => api::Status::STOPPED,
+                (true, None) => api::Status::RUNNING,
+                (false, None) => api::Status::CREATED,
+            };
+            Ok(api::StateResponse {
+                id: req.id.clone(),
+                bundle: c.bundle.clone(),
+                pid: std::process::id(),
+                status: EnumOrUnknown::new(status),
+                stdin: c.stdin.clone(),
+                stdout: c.stdout.clone(),
+                stderr: c.stderr.clone(),
+                exit_status: exited.map_or(0, |e| e.code),
+                exited_at: exited.map_or(MessageField::none(), |e| MessageField::some(ts(e.at))),
+                ..Default::default()
+            })
+        })
+    }
+
+    async fn pids(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        self.with(&req.id, |_| Ok(()))?;
+        Ok(api::PidsResponse {
+            processes: vec![containerd_shim::protos::api::ProcessInfo {
+                pid: std::process::id(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ShutdownRequest,
+    ) -> TtrpcResult<api::Empty> {
+        if self.containers.lock().expect("containers lock").is_empty() {
+            self.exit.signal();
+        }
+        Ok(api::Empty::new())
+    }
+}

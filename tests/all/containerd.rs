@@ -1,0 +1,406 @@
+//! The containerd runtime `io.containerd.wasmoci.v1` under a real containerd (Debian's 1.6),
+//! started per test with a private root, state and socket, and the shim first on its PATH.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Registry, WasmOci, describe, guests, testdata};
+
+const HELLO: &str = "Hello from WebAssembly!\n";
+const NS: &str = "wasm-oci-test";
+const RUNTIME: &str = "io.containerd.wasmoci.v1";
+
+struct Containerd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    cache: PathBuf,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cache = d.join("wasm-oci-cache");
+        fs::write(
+            d.join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{0}/containerd.sock\"\n\
+                 [ttrpc]\n  address = \"{0}/containerd-ttrpc.sock\"\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        let shim_dir = Path::new(env!("CARGO_BIN_EXE_containerd-shim-wasmoci-v1"))
+            .parent()
+            .unwrap();
+        let log = fs::File::create(d.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env(
+                "PATH",
+                format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("WASM_OCI_CACHE", &cache)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("containerd is not installed: run ./scripts/test, which installs it");
+        let c = Containerd {
+            child: Some(child),
+            dir,
+            cache,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !c.ctr(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start: {}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(self.dir.path().join("containerd.sock"))
+            .args(["--namespace", NS])
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_command(args).output().unwrap()
+    }
+
+    /// Imports an OCI image whose rootfs holds `files` at `/`, with `entrypoint`.
+    fn import(&self, name: &str, files: &[(&str, &Path)], entrypoint: &[&str]) {
+        let archive = self
+            .dir
+            .path()
+            .join(format!("{}.tar", name.replace(['/', ':'], "_")));
+        let files_json = serde_json::to_string(
+            &files
+                .iter()
+                .map(|(n, p)| (n.to_string(), p.display().to_string()))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let script = r#"
+import hashlib, io, json, sys, tarfile
+name, files, entrypoint, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+def tar_bytes(entries):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for n, data, mode in entries:
+            info = tarfile.TarInfo(n); info.size = len(data); info.mode = mode
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+layer = tar_bytes([(n, open(p, "rb").read(), 0o755) for n, p in files])
+sha = lambda b: "sha256:" + hashlib.sha256(b).hexdigest()
+config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": entrypoint},
+    "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}).encode()
+manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config), "size": len(config)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": len(layer)}]}).encode()
+index = json.dumps({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "digest": sha(manifest), "size": len(manifest), "annotations": {"io.containerd.image.name": name}}]}).encode()
+entries = [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}', 0o644), ("index.json", index, 0o644)]
+entries += [("blobs/sha256/" + hashlib.sha256(b).hexdigest(), b, 0o644) for b in (layer, config, manifest)]
+open(out, "wb").write(tar_bytes(entries))
+"#;
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                script,
+                name,
+                &files_json,
+                &serde_json::to_string(entrypoint).unwrap(),
+            ])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        let out = self.ctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            "native",
+            archive.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "import: {}", describe(&out));
+    }
+
+    /// `ctr run --rm` with the wasm runtime.
+    fn run(&self, extra: &[&str], image: &str, id: &str, args: &[&str]) -> Output {
+        let mut all = vec![
+            "run",
+            "--rm",
+            "--snapshotter",
+            "native",
+            "--runtime",
+            RUNTIME,
+        ];
+        all.extend_from_slice(extra);
+        all.extend_from_slice(&[image, id]);
+        all.extend_from_slice(args);
+        self.ctr(&all)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Stop what still runs, then containerd, then anything left mounted under our root.
+        if let Ok(out) = self.ctr_command(&["tasks", "ls", "-q"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+                let _ = self.ctr(&["tasks", "delete", id]);
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // A shim whose task could not be deleted is not left running.
+        let _ = Command::new("pkill")
+            .args([
+                "-9",
+                "-f",
+                &format!(
+                    "containerd-shim-wasmoci-v1 -namespace {NS} .*{}",
+                    self.dir.path().display()
+                ),
+            ])
+            .status();
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.path())
+            .stderr(Stdio::null())
+            .status();
+        if let Ok(mounts) = fs::read_to_string("/proc/self/mounts") {
+            let root = self.dir.path().display().to_string();
+            let mut ours: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(1))
+                .filter(|m| m.starts_with(&root))
+                .collect();
+            ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in ours {
+                let _ = Command::new("umount").arg("-l").arg(m).status();
+            }
+        }
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn ctr_runs_wasm_through_the_shim() {
+    let c = Containerd::start();
+    c.import(
+        "docker.io/library/wasmhello:v1",
+        &[("hello.wasm", &testdata("hello.wasm"))],
+        &["/hello.wasm"],
+    );
+    c.import(
+        "docker.io/library/probe:v1",
+        &[("probe.wasm", &guests().probe)],
+        &["/probe.wasm"],
+    );
+
+    // hello from a module in the rootfs
+    let out = c.run(&[], "docker.io/library/wasmhello:v1", "hello", &[]);
+    assert!(out.status.success(), "{}\n{}", describe(&out), c.log());
+    assert_eq!(stdout(&out), HELLO);
+
+    // the guest's exit status is ctr's
+    let out = c.run(
+        &[],
+        "docker.io/library/probe:v1",
+        "exit7",
+        &["/probe.wasm", "exit", "7"],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
+
+    // --env reaches the guest
+    let out = c.run(
+        &["--env", "GREETING=hi"],
+        "docker.io/library/probe:v1",
+        "env",
+        &["/probe.wasm", "env", "GREETING"],
+    );
+    assert_eq!(stdout(&out), "hi\n", "{}", describe(&out));
+
+    // a bind mount is a preopen at its destination, read-only when it says ro
+    let host = tempfile::tempdir().unwrap();
+    fs::write(host.path().join("in.txt"), "from the host").unwrap();
+    let ro = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        host.path().display()
+    );
+    let out = c.run(
+        &["--mount", &ro],
+        "docker.io/library/probe:v1",
+        "ro-read",
+        &["/probe.wasm", "cat", "/data/in.txt"],
+    );
+    assert_eq!(stdout(&out), "from the host", "{}", describe(&out));
+    let out = c.run(
+        &["--mount", &ro],
+        "docker.io/library/probe:v1",
+        "ro-write",
+        &["/probe.wasm", "write", "/data/out.txt", "x"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(!host.path().join("out.txt").exists());
+    let rw = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        host.path().display()
+    );
+    let out = c.run(
+        &["--mount", &rw],
+        "docker.io/library/probe:v1",
+        "rw-write",
+        &["/probe.wasm", "write", "/data/out.txt", "x"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        fs::read_to_string(host.path().join("out.txt")).unwrap(),
+        "x"
+    );
+
+    // nothing is left behind
+    let tasks = c.ctr(&["tasks", "ls", "-q"]);
+    assert_eq!(stdout(&tasks), "", "{}", describe(&tasks));
+}
+
+#[test]
+fn the_reference_annotation_pulls_into_the_shared_cache() {
+    let registry = Registry::start();
+    let reference = registry.reference("tools/probe:v1");
+    WasmOci::new().ok(&["push", guests().probe.to_str().unwrap(), &reference]);
+    let c = Containerd::start();
+    c.import(
+        "docker.io/library/wasmhello:v1",
+        &[("hello.wasm", &testdata("hello.wasm"))],
+        &["/hello.wasm"],
+    );
+    let annotation = format!("io.wasm-oci.reference={reference}");
+    let out = c.run(
+        &["--label", &annotation],
+        "docker.io/library/wasmhello:v1",
+        "byref",
+        &["probe", "args", "from", "registry"],
+    );
+    assert!(out.status.success(), "{}\n{}", describe(&out), c.log());
+    assert_eq!(stdout(&out), "probe\nargs\nfrom\nregistry\n");
+    // It landed in the shared cache, where wasm-oci itself finds it offline.
+    let cli = WasmOci {
+        cache: tempfile::TempDir::new_in(c.cache.parent().unwrap()).unwrap(),
+    };
+    let out = cli
+        .command()
+        .env("WASM_OCI_CACHE", &c.cache)
+        .args(["run", "--pull", "never", &reference, "--", "exit", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+#[test]
+fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
+    let c = Containerd::start();
+    c.import(
+        "docker.io/library/probe:v1",
+        &[("probe.wasm", &guests().probe)],
+        &["/probe.wasm"],
+    );
+    c.import(
+        "docker.io/library/wasmhello:v1",
+        &[("hello.wasm", &testdata("hello.wasm"))],
+        &["/hello.wasm"],
+    );
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        RUNTIME,
+        "docker.io/library/probe:v1",
+        "spin",
+        "/probe.wasm",
+        "spin",
+    ]);
+    assert!(out.status.success(), "{}\n{}", describe(&out), c.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let out = c.ctr(&["tasks", "kill", "-s", "SIGKILL", "spin"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ls = stdout(&c.ctr(&["tasks", "ls"]));
+        if ls
+            .lines()
+            .any(|l| l.starts_with("spin") && l.contains("STOPPED"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the guest was not stopped: {ls}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let out = c.ctr(&["tasks", "delete", "spin"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("137") || describe(&out).contains("137"),
+        "{}",
+        describe(&out)
+    );
+    assert!(c.ctr(&["containers", "rm", "spin"]).status.success());
+
+    let children: Vec<_> = (0..10)
+        .map(|i| {
+            let mut cmd = c.ctr_command(&[
+                "run",
+                "--rm",
+                "--snapshotter",
+                "native",
+                "--runtime",
+                RUNTIME,
+                "docker.io/library/wasmhello:v1",
+                &format!("par{i}"),
+            ]);
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(stdout(&out), HELLO, "{}", describe(&out));
+    }
+    assert_eq!(stdout(&c.ctr(&["tasks", "ls", "-q"])), "");
+    assert_eq!(stdout(&c.ctr(&["containers", "ls", "-q"])), "");
+}
