@@ -28,6 +28,14 @@ use crate::{CompiledCache, EngineOptions, Preopen, RunOptions, Runner};
 
 /// The runtime name containerd knows this shim by.
 pub const RUNTIME: &str = "io.containerd.wasmoci.v1";
+
+/// The shim's engine: stoppable (container kill) and pooling (many guests per process).
+/// `wasm-oci compile` and `prefetch` compile for it too, so edge nodes start without compiling.
+pub const ENGINE_OPTIONS: EngineOptions = EngineOptions {
+    interruptible: true,
+    fuel: false,
+    pooling: true,
+};
 const ANNOTATION_REFERENCE: &str = "io.wasm-oci.reference";
 const ANNOTATION_PULL: &str = "io.wasm-oci.pull";
 const ANNOTATION_PREOPENS: &str = "io.wasm-oci.preopens";
@@ -80,15 +88,7 @@ impl Shim for Service {
             namespace: self.namespace.clone(),
             publisher: Arc::new(publisher),
             containers: Arc::default(),
-            runner: Arc::new(
-                Runner::new(EngineOptions {
-                    interruptible: true,
-                    fuel: false,
-                    // Many guests per process: the pooling allocator pays off here.
-                    pooling: true,
-                })
-                .expect("the wasmtime engine starts"),
-            ),
+            runner: Arc::new(Runner::new(ENGINE_OPTIONS).expect("the wasmtime engine starts")),
         }
     }
 }
@@ -114,6 +114,8 @@ struct Container {
     env: Vec<(String, String)>,
     preopens: Vec<Preopen>,
     max_memory: Option<usize>,
+    /// The cgroups this shim process joined for the container (hierarchy, directory).
+    cgroups: Vec<(PathBuf, PathBuf)>,
     started: bool,
     stop: Arc<AtomicBool>,
     signal: Arc<Mutex<u32>>,
@@ -288,6 +290,12 @@ async fn prepare(req: &api::CreateTaskRequest, rootfs: &Path) -> Result<Containe
         env,
         preopens,
         max_memory,
+        cgroups: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .map(|p| cgroup::join(&p))
+            .unwrap_or_default(),
         started: false,
         stop: Arc::default(),
         signal: Arc::new(Mutex::new(0)),
@@ -504,6 +512,7 @@ impl Task for TaskService {
             .expect("containers lock")
             .remove(&req.id)
             .ok_or_else(|| err(format!("container {} not found", req.id)))?;
+        cgroup::leave(&container.cgroups);
         if container.mounted {
             let target = container.rootfs.display().to_string();
             if let Err(e) = containerd_shim::mount::umount_recursive(Some(&target), 0) {
@@ -596,5 +605,68 @@ impl Task for TaskService {
             self.exit.signal();
         }
         Ok(api::Empty::new())
+    }
+}
+
+/// The guest runs on a thread of this process, and a shim holds one container (containerd
+/// groups by container id), so the shim process joins the container's cgroup: Kubernetes then
+/// accounts the guest to its pod.
+mod cgroup {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    const ROOT: &str = "/sys/fs/cgroup";
+
+    /// Joins `cgroups_path` (`/a/b`) in every hierarchy (cgroup v1) or the unified one (v2);
+    /// returns the directories joined. systemd-style paths (`slice:prefix:name`) are left to
+    /// systemd and not joined here.
+    pub(super) fn join(cgroups_path: &Path) -> Vec<(PathBuf, PathBuf)> {
+        let relative = cgroups_path.to_string_lossy();
+        if relative.contains(':') {
+            tracing::warn!(path = %relative, "systemd cgroup paths are not joined");
+            return Vec::new();
+        }
+        let relative = relative.trim_start_matches('/');
+        let hierarchies: Vec<PathBuf> = if Path::new(ROOT).join("cgroup.controllers").exists() {
+            vec![PathBuf::from(ROOT)]
+        } else {
+            // The controllers that account for a guest; cpuset would need cpus and mems set
+            // before anything can join it, and named hierarchies are systemd's.
+            ["memory", "cpu", "cpuacct", "pids", "blkio"]
+                .iter()
+                .map(|c| Path::new(ROOT).join(c))
+                .filter(|p| p.join("cgroup.procs").exists())
+                .collect()
+        };
+        let pid = std::process::id().to_string();
+        let mut joined = Vec::new();
+        for hierarchy in hierarchies {
+            let dir = hierarchy.join(relative);
+            match fs::create_dir_all(&dir).and_then(|()| fs::write(dir.join("cgroup.procs"), &pid))
+            {
+                Ok(()) => joined.push((hierarchy, dir)),
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot join cgroup"),
+            }
+        }
+        joined
+    }
+
+    /// Moves this process back to each hierarchy's root and removes the container's cgroup,
+    /// and the parents that are left empty.
+    pub(super) fn leave(joined: &[(PathBuf, PathBuf)]) {
+        let pid = std::process::id().to_string();
+        for (hierarchy, dir) in joined {
+            let _ = fs::write(hierarchy.join("cgroup.procs"), &pid);
+            remove_empty(hierarchy, dir);
+        }
+    }
+
+    /// Removes `dir` and its parents below `hierarchy` while they are empty.
+    fn remove_empty(hierarchy: &Path, dir: &Path) {
+        let mut cur = dir;
+        while cur != hierarchy && fs::remove_dir(cur).is_ok() {
+            let Some(parent) = cur.parent() else { break };
+            cur = parent;
+        }
     }
 }

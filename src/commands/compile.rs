@@ -11,10 +11,10 @@ use crate::GlobalOptions;
 
 /// Precompile a module for this machine and keep the code in the cache.
 ///
-/// Pulls the reference when it is not cached, then compiles it the way `wasm-oci run` would, so
-/// that the next run (or the containerd shim) starts without compiling. Edge nodes run it after
-/// a pull. Code is compiled for runs without --timeout and --fuel; runs with those flags compile
-/// their own variant once.
+/// Pulls the reference when it is not cached, then compiles it for `wasm-oci run` and for the
+/// containerd shim, so that either starts without compiling. Edge nodes run it after a pull.
+/// Code is compiled for runs without --timeout and --fuel; runs with those flags compile their
+/// own variant once.
 ///
 ///     wasm-oci compile localhost:5000/hello:v1
 #[derive(Debug, Args)]
@@ -38,11 +38,20 @@ impl CompileCommand {
                 self.reference
             );
         };
-        let runner = Runner::new(EngineOptions::default())?;
         let digest = compiled.digest.clone();
-        runner
-            .load(&resolved.path, Some(compiled))
-            .with_context(|| format!("compiling {}", self.reference))?;
+        // For `wasm-oci run` and for the containerd shim, whose engines differ.
+        for engine in [
+            EngineOptions::default(),
+            wasm_oci_shim::containerd::ENGINE_OPTIONS,
+        ] {
+            let compiled = wasm_oci_shim::CompiledCache {
+                cache: compiled.cache,
+                digest: compiled.digest,
+            };
+            Runner::new(engine)?
+                .load(&resolved.path, Some(compiled))
+                .with_context(|| format!("compiling {}", self.reference))?;
+        }
         eprintln!("Compiled: {} ({digest})", self.reference);
         Ok(ExitCode::SUCCESS)
     }

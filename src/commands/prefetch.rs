@@ -85,17 +85,21 @@ impl PrefetchCommand {
             fetcher = fetcher.with_progress(bars);
         }
         let fetcher = Arc::new(fetcher);
-        let runner = match self.no_compile {
-            true => None,
-            false => Some(Arc::new(Runner::new(EngineOptions::default())?)),
+        // Compiled for `wasm-oci run` and for the containerd shim, whose engines differ.
+        let runners = match self.no_compile {
+            true => Vec::new(),
+            false => vec![
+                Arc::new(Runner::new(EngineOptions::default())?),
+                Arc::new(Runner::new(wasm_oci_shim::containerd::ENGINE_OPTIONS)?),
+            ],
         };
         let started = Instant::now();
         let outcomes: Vec<Outcome> = crate::block_on(
             futures_util::stream::iter(names)
                 .map(|name| {
-                    let (fetcher, runner) = (fetcher.clone(), runner.clone());
+                    let (fetcher, runners) = (fetcher.clone(), runners.clone());
                     async move {
-                        let outcome = prefetch_one(&fetcher, runner, &name).await;
+                        let outcome = prefetch_one(&fetcher, runners, &name).await;
                         if plain {
                             match &outcome.error {
                                 None => eprintln!(
@@ -140,7 +144,7 @@ impl PrefetchCommand {
     }
 }
 
-async fn prefetch_one(fetcher: &Fetcher, runner: Option<Arc<Runner>>, name: &str) -> Outcome {
+async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) -> Outcome {
     let mut outcome = Outcome {
         reference: name.to_owned(),
         digest: None,
@@ -163,18 +167,20 @@ async fn prefetch_one(fetcher: &Fetcher, runner: Option<Arc<Runner>>, name: &str
     outcome.digest = Some(pulled.entry.layer_digest.to_string());
     outcome.size = Some(pulled.entry.size);
     outcome.downloaded = pulled.downloaded;
-    if let Some(runner) = runner {
+    if !runners.is_empty() {
         let cache = fetcher.cache().clone();
         let compiled = tokio::task::spawn_blocking(move || {
-            runner
-                .load(
-                    &pulled.path,
-                    Some(CompiledCache {
-                        cache: &cache,
-                        digest: &pulled.entry.layer_digest,
-                    }),
-                )
-                .map(drop)
+            runners.iter().try_for_each(|runner| {
+                runner
+                    .load(
+                        &pulled.path,
+                        Some(CompiledCache {
+                            cache: &cache,
+                            digest: &pulled.entry.layer_digest,
+                        }),
+                    )
+                    .map(drop)
+            })
         })
         .await
         .expect("compilation does not panic");

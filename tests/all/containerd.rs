@@ -314,6 +314,36 @@ fn the_reference_annotation_pulls_into_the_shared_cache() {
     );
     assert!(out.status.success(), "{}\n{}", describe(&out), c.log());
     assert_eq!(stdout(&out), "probe\nargs\nfrom\nregistry\n");
+    // Code that `wasm-oci compile` made on this node is what the shim runs: nothing new.
+    let compiled = |dir: &Path| -> usize {
+        fs::read_dir(dir.join("v1/compiled"))
+            .map(|keys| {
+                keys.flatten()
+                    .map(|k| fs::read_dir(k.path()).unwrap().count())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let other = registry.reference("tools/hello:v1");
+    WasmOci::new().ok(&["push", testdata("hello.wasm").to_str().unwrap(), &other]);
+    let out = WasmOci::new()
+        .command()
+        .env("WASM_OCI_CACHE", &c.cache)
+        .args(["compile", &other])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let before = compiled(&c.cache);
+    let annotation = format!("io.wasm-oci.reference={other}");
+    let out = c.run(
+        &["--label", &annotation],
+        "docker.io/library/wasmhello:v1",
+        "precompiled",
+        &[],
+    );
+    assert_eq!(stdout(&out), HELLO, "{}", describe(&out));
+    assert_eq!(compiled(&c.cache), before, "the shim compiled again");
+
     // It landed in the shared cache, where wasm-oci itself finds it offline.
     let cli = WasmOci {
         cache: tempfile::TempDir::new_in(c.cache.parent().unwrap()).unwrap(),
@@ -354,6 +384,14 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
     ]);
     assert!(out.status.success(), "{}\n{}", describe(&out), c.log());
     std::thread::sleep(Duration::from_millis(500));
+    // The guest runs inside the container's cgroup.
+    let pid = stdout(&c.ctr(&["tasks", "ls"]))
+        .lines()
+        .find(|l| l.starts_with("spin"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap();
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroups.contains(&format!("/{NS}/spin")), "{cgroups}");
     let started = Instant::now();
     let out = c.ctr(&["tasks", "kill", "-s", "SIGKILL", "spin"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -378,6 +416,12 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
         describe(&out)
     );
     assert!(c.ctr(&["containers", "rm", "spin"]).status.success());
+    // ... and its cgroup is gone with it.
+    let leftover = fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .any(|h| h.path().join(NS).join("spin").exists());
+    assert!(!leftover, "the container's cgroup was left behind");
 
     let children: Vec<_> = (0..10)
         .map(|i| {
