@@ -53,6 +53,8 @@ pub fn main() {
 struct Service {
     exit: Arc<ExitSignal>,
     namespace: String,
+    /// This shim's own ttrpc socket (`unix:///run/containerd/s/...`).
+    socket: String,
 }
 
 #[async_trait]
@@ -63,6 +65,7 @@ impl Shim for Service {
         Service {
             exit: Arc::new(ExitSignal::default()),
             namespace: args.namespace.clone(),
+            socket: args.socket.clone(),
         }
     }
 
@@ -86,6 +89,7 @@ impl Shim for Service {
         TaskService {
             exit: self.exit.clone(),
             namespace: self.namespace.clone(),
+            socket: self.socket.clone(),
             publisher: Arc::new(publisher),
             containers: Arc::default(),
             runner: Arc::new(Runner::new(ENGINE_OPTIONS).expect("the wasmtime engine starts")),
@@ -127,6 +131,7 @@ struct Container {
 pub struct TaskService {
     exit: Arc<ExitSignal>,
     namespace: String,
+    socket: String,
     publisher: Arc<RemotePublisher>,
     containers: Arc<Mutex<HashMap<String, Container>>>,
     runner: Arc<Runner>,
@@ -602,6 +607,10 @@ impl Task for TaskService {
         _req: api::ShutdownRequest,
     ) -> TtrpcResult<api::Empty> {
         if self.containers.lock().expect("containers lock").is_empty() {
+            // Free the socket's name at once: a new shim for a container of the same id
+            // would otherwise find it taken and wait a second for this one to go away.
+            let path = self.socket.strip_prefix("unix://").unwrap_or(&self.socket);
+            let _ = std::fs::remove_file(path);
             self.exit.signal();
         }
         Ok(api::Empty::new())
