@@ -448,3 +448,95 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
     assert_eq!(stdout(&c.ctr(&["tasks", "ls", "-q"])), "");
     assert_eq!(stdout(&c.ctr(&["containers", "ls", "-q"])), "");
 }
+
+#[test]
+fn sigterm_the_preopens_annotation_the_memory_limit_and_events() {
+    let c = Containerd::start();
+    c.import(
+        "docker.io/library/probe:v1",
+        &[("probe.wasm", &guests().probe)],
+        &["/probe.wasm"],
+    );
+    let mut events = c
+        .ctr_command(&["events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // io.wasm-oci.preopens replaces the default preopens.
+    let host = tempfile::tempdir().unwrap();
+    fs::write(host.path().join("in.txt"), "chosen").unwrap();
+    let preopens = format!("io.wasm-oci.preopens={}::/chosen:ro", host.path().display());
+    let out = c.run(
+        &["--label", &preopens],
+        "docker.io/library/probe:v1",
+        "pre",
+        &["/probe.wasm", "cat", "/chosen/in.txt"],
+    );
+    assert_eq!(stdout(&out), "chosen", "{}", describe(&out));
+    // ... so the rootfs is no longer there.
+    let out = c.run(
+        &["--label", &preopens],
+        "docker.io/library/probe:v1",
+        "pre2",
+        &["/probe.wasm", "cat", "/probe.wasm"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+
+    // linux.resources.memory.limit caps guest memory.
+    let out = c.run(
+        &["--memory-limit", "16777216"],
+        "docker.io/library/probe:v1",
+        "mem",
+        &["/probe.wasm", "alloc"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let mib: u32 = stdout(&out)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(mib < 16, "{}", stdout(&out));
+
+    // SIGTERM stops a spinning guest with 143.
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        RUNTIME,
+        "docker.io/library/probe:v1",
+        "term",
+        "/probe.wasm",
+        "spin",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(c.ctr(&["tasks", "kill", "term"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stdout(&c.ctr(&["tasks", "ls"]))
+        .lines()
+        .any(|l| l.starts_with("term") && l.contains("STOPPED"))
+    {
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the guest");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = c.ctr(&["tasks", "delete", "term"]);
+    assert!(describe(&out).contains("143"), "{}", describe(&out));
+    assert!(c.ctr(&["containers", "rm", "term"]).status.success());
+
+    // The task events containerd saw from the shim.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let seen = String::from_utf8_lossy(&events.wait_with_output().unwrap().stdout).into_owned();
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        assert!(seen.contains(topic), "no {topic} event in:\n{seen}");
+    }
+}
