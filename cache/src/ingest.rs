@@ -41,7 +41,21 @@ pub struct Ingest {
     /// Written content not yet handed to the file: network chunks are small, and a write
     /// call per chunk costs more than the copy.
     pending: Vec<u8>,
+    /// Writes back what was written so far on another thread, so that the final sync has
+    /// little left to do; started once a blob is large enough to need it.
+    flusher: Option<Flusher>,
+    unsynced: u64,
 }
+
+/// A thread that syncs the ingest file's data when asked.
+#[derive(Debug)]
+struct Flusher {
+    ask: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// How much to write before asking the flusher for a sync.
+const FLUSH_EVERY: u64 = 32 << 20;
 
 /// How much to gather before writing to the file.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -96,6 +110,8 @@ impl Ingest {
             hasher: Sha256::new(),
             discard: false,
             pending: Vec::new(),
+            flusher: None,
+            unsynced: 0,
         };
         ingest.resume()?;
         Ok(Ingested::Writer(Box::new(ingest)))
@@ -208,8 +224,40 @@ impl Ingest {
             path: self.path.clone(),
             source,
         })?;
+        self.unsynced += self.pending.len() as u64;
         self.pending.clear();
+        if self.unsynced >= FLUSH_EVERY {
+            self.unsynced = 0;
+            self.ask_for_sync();
+        }
         Ok(())
+    }
+
+    fn ask_for_sync(&mut self) {
+        if self.flusher.is_none() {
+            let Ok(file) = self.file.as_ref().expect("open until commit").try_clone() else {
+                return;
+            };
+            let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+            let thread = std::thread::spawn(move || {
+                while asked.recv().is_ok() {
+                    // Errors surface in the final sync_all, which is checked.
+                    let _ = file.sync_data();
+                }
+            });
+            self.flusher = Some(Flusher { ask, thread });
+        }
+        if let Some(f) = &self.flusher {
+            // A sync already queued covers this one too.
+            let _ = f.ask.try_send(());
+        }
+    }
+
+    fn stop_flusher(&mut self) {
+        if let Some(f) = self.flusher.take() {
+            drop(f.ask);
+            let _ = f.thread.join();
+        }
     }
 
     /// Marks what was written as wrong (e.g. the source reported a digest mismatch): it is
@@ -239,6 +287,7 @@ impl Ingest {
             });
         }
         self.flush()?;
+        self.stop_flusher();
         let io_err = |action, path: &PathBuf, source| Error::Io {
             action,
             path: path.clone(),
