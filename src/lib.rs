@@ -150,3 +150,25 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
         other => other.context("writing to stdout"),
     }
 }
+
+/// `println!` for command output: a closed stdout (`wasm-oci cache ls | head -1`) ends the
+/// program quietly instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout_line(format_args!($($arg)*))
+    };
+}
+
+/// What [`outln!`] calls.
+pub fn write_stdout_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("Error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}

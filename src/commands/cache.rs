@@ -94,12 +94,14 @@ impl CacheCommand {
                         .max()
                         .unwrap_or(9)
                         .max(9);
-                    println!(
+                    crate::outln!(
                         "{:<width$}  {:<19}  {:>10}  LAST USED",
-                        "REFERENCE", "DIGEST", "SIZE"
+                        "REFERENCE",
+                        "DIGEST",
+                        "SIZE"
                     );
                     for l in &listed {
-                        println!(
+                        crate::outln!(
                             "{:<width$}  {:<19}  {:>10}  {}",
                             l.reference,
                             &l.digest[..19.min(l.digest.len())],

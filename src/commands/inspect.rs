@@ -89,18 +89,18 @@ impl InspectCommand {
             return Ok(ExitCode::SUCCESS);
         }
         if let Some(r) = &inspected.reference {
-            println!("Reference: {r}");
+            crate::outln!("Reference: {r}");
         }
         if let Some(d) = &inspected.manifest_digest {
-            println!("Manifest:  {d}");
+            crate::outln!("Manifest:  {d}");
         }
         if let Some(m) = &inspected.manifest {
-            println!(
+            crate::outln!(
                 "Config:    {}",
                 m["config"]["mediaType"].as_str().unwrap_or("?")
             );
             for layer in m["layers"].as_array().into_iter().flatten() {
-                println!(
+                crate::outln!(
                     "Layer:     {} {} ({} bytes)",
                     layer["mediaType"].as_str().unwrap_or("?"),
                     layer["digest"].as_str().unwrap_or("?"),
@@ -112,17 +112,17 @@ impl InspectCommand {
             wasm_oci_fetcher::WasmKind::Module => "core module (WASI preview 1)",
             wasm_oci_fetcher::WasmKind::Component => "component (WASI 0.2)",
         };
-        println!(
+        crate::outln!(
             "Kind:      {kind}, {}",
             super::cache::human_size(inspected.size)
         );
-        println!("Imports:");
+        crate::outln!("Imports:");
         for i in &inspected.interface.imports {
-            println!("  {i}");
+            crate::outln!("  {i}");
         }
-        println!("Exports:");
+        crate::outln!("Exports:");
         for e in &inspected.interface.exports {
-            println!("  {e}");
+            crate::outln!("  {e}");
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -165,6 +165,18 @@ fn cache_ls_inspect_and_verify() {
     );
     let human = cli.ok(&["inspect", &reference]);
     assert!(human.contains("core module (WASI preview 1)"), "{human}");
+    // A reader that goes away (`| head -1`) ends the output quietly.
+    let mut child = cli
+        .command()
+        .args(["inspect", &reference])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", describe(&out));
 
     let out = cli.run(&["cache", "verify"]);
     assert!(out.status.success(), "{}", describe(&out));
