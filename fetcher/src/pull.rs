@@ -157,7 +157,7 @@ impl Fetcher {
         let mut attempts = 1;
         let result = loop {
             let (returned, outcome) = self
-                .download(client, reference, layer, writer, transfer.as_deref())
+                .download(client, reference, layer, size, writer, transfer.as_deref())
                 .await;
             writer = returned;
             match outcome {
@@ -209,12 +209,13 @@ impl Fetcher {
         client: &Client,
         reference: &Reference,
         layer: &OciDescriptor,
+        size: u64,
         mut writer: Ingest,
         transfer: Option<&dyn Transfer>,
     ) -> (Ingest, Result<(), Attempt>) {
         let name = reference.whole();
         let offset = writer.written();
-        if Some(offset) == u64::try_from(layer.size).ok() {
+        if offset == size {
             return (writer, Ok(()));
         }
         let request = if offset == 0 {
@@ -290,13 +291,13 @@ impl Fetcher {
         match outcome {
             // A response that ends early without an error (its Content-Length was short) is a
             // break like any other: what arrived is kept and the rest is asked for.
-            Ok(()) if u64::try_from(layer.size).is_ok_and(|size| writer.written() < size) => {
+            Ok(()) if writer.written() < size => {
                 let got = writer.written();
                 (
                     writer,
                     Err(Attempt::Retry(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
-                        format!("the response ended after {got} of {} bytes", layer.size),
+                        format!("the response ended after {got} of {size} bytes"),
                     ))),
                 )
             }
@@ -305,9 +306,7 @@ impl Fetcher {
                 // oci-client checks the digest when its stream ends; when it ended early, that
                 // is a short response, not wrong content: resume (the digest of the whole is
                 // still checked when it is complete).
-                Some(_) if u64::try_from(layer.size).is_ok_and(|size| writer.written() < size) => {
-                    (writer, Err(Attempt::Retry(e)))
-                }
+                Some(_) if writer.written() < size => (writer, Err(Attempt::Retry(e))),
                 Some(mismatch) => {
                     writer.discard();
                     (writer, Err(Attempt::Fail(mismatch)))
