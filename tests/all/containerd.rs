@@ -144,6 +144,22 @@ open(out, "wb").write(tar_bytes(entries))
         assert!(out.status.success(), "import: {}", describe(&out));
     }
 
+    /// Waits until task `id` is STOPPED, for at most 10 s.
+    fn wait_stopped(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ls = stdout(&self.ctr(&["tasks", "ls"]));
+            if ls
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(id) && l.contains("STOPPED"))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "task {id} was not stopped: {ls}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `ctr run --rm` with the wasm runtime.
     fn run(&self, extra: &[&str], image: &str, id: &str, args: &[&str]) -> Output {
         let mut all = vec![
@@ -395,18 +411,7 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
     let started = Instant::now();
     let out = c.ctr(&["tasks", "kill", "-s", "SIGKILL", "spin"]);
     assert!(out.status.success(), "{}", describe(&out));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ls = stdout(&c.ctr(&["tasks", "ls"]));
-        if ls
-            .lines()
-            .any(|l| l.starts_with("spin") && l.contains("STOPPED"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the guest was not stopped: {ls}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    c.wait_stopped("spin");
     assert!(started.elapsed() < Duration::from_secs(5));
     let out = c.ctr(&["tasks", "delete", "spin"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -423,26 +428,19 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
         .any(|h| h.path().join(NS).join("spin").exists());
     assert!(!leftover, "the container's cgroup was left behind");
 
-    let children: Vec<_> = (0..10)
-        .map(|i| {
-            let mut cmd = c.ctr_command(&[
-                "run",
-                "--rm",
-                "--snapshotter",
-                "native",
-                "--runtime",
-                RUNTIME,
-                "docker.io/library/wasmhello:v1",
-                &format!("par{i}"),
-            ]);
-            cmd.stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    let runs = (0..10).map(|i| {
+        c.ctr_command(&[
+            "run",
+            "--rm",
+            "--snapshotter",
+            "native",
+            "--runtime",
+            RUNTIME,
+            "docker.io/library/wasmhello:v1",
+            &format!("par{i}"),
+        ])
+    });
+    for out in crate::support::outputs_of_concurrent(runs) {
         assert_eq!(stdout(&out), HELLO, "{}", describe(&out));
     }
     assert_eq!(stdout(&c.ctr(&["tasks", "ls", "-q"])), "");
@@ -515,14 +513,7 @@ fn sigterm_the_preopens_annotation_the_memory_limit_and_events() {
     assert!(out.status.success(), "{}", describe(&out));
     std::thread::sleep(Duration::from_millis(300));
     assert!(c.ctr(&["tasks", "kill", "term"]).status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !stdout(&c.ctr(&["tasks", "ls"]))
-        .lines()
-        .any(|l| l.starts_with("term") && l.contains("STOPPED"))
-    {
-        assert!(Instant::now() < deadline, "SIGTERM did not stop the guest");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    c.wait_stopped("term");
     let out = c.ctr(&["tasks", "delete", "term"]);
     assert!(describe(&out).contains("143"), "{}", describe(&out));
     assert!(c.ctr(&["containers", "rm", "term"]).status.success());

@@ -141,18 +141,12 @@ fn corrupted_bytes_on_the_wire_are_caught() {
 fn thirty_two_concurrent_runs_of_one_uncached_reference_fetch_it_once() {
     let (_registry, proxy, reference, _dir) = setup(Fault::None);
     let cli = WasmOci::new();
-    let children: Vec<_> = (0..32)
-        .map(|_| {
-            cli.command()
-                .args(["run", &reference])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    let runs = (0..32).map(|_| {
+        let mut cmd = cli.command();
+        cmd.args(["run", &reference]);
+        cmd
+    });
+    for out in crate::support::outputs_of_concurrent(runs) {
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
     }

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::{Registry, WasmOci, describe, guests, stderr};
@@ -412,18 +411,12 @@ fn concurrent_first_runs_share_one_cache_safely() {
     let cli = WasmOci::new();
     let p = push_probes(&cli);
     cli.ok(&["pull", &p.module]);
-    let children: Vec<_> = (0..8)
-        .map(|_| {
-            cli.command()
-                .args(["run", &p.module, "--", "args"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    let runs = (0..8).map(|_| {
+        let mut cmd = cli.command();
+        cmd.args(["run", &p.module, "--", "args"]);
+        cmd
+    });
+    for out in crate::support::outputs_of_concurrent(runs) {
         assert!(out.status.success(), "{}", describe(&out));
     }
     assert_eq!(compiled_files(&cli).len(), 1);

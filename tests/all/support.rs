@@ -477,3 +477,20 @@ fn make_certificates(dir: &Path) {
         "ext.cnf",
     ]);
 }
+
+/// Starts every command at once and collects their outputs, in order.
+pub fn outputs_of_concurrent(commands: impl IntoIterator<Item = Command>) -> Vec<Output> {
+    let children: Vec<Child> = commands
+        .into_iter()
+        .map(|mut cmd| {
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect()
+}
