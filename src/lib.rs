@@ -99,9 +99,7 @@ impl GlobalOptions {
             None => Credentials::DockerConfig,
         };
         let mut ca_files: Vec<PathBuf> = self.ca_file.iter().cloned().collect();
-        if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
-            ca_files.push(file.into());
-        }
+        ca_files.extend(RegistryOptions::from_env().ca_files);
         for file in &ca_files {
             anyhow::ensure!(file.is_file(), "CA file {} does not exist", file.display());
         }

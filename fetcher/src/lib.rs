@@ -51,6 +51,29 @@ pub struct RegistryOptions {
     pub insecure_skip_tls_verify: bool,
 }
 
+impl RegistryOptions {
+    /// What the environment says, for processes without flags (the containerd shim):
+    /// `WASM_OCI_PLAIN_HTTP`, `SSL_CERT_FILE`, and docker's config for credentials.
+    pub fn from_env() -> Self {
+        // Read as clap reads the CLI's `--plain-http` from the same variable.
+        let plain_http = std::env::var("WASM_OCI_PLAIN_HTTP").is_ok_and(|v| {
+            !matches!(
+                v.to_ascii_lowercase().as_str(),
+                "" | "0" | "false" | "no" | "off" | "n" | "f"
+            )
+        });
+        Self {
+            plain_http,
+            credentials: auth::Credentials::DockerConfig,
+            ca_files: std::env::var_os("SSL_CERT_FILE")
+                .map(std::path::PathBuf::from)
+                .into_iter()
+                .collect(),
+            insecure_skip_tls_verify: false,
+        }
+    }
+}
+
 /// Receives progress of blob transfers; the CLI draws bars with it, libraries never print.
 pub trait Progress: Send + Sync {
     /// A transfer of `total` bytes (when known) of `digest` for `reference` begins.

@@ -4,11 +4,16 @@
 //! The module comes from the annotation `io.wasm-oci.reference` (pulled into the shared cache,
 //! policy `io.wasm-oci.pull`, default `missing`), else from `process.args[0]` in the rootfs.
 //! The rootfs is preopened as `/`, bind mounts at their destinations (`ro` honoured).
+//!
+//! Containers of one group share a shim process (one engine, one fetcher): the group is the
+//! annotation `io.wasm-oci.group`, else the pod (`io.kubernetes.cri.sandbox-id`), as runwasi
+//! groups them; else the container is alone. A pod's sandbox ("pause") container has no wasm:
+//! it only waits to be killed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::util::{mount_rootfs, read_spec};
@@ -39,6 +44,9 @@ pub const ENGINE_OPTIONS: EngineOptions = EngineOptions {
 const ANNOTATION_REFERENCE: &str = "io.wasm-oci.reference";
 const ANNOTATION_PULL: &str = "io.wasm-oci.pull";
 const ANNOTATION_PREOPENS: &str = "io.wasm-oci.preopens";
+const ANNOTATION_GROUP: &str = "io.wasm-oci.group";
+const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 
 /// Runs the shim; what `containerd-shim-wasmoci-v1`'s `main` calls.
 pub fn main() {
@@ -70,8 +78,26 @@ impl Shim for Service {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
-        let grouping = opts.id.clone();
-        spawn(opts, &grouping, Vec::new()).await
+        // containerd runs `start` in the new container's bundle.
+        let group = read_spec(".")
+            .await
+            .ok()
+            .and_then(|spec| spec.annotations().clone())
+            .and_then(|a| {
+                a.get(ANNOTATION_GROUP)
+                    .or_else(|| a.get(CRI_SANDBOX_ID))
+                    .cloned()
+            })
+            .filter(|g| !g.is_empty())
+            .unwrap_or_else(|| opts.id.clone());
+        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &group);
+        let path = address.strip_prefix("unix://").unwrap_or(&address);
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            // The group's shim is up and takes this container too: no process to start.
+            let _ = std::fs::write("address", &address);
+            return Ok(address);
+        }
+        spawn(opts, &group, Vec::new()).await
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
@@ -92,6 +118,8 @@ impl Shim for Service {
             socket: self.socket.clone(),
             publisher: Arc::new(publisher),
             containers: Arc::default(),
+            cgroup: Arc::default(),
+            store: Arc::default(),
             runner: Arc::new(Runner::new(ENGINE_OPTIONS).expect("the wasmtime engine starts")),
         }
     }
@@ -118,10 +146,13 @@ struct Container {
     env: Vec<(String, String)>,
     preopens: Vec<Preopen>,
     max_memory: Option<usize>,
-    /// The cgroups this shim process joined for the container (hierarchy, directory).
-    cgroups: Vec<(PathBuf, PathBuf)>,
+    /// `linux.cgroupsPath`.
+    cgroups_path: Option<PathBuf>,
+    /// A pod's sandbox container: no wasm, it waits to be killed.
+    pause: bool,
     started: bool,
     stop: Arc<AtomicBool>,
+    killed: Arc<tokio::sync::Notify>,
     signal: Arc<Mutex<u32>>,
     exit: watch::Sender<Option<Exited>>,
 }
@@ -134,7 +165,34 @@ pub struct TaskService {
     socket: String,
     publisher: Arc<RemotePublisher>,
     containers: Arc<Mutex<HashMap<String, Container>>>,
+    /// The cgroup this process is in, joined for one of its containers.
+    cgroup: Arc<Mutex<Option<cgroup::Joined>>>,
+    /// The shared cache and one fetcher for every pull of this process, opened on first use.
+    store: Arc<OnceLock<Result<Store, String>>>,
     runner: Arc<Runner>,
+}
+
+struct Store {
+    cache: wasm_oci_cache::Cache,
+    fetcher: wasm_oci_fetcher::Fetcher,
+}
+
+impl Store {
+    /// The cache of `WASM_OCI_CACHE` (else the default), and registry options from the
+    /// environment: containerd's, so `DOCKER_CONFIG` and `SSL_CERT_FILE` set for it apply.
+    fn open() -> Result<Store, String> {
+        let dir = std::env::var_os("WASM_OCI_CACHE")
+            .map(PathBuf::from)
+            .or_else(wasm_oci_cache::default_dir)
+            .ok_or("no cache directory: set WASM_OCI_CACHE for containerd")?;
+        let cache = wasm_oci_cache::Cache::open(&dir)
+            .map_err(|e| format!("opening the cache at {}: {e}", dir.display()))?;
+        let fetcher = wasm_oci_fetcher::Fetcher::new(
+            cache.clone(),
+            wasm_oci_fetcher::RegistryOptions::from_env(),
+        );
+        Ok(Store { cache, fetcher })
+    }
 }
 
 fn err(message: impl std::fmt::Display) -> containerd_shim::protos::ttrpc::Error {
@@ -175,14 +233,46 @@ impl TaskService {
             .ok_or_else(|| err(format!("container {id} not found")))?;
         f(c)
     }
+
+    /// Puts this process in `id`'s cgroup, unless it is in one of its containers' already.
+    fn join_cgroup(&self, id: &str, cgroups_path: &Path) {
+        let mut joined = self.cgroup.lock().expect("cgroup lock");
+        if joined.is_none() {
+            *joined = Some(cgroup::join(id, cgroups_path));
+        }
+    }
+
+    /// After `id` is deleted: when this process was in its cgroup, leaves it, and joins the
+    /// cgroup of a container still running here, so the guests stay accounted.
+    fn leave_cgroup(&self, id: &str) {
+        let mut joined = self.cgroup.lock().expect("cgroup lock");
+        if joined.as_ref().is_none_or(|j| j.container != id) {
+            return;
+        }
+        if let Some(j) = joined.take() {
+            cgroup::leave(&j);
+        }
+        let containers = self.containers.lock().expect("containers lock");
+        if let Some((next, path)) = containers
+            .iter()
+            .find_map(|(id, c)| Some((id, c.cgroups_path.as_ref()?)))
+        {
+            *joined = Some(cgroup::join(next, path));
+        }
+    }
 }
 
 /// Finds the module and what the guest gets, from the bundle's spec.
-async fn prepare(req: &api::CreateTaskRequest, rootfs: &Path) -> Result<Container, String> {
+async fn prepare(
+    req: &api::CreateTaskRequest,
+    rootfs: &Path,
+    store: &OnceLock<Result<Store, String>>,
+) -> Result<Container, String> {
     let spec = read_spec(&req.bundle)
         .await
         .map_err(|e| format!("reading the bundle's config.json: {e}"))?;
     let annotations = spec.annotations().clone().unwrap_or_default();
+    let pause = annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("sandbox");
     let process = spec.process().clone().ok_or("the spec has no process")?;
     let args = process.args().clone().unwrap_or_default();
     let env = process
@@ -194,12 +284,12 @@ async fn prepare(req: &api::CreateTaskRequest, rootfs: &Path) -> Result<Containe
         .collect();
 
     let (module, digest, cache) = match annotations.get(ANNOTATION_REFERENCE) {
+        _ if pause => (PathBuf::new(), None, None),
         Some(reference) => {
-            let cache_dir = std::env::var_os("WASM_OCI_CACHE")
-                .map(PathBuf::from)
-                .or_else(wasm_oci_cache::default_dir)
-                .ok_or("no cache directory: set WASM_OCI_CACHE for containerd")?;
-            let cache = wasm_oci_cache::Cache::open(&cache_dir).map_err(|e| e.to_string())?;
+            let Store { cache, fetcher } = store
+                .get_or_init(Store::open)
+                .as_ref()
+                .map_err(Clone::clone)?;
             let parsed = wasm_oci_fetcher::parse_reference(reference).map_err(|e| e.to_string())?;
             let policy = annotations
                 .get(ANNOTATION_PULL)
@@ -216,10 +306,6 @@ async fn prepare(req: &api::CreateTaskRequest, rootfs: &Path) -> Result<Containe
                     ));
                 }
                 (None, _) => {
-                    let fetcher = wasm_oci_fetcher::Fetcher::new(
-                        cache.clone(),
-                        wasm_oci_fetcher::RegistryOptions::default(),
-                    );
                     fetcher
                         .pull(&parsed)
                         .await
@@ -230,7 +316,7 @@ async fn prepare(req: &api::CreateTaskRequest, rootfs: &Path) -> Result<Containe
             (
                 cache.blob_path(&entry.layer_digest),
                 Some(entry.layer_digest),
-                Some(cache),
+                Some(cache.clone()),
             )
         }
         None => {
@@ -295,14 +381,11 @@ async fn prepare(req: &api::CreateTaskRequest, rootfs: &Path) -> Result<Containe
         env,
         preopens,
         max_memory,
-        cgroups: spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().clone())
-            .map(|p| cgroup::join(&p))
-            .unwrap_or_default(),
+        cgroups_path: spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
+        pause,
         started: false,
         stop: Arc::default(),
+        killed: Arc::default(),
         signal: Arc::new(Mutex::new(0)),
         exit,
     })
@@ -342,12 +425,27 @@ impl Task for TaskService {
                 .map_err(|e| err(format!("mounting the rootfs: {e}")))?;
             mounted = true;
         }
-        let mut container = prepare(&req, &rootfs).await.map_err(err)?;
+        let mut container = match prepare(&req, &rootfs, &self.store).await {
+            Ok(container) => container,
+            Err(e) => {
+                if mounted {
+                    let _ = containerd_shim::mount::umount_recursive(
+                        Some(&rootfs.display().to_string()),
+                        0,
+                    );
+                }
+                return Err(err(e));
+            }
+        };
         container.mounted = mounted;
+        let cgroups_path = container.cgroups_path.clone();
         self.containers
             .lock()
             .expect("containers lock")
             .insert(req.id.clone(), container);
+        if let Some(path) = cgroups_path {
+            self.join_cgroup(&req.id, &path);
+        }
         let pid = std::process::id();
         self.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
@@ -372,71 +470,81 @@ impl Task for TaskService {
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
         let pid = std::process::id();
-        let (options, module, digest, cache, stop, signal, exit) = self.with(&req.id, |c| {
-            if c.started {
-                return Err(err(format!("container {} already started", req.id)));
-            }
-            c.started = true;
-            let options = RunOptions {
-                args: c.args.clone(),
-                env: c.env.clone(),
-                preopens: c.preopens.clone(),
-                max_memory: c.max_memory,
-                stdin: None,
-                stdout: open_write(&c.stdout),
-                stderr: open_write(&c.stderr),
-                stop: Some(c.stop.clone()),
-                ..RunOptions::default()
-            };
-            let stdin = (!c.stdin.is_empty()).then(|| c.stdin.clone());
-            Ok((
-                (options, stdin),
-                c.module.clone(),
-                c.digest.clone(),
-                c.cache.clone(),
-                c.stop.clone(),
-                c.signal.clone(),
-                c.exit.clone(),
-            ))
-        })?;
+        let (options, module, digest, cache, stop, signal, exit, pause) =
+            self.with(&req.id, |c| {
+                if c.started {
+                    return Err(err(format!("container {} already started", req.id)));
+                }
+                c.started = true;
+                let pause = c.pause.then(|| c.killed.clone());
+                let options = RunOptions {
+                    args: c.args.clone(),
+                    env: c.env.clone(),
+                    preopens: c.preopens.clone(),
+                    max_memory: c.max_memory,
+                    stdin: None,
+                    stdout: open_write(&c.stdout),
+                    stderr: open_write(&c.stderr),
+                    stop: Some(c.stop.clone()),
+                    ..RunOptions::default()
+                };
+                let stdin = (!c.stdin.is_empty()).then(|| c.stdin.clone());
+                Ok((
+                    (options, stdin),
+                    c.module.clone(),
+                    c.digest.clone(),
+                    c.cache.clone(),
+                    c.stop.clone(),
+                    c.signal.clone(),
+                    c.exit.clone(),
+                    pause,
+                ))
+            })?;
         let (mut options, stdin) = options;
         let runner = self.runner.clone();
         let service = self.clone();
         let id = req.id.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<u32>();
-        std::thread::spawn(move || {
-            if let Some(path) = stdin {
-                options.stdin = open_read(&path);
-            }
-            let compiled = match (&cache, &digest) {
-                (Some(cache), Some(digest)) => Some(CompiledCache { cache, digest }),
-                _ => None,
-            };
-            let _hold = match (&cache, &digest) {
-                (Some(cache), Some(digest)) => cache.hold(digest).ok(),
-                _ => None,
-            };
-            let code = match runner
-                .load(&module, compiled)
-                .and_then(|loaded| runner.run(&module, &loaded, &options))
-            {
-                Ok(outcome) => outcome.code as u32 & 0xff,
-                Err(crate::Error::Stopped) => 128 + *signal.lock().expect("signal lock"),
-                Err(crate::Error::Timeout { .. }) => 124,
-                Err(e) => {
-                    if let Some(mut f) = options.stderr.as_ref() {
-                        use std::io::Write;
-                        let _ = writeln!(f, "wasm-oci: {:#}", anyhow::Error::from(e));
-                    }
-                    if stop.load(Ordering::SeqCst) {
-                        137
-                    } else {
-                        134
-                    }
+        if let Some(killed) = pause {
+            tokio::spawn(async move {
+                killed.notified().await;
+                let _ = done_tx.send(128 + *signal.lock().expect("signal lock"));
+            });
+        } else {
+            std::thread::spawn(move || {
+                if let Some(path) = stdin {
+                    options.stdin = open_read(&path);
                 }
-            };
-            let _ = done_tx.send(code);
-        });
+                let compiled = match (&cache, &digest) {
+                    (Some(cache), Some(digest)) => Some(CompiledCache { cache, digest }),
+                    _ => None,
+                };
+                let _hold = match (&cache, &digest) {
+                    (Some(cache), Some(digest)) => cache.hold(digest).ok(),
+                    _ => None,
+                };
+                let code = match runner
+                    .load(&module, compiled)
+                    .and_then(|loaded| runner.run(&module, &loaded, &options))
+                {
+                    Ok(outcome) => outcome.code as u32 & 0xff,
+                    Err(crate::Error::Stopped) => 128 + *signal.lock().expect("signal lock"),
+                    Err(crate::Error::Timeout { .. }) => 124,
+                    Err(e) => {
+                        if let Some(mut f) = options.stderr.as_ref() {
+                            use std::io::Write;
+                            let _ = writeln!(f, "wasm-oci: {:#}", anyhow::Error::from(e));
+                        }
+                        if stop.load(Ordering::SeqCst) {
+                            137
+                        } else {
+                            134
+                        }
+                    }
+                };
+                let _ = done_tx.send(code);
+            });
+        }
         tokio::spawn(async move {
             let code = done_rx.await.unwrap_or(255);
             let at = now();
@@ -495,6 +603,7 @@ impl Task for TaskService {
         self.with(&req.id, |c| {
             *c.signal.lock().expect("signal lock") = req.signal;
             c.stop.store(true, Ordering::SeqCst);
+            c.killed.notify_one();
             if !c.started {
                 c.exit.send_replace(Some(Exited {
                     code: 128 + req.signal,
@@ -517,7 +626,7 @@ impl Task for TaskService {
             .expect("containers lock")
             .remove(&req.id)
             .ok_or_else(|| err(format!("container {} not found", req.id)))?;
-        cgroup::leave(&container.cgroups);
+        self.leave_cgroup(&req.id);
         if container.mounted {
             let target = container.rootfs.display().to_string();
             if let Err(e) = containerd_shim::mount::umount_recursive(Some(&target), 0) {
@@ -617,23 +726,35 @@ impl Task for TaskService {
     }
 }
 
-/// The guest runs on a thread of this process, and a shim holds one container (containerd
-/// groups by container id), so the shim process joins the container's cgroup: Kubernetes then
-/// accounts the guest to its pod.
+/// The guests run on threads of this process, so the process joins a container's cgroup and
+/// Kubernetes accounts the guests to their pod: the first container's (in a pod, the sandbox's)
+/// while it lives, then another's of the group. Each guest's own memory limit is kept by the
+/// runner.
 mod cgroup {
     use std::fs;
     use std::path::{Path, PathBuf};
 
     const ROOT: &str = "/sys/fs/cgroup";
 
-    /// Joins `cgroups_path` (`/a/b`) in every hierarchy (cgroup v1) or the unified one (v2);
-    /// returns the directories joined. systemd-style paths (`slice:prefix:name`) are left to
-    /// systemd and not joined here.
-    pub(super) fn join(cgroups_path: &Path) -> Vec<(PathBuf, PathBuf)> {
+    /// The cgroup this process joined for `container`.
+    pub(super) struct Joined {
+        pub(super) container: String,
+        /// Each hierarchy, the directory joined in it, and the directories this shim created
+        /// (outermost first), which are the only ones it removes.
+        dirs: Vec<(PathBuf, PathBuf, Vec<PathBuf>)>,
+    }
+
+    /// Joins `cgroups_path` (`/a/b`) in every hierarchy (cgroup v1) or the unified one (v2).
+    /// systemd-style paths (`slice:prefix:name`) are left to systemd and not joined here.
+    pub(super) fn join(container: &str, cgroups_path: &Path) -> Joined {
+        let mut joined = Joined {
+            container: container.to_owned(),
+            dirs: Vec::new(),
+        };
         let relative = cgroups_path.to_string_lossy();
         if relative.contains(':') {
             tracing::warn!(path = %relative, "systemd cgroup paths are not joined");
-            return Vec::new();
+            return joined;
         }
         let relative = relative.trim_start_matches('/');
         let hierarchies: Vec<PathBuf> = if Path::new(ROOT).join("cgroup.controllers").exists() {
@@ -648,34 +769,43 @@ mod cgroup {
                 .collect()
         };
         let pid = std::process::id().to_string();
-        let mut joined = Vec::new();
         for hierarchy in hierarchies {
             let dir = hierarchy.join(relative);
+            let created: Vec<PathBuf> = dir
+                .ancestors()
+                .take_while(|d| *d != hierarchy && !d.exists())
+                .map(Path::to_path_buf)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             match fs::create_dir_all(&dir).and_then(|()| fs::write(dir.join("cgroup.procs"), &pid))
             {
-                Ok(()) => joined.push((hierarchy, dir)),
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot join cgroup"),
+                Ok(()) => joined.dirs.push((hierarchy, dir, created)),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot join cgroup");
+                    remove(&created);
+                }
             }
         }
         joined
     }
 
-    /// Moves this process back to each hierarchy's root and removes the container's cgroup,
-    /// and the parents that are left empty.
-    pub(super) fn leave(joined: &[(PathBuf, PathBuf)]) {
+    /// Moves this process back to each hierarchy's root and removes what `join` created.
+    pub(super) fn leave(joined: &Joined) {
         let pid = std::process::id().to_string();
-        for (hierarchy, dir) in joined {
+        for (hierarchy, _, created) in &joined.dirs {
             let _ = fs::write(hierarchy.join("cgroup.procs"), &pid);
-            remove_empty(hierarchy, dir);
+            remove(created);
         }
     }
 
-    /// Removes `dir` and its parents below `hierarchy` while they are empty.
-    fn remove_empty(hierarchy: &Path, dir: &Path) {
-        let mut cur = dir;
-        while cur != hierarchy && fs::remove_dir(cur).is_ok() {
-            let Some(parent) = cur.parent() else { break };
-            cur = parent;
+    /// Removes `created` innermost first; one still in use stays, and so do its parents.
+    fn remove(created: &[PathBuf]) {
+        for dir in created.iter().rev() {
+            if fs::remove_dir(dir).is_err() {
+                break;
+            }
         }
     }
 }

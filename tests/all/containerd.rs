@@ -20,6 +20,11 @@ struct Containerd {
 
 impl Containerd {
     fn start() -> Containerd {
+        Self::start_with_env(&[])
+    }
+
+    /// containerd (and so the shim) with extra environment, such as `DOCKER_CONFIG`.
+    fn start_with_env(env: &[(&str, &Path)]) -> Containerd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let cache = d.join("wasm-oci-cache");
@@ -46,6 +51,9 @@ impl Containerd {
                 format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap()),
             )
             .env("WASM_OCI_CACHE", &cache)
+            .env("DOCKER_CONFIG", d.join("no-docker-config"))
+            .env_remove("SSL_CERT_FILE")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -228,6 +236,194 @@ impl Drop for Containerd {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Containerd {
+    /// `ctr run -d` with the wasm runtime.
+    fn run_detached(&self, extra: &[&str], image: &str, id: &str, args: &[&str]) {
+        let mut all = vec!["run", "-d", "--snapshotter", "native", "--runtime", RUNTIME];
+        all.extend_from_slice(extra);
+        all.extend_from_slice(&[image, id]);
+        all.extend_from_slice(args);
+        let out = self.ctr(&all);
+        assert!(out.status.success(), "{}\n{}", describe(&out), self.log());
+    }
+
+    /// The pid `ctr tasks ls` shows for task `id`.
+    fn task_pid(&self, id: &str) -> u32 {
+        let ls = stdout(&self.ctr(&["tasks", "ls"]));
+        ls.lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no task {id}: {ls}"))
+    }
+
+    /// Kills task `id` with `signal`, deletes it and its container; returns what delete said.
+    fn kill_and_delete(&self, id: &str, signal: &str) -> String {
+        let out = self.ctr(&["tasks", "kill", "-s", signal, id]);
+        assert!(out.status.success(), "{}", describe(&out));
+        self.wait_stopped(id);
+        let out = self.ctr(&["tasks", "delete", id]);
+        assert!(out.status.success(), "{}", describe(&out));
+        assert!(self.ctr(&["containers", "rm", id]).status.success());
+        describe(&out)
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits up to 5 s for process `pid` to exit.
+fn wait_gone(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    !alive(pid)
+}
+
+#[test]
+fn containers_of_a_group_share_one_shim_and_a_pod_sandbox_waits() {
+    let c = Containerd::start();
+    let image = "docker.io/library/probe:v1";
+    c.import(image, &[("probe.wasm", &guests().probe)], &["/probe.wasm"]);
+
+    // io.wasm-oci.group: two spinning guests in one shim process; a third container is alone.
+    let group = ["--label", "io.wasm-oci.group=g1"];
+    c.run_detached(&group, image, "g1-a", &["/probe.wasm", "spin"]);
+    c.run_detached(&group, image, "g1-b", &["/probe.wasm", "spin"]);
+    c.run_detached(&[], image, "alone", &["/probe.wasm", "spin"]);
+    let shim = c.task_pid("g1-a");
+    assert_eq!(c.task_pid("g1-b"), shim, "one shim for the group");
+    assert_ne!(c.task_pid("alone"), shim);
+    let shims = stdout(
+        &Command::new("pgrep")
+            .args(["-f", "containerd-shim-wasmoci-v1 -namespace"])
+            .output()
+            .unwrap(),
+    );
+    assert!(shims.lines().count() >= 2, "{shims}");
+
+    // Killing one container of the group leaves the other running, in the group's cgroup.
+    assert!(c.kill_and_delete("g1-a", "SIGKILL").contains("137"));
+    assert!(alive(shim));
+    let state = stdout(&c.ctr(&["tasks", "ls"]));
+    assert!(
+        state
+            .lines()
+            .any(|l| l.starts_with("g1-b") && l.contains("RUNNING")),
+        "{state}"
+    );
+    let cgroups = fs::read_to_string(format!("/proc/{shim}/cgroup")).unwrap();
+    assert!(cgroups.contains(&format!("/{NS}/g1-b")), "{cgroups}");
+    // The last one out stops the shim.
+    assert!(c.kill_and_delete("g1-b", "SIGTERM").contains("143"));
+    assert!(wait_gone(shim), "the group's shim outlived its containers");
+    let alone = c.task_pid("alone");
+    c.kill_and_delete("alone", "SIGKILL");
+    assert!(wait_gone(alone));
+
+    // A pod as the CRI plugin creates one: the sandbox container (no wasm; it waits to be
+    // killed), then a container of the pod, which joins the sandbox's shim.
+    let pod = ["--label", "io.kubernetes.cri.sandbox-id=pod1"];
+    let sandbox = [
+        pod[0],
+        pod[1],
+        "--label",
+        "io.kubernetes.cri.container-type=sandbox",
+    ];
+    c.run_detached(&sandbox, image, "pod1", &["/pause"]);
+    let app = [
+        pod[0],
+        pod[1],
+        "--label",
+        "io.kubernetes.cri.container-type=container",
+    ];
+    let out = c.run(
+        &app,
+        image,
+        "pod1-hello",
+        &["/probe.wasm", "args", "in", "a", "pod"],
+    );
+    assert_eq!(
+        stdout(&out),
+        "/probe.wasm\nargs\nin\na\npod\n",
+        "{}\n{}",
+        describe(&out),
+        c.log()
+    );
+    c.run_detached(&app, image, "pod1-spin", &["/probe.wasm", "spin"]);
+    let pod_shim = c.task_pid("pod1");
+    assert_eq!(c.task_pid("pod1-spin"), pod_shim);
+    std::thread::sleep(Duration::from_millis(300));
+    let state = stdout(&c.ctr(&["tasks", "ls"]));
+    assert!(
+        state
+            .lines()
+            .any(|l| l.starts_with("pod1 ") && l.contains("RUNNING")),
+        "{state}"
+    );
+    c.kill_and_delete("pod1-spin", "SIGKILL");
+    assert!(c.kill_and_delete("pod1", "SIGKILL").contains("137"));
+    assert!(wait_gone(pod_shim));
+    assert_eq!(stdout(&c.ctr(&["tasks", "ls", "-q"])), "");
+}
+
+#[test]
+fn the_shim_pulls_from_a_private_tls_registry_with_docker_credentials() {
+    use base64::Engine as _;
+    const USER: &str = "shim-user";
+    const PASSWORD: &str = "shim-secret-Pa55";
+    let registry = Registry::start_secure(crate::support::Secure {
+        tls: true,
+        user: Some((USER, PASSWORD)),
+    });
+    let reference = registry.reference("private/probe:v1");
+    let w = WasmOci::new();
+    let ca = registry.ca_file();
+    let mut push = w.command();
+    push.args([
+        "push",
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--username",
+        USER,
+        "--password-stdin",
+    ])
+    .arg(&guests().probe)
+    .arg(&reference);
+    let out = crate::support::output_with_stdin(push, PASSWORD);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let docker = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    fs::write(
+        docker.path().join("config.json"),
+        serde_json::json!({ "auths": { &registry.addr: { "auth": auth } } }).to_string(),
+    )
+    .unwrap();
+    let c = Containerd::start_with_env(&[("DOCKER_CONFIG", docker.path()), ("SSL_CERT_FILE", &ca)]);
+    c.import(
+        "docker.io/library/wasmhello:v1",
+        &[("hello.wasm", &testdata("hello.wasm"))],
+        &["/hello.wasm"],
+    );
+    let annotation = format!("io.wasm-oci.reference={reference}");
+    let out = c.run(
+        &["--label", &annotation, "--label", "io.wasm-oci.pull=always"],
+        "docker.io/library/wasmhello:v1",
+        "private",
+        &["probe", "args", "ok"],
+    );
+    assert_eq!(
+        stdout(&out),
+        "probe\nargs\nok\n",
+        "{}\n{}",
+        describe(&out),
+        c.log()
+    );
+    assert!(!c.log().contains(PASSWORD) && !c.log().contains(&auth));
 }
 
 #[test]
