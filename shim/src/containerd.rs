@@ -112,7 +112,7 @@ impl Shim for Service {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        TaskService {
+        let service = TaskService {
             exit: self.exit.clone(),
             namespace: self.namespace.clone(),
             socket: self.socket.clone(),
@@ -120,8 +120,17 @@ impl Shim for Service {
             containers: Arc::default(),
             cgroup: Arc::default(),
             store: Arc::default(),
-            runner: Arc::new(Runner::new(ENGINE_OPTIONS).expect("the wasmtime engine starts")),
-        }
+            runner: Arc::default(),
+        };
+        // Build the engine while containerd prepares the first Create, not before the socket
+        // is up: a new group's shim start is on the critical path of its first container.
+        let early = service.clone();
+        tokio::spawn(async move {
+            if let Err(e) = early.runner().await {
+                tracing::error!(error = %e, "cannot set up the wasmtime engine");
+            }
+        });
+        service
     }
 }
 
@@ -169,7 +178,8 @@ pub struct TaskService {
     cgroup: Arc<Mutex<Option<cgroup::Joined>>>,
     /// The shared cache and one fetcher for every pull of this process, opened on first use.
     store: Arc<OnceLock<Result<Store, String>>>,
-    runner: Arc<Runner>,
+    /// The process's engine, made once (see `create_task_service`).
+    runner: Arc<tokio::sync::OnceCell<Arc<Runner>>>,
 }
 
 struct Store {
@@ -212,6 +222,19 @@ fn now() -> i64 {
 }
 
 impl TaskService {
+    async fn runner(&self) -> TtrpcResult<Arc<Runner>> {
+        self.runner
+            .get_or_try_init(|| async {
+                let runner = tokio::task::spawn_blocking(|| Runner::new(ENGINE_OPTIONS))
+                    .await
+                    .map_err(err)?
+                    .map_err(|e| err(format!("setting up the wasmtime engine: {e:#}")))?;
+                Ok(Arc::new(runner))
+            })
+            .await
+            .cloned()
+    }
+
     async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
         if let Err(e) = self
             .publisher
@@ -410,6 +433,67 @@ fn open_write(path: &str) -> Option<std::fs::File> {
         .flatten()
 }
 
+/// What a started container's thread needs to run its guest.
+struct Guest {
+    options: RunOptions,
+    stdin: Option<String>,
+    module: PathBuf,
+    digest: Option<wasm_oci_cache::Digest>,
+    cache: Option<wasm_oci_cache::Cache>,
+    signal: Arc<Mutex<u32>>,
+}
+
+impl Guest {
+    /// Runs the guest to its end; returns the container's exit status.
+    fn run(mut self, runner: &Runner, store: &OnceLock<Result<Store, String>>) -> u32 {
+        if let Some(path) = &self.stdin {
+            self.options.stdin = open_read(path);
+        }
+        // A module from the rootfs is compiled once too, keyed by its content's digest.
+        let rootfs_module = match self.digest {
+            Some(_) => None,
+            None => std::fs::File::open(&self.module)
+                .ok()
+                .and_then(|f| wasm_oci_cache::Digest::of_reader(f).ok())
+                .map(|(digest, _)| digest)
+                .zip(store.get_or_init(Store::open).as_ref().ok()),
+        };
+        let compiled = match (&self.cache, &self.digest, &rootfs_module) {
+            (Some(cache), Some(digest), _) => Some(CompiledCache { cache, digest }),
+            (_, _, Some((digest, store))) => Some(CompiledCache {
+                cache: &store.cache,
+                digest,
+            }),
+            _ => None,
+        };
+        // A pulled blob stays while the guest runs: `cache prune` skips what is held.
+        let _hold = match (&self.cache, &self.digest) {
+            (Some(cache), Some(digest)) => cache.hold(digest).ok(),
+            _ => None,
+        };
+        let stopped = self.options.stop.clone();
+        match runner
+            .load(&self.module, compiled)
+            .and_then(|loaded| runner.run(&self.module, &loaded, &self.options))
+        {
+            Ok(outcome) => outcome.code as u32 & 0xff,
+            Err(crate::Error::Stopped) => 128 + *self.signal.lock().expect("signal lock"),
+            Err(crate::Error::Timeout { .. }) => 124,
+            Err(e) => {
+                if let Some(mut f) = self.options.stderr.as_ref() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "wasm-oci: {:#}", anyhow::Error::from(e));
+                }
+                if stopped.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                    137
+                } else {
+                    134
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Task for TaskService {
     async fn create(
@@ -470,40 +554,32 @@ impl Task for TaskService {
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
         let pid = std::process::id();
-        let (options, module, digest, cache, stop, signal, exit, pause) =
-            self.with(&req.id, |c| {
-                if c.started {
-                    return Err(err(format!("container {} already started", req.id)));
-                }
-                c.started = true;
-                let pause = c.pause.then(|| c.killed.clone());
-                let options = RunOptions {
+        let runner = self.runner().await?;
+        let (guest, signal, exit, pause) = self.with(&req.id, |c| {
+            if c.started {
+                return Err(err(format!("container {} already started", req.id)));
+            }
+            c.started = true;
+            let guest = Guest {
+                options: RunOptions {
                     args: c.args.clone(),
                     env: c.env.clone(),
                     preopens: c.preopens.clone(),
                     max_memory: c.max_memory,
-                    stdin: None,
                     stdout: open_write(&c.stdout),
                     stderr: open_write(&c.stderr),
                     stop: Some(c.stop.clone()),
                     ..RunOptions::default()
-                };
-                let stdin = (!c.stdin.is_empty()).then(|| c.stdin.clone());
-                Ok((
-                    (options, stdin),
-                    c.module.clone(),
-                    c.digest.clone(),
-                    c.cache.clone(),
-                    c.stop.clone(),
-                    c.signal.clone(),
-                    c.exit.clone(),
-                    pause,
-                ))
-            })?;
-        let (mut options, stdin) = options;
-        let runner = self.runner.clone();
-        let service = self.clone();
-        let id = req.id.clone();
+                },
+                stdin: (!c.stdin.is_empty()).then(|| c.stdin.clone()),
+                module: c.module.clone(),
+                digest: c.digest.clone(),
+                cache: c.cache.clone(),
+                signal: c.signal.clone(),
+            };
+            let pause = c.pause.then(|| c.killed.clone());
+            Ok((guest, c.signal.clone(), c.exit.clone(), pause))
+        })?;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<u32>();
         if let Some(killed) = pause {
             tokio::spawn(async move {
@@ -511,40 +587,13 @@ impl Task for TaskService {
                 let _ = done_tx.send(128 + *signal.lock().expect("signal lock"));
             });
         } else {
+            let store = self.store.clone();
             std::thread::spawn(move || {
-                if let Some(path) = stdin {
-                    options.stdin = open_read(&path);
-                }
-                let compiled = match (&cache, &digest) {
-                    (Some(cache), Some(digest)) => Some(CompiledCache { cache, digest }),
-                    _ => None,
-                };
-                let _hold = match (&cache, &digest) {
-                    (Some(cache), Some(digest)) => cache.hold(digest).ok(),
-                    _ => None,
-                };
-                let code = match runner
-                    .load(&module, compiled)
-                    .and_then(|loaded| runner.run(&module, &loaded, &options))
-                {
-                    Ok(outcome) => outcome.code as u32 & 0xff,
-                    Err(crate::Error::Stopped) => 128 + *signal.lock().expect("signal lock"),
-                    Err(crate::Error::Timeout { .. }) => 124,
-                    Err(e) => {
-                        if let Some(mut f) = options.stderr.as_ref() {
-                            use std::io::Write;
-                            let _ = writeln!(f, "wasm-oci: {:#}", anyhow::Error::from(e));
-                        }
-                        if stop.load(Ordering::SeqCst) {
-                            137
-                        } else {
-                            134
-                        }
-                    }
-                };
-                let _ = done_tx.send(code);
+                let _ = done_tx.send(guest.run(&runner, &store));
             });
         }
+        let service = self.clone();
+        let id = req.id.clone();
         tokio::spawn(async move {
             let code = done_rx.await.unwrap_or(255);
             let at = now();
