@@ -41,17 +41,71 @@ pub struct Ingest {
     /// Written content not yet handed to the file: network chunks are small, and a write
     /// call per chunk costs more than the copy.
     pending: Vec<u8>,
-    /// Writes back what was written so far on another thread, so that the final sync has
-    /// little left to do; started once a blob is large enough to need it.
-    flusher: Option<Flusher>,
-    unsynced: u64,
+    /// Writes full buffers on another thread while this one hashes the next; started once a
+    /// blob is larger than one buffer.
+    background: Option<Background>,
 }
 
-/// A thread that syncs the ingest file's data when asked.
+/// The thread that writes an ingest's full buffers to its file, in order, and has what it
+/// wrote synced every [`FLUSH_EVERY`] bytes by a second thread, so the final sync has little
+/// left. The hashing thread meanwhile hashes the next buffer.
 #[derive(Debug)]
-struct Flusher {
-    ask: std::sync::mpsc::SyncSender<()>,
-    thread: std::thread::JoinHandle<()>,
+struct Background {
+    buffers: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// Buffers written and emptied, for reuse: fresh ones would be faulted in page by page.
+    emptied: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl Background {
+    fn start(file: File) -> Background {
+        let (buffers, full) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (give_back, emptied) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let thread = std::thread::spawn(move || {
+            let mut file = file;
+            let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+            let sync_file = file.try_clone()?;
+            let syncer = std::thread::spawn(move || {
+                while asked.recv().is_ok() {
+                    // Errors surface in the final sync_all, which is checked.
+                    let _ = sync_file.sync_data();
+                }
+            });
+            let mut unsynced = 0;
+            let mut result = Ok(());
+            // On an error, stop: the sender sees the channel closed and asks for the error.
+            for mut buf in full {
+                if let Err(e) = file.write_all(&buf) {
+                    result = Err(e);
+                    break;
+                }
+                unsynced += buf.len() as u64;
+                if unsynced >= FLUSH_EVERY {
+                    unsynced = 0;
+                    // A sync already queued covers this one too.
+                    let _ = ask.try_send(());
+                }
+                buf.clear();
+                let _ = give_back.try_send(buf);
+            }
+            drop(ask);
+            let _ = syncer.join();
+            result
+        });
+        Background {
+            buffers,
+            emptied,
+            thread,
+        }
+    }
+
+    /// Waits until everything handed over is written; the first write error, if any.
+    fn finish(self) -> io::Result<()> {
+        drop(self.buffers);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the ingest writer panicked")))
+    }
 }
 
 /// How much to write before asking the flusher for a sync.
@@ -110,8 +164,7 @@ impl Ingest {
             hasher: Sha256::new(),
             discard: false,
             pending: Vec::new(),
-            flusher: None,
-            unsynced: 0,
+            background: None,
         };
         ingest.resume()?;
         Ok(Ingested::Writer(Box::new(ingest)))
@@ -156,6 +209,11 @@ impl Ingest {
     /// Drops what was written so far and starts from the beginning (e.g. when a server ignored
     /// a range request and sends the whole blob).
     pub fn restart(&mut self) -> Result<()> {
+        self.pending.clear();
+        // What the writer still had is dropped with the rest; its errors do not matter now.
+        if let Some(b) = self.background.take() {
+            let _ = b.finish();
+        }
         let file = self
             .file
             .as_mut()
@@ -187,6 +245,19 @@ impl Ingest {
 
     /// Appends `buf`, failing early when it goes past the expected size.
     pub fn write(&mut self, buf: &[u8]) -> Result<()> {
+        self.account(buf)?;
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(WRITE_BUFFER);
+        }
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= WRITE_BUFFER {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Checks the size and hashes `buf`, which is about to be written.
+    fn account(&mut self, buf: &[u8]) -> Result<()> {
         let written = self.written + buf.len() as u64;
         if let Some(expected) = self.expected_size
             && written > expected
@@ -199,19 +270,50 @@ impl Ingest {
             });
         }
         self.hasher.update(buf);
-        if self.pending.capacity() == 0 {
-            self.pending.reserve_exact(WRITE_BUFFER);
-        }
-        self.pending.extend_from_slice(buf);
-        if self.pending.len() >= WRITE_BUFFER {
-            self.flush()?;
-        }
         self.written = written;
         Ok(())
     }
 
-    /// Hands buffered content to the file.
+    fn write_error(&self, source: io::Error) -> Error {
+        Error::Io {
+            action: "writing",
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Gives the full buffer to the background writer (starting it) and takes an empty one.
+    fn hand_over(&mut self) -> Result<()> {
+        if self.background.is_none() {
+            let file = self
+                .file
+                .as_ref()
+                .expect("ingest file is open until commit");
+            let clone = file.try_clone().map_err(|e| self.write_error(e))?;
+            self.background = Some(Background::start(clone));
+        }
+        let b = self.background.as_ref().expect("started above");
+        let next = b
+            .emptied
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(WRITE_BUFFER));
+        let full = std::mem::replace(&mut self.pending, next);
+        if b.buffers.send(full).is_err() {
+            // The writer stopped on an error: that error is the answer.
+            let e = self.background.take().expect("present").finish();
+            return Err(self.write_error(
+                e.err()
+                    .unwrap_or_else(|| io::Error::other("the ingest writer stopped")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes everything: waits for the background writer, then writes what is buffered.
     fn flush(&mut self) -> Result<()> {
+        if let Some(b) = self.background.take() {
+            b.finish().map_err(|e| self.write_error(e))?;
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -224,40 +326,8 @@ impl Ingest {
             path: self.path.clone(),
             source,
         })?;
-        self.unsynced += self.pending.len() as u64;
         self.pending.clear();
-        if self.unsynced >= FLUSH_EVERY {
-            self.unsynced = 0;
-            self.ask_for_sync();
-        }
         Ok(())
-    }
-
-    fn ask_for_sync(&mut self) {
-        if self.flusher.is_none() {
-            let Ok(file) = self.file.as_ref().expect("open until commit").try_clone() else {
-                return;
-            };
-            let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
-            let thread = std::thread::spawn(move || {
-                while asked.recv().is_ok() {
-                    // Errors surface in the final sync_all, which is checked.
-                    let _ = file.sync_data();
-                }
-            });
-            self.flusher = Some(Flusher { ask, thread });
-        }
-        if let Some(f) = &self.flusher {
-            // A sync already queued covers this one too.
-            let _ = f.ask.try_send(());
-        }
-    }
-
-    fn stop_flusher(&mut self) {
-        if let Some(f) = self.flusher.take() {
-            drop(f.ask);
-            let _ = f.thread.join();
-        }
     }
 
     /// Marks what was written as wrong (e.g. the source reported a digest mismatch): it is
@@ -287,7 +357,6 @@ impl Ingest {
             });
         }
         self.flush()?;
-        self.stop_flusher();
         let io_err = |action, path: &PathBuf, source| Error::Io {
             action,
             path: path.clone(),

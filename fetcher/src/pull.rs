@@ -218,26 +218,26 @@ impl Fetcher {
         if offset == size {
             return (writer, Ok(()));
         }
-        let request = if offset == 0 {
-            client.pull_blob_stream(reference, layer).await
-        } else {
-            match client
-                .pull_blob_stream_partial(reference, layer, offset, None)
-                .await
-            {
-                Ok(BlobResponse::Partial(stream)) => {
-                    tracing::debug!(reference = %name, offset, "resuming with a range request");
-                    Ok(stream)
-                }
-                Ok(BlobResponse::Full(stream)) => {
+        // Always a range request, even from 0: oci-client hashes a whole (200) response to
+        // verify it, and the ingest hashes what it writes; a 206 is hashed once, by the ingest.
+        let request = match client
+            .pull_blob_stream_partial(reference, layer, offset, None)
+            .await
+        {
+            Ok(BlobResponse::Partial(stream)) => {
+                tracing::debug!(reference = %name, offset, "range request answered");
+                Ok(stream)
+            }
+            Ok(BlobResponse::Full(stream)) => {
+                if offset > 0 {
                     tracing::debug!(reference = %name, "the registry ignored the range; starting over");
                     if let Err(e) = writer.restart() {
                         return (writer, Err(Attempt::Fail(e.into())));
                     }
-                    Ok(stream)
                 }
-                Err(e) => Err(e),
+                Ok(stream)
             }
+            Err(e) => Err(e),
         };
         let mut stream = match request {
             Ok(stream) => stream,
@@ -256,6 +256,8 @@ impl Fetcher {
         if let Some(t) = transfer {
             t.set_position(writer.written());
         }
+        // Each chunk is copied into the ingest's buffer as soon as it arrives, so the HTTP
+        // client gets its read buffer back; batching chunks here measured slower for that reason.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
         let sink = tokio::task::spawn_blocking(move || {
             while let Some(chunk) = rx.blocking_recv() {

@@ -37,7 +37,8 @@ pub enum Fault {
 pub struct Seen {
     /// Body bytes of blob responses sent to the client.
     pub blob_bytes: u64,
-    /// `Range` headers of blob requests, as received.
+    /// `Range` headers of blob requests that resume, as received; `bytes=0-` asks for the
+    /// whole blob (wasm-oci always sends a range) and is not among them.
     pub ranges: Vec<String>,
     /// Whether the first blob's first half went out.
     pub half_sent: bool,
@@ -211,7 +212,7 @@ fn serve(
     if is_blob_get {
         let mut s = seen.lock().unwrap();
         s.blob_gets.push(head[0].clone());
-        if let Some(range) = header(&head, "range") {
+        if let Some(range) = header(&head, "range").filter(|r| *r != "bytes=0-") {
             s.ranges.push(range.to_owned());
         }
     }
