@@ -99,6 +99,8 @@ pub struct Fetcher {
     clients: Mutex<HashMap<String, Client>>,
     /// What each loopback registry speaks, probed once.
     schemes: Mutex<HashMap<String, &'static str>>,
+    /// Whether each registry, asked once without credentials, wanted none.
+    open: tokio::sync::Mutex<HashMap<String, bool>>,
 }
 
 impl Fetcher {
@@ -113,6 +115,7 @@ impl Fetcher {
             progress: None,
             clients: Mutex::default(),
             schemes: Mutex::default(),
+            open: tokio::sync::Mutex::default(),
         }
     }
 
@@ -154,6 +157,53 @@ impl Fetcher {
     /// What to present to the registry of `reference`.
     fn auth(&self, reference: &Reference) -> Result<oci_client::secrets::RegistryAuth> {
         self.options.credentials.for_registry(reference.registry())
+    }
+
+    /// oci-client asks a registry's `/v2/` whether to authenticate before every request when it
+    /// has no token to remember, which is always the case for a registry that wants no
+    /// credentials: that doubles the requests of a pull, and the round trips on a slow link.
+    /// So, pulling anonymously, ask once per registry; when it wants nothing, put an empty
+    /// credential in the client's token cache for the repository, which such a registry
+    /// ignores, and the client stops asking.
+    async fn skip_auth_probes(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        auth: &oci_client::secrets::RegistryAuth,
+    ) {
+        use oci_client::RegistryOperation::Pull;
+        use oci_client::secrets::RegistryAuth;
+        use oci_client::token_cache::RegistryTokenType;
+        if !matches!(auth, RegistryAuth::Anonymous) {
+            return;
+        }
+        let registry = reference.resolve_registry().to_owned();
+        let open = {
+            let mut open = self.open.lock().await;
+            match open.get(&registry) {
+                Some(known) => *known,
+                None => {
+                    // Ok(None): no challenge, or one that anonymous access cannot answer
+                    // anyway (every request would be refused the same way).
+                    let answer = client.auth(reference, auth, Pull).await;
+                    let wants_nothing = matches!(answer, Ok(None));
+                    if answer.is_ok() {
+                        open.insert(registry, wants_nothing);
+                    }
+                    wants_nothing
+                }
+            }
+        };
+        if open {
+            client
+                .tokens
+                .insert(
+                    reference,
+                    Pull,
+                    RegistryTokenType::Basic(String::new(), String::new()),
+                )
+                .await;
+        }
     }
 
     fn new_client(&self, reference: &Reference) -> Client {

@@ -47,6 +47,7 @@ impl Fetcher {
         let name = reference.whole();
         let oci_err = |e| Error::from_oci(e, reference, scheme);
         let auth = self.auth(reference)?;
+        self.skip_auth_probes(&client, reference, &auth).await;
 
         let (mut bytes, mut digest) = with_retries("fetching the manifest", || {
             client.pull_manifest_raw(reference, &auth, MANIFEST_MEDIA_TYPES)

@@ -79,14 +79,16 @@ fn basic_auth_over_tls_with_a_private_ca() {
         "run",
         &reference,
     ])
-    .env("WASM_OCI_LOG", "trace");
+    .env("WASM_OCI_LOG", "trace")
+    .env_remove("WASM_OCI_LOG_FILE");
     let out = output_with_stdin(cmd, PASSWORD);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
     assert_no_secret(&out);
 
     // A wrong password fails clearly.
-    let mut cmd = WasmOci::new().command();
+    let fresh = WasmOci::new();
+    let mut cmd = fresh.command();
     cmd.args([
         "run",
         "--ca-file",
@@ -96,7 +98,8 @@ fn basic_auth_over_tls_with_a_private_ca() {
         "--password-stdin",
         &reference,
     ])
-    .env("WASM_OCI_LOG", "trace");
+    .env("WASM_OCI_LOG", "trace")
+    .env_remove("WASM_OCI_LOG_FILE");
     let out = output_with_stdin(cmd, "wrong-password");
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(
@@ -107,7 +110,8 @@ fn basic_auth_over_tls_with_a_private_ca() {
     assert_no_secret(&out);
 
     // Without the CA: the certificate is not trusted, and never downgraded to plain HTTP.
-    let mut cmd = WasmOci::new().command();
+    let fresh = WasmOci::new();
+    let mut cmd = fresh.command();
     cmd.args(["run", "--username", USER, "--password-stdin", &reference]);
     let out = output_with_stdin(cmd, PASSWORD);
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
@@ -119,14 +123,22 @@ fn basic_auth_over_tls_with_a_private_ca() {
     assert!(stderr(&out).contains("--ca-file"), "{}", describe(&out));
 
     // SSL_CERT_FILE works as --ca-file does.
-    let mut cmd = WasmOci::new().command();
+    let cli = WasmOci::new();
+    let mut cmd = cli.command();
     cmd.args(["run", "--username", USER, "--password-stdin", &reference])
         .env("SSL_CERT_FILE", ca);
     let out = output_with_stdin(cmd, PASSWORD);
     assert!(out.status.success(), "{}", describe(&out));
+    // Every command of the suite logs at trace level to a file that is searched for the
+    // suite's secrets when the test ends; this one logged the authenticated exchange.
+    let log = fs::read_to_string(cli.log_file()).unwrap();
+    for expected in ["TRACE", "wasm_oci_fetcher", "oci_client", "hyper"] {
+        assert!(log.contains(expected), "no {expected} in the trace log");
+    }
 
     // --insecure-skip-tls-verify works, loudly.
-    let mut cmd = WasmOci::new().command();
+    let fresh = WasmOci::new();
+    let mut cmd = fresh.command();
     cmd.args([
         "run",
         "--insecure-skip-tls-verify",
@@ -284,6 +296,7 @@ fn credential_helpers_are_asked() {
         .env("DOCKER_CONFIG", home.path())
         .env("PATH", &path)
         .env("WASM_OCI_LOG", "trace")
+        .env_remove("WASM_OCI_LOG_FILE")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));

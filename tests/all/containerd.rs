@@ -557,9 +557,7 @@ fn the_reference_annotation_pulls_into_the_shared_cache() {
     assert_eq!(compiled(&c.cache), before, "the shim compiled again");
 
     // It landed in the shared cache, where wasm-oci itself finds it offline.
-    let cli = WasmOci {
-        cache: tempfile::TempDir::new_in(c.cache.parent().unwrap()).unwrap(),
-    };
+    let cli = WasmOci::with_cache(tempfile::TempDir::new_in(c.cache.parent().unwrap()).unwrap());
     let out = cli
         .command()
         .env("WASM_OCI_CACHE", &c.cache)

@@ -79,6 +79,7 @@ fn prefetch_downloads_shared_blobs_once_and_everything_then_runs_offline() {
             .command()
             .args(["run", r])
             .env("WASM_OCI_LOG", "wasm_oci_shim=debug")
+            .env_remove("WASM_OCI_LOG_FILE")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", describe(&out));

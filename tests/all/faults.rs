@@ -43,6 +43,7 @@ fn flaky_and_throttling_registries_are_retried() {
             .command()
             .args(["run", &reference])
             .env("WASM_OCI_LOG", "warn")
+            .env_remove("WASM_OCI_LOG_FILE")
             .output()
             .unwrap();
         assert!(out.status.success(), "{fault:?}: {}", describe(&out));
@@ -73,6 +74,7 @@ fn pushes_through_a_flaky_registry_are_retried() {
             .command()
             .args(["push", file.to_str().unwrap(), &proxy.reference(&target)])
             .env("WASM_OCI_LOG", "warn")
+            .env_remove("WASM_OCI_LOG_FILE")
             .output()
             .unwrap();
         assert!(out.status.success(), "{fault:?}: {}", describe(&out));

@@ -347,6 +347,7 @@ fn compiled_code_is_cached_and_reused() {
             .command()
             .args(args)
             .env("WASM_OCI_LOG", "wasm_oci_shim=debug")
+            .env_remove("WASM_OCI_LOG_FILE")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", describe(&out));
@@ -396,6 +397,7 @@ fn compile_precompiles_without_running() {
         .command()
         .args(["run", "--pull", "never", &p.module, "--", "exit", "0"])
         .env("WASM_OCI_LOG", "wasm_oci_shim=debug")
+        .env_remove("WASM_OCI_LOG_FILE")
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", describe(&run));
@@ -424,6 +426,7 @@ fn concurrent_first_runs_share_one_cache_safely() {
         .command()
         .args(["run", &p.module, "--", "exit", "0"])
         .env("WASM_OCI_LOG", "wasm_oci_shim=debug")
+        .env_remove("WASM_OCI_LOG_FILE")
         .output()
         .unwrap();
     assert!(

@@ -85,6 +85,9 @@ impl Registry {
             );
         }
         if let Some((user, password)) = secure.user {
+            use base64::Engine as _;
+            secret(password);
+            secret(&base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
                 .output()
@@ -178,15 +181,43 @@ impl Drop for Registry {
 }
 
 /// The `wasm-oci` binary with its own cache directory and no inherited settings.
+/// Every password and token the suite hands out; no log line may hold one (see `WasmOci`).
+static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records `secret` (a test password, a token the test token server issued) and returns it.
+pub fn secret(secret: &str) -> &str {
+    SECRETS.lock().unwrap().push(secret.to_owned());
+    secret
+}
+
+/// What every command logs, unless a test asks for something else: everything, but the
+/// compiler's own tracing, which is large and never sees a registry.
+const LOG_EVERYTHING: &str = "trace,cranelift_codegen=warn,cranelift_frontend=warn,\
+    regalloc2=warn,wasmtime_internal_cranelift=warn,wasmtime_cranelift=warn,\
+    wasmtime_internal_environ=warn,wasmtime_environ=warn,wasmparser=warn,wit_parser=warn";
+
+/// The wasm-oci binary with a private cache. Every command logs at trace level to a file of
+/// its own; when the test ends, every line of it is searched for every secret of the suite.
 pub struct WasmOci {
     pub cache: tempfile::TempDir,
+    logs: tempfile::TempDir,
 }
 
 impl WasmOci {
     pub fn new() -> WasmOci {
+        Self::with_cache(tempfile::tempdir().unwrap())
+    }
+
+    pub fn with_cache(cache: tempfile::TempDir) -> WasmOci {
         WasmOci {
-            cache: tempfile::tempdir().unwrap(),
+            cache,
+            logs: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// The trace log every command of this instance appended to.
+    pub fn log_file(&self) -> PathBuf {
+        self.logs.path().join("wasm-oci.log")
     }
 
     pub fn command(&self) -> Command {
@@ -195,7 +226,8 @@ impl WasmOci {
             // Never the host's docker credentials; auth tests set their own.
             .env("DOCKER_CONFIG", self.cache.path().join("no-docker-config"))
             .env_remove("SSL_CERT_FILE")
-            .env_remove("WASM_OCI_LOG")
+            .env("WASM_OCI_LOG", LOG_EVERYTHING)
+            .env("WASM_OCI_LOG_FILE", self.log_file())
             .env_remove("WASM_OCI_PLAIN_HTTP")
             .stdin(Stdio::null());
         cmd
@@ -234,6 +266,22 @@ impl WasmOci {
         fs::read_dir(self.cache.path().join("v1/ingest"))
             .map(|d| d.map(|e| e.unwrap().path()).collect())
             .unwrap_or_default()
+    }
+}
+
+impl Drop for WasmOci {
+    fn drop(&mut self) {
+        let log = fs::read_to_string(self.log_file()).unwrap_or_default();
+        let secrets = SECRETS.lock().unwrap().clone();
+        for line in log.lines() {
+            if let Some(s) = secrets.iter().find(|s| line.contains(s.as_str())) {
+                assert!(
+                    std::thread::panicking(),
+                    "a secret is in a log line: {}",
+                    line.replace(s.as_str(), "<SECRET>")
+                );
+            }
+        }
     }
 }
 

@@ -207,6 +207,7 @@ fn answer(
         "{signing_input}.{}",
         URL_SAFE_NO_PAD.encode(signature.as_ref())
     );
+    crate::support::secret(&token);
     let body =
         serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
     format!(
@@ -216,6 +217,8 @@ fn answer(
 }
 
 fn token_registry() -> (Registry, TokenServer, tempfile::TempDir) {
+    crate::support::secret(PASSWORD);
+    crate::support::secret(&STANDARD.encode(format!("{USER}:{PASSWORD}")));
     let keys = tempfile::tempdir().unwrap();
     let server = start_token_server(keys.path());
     let registry = Registry::start_with_auth(&format!(
@@ -228,9 +231,10 @@ fn token_registry() -> (Registry, TokenServer, tempfile::TempDir) {
 
 fn with_password(cli: &WasmOci, args: &[&str], password: &str) -> std::process::Output {
     let mut cmd = cli.command();
+    // Logged at trace level to the file every line of which is searched for the password
+    // and every token the server issued (see `WasmOci`).
     cmd.args(args)
-        .args(["--username", USER, "--password-stdin"])
-        .env("WASM_OCI_LOG", "trace");
+        .args(["--username", USER, "--password-stdin"]);
     output_with_stdin(cmd, password)
 }
 
