@@ -35,6 +35,35 @@ fn assert_cache_verifies(cli: &WasmOci) {
 }
 
 #[test]
+fn a_pull_asks_for_each_document_once_and_for_v2_once() {
+    let (_registry, proxy, reference, _dir) = setup(Fault::None);
+    let other = reference.replace("hello:v1", "other:v1");
+    let cli = WasmOci::new();
+    cli.ok(&[
+        "push",
+        &_dir.path().join("hello.wasm").display().to_string(),
+        &other,
+    ]);
+    let before = proxy.asked("GET /v2/ ");
+    cli.ok(&["prefetch", "--no-compile", &reference, &other]);
+    // The manifest, the config and the layer of each; `/v2/` once for the scheme (loopback)
+    // and once for what the registry wants, not before every request.
+    assert_eq!(proxy.asked("GET /v2/hello/manifests/"), 1);
+    assert_eq!(proxy.asked("GET /v2/other/manifests/"), 1);
+    assert_eq!(proxy.asked("GET /v2/hello/blobs/"), 2);
+    assert_eq!(
+        proxy.asked("GET /v2/other/blobs/"),
+        0,
+        "the blobs are shared"
+    );
+    assert!(
+        proxy.asked("GET /v2/ ") - before <= 2,
+        "{}",
+        proxy.asked("GET /v2/ ")
+    );
+}
+
+#[test]
 fn flaky_and_throttling_registries_are_retried() {
     for fault in [Fault::Every503, Fault::Throttle(3)] {
         let (_registry, proxy, reference, _dir) = setup(fault);

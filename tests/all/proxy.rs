@@ -115,6 +115,17 @@ impl Proxy {
         self.ignore_range.store(ignore, Ordering::SeqCst);
     }
 
+    /// How many requests had a request line starting with `prefix` (`GET /v2/ `, ...).
+    pub fn asked(&self, prefix: &str) -> u32 {
+        self.seen(|s| {
+            s.per_url
+                .iter()
+                .filter(|(line, _)| line.starts_with(prefix))
+                .map(|(_, n)| n)
+                .sum()
+        })
+    }
+
     pub fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
         f(&self.seen.lock().unwrap())
     }
