@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod error;
+mod http;
 mod inspect;
 pub mod layout;
 mod manifest;
@@ -34,6 +35,10 @@ pub use oci_client::Reference as OciReference;
 pub use pull::Pulled;
 pub use push::{PushFormat, Pushed, WasmKind};
 pub use reference::{is_loopback, parse_reference};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+const USER_AGENT: &str = concat!("wasm-oci/", env!("CARGO_PKG_VERSION"));
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -99,8 +104,8 @@ pub struct Fetcher {
     clients: Mutex<HashMap<String, Client>>,
     /// What each loopback registry speaks, probed once.
     schemes: Mutex<HashMap<String, &'static str>>,
-    /// Whether each registry, asked once without credentials, wanted none.
-    open: tokio::sync::Mutex<HashMap<String, bool>>,
+    /// One reader (manifests and blobs) per registry.
+    readers: Mutex<HashMap<String, Arc<http::Reader>>>,
 }
 
 impl Fetcher {
@@ -115,7 +120,7 @@ impl Fetcher {
             progress: None,
             clients: Mutex::default(),
             schemes: Mutex::default(),
-            open: tokio::sync::Mutex::default(),
+            readers: Mutex::default(),
         }
     }
 
@@ -154,56 +159,63 @@ impl Fetcher {
             .clone()
     }
 
+    /// The reader of `reference`'s registry.
+    fn reader(&self, reference: &Reference) -> Result<Arc<http::Reader>> {
+        let registry = reference.registry().to_owned();
+        if let Some(reader) = self.readers.lock().expect("reader map lock").get(&registry) {
+            return Ok(reader.clone());
+        }
+        let http = self.new_http().map_err(|e| {
+            Error::from_oci(
+                oci_client::errors::OciDistributionError::RequestError(e),
+                reference,
+                self.scheme(reference),
+            )
+        })?;
+        let reader = Arc::new(http::Reader::new(
+            http,
+            self.client(reference),
+            self.auth(reference)?,
+            self.scheme(reference),
+        ));
+        let mut readers = self.readers.lock().expect("reader map lock");
+        Ok(readers.entry(registry).or_insert(reader).clone())
+    }
+
+    /// The PEM certificate authorities of `--ca-file` and `SSL_CERT_FILE`, those readable.
+    fn extra_roots(&self) -> Vec<Vec<u8>> {
+        self.options
+            .ca_files
+            .iter()
+            .filter_map(|path| match std::fs::read(path) {
+                Ok(data) => Some(data),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read CA file");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The HTTP client for reads, set up as oci-client sets up its own.
+    fn new_http(&self) -> Result<reqwest::Client, reqwest::Error> {
+        let roots = self
+            .extra_roots()
+            .iter()
+            .map(|pem| reqwest::Certificate::from_pem(pem))
+            .collect::<Result<Vec<_>, _>>()?;
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(self.options.insecure_skip_tls_verify)
+            .tls_certs_merge(roots)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .build()
+    }
+
     /// What to present to the registry of `reference`.
     fn auth(&self, reference: &Reference) -> Result<oci_client::secrets::RegistryAuth> {
         self.options.credentials.for_registry(reference.registry())
-    }
-
-    /// oci-client asks a registry's `/v2/` whether to authenticate before every request when it
-    /// has no token to remember, which is always the case for a registry that wants no
-    /// credentials: that doubles the requests of a pull, and the round trips on a slow link.
-    /// So, pulling anonymously, ask once per registry; when it wants nothing, put an empty
-    /// credential in the client's token cache for the repository, which such a registry
-    /// ignores, and the client stops asking.
-    async fn skip_auth_probes(
-        &self,
-        client: &Client,
-        reference: &Reference,
-        auth: &oci_client::secrets::RegistryAuth,
-    ) {
-        use oci_client::RegistryOperation::Pull;
-        use oci_client::secrets::RegistryAuth;
-        use oci_client::token_cache::RegistryTokenType;
-        if !matches!(auth, RegistryAuth::Anonymous) {
-            return;
-        }
-        let registry = reference.resolve_registry().to_owned();
-        let open = {
-            let mut open = self.open.lock().await;
-            match open.get(&registry) {
-                Some(known) => *known,
-                None => {
-                    // Ok(None): no challenge, or one that anonymous access cannot answer
-                    // anyway (every request would be refused the same way).
-                    let answer = client.auth(reference, auth, Pull).await;
-                    let wants_nothing = matches!(answer, Ok(None));
-                    if answer.is_ok() {
-                        open.insert(registry, wants_nothing);
-                    }
-                    wants_nothing
-                }
-            }
-        };
-        if open {
-            client
-                .tokens
-                .insert(
-                    reference,
-                    Pull,
-                    RegistryTokenType::Basic(String::new(), String::new()),
-                )
-                .await;
-        }
     }
 
     fn new_client(&self, reference: &Reference) -> Client {
@@ -212,18 +224,11 @@ impl Fetcher {
             _ => ClientProtocol::Https,
         };
         let extra_root_certificates = self
-            .options
-            .ca_files
-            .iter()
-            .filter_map(|path| match std::fs::read(path) {
-                Ok(data) => Some(oci_client::client::Certificate {
-                    encoding: oci_client::client::CertificateEncoding::Pem,
-                    data,
-                }),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot read CA file");
-                    None
-                }
+            .extra_roots()
+            .into_iter()
+            .map(|data| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data,
             })
             .collect();
         Client::new(ClientConfig {
@@ -232,9 +237,9 @@ impl Fetcher {
             accept_invalid_certificates: self.options.insecure_skip_tls_verify,
             // Index entries are chosen by `manifest::select_platform`, not by the host's platform.
             platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: Some(Duration::from_secs(60)),
-            user_agent: concat!("wasm-oci/", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            user_agent: USER_AGENT,
             ..ClientConfig::default()
         })
     }

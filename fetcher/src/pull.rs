@@ -3,16 +3,16 @@
 use std::path::PathBuf;
 
 use futures_util::StreamExt;
-use oci_client::client::BlobResponse;
+use oci_client::Reference;
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest, OciManifest,
 };
-use oci_client::{Client, Reference};
 use wasm_oci_cache::{Digest, Ingest, Ingested, RefEntry};
 
+use crate::http::{Failure, Reader};
 use crate::manifest::{select_platform, wasm_layer};
-use crate::retry::{Backoff, is_transient, with_retries};
+use crate::retry::{Backoff, Transient, with_retries};
 use crate::{Error, Fetcher, Result, Transfer};
 
 /// Configs and manifests are small JSON documents; anything larger is refused.
@@ -42,18 +42,16 @@ impl Fetcher {
     /// Resolves `reference` in its registry and makes sure its wasm layer is in the cache.
     #[tracing::instrument(skip(self), fields(reference = %reference))]
     pub async fn pull(&self, reference: &Reference) -> Result<Pulled> {
-        let client = self.client(reference);
+        let reader = self.reader(reference)?;
         let scheme = self.scheme(reference);
         let name = reference.whole();
-        let oci_err = |e| Error::from_oci(e, reference, scheme);
-        let auth = self.auth(reference)?;
-        self.skip_auth_probes(&client, reference, &auth).await;
+        let failed = |f| failed(f, reference, scheme);
 
         let (mut bytes, mut digest) = with_retries("fetching the manifest", || {
-            client.pull_manifest_raw(reference, &auth, MANIFEST_MEDIA_TYPES)
+            reader.manifest(reference, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
         })
         .await
-        .map_err(oci_err)?;
+        .map_err(failed)?;
         check_document_size(&bytes, &name)?;
         let manifest: OciImageManifest = match parse_manifest(&bytes, &name)? {
             OciManifest::Image(m) => m,
@@ -62,10 +60,10 @@ impl Fetcher {
                 tracing::debug!(digest = %entry.digest, "chose index entry");
                 let by_digest = reference.clone_with_digest(entry.digest.clone());
                 (bytes, digest) = with_retries("fetching the manifest", || {
-                    client.pull_manifest_raw(&by_digest, &auth, MANIFEST_MEDIA_TYPES)
+                    reader.manifest(&by_digest, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
                 })
                 .await
-                .map_err(oci_err)?;
+                .map_err(failed)?;
                 check_document_size(&bytes, &name)?;
                 match parse_manifest(&bytes, &name)? {
                     OciManifest::Image(m) => m,
@@ -87,7 +85,7 @@ impl Fetcher {
         let manifest_digest = parse_digest(&digest, &name)?;
 
         let (path, downloaded) = self
-            .fetch_blob(&client, reference, layer, &layer_digest, size)
+            .fetch_blob(&reader, reference, layer, &layer_digest, size)
             .await?;
         // The config too, so that the cache holds the whole artifact (for save and inspect).
         let config_digest = parse_digest(&manifest.config.digest, &name)?;
@@ -102,7 +100,7 @@ impl Fetcher {
                 ),
             })?;
         self.fetch_blob(
-            &client,
+            &reader,
             reference,
             &manifest.config,
             &config_digest,
@@ -133,7 +131,7 @@ impl Fetcher {
 
     async fn fetch_blob(
         &self,
-        client: &Client,
+        reader: &Reader,
         reference: &Reference,
         layer: &OciDescriptor,
         digest: &Digest,
@@ -158,13 +156,14 @@ impl Fetcher {
         let mut attempts = 1;
         let result = loop {
             let (returned, outcome) = self
-                .download(client, reference, layer, size, writer, transfer.as_deref())
+                .download(reader, reference, layer, size, writer, transfer.as_deref())
                 .await;
             writer = returned;
             match outcome {
                 Ok(()) => break writer.commit().map_err(Error::from),
-                Err(Attempt::Retry(source)) => match backoff.next_wait() {
+                Err(Attempt::Retry(source, retry_after)) => match backoff.next_wait() {
                     Some(wait) => {
+                        let wait = crate::retry::wait_for(wait, retry_after);
                         tracing::warn!(
                             reference = %name,
                             offset = writer.written(),
@@ -202,12 +201,13 @@ impl Fetcher {
         }
     }
 
-    /// One attempt at the rest of a blob: from where `writer` stands, with a range request when
-    /// that is not the start. A registry that ignores the range sends it all, and we start over.
-    /// Hashing and writing run on a blocking thread while the network keeps receiving.
+    /// One attempt at the rest of a blob: from where `writer` stands, with a range request
+    /// (even from 0, so a 206 is hashed once, by the ingest). A registry that ignores the
+    /// range sends it all, and we start over. Hashing and writing run on a blocking thread
+    /// while the network keeps receiving.
     async fn download(
         &self,
-        client: &Client,
+        reader: &Reader,
         reference: &Reference,
         layer: &OciDescriptor,
         size: u64,
@@ -219,35 +219,22 @@ impl Fetcher {
         if offset == size {
             return (writer, Ok(()));
         }
-        // Always a range request, even from 0: oci-client hashes a whole (200) response to
-        // verify it, and the ingest hashes what it writes; a 206 is hashed once, by the ingest.
-        let request = match client
-            .pull_blob_stream_partial(reference, layer, offset, None)
-            .await
-        {
-            Ok(BlobResponse::Partial(stream)) => {
-                tracing::debug!(reference = %name, offset, "range request answered");
-                Ok(stream)
-            }
-            Ok(BlobResponse::Full(stream)) => {
-                if offset > 0 {
+        let response = match reader.blob(reference, &layer.digest, offset).await {
+            Ok((response, partial)) => {
+                if !partial && offset > 0 {
                     tracing::debug!(reference = %name, "the registry ignored the range; starting over");
                     if let Err(e) = writer.restart() {
                         return (writer, Err(Attempt::Fail(e.into())));
                     }
                 }
-                Ok(stream)
+                response
             }
-            Err(e) => Err(e),
-        };
-        let mut stream = match request {
-            Ok(stream) => stream,
-            Err(e) => {
-                let retry = is_transient(&e);
-                let e = Error::from_oci(e, reference, self.scheme(reference));
-                let attempt = match (retry, e) {
+            Err(f) => {
+                let retry = f.is_transient();
+                let retry_after = f.retry_after();
+                let attempt = match (retry, failed(f, reference, self.scheme(reference))) {
                     (true, Error::Unreachable { source, .. } | Error::Registry { source, .. }) => {
-                        Attempt::Retry(std::io::Error::other(source))
+                        Attempt::Retry(std::io::Error::other(source), retry_after)
                     }
                     (_, e) => Attempt::Fail(e),
                 };
@@ -269,6 +256,7 @@ impl Fetcher {
             (writer, Ok(()))
         });
         let mut outcome = Ok(());
+        let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(chunk) => {
@@ -281,13 +269,13 @@ impl Fetcher {
                     }
                 }
                 Err(e) => {
-                    outcome = Err(e);
+                    outcome = Err(std::io::Error::other(e));
                     break;
                 }
             }
         }
         drop(tx);
-        let (mut writer, written) = sink.await.expect("the blob writer does not panic");
+        let (writer, written) = sink.await.expect("the blob writer does not panic");
         if let Err(e) = written {
             return (writer, Err(Attempt::Fail(e.into())));
         }
@@ -298,50 +286,39 @@ impl Fetcher {
                 let got = writer.written();
                 (
                     writer,
-                    Err(Attempt::Retry(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("the response ended after {got} of {size} bytes"),
-                    ))),
+                    Err(Attempt::Retry(
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("the response ended after {got} of {size} bytes"),
+                        ),
+                        None,
+                    )),
                 )
             }
             Ok(()) => (writer, Ok(())),
-            Err(e) => match digest_error(&e, &name) {
-                // oci-client checks the digest when its stream ends; when it ended early, that
-                // is a short response, not wrong content: resume (the digest of the whole is
-                // still checked when it is complete).
-                Some(_) if writer.written() < size => (writer, Err(Attempt::Retry(e))),
-                Some(mismatch) => {
-                    writer.discard();
-                    (writer, Err(Attempt::Fail(mismatch)))
-                }
-                None => (writer, Err(Attempt::Retry(e))),
-            },
+            Err(e) => (writer, Err(Attempt::Retry(e, None))),
         }
     }
 }
 
 /// How one download attempt ended badly.
 enum Attempt {
-    /// The transfer broke (connection, 5xx, 429): worth resuming.
-    Retry(std::io::Error),
+    /// The transfer broke (connection, 5xx, 429): worth resuming, after the wait the
+    /// registry asked for, if it did.
+    Retry(std::io::Error, Option<std::time::Duration>),
     /// It cannot succeed by trying again.
     Fail(Error),
 }
 
-/// A digest failure reported by the blob stream itself, as our error.
-fn digest_error(e: &std::io::Error, reference: &str) -> Option<Error> {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
-    {
-        Some(oci_client::errors::DigestError::VerificationError { expected, actual }) => {
-            Some(Error::DigestMismatch {
-                reference: reference.to_owned(),
-                expected: expected.clone(),
-                actual: actual.clone(),
-            })
-        }
-        _ => None,
+/// A failed read as our error.
+fn failed(f: Failure, reference: &Reference, scheme: &'static str) -> Error {
+    match f {
+        Failure::Request { error, .. } => Error::from_oci(error, reference, scheme),
+        Failure::Digest { expected, actual } => Error::DigestMismatch {
+            reference: reference.whole(),
+            expected,
+            actual,
+        },
     }
 }
 

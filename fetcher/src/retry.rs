@@ -1,4 +1,5 @@
-//! Bounded, jittered exponential backoff, as oras-go does it: 5 tries, 200 ms growing to 3 s.
+//! Bounded, jittered exponential backoff, as oras-go does it: 5 tries, 200 ms growing to 3 s;
+//! a registry's `Retry-After` (429, 503) is honoured up to a minute.
 
 use std::time::Duration;
 
@@ -8,6 +9,32 @@ use oci_client::errors::OciDistributionError;
 const ATTEMPTS: u32 = 5;
 const FIRST: Duration = Duration::from_millis(200);
 const MAX: Duration = Duration::from_secs(3);
+/// The longest `Retry-After` waited for; a registry asking for more gets asked again then.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// An error that may pass if the request is made again.
+pub(crate) trait Transient: std::fmt::Display {
+    /// Worth another try.
+    fn is_transient(&self) -> bool;
+    /// When the server said to come back (`Retry-After`).
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+}
+
+impl Transient for OciDistributionError {
+    fn is_transient(&self) -> bool {
+        is_transient(self)
+    }
+}
+
+/// The wait before the next try: the backoff's, or longer when the server asked for it.
+pub(crate) fn wait_for(backoff_wait: Duration, retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(asked) => asked.min(MAX_RETRY_AFTER).max(backoff_wait),
+        None => backoff_wait,
+    }
+}
 
 /// Hands out the waits between attempts; `None` once the attempts are used up.
 #[derive(Debug)]
@@ -35,19 +62,18 @@ impl Backoff {
 
 /// Runs `attempt` until it succeeds, fails for good, or the attempts run out; `what` names
 /// the operation in the warnings.
-pub(crate) async fn with_retries<T, F, Fut>(
-    what: &str,
-    mut attempt: F,
-) -> Result<T, OciDistributionError>
+pub(crate) async fn with_retries<T, E, F, Fut>(what: &str, mut attempt: F) -> Result<T, E>
 where
+    E: Transient,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, OciDistributionError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let mut backoff = Backoff::new();
     loop {
         match attempt().await {
-            Err(e) if is_transient(&e) => match backoff.next_wait() {
+            Err(e) if e.is_transient() => match backoff.next_wait() {
                 Some(wait) => {
+                    let wait = wait_for(wait, e.retry_after());
                     tracing::warn!(error = %e, "{what} failed; retrying in {wait:?}");
                     tokio::time::sleep(wait).await;
                 }
@@ -91,6 +117,21 @@ fn jitter_fraction() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_lengthens_a_wait_up_to_a_minute() {
+        let b = Duration::from_millis(200);
+        assert_eq!(wait_for(b, None), b);
+        assert_eq!(wait_for(b, Some(Duration::ZERO)), b);
+        assert_eq!(
+            wait_for(b, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            wait_for(b, Some(Duration::from_secs(3600))),
+            MAX_RETRY_AFTER
+        );
+    }
 
     #[test]
     fn waits_grow_are_bounded_and_run_out() {

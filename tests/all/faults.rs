@@ -50,17 +50,38 @@ fn a_pull_asks_for_each_document_once_and_for_v2_once() {
     // and once for what the registry wants, not before every request.
     assert_eq!(proxy.asked("GET /v2/hello/manifests/"), 1);
     assert_eq!(proxy.asked("GET /v2/other/manifests/"), 1);
-    assert_eq!(proxy.asked("GET /v2/hello/blobs/"), 2);
-    assert_eq!(
-        proxy.asked("GET /v2/other/blobs/"),
-        0,
-        "the blobs are shared"
-    );
+    // Both hold the same two blobs: each is fetched once, through either repository.
+    let blobs = proxy.asked("GET /v2/hello/blobs/") + proxy.asked("GET /v2/other/blobs/");
+    assert_eq!(blobs, 2);
+    let probes = proxy.asked("GET /v2/ ") - before;
+    assert!(probes <= 2, "{probes} requests for /v2/");
+}
+
+#[test]
+fn a_rate_limited_registry_is_waited_for_as_its_retry_after_says() {
+    let (_registry, proxy, reference, _dir) = setup(Fault::RateLimit(2));
+    let cli = WasmOci::new();
+    let started = Instant::now();
+    let out = cli
+        .command()
+        .args(["run", &reference])
+        .env("WASM_OCI_LOG", "warn")
+        .env_remove("WASM_OCI_LOG_FILE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
+    assert!(started.elapsed() >= Duration::from_secs(2));
     assert!(
-        proxy.asked("GET /v2/ ") - before <= 2,
+        stderr(&out).contains("retrying in 2s"),
         "{}",
-        proxy.asked("GET /v2/ ")
+        describe(&out)
     );
+    // The scheme probe, the handshake and one manifest request; backoff alone (0.1 s, 0.2 s,
+    // 0.4 s, ...) would have asked four or five times more within the two seconds.
+    let throttled = proxy.seen(|s| s.throttled);
+    assert!(throttled <= 3, "{throttled} requests were refused");
+    assert_cache_verifies(&cli);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -23,6 +23,9 @@ pub enum Fault {
     Throttle(u32),
     /// Answer the first N requests with 503.
     First503(u32),
+    /// A rate limit: for N seconds from the first request, answer everything with 429 and
+    /// `Retry-After` saying how long is left.
+    RateLimit(u64),
     /// Send half of every blob body, then close the connection.
     CutEveryBlob,
     /// Flip a byte in every blob body.
@@ -46,6 +49,9 @@ pub struct Seen {
     pub blob_gets: Vec<String>,
     /// Requests received.
     pub requests: u32,
+    /// Requests answered 429 under `RateLimit`.
+    pub throttled: u32,
+    first_request: Option<Instant>,
     per_url: std::collections::HashMap<String, u32>,
     blob_responses: u32,
 }
@@ -189,6 +195,7 @@ fn serve(
     let (n, this_url) = {
         let mut s = seen.lock().unwrap();
         s.requests += 1;
+        s.first_request.get_or_insert_with(Instant::now);
         let requests = s.requests;
         let this_url = s.per_url.entry(head[0].clone()).or_default();
         *this_url += 1;
@@ -198,6 +205,22 @@ fn serve(
     let refuse = match f {
         Fault::First503(first) if n <= first => {
             Some("503 Service Unavailable\r\nContent-Length: 0\r\n".to_owned())
+        }
+        Fault::RateLimit(seconds) => {
+            let mut s = seen.lock().unwrap();
+            let since = s.first_request.expect("set above").elapsed();
+            let limit = Duration::from_secs(seconds);
+            if since < limit {
+                s.throttled += 1;
+                let left = (limit - since).as_secs_f64().ceil() as u64;
+                let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limited"}]}"#;
+                Some(format!(
+                    "429 Too Many Requests\r\nRetry-After: {left}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ))
+            } else {
+                None
+            }
         }
         Fault::Every503 if this_url % 2 == 1 => {
             Some("503 Service Unavailable\r\nContent-Length: 0\r\n".to_owned())

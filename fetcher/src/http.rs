@@ -1,0 +1,358 @@
+//! Reading manifests and blobs straight over reqwest, with each response's headers in hand:
+//! a registry's `Retry-After` on 429 and 503 sets the wait before the next try, which
+//! oci-client cannot report (its errors keep the status and the body only). oci-client still
+//! does the authentication handshake (the `/v2/` challenge, bearer tokens) and every write.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use futures_util::StreamExt;
+use oci_client::errors::{OciDistributionError, OciEnvelope};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, RANGE, RETRY_AFTER};
+use wasm_oci_cache::Digest;
+
+use crate::retry::Transient;
+
+/// A request that did not succeed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The error as oci-client reports it, and when the registry said to come back.
+    Request {
+        error: OciDistributionError,
+        retry_after: Option<Duration>,
+    },
+    /// A manifest whose bytes do not hash to the digest asked for or announced.
+    Digest { expected: String, actual: String },
+}
+
+impl From<OciDistributionError> for Failure {
+    fn from(error: OciDistributionError) -> Self {
+        Failure::Request {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<reqwest::Error> for Failure {
+    fn from(e: reqwest::Error) -> Self {
+        OciDistributionError::RequestError(e).into()
+    }
+}
+
+impl Transient for Failure {
+    fn is_transient(&self) -> bool {
+        match self {
+            Failure::Request { error, .. } => error.is_transient(),
+            Failure::Digest { .. } => false,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failure::Request { retry_after, .. } => *retry_after,
+            Failure::Digest { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Request { error, .. } => error.fmt(f),
+            Failure::Digest { expected, actual } => {
+                write!(f, "content hashes to {actual}, not {expected}")
+            }
+        }
+    }
+}
+
+/// What a registry wants before it answers, learned from the first handshake.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Wants {
+    /// Nothing (or nothing anonymous access could give it).
+    Nothing,
+    /// Basic credentials on every request.
+    Basic,
+    /// A bearer token per repository, from its token service.
+    Bearer,
+}
+
+/// Reads one registry.
+pub(crate) struct Reader {
+    http: reqwest::Client,
+    /// For the handshake.
+    oci: Client,
+    auth: RegistryAuth,
+    scheme: &'static str,
+    wants: tokio::sync::Mutex<Option<Wants>>,
+    /// Bearer tokens by repository, as `Authorization` values.
+    tokens: std::sync::Mutex<HashMap<String, HeaderValue>>,
+}
+
+impl Reader {
+    pub(crate) fn new(
+        http: reqwest::Client,
+        oci: Client,
+        auth: RegistryAuth,
+        scheme: &'static str,
+    ) -> Self {
+        Self {
+            http,
+            oci,
+            auth,
+            scheme,
+            wants: tokio::sync::Mutex::default(),
+            tokens: std::sync::Mutex::default(),
+        }
+    }
+
+    fn basic(&self) -> Option<HeaderValue> {
+        let RegistryAuth::Basic(user, password) = &self.auth else {
+            return None;
+        };
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        sensitive(&format!("Basic {encoded}"))
+    }
+
+    /// The `Authorization` for a request to `reference`'s repository. The first request to
+    /// the registry makes oci-client ask `/v2/` what it wants (others wait for the answer);
+    /// later ones reuse it, so a registry that wants nothing is asked once, not before every
+    /// request. A bearer registry gets a token per repository.
+    async fn authorization(
+        &self,
+        reference: &Reference,
+        renew: bool,
+    ) -> Result<Option<HeaderValue>, Failure> {
+        let wants = {
+            let mut wants = self.wants.lock().await;
+            match *wants {
+                Some(known) => known,
+                None => {
+                    let token = self.handshake(reference).await?;
+                    let (known, value) = match token {
+                        Some(token) => (Wants::Bearer, Some(token)),
+                        None if matches!(self.auth, RegistryAuth::Basic(..)) => {
+                            (Wants::Basic, self.basic())
+                        }
+                        None => (Wants::Nothing, None),
+                    };
+                    *wants = Some(known);
+                    return Ok(value);
+                }
+            }
+        };
+        match wants {
+            Wants::Nothing => Ok(None),
+            Wants::Basic => Ok(self.basic()),
+            Wants::Bearer => {
+                if !renew
+                    && let Some(token) = self
+                        .tokens
+                        .lock()
+                        .expect("token lock")
+                        .get(reference.repository())
+                {
+                    return Ok(Some(token.clone()));
+                }
+                self.handshake(reference).await
+            }
+        }
+    }
+
+    /// oci-client's handshake for `reference`'s repository: the bearer token, remembered
+    /// for the repository, or `None` when the registry hands out none.
+    async fn handshake(&self, reference: &Reference) -> Result<Option<HeaderValue>, Failure> {
+        let token = self
+            .oci
+            .auth(reference, &self.auth, RegistryOperation::Pull)
+            .await?;
+        let value = token.and_then(|t| sensitive(&format!("Bearer {t}")));
+        if let Some(v) = &value {
+            self.tokens
+                .lock()
+                .expect("token lock")
+                .insert(reference.repository().to_owned(), v.clone());
+        }
+        Ok(value)
+    }
+
+    /// GETs `url` (of `reference`'s repository) with `headers`; a bearer token that expired
+    /// is renewed once.
+    async fn get(
+        &self,
+        reference: &Reference,
+        url: &str,
+        headers: &[(reqwest::header::HeaderName, HeaderValue)],
+    ) -> Result<reqwest::Response, Failure> {
+        let mut renew = false;
+        loop {
+            let mut request = self.http.get(url);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            if let Some(authorization) = self.authorization(reference, renew).await? {
+                request = request.header(AUTHORIZATION, authorization);
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            let bearer = *self.wants.lock().await == Some(Wants::Bearer);
+            if status == StatusCode::UNAUTHORIZED && bearer && !renew {
+                renew = true;
+                continue;
+            }
+            return Err(failure(response).await);
+        }
+    }
+
+    fn url(&self, reference: &Reference, kind: &str, name: &str) -> String {
+        format!(
+            "{}://{}/v2/{}/{kind}/{name}",
+            self.scheme,
+            reference.resolve_registry(),
+            reference.repository()
+        )
+    }
+
+    /// The manifest `reference` names, at most `limit` bytes of it (more means the caller
+    /// refuses it), and its digest, checked against the one the reference or the registry
+    /// names.
+    pub(crate) async fn manifest(
+        &self,
+        reference: &Reference,
+        accept: &[&str],
+        limit: u64,
+    ) -> Result<(Vec<u8>, String), Failure> {
+        let name = reference
+            .digest()
+            .or(reference.tag())
+            .unwrap_or("latest")
+            .to_owned();
+        let url = self.url(reference, "manifests", &name);
+        let accept = HeaderValue::from_str(&accept.join(", ")).expect("media types are ASCII");
+        let response = self.get(reference, &url, &[(ACCEPT, accept)]).await?;
+        let announced = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_at_most(response, limit + 1).await?;
+        let actual = Digest::of(&body).to_string();
+        if body.len() as u64 <= limit {
+            for expected in [reference.digest().map(str::to_owned), announced]
+                .into_iter()
+                .flatten()
+                .filter(|d| d.starts_with("sha256:"))
+            {
+                if expected != actual {
+                    return Err(Failure::Digest { expected, actual });
+                }
+            }
+        }
+        Ok((body, actual))
+    }
+
+    /// The blob `digest` from byte `offset` on: the response, and whether the registry
+    /// honoured the range (206) rather than sending it all (200). Always a range request,
+    /// even from 0.
+    pub(crate) async fn blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        offset: u64,
+    ) -> Result<(reqwest::Response, bool), Failure> {
+        let url = self.url(reference, "blobs", digest);
+        let range = HeaderValue::from_str(&format!("bytes={offset}-")).expect("ASCII");
+        let response = self.get(reference, &url, &[(RANGE, range)]).await?;
+        let partial = response.status() == StatusCode::PARTIAL_CONTENT;
+        Ok((response, partial))
+    }
+}
+
+fn sensitive(value: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(value).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// The body, or its first `limit` bytes; the rest is not read.
+async fn read_at_most(response: reqwest::Response, limit: u64) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk?);
+        if body.len() as u64 >= limit {
+            body.truncate(limit as usize);
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// An unsuccessful response as the error oci-client would have made of it, with its
+/// `Retry-After`.
+async fn failure(response: reqwest::Response) -> Failure {
+    let status = response.status();
+    let url = response.url().to_string();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = read_at_most(response, 64 << 10).await.unwrap_or_default();
+    let error = match status {
+        StatusCode::UNAUTHORIZED => OciDistributionError::UnauthorizedError { url },
+        s if s.is_client_error() => match serde_json::from_slice::<OciEnvelope>(&body) {
+            Ok(envelope) => OciDistributionError::RegistryError { envelope, url },
+            Err(_) => OciDistributionError::ServerError {
+                code: s.as_u16(),
+                url,
+                message: String::from_utf8_lossy(&body).into_owned(),
+            },
+        },
+        s => OciDistributionError::ServerError {
+            code: s.as_u16(),
+            url,
+            message: String::from_utf8_lossy(&body).into_owned(),
+        },
+    };
+    Failure::Request { error, retry_after }
+}
+
+/// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        let later = SystemTime::now() + Duration::from_secs(90);
+        let wait = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(
+            wait > Duration::from_secs(85) && wait <= Duration::from_secs(90),
+            "{wait:?}"
+        );
+        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(60));
+        assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+}
