@@ -7,6 +7,7 @@
  *   probe stdin            copy stdin to stdout
  *   probe alloc            allocate 1 MiB blocks until refused; print how many; exit 3
  *   probe spin             loop forever
+ *   probe sleep N          sleep N seconds: a guest waiting in a host call
  *   probe exit N           exit with status N
  *   probe trap             execute an unreachable instruction
  *
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Keeps allocations reachable, so the compiler cannot elide them. */
 static void *volatile kept;
@@ -65,6 +67,9 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "spin") == 0) {
         volatile unsigned long n = 0;
         for (;;) n++;
+    } else if (strcmp(cmd, "sleep") == 0 && argc == 3) {
+        sleep((unsigned)atoi(argv[2]));
+        return 0;
     } else if (strcmp(cmd, "exit") == 0 && argc == 3) {
         exit(atoi(argv[2]));
     } else if (strcmp(cmd, "trap") == 0) {

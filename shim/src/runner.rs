@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Config, Engine, Linker, Module, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::{Error, Result};
@@ -208,7 +208,24 @@ impl Runner {
     }
 
     /// Runs a loaded guest to its end; returns how it exited.
+    ///
+    /// The guest runs on this thread, in a runtime of its own: its host calls are
+    /// asynchronous, so a guest waiting in one (a sleep, a read) can be stopped too, by
+    /// dropping the call (see [`until_stopped`]).
     pub fn run(&self, path: &Path, loaded: &Loaded, options: &RunOptions) -> Result<Outcome> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Engine { source: e.into() })?;
+        runtime.block_on(self.run_async(path, loaded, options))
+    }
+
+    async fn run_async(
+        &self,
+        path: &Path,
+        loaded: &Loaded,
+        options: &RunOptions,
+    ) -> Result<Outcome> {
         let mut wasi = wasi_ctx(options)?;
         let limits = Limits {
             max_memory: options.max_memory,
@@ -223,7 +240,7 @@ impl Runner {
                 let mut store = Store::new(&self.engine, host);
                 store.limiter(|h| &mut h.limits);
                 self.arm(&mut store, options)?;
-                let r = self.run_module(path, module, &mut store);
+                let r = until_stopped(self.run_module(path, module, &mut store), options).await;
                 (r, store.data().limits.denied)
             }
             Loaded::Component(component) => {
@@ -235,7 +252,8 @@ impl Runner {
                 let mut store = Store::new(&self.engine, host);
                 store.limiter(|h| &mut h.limits);
                 self.arm(&mut store, options)?;
-                let r = self.run_component(path, component, &mut store);
+                let r =
+                    until_stopped(self.run_component(path, component, &mut store), options).await;
                 (r, store.data().limits.denied)
             }
         };
@@ -298,14 +316,14 @@ impl Runner {
         });
     }
 
-    fn run_module(
+    async fn run_module(
         &self,
         path: &Path,
         module: &Module,
         store: &mut Store<ModuleHost>,
     ) -> Result<i32, Failure> {
         let mut linker: Linker<ModuleHost> = Linker::new(&self.engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h| &mut h.wasi)
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h| &mut h.wasi)
             .map_err(|source| Failure::Setup(Error::Engine { source }))?;
         let link_err = |source| {
             Failure::Setup(Error::Link {
@@ -314,22 +332,28 @@ impl Runner {
             })
         };
         let pre = linker.instantiate_pre(module).map_err(link_err)?;
-        let instance = pre.instantiate(&mut *store).map_err(Failure::Wasm)?;
+        let instance = pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(Failure::Wasm)?;
         let start = instance
             .get_typed_func::<(), ()>(&mut *store, "_start")
             .map_err(link_err)?;
-        start.call(&mut *store, ()).map_err(Failure::Wasm)?;
+        start
+            .call_async(&mut *store, ())
+            .await
+            .map_err(Failure::Wasm)?;
         Ok(0)
     }
 
-    fn run_component(
+    async fn run_component(
         &self,
         path: &Path,
         component: &Component,
         store: &mut Store<ComponentHost>,
     ) -> Result<i32, Failure> {
         let mut linker = wasmtime::component::Linker::<ComponentHost>::new(&self.engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|source| Failure::Setup(Error::Engine { source }))?;
         let pre = linker.instantiate_pre(component).map_err(|source| {
             Failure::Setup(Error::Link {
@@ -343,10 +367,14 @@ impl Runner {
                 source,
             })
         })?;
-        let command = pre.instantiate(&mut *store).map_err(Failure::Wasm)?;
+        let command = pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(Failure::Wasm)?;
         match command
             .wasi_cli_run()
             .call_run(&mut *store)
+            .await
             .map_err(Failure::Wasm)?
         {
             Ok(()) => Ok(0),
@@ -354,6 +382,38 @@ impl Runner {
         }
     }
 }
+
+/// Runs `guest` until it ends, or until the stop flag or the deadline ends it while it waits
+/// in a host call (a sleep, a read that nothing answers): dropping the future abandons that
+/// call. A guest running wasm is stopped by the epoch callback instead (see `Runner::arm`),
+/// since this thread does not poll anything else until the guest yields.
+async fn until_stopped<T>(
+    guest: impl Future<Output = Result<T, Failure>>,
+    options: &RunOptions,
+) -> Result<T, Failure> {
+    let stop = options.stop.clone();
+    let deadline = options.timeout.map(|t| Instant::now() + t);
+    if stop.is_none() && deadline.is_none() {
+        return guest.await;
+    }
+    let ended = async {
+        loop {
+            let stopped = stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+            if stopped || deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
+            tokio::time::sleep(WATCH_INTERVAL).await;
+        }
+    };
+    tokio::select! {
+        biased;
+        result = guest => result,
+        () = ended => Err(Failure::Wasm(Trap::Interrupt.into())),
+    }
+}
+
+/// How often a guest waiting in a host call is checked for a stop or its deadline.
+const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Failures before the guest runs are ours; failures while it runs are classified.
 enum Failure {

@@ -712,6 +712,18 @@ fn sigterm_the_preopens_annotation_the_memory_limit_and_events() {
     assert!(describe(&out).contains("143"), "{}", describe(&out));
     assert!(c.ctr(&["containers", "rm", "term"]).status.success());
 
+    // ... and a guest asleep in a host call just as promptly.
+    let image = "docker.io/library/probe:v1";
+    c.run_detached(&[], image, "asleep", &["/probe.wasm", "sleep", "3600"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    assert!(c.kill_and_delete("asleep", "SIGTERM").contains("143"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
     // The task events containerd saw from the shim.
     std::thread::sleep(Duration::from_millis(300));
     let _ = events.kill();

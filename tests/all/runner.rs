@@ -223,12 +223,20 @@ fn a_guest_that_loops_forever_is_stopped_by_timeout() {
     let cli = WasmOci::new();
     let p = push_probes(&cli);
     cli.ok(&["pull", &p.module]);
-    for reference in [&p.module, &p.component] {
+    // Spinning in wasm, or asleep in a host call: the timeout ends both.
+    for (reference, how) in [
+        (&p.module, &["spin"][..]),
+        (&p.component, &["spin"]),
+        (&p.module, &["sleep", "3600"]),
+        (&p.component, &["sleep", "3600"]),
+    ] {
         let started = Instant::now();
-        let out = cli.run(&["run", "--timeout", "1s", reference, "--", "spin"]);
+        let mut args = vec!["run", "--timeout", "1s", reference, "--"];
+        args.extend_from_slice(how);
+        let out = cli.run(&args);
         let took = started.elapsed();
-        assert_eq!(out.status.code(), Some(124), "{}", describe(&out));
-        assert!(took < Duration::from_secs(5), "took {took:?}");
+        assert_eq!(out.status.code(), Some(124), "{how:?}: {}", describe(&out));
+        assert!(took < Duration::from_secs(5), "{how:?} took {took:?}");
         let err = stderr(&out);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains("longer than its timeout of 1s"), "{err}");
