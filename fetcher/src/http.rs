@@ -1,9 +1,9 @@
-//! Reading manifests and blobs straight over reqwest, with each response's headers in hand:
-//! a registry's `Retry-After` on 429 and 503 sets the wait before the next try, which
+//! Manifests and blobs, read and written straight over reqwest, with each response's headers
+//! in hand: a registry's `Retry-After` on 429 and 503 sets the wait before the next try, which
 //! oci-client cannot report (its errors keep the status and the body only). oci-client still
-//! does the authentication handshake (the `/v2/` challenge, bearer tokens) and every write.
+//! does the authentication handshake (the `/v2/` challenge, bearer tokens).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -12,9 +12,12 @@ use oci_client::errors::{OciDistributionError, OciEnvelope};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, RANGE, RETRY_AFTER};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, RANGE, RETRY_AFTER,
+};
 use wasm_oci_cache::Digest;
 
+use crate::Error;
 use crate::retry::Transient;
 
 /// A request that did not succeed.
@@ -27,6 +30,20 @@ pub(crate) enum Failure {
     },
     /// A manifest whose bytes do not hash to the digest asked for or announced.
     Digest { expected: String, actual: String },
+}
+
+impl Failure {
+    /// As our error, naming `reference`.
+    pub(crate) fn into_error(self, reference: &Reference, scheme: &'static str) -> Error {
+        match self {
+            Failure::Request { error, .. } => Error::from_oci(error, reference, scheme),
+            Failure::Digest { expected, actual } => Error::DigestMismatch {
+                reference: reference.whole(),
+                expected,
+                actual,
+            },
+        }
+    }
 }
 
 impl From<OciDistributionError> for Failure {
@@ -81,19 +98,19 @@ enum Wants {
     Bearer,
 }
 
-/// Reads one registry.
-pub(crate) struct Reader {
+/// Speaks to one registry.
+pub(crate) struct Remote {
     http: reqwest::Client,
     /// For the handshake.
     oci: Client,
     auth: RegistryAuth,
     scheme: &'static str,
     wants: tokio::sync::Mutex<Option<Wants>>,
-    /// Bearer tokens by repository, as `Authorization` values.
-    tokens: std::sync::Mutex<HashMap<String, HeaderValue>>,
+    /// Bearer tokens by repository and operation, as `Authorization` values.
+    tokens: std::sync::Mutex<BTreeMap<(String, RegistryOperation), HeaderValue>>,
 }
 
-impl Reader {
+impl Remote {
     pub(crate) fn new(
         http: reqwest::Client,
         oci: Client,
@@ -126,6 +143,7 @@ impl Reader {
     async fn authorization(
         &self,
         reference: &Reference,
+        op: RegistryOperation,
         renew: bool,
     ) -> Result<Option<HeaderValue>, Failure> {
         let wants = {
@@ -133,7 +151,7 @@ impl Reader {
             match *wants {
                 Some(known) => known,
                 None => {
-                    let token = self.handshake(reference).await?;
+                    let token = self.handshake(reference, op).await?;
                     let (known, value) = match token {
                         Some(token) => (Wants::Bearer, Some(token)),
                         None if matches!(self.auth, RegistryAuth::Basic(..)) => {
@@ -150,52 +168,45 @@ impl Reader {
             Wants::Nothing => Ok(None),
             Wants::Basic => Ok(self.basic()),
             Wants::Bearer => {
-                if !renew
-                    && let Some(token) = self
-                        .tokens
-                        .lock()
-                        .expect("token lock")
-                        .get(reference.repository())
-                {
+                let key = (reference.repository().to_owned(), op);
+                if !renew && let Some(token) = self.tokens.lock().expect("token lock").get(&key) {
                     return Ok(Some(token.clone()));
                 }
-                self.handshake(reference).await
+                self.handshake(reference, op).await
             }
         }
     }
 
-    /// oci-client's handshake for `reference`'s repository: the bearer token, remembered
-    /// for the repository, or `None` when the registry hands out none.
-    async fn handshake(&self, reference: &Reference) -> Result<Option<HeaderValue>, Failure> {
-        let token = self
-            .oci
-            .auth(reference, &self.auth, RegistryOperation::Pull)
-            .await?;
+    /// oci-client's handshake for `op` on `reference`'s repository: the bearer token,
+    /// remembered, or `None` when the registry hands out none.
+    async fn handshake(
+        &self,
+        reference: &Reference,
+        op: RegistryOperation,
+    ) -> Result<Option<HeaderValue>, Failure> {
+        let token = self.oci.auth(reference, &self.auth, op).await?;
         let value = token.and_then(|t| sensitive(&format!("Bearer {t}")));
         if let Some(v) = &value {
             self.tokens
                 .lock()
                 .expect("token lock")
-                .insert(reference.repository().to_owned(), v.clone());
+                .insert((reference.repository().to_owned(), op), v.clone());
         }
         Ok(value)
     }
 
-    /// GETs `url` (of `reference`'s repository) with `headers`; a bearer token that expired
-    /// is renewed once.
-    async fn get(
+    /// Sends the request `build` makes (once more, with a renewed token, when a bearer token
+    /// expired) for `op` on `reference`'s repository; any answer but a success is a failure.
+    async fn send(
         &self,
         reference: &Reference,
-        url: &str,
-        headers: &[(reqwest::header::HeaderName, HeaderValue)],
+        op: RegistryOperation,
+        mut build: impl FnMut(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Failure> {
         let mut renew = false;
         loop {
-            let mut request = self.http.get(url);
-            for (name, value) in headers {
-                request = request.header(name, value);
-            }
-            if let Some(authorization) = self.authorization(reference, renew).await? {
+            let mut request = build(&self.http);
+            if let Some(authorization) = self.authorization(reference, op, renew).await? {
                 request = request.header(AUTHORIZATION, authorization);
             }
             let response = request.send().await?;
@@ -237,7 +248,11 @@ impl Reader {
             .to_owned();
         let url = self.url(reference, "manifests", &name);
         let accept = HeaderValue::from_str(&accept.join(", ")).expect("media types are ASCII");
-        let response = self.get(reference, &url, &[(ACCEPT, accept)]).await?;
+        let response = self
+            .send(reference, RegistryOperation::Pull, |http| {
+                http.get(&url).header(ACCEPT, accept.clone())
+            })
+            .await?;
         let announced = response
             .headers()
             .get("docker-content-digest")
@@ -270,9 +285,96 @@ impl Reader {
     ) -> Result<(reqwest::Response, bool), Failure> {
         let url = self.url(reference, "blobs", digest);
         let range = HeaderValue::from_str(&format!("bytes={offset}-")).expect("ASCII");
-        let response = self.get(reference, &url, &[(RANGE, range)]).await?;
+        let response = self
+            .send(reference, RegistryOperation::Pull, |http| {
+                http.get(&url).header(RANGE, range.clone())
+            })
+            .await?;
         let partial = response.status() == StatusCode::PARTIAL_CONTENT;
         Ok((response, partial))
+    }
+}
+
+impl Remote {
+    /// Whether the repository of `reference` has the blob `digest`.
+    pub(crate) async fn blob_exists(
+        &self,
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<bool, Failure> {
+        let url = self.url(reference, "blobs", digest);
+        match self
+            .send(reference, RegistryOperation::Push, |http| http.head(&url))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(Failure::Request {
+                error: OciDistributionError::ServerError { code: 404, .. },
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads the blob `digest` of `size` bytes in one request (after the POST that opens the
+    /// upload); `body` makes the content, afresh for each try.
+    pub(crate) async fn upload_blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        size: u64,
+        mut body: impl FnMut() -> reqwest::Body,
+    ) -> Result<(), Failure> {
+        let start = self.url(reference, "blobs", "uploads/");
+        let opened = self
+            .send(reference, RegistryOperation::Push, |http| {
+                http.post(&start).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        let location = opened
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| {
+                OciDistributionError::SpecViolationError(
+                    "the registry opened an upload without a Location".into(),
+                )
+            })?;
+        // The Location may be relative, and may carry its own query (upload state).
+        let mut url = opened.url().join(location).map_err(|e| {
+            OciDistributionError::SpecViolationError(format!("upload Location {location}: {e}"))
+        })?;
+        url.query_pairs_mut().append_pair("digest", digest);
+        self.send(reference, RegistryOperation::Push, |http| {
+            http.put(url.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, size)
+                .body(body())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Puts the manifest `body` of `media_type` at `reference`'s tag (or digest).
+    pub(crate) async fn put_manifest(
+        &self,
+        reference: &Reference,
+        body: &[u8],
+        media_type: &str,
+    ) -> Result<(), Failure> {
+        let name = reference
+            .digest()
+            .or(reference.tag())
+            .unwrap_or("latest")
+            .to_owned();
+        let url = self.url(reference, "manifests", &name);
+        self.send(reference, RegistryOperation::Push, |http| {
+            http.put(&url)
+                .header(CONTENT_TYPE, media_type)
+                .body(body.to_vec())
+        })
+        .await?;
+        Ok(())
     }
 }
 

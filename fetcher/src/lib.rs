@@ -104,8 +104,8 @@ pub struct Fetcher {
     clients: Mutex<HashMap<String, Client>>,
     /// What each loopback registry speaks, probed once.
     schemes: Mutex<HashMap<String, &'static str>>,
-    /// One reader (manifests and blobs) per registry.
-    readers: Mutex<HashMap<String, Arc<http::Reader>>>,
+    /// How to speak to each registry, for manifests and blobs.
+    remotes: Mutex<HashMap<String, Arc<http::Remote>>>,
 }
 
 impl Fetcher {
@@ -120,7 +120,7 @@ impl Fetcher {
             progress: None,
             clients: Mutex::default(),
             schemes: Mutex::default(),
-            readers: Mutex::default(),
+            remotes: Mutex::default(),
         }
     }
 
@@ -159,11 +159,11 @@ impl Fetcher {
             .clone()
     }
 
-    /// The reader of `reference`'s registry.
-    fn reader(&self, reference: &Reference) -> Result<Arc<http::Reader>> {
+    /// How to speak to `reference`'s registry.
+    fn remote(&self, reference: &Reference) -> Result<Arc<http::Remote>> {
         let registry = reference.registry().to_owned();
-        if let Some(reader) = self.readers.lock().expect("reader map lock").get(&registry) {
-            return Ok(reader.clone());
+        if let Some(remote) = self.remotes.lock().expect("remote map lock").get(&registry) {
+            return Ok(remote.clone());
         }
         let http = self.new_http().map_err(|e| {
             Error::from_oci(
@@ -172,14 +172,14 @@ impl Fetcher {
                 self.scheme(reference),
             )
         })?;
-        let reader = Arc::new(http::Reader::new(
+        let remote = Arc::new(http::Remote::new(
             http,
             self.client(reference),
             self.auth(reference)?,
             self.scheme(reference),
         ));
-        let mut readers = self.readers.lock().expect("reader map lock");
-        Ok(readers.entry(registry).or_insert(reader).clone())
+        let mut remotes = self.remotes.lock().expect("remote map lock");
+        Ok(remotes.entry(registry).or_insert(remote).clone())
     }
 
     /// The PEM certificate authorities of `--ca-file` and `SSL_CERT_FILE`, those readable.
@@ -197,7 +197,7 @@ impl Fetcher {
             .collect()
     }
 
-    /// The HTTP client for reads, set up as oci-client sets up its own.
+    /// The HTTP client for manifests and blobs, set up as oci-client sets up its own.
     fn new_http(&self) -> Result<reqwest::Client, reqwest::Error> {
         let roots = self
             .extra_roots()

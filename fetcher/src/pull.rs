@@ -10,7 +10,7 @@ use oci_client::manifest::{
 };
 use wasm_oci_cache::{Digest, Ingest, Ingested, RefEntry};
 
-use crate::http::{Failure, Reader};
+use crate::http::Remote;
 use crate::manifest::{select_platform, wasm_layer};
 use crate::retry::{Backoff, Transient, with_retries};
 use crate::{Error, Fetcher, Result, Transfer};
@@ -42,13 +42,13 @@ impl Fetcher {
     /// Resolves `reference` in its registry and makes sure its wasm layer is in the cache.
     #[tracing::instrument(skip(self), fields(reference = %reference))]
     pub async fn pull(&self, reference: &Reference) -> Result<Pulled> {
-        let reader = self.reader(reference)?;
+        let remote = self.remote(reference)?;
         let scheme = self.scheme(reference);
         let name = reference.whole();
-        let failed = |f| failed(f, reference, scheme);
+        let failed = |f: crate::http::Failure| f.into_error(reference, scheme);
 
         let (mut bytes, mut digest) = with_retries("fetching the manifest", || {
-            reader.manifest(reference, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
+            remote.manifest(reference, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
         })
         .await
         .map_err(failed)?;
@@ -60,7 +60,7 @@ impl Fetcher {
                 tracing::debug!(digest = %entry.digest, "chose index entry");
                 let by_digest = reference.clone_with_digest(entry.digest.clone());
                 (bytes, digest) = with_retries("fetching the manifest", || {
-                    reader.manifest(&by_digest, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
+                    remote.manifest(&by_digest, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
                 })
                 .await
                 .map_err(failed)?;
@@ -85,7 +85,7 @@ impl Fetcher {
         let manifest_digest = parse_digest(&digest, &name)?;
 
         let (path, downloaded) = self
-            .fetch_blob(&reader, reference, layer, &layer_digest, size)
+            .fetch_blob(&remote, reference, layer, &layer_digest, size)
             .await?;
         // The config too, so that the cache holds the whole artifact (for save and inspect).
         let config_digest = parse_digest(&manifest.config.digest, &name)?;
@@ -100,7 +100,7 @@ impl Fetcher {
                 ),
             })?;
         self.fetch_blob(
-            &reader,
+            &remote,
             reference,
             &manifest.config,
             &config_digest,
@@ -131,7 +131,7 @@ impl Fetcher {
 
     async fn fetch_blob(
         &self,
-        reader: &Reader,
+        remote: &Remote,
         reference: &Reference,
         layer: &OciDescriptor,
         digest: &Digest,
@@ -156,7 +156,7 @@ impl Fetcher {
         let mut attempts = 1;
         let result = loop {
             let (returned, outcome) = self
-                .download(reader, reference, layer, size, writer, transfer.as_deref())
+                .download(remote, reference, layer, size, writer, transfer.as_deref())
                 .await;
             writer = returned;
             match outcome {
@@ -207,7 +207,7 @@ impl Fetcher {
     /// while the network keeps receiving.
     async fn download(
         &self,
-        reader: &Reader,
+        remote: &Remote,
         reference: &Reference,
         layer: &OciDescriptor,
         size: u64,
@@ -219,7 +219,7 @@ impl Fetcher {
         if offset == size {
             return (writer, Ok(()));
         }
-        let response = match reader.blob(reference, &layer.digest, offset).await {
+        let response = match remote.blob(reference, &layer.digest, offset).await {
             Ok((response, partial)) => {
                 if !partial && offset > 0 {
                     tracing::debug!(reference = %name, "the registry ignored the range; starting over");
@@ -232,7 +232,7 @@ impl Fetcher {
             Err(f) => {
                 let retry = f.is_transient();
                 let retry_after = f.retry_after();
-                let attempt = match (retry, failed(f, reference, self.scheme(reference))) {
+                let attempt = match (retry, f.into_error(reference, self.scheme(reference))) {
                     (true, Error::Unreachable { source, .. } | Error::Registry { source, .. }) => {
                         Attempt::Retry(std::io::Error::other(source), retry_after)
                     }
@@ -308,18 +308,6 @@ enum Attempt {
     Retry(std::io::Error, Option<std::time::Duration>),
     /// It cannot succeed by trying again.
     Fail(Error),
-}
-
-/// A failed read as our error.
-fn failed(f: Failure, reference: &Reference, scheme: &'static str) -> Error {
-    match f {
-        Failure::Request { error, .. } => Error::from_oci(error, reference, scheme),
-        Failure::Digest { expected, actual } => Error::DigestMismatch {
-            reference: reference.whole(),
-            expected,
-            actual,
-        },
-    }
 }
 
 /// Manifests are small JSON documents; a registry that sends megabytes is not to be trusted.

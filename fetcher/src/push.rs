@@ -5,9 +5,8 @@ use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use oci_client::Reference;
-use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
 use serde::Serialize;
 use serde_json::json;
@@ -19,6 +18,7 @@ use crate::manifest::{
 };
 use wasm_oci_cache::Digest;
 
+use crate::http::Failure;
 use crate::retry::with_retries;
 use crate::{Error, Fetcher, Result, Transfer};
 
@@ -120,62 +120,46 @@ impl Fetcher {
         };
         let config_digest = sha256(&config);
 
-        let client = self.client(reference);
+        let remote = self.remote(reference)?;
         let scheme = self.scheme(reference);
-        let oci_err = |e| Error::from_oci(e, reference, scheme);
-        // Registries need the repository's auth scope established before blob calls.
-        client
-            .auth(
-                reference,
-                &self.auth(reference)?,
-                oci_client::RegistryOperation::Push,
-            )
-            .await
-            .map_err(oci_err)?;
+        let failed = |f: Failure| f.into_error(reference, scheme);
 
         let exists = |digest: String| {
-            let client = &client;
+            let remote = &remote;
             with_retries("checking for a blob", move || {
                 let digest = digest.clone();
-                async move { client.blob_exists(reference, &digest).await }
+                async move { remote.blob_exists(reference, &digest).await }
             })
         };
-        if !exists(local.digest.clone()).await.map_err(oci_err)? {
+        if !exists(local.digest.clone()).await.map_err(failed)? {
             let name = reference.whole();
             let transfer: Option<Arc<dyn Transfer>> = self
                 .progress
                 .as_ref()
                 .map(|p| Arc::from(p.transfer(&name, &local.digest, Some(local.size))));
-            let uploaded = with_retries("uploading the wasm layer", || async {
-                // A fresh stream from the start of the file for every attempt.
-                let file = tokio::fs::File::open(path).await?;
-                if let Some(t) = &transfer {
-                    t.set_position(0);
-                }
-                let progress = transfer.clone();
-                let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
-                    .inspect_ok(move |chunk| {
-                        if let Some(t) = &progress {
-                            t.advance(chunk.len() as u64);
-                        }
-                    })
-                    .map_err(OciDistributionError::IoError);
-                client
-                    .push_blob_stream(reference, stream, &local.digest, Some(local.size))
-                    .await
+            let uploaded = with_retries("uploading the wasm layer", || {
+                remote.upload_blob(reference, &local.digest, local.size, || {
+                    // A fresh stream from the start of the file for every request.
+                    if let Some(t) = &transfer {
+                        t.set_position(0);
+                    }
+                    file_body(path, transfer.clone())
+                })
             })
             .await;
             if let Some(t) = &transfer {
                 t.finish();
             }
-            uploaded.map_err(oci_err)?;
+            uploaded.map_err(failed)?;
         }
-        if !exists(config_digest.clone()).await.map_err(oci_err)? {
+        if !exists(config_digest.clone()).await.map_err(failed)? {
             with_retries("uploading the config", || {
-                client.push_blob(reference, config.clone(), &config_digest)
+                remote.upload_blob(reference, &config_digest, config.len() as u64, || {
+                    config.clone().into()
+                })
             })
             .await
-            .map_err(oci_err)?;
+            .map_err(failed)?;
         }
 
         let mut manifest = json!({
@@ -199,14 +183,10 @@ impl Fetcher {
         let body = serde_json::to_vec(&manifest).expect("json values serialize");
         let digest = sha256(&body);
         with_retries("uploading the manifest", || {
-            client.push_manifest_raw(
-                reference,
-                body.clone(),
-                OCI_IMAGE_MEDIA_TYPE.parse().expect("a valid header value"),
-            )
+            remote.put_manifest(reference, &body, OCI_IMAGE_MEDIA_TYPE)
         })
         .await
-        .map_err(oci_err)?;
+        .map_err(failed)?;
         tracing::info!(%digest, bytes = local.size, "pushed");
         Ok(Pushed {
             reference: reference.whole(),
@@ -218,6 +198,24 @@ impl Fetcher {
             kind,
         })
     }
+}
+
+/// The file at `path` as a request body, read in 1 MiB chunks, reporting to `progress`.
+fn file_body(path: &Path, progress: Option<Arc<dyn Transfer>>) -> reqwest::Body {
+    let stream = match std::fs::File::open(path) {
+        Ok(file) => {
+            tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20)
+                .inspect_ok(move |chunk| {
+                    if let Some(t) = &progress {
+                        t.advance(chunk.len() as u64);
+                    }
+                })
+                .boxed()
+        }
+        // The request fails with it, and the try with the request.
+        Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+    };
+    reqwest::Body::wrap_stream(stream)
 }
 
 /// A local file's digest and size, read once in chunks, and what kind of wasm it is.

@@ -59,7 +59,7 @@ fn a_pull_asks_for_each_document_once_and_for_v2_once() {
 
 #[test]
 fn a_rate_limited_registry_is_waited_for_as_its_retry_after_says() {
-    let (_registry, proxy, reference, _dir) = setup(Fault::RateLimit(2));
+    let (registry, proxy, reference, dir) = setup(Fault::RateLimit(2));
     let cli = WasmOci::new();
     let started = Instant::now();
     let out = cli
@@ -82,6 +82,35 @@ fn a_rate_limited_registry_is_waited_for_as_its_retry_after_says() {
     let throttled = proxy.seen(|s| s.throttled);
     assert!(throttled <= 3, "{throttled} requests were refused");
     assert_cache_verifies(&cli);
+
+    // A push waits as it is asked to, too.
+    let proxy = Proxy::start(&registry.addr, Fault::RateLimit(2));
+    let module = dir.path().join("hello.wasm");
+    let started = Instant::now();
+    let out = cli
+        .command()
+        .args([
+            "push",
+            module.to_str().unwrap(),
+            &proxy.reference("pushed:v1"),
+        ])
+        .env("WASM_OCI_LOG", "warn")
+        .env_remove("WASM_OCI_LOG_FILE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(
+        stderr(&out).contains("retrying in 2s"),
+        "{}",
+        describe(&out)
+    );
+    let throttled = proxy.seen(|s| s.throttled);
+    assert!(throttled <= 3, "{throttled} requests were refused");
+    assert_eq!(
+        WasmOci::new().ok(&["run", &registry.reference("pushed:v1")]),
+        HELLO
+    );
 }
 
 #[test]
