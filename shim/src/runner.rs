@@ -211,7 +211,7 @@ impl Runner {
     ///
     /// The guest runs on this thread, in a runtime of its own: its host calls are
     /// asynchronous, so a guest waiting in one (a sleep, a read) can be stopped too, by
-    /// dropping the call (see [`until_stopped`]).
+    /// dropping the call.
     pub fn run(&self, path: &Path, loaded: &Loaded, options: &RunOptions) -> Result<Outcome> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
