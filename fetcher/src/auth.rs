@@ -60,25 +60,46 @@ pub fn config_key(registry: &str) -> &str {
     }
 }
 
+/// What to present to one registry.
+#[derive(Clone)]
+pub(crate) enum Login {
+    /// Nothing, or a user and password (which a bearer registry's token service takes).
+    Auth(RegistryAuth),
+    /// An OAuth2 refresh token (docker's `identitytoken`, as `az acr login` stores it),
+    /// exchanged at the registry's token service for access tokens.
+    IdentityToken(Secret),
+}
+
+impl Login {
+    /// What oci-client's handshake gets; an identity token is exchanged by us instead.
+    pub(crate) fn registry_auth(&self) -> RegistryAuth {
+        match self {
+            Login::Auth(auth) => auth.clone(),
+            Login::IdentityToken(_) => RegistryAuth::Anonymous,
+        }
+    }
+}
+
 impl Credentials {
     /// What to present to `registry`. Missing credentials mean anonymous access; a broken
     /// helper is an error, since silently going anonymous would hide it.
-    pub(crate) fn for_registry(&self, registry: &str) -> Result<RegistryAuth, Error> {
+    pub(crate) fn for_registry(&self, registry: &str) -> Result<Login, Error> {
+        let auth = |a| Ok(Login::Auth(a));
         match self {
-            Credentials::Anonymous => Ok(RegistryAuth::Anonymous),
-            Credentials::Explicit { username, password } => Ok(RegistryAuth::Basic(
+            Credentials::Anonymous => auth(RegistryAuth::Anonymous),
+            Credentials::Explicit { username, password } => auth(RegistryAuth::Basic(
                 username.clone(),
                 password.expose().to_owned(),
             )),
             Credentials::DockerConfig => {
                 use docker_credential::{CredentialRetrievalError as E, DockerCredential};
                 let Some(path) = docker_config_path() else {
-                    return Ok(RegistryAuth::Anonymous);
+                    return auth(RegistryAuth::Anonymous);
                 };
                 let file = match std::fs::File::open(&path) {
                     Ok(file) => file,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Ok(RegistryAuth::Anonymous);
+                        return auth(RegistryAuth::Anonymous);
                     }
                     Err(e) => {
                         return Err(Error::Credentials {
@@ -94,22 +115,24 @@ impl Credentials {
                 match found {
                     Ok(DockerCredential::UsernamePassword(user, pass)) => {
                         tracing::debug!(%registry, "using credentials from the docker config");
-                        Ok(RegistryAuth::Basic(user, pass))
+                        auth(RegistryAuth::Basic(user, pass))
                     }
-                    Ok(DockerCredential::IdentityToken(_)) => Err(Error::Credentials {
-                        registry: registry.to_owned(),
-                        reason: "the docker config holds an identity token, which wasm-oci cannot use yet; \
-                                 log in with a password or token: wasm-oci login"
-                            .into(),
-                    }),
-                    Err(E::NoCredentialConfigured | E::ConfigNotFound) => Ok(RegistryAuth::Anonymous),
+                    Ok(DockerCredential::IdentityToken(token)) => {
+                        tracing::debug!(%registry, "using an identity token from the docker config");
+                        Ok(Login::IdentityToken(Secret::new(token)))
+                    }
+                    Err(E::NoCredentialConfigured | E::ConfigNotFound) => {
+                        auth(RegistryAuth::Anonymous)
+                    }
                     Err(E::ConfigReadError) => Err(Error::Credentials {
                         registry: registry.to_owned(),
                         reason: format!("{} is not a valid docker config file", path.display()),
                     }),
                     // Helpers answer "credentials not found" with a failure: that is anonymous too.
-                    Err(E::HelperFailure { stdout, .. }) if stdout.contains("credentials not found") => {
-                        Ok(RegistryAuth::Anonymous)
+                    Err(E::HelperFailure { stdout, .. })
+                        if stdout.contains("credentials not found") =>
+                    {
+                        auth(RegistryAuth::Anonymous)
                     }
                     Err(e) => Err(Error::Credentials {
                         registry: registry.to_owned(),

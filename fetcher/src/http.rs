@@ -18,6 +18,7 @@ use reqwest::header::{
 use wasm_oci_cache::Digest;
 
 use crate::Error;
+use crate::auth::{Login, Secret};
 use crate::retry::Transient;
 
 /// A request that did not succeed.
@@ -104,6 +105,8 @@ pub(crate) struct Remote {
     /// For the handshake.
     oci: Client,
     auth: RegistryAuth,
+    /// An identity token, exchanged by us (see [`Remote::exchange`]) instead of the handshake.
+    identity: Option<Secret>,
     scheme: &'static str,
     wants: tokio::sync::Mutex<Option<Wants>>,
     /// Bearer tokens by repository and operation, as `Authorization` values.
@@ -114,13 +117,17 @@ impl Remote {
     pub(crate) fn new(
         http: reqwest::Client,
         oci: Client,
-        auth: RegistryAuth,
+        login: Login,
         scheme: &'static str,
     ) -> Self {
         Self {
             http,
             oci,
-            auth,
+            auth: login.registry_auth(),
+            identity: match login {
+                Login::IdentityToken(token) => Some(token),
+                Login::Auth(_) => None,
+            },
             scheme,
             wants: tokio::sync::Mutex::default(),
             tokens: std::sync::Mutex::default(),
@@ -184,7 +191,10 @@ impl Remote {
         reference: &Reference,
         op: RegistryOperation,
     ) -> Result<Option<HeaderValue>, Failure> {
-        let token = self.oci.auth(reference, &self.auth, op).await?;
+        let token = match &self.identity {
+            Some(identity) => self.exchange(reference, op, identity).await?,
+            None => self.oci.auth(reference, &self.auth, op).await?,
+        };
         let value = token.and_then(|t| sensitive(&format!("Bearer {t}")));
         if let Some(v) = &value {
             self.tokens
@@ -193,6 +203,62 @@ impl Remote {
                 .insert((reference.repository().to_owned(), op), v.clone());
         }
         Ok(value)
+    }
+
+    /// Exchanges an identity token (an OAuth2 refresh token) for an access token to `op` on
+    /// `reference`'s repository, as docker does: the registry's `/v2/` names the token service
+    /// in its Bearer challenge, which takes a `refresh_token` grant by POST. `None` when the
+    /// registry asks for no token.
+    async fn exchange(
+        &self,
+        reference: &Reference,
+        op: RegistryOperation,
+        identity: &Secret,
+    ) -> Result<Option<String>, Failure> {
+        let registry = reference.resolve_registry();
+        let probe = self
+            .http
+            .get(format!("{}://{registry}/v2/", self.scheme))
+            .send()
+            .await?;
+        let challenge = probe
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_challenge);
+        let Some((realm, service)) = challenge else {
+            return Ok(None);
+        };
+        let actions = match op {
+            RegistryOperation::Pull => "pull",
+            RegistryOperation::Push => "pull,push",
+        };
+        let scope = format!("repository:{}:{actions}", reference.repository());
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", identity.expose()),
+            ("scope", scope.as_str()),
+            ("client_id", "wasm-oci"),
+        ];
+        if let Some(service) = &service {
+            form.push(("service", service));
+        }
+        let response = self.http.post(&realm).form(&form).send().await?;
+        if !response.status().is_success() {
+            return Err(failure(response).await);
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            access_token: Option<String>,
+            token: Option<String>,
+        }
+        let answer: Answer = serde_json::from_slice(&read_at_most(response, 1 << 20).await?)
+            .map_err(|e| {
+                OciDistributionError::SpecViolationError(format!(
+                    "the token service at {realm} answered with no token: {e}"
+                ))
+            })?;
+        Ok(answer.access_token.or(answer.token))
     }
 
     /// Sends the request `build` makes (once more, with a renewed token, when a bearer token
@@ -378,6 +444,22 @@ impl Remote {
     }
 }
 
+/// The realm and service of a `WWW-Authenticate: Bearer realm="...",service="..."` header.
+fn bearer_challenge(header: &str) -> Option<(String, Option<String>)> {
+    let challenges = http_auth::parse_challenges(header).ok()?;
+    let bearer = challenges
+        .iter()
+        .find(|c| c.scheme.eq_ignore_ascii_case("bearer"))?;
+    let param = |name: &str| {
+        bearer
+            .params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_unescaped())
+    };
+    Some((param("realm")?, param("service")))
+}
+
 fn sensitive(value: &str) -> Option<HeaderValue> {
     let mut value = HeaderValue::from_str(value).ok()?;
     value.set_sensitive(true);
@@ -441,6 +523,25 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_challenges_name_their_token_service() {
+        assert_eq!(
+            bearer_challenge(
+                r#"Bearer realm="https://auth.example/token",service="registry.example""#
+            ),
+            Some((
+                "https://auth.example/token".to_owned(),
+                Some("registry.example".to_owned())
+            ))
+        );
+        assert_eq!(
+            bearer_challenge(r#"Basic realm="x", Bearer realm="https://t/""#),
+            Some(("https://t/".to_owned(), None))
+        );
+        assert_eq!(bearer_challenge(r#"Basic realm="registry""#), None);
+        assert_eq!(bearer_challenge("Bearer service=x"), None);
+    }
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {

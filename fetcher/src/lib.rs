@@ -214,7 +214,7 @@ impl Fetcher {
     }
 
     /// What to present to the registry of `reference`.
-    fn auth(&self, reference: &Reference) -> Result<oci_client::secrets::RegistryAuth> {
+    fn auth(&self, reference: &Reference) -> Result<auth::Login> {
         self.options.credentials.for_registry(reference.registry())
     }
 
@@ -296,7 +296,7 @@ impl Fetcher {
         );
         let client = self.client(&probe);
         let scheme = self.scheme(&probe);
-        let auth = self.auth(&probe)?;
+        let auth = self.auth(&probe)?.registry_auth();
         client
             .auth(&probe, &auth, oci_client::RegistryOperation::Pull)
             .await

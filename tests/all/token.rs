@@ -20,6 +20,8 @@ use crate::support::{Registry, WasmOci, describe, openssl, output_with_stdin, st
 
 const USER: &str = "alice";
 const PASSWORD: &str = "t0ken-Pa55";
+/// What `az acr login` leaves in docker's config: an OAuth2 refresh token.
+const IDENTITY_TOKEN: &str = "refresh-t0ken-for-alice";
 const SERVICE: &str = "wasm-oci-test";
 const ISSUER: &str = "wasm-oci-test-issuer";
 
@@ -112,20 +114,26 @@ fn start_token_server(dir: &Path) -> TokenServer {
             let mut request_line = String::new();
             reader.read_line(&mut request_line).unwrap();
             let mut authorization = None;
+            let mut length = 0;
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap() == 0 || line.trim().is_empty() {
                     break;
                 }
-                if let Some((k, v)) = line.split_once(':')
-                    && k.eq_ignore_ascii_case("authorization")
-                {
-                    authorization = Some(v.trim().to_owned());
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("authorization") {
+                        authorization = Some(v.trim().to_owned());
+                    } else if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
                 }
             }
+            let mut body = vec![0; length];
+            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
             let response = answer(
                 &request_line,
                 authorization.as_deref(),
+                &String::from_utf8_lossy(&body),
                 &key,
                 &x5c,
                 &rng,
@@ -142,31 +150,49 @@ fn start_token_server(dir: &Path) -> TokenServer {
     }
 }
 
-/// One token request: `GET /token?service=..&scope=repository:NAME:ACTIONS`.
+/// One token request: `GET /token?service=..&scope=repository:NAME:ACTIONS` with optional
+/// basic credentials, or the OAuth2 form docker sends for an identity token: `POST /token`
+/// with `grant_type=refresh_token&refresh_token=..&scope=..`.
 fn answer(
     request_line: &str,
     authorization: Option<&str>,
+    form: &str,
     key: &EcdsaKeyPair,
     x5c: &str,
     rng: &ring::rand::SystemRandom,
     issued: &AtomicU32,
 ) -> String {
-    let expected = format!("Basic {}", STANDARD.encode(format!("{USER}:{PASSWORD}")));
-    let user = match authorization {
-        None => None,
-        Some(a) if a == expected => Some(USER),
-        Some(_) => {
-            let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
-            return format!(
-                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    let refused = || {
+        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
+        format!(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
     };
-    let query = request_line.split_whitespace().nth(1).unwrap_or_default();
-    let query = query.split_once('?').map_or("", |(_, q)| q);
+    let expected = format!("Basic {}", STANDARD.encode(format!("{USER}:{PASSWORD}")));
+    let (user, params) = if request_line.starts_with("POST ") {
+        let granted = form.split('&').any(|p| p == "grant_type=refresh_token")
+            && form
+                .split('&')
+                .any(|p| p == format!("refresh_token={IDENTITY_TOKEN}"));
+        if !granted {
+            return refused();
+        }
+        (Some(USER), form.to_owned())
+    } else {
+        let user = match authorization {
+            None => None,
+            Some(a) if a == expected => Some(USER),
+            Some(_) => return refused(),
+        };
+        let query = request_line.split_whitespace().nth(1).unwrap_or_default();
+        (
+            user,
+            query.split_once('?').map_or("", |(_, q)| q).to_owned(),
+        )
+    };
     let mut access = Vec::new();
-    for param in query.split('&') {
+    for param in params.split('&') {
         let Some(scope) = param.strip_prefix("scope=") else {
             continue;
         };
@@ -218,6 +244,7 @@ fn answer(
 
 fn token_registry() -> (Registry, TokenServer, tempfile::TempDir) {
     crate::support::secret(PASSWORD);
+    crate::support::secret(IDENTITY_TOKEN);
     crate::support::secret(&STANDARD.encode(format!("{USER}:{PASSWORD}")));
     let keys = tempfile::tempdir().unwrap();
     let server = start_token_server(keys.path());
@@ -298,4 +325,50 @@ fn a_bearer_token_registry_works_anonymously_and_with_credentials() {
         describe(&out)
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
+}
+
+#[test]
+fn an_identity_token_in_the_docker_config_is_exchanged_for_access() {
+    let (registry, _server, _keys) = token_registry();
+    let hello = testdata("hello.wasm");
+    let private = registry.reference("team/hello:v1");
+    let cli = WasmOci::new();
+    let docker = tempfile::tempdir().unwrap();
+    let config = |token: &str| {
+        fs::write(
+            docker.path().join("config.json"),
+            serde_json::json!({ "auths": { &registry.addr: { "identitytoken": token } } })
+                .to_string(),
+        )
+        .unwrap();
+    };
+    let with_config = |args: &[&str]| {
+        cli.command()
+            .args(args)
+            .env("DOCKER_CONFIG", docker.path())
+            .output()
+            .unwrap()
+    };
+
+    // Push and pull a private repository with nothing but the identity token.
+    config(IDENTITY_TOKEN);
+    let out = with_config(&["push", hello.to_str().unwrap(), &private]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = with_config(&["run", "--pull", "always", &private]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello from WebAssembly!\n",
+        "{}",
+        describe(&out)
+    );
+
+    // A token the service does not know is refused, and the refusal says where to log in.
+    config("not-the-token");
+    let out = with_config(&["run", "--pull", "always", &private]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("refused access"),
+        "{}",
+        describe(&out)
+    );
 }
