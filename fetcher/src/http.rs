@@ -289,6 +289,12 @@ impl Remote {
         }
     }
 
+    /// The manifest URL of `reference`: by digest when it names one, else by tag.
+    fn manifest_url(&self, reference: &Reference) -> String {
+        let name = reference.digest().or(reference.tag()).unwrap_or("latest");
+        self.url(reference, "manifests", name)
+    }
+
     fn url(&self, reference: &Reference, kind: &str, name: &str) -> String {
         format!(
             "{}://{}/v2/{}/{kind}/{name}",
@@ -307,12 +313,7 @@ impl Remote {
         accept: &[&str],
         limit: u64,
     ) -> Result<(Vec<u8>, String), Failure> {
-        let name = reference
-            .digest()
-            .or(reference.tag())
-            .unwrap_or("latest")
-            .to_owned();
-        let url = self.url(reference, "manifests", &name);
+        let url = self.manifest_url(reference);
         let accept = HeaderValue::from_str(&accept.join(", ")).expect("media types are ASCII");
         let response = self
             .send(reference, RegistryOperation::Pull, |http| {
@@ -428,12 +429,7 @@ impl Remote {
         body: &[u8],
         media_type: &str,
     ) -> Result<(), Failure> {
-        let name = reference
-            .digest()
-            .or(reference.tag())
-            .unwrap_or("latest")
-            .to_owned();
-        let url = self.url(reference, "manifests", &name);
+        let url = self.manifest_url(reference);
         self.send(reference, RegistryOperation::Push, |http| {
             http.put(&url)
                 .header(CONTENT_TYPE, media_type)

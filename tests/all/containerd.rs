@@ -152,6 +152,15 @@ open(out, "wb").write(tar_bytes(entries))
         assert!(out.status.success(), "import: {}", describe(&out));
     }
 
+    /// Imports `docker.io/library/wasmhello:v1`: hello.wasm at `/`, its entrypoint.
+    fn import_hello(&self) {
+        self.import(
+            "docker.io/library/wasmhello:v1",
+            &[("hello.wasm", &testdata("hello.wasm"))],
+            &["/hello.wasm"],
+        );
+    }
+
     /// Waits until task `id` is STOPPED, for at most 10 s.
     fn wait_stopped(&self, id: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -404,11 +413,7 @@ fn the_shim_pulls_from_a_private_tls_registry_with_docker_credentials() {
     )
     .unwrap();
     let c = Containerd::start_with_env(&[("DOCKER_CONFIG", docker.path()), ("SSL_CERT_FILE", &ca)]);
-    c.import(
-        "docker.io/library/wasmhello:v1",
-        &[("hello.wasm", &testdata("hello.wasm"))],
-        &["/hello.wasm"],
-    );
+    c.import_hello();
     let annotation = format!("io.wasm-oci.reference={reference}");
     let out = c.run(
         &["--label", &annotation, "--label", "io.wasm-oci.pull=always"],
@@ -429,11 +434,7 @@ fn the_shim_pulls_from_a_private_tls_registry_with_docker_credentials() {
 #[test]
 fn ctr_runs_wasm_through_the_shim() {
     let c = Containerd::start();
-    c.import(
-        "docker.io/library/wasmhello:v1",
-        &[("hello.wasm", &testdata("hello.wasm"))],
-        &["/hello.wasm"],
-    );
+    c.import_hello();
     c.import(
         "docker.io/library/probe:v1",
         &[("probe.wasm", &guests().probe)],
@@ -512,11 +513,7 @@ fn the_reference_annotation_pulls_into_the_shared_cache() {
     let reference = registry.reference("tools/probe:v1");
     WasmOci::new().ok(&["push", guests().probe.to_str().unwrap(), &reference]);
     let c = Containerd::start();
-    c.import(
-        "docker.io/library/wasmhello:v1",
-        &[("hello.wasm", &testdata("hello.wasm"))],
-        &["/hello.wasm"],
-    );
+    c.import_hello();
     let annotation = format!("io.wasm-oci.reference={reference}");
     let out = c.run(
         &["--label", &annotation],
@@ -575,11 +572,7 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
         &[("probe.wasm", &guests().probe)],
         &["/probe.wasm"],
     );
-    c.import(
-        "docker.io/library/wasmhello:v1",
-        &[("hello.wasm", &testdata("hello.wasm"))],
-        &["/hello.wasm"],
-    );
+    c.import_hello();
     let out = c.ctr(&[
         "run",
         "-d",

@@ -2,7 +2,7 @@
 //! and the cache passes `cache verify` after each. Also many processes at once, and kills.
 
 use std::fs;
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::proxy::{Fault, Proxy};
@@ -57,59 +57,57 @@ fn a_pull_asks_for_each_document_once_and_for_v2_once() {
     assert!(probes <= 2, "{probes} requests for /v2/");
 }
 
+/// Runs wasm-oci with `args` (`{}` standing for a reference through a rate-limiting proxy
+/// in front of `registry`): it must succeed after waiting the 2 s the `Retry-After` said,
+/// having been refused no more than `refusals` times.
+fn waits_as_told(cli: &WasmOci, registry: &Registry, args: &[&str], refusals: u32) -> Output {
+    let proxy = Proxy::start(&registry.addr, Fault::RateLimit(2));
+    let reference = proxy.reference("hello:v1");
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| if *a == "{}" { reference.as_str() } else { a })
+        .collect();
+    let started = Instant::now();
+    let out = cli
+        .command()
+        .args(&args)
+        .env("WASM_OCI_LOG", "warn")
+        .env_remove("WASM_OCI_LOG_FILE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(
+        stderr(&out).contains("retrying in 2s"),
+        "{args:?}: {}",
+        describe(&out)
+    );
+    let refused = proxy.seen(|s| s.throttled);
+    assert!(
+        refused <= refusals,
+        "{args:?}: {refused} requests were refused"
+    );
+    out
+}
+
 #[test]
 fn a_rate_limited_registry_is_waited_for_as_its_retry_after_says() {
-    let (registry, proxy, reference, dir) = setup(Fault::RateLimit(2));
+    let (registry, _proxy, _reference, dir) = setup(Fault::None);
+    // The scheme probe, the handshake and one request; backoff alone (0.1 s, 0.2 s, 0.4 s,
+    // ...) would have asked four or five times more within the two seconds.
     let cli = WasmOci::new();
-    let started = Instant::now();
-    let out = cli
-        .command()
-        .args(["run", &reference])
-        .env("WASM_OCI_LOG", "warn")
-        .env_remove("WASM_OCI_LOG_FILE")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    let out = waits_as_told(&cli, &registry, &["run", "{}"], 3);
     assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
-    assert!(started.elapsed() >= Duration::from_secs(2));
-    assert!(
-        stderr(&out).contains("retrying in 2s"),
-        "{}",
-        describe(&out)
-    );
-    // The scheme probe, the handshake and one manifest request; backoff alone (0.1 s, 0.2 s,
-    // 0.4 s, ...) would have asked four or five times more within the two seconds.
-    let throttled = proxy.seen(|s| s.throttled);
-    assert!(throttled <= 3, "{throttled} requests were refused");
     assert_cache_verifies(&cli);
-
-    // A push waits as it is asked to, too.
-    let proxy = Proxy::start(&registry.addr, Fault::RateLimit(2));
-    let module = dir.path().join("hello.wasm");
-    let started = Instant::now();
-    let out = cli
-        .command()
-        .args([
-            "push",
-            module.to_str().unwrap(),
-            &proxy.reference("pushed:v1"),
-        ])
-        .env("WASM_OCI_LOG", "warn")
-        .env_remove("WASM_OCI_LOG_FILE")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
-    assert!(started.elapsed() >= Duration::from_secs(2));
-    assert!(
-        stderr(&out).contains("retrying in 2s"),
-        "{}",
-        describe(&out)
-    );
-    let throttled = proxy.seen(|s| s.throttled);
-    assert!(throttled <= 3, "{throttled} requests were refused");
-    assert_eq!(
-        WasmOci::new().ok(&["run", &registry.reference("pushed:v1")]),
-        HELLO
+    // A push (of new blobs: uploads, not only existence checks) waits as it is told, too.
+    let module = dir.path().join("other.wasm");
+    fs::write(&module, padded_hello(1 << 19)).unwrap();
+    let pusher = WasmOci::new();
+    waits_as_told(
+        &pusher,
+        &registry,
+        &["push", module.to_str().unwrap(), "{}"],
+        3,
     );
 }
 
