@@ -8,13 +8,13 @@
 
 pub mod auth;
 mod error;
-mod http;
 mod inspect;
 pub mod layout;
 mod manifest;
 mod pull;
 mod push;
 mod reference;
+mod registry;
 mod retry;
 
 use std::collections::HashMap;
@@ -105,7 +105,7 @@ pub struct Fetcher {
     /// What each loopback registry speaks, probed once.
     schemes: Mutex<HashMap<String, &'static str>>,
     /// How to speak to each registry, for manifests and blobs.
-    remotes: Mutex<HashMap<String, Arc<http::Remote>>>,
+    remotes: Mutex<HashMap<String, Arc<registry::Registry>>>,
 }
 
 impl Fetcher {
@@ -160,7 +160,7 @@ impl Fetcher {
     }
 
     /// How to speak to `reference`'s registry.
-    fn remote(&self, reference: &Reference) -> Result<Arc<http::Remote>> {
+    fn remote(&self, reference: &Reference) -> Result<Arc<registry::Registry>> {
         let registry = reference.registry().to_owned();
         if let Some(remote) = self.remotes.lock().expect("remote map lock").get(&registry) {
             return Ok(remote.clone());
@@ -172,7 +172,7 @@ impl Fetcher {
                 self.scheme(reference),
             )
         })?;
-        let remote = Arc::new(http::Remote::new(
+        let remote = Arc::new(registry::Registry::new(
             http,
             self.client(reference),
             self.auth(reference)?,

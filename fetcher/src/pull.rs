@@ -10,8 +10,8 @@ use oci_client::manifest::{
 };
 use wasm_oci_cache::{Digest, Ingest, Ingested, RefEntry};
 
-use crate::http::Remote;
 use crate::manifest::{select_platform, wasm_layer};
+use crate::registry::Registry;
 use crate::retry::{Backoff, Transient, with_retries};
 use crate::{Error, Fetcher, Result, Transfer};
 
@@ -45,7 +45,7 @@ impl Fetcher {
         let remote = self.remote(reference)?;
         let scheme = self.scheme(reference);
         let name = reference.whole();
-        let failed = |f: crate::http::Failure| f.into_error(reference, scheme);
+        let failed = |f: crate::registry::Failure| f.into_error(reference, scheme);
 
         let (mut bytes, mut digest) = with_retries("fetching the manifest", || {
             remote.manifest(reference, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
@@ -131,7 +131,7 @@ impl Fetcher {
 
     async fn fetch_blob(
         &self,
-        remote: &Remote,
+        remote: &Registry,
         reference: &Reference,
         layer: &OciDescriptor,
         digest: &Digest,
@@ -207,7 +207,7 @@ impl Fetcher {
     /// while the network keeps receiving.
     async fn download(
         &self,
-        remote: &Remote,
+        remote: &Registry,
         reference: &Reference,
         layer: &OciDescriptor,
         size: u64,

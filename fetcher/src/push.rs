@@ -18,7 +18,7 @@ use crate::manifest::{
 };
 use wasm_oci_cache::Digest;
 
-use crate::http::Failure;
+use crate::registry::Failure;
 use crate::retry::with_retries;
 use crate::{Error, Fetcher, Result, Transfer};
 

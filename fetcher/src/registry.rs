@@ -100,12 +100,12 @@ enum Wants {
 }
 
 /// Speaks to one registry.
-pub(crate) struct Remote {
+pub(crate) struct Registry {
     http: reqwest::Client,
     /// For the handshake.
     oci: Client,
     auth: RegistryAuth,
-    /// An identity token, exchanged by us (see [`Remote::exchange`]) instead of the handshake.
+    /// An identity token, exchanged by us (see [`Registry::exchange`]) instead of the handshake.
     identity: Option<Secret>,
     scheme: &'static str,
     wants: tokio::sync::Mutex<Option<Wants>>,
@@ -113,7 +113,7 @@ pub(crate) struct Remote {
     tokens: std::sync::Mutex<BTreeMap<(String, RegistryOperation), HeaderValue>>,
 }
 
-impl Remote {
+impl Registry {
     pub(crate) fn new(
         http: reqwest::Client,
         oci: Client,
@@ -362,7 +362,7 @@ impl Remote {
     }
 }
 
-impl Remote {
+impl Registry {
     /// Whether the repository of `reference` has the blob `digest`.
     pub(crate) async fn blob_exists(
         &self,
