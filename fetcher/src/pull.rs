@@ -84,10 +84,9 @@ impl Fetcher {
         })?;
         let manifest_digest = parse_digest(&digest, &name)?;
 
-        let (path, downloaded) = self
-            .fetch_blob(&remote, reference, layer, &layer_digest, size)
-            .await?;
-        // The config too, so that the cache holds the whole artifact (for save and inspect).
+        // The config too, so that the cache holds the whole artifact (for save and inspect),
+        // fetched alongside the layer: on a slow link a round trip saved is worth more than
+        // the bandwidth the small config takes from the layer.
         let config_digest = parse_digest(&manifest.config.digest, &name)?;
         let config_size = u64::try_from(manifest.config.size)
             .ok()
@@ -99,14 +98,18 @@ impl Fetcher {
                     manifest.config.size
                 ),
             })?;
-        self.fetch_blob(
-            &remote,
-            reference,
-            &manifest.config,
-            &config_digest,
-            config_size,
-        )
-        .await?;
+        let (layer_fetched, config_fetched) = tokio::join!(
+            self.fetch_blob(&remote, reference, layer, &layer_digest, size),
+            self.fetch_blob(
+                &remote,
+                reference,
+                &manifest.config,
+                &config_digest,
+                config_size,
+            ),
+        );
+        let (path, downloaded) = layer_fetched?;
+        config_fetched?;
         self.cache.insert(&bytes)?;
         let entry = RefEntry {
             reference: name,

@@ -1,5 +1,5 @@
 //! A fault-injecting HTTP proxy in front of the test registry, on loopback: it forwards one
-//! request per connection and can cut or stall the first blob download and hide range requests.
+//! request per connection and can cut or stall the first layer download and hide range requests.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -8,13 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Blob bodies over this size are layers, which the blob faults act on.
+const LARGE: usize = 64 << 10;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// Forward everything faithfully.
     None,
-    /// Send half of the first blob body, then close the connection.
+    /// Send half of the first layer's body (a blob over 64 KiB), then close the connection.
     CutFirstBlob,
-    /// Send half of the first blob body, then hang until the proxy is dropped.
+    /// Send half of the first layer's body, then hang until the proxy is dropped.
     StallFirstBlob,
     /// Answer every other request for the same URL with 503, starting with the first,
     /// without asking the registry.
@@ -26,13 +29,13 @@ pub enum Fault {
     /// A rate limit: for N seconds from the first request, answer everything with 429 and
     /// `Retry-After` saying how long is left.
     RateLimit(u64),
-    /// Send half of every blob body, then close the connection.
+    /// Send half of every layer's body, then close the connection.
     CutEveryBlob,
     /// Flip a byte in every blob body.
     CorruptBlobs,
-    /// For the first blob, claim a Content-Length of half the body and send that half.
+    /// For the first layer, claim a Content-Length of half the body and send that half.
     ShortFirstBlob,
-    /// For the first blob, claim a Content-Length larger than the body, send it, and close.
+    /// For the first layer, claim a Content-Length larger than the body, send it, and close.
     LongFirstBlob,
 }
 
@@ -43,7 +46,7 @@ pub struct Seen {
     /// `Range` headers of blob requests that resume, as received; `bytes=0-` asks for the
     /// whole blob (wasm-oci always sends a range) and is not among them.
     pub ranges: Vec<String>,
-    /// Whether the first blob's first half went out.
+    /// Whether the first layer's first half went out.
     pub half_sent: bool,
     /// Request lines of blob downloads.
     pub blob_gets: Vec<String>,
@@ -279,7 +282,9 @@ fn serve(
         response.get(split + 4..).unwrap_or_default(),
     );
     let status_ok = resp_head.starts_with(b"HTTP/1.1 20") || resp_head.starts_with(b"HTTP/1.0 20");
-    let first_blob = is_blob_get && status_ok && {
+    // The first wasm layer: configs and manifests are small, and the layer of a pull may be
+    // asked for before or after its config, which is fetched alongside.
+    let first_blob = is_blob_get && status_ok && resp_body.len() > LARGE && {
         let mut s = seen.lock().unwrap();
         s.blob_responses += 1;
         s.blob_responses == 1
@@ -317,7 +322,7 @@ fn serve(
     }
     let cut = match f {
         Fault::CutFirstBlob | Fault::StallFirstBlob => first_blob,
-        Fault::CutEveryBlob => is_blob_get && ok && resp_body.len() > 1,
+        Fault::CutEveryBlob => is_blob_get && ok && resp_body.len() > LARGE,
         _ => false,
     };
     if cut {
