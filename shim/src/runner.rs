@@ -217,7 +217,11 @@ impl Runner {
             .enable_time()
             .build()
             .map_err(|e| Error::Engine { source: e.into() })?;
-        runtime.block_on(self.run_async(path, loaded, options))
+        let outcome = runtime.block_on(self.run_async(path, loaded, options));
+        // A read of a stopped guest's stdin may still wait on the blocking pool: it ends with
+        // its input, and this thread does not wait for it.
+        runtime.shutdown_background();
+        outcome
     }
 
     async fn run_async(
@@ -511,12 +515,15 @@ impl Limits {
 }
 
 fn wasi_ctx(options: &RunOptions) -> Result<WasiCtxBuilder> {
-    use wasmtime_wasi::cli::{InputFile, OutputFile};
+    use wasmtime_wasi::cli::{AsyncStdinStream, OutputFile};
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdio().args(&options.args).envs(&options.env);
     let io_err = |e: std::io::Error| Error::Engine { source: e.into() };
     if let Some(f) = &options.stdin {
-        wasi.stdin(InputFile::new(f.try_clone().map_err(io_err)?));
+        // Read on tokio's blocking pool, not on the guest's thread, so that a guest waiting
+        // for input can still be stopped (see `Runner::run`).
+        let file = tokio::fs::File::from_std(f.try_clone().map_err(io_err)?);
+        wasi.stdin(AsyncStdinStream::new(file));
     }
     if let Some(f) = &options.stdout {
         wasi.stdout(OutputFile::new(f.try_clone().map_err(io_err)?));

@@ -717,6 +717,56 @@ fn sigterm_the_preopens_annotation_the_memory_limit_and_events() {
         started.elapsed()
     );
 
+    // ... and one waiting for input that never comes (`ctr run` passes its stdin, held open).
+    let mut waiting = c
+        .ctr_command(&[
+            "run",
+            "--rm",
+            "--snapshotter",
+            "native",
+            "--runtime",
+            RUNTIME,
+            image,
+            "reading",
+            "/probe.wasm",
+            "stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _held_open = waiting.stdin.take();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let killed = c.ctr(&["tasks", "kill", "reading"]);
+    if !killed.status.success() {
+        let _ = waiting.kill();
+        let out = waiting.wait_with_output().unwrap();
+        panic!(
+            "kill: {}\nctr run: {}\n{}",
+            describe(&killed),
+            describe(&out),
+            c.log()
+        );
+    }
+    let status = loop {
+        if let Some(status) = waiting.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = waiting.kill();
+            panic!("a guest waiting for stdin was not stopped: {}", c.log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(143));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
     // The task events containerd saw from the shim.
     std::thread::sleep(Duration::from_millis(300));
     let _ = events.kill();

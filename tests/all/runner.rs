@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::{Registry, WasmOci, describe, guests, stderr};
@@ -240,6 +241,30 @@ fn a_guest_that_loops_forever_is_stopped_by_timeout() {
         let err = stderr(&out);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains("longer than its timeout of 1s"), "{err}");
+    }
+    // Waiting for input that never comes: stdin stays open and nothing is written.
+    for reference in [&p.module, &p.component] {
+        let mut child = cli
+            .command()
+            .args(["run", "--timeout", "1s", reference, "--", "stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _held_open = child.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{reference}: a guest waiting for stdin outlived its timeout");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(124), "{reference}");
     }
     let out = cli.run(&["run", "--fuel", "100000", &p.module, "--", "spin"]);
     assert_eq!(out.status.code(), Some(134), "{}", describe(&out));
