@@ -170,31 +170,25 @@ fn login_writes_docker_config_and_logout_removes_it() {
         cmd
     };
 
-    let mut cmd = docker(cli.command());
-    cmd.args([
-        "login",
-        &registry.addr,
-        "--ca-file",
-        ca,
-        "--username",
-        USER,
-        "--password-stdin",
-    ]);
-    let out = output_with_stdin(cmd, "wrong-password");
+    let login = |password: &str| {
+        let mut cmd = docker(cli.command());
+        cmd.args([
+            "login",
+            &registry.addr,
+            "--ca-file",
+            ca,
+            "--username",
+            USER,
+            "--password-stdin",
+        ]);
+        output_with_stdin(cmd, password)
+    };
+
+    let out = login("wrong-password");
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(!config.exists(), "nothing is stored for a failed login");
 
-    let mut cmd = docker(cli.command());
-    cmd.args([
-        "login",
-        &registry.addr,
-        "--ca-file",
-        ca,
-        "--username",
-        USER,
-        "--password-stdin",
-    ]);
-    let out = output_with_stdin(cmd, PASSWORD);
+    let out = login(PASSWORD);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
         stderr(&out).contains("Login Succeeded"),

@@ -732,34 +732,17 @@ fn sigterm_the_preopens_annotation_the_memory_limit_and_events() {
             "stdin",
         ])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let _held_open = waiting.stdin.take();
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     let killed = c.ctr(&["tasks", "kill", "reading"]);
-    if !killed.status.success() {
-        let _ = waiting.kill();
-        let out = waiting.wait_with_output().unwrap();
-        panic!(
-            "kill: {}\nctr run: {}\n{}",
-            describe(&killed),
-            describe(&out),
-            c.log()
-        );
-    }
-    let status = loop {
-        if let Some(status) = waiting.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            let _ = waiting.kill();
-            panic!("a guest waiting for stdin was not stopped: {}", c.log());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    assert!(killed.status.success(), "{}", describe(&killed));
+    let status = crate::support::exit_within(&mut waiting, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("a guest waiting for stdin was not stopped: {}", c.log()));
     assert_eq!(status.code(), Some(143));
     assert!(
         started.elapsed() < Duration::from_secs(3),

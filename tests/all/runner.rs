@@ -253,17 +253,10 @@ fn a_guest_that_loops_forever_is_stopped_by_timeout() {
             .spawn()
             .unwrap();
         let _held_open = child.stdin.take();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{reference}: a guest waiting for stdin outlived its timeout");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = crate::support::exit_within(&mut child, Duration::from_secs(10))
+            .unwrap_or_else(|| {
+                panic!("{reference}: a guest waiting for stdin outlived its timeout")
+            });
         assert_eq!(status.code(), Some(124), "{reference}");
     }
     let out = cli.run(&["run", "--fuel", "100000", &p.module, "--", "spin"]);
