@@ -10,6 +10,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
+use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 
 use crate::{Cache, Digest, Error, Result};
@@ -40,31 +42,35 @@ pub struct Ingest {
     discard: bool,
     /// Written content not yet handed to the file: network chunks are small, and a write
     /// call per chunk costs more than the copy.
-    pending: Vec<u8>,
+    pending: Buffer,
     /// Writes full buffers on another thread while this one hashes the next; started once a
     /// blob is larger than one buffer.
     background: Option<Background>,
 }
 
-/// The thread that writes an ingest's full buffers to its file, in order, and has what it
-/// wrote synced every [`FLUSH_EVERY`] bytes by a second thread, so the final sync has little
-/// left. The hashing thread meanwhile hashes the next buffer.
+/// The thread that writes an ingest's full buffers to its file, in order, while the hashing
+/// thread hashes the next buffer. It writes with `O_DIRECT` where it can (see [`Direct`]);
+/// otherwise a second thread syncs what it wrote every [`FLUSH_EVERY`] bytes, so that the
+/// final sync has little left.
 #[derive(Debug)]
 struct Background {
-    buffers: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buffers: std::sync::mpsc::SyncSender<Buffer>,
     /// Buffers written and emptied, for reuse: fresh ones would be faulted in page by page.
-    emptied: std::sync::mpsc::Receiver<Vec<u8>>,
+    emptied: std::sync::mpsc::Receiver<Buffer>,
     thread: std::thread::JoinHandle<io::Result<()>>,
 }
 
 impl Background {
     fn start(file: File) -> Background {
-        let (buffers, full) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let (give_back, emptied) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (buffers, full) = std::sync::mpsc::sync_channel::<Buffer>(4);
+        let (give_back, emptied) = std::sync::mpsc::sync_channel::<Buffer>(4);
         let thread = std::thread::spawn(move || {
             let mut file = file;
             let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
             let sync_file = file.try_clone()?;
+            // Whole aligned buffers at an aligned offset go to the disk directly: the page cache
+            // would cost a copy now and a writeback later, on the cores that hash and receive.
+            let mut direct = Direct::enable(&file);
             let syncer = std::thread::spawn(move || {
                 while asked.recv().is_ok() {
                     // Errors surface in the final sync_all, which is checked.
@@ -75,12 +81,12 @@ impl Background {
             let mut result = Ok(());
             // On an error, stop: the sender sees the channel closed and asks for the error.
             for mut buf in full {
-                if let Err(e) = file.write_all(&buf) {
+                if let Err(e) = direct.write(&mut file, buf.filled()) {
                     result = Err(e);
                     break;
                 }
-                unsynced += buf.len() as u64;
-                if unsynced >= FLUSH_EVERY {
+                unsynced += buf.filled().len() as u64;
+                if !direct.on && unsynced >= FLUSH_EVERY {
                     unsynced = 0;
                     // A sync already queued covers this one too.
                     let _ = ask.try_send(());
@@ -90,6 +96,8 @@ impl Background {
             }
             drop(ask);
             let _ = syncer.join();
+            // The tail and any later write go through the page cache again.
+            direct.disable(&file);
             result
         });
         Background {
@@ -107,6 +115,102 @@ impl Background {
             .unwrap_or_else(|_| Err(io::Error::other("the ingest writer panicked")))
     }
 }
+
+/// `O_DIRECT` on the ingest file while the background writer has it, when the file system
+/// takes it and the file's offset is aligned; plain writes otherwise.
+#[derive(Debug)]
+struct Direct {
+    on: bool,
+}
+
+impl Direct {
+    fn enable(file: &File) -> Direct {
+        let aligned = (&*file)
+            .stream_position()
+            .is_ok_and(|pos| pos % ALIGN as u64 == 0);
+        let on = aligned
+            && fcntl_getfl(file)
+                .and_then(|flags| fcntl_setfl(file, flags | OFlags::DIRECT))
+                .is_ok();
+        Direct { on }
+    }
+
+    fn write(&mut self, file: &mut File, buf: &[u8]) -> io::Result<()> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            match file.write(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Refused (a file system that takes the flag but not the write, or a short
+                // write that left the offset unaligned): the rest goes through the page cache.
+                Err(e) if self.on && Errno::from_io_error(&e) == Some(Errno::INVAL) => {
+                    self.disable(file);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn disable(&mut self, file: &File) {
+        if std::mem::take(&mut self.on) {
+            let _ = fcntl_getfl(file).and_then(|flags| fcntl_setfl(file, flags - OFlags::DIRECT));
+        }
+    }
+}
+
+/// One write buffer: [`WRITE_BUFFER`] bytes starting at an [`ALIGN`]ed address, as `O_DIRECT`
+/// wants them, carved out of a slightly larger allocation.
+#[derive(Debug, Default)]
+struct Buffer {
+    bytes: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Buffer {
+    fn new() -> Buffer {
+        let bytes = vec![0; WRITE_BUFFER + ALIGN];
+        let start = bytes.as_ptr().align_offset(ALIGN);
+        Buffer {
+            bytes,
+            start,
+            len: 0,
+        }
+    }
+
+    /// Copies as much of `buf` as fits; how much that was.
+    fn fill(&mut self, buf: &[u8]) -> usize {
+        if self.bytes.is_empty() {
+            *self = Buffer::new();
+        }
+        let room = &mut self.bytes[self.start + self.len..self.start + WRITE_BUFFER];
+        let n = room.len().min(buf.len());
+        room[..n].copy_from_slice(&buf[..n]);
+        self.len += n;
+        n
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == WRITE_BUFFER
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.len]
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+/// Alignment of direct writes: the page size, which covers every block size in use.
+const ALIGN: usize = 4096;
 
 /// How much to write before asking the flusher for a sync.
 const FLUSH_EVERY: u64 = 32 << 20;
@@ -163,7 +267,7 @@ impl Ingest {
             written: 0,
             hasher: Sha256::new(),
             discard: false,
-            pending: Vec::new(),
+            pending: Buffer::default(),
             background: None,
         };
         ingest.resume()?;
@@ -246,12 +350,13 @@ impl Ingest {
     /// Appends `buf`, failing early when it goes past the expected size.
     pub fn write(&mut self, buf: &[u8]) -> Result<()> {
         self.account(buf)?;
-        if self.pending.capacity() == 0 {
-            self.pending.reserve_exact(WRITE_BUFFER);
-        }
-        self.pending.extend_from_slice(buf);
-        if self.pending.len() >= WRITE_BUFFER {
-            self.hand_over()?;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let n = self.pending.fill(rest);
+            rest = &rest[n..];
+            if self.pending.is_full() {
+                self.hand_over()?;
+            }
         }
         Ok(())
     }
@@ -293,10 +398,7 @@ impl Ingest {
             self.background = Some(Background::start(clone));
         }
         let b = self.background.as_ref().expect("started above");
-        let next = b
-            .emptied
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(WRITE_BUFFER));
+        let next = b.emptied.try_recv().unwrap_or_else(|_| Buffer::new());
         let full = std::mem::replace(&mut self.pending, next);
         if b.buffers.send(full).is_err() {
             // The writer stopped on an error: that error is the answer.
@@ -321,11 +423,12 @@ impl Ingest {
             .file
             .as_mut()
             .expect("ingest file is open until commit");
-        file.write_all(&self.pending).map_err(|source| Error::Io {
-            action: "writing",
-            path: self.path.clone(),
-            source,
-        })?;
+        file.write_all(self.pending.filled())
+            .map_err(|source| Error::Io {
+                action: "writing",
+                path: self.path.clone(),
+                source,
+            })?;
         self.pending.clear();
         Ok(())
     }
@@ -491,6 +594,36 @@ mod tests {
         assert_eq!(w.written(), 150_000);
         w.write(&data[150_000..]).unwrap();
         assert_eq!(fs::read(w.commit().unwrap()).unwrap(), data);
+        assert!(ingest_is_empty(&cache));
+    }
+
+    /// A blob of several write buffers goes through the background writer, directly to the
+    /// disk from an aligned offset and through the page cache from any other; breaks at both
+    /// kinds of offset are resumed and the whole is right.
+    #[test]
+    fn a_large_write_resumes_from_aligned_and_unaligned_offsets() {
+        let (_dir, cache) = cache();
+        let data: Vec<u8> = (0..(5 * WRITE_BUFFER as u32 + 123) / 4 + 1)
+            .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+            .collect();
+        let digest = Digest::of(&data);
+        let size = Some(data.len() as u64);
+        let breaks = [0, 2 * WRITE_BUFFER + 4_099, 4 * WRITE_BUFFER, data.len()];
+        for part in breaks.windows(2) {
+            let Ingested::Writer(mut w) = cache.ingest(&digest, size).unwrap() else {
+                panic!("the blob is not complete yet")
+            };
+            assert_eq!(w.written(), part[0] as u64);
+            for chunk in data[part[0]..part[1]].chunks(65_537) {
+                w.write(chunk).unwrap();
+            }
+            if part[1] == data.len() {
+                assert_eq!(fs::read(w.commit().unwrap()).unwrap(), data);
+            } else {
+                drop(w); // interrupted
+                assert!(!cache.contains(&digest));
+            }
+        }
         assert!(ingest_is_empty(&cache));
     }
 

@@ -110,7 +110,6 @@ impl Fetcher {
         );
         let (path, downloaded) = layer_fetched?;
         config_fetched?;
-        self.cache.insert(&bytes)?;
         let entry = RefEntry {
             reference: name,
             manifest_digest,
@@ -119,7 +118,15 @@ impl Fetcher {
             size,
             config_digest: Some(config_digest),
         };
-        self.cache.set_ref(&entry)?;
+        // Each waits for a sync: off the runtime's threads, which other pulls are using.
+        let cache = self.cache.clone();
+        let recorded = entry.clone();
+        tokio::task::spawn_blocking(move || {
+            cache.insert(&bytes)?;
+            cache.set_ref(&recorded)
+        })
+        .await
+        .expect("recording a pull does not panic")?;
         tracing::info!(digest = %entry.layer_digest, bytes = size, downloaded, "pulled");
         Ok(Pulled {
             entry,
@@ -163,7 +170,13 @@ impl Fetcher {
                 .await;
             writer = returned;
             match outcome {
-                Ok(()) => break writer.commit().map_err(Error::from),
+                Ok(()) => {
+                    // The commit syncs: off the runtime's threads, as the writing was.
+                    break tokio::task::spawn_blocking(move || writer.commit())
+                        .await
+                        .expect("committing a blob does not panic")
+                        .map_err(Error::from);
+                }
                 Err(Attempt::Retry(source, retry_after)) => match backoff.next_wait() {
                     Some(wait) => {
                         let wait = crate::retry::wait_for(wait, retry_after);
