@@ -513,6 +513,14 @@ mod tests {
         (dir, cache)
     }
 
+    /// The writer of `digest`, which must not be in the cache yet.
+    fn writer(cache: &Cache, digest: &Digest, size: Option<u64>) -> Box<Ingest> {
+        match cache.ingest(digest, size).unwrap() {
+            Ingested::Writer(w) => w,
+            Ingested::Present(_) => panic!("{digest} is in the cache already"),
+        }
+    }
+
     fn ingest_is_empty(cache: &Cache) -> bool {
         fs::read_dir(cache.ingest_dir()).unwrap().next().is_none()
     }
@@ -521,9 +529,7 @@ mod tests {
     fn a_verified_blob_lands_read_only_in_the_store() {
         let (_dir, cache) = cache();
         let digest = Digest::of(b"hello");
-        let Ingested::Writer(mut w) = cache.ingest(&digest, Some(5)).unwrap() else {
-            panic!("fresh cache has no blob")
-        };
+        let mut w = writer(&cache, &digest, Some(5));
         w.write(b"hel").unwrap();
         w.write(b"lo").unwrap();
         let path = w.commit().unwrap();
@@ -543,9 +549,7 @@ mod tests {
     fn wrong_content_is_a_digest_mismatch_and_leaves_nothing() {
         let (_dir, cache) = cache();
         let digest = Digest::of(b"hello");
-        let Ingested::Writer(mut w) = cache.ingest(&digest, None).unwrap() else {
-            panic!()
-        };
+        let mut w = writer(&cache, &digest, None);
         w.write(b"jello").unwrap();
         let err = w.commit().unwrap_err();
         match &err {
@@ -564,9 +568,7 @@ mod tests {
     fn content_longer_than_announced_fails_while_writing() {
         let (_dir, cache) = cache();
         let digest = Digest::of(b"hello");
-        let Ingested::Writer(mut w) = cache.ingest(&digest, Some(3)).unwrap() else {
-            panic!()
-        };
+        let mut w = writer(&cache, &digest, Some(3));
         assert!(matches!(
             w.write(b"hello"),
             Err(Error::SizeMismatch { expected: 3, .. })
@@ -582,15 +584,11 @@ mod tests {
         let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
         let digest = Digest::of(&data);
         let size = Some(data.len() as u64);
-        let Ingested::Writer(mut w) = cache.ingest(&digest, size).unwrap() else {
-            panic!()
-        };
+        let mut w = writer(&cache, &digest, size);
         w.write(&data[..150_000]).unwrap();
         drop(w); // interrupted
         assert!(!cache.contains(&digest));
-        let Ingested::Writer(mut w) = cache.ingest(&digest, size).unwrap() else {
-            panic!()
-        };
+        let mut w = writer(&cache, &digest, size);
         assert_eq!(w.written(), 150_000);
         w.write(&data[150_000..]).unwrap();
         assert_eq!(fs::read(w.commit().unwrap()).unwrap(), data);
@@ -610,9 +608,7 @@ mod tests {
         let size = Some(data.len() as u64);
         let breaks = [0, 2 * WRITE_BUFFER + 4_099, 4 * WRITE_BUFFER, data.len()];
         for part in breaks.windows(2) {
-            let Ingested::Writer(mut w) = cache.ingest(&digest, size).unwrap() else {
-                panic!("the blob is not complete yet")
-            };
+            let mut w = writer(&cache, &digest, size);
             assert_eq!(w.written(), part[0] as u64);
             for chunk in data[part[0]..part[1]].chunks(65_537) {
                 w.write(chunk).unwrap();
@@ -631,9 +627,7 @@ mod tests {
     fn a_restarted_write_starts_from_nothing() {
         let (_dir, cache) = cache();
         let digest = Digest::of(b"hello");
-        let Ingested::Writer(mut w) = cache.ingest(&digest, Some(5)).unwrap() else {
-            panic!()
-        };
+        let mut w = writer(&cache, &digest, Some(5));
         w.write(b"hel").unwrap();
         w.restart().unwrap();
         assert_eq!(w.written(), 0);
