@@ -176,3 +176,42 @@ pub fn write_stdout_line(args: std::fmt::Arguments<'_>) {
         std::process::exit(1);
     }
 }
+
+/// Where the log goes when `WASM_OCI_LOG_FILE` names no file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogDefault {
+    /// Standard error (the CLI).
+    Stderr,
+    /// The `log` crate's logger, which the caller has (the shim's writes to containerd's log).
+    Logger,
+}
+
+/// Sets up logging: `WASM_OCI_LOG` is a `tracing` filter (default `warn`), and
+/// `WASM_OCI_LOG_FILE` names a file to append to (services, edge agents, the shim); without
+/// it the log goes where `default` says. The error names a log file that cannot be opened.
+pub fn init_logging(default: LogDefault) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        || EnvFilter::try_from_env("WASM_OCI_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    match std::env::var_os("WASM_OCI_LOG_FILE") {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("WASM_OCI_LOG_FILE {}: {e}", path.to_string_lossy()))?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None if default == LogDefault::Stderr => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+        // Events reach the `log` logger through tracing's `log` feature.
+        None => {}
+    }
+    Ok(())
+}

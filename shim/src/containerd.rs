@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::util::{mount_rootfs, read_spec};
@@ -213,6 +214,11 @@ fn ts(seconds: i64) -> Timestamp {
     let mut t = Timestamp::new();
     t.seconds = seconds;
     t
+}
+
+/// Microseconds since `began`, for the debug log: what each request cost inside the shim.
+fn micros(began: Instant) -> u64 {
+    u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 fn now() -> i64 {
@@ -501,6 +507,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
+        let began = Instant::now();
         let rootfs = Path::new(&req.bundle).join("rootfs");
         let mut mounted = false;
         for m in &req.rootfs {
@@ -542,6 +549,7 @@ impl Task for TaskService {
             }),
         )
         .await;
+        tracing::debug!(id = %req.id, micros = micros(began), "task created");
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -553,6 +561,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
+        let began = Instant::now();
         let pid = std::process::id();
         let runner = self.runner().await?;
         let (guest, signal, exit, pause) = self.with(&req.id, |c| {
@@ -588,8 +597,12 @@ impl Task for TaskService {
             });
         } else {
             let store = self.store.clone();
+            let id = req.id.clone();
             std::thread::spawn(move || {
-                let _ = done_tx.send(guest.run(&runner, &store));
+                let ran = Instant::now();
+                let code = guest.run(&runner, &store);
+                tracing::debug!(%id, code, micros = micros(ran), "guest exited");
+                let _ = done_tx.send(code);
             });
         }
         let service = self.clone();
@@ -621,6 +634,7 @@ impl Task for TaskService {
             }),
         )
         .await;
+        tracing::debug!(id = %req.id, micros = micros(began), "task started");
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -669,6 +683,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<DeleteResponse> {
+        let began = Instant::now();
         let container = self
             .containers
             .lock()
@@ -696,6 +711,7 @@ impl Task for TaskService {
             }),
         )
         .await;
+        tracing::debug!(id = %req.id, micros = micros(began), "task deleted");
         Ok(DeleteResponse {
             pid,
             exit_status: exited.code,

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Registry, WasmOci, describe, guests, testdata};
+use crate::support::{
+    LOG_EVERYTHING, Registry, WasmOci, assert_no_secret_in, describe, guests, testdata,
+};
 
 const HELLO: &str = "Hello from WebAssembly!\n";
 const NS: &str = "wasm-oci-test";
@@ -51,6 +53,9 @@ impl Containerd {
                 format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap()),
             )
             .env("WASM_OCI_CACHE", &cache)
+            // The shim logs everything to a file of its own, searched for secrets at the end.
+            .env("WASM_OCI_LOG", LOG_EVERYTHING)
+            .env("WASM_OCI_LOG_FILE", d.join("shim.log"))
             .env("DOCKER_CONFIG", d.join("no-docker-config"))
             .env_remove("SSL_CERT_FILE")
             .envs(env.iter().copied())
@@ -78,6 +83,11 @@ impl Containerd {
 
     fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// What the shims logged (`WASM_OCI_LOG_FILE`).
+    fn shim_log(&self) -> PathBuf {
+        self.dir.path().join("shim.log")
     }
 
     fn ctr_command(&self, args: &[&str]) -> Command {
@@ -240,6 +250,7 @@ impl Drop for Containerd {
                 let _ = Command::new("umount").arg("-l").arg(m).status();
             }
         }
+        assert_no_secret_in(&self.shim_log());
     }
 }
 
@@ -445,6 +456,21 @@ fn ctr_runs_wasm_through_the_shim() {
     let out = c.run(&[], "docker.io/library/wasmhello:v1", "hello", &[]);
     assert!(out.status.success(), "{}\n{}", describe(&out), c.log());
     assert_eq!(stdout(&out), HELLO);
+    // The shim logs what each request cost it, into WASM_OCI_LOG_FILE.
+    let shim_log = fs::read_to_string(c.shim_log()).unwrap();
+    for step in [
+        "task created",
+        "task started",
+        "guest exited",
+        "task deleted",
+    ] {
+        assert!(
+            shim_log
+                .lines()
+                .any(|l| l.contains(step) && l.contains("id=hello") && l.contains("micros=")),
+            "no {step:?} for hello in the shim's log:\n{shim_log}"
+        );
+    }
 
     // the guest's exit status is ctr's
     let out = c.run(

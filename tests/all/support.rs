@@ -192,7 +192,7 @@ pub fn secret(secret: &str) -> &str {
 
 /// What every command logs, unless a test asks for something else: everything, but the
 /// compiler's own tracing, which is large and never sees a registry.
-const LOG_EVERYTHING: &str = "trace,cranelift_codegen=warn,cranelift_frontend=warn,\
+pub const LOG_EVERYTHING: &str = "trace,cranelift_codegen=warn,cranelift_frontend=warn,\
     regalloc2=warn,wasmtime_internal_cranelift=warn,wasmtime_cranelift=warn,\
     wasmtime_internal_environ=warn,wasmtime_environ=warn,wasmparser=warn,wit_parser=warn";
 
@@ -271,16 +271,23 @@ impl WasmOci {
 
 impl Drop for WasmOci {
     fn drop(&mut self) {
-        let log = fs::read_to_string(self.log_file()).unwrap_or_default();
-        let secrets = SECRETS.lock().unwrap().clone();
-        for line in log.lines() {
-            if let Some(s) = secrets.iter().find(|s| line.contains(s.as_str())) {
-                assert!(
-                    std::thread::panicking(),
-                    "a secret is in a log line: {}",
-                    line.replace(s.as_str(), "<SECRET>")
-                );
-            }
+        assert_no_secret_in(&self.log_file());
+    }
+}
+
+/// Searches every line of the log at `path` for every secret of the suite (unless the test
+/// is failing already).
+pub fn assert_no_secret_in(path: &Path) {
+    let log = fs::read_to_string(path).unwrap_or_default();
+    let secrets = SECRETS.lock().unwrap().clone();
+    for line in log.lines() {
+        if let Some(s) = secrets.iter().find(|s| line.contains(s.as_str())) {
+            assert!(
+                std::thread::panicking(),
+                "a secret is in a log line of {}: {}",
+                path.display(),
+                line.replace(s.as_str(), "<SECRET>")
+            );
         }
     }
 }
