@@ -14,8 +14,8 @@ use wasm_oci_shim::{CompiledCache, EngineOptions, Runner};
 
 use crate::GlobalOptions;
 
-/// Pull many references concurrently into the cache and precompile them, so that every later
-/// run starts at once, with or without the network.
+/// Pull many references concurrently into the cache and precompile them, so that
+/// every later run starts at once, with or without the network.
 ///
 /// Blobs that several references share are downloaded once. Interrupted downloads resume
 /// where they stopped. A reference that fails is reported; the others still land. Exits 1
