@@ -331,7 +331,6 @@ impl Ingest {
             })?;
         self.written = 0;
         self.hasher = Sha256::new();
-        self.pending.clear();
         tracing::debug!(digest = %self.digest, "ingest started");
         Ok(())
     }
@@ -424,11 +423,7 @@ impl Ingest {
             .as_mut()
             .expect("ingest file is open until commit");
         file.write_all(self.pending.filled())
-            .map_err(|source| Error::Io {
-                action: "writing",
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(|e| self.write_error(e))?;
         self.pending.clear();
         Ok(())
     }

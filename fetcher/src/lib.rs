@@ -18,7 +18,7 @@ mod registry;
 mod retry;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -106,6 +106,8 @@ pub struct Fetcher {
     schemes: Mutex<HashMap<String, &'static str>>,
     /// How to speak to each registry, for manifests and blobs.
     remotes: Mutex<HashMap<String, Arc<registry::Registry>>>,
+    /// The contents of `options.ca_files`, read on first use.
+    extra_roots: OnceLock<Vec<Vec<u8>>>,
 }
 
 impl Fetcher {
@@ -121,6 +123,7 @@ impl Fetcher {
             clients: Mutex::default(),
             schemes: Mutex::default(),
             remotes: Mutex::default(),
+            extra_roots: OnceLock::new(),
         }
     }
 
@@ -182,19 +185,22 @@ impl Fetcher {
         Ok(remotes.entry(registry).or_insert(remote).clone())
     }
 
-    /// The PEM certificate authorities of `--ca-file` and `SSL_CERT_FILE`, those readable.
-    fn extra_roots(&self) -> Vec<Vec<u8>> {
-        self.options
-            .ca_files
-            .iter()
-            .filter_map(|path| match std::fs::read(path) {
-                Ok(data) => Some(data),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot read CA file");
-                    None
-                }
-            })
-            .collect()
+    /// The PEM certificate authorities of `--ca-file` and `SSL_CERT_FILE`, those readable;
+    /// read once, for both clients of every registry.
+    fn extra_roots(&self) -> &[Vec<u8>] {
+        self.extra_roots.get_or_init(|| {
+            self.options
+                .ca_files
+                .iter()
+                .filter_map(|path| match std::fs::read(path) {
+                    Ok(data) => Some(data),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot read CA file");
+                        None
+                    }
+                })
+                .collect()
+        })
     }
 
     /// The HTTP client for manifests and blobs, set up as oci-client sets up its own.
@@ -225,10 +231,10 @@ impl Fetcher {
         };
         let extra_root_certificates = self
             .extra_roots()
-            .into_iter()
+            .iter()
             .map(|data| oci_client::client::Certificate {
                 encoding: oci_client::client::CertificateEncoding::Pem,
-                data,
+                data: data.clone(),
             })
             .collect();
         Client::new(ClientConfig {

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use oci_client::Reference;
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest, OciManifest,
+    OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciManifest,
 };
 use wasm_oci_cache::{Digest, Ingest, Ingested, RefEntry};
 
@@ -47,27 +47,25 @@ impl Fetcher {
         let name = reference.whole();
         let failed = |f: crate::registry::Failure| f.into_error(reference, scheme);
 
-        let (mut bytes, mut digest) = with_retries("fetching the manifest", || {
-            remote.manifest(reference, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
-        })
-        .await
-        .map_err(failed)?;
-        check_document_size(&bytes, &name)?;
-        let manifest: OciImageManifest = match parse_manifest(&bytes, &name)? {
-            OciManifest::Image(m) => m,
-            OciManifest::ImageIndex(index) => {
+        // A manifest's bytes, digest and parsed form; its size is checked before parsing.
+        let fetch = async |at: &Reference| -> Result<(Vec<u8>, String, OciManifest)> {
+            let (bytes, digest) = with_retries("fetching the manifest", || {
+                remote.manifest(at, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
+            })
+            .await
+            .map_err(failed)?;
+            check_document_size(&bytes, &name)?;
+            let parsed = parse_manifest(&bytes, &name)?;
+            Ok((bytes, digest, parsed))
+        };
+        let (bytes, digest, manifest) = match fetch(reference).await? {
+            (bytes, digest, OciManifest::Image(m)) => (bytes, digest, m),
+            (_, _, OciManifest::ImageIndex(index)) => {
                 let entry = select_platform(&index, &name)?;
                 tracing::debug!(digest = %entry.digest, "chose index entry");
-                let by_digest = reference.clone_with_digest(entry.digest.clone());
-                (bytes, digest) = with_retries("fetching the manifest", || {
-                    remote.manifest(&by_digest, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
-                })
-                .await
-                .map_err(failed)?;
-                check_document_size(&bytes, &name)?;
-                match parse_manifest(&bytes, &name)? {
-                    OciManifest::Image(m) => m,
-                    OciManifest::ImageIndex(_) => {
+                match fetch(&reference.clone_with_digest(entry.digest.clone())).await? {
+                    (bytes, digest, OciManifest::Image(m)) => (bytes, digest, m),
+                    (_, _, OciManifest::ImageIndex(_)) => {
                         return Err(Error::InvalidManifest {
                             reference: name,
                             reason: "an image index points to another index; nested indexes are not followed".into(),

@@ -487,17 +487,16 @@ async fn failure(response: reqwest::Response) -> Failure {
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
     let body = read_at_most(response, 64 << 10).await.unwrap_or_default();
-    let error = match status {
-        StatusCode::UNAUTHORIZED => OciDistributionError::UnauthorizedError { url },
-        s if s.is_client_error() => match serde_json::from_slice::<OciEnvelope>(&body) {
-            Ok(envelope) => OciDistributionError::RegistryError { envelope, url },
-            Err(_) => OciDistributionError::ServerError {
-                code: s.as_u16(),
-                url,
-                message: String::from_utf8_lossy(&body).into_owned(),
-            },
-        },
-        s => OciDistributionError::ServerError {
+    // A client error may carry the distribution spec's error envelope; anything else is
+    // reported with its status and body.
+    let envelope = status
+        .is_client_error()
+        .then(|| serde_json::from_slice::<OciEnvelope>(&body).ok())
+        .flatten();
+    let error = match (status, envelope) {
+        (StatusCode::UNAUTHORIZED, _) => OciDistributionError::UnauthorizedError { url },
+        (_, Some(envelope)) => OciDistributionError::RegistryError { envelope, url },
+        (s, None) => OciDistributionError::ServerError {
             code: s.as_u16(),
             url,
             message: String::from_utf8_lossy(&body).into_owned(),
