@@ -16,6 +16,7 @@ mod push;
 mod reference;
 mod registry;
 mod retry;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -100,8 +101,6 @@ pub struct Fetcher {
     cache: Cache,
     options: RegistryOptions,
     progress: Option<Arc<dyn Progress>>,
-    /// One client per registry, so connections and tokens are reused across pulls.
-    clients: Mutex<HashMap<String, Client>>,
     /// What each loopback registry speaks, probed once.
     schemes: Mutex<HashMap<String, &'static str>>,
     /// How to speak to each registry, for manifests and blobs.
@@ -120,7 +119,6 @@ impl Fetcher {
             cache,
             options,
             progress: None,
-            clients: Mutex::default(),
             schemes: Mutex::default(),
             remotes: Mutex::default(),
             extra_roots: OnceLock::new(),
@@ -154,14 +152,6 @@ impl Fetcher {
         }
     }
 
-    fn client(&self, reference: &Reference) -> Client {
-        let mut clients = self.clients.lock().expect("client map lock");
-        clients
-            .entry(reference.registry().to_owned())
-            .or_insert_with(|| self.new_client(reference))
-            .clone()
-    }
-
     /// How to speak to `reference`'s registry.
     fn remote(&self, reference: &Reference) -> Result<Arc<registry::Registry>> {
         let registry = reference.registry().to_owned();
@@ -177,7 +167,7 @@ impl Fetcher {
         })?;
         let remote = Arc::new(registry::Registry::new(
             http,
-            self.client(reference),
+            self.client_settings(reference),
             self.auth(reference)?,
             self.scheme(reference),
         ));
@@ -203,20 +193,30 @@ impl Fetcher {
         })
     }
 
-    /// The HTTP client for manifests and blobs, set up as oci-client sets up its own.
+    /// The HTTP client for manifests and blobs, set up as oci-client sets up its own, except
+    /// that the system's trust roots are read on the first TLS handshake (see [`tls`]).
     fn new_http(&self) -> Result<reqwest::Client, reqwest::Error> {
-        let roots = self
-            .extra_roots()
-            .iter()
-            .map(|pem| reqwest::Certificate::from_pem(pem))
-            .collect::<Result<Vec<_>, _>>()?;
-        reqwest::Client::builder()
-            .danger_accept_invalid_certs(self.options.insecure_skip_tls_verify)
-            .tls_certs_merge(roots)
+        let builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
-            .user_agent(USER_AGENT)
-            .build()
+            .user_agent(USER_AGENT);
+        if self.options.insecure_skip_tls_verify {
+            // Nothing is verified, so there are no roots to load.
+            return builder.danger_accept_invalid_certs(true).build();
+        }
+        match tls::lazy_roots(self.extra_roots()) {
+            Ok(config) => builder.tls_backend_preconfigured(config).build(),
+            // A CA file that is not PEM: reqwest's own parser says so, as before.
+            Err(e) => {
+                tracing::debug!(error = %e, "falling back to reqwest's TLS setup");
+                let roots = self
+                    .extra_roots()
+                    .iter()
+                    .map(|pem| reqwest::Certificate::from_pem(pem))
+                    .collect::<Result<Vec<_>, _>>()?;
+                builder.tls_certs_merge(roots).build()
+            }
+        }
     }
 
     /// What to present to the registry of `reference`.
@@ -224,13 +224,33 @@ impl Fetcher {
         self.options.credentials.for_registry(reference.registry())
     }
 
-    fn new_client(&self, reference: &Reference) -> Client {
-        let protocol = match self.scheme(reference) {
+    /// What oci-client's client for `reference`'s registry is made of.
+    fn client_settings(&self, reference: &Reference) -> ClientSettings {
+        ClientSettings {
+            scheme: self.scheme(reference),
+            extra_roots: self.extra_roots().to_vec(),
+            insecure_skip_tls_verify: self.options.insecure_skip_tls_verify,
+        }
+    }
+}
+
+/// oci-client's client for one registry, as settings until it is needed: each one builds two
+/// HTTP clients, and each of those reads the system's trust roots (see [`tls`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ClientSettings {
+    scheme: &'static str,
+    extra_roots: Vec<Vec<u8>>,
+    insecure_skip_tls_verify: bool,
+}
+
+impl ClientSettings {
+    pub(crate) fn build(&self) -> Client {
+        let protocol = match self.scheme {
             "http" => ClientProtocol::Http,
             _ => ClientProtocol::Https,
         };
         let extra_root_certificates = self
-            .extra_roots()
+            .extra_roots
             .iter()
             .map(|data| oci_client::client::Certificate {
                 encoding: oci_client::client::CertificateEncoding::Pem,
@@ -240,7 +260,7 @@ impl Fetcher {
         Client::new(ClientConfig {
             protocol,
             extra_root_certificates,
-            accept_invalid_certificates: self.options.insecure_skip_tls_verify,
+            accept_invalid_certificates: self.insecure_skip_tls_verify,
             // Index entries are chosen by `manifest::select_platform`, not by the host's platform.
             platform_resolver: None,
             connect_timeout: Some(CONNECT_TIMEOUT),
@@ -300,7 +320,7 @@ impl Fetcher {
             "wasm-oci/login".to_owned(),
             "latest".to_owned(),
         );
-        let client = self.client(&probe);
+        let client = self.client_settings(&probe).build();
         let scheme = self.scheme(&probe);
         let auth = self.auth(&probe)?.registry_auth();
         client

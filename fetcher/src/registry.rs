@@ -17,9 +17,9 @@ use reqwest::header::{
 };
 use wasm_oci_cache::Digest;
 
-use crate::Error;
 use crate::auth::{Login, Secret};
 use crate::retry::Transient;
+use crate::{ClientSettings, Error};
 
 /// A request that did not succeed.
 #[derive(Debug)]
@@ -102,8 +102,9 @@ enum Wants {
 /// Speaks to one registry.
 pub(crate) struct Registry {
     http: reqwest::Client,
-    /// For the handshake.
-    oci: Client,
+    /// For a bearer handshake: made when a registry first asks for a token.
+    oci: std::sync::OnceLock<Client>,
+    oci_settings: ClientSettings,
     auth: RegistryAuth,
     /// An identity token, exchanged by us (see [`Registry::exchange`]) instead of the handshake.
     identity: Option<Secret>,
@@ -116,13 +117,14 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn new(
         http: reqwest::Client,
-        oci: Client,
+        oci_settings: ClientSettings,
         login: Login,
         scheme: &'static str,
     ) -> Self {
         Self {
             http,
-            oci,
+            oci: std::sync::OnceLock::new(),
+            oci_settings,
             auth: login.registry_auth(),
             identity: match login {
                 Login::IdentityToken(token) => Some(token),
@@ -193,7 +195,7 @@ impl Registry {
     ) -> Result<Option<HeaderValue>, Failure> {
         let token = match &self.identity {
             Some(identity) => self.exchange(reference, op, identity).await?,
-            None => self.oci.auth(reference, &self.auth, op).await?,
+            None => self.challenge(reference, op).await?,
         };
         let value = token.and_then(|t| sensitive(&format!("Bearer {t}")));
         if let Some(v) = &value {
@@ -203,6 +205,42 @@ impl Registry {
                 .insert((reference.repository().to_owned(), op), v.clone());
         }
         Ok(value)
+    }
+
+    /// What `/v2/` asks for. Only a bearer challenge is handed to oci-client, which asks
+    /// again and fetches the token; a registry that wants nothing or Basic is answered
+    /// without one, as oci-client would answer it.
+    async fn challenge(
+        &self,
+        reference: &Reference,
+        op: RegistryOperation,
+    ) -> Result<Option<String>, Failure> {
+        let bearer = match &self.auth {
+            // A token given as the credential: oci-client presents it without asking.
+            RegistryAuth::Bearer(_) => true,
+            _ => {
+                let probe = self
+                    .http
+                    .get(format!(
+                        "{}://{}/v2/",
+                        self.scheme,
+                        reference.resolve_registry()
+                    ))
+                    .send()
+                    .await?;
+                probe
+                    .headers()
+                    .get(reqwest::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split_whitespace().next())
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"))
+            }
+        };
+        if !bearer {
+            return Ok(None);
+        }
+        let oci = self.oci.get_or_init(|| self.oci_settings.build());
+        Ok(oci.auth(reference, &self.auth, op).await?)
     }
 
     /// Exchanges an identity token (an OAuth2 refresh token) for an access token to `op` on

@@ -109,6 +109,26 @@ fn a_cached_reference_runs_with_the_registry_stopped() {
 }
 
 #[test]
+fn a_host_without_trust_roots_still_pulls_over_plain_http() {
+    // The system's roots are read on the first TLS handshake, not before every request: a
+    // plain-HTTP registry needs none, and a minimal image may have none.
+    let registry = Registry::start();
+    let reference = registry.reference("bare/hello:v1");
+    let cli = WasmOci::new();
+    cli.ok(&["push", &hello(), &reference]);
+    let bare = tempfile::tempdir().unwrap();
+    let out = WasmOci::new()
+        .command()
+        .args(["run", &reference])
+        .env_remove("SSL_CERT_FILE")
+        .env("SSL_CERT_DIR", bare.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
+}
+
+#[test]
 fn pull_never_without_a_cached_copy_says_what_to_do() {
     let cli = WasmOci::new();
     let out = cli.run(&["run", "--pull", "never", "localhost:1/hello:v1"]);

@@ -310,13 +310,17 @@ fn a_bearer_token_registry_works_anonymously_and_with_credentials() {
     );
 
     // With credentials, private ones too; a wrong password is refused by the token server.
-    let out = with_password(&WasmOci::new(), &["run", &private], PASSWORD);
+    let authed = WasmOci::new();
+    let out = with_password(&authed, &["run", &private], PASSWORD);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "Hello from WebAssembly!\n",
         "{}",
         describe(&out)
     );
+    // oci-client fetched the token, and its trace log is searched for secrets with the rest.
+    let log = fs::read_to_string(authed.log_file()).unwrap();
+    assert!(log.contains("oci_client"), "no oci_client in the trace log");
     let out = with_password(&WasmOci::new(), &["run", &private], "wrong");
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(

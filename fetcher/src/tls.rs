@@ -1,0 +1,121 @@
+//! TLS for our HTTP client, with the system's trust roots read on the first handshake instead
+//! of when the client is built.
+//!
+//! reqwest's platform verifier reads every certificate of the system's store when a client is
+//! built: on Debian, a 140-certificate bundle and 440 files in `/etc/ssl/certs`, about 5 ms per
+//! process. A plain-HTTP registry (a local one, `--plain-http`) never needs them, and a host
+//! with no store at all (a minimal edge image) could not even build the client:
+//! "No CA certificates were loaded from the system", before any request. Here the same
+//! verifier is made on first use, once per client; an empty store fails that handshake only.
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// A client configuration that trusts the system's roots plus the PEM certificates in
+/// `extra` (each the contents of a file, possibly a bundle), loading them when the first
+/// server presents its certificate.
+pub(crate) fn lazy_roots(extra: &[Vec<u8>]) -> Result<rustls::ClientConfig, rustls::Error> {
+    let extra = extra
+        .iter()
+        .flat_map(|pem| CertificateDer::pem_slice_iter(pem))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| rustls::Error::General(format!("reading a CA certificate: {e}")))?;
+    let provider = CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let verifier = LazyVerifier {
+        extra,
+        provider: provider.clone(),
+        verifier: OnceLock::new(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    // reqwest offers HTTP/1.1 when it builds the configuration itself; so do we.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// reqwest's own verifier (the platform's), made on the first certificate to check.
+#[derive(Debug)]
+struct LazyVerifier {
+    extra: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+    verifier: OnceLock<Result<rustls_platform_verifier::Verifier, rustls::Error>>,
+}
+
+impl LazyVerifier {
+    fn verifier(&self) -> Result<&rustls_platform_verifier::Verifier, rustls::Error> {
+        self.verifier
+            .get_or_init(|| {
+                rustls_platform_verifier::Verifier::new_with_extra_roots(
+                    self.extra.iter().cloned(),
+                    self.provider.clone(),
+                )
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl ServerCertVerifier for LazyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verifier()?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    // The signatures are checked with the provider's algorithms, as the platform verifier
+    // checks them; no trust roots are involved.
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
