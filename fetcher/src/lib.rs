@@ -102,7 +102,7 @@ pub struct Fetcher {
     options: RegistryOptions,
     progress: Option<Arc<dyn Progress>>,
     /// What each loopback registry speaks, probed once.
-    schemes: Mutex<HashMap<String, &'static str>>,
+    probes: Mutex<HashMap<String, Probe>>,
     /// How to speak to each registry, for manifests and blobs.
     remotes: Mutex<HashMap<String, Arc<registry::Registry>>>,
     /// The contents of `options.ca_files`, read on first use.
@@ -119,7 +119,7 @@ impl Fetcher {
             cache,
             options,
             progress: None,
-            schemes: Mutex::default(),
+            probes: Mutex::default(),
             remotes: Mutex::default(),
             extra_roots: OnceLock::new(),
         }
@@ -143,13 +143,18 @@ impl Fetcher {
         if self.options.plain_http {
             "http"
         } else if is_loopback(registry) {
-            let mut schemes = self.schemes.lock().expect("scheme map lock");
-            schemes
-                .entry(registry.to_owned())
-                .or_insert_with(|| probe_scheme(registry))
+            self.probe(registry).scheme
         } else {
             "https"
         }
+    }
+
+    /// What a loopback registry answered when asked what it speaks, asked once.
+    fn probe(&self, registry: &str) -> Probe {
+        let mut probes = self.probes.lock().expect("probe map lock");
+        *probes
+            .entry(registry.to_owned())
+            .or_insert_with(|| Probe::new(registry))
     }
 
     /// How to speak to `reference`'s registry.
@@ -165,11 +170,15 @@ impl Fetcher {
                 self.scheme(reference),
             )
         })?;
+        let open = !self.options.plain_http
+            && is_loopback(reference.registry())
+            && self.probe(reference.registry()).open;
         let remote = Arc::new(registry::Registry::new(
             http,
             self.client_settings(reference),
             self.auth(reference)?,
             self.scheme(reference),
+            open,
         ));
         let mut remotes = self.remotes.lock().expect("remote map lock");
         Ok(remotes.entry(registry).or_insert(remote).clone())
@@ -271,43 +280,79 @@ impl ClientSettings {
     }
 }
 
-/// Asks a loopback registry in plain HTTP whether it speaks it: an HTTP answer means plain
-/// HTTP; anything else (a TLS alert, a closed connection) means TLS. Nothing secret is sent.
-fn probe_scheme(registry: &str) -> &'static str {
-    use std::io::{Read, Write};
-    use std::net::{TcpStream, ToSocketAddrs};
-    let host = registry.trim_start_matches('[').replace(']', "");
-    let addr = if registry
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        registry.to_owned()
-    } else {
-        format!("{host}:443")
+/// What a loopback registry answered when asked, in plain HTTP, what it speaks.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    scheme: &'static str,
+    /// Its `/v2/` answered 200 with no challenge: it wants nothing of an anonymous client,
+    /// and the handshake need not ask again.
+    open: bool,
+}
+
+impl Probe {
+    /// An HTTP answer means plain HTTP; anything else (a TLS alert, a closed connection)
+    /// means TLS. Nothing secret is sent.
+    fn new(registry: &str) -> Probe {
+        use std::io::{Read, Write};
+        use std::net::{TcpStream, ToSocketAddrs};
+        let host = registry.trim_start_matches('[').replace(']', "");
+        let addr = if registry
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            registry.to_owned()
+        } else {
+            format!("{host}:443")
+        };
+        let answer = (|| -> std::io::Result<Vec<u8>> {
+            let sock = addr
+                .to_socket_addrs()?
+                .next()
+                .ok_or(std::io::ErrorKind::NotFound)?;
+            let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            stream.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n")?;
+            let mut answer = Vec::new();
+            // A TLS server closes or sends an alert; Go's even answers in HTTP that it wants HTTPS.
+            let _ = stream.take(1024).read_to_end(&mut answer);
+            Ok(answer)
+        })();
+        let probe = match answer {
+            Ok(a) if a.starts_with(b"HTTP/") && !String::from_utf8_lossy(&a).contains("HTTPS") => {
+                Probe {
+                    scheme: "http",
+                    open: answers_openly(&a),
+                }
+            }
+            Ok(_) => Probe {
+                scheme: "https",
+                open: false,
+            },
+            // Unreachable: say http, so the error names the registry as docker would.
+            Err(_) => Probe {
+                scheme: "http",
+                open: false,
+            },
+        };
+        tracing::debug!(%registry, scheme = probe.scheme, open = probe.open, "probed a loopback registry");
+        probe
+    }
+}
+
+/// Whether an HTTP answer, headers whole, is a 200 without `WWW-Authenticate`.
+fn answers_openly(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some((head, _)) = text.split_once("\r\n\r\n") else {
+        return false;
     };
-    let answer = (|| -> std::io::Result<Vec<u8>> {
-        let sock = addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or(std::io::ErrorKind::NotFound)?;
-        let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        stream.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n")?;
-        let mut answer = Vec::new();
-        // A TLS server closes or sends an alert; Go's even answers in HTTP that it wants HTTPS.
-        let _ = stream.take(1024).read_to_end(&mut answer);
-        Ok(answer)
-    })();
-    let scheme = match answer {
-        Ok(a) if a.starts_with(b"HTTP/") && !String::from_utf8_lossy(&a).contains("HTTPS") => {
-            "http"
-        }
-        Ok(_) => "https",
-        // Unreachable: say http, so the error names the registry as docker would.
-        Err(_) => "http",
-    };
-    tracing::debug!(%registry, scheme, "probed a loopback registry");
-    scheme
+    let mut lines = head.lines();
+    let ok = lines
+        .next()
+        .is_some_and(|status| status.split_whitespace().nth(1) == Some("200"));
+    ok && !lines.any(|l| {
+        l.split_once(':')
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("www-authenticate"))
+    })
 }
 
 impl Fetcher {
@@ -346,5 +391,23 @@ impl Fetcher {
             }
             Err(e) => Err(Error::from_oci(e, &probe, scheme)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answers_openly;
+
+    #[test]
+    fn only_a_whole_unchallenged_200_is_open() {
+        let open = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nDocker-Distribution-Api-Version: registry/2.0\r\n\r\n{}";
+        assert!(answers_openly(open));
+        let challenged =
+            b"HTTP/1.0 401 Unauthorized\r\nWww-Authenticate: Basic realm=\"r\"\r\n\r\n";
+        assert!(!answers_openly(challenged));
+        let odd = b"HTTP/1.0 200 OK\r\nwww-authenticate : Bearer realm=\"r\"\r\n\r\n";
+        assert!(!answers_openly(odd));
+        // Cut off before the headers end: nothing can be concluded.
+        assert!(!answers_openly(b"HTTP/1.0 200 OK\r\nContent-Le"));
     }
 }

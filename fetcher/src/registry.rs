@@ -1,7 +1,7 @@
 //! Manifests and blobs, read and written straight over reqwest, with each response's headers
 //! in hand: a registry's `Retry-After` on 429 and 503 sets the wait before the next try, which
 //! oci-client cannot report (its errors keep the status and the body only). oci-client still
-//! does the authentication handshake (the `/v2/` challenge, bearer tokens).
+//! fetches bearer tokens, once `/v2/` asked for one.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -120,18 +120,27 @@ impl Registry {
         oci_settings: ClientSettings,
         login: Login,
         scheme: &'static str,
+        open: bool,
     ) -> Self {
+        let auth = login.registry_auth();
+        // A registry that already answered `/v2/` without a challenge wants what the
+        // handshake would conclude from that answer; a bearer credential is presented anyway.
+        let wants = match &auth {
+            RegistryAuth::Bearer(_) => None,
+            RegistryAuth::Basic(..) => open.then_some(Wants::Basic),
+            RegistryAuth::Anonymous => open.then_some(Wants::Nothing),
+        };
         Self {
             http,
             oci: std::sync::OnceLock::new(),
             oci_settings,
-            auth: login.registry_auth(),
+            auth,
             identity: match login {
                 Login::IdentityToken(token) => Some(token),
                 Login::Auth(_) => None,
             },
             scheme,
-            wants: tokio::sync::Mutex::default(),
+            wants: tokio::sync::Mutex::new(wants),
             tokens: std::sync::Mutex::default(),
         }
     }
@@ -218,29 +227,29 @@ impl Registry {
         let bearer = match &self.auth {
             // A token given as the credential: oci-client presents it without asking.
             RegistryAuth::Bearer(_) => true,
-            _ => {
-                let probe = self
-                    .http
-                    .get(format!(
-                        "{}://{}/v2/",
-                        self.scheme,
-                        reference.resolve_registry()
-                    ))
-                    .send()
-                    .await?;
-                probe
-                    .headers()
-                    .get(reqwest::header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split_whitespace().next())
-                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"))
-            }
+            _ => self
+                .challenge_header(reference)
+                .await?
+                .as_deref()
+                .and_then(|v| v.split_whitespace().next())
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer")),
         };
         if !bearer {
             return Ok(None);
         }
         let oci = self.oci.get_or_init(|| self.oci_settings.build());
         Ok(oci.auth(reference, &self.auth, op).await?)
+    }
+
+    /// The `WWW-Authenticate` of the registry's `/v2/`, asked without credentials.
+    async fn challenge_header(&self, reference: &Reference) -> Result<Option<String>, Failure> {
+        let url = format!("{}://{}/v2/", self.scheme, reference.resolve_registry());
+        let probe = self.http.get(url).send().await?;
+        Ok(probe
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned))
     }
 
     /// Exchanges an identity token (an OAuth2 refresh token) for an access token to `op` on
@@ -253,18 +262,8 @@ impl Registry {
         op: RegistryOperation,
         identity: &Secret,
     ) -> Result<Option<String>, Failure> {
-        let registry = reference.resolve_registry();
-        let probe = self
-            .http
-            .get(format!("{}://{registry}/v2/", self.scheme))
-            .send()
-            .await?;
-        let challenge = probe
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_challenge);
-        let Some((realm, service)) = challenge else {
+        let challenge = self.challenge_header(reference).await?;
+        let Some((realm, service)) = challenge.as_deref().and_then(bearer_challenge) else {
             return Ok(None);
         };
         let actions = match op {
