@@ -266,18 +266,25 @@ impl Error {
     }
 }
 
-/// Whether a transport error is a refused certificate (unknown issuer, wrong name, expired).
-fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether a transport error is a refused certificate (unknown issuer, wrong name, expired),
+/// or no certificate could be checked at all: the host has no trust store and none was given.
+pub(crate) fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return matches!(tls, rustls::Error::InvalidCertificate(_));
         }
         let text = err.to_string();
-        if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
+        if text.contains("invalid peer certificate")
+            || text.contains("UnknownIssuer")
+            || text.contains(NO_TRUST_STORE)
+        {
             return true;
         }
         cur = err.source();
     }
     false
 }
+
+/// What rustls-platform-verifier says when the system's store holds no certificate.
+pub(crate) const NO_TRUST_STORE: &str = "No CA certificates were loaded from the system";

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::{Client, Reference};
 use wasm_oci_cache::Cache;
 
@@ -165,7 +166,7 @@ impl Fetcher {
         }
         let http = self.new_http().map_err(|e| {
             Error::from_oci(
-                oci_client::errors::OciDistributionError::RequestError(e),
+                OciDistributionError::RequestError(e),
                 reference,
                 self.scheme(reference),
             )
@@ -253,7 +254,19 @@ pub(crate) struct ClientSettings {
 }
 
 impl ClientSettings {
-    pub(crate) fn build(&self) -> Client {
+    /// oci-client's client, or why it cannot be made: its `Client` also builds reqwest's
+    /// default client, which panics on a host with no trust store. Our own TLS has shown
+    /// there is one when it verified this registry with the system's roots alone; otherwise
+    /// (plain HTTP, a CA file, no verification) the store is looked at first.
+    pub(crate) fn build(&self) -> Result<Client, OciDistributionError> {
+        if (self.scheme == "http" || !self.extra_roots.is_empty() || self.insecure_skip_tls_verify)
+            && let Err(e) = tls::system_roots()
+        {
+            return Err(OciDistributionError::GenericError(Some(format!(
+                "this host has no trust store ({e}), and oci-client, which fetches the registry's \
+                 token, needs one: install ca-certificates, or point SSL_CERT_FILE at a CA bundle"
+            ))));
+        }
         let protocol = match self.scheme {
             "http" => ClientProtocol::Http,
             _ => ClientProtocol::Https,
@@ -266,7 +279,7 @@ impl ClientSettings {
                 data: data.clone(),
             })
             .collect();
-        Client::new(ClientConfig {
+        Ok(Client::new(ClientConfig {
             protocol,
             extra_root_certificates,
             accept_invalid_certificates: self.insecure_skip_tls_verify,
@@ -276,7 +289,7 @@ impl ClientSettings {
             read_timeout: Some(READ_TIMEOUT),
             user_agent: USER_AGENT,
             ..ClientConfig::default()
-        })
+        }))
     }
 }
 
@@ -365,8 +378,11 @@ impl Fetcher {
             "wasm-oci/login".to_owned(),
             "latest".to_owned(),
         );
-        let client = self.client_settings(&probe).build();
         let scheme = self.scheme(&probe);
+        let client = self
+            .client_settings(&probe)
+            .build()
+            .map_err(|e| Error::from_oci(e, &probe, scheme))?;
         let auth = self.auth(&probe)?.registry_auth();
         client
             .auth(&probe, &auth, oci_client::RegistryOperation::Pull)

@@ -103,7 +103,7 @@ enum Wants {
 pub(crate) struct Registry {
     http: reqwest::Client,
     /// For a bearer handshake: made when a registry first asks for a token.
-    oci: std::sync::OnceLock<Client>,
+    oci: std::sync::OnceLock<Result<Client, OciDistributionError>>,
     oci_settings: ClientSettings,
     auth: RegistryAuth,
     /// An identity token, exchanged by us (see [`Registry::exchange`]) instead of the handshake.
@@ -237,8 +237,10 @@ impl Registry {
         if !bearer {
             return Ok(None);
         }
-        let oci = self.oci.get_or_init(|| self.oci_settings.build());
-        Ok(oci.auth(reference, &self.auth, op).await?)
+        match self.oci.get_or_init(|| self.oci_settings.build()) {
+            Ok(oci) => Ok(oci.auth(reference, &self.auth, op).await?),
+            Err(e) => Err(OciDistributionError::GenericError(Some(e.to_string())).into()),
+        }
     }
 
     /// The `WWW-Authenticate` of the registry's `/v2/`, asked without credentials.

@@ -88,6 +88,8 @@ where
 pub(crate) fn is_transient(e: &OciDistributionError) -> bool {
     use oci_client::errors::OciErrorCode;
     match e {
+        // A certificate that is not trusted now will not be trusted in a second either.
+        OciDistributionError::RequestError(e) if crate::error::is_certificate_error(e) => false,
         OciDistributionError::RequestError(e) => {
             // `is_request` covers a pooled connection the server closed under us.
             e.is_connect()

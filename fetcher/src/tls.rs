@@ -25,9 +25,7 @@ pub(crate) fn lazy_roots(extra: &[Vec<u8>]) -> Result<rustls::ClientConfig, rust
         .flat_map(|pem| CertificateDer::pem_slice_iter(pem))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| rustls::Error::General(format!("reading a CA certificate: {e}")))?;
-    let provider = CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let provider = provider();
     let verifier = LazyVerifier {
         extra,
         provider: provider.clone(),
@@ -41,6 +39,17 @@ pub(crate) fn lazy_roots(extra: &[Vec<u8>]) -> Result<rustls::ClientConfig, rust
     // reqwest offers HTTP/1.1 when it builds the configuration itself; so do we.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Whether the system's trust store holds any certificate, by loading it as reqwest does.
+pub(crate) fn system_roots() -> Result<(), rustls::Error> {
+    rustls_platform_verifier::Verifier::new(provider()).map(drop)
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
 
 /// reqwest's own verifier (the platform's), made on the first certificate to check.

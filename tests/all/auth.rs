@@ -121,6 +121,8 @@ fn basic_auth_over_tls_with_a_private_ca() {
         describe(&out)
     );
     assert!(stderr(&out).contains("--ca-file"), "{}", describe(&out));
+    // A certificate that is not trusted now will not be in a second: not retried.
+    assert!(!stderr(&out).contains("retrying"), "{}", describe(&out));
 
     // SSL_CERT_FILE works as --ca-file does.
     let cli = WasmOci::new();

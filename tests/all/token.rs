@@ -318,6 +318,23 @@ fn a_bearer_token_registry_works_anonymously_and_with_credentials() {
         "{}",
         describe(&out)
     );
+    // On a host with no trust store, oci-client (which fetches the token) cannot be set up:
+    // said so, not a panic.
+    let bare = tempfile::tempdir().unwrap();
+    let out = WasmOci::new()
+        .command()
+        .args(["run", &public])
+        .env_remove("SSL_CERT_FILE")
+        .env("SSL_CERT_DIR", bare.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("no trust store") && stderr(&out).contains("SSL_CERT_FILE"),
+        "{}",
+        describe(&out)
+    );
+
     // oci-client fetched the token, and its trace log is searched for secrets with the rest.
     let log = fs::read_to_string(authed.log_file()).unwrap();
     assert!(log.contains("oci_client"), "no oci_client in the trace log");
