@@ -160,32 +160,33 @@ impl Direct {
     }
 }
 
-/// One write buffer: [`WRITE_BUFFER`] bytes starting at an [`ALIGN`]ed address, as `O_DIRECT`
-/// wants them, carved out of a slightly larger allocation.
+/// One write buffer: [`WRITE_BUFFER`] bytes (fewer for a small blob) starting at an
+/// [`ALIGN`]ed address, as `O_DIRECT` wants them, carved out of a slightly larger allocation.
 #[derive(Debug, Default)]
 struct Buffer {
     bytes: Vec<u8>,
     start: usize,
     len: usize,
+    /// How much it holds; 0 until it is first needed.
+    capacity: usize,
 }
 
 impl Buffer {
-    fn new() -> Buffer {
-        let bytes = vec![0; WRITE_BUFFER + ALIGN];
+    /// A page-aligned buffer of `capacity` bytes.
+    fn new(capacity: usize) -> Buffer {
+        let bytes = vec![0; capacity + ALIGN];
         let start = bytes.as_ptr().align_offset(ALIGN);
         Buffer {
             bytes,
             start,
             len: 0,
+            capacity,
         }
     }
 
     /// Copies as much of `buf` as fits; how much that was.
     fn fill(&mut self, buf: &[u8]) -> usize {
-        if self.bytes.is_empty() {
-            *self = Buffer::new();
-        }
-        let room = &mut self.bytes[self.start + self.len..self.start + WRITE_BUFFER];
+        let room = &mut self.bytes[self.start + self.len..self.start + self.capacity];
         let n = room.len().min(buf.len());
         room[..n].copy_from_slice(&buf[..n]);
         self.len += n;
@@ -193,7 +194,7 @@ impl Buffer {
     }
 
     fn is_full(&self) -> bool {
-        self.len == WRITE_BUFFER
+        self.len == self.capacity
     }
 
     fn is_empty(&self) -> bool {
@@ -348,6 +349,9 @@ impl Ingest {
 
     /// Appends `buf`, failing early when it goes past the expected size.
     pub fn write(&mut self, buf: &[u8]) -> Result<()> {
+        if self.pending.capacity == 0 {
+            self.pending = Buffer::new(self.first_buffer_size());
+        }
         self.account(buf)?;
         let mut rest = buf;
         while !rest.is_empty() {
@@ -358,6 +362,19 @@ impl Ingest {
             }
         }
         Ok(())
+    }
+
+    /// A whole write buffer, unless all that is left of a known size fits in less: a manifest
+    /// or a config should not cost a zeroed megabyte. The smaller one has room for a byte
+    /// more than is left, so it never fills up and goes to a background writer.
+    fn first_buffer_size(&self) -> usize {
+        match self
+            .expected_size
+            .map(|size| size.saturating_sub(self.written))
+        {
+            Some(left) if left < WRITE_BUFFER as u64 => (left as usize / ALIGN + 1) * ALIGN,
+            _ => WRITE_BUFFER,
+        }
     }
 
     /// Checks the size and hashes `buf`, which is about to be written.
@@ -397,7 +414,10 @@ impl Ingest {
             self.background = Some(Background::start(clone));
         }
         let b = self.background.as_ref().expect("started above");
-        let next = b.emptied.try_recv().unwrap_or_else(|_| Buffer::new());
+        let next = b
+            .emptied
+            .try_recv()
+            .unwrap_or_else(|_| Buffer::new(WRITE_BUFFER));
         let full = std::mem::replace(&mut self.pending, next);
         if b.buffers.send(full).is_err() {
             // The writer stopped on an error: that error is the answer.
