@@ -5,7 +5,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
-use crate::support::{Registry, Secure, WasmOci, describe, output_with_stdin, stderr, testdata};
+use crate::support::{
+    Registry, Secure, WasmOci, describe, output_with_stdin, stderr, testdata, without_trust_store,
+};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pa55word";
@@ -28,6 +30,21 @@ fn assert_no_secret(out: &Output) {
         assert!(!text.contains(PASSWORD), "the password leaked: {text}");
         assert!(!text.contains(&b64), "the basic credentials leaked: {text}");
     }
+}
+
+/// `wasm-oci run --ca-file CA --username USER --password-stdin REFERENCE`, in `cli`.
+fn run_with_ca(cli: &WasmOci, ca: &str, reference: &str) -> Command {
+    let mut cmd = cli.command();
+    cmd.args([
+        "run",
+        "--ca-file",
+        ca,
+        "--username",
+        USER,
+        "--password-stdin",
+        reference,
+    ]);
+    cmd
 }
 
 #[test]
@@ -88,18 +105,9 @@ fn basic_auth_over_tls_with_a_private_ca() {
 
     // A wrong password fails clearly.
     let fresh = WasmOci::new();
-    let mut cmd = fresh.command();
-    cmd.args([
-        "run",
-        "--ca-file",
-        ca,
-        "--username",
-        USER,
-        "--password-stdin",
-        &reference,
-    ])
-    .env("WASM_OCI_LOG", "trace")
-    .env_remove("WASM_OCI_LOG_FILE");
+    let mut cmd = run_with_ca(&fresh, ca, &reference);
+    cmd.env("WASM_OCI_LOG", "trace")
+        .env_remove("WASM_OCI_LOG_FILE");
     let out = output_with_stdin(cmd, "wrong-password");
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(
@@ -140,20 +148,9 @@ fn basic_auth_over_tls_with_a_private_ca() {
     }
 
     // A host with no trust store of its own (a minimal edge image): --ca-file is enough.
-    let bare = tempfile::tempdir().unwrap();
     let fresh = WasmOci::new();
-    let mut cmd = fresh.command();
-    cmd.args([
-        "run",
-        "--ca-file",
-        ca,
-        "--username",
-        USER,
-        "--password-stdin",
-        &reference,
-    ])
-    .env_remove("SSL_CERT_FILE")
-    .env("SSL_CERT_DIR", bare.path());
+    let mut cmd = run_with_ca(&fresh, ca, &reference);
+    let _bare = without_trust_store(&mut cmd);
     let out = output_with_stdin(cmd, PASSWORD);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);

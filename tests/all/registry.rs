@@ -4,6 +4,7 @@ use std::fs;
 
 use crate::support::{
     Registry, WasmOci, describe, free_port, manifest, put_manifest, stderr, testdata,
+    without_trust_store,
 };
 
 const HELLO: &str = "Hello from WebAssembly!\n";
@@ -116,14 +117,10 @@ fn a_host_without_trust_roots_still_pulls_over_plain_http() {
     let reference = registry.reference("bare/hello:v1");
     let cli = WasmOci::new();
     cli.ok(&["push", &hello(), &reference]);
-    let bare = tempfile::tempdir().unwrap();
-    let out = WasmOci::new()
-        .command()
-        .args(["run", &reference])
-        .env_remove("SSL_CERT_FILE")
-        .env("SSL_CERT_DIR", bare.path())
-        .output()
-        .unwrap();
+    let bare_cli = WasmOci::new();
+    let mut cmd = bare_cli.command();
+    let _bare = without_trust_store(cmd.args(["run", &reference]));
+    let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
 }

@@ -309,6 +309,15 @@ pub fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::E
     }
 }
 
+/// Makes `cmd` run as on a host with no trust store of its own (a minimal image): no
+/// `SSL_CERT_FILE`, and an empty `SSL_CERT_DIR`, which lives as long as the value returned.
+pub fn without_trust_store(cmd: &mut Command) -> tempfile::TempDir {
+    let bare = tempfile::tempdir().unwrap();
+    cmd.env_remove("SSL_CERT_FILE")
+        .env("SSL_CERT_DIR", bare.path());
+    bare
+}
+
 pub fn describe(out: &Output) -> String {
     format!(
         "status {:?}\nstdout: {}\nstderr: {}",

@@ -16,7 +16,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
-use crate::support::{Registry, WasmOci, describe, openssl, output_with_stdin, stderr, testdata};
+use crate::support::{
+    Registry, WasmOci, describe, openssl, output_with_stdin, stderr, testdata, without_trust_store,
+};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "t0ken-Pa55";
@@ -320,14 +322,10 @@ fn a_bearer_token_registry_works_anonymously_and_with_credentials() {
     );
     // On a host with no trust store, oci-client (which fetches the token) cannot be set up:
     // said so, not a panic.
-    let bare = tempfile::tempdir().unwrap();
-    let out = WasmOci::new()
-        .command()
-        .args(["run", &public])
-        .env_remove("SSL_CERT_FILE")
-        .env("SSL_CERT_DIR", bare.path())
-        .output()
-        .unwrap();
+    let bare_cli = WasmOci::new();
+    let mut cmd = bare_cli.command();
+    let _bare = without_trust_store(cmd.args(["run", &public]));
+    let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(
         stderr(&out).contains("no trust store") && stderr(&out).contains("SSL_CERT_FILE"),
