@@ -140,22 +140,25 @@ impl Fetcher {
     /// `http` with `--plain-http`; for a loopback registry, whatever it speaks (docker tries
     /// TLS there and falls back to plain HTTP); else always `https`, never downgraded.
     pub fn scheme(&self, reference: &Reference) -> &'static str {
-        let registry = reference.registry();
-        if self.options.plain_http {
-            "http"
-        } else if is_loopback(registry) {
-            self.probe(registry).scheme
-        } else {
-            "https"
+        match self.probe(reference.registry()) {
+            Some(probe) => probe.scheme,
+            None if self.options.plain_http => "http",
+            None => "https",
         }
     }
 
-    /// What a loopback registry answered when asked what it speaks, asked once.
-    fn probe(&self, registry: &str) -> Probe {
+    /// What a loopback registry answered when asked what it speaks, asked once; `None` for
+    /// another registry, or with `--plain-http`, where nothing is asked.
+    fn probe(&self, registry: &str) -> Option<Probe> {
+        if self.options.plain_http || !is_loopback(registry) {
+            return None;
+        }
         let mut probes = self.probes.lock().expect("probe map lock");
-        *probes
-            .entry(registry.to_owned())
-            .or_insert_with(|| Probe::new(registry))
+        Some(
+            *probes
+                .entry(registry.to_owned())
+                .or_insert_with(|| Probe::new(registry)),
+        )
     }
 
     /// How to speak to `reference`'s registry.
@@ -171,9 +174,7 @@ impl Fetcher {
                 self.scheme(reference),
             )
         })?;
-        let open = !self.options.plain_http
-            && is_loopback(reference.registry())
-            && self.probe(reference.registry()).open;
+        let open = self.probe(reference.registry()).is_some_and(|p| p.open);
         let remote = Arc::new(registry::Registry::new(
             http,
             self.client_settings(reference),

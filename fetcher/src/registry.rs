@@ -65,7 +65,7 @@ impl From<reqwest::Error> for Failure {
 impl Transient for Failure {
     fn is_transient(&self) -> bool {
         match self {
-            Failure::Request { error, .. } => error.is_transient(),
+            Failure::Request { error, .. } => crate::retry::is_transient(error),
             Failure::Digest { .. } => false,
         }
     }
@@ -99,6 +99,16 @@ enum Wants {
     Bearer,
 }
 
+impl Wants {
+    /// What a registry that hands out no token wants: the credentials, when there are some.
+    fn without_token(auth: &RegistryAuth) -> Wants {
+        match auth {
+            RegistryAuth::Basic(..) => Wants::Basic,
+            _ => Wants::Nothing,
+        }
+    }
+}
+
 /// Speaks to one registry.
 pub(crate) struct Registry {
     http: reqwest::Client,
@@ -125,11 +135,8 @@ impl Registry {
         let auth = login.registry_auth();
         // A registry that already answered `/v2/` without a challenge wants what the
         // handshake would conclude from that answer; a bearer credential is presented anyway.
-        let wants = match &auth {
-            RegistryAuth::Bearer(_) => None,
-            RegistryAuth::Basic(..) => open.then_some(Wants::Basic),
-            RegistryAuth::Anonymous => open.then_some(Wants::Nothing),
-        };
+        let wants =
+            (open && !matches!(auth, RegistryAuth::Bearer(_))).then(|| Wants::without_token(&auth));
         Self {
             http,
             oci: std::sync::OnceLock::new(),
@@ -155,9 +162,9 @@ impl Registry {
     }
 
     /// The `Authorization` for a request to `reference`'s repository. The first request to
-    /// the registry makes oci-client ask `/v2/` what it wants (others wait for the answer);
-    /// later ones reuse it, so a registry that wants nothing is asked once, not before every
-    /// request. A bearer registry gets a token per repository.
+    /// the registry asks `/v2/` what it wants (others wait for the answer), unless the scheme
+    /// probe already did; later ones reuse it, so a registry that wants nothing is asked once,
+    /// not before every request. A bearer registry gets a token per repository.
     async fn authorization(
         &self,
         reference: &Reference,
@@ -169,16 +176,15 @@ impl Registry {
             match *wants {
                 Some(known) => known,
                 None => {
-                    let token = self.handshake(reference, op).await?;
-                    let (known, value) = match token {
-                        Some(token) => (Wants::Bearer, Some(token)),
-                        None if matches!(self.auth, RegistryAuth::Basic(..)) => {
-                            (Wants::Basic, self.basic())
+                    let known = match self.handshake(reference, op).await? {
+                        Some(token) => {
+                            *wants = Some(Wants::Bearer);
+                            return Ok(Some(token));
                         }
-                        None => (Wants::Nothing, None),
+                        None => Wants::without_token(&self.auth),
                     };
                     *wants = Some(known);
-                    return Ok(value);
+                    known
                 }
             }
         };
@@ -195,8 +201,9 @@ impl Registry {
         }
     }
 
-    /// oci-client's handshake for `op` on `reference`'s repository: the bearer token,
-    /// remembered, or `None` when the registry hands out none.
+    /// The handshake for `op` on `reference`'s repository: the bearer token (from an
+    /// identity-token exchange, or from oci-client), remembered, or `None` when the registry
+    /// hands out none.
     async fn handshake(
         &self,
         reference: &Reference,

@@ -22,12 +22,6 @@ pub(crate) trait Transient: std::fmt::Display {
     }
 }
 
-impl Transient for OciDistributionError {
-    fn is_transient(&self) -> bool {
-        is_transient(self)
-    }
-}
-
 /// The wait before the next try: the backoff's, or longer when the server asked for it.
 pub(crate) fn wait_for(backoff_wait: Duration, retry_after: Option<Duration>) -> Duration {
     match retry_after {
