@@ -1,16 +1,18 @@
-//! The wasm-oci runner: starts a cached WebAssembly module or component in wasmtime with WASI.
+//! The wasm-oci runner and containerd shim, in two rooms that share nothing but the runner's
+//! API.
 //!
-//! Used by `wasm-oci run` and, later, by the containerd shim. A guest sees only what
-//! [`RunOptions`] hands it: its arguments, its environment and the directories preopened for it.
+//! [`runner`] starts a WebAssembly module or component in wasmtime with WASI; it knows nothing
+//! of containerd or registries, and `wasm-oci run` uses it alone. [`containerd`] is the shim v2
+//! task service (`io.containerd.wasmoci.v1`) that turns a container's spec into runner options.
+//! A guest sees only what [`RunOptions`] hands it: its arguments, its environment and the
+//! directories preopened for it.
 
 #![deny(missing_docs)]
 
 pub mod containerd;
-mod error;
-mod runner;
+pub mod runner;
 
-pub use error::Error;
-pub use runner::{CompiledCache, EngineOptions, Loaded, Outcome, Preopen, RunOptions, Runner};
+pub use runner::{EngineOptions, Error, Loaded, Outcome, Preopen, RunOptions, Runner, Wasm};
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use wasm_oci_shim::{EngineOptions, Runner};
+use wasm_oci_shim::{EngineOptions, Runner, Wasm};
 
 use super::{PullPolicy, Resolved};
 use crate::GlobalOptions;
@@ -32,24 +32,17 @@ impl CompileCommand {
     /// Pulls if needed and compiles.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let resolved = Resolved::new(global, &self.reference, self.pull)?;
-        let Some(compiled) = resolved.compiled_cache() else {
+        let (Some(cache), Some(entry)) = (&resolved.cache, &resolved.entry) else {
             bail!(
                 "{} is a local file; compile takes a registry reference (push it first)",
                 self.reference
             );
         };
-        let digest = compiled.digest.clone();
+        let digest = &entry.layer_digest;
         // For `wasm-oci run` and for the containerd shim, whose engines differ.
-        for engine in [
-            EngineOptions::default(),
-            wasm_oci_shim::containerd::ENGINE_OPTIONS,
-        ] {
-            let compiled = wasm_oci_shim::CompiledCache {
-                cache: compiled.cache,
-                digest: compiled.digest,
-            };
+        for engine in [EngineOptions::default(), EngineOptions::SHIM] {
             Runner::new(engine)?
-                .load(&resolved.path, Some(compiled))
+                .load(&resolved.path, Wasm::Cached { cache, digest })
                 .with_context(|| format!("compiling {}", self.reference))?;
         }
         eprintln!("Compiled: {} ({digest})", self.reference);

@@ -103,9 +103,13 @@ enum PullPolicy {
     Never,
 }
 
-/// A module to run or compile: a local file, or the cached blob of a reference.
+/// A module to run or compile: a local file or a layout's blob, read once, or the cached blob
+/// of a reference.
 struct Resolved {
+    /// What errors call it: the file, or the blob's path.
     path: PathBuf,
+    /// The bytes of a local file or a layout's blob, as read (and, for a layout, verified).
+    bytes: Option<Vec<u8>>,
     /// The cache and what the reference resolved to, for references.
     cache: Option<Cache>,
     entry: Option<RefEntry>,
@@ -122,9 +126,21 @@ impl Resolved {
                 Some((dir, tag)) if Path::new(dir).is_dir() => (dir, Some(tag)),
                 _ => (spec, None),
             };
-            let (path, _) = wasm_oci_fetcher::layout::resolve(Path::new(dir), tag)?;
+            let (path, digest) = wasm_oci_fetcher::layout::resolve(Path::new(dir), tag)?;
+            // What runs is what was hashed here, whatever the file holds by then.
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("reading {} of {module}", path.display()))?;
+            let actual = wasm_oci_cache::Digest::of(&bytes);
+            if actual != digest {
+                bail!(
+                    "{} in {module} hashes to {actual}, not {digest}: the layout changed while it \
+                     was read",
+                    path.display()
+                );
+            }
             return Ok(Self {
                 path,
+                bytes: Some(bytes),
                 cache: None,
                 entry: None,
                 _hold: None,
@@ -135,8 +151,10 @@ impl Resolved {
             if !path.is_file() {
                 bail!("{} does not exist or is not a file", path.display());
             }
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {module}"))?;
             return Ok(Self {
                 path,
+                bytes: Some(bytes),
                 cache: None,
                 entry: None,
                 _hold: None,
@@ -171,20 +189,23 @@ impl Resolved {
         let hold = cache.hold(&entry.layer_digest).ok();
         Self {
             path: cache.blob_path(&entry.layer_digest),
+            bytes: None,
             cache: Some(cache),
             entry: Some(entry),
             _hold: hold,
         }
     }
 
-    /// Where compiled code for this module is kept: only for cached references.
-    fn compiled_cache(&self) -> Option<wasm_oci_shim::CompiledCache<'_>> {
-        match (&self.cache, &self.entry) {
-            (Some(cache), Some(entry)) => Some(wasm_oci_shim::CompiledCache {
+    /// The wasm for the runner: the bytes read, or the cached blob (whose compiled code is
+    /// kept in the cache).
+    fn wasm(&self) -> wasm_oci_shim::Wasm<'_> {
+        match (&self.bytes, &self.cache, &self.entry) {
+            (Some(bytes), ..) => wasm_oci_shim::Wasm::Bytes { bytes, cache: None },
+            (None, Some(cache), Some(entry)) => wasm_oci_shim::Wasm::Cached {
                 cache,
                 digest: &entry.layer_digest,
-            }),
-            _ => None,
+            },
+            (None, ..) => unreachable!("a resolved module has bytes or a cache entry"),
         }
     }
 }

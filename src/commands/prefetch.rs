@@ -10,7 +10,7 @@ use clap::Args;
 use futures_util::StreamExt;
 use serde::Serialize;
 use wasm_oci_fetcher::{Fetcher, parse_reference};
-use wasm_oci_shim::{CompiledCache, EngineOptions, Runner};
+use wasm_oci_shim::{EngineOptions, Runner, Wasm};
 
 use crate::GlobalOptions;
 
@@ -90,7 +90,7 @@ impl PrefetchCommand {
             true => Vec::new(),
             false => vec![
                 Arc::new(Runner::new(EngineOptions::default())?),
-                Arc::new(Runner::new(wasm_oci_shim::containerd::ENGINE_OPTIONS)?),
+                Arc::new(Runner::new(EngineOptions::SHIM)?),
             ],
         };
         let started = Instant::now();
@@ -174,10 +174,10 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
                 runner
                     .load(
                         &pulled.path,
-                        Some(CompiledCache {
+                        Wasm::Cached {
                             cache: &cache,
                             digest: &pulled.entry.layer_digest,
-                        }),
+                        },
                     )
                     .map(drop)
             })

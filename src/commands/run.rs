@@ -52,7 +52,8 @@ pub struct RunCommand {
     #[arg(long = "env", value_name = "KEY[=VALUE]")]
     envs: Vec<String>,
 
-    /// Cap each linear memory (and table, at 8 bytes an element), e.g. 16MiB
+    /// Cap the guest's linear memories and tables together (a table element counts 8 bytes),
+    /// e.g. 16MiB
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_memory: Option<usize>,
 
@@ -79,7 +80,7 @@ impl RunCommand {
             pooling: false,
         })?;
         let loaded = runner
-            .load(&resolved.path, resolved.compiled_cache())
+            .load(&resolved.path, resolved.wasm())
             .with_context(|| format!("loading {}", self.module))?;
         let options = self.run_options();
         match runner.run(&resolved.path, &loaded, &options) {

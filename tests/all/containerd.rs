@@ -10,23 +10,23 @@ use crate::support::{
     LOG_EVERYTHING, Registry, WasmOci, assert_no_secret_in, describe, guests, testdata,
 };
 
-const HELLO: &str = "Hello from WebAssembly!\n";
-const NS: &str = "wasm-oci-test";
-const RUNTIME: &str = "io.containerd.wasmoci.v1";
+pub(crate) const HELLO: &str = "Hello from WebAssembly!\n";
+pub(crate) const NS: &str = "wasm-oci-test";
+pub(crate) const RUNTIME: &str = "io.containerd.wasmoci.v1";
 
-struct Containerd {
+pub(crate) struct Containerd {
     child: Option<Child>,
-    dir: tempfile::TempDir,
-    cache: PathBuf,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) cache: PathBuf,
 }
 
 impl Containerd {
-    fn start() -> Containerd {
+    pub(crate) fn start() -> Containerd {
         Self::start_with_env(&[])
     }
 
     /// containerd (and so the shim) with extra environment, such as `DOCKER_CONFIG`.
-    fn start_with_env(env: &[(&str, &Path)]) -> Containerd {
+    pub(crate) fn start_with_env(env: &[(&str, &Path)]) -> Containerd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let cache = d.join("wasm-oci-cache");
@@ -44,6 +44,8 @@ impl Containerd {
         let shim_dir = Path::new(env!("CARGO_BIN_EXE_containerd-shim-wasmoci-v1"))
             .parent()
             .unwrap();
+        // The operator's shim config: none unless a test gives one (never the host's).
+        fs::write(d.join("shim.toml"), "").unwrap();
         let log = fs::File::create(d.join("containerd.log")).unwrap();
         let child = Command::new("containerd")
             .arg("--config")
@@ -57,6 +59,7 @@ impl Containerd {
             .env("WASM_OCI_LOG", LOG_EVERYTHING)
             .env("WASM_OCI_LOG_FILE", d.join("shim.log"))
             .env("DOCKER_CONFIG", d.join("no-docker-config"))
+            .env("WASM_OCI_SHIM_CONFIG", d.join("shim.toml"))
             .env_remove("SSL_CERT_FILE")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -81,16 +84,16 @@ impl Containerd {
         c
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
     /// What the shims logged (`WASM_OCI_LOG_FILE`).
-    fn shim_log(&self) -> PathBuf {
+    pub(crate) fn shim_log(&self) -> PathBuf {
         self.dir.path().join("shim.log")
     }
 
-    fn ctr_command(&self, args: &[&str]) -> Command {
+    pub(crate) fn ctr_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(self.dir.path().join("containerd.sock"))
@@ -100,34 +103,61 @@ impl Containerd {
         cmd
     }
 
-    fn ctr(&self, args: &[&str]) -> Output {
+    pub(crate) fn ctr(&self, args: &[&str]) -> Output {
         self.ctr_command(args).output().unwrap()
     }
 
     /// Imports an OCI image whose rootfs holds `files` at `/`, with `entrypoint`.
-    fn import(&self, name: &str, files: &[(&str, &Path)], entrypoint: &[&str]) {
+    pub(crate) fn import(&self, name: &str, files: &[(&str, &Path)], entrypoint: &[&str]) {
+        let entries: Vec<Entry> = files.iter().map(|(n, p)| Entry::File(n, p)).collect();
+        self.import_entries(name, &entries, entrypoint);
+    }
+
+    /// Imports an OCI image whose rootfs holds `entries`: files, and what a hostile image may
+    /// hold too (symlinks, FIFOs, devices).
+    pub(crate) fn import_entries(&self, name: &str, entries: &[Entry<'_>], entrypoint: &[&str]) {
         let archive = self
             .dir
             .path()
             .join(format!("{}.tar", name.replace(['/', ':'], "_")));
-        let files_json = serde_json::to_string(
-            &files
+        let entries_json = serde_json::to_string(
+            &entries
                 .iter()
-                .map(|(n, p)| (n.to_string(), p.display().to_string()))
+                .map(|e| match e {
+                    Entry::File(n, p) => serde_json::json!([n, "file", p.display().to_string()]),
+                    Entry::Symlink(n, target) => serde_json::json!([n, "symlink", target]),
+                    Entry::Fifo(n) => serde_json::json!([n, "fifo", ""]),
+                    Entry::CharDevice(n, major, minor) => {
+                        serde_json::json!([n, "chr", format!("{major}:{minor}")])
+                    }
+                    Entry::Dir(n) => serde_json::json!([n, "dir", ""]),
+                })
                 .collect::<Vec<_>>(),
         )
         .unwrap();
         let script = r#"
 import hashlib, io, json, sys, tarfile
-name, files, entrypoint, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+name, entries, entrypoint, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
 def tar_bytes(entries):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as t:
-        for n, data, mode in entries:
-            info = tarfile.TarInfo(n); info.size = len(data); info.mode = mode
-            t.addfile(info, io.BytesIO(data))
+        for n, kind, arg in entries:
+            info = tarfile.TarInfo(n); data = None
+            if kind == "file":
+                data = arg if isinstance(arg, bytes) else open(arg, "rb").read()
+                info.size = len(data); info.mode = 0o755
+            elif kind == "symlink":
+                info.type = tarfile.SYMTYPE; info.linkname = arg
+            elif kind == "fifo":
+                info.type = tarfile.FIFOTYPE; info.mode = 0o644
+            elif kind == "chr":
+                info.type = tarfile.CHRTYPE; info.mode = 0o666
+                info.devmajor, info.devminor = (int(x) for x in arg.split(":"))
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE; info.mode = 0o755
+            t.addfile(info, io.BytesIO(data) if data is not None else None)
     return buf.getvalue()
-layer = tar_bytes([(n, open(p, "rb").read(), 0o755) for n, p in files])
+layer = tar_bytes(entries)
 sha = lambda b: "sha256:" + hashlib.sha256(b).hexdigest()
 config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": entrypoint},
     "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}).encode()
@@ -136,16 +166,16 @@ manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.ima
     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": len(layer)}]}).encode()
 index = json.dumps({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
     "digest": sha(manifest), "size": len(manifest), "annotations": {"io.containerd.image.name": name}}]}).encode()
-entries = [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}', 0o644), ("index.json", index, 0o644)]
-entries += [("blobs/sha256/" + hashlib.sha256(b).hexdigest(), b, 0o644) for b in (layer, config, manifest)]
-open(out, "wb").write(tar_bytes(entries))
+files = [("oci-layout", "file", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", "file", index)]
+files += [("blobs/sha256/" + hashlib.sha256(b).hexdigest(), "file", b) for b in (layer, config, manifest)]
+open(out, "wb").write(tar_bytes(files))
 "#;
         let out = Command::new("python3")
             .args([
                 "-c",
                 script,
                 name,
-                &files_json,
+                &entries_json,
                 &serde_json::to_string(entrypoint).unwrap(),
             ])
             .arg(&archive)
@@ -163,7 +193,7 @@ open(out, "wb").write(tar_bytes(entries))
     }
 
     /// Imports `docker.io/library/wasmhello:v1`: hello.wasm at `/`, its entrypoint.
-    fn import_hello(&self) {
+    pub(crate) fn import_hello(&self) {
         self.import(
             "docker.io/library/wasmhello:v1",
             &[("hello.wasm", &testdata("hello.wasm"))],
@@ -172,7 +202,7 @@ open(out, "wb").write(tar_bytes(entries))
     }
 
     /// Waits until task `id` is STOPPED, for at most 10 s.
-    fn wait_stopped(&self, id: &str) {
+    pub(crate) fn wait_stopped(&self, id: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let ls = stdout(&self.ctr(&["tasks", "ls"]));
@@ -188,7 +218,7 @@ open(out, "wb").write(tar_bytes(entries))
     }
 
     /// `ctr run --rm` with the wasm runtime.
-    fn run(&self, extra: &[&str], image: &str, id: &str, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, extra: &[&str], image: &str, id: &str, args: &[&str]) -> Output {
         let mut all = vec![
             "run",
             "--rm",
@@ -202,6 +232,20 @@ open(out, "wb").write(tar_bytes(entries))
         all.extend_from_slice(args);
         self.ctr(&all)
     }
+}
+
+/// What an image's layer holds at a path.
+pub(crate) enum Entry<'a> {
+    /// A copy of a host file.
+    File(&'a str, &'a Path),
+    /// A symlink to a target.
+    Symlink(&'a str, &'a str),
+    /// A named pipe.
+    Fifo(&'a str),
+    /// A character device (major, minor).
+    CharDevice(&'a str, u32, u32),
+    /// A directory.
+    Dir(&'a str),
 }
 
 impl Drop for Containerd {
@@ -254,13 +298,13 @@ impl Drop for Containerd {
     }
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Containerd {
     /// `ctr run -d` with the wasm runtime.
-    fn run_detached(&self, extra: &[&str], image: &str, id: &str, args: &[&str]) {
+    pub(crate) fn run_detached(&self, extra: &[&str], image: &str, id: &str, args: &[&str]) {
         let mut all = vec!["run", "-d", "--snapshotter", "native", "--runtime", RUNTIME];
         all.extend_from_slice(extra);
         all.extend_from_slice(&[image, id]);
@@ -270,7 +314,7 @@ impl Containerd {
     }
 
     /// The pid `ctr tasks ls` shows for task `id`.
-    fn task_pid(&self, id: &str) -> u32 {
+    pub(crate) fn task_pid(&self, id: &str) -> u32 {
         let ls = stdout(&self.ctr(&["tasks", "ls"]));
         ls.lines()
             .find(|l| l.split_whitespace().next() == Some(id))
@@ -279,7 +323,7 @@ impl Containerd {
     }
 
     /// Kills task `id` with `signal`, deletes it and its container; returns what delete said.
-    fn kill_and_delete(&self, id: &str, signal: &str) -> String {
+    pub(crate) fn kill_and_delete(&self, id: &str, signal: &str) -> String {
         let out = self.ctr(&["tasks", "kill", "-s", signal, id]);
         assert!(out.status.success(), "{}", describe(&out));
         self.wait_stopped(id);
@@ -290,12 +334,12 @@ impl Containerd {
     }
 }
 
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Waits up to 5 s for process `pid` to exit.
-fn wait_gone(pid: u32) -> bool {
+pub(crate) fn wait_gone(pid: u32) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -305,7 +349,11 @@ fn wait_gone(pid: u32) -> bool {
 
 #[test]
 fn containers_of_a_group_share_one_shim_and_a_pod_sandbox_waits() {
-    let c = Containerd::start();
+    // On a single-tenant node the operator may let io.wasm-oci.group decide.
+    let config = tempfile::tempdir().unwrap();
+    let file = config.path().join("shim.toml");
+    fs::write(&file, "[groups]\nby = \"annotation\"\n").unwrap();
+    let c = Containerd::start_with_env(&[("WASM_OCI_SHIM_CONFIG", &file)]);
     let image = "docker.io/library/probe:v1";
     c.import(image, &[("probe.wasm", &guests().probe)], &["/probe.wasm"]);
 
@@ -661,8 +709,19 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
 }
 
 #[test]
-fn sigterm_the_preopens_annotation_the_memory_limit_and_events() {
-    let c = Containerd::start();
+fn sigterm_preopen_profiles_the_memory_limit_and_events() {
+    let host = tempfile::tempdir().unwrap();
+    fs::write(host.path().join("in.txt"), "chosen").unwrap();
+    let config = host.path().join("shim.toml");
+    fs::write(
+        &config,
+        format!(
+            "[profiles.chosen]\ndirs = [\"{}::/chosen:ro\"]\n",
+            host.path().display()
+        ),
+    )
+    .unwrap();
+    let c = Containerd::start_with_env(&[("WASM_OCI_SHIM_CONFIG", &config)]);
     c.import(
         "docker.io/library/probe:v1",
         &[("probe.wasm", &guests().probe)],
@@ -674,41 +733,37 @@ fn sigterm_the_preopens_annotation_the_memory_limit_and_events() {
         .spawn()
         .unwrap();
 
-    // io.wasm-oci.preopens replaces the default preopens.
-    let host = tempfile::tempdir().unwrap();
-    fs::write(host.path().join("in.txt"), "chosen").unwrap();
-    let preopens = format!("io.wasm-oci.preopens={}::/chosen:ro", host.path().display());
+    // io.wasm-oci.preopens picks a profile of the operator's config, beside the rootfs.
     let out = c.run(
-        &["--label", &preopens],
+        &["--annotation", "io.wasm-oci.preopens=chosen"],
         "docker.io/library/probe:v1",
         "pre",
         &["/probe.wasm", "cat", "/chosen/in.txt"],
     );
     assert_eq!(stdout(&out), "chosen", "{}", describe(&out));
-    // ... so the rootfs is no longer there.
     let out = c.run(
-        &["--label", &preopens],
+        &["--annotation", "io.wasm-oci.preopens=chosen"],
         "docker.io/library/probe:v1",
         "pre2",
         &["/probe.wasm", "cat", "/probe.wasm"],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(out.status.success(), "{}", describe(&out));
 
-    // linux.resources.memory.limit caps guest memory.
+    // linux.resources.memory.limit caps guest memory (and the cgroup the guest runs in).
     let out = c.run(
-        &["--memory-limit", "16777216"],
+        &["--memory-limit", "67108864"],
         "docker.io/library/probe:v1",
         "mem",
         &["/probe.wasm", "alloc"],
     );
-    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(3), "{}\n{}", describe(&out), c.log());
     let mib: u32 = stdout(&out)
         .split_whitespace()
         .nth(1)
         .unwrap()
         .parse()
         .unwrap();
-    assert!(mib < 16, "{}", stdout(&out));
+    assert!((32..64).contains(&mib), "{}", stdout(&out));
 
     // SIGTERM stops a spinning guest with 143.
     let out = c.ctr(&[

@@ -2,13 +2,18 @@
 //! `containerd-shim-wasmoci-v1`, which runs each container's wasm in this process's runner.
 //!
 //! The module comes from the annotation `io.wasm-oci.reference` (pulled into the shared cache,
-//! policy `io.wasm-oci.pull`, default `missing`), else from `process.args[0]` in the rootfs.
-//! The rootfs is preopened as `/`, bind mounts at their destinations (`ro` honoured).
+//! policy `io.wasm-oci.pull`, default `missing`), else from `process.args[0]` in the rootfs,
+//! resolved inside it ([`rootfs`]). The rootfs is preopened as `/`, bind mounts at their
+//! destinations (`ro` honoured), and the operator's preopen profiles a container names in
+//! `io.wasm-oci.preopens` ([`config`]); a pod never names a host path.
 //!
-//! Containers of one group share a shim process (one engine, one fetcher): the group is the
-//! annotation `io.wasm-oci.group`, else the pod (`io.kubernetes.cri.sandbox-id`), as runwasi
-//! groups them; else the container is alone. A pod's sandbox ("pause") container has no wasm:
-//! it only waits to be killed.
+//! Containers of one pod share a shim process (one engine, one fetcher), as runwasi groups
+//! them; the operator's config decides otherwise, never a pod. A pod's sandbox ("pause")
+//! container has no wasm: it only waits to be killed.
+
+mod cgroup;
+pub mod config;
+mod rootfs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,18 +35,13 @@ use containerd_shim::util::timestamp;
 use containerd_shim::{Config, Context, DeleteResponse, Error, Flags, StartOpts, TtrpcResult, api};
 use tokio::sync::watch;
 
-use crate::{CompiledCache, EngineOptions, Preopen, RunOptions, Runner};
+use self::cgroup::Cgroup;
+use self::config::{GroupBy, ShimConfig};
+use crate::runner::{EngineOptions, Preopen, RunOptions, Runner, Wasm};
 
 /// The runtime name containerd knows this shim by.
 pub const RUNTIME: &str = "io.containerd.wasmoci.v1";
 
-/// The shim's engine: stoppable (container kill) and pooling (many guests per process).
-/// `wasm-oci compile` and `prefetch` compile for it too, so edge nodes start without compiling.
-pub const ENGINE_OPTIONS: EngineOptions = EngineOptions {
-    interruptible: true,
-    fuel: false,
-    pooling: true,
-};
 const ANNOTATION_REFERENCE: &str = "io.wasm-oci.reference";
 const ANNOTATION_PULL: &str = "io.wasm-oci.pull";
 const ANNOTATION_PREOPENS: &str = "io.wasm-oci.preopens";
@@ -79,18 +79,14 @@ impl Shim for Service {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
+        let config = ShimConfig::get().map_err(Error::InvalidArgument)?;
         // containerd runs `start` in the new container's bundle.
-        let group = read_spec(".")
+        let annotations = read_spec(".")
             .await
             .ok()
             .and_then(|spec| spec.annotations().clone())
-            .and_then(|a| {
-                a.get(ANNOTATION_GROUP)
-                    .or_else(|| a.get(CRI_SANDBOX_ID))
-                    .cloned()
-            })
-            .filter(|g| !g.is_empty())
-            .unwrap_or_else(|| opts.id.clone());
+            .unwrap_or_default();
+        let group = group_of(config.group_by, &annotations).unwrap_or_else(|| opts.id.clone());
         let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &group);
         let path = address.strip_prefix("unix://").unwrap_or(&address);
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -119,7 +115,7 @@ impl Shim for Service {
             socket: self.socket.clone(),
             publisher: Arc::new(publisher),
             containers: Arc::default(),
-            cgroup: Arc::default(),
+            joined: Arc::default(),
             store: Arc::default(),
             runner: Arc::default(),
         };
@@ -142,6 +138,31 @@ struct Exited {
     at: i64,
 }
 
+/// The shim group a container belongs to, by the operator's rule: `None` when it is alone.
+fn group_of(by: GroupBy, annotations: &HashMap<String, String>) -> Option<String> {
+    let pod = || annotations.get(CRI_SANDBOX_ID);
+    match by {
+        GroupBy::Container => None,
+        GroupBy::Pod => pod(),
+        GroupBy::Annotation => annotations.get(ANNOTATION_GROUP).or_else(pod),
+    }
+    .filter(|g| !g.is_empty())
+    .cloned()
+}
+
+/// Where a container's wasm comes from.
+enum Module {
+    /// A pod's sandbox container: no wasm, it waits to be killed.
+    Pause,
+    /// Read from the rootfs at create: these bytes are what is hashed and compiled.
+    Rootfs { name: PathBuf, bytes: Vec<u8> },
+    /// A blob of the shared cache, pulled by reference.
+    Cached {
+        cache: wasm_oci_cache::Cache,
+        digest: wasm_oci_cache::Digest,
+    },
+}
+
 struct Container {
     bundle: String,
     rootfs: PathBuf,
@@ -149,17 +170,13 @@ struct Container {
     stdin: String,
     stdout: String,
     stderr: String,
-    module: PathBuf,
-    digest: Option<wasm_oci_cache::Digest>,
-    cache: Option<wasm_oci_cache::Cache>,
+    module: Arc<Module>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     preopens: Vec<Preopen>,
     max_memory: Option<usize>,
-    /// `linux.cgroupsPath`.
-    cgroups_path: Option<PathBuf>,
-    /// A pod's sandbox container: no wasm, it waits to be killed.
-    pause: bool,
+    /// The container's cgroup, made with its limits.
+    cgroup: Option<Cgroup>,
     started: bool,
     stop: Arc<AtomicBool>,
     killed: Arc<tokio::sync::Notify>,
@@ -175,8 +192,8 @@ pub struct TaskService {
     socket: String,
     publisher: Arc<RemotePublisher>,
     containers: Arc<Mutex<HashMap<String, Container>>>,
-    /// The cgroup this process is in, joined for one of its containers.
-    cgroup: Arc<Mutex<Option<cgroup::Joined>>>,
+    /// The container whose cgroup this process is in.
+    joined: Arc<Mutex<Option<String>>>,
     /// The shared cache and one fetcher for every pull of this process, opened on first use.
     store: Arc<OnceLock<Result<Store, String>>>,
     /// The process's engine, made once (see `create_task_service`).
@@ -231,7 +248,7 @@ impl TaskService {
     async fn runner(&self) -> TtrpcResult<Arc<Runner>> {
         self.runner
             .get_or_try_init(|| async {
-                let runner = tokio::task::spawn_blocking(|| Runner::new(ENGINE_OPTIONS))
+                let runner = tokio::task::spawn_blocking(|| Runner::new(EngineOptions::SHIM))
                     .await
                     .map_err(err)?
                     .map_err(|e| err(format!("setting up the wasmtime engine: {e:#}")))?;
@@ -264,39 +281,54 @@ impl TaskService {
     }
 
     /// Puts this process in `id`'s cgroup, unless it is in one of its containers' already.
-    fn join_cgroup(&self, id: &str, cgroups_path: &Path) {
-        let mut joined = self.cgroup.lock().expect("cgroup lock");
-        if joined.is_none() {
-            *joined = Some(cgroup::join(id, cgroups_path));
+    fn join_cgroup(&self, id: &str) {
+        let mut joined = self.joined.lock().expect("cgroup lock");
+        if joined.is_some() {
+            return;
+        }
+        let containers = self.containers.lock().expect("containers lock");
+        if let Some(cgroup) = containers.get(id).and_then(|c| c.cgroup.as_ref()) {
+            cgroup.join();
+            *joined = Some(id.to_owned());
         }
     }
 
-    /// After `id` is deleted: when this process was in its cgroup, leaves it, and joins the
-    /// cgroup of a container still running here, so the guests stay accounted.
-    fn leave_cgroup(&self, id: &str) {
-        let mut joined = self.cgroup.lock().expect("cgroup lock");
-        if joined.as_ref().is_none_or(|j| j.container != id) {
+    /// Before `container` (`id`) is removed: when this process is in its cgroup, joins the
+    /// cgroup of a container still here, so the guests stay accounted, else leaves; then
+    /// removes the container's cgroup.
+    fn leave_cgroup(&self, id: &str, container: &Container) {
+        let Some(cgroup) = &container.cgroup else {
             return;
+        };
+        let mut joined = self.joined.lock().expect("cgroup lock");
+        if joined.as_deref() == Some(id) {
+            let containers = self.containers.lock().expect("containers lock");
+            match containers
+                .iter()
+                .find_map(|(id, c)| Some((id, c.cgroup.as_ref()?)))
+            {
+                Some((next, other)) => {
+                    other.join();
+                    *joined = Some(next.clone());
+                }
+                None => {
+                    cgroup.leave();
+                    *joined = None;
+                }
+            }
         }
-        if let Some(j) = joined.take() {
-            cgroup::leave(&j);
-        }
-        let containers = self.containers.lock().expect("containers lock");
-        if let Some((next, path)) = containers
-            .iter()
-            .find_map(|(id, c)| Some((id, c.cgroups_path.as_ref()?)))
-        {
-            *joined = Some(cgroup::join(next, path));
-        }
+        cgroup.remove();
     }
 }
 
-/// Finds the module and what the guest gets, from the bundle's spec.
+/// Finds the module and what the guest gets, from the bundle's spec, under the operator's
+/// config: the container's cgroup is made with its limits here too.
 async fn prepare(
     req: &api::CreateTaskRequest,
     rootfs: &Path,
     store: &OnceLock<Result<Store, String>>,
 ) -> Result<Container, String> {
+    let config = ShimConfig::get()?;
     let spec = read_spec(&req.bundle)
         .await
         .map_err(|e| format!("reading the bundle's config.json: {e}"))?;
@@ -312,8 +344,33 @@ async fn prepare(
         .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect();
 
-    let (module, digest, cache) = match annotations.get(ANNOTATION_REFERENCE) {
-        _ if pause => (PathBuf::new(), None, None),
+    // Host paths are the operator's: a container picks profiles of the shim config by name.
+    let mut preopens = vec![Preopen {
+        host: rootfs.to_owned(),
+        guest: "/".into(),
+        read_only: spec
+            .root()
+            .as_ref()
+            .is_some_and(|r| r.readonly().unwrap_or(false)),
+    }];
+    for m in spec.mounts().clone().unwrap_or_default() {
+        let options = m.options().clone().unwrap_or_default();
+        let is_bind = m.typ().as_deref() == Some("bind")
+            || options.iter().any(|o| o == "bind" || o == "rbind");
+        if let (true, Some(source)) = (is_bind, m.source()) {
+            preopens.push(Preopen {
+                host: source.clone(),
+                guest: m.destination().display().to_string(),
+                read_only: options.iter().any(|o| o == "ro"),
+            });
+        }
+    }
+    if let Some(names) = annotations.get(ANNOTATION_PREOPENS) {
+        preopens.extend(config.profiles_for(names)?);
+    }
+
+    let module = match annotations.get(ANNOTATION_REFERENCE) {
+        _ if pause => Module::Pause,
         Some(reference) => {
             let Store { cache, fetcher } = store
                 .get_or_init(Store::open)
@@ -342,58 +399,35 @@ async fn prepare(
                         .entry
                 }
             };
-            (
-                cache.blob_path(&entry.layer_digest),
-                Some(entry.layer_digest),
-                Some(cache.clone()),
-            )
+            Module::Cached {
+                cache: cache.clone(),
+                digest: entry.layer_digest,
+            }
         }
         None => {
             let first = args
                 .first()
                 .ok_or("process.args is empty: name the .wasm to run")?;
-            (rootfs.join(first.trim_start_matches('/')), None, None)
+            let bytes = rootfs::read_module(rootfs, first, config.max_module_size)?;
+            Module::Rootfs {
+                name: PathBuf::from(first),
+                bytes,
+            }
         }
     };
 
-    let preopens = match annotations.get(ANNOTATION_PREOPENS) {
-        Some(list) => list
-            .split([',', ' ', '\n'])
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<Preopen>())
-            .collect::<Result<Vec<_>, _>>()?,
-        None => {
-            let mut preopens = vec![Preopen {
-                host: rootfs.to_owned(),
-                guest: "/".into(),
-                read_only: spec
-                    .root()
-                    .as_ref()
-                    .is_some_and(|r| r.readonly().unwrap_or(false)),
-            }];
-            for m in spec.mounts().clone().unwrap_or_default() {
-                let options = m.options().clone().unwrap_or_default();
-                let is_bind = m.typ().as_deref() == Some("bind")
-                    || options.iter().any(|o| o == "bind" || o == "rbind");
-                if let (true, Some(source)) = (is_bind, m.source()) {
-                    preopens.push(Preopen {
-                        host: source.clone(),
-                        guest: m.destination().display().to_string(),
-                        read_only: options.iter().any(|o| o == "ro"),
-                    });
-                }
-            }
-            preopens
+    let resources = cgroup::Resources::of(&spec);
+    let cgroup = match spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
+        Some(path) => {
+            let relative = cgroup::relative_path(&path.to_string_lossy())?;
+            Some(Cgroup::create(
+                Path::new(cgroup::ROOT),
+                &relative,
+                resources,
+            )?)
         }
+        None => None,
     };
-    let max_memory = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().as_ref())
-        .and_then(|r| r.memory().as_ref())
-        .and_then(|m| m.limit())
-        .and_then(|l| usize::try_from(l).ok())
-        .filter(|l| *l > 0);
 
     let (exit, _) = watch::channel(None);
     Ok(Container {
@@ -403,15 +437,14 @@ async fn prepare(
         stdin: req.stdin.clone(),
         stdout: req.stdout.clone(),
         stderr: req.stderr.clone(),
-        module,
-        digest,
-        cache,
+        module: Arc::new(module),
         args,
         env,
         preopens,
-        max_memory,
-        cgroups_path: spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()),
-        pause,
+        max_memory: resources
+            .memory_limit
+            .and_then(|l| usize::try_from(l).ok()),
+        cgroup,
         started: false,
         stop: Arc::default(),
         killed: Arc::default(),
@@ -443,9 +476,7 @@ fn open_write(path: &str) -> Option<std::fs::File> {
 struct Guest {
     options: RunOptions,
     stdin: Option<String>,
-    module: PathBuf,
-    digest: Option<wasm_oci_cache::Digest>,
-    cache: Option<wasm_oci_cache::Cache>,
+    module: Arc<Module>,
     signal: Arc<Mutex<u32>>,
 }
 
@@ -455,32 +486,33 @@ impl Guest {
         if let Some(path) = &self.stdin {
             self.options.stdin = open_read(path);
         }
-        // A module from the rootfs is compiled once too, keyed by its content's digest.
-        let rootfs_module = match self.digest {
-            Some(_) => None,
-            None => std::fs::File::open(&self.module)
-                .ok()
-                .and_then(|f| wasm_oci_cache::Digest::of_reader(f).ok())
-                .map(|(digest, _)| digest)
-                .zip(store.get_or_init(Store::open).as_ref().ok()),
-        };
-        let compiled = match (&self.cache, &self.digest, &rootfs_module) {
-            (Some(cache), Some(digest), _) => Some(CompiledCache { cache, digest }),
-            (_, _, Some((digest, store))) => Some(CompiledCache {
-                cache: &store.cache,
-                digest,
-            }),
-            _ => None,
+        // A module from the rootfs is compiled once too, keyed by the digest of the bytes read.
+        let (name, wasm) = match &*self.module {
+            Module::Pause => unreachable!("a sandbox container runs no guest"),
+            Module::Rootfs { name, bytes } => (
+                name.clone(),
+                Wasm::Bytes {
+                    bytes,
+                    cache: store
+                        .get_or_init(Store::open)
+                        .as_ref()
+                        .ok()
+                        .map(|s| &s.cache),
+                },
+            ),
+            Module::Cached { cache, digest } => {
+                (cache.blob_path(digest), Wasm::Cached { cache, digest })
+            }
         };
         // A pulled blob stays while the guest runs: `cache prune` skips what is held.
-        let _hold = match (&self.cache, &self.digest) {
-            (Some(cache), Some(digest)) => cache.hold(digest).ok(),
+        let _hold = match &*self.module {
+            Module::Cached { cache, digest } => cache.hold(digest).ok(),
             _ => None,
         };
         let stopped = self.options.stop.clone();
         match runner
-            .load(&self.module, compiled)
-            .and_then(|loaded| runner.run(&self.module, &loaded, &self.options))
+            .load(&name, wasm)
+            .and_then(|loaded| runner.run(&name, &loaded, &self.options))
         {
             Ok(outcome) => outcome.code as u32 & 0xff,
             Err(crate::Error::Stopped) => 128 + *self.signal.lock().expect("signal lock"),
@@ -529,14 +561,11 @@ impl Task for TaskService {
             }
         };
         container.mounted = mounted;
-        let cgroups_path = container.cgroups_path.clone();
         self.containers
             .lock()
             .expect("containers lock")
             .insert(req.id.clone(), container);
-        if let Some(path) = cgroups_path {
-            self.join_cgroup(&req.id, &path);
-        }
+        self.join_cgroup(&req.id);
         let pid = std::process::id();
         self.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
@@ -582,11 +611,9 @@ impl Task for TaskService {
                 },
                 stdin: (!c.stdin.is_empty()).then(|| c.stdin.clone()),
                 module: c.module.clone(),
-                digest: c.digest.clone(),
-                cache: c.cache.clone(),
                 signal: c.signal.clone(),
             };
-            let pause = c.pause.then(|| c.killed.clone());
+            let pause = matches!(*c.module, Module::Pause).then(|| c.killed.clone());
             Ok((guest, c.signal.clone(), c.exit.clone(), pause))
         })?;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<u32>();
@@ -690,7 +717,7 @@ impl Task for TaskService {
             .expect("containers lock")
             .remove(&req.id)
             .ok_or_else(|| err(format!("container {} not found", req.id)))?;
-        self.leave_cgroup(&req.id);
+        self.leave_cgroup(&req.id, &container);
         if container.mounted {
             let target = container.rootfs.display().to_string();
             if let Err(e) = containerd_shim::mount::umount_recursive(Some(&target), 0) {
@@ -788,89 +815,5 @@ impl Task for TaskService {
             self.exit.signal();
         }
         Ok(api::Empty::new())
-    }
-}
-
-/// The guests run on threads of this process, so the process joins a container's cgroup and
-/// Kubernetes accounts the guests to their pod: the first container's (in a pod, the sandbox's)
-/// while it lives, then another's of the group. Each guest's own memory limit is kept by the
-/// runner.
-mod cgroup {
-    use std::fs;
-    use std::path::{Path, PathBuf};
-
-    const ROOT: &str = "/sys/fs/cgroup";
-
-    /// The cgroup this process joined for `container`.
-    pub(super) struct Joined {
-        pub(super) container: String,
-        /// Each hierarchy, the directory joined in it, and the directories this shim created
-        /// (outermost first), which are the only ones it removes.
-        dirs: Vec<(PathBuf, PathBuf, Vec<PathBuf>)>,
-    }
-
-    /// Joins `cgroups_path` (`/a/b`) in every hierarchy (cgroup v1) or the unified one (v2).
-    /// systemd-style paths (`slice:prefix:name`) are left to systemd and not joined here.
-    pub(super) fn join(container: &str, cgroups_path: &Path) -> Joined {
-        let mut joined = Joined {
-            container: container.to_owned(),
-            dirs: Vec::new(),
-        };
-        let relative = cgroups_path.to_string_lossy();
-        if relative.contains(':') {
-            tracing::warn!(path = %relative, "systemd cgroup paths are not joined");
-            return joined;
-        }
-        let relative = relative.trim_start_matches('/');
-        let hierarchies: Vec<PathBuf> = if Path::new(ROOT).join("cgroup.controllers").exists() {
-            vec![PathBuf::from(ROOT)]
-        } else {
-            // The controllers that account for a guest; cpuset would need cpus and mems set
-            // before anything can join it, and named hierarchies are systemd's.
-            ["memory", "cpu", "cpuacct", "pids", "blkio"]
-                .iter()
-                .map(|c| Path::new(ROOT).join(c))
-                .filter(|p| p.join("cgroup.procs").exists())
-                .collect()
-        };
-        let pid = std::process::id().to_string();
-        for hierarchy in hierarchies {
-            let dir = hierarchy.join(relative);
-            let created: Vec<PathBuf> = dir
-                .ancestors()
-                .take_while(|d| *d != hierarchy && !d.exists())
-                .map(Path::to_path_buf)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            match fs::create_dir_all(&dir).and_then(|()| fs::write(dir.join("cgroup.procs"), &pid))
-            {
-                Ok(()) => joined.dirs.push((hierarchy, dir, created)),
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot join cgroup");
-                    remove(&created);
-                }
-            }
-        }
-        joined
-    }
-
-    /// Moves this process back to each hierarchy's root and removes what `join` created.
-    pub(super) fn leave(joined: &Joined) {
-        let pid = std::process::id().to_string();
-        for (hierarchy, _, created) in &joined.dirs {
-            let _ = fs::write(hierarchy.join("cgroup.procs"), &pid);
-            remove(created);
-        }
-    }
-
-    /// Removes `created` innermost first; one still in use stays, and so do its parents.
-    fn remove(created: &[PathBuf]) {
-        for dir in created.iter().rev() {
-            if fs::remove_dir(dir).is_err() {
-                break;
-            }
-        }
     }
 }

@@ -1,5 +1,12 @@
 //! Starting a guest: one engine per process, WASI preview 1 for modules, WASI 0.2 for components,
 //! limits from the store, and compiled code kept in the cache for the next start.
+//!
+//! This room knows nothing of containerd or registries: the CLI and the shim both hand it
+//! bytes (or a cache blob) and options.
+
+mod error;
+
+pub use error::Error;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +19,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// A host directory made visible to the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +41,8 @@ pub struct RunOptions {
     pub env: Vec<(String, String)>,
     /// Directories to preopen; none by default, so a guest sees nothing of the host.
     pub preopens: Vec<Preopen>,
-    /// Cap on each linear memory, in bytes; tables count 8 bytes per element.
+    /// Cap on all the guest's linear memories and tables together, in bytes; a table element
+    /// counts 8 bytes.
     pub max_memory: Option<usize>,
     /// Wall-clock limit; needs an engine made with [`EngineOptions::interruptible`].
     pub timeout: Option<Duration>,
@@ -51,7 +59,7 @@ pub struct RunOptions {
 }
 
 /// Engine settings that change the compiled code (and so the precompiled-cache key).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineOptions {
     /// Compile in epoch checks so that a guest can be stopped (`--timeout`, container kill).
     pub interruptible: bool,
@@ -59,6 +67,17 @@ pub struct EngineOptions {
     pub fuel: bool,
     /// Use the pooling instance allocator (pays off when one process starts many guests).
     pub pooling: bool,
+}
+
+impl EngineOptions {
+    /// The containerd shim's engine: stoppable (container kill) and pooling (many guests per
+    /// process). `wasm-oci compile` and `prefetch` compile for it too, so that edge nodes start
+    /// without compiling.
+    pub const SHIM: EngineOptions = EngineOptions {
+        interruptible: true,
+        fuel: false,
+        pooling: true,
+    };
 }
 
 /// How a guest ended on its own.
@@ -79,12 +98,28 @@ pub enum Loaded {
     Component(Component),
 }
 
-/// Where compiled code may be kept: the cache and the digest of the wasm.
-pub struct CompiledCache<'a> {
-    /// The cache.
-    pub cache: &'a wasm_oci_cache::Cache,
-    /// Digest of the wasm bytes the code is compiled from.
-    pub digest: &'a wasm_oci_cache::Digest,
+/// The wasm to load. Whatever the source, the bytes that are hashed are the bytes that are
+/// validated and compiled: nothing is read twice, so a file swapped in between cannot plant
+/// code under another module's digest in the compiled-code cache.
+#[derive(Clone, Copy)]
+pub enum Wasm<'a> {
+    /// A blob of the cache, by digest: its compiled code is looked up first; on a miss the
+    /// blob is read once, checked against its digest, and compiled from those bytes.
+    Cached {
+        /// The cache.
+        cache: &'a wasm_oci_cache::Cache,
+        /// The blob's digest.
+        digest: &'a wasm_oci_cache::Digest,
+    },
+    /// Bytes the caller read (a module from a container's rootfs, a layout's verified blob, a
+    /// local file). With a cache, their compiled code is kept under their digest, computed
+    /// here from these very bytes.
+    Bytes {
+        /// The wasm.
+        bytes: &'a [u8],
+        /// Where compiled code may be kept.
+        cache: Option<&'a wasm_oci_cache::Cache>,
+    },
 }
 
 /// Runs guests; holds the process's one [`Engine`].
@@ -129,57 +164,107 @@ impl Runner {
         &self.engine_key
     }
 
-    /// Compiles the wasm at `path`, or loads the code compiled for it earlier from `cache`.
+    /// Compiles `wasm`, or loads the code compiled for it earlier from the cache; `name` is
+    /// what errors call it.
     ///
     /// Compiled code is only ever loaded from the cache's `compiled/` area, which only this
-    /// function writes.
-    #[tracing::instrument(skip_all, fields(path = %path.display()))]
-    pub fn load(&self, path: &Path, cache: Option<CompiledCache<'_>>) -> Result<Loaded> {
-        if let Some(c) = &cache {
-            for kind in ["module", "component"] {
-                let compiled = c.cache.compiled_path(self.engine_key(), c.digest, kind);
-                match self.deserialize(&compiled, kind) {
-                    Ok(Some(loaded)) => {
-                        tracing::debug!(digest = %c.digest, path = %compiled.display(), "precompiled cache hit");
-                        return Ok(loaded);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        // Unreadable or from an incompatible build: compile afresh below.
-                        tracing::debug!(path = %compiled.display(), error = %e, "ignoring compiled code");
-                    }
+    /// function writes, and only under the digest of the bytes it compiled.
+    #[tracing::instrument(skip_all, fields(name = %name.display()))]
+    pub fn load(&self, name: &Path, wasm: Wasm<'_>) -> Result<Loaded> {
+        let invalid = |source| Error::InvalidWasm {
+            path: name.to_owned(),
+            source,
+        };
+        match wasm {
+            Wasm::Cached { cache, digest } => {
+                if let Some(loaded) = self.precompiled(cache, digest) {
+                    return Ok(loaded);
+                }
+                let bytes = cache
+                    .read_blob(digest)
+                    .map_err(|e| invalid(wasmtime::Error::new(e)))?;
+                let actual = wasm_oci_cache::Digest::of(&bytes);
+                if actual != *digest {
+                    return Err(Error::Corrupt {
+                        path: name.to_owned(),
+                        expected: digest.clone(),
+                        actual,
+                    });
+                }
+                self.compile(name, &bytes, Some((cache, digest)))
+            }
+            Wasm::Bytes { bytes, cache: None } => {
+                tracing::debug!("compiling without a cache");
+                self.compile(name, bytes, None)
+            }
+            Wasm::Bytes {
+                bytes,
+                cache: Some(cache),
+            } => {
+                let digest = wasm_oci_cache::Digest::of(bytes);
+                if let Some(loaded) = self.precompiled(cache, &digest) {
+                    return Ok(loaded);
+                }
+                self.compile(name, bytes, Some((cache, &digest)))
+            }
+        }
+    }
+
+    /// The code compiled for `digest` earlier, if any is usable.
+    fn precompiled(
+        &self,
+        cache: &wasm_oci_cache::Cache,
+        digest: &wasm_oci_cache::Digest,
+    ) -> Option<Loaded> {
+        for kind in ["module", "component"] {
+            let compiled = cache.compiled_path(self.engine_key(), digest, kind);
+            match self.deserialize(&compiled, kind) {
+                Ok(Some(loaded)) => {
+                    tracing::debug!(%digest, path = %compiled.display(), "precompiled cache hit");
+                    return Some(loaded);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Unreadable or from an incompatible build: compiled afresh.
+                    tracing::debug!(path = %compiled.display(), error = %e, "ignoring compiled code");
                 }
             }
         }
-        let bytes = std::fs::read(path).map_err(|e| Error::InvalidWasm {
-            path: path.to_owned(),
-            source: e.into(),
-        })?;
+        None
+    }
+
+    /// Validates and compiles `bytes`; with a cache, keeps the code under `digest`, which the
+    /// caller computed from these same bytes.
+    fn compile(
+        &self,
+        name: &Path,
+        bytes: &[u8],
+        cache: Option<(&wasm_oci_cache::Cache, &wasm_oci_cache::Digest)>,
+    ) -> Result<Loaded> {
         let invalid = |source| Error::InvalidWasm {
-            path: path.to_owned(),
+            path: name.to_owned(),
             source,
         };
-        let is_component = wasmparser::Parser::is_component(&bytes);
-        let Some(c) = cache else {
-            tracing::debug!("compiling without a cache");
+        let is_component = wasmparser::Parser::is_component(bytes);
+        let Some((cache, digest)) = cache else {
             return if is_component {
-                Component::new(&self.engine, &bytes).map(Loaded::Component)
+                Component::new(&self.engine, bytes).map(Loaded::Component)
             } else {
-                Module::new(&self.engine, &bytes).map(Loaded::Module)
+                Module::new(&self.engine, bytes).map(Loaded::Module)
             }
             .map_err(invalid);
         };
         let (kind, code) = if is_component {
-            ("component", self.engine.precompile_component(&bytes))
+            ("component", self.engine.precompile_component(bytes))
         } else {
-            ("module", self.engine.precompile_module(&bytes))
+            ("module", self.engine.precompile_module(bytes))
         };
         let code = code.map_err(invalid)?;
-        let compiled = c.cache.compiled_path(self.engine_key(), c.digest, kind);
-        c.cache
+        let compiled = cache.compiled_path(self.engine_key(), digest, kind);
+        cache
             .store_compiled(&compiled, &code)
             .map_err(|e| Error::Engine { source: e.into() })?;
-        tracing::debug!(digest = %c.digest, path = %compiled.display(), bytes = code.len(), "compiled and cached");
+        tracing::debug!(%digest, path = %compiled.display(), bytes = code.len(), "compiled and cached");
         self.deserialize(&compiled, kind)
             .and_then(|l| l.ok_or_else(|| wasmtime::format_err!("compiled code vanished")))
             .map_err(|source| Error::Engine { source })
@@ -233,7 +318,7 @@ impl Runner {
         let mut wasi = wasi_ctx(options)?;
         let limits = Limits {
             max_memory: options.max_memory,
-            denied: None,
+            ..Limits::default()
         };
         let result = match loaded {
             Loaded::Module(module) => {
@@ -476,40 +561,54 @@ impl WasiView for ComponentHost {
     }
 }
 
-/// `--max-memory`, remembering the growth it denied so the error can say so.
+/// `--max-memory`: one budget for all of a guest's linear memories and tables together (a
+/// table element counts 8 bytes), so a guest with four memories gets no more than one with
+/// one. It remembers the growth it denied so the error can say so.
+#[derive(Default)]
 struct Limits {
     max_memory: Option<usize>,
+    /// Bytes of memory and table the guest holds now.
+    used: usize,
     denied: Option<usize>,
 }
 
 impl ResourceLimiter for Limits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(self.allow(desired))
+        Ok(self.allow(current, desired))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(self.allow(desired.saturating_mul(8)))
+        Ok(self.allow(current.saturating_mul(8), desired.saturating_mul(8)))
     }
 }
 
 impl Limits {
-    fn allow(&mut self, bytes: usize) -> bool {
+    /// Whether one memory or table may grow from `current` to `desired` bytes, given what
+    /// all the others hold; counts it when it may.
+    fn allow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self
+            .used
+            .saturating_sub(current)
+            .saturating_add(desired);
         match self.max_memory {
-            Some(limit) if bytes > limit => {
-                self.denied = Some(bytes);
+            Some(limit) if total > limit => {
+                self.denied = Some(total);
                 false
             }
-            _ => true,
+            _ => {
+                self.used = total;
+                true
+            }
         }
     }
 }

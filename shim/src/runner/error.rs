@@ -27,6 +27,19 @@ pub enum Error {
         #[source]
         source: wasmtime::Error,
     },
+    /// A cached blob no longer hashes to its digest: the cache was damaged on disk.
+    #[error(
+        "{} is damaged in the cache: it hashes to {actual}, not {expected}; run `wasm-oci cache verify`",
+        path.display()
+    )]
+    Corrupt {
+        /// What it was loaded as.
+        path: PathBuf,
+        /// The digest it is stored under.
+        expected: wasm_oci_cache::Digest,
+        /// What its bytes hash to.
+        actual: wasm_oci_cache::Digest,
+    },
     /// The guest needs an import the host does not provide.
     #[error("cannot instantiate {}: it imports something wasm-oci does not provide", path.display())]
     Link {

@@ -1,0 +1,354 @@
+//! Cgroups: each container's `linux.cgroupsPath` is created with the spec's memory and CPU
+//! limits written into it (cgroup v1 and v2), and this process joins one of them, so the
+//! guests it runs are accounted and limited as a container's processes would be.
+//!
+//! The guests run on threads of this process, and a process sits in one cgroup: the first
+//! container's (in a pod, the sandbox's, under the pod's cgroup that the kubelet limits),
+//! then another's of the group when that one is deleted. Each guest's linear memory is also
+//! capped by the runner at its own container's memory limit.
+//!
+//! The path is the pod author's input only through the CRI plugin, but it is still checked:
+//! a path with `..`, or a systemd-style `slice:prefix:name` with a `/` in a part, is refused.
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+/// The cgroup filesystem.
+pub(crate) const ROOT: &str = "/sys/fs/cgroup";
+
+/// The v1 controllers that account for a guest; cpuset would need cpus and mems set before
+/// anything can join it, and named hierarchies are systemd's.
+const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "blkio"];
+
+/// What the spec's `linux.resources` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Resources {
+    /// `memory.limit`, bytes.
+    pub(crate) memory_limit: Option<i64>,
+    /// `cpu.quota`, microseconds per period.
+    pub(crate) cpu_quota: Option<i64>,
+    /// `cpu.period`, microseconds.
+    pub(crate) cpu_period: Option<u64>,
+    /// `cpu.shares`, cgroup v1's relative weight (2 to 262144).
+    pub(crate) cpu_shares: Option<u64>,
+}
+
+impl Resources {
+    /// The limits of a spec.
+    pub(crate) fn of(spec: &oci_spec::runtime::Spec) -> Resources {
+        let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else {
+            return Resources::default();
+        };
+        let memory = r.memory().as_ref();
+        let cpu = r.cpu().as_ref();
+        Resources {
+            memory_limit: memory.and_then(|m| m.limit()).filter(|l| *l > 0),
+            cpu_quota: cpu.and_then(|c| c.quota()).filter(|q| *q > 0),
+            cpu_period: cpu.and_then(|c| c.period()).filter(|p| *p > 0),
+            cpu_shares: cpu.and_then(|c| c.shares()).filter(|s| *s > 0),
+        }
+    }
+}
+
+/// The cgroup path of a spec's `linux.cgroupsPath`, relative to each hierarchy's root.
+///
+/// `/a/b` (cgroupfs) is taken as is; `slice:prefix:name` (what the CRI plugin sends with the
+/// systemd driver) becomes `/parent.slice/.../slice/prefix-name.scope`, as runc expands it.
+pub(crate) fn relative_path(cgroups_path: &str) -> Result<PathBuf, String> {
+    let refuse = |why: &str| format!("cgroupsPath {cgroups_path:?} refused: {why}");
+    let path = match cgroups_path.split(':').collect::<Vec<_>>()[..] {
+        [single] => PathBuf::from(single),
+        [slice, prefix, name] => {
+            for part in [slice, prefix, name] {
+                if part.contains('/') || part == ".." || part == "." {
+                    return Err(refuse("a systemd path's parts are names, not paths"));
+                }
+            }
+            let mut path = expand_slice(if slice.is_empty() { "system.slice" } else { slice })
+                .ok_or_else(|| refuse("not a valid systemd slice name"))?;
+            path.push(if prefix.is_empty() {
+                format!("{name}.scope")
+            } else {
+                format!("{prefix}-{name}.scope")
+            });
+            path
+        }
+        _ => return Err(refuse("expected /a/b or slice:prefix:name")),
+    };
+    let mut relative = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => relative.push(part),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(refuse("it leaves the cgroup root"));
+            }
+        }
+    }
+    if relative.as_os_str().is_empty() {
+        return Err(refuse("it names the cgroup root itself"));
+    }
+    Ok(relative)
+}
+
+/// `a-b-c.slice` -> `a.slice/a-b.slice/a-b-c.slice`, as systemd nests slices.
+fn expand_slice(slice: &str) -> Option<PathBuf> {
+    let name = slice.strip_suffix(".slice")?;
+    if name.is_empty() || name.starts_with('-') || name.ends_with('-') || name.contains("--") {
+        return None;
+    }
+    if name == "-" {
+        return Some(PathBuf::new());
+    }
+    let mut path = PathBuf::new();
+    let mut prefix = String::new();
+    for part in name.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push(format!("{prefix}.slice"));
+    }
+    Some(path)
+}
+
+/// A container's cgroup: its directory in each hierarchy, and what this shim created there.
+#[derive(Debug)]
+pub(crate) struct Cgroup {
+    /// Each hierarchy, the directory in it, and the directories this shim created (outermost
+    /// first), which are the only ones it removes.
+    dirs: Vec<(PathBuf, PathBuf, Vec<PathBuf>)>,
+}
+
+/// The hierarchies under `root`: the unified one (v2), or each v1 controller's.
+fn hierarchies(root: &Path) -> (bool, Vec<PathBuf>) {
+    if root.join("cgroup.controllers").exists() {
+        return (true, vec![root.to_owned()]);
+    }
+    let v1 = V1_CONTROLLERS
+        .iter()
+        .map(|c| root.join(c))
+        .filter(|p| p.join("cgroup.procs").exists())
+        .collect();
+    (false, v1)
+}
+
+impl Cgroup {
+    /// Creates the cgroup `relative` under `root` in every hierarchy and writes `resources`
+    /// into it. A limit that cannot be written is an error: the container would run
+    /// unlimited.
+    pub(crate) fn create(
+        root: &Path,
+        relative: &Path,
+        resources: Resources,
+    ) -> Result<Cgroup, String> {
+        let (v2, hierarchies) = hierarchies(root);
+        let mut cgroup = Cgroup { dirs: Vec::new() };
+        for hierarchy in hierarchies {
+            let dir = hierarchy.join(relative);
+            let created: Vec<PathBuf> = dir
+                .ancestors()
+                .take_while(|d| *d != hierarchy && !d.exists())
+                .map(Path::to_path_buf)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if let Err(e) = fs::create_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot create cgroup");
+                remove(&created);
+                continue;
+            }
+            cgroup.dirs.push((hierarchy.clone(), dir.clone(), created));
+            if v2 {
+                enable_controllers(&hierarchy, &dir);
+            }
+            let writes = limit_files(v2, &hierarchy, resources);
+            for (file, value) in writes {
+                if let Err(e) = fs::write(dir.join(file), &value) {
+                    cgroup.remove();
+                    return Err(format!(
+                        "cannot apply the container's limit {file}={value} in {}: {e}",
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        Ok(cgroup)
+    }
+
+    /// Moves this whole process into the cgroup, in every hierarchy.
+    pub(crate) fn join(&self) {
+        let pid = std::process::id().to_string();
+        for (_, dir, _) in &self.dirs {
+            if let Err(e) = fs::write(dir.join("cgroup.procs"), &pid) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot join cgroup");
+            }
+        }
+    }
+
+    /// Moves this process back to each hierarchy's root.
+    pub(crate) fn leave(&self) {
+        let pid = std::process::id().to_string();
+        for (hierarchy, _, _) in &self.dirs {
+            let _ = fs::write(hierarchy.join("cgroup.procs"), &pid);
+        }
+    }
+
+    /// Removes what [`Cgroup::create`] made, innermost first; one still in use stays, and so
+    /// do its parents.
+    pub(crate) fn remove(&self) {
+        for (_, _, created) in &self.dirs {
+            remove(created);
+        }
+    }
+}
+
+/// The files and values that set `resources`, for one hierarchy.
+fn limit_files(v2: bool, hierarchy: &Path, r: Resources) -> Vec<(&'static str, String)> {
+    let controller = hierarchy.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let mut writes = Vec::new();
+    if v2 {
+        if let Some(limit) = r.memory_limit {
+            writes.push(("memory.max", limit.to_string()));
+        }
+        if r.cpu_quota.is_some() || r.cpu_period.is_some() {
+            let quota = r.cpu_quota.map_or("max".to_owned(), |q| q.to_string());
+            writes.push((
+                "cpu.max",
+                format!("{quota} {}", r.cpu_period.unwrap_or(100_000)),
+            ));
+        }
+        if let Some(shares) = r.cpu_shares {
+            writes.push(("cpu.weight", shares_to_weight(shares).to_string()));
+        }
+        return writes;
+    }
+    match controller {
+        "memory" => {
+            if let Some(limit) = r.memory_limit {
+                writes.push(("memory.limit_in_bytes", limit.to_string()));
+            }
+        }
+        "cpu" => {
+            // The period first: a quota is checked against the period in force.
+            if let Some(period) = r.cpu_period {
+                writes.push(("cpu.cfs_period_us", period.to_string()));
+            }
+            if let Some(quota) = r.cpu_quota {
+                writes.push(("cpu.cfs_quota_us", quota.to_string()));
+            }
+            if let Some(shares) = r.cpu_shares {
+                writes.push(("cpu.shares", shares.to_string()));
+            }
+        }
+        _ => {}
+    }
+    writes
+}
+
+/// cgroup v1 shares (2..262144) as a v2 weight (1..10000), by runc's formula.
+fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// Enables the memory and cpu controllers in `dir`'s ancestors below `root`, so that their
+/// files exist in `dir`; best effort, as a parent may have them on already.
+fn enable_controllers(root: &Path, dir: &Path) {
+    let mut ancestors: Vec<&Path> = dir
+        .ancestors()
+        .skip(1)
+        .take_while(|d| d.starts_with(root))
+        .collect();
+    ancestors.reverse();
+    for parent in ancestors {
+        let _ = fs::write(parent.join("cgroup.subtree_control"), "+memory +cpu");
+    }
+}
+
+/// Removes `created` innermost first; one still in use stays, and so do its parents.
+fn remove(created: &[PathBuf]) {
+    for dir in created.iter().rev() {
+        if fs::remove_dir(dir).is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroupfs_and_systemd_paths_stay_under_the_root() {
+        assert_eq!(relative_path("/ns/c1").unwrap(), Path::new("ns/c1"));
+        assert_eq!(
+            relative_path("kubepods-burstable-pod1.slice:cri-containerd:abc").unwrap(),
+            Path::new(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-abc.scope"
+            )
+        );
+        for hostile in [
+            "/../../x",
+            "/ns/../../x",
+            "..",
+            "/",
+            "",
+            "a.slice:../..:x",
+            "a.slice:p:../x",
+            "../a.slice:p:x",
+            "a:b",
+            "a.slice:p:x:y",
+            "a--b.slice:p:x",
+        ] {
+            assert!(relative_path(hostile).is_err(), "{hostile:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn limits_are_written_where_each_cgroup_version_keeps_them() {
+        let r = Resources {
+            memory_limit: Some(64 << 20),
+            cpu_quota: Some(10_000),
+            cpu_period: Some(100_000),
+            cpu_shares: Some(1024),
+        };
+        // v2: one hierarchy.
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("cgroup.controllers"), "cpu memory").unwrap();
+        let cg = Cgroup::create(root.path(), Path::new("pod/c1"), r).unwrap();
+        let dir = root.path().join("pod/c1");
+        assert_eq!(
+            fs::read_to_string(dir.join("memory.max")).unwrap(),
+            (64 << 20).to_string()
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("cpu.max")).unwrap(),
+            "10000 100000"
+        );
+        assert_eq!(fs::read_to_string(dir.join("cpu.weight")).unwrap(), "39");
+        assert_eq!(
+            fs::read_to_string(root.path().join("pod/cgroup.subtree_control")).unwrap(),
+            "+memory +cpu"
+        );
+        drop(cg);
+
+        // v1: a hierarchy per controller.
+        let root = tempfile::tempdir().unwrap();
+        for c in ["memory", "cpu"] {
+            fs::create_dir(root.path().join(c)).unwrap();
+            fs::write(root.path().join(c).join("cgroup.procs"), "").unwrap();
+        }
+        Cgroup::create(root.path(), Path::new("ns/c1"), r).unwrap();
+        let read = |p: &str| fs::read_to_string(root.path().join(p)).unwrap();
+        assert_eq!(
+            read("memory/ns/c1/memory.limit_in_bytes"),
+            (64 << 20).to_string()
+        );
+        assert_eq!(read("cpu/ns/c1/cpu.cfs_quota_us"), "10000");
+        assert_eq!(read("cpu/ns/c1/cpu.cfs_period_us"), "100000");
+        assert_eq!(read("cpu/ns/c1/cpu.shares"), "1024");
+        assert!(!root.path().join("memory/ns/c1/cpu.shares").exists());
+    }
+}

@@ -1,0 +1,264 @@
+//! The operator's shim config: what only the node's operator may decide, never a pod.
+//!
+//! Read from `$WASM_OCI_SHIM_CONFIG` (in containerd's environment), else
+//! `/etc/wasm-oci/shim.toml`; no file means the defaults: no host directory beyond the
+//! container's own rootfs and mounts, and one shim per pod.
+//!
+//! ```toml
+//! # Host directories a pod may ask for, by profile name: io.wasm-oci.preopens=models
+//! [profiles.models]
+//! dirs = ["/srv/models::/models:ro"]
+//!
+//! [groups]
+//! # "pod" (default): a pod's containers share one shim; "container": every container alone;
+//! # "annotation": io.wasm-oci.group, then the pod; for single-tenant nodes only.
+//! by = "pod"
+//!
+//! [limits]
+//! max_module_size = "256MiB"   # a module in a container's rootfs, at most
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+use crate::Preopen;
+
+/// Where the config is read from unless `WASM_OCI_SHIM_CONFIG` names a file.
+pub const DEFAULT_PATH: &str = "/etc/wasm-oci/shim.toml";
+
+/// The environment variable naming the config file.
+pub const ENV: &str = "WASM_OCI_SHIM_CONFIG";
+
+/// A module read from a rootfs is refused above this size unless the config says otherwise.
+const DEFAULT_MAX_MODULE_SIZE: u64 = 256 << 20;
+
+/// The operator's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShimConfig {
+    /// Named sets of host directories a container may pick with `io.wasm-oci.preopens`.
+    pub profiles: BTreeMap<String, Vec<Preopen>>,
+    /// What decides which containers share a shim process.
+    pub group_by: GroupBy,
+    /// The largest module read from a container's rootfs.
+    pub max_module_size: u64,
+    /// The file it was read from, for messages; `None` when there was none.
+    pub source: Option<PathBuf>,
+}
+
+impl Default for ShimConfig {
+    fn default() -> Self {
+        Self {
+            profiles: BTreeMap::new(),
+            group_by: GroupBy::Pod,
+            max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            source: None,
+        }
+    }
+}
+
+/// What decides which containers share a shim process (and its cgroup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// The pod sandbox (`io.kubernetes.cri.sandbox-id`, which the CRI plugin sets, never the
+    /// pod); a container outside a pod is alone.
+    Pod,
+    /// Every container in a shim of its own.
+    Container,
+    /// `io.wasm-oci.group` when set, else the pod. Lets a pod author put containers of other
+    /// pods into its process: for nodes where every pod belongs to one tenant.
+    Annotation,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    profiles: BTreeMap<String, Profile>,
+    #[serde(default)]
+    groups: Groups,
+    #[serde(default)]
+    limits: Limits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Profile {
+    dirs: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Groups {
+    by: Option<GroupBy>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    max_module_size: Option<String>,
+}
+
+impl ShimConfig {
+    /// The config of this process, read once: from `WASM_OCI_SHIM_CONFIG`, else
+    /// [`DEFAULT_PATH`] when it exists. A file that cannot be read or parsed is an error for
+    /// every container, not a silent fallback to the defaults.
+    pub fn get() -> Result<&'static ShimConfig, String> {
+        static CONFIG: OnceLock<Result<ShimConfig, String>> = OnceLock::new();
+        CONFIG
+            .get_or_init(|| match std::env::var_os(ENV) {
+                Some(path) => Self::read(Path::new(&path)),
+                None if Path::new(DEFAULT_PATH).exists() => Self::read(Path::new(DEFAULT_PATH)),
+                None => Ok(ShimConfig::default()),
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Reads and checks the config at `path`.
+    pub fn read(path: &Path) -> Result<ShimConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the shim config {}: {e}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks a config; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<ShimConfig, String> {
+        let bad = |what: String| format!("invalid shim config {}: {what}", path.display());
+        let file: File = toml::from_str(text).map_err(|e| bad(e.message().to_owned()))?;
+        let mut profiles = BTreeMap::new();
+        for (name, profile) in file.profiles {
+            let dirs = profile
+                .dirs
+                .iter()
+                .map(|d| {
+                    let p: Preopen = d.parse().map_err(|e| bad(format!("profile {name}: {e}")))?;
+                    if !p.host.is_absolute() || !p.guest.starts_with('/') {
+                        return Err(bad(format!(
+                            "profile {name}: {d:?} must name absolute host and guest paths"
+                        )));
+                    }
+                    Ok(p)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            profiles.insert(name, dirs);
+        }
+        let max_module_size = match file.limits.max_module_size {
+            Some(s) => parse_size(&s).ok_or_else(|| {
+                bad(format!(
+                    "limits.max_module_size {s:?} is not a size such as 256MiB"
+                ))
+            })?,
+            None => DEFAULT_MAX_MODULE_SIZE,
+        };
+        Ok(ShimConfig {
+            profiles,
+            group_by: file.groups.by.unwrap_or(GroupBy::Pod),
+            max_module_size,
+            source: Some(path.to_owned()),
+        })
+    }
+
+    /// The host directories of the profiles a container names in `io.wasm-oci.preopens`
+    /// (comma-separated profile names). Anything else, a host path above all, is refused.
+    pub fn profiles_for(&self, annotation: &str) -> Result<Vec<Preopen>, String> {
+        let mut preopens = Vec::new();
+        for name in annotation
+            .split([',', ' ', '\n'])
+            .filter(|s| !s.is_empty())
+        {
+            match self.profiles.get(name) {
+                Some(dirs) => preopens.extend(dirs.iter().cloned()),
+                None => {
+                    let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+                    let source = self
+                        .source
+                        .as_ref()
+                        .map_or(format!("no shim config ({DEFAULT_PATH})"), |p| {
+                            p.display().to_string()
+                        });
+                    return Err(format!(
+                        "io.wasm-oci.preopens names {name:?}, which is not a preopen profile of \
+                         the node's shim config ({source}; profiles: {}): a pod may only pick a \
+                         profile the operator defined, never a host path",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ));
+                }
+            }
+        }
+        Ok(preopens)
+    }
+}
+
+/// `256MiB`, `1GiB`, `4096`: binary units, as the CLI takes them.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_name_host_directories_and_nothing_else_is_accepted() {
+        let config = ShimConfig::parse(
+            r#"
+            [profiles.models]
+            dirs = ["/srv/models::/models:ro", "/srv/scratch::/scratch"]
+            [groups]
+            by = "container"
+            [limits]
+            max_module_size = "64MiB"
+            "#,
+            Path::new("shim.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.group_by, GroupBy::Container);
+        assert_eq!(config.max_module_size, 64 << 20);
+        let dirs = config.profiles_for("models").unwrap();
+        assert_eq!(dirs.len(), 2);
+        assert!(dirs[0].read_only && dirs[0].host == Path::new("/srv/models"));
+        for hostile in ["/::/", "/etc::/etc", "models,/::/", "../models", "Models"] {
+            let e = config.profiles_for(hostile).unwrap_err();
+            assert!(e.contains("not a preopen profile"), "{hostile}: {e}");
+        }
+        assert!(config.profiles_for("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_config_that_does_not_say_what_it_means_is_refused() {
+        for bad in [
+            "[profiles.x]\ndirs = [\"relative::/x\"]",
+            "[profiles.x]\ndirs = [\"/x::relative\"]",
+            "[groups]\nby = \"everyone\"",
+            "[limits]\nmax_module_size = \"lots\"",
+            "preopens = 1",
+        ] {
+            assert!(
+                ShimConfig::parse(bad, Path::new("shim.toml")).is_err(),
+                "{bad}"
+            );
+        }
+        let default = ShimConfig::parse("", Path::new("shim.toml")).unwrap();
+        assert_eq!(default.group_by, GroupBy::Pod);
+        assert!(default.profiles.is_empty());
+    }
+}

@@ -1,0 +1,137 @@
+//! Reading a container's module out of its rootfs, as the image author cannot make it read
+//! anything else: the path and every symlink on it are resolved inside the rootfs
+//! (`openat2` with `RESOLVE_IN_ROOT`, as if the rootfs were `/`), only a regular file is
+//! accepted, and only up to a size cap. A FIFO or a device is refused at once, without
+//! waiting on it.
+
+use std::io::Read;
+use std::path::Path;
+
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+/// Reads the module at `path` (`process.args[0]`) inside `rootfs`, at most `max` bytes.
+pub(crate) fn read_module(rootfs: &Path, path: &str, max: u64) -> Result<Vec<u8>, String> {
+    let fail = |why: String| format!("cannot read the module {path:?} from the rootfs: {why}");
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail(format!("opening the rootfs {}: {e}", rootfs.display())))?;
+    // Relative to the rootfs either way: `/x.wasm` and `x.wasm` name the same file.
+    let relative = path.trim_start_matches('/');
+    if relative.is_empty() {
+        return Err(fail("it names the rootfs itself".into()));
+    }
+    let open = || {
+        rustix::fs::openat2(
+            &root,
+            relative,
+            // Non-blocking, so that opening a FIFO does not wait for a writer.
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    // The kernel asks for a retry when a rename raced the lookup.
+    let mut attempts = 0;
+    let fd = loop {
+        match open() {
+            Err(Errno::AGAIN) if attempts < 16 => attempts += 1,
+            Err(Errno::NOENT) => return Err(fail("no such file in the image".into())),
+            Err(Errno::NOSYS) => {
+                return Err(fail(
+                    "this kernel has no openat2 (Linux 5.6 or later is needed to read a \
+                     module from a rootfs safely)"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(fail(e.to_string())),
+            Ok(fd) => break fd,
+        }
+    };
+    let stat = rustix::fs::fstat(&fd).map_err(|e| fail(e.to_string()))?;
+    let kind = FileType::from_raw_mode(stat.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(fail(format!(
+            "it is {}, not a regular file",
+            match kind {
+                FileType::Directory => "a directory",
+                FileType::Fifo => "a FIFO",
+                FileType::CharacterDevice => "a character device",
+                FileType::BlockDevice => "a block device",
+                FileType::Socket => "a socket",
+                _ => "not a regular file",
+            }
+        )));
+    }
+    let size = u64::try_from(stat.st_size).unwrap_or(u64::MAX);
+    if size > max {
+        return Err(fail(format!(
+            "it is {size} bytes, over the node's limit of {max} bytes (limits.max_module_size \
+             in the shim config)"
+        )));
+    }
+    // Reads stop at the cap even if the file grows meanwhile.
+    let mut bytes = Vec::with_capacity(size as usize);
+    std::fs::File::from(fd)
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() as u64 > max {
+        return Err(fail(format!(
+            "it grew over the node's limit of {max} bytes while being read"
+        )));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn paths_and_symlinks_resolve_inside_the_rootfs() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("secret.wasm"), b"host's").unwrap();
+        let rootfs = host.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("app")).unwrap();
+        std::fs::write(rootfs.join("app/m.wasm"), b"\0asm").unwrap();
+        symlink("/app/m.wasm", rootfs.join("link.wasm")).unwrap();
+        symlink(host.path().join("secret.wasm"), rootfs.join("out.wasm")).unwrap();
+        symlink("../../secret.wasm", rootfs.join("app/up.wasm")).unwrap();
+
+        assert_eq!(read_module(&rootfs, "/app/m.wasm", 100).unwrap(), b"\0asm");
+        assert_eq!(read_module(&rootfs, "app/m.wasm", 100).unwrap(), b"\0asm");
+        // An absolute symlink means the rootfs's own /app/m.wasm.
+        assert_eq!(read_module(&rootfs, "/link.wasm", 100).unwrap(), b"\0asm");
+        for escape in ["/../secret.wasm", "/../../../../secret.wasm", "/out.wasm", "/app/up.wasm"]
+        {
+            let e = read_module(&rootfs, escape, 100).unwrap_err();
+            assert!(e.contains("no such file"), "{escape}: {e}");
+        }
+        let e = read_module(&rootfs, "/app/m.wasm", 3).unwrap_err();
+        assert!(e.contains("over the node's limit"), "{e}");
+        let e = read_module(&rootfs, "/app", 100).unwrap_err();
+        assert!(e.contains("a directory"), "{e}");
+        assert!(read_module(&rootfs, "/", 100).is_err());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let rootfs = tempfile::tempdir().unwrap();
+        let fifo = rootfs.path().join("m.wasm");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let e = read_module(rootfs.path(), "/m.wasm", 100).unwrap_err();
+        assert!(e.contains("a FIFO"), "{e}");
+    }
+}
