@@ -60,6 +60,10 @@ impl Containerd {
             .env("WASM_OCI_LOG_FILE", d.join("shim.log"))
             .env("DOCKER_CONFIG", d.join("no-docker-config"))
             .env("WASM_OCI_SHIM_CONFIG", d.join("shim.toml"))
+            // At trace level every WASI call's error is logged with its Debug form, which
+            // resolves a captured backtrace when RUST_BACKTRACE is set: tens of MiB of debug
+            // info charged to the container's memory cgroup. Not what a node runs.
+            .env("RUST_BACKTRACE", "0")
             .env_remove("SSL_CERT_FILE")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -756,7 +760,13 @@ fn sigterm_preopen_profiles_the_memory_limit_and_events() {
         "mem",
         &["/probe.wasm", "alloc"],
     );
-    assert_eq!(out.status.code(), Some(3), "{}\n{}", describe(&out), c.log());
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}\n{}",
+        describe(&out),
+        c.log()
+    );
     let mib: u32 = stdout(&out)
         .split_whitespace()
         .nth(1)

@@ -64,8 +64,12 @@ pub(crate) fn relative_path(cgroups_path: &str) -> Result<PathBuf, String> {
                     return Err(refuse("a systemd path's parts are names, not paths"));
                 }
             }
-            let mut path = expand_slice(if slice.is_empty() { "system.slice" } else { slice })
-                .ok_or_else(|| refuse("not a valid systemd slice name"))?;
+            let mut path = expand_slice(if slice.is_empty() {
+                "system.slice"
+            } else {
+                slice
+            })
+            .ok_or_else(|| refuse("not a valid systemd slice name"))?;
             path.push(if prefix.is_empty() {
                 format!("{name}.scope")
             } else {
@@ -175,6 +179,20 @@ impl Cgroup {
             }
         }
         Ok(cgroup)
+    }
+
+    /// The memory charged to the cgroup now, in bytes, if it has a memory controller.
+    pub(crate) fn memory_usage(&self) -> Option<u64> {
+        self.dirs.iter().find_map(|(hierarchy, dir, _)| {
+            let file = if hierarchy.join("cgroup.controllers").exists() {
+                dir.join("memory.current")
+            } else if hierarchy.file_name()? == "memory" {
+                dir.join("memory.usage_in_bytes")
+            } else {
+                return None;
+            };
+            fs::read_to_string(file).ok()?.trim().parse().ok()
+        })
     }
 
     /// Moves this whole process into the cgroup, in every hierarchy.

@@ -166,10 +166,7 @@ impl ShimConfig {
     /// (comma-separated profile names). Anything else, a host path above all, is refused.
     pub fn profiles_for(&self, annotation: &str) -> Result<Vec<Preopen>, String> {
         let mut preopens = Vec::new();
-        for name in annotation
-            .split([',', ' ', '\n'])
-            .filter(|s| !s.is_empty())
-        {
+        for name in annotation.split([',', ' ', '\n']).filter(|s| !s.is_empty()) {
             match self.profiles.get(name) {
                 Some(dirs) => preopens.extend(dirs.iter().cloned()),
                 None => {

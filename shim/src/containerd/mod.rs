@@ -176,7 +176,7 @@ struct Container {
     preopens: Vec<Preopen>,
     max_memory: Option<usize>,
     /// The container's cgroup, made with its limits.
-    cgroup: Option<Cgroup>,
+    cgroup: Option<Arc<Cgroup>>,
     started: bool,
     stop: Arc<AtomicBool>,
     killed: Arc<tokio::sync::Notify>,
@@ -420,11 +420,11 @@ async fn prepare(
     let cgroup = match spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
         Some(path) => {
             let relative = cgroup::relative_path(&path.to_string_lossy())?;
-            Some(Cgroup::create(
+            Some(Arc::new(Cgroup::create(
                 Path::new(cgroup::ROOT),
                 &relative,
                 resources,
-            )?)
+            )?))
         }
         None => None,
     };
@@ -441,9 +441,7 @@ async fn prepare(
         args,
         env,
         preopens,
-        max_memory: resources
-            .memory_limit
-            .and_then(|l| usize::try_from(l).ok()),
+        max_memory: resources.memory_limit.and_then(|l| usize::try_from(l).ok()),
         cgroup,
         started: false,
         stop: Arc::default(),
@@ -477,8 +475,14 @@ struct Guest {
     options: RunOptions,
     stdin: Option<String>,
     module: Arc<Module>,
+    /// The container's cgroup, whose memory limit is the guest's too.
+    cgroup: Option<Arc<Cgroup>>,
     signal: Arc<Mutex<u32>>,
 }
+
+/// Room left in a container's memory limit for what the shim allocates beside the guest's
+/// linear memory while it runs (WASI buffers, the runtime's own).
+const SHIM_MARGIN: usize = 4 << 20;
 
 impl Guest {
     /// Runs the guest to its end; returns the container's exit status.
@@ -510,10 +514,19 @@ impl Guest {
             _ => None,
         };
         let stopped = self.options.stop.clone();
-        match runner
-            .load(&name, wasm)
-            .and_then(|loaded| runner.run(&name, &loaded, &self.options))
-        {
+        let loaded = runner.load(&name, wasm);
+        // The container's limit covers everything charged to its cgroup: this process's own
+        // allocations there too (the compile just now, above all). The guest gets what is
+        // left, so that it is refused memory before the kernel kills the shim.
+        if let (Some(limit), Some(used)) = (
+            self.options.max_memory,
+            self.cgroup.as_ref().and_then(|c| c.memory_usage()),
+        ) {
+            let used = usize::try_from(used).unwrap_or(usize::MAX);
+            self.options.max_memory = Some(limit.saturating_sub(used.saturating_add(SHIM_MARGIN)));
+            tracing::debug!(limit, used, guest = ?self.options.max_memory, "guest memory within the cgroup's limit");
+        }
+        match loaded.and_then(|loaded| runner.run(&name, &loaded, &self.options)) {
             Ok(outcome) => outcome.code as u32 & 0xff,
             Err(crate::Error::Stopped) => 128 + *self.signal.lock().expect("signal lock"),
             Err(crate::Error::Timeout { .. }) => 124,
@@ -611,6 +624,7 @@ impl Task for TaskService {
                 },
                 stdin: (!c.stdin.is_empty()).then(|| c.stdin.clone()),
                 module: c.module.clone(),
+                cgroup: c.cgroup.clone(),
                 signal: c.signal.clone(),
             };
             let pause = matches!(*c.module, Module::Pause).then(|| c.killed.clone());

@@ -107,8 +107,12 @@ mod tests {
         assert_eq!(read_module(&rootfs, "app/m.wasm", 100).unwrap(), b"\0asm");
         // An absolute symlink means the rootfs's own /app/m.wasm.
         assert_eq!(read_module(&rootfs, "/link.wasm", 100).unwrap(), b"\0asm");
-        for escape in ["/../secret.wasm", "/../../../../secret.wasm", "/out.wasm", "/app/up.wasm"]
-        {
+        for escape in [
+            "/../secret.wasm",
+            "/../../../../secret.wasm",
+            "/out.wasm",
+            "/app/up.wasm",
+        ] {
             let e = read_module(&rootfs, escape, 100).unwrap_err();
             assert!(e.contains("no such file"), "{escape}: {e}");
         }

@@ -596,10 +596,7 @@ impl Limits {
     /// Whether one memory or table may grow from `current` to `desired` bytes, given what
     /// all the others hold; counts it when it may.
     fn allow(&mut self, current: usize, desired: usize) -> bool {
-        let total = self
-            .used
-            .saturating_sub(current)
-            .saturating_add(desired);
+        let total = self.used.saturating_sub(current).saturating_add(desired);
         match self.max_memory {
             Some(limit) if total > limit => {
                 self.denied = Some(total);

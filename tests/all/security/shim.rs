@@ -102,7 +102,11 @@ fn two_pods_naming_the_same_group_get_two_shims() {
         "loner",
         &["/probe.wasm", "spin"],
     );
-    let (a, b, loner) = (c.task_pid("pod-a"), c.task_pid("pod-b"), c.task_pid("loner"));
+    let (a, b, loner) = (
+        c.task_pid("pod-a"),
+        c.task_pid("pod-b"),
+        c.task_pid("loner"),
+    );
     assert_ne!(a, b, "two pods share a shim because they named one group");
     assert_ne!(loner, a);
     assert_ne!(loner, b);
@@ -145,7 +149,11 @@ fn the_module_is_read_from_inside_the_rootfs_only() {
         ],
         &["/probe.wasm"],
     );
-    let climb = format!("/{}{}", "../".repeat(30), outside_str.trim_start_matches('/'));
+    let climb = format!(
+        "/{}{}",
+        "../".repeat(30),
+        outside_str.trim_start_matches('/')
+    );
     for (id, module, why) in [
         ("dotdot", climb.as_str(), "no such file"),
         ("abslink", "/escape.wasm", "no such file"),
@@ -161,7 +169,10 @@ fn the_module_is_read_from_inside_the_rootfs_only() {
             started.elapsed()
         );
         assert!(!out.status.success(), "{module}: {}", describe(&out));
-        assert!(!stdout(&out).contains("Hello"), "{module} ran the host's module");
+        assert!(
+            !stdout(&out).contains("Hello"),
+            "{module} ran the host's module"
+        );
         assert!(
             describe(&out).contains(why) && describe(&out).contains("from the rootfs"),
             "{module}: {}",
@@ -222,6 +233,10 @@ fn a_module_swapped_in_a_rootfs_never_runs_under_another_digest() {
         .path()
         .join("root/io.containerd.snapshotter.v1.native/snapshots");
     let stop = Arc::new(AtomicBool::new(false));
+    // Written beside the snapshots, then renamed over a container's module: never inside the
+    // image's own snapshot, which containerd copies for each container.
+    let staging = c.dir.path().join("root/swap-staging");
+    fs::create_dir_all(&staging).unwrap();
     let swapper = {
         let stop = stop.clone();
         let (good, evil) = (fs::read(&good).unwrap(), fs::read(&evil).unwrap());
@@ -232,10 +247,11 @@ fn a_module_swapped_in_a_rootfs_never_runs_under_another_digest() {
                 flip = !flip;
                 for snapshot in fs::read_dir(&snapshots).into_iter().flatten().flatten() {
                     let module = snapshot.path().join("m.wasm");
-                    if !module.exists() {
+                    // Snapshot 1 is the image's layer, the parent of every container's.
+                    if snapshot.file_name() == "1" || !module.exists() {
                         continue;
                     }
-                    let tmp = snapshot.path().join(".m.tmp");
+                    let tmp = staging.join("m.tmp");
                     if fs::write(&tmp, if flip { &evil } else { &good }).is_ok()
                         && fs::rename(&tmp, &module).is_ok()
                     {
@@ -272,7 +288,10 @@ fn a_module_swapped_in_a_rootfs_never_runs_under_another_digest() {
     stop.store(true, Ordering::SeqCst);
     let swaps = swapper.join().unwrap();
     // The swaps did land: the rootfs containers ran both.
-    assert!(swaps > 200 && evil_runs > 0, "swaps {swaps}, evil runs {evil_runs}");
+    assert!(
+        swaps > 200 && evil_runs > 0,
+        "swaps {swaps}, evil runs {evil_runs}"
+    );
 }
 
 fn read(path: impl AsRef<Path>) -> String {
@@ -303,7 +322,11 @@ fn the_specs_limits_are_written_to_the_guests_cgroup() {
         assert_eq!(read(dir.join("cpu.max")), "10000 100000");
     } else {
         assert_eq!(
-            read(root.join("memory").join(NS).join("limited/memory.limit_in_bytes")),
+            read(
+                root.join("memory")
+                    .join(NS)
+                    .join("limited/memory.limit_in_bytes")
+            ),
             "67108864"
         );
         let cpu = root.join("cpu").join(NS).join("limited");
@@ -341,11 +364,13 @@ fn the_specs_limits_are_written_to_the_guests_cgroup() {
         "{cgroups}"
     );
     c.kill_and_delete("sys1", "SIGKILL");
-    assert!(!root.join("memory/wasmtest.slice").exists() || {
-        !root
-            .join("memory/wasmtest.slice/wasmtest-pod1.slice/cri-containerd-sys1.scope")
-            .exists()
-    });
+    assert!(
+        !root.join("memory/wasmtest.slice").exists() || {
+            !root
+                .join("memory/wasmtest.slice/wasmtest-pod1.slice/cri-containerd-sys1.scope")
+                .exists()
+        }
+    );
 
     // Paths out of the cgroup root are refused before anything runs.
     for (id, hostile) in [
@@ -353,7 +378,12 @@ fn the_specs_limits_are_written_to_the_guests_cgroup() {
         ("updeep", "/wasm/../../../escape"),
         ("sysup", "x.slice:..:escape"),
     ] {
-        let out = c.run(&["--cgroup", hostile], PROBE, id, &["/probe.wasm", "exit", "0"]);
+        let out = c.run(
+            &["--cgroup", hostile],
+            PROBE,
+            id,
+            &["/probe.wasm", "exit", "0"],
+        );
         assert!(!out.status.success(), "{hostile}: {}", describe(&out));
         assert!(describe(&out).contains("refused"), "{}", describe(&out));
     }
@@ -366,7 +396,7 @@ fn a_guest_with_four_memories_cannot_exceed_the_cap() {
     let four = wat::parse_str(
         r#"(module
           (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-          (memory $m0 0) (memory $m1 0) (memory $m2 0) (memory $m3 0)
+          (memory $m0 (export "memory") 0) (memory $m1 0) (memory $m2 0) (memory $m3 0)
           (func (export "_start") (local $pages i32)
             (block $done0 (loop $l0
               (br_if $done0 (i32.eq (memory.grow $m0 (i32.const 1)) (i32.const -1)))
