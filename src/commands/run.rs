@@ -92,22 +92,22 @@ impl RunCommand {
                         "note: the guest asked for {bytes} bytes of memory and was refused by --max-memory {limit}"
                     );
                 }
-                // The OS keeps the low 8 bits of an exit status, as it does for wasmtime.
-                Ok(ExitCode::from(outcome.code as u8))
+                Ok(ExitCode::from(outcome.exit_code()))
             }
-            Err(e @ RunError::Timeout { .. }) => {
-                eprintln!("Error: {e}");
-                Ok(ExitCode::from(124))
+            // A trap is a bug in the guest: the trap with its wasm backtrace, as wasmtime.
+            Err(e @ RunError::Trap { .. }) => {
+                let code = e.exit_code();
+                eprintln!("Error: {:?}", anyhow::Error::from(e));
+                Ok(ExitCode::from(code))
             }
             // A limit is not a bug in the guest: one line, no backtrace.
-            Err(e @ (RunError::MemoryLimit { .. } | RunError::OutOfFuel { .. })) => {
+            Err(
+                e @ (RunError::Timeout { .. }
+                | RunError::MemoryLimit { .. }
+                | RunError::OutOfFuel { .. }),
+            ) => {
                 eprintln!("Error: {e}");
-                Ok(ExitCode::from(134))
-            }
-            Err(e @ RunError::Trap { .. }) => {
-                eprintln!("Error: {:?}", anyhow::Error::from(e));
-                // wasmtime exits like an abort on a trap.
-                Ok(ExitCode::from(134))
+                Ok(ExitCode::from(e.exit_code()))
             }
             Err(e) => Err(e).with_context(|| format!("running {}", self.module)),
         }

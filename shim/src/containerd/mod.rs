@@ -527,19 +527,18 @@ impl Guest {
             tracing::debug!(limit, used, guest = ?self.options.max_memory, "guest memory within the cgroup's limit");
         }
         match loaded.and_then(|loaded| runner.run(&name, &loaded, &self.options)) {
-            Ok(outcome) => outcome.code as u32 & 0xff,
-            Err(crate::Error::Stopped) => 128 + *self.signal.lock().expect("signal lock"),
-            Err(crate::Error::Timeout { .. }) => 124,
+            Ok(outcome) => u32::from(outcome.exit_code()),
+            // Stopped by a kill: the status names its signal, as for any container.
+            Err(_) if stopped.is_some_and(|s| s.load(Ordering::SeqCst)) => {
+                128 + *self.signal.lock().expect("signal lock")
+            }
             Err(e) => {
+                let code = e.exit_code();
                 if let Some(mut f) = self.options.stderr.as_ref() {
                     use std::io::Write;
                     let _ = writeln!(f, "wasm-oci: {:#}", anyhow::Error::from(e));
                 }
-                if stopped.is_some_and(|s| s.load(Ordering::SeqCst)) {
-                    137
-                } else {
-                    134
-                }
+                u32::from(code)
             }
         }
     }

@@ -101,3 +101,23 @@ pub enum Error {
         source: wasmtime::Error,
     },
 }
+
+impl Error {
+    /// The exit status this error gives a run, the same for `wasm-oci run` and a container:
+    /// 124 for a timeout, as timeout(1); 134 for a trap or a limit the guest ran into, as
+    /// wasmtime (an abort); 137 for a guest stopped from outside (a container's kill names its
+    /// own signal instead); 125 when the guest could not be started at all, as `docker run`.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Timeout { .. } => 124,
+            Error::Trap { .. } | Error::MemoryLimit { .. } | Error::OutOfFuel { .. } => 134,
+            Error::Stopped => 137,
+            Error::InvalidWasm { .. }
+            | Error::Corrupt { .. }
+            | Error::NotACommand { .. }
+            | Error::Link { .. }
+            | Error::Preopen { .. }
+            | Error::Engine { .. } => 125,
+        }
+    }
+}

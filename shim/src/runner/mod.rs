@@ -89,6 +89,14 @@ pub struct Outcome {
     pub memory_denied: Option<usize>,
 }
 
+impl Outcome {
+    /// The exit status: the low 8 bits of the guest's code, as the OS keeps them (and
+    /// wasmtime passes them on).
+    pub fn exit_code(&self) -> u8 {
+        self.code as u8
+    }
+}
+
 /// A compiled guest, ready to instantiate.
 #[derive(Clone)]
 pub enum Loaded {
