@@ -358,6 +358,12 @@ async fn prepare(
         let is_bind = m.typ().as_deref() == Some("bind")
             || options.iter().any(|o| o == "bind" || o == "rbind");
         if let (true, Some(source)) = (is_bind, m.source()) {
+            // WASI preopens directories only; a file the kubelet mounts (/etc/hosts,
+            // /etc/hostname, /etc/resolv.conf, /dev/termination-log) is left out.
+            if !source.is_dir() {
+                tracing::debug!(source = %source.display(), destination = %m.destination().display(), "a mount of a file is not visible to the guest");
+                continue;
+            }
             preopens.push(Preopen {
                 host: source.clone(),
                 guest: m.destination().display().to_string(),
