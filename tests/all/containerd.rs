@@ -18,6 +18,8 @@ pub(crate) struct Containerd {
     child: Option<Child>,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) cache: PathBuf,
+    /// The namespace `ctr` works in.
+    pub(crate) namespace: &'static str,
 }
 
 impl Containerd {
@@ -28,19 +30,24 @@ impl Containerd {
     /// containerd (and so the shim) with extra environment, such as `DOCKER_CONFIG`.
     pub(crate) fn start_with_env(env: &[(&str, &Path)]) -> Containerd {
         let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n{}",
+            base_config(dir.path())
+        );
+        Self::start_in(dir, &config, NS, env)
+    }
+
+    /// containerd with `config` (the `[plugins]` part; root, state and sockets are added) in
+    /// `dir`, `ctr` working in `namespace`.
+    pub(crate) fn start_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        namespace: &'static str,
+        env: &[(&str, &Path)],
+    ) -> Containerd {
         let d = dir.path();
         let cache = d.join("wasm-oci-cache");
-        fs::write(
-            d.join("config.toml"),
-            format!(
-                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [grpc]\n  address = \"{0}/containerd.sock\"\n\
-                 [ttrpc]\n  address = \"{0}/containerd-ttrpc.sock\"\n",
-                d.display()
-            ),
-        )
-        .unwrap();
+        fs::write(d.join("config.toml"), config).unwrap();
         let shim_dir = Path::new(env!("CARGO_BIN_EXE_containerd-shim-wasmoci-v1"))
             .parent()
             .unwrap();
@@ -75,6 +82,7 @@ impl Containerd {
             child: Some(child),
             dir,
             cache,
+            namespace,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !c.ctr(&["version"]).status.success() {
@@ -101,7 +109,7 @@ impl Containerd {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(self.dir.path().join("containerd.sock"))
-            .args(["--namespace", NS])
+            .args(["--namespace", self.namespace])
             .args(args)
             .stdin(Stdio::null());
         cmd
@@ -238,6 +246,17 @@ open(out, "wb").write(tar_bytes(files))
     }
 }
 
+/// The part of a test containerd's config.toml every test shares: its own root, state and
+/// sockets under `dir`.
+pub(crate) fn base_config(dir: &Path) -> String {
+    format!(
+        "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+         [grpc]\n  address = \"{0}/containerd.sock\"\n\
+         [ttrpc]\n  address = \"{0}/containerd-ttrpc.sock\"\n",
+        dir.display()
+    )
+}
+
 /// What an image's layer holds at a path.
 pub(crate) enum Entry<'a> {
     /// A copy of a host file.
@@ -276,7 +295,8 @@ impl Drop for Containerd {
                 "-9",
                 "-f",
                 &format!(
-                    "containerd-shim-wasmoci-v1 -namespace {NS} .*{}",
+                    "containerd-shim-wasmoci-v1 -namespace {} .*{}",
+                    self.namespace,
                     self.dir.path().display()
                 ),
             ])

@@ -6,6 +6,7 @@
 mod airgap;
 mod auth;
 mod containerd;
+mod cri;
 mod edge;
 mod faults;
 mod interop;

@@ -1,0 +1,422 @@
+//! Kubernetes without a kubelet: a real containerd 1.6 with its CRI plugin on, driven over CRI
+//! (`k8s-cri`, tonic) exactly as the kubelet drives it: a pod sandbox first, containers in it,
+//! CRI-format logs, status polls, stops with a grace period. The same pods run with runc as
+//! the handler for comparison.
+//!
+//! Each pod gets a network namespace of its own from a test-only CNI plugin: containerd 1.6's
+//! CRI wants an `eth0` with an address in the result, and this kernel has no dummy links, so
+//! the plugin brings `lo` up inside the pod's namespace and reports a link-local `eth0`. No
+//! traffic is ever sent to that address.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{self as cri};
+use tonic::transport::Channel;
+
+use crate::containerd::{Containerd, Entry, base_config};
+use crate::support::{guests, testdata};
+
+/// The namespace the CRI plugin keeps its containers and images in.
+const K8S: &str = "k8s.io";
+/// The pod sandbox image the tests build and import (busybox sleeping, for runc's pods).
+pub(crate) const PAUSE: &str = "registry.test/pause:v1";
+pub(crate) const HELLO_IMAGE: &str = "registry.test/wasmhello:v1";
+pub(crate) const PROBE_IMAGE: &str = "registry.test/probe:v1";
+pub(crate) const BUSYBOX_IMAGE: &str = "registry.test/busybox:v1";
+
+/// The CNI plugin: `loopback` and `wasmtest` are this one script, which brings `lo` up in the
+/// pod's namespace and reports an `eth0` with a link-local address on ADD.
+const CNI_PLUGIN: &str = r#"#!/bin/sh
+set -e
+case "$CNI_COMMAND" in
+VERSION)
+    echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0"]}' ;;
+ADD)
+    nsenter --net="$CNI_NETNS" ip link set lo up
+    if [ "$(basename "$0")" = loopback ]; then
+        echo '{"cniVersion":"0.4.0","interfaces":[{"name":"lo","sandbox":"'"$CNI_NETNS"'"}],"ips":[{"version":"4","address":"127.0.0.1/8","interface":0}]}'
+    else
+        echo '{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","sandbox":"'"$CNI_NETNS"'"}],"ips":[{"version":"4","address":"169.254.77.2/32","interface":0}]}'
+    fi ;;
+DEL|CHECK) ;;
+*) exit 1 ;;
+esac
+"#;
+
+/// containerd with CRI on, a client speaking CRI to it, and the images the tests use.
+pub(crate) struct Cri {
+    pub(crate) c: Containerd,
+    runtime: tokio::runtime::Runtime,
+    rt: RuntimeServiceClient<Channel>,
+    #[allow(dead_code, reason = "kept for image status checks")]
+    images: ImageServiceClient<Channel>,
+    /// Where pods' log directories go.
+    pub(crate) logs: PathBuf,
+}
+
+impl Cri {
+    pub(crate) fn start() -> Cri {
+        Self::start_with_env(&[])
+    }
+
+    pub(crate) fn start_with_env(env: &[(&str, &Path)]) -> Cri {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_owned();
+        let bin = d.join("cni/bin");
+        let conf = d.join("cni/conf");
+        fs::create_dir_all(&bin).unwrap();
+        fs::create_dir_all(&conf).unwrap();
+        for name in ["loopback", "wasmtest"] {
+            let path = bin.join(name);
+            fs::write(&path, CNI_PLUGIN).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::write(
+            conf.join("10-wasmtest.conf"),
+            r#"{"cniVersion":"0.4.0","name":"wasmtest","type":"wasmtest"}"#,
+        )
+        .unwrap();
+        // The runtime entry as the README documents it.
+        let annotations = r#"["io.wasm-oci.reference", "io.wasm-oci.pull", "io.wasm-oci.preopens"]"#;
+        let config = format!(
+            r#"{base}
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE}"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmoci]
+      runtime_type = "io.containerd.wasmoci.v1"
+      pod_annotations = {annotations}
+      container_annotations = {annotations}
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{bin}"
+    conf_dir = "{conf}"
+"#,
+            base = base_config(&d),
+            bin = bin.display(),
+            conf = conf.display(),
+        );
+        let c = Containerd::start_in(dir, &config, K8S, env);
+        let busybox = Path::new("/bin/busybox");
+        c.import_entries(
+            PAUSE,
+            &[Entry::Dir("bin"), Entry::File("bin/busybox", busybox)],
+            &["/bin/busybox", "sleep", "2147483647"],
+        );
+        c.import_entries(
+            BUSYBOX_IMAGE,
+            &[Entry::Dir("bin"), Entry::File("bin/busybox", busybox)],
+            &["/bin/busybox"],
+        );
+        c.import(HELLO_IMAGE, &[("hello.wasm", &testdata("hello.wasm"))], &["/hello.wasm"]);
+        c.import(PROBE_IMAGE, &[("probe.wasm", &guests().probe)], &["/probe.wasm"]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let socket = c.dir.path().join("containerd.sock");
+        let channel = runtime.block_on(async move {
+            tonic::transport::Endpoint::try_from("http://[::]")
+                .unwrap()
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let socket = socket.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(socket).await?,
+                        ))
+                    }
+                }))
+                .await
+                .unwrap()
+        });
+        let logs = c.dir.path().join("pods");
+        let mut cri = Cri {
+            c,
+            rt: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+            runtime,
+            logs,
+        };
+        // The CRI plugin learns of imported images from containerd's events: wait for them.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for image in [PAUSE, BUSYBOX_IMAGE, HELLO_IMAGE, PROBE_IMAGE] {
+            loop {
+                let status = cri.block(|mut i| async move {
+                    i.image_status(cri::ImageStatusRequest {
+                        image: Some(cri::ImageSpec {
+                            image: image.to_owned(),
+                            ..Default::default()
+                        }),
+                        verbose: false,
+                    })
+                    .await
+                }, cri.images.clone());
+                if status.is_ok_and(|s| s.image.is_some()) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "CRI does not see {image}: {}", cri.c.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cri
+    }
+
+    /// Runs one CRI call on the test's runtime.
+    fn block<C, F, T>(&self, call: impl FnOnce(C) -> F, client: C) -> Result<T, tonic::Status>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.runtime.block_on(call(client)).map(tonic::Response::into_inner)
+    }
+
+    fn rt<F, T>(
+        &self,
+        call: impl FnOnce(RuntimeServiceClient<Channel>) -> F,
+    ) -> Result<T, tonic::Status>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.block(call, self.rt.clone())
+    }
+
+    /// A pod's config as the kubelet writes it.
+    pub(crate) fn pod_config(&self, name: &str, annotations: &[(&str, &str)]) -> cri::PodSandboxConfig {
+        let uid = format!("uid-{name}");
+        let log_directory = self.logs.join(&uid);
+        fs::create_dir_all(&log_directory).unwrap();
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.to_owned(),
+                uid,
+                namespace: "default".to_owned(),
+                attempt: 0,
+            }),
+            hostname: name.to_owned(),
+            log_directory: log_directory.display().to_string(),
+            annotations: strings(annotations),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/wasm-oci-cri/{name}"),
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: cri::NamespaceMode::Pod as i32,
+                        pid: cri::NamespaceMode::Container as i32,
+                        ipc: cri::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// RunPodSandbox with `handler` (`wasmoci` or `runc`); returns the sandbox id.
+    pub(crate) fn run_pod(&self, config: &cri::PodSandboxConfig, handler: &str) -> String {
+        let request = cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.to_owned(),
+        };
+        match self.rt(|mut rt| async move { rt.run_pod_sandbox(request).await }) {
+            Ok(r) => r.pod_sandbox_id,
+            Err(e) => panic!("RunPodSandbox: {e}\n{}", self.c.log()),
+        }
+    }
+
+    /// CreateContainer + StartContainer of `image` with `command` in the pod; returns its id.
+    pub(crate) fn start_container(
+        &self,
+        pod: &str,
+        pod_config: &cri::PodSandboxConfig,
+        name: &str,
+        image: &str,
+        command: &[&str],
+        annotations: &[(&str, &str)],
+    ) -> String {
+        let id = self
+            .create_container(pod, pod_config, name, image, command, annotations)
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", self.c.log()));
+        let request = cri::StartContainerRequest {
+            container_id: id.clone(),
+        };
+        if let Err(e) = self.rt(|mut rt| async move { rt.start_container(request).await }) {
+            panic!("StartContainer {name}: {e}\n{}", self.c.log());
+        }
+        id
+    }
+
+    pub(crate) fn create_container(
+        &self,
+        pod: &str,
+        pod_config: &cri::PodSandboxConfig,
+        name: &str,
+        image: &str,
+        command: &[&str],
+        annotations: &[(&str, &str)],
+    ) -> Result<String, tonic::Status> {
+        let request = cri::CreateContainerRequest {
+            pod_sandbox_id: pod.to_owned(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: name.to_owned(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: image.to_owned(),
+                    ..Default::default()
+                }),
+                command: command.iter().map(|s| s.to_string()).collect(),
+                log_path: format!("{name}.log"),
+                annotations: strings(annotations),
+                linux: Some(cri::LinuxContainerConfig::default()),
+                ..Default::default()
+            }),
+            sandbox_config: Some(pod_config.clone()),
+        };
+        self.rt(|mut rt| async move { rt.create_container(request).await })
+            .map(|r| r.container_id)
+    }
+
+    pub(crate) fn status(&self, id: &str) -> cri::ContainerStatus {
+        let request = cri::ContainerStatusRequest {
+            container_id: id.to_owned(),
+            verbose: false,
+        };
+        self.rt(|mut rt| async move { rt.container_status(request).await })
+            .unwrap_or_else(|e| panic!("ContainerStatus: {e}"))
+            .status
+            .unwrap()
+    }
+
+    /// Polls ContainerStatus until the container has exited, for at most `limit`.
+    pub(crate) fn wait_exited(&self, id: &str, limit: Duration) -> cri::ContainerStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self.status(id);
+            if status.state == cri::ContainerState::ContainerExited as i32 {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} has not exited: {status:?}\n{}",
+                self.c.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn stop_container(&self, id: &str, grace_seconds: i64) -> Result<(), tonic::Status> {
+        let request = cri::StopContainerRequest {
+            container_id: id.to_owned(),
+            timeout: grace_seconds,
+        };
+        self.rt(|mut rt| async move { rt.stop_container(request).await })
+            .map(drop)
+    }
+
+    pub(crate) fn remove_pod(&self, pod: &str) {
+        let id = pod.to_owned();
+        self.rt(|mut rt| async move {
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id }).await
+        })
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", self.c.log()));
+        let id = pod.to_owned();
+        self.rt(|mut rt| async move {
+            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+                .await
+        })
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", self.c.log()));
+    }
+
+    pub(crate) fn exec_sync(&self, id: &str) -> Result<cri::ExecSyncResponse, tonic::Status> {
+        let request = cri::ExecSyncRequest {
+            container_id: id.to_owned(),
+            cmd: vec!["/probe.wasm".into(), "args".into()],
+            timeout: 5,
+        };
+        self.rt(|mut rt| async move { rt.exec_sync(request).await })
+    }
+
+    pub(crate) fn stats(&self, id: &str) -> Result<cri::ContainerStats, tonic::Status> {
+        let request = cri::ContainerStatsRequest {
+            container_id: id.to_owned(),
+        };
+        self.rt(|mut rt| async move { rt.container_stats(request).await })
+            .map(|r| r.stats.unwrap_or_default())
+    }
+
+    /// The container's CRI log file.
+    pub(crate) fn log_of(&self, pod_config: &cri::PodSandboxConfig, name: &str) -> String {
+        fs::read_to_string(Path::new(&pod_config.log_directory).join(format!("{name}.log")))
+            .unwrap_or_default()
+    }
+}
+
+fn strings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The message lines of a CRI log (`TIMESTAMP STREAM TAG MESSAGE`), each checked for form.
+fn cri_log_lines(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let (time, stream, tag, message) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            assert!(time.contains('T') && time.ends_with('Z'), "{line}");
+            assert!(tag == "F" || tag == "P", "{line}");
+            (stream.to_owned(), message.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_wasm_pod_runs_as_the_kubelet_runs_it() {
+    let cri = Cri::start();
+    let config = cri.pod_config("hello", &[]);
+    let pod = cri.run_pod(&config, "wasmoci");
+    let id = cri.start_container(&pod, &config, "hello", HELLO_IMAGE, &[], &[]);
+    let status = cri.wait_exited(&id, Duration::from_secs(10));
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    assert_eq!(status.reason, "Completed", "{status:?}");
+    let log = cri.log_of(&config, "hello");
+    assert_eq!(
+        cri_log_lines(&log),
+        vec![("stdout".to_owned(), "Hello from WebAssembly!".to_owned())],
+        "{log}"
+    );
+
+    // A guest's own exit code, and a reason for it.
+    let id = cri.start_container(
+        &pod,
+        &config,
+        "exit7",
+        PROBE_IMAGE,
+        &["/probe.wasm", "exit", "7"],
+        &[],
+    );
+    let status = cri.wait_exited(&id, Duration::from_secs(10));
+    assert_eq!(status.exit_code, 7, "{status:?}");
+    assert_eq!(status.reason, "Error", "{status:?}");
+    cri.remove_pod(&pod);
+}
