@@ -142,8 +142,8 @@ impl Fetcher {
 
     /// `http` with `--plain-http`; for a loopback registry, whatever it speaks (docker tries
     /// TLS there and falls back to plain HTTP); else always `https`, never downgraded. A
-    /// loopback registry's answer is known once [`Self::remote`] has probed it; until then it
-    /// is taken to be plain HTTP, as the probe concludes of a registry it cannot reach.
+    /// loopback registry's answer is known once a pull, push or login has probed it; until
+    /// then it is taken to be plain HTTP, as the probe concludes of a registry it cannot reach.
     pub fn scheme(&self, reference: &Reference) -> &'static str {
         let registry = reference.registry();
         if self.options.plain_http {
@@ -195,7 +195,7 @@ impl Fetcher {
                 http,
                 self.auth(reference)?,
                 scheme,
-                &reference.resolve_registry(),
+                reference.resolve_registry(),
                 open,
             )
             .map_err(|e| Error::from_oci(e, reference, scheme))?,
