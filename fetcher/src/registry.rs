@@ -827,6 +827,25 @@ mod tests {
     }
 
     #[test]
+    fn only_the_registrys_own_origin_is_its_own() {
+        let origin = Url::parse("https://registry.example/").unwrap();
+        for (url, same) in [
+            ("https://registry.example/v2/x/blobs/uploads/1", true),
+            ("https://registry.example:443/v2/", true),
+            ("http://registry.example/v2/", false),
+            ("https://registry.example:5000/v2/", false),
+            ("https://storage.example/v2/", false),
+            ("https://registry.example.evil/v2/", false),
+        ] {
+            assert_eq!(
+                same_origin(&Url::parse(url).unwrap(), &origin),
+                same,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
     fn manifests_are_verified_with_their_own_algorithm() {
         let body = b"{}";
         let sha512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(body)));

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,6 +82,8 @@ struct Server {
     addr: String,
     scheme: &'static str,
     seen: Arc<Mutex<Vec<Request>>>,
+    /// Bytes of endless bodies written (into the socket's buffers, at least).
+    streamed: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
@@ -104,9 +106,14 @@ impl Server {
             addr: listener.local_addr().unwrap().to_string(),
             scheme: if tls.is_some() { "https" } else { "http" },
             seen: Arc::default(),
+            streamed: Arc::default(),
             stop: Arc::default(),
         };
-        let (seen, stop) = (server.seen.clone(), server.stop.clone());
+        let (seen, streamed, stop) = (
+            server.seen.clone(),
+            server.streamed.clone(),
+            server.stop.clone(),
+        );
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let Ok((stream, _)) = listener.accept() else {
@@ -117,8 +124,13 @@ impl Server {
                 stream
                     .set_read_timeout(Some(Duration::from_secs(10)))
                     .unwrap();
-                let (seen, stop, handler, tls) =
-                    (seen.clone(), stop.clone(), handler.clone(), tls.clone());
+                let (seen, streamed, stop, handler, tls) = (
+                    seen.clone(),
+                    streamed.clone(),
+                    stop.clone(),
+                    handler.clone(),
+                    tls.clone(),
+                );
                 std::thread::spawn(move || match tls {
                     Some(config) => {
                         // A client that speaks plain HTTP to it (the scheme probe) fails here.
@@ -126,9 +138,9 @@ impl Server {
                             return;
                         };
                         let tls = rustls::StreamOwned::new(connection, stream);
-                        exchange(tls, &*handler, &seen, &stop);
+                        exchange(tls, &*handler, &seen, &streamed, &stop);
                     }
-                    None => exchange(stream, &*handler, &seen, &stop),
+                    None => exchange(stream, &*handler, &seen, &streamed, &stop),
                 });
             }
         });
@@ -156,6 +168,7 @@ fn exchange(
     mut stream: impl Read + Write,
     handler: &Handler,
     seen: &Mutex<Vec<Request>>,
+    streamed: &AtomicU64,
     stop: &AtomicBool,
 ) {
     let mut reader = BufReader::new(&mut stream);
@@ -216,6 +229,7 @@ fn exchange(
             }
             let chunk = vec![b'x'; 64 << 10];
             while !stop.load(Ordering::SeqCst) && stream.write_all(&chunk).is_ok() {
+                streamed.fetch_add(chunk.len() as u64, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
@@ -620,6 +634,46 @@ fn an_https_registry_cannot_redirect_to_plain_http() {
     assert!(plain.requests().is_empty(), "{:?}", plain.requests());
 }
 
+/// A guard more than a fix: reqwest already drops `Authorization` when a redirect leaves the
+/// origin, and this keeps it so under the fetcher's own redirect policy.
+#[test]
+fn a_redirect_to_another_host_carries_no_credentials() {
+    let basic = format!("Basic {}", credentials());
+    let artifact = Artifact::hello();
+    let layer = sha256(&artifact.wasm);
+    let wasm = artifact.wasm.clone();
+    let storage = Server::start(move |_| Reply::new(200).body(wasm.clone()));
+    let elsewhere = storage.url("/signed/layer");
+    let expected = basic.clone();
+    let serve = honest(artifact);
+    let registry = Server::start(move |request| {
+        if request.header("authorization") != Some(expected.as_str()) {
+            Reply::new(401).header("WWW-Authenticate", "Basic realm=\"hostile\"")
+        } else if request.path.ends_with(&layer) {
+            Reply::new(307).header("Location", &elsewhere)
+        } else {
+            serve(request)
+        }
+    });
+    let out = with_password(
+        &WasmOci::new(),
+        &["run", &format!("{}/hello:v1", registry.addr)],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        HELLO,
+        "{}",
+        describe(&out)
+    );
+    let fetched = storage.requests();
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
+    assert!(
+        fetched[0].header("authorization").is_none(),
+        "the registry's credentials followed the redirect to another host"
+    );
+    assert!(fetched[0].header("referer").is_none(), "{:?}", fetched[0]);
+}
+
 #[test]
 fn an_endless_token_answer_is_cut_off() {
     for status in [200, 401] {
@@ -648,6 +702,13 @@ fn an_endless_token_answer_is_cut_off() {
             describe(&out)
         );
         assert!(!realm.requests().is_empty());
+        // Cut off, not buffered: what went out is the cap (1 MiB for a token, 64 KiB for an
+        // error) plus what the kernel's socket buffers took, far from 20 s worth (128 MB).
+        let streamed = realm.streamed.load(Ordering::SeqCst);
+        assert!(
+            streamed < 16 << 20,
+            "{streamed} bytes of an endless answer were read"
+        );
     }
 }
 
