@@ -374,7 +374,56 @@ impl Fetcher {
 
 #[cfg(test)]
 mod tests {
-    use super::answers_openly;
+    use super::*;
+    use std::io::Write as _;
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    /// A loopback server that accepts connections and never says a word (a TLS server waits
+    /// like this for a client hello).
+    fn silent() -> (String, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handle = std::thread::spawn(move || {
+            let (_held, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        (addr, handle)
+    }
+
+    /// A loopback registry that answers `/v2/` with 200 and no challenge.
+    fn open_registry() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_silent_registry_does_not_hold_up_the_probe_of_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
+        let (quiet, _server) = silent();
+        let open = open_registry();
+        let start = Instant::now();
+        // On one thread: a blocking probe, or one under a lock, would hold the other up for
+        // the two seconds the silent one is given.
+        let (slow, fast) = tokio::join!(fetcher.probe(&quiet), async {
+            let probe = fetcher.probe(&open).await;
+            (probe, start.elapsed())
+        });
+        let (fast, fast_took) = fast;
+        assert!(fast_took < Duration::from_millis(1500), "{fast_took:?}");
+        let fast = fast.unwrap();
+        assert_eq!((fast.scheme, fast.open), ("http", true));
+        // Saying nothing in two seconds is not HTTP: TLS, as docker concludes.
+        assert_eq!(slow.unwrap().scheme, "https");
+        let reference = parse_reference(&format!("{open}/x:1")).unwrap();
+        assert_eq!(fetcher.scheme(&reference), "http");
+    }
 
     #[test]
     fn only_a_whole_unchallenged_200_is_open() {
