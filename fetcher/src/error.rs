@@ -145,7 +145,7 @@ pub enum Error {
     },
     /// An HTTPS registry named a plain-HTTP token service; the credentials were not sent.
     #[error(
-        "registry {registry} speaks HTTPS but names {realm}, a plain-HTTP token service, for {reference}; credentials are never sent there in clear, so they were not sent. Ask the registry's operator for an HTTPS token service, or pull anonymously"
+        "registry {registry} speaks HTTPS but names {realm}, a plain-HTTP token service, for {reference}; credentials are never sent there in clear, so they were not sent. Its operator should serve the token service over HTTPS; without credentials, its public repositories can still be pulled"
     )]
     InsecureTokenService {
         /// The registry.
