@@ -607,6 +607,16 @@ impl Registry {
                 printable(location)
             ))
         })?;
+        // What TLS protected does not continue in clear, as with a redirect.
+        if !matches!(url.scheme(), "http" | "https")
+            || (self.scheme == "https" && url.scheme() != "https")
+        {
+            return Err(violation(format!(
+                "the registry speaks HTTPS but sent the upload to {}; the content is not sent \
+                 there in clear",
+                printable(url.as_str())
+            )));
+        }
         url.query_pairs_mut().append_pair("digest", digest);
         self.send(reference, RegistryOperation::Push, |http| {
             http.put(url.clone())

@@ -530,6 +530,39 @@ fn an_upload_location_on_another_host_gets_no_credentials() {
 }
 
 #[test]
+fn an_https_registry_cannot_send_an_upload_to_plain_http() {
+    let certs = tempfile::tempdir().unwrap();
+    let (config, ca) = tls(certs.path());
+    let plain = Server::start(|_| Reply::new(201));
+    let upload = plain.url("/upload/1");
+    let registry = Server::start_tls(config, move |request| {
+        match (request.method.as_str(), request.path.as_str()) {
+            ("GET", "/v2/") => Reply::new(200),
+            ("HEAD", _) => Reply::new(404),
+            ("POST", p) if p.ends_with("/blobs/uploads/") => {
+                Reply::new(202).header("Location", &upload)
+            }
+            _ => Reply::new(201),
+        }
+    });
+    let hello = testdata("hello.wasm");
+    let out = WasmOci::new().run(&[
+        "push",
+        "--ca-file",
+        &ca,
+        hello.to_str().unwrap(),
+        &format!("{}/hello:v1", registry.addr),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("not sent there in clear"),
+        "{}",
+        describe(&out)
+    );
+    assert!(plain.requests().is_empty(), "{:?}", plain.requests());
+}
+
+#[test]
 fn credentials_never_go_to_a_plain_http_realm_of_an_https_registry() {
     credentials();
     let certs = tempfile::tempdir().unwrap();
