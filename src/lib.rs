@@ -92,10 +92,15 @@ impl GlobalOptions {
         )))
     }
 
-    /// How to reach registries, from the options and the environment.
-    pub fn registry_options(&self) -> anyhow::Result<RegistryOptions> {
+    /// How to reach registries, from the options and the environment. `--username` names
+    /// credentials for `registry`, the one the command names, and for no other.
+    pub fn registry_options(&self, registry: &str) -> anyhow::Result<RegistryOptions> {
         let credentials = match self.explicit_credentials()? {
-            Some((username, password)) => Credentials::Explicit { username, password },
+            Some((username, password)) => Credentials::Explicit {
+                registry: registry.to_owned(),
+                username,
+                password,
+            },
             None => Credentials::DockerConfig,
         };
         let mut ca_files: Vec<PathBuf> = self.ca_file.iter().cloned().collect();
@@ -117,9 +122,10 @@ impl GlobalOptions {
         })
     }
 
-    /// A fetcher over the cache, drawing progress bars when stderr is a terminal.
-    pub fn fetcher(&self) -> anyhow::Result<Fetcher> {
-        let fetcher = Fetcher::new(self.open_cache()?, self.registry_options()?);
+    /// A fetcher over the cache for a command that names `registry`, drawing progress bars
+    /// when stderr is a terminal.
+    pub fn fetcher(&self, registry: &str) -> anyhow::Result<Fetcher> {
+        let fetcher = Fetcher::new(self.open_cache()?, self.registry_options(registry)?);
         Ok(match progress::Bars::on_terminal(false) {
             Some(bars) => fetcher.with_progress(bars),
             None => fetcher,

@@ -41,8 +41,12 @@ pub enum Credentials {
     /// Docker's config file and credential helpers (the default).
     #[default]
     DockerConfig,
-    /// Given on the command line; used for every registry of the command.
+    /// Given on the command line for the one registry the command names; any other registry
+    /// (a second one in a batch) is looked up in docker's config instead, so that a user's
+    /// password never reaches a registry it was not typed for.
     Explicit {
+        /// The registry they are for (`host[:port]`).
+        registry: String,
         /// The user.
         username: String,
         /// The password or token.
@@ -71,7 +75,8 @@ pub(crate) enum Login {
 }
 
 impl Login {
-    /// What oci-client's handshake gets; an identity token is exchanged by us instead.
+    /// The user and password (or nothing) of the handshake; an identity token is exchanged
+    /// separately.
     pub(crate) fn registry_auth(&self) -> RegistryAuth {
         match self {
             Login::Auth(auth) => auth.clone(),
@@ -87,11 +92,15 @@ impl Credentials {
         let auth = |a| Ok(Login::Auth(a));
         match self {
             Credentials::Anonymous => auth(RegistryAuth::Anonymous),
-            Credentials::Explicit { username, password } => auth(RegistryAuth::Basic(
+            Credentials::Explicit {
+                registry: named,
+                username,
+                password,
+            } if config_key(named) == config_key(registry) => auth(RegistryAuth::Basic(
                 username.clone(),
                 password.expose().to_owned(),
             )),
-            Credentials::DockerConfig => {
+            Credentials::Explicit { .. } | Credentials::DockerConfig => {
                 use docker_credential::{CredentialRetrievalError as E, DockerCredential};
                 let Some(path) = docker_config_path() else {
                     return auth(RegistryAuth::Anonymous);
@@ -307,6 +316,7 @@ mod tests {
     #[test]
     fn secrets_do_not_print() {
         let c = Credentials::Explicit {
+            registry: "localhost:5000".into(),
             username: "alice".into(),
             password: Secret::new("hunter2"),
         };

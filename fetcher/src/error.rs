@@ -133,6 +133,28 @@ pub enum Error {
         /// The digest of what arrived.
         actual: String,
     },
+    /// A digest of an algorithm that is not verified here.
+    #[error(
+        "{reference}: the digest {digest} is refused, since it cannot be verified: manifests are verified with sha256, sha384 or sha512 and blobs with sha256; push the artifact with sha256 digests"
+    )]
+    UnsupportedDigest {
+        /// The reference asked for.
+        reference: String,
+        /// The digest, as the reference or the registry wrote it (escaped).
+        digest: String,
+    },
+    /// An HTTPS registry named a plain-HTTP token service; the credentials were not sent.
+    #[error(
+        "registry {registry} speaks HTTPS but names {realm}, a plain-HTTP token service, for {reference}; credentials are never sent there in clear, so they were not sent. Its operator should serve the token service over HTTPS; without credentials, its public repositories can still be pulled"
+    )]
+    InsecureTokenService {
+        /// The registry.
+        registry: String,
+        /// The reference asked for.
+        reference: String,
+        /// The token service's URL (escaped).
+        realm: String,
+    },
     /// A file given to push is not WebAssembly.
     #[error(
         "{} is not a WebAssembly module or component (it does not start with the `\\0asm` header); build it with a wasm target",

@@ -16,15 +16,15 @@ mod push;
 mod reference;
 mod registry;
 mod retry;
+mod text;
 mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::Reference;
 use oci_client::errors::OciDistributionError;
-use oci_client::{Client, Reference};
 use wasm_oci_cache::Cache;
 
 pub use error::Error;
@@ -41,6 +41,8 @@ pub use reference::{is_loopback, parse_reference};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const USER_AGENT: &str = concat!("wasm-oci/", env!("CARGO_PKG_VERSION"));
+/// Redirects followed before giving up, as browsers and reqwest's default policy do.
+const MAX_REDIRECTS: usize = 10;
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -102,8 +104,9 @@ pub struct Fetcher {
     cache: Cache,
     options: RegistryOptions,
     progress: Option<Arc<dyn Progress>>,
-    /// What each loopback registry speaks, probed once.
-    probes: Mutex<HashMap<String, Probe>>,
+    /// What each loopback registry speaks, probed once; the lock is held only to find the
+    /// cell, never across the probe.
+    probes: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Probe>>>>,
     /// How to speak to each registry, for manifests and blobs.
     remotes: Mutex<HashMap<String, Arc<registry::Registry>>>,
     /// The contents of `options.ca_files`, read on first use.
@@ -138,50 +141,65 @@ impl Fetcher {
     }
 
     /// `http` with `--plain-http`; for a loopback registry, whatever it speaks (docker tries
-    /// TLS there and falls back to plain HTTP); else always `https`, never downgraded.
+    /// TLS there and falls back to plain HTTP); else always `https`, never downgraded. A
+    /// loopback registry's answer is known once a pull, push or login has probed it; until
+    /// then it is taken to be plain HTTP, as the probe concludes of a registry it cannot reach.
     pub fn scheme(&self, reference: &Reference) -> &'static str {
-        match self.probe(reference.registry()) {
-            Some(probe) => probe.scheme,
-            None if self.options.plain_http => "http",
-            None => "https",
+        let registry = reference.registry();
+        if self.options.plain_http {
+            return "http";
         }
+        if !is_loopback(registry) {
+            return "https";
+        }
+        let probes = self.probes.lock().expect("probe map lock");
+        probes
+            .get(registry)
+            .and_then(|cell| cell.get())
+            .map_or("http", |probe| probe.scheme)
     }
 
     /// What a loopback registry answered when asked what it speaks, asked once; `None` for
-    /// another registry, or with `--plain-http`, where nothing is asked.
-    fn probe(&self, registry: &str) -> Option<Probe> {
+    /// another registry, or with `--plain-http`, where nothing is asked. The probe runs with
+    /// no lock held; concurrent callers for one registry wait for the same probe.
+    async fn probe(&self, registry: &str) -> Option<Probe> {
         if self.options.plain_http || !is_loopback(registry) {
             return None;
         }
-        let mut probes = self.probes.lock().expect("probe map lock");
-        Some(
-            *probes
-                .entry(registry.to_owned())
-                .or_insert_with(|| Probe::new(registry)),
-        )
+        let cell = self
+            .probes
+            .lock()
+            .expect("probe map lock")
+            .entry(registry.to_owned())
+            .or_default()
+            .clone();
+        Some(*cell.get_or_init(|| Probe::new(registry)).await)
     }
 
-    /// How to speak to `reference`'s registry.
-    fn remote(&self, reference: &Reference) -> Result<Arc<registry::Registry>> {
+    /// How to speak to `reference`'s registry (probing a loopback one first).
+    async fn remote(&self, reference: &Reference) -> Result<Arc<registry::Registry>> {
         let registry = reference.registry().to_owned();
         if let Some(remote) = self.remotes.lock().expect("remote map lock").get(&registry) {
             return Ok(remote.clone());
         }
+        let open = self
+            .probe(reference.registry())
+            .await
+            .is_some_and(|p| p.open);
+        let scheme = self.scheme(reference);
         let http = self.new_http().map_err(|e| {
-            Error::from_oci(
-                OciDistributionError::RequestError(e),
-                reference,
-                self.scheme(reference),
-            )
+            Error::from_oci(OciDistributionError::RequestError(e), reference, scheme)
         })?;
-        let open = self.probe(reference.registry()).is_some_and(|p| p.open);
-        let remote = Arc::new(registry::Registry::new(
-            http,
-            self.client_settings(reference),
-            self.auth(reference)?,
-            self.scheme(reference),
-            open,
-        ));
+        let remote = Arc::new(
+            registry::Registry::new(
+                http,
+                self.auth(reference)?,
+                scheme,
+                reference.resolve_registry(),
+                open,
+            )
+            .map_err(|e| Error::from_oci(e, reference, scheme))?,
+        );
         let mut remotes = self.remotes.lock().expect("remote map lock");
         Ok(remotes.entry(registry).or_insert(remote).clone())
     }
@@ -204,13 +222,19 @@ impl Fetcher {
         })
     }
 
-    /// The HTTP client for manifests and blobs, set up as oci-client sets up its own, except
-    /// that the system's trust roots are read on the first TLS handshake (see [`tls`]).
+    /// The one HTTP client of a registry, for manifests, blobs and tokens. The system's trust
+    /// roots are read on the first TLS handshake (see [`tls`]), so a plain-HTTP registry works
+    /// on a host without a trust store. Redirects are followed (blobs often live elsewhere),
+    /// never from HTTPS to plain HTTP; reqwest drops `Authorization` on a redirect to another
+    /// origin.
     fn new_http(&self) -> Result<reqwest::Client, reqwest::Error> {
         let builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
-            .user_agent(USER_AGENT);
+            .user_agent(USER_AGENT)
+            .redirect(redirect_policy())
+            // Where a blob was redirected from is nobody else's business.
+            .referer(false);
         if self.options.insecure_skip_tls_verify {
             // Nothing is verified, so there are no roots to load.
             return builder.danger_accept_invalid_certs(true).build();
@@ -234,64 +258,26 @@ impl Fetcher {
     fn auth(&self, reference: &Reference) -> Result<auth::Login> {
         self.options.credentials.for_registry(reference.registry())
     }
-
-    /// What oci-client's client for `reference`'s registry is made of.
-    fn client_settings(&self, reference: &Reference) -> ClientSettings {
-        ClientSettings {
-            scheme: self.scheme(reference),
-            extra_roots: self.extra_roots().to_vec(),
-            insecure_skip_tls_verify: self.options.insecure_skip_tls_verify,
-        }
-    }
 }
 
-/// oci-client's client for one registry, as settings until it is needed: each one builds two
-/// HTTP clients, and each of those reads the system's trust roots (see [`tls`]).
-#[derive(Debug, Clone)]
-pub(crate) struct ClientSettings {
-    scheme: &'static str,
-    extra_roots: Vec<Vec<u8>>,
-    insecure_skip_tls_verify: bool,
-}
-
-impl ClientSettings {
-    /// oci-client's client, or why it cannot be made: its `Client` also builds reqwest's
-    /// default client, which panics on a host with no trust store. Our own TLS has shown
-    /// there is one when it verified this registry with the system's roots alone; otherwise
-    /// (plain HTTP, a CA file, no verification) the store is looked at first.
-    pub(crate) fn build(&self) -> Result<Client, OciDistributionError> {
-        if (self.scheme == "http" || !self.extra_roots.is_empty() || self.insecure_skip_tls_verify)
-            && let Err(e) = tls::system_roots()
-        {
-            return Err(OciDistributionError::GenericError(Some(format!(
-                "this host has no trust store ({e}), and oci-client, which fetches the registry's \
-                 token, needs one: install ca-certificates, or point SSL_CERT_FILE at a CA bundle"
-            ))));
+/// Follows up to [`MAX_REDIRECTS`] redirects, none of them from HTTPS to plain HTTP: what
+/// TLS protected must not continue in clear, where anyone on the path could answer.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
         }
-        let protocol = match self.scheme {
-            "http" => ClientProtocol::Http,
-            _ => ClientProtocol::Https,
-        };
-        let extra_root_certificates = self
-            .extra_roots
-            .iter()
-            .map(|data| oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: data.clone(),
-            })
-            .collect();
-        Ok(Client::new(ClientConfig {
-            protocol,
-            extra_root_certificates,
-            accept_invalid_certificates: self.insecure_skip_tls_verify,
-            // Index entries are chosen by `manifest::select_platform`, not by the host's platform.
-            platform_resolver: None,
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
-            user_agent: USER_AGENT,
-            ..ClientConfig::default()
-        }))
-    }
+        let downgrade = attempt.url().scheme() != "https"
+            && attempt.previous().iter().any(|url| url.scheme() == "https");
+        if downgrade {
+            let to = text::printable(attempt.url().as_str());
+            return attempt.error(format!(
+                "refused a redirect from HTTPS to plain HTTP ({to}): what TLS protects is not \
+                 continued in clear"
+            ));
+        }
+        attempt.follow()
+    })
 }
 
 /// What a loopback registry answered when asked, in plain HTTP, what it speaks.
@@ -306,9 +292,9 @@ struct Probe {
 impl Probe {
     /// An HTTP answer means plain HTTP; anything else (a TLS alert, a closed connection)
     /// means TLS. Nothing secret is sent.
-    fn new(registry: &str) -> Probe {
-        use std::io::{Read, Write};
-        use std::net::{TcpStream, ToSocketAddrs};
+    async fn new(registry: &str) -> Probe {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const WAIT: Duration = Duration::from_secs(2);
         let host = registry.trim_start_matches('[').replace(']', "");
         let addr = if registry
             .rsplit_once(':')
@@ -318,19 +304,19 @@ impl Probe {
         } else {
             format!("{host}:443")
         };
-        let answer = (|| -> std::io::Result<Vec<u8>> {
-            let sock = addr
-                .to_socket_addrs()?
-                .next()
-                .ok_or(std::io::ErrorKind::NotFound)?;
-            let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
-            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-            stream.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n")?;
+        let answer = async {
+            let mut stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(&addr))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            stream.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").await?;
             let mut answer = Vec::new();
-            // A TLS server closes or sends an alert; Go's even answers in HTTP that it wants HTTPS.
-            let _ = stream.take(1024).read_to_end(&mut answer);
-            Ok(answer)
-        })();
+            // A TLS server closes or sends an alert; Go's even answers in HTTP that it wants
+            // HTTPS. One that says nothing is given two seconds, and what came is kept.
+            let _ =
+                tokio::time::timeout(WAIT, (&mut stream).take(1024).read_to_end(&mut answer)).await;
+            Ok::<_, std::io::Error>(answer)
+        }
+        .await;
         let probe = match answer {
             Ok(a) if a.starts_with(b"HTTP/") && !String::from_utf8_lossy(&a).contains("HTTPS") => {
                 Probe {
@@ -373,47 +359,71 @@ impl Fetcher {
     /// Checks that the configured credentials open `registry`, as `docker login` does before it
     /// stores them: a bearer registry must hand out a token, a basic one must accept a request.
     pub async fn check_login(&self, registry: &str) -> Result<()> {
-        use oci_client::errors::OciDistributionError as E;
         let probe = Reference::with_tag(
             registry.to_owned(),
             "wasm-oci/login".to_owned(),
             "latest".to_owned(),
         );
+        let remote = self.remote(&probe).await?;
         let scheme = self.scheme(&probe);
-        let client = self
-            .client_settings(&probe)
-            .build()
-            .map_err(|e| Error::from_oci(e, &probe, scheme))?;
-        let auth = self.auth(&probe)?.registry_auth();
-        client
-            .auth(&probe, &auth, oci_client::RegistryOperation::Pull)
+        retry::with_retries("checking the login", || remote.check_login())
             .await
-            .map_err(|e| Error::from_oci(e, &probe, scheme))?;
-        match client.catalog(&probe, &auth, Some(1), None).await {
-            Ok(_) => Ok(()),
-            // Listing may be forbidden to anyone; the credentials themselves were accepted.
-            Err(E::ServerError {
-                code: 403 | 404, ..
-            }) => Ok(()),
-            Err(E::RegistryError { envelope, .. })
-                if envelope.errors.iter().all(|e| {
-                    matches!(
-                        e.code,
-                        oci_client::errors::OciErrorCode::Denied
-                            | oci_client::errors::OciErrorCode::Unsupported
-                    )
-                }) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(Error::from_oci(e, &probe, scheme)),
-        }
+            .map_err(|f| f.into_error(&probe, scheme))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::answers_openly;
+    use super::*;
+    use std::io::Write as _;
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    /// A loopback server that accepts connections and never says a word (a TLS server waits
+    /// like this for a client hello).
+    fn silent() -> (String, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handle = std::thread::spawn(move || {
+            let (_held, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        (addr, handle)
+    }
+
+    /// A loopback registry that answers `/v2/` with 200 and no challenge.
+    fn open_registry() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_silent_registry_does_not_hold_up_the_probe_of_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
+        let (quiet, _server) = silent();
+        let open = open_registry();
+        let start = Instant::now();
+        // On one thread: a blocking probe, or one under a lock, would hold the other up for
+        // the two seconds the silent one is given.
+        let (slow, fast) = tokio::join!(fetcher.probe(&quiet), async {
+            let probe = fetcher.probe(&open).await;
+            (probe, start.elapsed())
+        });
+        let (fast, fast_took) = fast;
+        assert!(fast_took < Duration::from_millis(1500), "{fast_took:?}");
+        let fast = fast.unwrap();
+        assert_eq!((fast.scheme, fast.open), ("http", true));
+        // Saying nothing in two seconds is not HTTP: TLS, as docker concludes.
+        assert_eq!(slow.unwrap().scheme, "https");
+        let reference = parse_reference(&format!("{open}/x:1")).unwrap();
+        assert_eq!(fetcher.scheme(&reference), "http");
+    }
 
     #[test]
     fn only_a_whole_unchallenged_200_is_open() {

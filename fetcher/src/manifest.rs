@@ -3,6 +3,7 @@
 use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageIndex, OciImageManifest};
 
 use crate::Error;
+use crate::text::printable;
 
 /// Layer media types that hold a wasm module or component.
 pub const WASM_LAYER_MEDIA_TYPES: &[&str] = &[
@@ -50,7 +51,8 @@ pub(crate) fn select_platform<'a>(
                 .manifests
                 .iter()
                 .map(|e| match &e.platform {
-                    Some(p) => format!("{}/{}", p.os, p.architecture),
+                    // The registry's text, printed escaped.
+                    Some(p) => printable(&format!("{}/{}", p.os, p.architecture)),
                     None => "unspecified".to_owned(),
                 })
                 .collect(),
@@ -70,11 +72,11 @@ pub(crate) fn wasm_layer<'a>(
         (Some(layer), None) => Ok(layer),
         (None, _) => Err(Error::NoWasmLayer {
             reference: reference.to_owned(),
-            config_media_type: manifest.config.media_type.clone(),
+            config_media_type: printable(&manifest.config.media_type),
             layer_media_types: manifest
                 .layers
                 .iter()
-                .map(|l| l.media_type.clone())
+                .map(|l| printable(&l.media_type))
                 .collect(),
         }),
         (Some(_), Some(_)) => Err(Error::AmbiguousWasmLayers {

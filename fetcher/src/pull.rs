@@ -42,7 +42,7 @@ impl Fetcher {
     /// Resolves `reference` in its registry and makes sure its wasm layer is in the cache.
     #[tracing::instrument(skip(self), fields(reference = %reference))]
     pub async fn pull(&self, reference: &Reference) -> Result<Pulled> {
-        let remote = self.remote(reference)?;
+        let remote = self.remote(reference).await?;
         let scheme = self.scheme(reference);
         let name = reference.whole();
         let failed = |f: crate::registry::Failure| f.into_error(reference, scheme);
@@ -64,6 +64,17 @@ impl Fetcher {
                 let entry = select_platform(&index, &name)?;
                 tracing::debug!(digest = %entry.digest, "chose index entry");
                 match fetch(&reference.clone_with_digest(entry.digest.clone())).await? {
+                    (bytes, _, _) if i64::try_from(bytes.len()) != Ok(entry.size) => {
+                        return Err(Error::InvalidManifest {
+                            reference: name,
+                            reason: format!(
+                                "its index entry {} says {} bytes, but that manifest is {} bytes",
+                                crate::text::printable(&entry.digest),
+                                entry.size,
+                                bytes.len()
+                            ),
+                        });
+                    }
                     (bytes, digest, OciManifest::Image(m)) => (bytes, digest, m),
                     (_, _, OciManifest::ImageIndex(_)) => {
                         return Err(Error::InvalidManifest {
@@ -350,6 +361,7 @@ fn parse_digest(digest: &str, reference: &str) -> Result<Digest> {
         .parse()
         .map_err(|e: wasm_oci_cache::Error| Error::InvalidManifest {
             reference: reference.to_owned(),
-            reason: e.to_string(),
+            // The digest is the registry's text.
+            reason: crate::text::printable(&e.to_string()),
         })
 }

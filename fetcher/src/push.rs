@@ -120,7 +120,7 @@ impl Fetcher {
         };
         let config_digest = sha256(&config);
 
-        let remote = self.remote(reference)?;
+        let remote = self.remote(reference).await?;
         let scheme = self.scheme(reference);
         let failed = |f: Failure| f.into_error(reference, scheme);
 

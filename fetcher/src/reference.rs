@@ -167,7 +167,7 @@ fn is_tag(tag: &str) -> bool {
 }
 
 /// `algorithm:hex`, with the lengths of the algorithms registries use.
-fn check_digest(digest: &str) -> Result<(), &'static str> {
+pub(crate) fn check_digest(digest: &str) -> Result<(), &'static str> {
     let Some((algorithm, hex)) = digest.split_once(':') else {
         return Err("the digest must be ALGORITHM:HEX, e.g. sha256:<64 hex digits>");
     };

@@ -1,7 +1,9 @@
-//! Manifests and blobs, read and written straight over reqwest, with each response's headers
-//! in hand: a registry's `Retry-After` on 429 and 503 sets the wait before the next try, which
-//! oci-client cannot report (its errors keep the status and the body only). oci-client still
-//! fetches bearer tokens, once `/v2/` asked for one.
+//! Manifests, blobs and bearer tokens, read and written straight over the fetcher's one reqwest
+//! client, with each response's headers in hand: a registry's `Retry-After` on 429 and 503 sets
+//! the wait before the next try. Credentials are attached in one place ([`Registry::send`]),
+//! only to the registry's own origin, and sent to a token service only over HTTPS (or when
+//! the registry itself is plain HTTP). Every body a registry or its token service sends is
+//! read with a cap, and every manifest digest is verified with its own algorithm.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -10,27 +12,42 @@ use base64::Engine as _;
 use futures_util::StreamExt;
 use oci_client::errors::{OciDistributionError, OciEnvelope};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
-use reqwest::StatusCode;
+use oci_client::{Reference, RegistryOperation};
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, RANGE, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
+use reqwest::{StatusCode, Url};
+use sha2::Digest as _;
 use wasm_oci_cache::Digest;
 
+use crate::Error;
 use crate::auth::{Login, Secret};
 use crate::retry::Transient;
-use crate::{ClientSettings, Error};
+use crate::text::printable;
+
+/// A token service's answer is a small JSON document; more is refused, not buffered.
+const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
+/// An error body is kept up to this size for the message; the rest is not read.
+const MAX_ERROR_BODY: u64 = 64 << 10;
+/// The longest a token request may take, body included: a token service that drips its
+/// answer does not hold the pull for longer.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A request that did not succeed.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// The error as oci-client reports it, and when the registry said to come back.
+    /// The error as oci-client would report it, and when the registry said to come back.
     Request {
         error: OciDistributionError,
         retry_after: Option<Duration>,
     },
     /// A manifest whose bytes do not hash to the digest asked for or announced.
     Digest { expected: String, actual: String },
+    /// A digest of an algorithm that is not verified here: refused, never used unverified.
+    UnsupportedDigest { digest: String },
+    /// Credentials would have gone to a plain-HTTP token service of an HTTPS registry.
+    InsecureRealm { realm: String },
 }
 
 impl Failure {
@@ -42,6 +59,15 @@ impl Failure {
                 reference: reference.whole(),
                 expected,
                 actual,
+            },
+            Failure::UnsupportedDigest { digest } => Error::UnsupportedDigest {
+                reference: reference.whole(),
+                digest,
+            },
+            Failure::InsecureRealm { realm } => Error::InsecureTokenService {
+                registry: reference.registry().to_owned(),
+                reference: reference.whole(),
+                realm,
             },
         }
     }
@@ -66,13 +92,14 @@ impl Transient for Failure {
     fn is_transient(&self) -> bool {
         match self {
             Failure::Request { error, .. } => crate::retry::is_transient(error),
-            Failure::Digest { .. } => false,
+            Failure::Digest { .. } | Failure::UnsupportedDigest { .. } => false,
+            Failure::InsecureRealm { .. } => false,
         }
     }
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Failure::Request { retry_after, .. } => *retry_after,
-            Failure::Digest { .. } => None,
+            _ => None,
         }
     }
 }
@@ -84,8 +111,25 @@ impl std::fmt::Display for Failure {
             Failure::Digest { expected, actual } => {
                 write!(f, "content hashes to {actual}, not {expected}")
             }
+            Failure::UnsupportedDigest { digest } => {
+                write!(
+                    f,
+                    "the digest {digest} is of an algorithm not verified here"
+                )
+            }
+            Failure::InsecureRealm { realm } => {
+                write!(
+                    f,
+                    "credentials are not sent to the plain-HTTP token service {realm}"
+                )
+            }
         }
     }
+}
+
+/// A spec violation: the registry or its token service answered what it must not.
+fn violation(text: String) -> Failure {
+    OciDistributionError::SpecViolationError(text).into()
 }
 
 /// What a registry wants before it answers, learned from the first handshake.
@@ -109,47 +153,59 @@ impl Wants {
     }
 }
 
+/// A `WWW-Authenticate: Bearer realm=...,service=...` challenge: where tokens come from.
+#[derive(Debug, Clone, PartialEq)]
+struct Challenge {
+    realm: String,
+    service: Option<String>,
+}
+
 /// Speaks to one registry.
 pub(crate) struct Registry {
     http: reqwest::Client,
-    /// For a bearer handshake: made when a registry first asks for a token.
-    oci: std::sync::OnceLock<Result<Client, OciDistributionError>>,
-    oci_settings: ClientSettings,
     auth: RegistryAuth,
-    /// An identity token, exchanged by us (see [`Registry::exchange`]) instead of the handshake.
+    /// An identity token, exchanged at the token service (see [`Registry::exchange`]).
     identity: Option<Secret>,
     scheme: &'static str,
+    /// `scheme://host:port/` of the registry: the one origin its credentials go to.
+    origin: Url,
     wants: tokio::sync::Mutex<Option<Wants>>,
     /// Bearer tokens by repository and operation, as `Authorization` values.
     tokens: std::sync::Mutex<BTreeMap<(String, RegistryOperation), HeaderValue>>,
 }
 
 impl Registry {
+    /// Speaks `scheme` to the registry at `host` (`host[:port]`, as resolved for docker.io).
     pub(crate) fn new(
         http: reqwest::Client,
-        oci_settings: ClientSettings,
         login: Login,
         scheme: &'static str,
+        host: &str,
         open: bool,
-    ) -> Self {
+    ) -> Result<Self, OciDistributionError> {
+        let origin = Url::parse(&format!("{scheme}://{host}/")).map_err(|e| {
+            OciDistributionError::GenericError(Some(format!(
+                "{} is not a registry address: {e}",
+                printable(host)
+            )))
+        })?;
         let auth = login.registry_auth();
         // A registry that already answered `/v2/` without a challenge wants what the
         // handshake would conclude from that answer; a bearer credential is presented anyway.
         let wants =
             (open && !matches!(auth, RegistryAuth::Bearer(_))).then(|| Wants::without_token(&auth));
-        Self {
+        Ok(Self {
             http,
-            oci: std::sync::OnceLock::new(),
-            oci_settings,
             auth,
             identity: match login {
                 Login::IdentityToken(token) => Some(token),
                 Login::Auth(_) => None,
             },
             scheme,
+            origin,
             wants: tokio::sync::Mutex::new(wants),
             tokens: std::sync::Mutex::default(),
-        }
+        })
     }
 
     fn basic(&self) -> Option<HeaderValue> {
@@ -159,6 +215,18 @@ impl Registry {
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         sensitive(&format!("Basic {encoded}"))
+    }
+
+    /// Whether `url` is on the registry's own origin (scheme, host and port): the only
+    /// place its `Authorization` goes.
+    fn owns(&self, url: &Url) -> bool {
+        same_origin(url, &self.origin)
+    }
+
+    /// Whether credentials may go to the token service at `realm`: over HTTPS, or anywhere
+    /// when the registry itself is plain HTTP (they travel in clear to it anyway).
+    fn may_send_credentials_to(&self, realm: &Url) -> bool {
+        realm.scheme() == "https" || self.scheme == "http"
     }
 
     /// The `Authorization` for a request to `reference`'s repository. The first request to
@@ -202,18 +270,35 @@ impl Registry {
     }
 
     /// The handshake for `op` on `reference`'s repository: the bearer token (from an
-    /// identity-token exchange, or from oci-client), remembered, or `None` when the registry
-    /// hands out none.
+    /// identity-token exchange, or from the token service with the credentials), remembered,
+    /// or `None` when the registry hands out none.
     async fn handshake(
         &self,
         reference: &Reference,
         op: RegistryOperation,
     ) -> Result<Option<HeaderValue>, Failure> {
-        let token = match &self.identity {
-            Some(identity) => self.exchange(reference, op, identity).await?,
-            None => self.challenge(reference, op).await?,
+        let token = match &self.auth {
+            // A token given as the credential is presented without asking.
+            RegistryAuth::Bearer(token) => Some(token.clone()),
+            _ => match self
+                .challenge()
+                .await?
+                .as_deref()
+                .and_then(bearer_challenge)
+            {
+                None => None,
+                Some(challenge) => Some(match &self.identity {
+                    Some(identity) => self.exchange(reference, op, identity, &challenge).await?,
+                    None => self.token(&challenge, Some(&scope(reference, op))).await?,
+                }),
+            },
         };
-        let value = token.and_then(|t| sensitive(&format!("Bearer {t}")));
+        let value = match token {
+            None => None,
+            Some(t) => Some(sensitive(&format!("Bearer {t}")).ok_or_else(|| {
+                violation("the token service sent a token that is not a header value".into())
+            })?),
+        };
         if let Some(v) = &value {
             self.tokens
                 .lock()
@@ -223,92 +308,144 @@ impl Registry {
         Ok(value)
     }
 
-    /// What `/v2/` asks for. Only a bearer challenge is handed to oci-client, which asks
-    /// again and fetches the token; a registry that wants nothing or Basic is answered
-    /// without one, as oci-client would answer it.
-    async fn challenge(
-        &self,
-        reference: &Reference,
-        op: RegistryOperation,
-    ) -> Result<Option<String>, Failure> {
-        let bearer = match &self.auth {
-            // A token given as the credential: oci-client presents it without asking.
-            RegistryAuth::Bearer(_) => true,
-            _ => self
-                .challenge_header(reference)
-                .await?
-                .as_deref()
-                .and_then(|v| v.split_whitespace().next())
-                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer")),
-        };
-        if !bearer {
-            return Ok(None);
-        }
-        match self.oci.get_or_init(|| self.oci_settings.build()) {
-            Ok(oci) => Ok(oci.auth(reference, &self.auth, op).await?),
-            Err(e) => Err(OciDistributionError::GenericError(Some(e.to_string())).into()),
-        }
-    }
-
     /// The `WWW-Authenticate` of the registry's `/v2/`, asked without credentials.
-    async fn challenge_header(&self, reference: &Reference) -> Result<Option<String>, Failure> {
-        let url = format!("{}://{}/v2/", self.scheme, reference.resolve_registry());
+    async fn challenge(&self) -> Result<Option<String>, Failure> {
+        let url = self.origin.join("v2/").expect("a relative path joins");
         let probe = self.http.get(url).send().await?;
         Ok(probe
             .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
+            .get(WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned))
     }
 
+    /// The token service's URL, when it is one: `http` or `https`.
+    fn realm(&self, challenge: &Challenge) -> Result<Url, Failure> {
+        let realm = Url::parse(&challenge.realm).map_err(|e| {
+            violation(format!(
+                "the registry names a token service that is not a URL ({}): {e}",
+                printable(&challenge.realm)
+            ))
+        })?;
+        if !matches!(realm.scheme(), "http" | "https") {
+            return Err(violation(format!(
+                "the registry names a token service that is not HTTP: {}",
+                printable(&challenge.realm)
+            )));
+        }
+        Ok(realm)
+    }
+
+    /// A bearer token from the token service `challenge` names, as docker asks for one:
+    /// `GET realm?service=..&scope=..`, with the Basic credentials when there are some (only
+    /// where [`Self::may_send_credentials_to`] allows). `scope` is `None` for a login check.
+    async fn token(&self, challenge: &Challenge, scope: Option<&str>) -> Result<String, Failure> {
+        let realm = self.realm(challenge)?;
+        let mut url = realm.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(service) = &challenge.service {
+                query.append_pair("service", service);
+            }
+            if let Some(scope) = scope {
+                query.append_pair("scope", scope);
+            }
+        }
+        let mut request = self.http.get(url).timeout(TOKEN_TIMEOUT);
+        if let Some(basic) = self.basic() {
+            if !self.may_send_credentials_to(&realm) {
+                return Err(Failure::InsecureRealm {
+                    realm: printable(realm.as_str()),
+                });
+            }
+            request = request.header(AUTHORIZATION, basic);
+        }
+        tracing::debug!(realm = %printable(realm.as_str()), scope, "asking for a bearer token");
+        let response = request.send().await?;
+        token_from(response, &realm).await
+    }
+
     /// Exchanges an identity token (an OAuth2 refresh token) for an access token to `op` on
-    /// `reference`'s repository, as docker does: the registry's `/v2/` names the token service
-    /// in its Bearer challenge, which takes a `refresh_token` grant by POST. `None` when the
-    /// registry asks for no token.
+    /// `reference`'s repository, as docker does: the token service the registry's challenge
+    /// names takes a `refresh_token` grant by POST.
     async fn exchange(
         &self,
         reference: &Reference,
         op: RegistryOperation,
         identity: &Secret,
-    ) -> Result<Option<String>, Failure> {
-        let challenge = self.challenge_header(reference).await?;
-        let Some((realm, service)) = challenge.as_deref().and_then(bearer_challenge) else {
-            return Ok(None);
-        };
-        let actions = match op {
-            RegistryOperation::Pull => "pull",
-            RegistryOperation::Push => "pull,push",
-        };
-        let scope = format!("repository:{}:{actions}", reference.repository());
+        challenge: &Challenge,
+    ) -> Result<String, Failure> {
+        let realm = self.realm(challenge)?;
+        if !self.may_send_credentials_to(&realm) {
+            return Err(Failure::InsecureRealm {
+                realm: printable(realm.as_str()),
+            });
+        }
+        let scope = scope(reference, op);
         let mut form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", identity.expose()),
             ("scope", scope.as_str()),
             ("client_id", "wasm-oci"),
         ];
-        if let Some(service) = &service {
+        if let Some(service) = &challenge.service {
             form.push(("service", service));
         }
-        let response = self.http.post(&realm).form(&form).send().await?;
-        if !response.status().is_success() {
-            return Err(failure(response).await);
+        let response = self
+            .http
+            .post(realm.clone())
+            .timeout(TOKEN_TIMEOUT)
+            .form(&form)
+            .send()
+            .await?;
+        token_from(response, &realm).await
+    }
+
+    /// Checks that the credentials open the registry, as `docker login` does: a bearer
+    /// registry's token service must hand out a token for them (with no scope), which `/v2/`
+    /// then accepts; a Basic registry's `/v2/` must accept them. A registry that asks for
+    /// nothing accepts anyone.
+    pub(crate) async fn check_login(&self) -> Result<(), Failure> {
+        let url = self.origin.join("v2/").expect("a relative path joins");
+        let anonymous = self.http.get(url.clone()).send().await?;
+        if anonymous.status().is_success() {
+            return Ok(());
         }
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            access_token: Option<String>,
-            token: Option<String>,
+        if anonymous.status() != StatusCode::UNAUTHORIZED {
+            return Err(failure(anonymous).await);
         }
-        let answer: Answer = serde_json::from_slice(&read_at_most(response, 1 << 20).await?)
-            .map_err(|e| {
-                OciDistributionError::SpecViolationError(format!(
-                    "the token service at {realm} answered with no token: {e}"
-                ))
-            })?;
-        Ok(answer.access_token.or(answer.token))
+        let challenge = anonymous
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_challenge);
+        let authorization = match challenge {
+            Some(challenge) => {
+                let token = self.token(&challenge, None).await?;
+                sensitive(&format!("Bearer {token}"))
+            }
+            None => self.basic(),
+        };
+        let Some(authorization) = authorization else {
+            return Err(failure(anonymous).await);
+        };
+        let answer = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, authorization)
+            .send()
+            .await?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(failure(answer).await)
+        }
     }
 
     /// Sends the request `build` makes (once more, with a renewed token, when a bearer token
     /// expired) for `op` on `reference`'s repository; any answer but a success is a failure.
+    /// The one place credentials are attached: only to a URL of the registry's own origin,
+    /// never to an upload location or anything else elsewhere.
     async fn send(
         &self,
         reference: &Reference,
@@ -317,17 +454,26 @@ impl Registry {
     ) -> Result<reqwest::Response, Failure> {
         let mut renew = false;
         loop {
-            let mut request = build(&self.http);
-            if let Some(authorization) = self.authorization(reference, op, renew).await? {
-                request = request.header(AUTHORIZATION, authorization);
+            let (client, request) = build(&self.http).build_split();
+            let mut request = request?;
+            let owned = self.owns(request.url());
+            if owned {
+                if let Some(authorization) = self.authorization(reference, op, renew).await? {
+                    request.headers_mut().insert(AUTHORIZATION, authorization);
+                }
+            } else {
+                tracing::debug!(
+                    url = %printable(request.url().as_str()),
+                    "not the registry's origin: sent without credentials"
+                );
             }
-            let response = request.send().await?;
+            let response = client.execute(request).await?;
             let status = response.status();
             if status.is_success() {
                 return Ok(response);
             }
             let bearer = *self.wants.lock().await == Some(Wants::Bearer);
-            if status == StatusCode::UNAUTHORIZED && bearer && !renew {
+            if status == StatusCode::UNAUTHORIZED && bearer && owned && !renew {
                 renew = true;
                 continue;
             }
@@ -359,6 +505,9 @@ impl Registry {
         accept: &[&str],
         limit: u64,
     ) -> Result<(Vec<u8>, String), Failure> {
+        if let Some(digest) = reference.digest() {
+            check_digest(digest)?;
+        }
         let url = self.manifest_url(reference);
         let accept = HeaderValue::from_str(&accept.join(", ")).expect("media types are ASCII");
         let response = self
@@ -372,19 +521,16 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let body = read_at_most(response, limit + 1).await?;
-        let actual = Digest::of(&body).to_string();
         if body.len() as u64 <= limit {
             for expected in [reference.digest().map(str::to_owned), announced]
                 .into_iter()
                 .flatten()
-                .filter(|d| d.starts_with("sha256:"))
             {
-                if expected != actual {
-                    return Err(Failure::Digest { expected, actual });
-                }
+                verify(&expected, &body)?;
             }
         }
-        Ok((body, actual))
+        let digest = Digest::of(&body).to_string();
+        Ok((body, digest))
     }
 
     /// The blob `digest` from byte `offset` on: the response, and whether the registry
@@ -396,6 +542,7 @@ impl Registry {
         digest: &str,
         offset: u64,
     ) -> Result<(reqwest::Response, bool), Failure> {
+        check_digest(digest)?;
         let url = self.url(reference, "blobs", digest);
         let range = HeaderValue::from_str(&format!("bytes={offset}-")).expect("ASCII");
         let response = self
@@ -455,8 +602,21 @@ impl Registry {
             })?;
         // The Location may be relative, and may carry its own query (upload state).
         let mut url = opened.url().join(location).map_err(|e| {
-            OciDistributionError::SpecViolationError(format!("upload Location {location}: {e}"))
+            OciDistributionError::SpecViolationError(format!(
+                "upload Location {}: {e}",
+                printable(location)
+            ))
         })?;
+        // What TLS protected does not continue in clear, as with a redirect.
+        if !matches!(url.scheme(), "http" | "https")
+            || (self.scheme == "https" && url.scheme() != "https")
+        {
+            return Err(violation(format!(
+                "the registry speaks HTTPS but sent the upload to {}; the content is not sent \
+                 there in clear",
+                printable(url.as_str())
+            )));
+        }
         url.query_pairs_mut().append_pair("digest", digest);
         self.send(reference, RegistryOperation::Push, |http| {
             http.put(url.clone())
@@ -487,7 +647,7 @@ impl Registry {
 }
 
 /// The realm and service of a `WWW-Authenticate: Bearer realm="...",service="..."` header.
-fn bearer_challenge(header: &str) -> Option<(String, Option<String>)> {
+fn bearer_challenge(header: &str) -> Option<Challenge> {
     let challenges = http_auth::parse_challenges(header).ok()?;
     let bearer = challenges
         .iter()
@@ -499,7 +659,87 @@ fn bearer_challenge(header: &str) -> Option<(String, Option<String>)> {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.to_unescaped())
     };
-    Some((param("realm")?, param("service")))
+    Some(Challenge {
+        realm: param("realm")?,
+        service: param("service"),
+    })
+}
+
+/// The token scope docker asks for: `repository:NAME:pull` or `repository:NAME:pull,push`.
+fn scope(reference: &Reference, op: RegistryOperation) -> String {
+    let actions = match op {
+        RegistryOperation::Pull => "pull",
+        RegistryOperation::Push => "pull,push",
+    };
+    format!("repository:{}:{actions}", reference.repository())
+}
+
+/// The token in a token service's answer (`token`, else `access_token`), read with a cap.
+async fn token_from(response: reqwest::Response, realm: &Url) -> Result<String, Failure> {
+    if !response.status().is_success() {
+        return Err(failure(response).await);
+    }
+    let body = read_at_most(response, MAX_TOKEN_RESPONSE + 1).await?;
+    let realm = printable(realm.as_str());
+    if body.len() as u64 > MAX_TOKEN_RESPONSE {
+        return Err(violation(format!(
+            "the token service at {realm} sent more than {MAX_TOKEN_RESPONSE} bytes; a token \
+             answer is a small JSON document, so the rest was not read"
+        )));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        token: Option<String>,
+        access_token: Option<String>,
+    }
+    let answer: Answer = serde_json::from_slice(&body).map_err(|e| {
+        violation(format!(
+            "the token service at {realm} answered with no token: {e}"
+        ))
+    })?;
+    answer
+        .token
+        .filter(|t| !t.is_empty())
+        .or(answer.access_token.filter(|t| !t.is_empty()))
+        .ok_or_else(|| {
+            violation(format!(
+                "the token service at {realm} answered with no token"
+            ))
+        })
+}
+
+/// Same scheme, host and port.
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Refuses a digest that is not `sha256`, `sha384` or `sha512` with hex of its length (it
+/// would be put into a URL path, and could not be verified).
+fn check_digest(digest: &str) -> Result<(), Failure> {
+    crate::reference::check_digest(digest).map_err(|_| Failure::UnsupportedDigest {
+        digest: printable(digest),
+    })
+}
+
+/// Checks `body` against `expected` with `expected`'s own algorithm.
+fn verify(expected: &str, body: &[u8]) -> Result<(), Failure> {
+    check_digest(expected)?;
+    let (algorithm, _) = expected.split_once(':').expect("checked above");
+    let hex = match algorithm {
+        "sha256" => hex::encode(sha2::Sha256::digest(body)),
+        "sha384" => hex::encode(sha2::Sha384::digest(body)),
+        _ => hex::encode(sha2::Sha512::digest(body)),
+    };
+    let actual = format!("{algorithm}:{hex}");
+    if !actual.eq_ignore_ascii_case(expected) {
+        return Err(Failure::Digest {
+            expected: printable(expected),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 fn sensitive(value: &str) -> Option<HeaderValue> {
@@ -532,20 +772,28 @@ async fn failure(response: reqwest::Response) -> Failure {
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let body = read_at_most(response, 64 << 10).await.unwrap_or_default();
+    let body = read_at_most(response, MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default();
     // A client error may carry the distribution spec's error envelope; anything else is
-    // reported with its status and body.
+    // reported with its status and body. Both are the registry's text, printed escaped.
     let envelope = status
         .is_client_error()
         .then(|| serde_json::from_slice::<OciEnvelope>(&body).ok())
-        .flatten();
+        .flatten()
+        .map(|mut envelope| {
+            for error in &mut envelope.errors {
+                error.message = printable(&error.message);
+            }
+            envelope
+        });
     let error = match (status, envelope) {
         (StatusCode::UNAUTHORIZED, _) => OciDistributionError::UnauthorizedError { url },
         (_, Some(envelope)) => OciDistributionError::RegistryError { envelope, url },
         (s, None) => OciDistributionError::ServerError {
             code: s.as_u16(),
             url,
-            message: String::from_utf8_lossy(&body).into_owned(),
+            message: printable(&String::from_utf8_lossy(&body)),
         },
     };
     Failure::Request { error, retry_after }
@@ -567,21 +815,61 @@ mod tests {
 
     #[test]
     fn bearer_challenges_name_their_token_service() {
+        let challenge = |realm: &str, service: Option<&str>| Challenge {
+            realm: realm.to_owned(),
+            service: service.map(str::to_owned),
+        };
         assert_eq!(
             bearer_challenge(
                 r#"Bearer realm="https://auth.example/token",service="registry.example""#
             ),
-            Some((
-                "https://auth.example/token".to_owned(),
-                Some("registry.example".to_owned())
+            Some(challenge(
+                "https://auth.example/token",
+                Some("registry.example")
             ))
         );
         assert_eq!(
             bearer_challenge(r#"Basic realm="x", Bearer realm="https://t/""#),
-            Some(("https://t/".to_owned(), None))
+            Some(challenge("https://t/", None))
         );
         assert_eq!(bearer_challenge(r#"Basic realm="registry""#), None);
         assert_eq!(bearer_challenge("Bearer service=x"), None);
+    }
+
+    #[test]
+    fn only_the_registrys_own_origin_is_its_own() {
+        let origin = Url::parse("https://registry.example/").unwrap();
+        for (url, same) in [
+            ("https://registry.example/v2/x/blobs/uploads/1", true),
+            ("https://registry.example:443/v2/", true),
+            ("http://registry.example/v2/", false),
+            ("https://registry.example:5000/v2/", false),
+            ("https://storage.example/v2/", false),
+            ("https://registry.example.evil/v2/", false),
+        ] {
+            assert_eq!(
+                same_origin(&Url::parse(url).unwrap(), &origin),
+                same,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn manifests_are_verified_with_their_own_algorithm() {
+        let body = b"{}";
+        let sha512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(body)));
+        let sha384 = format!("sha384:{}", hex::encode(sha2::Sha384::digest(body)));
+        assert!(verify(&sha512, body).is_ok());
+        assert!(verify(&sha384, body).is_ok());
+        assert!(matches!(
+            verify(&sha512, b"{ }"),
+            Err(Failure::Digest { .. })
+        ));
+        assert!(matches!(
+            verify(&format!("md5:{}", "0".repeat(32)), body),
+            Err(Failure::UnsupportedDigest { .. })
+        ));
     }
 
     #[test]

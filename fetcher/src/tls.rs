@@ -41,11 +41,6 @@ pub(crate) fn lazy_roots(extra: &[Vec<u8>]) -> Result<rustls::ClientConfig, rust
     Ok(config)
 }
 
-/// Whether the system's trust store holds any certificate, by loading it as reqwest does.
-pub(crate) fn system_roots() -> Result<(), rustls::Error> {
-    rustls_platform_verifier::Verifier::new(provider()).map(drop)
-}
-
 fn provider() -> Arc<CryptoProvider> {
     CryptoProvider::get_default()
         .cloned()

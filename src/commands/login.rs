@@ -29,7 +29,7 @@ impl LoginCommand {
                 self.registry
             );
         };
-        let fetcher = global.fetcher()?;
+        let fetcher = global.fetcher(&self.registry)?;
         crate::block_on(fetcher.check_login(&self.registry))?
             .with_context(|| format!("logging in to {}", self.registry))?;
         let path = auth::store(&self.registry, &username, &password)?;

@@ -177,7 +177,7 @@ impl Resolved {
                  run `wasm-oci pull {module}` first"
             );
         }
-        let fetcher = global.fetcher()?;
+        let fetcher = global.fetcher(reference.registry())?;
         let pulled = crate::block_on(fetcher.pull(&reference))?
             .with_context(|| format!("pulling {module}"))?;
         Ok(Self::cached(fetcher.cache().clone(), pulled.entry))

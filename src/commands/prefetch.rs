@@ -80,7 +80,23 @@ impl PrefetchCommand {
         }
         let bars = crate::progress::Bars::on_terminal(true);
         let plain = bars.is_none() && !self.json;
-        let mut fetcher = Fetcher::new(global.open_cache()?, global.registry_options()?);
+        // --username is for one registry: the one the references name.
+        let mut registries: Vec<String> = names
+            .iter()
+            .filter_map(|n| parse_reference(n).ok())
+            .map(|r| r.registry().to_owned())
+            .collect();
+        registries.sort();
+        registries.dedup();
+        if global.username.is_some() && registries.len() > 1 {
+            anyhow::bail!(
+                "--username gives credentials for one registry, and these references name {}: \
+                 log in to each with `wasm-oci login REGISTRY` instead",
+                registries.join(", ")
+            );
+        }
+        let registry = registries.first().map_or("", String::as_str);
+        let mut fetcher = Fetcher::new(global.open_cache()?, global.registry_options(registry)?);
         if let Some(bars) = bars {
             fetcher = fetcher.with_progress(bars);
         }

@@ -50,7 +50,7 @@ impl PullCommand {
     /// Pulls and reports.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let reference = parse_reference(&self.reference)?;
-        let fetcher = global.fetcher()?;
+        let fetcher = global.fetcher(reference.registry())?;
         let pulled = crate::block_on(fetcher.pull(&reference))?
             .with_context(|| format!("pulling {}", self.reference))?;
         let out = match &self.out {

@@ -47,7 +47,7 @@ impl PushCommand {
     /// Pushes and reports.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let reference = parse_reference(&self.reference)?;
-        let fetcher = global.fetcher()?;
+        let fetcher = global.fetcher(reference.registry())?;
         let format = match self.format {
             Format::Cncf => PushFormat::Cncf,
             Format::WasmToOci => PushFormat::WasmToOci,

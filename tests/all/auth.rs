@@ -141,7 +141,7 @@ fn basic_auth_over_tls_with_a_private_ca() {
     assert!(out.status.success(), "{}", describe(&out));
     // Every command of the suite logs at trace level to a file that is searched for the
     // suite's secrets when the test ends; this one logged the authenticated exchange (a Basic
-    // registry is answered without oci-client; the bearer test covers its log).
+    // registry and a bearer one are answered by the same client; the bearer test covers its log).
     let log = fs::read_to_string(cli.log_file()).unwrap();
     for expected in ["TRACE", "wasm_oci_fetcher", "hyper"] {
         assert!(log.contains(expected), "no {expected} in the trace log");

@@ -500,8 +500,9 @@ pub fn output_with_stdin(mut cmd: Command, stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
-fn make_certificates(dir: &Path) {
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl: `ca.crt`,
+/// `server.crt` and `server.key` (PKCS#8 PEM) in `dir`.
+pub fn make_certificates(dir: &Path) {
     let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "req",
