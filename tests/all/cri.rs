@@ -83,7 +83,8 @@ impl Cri {
         )
         .unwrap();
         // The runtime entry as the README documents it.
-        let annotations = r#"["io.wasm-oci.reference", "io.wasm-oci.pull", "io.wasm-oci.preopens"]"#;
+        let annotations =
+            r#"["io.wasm-oci.reference", "io.wasm-oci.pull", "io.wasm-oci.preopens"]"#;
         let config = format!(
             r#"{base}
 [plugins."io.containerd.grpc.v1.cri"]
@@ -121,8 +122,16 @@ impl Cri {
             &[Entry::Dir("bin"), Entry::File("bin/busybox", busybox)],
             &["/bin/busybox"],
         );
-        c.import(HELLO_IMAGE, &[("hello.wasm", &testdata("hello.wasm"))], &["/hello.wasm"]);
-        c.import(PROBE_IMAGE, &[("probe.wasm", &guests().probe)], &["/probe.wasm"]);
+        c.import(
+            HELLO_IMAGE,
+            &[("hello.wasm", &testdata("hello.wasm"))],
+            &["/hello.wasm"],
+        );
+        c.import(
+            PROBE_IMAGE,
+            &[("probe.wasm", &guests().probe)],
+            &["/probe.wasm"],
+        );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -143,7 +152,7 @@ impl Cri {
                 .unwrap()
         });
         let logs = c.dir.path().join("pods");
-        let mut cri = Cri {
+        let cri = Cri {
             c,
             rt: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),
@@ -154,20 +163,27 @@ impl Cri {
         let deadline = Instant::now() + Duration::from_secs(20);
         for image in [PAUSE, BUSYBOX_IMAGE, HELLO_IMAGE, PROBE_IMAGE] {
             loop {
-                let status = cri.block(|mut i| async move {
-                    i.image_status(cri::ImageStatusRequest {
-                        image: Some(cri::ImageSpec {
-                            image: image.to_owned(),
-                            ..Default::default()
-                        }),
-                        verbose: false,
-                    })
-                    .await
-                }, cri.images.clone());
+                let status = cri.block(
+                    |mut i| async move {
+                        i.image_status(cri::ImageStatusRequest {
+                            image: Some(cri::ImageSpec {
+                                image: image.to_owned(),
+                                ..Default::default()
+                            }),
+                            verbose: false,
+                        })
+                        .await
+                    },
+                    cri.images.clone(),
+                );
                 if status.is_ok_and(|s| s.image.is_some()) {
                     break;
                 }
-                assert!(Instant::now() < deadline, "CRI does not see {image}: {}", cri.c.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "CRI does not see {image}: {}",
+                    cri.c.log()
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -179,7 +195,9 @@ impl Cri {
     where
         F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.runtime.block_on(call(client)).map(tonic::Response::into_inner)
+        self.runtime
+            .block_on(call(client))
+            .map(tonic::Response::into_inner)
     }
 
     fn rt<F, T>(
@@ -193,7 +211,11 @@ impl Cri {
     }
 
     /// A pod's config as the kubelet writes it.
-    pub(crate) fn pod_config(&self, name: &str, annotations: &[(&str, &str)]) -> cri::PodSandboxConfig {
+    pub(crate) fn pod_config(
+        &self,
+        name: &str,
+        annotations: &[(&str, &str)],
+    ) -> cri::PodSandboxConfig {
         let uid = format!("uid-{name}");
         let log_directory = self.logs.join(&uid);
         fs::create_dir_all(&log_directory).unwrap();
@@ -330,7 +352,8 @@ impl Cri {
     pub(crate) fn remove_pod(&self, pod: &str) {
         let id = pod.to_owned();
         self.rt(|mut rt| async move {
-            rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id }).await
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id })
+                .await
         })
         .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", self.c.log()));
         let id = pod.to_owned();
@@ -419,4 +442,105 @@ fn a_wasm_pod_runs_as_the_kubelet_runs_it() {
     assert_eq!(status.exit_code, 7, "{status:?}");
     assert_eq!(status.reason, "Error", "{status:?}");
     cri.remove_pod(&pod);
+}
+
+/// The shim process of a CRI container (`ctr -n k8s.io tasks ls` shows it as the task's pid).
+fn shim_pid(cri: &Cri, id: &str) -> u32 {
+    cri.c.task_pid(id)
+}
+
+#[test]
+fn containers_of_a_pod_share_a_shim_and_pods_never_do() {
+    let registry = crate::support::Registry::start();
+    let reference = registry.reference("pods/probe:v1");
+    crate::support::WasmOci::new().ok(&["push", guests().probe.to_str().unwrap(), &reference]);
+    let cri = Cri::start();
+    // A pod annotated with a reference: the pod annotation reaches its containers' specs.
+    let a_config = cri.pod_config("pod-a", &[("io.wasm-oci.reference", &reference)]);
+    let a = cri.run_pod(&a_config, "wasmoci");
+    let b_config = cri.pod_config("pod-b", &[]);
+    let b = cri.run_pod(&b_config, "wasmoci");
+    let by_ref = cri.start_container(
+        &a,
+        &a_config,
+        "byref",
+        HELLO_IMAGE,
+        &["probe", "args", "ok"],
+        &[],
+    );
+    let status = cri.wait_exited(&by_ref, Duration::from_secs(20));
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let lines = cri_log_lines(&cri.log_of(&a_config, "byref"));
+    let messages: Vec<&str> = lines.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(messages, ["probe", "args", "ok"]);
+
+    let spin = |pod: &str, config: &cri::PodSandboxConfig, name: &str| {
+        cri.start_container(
+            pod,
+            config,
+            name,
+            PROBE_IMAGE,
+            &["/probe.wasm", "spin"],
+            &[],
+        )
+    };
+    let a1 = spin(&a, &a_config, "a1");
+    let a2 = spin(&a, &a_config, "a2");
+    let b1 = spin(&b, &b_config, "b1");
+    assert_eq!(
+        shim_pid(&cri, &a1),
+        shim_pid(&cri, &a2),
+        "two containers of one pod, two shims"
+    );
+    assert_eq!(
+        shim_pid(&cri, &a1),
+        shim_pid(&cri, &a),
+        "the pod's containers join its sandbox's shim"
+    );
+    assert_ne!(
+        shim_pid(&cri, &a1),
+        shim_pid(&cri, &b1),
+        "two pods in one shim"
+    );
+
+    // ExecSync is refused at once, and says why.
+    let started = Instant::now();
+    let e = cri.exec_sync(&a1).expect_err("exec into a wasm container");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        e.message().contains("not supported for wasm containers"),
+        "{e}"
+    );
+
+    // Stop and remove leave nothing behind: no shim, no mount, no cgroup.
+    let (shim_a, shim_b) = (shim_pid(&cri, &a1), shim_pid(&cri, &b1));
+    cri.remove_pod(&a);
+    cri.remove_pod(&b);
+    assert!(
+        crate::containerd::wait_gone(shim_a),
+        "pod a's shim outlived it"
+    );
+    assert!(
+        crate::containerd::wait_gone(shim_b),
+        "pod b's shim outlived it"
+    );
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let root = cri.c.dir.path().display().to_string();
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(&root) && l.contains("/state/"))
+        .collect();
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+    for hierarchy in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let pods = hierarchy.path().join("wasm-oci-cri");
+        for pod in ["pod-a", "pod-b"] {
+            assert!(
+                !pods.join(pod).exists(),
+                "cgroup {} left behind",
+                pods.join(pod).display()
+            );
+        }
+        // The pods' parent stands for the kubelet's, which it would remove itself.
+        let _ = fs::remove_dir(pods);
+    }
 }

@@ -13,6 +13,11 @@
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
+use containerd_shim::protos::cgroups::metrics::{
+    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
+};
+use containerd_shim::protos::protobuf::MessageField;
+
 /// The cgroup filesystem.
 pub(crate) const ROOT: &str = "/sys/fs/cgroup";
 
@@ -193,6 +198,90 @@ impl Cgroup {
             };
             fs::read_to_string(file).ok()?.trim().parse().ok()
         })
+    }
+
+    /// The cgroup's figures, in the form containerd and the CRI plugin read (cgroup v1's
+    /// `Metrics`, whose fields v2's files fill too).
+    pub(crate) fn metrics(&self) -> Metrics {
+        let mut metrics = Metrics::new();
+        let mut memory = MemoryStat::new();
+        let mut cpu = CPUUsage::new();
+        let mut pids = PidsStat::new();
+        let read = |path: PathBuf| fs::read_to_string(path).unwrap_or_default();
+        let number = |text: String| text.trim().parse::<u64>().unwrap_or(0);
+        let fields = |text: String| -> Vec<(String, u64)> {
+            text.lines()
+                .filter_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    Some((k.to_owned(), v.trim().parse().ok()?))
+                })
+                .collect()
+        };
+        for (hierarchy, dir, _) in &self.dirs {
+            if hierarchy.join("cgroup.controllers").exists() {
+                let mut usage = MemoryEntry::new();
+                usage.usage = number(read(dir.join("memory.current")));
+                usage.limit = number(read(dir.join("memory.max")));
+                memory.usage = MessageField::some(usage);
+                for (k, v) in fields(read(dir.join("memory.stat"))) {
+                    match k.as_str() {
+                        "anon" => memory.rss = v,
+                        "file" => memory.cache = v,
+                        "inactive_file" => memory.total_inactive_file = v,
+                        _ => {}
+                    }
+                }
+                for (k, v) in fields(read(dir.join("cpu.stat"))) {
+                    match k.as_str() {
+                        "usage_usec" => cpu.total = v * 1000,
+                        "user_usec" => cpu.user = v * 1000,
+                        "system_usec" => cpu.kernel = v * 1000,
+                        _ => {}
+                    }
+                }
+                pids.current = number(read(dir.join("pids.current")));
+                continue;
+            }
+            match hierarchy.file_name().and_then(|n| n.to_str()) {
+                Some("memory") => {
+                    let mut usage = MemoryEntry::new();
+                    usage.usage = number(read(dir.join("memory.usage_in_bytes")));
+                    usage.max = number(read(dir.join("memory.max_usage_in_bytes")));
+                    usage.limit = number(read(dir.join("memory.limit_in_bytes")));
+                    usage.failcnt = number(read(dir.join("memory.failcnt")));
+                    memory.usage = MessageField::some(usage);
+                    for (k, v) in fields(read(dir.join("memory.stat"))) {
+                        match k.as_str() {
+                            "rss" => memory.rss = v,
+                            "cache" => memory.cache = v,
+                            "total_rss" => memory.total_rss = v,
+                            "total_cache" => memory.total_cache = v,
+                            "total_inactive_file" => memory.total_inactive_file = v,
+                            _ => {}
+                        }
+                    }
+                }
+                Some("cpuacct") => {
+                    cpu.total = number(read(dir.join("cpuacct.usage")));
+                    for (k, v) in fields(read(dir.join("cpuacct.stat"))) {
+                        // USER_HZ ticks: 100 a second on Linux.
+                        match k.as_str() {
+                            "user" => cpu.user = v * 10_000_000,
+                            "system" => cpu.kernel = v * 10_000_000,
+                            _ => {}
+                        }
+                    }
+                }
+                Some("pids") => pids.current = number(read(dir.join("pids.current"))),
+                _ => {}
+            }
+        }
+        let mut cpu_stat = CPUStat::new();
+        cpu_stat.usage = MessageField::some(cpu);
+        metrics.cpu = MessageField::some(cpu_stat);
+        metrics.memory = MessageField::some(memory);
+        metrics.pids = MessageField::some(pids);
+        metrics
     }
 
     /// Moves this whole process into the cgroup, in every hierarchy.

@@ -17,7 +17,7 @@ mod rootfs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -182,6 +182,37 @@ struct Container {
     killed: Arc<tokio::sync::Notify>,
     signal: Arc<Mutex<u32>>,
     exit: watch::Sender<Option<Exited>>,
+    /// What the guest costs, for stats when this process sits in another container's cgroup.
+    usage: Arc<GuestUsage>,
+}
+
+/// What one guest costs this process: its linear memory and its thread's CPU time.
+#[derive(Default)]
+struct GuestUsage {
+    /// Bytes of linear memory and table, kept by the runner.
+    memory: Arc<AtomicU64>,
+    /// The guest thread's id while it runs (0 before and after).
+    tid: std::sync::atomic::AtomicI32,
+    /// The thread's CPU time when it ended, in nanoseconds.
+    cpu_at_exit: AtomicU64,
+}
+
+impl GuestUsage {
+    /// The guest thread's CPU time so far, in nanoseconds.
+    fn cpu(&self) -> u64 {
+        match self.tid.load(Ordering::SeqCst) {
+            0 => self.cpu_at_exit.load(Ordering::SeqCst),
+            tid => thread_cpu(tid),
+        }
+    }
+}
+
+/// A thread's time on a CPU, in nanoseconds (`/proc/self/task/TID/schedstat`'s first field).
+fn thread_cpu(tid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The task service: one shim process may hold several containers of one group.
@@ -454,6 +485,7 @@ async fn prepare(
         killed: Arc::default(),
         signal: Arc::new(Mutex::new(0)),
         exit,
+        usage: Arc::default(),
     })
 }
 
@@ -484,6 +516,7 @@ struct Guest {
     /// The container's cgroup, whose memory limit is the guest's too.
     cgroup: Option<Arc<Cgroup>>,
     signal: Arc<Mutex<u32>>,
+    usage: Arc<GuestUsage>,
 }
 
 /// Room left in a container's memory limit for what the shim allocates beside the guest's
@@ -493,6 +526,17 @@ const SHIM_MARGIN: usize = 4 << 20;
 impl Guest {
     /// Runs the guest to its end; returns the container's exit status.
     fn run(mut self, runner: &Runner, store: &OnceLock<Result<Store, String>>) -> u32 {
+        let tid = rustix::thread::gettid().as_raw_nonzero().get();
+        self.usage.tid.store(tid, Ordering::SeqCst);
+        let code = self.run_guest(runner, store);
+        self.usage
+            .cpu_at_exit
+            .store(thread_cpu(tid), Ordering::SeqCst);
+        self.usage.tid.store(0, Ordering::SeqCst);
+        code
+    }
+
+    fn run_guest(&mut self, runner: &Runner, store: &OnceLock<Result<Store, String>>) -> u32 {
         if let Some(path) = &self.stdin {
             self.options.stdin = open_read(path);
         }
@@ -625,12 +669,14 @@ impl Task for TaskService {
                     stdout: open_write(&c.stdout),
                     stderr: open_write(&c.stderr),
                     stop: Some(c.stop.clone()),
+                    memory_gauge: Some(c.usage.memory.clone()),
                     ..RunOptions::default()
                 },
                 stdin: (!c.stdin.is_empty()).then(|| c.stdin.clone()),
                 module: c.module.clone(),
                 cgroup: c.cgroup.clone(),
                 signal: c.signal.clone(),
+                usage: c.usage.clone(),
             };
             let pause = matches!(*c.module, Module::Pause).then(|| c.killed.clone());
             Ok((guest, c.signal.clone(), c.exit.clone(), pause))
@@ -791,6 +837,48 @@ impl Task for TaskService {
                 ..Default::default()
             })
         })
+    }
+
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        let joined = self.joined.lock().expect("cgroup lock").clone();
+        let metrics = self.with(&req.id, |c| {
+            let mut metrics = c.cgroup.as_ref().map(|cg| cg.metrics()).unwrap_or_default();
+            // In a group, the guests run in the process that sits in one container's cgroup:
+            // another container's own cgroup holds none of its guest, so its guest's linear
+            // memory and CPU time are added.
+            if joined.as_deref() != Some(req.id.as_str()) {
+                let memory = c.usage.memory.load(Ordering::Relaxed);
+                let stat = metrics.memory.mut_or_insert_default();
+                let usage = stat.usage.mut_or_insert_default();
+                usage.usage += memory;
+                stat.rss += memory;
+                stat.total_rss += memory;
+                let cpu = metrics.cpu.mut_or_insert_default();
+                cpu.usage.mut_or_insert_default().total += c.usage.cpu();
+            }
+            Ok(metrics)
+        })?;
+        let any = containerd_shim::util::convert_to_any(Box::new(metrics)).map_err(err)?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
+    }
+
+    async fn exec(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ExecProcessRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(err(format!(
+            "exec is not supported for wasm containers ({}): a wasm guest has no processes \
+             to start beside it",
+            req.id
+        )))
     }
 
     async fn pids(

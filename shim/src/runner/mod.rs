@@ -9,7 +9,7 @@ mod error;
 pub use error::Error;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub stderr: Option<std::fs::File>,
     /// Set to stop the guest (a container kill); needs [`EngineOptions::interruptible`].
     pub stop: Option<Arc<AtomicBool>>,
+    /// Kept at the bytes of linear memory and table the guest holds, for stats.
+    pub memory_gauge: Option<Arc<AtomicU64>>,
 }
 
 /// Engine settings that change the compiled code (and so the precompiled-cache key).
@@ -326,6 +328,7 @@ impl Runner {
         let mut wasi = wasi_ctx(options)?;
         let limits = Limits {
             max_memory: options.max_memory,
+            gauge: options.memory_gauge.clone(),
             ..Limits::default()
         };
         let result = match loaded {
@@ -578,6 +581,7 @@ struct Limits {
     /// Bytes of memory and table the guest holds now.
     used: usize,
     denied: Option<usize>,
+    gauge: Option<Arc<AtomicU64>>,
 }
 
 impl ResourceLimiter for Limits {
@@ -612,6 +616,9 @@ impl Limits {
             }
             _ => {
                 self.used = total;
+                if let Some(gauge) = &self.gauge {
+                    gauge.store(total as u64, Ordering::Relaxed);
+                }
                 true
             }
         }
