@@ -13,6 +13,7 @@ mod proxy;
 mod registry;
 mod resume;
 mod runner;
+mod security;
 mod support;
 mod testdata;
 mod token;
