@@ -50,9 +50,9 @@ fn open_regular(dir: &Path, path: &Path) -> Result<(File, u64)> {
         .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
         .open(path)
         .map_err(|e| match rustix::io::Errno::from_io_error(&e) {
-            Some(rustix::io::Errno::LOOP) => {
-                err("is a symlink, not a regular file; a layout's files are refused as links".into())
-            }
+            Some(rustix::io::Errno::LOOP) => err(
+                "is a symlink, not a regular file; a layout's files are refused as links".into(),
+            ),
             _ => err(e.to_string()),
         })?;
     let meta = file.metadata().map_err(|e| err(e.to_string()))?;

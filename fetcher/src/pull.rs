@@ -8,7 +8,7 @@ use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciManifest,
 };
-use wasm_oci_cache::{Digest, Ingest, Ingested, RefEntry};
+use wasm_oci_cache::{Digest, Hold, Ingest, Ingested, RefEntry};
 
 use crate::manifest::{select_platform, wasm_layer};
 use crate::registry::Registry;
@@ -36,6 +36,9 @@ pub struct Pulled {
     pub downloaded: bool,
     /// The layer's `org.opencontainers.image.title` annotation, if any.
     pub title: Option<String>,
+    /// Keeps `cache prune` off the layer while this value (or a clone) lives, so that what was
+    /// pulled can still be read, copied or run.
+    _hold: std::sync::Arc<Hold>,
 }
 
 impl Fetcher {
@@ -106,8 +109,10 @@ impl Fetcher {
                 config_size,
             ),
         );
-        let (path, downloaded) = layer_fetched?;
-        config_fetched?;
+        // The holds keep `cache prune` off these blobs until the reference that uses them is
+        // recorded.
+        let (path, downloaded, layer_hold) = layer_fetched?;
+        let (_, _, config_hold) = config_fetched?;
         let entry = RefEntry {
             reference: name,
             manifest_digest,
@@ -119,9 +124,11 @@ impl Fetcher {
         // Each waits for a sync: off the runtime's threads, which other pulls are using.
         let cache = self.cache.clone();
         let recorded = entry.clone();
-        tokio::task::spawn_blocking(move || {
-            cache.insert(&bytes)?;
-            cache.set_ref(&recorded)
+        let layer_hold = tokio::task::spawn_blocking(move || {
+            let (_, manifest_hold) = cache.insert_held(&bytes)?;
+            cache.set_ref(&recorded)?;
+            drop((manifest_hold, config_hold));
+            Ok::<_, wasm_oci_cache::Error>(layer_hold)
         })
         .await
         .expect("recording a pull does not panic")?;
@@ -134,6 +141,7 @@ impl Fetcher {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get("org.opencontainers.image.title").cloned()),
+            _hold: std::sync::Arc::new(layer_hold),
         })
     }
 
@@ -144,16 +152,29 @@ impl Fetcher {
         layer: &OciDescriptor,
         digest: &Digest,
         size: u64,
-    ) -> Result<(PathBuf, bool)> {
-        // Taking the writer may wait for another process fetching the same blob.
+    ) -> Result<(PathBuf, bool, Hold)> {
+        // Taking the writer may wait for another process fetching the same blob. A blob
+        // present is held at once; one pruned before that is fetched again.
         let cache = self.cache.clone();
         let d = digest.clone();
-        let ingested = tokio::task::spawn_blocking(move || cache.ingest(&d, Some(size)))
-            .await
-            .expect("ingest task does not panic")?;
+        let ingested = tokio::task::spawn_blocking(move || {
+            for _ in 0..3 {
+                match cache.ingest(&d, Some(size))? {
+                    Ingested::Present(path) => match cache.hold(&d) {
+                        Ok(hold) => return Ok(Err((path, hold))),
+                        Err(wasm_oci_cache::Error::BlobNotFound { .. }) => continue,
+                        Err(e) => return Err(e),
+                    },
+                    Ingested::Writer(w) => return Ok(Ok(w)),
+                }
+            }
+            Err(wasm_oci_cache::Error::BlobNotFound { digest: d })
+        })
+        .await
+        .expect("ingest task does not panic")?;
         let mut writer = match ingested {
-            Ingested::Present(path) => return Ok((path, false)),
-            Ingested::Writer(w) => *w,
+            Err((path, hold)) => return Ok((path, false, hold)),
+            Ok(w) => *w,
         };
         let name = reference.whole();
         let transfer = self
@@ -170,7 +191,7 @@ impl Fetcher {
             match outcome {
                 Ok(()) => {
                     // The commit syncs: off the runtime's threads, as the writing was.
-                    break tokio::task::spawn_blocking(move || writer.commit())
+                    break tokio::task::spawn_blocking(move || writer.commit_held())
                         .await
                         .expect("committing a blob does not panic")
                         .map_err(Error::from);
@@ -203,7 +224,7 @@ impl Fetcher {
             t.finish();
         }
         match result {
-            Ok(path) => Ok((path, true)),
+            Ok((path, hold)) => Ok((path, true, hold)),
             Err(Error::Cache(wasm_oci_cache::Error::DigestMismatch { expected, actual })) => {
                 Err(Error::DigestMismatch {
                     reference: name,

@@ -125,7 +125,11 @@ fn load_and_run_refuse_layout_blobs_that_are_symlinks_fifos_or_directories() {
         let out = output_within(run, Duration::from_secs(20))
             .unwrap_or_else(|| panic!("run oci: hung on a layer that is a {kind}"));
         assert_eq!(out.status.code(), Some(125), "{kind}: {}", describe(&out));
-        assert!(stderr(&out).contains("not a regular file"), "{kind}: {}", describe(&out));
+        assert!(
+            stderr(&out).contains("not a regular file"),
+            "{kind}: {}",
+            describe(&out)
+        );
         assert!(out.stdout.is_empty(), "{kind}: {}", describe(&out));
     }
 }
@@ -266,7 +270,12 @@ fn save_never_writes_through_a_planted_symlink() {
     }
     cli.ok(&["save", &hello, "-o", out_dir.to_str().unwrap()]);
     for victim in &planted {
-        assert_eq!(fs::read(victim).unwrap(), b"precious", "{}", victim.display());
+        assert_eq!(
+            fs::read(victim).unwrap(),
+            b"precious",
+            "{}",
+            victim.display()
+        );
     }
     let blob = blobs.join(&layer);
     assert!(
@@ -292,7 +301,10 @@ fn save_never_writes_through_a_planted_symlink() {
     let out = cli.run(&["save", &hello, "-o", other.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = stderr(&out);
-    assert!(err.contains("index.json") && err.contains("symlink"), "{err}");
+    assert!(
+        err.contains("index.json") && err.contains("symlink"),
+        "{err}"
+    );
     assert_eq!(
         fs::read(&victim).unwrap(),
         br#"{"schemaVersion":2,"manifests":[]}"#
@@ -351,52 +363,73 @@ fn load_does_not_silently_replace_a_reference_with_other_content() {
     );
 }
 
-#[test]
-fn prune_in_a_loop_costs_no_pull() {
-    let registry = Registry::start();
-    let cli = WasmOci::new();
-    let dir = tempfile::tempdir().unwrap();
-    let refs: Vec<String> = (0..40)
-        .map(|i| {
-            let file = dir.path().join(format!("m{i}.wasm"));
-            fs::write(&file, padded_hello(1000 + i)).unwrap();
-            let r = registry.reference(&format!("m{i}:v1"));
-            cli.ok(&["push", file.to_str().unwrap(), &r]);
-            r
-        })
-        .collect();
-
-    let node = WasmOci::new();
+/// Runs `pulls` while `prune_args` runs in a loop; the pulls' outputs, in order.
+fn pulls_under_prune(node: &WasmOci, pulls: Vec<Command>, prune_args: &[&str]) -> Vec<Output> {
     let stop = AtomicBool::new(false);
     let (outputs, prunes) = std::thread::scope(|s| {
         let pruner = s.spawn(|| {
             let mut prunes = 0;
             while !stop.load(Ordering::SeqCst) {
-                // Every reference is younger than an hour, so each prune only sweeps blobs
-                // that no reference uses, which is what a blob is between its commit and its
-                // pull's record.
-                let out = node.run(&["cache", "prune", "--older-than", "1h"]);
+                let out = node.run(prune_args);
                 assert!(out.status.success(), "{}", describe(&out));
                 prunes += 1;
             }
             prunes
         });
-        let outputs = outputs_of_concurrent(refs.iter().map(|r| {
-            let mut cmd = node.command();
-            cmd.args(["pull", r]);
-            cmd
-        }));
+        let outputs = outputs_of_concurrent(pulls);
         stop.store(true, Ordering::SeqCst);
         (outputs, pruner.join().unwrap())
     });
-    assert!(prunes >= 2, "the pruner never ran");
-    let failed: Vec<String> = outputs
+    assert!(prunes >= 2, "the pruner ran {prunes} times");
+    outputs
+}
+
+#[test]
+fn prune_in_a_loop_costs_no_pull() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let dir = tempfile::tempdir().unwrap();
+    let modules: Vec<Vec<u8>> = (0..40).map(|i| padded_hello(1000 + i)).collect();
+    let refs: Vec<String> = modules
         .iter()
-        .zip(&refs)
-        .filter(|(o, _)| !o.status.success())
-        .map(|(o, r)| format!("{r}: {}", describe(o)))
+        .enumerate()
+        .map(|(i, module)| {
+            let file = dir.path().join(format!("m{i}.wasm"));
+            fs::write(&file, module).unwrap();
+            let r = registry.reference(&format!("m{i}:v1"));
+            cli.ok(&["push", file.to_str().unwrap(), &r]);
+            r
+        })
         .collect();
-    assert!(failed.is_empty(), "{} of 40 pulls failed:\n{}", failed.len(), failed.join("\n"));
+    let failures = |outputs: &[Output]| -> Vec<String> {
+        outputs
+            .iter()
+            .zip(&refs)
+            .filter(|(o, _)| !o.status.success())
+            .map(|(o, r)| format!("{r}: {}", describe(o)))
+            .collect()
+    };
+
+    // Every reference is younger than an hour, so each prune only sweeps blobs that no
+    // reference uses, which is what a blob is between its commit and its pull's record.
+    let node = WasmOci::new();
+    let pulls = refs.iter().map(|r| {
+        let mut cmd = node.command();
+        cmd.args(["pull", r]);
+        cmd
+    });
+    let outputs = pulls_under_prune(
+        &node,
+        pulls.collect(),
+        &["cache", "prune", "--older-than", "1h"],
+    );
+    let failed = failures(&outputs);
+    assert!(
+        failed.is_empty(),
+        "{} of 40 pulls failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
     // Every pull recorded its reference with its blobs, and it runs offline.
     let listed: Vec<serde_json::Value> =
         serde_json::from_str(&node.ok(&["cache", "ls", "--json"])).unwrap();
@@ -408,7 +441,40 @@ fn prune_in_a_loop_costs_no_pull() {
             (!out.status.success()).then(|| format!("{r}: {}", stderr(&out)))
         })
         .collect();
-    assert!(broken.is_empty(), "{} of 40 pulled references lost a blob:\n{}", broken.len(), broken.join("\n"));
+    assert!(
+        broken.is_empty(),
+        "{} of 40 pulled references lost a blob:\n{}",
+        broken.len(),
+        broken.join("\n")
+    );
+
+    // A prune that removes every reference it may: a pull still hands over what it pulled.
+    let node = WasmOci::new();
+    let out_dir = tempfile::tempdir().unwrap();
+    let pulls = refs.iter().enumerate().map(|(i, r)| {
+        let mut cmd = node.command();
+        cmd.args(["pull", r, "--out"])
+            .arg(out_dir.path().join(format!("m{i}.wasm")));
+        cmd
+    });
+    let outputs = pulls_under_prune(
+        &node,
+        pulls.collect(),
+        &["cache", "prune", "--max-size", "0"],
+    );
+    let failed = failures(&outputs);
+    assert!(
+        failed.is_empty(),
+        "{} of 40 pulls failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    for (i, module) in modules.iter().enumerate() {
+        assert_eq!(
+            &fs::read(out_dir.path().join(format!("m{i}.wasm"))).unwrap(),
+            module
+        );
+    }
     assert!(node.run(&["cache", "verify"]).status.success());
 }
 
@@ -416,13 +482,20 @@ fn prune_in_a_loop_costs_no_pull() {
 fn push_big(registry: &Registry, dir: &Path) {
     let file = dir.join("big.wasm");
     fs::write(&file, padded_hello(4 << 20)).unwrap();
-    WasmOci::new().ok(&["push", file.to_str().unwrap(), &registry.reference("big:v1")]);
+    WasmOci::new().ok(&[
+        "push",
+        file.to_str().unwrap(),
+        &registry.reference("big:v1"),
+    ]);
 }
 
 fn wait_for_half(proxy: &Proxy) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !proxy.seen(|s| s.half_sent) {
-        assert!(Instant::now() < deadline, "the stalled download never started");
+        assert!(
+            Instant::now() < deadline,
+            "the stalled download never started"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -462,7 +535,11 @@ fn stale_partial_downloads_are_reclaimed_but_never_a_live_one() {
     stalled.kill().unwrap();
     stalled.wait().unwrap();
     // A recent leftover nobody holds is kept for resuming.
-    let recent = node.cache.path().join("v1/ingest").join(format!("{}.partial", "0".repeat(64)));
+    let recent = node
+        .cache
+        .path()
+        .join("v1/ingest")
+        .join(format!("{}.partial", "0".repeat(64)));
     fs::write(&recent, b"half").unwrap();
     age(&partials[0], two_days);
 
