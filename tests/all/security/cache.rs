@@ -94,7 +94,8 @@ fn load_and_run_refuse_layout_blobs_that_are_symlinks_fifos_or_directories() {
     let elsewhere = tmp.path().join("elsewhere.wasm");
     fs::copy(layout.join("blobs/sha256").join(&layer), &elsewhere).unwrap();
 
-    let plant: [(&str, &dyn Fn(&Path)); 3] = [
+    type Plant<'a> = &'a dyn Fn(&Path);
+    let plant: [(&str, Plant); 3] = [
         ("symlink", &|p| symlink(&elsewhere, p).unwrap()),
         ("fifo", &|p| mkfifo(p)),
         ("directory", &|p| fs::create_dir(p).unwrap()),
