@@ -487,6 +487,44 @@ mod tests {
     }
 
     #[test]
+    fn stale_partials_are_reclaimed_unless_held_or_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let old = SystemTime::now() - STALE_PARTIAL - Duration::from_secs(60);
+        let partial = |name: &str, modified: SystemTime| {
+            let path = cache.ingest_dir().join(name);
+            let file = File::create(&path).unwrap();
+            file.set_modified(modified).unwrap();
+            (path, file)
+        };
+        let (abandoned, _) = partial("a.partial", old);
+        let (held, held_file) = partial("b.partial", old);
+        held_file.lock().unwrap();
+        let (recent, _) = partial("c.partial", SystemTime::now());
+        assert_eq!(cache.reclaim_partials().unwrap(), 1);
+        assert!(!abandoned.exists());
+        assert!(held.exists() && recent.exists());
+        drop(held_file);
+        let report = cache.verify().unwrap();
+        assert_eq!((report.reclaimed_partials, report.partial), (1, 1));
+    }
+
+    #[test]
+    fn prune_spares_young_unreferenced_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let young = cache.insert(b"a pull's, not recorded yet").unwrap();
+        let report = cache
+            .prune(PrunePolicy {
+                max_size: Some(0),
+                older_than: Some(Duration::ZERO),
+            })
+            .unwrap();
+        assert_eq!(report.removed_blobs, 0);
+        assert!(cache.contains(&young));
+    }
+
+    #[test]
     fn prune_by_age_keeps_what_was_used_recently() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();

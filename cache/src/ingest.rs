@@ -578,33 +578,27 @@ impl Ingest {
             .map_err(|e| io_err("syncing", &self.path, e))?;
         file.set_permissions(fs::Permissions::from_mode(0o444))
             .map_err(|e| io_err("making read-only", &self.path, e))?;
-        if self.private {
-            // Another writer may have committed meanwhile: theirs stays, as a blob in the
-            // store never changes inode under the locks of those who hold it.
-            match rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &self.path,
-                rustix::fs::CWD,
-                &self.target,
-                rustix::fs::RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => {}
-                Err(Errno::EXIST) => {
-                    let _ = fs::remove_file(&self.path);
-                    self.file.take();
-                    let hold = Hold::take(&self.target)?;
-                    return Ok((self.target.clone(), hold));
-                }
-                // A file system without RENAME_NOREPLACE: the content is the same anyway.
-                Err(Errno::INVAL | Errno::NOSYS) => fs::rename(&self.path, &self.target)
-                    .map_err(|e| io_err("moving into the store", &self.target, e))?,
-                Err(e) => {
-                    return Err(io_err("moving into the store", &self.target, e.into()));
-                }
+        // Another writer (one that gave up waiting for us, or we for it) may have committed
+        // meanwhile: theirs stays, as a blob in the store never changes inode under the locks
+        // of those who hold it.
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &self.path,
+            rustix::fs::CWD,
+            &self.target,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                let _ = fs::remove_file(&self.path);
+                self.file.take();
+                let hold = Hold::take(&self.target)?;
+                return Ok((self.target.clone(), hold));
             }
-        } else {
-            fs::rename(&self.path, &self.target)
-                .map_err(|e| io_err("moving into the store", &self.target, e))?;
+            // A file system without RENAME_NOREPLACE: the content is the same anyway.
+            Err(Errno::INVAL | Errno::NOSYS) => fs::rename(&self.path, &self.target)
+                .map_err(|e| io_err("moving into the store", &self.target, e))?,
+            Err(e) => return Err(io_err("moving into the store", &self.target, e.into())),
         }
         if let Some(dir) = self.target.parent() {
             // Make the rename itself durable.
@@ -767,6 +761,44 @@ mod tests {
         assert_eq!(w.written(), 0);
         w.write(b"hello").unwrap();
         assert_eq!(fs::read(w.commit().unwrap()).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_waiter_writes_a_private_copy_when_the_writer_stalls_and_the_first_commit_wins() {
+        let (_dir, cache) = cache();
+        let data = b"stalled elsewhere".to_vec();
+        let digest = Digest::of(&data);
+        let size = Some(data.len() as u64);
+        let mut stalled = writer(&cache, &digest, size);
+        stalled.write(&data[..4]).unwrap();
+        stalled.flush().unwrap();
+        let started = std::time::Instant::now();
+        let mut private = writer(&cache, &digest, size);
+        assert!(started.elapsed() >= STALL, "{:?}", started.elapsed());
+        assert!(private.private);
+        assert_eq!(private.written(), 0);
+        private.write(&data).unwrap();
+        let (path, _hold) = private.commit_held().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), data);
+        // The stalled writer finishes after all: the blob already there stays as it is.
+        let ino = fs::metadata(&path).unwrap().ino();
+        stalled.write(&data[4..]).unwrap();
+        assert_eq!(stalled.commit().unwrap(), path);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), ino);
+        assert!(ingest_is_empty(&cache));
+    }
+
+    #[test]
+    fn a_committed_blob_is_held_until_the_hold_is_dropped() {
+        let (_dir, cache) = cache();
+        let digest = Digest::of(b"fresh");
+        let mut w = writer(&cache, &digest, Some(5));
+        w.write(b"fresh").unwrap();
+        let (path, hold) = w.commit_held().unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock)));
+        drop(hold);
+        file.try_lock().unwrap();
     }
 
     #[test]
