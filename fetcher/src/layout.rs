@@ -13,10 +13,10 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::OFlags;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest, OciManifest};
 use serde_json::json;
@@ -41,20 +41,51 @@ fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
     dir.join("blobs").join(Digest::ALGORITHM).join(digest.hex())
 }
 
-/// Opens a file of a layout for reading: never through a symlink, never blocking on a FIFO,
-/// and only when it is a regular file. Returns it with its size.
+/// Opens a file of a layout for reading: never through a symlink (neither the file nor a
+/// directory on the way from `dir` to it, as runc resolves paths in a rootfs), never blocking
+/// on a FIFO, and only when it is a regular file. Returns it with its size.
 fn open_regular(dir: &Path, path: &Path) -> Result<(File, u64)> {
     let err = |what: String| layout_err(dir, format!("{}: {what}", path.display()));
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
-        .open(path)
-        .map_err(|e| match rustix::io::Errno::from_io_error(&e) {
-            Some(rustix::io::Errno::LOOP) => err(
-                "is a symlink, not a regular file; a layout's files are refused as links".into(),
-            ),
-            _ => err(e.to_string()),
-        })?;
+    let linked = || {
+        err("is a symlink or reached through one, not a regular file of the layout; refusing to follow it".into())
+    };
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let file = match path.strip_prefix(dir) {
+        Ok(inner) => {
+            let root = rustix::fs::open(
+                dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| layout_err(dir, io::Error::from(e).to_string()))?;
+            let beneath =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            match rustix::fs::openat2(&root, inner, flags, Mode::empty(), beneath) {
+                Ok(fd) => File::from(fd),
+                Err(Errno::LOOP | Errno::XDEV) => return Err(linked()),
+                // A kernel older than 5.6: look at each directory on the way instead.
+                Err(Errno::NOSYS) => {
+                    let mut at = dir.to_owned();
+                    for part in inner.parent().into_iter().flat_map(Path::components) {
+                        at.push(part);
+                        if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                            return Err(linked());
+                        }
+                    }
+                    open_nofollow(path, flags).map_err(|e| match e {
+                        Errno::LOOP => linked(),
+                        e => err(io::Error::from(e).to_string()),
+                    })?
+                }
+                Err(e) => return Err(err(io::Error::from(e).to_string())),
+            }
+        }
+        Err(_) => open_nofollow(path, flags).map_err(|e| match e {
+            Errno::LOOP => linked(),
+            e => err(io::Error::from(e).to_string()),
+        })?,
+    };
     let meta = file.metadata().map_err(|e| err(e.to_string()))?;
     if !meta.file_type().is_file() {
         return Err(err(format!(
@@ -65,6 +96,10 @@ fn open_regular(dir: &Path, path: &Path) -> Result<(File, u64)> {
     // Reads of a regular file never block; the flag only served the open.
     rustix::fs::fcntl_setfl(&file, OFlags::empty()).map_err(|e| err(e.to_string()))?;
     Ok((file, meta.len()))
+}
+
+fn open_nofollow(path: &Path, flags: OFlags) -> std::result::Result<File, Errno> {
+    rustix::fs::open(path, flags, Mode::empty()).map(File::from)
 }
 
 fn kind(t: &fs::FileType) -> &'static str {
@@ -119,6 +154,18 @@ fn read_document(dir: &Path, path: &Path) -> Result<Vec<u8>> {
 pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
     let blobs = dir.join("blobs").join(Digest::ALGORITHM);
     fs::create_dir_all(&blobs).map_err(|e| layout_err(dir, e.to_string()))?;
+    // Blobs are written into these directories: a planted link would lead the writes elsewhere.
+    for sub in [dir.join("blobs"), blobs.clone()] {
+        if !fs::symlink_metadata(&sub).is_ok_and(|m| m.file_type().is_dir()) {
+            return Err(layout_err(
+                dir,
+                format!(
+                    "{} is a symlink or not a directory; save writes only into a real directory: remove it or save elsewhere",
+                    sub.display()
+                ),
+            ));
+        }
+    }
     let index_path = dir.join("index.json");
     // Saving adds to a layout: an index that is there but cannot be read is refused rather
     // than replaced, which would drop its entries.

@@ -133,6 +133,27 @@ fn load_and_run_refuse_layout_blobs_that_are_symlinks_fifos_or_directories() {
         );
         assert!(out.stdout.is_empty(), "{kind}: {}", describe(&out));
     }
+
+    // Every blob where it belongs, but blobs/sha256 itself leads elsewhere.
+    let dir = tmp.path().join("linked-dir");
+    copy_dir(&layout, &dir);
+    let away = tmp.path().join("away");
+    fs::rename(dir.join("blobs/sha256"), &away).unwrap();
+    symlink(&away, dir.join("blobs/sha256")).unwrap();
+    let node = WasmOci::new();
+    for args in [
+        vec!["load".to_owned(), dir.display().to_string()],
+        vec!["run".to_owned(), format!("oci:{}:v1", dir.display())],
+    ] {
+        let out = node.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!out.status.success(), "{args:?}: {}", describe(&out));
+        assert!(
+            stderr(&out).contains("symlink"),
+            "{args:?}: {}",
+            describe(&out)
+        );
+    }
+    assert!(node.blobs().is_empty(), "{:?}", node.blobs());
 }
 
 #[test]
@@ -291,6 +312,17 @@ fn save_never_writes_through_a_planted_symlink() {
         WasmOci::new().ok(&["run", &format!("oci:{}:v1", out_dir.display())]),
         HELLO
     );
+
+    // blobs/sha256 as a symlink to a directory elsewhere: nothing is written there.
+    let linked = tmp.path().join("linked");
+    let away = tmp.path().join("away");
+    fs::create_dir_all(linked.join("blobs")).unwrap();
+    fs::create_dir(&away).unwrap();
+    symlink(&away, linked.join("blobs/sha256")).unwrap();
+    let out = cli.run(&["save", &hello, "-o", linked.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(stderr(&out).contains("symlink"), "{}", describe(&out));
+    assert_eq!(fs::read_dir(&away).unwrap().count(), 0);
 
     // index.json as a symlink: save cannot add to an index it must not read; it says so and
     // leaves both the link and its target alone.
