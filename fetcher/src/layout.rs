@@ -20,7 +20,7 @@ use rustix::io::Errno;
 
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest, OciManifest};
 use serde_json::json;
-use wasm_oci_cache::{Cache, Digest, Ingested, RefEntry};
+use wasm_oci_cache::{Cache, Digest, Hold, Ingested, RefEntry};
 
 use crate::manifest::{select_platform, wasm_layer};
 use crate::{Error, Result, parse_reference};
@@ -430,17 +430,22 @@ pub fn load(
             ),
         ));
     }
+    // Every blob of every artifact first, held so that a concurrent `cache prune` leaves them
+    // alone; the references only once all of them are in: a layout that fails halfway
+    // records nothing.
+    let mut holds = Vec::new();
+    for (_, artifact) in &named {
+        for (digest, size) in [
+            (&artifact.layer_digest, Some(artifact.size)),
+            (&artifact.config_digest, Some(artifact.config_size)),
+            // Read and verified already, and small.
+            (&artifact.manifest_digest, None),
+        ] {
+            holds.push(import_blob(cache, dir, digest, size)?);
+        }
+    }
     let mut loaded = Vec::new();
     for (reference, artifact) in named {
-        for (digest, size) in [
-            (&artifact.layer_digest, artifact.size),
-            (&artifact.config_digest, artifact.config_size),
-            (&artifact.manifest_digest, 0),
-        ] {
-            // The manifest was read and verified already, and is small.
-            let size = (digest != &artifact.manifest_digest).then_some(size);
-            import_blob(cache, dir, digest, size)?;
-        }
         let entry = RefEntry {
             reference,
             manifest_digest: artifact.manifest_digest,
@@ -452,6 +457,7 @@ pub fn load(
         cache.set_ref(&entry)?;
         loaded.push(entry);
     }
+    drop(holds);
     Ok((loaded, replaced))
 }
 
@@ -517,9 +523,18 @@ fn verify_file(dir: &Path, path: &Path, digest: &Digest, size: Option<u64>) -> R
 }
 
 /// Streams one blob of the layout into the cache; the cache verifies size and digest.
-fn import_blob(cache: &Cache, dir: &Path, digest: &Digest, size: Option<u64>) -> Result<()> {
-    let Ingested::Writer(mut writer) = cache.ingest(digest, size)? else {
-        return Ok(());
+/// Returns a hold on the blob in the cache.
+fn import_blob(cache: &Cache, dir: &Path, digest: &Digest, size: Option<u64>) -> Result<Hold> {
+    let mut writer = loop {
+        match cache.ingest(digest, size)? {
+            Ingested::Writer(writer) => break writer,
+            Ingested::Present(_) => match cache.hold(digest) {
+                Ok(hold) => return Ok(hold),
+                // Pruned between the two: import it after all.
+                Err(wasm_oci_cache::Error::BlobNotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            },
+        }
     };
     writer.restart()?;
     let path = blob_path(dir, digest);
@@ -544,12 +559,12 @@ fn import_blob(cache: &Cache, dir: &Path, digest: &Digest, size: Option<u64>) ->
         }
         writer.write(&buf[..n])?;
     }
-    writer.commit().map_err(|e| match e {
+    let (_, hold) = writer.commit_held().map_err(|e| match e {
         wasm_oci_cache::Error::DigestMismatch { expected, actual } => layout_err(
             dir,
             format!("blob {expected} hashes to {actual}; nothing was imported from it"),
         ),
         other => other.into(),
     })?;
-    Ok(())
+    Ok(hold)
 }
