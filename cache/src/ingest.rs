@@ -29,8 +29,10 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(20);
 /// The outcome of [`Cache::ingest`].
 #[derive(Debug)]
 pub enum Ingested {
-    /// The blob is in the store already; nothing to write.
-    Present(PathBuf),
+    /// The blob is in the store already; nothing to write. It is held (see
+    /// [`Cache::hold`]) until the [`Hold`] is dropped, so that a prune cannot take it before
+    /// the caller has recorded who uses it.
+    Present(PathBuf, Hold),
     /// The caller holds the writer for this digest and must write the content.
     Writer(Box<Ingest>),
 }
@@ -238,9 +240,29 @@ impl Ingest {
         digest: Digest,
         expected_size: Option<u64>,
     ) -> Result<Ingested> {
+        // A blob found present is held; one pruned before it could be is written again.
+        for _ in 0..3 {
+            match Self::writer_or_present(cache, digest.clone(), expected_size)? {
+                Ok(writer) => return Ok(Ingested::Writer(writer)),
+                Err(path) => match Hold::take(&path) {
+                    Ok(hold) => return Ok(Ingested::Present(path, hold)),
+                    Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Err(Error::BlobNotFound { digest })
+    }
+
+    /// The writer of `digest`, or the path of the blob when it is present.
+    fn writer_or_present(
+        cache: &Cache,
+        digest: Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Result<Box<Ingest>, PathBuf>> {
         let target = cache.blob_path(&digest);
         if target.is_file() {
-            return Ok(Ingested::Present(target));
+            return Ok(Err(target));
         }
         let path = cache.ingest_dir().join(format!("{}.partial", digest.hex()));
         let io_err = |action, source| Error::Io {
@@ -261,7 +283,7 @@ impl Ingest {
                 Ok(()) => {}
                 Err(fs::TryLockError::WouldBlock) => {
                     if target.is_file() {
-                        return Ok(Ingested::Present(target));
+                        return Ok(Err(target));
                     }
                     // Another writer has it: wait while its file grows, not longer.
                     let len = file.metadata().map_err(|e| io_err("inspecting", e))?.len();
@@ -274,7 +296,7 @@ impl Ingest {
                                     bytes = len,
                                     "the writer of this blob made no progress for {STALL:?}; fetching it separately"
                                 );
-                                return Self::private(cache, digest, expected_size, target);
+                                return Self::private(cache, digest, expected_size, target).map(Ok);
                             }
                         }
                         _ => progress = Some((len, now)),
@@ -297,7 +319,7 @@ impl Ingest {
         if target.is_file() {
             // Someone committed while we waited; the file we created is an empty leftover.
             let _ = fs::remove_file(&path);
-            return Ok(Ingested::Present(target));
+            return Ok(Err(target));
         }
         let mut ingest = Ingest {
             file: Some(file),
@@ -313,7 +335,7 @@ impl Ingest {
             private: false,
         };
         ingest.resume()?;
-        Ok(Ingested::Writer(Box::new(ingest)))
+        Ok(Ok(Box::new(ingest)))
     }
 
     /// A writer on a file of its own, beside a shared one whose writer is stuck.
@@ -322,7 +344,7 @@ impl Ingest {
         digest: Digest,
         expected_size: Option<u64>,
         target: PathBuf,
-    ) -> Result<Ingested> {
+    ) -> Result<Box<Ingest>> {
         let dir = cache.ingest_dir();
         let tmp = tempfile::Builder::new()
             .prefix(&format!("{}.", digest.hex()))
@@ -344,7 +366,7 @@ impl Ingest {
             path: path.clone(),
             source,
         })?;
-        Ok(Ingested::Writer(Box::new(Ingest {
+        Ok(Box::new(Ingest {
             file: Some(file),
             path,
             target,
@@ -356,7 +378,7 @@ impl Ingest {
             pending: Buffer::default(),
             background: None,
             private: true,
-        })))
+        }))
     }
 
     /// Continues after what an earlier writer left: hashes it again, since a hasher's state
@@ -645,7 +667,7 @@ mod tests {
     fn writer(cache: &Cache, digest: &Digest, size: Option<u64>) -> Box<Ingest> {
         match cache.ingest(digest, size).unwrap() {
             Ingested::Writer(w) => w,
-            Ingested::Present(_) => panic!("{digest} is in the cache already"),
+            Ingested::Present(..) => panic!("{digest} is in the cache already"),
         }
     }
 
@@ -669,7 +691,7 @@ mod tests {
         assert!(ingest_is_empty(&cache));
         assert!(matches!(
             cache.ingest(&digest, None).unwrap(),
-            Ingested::Present(_)
+            Ingested::Present(..)
         ));
     }
 
@@ -811,7 +833,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(
                     || match cache.ingest(&digest, Some(data.len() as u64)).unwrap() {
-                        Ingested::Present(p) => assert_eq!(fs::read(p).unwrap(), data),
+                        Ingested::Present(p, _) => assert_eq!(fs::read(p).unwrap(), data),
                         Ingested::Writer(mut w) => {
                             writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             for chunk in data.chunks(4096) {

@@ -101,7 +101,7 @@ impl Cache {
         })
     }
 
-    /// Starts writing the blob `digest`, or says it is present already.
+    /// Starts writing the blob `digest`, or says it is present already and holds it.
     ///
     /// One writer per digest runs at a time, across processes: a second caller waits for the
     /// first and then finds the blob present, unless the first makes no progress for a few
@@ -120,23 +120,14 @@ impl Cache {
     /// the reference that uses it.
     pub fn insert_held(&self, bytes: &[u8]) -> Result<(Digest, Hold)> {
         let digest = Digest::of(bytes);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.ingest(&digest, Some(bytes.len() as u64))? {
-                Ingested::Writer(mut writer) => {
-                    writer.write(bytes)?;
-                    let (_, hold) = writer.commit_held()?;
-                    return Ok((digest, hold));
-                }
-                Ingested::Present(_) => match self.hold(&digest) {
-                    Ok(hold) => return Ok((digest, hold)),
-                    // Pruned between the two: write it again.
-                    Err(Error::BlobNotFound { .. } | Error::Io { .. }) if attempts < 3 => continue,
-                    Err(e) => return Err(e),
-                },
+        let hold = match self.ingest(&digest, Some(bytes.len() as u64))? {
+            Ingested::Writer(mut writer) => {
+                writer.write(bytes)?;
+                writer.commit_held()?.1
             }
-        }
+            Ingested::Present(_, hold) => hold,
+        };
+        Ok((digest, hold))
     }
 
     fn blobs_dir(&self) -> PathBuf {

@@ -525,16 +525,9 @@ fn verify_file(dir: &Path, path: &Path, digest: &Digest, size: Option<u64>) -> R
 /// Streams one blob of the layout into the cache; the cache verifies size and digest.
 /// Returns a hold on the blob in the cache.
 fn import_blob(cache: &Cache, dir: &Path, digest: &Digest, size: Option<u64>) -> Result<Hold> {
-    let mut writer = loop {
-        match cache.ingest(digest, size)? {
-            Ingested::Writer(writer) => break writer,
-            Ingested::Present(_) => match cache.hold(digest) {
-                Ok(hold) => return Ok(hold),
-                // Pruned between the two: import it after all.
-                Err(wasm_oci_cache::Error::BlobNotFound { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            },
-        }
+    let mut writer = match cache.ingest(digest, size)? {
+        Ingested::Writer(writer) => writer,
+        Ingested::Present(_, hold) => return Ok(hold),
     };
     writer.restart()?;
     let path = blob_path(dir, digest);

@@ -153,28 +153,15 @@ impl Fetcher {
         digest: &Digest,
         size: u64,
     ) -> Result<(PathBuf, bool, Hold)> {
-        // Taking the writer may wait for another process fetching the same blob. A blob
-        // present is held at once; one pruned before that is fetched again.
+        // Taking the writer may wait for another process fetching the same blob.
         let cache = self.cache.clone();
         let d = digest.clone();
-        let ingested = tokio::task::spawn_blocking(move || {
-            for _ in 0..3 {
-                match cache.ingest(&d, Some(size))? {
-                    Ingested::Present(path) => match cache.hold(&d) {
-                        Ok(hold) => return Ok(Err((path, hold))),
-                        Err(wasm_oci_cache::Error::BlobNotFound { .. }) => continue,
-                        Err(e) => return Err(e),
-                    },
-                    Ingested::Writer(w) => return Ok(Ok(w)),
-                }
-            }
-            Err(wasm_oci_cache::Error::BlobNotFound { digest: d })
-        })
-        .await
-        .expect("ingest task does not panic")?;
+        let ingested = tokio::task::spawn_blocking(move || cache.ingest(&d, Some(size)))
+            .await
+            .expect("ingest task does not panic")?;
         let mut writer = match ingested {
-            Err((path, hold)) => return Ok((path, false, hold)),
-            Ok(w) => *w,
+            Ingested::Present(path, hold) => return Ok((path, false, hold)),
+            Ingested::Writer(w) => *w,
         };
         let name = reference.whole();
         let transfer = self
