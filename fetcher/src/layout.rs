@@ -280,7 +280,7 @@ pub struct LayoutArtifact {
     pub manifest_digest: Digest,
     /// Its config's digest.
     pub config_digest: Digest,
-    /// Its config's size, as the manifest says; at most [`MAX_DOCUMENT`].
+    /// Its config's size, as the manifest says; at most 4 MiB.
     pub config_size: u64,
     /// The wasm layer.
     pub layer_digest: Digest,
