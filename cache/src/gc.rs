@@ -3,15 +3,27 @@
 //!
 //! A process that runs a blob holds a shared lock on it ([`Cache::hold`]); removing a blob
 //! takes an exclusive lock without waiting, so a blob in use is skipped, not pulled from under
-//! its user.
+//! its user. A pull holds each blob from its commit until its reference is recorded, and a
+//! prune reads the references again once it has its locks, so a blob is never taken between
+//! the two. Blobs no reference uses are swept only after [`SWEEP_GRACE`], as git's gc spares
+//! young unreachable objects. Partial downloads nobody holds and nobody touched for
+//! [`STALE_PARTIAL`] are reclaimed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::{Cache, Digest, Error, Result};
+
+/// How young a blob that no reference uses may be and still be spared by a prune: it may be
+/// a pull's, between its commit and its record (or a hold's conversion).
+pub const SWEEP_GRACE: Duration = Duration::from_secs(10 * 60);
+
+/// How long a partial download nobody holds is kept for resuming.
+pub const STALE_PARTIAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A blob found damaged by [`Cache::verify`].
 #[derive(Debug, Clone, serde::Serialize)]
@@ -33,6 +45,8 @@ pub struct VerifyReport {
     pub removed: Vec<BadBlob>,
     /// Downloads in progress or interrupted (kept for resuming, never used as they are).
     pub partial: usize,
+    /// Partial downloads reclaimed: nobody held them or touched them for a day.
+    pub reclaimed_partials: usize,
 }
 
 /// What to prune.
@@ -55,31 +69,86 @@ pub struct PruneReport {
     pub freed: u64,
     /// References kept because a running process uses their blob.
     pub in_use: Vec<String>,
+    /// Partial downloads reclaimed: nobody held them or touched them for a day.
+    pub reclaimed_partials: usize,
     /// The cache's size afterwards.
     pub size: u64,
 }
 
-/// A shared lock on a blob, held while a guest made from it runs.
+/// A shared lock on a blob, held while a guest made from it runs or while a pull records it.
 #[derive(Debug)]
 pub struct Hold {
     _file: File,
 }
 
+impl Hold {
+    /// A shared lock on the blob at `path`, which must still be there once locked: a prune
+    /// that held it exclusively meanwhile may have removed it.
+    pub(crate) fn take(path: &Path) -> Result<Hold> {
+        let io_err = |action, source| Error::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(|e| io_err("opening", e))?;
+        file.lock_shared().map_err(|e| io_err("locking", e))?;
+        let ours = file.metadata().map_err(|e| io_err("inspecting", e))?.ino();
+        match fs::metadata(path) {
+            Ok(m) if m.ino() == ours => Ok(Hold { _file: file }),
+            Ok(_) => Err(io_err(
+                "holding",
+                io::Error::other("the blob was replaced while it was being locked"),
+            )),
+            Err(e) => Err(io_err("opening", e)),
+        }
+    }
+
+    pub(crate) fn from_file(file: File) -> Hold {
+        Hold { _file: file }
+    }
+}
+
 impl Cache {
     /// Takes a shared lock on a blob so that pruning skips it until the hold is dropped.
     pub fn hold(&self, digest: &Digest) -> Result<Hold> {
-        let path = self.blob_path(digest);
-        let file = File::open(&path).map_err(|source| Error::Io {
-            action: "opening",
-            path: path.clone(),
-            source,
-        })?;
-        file.lock_shared().map_err(|source| Error::Io {
-            action: "locking",
-            path,
-            source,
-        })?;
-        Ok(Hold { _file: file })
+        Hold::take(&self.blob_path(digest)).map_err(|e| match e {
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                Error::BlobNotFound {
+                    digest: digest.clone(),
+                }
+            }
+            other => other,
+        })
+    }
+
+    /// Removes partial downloads that nobody holds (a live writer keeps its file locked) and
+    /// nobody wrote to for [`STALE_PARTIAL`]; returns how many.
+    pub fn reclaim_partials(&self) -> Result<usize> {
+        let now = SystemTime::now();
+        let mut reclaimed = 0;
+        for (_, path) in list(&self.ingest_dir())? {
+            let stale = fs::symlink_metadata(&path).is_ok_and(|m| {
+                m.file_type().is_file()
+                    && m.modified()
+                        .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_PARTIAL)
+            });
+            if !stale {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            if file.try_lock().is_err() {
+                continue; // a writer holds it: live, however old
+            }
+            // Only the inode still at the path: a writer may have renamed it meanwhile.
+            let ours = file.metadata().ok().map(|m| m.ino());
+            if fs::metadata(&path).ok().map(|m| m.ino()) == ours && fs::remove_file(&path).is_ok() {
+                tracing::info!(path = %path.display(), "reclaimed a stale partial download");
+                reclaimed += 1;
+            }
+        }
+        Ok(reclaimed)
     }
 
     /// Bytes used by blobs, compiled code and partial downloads.
@@ -89,8 +158,10 @@ impl Cache {
 
     /// Re-hashes every blob; removes (and reports) the ones whose content does not match.
     pub fn verify(&self) -> Result<VerifyReport> {
+        let reclaimed_partials = self.reclaim_partials()?;
         let mut report = VerifyReport {
             partial: fs::read_dir(self.ingest_dir()).map_or(0, |d| d.count()),
+            reclaimed_partials,
             ..VerifyReport::default()
         };
         for (name, path) in list(&self.blobs_dir())? {
@@ -118,7 +189,10 @@ impl Cache {
     /// Blobs that no reference uses are removed too. A blob held by a running process (see
     /// [`Cache::hold`]) is never removed, and neither is its reference.
     pub fn prune(&self, policy: PrunePolicy) -> Result<PruneReport> {
-        let mut report = PruneReport::default();
+        let mut report = PruneReport {
+            reclaimed_partials: self.reclaim_partials()?,
+            ..PruneReport::default()
+        };
         let refs = self.refs()?;
         let now = SystemTime::now();
         let mut size = self.size();
@@ -160,6 +234,19 @@ impl Cache {
                 kept.push(record);
                 continue;
             };
+            // A pull holds its blobs until its reference is recorded, so with the locks taken,
+            // the references read now are all that use them: one recorded since the first
+            // read keeps its blobs.
+            let recorded_since: BTreeSet<Digest> = self
+                .refs()?
+                .iter()
+                .filter(|r| r.path != record.path)
+                .flat_map(needs)
+                .collect();
+            let only_ours: Vec<Digest> = only_ours
+                .into_iter()
+                .filter(|d| !recorded_since.contains(d))
+                .collect();
             fs::remove_file(&record.path).map_err(|source| Error::Io {
                 action: "removing",
                 path: record.path.clone(),
@@ -179,16 +266,28 @@ impl Cache {
             drop(locks);
             report.removed_refs.push(record.entry.reference);
         }
-        // Blobs no remaining reference uses: debris of failed pulls or removed references.
+        // Blobs no remaining reference uses: debris of failed pulls or removed references;
+        // young ones may be a pull's that is about to record its reference.
         let wanted: BTreeSet<Digest> = kept.iter().flat_map(needs).collect();
-        for (name, _) in list(&self.blobs_dir())? {
+        let mut debris = Vec::new();
+        for (name, path) in list(&self.blobs_dir())? {
             let Ok(d) = format!("{}:{name}", Digest::ALGORITHM).parse::<Digest>() else {
                 continue;
             };
-            if wanted.contains(&d) {
+            if wanted.contains(&d) || is_young(&path, now) {
                 continue;
             }
             if let Some(locks) = self.lock_for_removal(std::slice::from_ref(&d))? {
+                debris.push((d, locks));
+            }
+        }
+        if !debris.is_empty() {
+            // With the locks taken, references recorded since the first read are final.
+            let wanted: BTreeSet<Digest> = self.refs()?.iter().flat_map(needs).collect();
+            for (d, locks) in debris {
+                if wanted.contains(&d) {
+                    continue;
+                }
                 let freed = self.remove_blob(&d)?;
                 report.freed += freed;
                 report.removed_blobs += 1;
@@ -270,6 +369,19 @@ fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         .flatten()
         .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
         .collect())
+}
+
+/// Whether the blob at `path` entered the store within [`SWEEP_GRACE`] (its rename into
+/// place changed its ctime).
+fn is_young(path: &Path, now: SystemTime) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| {
+        let changed = SystemTime::UNIX_EPOCH
+            + Duration::new(
+                m.ctime().max(0) as u64,
+                m.ctime_nsec().clamp(0, 999_999_999) as u32,
+            );
+        now.duration_since(changed).unwrap_or_default() < SWEEP_GRACE
+    })
 }
 
 fn hash_file(path: &Path) -> Result<(Digest, u64)> {
@@ -372,6 +484,44 @@ mod tests {
         assert!(report.removed_refs.is_empty(), "{report:?}");
         assert!(report.size <= 150_000, "{report:?}");
         assert!(cache.get_ref(&held.reference).unwrap().is_some());
+    }
+
+    #[test]
+    fn stale_partials_are_reclaimed_unless_held_or_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let old = SystemTime::now() - STALE_PARTIAL - Duration::from_secs(60);
+        let partial = |name: &str, modified: SystemTime| {
+            let path = cache.ingest_dir().join(name);
+            let file = File::create(&path).unwrap();
+            file.set_modified(modified).unwrap();
+            (path, file)
+        };
+        let (abandoned, _) = partial("a.partial", old);
+        let (held, held_file) = partial("b.partial", old);
+        held_file.lock().unwrap();
+        let (recent, _) = partial("c.partial", SystemTime::now());
+        assert_eq!(cache.reclaim_partials().unwrap(), 1);
+        assert!(!abandoned.exists());
+        assert!(held.exists() && recent.exists());
+        drop(held_file);
+        let report = cache.verify().unwrap();
+        assert_eq!((report.reclaimed_partials, report.partial), (1, 1));
+    }
+
+    #[test]
+    fn prune_spares_young_unreferenced_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let young = cache.insert(b"a pull's, not recorded yet").unwrap();
+        let report = cache
+            .prune(PrunePolicy {
+                max_size: Some(0),
+                older_than: Some(Duration::ZERO),
+            })
+            .unwrap();
+        assert_eq!(report.removed_blobs, 0);
+        assert!(cache.contains(&young));
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! waiter that wakes after the writer committed finds the blob present instead of fetching again.
 //! A download that is interrupted (an error, a kill) leaves its partial file; the next writer
 //! of that digest continues from its end. Content proven wrong is removed.
+//!
+//! A waiter does not wait behind a writer that makes no progress (a registry that stalls
+//! mid-blob): after [`STALL`] without a byte more in the shared file it writes a private file
+//! of its own, which is not resumed, and whichever commits first provides the blob.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -14,13 +18,21 @@ use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
 use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 
-use crate::{Cache, Digest, Error, Result};
+use crate::{Cache, Digest, Error, Hold, Result};
+
+/// How long a waiter waits for a writer whose file does not grow before writing on its own.
+const STALL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How often a waiter looks at the writer's lock and file.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The outcome of [`Cache::ingest`].
 #[derive(Debug)]
 pub enum Ingested {
-    /// The blob is in the store already; nothing to write.
-    Present(PathBuf),
+    /// The blob is in the store already; nothing to write. It is held (see
+    /// [`Cache::hold`]) until the [`Hold`] is dropped, so that a prune cannot take it before
+    /// the caller has recorded who uses it.
+    Present(PathBuf, Hold),
     /// The caller holds the writer for this digest and must write the content.
     Writer(Box<Ingest>),
 }
@@ -46,6 +58,9 @@ pub struct Ingest {
     /// Writes full buffers on another thread while this one hashes the next; started once a
     /// blob is larger than one buffer.
     background: Option<Background>,
+    /// A file of this writer's own, written because the shared one's writer stalled: removed
+    /// when dropped (nobody resumes it), and it yields to a blob committed meanwhile.
+    private: bool,
 }
 
 /// The thread that writes an ingest's full buffers to its file, in order, while the hashing
@@ -225,9 +240,29 @@ impl Ingest {
         digest: Digest,
         expected_size: Option<u64>,
     ) -> Result<Ingested> {
+        // A blob found present is held; one pruned before it could be is written again.
+        for _ in 0..3 {
+            match Self::writer_or_present(cache, digest.clone(), expected_size)? {
+                Ok(writer) => return Ok(Ingested::Writer(writer)),
+                Err(path) => match Hold::take(&path) {
+                    Ok(hold) => return Ok(Ingested::Present(path, hold)),
+                    Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Err(Error::BlobNotFound { digest })
+    }
+
+    /// The writer of `digest`, or the path of the blob when it is present.
+    fn writer_or_present(
+        cache: &Cache,
+        digest: Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Result<Box<Ingest>, PathBuf>> {
         let target = cache.blob_path(&digest);
         if target.is_file() {
-            return Ok(Ingested::Present(target));
+            return Ok(Err(target));
         }
         let path = cache.ingest_dir().join(format!("{}.partial", digest.hex()));
         let io_err = |action, source| Error::Io {
@@ -235,6 +270,7 @@ impl Ingest {
             path: path.clone(),
             source,
         };
+        let mut progress: Option<(u64, std::time::Instant)> = None;
         let file = loop {
             let file = OpenOptions::new()
                 .read(true)
@@ -243,7 +279,33 @@ impl Ingest {
                 .truncate(false)
                 .open(&path)
                 .map_err(|e| io_err("opening ingest file", e))?;
-            file.lock().map_err(|e| io_err("locking ingest file", e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => {
+                    if target.is_file() {
+                        return Ok(Err(target));
+                    }
+                    // Another writer has it: wait while its file grows, not longer.
+                    let len = file.metadata().map_err(|e| io_err("inspecting", e))?.len();
+                    let now = std::time::Instant::now();
+                    match progress {
+                        Some((seen, since)) if seen == len => {
+                            if now.duration_since(since) >= STALL {
+                                tracing::warn!(
+                                    %digest,
+                                    bytes = len,
+                                    "the writer of this blob made no progress for {STALL:?}; fetching it separately"
+                                );
+                                return Self::private(cache, digest, expected_size, target).map(Ok);
+                            }
+                        }
+                        _ => progress = Some((len, now)),
+                    }
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(io_err("locking ingest file", e)),
+            }
             // The previous holder may have renamed or removed the file while we waited: only a
             // lock on the inode that is still at `path` counts.
             let ours = file.metadata().map_err(|e| io_err("inspecting", e))?.ino();
@@ -257,7 +319,7 @@ impl Ingest {
         if target.is_file() {
             // Someone committed while we waited; the file we created is an empty leftover.
             let _ = fs::remove_file(&path);
-            return Ok(Ingested::Present(target));
+            return Ok(Err(target));
         }
         let mut ingest = Ingest {
             file: Some(file),
@@ -270,9 +332,53 @@ impl Ingest {
             discard: false,
             pending: Buffer::default(),
             background: None,
+            private: false,
         };
         ingest.resume()?;
-        Ok(Ingested::Writer(Box::new(ingest)))
+        Ok(Ok(Box::new(ingest)))
+    }
+
+    /// A writer on a file of its own, beside a shared one whose writer is stuck.
+    fn private(
+        cache: &Cache,
+        digest: Digest,
+        expected_size: Option<u64>,
+        target: PathBuf,
+    ) -> Result<Box<Ingest>> {
+        let dir = cache.ingest_dir();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{}.", digest.hex()))
+            .suffix(".private")
+            .tempfile_in(&dir)
+            .map_err(|source| Error::Io {
+                action: "creating a private ingest file in",
+                path: dir.clone(),
+                source,
+            })?;
+        let (file, path) = tmp.keep().map_err(|e| Error::Io {
+            action: "keeping",
+            path: dir.clone(),
+            source: e.error,
+        })?;
+        // Locked like any ingest file, so that reclaiming stale ones never takes it.
+        file.lock().map_err(|source| Error::Io {
+            action: "locking ingest file",
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Box::new(Ingest {
+            file: Some(file),
+            path,
+            target,
+            digest,
+            expected_size,
+            written: 0,
+            hasher: Sha256::new(),
+            discard: false,
+            pending: Buffer::default(),
+            background: None,
+            private: true,
+        }))
     }
 
     /// Continues after what an earlier writer left: hashes it again, since a hasher's state
@@ -455,7 +561,13 @@ impl Ingest {
     }
 
     /// Verifies what was written and moves it into the store; returns the blob's path.
-    pub fn commit(mut self) -> Result<PathBuf> {
+    pub fn commit(self) -> Result<PathBuf> {
+        self.commit_held().map(|(path, _)| path)
+    }
+
+    /// [`Ingest::commit`], and a [`Hold`] on the blob from the moment it is in the store, so
+    /// that `cache prune` cannot take it before the caller has recorded who uses it.
+    pub fn commit_held(mut self) -> Result<(PathBuf, Hold)> {
         if let Some(expected) = self.expected_size
             && self.written != expected
         {
@@ -488,18 +600,41 @@ impl Ingest {
             .map_err(|e| io_err("syncing", &self.path, e))?;
         file.set_permissions(fs::Permissions::from_mode(0o444))
             .map_err(|e| io_err("making read-only", &self.path, e))?;
-        fs::rename(&self.path, &self.target)
-            .map_err(|e| io_err("moving into the store", &self.target, e))?;
+        // Another writer (one that gave up waiting for us, or we for it) may have committed
+        // meanwhile: theirs stays, as a blob in the store never changes inode under the locks
+        // of those who hold it.
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &self.path,
+            rustix::fs::CWD,
+            &self.target,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                let _ = fs::remove_file(&self.path);
+                self.file.take();
+                let hold = Hold::take(&self.target)?;
+                return Ok((self.target.clone(), hold));
+            }
+            // A file system without RENAME_NOREPLACE: the content is the same anyway.
+            Err(Errno::INVAL | Errno::NOSYS) => fs::rename(&self.path, &self.target)
+                .map_err(|e| io_err("moving into the store", &self.target, e))?,
+            Err(e) => return Err(io_err("moving into the store", &self.target, e.into())),
+        }
         if let Some(dir) = self.target.parent() {
             // Make the rename itself durable.
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io_err("syncing", &dir.to_owned(), e))?;
         }
-        // Keep the lock until after the rename; closing the file releases it.
-        self.file.take();
+        // The writer's exclusive lock, kept until after the rename, becomes a shared one: a
+        // hold. (A prune that slips into the conversion finds a blob too young to sweep.)
+        let file = self.file.take().expect("ingest file is open until commit");
+        file.lock_shared()
+            .map_err(|e| io_err("locking", &self.target, e))?;
         tracing::debug!(digest = %self.digest, bytes = self.written, "blob stored");
-        Ok(self.target.clone())
+        Ok((self.target.clone(), Hold::from_file(file)))
     }
 }
 
@@ -508,8 +643,8 @@ impl Drop for Ingest {
         if self.file.is_none() {
             return;
         }
-        if self.discard {
-            // Proven wrong: remove it while we still hold the lock.
+        if self.discard || self.private {
+            // Proven wrong, or nobody's to resume: remove it while we still hold the lock.
             let _ = fs::remove_file(&self.path);
         } else {
             // Interrupted: keep what arrived for the next writer to resume from.
@@ -532,7 +667,7 @@ mod tests {
     fn writer(cache: &Cache, digest: &Digest, size: Option<u64>) -> Box<Ingest> {
         match cache.ingest(digest, size).unwrap() {
             Ingested::Writer(w) => w,
-            Ingested::Present(_) => panic!("{digest} is in the cache already"),
+            Ingested::Present(..) => panic!("{digest} is in the cache already"),
         }
     }
 
@@ -556,7 +691,7 @@ mod tests {
         assert!(ingest_is_empty(&cache));
         assert!(matches!(
             cache.ingest(&digest, None).unwrap(),
-            Ingested::Present(_)
+            Ingested::Present(..)
         ));
     }
 
@@ -651,6 +786,44 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_writes_a_private_copy_when_the_writer_stalls_and_the_first_commit_wins() {
+        let (_dir, cache) = cache();
+        let data = b"stalled elsewhere".to_vec();
+        let digest = Digest::of(&data);
+        let size = Some(data.len() as u64);
+        let mut stalled = writer(&cache, &digest, size);
+        stalled.write(&data[..4]).unwrap();
+        stalled.flush().unwrap();
+        let started = std::time::Instant::now();
+        let mut private = writer(&cache, &digest, size);
+        assert!(started.elapsed() >= STALL, "{:?}", started.elapsed());
+        assert!(private.private);
+        assert_eq!(private.written(), 0);
+        private.write(&data).unwrap();
+        let (path, _hold) = private.commit_held().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), data);
+        // The stalled writer finishes after all: the blob already there stays as it is.
+        let ino = fs::metadata(&path).unwrap().ino();
+        stalled.write(&data[4..]).unwrap();
+        assert_eq!(stalled.commit().unwrap(), path);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), ino);
+        assert!(ingest_is_empty(&cache));
+    }
+
+    #[test]
+    fn a_committed_blob_is_held_until_the_hold_is_dropped() {
+        let (_dir, cache) = cache();
+        let digest = Digest::of(b"fresh");
+        let mut w = writer(&cache, &digest, Some(5));
+        w.write(b"fresh").unwrap();
+        let (path, hold) = w.commit_held().unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock)));
+        drop(hold);
+        file.try_lock().unwrap();
+    }
+
+    #[test]
     fn concurrent_writers_of_one_digest_write_it_once() {
         let (_dir, cache) = cache();
         let data = vec![7u8; 1 << 20];
@@ -660,7 +833,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(
                     || match cache.ingest(&digest, Some(data.len() as u64)).unwrap() {
-                        Ingested::Present(p) => assert_eq!(fs::read(p).unwrap(), data),
+                        Ingested::Present(p, _) => assert_eq!(fs::read(p).unwrap(), data),
                         Ingested::Writer(mut w) => {
                             writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             for chunk in data.chunks(4096) {

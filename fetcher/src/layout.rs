@@ -3,15 +3,24 @@
 //!
 //! Entries are named the way skopeo and containerd name them: `org.opencontainers.image.ref.name`
 //! holds the tag (`oci:DIR:TAG`), `io.containerd.image.name` the full reference.
+//!
+//! A layout is data from elsewhere, never a set of paths to follow: every file of it is opened
+//! without following a symlink and without blocking (a FIFO must not hang us), must be a
+//! regular file, and documents are refused by their size before a byte is read. `save`
+//! writes into a directory someone else may have prepared: only through temporary files it
+//! created itself, renamed into place.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest, OciManifest};
 use serde_json::json;
-use wasm_oci_cache::{Cache, Digest, Ingested, RefEntry};
+use wasm_oci_cache::{Cache, Digest, Hold, Ingested, RefEntry};
 
 use crate::manifest::{select_platform, wasm_layer};
 use crate::{Error, Result, parse_reference};
@@ -32,16 +41,109 @@ fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
     dir.join("blobs").join(Digest::ALGORITHM).join(digest.hex())
 }
 
+/// Opens a file of a layout for reading: never through a symlink (neither the file nor a
+/// directory on the way from `dir` to it, as runc resolves paths in a rootfs), never blocking
+/// on a FIFO, and only when it is a regular file. Returns it with its size.
+fn open_regular(dir: &Path, path: &Path) -> Result<(File, u64)> {
+    let err = |what: String| layout_err(dir, format!("{}: {what}", path.display()));
+    let linked = || {
+        err("is a symlink or reached through one, not a regular file of the layout; refusing to follow it".into())
+    };
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let file = match path.strip_prefix(dir) {
+        Ok(inner) => {
+            let root = rustix::fs::open(
+                dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| layout_err(dir, io::Error::from(e).to_string()))?;
+            let beneath =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            match rustix::fs::openat2(&root, inner, flags, Mode::empty(), beneath) {
+                Ok(fd) => File::from(fd),
+                Err(Errno::LOOP | Errno::XDEV) => return Err(linked()),
+                // A kernel older than 5.6: look at each directory on the way instead.
+                Err(Errno::NOSYS) => {
+                    let mut at = dir.to_owned();
+                    for part in inner.parent().into_iter().flat_map(Path::components) {
+                        at.push(part);
+                        if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                            return Err(linked());
+                        }
+                    }
+                    open_nofollow(path, flags).map_err(|e| match e {
+                        Errno::LOOP => linked(),
+                        e => err(io::Error::from(e).to_string()),
+                    })?
+                }
+                Err(e) => return Err(err(io::Error::from(e).to_string())),
+            }
+        }
+        Err(_) => open_nofollow(path, flags).map_err(|e| match e {
+            Errno::LOOP => linked(),
+            e => err(io::Error::from(e).to_string()),
+        })?,
+    };
+    let meta = file.metadata().map_err(|e| err(e.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(err(format!(
+            "is not a regular file (a {}); refusing to read it",
+            kind(&meta.file_type())
+        )));
+    }
+    // Reads of a regular file never block; the flag only served the open.
+    rustix::fs::fcntl_setfl(&file, OFlags::empty()).map_err(|e| err(e.to_string()))?;
+    Ok((file, meta.len()))
+}
+
+fn open_nofollow(path: &Path, flags: OFlags) -> std::result::Result<File, Errno> {
+    rustix::fs::open(path, flags, Mode::empty()).map(File::from)
+}
+
+fn kind(t: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else if t.is_symlink() {
+        "symlink"
+    } else {
+        "special file"
+    }
+}
+
+/// Reads a small document (index.json, a manifest), refusing one over [`MAX_DOCUMENT`] by its
+/// size, before reading it.
 fn read_document(dir: &Path, path: &Path) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| layout_err(dir, format!("{}: {e}", path.display())))?;
-    let mut bytes = Vec::new();
+    let (file, len) = open_regular(dir, path)?;
+    if len > MAX_DOCUMENT {
+        return Err(layout_err(
+            dir,
+            format!(
+                "{} is {len} bytes; documents over {MAX_DOCUMENT} bytes are refused",
+                path.display()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // The cap holds even if the file grows while it is read.
     file.take(MAX_DOCUMENT + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| layout_err(dir, format!("{}: {e}", path.display())))?;
     if bytes.len() as u64 > MAX_DOCUMENT {
         return Err(layout_err(
             dir,
-            format!("{} is larger than 4 MiB", path.display()),
+            format!(
+                "{} grew past {MAX_DOCUMENT} bytes while it was read",
+                path.display()
+            ),
         ));
     }
     Ok(bytes)
@@ -52,11 +154,34 @@ fn read_document(dir: &Path, path: &Path) -> Result<Vec<u8>> {
 pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
     let blobs = dir.join("blobs").join(Digest::ALGORITHM);
     fs::create_dir_all(&blobs).map_err(|e| layout_err(dir, e.to_string()))?;
-    let mut index = match read_document(dir, &dir.join("index.json")) {
-        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
-            .map_err(|e| layout_err(dir, format!("index.json: {e}")))?,
-        Err(_) => {
+    // Blobs are written into these directories: a planted link would lead the writes elsewhere.
+    for sub in [dir.join("blobs"), blobs.clone()] {
+        if !fs::symlink_metadata(&sub).is_ok_and(|m| m.file_type().is_dir()) {
+            return Err(layout_err(
+                dir,
+                format!(
+                    "{} is a symlink or not a directory; save writes only into a real directory: remove it or save elsewhere",
+                    sub.display()
+                ),
+            ));
+        }
+    }
+    let index_path = dir.join("index.json");
+    // Saving adds to a layout: an index that is there but cannot be read is refused rather
+    // than replaced, which would drop its entries.
+    let mut index = match fs::symlink_metadata(&index_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []})
+        }
+        _ => {
+            let bytes = read_document(dir, &index_path).map_err(|e| {
+                layout_err(
+                    dir,
+                    format!("{e:#}; save adds to an existing index.json and will not replace one it cannot read: remove it or save elsewhere"),
+                )
+            })?;
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .map_err(|e| layout_err(dir, format!("index.json: {e}")))?
         }
     };
     let mut manifests: Vec<serde_json::Value> =
@@ -72,15 +197,7 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
             )
         })?;
         for digest in [&entry.layer_digest, &config, &entry.manifest_digest] {
-            let target = blob_path(dir, digest);
-            if target.is_file() {
-                continue;
-            }
-            let tmp = target.with_extension("partial");
-            fs::copy(cache.blob_path(digest), &tmp)
-                .and_then(|_| File::open(&tmp)?.sync_all())
-                .and_then(|()| fs::rename(&tmp, &target))
-                .map_err(|e| layout_err(dir, format!("writing {}: {e}", target.display())))?;
+            save_blob(cache, dir, digest)?;
         }
         let manifest = cache.read_blob(&entry.manifest_digest)?;
         let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
@@ -115,6 +232,43 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
     Ok(())
 }
 
+/// Copies one blob into the layout, unless a regular file with the right content is there.
+/// Whatever else is at its name (a planted symlink, a damaged file) is replaced by a rename,
+/// which never writes through a link; the copy goes to a temporary file created anew.
+fn save_blob(cache: &Cache, dir: &Path, digest: &Digest) -> Result<()> {
+    let target = blob_path(dir, digest);
+    let write_err = |e: io::Error| layout_err(dir, format!("writing {}: {e}", target.display()));
+    match fs::symlink_metadata(&target) {
+        Ok(m) if m.file_type().is_file() => {
+            let whole = open_regular(dir, &target)
+                .ok()
+                .and_then(|(f, _)| Digest::of_reader(f).ok())
+                .is_some_and(|(actual, _)| &actual == digest);
+            if whole {
+                return Ok(());
+            }
+            tracing::warn!(path = %target.display(), "replacing a damaged blob in the layout");
+        }
+        Ok(m) => tracing::warn!(
+            path = %target.display(),
+            kind = kind(&m.file_type()),
+            "replacing what is not a regular file in the layout"
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(write_err(e)),
+    }
+    let blobs = target.parent().expect("a blob path has a parent");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".save-")
+        .tempfile_in(blobs)
+        .map_err(write_err)?;
+    let mut from = File::open(cache.blob_path(digest)).map_err(write_err)?;
+    io::copy(&mut from, tmp.as_file_mut()).map_err(write_err)?;
+    tmp.as_file().sync_all().map_err(write_err)?;
+    tmp.persist(&target).map_err(|e| write_err(e.error))?;
+    Ok(())
+}
+
 /// One wasm artifact found in a layout.
 #[derive(Debug, Clone)]
 pub struct LayoutArtifact {
@@ -126,6 +280,8 @@ pub struct LayoutArtifact {
     pub manifest_digest: Digest,
     /// Its config's digest.
     pub config_digest: Digest,
+    /// Its config's size, as the manifest says; at most 4 MiB.
+    pub config_size: u64,
     /// The wasm layer.
     pub layer_digest: Digest,
     /// Its media type.
@@ -177,11 +333,25 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
             }
         };
         let layer = wasm_layer(&image, &label)?;
+        // A pull refuses a large config; so does a layout, before importing a byte of it.
+        let config_size = u64::try_from(image.config.size)
+            .ok()
+            .filter(|s| *s <= MAX_DOCUMENT)
+            .ok_or_else(|| {
+                layout_err(
+                    dir,
+                    format!(
+                        "{label}: its config {} claims {} bytes; configs over {MAX_DOCUMENT} bytes are refused",
+                        image.config.digest, image.config.size
+                    ),
+                )
+            })?;
         found.push(LayoutArtifact {
             ref_name,
             image_name: annotation(IMAGE_NAME),
             manifest_digest: digest,
             config_digest: parse_digest(dir, &image.config.digest)?,
+            config_size,
             layer_digest: parse_digest(dir, &layer.digest)?,
             layer_media_type: layer.media_type.clone(),
             size: u64::try_from(layer.size).map_err(|_| layout_err(dir, "negative layer size"))?,
@@ -190,11 +360,32 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
     Ok(found)
 }
 
+/// A reference that a load would point at other content than the cache has for it.
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    /// The reference.
+    pub reference: String,
+    /// The manifest the cache had for it.
+    pub was: Digest,
+    /// The manifest the layout has for it.
+    pub now: Digest,
+}
+
 /// Imports the layout at `dir` into `cache`, verifying every blob, and records each artifact
 /// under its full name: `io.containerd.image.name`, else the ref name when it is a full
-/// reference, else `repository:TAG`. Returns the references recorded.
-pub fn load(cache: &Cache, dir: &Path, repository: Option<&str>) -> Result<Vec<RefEntry>> {
-    let mut loaded = Vec::new();
+/// reference, else `repository:TAG`. Returns the references recorded and those it replaced.
+///
+/// A layout is data from elsewhere: a name it claims that the cache already holds for other
+/// content (pulled from its registry, or loaded before) is refused unless `force` is set, and
+/// then nothing at all is imported.
+pub fn load(
+    cache: &Cache,
+    dir: &Path,
+    repository: Option<&str>,
+    force: bool,
+) -> Result<(Vec<RefEntry>, Vec<Replaced>)> {
+    let mut named = Vec::new();
+    let mut replaced = Vec::new();
     for artifact in artifacts(dir)? {
         let name = match (&artifact.image_name, &artifact.ref_name, repository) {
             (Some(name), _, _) => name.clone(),
@@ -211,16 +402,52 @@ pub fn load(cache: &Cache, dir: &Path, repository: Option<&str>) -> Result<Vec<R
                 ));
             }
         };
-        let reference = parse_reference(&name)?;
+        let reference = parse_reference(&name)?.whole();
+        if let Some(cached) = cache.get_ref(&reference)?
+            && cached.manifest_digest != artifact.manifest_digest
+        {
+            replaced.push(Replaced {
+                reference: reference.clone(),
+                was: cached.manifest_digest,
+                now: artifact.manifest_digest.clone(),
+            });
+        }
+        named.push((reference, artifact));
+    }
+    if !force && let Some(r) = replaced.first() {
+        return Err(layout_err(
+            dir,
+            format!(
+                "it would replace {} (cached as {}) with other content ({}){}; nothing was loaded. \
+                 Pass --force to replace it",
+                r.reference,
+                r.was,
+                r.now,
+                match replaced.len() {
+                    1 => String::new(),
+                    n => format!(" and {} other cached references", n - 1),
+                }
+            ),
+        ));
+    }
+    // Every blob of every artifact first, held so that a concurrent `cache prune` leaves them
+    // alone; the references only once all of them are in: a layout that fails halfway
+    // records nothing.
+    let mut holds = Vec::new();
+    for (_, artifact) in &named {
         for (digest, size) in [
             (&artifact.layer_digest, Some(artifact.size)),
-            (&artifact.config_digest, None),
+            (&artifact.config_digest, Some(artifact.config_size)),
+            // Read and verified already, and small.
             (&artifact.manifest_digest, None),
         ] {
-            import_blob(cache, dir, digest, size)?;
+            holds.push(import_blob(cache, dir, digest, size)?);
         }
+    }
+    let mut loaded = Vec::new();
+    for (reference, artifact) in named {
         let entry = RefEntry {
-            reference: reference.whole(),
+            reference,
             manifest_digest: artifact.manifest_digest,
             layer_digest: artifact.layer_digest,
             layer_media_type: artifact.layer_media_type,
@@ -230,7 +457,8 @@ pub fn load(cache: &Cache, dir: &Path, repository: Option<&str>) -> Result<Vec<R
         cache.set_ref(&entry)?;
         loaded.push(entry);
     }
-    Ok(loaded)
+    drop(holds);
+    Ok((loaded, replaced))
 }
 
 /// The wasm file and digest that `oci:DIR:TAG` names, verified; `tag` may be omitted when the
@@ -274,8 +502,16 @@ fn read_verified(dir: &Path, digest: &Digest) -> Result<Vec<u8>> {
 }
 
 fn verify_file(dir: &Path, path: &Path, digest: &Digest, size: Option<u64>) -> Result<()> {
-    let (actual, total) = File::open(path)
-        .and_then(Digest::of_reader)
+    let (file, len) = open_regular(dir, path)?;
+    if let Some(size) = size
+        && len != size
+    {
+        return Err(layout_err(
+            dir,
+            format!("blob {digest} is {len} bytes; its manifest says {size}"),
+        ));
+    }
+    let (actual, total) = Digest::of_reader(file.take(len))
         .map_err(|e| layout_err(dir, format!("{}: {e}", path.display())))?;
     if &actual != digest || size.is_some_and(|s| s != total) {
         return Err(layout_err(
@@ -287,14 +523,25 @@ fn verify_file(dir: &Path, path: &Path, digest: &Digest, size: Option<u64>) -> R
 }
 
 /// Streams one blob of the layout into the cache; the cache verifies size and digest.
-fn import_blob(cache: &Cache, dir: &Path, digest: &Digest, size: Option<u64>) -> Result<()> {
-    let Ingested::Writer(mut writer) = cache.ingest(digest, size)? else {
-        return Ok(());
+/// Returns a hold on the blob in the cache.
+fn import_blob(cache: &Cache, dir: &Path, digest: &Digest, size: Option<u64>) -> Result<Hold> {
+    let mut writer = match cache.ingest(digest, size)? {
+        Ingested::Writer(writer) => writer,
+        Ingested::Present(_, hold) => return Ok(hold),
     };
     writer.restart()?;
     let path = blob_path(dir, digest);
-    let mut file =
-        File::open(&path).map_err(|e| layout_err(dir, format!("{}: {e}", path.display())))?;
+    let (file, len) = open_regular(dir, &path)?;
+    if let Some(size) = size
+        && len != size
+    {
+        writer.discard();
+        return Err(layout_err(
+            dir,
+            format!("blob {digest} is {len} bytes; its manifest says {size}"),
+        ));
+    }
+    let mut file = file.take(len);
     let mut buf = vec![0; 1 << 20];
     loop {
         let n = file
@@ -305,12 +552,12 @@ fn import_blob(cache: &Cache, dir: &Path, digest: &Digest, size: Option<u64>) ->
         }
         writer.write(&buf[..n])?;
     }
-    writer.commit().map_err(|e| match e {
+    let (_, hold) = writer.commit_held().map_err(|e| match e {
         wasm_oci_cache::Error::DigestMismatch { expected, actual } => layout_err(
             dir,
             format!("blob {expected} hashes to {actual}; nothing was imported from it"),
         ),
         other => other.into(),
     })?;
-    Ok(())
+    Ok(hold)
 }

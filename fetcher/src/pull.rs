@@ -8,7 +8,7 @@ use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciManifest,
 };
-use wasm_oci_cache::{Digest, Ingest, Ingested, RefEntry};
+use wasm_oci_cache::{Digest, Hold, Ingest, Ingested, RefEntry};
 
 use crate::manifest::{select_platform, wasm_layer};
 use crate::registry::Registry;
@@ -36,6 +36,9 @@ pub struct Pulled {
     pub downloaded: bool,
     /// The layer's `org.opencontainers.image.title` annotation, if any.
     pub title: Option<String>,
+    /// Keeps `cache prune` off the layer while this value (or a clone) lives, so that what was
+    /// pulled can still be read, copied or run.
+    _hold: std::sync::Arc<Hold>,
 }
 
 impl Fetcher {
@@ -117,8 +120,10 @@ impl Fetcher {
                 config_size,
             ),
         );
-        let (path, downloaded) = layer_fetched?;
-        config_fetched?;
+        // The holds keep `cache prune` off these blobs until the reference that uses them is
+        // recorded.
+        let (path, downloaded, layer_hold) = layer_fetched?;
+        let (_, _, config_hold) = config_fetched?;
         let entry = RefEntry {
             reference: name,
             manifest_digest,
@@ -130,9 +135,11 @@ impl Fetcher {
         // Each waits for a sync: off the runtime's threads, which other pulls are using.
         let cache = self.cache.clone();
         let recorded = entry.clone();
-        tokio::task::spawn_blocking(move || {
-            cache.insert(&bytes)?;
-            cache.set_ref(&recorded)
+        let layer_hold = tokio::task::spawn_blocking(move || {
+            let (_, manifest_hold) = cache.insert_held(&bytes)?;
+            cache.set_ref(&recorded)?;
+            drop((manifest_hold, config_hold));
+            Ok::<_, wasm_oci_cache::Error>(layer_hold)
         })
         .await
         .expect("recording a pull does not panic")?;
@@ -145,6 +152,7 @@ impl Fetcher {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get("org.opencontainers.image.title").cloned()),
+            _hold: std::sync::Arc::new(layer_hold),
         })
     }
 
@@ -155,7 +163,7 @@ impl Fetcher {
         layer: &OciDescriptor,
         digest: &Digest,
         size: u64,
-    ) -> Result<(PathBuf, bool)> {
+    ) -> Result<(PathBuf, bool, Hold)> {
         // Taking the writer may wait for another process fetching the same blob.
         let cache = self.cache.clone();
         let d = digest.clone();
@@ -163,7 +171,7 @@ impl Fetcher {
             .await
             .expect("ingest task does not panic")?;
         let mut writer = match ingested {
-            Ingested::Present(path) => return Ok((path, false)),
+            Ingested::Present(path, hold) => return Ok((path, false, hold)),
             Ingested::Writer(w) => *w,
         };
         let name = reference.whole();
@@ -181,7 +189,7 @@ impl Fetcher {
             match outcome {
                 Ok(()) => {
                     // The commit syncs: off the runtime's threads, as the writing was.
-                    break tokio::task::spawn_blocking(move || writer.commit())
+                    break tokio::task::spawn_blocking(move || writer.commit_held())
                         .await
                         .expect("committing a blob does not panic")
                         .map_err(Error::from);
@@ -214,7 +222,7 @@ impl Fetcher {
             t.finish();
         }
         match result {
-            Ok(path) => Ok((path, true)),
+            Ok((path, hold)) => Ok((path, true, hold)),
             Err(Error::Cache(wasm_oci_cache::Error::DigestMismatch { expected, actual })) => {
                 Err(Error::DigestMismatch {
                     reference: name,

@@ -31,14 +31,16 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
-    /// Re-hash every blob; remove and report the damaged ones (exit 1 if any)
+    /// Re-hash every blob; remove and report the damaged ones (exit 1 if any). Partial
+    /// downloads untouched for a day that no running pull holds are removed too
     Verify {
         /// Print JSON on stdout
         #[arg(long)]
         json: bool,
     },
     /// Remove least recently used references and their blobs; never a blob a running
-    /// process uses. Blobs no reference uses are removed too
+    /// process uses or a pull is recording. Blobs no reference uses are removed too (once
+    /// ten minutes old), and partial downloads untouched for a day that no pull holds
     Prune {
         /// Shrink the cache to at most this size, e.g. 500MiB
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -117,6 +119,7 @@ impl CacheCommand {
                 if json {
                     crate::print_json(&report)?;
                 } else {
+                    reclaimed(report.reclaimed_partials);
                     for bad in &report.removed {
                         eprintln!(
                             "removed {}: its content hashes to {}",
@@ -160,6 +163,7 @@ impl CacheCommand {
                 if json {
                     crate::print_json(&report)?;
                 } else {
+                    reclaimed(report.reclaimed_partials);
                     for r in &report.removed_refs {
                         eprintln!("removed {r}");
                     }
@@ -175,6 +179,16 @@ impl CacheCommand {
                 Ok(ExitCode::SUCCESS)
             }
         }
+    }
+}
+
+/// Says how many abandoned partial downloads were removed, if any.
+fn reclaimed(n: usize) {
+    if n > 0 {
+        let s = if n == 1 { "" } else { "s" };
+        eprintln!(
+            "reclaimed {n} stale partial download{s} (untouched for a day, no writer holding it)"
+        );
     }
 }
 

@@ -80,6 +80,11 @@ impl SaveCommand {
 /// and containerd write it); a layout that only names tags (as skopeo writes it) needs
 /// --repository to say which repository those tags belong to.
 ///
+/// A layout is data from elsewhere: its files must be regular files (a symlink, FIFO or
+/// directory is refused), its documents small, and a name it claims that the cache already
+/// holds for other content (pulled from a registry, or loaded before) is refused, and
+/// nothing is loaded, unless --force says to replace it.
+///
 ///     wasm-oci load ./airgap
 ///     wasm-oci load ./from-skopeo --repository localhost:5000/hello
 #[derive(Debug, Args)]
@@ -91,14 +96,25 @@ pub struct LoadCommand {
     /// Repository for entries named only by a tag, e.g. registry.internal/hello
     #[arg(long, value_name = "REGISTRY/REPO")]
     repository: Option<String>,
+
+    /// Replace cached references that the layout names with other content
+    #[arg(long)]
+    force: bool,
 }
 
 impl LoadCommand {
     /// Imports.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let cache = global.open_cache()?;
-        let loaded = layout::load(&cache, &self.dir, self.repository.as_deref())
-            .with_context(|| format!("loading {}", self.dir.display()))?;
+        let (loaded, replaced) =
+            layout::load(&cache, &self.dir, self.repository.as_deref(), self.force)
+                .with_context(|| format!("loading {}", self.dir.display()))?;
+        for r in &replaced {
+            eprintln!(
+                "replaced {}: it was {}, it is now {} (--force)",
+                r.reference, r.was, r.now
+            );
+        }
         for e in &loaded {
             eprintln!("Loaded: {} ({})", e.reference, e.layer_digest);
         }
