@@ -67,6 +67,17 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "spin") == 0) {
         volatile unsigned long n = 0;
         for (;;) n++;
+    } else if (strcmp(cmd, "hold") == 0 && argc == 3) {
+        /* Allocates and touches N MiB, then sleeps: a guest whose memory can be measured. */
+        for (int i = 0; i < atoi(argv[2]); i++) {
+            char *p = malloc(1 << 20);
+            if (!p) return fail("malloc", argv[2]);
+            memset(p, 1, 1 << 20);
+            *(void **)p = kept;
+            kept = p;
+        }
+        sleep(3600);
+        return 0;
     } else if (strcmp(cmd, "sleep") == 0 && argc == 3) {
         sleep((unsigned)atoi(argv[2]));
         return 0;

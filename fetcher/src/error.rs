@@ -26,6 +26,14 @@ pub enum Error {
         /// The reference asked for.
         reference: String,
     },
+    /// The pull policy is `never` and the cache does not have the reference.
+    #[error(
+        "{reference} is not in the cache, and the pull policy `never` forbids asking the registry: pull it first (`wasm-oci pull {reference}`)"
+    )]
+    NotCached {
+        /// The reference asked for.
+        reference: String,
+    },
     /// The registry could not be reached at all.
     #[error(
         "cannot reach registry {registry} for {reference}: is it running, and is the address right? (it is spoken to over {scheme}; use --plain-http for a registry without TLS)"

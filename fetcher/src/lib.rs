@@ -15,6 +15,7 @@ mod pull;
 mod push;
 mod reference;
 mod registry;
+mod resolve;
 mod retry;
 mod text;
 mod tls;
@@ -37,6 +38,7 @@ pub use oci_client::Reference as OciReference;
 pub use pull::Pulled;
 pub use push::{PushFormat, Pushed, WasmKind};
 pub use reference::{is_loopback, parse_reference};
+pub use resolve::{PullPolicy, Resolved, resolve_cached};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);

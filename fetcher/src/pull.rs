@@ -41,6 +41,13 @@ pub struct Pulled {
     _hold: std::sync::Arc<Hold>,
 }
 
+impl Pulled {
+    /// As the resolver's answer, its hold kept.
+    pub(crate) fn into_resolved(self) -> crate::Resolved {
+        crate::Resolved::new(self.entry, self.downloaded, self._hold)
+    }
+}
+
 impl Fetcher {
     /// Resolves `reference` in its registry and makes sure its wasm layer is in the cache.
     #[tracing::instrument(skip(self), fields(reference = %reference))]

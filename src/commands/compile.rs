@@ -32,7 +32,7 @@ impl CompileCommand {
     /// Pulls if needed and compiles.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let resolved = Resolved::new(global, &self.reference, self.pull)?;
-        let (Some(cache), Some(entry)) = (&resolved.cache, &resolved.entry) else {
+        let Some((cache, entry)) = resolved.cached() else {
             bail!(
                 "{} is a local file; compile takes a registry reference (push it first)",
                 self.reference

@@ -56,25 +56,27 @@ impl InspectCommand {
                 self.module
             )
         })?;
-        let json_blob = |digest: &wasm_oci_cache::Digest| -> anyhow::Result<serde_json::Value> {
-            let cache = resolved.cache.as_ref().expect("references are cached");
-            Ok(serde_json::from_slice(&cache.read_blob(digest)?)?)
-        };
-        let inspected = match &resolved.entry {
-            Some(entry) => Inspected {
-                reference: Some(entry.reference.clone()),
-                manifest_digest: Some(entry.manifest_digest.to_string()),
-                manifest: Some(json_blob(&entry.manifest_digest)?),
-                config: entry
-                    .config_digest
-                    .as_ref()
-                    .map(json_blob)
-                    .transpose()
-                    .ok()
-                    .flatten(),
-                size: entry.size,
-                interface,
-            },
+        let inspected = match resolved.cached() {
+            Some((cache, entry)) => {
+                let json_blob =
+                    |digest: &wasm_oci_cache::Digest| -> anyhow::Result<serde_json::Value> {
+                        Ok(serde_json::from_slice(&cache.read_blob(digest)?)?)
+                    };
+                Inspected {
+                    reference: Some(entry.reference.clone()),
+                    manifest_digest: Some(entry.manifest_digest.to_string()),
+                    manifest: Some(json_blob(&entry.manifest_digest)?),
+                    config: entry
+                        .config_digest
+                        .as_ref()
+                        .map(json_blob)
+                        .transpose()
+                        .ok()
+                        .flatten(),
+                    size: entry.size,
+                    interface,
+                }
+            }
             None => Inspected {
                 reference: None,
                 manifest_digest: None,

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use wasm_oci_cache::{Cache, Hold, RefEntry};
+use wasm_oci_cache::{Cache, RefEntry};
 use wasm_oci_fetcher::parse_reference;
 
 pub use cache::CacheCommand;
@@ -103,18 +103,31 @@ enum PullPolicy {
     Never,
 }
 
-/// A module to run or compile: a local file or a layout's blob, read once, or the cached blob
-/// of a reference.
+impl From<PullPolicy> for wasm_oci_fetcher::PullPolicy {
+    fn from(policy: PullPolicy) -> Self {
+        match policy {
+            PullPolicy::Missing => Self::Missing,
+            PullPolicy::Always => Self::Always,
+            PullPolicy::Never => Self::Never,
+        }
+    }
+}
+
+/// A module to run or compile.
 struct Resolved {
     /// What errors call it: the file, or the blob's path.
     path: PathBuf,
-    /// The bytes of a local file or a layout's blob, as read (and, for a layout, verified).
-    bytes: Option<Vec<u8>>,
-    /// The cache and what the reference resolved to, for references.
-    cache: Option<Cache>,
-    entry: Option<RefEntry>,
-    /// Keeps `cache prune` from removing the blob while this process uses it.
-    _hold: Option<Hold>,
+    source: Source,
+}
+
+enum Source {
+    /// A local file or a layout's blob, read once (and, for a layout, verified).
+    Bytes(Vec<u8>),
+    /// A reference's artifact in the cache, held while this lives.
+    Cached {
+        cache: Cache,
+        artifact: wasm_oci_fetcher::Resolved,
+    },
 }
 
 impl Resolved {
@@ -140,10 +153,7 @@ impl Resolved {
             }
             return Ok(Self {
                 path,
-                bytes: Some(bytes),
-                cache: None,
-                entry: None,
-                _hold: None,
+                source: Source::Bytes(bytes),
             });
         }
         if looks_like_file(module) {
@@ -154,58 +164,55 @@ impl Resolved {
             let bytes = std::fs::read(&path).with_context(|| format!("reading {module}"))?;
             return Ok(Self {
                 path,
-                bytes: Some(bytes),
-                cache: None,
-                entry: None,
-                _hold: None,
+                source: Source::Bytes(bytes),
             });
         }
         let reference = parse_reference(module)?;
-        let name = reference.whole();
-        if policy != PullPolicy::Always {
-            // The warm path: no runtime, no client, nothing created on disk.
-            if let Some(cache) = Cache::open_existing(global.cache_dir()?)
-                && let Some(entry) = cache.get_ref(&name)?
-            {
-                tracing::debug!(reference = %name, digest = %entry.layer_digest, "cache hit");
-                return Ok(Self::cached(cache, entry));
+        let policy = policy.into();
+        // The warm path: no runtime, no client, nothing created on disk.
+        let cached = match Cache::open_existing(global.cache_dir()?) {
+            Some(cache) => wasm_oci_fetcher::resolve_cached(&cache, &reference, policy)?
+                .map(|artifact| (cache, artifact)),
+            None if policy == wasm_oci_fetcher::PullPolicy::Never => {
+                return Err(wasm_oci_fetcher::Error::NotCached {
+                    reference: reference.whole(),
+                }
+                .into());
             }
-        }
-        if policy == PullPolicy::Never {
-            bail!(
-                "{name} is not in the cache and --pull never forbids asking the registry; \
-                 run `wasm-oci pull {module}` first"
-            );
-        }
-        let fetcher = global.fetcher(reference.registry())?;
-        let pulled = crate::block_on(fetcher.pull(&reference))?
-            .with_context(|| format!("pulling {module}"))?;
-        Ok(Self::cached(fetcher.cache().clone(), pulled.entry))
+            None => None,
+        };
+        let (cache, artifact) = match cached {
+            Some(hit) => hit,
+            None => {
+                let fetcher = global.fetcher(reference.registry())?;
+                let artifact = crate::block_on(fetcher.resolve(&reference, policy))?
+                    .with_context(|| format!("pulling {module}"))?;
+                (fetcher.cache().clone(), artifact)
+            }
+        };
+        Ok(Self {
+            path: cache.blob_path(&artifact.entry.layer_digest),
+            source: Source::Cached { cache, artifact },
+        })
     }
 
-    fn cached(cache: Cache, entry: RefEntry) -> Self {
-        cache.touch_ref(&entry.reference);
-        // A blob pruned between lookup and hold fails to open; running it would fail too.
-        let hold = cache.hold(&entry.layer_digest).ok();
-        Self {
-            path: cache.blob_path(&entry.layer_digest),
-            bytes: None,
-            cache: Some(cache),
-            entry: Some(entry),
-            _hold: hold,
+    /// The cache and the reference's entry, for a cached reference.
+    fn cached(&self) -> Option<(&Cache, &RefEntry)> {
+        match &self.source {
+            Source::Cached { cache, artifact } => Some((cache, &artifact.entry)),
+            Source::Bytes(_) => None,
         }
     }
 
     /// The wasm for the runner: the bytes read, or the cached blob (whose compiled code is
     /// kept in the cache).
     fn wasm(&self) -> wasm_oci_shim::Wasm<'_> {
-        match (&self.bytes, &self.cache, &self.entry) {
-            (Some(bytes), ..) => wasm_oci_shim::Wasm::Bytes { bytes, cache: None },
-            (None, Some(cache), Some(entry)) => wasm_oci_shim::Wasm::Cached {
+        match &self.source {
+            Source::Bytes(bytes) => wasm_oci_shim::Wasm::Bytes { bytes, cache: None },
+            Source::Cached { cache, artifact } => wasm_oci_shim::Wasm::Cached {
                 cache,
-                digest: &entry.layer_digest,
+                digest: &artifact.entry.layer_digest,
             },
-            (None, ..) => unreachable!("a resolved module has bytes or a cache entry"),
         }
     }
 }

@@ -34,17 +34,18 @@ impl SaveCommand {
     /// Resolves and writes.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let mut entries = Vec::new();
+        // Held until the layout is written, so that a prune cannot take a blob away meanwhile.
+        let mut held = Vec::new();
         for name in &self.references {
-            let resolved = Resolved::new(global, name, PullPolicy::Missing)?;
-            let mut entry = resolved
-                .entry
+            let mut resolved = Resolved::new(global, name, PullPolicy::Missing)?;
+            let (_, entry) = resolved
+                .cached()
                 .with_context(|| format!("{name} is not a registry reference"))?;
             if entry.config_digest.is_none() {
-                entry = Resolved::new(global, name, PullPolicy::Always)?
-                    .entry
-                    .expect("a reference");
+                resolved = Resolved::new(global, name, PullPolicy::Always)?;
             }
-            entries.push(entry);
+            entries.push(resolved.cached().expect("a reference").1.clone());
+            held.push(resolved);
         }
         let mut tags: Vec<_> = self
             .references

@@ -289,7 +289,7 @@ impl Cri {
         command: &[&str],
         annotations: &[(&str, &str)],
     ) -> Result<String, tonic::Status> {
-        let request = cri::CreateContainerRequest {
+        let mut request = cri::CreateContainerRequest {
             pod_sandbox_id: pod.to_owned(),
             config: Some(cri::ContainerConfig {
                 metadata: Some(cri::ContainerMetadata {
@@ -308,6 +308,11 @@ impl Cri {
             }),
             sandbox_config: Some(pod_config.clone()),
         };
+        // A container whose name says so keeps its stdin open, as `kubectl run -i` asks.
+        if name.starts_with("stdin") {
+            let config = request.config.as_mut().expect("set above");
+            config.stdin = true;
+        }
         self.rt(|mut rt| async move { rt.create_container(request).await })
             .map(|r| r.container_id)
     }
@@ -543,4 +548,104 @@ fn containers_of_a_pod_share_a_shim_and_pods_never_do() {
         // The pods' parent stands for the kubelet's, which it would remove itself.
         let _ = fs::remove_dir(pods);
     }
+}
+
+#[test]
+fn stop_with_a_grace_period_and_stats_that_grow() {
+    let cri = Cri::start();
+    let config = cri.pod_config("busy", &[]);
+    let pod = cri.run_pod(&config, "wasmoci");
+    let small = cri.start_container(
+        &pod,
+        &config,
+        "small",
+        PROBE_IMAGE,
+        &["/probe.wasm", "hold", "1"],
+        &[],
+    );
+    let big = cri.start_container(
+        &pod,
+        &config,
+        "big",
+        PROBE_IMAGE,
+        &["/probe.wasm", "hold", "48"],
+        &[],
+    );
+    let spin = cri.start_container(
+        &pod,
+        &config,
+        "spin",
+        PROBE_IMAGE,
+        &["/probe.wasm", "spin"],
+        &[],
+    );
+    // Stats as the kubelet polls them: non-zero, and larger for the guest that allocated more.
+    let memory = |id: &str| {
+        cri.stats(id)
+            .unwrap_or_else(|e| panic!("ContainerStats {id}: {e}"))
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .map_or(0, |v| v.value)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while memory(&big) < 48 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "big's memory never reached 48 MiB: {}",
+            memory(&big)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (small_bytes, big_bytes) = (memory(&small), memory(&big));
+    assert!(small_bytes > 0, "{small_bytes}");
+    assert!(
+        big_bytes > small_bytes + (32 << 20),
+        "{small_bytes} {big_bytes}"
+    );
+    let cpu = |id: &str| {
+        cri.stats(id)
+            .unwrap()
+            .cpu
+            .and_then(|c| c.usage_core_nano_seconds)
+            .map_or(0, |v| v.value)
+    };
+    let before = cpu(&spin);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        cpu(&spin) > before,
+        "a spinning guest's CPU time does not grow"
+    );
+    // containerd's own view agrees.
+    let metrics = crate::containerd::stdout(&cri.c.ctr(&["tasks", "metrics", &big]));
+    assert!(metrics.contains("memory.usage_in_bytes"), "{metrics}");
+
+    // StopContainer with a grace period: spinning, asleep, or blocked on stdin, each stops
+    // at SIGTERM without waiting out the grace period.
+    let stdin = cri.start_container(
+        &pod,
+        &config,
+        "stdin-reader",
+        PROBE_IMAGE,
+        &["/probe.wasm", "stdin"],
+        &[],
+    );
+    for id in [&spin, &big, &stdin] {
+        let started = Instant::now();
+        cri.stop_container(id, 30)
+            .unwrap_or_else(|e| panic!("StopContainer: {e}"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let status = cri.wait_exited(id, Duration::from_secs(1));
+        assert_eq!(status.exit_code, 143, "{status:?}");
+    }
+    // A grace period of 0 is SIGKILL.
+    cri.stop_container(&small, 0).unwrap();
+    assert_eq!(
+        cri.wait_exited(&small, Duration::from_secs(5)).exit_code,
+        137
+    );
+    cri.remove_pod(&pod);
 }

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 use self::cgroup::Cgroup;
 use self::config::{GroupBy, ShimConfig};
 use crate::runner::{EngineOptions, Preopen, RunOptions, Runner, Wasm};
+use wasm_oci_fetcher::PullPolicy;
 
 /// The runtime name containerd knows this shim by.
 pub const RUNTIME: &str = "io.containerd.wasmoci.v1";
@@ -156,10 +157,10 @@ enum Module {
     Pause,
     /// Read from the rootfs at create: these bytes are what is hashed and compiled.
     Rootfs { name: PathBuf, bytes: Vec<u8> },
-    /// A blob of the shared cache, pulled by reference.
+    /// A blob of the shared cache, pulled by reference, held while the container lives.
     Cached {
         cache: wasm_oci_cache::Cache,
-        digest: wasm_oci_cache::Digest,
+        artifact: wasm_oci_fetcher::Resolved,
     },
 }
 
@@ -414,31 +415,17 @@ async fn prepare(
                 .as_ref()
                 .map_err(Clone::clone)?;
             let parsed = wasm_oci_fetcher::parse_reference(reference).map_err(|e| e.to_string())?;
-            let policy = annotations
-                .get(ANNOTATION_PULL)
-                .map_or("missing", String::as_str);
-            let cached = match policy {
-                "always" => None,
-                _ => cache.get_ref(&parsed.whole()).map_err(|e| e.to_string())?,
+            let policy = match annotations.get(ANNOTATION_PULL) {
+                Some(p) => p.parse().map_err(|e| format!("{ANNOTATION_PULL}: {e}"))?,
+                None => PullPolicy::Missing,
             };
-            let entry = match (cached, policy) {
-                (Some(entry), _) => entry,
-                (None, "never") => {
-                    return Err(format!(
-                        "{reference} is not cached and {ANNOTATION_PULL} is never"
-                    ));
-                }
-                (None, _) => {
-                    fetcher
-                        .pull(&parsed)
-                        .await
-                        .map_err(|e| format!("pulling {reference}: {e}"))?
-                        .entry
-                }
-            };
+            let artifact = fetcher
+                .resolve(&parsed, policy)
+                .await
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
             Module::Cached {
                 cache: cache.clone(),
-                digest: entry.layer_digest,
+                artifact,
             }
         }
         None => {
@@ -554,14 +541,10 @@ impl Guest {
                         .map(|s| &s.cache),
                 },
             ),
-            Module::Cached { cache, digest } => {
+            Module::Cached { cache, artifact } => {
+                let digest = &artifact.entry.layer_digest;
                 (cache.blob_path(digest), Wasm::Cached { cache, digest })
             }
-        };
-        // A pulled blob stays while the guest runs: `cache prune` skips what is held.
-        let _hold = match &*self.module {
-            Module::Cached { cache, digest } => cache.hold(digest).ok(),
-            _ => None,
         };
         let stopped = self.options.stop.clone();
         let loaded = runner.load(&name, wasm);
