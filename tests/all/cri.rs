@@ -649,3 +649,25 @@ fn stop_with_a_grace_period_and_stats_that_grow() {
     );
     cri.remove_pod(&pod);
 }
+
+#[test]
+fn the_same_pod_runs_with_runc_for_comparison() {
+    let cri = Cri::start();
+    let config = cri.pod_config("runc-hello", &[]);
+    let pod = cri.run_pod(&config, "runc");
+    let id = cri.start_container(
+        &pod,
+        &config,
+        "hello",
+        BUSYBOX_IMAGE,
+        &["/bin/busybox", "echo", "Hello from WebAssembly!"],
+        &[],
+    );
+    let status = cri.wait_exited(&id, Duration::from_secs(20));
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    assert_eq!(
+        cri_log_lines(&cri.log_of(&config, "hello")),
+        vec![("stdout".to_owned(), "Hello from WebAssembly!".to_owned())]
+    );
+    cri.remove_pod(&pod);
+}

@@ -1,0 +1,179 @@
+//! Kubernetes pods over CRI, side by side in one run: a real containerd 1.6 with its CRI plugin,
+//! driven as the kubelet drives it (the test suite's harness, `tests/all/cri.rs`).
+//!
+//!  1. Pod start: RunPodSandbox + CreateContainer + StartContainer until the container has
+//!     exited, through `wasmoci` (hello.wasm) and through runc (`busybox echo`), same pods.
+//!  2. 20 pods created in parallel vs one, through `wasmoci`: all running within 2x one's time.
+//!  3. The shim's proportional set size (`Pss` of `/proc/PID/smaps_rollup`) per idle pod.
+//!
+//! `cargo bench --bench cri` (`./scripts/bench` runs it).
+
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "the test harness, shared with tests/all"
+)]
+
+#[path = "../tests/all/containerd.rs"]
+mod containerd;
+#[path = "../tests/all/cri.rs"]
+mod cri;
+#[path = "../tests/all/support.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use cri::{BUSYBOX_IMAGE, Cri, HELLO_IMAGE, PROBE_IMAGE};
+
+const RUNS: usize = 15;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One pod through `handler`, from RunPodSandbox to its container's exit; the pod is removed
+/// afterwards, outside the time.
+fn pod_start(cri: &Cri, name: &str, handler: &str, image: &str, command: &[&str]) -> Duration {
+    let config = cri.pod_config(name, &[]);
+    let started = Instant::now();
+    let pod = cri.run_pod(&config, handler);
+    let id = cri.start_container(&pod, &config, "c", image, command, &[]);
+    let status = cri.wait_exited(&id, Duration::from_secs(30));
+    let took = started.elapsed();
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    cri.remove_pod(&pod);
+    took
+}
+
+/// Proportional set size of a process, in KiB.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let cri = Cri::start();
+    // Warm both paths once (images unpacked, the shim binary in the page cache).
+    pod_start(&cri, "warm-w", "wasmoci", HELLO_IMAGE, &[]);
+    pod_start(
+        &cri,
+        "warm-r",
+        "runc",
+        BUSYBOX_IMAGE,
+        &["/bin/busybox", "echo", "hi"],
+    );
+    let (mut wasm, mut runc) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        // Interleaved, so that both see the same machine.
+        wasm.push(pod_start(
+            &cri,
+            &format!("w{i}"),
+            "wasmoci",
+            HELLO_IMAGE,
+            &[],
+        ));
+        runc.push(pod_start(
+            &cri,
+            &format!("r{i}"),
+            "runc",
+            BUSYBOX_IMAGE,
+            &["/bin/busybox", "echo", "Hello from WebAssembly!"],
+        ));
+    }
+    let (wasm, runc) = (median(wasm), median(runc));
+    println!("| pod start to exit ({RUNS} runs, medians) | ms | ratio to runc | target |");
+    println!("| --- | ---: | ---: | --- |");
+    println!(
+        "| runc, busybox echo (anchor) | {:.1} | 1.00x | |",
+        ms(runc)
+    );
+    println!(
+        "| wasmoci, hello.wasm | {:.1} | {:.2}x | <= 0.6x |",
+        ms(wasm),
+        wasm.as_secs_f64() / runc.as_secs_f64()
+    );
+
+    // 20 pods at once, each with a sleeping guest, until all are running.
+    let one = {
+        let config = cri.pod_config("one", &[]);
+        let started = Instant::now();
+        let pod = cri.run_pod(&config, "wasmoci");
+        let id = cri.start_container(
+            &pod,
+            &config,
+            "c",
+            PROBE_IMAGE,
+            &["/probe.wasm", "sleep", "600"],
+            &[],
+        );
+        let took = started.elapsed();
+        assert_eq!(
+            cri.status(&id).state,
+            k8s_cri::v1::ContainerState::ContainerRunning as i32
+        );
+        cri.remove_pod(&pod);
+        took
+    };
+    let configs: Vec<_> = (0..20)
+        .map(|i| cri.pod_config(&format!("p{i}"), &[]))
+        .collect();
+    let started = Instant::now();
+    let pods: Vec<(String, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = configs
+            .iter()
+            .map(|config| {
+                let cri = &cri;
+                s.spawn(move || {
+                    let pod = cri.run_pod(config, "wasmoci");
+                    let id = cri.start_container(
+                        &pod,
+                        config,
+                        "c",
+                        PROBE_IMAGE,
+                        &["/probe.wasm", "sleep", "600"],
+                        &[],
+                    );
+                    (pod, id)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let twenty = started.elapsed();
+    for (_, id) in &pods {
+        assert_eq!(
+            cri.status(id).state,
+            k8s_cri::v1::ContainerState::ContainerRunning as i32
+        );
+    }
+    // The shims' proportional set size, per idle pod.
+    let pss: u64 = pods.iter().map(|(_, id)| pss_kib(cri.c.task_pid(id))).sum();
+    println!();
+    println!("| pods running | ms | ratio to one | target |");
+    println!("| --- | ---: | ---: | --- |");
+    println!("| one pod (anchor) | {:.1} | 1.00x | |", ms(one));
+    println!(
+        "| 20 pods created in parallel | {:.1} | {:.2}x | <= 2x |",
+        ms(twenty),
+        twenty.as_secs_f64() / one.as_secs_f64()
+    );
+    println!();
+    println!("| idle pods | shim Pss per pod | target |");
+    println!("| --- | ---: | --- |");
+    println!(
+        "| 20, a sleeping guest each | {:.1} MiB | <= 8 MiB |",
+        pss as f64 / 20.0 / 1024.0
+    );
+    for (pod, _) in &pods {
+        cri.remove_pod(pod);
+    }
+}
