@@ -517,6 +517,22 @@ fn containers_of_a_pod_share_a_shim_and_pods_never_do() {
         "{e}"
     );
 
+    // Attach and PortForward are the CRI plugin's own (its streaming server), never the
+    // shim's: they answer at once rather than hang.
+    let request = cri::AttachRequest {
+        container_id: a1.clone(),
+        stdout: true,
+        ..Default::default()
+    };
+    let attach = cri.rt(|mut rt| async move { rt.attach(request).await });
+    eprintln!("attach: {attach:?}");
+    let request = cri::PortForwardRequest {
+        pod_sandbox_id: a.clone(),
+        port: vec![8080],
+    };
+    let forward = cri.rt(|mut rt| async move { rt.port_forward(request).await });
+    eprintln!("port-forward: {forward:?}");
+
     // Stop and remove leave nothing behind: no shim, no mount, no cgroup.
     let (shim_a, shim_b) = (shim_pid(&cri, &a1), shim_pid(&cri, &b1));
     cri.remove_pod(&a);
