@@ -4,3 +4,4 @@
 mod cache;
 mod registry;
 mod shim;
+mod attack;

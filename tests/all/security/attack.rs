@@ -1,0 +1,134 @@
+//! Attacks found by the red-team review of #13 that still work: each test here FAILS on the
+//! branch it was written against, and passes once the hole is closed.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::mem::MaybeUninit;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::fs::inotify;
+
+use crate::containerd::{Containerd, Entry, RUNTIME};
+use crate::support::describe;
+
+/// The image author ships a character device as its "module". The shim refuses it, but only
+/// after it has `open(2)`ed the device as root, in the host's device namespace, with no
+/// device cgroup in the way: a runc container could never open it. Opening is all some
+/// devices need to act (a watchdog starts its countdown and reboots the node when closed
+/// without its magic character; a tape rewinds; a modem hangs up). Here the device is
+/// /dev/zero (1:5) and the open is seen through inotify on the rootfs.
+#[test]
+fn a_device_node_named_as_the_module_is_never_opened() {
+    let c = Containerd::start();
+    let image = "docker.io/library/devnode:v1";
+    c.import_entries(image, &[Entry::CharDevice("m.wasm", 1, 5)], &["/m.wasm"]);
+    let out = c.ctr(&[
+        "containers",
+        "create",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        RUNTIME,
+        image,
+        "dev",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // Every snapshot holding the device (the container's is a copy of the image's).
+    let snapshots = c
+        .dir
+        .path()
+        .join("root/io.containerd.snapshotter.v1.native/snapshots");
+    let watch = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
+        .unwrap();
+    let mut watched = 0;
+    for snapshot in fs::read_dir(&snapshots).unwrap().flatten() {
+        if snapshot.path().join("m.wasm").exists() {
+            inotify::add_watch(&watch, &snapshot.path(), inotify::WatchFlags::OPEN).unwrap();
+            watched += 1;
+        }
+    }
+    assert!(watched >= 2, "the container's snapshot was not found");
+    let out = c.ctr(&["tasks", "start", "dev"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(describe(&out).contains("a character device"), "{}", describe(&out));
+    let mut buf = [MaybeUninit::uninit(); 4096];
+    let mut events = inotify::Reader::new(&watch, &mut buf);
+    let mut opened = Vec::new();
+    while let Ok(event) = events.next() {
+        opened.push(format!("{:?}", event.file_name()));
+    }
+    let _ = c.ctr(&["containers", "rm", "dev"]);
+    assert!(
+        opened.is_empty(),
+        "the shim opened the image's device node as root before refusing it: {opened:?}"
+    );
+}
+
+/// The pod author names a "registry" on the node's loopback in `io.wasm-oci.reference`.
+/// The shim pulls from the host's network namespace, so it reaches services bound to the
+/// node's 127.0.0.1, which no container can reach (a pod has its own loopback), and puts
+/// their answer (up to 64 KiB of it, escaped) into the error the pod author reads back in
+/// the container's status (`kubectl describe pod`). The path is the author's too:
+/// `/v2/<repository>/manifests/<tag>`, enough for e.g. etcd's v2 keys API (`/v2/keys/...`).
+#[test]
+fn a_pod_reference_does_not_reach_the_nodes_loopback() {
+    const SECRET: &str = "NODE-LOCAL-ONLY-1c0ffee";
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&req)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().unwrap().push(line);
+                // A node-local admin service: it answers anyone on loopback.
+                let body = format!("{{\"node\":\"{SECRET}\"}}");
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+    }
+    let c = Containerd::start();
+    c.import_entries(
+        "docker.io/library/ssrf:v1",
+        &[Entry::Dir("app")],
+        &["/nothing.wasm"],
+    );
+    let annotation = format!("io.wasm-oci.reference=127.0.0.1:{port}/keys/registry/minions:v1");
+    let out = c.run(&["--annotation", &annotation], "docker.io/library/ssrf:v1", "ssrf", &[]);
+    stop.store(true, Ordering::SeqCst);
+    let requests = seen.lock().unwrap().clone();
+    assert!(
+        requests.is_empty() && !describe(&out).contains(SECRET),
+        "a pod's annotation made the shim query the node's loopback ({requests:?}) and read \
+         the answer back: {}",
+        describe(&out)
+    );
+}
