@@ -132,3 +132,33 @@ fn a_pod_reference_does_not_reach_the_nodes_loopback() {
         describe(&out)
     );
 }
+
+/// The image author ships device nodes in the rootfs (containerd's unpack makes them with
+/// mknod, as root). The rootfs is the guest's `/`, read-write, and the shim opens what the
+/// guest asks for as root, in the host's device namespace, with no device cgroup: the guest
+/// reaches any device of the node. Here it writes into the host's kernel log (/dev/kmsg,
+/// 1:11); a block device of the node's disk (e.g. 254:0, /dev/vda) is read and written the
+/// same way, which is the whole node. A runc container's device cgroup refuses both.
+#[test]
+fn a_guest_cannot_open_a_device_node_of_its_image() {
+    let c = Containerd::start();
+    let image = "docker.io/library/devices:v1";
+    c.import_entries(
+        image,
+        &[
+            Entry::File("probe.wasm", &crate::support::guests().probe),
+            Entry::CharDevice("kmsg", 1, 11),
+        ],
+        &["/probe.wasm"],
+    );
+    let mark = format!("wasm-guest-wrote-the-host-kmsg-{}", std::process::id());
+    // A newline ends the kernel's log record, so that it shows at once.
+    let line = format!("{mark}\n");
+    let out = c.run(&[], image, "kmsg", &["/probe.wasm", "write", "/kmsg", &line]);
+    let dmesg = std::process::Command::new("dmesg").output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&dmesg.stdout).contains(&mark),
+        "the guest wrote into the host's kernel log through a device node of its image: {}",
+        describe(&out)
+    );
+}
