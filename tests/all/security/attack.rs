@@ -41,8 +41,8 @@ fn a_device_node_named_as_the_module_is_never_opened() {
         .dir
         .path()
         .join("root/io.containerd.snapshotter.v1.native/snapshots");
-    let watch = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
-        .unwrap();
+    let watch =
+        inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
     let mut watched = 0;
     for snapshot in fs::read_dir(&snapshots).unwrap().flatten() {
         if snapshot.path().join("m.wasm").exists() {
@@ -53,7 +53,11 @@ fn a_device_node_named_as_the_module_is_never_opened() {
     assert!(watched >= 2, "the container's snapshot was not found");
     let out = c.ctr(&["tasks", "start", "dev"]);
     assert!(!out.status.success(), "{}", describe(&out));
-    assert!(describe(&out).contains("a character device"), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("a character device"),
+        "{}",
+        describe(&out)
+    );
     let mut buf = [MaybeUninit::uninit(); 4096];
     let mut events = inotify::Reader::new(&watch, &mut buf);
     let mut opened = Vec::new();
@@ -122,7 +126,12 @@ fn a_pod_reference_does_not_reach_the_nodes_loopback() {
         &["/nothing.wasm"],
     );
     let annotation = format!("io.wasm-oci.reference=127.0.0.1:{port}/keys/registry/minions:v1");
-    let out = c.run(&["--annotation", &annotation], "docker.io/library/ssrf:v1", "ssrf", &[]);
+    let out = c.run(
+        &["--annotation", &annotation],
+        "docker.io/library/ssrf:v1",
+        "ssrf",
+        &[],
+    );
     stop.store(true, Ordering::SeqCst);
     let requests = seen.lock().unwrap().clone();
     assert!(
@@ -154,11 +163,130 @@ fn a_guest_cannot_open_a_device_node_of_its_image() {
     let mark = format!("wasm-guest-wrote-the-host-kmsg-{}", std::process::id());
     // A newline ends the kernel's log record, so that it shows at once.
     let line = format!("{mark}\n");
-    let out = c.run(&[], image, "kmsg", &["/probe.wasm", "write", "/kmsg", &line]);
+    let out = c.run(
+        &[],
+        image,
+        "kmsg",
+        &["/probe.wasm", "write", "/kmsg", &line],
+    );
     let dmesg = std::process::Command::new("dmesg").output().unwrap();
     assert!(
         !String::from_utf8_lossy(&dmesg.stdout).contains(&mark),
         "the guest wrote into the host's kernel log through a device node of its image: {}",
+        describe(&out)
+    );
+}
+
+/// A pod names a registry that announces a huge layer and sends it slowly or in part. The
+/// shim streams it into the node's shared cache with no cap (the operator's
+/// `limits.max_module_size`, here 1 MiB, binds only modules read from a rootfs), outside any
+/// pod's ephemeral-storage accounting, and a partial download outlives the failed container
+/// (kept a day for a resume): pod after pod, each naming a new digest, fills the node's disk.
+#[test]
+fn a_pulled_module_is_capped_like_a_rootfs_module() {
+    use sha2::Digest as _;
+    let hex = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    let config = b"{}".to_vec();
+    let layer_digest = format!("sha256:{}", hex(b"never sent whole"));
+    let claimed: u64 = 1 << 40;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json",
+                   "digest": format!("sha256:{}", hex(&config)), "size": config.len()},
+        "layers": [{"mediaType": "application/wasm", "digest": layer_digest, "size": claimed}],
+    }))
+    .unwrap();
+    let manifest_digest = format!("sha256:{}", hex(&manifest));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (manifest, manifest_digest, config, layer_digest) = (
+                manifest.clone(),
+                manifest_digest.clone(),
+                config.clone(),
+                layer_digest.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&req)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let reply = |s: &mut std::net::TcpStream, head: &str, body: &[u8]| {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(body);
+                };
+                if path.contains("/manifests/") {
+                    reply(
+                        &mut s,
+                        &format!(
+                            "Content-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: {manifest_digest}\r\n"
+                        ),
+                        &manifest,
+                    );
+                } else if path.ends_with(&layer_digest) {
+                    // A terabyte announced; 8 MiB sent, then the connection drops.
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {claimed}\r\nConnection: close\r\n\r\n"
+                    );
+                    let chunk = vec![0u8; 1 << 20];
+                    for _ in 0..8 {
+                        if s.write_all(&chunk).is_err() {
+                            return;
+                        }
+                    }
+                } else if path.contains("/blobs/") {
+                    reply(&mut s, "", &config);
+                } else {
+                    reply(&mut s, "", b"");
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shim.toml");
+    fs::write(&file, "[limits]\nmax_module_size = \"1MiB\"\n").unwrap();
+    let c = Containerd::start_with_env(&[("WASM_OCI_SHIM_CONFIG", &file)]);
+    c.import_entries(
+        "docker.io/library/fill:v1",
+        &[Entry::Dir("app")],
+        &["/x.wasm"],
+    );
+    let annotation = format!("io.wasm-oci.reference=127.0.0.1:{port}/fill/disk:v1");
+    let out = c.run(
+        &["--annotation", &annotation],
+        "docker.io/library/fill:v1",
+        "fill",
+        &[],
+    );
+    let left: u64 = fs::read_dir(c.cache.join("v1/ingest"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        left <= 1 << 20,
+        "the shim wrote {left} bytes of a pod-named module into the node's cache (the node's \
+         module limit is 1 MiB) and left them there after the container failed: {}",
         describe(&out)
     );
 }
