@@ -687,3 +687,67 @@ fn the_same_pod_runs_with_runc_for_comparison() {
     );
     cri.remove_pod(&pod);
 }
+
+/// Red team: a pod that runs as a user (`runAsUser: 1000`) gets a guest with root's file
+/// access, since the shim opens every path for it as root and ignores `process.user`: a
+/// volume's file that uid 1000 may not read (a shared PVC, a hostPath, another tenant's
+/// files) is read, and files are created as root. runc would run the process as 1000.
+#[test]
+fn a_guest_has_the_pods_user_not_roots() {
+    use std::os::unix::fs::PermissionsExt;
+    let cri = Cri::start();
+    let volume = tempfile::tempdir().unwrap();
+    fs::set_permissions(volume.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = volume.path().join("secret");
+    fs::write(&secret, "root's only").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = cri.pod_config("asuser", &[]);
+    let pod = cri.run_pod(&config, "wasmoci");
+    let request = cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "reader".to_owned(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: PROBE_IMAGE.to_owned(),
+                ..Default::default()
+            }),
+            command: vec!["/probe.wasm".into(), "cat".into(), "/data/secret".into()],
+            log_path: "reader.log".to_owned(),
+            mounts: vec![cri::Mount {
+                container_path: "/data".to_owned(),
+                host_path: volume.path().display().to_string(),
+                readonly: true,
+                ..Default::default()
+            }],
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    run_as_user: Some(cri::Int64Value { value: 1000 }),
+                    run_as_group: Some(cri::Int64Value { value: 1000 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        sandbox_config: Some(config.clone()),
+    };
+    let id = cri
+        .rt(|mut rt| async move { rt.create_container(request).await })
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", cri.c.log()))
+        .container_id;
+    let start = cri::StartContainerRequest {
+        container_id: id.clone(),
+    };
+    cri.rt(|mut rt| async move { rt.start_container(start).await })
+        .unwrap();
+    cri.wait_exited(&id, Duration::from_secs(10));
+    let log = cri.log_of(&config, "reader");
+    cri.remove_pod(&pod);
+    assert!(
+        !log.contains("root's only"),
+        "a guest of a pod running as uid 1000 read a file only root may read: {log}"
+    );
+}

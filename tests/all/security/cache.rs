@@ -633,3 +633,62 @@ fn a_stalled_download_does_not_block_the_same_blob_from_another_registry() {
     assert!(exit_within(&mut stalled, Duration::from_millis(100)).is_none());
     assert!(node.run(&["cache", "verify"]).status.success());
 }
+
+/// Red team: a layout's `org.opencontainers.image.ref.name` is the layout author's text, and
+/// the messages of `load` (and `run oci:DIR`) print it raw: an entry without a wasm layer, or
+/// without a full name, puts the author's escape sequences on the user's terminal.
+#[test]
+fn a_layouts_ref_name_reaches_the_terminal_escaped() {
+    use sha2::Digest as _;
+    const EVIL: &str = "\u{1b}[2J\u{1b}]0;owned\u{7}";
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("layout");
+    fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let blob = |bytes: &[u8]| {
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        format!("sha256:{hex}")
+    };
+    let config = blob(b"{}");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": config, "size": 2},
+        "layers": [],
+    }))
+    .unwrap();
+    let manifest_digest = blob(&manifest);
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest, "size": manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": EVIL},
+            }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let node = WasmOci::new();
+    let d = dir.to_str().unwrap();
+    let mut raw = Vec::new();
+    for args in [
+        vec!["load", d],
+        vec!["load", d, "--repository", "localhost:5000/x"],
+        vec!["run", &format!("oci:{d}")],
+    ] {
+        let out = node.run(&args);
+        let text = describe(&out);
+        if text.contains('\u{1b}') || text.contains('\u{7}') {
+            raw.push(format!("{args:?}: {text:?}"));
+        }
+    }
+    assert!(
+        raw.is_empty(),
+        "a layout's ref name reached the terminal raw:\n{}",
+        raw.join("\n")
+    );
+}

@@ -835,3 +835,67 @@ fn username_credentials_go_to_the_named_registry_only() {
     );
     assert!(asked.is_empty(), "{asked:?}");
 }
+
+/// Red team: `inspect` and `pull -o DIR` print registry-controlled text raw. The config's
+/// media type, a second (non-wasm) layer's media type and digest, the wasm's own import and
+/// export names, and the layer's title (as the written file's name) all come from the
+/// registry; none goes through `printable`.
+#[test]
+fn inspect_and_pull_print_registry_text_escaped() {
+    const EVIL: &str = "\u{1b}[2J\u{1b}]0;owned\u{7}";
+    let wasm = wat::parse_str(
+        r#"(module (import "\1b[2J\1b]0;owned\07" "f" (func))
+             (func (export "\1b[31m_start")))"#,
+    )
+    .unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({})).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {
+            "mediaType": format!("application/vnd.wasm.config.v0+json{EVIL}"),
+            "digest": sha256(&config), "size": config.len(),
+        },
+        "layers": [
+            {
+                "mediaType": "application/wasm",
+                "digest": sha256(&wasm), "size": wasm.len(),
+                "annotations": {"org.opencontainers.image.title": format!("{EVIL}.wasm")},
+            },
+            {
+                "mediaType": format!("text/plain{EVIL}"),
+                "digest": format!("sha256:{EVIL}"), "size": 1,
+            },
+        ],
+    }))
+    .unwrap();
+    let artifact = Artifact {
+        wasm,
+        config,
+        manifest,
+    };
+    let registry = Server::start(honest(artifact));
+    let node = WasmOci::new();
+    let reference = format!("{}/evil:v1", registry.addr);
+    let out_dir = tempfile::tempdir().unwrap();
+    let pulled = node.run(&["pull", &reference, "-o", out_dir.path().to_str().unwrap()]);
+    let inspected = node.run(&["inspect", &reference]);
+    let mut raw = Vec::new();
+    for (what, out) in [("pull -o", &pulled), ("inspect", &inspected)] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in all.lines() {
+            if line.contains('\u{1b}') || line.contains('\u{7}') {
+                raw.push(format!("{what}: {line:?}"));
+            }
+        }
+    }
+    assert!(
+        raw.is_empty(),
+        "raw control characters of the registry reached the terminal:\n{}",
+        raw.join("\n")
+    );
+}
