@@ -119,6 +119,7 @@ impl GlobalOptions {
             credentials,
             ca_files,
             insecure_skip_tls_verify: self.insecure_skip_tls_verify,
+            max_layer_size: None,
         })
     }
 

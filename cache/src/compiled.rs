@@ -27,11 +27,18 @@ impl Cache {
     /// first runs each write a whole file, and the last rename wins.
     pub fn store_compiled(&self, path: &std::path::Path, code: &[u8]) -> Result<()> {
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|source| Error::Io {
-                action: "creating",
-                path: dir.to_owned(),
-                source,
-            })?;
+            // Writable by us alone whatever the umask: the runner loads code only from files
+            // and directories no one else could write.
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|source| Error::Io {
+                    action: "creating",
+                    path: dir.to_owned(),
+                    source,
+                })?;
         }
         // Read-only like blobs: nothing should edit native code in place.
         write_atomic_with_mode(path, code, 0o444)

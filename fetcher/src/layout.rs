@@ -308,9 +308,12 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
     for entry in index["manifests"].as_array().into_iter().flatten() {
         let annotation = |k: &str| entry["annotations"][k].as_str().map(str::to_owned);
         let ref_name = annotation(REF_NAME);
-        let label = ref_name
-            .clone()
-            .unwrap_or_else(|| entry["digest"].to_string());
+        // Printed in messages: a layout's text is escaped like a registry's.
+        let label = crate::text::printable(
+            &ref_name
+                .clone()
+                .unwrap_or_else(|| entry["digest"].to_string()),
+        );
         let mut digest = parse_digest(dir, entry["digest"].as_str().unwrap_or_default())?;
         let mut manifest = read_verified(dir, &digest)?;
         let image: OciImageManifest = match serde_json::from_slice::<OciManifest>(&manifest)
@@ -397,7 +400,9 @@ pub fn load(
                     dir,
                     format!(
                         "the entry {} has no full reference name; pass --repository REGISTRY/REPO to name it",
-                        artifact.ref_name.as_deref().unwrap_or("without a name")
+                        crate::text::printable(
+                            artifact.ref_name.as_deref().unwrap_or("without a name")
+                        )
                     ),
                 ));
             }

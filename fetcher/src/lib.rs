@@ -17,7 +17,7 @@ mod reference;
 mod registry;
 mod resolve;
 mod retry;
-mod text;
+pub mod text;
 mod tls;
 
 use std::collections::HashMap;
@@ -37,7 +37,7 @@ pub use manifest::{
 pub use oci_client::Reference as OciReference;
 pub use pull::Pulled;
 pub use push::{PushFormat, Pushed, WasmKind};
-pub use reference::{is_loopback, parse_reference};
+pub use reference::{is_loopback, is_node_local, parse_reference, registry_host};
 pub use resolve::{PullPolicy, Resolved, resolve_cached};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +60,9 @@ pub struct RegistryOptions {
     pub ca_files: Vec<std::path::PathBuf>,
     /// Accept any certificate. Dangerous; the CLI warns.
     pub insecure_skip_tls_verify: bool,
+    /// Refuse a wasm layer larger than this before downloading any of it (the shim's
+    /// `limits.max_module_size`); `None`: no limit.
+    pub max_layer_size: Option<u64>,
 }
 
 impl RegistryOptions {
@@ -81,6 +84,7 @@ impl RegistryOptions {
                 .into_iter()
                 .collect(),
             insecure_skip_tls_verify: false,
+            max_layer_size: None,
         }
     }
 }

@@ -101,6 +101,16 @@ impl Fetcher {
             reference: name.clone(),
             reason: format!("layer {} has a negative size", layer.digest),
         })?;
+        if let Some(max) = self.options.max_layer_size
+            && size > max
+        {
+            return Err(Error::InvalidManifest {
+                reference: name.clone(),
+                reason: format!(
+                    "its wasm layer is {size} bytes, over this node's limit of {max} bytes"
+                ),
+            });
+        }
         let manifest_digest = parse_digest(&digest, &name)?;
 
         // The config too, so that the cache holds the whole artifact (for save and inspect),

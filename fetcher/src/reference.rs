@@ -185,7 +185,29 @@ pub(crate) fn check_digest(digest: &str) -> Result<(), &'static str> {
 
 /// Whether `registry` (`host[:port]`) is on this machine, where docker and oras speak plain HTTP.
 pub fn is_loopback(registry: &str) -> bool {
-    let host = match registry.strip_prefix('[') {
+    let host = registry_host(registry);
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `registry` names a host of this node's own networks by address: loopback,
+/// link-local (169.254.0.0/16, fe80::/10, where cloud metadata services answer) or
+/// unspecified. A name that resolves to one is not caught here.
+pub fn is_node_local(registry: &str) -> bool {
+    let host = registry_host(registry);
+    is_loopback(registry)
+        || host.parse::<IpAddr>().is_ok_and(|ip| {
+            ip.is_unspecified()
+                || match ip {
+                    IpAddr::V4(v4) => v4.is_link_local(),
+                    IpAddr::V6(v6) => v6.is_unicast_link_local(),
+                }
+        })
+}
+
+/// The host of `registry` (`host[:port]` or `[v6]:port`), without the port.
+pub fn registry_host(registry: &str) -> &str {
+    match registry.strip_prefix('[') {
         // `[::1]:5000`
         Some(rest) => rest.split(']').next().unwrap_or(rest),
         None => registry.rsplit_once(':').map_or(registry, |(h, port)| {
@@ -195,9 +217,7 @@ pub fn is_loopback(registry: &str) -> bool {
                 registry
             }
         }),
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 /// `text` with every control character (ESC, CR, LF, C1 ...) and every bidirectional
 /// formatting character written as Rust escapes it (`\u{1b}`, `\r`), and nothing else changed.
-pub(crate) fn printable(text: &str) -> String {
+pub fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() || is_bidi_control(c) {

@@ -90,8 +90,9 @@ impl InspectCommand {
             crate::print_json(&inspected)?;
             return Ok(ExitCode::SUCCESS);
         }
+        let p = wasm_oci_fetcher::text::printable;
         if let Some(r) = &inspected.reference {
-            crate::outln!("Reference: {r}");
+            crate::outln!("Reference: {}", p(r));
         }
         if let Some(d) = &inspected.manifest_digest {
             crate::outln!("Manifest:  {d}");
@@ -99,14 +100,14 @@ impl InspectCommand {
         if let Some(m) = &inspected.manifest {
             crate::outln!(
                 "Config:    {}",
-                m["config"]["mediaType"].as_str().unwrap_or("?")
+                p(m["config"]["mediaType"].as_str().unwrap_or("?"))
             );
             for layer in m["layers"].as_array().into_iter().flatten() {
                 crate::outln!(
                     "Layer:     {} {} ({} bytes)",
-                    layer["mediaType"].as_str().unwrap_or("?"),
-                    layer["digest"].as_str().unwrap_or("?"),
-                    layer["size"]
+                    p(layer["mediaType"].as_str().unwrap_or("?")),
+                    p(layer["digest"].as_str().unwrap_or("?")),
+                    p(&layer["size"].to_string())
                 );
             }
         }
@@ -120,11 +121,11 @@ impl InspectCommand {
         );
         crate::outln!("Imports:");
         for i in &inspected.interface.imports {
-            crate::outln!("  {i}");
+            crate::outln!("  {}", p(&i.to_string()));
         }
         crate::outln!("Exports:");
         for e in &inspected.interface.exports {
-            crate::outln!("  {e}");
+            crate::outln!("  {}", p(&e.to_string()));
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -85,7 +85,10 @@ impl PullCommand {
             eprintln!("Size: {}", entry.size);
             eprintln!("Digest: {}", entry.manifest_digest);
             if let Some(out) = &out {
-                eprintln!("Wrote: {}", out.display());
+                eprintln!(
+                    "Wrote: {}",
+                    wasm_oci_fetcher::text::printable(&out.display().to_string())
+                );
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -100,7 +103,10 @@ fn output_path(out: &Path, title: Option<&str>, fallback: &str) -> PathBuf {
     }
     let safe_title = title.filter(|t| {
         let p = Path::new(t);
-        !t.is_empty() && p.file_name().is_some_and(|n| n == p.as_os_str()) && *t != ".."
+        !t.is_empty()
+            && p.file_name().is_some_and(|n| n == p.as_os_str())
+            && *t != ".."
+            && wasm_oci_fetcher::text::printable(t) == *t
     });
     out.join(safe_title.unwrap_or(fallback))
 }

@@ -13,6 +13,8 @@ use crate::support::{
 pub(crate) const HELLO: &str = "Hello from WebAssembly!\n";
 pub(crate) const NS: &str = "wasm-oci-test";
 pub(crate) const RUNTIME: &str = "io.containerd.wasmoci.v1";
+/// A shim config that lets references name the tests' registries, on loopback.
+pub(crate) const ALLOW_LOOPBACK: &str = "[references]\nallow = [\"127.0.0.1\"]\n";
 
 pub(crate) struct Containerd {
     child: Option<Child>,
@@ -29,12 +31,17 @@ impl Containerd {
 
     /// containerd (and so the shim) with extra environment, such as `DOCKER_CONFIG`.
     pub(crate) fn start_with_env(env: &[(&str, &Path)]) -> Containerd {
+        Self::start_with(env, "")
+    }
+
+    /// containerd with extra environment, and `shim_toml` as the operator's shim config.
+    pub(crate) fn start_with(env: &[(&str, &Path)], shim_toml: &str) -> Containerd {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n{}",
             base_config(dir.path())
         );
-        Self::start_in(dir, &config, NS, env)
+        Self::start_in(dir, &config, NS, env, shim_toml)
     }
 
     /// containerd with `config` (the `[plugins]` part; root, state and sockets are added) in
@@ -44,6 +51,7 @@ impl Containerd {
         config: &str,
         namespace: &'static str,
         env: &[(&str, &Path)],
+        shim_toml: &str,
     ) -> Containerd {
         let d = dir.path();
         let cache = d.join("wasm-oci-cache");
@@ -51,8 +59,8 @@ impl Containerd {
         let shim_dir = Path::new(env!("CARGO_BIN_EXE_containerd-shim-wasmoci-v1"))
             .parent()
             .unwrap();
-        // The operator's shim config: none unless a test gives one (never the host's).
-        fs::write(d.join("shim.toml"), "").unwrap();
+        // The operator's shim config: empty unless a test gives one (never the host's).
+        fs::write(d.join("shim.toml"), shim_toml).unwrap();
         let log = fs::File::create(d.join("containerd.log")).unwrap();
         let child = Command::new("containerd")
             .arg("--config")
@@ -495,7 +503,10 @@ fn the_shim_pulls_from_a_private_tls_registry_with_docker_credentials() {
         serde_json::json!({ "auths": { &registry.addr: { "auth": auth } } }).to_string(),
     )
     .unwrap();
-    let c = Containerd::start_with_env(&[("DOCKER_CONFIG", docker.path()), ("SSL_CERT_FILE", &ca)]);
+    let c = Containerd::start_with(
+        &[("DOCKER_CONFIG", docker.path()), ("SSL_CERT_FILE", &ca)],
+        ALLOW_LOOPBACK,
+    );
     c.import_hello();
     let annotation = format!("io.wasm-oci.reference={reference}");
     let out = c.run(
@@ -610,7 +621,7 @@ fn the_reference_annotation_pulls_into_the_shared_cache() {
     let registry = Registry::start();
     let reference = registry.reference("tools/probe:v1");
     WasmOci::new().ok(&["push", guests().probe.to_str().unwrap(), &reference]);
-    let c = Containerd::start();
+    let c = Containerd::start_with(&[], ALLOW_LOOPBACK);
     c.import_hello();
     let annotation = format!("io.wasm-oci.reference={reference}");
     let out = c.run(

@@ -61,10 +61,11 @@ pub(crate) struct Cri {
 
 impl Cri {
     pub(crate) fn start() -> Cri {
-        Self::start_with_env(&[])
+        Self::start_with(&[], "")
     }
 
-    pub(crate) fn start_with_env(env: &[(&str, &Path)]) -> Cri {
+    /// With extra environment for containerd and `shim_toml` as the operator's shim config.
+    pub(crate) fn start_with(env: &[(&str, &Path)], shim_toml: &str) -> Cri {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_owned();
         let bin = d.join("cni/bin");
@@ -110,7 +111,7 @@ impl Cri {
             bin = bin.display(),
             conf = conf.display(),
         );
-        let c = Containerd::start_in(dir, &config, K8S, env);
+        let c = Containerd::start_in(dir, &config, K8S, env, shim_toml);
         let busybox = Path::new("/bin/busybox");
         c.import_entries(
             PAUSE,
@@ -459,7 +460,7 @@ fn containers_of_a_pod_share_a_shim_and_pods_never_do() {
     let registry = crate::support::Registry::start();
     let reference = registry.reference("pods/probe:v1");
     crate::support::WasmOci::new().ok(&["push", guests().probe.to_str().unwrap(), &reference]);
-    let cri = Cri::start();
+    let cri = Cri::start_with(&[], crate::containerd::ALLOW_LOOPBACK);
     // A pod annotated with a reference: the pod annotation reaches its containers' specs.
     let a_config = cri.pod_config("pod-a", &[("io.wasm-oci.reference", &reference)]);
     let a = cri.run_pod(&a_config, "wasmoci");

@@ -164,9 +164,12 @@ impl Cgroup {
                 .rev()
                 .collect();
             if let Err(e) = fs::create_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot create cgroup");
                 remove(&created);
-                continue;
+                cgroup.remove();
+                return Err(format!(
+                    "cannot create the container's cgroup {}: {e}",
+                    dir.display()
+                ));
             }
             cgroup.dirs.push((hierarchy.clone(), dir.clone(), created));
             if v2 {

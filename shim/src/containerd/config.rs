@@ -15,7 +15,13 @@
 //! by = "pod"
 //!
 //! [limits]
-//! max_module_size = "256MiB"   # a module in a container's rootfs, at most
+//! max_module_size = "256MiB"   # a module in a container's rootfs, or pulled for one
+//!
+//! [references]
+//! # Registries io.wasm-oci.reference may name: `host[:port]`, `*.domain`; a host without a
+//! # port allows every port. Without a list, any registry but the node's own addresses
+//! # (loopback, link-local), which a pod could not reach itself.
+//! allow = ["registry.example", "*.corp.example"]
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,6 +50,9 @@ pub struct ShimConfig {
     pub group_by: GroupBy,
     /// The largest module read from a container's rootfs.
     pub max_module_size: u64,
+    /// The registries a container may name in `io.wasm-oci.reference`; `None`: any registry
+    /// but the node's own addresses.
+    pub allowed_registries: Option<Vec<String>>,
     /// The file it was read from, for messages; `None` when there was none.
     pub source: Option<PathBuf>,
 }
@@ -54,6 +63,7 @@ impl Default for ShimConfig {
             profiles: BTreeMap::new(),
             group_by: GroupBy::Pod,
             max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            allowed_registries: None,
             source: None,
         }
     }
@@ -82,6 +92,14 @@ struct File {
     groups: Groups,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    references: References,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct References {
+    allow: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -158,8 +176,34 @@ impl ShimConfig {
             profiles,
             group_by: file.groups.by.unwrap_or(GroupBy::Pod),
             max_module_size,
+            allowed_registries: file.references.allow,
             source: Some(path.to_owned()),
         })
+    }
+
+    /// Whether a container may have its module pulled from `registry` (`host[:port]`): the
+    /// pull runs in the node's network namespace, with the node's credentials.
+    pub fn check_registry(&self, registry: &str) -> Result<(), String> {
+        let source = self
+            .source
+            .as_ref()
+            .map_or(format!("no shim config ({DEFAULT_PATH})"), |p| {
+                p.display().to_string()
+            });
+        match &self.allowed_registries {
+            Some(allowed) if allowed.iter().any(|a| registry_matches(a, registry)) => Ok(()),
+            Some(allowed) => Err(format!(
+                "io.wasm-oci.reference names registry {registry}, which the node's shim config \
+                 does not allow ({source}; references.allow: {})",
+                allowed.join(", ")
+            )),
+            None if wasm_oci_fetcher::is_node_local(registry) => Err(format!(
+                "io.wasm-oci.reference names registry {registry}, an address of the node itself, \
+                 which a pod may not reach through the shim; an operator may list it in \
+                 references.allow of the shim config ({source})"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The host directories of the profiles a container names in `io.wasm-oci.preopens`
@@ -192,6 +236,19 @@ impl ShimConfig {
         }
         Ok(preopens)
     }
+}
+
+/// Whether the allow-list entry `pattern` covers `registry`: the same `host:port`, the same host
+/// for an entry without a port, or a subdomain for `*.domain`.
+fn registry_matches(pattern: &str, registry: &str) -> bool {
+    let host = wasm_oci_fetcher::registry_host(registry);
+    if let Some(domain) = pattern.strip_prefix("*.") {
+        let host = host.to_ascii_lowercase();
+        return host.ends_with(&format!(".{}", domain.to_ascii_lowercase()));
+    }
+    pattern.eq_ignore_ascii_case(registry)
+        || (wasm_oci_fetcher::registry_host(pattern) == pattern
+            && pattern.eq_ignore_ascii_case(host))
 }
 
 /// `256MiB`, `1GiB`, `4096`: binary units, as the CLI takes them.
@@ -257,5 +314,41 @@ mod tests {
         let default = ShimConfig::parse("", Path::new("shim.toml")).unwrap();
         assert_eq!(default.group_by, GroupBy::Pod);
         assert!(default.profiles.is_empty());
+    }
+
+    #[test]
+    fn references_reach_only_the_registries_the_operator_allows() {
+        let default = ShimConfig::default();
+        for node in [
+            "127.0.0.1:5000",
+            "localhost",
+            "[::1]:80",
+            "169.254.169.254",
+            "0.0.0.0:1",
+        ] {
+            assert!(default.check_registry(node).is_err(), "{node}");
+        }
+        assert!(default.check_registry("registry.example").is_ok());
+        let listed = ShimConfig::parse(
+            "[references]\nallow = [\"127.0.0.1:5000\", \"ghcr.io\", \"*.corp.example\"]\n",
+            Path::new("shim.toml"),
+        )
+        .unwrap();
+        for ok in [
+            "127.0.0.1:5000",
+            "ghcr.io",
+            "ghcr.io:443",
+            "r.corp.example:5000",
+        ] {
+            assert!(listed.check_registry(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "127.0.0.1:5001",
+            "docker.io",
+            "corp.example",
+            "evilcorp.example",
+        ] {
+            assert!(listed.check_registry(refused).is_err(), "{refused}");
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 mod cgroup;
 pub mod config;
+mod mounts;
 mod rootfs;
 
 use std::collections::HashMap;
@@ -37,7 +38,7 @@ use tokio::sync::watch;
 
 use self::cgroup::Cgroup;
 use self::config::{GroupBy, ShimConfig};
-use crate::runner::{EngineOptions, Preopen, RunOptions, Runner, Wasm};
+use crate::runner::{EngineOptions, Identity, Preopen, RunOptions, Runner, Wasm};
 use wasm_oci_fetcher::PullPolicy;
 
 /// The runtime name containerd knows this shim by.
@@ -168,6 +169,10 @@ struct Container {
     bundle: String,
     rootfs: PathBuf,
     mounted: bool,
+    /// The spec's mounts as bound for the guest.
+    guest_mounts: Vec<PathBuf>,
+    /// `process.user`, when it is not root.
+    identity: Option<Identity>,
     stdin: String,
     stdout: String,
     stderr: String,
@@ -247,9 +252,14 @@ impl Store {
             .ok_or("no cache directory: set WASM_OCI_CACHE for containerd")?;
         let cache = wasm_oci_cache::Cache::open(&dir)
             .map_err(|e| format!("opening the cache at {}: {e}", dir.display()))?;
+        // A module a pod names is held to the node's limit before any of it is downloaded.
+        let max_layer_size = ShimConfig::get().ok().map(|c| c.max_module_size);
         let fetcher = wasm_oci_fetcher::Fetcher::new(
             cache.clone(),
-            wasm_oci_fetcher::RegistryOptions::from_env(),
+            wasm_oci_fetcher::RegistryOptions {
+                max_layer_size,
+                ..wasm_oci_fetcher::RegistryOptions::from_env()
+            },
         );
         Ok(Store { cache, fetcher })
     }
@@ -367,6 +377,19 @@ async fn prepare(
     let annotations = spec.annotations().clone().unwrap_or_default();
     let pause = annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("sandbox");
     let process = spec.process().clone().ok_or("the spec has no process")?;
+    // The guest's file access is done as the spec's user, as runc would run its process.
+    let user = process.user();
+    let identity = (user.uid() != 0
+        || user.gid() != 0
+        || user
+            .additional_gids()
+            .as_ref()
+            .is_some_and(|g| !g.is_empty()))
+    .then(|| Identity {
+        uid: user.uid(),
+        gid: user.gid(),
+        groups: user.additional_gids().clone().unwrap_or_default(),
+    });
     let args = process.args().clone().unwrap_or_default();
     let env = process
         .env()
@@ -385,6 +408,8 @@ async fn prepare(
             .as_ref()
             .is_some_and(|r| r.readonly().unwrap_or(false)),
     }];
+    // The spec's bind mounts of directories, bound again nodev,nosuid for the guest below.
+    let mut binds = Vec::new();
     for m in spec.mounts().clone().unwrap_or_default() {
         let options = m.options().clone().unwrap_or_default();
         let is_bind = m.typ().as_deref() == Some("bind")
@@ -396,11 +421,11 @@ async fn prepare(
                 tracing::debug!(source = %source.display(), destination = %m.destination().display(), "a mount of a file is not visible to the guest");
                 continue;
             }
-            preopens.push(Preopen {
-                host: source.clone(),
-                guest: m.destination().display().to_string(),
-                read_only: options.iter().any(|o| o == "ro"),
-            });
+            binds.push((
+                source.clone(),
+                m.destination().display().to_string(),
+                options.iter().any(|o| o == "ro"),
+            ));
         }
     }
     if let Some(names) = annotations.get(ANNOTATION_PREOPENS) {
@@ -415,6 +440,7 @@ async fn prepare(
                 .as_ref()
                 .map_err(Clone::clone)?;
             let parsed = wasm_oci_fetcher::parse_reference(reference).map_err(|e| e.to_string())?;
+            config.check_registry(parsed.registry())?;
             let policy = match annotations.get(ANNOTATION_PULL) {
                 Some(p) => p.parse().map_err(|e| format!("{ANNOTATION_PULL}: {e}"))?,
                 None => PullPolicy::Missing,
@@ -453,11 +479,34 @@ async fn prepare(
         None => None,
     };
 
+    // Last, so that nothing fails after it: each mount's source, bound nodev,nosuid.
+    let mut guest_mounts = Vec::new();
+    for (i, (source, guest, read_only)) in binds.into_iter().enumerate() {
+        let target = mounts::guest_mount_dir(Path::new(&req.bundle), i);
+        if let Err(e) = mounts::bind_hardened(&source, &target, read_only) {
+            guest_mounts
+                .iter()
+                .for_each(|t: &PathBuf| mounts::unmount(t));
+            if let Some(cgroup) = &cgroup {
+                cgroup.remove();
+            }
+            return Err(e);
+        }
+        preopens.push(Preopen {
+            host: target.clone(),
+            guest,
+            read_only,
+        });
+        guest_mounts.push(target);
+    }
+
     let (exit, _) = watch::channel(None);
     Ok(Container {
         bundle: req.bundle.clone(),
         rootfs: rootfs.to_owned(),
         mounted: false,
+        guest_mounts,
+        identity,
         stdin: req.stdin.clone(),
         stdout: req.stdout.clone(),
         stderr: req.stderr.clone(),
@@ -586,26 +635,35 @@ impl Task for TaskService {
     ) -> TtrpcResult<api::CreateTaskResponse> {
         let began = Instant::now();
         let rootfs = Path::new(&req.bundle).join("rootfs");
-        let mut mounted = false;
+        let unmount = || {
+            let _ =
+                containerd_shim::mount::umount_recursive(Some(&rootfs.display().to_string()), 0);
+        };
+        let mut read_only = false;
         for m in &req.rootfs {
             mount_rootfs(m, &rootfs)
                 .await
                 .map_err(|e| err(format!("mounting the rootfs: {e}")))?;
-            mounted = true;
+            read_only |= m.options.iter().any(|o| o == "ro");
+        }
+        if req.rootfs.is_empty() {
+            // Mounted already: bound onto itself, so that it can be made nodev below.
+            rustix::mount::mount_bind(&rootfs, &rootfs)
+                .map_err(|e| err(format!("binding the rootfs {}: {e}", rootfs.display())))?;
+        }
+        // Device nodes an image holds are files, not devices, for the guest.
+        if let Err(e) = mounts::harden(&rootfs, read_only) {
+            unmount();
+            return Err(err(e));
         }
         let mut container = match prepare(&req, &rootfs, &self.store).await {
             Ok(container) => container,
             Err(e) => {
-                if mounted {
-                    let _ = containerd_shim::mount::umount_recursive(
-                        Some(&rootfs.display().to_string()),
-                        0,
-                    );
-                }
+                unmount();
                 return Err(err(e));
             }
         };
-        container.mounted = mounted;
+        container.mounted = true;
         self.containers
             .lock()
             .expect("containers lock")
@@ -653,6 +711,7 @@ impl Task for TaskService {
                     stderr: open_write(&c.stderr),
                     stop: Some(c.stop.clone()),
                     memory_gauge: Some(c.usage.memory.clone()),
+                    identity: c.identity.clone(),
                     ..RunOptions::default()
                 },
                 stdin: (!c.stdin.is_empty()).then(|| c.stdin.clone()),
@@ -766,6 +825,10 @@ impl Task for TaskService {
             .remove(&req.id)
             .ok_or_else(|| err(format!("container {} not found", req.id)))?;
         self.leave_cgroup(&req.id, &container);
+        container
+            .guest_mounts
+            .iter()
+            .for_each(|t| mounts::unmount(t));
         if container.mounted {
             let target = container.rootfs.display().to_string();
             if let Err(e) = containerd_shim::mount::umount_recursive(Some(&target), 0) {

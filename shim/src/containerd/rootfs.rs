@@ -1,8 +1,9 @@
 //! Reading a container's module out of its rootfs, as the image author cannot make it read
 //! anything else: the path and every symlink on it are resolved inside the rootfs
 //! (`openat2` with `RESOLVE_IN_ROOT`, as if the rootfs were `/`), only a regular file is
-//! accepted, and only up to a size cap. A FIFO or a device is refused at once, without
-//! waiting on it.
+//! accepted, and only up to a size cap. The path is first opened `O_PATH`, which opens
+//! nothing: a FIFO or a device is refused before it is ever opened (some devices act on an
+//! open alone), and only a regular file is then opened for reading.
 
 use std::io::Read;
 use std::path::Path;
@@ -28,15 +29,14 @@ pub(crate) fn read_module(rootfs: &Path, path: &str, max: u64) -> Result<Vec<u8>
         rustix::fs::openat2(
             &root,
             relative,
-            // Non-blocking, so that opening a FIFO does not wait for a writer.
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            OFlags::PATH | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )
     };
     // The kernel asks for a retry when a rename raced the lookup.
     let mut attempts = 0;
-    let fd = loop {
+    let path_fd = loop {
         match open() {
             Err(Errno::AGAIN) if attempts < 16 => attempts += 1,
             Err(Errno::NOENT) => return Err(fail("no such file in the image".into())),
@@ -51,7 +51,7 @@ pub(crate) fn read_module(rootfs: &Path, path: &str, max: u64) -> Result<Vec<u8>
             Ok(fd) => break fd,
         }
     };
-    let stat = rustix::fs::fstat(&fd).map_err(|e| fail(e.to_string()))?;
+    let stat = rustix::fs::fstat(&path_fd).map_err(|e| fail(e.to_string()))?;
     let kind = FileType::from_raw_mode(stat.st_mode);
     if kind != FileType::RegularFile {
         return Err(fail(format!(
@@ -73,6 +73,16 @@ pub(crate) fn read_module(rootfs: &Path, path: &str, max: u64) -> Result<Vec<u8>
              in the shim config)"
         )));
     }
+    // The very file looked at, now opened for reading (it is regular: nothing else happens).
+    let fd = rustix::fs::open(
+        format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&path_fd)
+        ),
+        OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail(e.to_string()))?;
     // Reads stop at the cap even if the file grows meanwhile.
     let mut bytes = Vec::with_capacity(size as usize);
     std::fs::File::from(fd)

@@ -58,6 +58,37 @@ pub struct RunOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Kept at the bytes of linear memory and table the guest holds, for stats.
     pub memory_gauge: Option<Arc<AtomicU64>>,
+    /// The user the guest's file access is done as (a container's `process.user`); the
+    /// process's own when `None`.
+    pub identity: Option<Identity>,
+}
+
+/// A user, its group and its supplementary groups, as a container's spec names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user id.
+    pub uid: u32,
+    /// The group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl Identity {
+    /// Makes the calling thread (only it: the kernel keeps credentials per thread) act as
+    /// this user, for good: groups first, then the group, then the user, after which it
+    /// cannot go back. Root's file capabilities leave the thread with its user id.
+    fn become_on_this_thread(&self) -> std::io::Result<()> {
+        use rustix::fs::{Gid, Uid};
+        use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+        let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        set_thread_groups(&groups)?;
+        let gid = Gid::from_raw(self.gid);
+        set_thread_res_gid(gid, gid, gid)?;
+        let uid = Uid::from_raw(self.uid);
+        set_thread_res_uid(uid, uid, uid)?;
+        Ok(())
+    }
 }
 
 /// Engine settings that change the compiled code (and so the precompiled-cache key).
@@ -228,6 +259,12 @@ impl Runner {
     ) -> Option<Loaded> {
         for kind in ["module", "component"] {
             let compiled = cache.compiled_path(self.engine_key(), digest, kind);
+            if let Err(why) = owned_by_us(&compiled) {
+                if compiled.exists() {
+                    tracing::warn!(path = %compiled.display(), why, "not loading compiled code anyone else could have written");
+                }
+                continue;
+            }
             match self.deserialize(&compiled, kind) {
                 Ok(Some(loaded)) => {
                     tracing::debug!(%digest, path = %compiled.display(), "precompiled cache hit");
@@ -308,8 +345,20 @@ impl Runner {
     /// asynchronous, so a guest waiting in one (a sleep, a read) can be stopped too, by
     /// dropping the call.
     pub fn run(&self, path: &Path, loaded: &Loaded, options: &RunOptions) -> Result<Outcome> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        builder.enable_time();
+        if let Some(identity) = options.identity.clone() {
+            // WASI's file operations run on this runtime's blocking pool: those threads act
+            // as the guest's user from their start.
+            builder.on_thread_start(move || {
+                if let Err(e) = identity.become_on_this_thread() {
+                    // A thread that cannot drop root must not serve the guest.
+                    tracing::error!(error = %e, "cannot take the guest's user; aborting");
+                    std::process::abort();
+                }
+            });
+        }
+        let runtime = builder
             .build()
             .map_err(|e| Error::Engine { source: e.into() })?;
         let outcome = runtime.block_on(self.run_async(path, loaded, options));
@@ -325,7 +374,14 @@ impl Runner {
         loaded: &Loaded,
         options: &RunOptions,
     ) -> Result<Outcome> {
+        // Preopens are opened first, as the process (the rootfs's parents may be closed to the
+        // guest's user); what the guest does through them is done as its user.
         let mut wasi = wasi_ctx(options)?;
+        if let Some(identity) = &options.identity {
+            identity
+                .become_on_this_thread()
+                .map_err(|e| Error::Engine { source: e.into() })?;
+        }
         let limits = Limits {
             max_memory: options.max_memory,
             gauge: options.memory_gauge.clone(),
@@ -655,6 +711,24 @@ fn wasi_ctx(options: &RunOptions) -> Result<WasiCtxBuilder> {
             })?;
     }
     Ok(wasi)
+}
+
+/// Native code is loaded only from files that no one but this process's user could have
+/// written: the file and its directory owned by our effective user, and writable by no group
+/// or other. Anyone else able to write there could run code as us.
+fn owned_by_us(path: &Path) -> Result<(), &'static str> {
+    use std::os::unix::fs::MetadataExt;
+    let euid = rustix::process::geteuid().as_raw();
+    for p in [Some(path), path.parent()].into_iter().flatten() {
+        let m = std::fs::symlink_metadata(p).map_err(|_| "cannot be read")?;
+        if m.uid() != euid {
+            return Err("owned by another user");
+        }
+        if m.mode() & 0o022 != 0 {
+            return Err("writable by others");
+        }
+    }
+    Ok(())
 }
 
 /// Hex of wasmtime's compatibility hash, fed through SHA-256 so it is stable across processes.
