@@ -46,7 +46,7 @@ fn a_device_node_named_as_the_module_is_never_opened() {
     let mut watched = 0;
     for snapshot in fs::read_dir(&snapshots).unwrap().flatten() {
         if snapshot.path().join("m.wasm").exists() {
-            inotify::add_watch(&watch, &snapshot.path(), inotify::WatchFlags::OPEN).unwrap();
+            inotify::add_watch(&watch, snapshot.path(), inotify::WatchFlags::OPEN).unwrap();
             watched += 1;
         }
     }
