@@ -42,8 +42,7 @@ fn pod_start(cri: &Cri, name: &str, handler: &str, image: &str, command: &[&str]
     let config = cri.pod_config(name, &[]);
     let started = Instant::now();
     let pod = cri.run_pod(&config, handler);
-    let id = cri.start_container(&pod, &config, "c", image, command, &[]);
-    let status = cri.wait_exited(&id, Duration::from_secs(30));
+    let status = cri.run_to_exit(&pod, &config, "c", image, command);
     let took = started.elapsed();
     assert_eq!(status.exit_code, 0, "{status:?}");
     cri.remove_pod(&pod);

@@ -281,6 +281,19 @@ impl Cri {
         id
     }
 
+    /// CreateContainer + StartContainer, then polls until the container has exited.
+    pub(crate) fn run_to_exit(
+        &self,
+        pod: &str,
+        pod_config: &cri::PodSandboxConfig,
+        name: &str,
+        image: &str,
+        command: &[&str],
+    ) -> cri::ContainerStatus {
+        let id = self.start_container(pod, pod_config, name, image, command, &[]);
+        self.wait_exited(&id, Duration::from_secs(20))
+    }
+
     pub(crate) fn create_container(
         &self,
         pod: &str,
@@ -424,8 +437,7 @@ fn a_wasm_pod_runs_as_the_kubelet_runs_it() {
     let cri = Cri::start();
     let config = cri.pod_config("hello", &[]);
     let pod = cri.run_pod(&config, "wasmoci");
-    let id = cri.start_container(&pod, &config, "hello", HELLO_IMAGE, &[], &[]);
-    let status = cri.wait_exited(&id, Duration::from_secs(10));
+    let status = cri.run_to_exit(&pod, &config, "hello", HELLO_IMAGE, &[]);
     assert_eq!(status.exit_code, 0, "{status:?}");
     assert_eq!(status.reason, "Completed", "{status:?}");
     let log = cri.log_of(&config, "hello");
@@ -436,15 +448,13 @@ fn a_wasm_pod_runs_as_the_kubelet_runs_it() {
     );
 
     // A guest's own exit code, and a reason for it.
-    let id = cri.start_container(
+    let status = cri.run_to_exit(
         &pod,
         &config,
         "exit7",
         PROBE_IMAGE,
         &["/probe.wasm", "exit", "7"],
-        &[],
     );
-    let status = cri.wait_exited(&id, Duration::from_secs(10));
     assert_eq!(status.exit_code, 7, "{status:?}");
     assert_eq!(status.reason, "Error", "{status:?}");
     cri.remove_pod(&pod);
@@ -466,15 +476,13 @@ fn containers_of_a_pod_share_a_shim_and_pods_never_do() {
     let a = cri.run_pod(&a_config, "wasmoci");
     let b_config = cri.pod_config("pod-b", &[]);
     let b = cri.run_pod(&b_config, "wasmoci");
-    let by_ref = cri.start_container(
+    let status = cri.run_to_exit(
         &a,
         &a_config,
         "byref",
         HELLO_IMAGE,
         &["probe", "args", "ok"],
-        &[],
     );
-    let status = cri.wait_exited(&by_ref, Duration::from_secs(20));
     assert_eq!(status.exit_code, 0, "{status:?}");
     let lines = cri_log_lines(&cri.log_of(&a_config, "byref"));
     let messages: Vec<&str> = lines.iter().map(|(_, m)| m.as_str()).collect();
@@ -672,15 +680,13 @@ fn the_same_pod_runs_with_runc_for_comparison() {
     let cri = Cri::start();
     let config = cri.pod_config("runc-hello", &[]);
     let pod = cri.run_pod(&config, "runc");
-    let id = cri.start_container(
+    let status = cri.run_to_exit(
         &pod,
         &config,
         "hello",
         BUSYBOX_IMAGE,
         &["/bin/busybox", "echo", "Hello from WebAssembly!"],
-        &[],
     );
-    let status = cri.wait_exited(&id, Duration::from_secs(20));
     assert_eq!(status.exit_code, 0, "{status:?}");
     assert_eq!(
         cri_log_lines(&cri.log_of(&config, "hello")),
