@@ -136,6 +136,7 @@ fn main() {
             let handles: Vec<_> = configs
                 .iter()
                 .map(|config| {
+                    let (cri, running) = (&cri, &running);
                     s.spawn(move || {
                         let pod = cri.run_pod(config, handler);
                         let id = running(&pod, config, handler);
