@@ -12,7 +12,10 @@
 pub mod containerd;
 pub mod runner;
 
-pub use runner::{EngineOptions, Error, Loaded, Outcome, Preopen, RunOptions, Runner, Wasm};
+pub use runner::{
+    EngineOptions, Error, Loaded, Outcome, Preopen, RunOptions, Runner, ServeOptions, Server, Wasm,
+    World,
+};
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

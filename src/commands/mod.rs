@@ -9,6 +9,7 @@ mod pull;
 mod push;
 mod run;
 mod save;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ pub use pull::PullCommand;
 pub use push::PushCommand;
 pub use run::RunCommand;
 pub use save::{LoadCommand, SaveCommand};
+pub use serve::ServeCommand;
 
 use crate::GlobalOptions;
 
@@ -53,6 +55,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(RunCommand),
+    Serve(ServeCommand),
     Pull(PullCommand),
     Push(PushCommand),
     Compile(CompileCommand),
@@ -71,6 +74,7 @@ impl Cli {
     pub fn execute(self) -> ExitCode {
         let (result, failure) = match self.command {
             Command::Run(cmd) => (cmd.execute(&self.global), 125),
+            Command::Serve(cmd) => (cmd.execute(&self.global), 125),
             Command::Pull(cmd) => (cmd.execute(&self.global), 1),
             Command::Push(cmd) => (cmd.execute(&self.global), 1),
             Command::Compile(cmd) => (cmd.execute(&self.global), 1),

@@ -27,6 +27,18 @@ pub enum Error {
         #[source]
         source: wasmtime::Error,
     },
+    /// A component served over HTTP that does not export `wasi:http/incoming-handler`.
+    #[error(
+        "{} is not a wasi:http/proxy component (it does not export wasi:http/incoming-handler@0.2); only proxies can be served",
+        path.display()
+    )]
+    NotAProxy {
+        /// The file.
+        path: PathBuf,
+        /// What wasmtime said.
+        #[source]
+        source: wasmtime::Error,
+    },
     /// A cached blob no longer hashes to its digest: the cache was damaged on disk.
     #[error(
         "{} is damaged in the cache: it hashes to {actual}, not {expected}; run `wasm-oci cache verify`",
@@ -115,6 +127,7 @@ impl Error {
             Error::InvalidWasm { .. }
             | Error::Corrupt { .. }
             | Error::NotACommand { .. }
+            | Error::NotAProxy { .. }
             | Error::Link { .. }
             | Error::Preopen { .. }
             | Error::Engine { .. } => 125,

@@ -5,8 +5,12 @@
 //! bytes (or a cache blob) and options.
 
 mod error;
+mod http;
+mod network;
 
 pub use error::Error;
+pub use http::{DEFAULT_MAX_BODY, DEFAULT_MAX_CONCURRENCY, ServeOptions, Server};
+pub use network::{ConnectRule, HttpPolicy, HttpPort, HttpRule, SocketPolicy};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +60,8 @@ pub struct RunOptions {
     pub stderr: Option<std::fs::File>,
     /// Set to stop the guest (a container kill); needs [`EngineOptions::interruptible`].
     pub stop: Option<Arc<AtomicBool>>,
+    /// What a component may do with `wasi:sockets`; nothing by default.
+    pub sockets: SocketPolicy,
 }
 
 /// Engine settings that change the compiled code (and so the precompiled-cache key).
@@ -104,6 +110,45 @@ pub enum Loaded {
     Module(Module),
     /// A component.
     Component(Component),
+}
+
+/// What a guest is for, by what it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// A core module with WASI preview 1: run to completion.
+    Module,
+    /// A `wasi:cli/command` component (it exports `wasi:cli/run`): run to completion.
+    Command,
+    /// A `wasi:http/proxy` component (it exports `wasi:http/incoming-handler`): served.
+    Proxy,
+    /// A component that exports neither.
+    Other,
+}
+
+impl Loaded {
+    /// The world the guest targets; a component that exports both `wasi:cli/run` and
+    /// `wasi:http/incoming-handler` is served.
+    pub fn world(&self, engine: &Engine) -> World {
+        let Loaded::Component(component) = self else {
+            return World::Module;
+        };
+        let ty = component.component_type();
+        let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+        let exports_0_2 = |interface: &str| {
+            exports.iter().any(|name| {
+                name.strip_prefix(interface)
+                    .and_then(|v| v.strip_prefix("@0.2."))
+                    .is_some()
+            })
+        };
+        if exports_0_2("wasi:http/incoming-handler") {
+            World::Proxy
+        } else if exports_0_2("wasi:cli/run") {
+            World::Command
+        } else {
+            World::Other
+        }
+    }
 }
 
 /// The wasm to load. Whatever the source, the bytes that are hashed are the bytes that are
@@ -635,6 +680,15 @@ fn wasi_ctx(options: &RunOptions) -> Result<WasiCtxBuilder> {
     if let Some(f) = &options.stderr {
         wasi.stderr(OutputFile::new(f.try_clone().map_err(io_err)?));
     }
+    let sockets = Arc::new(options.sockets.clone());
+    wasi.allow_ip_name_lookup(sockets.dns)
+        .socket_addr_check(move |addr, use_| {
+            let allowed = sockets.allows(addr, use_);
+            if !allowed {
+                tracing::warn!(%addr, ?use_, "socket use denied (see --allow-connect, --allow-bind)");
+            }
+            Box::pin(std::future::ready(allowed))
+        });
     for p in &options.preopens {
         let perms = if p.read_only {
             FsPerms::ReadOnly
