@@ -51,6 +51,7 @@ fn http_guests() -> &'static HttpGuests {
                import wasi:sockets/tcp@0.2.12;\n\
                import wasi:io/poll@0.2.12;\n\
                import wasi:io/streams@0.2.12;\n\
+               import wasi:cli/environment@0.2.12;\n\
                export wasi:cli/run@0.2.12;\n\
              }\n",
         )
@@ -674,4 +675,12 @@ fn tcp_connect_is_checked_against_allow_connect() {
     // A network rule: 127.0.0.0/30 holds .2 but not .4.
     let out = cli.run(&["run", "--allow-connect", "127.0.0.0/30", &reference, "--", "127.0.0.4:9"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "cannot connect to 127.0.0.4:9: access-denied\n");
+}
+
+/// Not a test: benches/serve builds its guest here, the way the tests do, and takes a copy.
+#[test]
+#[ignore = "run by benches/serve"]
+fn proxy_for_benches() {
+    let out = std::env::var_os("WASM_OCI_PROXY_OUT").expect("WASM_OCI_PROXY_OUT names a file");
+    fs::copy(&http_guests().proxy, out).unwrap();
 }

@@ -61,6 +61,20 @@ pub enum Error {
         #[source]
         source: wasmtime::Error,
     },
+    /// A component imports interfaces this host does not provide.
+    #[error(
+        "cannot run {}: it imports {}, which wasm-oci does not provide (it provides wasi:cli, \
+         wasi:clocks, wasi:filesystem, wasi:io, wasi:random and wasi:sockets 0.2, and wasi:http \
+         0.2 to wasi:http/proxy components)",
+        path.display(),
+        missing.join(", ")
+    )]
+    MissingImports {
+        /// The file.
+        path: PathBuf,
+        /// The imports, by name (e.g. `example:kv/store@1.0.0`).
+        missing: Vec<String>,
+    },
     /// A preopened directory could not be opened.
     #[error("cannot preopen {} for the guest", host.display())]
     Preopen {
@@ -129,6 +143,7 @@ impl Error {
             | Error::NotACommand { .. }
             | Error::NotAProxy { .. }
             | Error::Link { .. }
+            | Error::MissingImports { .. }
             | Error::Preopen { .. }
             | Error::Engine { .. } => 125,
         }

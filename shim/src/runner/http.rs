@@ -93,6 +93,7 @@ impl Runner {
         component: &Component,
         options: ServeOptions,
     ) -> Result<Server> {
+        super::check_imports(path, component, &self.engine, true)?;
         let mut linker = wasmtime::component::Linker::<ProxyHost>::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))

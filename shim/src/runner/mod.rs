@@ -494,6 +494,7 @@ impl Runner {
         component: &Component,
         store: &mut Store<ComponentHost>,
     ) -> Result<i32, Failure> {
+        check_imports(path, component, &self.engine, false).map_err(Failure::Setup)?;
         let mut linker = wasmtime::component::Linker::<ComponentHost>::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|source| Failure::Setup(Error::Engine { source }))?;
@@ -522,6 +523,46 @@ impl Runner {
             Ok(()) => Ok(0),
             Err(()) => Ok(1),
         }
+    }
+}
+
+/// Refuses a component that imports an interface this host does not provide, naming each.
+fn check_imports(path: &Path, component: &Component, engine: &Engine, http: bool) -> Result<()> {
+    let ty = component.component_type();
+    let missing: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| !provided(name, http))
+        .map(str::to_owned)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::MissingImports {
+            path: path.to_owned(),
+            missing,
+        })
+    }
+}
+
+/// Whether an import is one of the WASI 0.2 interfaces the linker gets
+/// (`wasmtime_wasi::p2::add_to_linker_async`, and wasi:http for proxies). Anything it does not
+/// know is left to the linker, whose error is the last word.
+fn provided(import: &str, http: bool) -> bool {
+    let Some((package, version)) = import.split_once('@') else {
+        return false;
+    };
+    let Some((namespace_package, _interface)) = package.split_once('/') else {
+        return false;
+    };
+    if !version.starts_with("0.2.") {
+        return false;
+    }
+    match namespace_package {
+        "wasi:cli" | "wasi:clocks" | "wasi:filesystem" | "wasi:io" | "wasi:random"
+        | "wasi:sockets" => true,
+        "wasi:http" => http,
+        _ => false,
     }
 }
 
