@@ -176,12 +176,11 @@ void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handle
     wasi_http_types_borrow_incoming_request_t req = wasi_http_types_borrow_incoming_request(request);
     wasi_http_types_method_t method;
     wasi_http_types_method_incoming_request_method(req, &method);
-    proxy_option_string_t path_with_query;
-    wasi_http_types_method_incoming_request_path_with_query(req, &path_with_query);
+    proxy_string_t path_with_query;
     char path[1024] = "/";
-    if (path_with_query.is_some) {
-        size_t n = path_with_query.val.len < sizeof path - 1 ? path_with_query.val.len : sizeof path - 1;
-        memcpy(path, path_with_query.val.ptr, n);
+    if (wasi_http_types_method_incoming_request_path_with_query(req, &path_with_query)) {
+        size_t n = path_with_query.len < sizeof path - 1 ? path_with_query.len : sizeof path - 1;
+        memcpy(path, path_with_query.ptr, n);
         path[n] = 0;
     }
     const char *method_name = method.tag == WASI_HTTP_TYPES_METHOD_GET    ? "GET"
@@ -196,7 +195,7 @@ void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handle
     } else if (strcmp(path, "/echo") == 0) {
         wasi_http_types_own_headers_t headers = wasi_http_types_method_incoming_request_headers(req);
         wasi_http_types_field_name_t name = str("x-echo");
-        proxy_list_field_value_t values;
+        wasi_http_types_list_field_value_t values;
         wasi_http_types_method_fields_get(wasi_http_types_borrow_fields(headers), &name, &values);
         size_t len;
         uint8_t *body = incoming_body(req, &len);

@@ -42,7 +42,11 @@ impl Interface {
         let names = |items: &[String]| {
             items
                 .iter()
-                .map(|i| i.rsplit_once(" (").map_or(i.as_str(), |(n, _)| n).to_owned())
+                .map(|i| {
+                    i.rsplit_once(" (")
+                        .map_or(i.as_str(), |(n, _)| n)
+                        .to_owned()
+                })
                 .collect()
         };
         Some(ComponentConfig {

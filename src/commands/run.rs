@@ -170,6 +170,9 @@ impl RunCommand {
         let loaded = runner
             .load(&resolved.path, resolved.wasm())
             .with_context(|| format!("loading {}", self.module))?;
+        runner
+            .check_imports(&resolved.path, &loaded)
+            .with_context(|| format!("loading {}", self.module))?;
         match loaded.world(runner.engine()) {
             World::Proxy if serve_only => return self.serve(&resolved, &runner, &loaded),
             World::Proxy => {
@@ -187,7 +190,8 @@ impl RunCommand {
                 match world {
                     World::Module => "a core module",
                     World::Command => "a wasi:cli/command component",
-                    _ => "a component that exports neither wasi:cli/run nor wasi:http/incoming-handler",
+                    _ =>
+                        "a component that exports neither wasi:cli/run nor wasi:http/incoming-handler",
                 }
             ),
             _ => {}
@@ -256,7 +260,9 @@ impl RunCommand {
             .with_context(|| format!("serving {}", self.module))?;
         let listener = std::net::TcpListener::bind(self.http.addr)
             .with_context(|| format!("listening on {}", self.http.addr))?;
-        let local = listener.local_addr().context("reading the listening address")?;
+        let local = listener
+            .local_addr()
+            .context("reading the listening address")?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -77,27 +77,37 @@ fn http_guests() -> &'static HttpGuests {
     })
 }
 
-/// The `wit/` folder of the wasmtime-wasi-http crate this workspace builds with, found with
-/// `cargo metadata`.
+/// The `wit/` folder of the wasmtime-wasi-http crate this workspace builds with (its version
+/// in Cargo.lock), in cargo's registry sources, where the build unpacked it.
 fn wasi_http_wit() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cargo metadata: {}", describe(&out));
-    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let package = metadata["packages"]
-        .as_array()
+    let lock =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).unwrap();
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"wasmtime-wasi-http\""))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .expect("wasmtime-wasi-http is in Cargo.lock")
+        .trim_matches('"')
+        .to_owned();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let sources = cargo_home.join("registry/src");
+    fs::read_dir(&sources)
         .unwrap()
-        .iter()
-        .find(|p| p["name"] == "wasmtime-wasi-http")
-        .expect("wasmtime-wasi-http is a dependency");
-    Path::new(package["manifest_path"].as_str().unwrap())
-        .parent()
-        .unwrap()
-        .join("wit")
+        .map(|index| {
+            index
+                .unwrap()
+                .path()
+                .join(format!("wasmtime-wasi-http-{version}/wit"))
+        })
+        .find(|wit| wit.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no wasmtime-wasi-http-{version}/wit in {}",
+                sources.display()
+            )
+        })
 }
 
 #[derive(Clone, Copy)]
@@ -184,11 +194,8 @@ fn unsatisfiable_component() -> Vec<u8> {
         )
         .unwrap();
     let world = resolve.select_world(&[package], None).unwrap();
-    let mut module = wit_component::dummy_module(
-        &resolve,
-        world,
-        wit_parser::ManglingAndAbi::Standard32,
-    );
+    let mut module =
+        wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
     wit_component::embed_component_metadata(
         &mut module,
         &resolve,
@@ -323,7 +330,13 @@ impl Client {
         }
     }
 
-    fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         self.try_send(method, path, headers, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
@@ -487,7 +500,10 @@ fn fifty_concurrent_clients_each_get_their_answer() {
     });
     for (i, r) in answers.iter().enumerate() {
         assert_eq!(r.status, 200);
-        assert_eq!(r.text(), format!("hello from wasm: GET /hello?client={i}\n"));
+        assert_eq!(
+            r.text(),
+            format!("hello from wasm: GET /hello?client={i}\n")
+        );
     }
 }
 
@@ -503,10 +519,12 @@ fn a_trapping_request_is_a_500_and_the_next_one_succeeds() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(served.get("/hello").status, 200);
     let log = fs::read_to_string(cli.log_file()).unwrap();
-    assert!(
-        log.lines().any(|l| l.contains("request failed") && l.contains("unreachable")),
-        "no log line for the trap in:\n{log}"
-    );
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    assert!(failed[0].contains("unreachable"), "{}", failed[0]);
 }
 
 #[test]
@@ -560,8 +578,15 @@ fn sigterm_lets_requests_in_flight_finish_then_exits_0() {
     }
     let status = exit_within(&mut served.child, Duration::from_secs(30)).expect("exits");
     assert_eq!(status.code(), Some(0), "{}", served.stderr());
-    assert!(served.stderr().contains("Shutting down"), "{}", served.stderr());
-    assert!(TcpStream::connect(&addr).is_err(), "still accepting after SIGTERM");
+    assert!(
+        served.stderr().contains("Shutting down"),
+        "{}",
+        served.stderr()
+    );
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "still accepting after SIGTERM"
+    );
     assert!(idle.try_send("GET", "/hello", &[], b"").is_err());
 }
 
@@ -622,10 +647,16 @@ fn outbound_http_is_denied_unless_the_host_is_allowed() {
     assert_eq!(r.status, 502, "{r:?}");
     assert_eq!(r.text(), "outbound request failed: HTTP-request-denied\n");
     // Another port of an allowed host is another host.
-    let other = Served::start(&cli, &["serve", "--allow-http", "127.0.0.1:1", &p.reference]);
+    let other = Served::start(
+        &cli,
+        &["serve", "--allow-http", "127.0.0.1:1", &p.reference],
+    );
     let r = other.get(&fetch);
     assert_eq!(r.text(), "outbound request failed: HTTP-request-denied\n");
-    assert!(up.hits.lock().unwrap().is_empty(), "a denied request reached the upstream");
+    assert!(
+        up.hits.lock().unwrap().is_empty(),
+        "a denied request reached the upstream"
+    );
 
     let allowed = Served::start(&cli, &["serve", "--allow-http", &up.addr, &p.reference]);
     let r = allowed.get(&fetch);
@@ -652,14 +683,31 @@ fn tcp_connect_is_checked_against_allow_connect() {
     let allowed = format!("127.0.0.2:{port}");
     let denied = format!("127.0.0.3:{port}");
 
-    let out = cli.run(&["run", "--allow-connect", &allowed, &reference, "--", &allowed]);
+    let out = cli.run(&[
+        "run",
+        "--allow-connect",
+        &allowed,
+        &reference,
+        "--",
+        &allowed,
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("connected to {allowed}\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("connected to {allowed}\n")
+    );
     assert_eq!(received.join().unwrap(), "hello over wasi:sockets\n");
 
     // Another address, the same port: denied; so is everything without a rule.
     for args in [
-        vec!["run", "--allow-connect", &allowed, &reference, "--", &denied],
+        vec![
+            "run",
+            "--allow-connect",
+            &allowed,
+            &reference,
+            "--",
+            &denied,
+        ],
         vec!["run", &reference, "--", &allowed],
     ] {
         let out = cli.run(&args);
@@ -673,8 +721,90 @@ fn tcp_connect_is_checked_against_allow_connect() {
         );
     }
     // A network rule: 127.0.0.0/30 holds .2 but not .4.
-    let out = cli.run(&["run", "--allow-connect", "127.0.0.0/30", &reference, "--", "127.0.0.4:9"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "cannot connect to 127.0.0.4:9: access-denied\n");
+    let out = cli.run(&[
+        "run",
+        "--allow-connect",
+        "127.0.0.0/30",
+        &reference,
+        "--",
+        "127.0.0.4:9",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "cannot connect to 127.0.0.4:9: access-denied\n"
+    );
+}
+
+#[test]
+fn push_describes_the_component_and_inspect_shows_its_world() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let manifest = crate::support::manifest(&p.registry, "services/hello-http", "v1");
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(p.registry.blob_file(config_digest)).unwrap()).unwrap();
+    assert_eq!(config["os"], "wasip2");
+    let component = &config["component"];
+    assert_eq!(component["target"], "wasi:http/proxy@0.2.12");
+    assert_eq!(
+        component["exports"],
+        serde_json::json!(["wasi:http/incoming-handler@0.2.12"])
+    );
+    let imports: Vec<&str> = component["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert!(imports.contains(&"wasi:http/types@0.2.12"), "{imports:?}");
+    assert!(
+        imports.contains(&"wasi:http/outgoing-handler@0.2.12"),
+        "{imports:?}"
+    );
+
+    let human = cli.ok(&["inspect", &p.reference]);
+    assert!(
+        human.contains("World:     wasi:http/proxy@0.2.12\n"),
+        "{human}"
+    );
+    assert!(
+        human.contains("  wasi:http/incoming-handler@0.2.12 (instance)\n"),
+        "{human}"
+    );
+    assert!(
+        human.contains("  wasi:http/types@0.2.12 (import)\n"),
+        "{human}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["inspect", "--json", &p.reference])).unwrap();
+    assert_eq!(json["world"], "wasi:http/proxy@0.2.12");
+    assert_eq!(
+        json["config"]["component"]["target"],
+        "wasi:http/proxy@0.2.12"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["inspect", "--json", path(&http_guests().tcp_client)]))
+            .unwrap();
+    assert_eq!(json["world"], "wasi:cli/command@0.2.12");
+}
+
+#[test]
+fn a_component_with_an_import_no_host_provides_is_refused_by_name() {
+    let cli = WasmOci::new();
+    let registry = Registry::start();
+    let reference = registry.reference("services/unsatisfiable:v1");
+    cli.ok(&["push", path(&http_guests().unsatisfiable), &reference]);
+    for verb in ["run", "serve"] {
+        let out = cli.run(&[verb, &reference]);
+        assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+        assert!(
+            stderr(&out)
+                .contains("it imports example:missing/api, which wasm-oci does not provide"),
+            "{}",
+            describe(&out)
+        );
+    }
 }
 
 /// Not a test: benches/serve builds its guest here, the way the tests do, and takes a copy.

@@ -233,7 +233,11 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max_body) {
-            tracing::warn!(request = id, limit = max_body, "request body too large; answered 413");
+            tracing::warn!(
+                request = id,
+                limit = max_body,
+                "request body too large; answered 413"
+            );
             return Ok(plain(413, "request body too large\n"));
         }
         tracing::debug!(request = id, method = %req.method(), uri = %req.uri(), "request");
@@ -294,7 +298,12 @@ impl Inner {
                         error = %format!("{e:?}"),
                         "request asked for memory over its limit and failed"
                     ),
-                    None => tracing::warn!(request = id, error = %format!("{e:?}"), "request failed"),
+                    None => tracing::warn!(
+                        request = id,
+                        trap = %e.downcast_ref::<Trap>().map_or("none".into(), Trap::to_string),
+                        error = %format!("{e:?}"),
+                        "request failed"
+                    ),
                 },
                 _ => {}
             }
@@ -314,7 +323,10 @@ impl Inner {
                     plain(500, "internal server error\n")
                 }
                 Ended::Done => {
-                    tracing::warn!(request = id, "the component returned without a response; answered 500");
+                    tracing::warn!(
+                        request = id,
+                        "the component returned without a response; answered 500"
+                    );
                     plain(500, "internal server error\n")
                 }
                 Ended::Failed(_) => plain(500, "internal server error\n"),
@@ -326,7 +338,9 @@ impl Inner {
     /// deadline.
     fn store(&self) -> Store<ProxyHost> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdout().inherit_stderr().envs(&self.options.env);
+        wasi.inherit_stdout()
+            .inherit_stderr()
+            .envs(&self.options.env);
         let host = ProxyHost {
             ctx: wasi.build(),
             http: WasiHttpCtx::new(),

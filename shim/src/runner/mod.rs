@@ -345,6 +345,20 @@ impl Runner {
         }
     }
 
+    /// Refuses a component that imports an interface this host does not give its world,
+    /// naming each; [`Runner::run`] and [`Runner::proxy`] check this too.
+    pub fn check_imports(&self, path: &Path, loaded: &Loaded) -> Result<()> {
+        match loaded {
+            Loaded::Module(_) => Ok(()),
+            Loaded::Component(component) => check_imports(
+                path,
+                component,
+                &self.engine,
+                loaded.world(&self.engine) == World::Proxy,
+            ),
+        }
+    }
+
     /// Runs a loaded guest to its end; returns how it exited.
     ///
     /// The guest runs on this thread, in a runtime of its own: its host calls are
@@ -353,6 +367,7 @@ impl Runner {
     pub fn run(&self, path: &Path, loaded: &Loaded, options: &RunOptions) -> Result<Outcome> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
+            .enable_io()
             .build()
             .map_err(|e| Error::Engine { source: e.into() })?;
         let outcome = runtime.block_on(self.run_async(path, loaded, options));
@@ -722,7 +737,11 @@ fn wasi_ctx(options: &RunOptions) -> Result<WasiCtxBuilder> {
         wasi.stderr(OutputFile::new(f.try_clone().map_err(io_err)?));
     }
     let sockets = Arc::new(options.sockets.clone());
+    // TCP and UDP are off unless a rule could allow them; then every address is checked.
+    let any_socket = !sockets.connect.is_empty() || !sockets.bind.is_empty();
     wasi.allow_ip_name_lookup(sockets.dns)
+        .allow_tcp(any_socket)
+        .allow_udp(any_socket)
         .socket_addr_check(move |addr, use_| {
             let allowed = sockets.allows(addr, use_);
             if !allowed {

@@ -178,9 +178,9 @@ impl ConnectRule {
                     return Err(e);
                 };
                 use std::net::ToSocketAddrs as _;
-                let addrs = (host, port)
-                    .to_socket_addrs()
-                    .map_err(|err| format!("--allow-connect {spec}: cannot resolve {host}: {err}"))?;
+                let addrs = (host, port).to_socket_addrs().map_err(|err| {
+                    format!("--allow-connect {spec}: cannot resolve {host}: {err}")
+                })?;
                 Ok(addrs.map(|a| Self::host(a.ip(), Some(port))).collect())
             }
         }
@@ -369,7 +369,12 @@ mod tests {
         let policy = |specs: &[&str]| HttpPolicy {
             hosts: specs.iter().map(|s| s.parse().unwrap()).collect(),
         };
-        let p = policy(&["api.example.com", "127.0.0.1:8081", "Any.Example:*", "[::1]:9"]);
+        let p = policy(&[
+            "api.example.com",
+            "127.0.0.1:8081",
+            "Any.Example:*",
+            "[::1]:9",
+        ]);
         assert!(p.allows("api.example.com", None, 443));
         assert!(p.allows("API.example.com", Some(80), 80));
         assert!(!p.allows("api.example.com", Some(8443), 443));
