@@ -200,6 +200,27 @@ impl Resolved {
         }
     }
 
+    /// Whether it says it is a wasi:http/proxy component before it is compiled: from the bytes
+    /// read, or from the `component` section of a cached reference's config (a guess the
+    /// runner confirms; it only picks the engine).
+    fn is_proxy(&self) -> bool {
+        let proxy = |world: &str| world.starts_with("wasi:http/proxy@");
+        if let Some(bytes) = &self.bytes {
+            return wasm_oci_fetcher::interface(bytes)
+                .and_then(|i| i.world)
+                .is_some_and(|w| proxy(&w));
+        }
+        let (Some(cache), Some(entry)) = (&self.cache, &self.entry) else {
+            return false;
+        };
+        entry
+            .config_digest
+            .as_ref()
+            .and_then(|d| cache.read_blob(d).ok())
+            .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+            .is_some_and(|c| c["component"]["target"].as_str().is_some_and(proxy))
+    }
+
     /// The wasm for the runner: the bytes read, or the cached blob (whose compiled code is
     /// kept in the cache).
     fn wasm(&self) -> wasm_oci_shim::Wasm<'_> {

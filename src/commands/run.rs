@@ -158,32 +158,38 @@ impl RunCommand {
         serve_only: bool,
     ) -> anyhow::Result<ExitCode> {
         let resolved = Resolved::new(global, &self.module, self.pull)?;
-        let runner = if serve_only {
-            Runner::new(EngineOptions::SHIM)?
-        } else {
-            Runner::new(EngineOptions {
-                interruptible: self.timeout.is_some(),
-                fuel: self.fuel.is_some(),
-                pooling: false,
-            })?
+        let run_engine = EngineOptions {
+            interruptible: self.timeout.is_some(),
+            fuel: self.fuel.is_some(),
+            pooling: false,
         };
-        let loaded = runner
-            .load(&resolved.path, resolved.wasm())
-            .with_context(|| format!("loading {}", self.module))?;
+        // Proxies are served by the engine `serve` uses (pooling, interruptible); what the
+        // artifact says it is picks the engine first, so that nothing is compiled twice.
+        let mut engine = if serve_only || resolved.is_proxy() {
+            EngineOptions::SHIM
+        } else {
+            run_engine
+        };
+        let (runner, loaded) = loop {
+            let runner = Runner::new(engine)?;
+            let loaded = runner
+                .load(&resolved.path, resolved.wasm())
+                .with_context(|| format!("loading {}", self.module))?;
+            let wanted = match loaded.world(runner.engine()) {
+                World::Proxy => EngineOptions::SHIM,
+                _ if serve_only => EngineOptions::SHIM,
+                _ => run_engine,
+            };
+            if wanted == engine {
+                break (runner, loaded);
+            }
+            engine = wanted;
+        };
         runner
             .check_imports(&resolved.path, &loaded)
             .with_context(|| format!("loading {}", self.module))?;
         match loaded.world(runner.engine()) {
-            World::Proxy if serve_only => return self.serve(&resolved, &runner, &loaded),
-            World::Proxy => {
-                // A proxy found by `run`: served by the engine `serve` uses (pooling,
-                // interruptible), whose compiled code the cache keeps apart.
-                let runner = Runner::new(EngineOptions::SHIM)?;
-                let loaded = runner
-                    .load(&resolved.path, resolved.wasm())
-                    .with_context(|| format!("loading {}", self.module))?;
-                return self.serve(&resolved, &runner, &loaded);
-            }
+            World::Proxy => return self.serve(&resolved, &runner, &loaded),
             world if serve_only => bail!(
                 "{} is {}, not a wasi:http/proxy component; run it with `wasm-oci run`",
                 self.module,
