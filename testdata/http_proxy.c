@@ -6,6 +6,7 @@
 //   GET  /spin            loops forever in wasm
 //   GET  /sleep?ms=N      says "guest sleeping" on stderr, sleeps N ms in a host call, answers
 //   GET  /fetch?to=H:P    GET http://H:P/from-wasm, answers 200 "upstream said: BODY" or 502
+//   GET  /alloc?mb=N      allocates and touches N MiB, answers 200; traps if malloc fails
 //   anything else         404 "not found\n"
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,6 +230,16 @@ void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handle
         sleep_ms(ms);
         char text[64];
         snprintf(text, sizeof text, "slept %llu ms\n", (unsigned long long)ms);
+        respond_text(out, 200, text);
+    } else if (strncmp(path, "/alloc?mb=", 10) == 0) {
+        size_t mb = strtoull(path + 10, NULL, 10);
+        char *block = malloc(mb << 20);
+        if (!block) __builtin_trap();
+        memset(block, 1, mb << 20);
+        // Keeps clang from leaving out an allocation nothing reads.
+        __asm__ volatile("" : : "r"(block) : "memory");
+        char text[64];
+        snprintf(text, sizeof text, "allocated %zu MiB\n", mb);
         respond_text(out, 200, text);
     } else if (strncmp(path, "/fetch?to=", 10) == 0) {
         fetch(path + 10, out);

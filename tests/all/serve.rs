@@ -541,6 +541,29 @@ fn a_request_over_its_timeout_is_a_504_and_the_server_goes_on() {
 }
 
 #[test]
+fn max_memory_is_per_instance() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let served = Served::start(&cli, &["serve", "--max-memory", "8MiB", &p.reference]);
+    let r = served.get("/alloc?mb=16");
+    assert_eq!(r.status, 500, "{r:?}");
+    // Each request has the whole budget: four of 4 MiB, one after another, all fit.
+    let mut client = served.connect();
+    for _ in 0..4 {
+        let r = client.send("GET", "/alloc?mb=4", &[], b"");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.text(), "allocated 4 MiB\n");
+    }
+    let log = fs::read_to_string(cli.log_file()).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request asked for memory over its limit")
+                && l.contains("limit=8388608")),
+        "{log}"
+    );
+}
+
+#[test]
 fn the_request_body_cap_is_a_413() {
     let cli = WasmOci::new();
     let p = push_proxy(&cli);

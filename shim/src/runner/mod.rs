@@ -706,6 +706,13 @@ impl Limits {
     /// all the others hold; counts it when it may.
     fn allow(&mut self, current: usize, desired: usize) -> bool {
         let total = self.used.saturating_sub(current).saturating_add(desired);
+        tracing::trace!(
+            current,
+            desired,
+            total,
+            limit = self.max_memory,
+            "memory or table growing"
+        );
         match self.max_memory {
             Some(limit) if total > limit => {
                 self.denied = Some(total);
