@@ -10,10 +10,69 @@ use crate::WasmKind;
 pub struct Interface {
     /// Module or component.
     pub kind: WasmKind,
+    /// The WASI world a component targets, from what it exports: `wasi:http/proxy@0.2.x` for
+    /// one that exports `wasi:http/incoming-handler`, `wasi:cli/command@0.2.x` for one that
+    /// exports `wasi:cli/run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub world: Option<String>,
     /// Imports, `module::name (kind)` for modules, `name (kind)` for components.
     pub imports: Vec<String>,
     /// Exports, `name (kind)`.
     pub exports: Vec<String>,
+}
+
+/// A component's part of the CNCF wasm config (`component`), as `wkg oci push` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ComponentConfig {
+    /// The world it targets, when it is a WASI one this program knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The interfaces it imports, e.g. `wasi:io/streams@0.2.6`.
+    pub imports: Vec<String>,
+    /// The interfaces it exports.
+    pub exports: Vec<String>,
+}
+
+impl Interface {
+    /// The `component` section of a CNCF config; `None` for a core module.
+    pub fn component_config(&self) -> Option<ComponentConfig> {
+        if self.kind != WasmKind::Component {
+            return None;
+        }
+        let names = |items: &[String]| {
+            items
+                .iter()
+                .map(|i| {
+                    i.rsplit_once(" (")
+                        .map_or(i.as_str(), |(n, _)| n)
+                        .to_owned()
+                })
+                .collect()
+        };
+        Some(ComponentConfig {
+            target: self.world.clone(),
+            imports: names(&self.imports),
+            exports: names(&self.exports),
+        })
+    }
+}
+
+/// The world a component targets, from the names of its exports.
+fn world_of(exports: &[String]) -> Option<String> {
+    let version = |interface: &str| {
+        exports.iter().find_map(|e| {
+            let name = e.rsplit_once(" (").map_or(e.as_str(), |(n, _)| n);
+            name.strip_prefix(interface)?
+                .strip_prefix('@')
+                .filter(|v| v.starts_with("0.2."))
+                .map(str::to_owned)
+        })
+    };
+    if let Some(v) = version("wasi:http/incoming-handler") {
+        Some(format!("wasi:http/proxy@{v}"))
+    } else {
+        version("wasi:cli/run").map(|v| format!("wasi:cli/command@{v}"))
+    }
 }
 
 /// Reads the interface of `bytes`; `None` when they are not valid WebAssembly.
@@ -76,6 +135,9 @@ pub fn interface(bytes: &[u8]) -> Option<Interface> {
     }
     Some(Interface {
         kind,
+        world: (kind == WasmKind::Component)
+            .then(|| world_of(&exports))
+            .flatten(),
         imports,
         exports,
     })

@@ -29,7 +29,7 @@ use oci_client::errors::OciDistributionError;
 use wasm_oci_cache::Cache;
 
 pub use error::Error;
-pub use inspect::{Interface, interface};
+pub use inspect::{ComponentConfig, Interface, interface};
 pub use manifest::{
     CNCF_CONFIG_MEDIA_TYPE, CNCF_LAYER_MEDIA_TYPE, Choice, WASM_LAYER_MEDIA_TYPES,
     WASM_TO_OCI_CONFIG_MEDIA_TYPE, WASM_TO_OCI_LAYER_MEDIA_TYPE, choose,

@@ -102,16 +102,33 @@ impl Fetcher {
             .unwrap_or_else(|| "module.wasm".to_owned());
 
         let (config_media_type, layer_media_type, config) = match format {
-            PushFormat::Cncf => (
-                CNCF_CONFIG_MEDIA_TYPE,
-                CNCF_LAYER_MEDIA_TYPE,
-                serde_json::to_vec(&json!({
+            PushFormat::Cncf => {
+                let mut config = json!({
                     "architecture": "wasm",
                     "os": kind.os(),
                     "layerDigests": [local.digest],
-                }))
-                .expect("json values serialize"),
-            ),
+                });
+                // What the component is (its world, imports, exports), as wkg writes it, so
+                // that a puller can tell what it needs before downloading it.
+                if kind == WasmKind::Component {
+                    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                        action: "reading",
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                    let component = crate::interface(&bytes)
+                        .and_then(|i| i.component_config())
+                        .ok_or_else(|| Error::InvalidWasm {
+                            path: path.to_owned(),
+                        })?;
+                    config["component"] = json!(component);
+                }
+                (
+                    CNCF_CONFIG_MEDIA_TYPE,
+                    CNCF_LAYER_MEDIA_TYPE,
+                    serde_json::to_vec(&config).expect("json values serialize"),
+                )
+            }
             PushFormat::WasmToOci => (
                 WASM_TO_OCI_CONFIG_MEDIA_TYPE,
                 WASM_TO_OCI_LAYER_MEDIA_TYPE,

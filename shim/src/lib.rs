@@ -13,7 +13,8 @@ pub mod containerd;
 pub mod runner;
 
 pub use runner::{
-    EngineOptions, Error, Identity, Loaded, Outcome, Preopen, RunOptions, Runner, Wasm,
+    EngineOptions, Error, Identity, Loaded, Outcome, Preopen, RunOptions, Runner, ServeOptions,
+    Server, Wasm, World,
 };
 
 /// Result type of this crate.

@@ -9,8 +9,9 @@ use serde::Serialize;
 use super::{PullPolicy, Resolved};
 use crate::GlobalOptions;
 
-/// Show an artifact's manifest, config and layers, and the module's kind and WASI
-/// imports and exports, without running it (pulling it first when it is not cached).
+/// Show an artifact's manifest, config and layers, and the module's kind, WASI world
+/// (wasi:cli/command or wasi:http/proxy), imports and exports, without running it (pulling it
+/// first when it is not cached).
 ///
 ///     wasm-oci inspect localhost:5000/hello:v1
 ///     wasm-oci inspect --json ./hello.wasm
@@ -119,6 +120,9 @@ impl InspectCommand {
             "Kind:      {kind}, {}",
             super::cache::human_size(inspected.size)
         );
+        if let Some(world) = &inspected.interface.world {
+            crate::outln!("World:     {world}");
+        }
         crate::outln!("Imports:");
         for i in &inspected.interface.imports {
             crate::outln!("  {}", p(&i.to_string()));

@@ -9,6 +9,7 @@ mod pull;
 mod push;
 mod run;
 mod save;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ pub use pull::PullCommand;
 pub use push::PushCommand;
 pub use run::RunCommand;
 pub use save::{LoadCommand, SaveCommand};
+pub use serve::ServeCommand;
 
 use crate::GlobalOptions;
 
@@ -53,6 +55,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(RunCommand),
+    Serve(ServeCommand),
     Pull(PullCommand),
     Push(PushCommand),
     Compile(CompileCommand),
@@ -71,6 +74,7 @@ impl Cli {
     pub fn execute(self) -> ExitCode {
         let (result, failure) = match self.command {
             Command::Run(cmd) => (cmd.execute(&self.global), 125),
+            Command::Serve(cmd) => (cmd.execute(&self.global), 125),
             Command::Pull(cmd) => (cmd.execute(&self.global), 1),
             Command::Push(cmd) => (cmd.execute(&self.global), 1),
             Command::Compile(cmd) => (cmd.execute(&self.global), 1),
@@ -201,6 +205,25 @@ impl Resolved {
         match &self.source {
             Source::Cached { cache, artifact } => Some((cache, &artifact.entry)),
             Source::Bytes(_) => None,
+        }
+    }
+
+    /// Whether it says it is a wasi:http/proxy component before it is compiled: from the bytes
+    /// read, or from the `component` section of a cached reference's config (a guess the
+    /// runner confirms; it only picks the engine).
+    fn is_proxy(&self) -> bool {
+        let proxy = |world: &str| world.starts_with("wasi:http/proxy@");
+        match &self.source {
+            Source::Bytes(bytes) => wasm_oci_fetcher::interface(bytes)
+                .and_then(|i| i.world)
+                .is_some_and(|w| proxy(&w)),
+            Source::Cached { cache, artifact } => artifact
+                .entry
+                .config_digest
+                .as_ref()
+                .and_then(|d| cache.read_blob(d).ok())
+                .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+                .is_some_and(|c| c["component"]["target"].as_str().is_some_and(proxy)),
         }
     }
 

@@ -1,16 +1,27 @@
-//! `wasm-oci run REF|FILE [-- ARGS...]`: pull if needed, then start the guest in wasmtime.
+//! `wasm-oci run REF|FILE [-- ARGS...]`: pull if needed, then start the guest in wasmtime: a
+//! command runs to completion, a `wasi:http/proxy` component is served.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Args;
-use wasm_oci_shim::{EngineOptions, Error as RunError, Preopen, RunOptions, Runner};
+use wasm_oci_shim::runner::{
+    ConnectRule, DEFAULT_MAX_CONCURRENCY, HttpPolicy, HttpRule, SocketPolicy,
+};
+use wasm_oci_shim::{
+    EngineOptions, Error as RunError, Loaded, Preopen, RunOptions, Runner, ServeOptions, World,
+};
 
 use super::{PullPolicy, Resolved};
 use crate::GlobalOptions;
 use crate::units::{parse_duration, parse_size};
 
 /// Run a wasm module or component from a registry reference or a local file.
+///
+/// A command (a core module, or a wasi:cli/command component) runs to completion; a
+/// wasi:http/proxy component is served over HTTP, as `wasm-oci serve` does.
 ///
 /// A reference is pulled into the cache when it is not there yet (docker's default pull
 /// policy), so a second run starts without asking the registry, and the code compiled on the
@@ -59,7 +70,7 @@ pub struct RunCommand {
 
     /// Stop the guest after this long, e.g. 1s, 500ms, 2m
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    timeout: Option<std::time::Duration>,
+    timeout: Option<Duration>,
 
     /// Stop the guest after it has used this much fuel (about one unit per wasm instruction)
     #[arg(long, value_name = "N")]
@@ -68,21 +79,130 @@ pub struct RunCommand {
     /// The guest's argv[0] [default: the module as given]
     #[arg(long, value_name = "NAME")]
     argv0: Option<String>,
+
+    #[command(flatten)]
+    network: NetworkArgs,
+
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// What a command component may do with wasi:sockets: nothing unless allowed here.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Network (wasi:sockets, for components; denied by default)")]
+struct NetworkArgs {
+    /// Let the guest connect (TCP) and send (UDP) to this address or network: HOST:PORT,
+    /// IP:PORT, CIDR (any port) or CIDR:PORT; a HOST is resolved once, at start. Repeatable
+    #[arg(long = "allow-connect", value_name = "HOST:PORT|CIDR[:PORT]")]
+    allow_connect: Vec<String>,
+
+    /// Let the guest bind and listen on this local address (port 0: any port). Repeatable
+    #[arg(long = "allow-bind", value_name = "ADDR:PORT")]
+    allow_bind: Vec<SocketAddr>,
+
+    /// Let the guest resolve host names
+    #[arg(long = "allow-dns")]
+    allow_dns: bool,
+}
+
+impl NetworkArgs {
+    fn policy(&self) -> anyhow::Result<SocketPolicy> {
+        let mut connect = Vec::new();
+        for spec in &self.allow_connect {
+            connect.extend(ConnectRule::resolve(spec).map_err(anyhow::Error::msg)?);
+        }
+        Ok(SocketPolicy {
+            connect,
+            bind: self.allow_bind.clone(),
+            dns: self.allow_dns,
+        })
+    }
+}
+
+/// How a wasi:http/proxy component is served.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "HTTP (wasi:http/proxy components)")]
+pub(super) struct HttpArgs {
+    /// Socket address to listen on (port 0: any free port, printed when listening)
+    #[arg(long, value_name = "SOCKADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+
+    /// Requests handled at once; more wait for a free slot
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENCY)]
+    max_concurrency: usize,
+
+    /// Largest request body passed to the component; larger ones are answered 413
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
+    max_body: usize,
+
+    /// Let the component send HTTP requests to this host (wasi:http/outgoing-handler):
+    /// HOST (on the scheme's default port), HOST:PORT or HOST:*. Denied by default. Repeatable
+    #[arg(long = "allow-http", value_name = "HOST[:PORT]")]
+    allow_http: Vec<HttpRule>,
+
+    /// On SIGTERM or SIGINT, how long requests in flight may take to finish
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    shutdown_timeout: Duration,
 }
 
 impl RunCommand {
-    /// Resolves the module and runs it.
+    /// Resolves the module and runs it, or serves it when it is a wasi:http/proxy.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        self.execute_as(global, false)
+    }
+
+    /// `serve_only`: refuse anything but a wasi:http/proxy (`wasm-oci serve`).
+    pub(super) fn execute_as(
+        self,
+        global: &GlobalOptions,
+        serve_only: bool,
+    ) -> anyhow::Result<ExitCode> {
         let resolved = Resolved::new(global, &self.module, self.pull)?;
-        let runner = Runner::new(EngineOptions {
+        let run_engine = EngineOptions {
             interruptible: self.timeout.is_some(),
             fuel: self.fuel.is_some(),
             pooling: false,
-        })?;
-        let loaded = runner
-            .load(&resolved.path, resolved.wasm())
+        };
+        // Proxies are served by the engine `serve` uses (pooling, interruptible); what the
+        // artifact says it is picks the engine first, so that nothing is compiled twice.
+        let mut engine = if serve_only || resolved.is_proxy() {
+            EngineOptions::SHIM
+        } else {
+            run_engine
+        };
+        let (runner, loaded) = loop {
+            let runner = Runner::new(engine)?;
+            let loaded = runner
+                .load(&resolved.path, resolved.wasm())
+                .with_context(|| format!("loading {}", self.module))?;
+            let wanted = match loaded.world(runner.engine()) {
+                World::Proxy => EngineOptions::SHIM,
+                _ if serve_only => EngineOptions::SHIM,
+                _ => run_engine,
+            };
+            if wanted == engine {
+                break (runner, loaded);
+            }
+            engine = wanted;
+        };
+        runner
+            .check_imports(&resolved.path, &loaded)
             .with_context(|| format!("loading {}", self.module))?;
-        let options = self.run_options();
+        match loaded.world(runner.engine()) {
+            World::Proxy => return self.serve(&resolved, &runner, &loaded),
+            world if serve_only => bail!(
+                "{} is {}, not a wasi:http/proxy component; run it with `wasm-oci run`",
+                self.module,
+                match world {
+                    World::Module => "a core module",
+                    World::Command => "a wasi:cli/command component",
+                    _ =>
+                        "a component that exports neither wasi:cli/run nor wasi:http/incoming-handler",
+                }
+            ),
+            _ => {}
+        }
+        let options = self.run_options()?;
         match runner.run(&resolved.path, &loaded, &options) {
             Ok(outcome) => {
                 if let (Some(bytes), Some(limit)) = (outcome.memory_denied, self.max_memory)
@@ -113,26 +233,95 @@ impl RunCommand {
         }
     }
 
-    fn run_options(&self) -> RunOptions {
-        let argv0 = self.argv0.clone().unwrap_or_else(|| self.module.clone());
-        let env = self
-            .envs
+    /// Serves a proxy component until SIGTERM or SIGINT, then lets requests in flight finish.
+    fn serve(
+        &self,
+        resolved: &Resolved,
+        runner: &Runner,
+        loaded: &Loaded,
+    ) -> anyhow::Result<ExitCode> {
+        let Loaded::Component(component) = loaded else {
+            unreachable!("only components are proxies")
+        };
+        if self.fuel.is_some() || !self.dirs.is_empty() || !self.args.is_empty() {
+            bail!(
+                "{} is a wasi:http/proxy component: --fuel, --dir and guest arguments are for \
+                 commands; see `wasm-oci serve --help`",
+                self.module
+            );
+        }
+        let options = ServeOptions {
+            env: self.env(),
+            max_concurrency: self.http.max_concurrency,
+            timeout: self.timeout,
+            max_memory: self.max_memory,
+            max_body: self.http.max_body as u64,
+            outbound: HttpPolicy {
+                hosts: self.http.allow_http.clone(),
+            },
+            drain: self.http.shutdown_timeout,
+        };
+        let server = runner
+            .proxy(&resolved.path, component, options)
+            .with_context(|| format!("serving {}", self.module))?;
+        let listener = std::net::TcpListener::bind(self.http.addr)
+            .with_context(|| format!("listening on {}", self.http.addr))?;
+        let local = listener
+            .local_addr()
+            .context("reading the listening address")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let result = runtime.block_on(async {
+            let shutdown = shutdown_signal()?;
+            eprintln!("Serving HTTP on http://{local}/");
+            server.serve(listener, shutdown).await?;
+            anyhow::Ok(())
+        });
+        // Requests abandoned after --shutdown-timeout are not waited for.
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        result.with_context(|| format!("serving {}", self.module))?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        self.envs
             .iter()
             .filter_map(|e| match e.split_once('=') {
                 Some((k, v)) => Some((k.to_owned(), v.to_owned())),
                 None => std::env::var(e).ok().map(|v| (e.clone(), v)),
             })
-            .collect();
-        RunOptions {
+            .collect()
+    }
+
+    fn run_options(&self) -> anyhow::Result<RunOptions> {
+        let argv0 = self.argv0.clone().unwrap_or_else(|| self.module.clone());
+        Ok(RunOptions {
             args: std::iter::once(argv0)
                 .chain(self.args.iter().cloned())
                 .collect(),
-            env,
+            env: self.env(),
             preopens: self.dirs.clone(),
             max_memory: self.max_memory,
             timeout: self.timeout,
             fuel: self.fuel,
+            sockets: self.network.policy()?,
             ..RunOptions::default()
-        }
+        })
     }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("Shutting down: finishing the requests in flight");
+    })
 }

@@ -15,6 +15,7 @@ mod registry;
 mod resume;
 mod runner;
 mod security;
+mod serve;
 mod support;
 mod testdata;
 mod token;

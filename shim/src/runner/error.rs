@@ -27,6 +27,18 @@ pub enum Error {
         #[source]
         source: wasmtime::Error,
     },
+    /// A component served over HTTP that does not export `wasi:http/incoming-handler`.
+    #[error(
+        "{} is not a wasi:http/proxy component (it does not export wasi:http/incoming-handler@0.2); only proxies can be served",
+        path.display()
+    )]
+    NotAProxy {
+        /// The file.
+        path: PathBuf,
+        /// What wasmtime said.
+        #[source]
+        source: wasmtime::Error,
+    },
     /// A cached blob no longer hashes to its digest: the cache was damaged on disk.
     #[error(
         "{} is damaged in the cache: it hashes to {actual}, not {expected}; run `wasm-oci cache verify`",
@@ -48,6 +60,20 @@ pub enum Error {
         /// What wasmtime said.
         #[source]
         source: wasmtime::Error,
+    },
+    /// A component imports interfaces this host does not provide.
+    #[error(
+        "cannot run {}: it imports {}, which wasm-oci does not provide (it provides wasi:cli, \
+         wasi:clocks, wasi:filesystem, wasi:io, wasi:random and wasi:sockets 0.2, and wasi:http \
+         0.2 to wasi:http/proxy components)",
+        path.display(),
+        missing.join(", ")
+    )]
+    MissingImports {
+        /// The file.
+        path: PathBuf,
+        /// The imports, by name (e.g. `example:kv/store@1.0.0`).
+        missing: Vec<String>,
     },
     /// A preopened directory could not be opened.
     #[error("cannot preopen {} for the guest", host.display())]
@@ -115,7 +141,9 @@ impl Error {
             Error::InvalidWasm { .. }
             | Error::Corrupt { .. }
             | Error::NotACommand { .. }
+            | Error::NotAProxy { .. }
             | Error::Link { .. }
+            | Error::MissingImports { .. }
             | Error::Preopen { .. }
             | Error::Engine { .. } => 125,
         }

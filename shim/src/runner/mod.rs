@@ -5,8 +5,12 @@
 //! bytes (or a cache blob) and options.
 
 mod error;
+mod http;
+mod network;
 
 pub use error::Error;
+pub use http::{DEFAULT_MAX_BODY, DEFAULT_MAX_CONCURRENCY, ServeOptions, Server};
+pub use network::{ConnectRule, HttpPolicy, HttpPort, HttpRule, SocketPolicy};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,6 +65,8 @@ pub struct RunOptions {
     /// The user the guest's file access is done as (a container's `process.user`); the
     /// process's own when `None`.
     pub identity: Option<Identity>,
+    /// What a component may do with `wasi:sockets`; nothing by default.
+    pub sockets: SocketPolicy,
 }
 
 /// A user, its group and its supplementary groups, as a container's spec names them.
@@ -137,6 +143,45 @@ pub enum Loaded {
     Module(Module),
     /// A component.
     Component(Component),
+}
+
+/// What a guest is for, by what it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// A core module with WASI preview 1: run to completion.
+    Module,
+    /// A `wasi:cli/command` component (it exports `wasi:cli/run`): run to completion.
+    Command,
+    /// A `wasi:http/proxy` component (it exports `wasi:http/incoming-handler`): served.
+    Proxy,
+    /// A component that exports neither.
+    Other,
+}
+
+impl Loaded {
+    /// The world the guest targets; a component that exports both `wasi:cli/run` and
+    /// `wasi:http/incoming-handler` is served.
+    pub fn world(&self, engine: &Engine) -> World {
+        let Loaded::Component(component) = self else {
+            return World::Module;
+        };
+        let ty = component.component_type();
+        let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+        let exports_0_2 = |interface: &str| {
+            exports.iter().any(|name| {
+                name.strip_prefix(interface)
+                    .and_then(|v| v.strip_prefix("@0.2."))
+                    .is_some()
+            })
+        };
+        if exports_0_2("wasi:http/incoming-handler") {
+            World::Proxy
+        } else if exports_0_2("wasi:cli/run") {
+            World::Command
+        } else {
+            World::Other
+        }
+    }
 }
 
 /// The wasm to load. Whatever the source, the bytes that are hashed are the bytes that are
@@ -339,6 +384,20 @@ impl Runner {
         }
     }
 
+    /// Refuses a component that imports an interface this host does not give its world,
+    /// naming each; [`Runner::run`] and [`Runner::proxy`] check this too.
+    pub fn check_imports(&self, path: &Path, loaded: &Loaded) -> Result<()> {
+        match loaded {
+            Loaded::Module(_) => Ok(()),
+            Loaded::Component(component) => check_imports(
+                path,
+                component,
+                &self.engine,
+                loaded.world(&self.engine) == World::Proxy,
+            ),
+        }
+    }
+
     /// Runs a loaded guest to its end; returns how it exited.
     ///
     /// The guest runs on this thread, in a runtime of its own: its host calls are
@@ -346,7 +405,7 @@ impl Runner {
     /// dropping the call.
     pub fn run(&self, path: &Path, loaded: &Loaded, options: &RunOptions) -> Result<Outcome> {
         let mut builder = tokio::runtime::Builder::new_current_thread();
-        builder.enable_time();
+        builder.enable_time().enable_io();
         if let Some(identity) = options.identity.clone() {
             // WASI's file operations run on this runtime's blocking pool: those threads act
             // as the guest's user from their start.
@@ -508,6 +567,7 @@ impl Runner {
         component: &Component,
         store: &mut Store<ComponentHost>,
     ) -> Result<i32, Failure> {
+        check_imports(path, component, &self.engine, false).map_err(Failure::Setup)?;
         let mut linker = wasmtime::component::Linker::<ComponentHost>::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|source| Failure::Setup(Error::Engine { source }))?;
@@ -536,6 +596,46 @@ impl Runner {
             Ok(()) => Ok(0),
             Err(()) => Ok(1),
         }
+    }
+}
+
+/// Refuses a component that imports an interface this host does not provide, naming each.
+fn check_imports(path: &Path, component: &Component, engine: &Engine, http: bool) -> Result<()> {
+    let ty = component.component_type();
+    let missing: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| !provided(name, http))
+        .map(str::to_owned)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::MissingImports {
+            path: path.to_owned(),
+            missing,
+        })
+    }
+}
+
+/// Whether an import is one of the WASI 0.2 interfaces the linker gets
+/// (`wasmtime_wasi::p2::add_to_linker_async`, and wasi:http for proxies). Anything it does not
+/// know is left to the linker, whose error is the last word.
+fn provided(import: &str, http: bool) -> bool {
+    let Some((package, version)) = import.split_once('@') else {
+        return false;
+    };
+    let Some((namespace_package, _interface)) = package.split_once('/') else {
+        return false;
+    };
+    if !version.starts_with("0.2.") {
+        return false;
+    }
+    match namespace_package {
+        "wasi:cli" | "wasi:clocks" | "wasi:filesystem" | "wasi:io" | "wasi:random"
+        | "wasi:sockets" => true,
+        "wasi:http" => http,
+        _ => false,
     }
 }
 
@@ -665,6 +765,13 @@ impl Limits {
     /// all the others hold; counts it when it may.
     fn allow(&mut self, current: usize, desired: usize) -> bool {
         let total = self.used.saturating_sub(current).saturating_add(desired);
+        tracing::trace!(
+            current,
+            desired,
+            total,
+            limit = self.max_memory,
+            "memory or table growing"
+        );
         match self.max_memory {
             Some(limit) if total > limit => {
                 self.denied = Some(total);
@@ -698,6 +805,19 @@ fn wasi_ctx(options: &RunOptions) -> Result<WasiCtxBuilder> {
     if let Some(f) = &options.stderr {
         wasi.stderr(OutputFile::new(f.try_clone().map_err(io_err)?));
     }
+    let sockets = Arc::new(options.sockets.clone());
+    // TCP and UDP are off unless a rule could allow them; then every address is checked.
+    let any_socket = !sockets.connect.is_empty() || !sockets.bind.is_empty();
+    wasi.allow_ip_name_lookup(sockets.dns)
+        .allow_tcp(any_socket)
+        .allow_udp(any_socket)
+        .socket_addr_check(move |addr, use_| {
+            let allowed = sockets.allows(addr, use_);
+            if !allowed {
+                tracing::warn!(%addr, ?use_, "socket use denied (see --allow-connect, --allow-bind)");
+            }
+            Box::pin(std::future::ready(allowed))
+        });
     for p in &options.preopens {
         let perms = if p.read_only {
             FsPerms::ReadOnly

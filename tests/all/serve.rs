@@ -1,0 +1,839 @@
+//! Services: wasi:http/proxy components served from a reference (`serve`, and `run` of a proxy),
+//! outbound HTTP and wasi:sockets behind their allow-lists, and what a component is before it
+//! runs. The guests are C, built here with clang and wasi-libc against bindings that
+//! `wit-bindgen c` makes from the WIT wasmtime-wasi-http ships, and componentized with
+//! wit-component and the preview 1 adapters.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::support::{Registry, WasmOci, describe, exit_within, stderr, testdata};
+
+/// The test guests, built once per test run.
+struct HttpGuests {
+    /// A wasi:http/proxy component (testdata/http_proxy.c).
+    proxy: PathBuf,
+    /// A wasi:cli/command component that connects with wasi:sockets (testdata/tcp_client.c).
+    tcp_client: PathBuf,
+    /// A command component that imports an interface no host provides.
+    unsatisfiable: PathBuf,
+}
+
+fn http_guests() -> &'static HttpGuests {
+    static GUESTS: OnceLock<HttpGuests> = OnceLock::new();
+    GUESTS.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("http-guests-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let wit = wasi_http_wit();
+        let proxy = build_c_guest(
+            &dir,
+            "http_proxy",
+            &wit,
+            "wasi:http/proxy@0.2.12",
+            Adapter::Proxy,
+        );
+        // A world of our own next to the ones wasmtime-wasi-http ships.
+        let client_wit = dir.join("client-wit");
+        fs::create_dir_all(&client_wit).unwrap();
+        fs::write(
+            client_wit.join("world.wit"),
+            "package test:client;\n\
+             world client {\n\
+               import wasi:sockets/instance-network@0.2.12;\n\
+               import wasi:sockets/tcp-create-socket@0.2.12;\n\
+               import wasi:sockets/tcp@0.2.12;\n\
+               import wasi:io/poll@0.2.12;\n\
+               import wasi:io/streams@0.2.12;\n\
+               import wasi:cli/environment@0.2.12;\n\
+               export wasi:cli/run@0.2.12;\n\
+             }\n",
+        )
+        .unwrap();
+        let deps = client_wit.join("deps");
+        if !deps.exists() {
+            std::os::unix::fs::symlink(wit.join("deps"), &deps).unwrap();
+        }
+        let tcp_client = build_c_guest(
+            &dir,
+            "tcp_client",
+            &client_wit,
+            "test:client/client",
+            Adapter::Reactor,
+        );
+        let unsatisfiable = dir.join("unsatisfiable.wasm");
+        fs::write(&unsatisfiable, unsatisfiable_component()).unwrap();
+        HttpGuests {
+            proxy,
+            tcp_client,
+            unsatisfiable,
+        }
+    })
+}
+
+/// The `wit/` folder of the wasmtime-wasi-http crate this workspace builds with (its version
+/// in Cargo.lock), in cargo's registry sources, where the build unpacked it.
+fn wasi_http_wit() -> PathBuf {
+    let lock =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).unwrap();
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"wasmtime-wasi-http\""))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .expect("wasmtime-wasi-http is in Cargo.lock")
+        .trim_matches('"')
+        .to_owned();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let sources = cargo_home.join("registry/src");
+    fs::read_dir(&sources)
+        .unwrap()
+        .map(|index| {
+            index
+                .unwrap()
+                .path()
+                .join(format!("wasmtime-wasi-http-{version}/wit"))
+        })
+        .find(|wit| wit.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no wasmtime-wasi-http-{version}/wit in {}",
+                sources.display()
+            )
+        })
+}
+
+#[derive(Clone, Copy)]
+enum Adapter {
+    Proxy,
+    Reactor,
+}
+
+/// Bindings from `wit-bindgen c`, then clang (wasm32-wasi reactor), then wit-component.
+fn build_c_guest(dir: &Path, name: &str, wit: &Path, world: &str, adapter: Adapter) -> PathBuf {
+    let bindings = dir.join(format!("{name}-bindings"));
+    fs::create_dir_all(&bindings).unwrap();
+    let out = Command::new("wit-bindgen")
+        .arg("c")
+        .arg(wit)
+        .args(["--world", world, "--out-dir"])
+        .arg(&bindings)
+        .output()
+        .expect("wit-bindgen is not installed: run ./scripts/test, which installs wit-bindgen-cli");
+    assert!(out.status.success(), "wit-bindgen c: {}", describe(&out));
+    let mut sources: Vec<PathBuf> = vec![testdata(&format!("{name}.c"))];
+    let mut objects = Vec::new();
+    for entry in fs::read_dir(&bindings).unwrap() {
+        let path = entry.unwrap().path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("c") => sources.push(path),
+            Some("o") => objects.push(path),
+            _ => {}
+        }
+    }
+    let core = dir.join(format!("{name}.core.wasm"));
+    let out = Command::new("clang")
+        .args([
+            "--target=wasm32-wasi",
+            "--sysroot=/usr",
+            "-O2",
+            "-mexec-model=reactor",
+            "-Wall",
+            "-Werror",
+            "-Wno-unused-function",
+        ])
+        .arg("-I")
+        .arg(&bindings)
+        .args(&sources)
+        .args(&objects)
+        .arg("-o")
+        .arg(&core)
+        .output()
+        .expect("clang is not installed: run ./scripts/test");
+    assert!(out.status.success(), "building {name}: {}", describe(&out));
+    use wasi_preview1_component_adapter_provider::{
+        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
+        WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    };
+    let adapter = match adapter {
+        Adapter::Proxy => WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
+        Adapter::Reactor => WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    };
+    let component = wit_component::ComponentEncoder::default()
+        .module(&fs::read(&core).unwrap())
+        .unwrap()
+        .adapter(WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, adapter)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap();
+    let path = dir.join(format!("{name}.wasm"));
+    fs::write(&path, component).unwrap();
+    path
+}
+
+/// A command component that also imports `example:missing/api`, which no host provides.
+fn unsatisfiable_component() -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve
+        .push_str(
+            "unsatisfiable.wit",
+            "package example:missing;\n\
+             interface api { ping: func(); }\n\
+             world unsatisfiable {\n\
+               import api;\n\
+               export run: func();\n\
+             }\n",
+        )
+        .unwrap();
+    let world = resolve.select_world(&[package], None).unwrap();
+    let mut module =
+        wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A `wasm-oci serve` (or `run`) process listening on a free loopback port; killed when
+/// dropped.
+struct Served {
+    child: Child,
+    addr: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Served {
+    /// Starts `wasm-oci ARGS --addr 127.0.0.1:0` and waits for its "Serving HTTP on" line.
+    fn start(cli: &WasmOci, args: &[&str]) -> Served {
+        let mut child = cli
+            .command()
+            .arg(args[0])
+            .args(["--addr", "127.0.0.1:0"])
+            .args(&args[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        let addr = loop {
+            let mut line = String::new();
+            if lines.read_line(&mut line).unwrap() == 0 {
+                let status = child.wait().unwrap();
+                panic!("wasm-oci {args:?} exited ({status}) before serving: {seen}");
+            }
+            seen.push_str(&line);
+            if let Some(rest) = line.trim().strip_prefix("Serving HTTP on http://") {
+                break rest.trim_end_matches('/').to_owned();
+            }
+        };
+        let stderr = Arc::new(Mutex::new(seen));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            for line in lines.lines() {
+                let Ok(line) = line else { break };
+                rest.push_str(&line);
+                rest.push('\n');
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        Served {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    fn connect(&self) -> Client {
+        Client::connect(&self.addr)
+    }
+
+    /// One request on a connection of its own.
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        self.connect().send(method, path, headers, body)
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    fn terminate(&mut self) {
+        let out = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kill -TERM: {}", describe(&out));
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A minimal HTTP/1.1 client that keeps its connection open between requests.
+struct Client {
+    reader: BufReader<TcpStream>,
+    addr: String,
+}
+
+impl Client {
+    fn connect(addr: &str) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        Client {
+            reader: BufReader::new(stream),
+            addr: addr.to_owned(),
+        }
+    }
+
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        self.try_send(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    fn try_send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        request.push_str("\r\n");
+        let stream = self.reader.get_mut();
+        stream.write_all(request.as_bytes())?;
+        stream.write_all(body)?;
+        let eof = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed");
+        let mut status_line = String::new();
+        if self.reader.read_line(&mut status_line)? == 0 {
+            return Err(eof());
+        }
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(eof());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        let mut body = Vec::new();
+        if let Some(n) = headers.get("content-length") {
+            body.resize(n.parse().unwrap(), 0);
+            self.reader.read_exact(&mut body)?;
+        } else if headers
+            .get("transfer-encoding")
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+        {
+            loop {
+                let mut size = String::new();
+                self.reader.read_line(&mut size)?;
+                let size = usize::from_str_radix(size.trim(), 16)
+                    .map_err(|_| std::io::Error::other(format!("bad chunk size {size:?}")))?;
+                let mut chunk = vec![0; size + 2];
+                self.reader.read_exact(&mut chunk)?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            self.reader.read_to_end(&mut body)?;
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// The proxy pushed to a fresh registry.
+struct Pushed {
+    registry: Registry,
+    reference: String,
+}
+
+fn push_proxy(cli: &WasmOci) -> Pushed {
+    let registry = Registry::start();
+    let reference = registry.reference("services/hello-http:v1");
+    cli.ok(&["push", path(&http_guests().proxy), &reference]);
+    Pushed {
+        registry,
+        reference,
+    }
+}
+
+#[test]
+fn serve_answers_get_and_post_from_a_reference_on_one_connection() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let served = Served::start(&cli, &["serve", &p.reference]);
+    let mut client = served.connect();
+    let r = client.send("GET", "/hello?name=oci", &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "hello from wasm: GET /hello?name=oci\n");
+    assert_eq!(r.headers["content-type"], "text/plain");
+    assert_eq!(r.headers["x-served-by"], "wasm-oci-test");
+    // The same connection, kept alive, for a POST with a body and a header of the client's.
+    let r = client.send("POST", "/echo", &[("x-echo", "yes")], b"ping \x00 pong");
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.body, b"ping \x00 pong");
+    assert_eq!(r.headers["x-echoed-header"], "yes");
+    let r = client.send("GET", "/nowhere", &[], b"");
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(r.text(), "not found\n");
+    let r = client.send("GET", "/hello", &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn run_serves_a_proxy_and_serve_refuses_a_command() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let served = Served::start(&cli, &["run", &p.reference]);
+    assert_eq!(served.get("/hello").status, 200);
+    drop(served);
+
+    let command = p.registry.reference("services/hello-command:v1");
+    cli.ok(&[
+        "push",
+        path(&crate::support::guests().hello_component),
+        &command,
+    ]);
+    let out = cli.run(&["serve", "--addr", "127.0.0.1:0", &command]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("is a wasi:cli/command component, not a wasi:http/proxy component"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn fifty_concurrent_clients_each_get_their_answer() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let served = Served::start(&cli, &["serve", &p.reference]);
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let served = &served;
+                s.spawn(move || {
+                    let mut client = served.connect();
+                    let body = format!("client {i}");
+                    let first = client.send("POST", "/echo", &[], body.as_bytes());
+                    let second = client.send("GET", &format!("/hello?client={i}"), &[], b"");
+                    assert_eq!(first.text(), body);
+                    second
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, r) in answers.iter().enumerate() {
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.text(),
+            format!("hello from wasm: GET /hello?client={i}\n")
+        );
+    }
+}
+
+#[test]
+fn a_trapping_request_is_a_500_and_the_next_one_succeeds() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let served = Served::start(&cli, &["serve", &p.reference]);
+    let mut client = served.connect();
+    let r = client.send("GET", "/trap", &[], b"");
+    assert_eq!(r.status, 500, "{r:?}");
+    let r = client.send("GET", "/hello", &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(served.get("/hello").status, 200);
+    let log = fs::read_to_string(cli.log_file()).unwrap();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    assert!(failed[0].contains("unreachable"), "{}", failed[0]);
+}
+
+#[test]
+fn a_request_over_its_timeout_is_a_504_and_the_server_goes_on() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let served = Served::start(&cli, &["serve", "--timeout", "300ms", &p.reference]);
+    // One spins in wasm (stopped by its epoch deadline), one waits in a host call.
+    let r = served.get("/spin");
+    assert_eq!(r.status, 504, "{r:?}");
+    let r = served.get("/sleep?ms=60000");
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_eq!(served.get("/hello").status, 200);
+}
+
+#[test]
+fn max_memory_is_per_instance() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let served = Served::start(&cli, &["serve", "--max-memory", "8MiB", &p.reference]);
+    let r = served.get("/alloc?mb=16");
+    assert_eq!(r.status, 500, "{r:?}");
+    // Each request has the whole budget: four of 4 MiB, one after another, all fit.
+    let mut client = served.connect();
+    for _ in 0..4 {
+        let r = client.send("GET", "/alloc?mb=4", &[], b"");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.text(), "allocated 4 MiB\n");
+    }
+    let log = fs::read_to_string(cli.log_file()).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request asked for memory over its limit")
+                && l.contains("limit=8388608")),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_request_body_cap_is_a_413() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let served = Served::start(&cli, &["serve", "--max-body", "1KiB", &p.reference]);
+    let r = served.request("POST", "/echo", &[], &[b'x'; 2048]);
+    assert_eq!(r.status, 413, "{r:?}");
+    let r = served.request("POST", "/echo", &[], &[b'x'; 1024]);
+    assert_eq!(r.status, 201, "{r:?}");
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_then_exits_0() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let mut served = Served::start(&cli, &["serve", &p.reference]);
+    let addr = served.addr.clone();
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                Client::connect(&addr).send("GET", "/sleep?ms=1500", &[], b"")
+            })
+        })
+        .collect();
+    // An idle keep-alive connection is closed at shutdown, not waited for.
+    let mut idle = served.connect();
+    assert_eq!(idle.send("GET", "/hello", &[], b"").status, 200);
+    // The guests say so on their stderr, which is the server's.
+    wait_until(|| served.stderr().matches("guest sleeping").count() >= 3);
+    served.terminate();
+    for t in in_flight {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.text(), "slept 1500 ms\n");
+    }
+    let status = exit_within(&mut served.child, Duration::from_secs(30)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", served.stderr());
+    assert!(
+        served.stderr().contains("Shutting down"),
+        "{}",
+        served.stderr()
+    );
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+    assert!(idle.try_send("GET", "/hello", &[], b"").is_err());
+}
+
+/// Waits until `ready`, for a minute at most.
+fn wait_until(ready: impl Fn() -> bool) {
+    for _ in 0..6000 {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("waited a minute for something that did not happen");
+}
+
+/// An HTTP/1.1 server on loopback that answers every request with `body`, counting them.
+struct Upstream {
+    addr: String,
+    hits: Arc<Mutex<Vec<String>>>,
+}
+
+fn upstream(body: &'static str) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hits = Arc::new(Mutex::new(Vec::new()));
+    let seen = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+            }
+            seen.lock().unwrap().push(request_line.trim().to_owned());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: yes\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Upstream { addr, hits }
+}
+
+#[test]
+fn outbound_http_is_denied_unless_the_host_is_allowed() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let up = upstream("from upstream\n");
+    let fetch = format!("/fetch?to={}", up.addr);
+
+    let denied = Served::start(&cli, &["serve", &p.reference]);
+    let r = denied.get(&fetch);
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.text(), "outbound request failed: HTTP-request-denied\n");
+    // Another port of an allowed host is another host.
+    let other = Served::start(
+        &cli,
+        &["serve", "--allow-http", "127.0.0.1:1", &p.reference],
+    );
+    let r = other.get(&fetch);
+    assert_eq!(r.text(), "outbound request failed: HTTP-request-denied\n");
+    assert!(
+        up.hits.lock().unwrap().is_empty(),
+        "a denied request reached the upstream"
+    );
+
+    let allowed = Served::start(&cli, &["serve", "--allow-http", &up.addr, &p.reference]);
+    let r = allowed.get(&fetch);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "upstream said: from upstream\n");
+    assert_eq!(*up.hits.lock().unwrap(), ["GET /from-wasm HTTP/1.1"]);
+}
+
+#[test]
+fn tcp_connect_is_checked_against_allow_connect() {
+    let cli = WasmOci::new();
+    let registry = Registry::start();
+    let reference = registry.reference("services/tcp-client:v1");
+    cli.ok(&["push", path(&http_guests().tcp_client), &reference]);
+    // A server on 127.0.0.2 that reads what the guest sends.
+    let listener = TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut got = String::new();
+        stream.read_to_string(&mut got).unwrap();
+        got
+    });
+    let allowed = format!("127.0.0.2:{port}");
+    let denied = format!("127.0.0.3:{port}");
+
+    let out = cli.run(&[
+        "run",
+        "--allow-connect",
+        &allowed,
+        &reference,
+        "--",
+        &allowed,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("connected to {allowed}\n")
+    );
+    assert_eq!(received.join().unwrap(), "hello over wasi:sockets\n");
+
+    // Another address, the same port: denied; so is everything without a rule.
+    for args in [
+        vec![
+            "run",
+            "--allow-connect",
+            &allowed,
+            &reference,
+            "--",
+            &denied,
+        ],
+        vec!["run", &reference, "--", &allowed],
+    ] {
+        let out = cli.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!(
+                "cannot connect to {}: access-denied\n",
+                args.last().unwrap()
+            )
+        );
+    }
+    // A network rule: 127.0.0.0/30 holds .2 but not .4.
+    let out = cli.run(&[
+        "run",
+        "--allow-connect",
+        "127.0.0.0/30",
+        &reference,
+        "--",
+        "127.0.0.4:9",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "cannot connect to 127.0.0.4:9: access-denied\n"
+    );
+}
+
+#[test]
+fn push_describes_the_component_and_inspect_shows_its_world() {
+    let cli = WasmOci::new();
+    let p = push_proxy(&cli);
+    let manifest = crate::support::manifest(&p.registry, "services/hello-http", "v1");
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(p.registry.blob_file(config_digest)).unwrap()).unwrap();
+    assert_eq!(config["os"], "wasip2");
+    let component = &config["component"];
+    assert_eq!(component["target"], "wasi:http/proxy@0.2.12");
+    assert_eq!(
+        component["exports"],
+        serde_json::json!(["wasi:http/incoming-handler@0.2.12"])
+    );
+    let imports: Vec<&str> = component["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert!(imports.contains(&"wasi:http/types@0.2.12"), "{imports:?}");
+    assert!(
+        imports.contains(&"wasi:http/outgoing-handler@0.2.12"),
+        "{imports:?}"
+    );
+
+    let human = cli.ok(&["inspect", &p.reference]);
+    assert!(
+        human.contains("World:     wasi:http/proxy@0.2.12\n"),
+        "{human}"
+    );
+    assert!(
+        human.contains("  wasi:http/incoming-handler@0.2.12 (instance)\n"),
+        "{human}"
+    );
+    assert!(
+        human.contains("  wasi:http/types@0.2.12 (import)\n"),
+        "{human}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["inspect", "--json", &p.reference])).unwrap();
+    assert_eq!(json["world"], "wasi:http/proxy@0.2.12");
+    assert_eq!(
+        json["config"]["component"]["target"],
+        "wasi:http/proxy@0.2.12"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["inspect", "--json", path(&http_guests().tcp_client)]))
+            .unwrap();
+    assert_eq!(json["world"], "wasi:cli/command@0.2.12");
+}
+
+#[test]
+fn a_component_with_an_import_no_host_provides_is_refused_by_name() {
+    let cli = WasmOci::new();
+    let registry = Registry::start();
+    let reference = registry.reference("services/unsatisfiable:v1");
+    cli.ok(&["push", path(&http_guests().unsatisfiable), &reference]);
+    for verb in ["run", "serve"] {
+        let out = cli.run(&[verb, &reference]);
+        assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+        assert!(
+            stderr(&out)
+                .contains("it imports example:missing/api, which wasm-oci does not provide"),
+            "{}",
+            describe(&out)
+        );
+    }
+}
+
+/// Not a test: benches/serve builds its guest here, the way the tests do, and takes a copy.
+#[test]
+#[ignore = "run by benches/serve"]
+fn proxy_for_benches() {
+    let out = std::env::var_os("WASM_OCI_PROXY_OUT").expect("WASM_OCI_PROXY_OUT names a file");
+    fs::copy(&http_guests().proxy, out).unwrap();
+}
