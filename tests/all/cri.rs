@@ -303,6 +303,23 @@ impl Cri {
         command: &[&str],
         annotations: &[(&str, &str)],
     ) -> Result<String, tonic::Status> {
+        self.create_container_with_env(pod, pod_config, name, image, command, annotations, &[])
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the CRI config's fields, spelled out"
+    )]
+    pub(crate) fn create_container_with_env(
+        &self,
+        pod: &str,
+        pod_config: &cri::PodSandboxConfig,
+        name: &str,
+        image: &str,
+        command: &[&str],
+        annotations: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Result<String, tonic::Status> {
         let mut request = cri::CreateContainerRequest {
             pod_sandbox_id: pod.to_owned(),
             config: Some(cri::ContainerConfig {
@@ -317,6 +334,13 @@ impl Cri {
                 command: command.iter().map(|s| s.to_string()).collect(),
                 log_path: format!("{name}.log"),
                 annotations: strings(annotations),
+                envs: env
+                    .iter()
+                    .map(|(k, v)| cri::KeyValue {
+                        key: k.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
                 linux: Some(cri::LinuxContainerConfig::default()),
                 ..Default::default()
             }),
@@ -329,6 +353,27 @@ impl Cri {
         }
         self.rt(|mut rt| async move { rt.create_container(request).await })
             .map(|r| r.container_id)
+    }
+
+    /// The network namespace the CRI plugin made for a pod (from its verbose status).
+    pub(crate) fn pod_netns(&self, pod: &str) -> String {
+        let request = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.to_owned(),
+            verbose: true,
+        };
+        let info = self
+            .rt(|mut rt| async move { rt.pod_sandbox_status(request).await })
+            .unwrap()
+            .info;
+        let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        info["runtimeSpec"]["linux"]["namespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["type"] == "network")
+            .and_then(|n| n["path"].as_str())
+            .unwrap_or_else(|| panic!("no network namespace in {info}"))
+            .to_owned()
     }
 
     pub(crate) fn status(&self, id: &str) -> cri::ContainerStatus {
@@ -757,4 +802,77 @@ fn a_guest_has_the_pods_user_not_roots() {
         !log.contains("root's only"),
         "a guest of a pod running as uid 1000 read a file only root may read: {log}"
     );
+}
+
+#[test]
+fn an_http_component_serves_in_its_pods_network_only() {
+    let cri = Cri::start();
+    cri.c.import(
+        "registry.test/http:v1",
+        &[("proxy.wasm", &crate::serve::http_guests().proxy)],
+        &["/proxy.wasm"],
+    );
+    let config = cri.pod_config("web", &[]);
+    let pod = cri.run_pod(&config, "wasmoci");
+    let port = crate::support::free_port();
+    let addr = format!("0.0.0.0:{port}");
+    let id = cri
+        .create_container_with_env(
+            &pod,
+            &config,
+            "web",
+            "registry.test/http:v1",
+            &[],
+            &[],
+            &[("WASM_OCI_HTTP_ADDR", &addr)],
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", cri.c.log()));
+    let start = cri::StartContainerRequest {
+        container_id: id.clone(),
+    };
+    cri.rt(|mut rt| async move { rt.start_container(start).await })
+        .unwrap();
+    // Reached from inside the pod's network namespace, as another container of the pod would.
+    let netns = cri.pod_netns(&pod);
+    let url = format!("http://127.0.0.1:{port}/hello");
+    let get = || {
+        std::process::Command::new("nsenter")
+            .arg(format!("--net={netns}"))
+            .args(["curl", "-s", "-i", "--max-time", "5", &url])
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let out = get();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.starts_with("HTTP/1.1 200") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pod never answered: {text} {}\n{}",
+            crate::support::describe(&out),
+            cri.log_of(&config, "web")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        answer.ends_with("hello from wasm: GET /hello\n"),
+        "{answer}"
+    );
+    // ... and not from the host's.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the pod's server is reachable from the host's network"
+    );
+    let log = cri.log_of(&config, "web");
+    assert!(
+        log.contains(&format!("Serving HTTP on http://{addr}/")),
+        "{log}"
+    );
+    // A SIGTERM drains and ends it well.
+    cri.stop_container(&id, 10).unwrap();
+    assert_eq!(cri.wait_exited(&id, Duration::from_secs(15)).exit_code, 0);
+    cri.remove_pod(&pod);
 }

@@ -16,16 +16,16 @@ use std::time::Duration;
 use crate::support::{Registry, WasmOci, describe, exit_within, stderr, testdata};
 
 /// The test guests, built once per test run.
-struct HttpGuests {
+pub(crate) struct HttpGuests {
     /// A wasi:http/proxy component (testdata/http_proxy.c).
-    proxy: PathBuf,
+    pub(crate) proxy: PathBuf,
     /// A wasi:cli/command component that connects with wasi:sockets (testdata/tcp_client.c).
     tcp_client: PathBuf,
     /// A command component that imports an interface no host provides.
     unsatisfiable: PathBuf,
 }
 
-fn http_guests() -> &'static HttpGuests {
+pub(crate) fn http_guests() -> &'static HttpGuests {
     static GUESTS: OnceLock<HttpGuests> = OnceLock::new();
     GUESTS.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))

@@ -3,7 +3,7 @@
 //!
 //! The module comes from the annotation `io.wasm-oci.reference` (pulled into the shared cache,
 //! policy `io.wasm-oci.pull`, default `missing`), else from `process.args[0]` in the rootfs,
-//! resolved inside it ([`rootfs`]). The rootfs is preopened as `/`, bind mounts at their
+//! resolved inside it (`rootfs.rs`). The rootfs is preopened as `/`, bind mounts at their
 //! destinations (`ro` honoured), and the operator's preopen profiles a container names in
 //! `io.wasm-oci.preopens` ([`config`]); a pod never names a host path.
 //!
@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::util::{mount_rootfs, read_spec};
@@ -38,7 +38,9 @@ use tokio::sync::watch;
 
 use self::cgroup::Cgroup;
 use self::config::{GroupBy, ShimConfig};
-use crate::runner::{EngineOptions, Identity, Preopen, RunOptions, Runner, Wasm};
+use crate::runner::{
+    EngineOptions, Identity, Loaded, Preopen, RunOptions, Runner, ServeOptions, Wasm, World,
+};
 use wasm_oci_fetcher::PullPolicy;
 
 /// The runtime name containerd knows this shim by.
@@ -173,6 +175,8 @@ struct Container {
     guest_mounts: Vec<PathBuf>,
     /// `process.user`, when it is not root.
     identity: Option<Identity>,
+    /// The network namespace the spec names (a pod's), if any.
+    netns: Option<PathBuf>,
     stdin: String,
     stdout: String,
     stderr: String,
@@ -507,6 +511,15 @@ async fn prepare(
         mounted: false,
         guest_mounts,
         identity,
+        netns: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .and_then(|ns| {
+                ns.iter()
+                    .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+                    .and_then(|n| n.path().clone())
+            }),
         stdin: req.stdin.clone(),
         stdout: req.stdout.clone(),
         stderr: req.stderr.clone(),
@@ -553,6 +566,10 @@ struct Guest {
     cgroup: Option<Arc<Cgroup>>,
     signal: Arc<Mutex<u32>>,
     usage: Arc<GuestUsage>,
+    /// The pod's network namespace, where an HTTP component listens.
+    netns: Option<PathBuf>,
+    /// The shim's runtime, which serves an HTTP component's connections.
+    handle: tokio::runtime::Handle,
 }
 
 /// Room left in a container's memory limit for what the shim allocates beside the guest's
@@ -608,7 +625,15 @@ impl Guest {
             self.options.max_memory = Some(limit.saturating_sub(used.saturating_add(SHIM_MARGIN)));
             tracing::debug!(limit, used, guest = ?self.options.max_memory, "guest memory within the cgroup's limit");
         }
-        match loaded.and_then(|loaded| runner.run(&name, &loaded, &self.options)) {
+        let outcome = loaded.and_then(|loaded| {
+            if loaded.world(runner.engine()) == World::Proxy
+                && let Loaded::Component(component) = &loaded
+            {
+                return self.serve(runner, &name, component);
+            }
+            runner.run(&name, &loaded, &self.options)
+        });
+        match outcome {
             Ok(outcome) => u32::from(outcome.exit_code()),
             // Stopped by a kill: the status names its signal, as for any container.
             Err(_) if stopped.is_some_and(|s| s.load(Ordering::SeqCst)) => {
@@ -624,6 +649,99 @@ impl Guest {
             }
         }
     }
+}
+
+/// Where a pod's HTTP component listens unless its env says `WASM_OCI_HTTP_ADDR`, as
+/// runwasi's wasmtime shim takes it.
+const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
+
+impl Guest {
+    /// Serves a `wasi:http/proxy` component on `WASM_OCI_HTTP_ADDR` in the pod's network
+    /// namespace until the container is killed; a SIGTERM lets the requests in flight finish.
+    fn serve(
+        &self,
+        runner: &Runner,
+        name: &Path,
+        component: &wasmtime::component::Component,
+    ) -> crate::Result<crate::Outcome> {
+        let setup = |e: String| crate::Error::Engine {
+            source: wasmtime::format_err!("{e}"),
+        };
+        let addr = self
+            .options
+            .env
+            .iter()
+            .find(|(k, _)| k == "WASM_OCI_HTTP_ADDR")
+            .map_or(DEFAULT_HTTP_ADDR, |(_, v)| v.as_str());
+        let addr: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|e| setup(format!("WASM_OCI_HTTP_ADDR {addr:?}: {e}")))?;
+        let listener = listen_in(self.netns.as_deref(), addr).map_err(setup)?;
+        let server = runner.proxy(
+            name,
+            component,
+            ServeOptions {
+                env: self.options.env.clone(),
+                max_memory: self.options.max_memory,
+                drain: Duration::from_secs(10),
+                ..ServeOptions::default()
+            },
+        )?;
+        if let Some(mut f) = self.options.stderr.as_ref() {
+            use std::io::Write;
+            let _ = writeln!(f, "Serving HTTP on http://{addr}/");
+        }
+        let stop = self.options.stop.clone();
+        let stopped = async move {
+            while !stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        self.handle.block_on(server.serve(listener, stopped))?;
+        // A server that drained after its SIGTERM ended well; a SIGKILL is still a kill.
+        let code = match *self.signal.lock().expect("signal lock") {
+            9 => 137,
+            _ => 0,
+        };
+        Ok(crate::Outcome {
+            code,
+            memory_denied: None,
+        })
+    }
+}
+
+/// A TCP listener on `addr` in the network namespace at `netns` (the pod's), or this
+/// process's own. A thread of its own enters the namespace, binds, and ends: the socket stays
+/// in the namespace it was made in, and the process's other threads never leave theirs.
+fn listen_in(
+    netns: Option<&Path>,
+    addr: std::net::SocketAddr,
+) -> Result<std::net::TcpListener, String> {
+    let Some(netns) = netns.map(Path::to_owned) else {
+        return std::net::TcpListener::bind(addr).map_err(|e| format!("binding {addr}: {e}"));
+    };
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&netns).map_err(|e| {
+            format!(
+                "opening the pod's network namespace {}: {e}",
+                netns.display()
+            )
+        })?;
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&ns),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| {
+            format!(
+                "entering the pod's network namespace {}: {e}",
+                netns.display()
+            )
+        })?;
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("binding {addr} in the pod's network namespace: {e}"))
+    })
+    .join()
+    .map_err(|_| "the thread binding the pod's socket panicked".to_owned())?
 }
 
 #[async_trait]
@@ -664,10 +782,20 @@ impl Task for TaskService {
             }
         };
         container.mounted = true;
-        self.containers
-            .lock()
-            .expect("containers lock")
-            .insert(req.id.clone(), container);
+        {
+            let mut containers = self.containers.lock().expect("containers lock");
+            // The CRI plugin names a pod's network as the sandbox process's (`/proc/PID/ns/net`);
+            // that process is this shim, which stays in the host's network: the pod's is the one
+            // the sandbox container's own spec named.
+            let ours = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
+            if container.netns.as_deref() == Some(ours.as_path()) {
+                container.netns = containers
+                    .values()
+                    .find(|c| matches!(*c.module, Module::Pause) && c.netns.is_some())
+                    .and_then(|c| c.netns.clone());
+            }
+            containers.insert(req.id.clone(), container);
+        }
         self.join_cgroup(&req.id);
         let pid = std::process::id();
         self.publish(
@@ -719,6 +847,8 @@ impl Task for TaskService {
                 cgroup: c.cgroup.clone(),
                 signal: c.signal.clone(),
                 usage: c.usage.clone(),
+                netns: c.netns.clone(),
+                handle: tokio::runtime::Handle::current(),
             };
             let pause = matches!(*c.module, Module::Pause).then(|| c.killed.clone());
             Ok((guest, c.signal.clone(), c.exit.clone(), pause))
