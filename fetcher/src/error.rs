@@ -26,6 +26,14 @@ pub enum Error {
         /// The reference asked for.
         reference: String,
     },
+    /// The caller refused the artifact from its config, before its layer was downloaded.
+    #[error("{reference} is refused before its layer is downloaded: {reason}")]
+    Refused {
+        /// The reference asked for.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
     /// The pull policy is `never` and the cache does not have the reference.
     #[error(
         "{reference} is not in the cache, and the pull policy `never` forbids asking the registry: pull it first (`wasm-oci pull {reference}`)"

@@ -89,6 +89,10 @@ impl RegistryOptions {
     }
 }
 
+/// Looks at an artifact's config (its bytes) and refuses it, saying why, before its layer is
+/// downloaded.
+pub type ConfigCheck = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
+
 /// Receives progress of blob transfers; the CLI draws bars with it, libraries never print.
 pub trait Progress: Send + Sync {
     /// A transfer of `total` bytes (when known) of `digest` for `reference` begins.
@@ -110,6 +114,8 @@ pub struct Fetcher {
     cache: Cache,
     options: RegistryOptions,
     progress: Option<Arc<dyn Progress>>,
+    /// Looks at a pull's config before its layer is fetched.
+    config_check: Option<ConfigCheck>,
     /// What each loopback registry speaks, probed once; the lock is held only to find the
     /// cell, never across the probe.
     probes: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Probe>>>>,
@@ -129,6 +135,7 @@ impl Fetcher {
             cache,
             options,
             progress: None,
+            config_check: None,
             probes: Mutex::default(),
             remotes: Mutex::default(),
             extra_roots: OnceLock::new(),
@@ -138,6 +145,13 @@ impl Fetcher {
     /// Reports blob transfers to `progress`.
     pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
         self.progress = Some(progress);
+        self
+    }
+
+    /// Fetches a pull's config before its layer and hands it to `check`, which may refuse the
+    /// artifact (with the reason) before any of its layer is downloaded.
+    pub fn with_config_check(mut self, check: ConfigCheck) -> Self {
+        self.config_check = Some(check);
         self
     }
 

@@ -127,16 +127,29 @@ impl Fetcher {
                     manifest.config.size
                 ),
             })?;
-        let (layer_fetched, config_fetched) = tokio::join!(
-            self.fetch_blob(&remote, reference, layer, &layer_digest, size),
-            self.fetch_blob(
-                &remote,
-                reference,
-                &manifest.config,
-                &config_digest,
-                config_size,
-            ),
+        let layer_fetch = self.fetch_blob(&remote, reference, layer, &layer_digest, size);
+        let config_fetch = self.fetch_blob(
+            &remote,
+            reference,
+            &manifest.config,
+            &config_digest,
+            config_size,
         );
+        let (layer_fetched, config_fetched) = match &self.config_check {
+            None => tokio::join!(layer_fetch, config_fetch),
+            // The config first, and the layer only once the caller has accepted it.
+            Some(check) => {
+                let config_fetched = config_fetch.await;
+                if let Ok((path, _, _)) = &config_fetched {
+                    let config = tokio::fs::read(path).await.unwrap_or_default();
+                    check(&config).map_err(|reason| Error::Refused {
+                        reference: name.clone(),
+                        reason,
+                    })?;
+                }
+                (layer_fetch.await, config_fetched)
+            }
+        };
         // The holds keep `cache prune` off these blobs until the reference that uses them is
         // recorded.
         let (path, downloaded, layer_hold) = layer_fetched?;

@@ -137,6 +137,21 @@ enum Source {
 impl Resolved {
     /// Finds `module` locally or in the cache, pulling it as `policy` allows.
     fn new(global: &GlobalOptions, module: &str, policy: PullPolicy) -> anyhow::Result<Self> {
+        Self::find(global, module, policy, false)
+    }
+
+    /// [`Resolved::new`] for a module about to run: a pull that finds in the config an import
+    /// this host does not provide stops before downloading the layer.
+    fn to_run(global: &GlobalOptions, module: &str, policy: PullPolicy) -> anyhow::Result<Self> {
+        Self::find(global, module, policy, true)
+    }
+
+    fn find(
+        global: &GlobalOptions,
+        module: &str,
+        policy: PullPolicy,
+        check_imports: bool,
+    ) -> anyhow::Result<Self> {
         if let Some(spec) = module.strip_prefix("oci:") {
             // `oci:DIR[:TAG]`, as skopeo names layouts; verified, run in place, not cached.
             let (dir, tag) = match spec.rsplit_once(':') {
@@ -188,7 +203,10 @@ impl Resolved {
         let (cache, artifact) = match cached {
             Some(hit) => hit,
             None => {
-                let fetcher = global.fetcher(reference.registry())?;
+                let mut fetcher = global.fetcher(reference.registry())?;
+                if check_imports {
+                    fetcher = fetcher.with_config_check(std::sync::Arc::new(imports_provided));
+                }
                 let artifact = crate::block_on(fetcher.resolve(&reference, policy))?
                     .with_context(|| format!("pulling {module}"))?;
                 (fetcher.cache().clone(), artifact)
@@ -237,6 +255,27 @@ impl Resolved {
                 digest: &artifact.entry.layer_digest,
             },
         }
+    }
+}
+
+/// Refuses a config whose `component` section lists an import this host does not provide.
+fn imports_provided(config: &[u8]) -> Result<(), String> {
+    let Ok(config) = serde_json::from_slice::<serde_json::Value>(config) else {
+        return Ok(());
+    };
+    let component = &config["component"];
+    let imports = component["imports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.as_str());
+    let missing = wasm_oci_shim::runner::unsatisfied_imports(imports, component["target"].as_str());
+    match missing.as_slice() {
+        [] => Ok(()),
+        _ => Err(format!(
+            "its config says it imports {}, which wasm-oci does not provide",
+            wasm_oci_fetcher::text::printable(&missing.join(", "))
+        )),
     }
 }
 

@@ -157,7 +157,7 @@ impl RunCommand {
         global: &GlobalOptions,
         serve_only: bool,
     ) -> anyhow::Result<ExitCode> {
-        let resolved = Resolved::new(global, &self.module, self.pull)?;
+        let resolved = Resolved::to_run(global, &self.module, self.pull)?;
         let run_engine = EngineOptions {
             interruptible: self.timeout.is_some(),
             fuel: self.fuel.is_some(),

@@ -818,8 +818,34 @@ fn a_component_with_an_import_no_host_provides_is_refused_by_name() {
     let registry = Registry::start();
     let reference = registry.reference("services/unsatisfiable:v1");
     cli.ok(&["push", path(&http_guests().unsatisfiable), &reference]);
+    // Pulled through a proxy that counts what is asked: the config says what the component
+    // imports, so the layer is never downloaded.
+    let proxy = crate::proxy::Proxy::start(&registry.addr, crate::proxy::Fault::None);
+    let through = proxy.reference("services/unsatisfiable:v1");
     for verb in ["run", "serve"] {
-        let out = cli.run(&[verb, &reference]);
+        let out = WasmOci::new().run(&[verb, &through]);
+        assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+        assert!(
+            stderr(&out).contains(
+                "its config says it imports example:missing/api, which wasm-oci does not provide"
+            ),
+            "{}",
+            describe(&out)
+        );
+    }
+    let layer =
+        crate::support::manifest(&registry, "services/unsatisfiable", "v1")["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let asked = proxy.seen(|s| s.blob_gets.iter().filter(|l| l.contains(&layer)).count());
+    assert_eq!(
+        asked, 0,
+        "the layer was fetched for a component that cannot run"
+    );
+    // A file has no config: the compiled component says the same.
+    for verb in ["run", "serve"] {
+        let out = cli.run(&[verb, path(&http_guests().unsatisfiable)]);
         assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
         assert!(
             stderr(&out)

@@ -621,6 +621,20 @@ fn check_imports(path: &Path, component: &Component, engine: &Engine, http: bool
 /// Whether an import is one of the WASI 0.2 interfaces the linker gets
 /// (`wasmtime_wasi::p2::add_to_linker_async`, and wasi:http for proxies). Anything it does not
 /// know is left to the linker, whose error is the last word.
+/// Of the imports an artifact's config lists, those this host does not provide; `target` is
+/// the config's world (a `wasi:http/proxy` gets wasi:http too).
+pub fn unsatisfied_imports<'a>(
+    imports: impl IntoIterator<Item = &'a str>,
+    target: Option<&str>,
+) -> Vec<String> {
+    let http = target.is_some_and(|t| t.starts_with("wasi:http/proxy@"));
+    imports
+        .into_iter()
+        .filter(|name| !provided(name, http))
+        .map(str::to_owned)
+        .collect()
+}
+
 fn provided(import: &str, http: bool) -> bool {
     let Some((package, version)) = import.split_once('@') else {
         return false;
