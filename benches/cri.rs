@@ -4,7 +4,9 @@
 //!  1. Pod start: RunPodSandbox + CreateContainer + StartContainer until the container has
 //!     exited, through `wasmoci` (hello.wasm) and through runc (`busybox echo`), same pods.
 //!  2. 20 pods created in parallel vs one, through `wasmoci`: all running within 2x one's time.
-//!  3. The shim's proportional set size (`Pss` of `/proc/PID/smaps_rollup`) per idle pod.
+//!  3. The shim's proportional set size (`Pss` of `/proc/PID/smaps_rollup`) per idle pod: 20
+//!     with a sleeping guest, and 50 HTTP pods (a wasi:http/proxy component each), every one of
+//!     which must answer from inside its network namespace.
 //!
 //! `cargo bench --bench cri` (`./scripts/bench` runs it).
 
@@ -18,6 +20,10 @@
 mod containerd;
 #[path = "../tests/all/cri.rs"]
 mod cri;
+#[path = "../tests/all/proxy.rs"]
+mod proxy;
+#[path = "../tests/all/serve.rs"]
+mod serve;
 #[path = "../tests/all/support.rs"]
 mod support;
 
@@ -179,6 +185,52 @@ fn main() {
         pss as f64 / 20.0 / 1024.0
     );
     for (pod, _) in &pods {
+        cri.remove_pod(pod);
+    }
+
+    // 50 HTTP pods, each serving on 8080 in its own network namespace.
+    cri.c.import(
+        "registry.test/http:v1",
+        &[("proxy.wasm", &serve::http_guests().proxy)],
+        &["/proxy.wasm"],
+    );
+    let mut http = Vec::new();
+    for i in 0..50 {
+        let config = cri.pod_config(&format!("web{i}"), &[]);
+        let pod = cri.run_pod(&config, "wasmoci");
+        let id = cri.start_container(&pod, &config, "web", "registry.test/http:v1", &[], &[]);
+        http.push((pod, id));
+    }
+    let answered = http
+        .iter()
+        .filter(|(pod, _)| {
+            let netns = cri.pod_netns(pod);
+            (0..100).any(|_| {
+                let out = std::process::Command::new("nsenter")
+                    .arg(format!("--net={netns}"))
+                    .args([
+                        "curl",
+                        "-s",
+                        "--max-time",
+                        "2",
+                        "http://127.0.0.1:8080/hello",
+                    ])
+                    .output()
+                    .unwrap();
+                let ok = out.stdout.starts_with(b"hello from wasm");
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                ok
+            })
+        })
+        .count();
+    let pss: u64 = http.iter().map(|(_, id)| pss_kib(cri.c.task_pid(id))).sum();
+    println!(
+        "| 50 HTTP pods, {answered} of 50 answering | {:.1} MiB | <= 8 MiB |",
+        pss as f64 / 50.0 / 1024.0
+    );
+    for (pod, _) in &http {
         cri.remove_pod(pod);
     }
 }
