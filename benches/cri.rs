@@ -154,6 +154,30 @@ fn main() {
         });
         (started.elapsed(), pods)
     };
+    // The floor under ours: sandboxes alone (the CRI plugin, the CNI plugin, the snapshot and
+    // a shim process each, but no guest), one and 20 at once.
+    let sandboxes = |n: usize, prefix: &str| {
+        let configs: Vec<_> = (0..n)
+            .map(|i| cri.pod_config(&format!("{prefix}{i}"), &[]))
+            .collect();
+        let started = Instant::now();
+        let pods: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = configs
+                .iter()
+                .map(|config| {
+                    let cri = &cri;
+                    s.spawn(move || cri.run_pod(config, "wasmoci"))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let took = started.elapsed();
+        for pod in &pods {
+            cri.remove_pod(pod);
+        }
+        took
+    };
+    let (one_sandbox, twenty_sandboxes) = (sandboxes(1, "sb-one"), sandboxes(20, "sb"));
     let (one_runc, one_wasm) = (one("runc", "one-r"), one("wasmoci", "one-w"));
     let (twenty_runc, runc_pods) = twenty("runc", "pr");
     for (pod, _) in &runc_pods {
@@ -170,6 +194,12 @@ fn main() {
         ms(one_runc),
         ms(twenty_runc),
         twenty_runc.as_secs_f64() / one_runc.as_secs_f64()
+    );
+    println!(
+        "| RunPodSandbox alone, wasmoci (floor) | {:.1} | {:.1} | {:.2}x | |",
+        ms(one_sandbox),
+        ms(twenty_sandboxes),
+        twenty_sandboxes.as_secs_f64() / one_sandbox.as_secs_f64()
     );
     println!(
         "| wasmoci, probe sleep | {:.1} | {:.1} | {:.2}x | <= 2x |",
