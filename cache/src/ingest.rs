@@ -321,19 +321,7 @@ impl Ingest {
             let _ = fs::remove_file(&path);
             return Ok(Err(target));
         }
-        let mut ingest = Ingest {
-            file: Some(file),
-            path,
-            target,
-            digest,
-            expected_size,
-            written: 0,
-            hasher: Sha256::new(),
-            discard: false,
-            pending: Buffer::default(),
-            background: None,
-            private: false,
-        };
+        let mut ingest = Ingest::fresh(file, path, target, digest, expected_size, false);
         ingest.resume()?;
         Ok(Ok(Box::new(ingest)))
     }
@@ -366,7 +354,26 @@ impl Ingest {
             path: path.clone(),
             source,
         })?;
-        Ok(Box::new(Ingest {
+        Ok(Box::new(Ingest::fresh(
+            file,
+            path,
+            target,
+            digest,
+            expected_size,
+            true,
+        )))
+    }
+
+    /// A writer at the start of `file` (at `path`), for `digest`, to be renamed to `target`.
+    fn fresh(
+        file: File,
+        path: PathBuf,
+        target: PathBuf,
+        digest: Digest,
+        expected_size: Option<u64>,
+        private: bool,
+    ) -> Ingest {
+        Ingest {
             file: Some(file),
             path,
             target,
@@ -377,8 +384,8 @@ impl Ingest {
             discard: false,
             pending: Buffer::default(),
             background: None,
-            private: true,
-        }))
+            private,
+        }
     }
 
     /// Continues after what an earlier writer left: hashes it again, since a hasher's state
