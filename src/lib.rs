@@ -28,8 +28,15 @@ pub struct GlobalOptions {
 
     /// Speak plain HTTP (no TLS) to the registry. A registry on loopback (localhost,
     /// 127.0.0.0/8, [::1]) is spoken to in whatever it answers, as docker does; any other
-    /// uses TLS unless this is given
-    #[arg(long, global = true, env = "WASM_OCI_PLAIN_HTTP")]
+    /// uses TLS unless this is given. WASM_OCI_PLAIN_HTTP is false when empty, 0, false, no,
+    /// off, n or f, and true otherwise, as the containerd shim reads it
+    #[arg(
+        long,
+        global = true,
+        env = "WASM_OCI_PLAIN_HTTP",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub plain_http: bool,
 
     /// Registry user name; the password comes from --password-stdin. Without them,
@@ -213,8 +220,15 @@ pub fn init_logging(default: LogDefault) -> Result<(), String> {
                 .with_writer(std::sync::Mutex::new(file))
                 .init();
         }
+        // For a person: colour only on a terminal and without NO_COLOR, and no timestamps
+        // (a log file has them).
         None if default == LogDefault::Stderr => tracing_subscriber::fmt()
             .with_env_filter(filter())
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
+            .without_time()
             .with_writer(std::io::stderr)
             .init(),
         // Events reach the `log` logger through tracing's `log` feature.

@@ -382,3 +382,37 @@ fn a_bad_reference_says_what_a_reference_looks_like() {
         describe(&out)
     );
 }
+
+#[test]
+fn boolean_variables_read_as_documented_and_logs_to_a_pipe_are_plain() {
+    let registry = Registry::start();
+    let reference = registry.reference("env/hello:v1");
+    WasmOci::new().ok(&["push", testdata("hello.wasm").to_str().unwrap(), &reference]);
+    // 1/0/true/false/empty, as the shim reads WASM_OCI_PLAIN_HTTP too.
+    for value in ["1", "0", "true", "false", "", "yes", "off"] {
+        let out = WasmOci::new()
+            .command()
+            .env("WASM_OCI_PLAIN_HTTP", value)
+            .args(["pull", &reference])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "WASM_OCI_PLAIN_HTTP={value:?}: {}",
+            describe(&out)
+        );
+    }
+    // A warning on its way to a pipe: no colour codes, no timestamp.
+    let out = WasmOci::new()
+        .command()
+        .env_remove("WASM_OCI_LOG_FILE")
+        .env("WASM_OCI_LOG", "warn")
+        .args(["pull", "127.0.0.1:1/absent:v1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("WARN"), "{err}");
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+    assert!(!err.contains("Z "), "a timestamp on stderr: {err}");
+}
