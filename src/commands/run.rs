@@ -43,12 +43,16 @@ use crate::units::{parse_duration, parse_size};
 #[command(verbatim_doc_comment)]
 pub struct RunCommand {
     /// A reference such as localhost:5000/hello:v1, a path to a .wasm file, or an OCI layout
-    /// as oci:DIR[:TAG]
-    module: String,
-
-    /// Arguments for the guest (put them after --)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// as oci:DIR[:TAG]; everything after it is the guest's arguments, as with wasmtime and
+    /// docker (a `--` right after it is dropped)
+    #[arg(
+        value_name = "REF|FILE [ARGS]",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    command: Vec<String>,
 
     /// When to ask the registry
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
@@ -157,7 +161,7 @@ impl RunCommand {
         global: &GlobalOptions,
         serve_only: bool,
     ) -> anyhow::Result<ExitCode> {
-        let resolved = Resolved::to_run(global, &self.module, self.pull)?;
+        let resolved = Resolved::to_run(global, self.module(), self.pull)?;
         let run_engine = EngineOptions {
             interruptible: self.timeout.is_some(),
             fuel: self.fuel.is_some(),
@@ -174,7 +178,7 @@ impl RunCommand {
             let runner = Runner::new(engine)?;
             let loaded = runner
                 .load(&resolved.path, resolved.wasm())
-                .with_context(|| format!("loading {}", self.module))?;
+                .with_context(|| format!("loading {}", self.module()))?;
             let wanted = match loaded.world(runner.engine()) {
                 World::Proxy => EngineOptions::SHIM,
                 _ if serve_only => EngineOptions::SHIM,
@@ -187,12 +191,12 @@ impl RunCommand {
         };
         runner
             .check_imports(&resolved.path, &loaded)
-            .with_context(|| format!("loading {}", self.module))?;
+            .with_context(|| format!("loading {}", self.module()))?;
         match loaded.world(runner.engine()) {
             World::Proxy => return self.serve(&resolved, &runner, &loaded),
             world if serve_only => bail!(
                 "{} is {}, not a wasi:http/proxy component; run it with `wasm-oci run`",
-                self.module,
+                self.module(),
                 match world {
                     World::Module => "a core module",
                     World::Command => "a wasi:cli/command component",
@@ -229,7 +233,7 @@ impl RunCommand {
                 eprintln!("Error: {e}");
                 Ok(ExitCode::from(e.exit_code()))
             }
-            Err(e) => Err(e).with_context(|| format!("running {}", self.module)),
+            Err(e) => Err(e).with_context(|| format!("running {}", self.module())),
         }
     }
 
@@ -243,11 +247,11 @@ impl RunCommand {
         let Loaded::Component(component) = loaded else {
             unreachable!("only components are proxies")
         };
-        if self.fuel.is_some() || !self.dirs.is_empty() || !self.args.is_empty() {
+        if self.fuel.is_some() || !self.dirs.is_empty() || !self.args().is_empty() {
             bail!(
                 "{} is a wasi:http/proxy component: --fuel, --dir and guest arguments are for \
                  commands; see `wasm-oci serve --help`",
-                self.module
+                self.module()
             );
         }
         let options = ServeOptions {
@@ -263,7 +267,7 @@ impl RunCommand {
         };
         let server = runner
             .proxy(&resolved.path, component, options)
-            .with_context(|| format!("serving {}", self.module))?;
+            .with_context(|| format!("serving {}", self.module()))?;
         let listener = std::net::TcpListener::bind(self.http.addr)
             .with_context(|| format!("listening on {}", self.http.addr))?;
         let local = listener
@@ -281,7 +285,7 @@ impl RunCommand {
         });
         // Requests abandoned after --shutdown-timeout are not waited for.
         runtime.shutdown_timeout(Duration::from_millis(100));
-        result.with_context(|| format!("serving {}", self.module))?;
+        result.with_context(|| format!("serving {}", self.module()))?;
         Ok(ExitCode::SUCCESS)
     }
 
@@ -295,11 +299,27 @@ impl RunCommand {
             .collect()
     }
 
+    /// The module: the first of the command's words.
+    fn module(&self) -> &str {
+        &self.command[0]
+    }
+
+    /// The guest's arguments: the rest, without a `--` that separates them.
+    fn args(&self) -> &[String] {
+        match &self.command[1..] {
+            [first, rest @ ..] if first == "--" => rest,
+            rest => rest,
+        }
+    }
+
     fn run_options(&self) -> anyhow::Result<RunOptions> {
-        let argv0 = self.argv0.clone().unwrap_or_else(|| self.module.clone());
+        let argv0 = self
+            .argv0
+            .clone()
+            .unwrap_or_else(|| self.module().to_owned());
         Ok(RunOptions {
             args: std::iter::once(argv0)
-                .chain(self.args.iter().cloned())
+                .chain(self.args().iter().cloned())
                 .collect(),
             env: self.env(),
             preopens: self.dirs.clone(),

@@ -461,3 +461,26 @@ fn concurrent_first_runs_share_one_cache_safely() {
         describe(&logged)
     );
 }
+
+#[test]
+fn everything_after_the_module_is_the_guests() {
+    let cli = WasmOci::new();
+    let probe = path(&guests().probe);
+    // As with wasmtime and docker: wasm-oci's own flags go before the module.
+    let out = cli.run(&[
+        "run", "--env", "A=1", probe, "args", "--env", "B=2", "--help",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{probe}\nargs\n--env\nB=2\n--help\n")
+    );
+    // `--` after the module still separates, and is not passed on.
+    let out = cli.run(&["run", probe, "--", "args", "--timeout", "1s"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{probe}\nargs\n--timeout\n1s\n"),
+        "{}",
+        describe(&out)
+    );
+}
