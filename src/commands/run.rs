@@ -1,4 +1,4 @@
-//! `wasm-oci run REF|FILE [-- ARGS...]`: pull if needed, then start the guest in wasmtime: a
+//! `wasm-oci run [OPTIONS] REF|FILE [ARGS...]`: pull if needed, then start the guest in wasmtime: a
 //! command runs to completion, a `wasi:http/proxy` component is served.
 
 use std::net::SocketAddr;
