@@ -262,8 +262,9 @@ fn with_password(cli: &WasmOci, args: &[&str], password: &str) -> std::process::
     let mut cmd = cli.command();
     // Logged at trace level to the file every line of which is searched for the password
     // and every token the server issued (see `WasmOci`).
-    cmd.args(args)
-        .args(["--username", USER, "--password-stdin"]);
+    // Before the verb: after `run`'s module, everything is the guest's.
+    cmd.args(["--username", USER, "--password-stdin"])
+        .args(args);
     output_with_stdin(cmd, password)
 }
 

@@ -324,8 +324,9 @@ fn credentials() -> String {
 /// `wasm-oci ARGS --username USER --password-stdin`, in `cli`.
 fn with_password(cli: &WasmOci, args: &[&str]) -> std::process::Output {
     let mut cmd = cli.command();
-    cmd.args(args)
-        .args(["--username", USER, "--password-stdin"]);
+    // Before the verb: after `run`'s module, everything is the guest's.
+    cmd.args(["--username", USER, "--password-stdin"])
+        .args(args);
     output_with_stdin(cmd, PASSWORD)
 }
 
