@@ -2,26 +2,8 @@
 
 use std::time::Duration;
 
-/// Parses a byte size: a number with an optional binary unit (`KiB`, `MiB`, `GiB`; `K`, `M`,
-/// `G` and `KB`, `MB`, `GB` mean the same, as wasmtime's flags do).
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: usize = number
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: expected a number like 16MiB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return Err(format!("invalid size {text:?}: units are KiB, MiB, GiB")),
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("size {text:?} is too large"))
-}
+/// Parses a byte size (`16MiB`): the runner's rule, which the shim's config reads too.
+pub use wasm_oci_shim::runner::parse_size;
 
 /// Parses a duration: a decimal number with a unit `ms`, `s`, `m` or `h` (seconds if none).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

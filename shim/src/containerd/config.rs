@@ -165,11 +165,13 @@ impl ShimConfig {
             profiles.insert(name, dirs);
         }
         let max_module_size = match file.limits.max_module_size {
-            Some(s) => parse_size(&s).ok_or_else(|| {
-                bad(format!(
-                    "limits.max_module_size {s:?} is not a size such as 256MiB"
-                ))
-            })?,
+            Some(s) => crate::runner::parse_size(&s)
+                .map(|n| n as u64)
+                .map_err(|_| {
+                    bad(format!(
+                        "limits.max_module_size {s:?} is not a size such as 256MiB"
+                    ))
+                })?,
             None => DEFAULT_MAX_MODULE_SIZE,
         };
         Ok(ShimConfig {
@@ -181,15 +183,19 @@ impl ShimConfig {
         })
     }
 
-    /// Whether a container may have its module pulled from `registry` (`host[:port]`): the
-    /// pull runs in the node's network namespace, with the node's credentials.
-    pub fn check_registry(&self, registry: &str) -> Result<(), String> {
-        let source = self
-            .source
+    /// Where this config came from, for messages.
+    fn source_name(&self) -> String {
+        self.source
             .as_ref()
             .map_or(format!("no shim config ({DEFAULT_PATH})"), |p| {
                 p.display().to_string()
-            });
+            })
+    }
+
+    /// Whether a container may have its module pulled from `registry` (`host[:port]`): the
+    /// pull runs in the node's network namespace, with the node's credentials.
+    pub fn check_registry(&self, registry: &str) -> Result<(), String> {
+        let source = self.source_name();
         match &self.allowed_registries {
             Some(allowed) if allowed.iter().any(|a| registry_matches(a, registry)) => Ok(()),
             Some(allowed) => Err(format!(
@@ -215,12 +221,7 @@ impl ShimConfig {
                 Some(dirs) => preopens.extend(dirs.iter().cloned()),
                 None => {
                     let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
-                    let source = self
-                        .source
-                        .as_ref()
-                        .map_or(format!("no shim config ({DEFAULT_PATH})"), |p| {
-                            p.display().to_string()
-                        });
+                    let source = self.source_name();
                     return Err(format!(
                         "io.wasm-oci.preopens names {name:?}, which is not a preopen profile of \
                          the node's shim config ({source}; profiles: {}): a pod may only pick a \
@@ -249,22 +250,6 @@ fn registry_matches(pattern: &str, registry: &str) -> bool {
     pattern.eq_ignore_ascii_case(registry)
         || (wasm_oci_fetcher::registry_host(pattern) == pattern
             && pattern.eq_ignore_ascii_case(host))
-}
-
-/// `256MiB`, `1GiB`, `4096`: binary units, as the CLI takes them.
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "k" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(factor)
 }
 
 #[cfg(test)]

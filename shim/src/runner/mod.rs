@@ -847,6 +847,28 @@ fn wasi_ctx(options: &RunOptions) -> Result<WasiCtxBuilder> {
     Ok(wasi)
 }
 
+/// Parses a byte size: a number with an optional binary unit (`KiB`, `MiB`, `GiB`; `K`, `M`,
+/// `G` and `KB`, `MB`, `GB` mean the same, as wasmtime's flags do), as `--max-memory` and the
+/// shim's config spell them.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected a number like 16MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("invalid size {text:?}: units are KiB, MiB, GiB")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
 /// Native code is loaded only from files that no one but this process's user could have
 /// written: the file and its directory owned by our effective user, and writable by no group
 /// or other. Anyone else able to write there could run code as us.
