@@ -156,11 +156,10 @@ fn group_of(by: GroupBy, annotations: &HashMap<String, String>) -> Option<String
 
 /// Where a container's wasm comes from.
 enum Module {
-    /// A pod's sandbox container: no wasm, it waits to be killed.
-    Pause,
-    /// Read from the rootfs at create: these bytes are what is hashed and compiled.
+    /// Read from the rootfs at create: these bytes are what is hashed and compiled, and they
+    /// are let go once compiled.
     Rootfs { name: PathBuf, bytes: Vec<u8> },
-    /// A blob of the shared cache, pulled by reference, held while the container lives.
+    /// A blob of the shared cache, pulled by reference, held until its guest ends.
     Cached {
         cache: wasm_oci_cache::Cache,
         artifact: wasm_oci_fetcher::Resolved,
@@ -180,7 +179,11 @@ struct Container {
     stdin: String,
     stdout: String,
     stderr: String,
-    module: Arc<Module>,
+    /// The wasm, until the container starts and hands it to its guest; none for a pod's
+    /// sandbox container, which runs no wasm and waits to be killed.
+    module: Option<Module>,
+    /// A pod's sandbox ("pause") container.
+    pause: bool,
     args: Vec<String>,
     env: Vec<(String, String)>,
     preopens: Vec<Preopen>,
@@ -437,7 +440,7 @@ async fn prepare(
     }
 
     let module = match annotations.get(ANNOTATION_REFERENCE) {
-        _ if pause => Module::Pause,
+        _ if pause => None,
         Some(reference) => {
             let Store { cache, fetcher } = store
                 .get_or_init(Store::open)
@@ -453,20 +456,20 @@ async fn prepare(
                 .resolve(&parsed, policy)
                 .await
                 .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-            Module::Cached {
+            Some(Module::Cached {
                 cache: cache.clone(),
                 artifact,
-            }
+            })
         }
         None => {
             let first = args
                 .first()
                 .ok_or("process.args is empty: name the .wasm to run")?;
             let bytes = rootfs::read_module(rootfs, first, config.max_module_size)?;
-            Module::Rootfs {
+            Some(Module::Rootfs {
                 name: PathBuf::from(first),
                 bytes,
-            }
+            })
         }
     };
 
@@ -523,7 +526,8 @@ async fn prepare(
         stdin: req.stdin.clone(),
         stdout: req.stdout.clone(),
         stderr: req.stderr.clone(),
-        module: Arc::new(module),
+        module,
+        pause,
         args,
         env,
         preopens,
@@ -561,7 +565,7 @@ fn open_write(path: &str) -> Option<std::fs::File> {
 struct Guest {
     options: RunOptions,
     stdin: Option<String>,
-    module: Arc<Module>,
+    module: Module,
     /// The container's cgroup, whose memory limit is the guest's too.
     cgroup: Option<Arc<Cgroup>>,
     signal: Arc<Mutex<u32>>,
@@ -594,8 +598,7 @@ impl Guest {
             self.options.stdin = open_read(path);
         }
         // A module from the rootfs is compiled once too, keyed by the digest of the bytes read.
-        let (name, wasm) = match &*self.module {
-            Module::Pause => unreachable!("a sandbox container runs no guest"),
+        let (name, wasm) = match &self.module {
             Module::Rootfs { name, bytes } => (
                 name.clone(),
                 Wasm::Bytes {
@@ -614,6 +617,10 @@ impl Guest {
         };
         let stopped = self.options.stop.clone();
         let loaded = runner.load(&name, wasm);
+        // Compiled: a module read from the rootfs is not needed any more.
+        if let Module::Rootfs { bytes, .. } = &mut self.module {
+            *bytes = Vec::new();
+        }
         // The container's limit covers everything charged to its cgroup: this process's own
         // allocations there too (the compile just now, above all). The guest gets what is
         // left, so that it is refused memory before the kernel kills the shim.
@@ -791,7 +798,7 @@ impl Task for TaskService {
             if container.netns.as_deref() == Some(ours.as_path()) {
                 container.netns = containers
                     .values()
-                    .find(|c| matches!(*c.module, Module::Pause) && c.netns.is_some())
+                    .find(|c| c.pause && c.netns.is_some())
                     .and_then(|c| c.netns.clone());
             }
             containers.insert(req.id.clone(), container);
@@ -824,12 +831,13 @@ impl Task for TaskService {
         let began = Instant::now();
         let pid = std::process::id();
         let runner = self.runner().await?;
-        let (guest, signal, exit, pause) = self.with(&req.id, |c| {
+        let (guest, signal, exit, killed) = self.with(&req.id, |c| {
             if c.started {
                 return Err(err(format!("container {} already started", req.id)));
             }
             c.started = true;
-            let guest = Guest {
+            // The guest takes the wasm (a sandbox container has none, and runs no guest).
+            let guest = c.module.take().map(|module| Guest {
                 options: RunOptions {
                     args: c.args.clone(),
                     env: c.env.clone(),
@@ -843,23 +851,17 @@ impl Task for TaskService {
                     ..RunOptions::default()
                 },
                 stdin: (!c.stdin.is_empty()).then(|| c.stdin.clone()),
-                module: c.module.clone(),
+                module,
                 cgroup: c.cgroup.clone(),
                 signal: c.signal.clone(),
                 usage: c.usage.clone(),
                 netns: c.netns.clone(),
                 handle: tokio::runtime::Handle::current(),
-            };
-            let pause = matches!(*c.module, Module::Pause).then(|| c.killed.clone());
-            Ok((guest, c.signal.clone(), c.exit.clone(), pause))
+            });
+            Ok((guest, c.signal.clone(), c.exit.clone(), c.killed.clone()))
         })?;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<u32>();
-        if let Some(killed) = pause {
-            tokio::spawn(async move {
-                killed.notified().await;
-                let _ = done_tx.send(128 + *signal.lock().expect("signal lock"));
-            });
-        } else {
+        if let Some(guest) = guest {
             let store = self.store.clone();
             let id = req.id.clone();
             std::thread::spawn(move || {
@@ -867,6 +869,11 @@ impl Task for TaskService {
                 let code = guest.run(&runner, &store);
                 tracing::debug!(%id, code, micros = micros(ran), "guest exited");
                 let _ = done_tx.send(code);
+            });
+        } else {
+            tokio::spawn(async move {
+                killed.notified().await;
+                let _ = done_tx.send(128 + *signal.lock().expect("signal lock"));
             });
         }
         let service = self.clone();
