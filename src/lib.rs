@@ -19,42 +19,79 @@ use wasm_oci_cache::Cache;
 use wasm_oci_fetcher::auth::{Credentials, Secret};
 use wasm_oci_fetcher::{Fetcher, RegistryOptions};
 
-/// Options every verb accepts, before or after the verb's name.
-#[derive(Debug, Clone, Args)]
+/// What a verb is given besides its own arguments: the cache, and for verbs that talk to a
+/// registry, how to reach it.
+#[derive(Debug, Clone, Default)]
 pub struct GlobalOptions {
-    /// Cache directory [default: $XDG_CACHE_HOME/wasm-oci, else ~/.cache/wasm-oci]
-    #[arg(long, global = true, env = "WASM_OCI_CACHE", value_name = "DIR")]
+    /// `--cache-dir` or `$WASM_OCI_CACHE`.
     pub cache_dir: Option<PathBuf>,
+    /// The registry options given to the verb (or before it).
+    pub registry: RegistryArgs,
+}
 
+/// How to reach a registry: the options of the verbs that talk to one, under a heading of
+/// their own in their `--help`.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Registry options")]
+pub struct RegistryArgs {
     /// Speak plain HTTP (no TLS) to the registry. A registry on loopback (localhost,
     /// 127.0.0.0/8, [::1]) is spoken to in whatever it answers, as docker does; any other
     /// uses TLS unless this is given. WASM_OCI_PLAIN_HTTP is false when empty, 0, false, no,
     /// off, n or f, and true otherwise, as the containerd shim reads it
     #[arg(
         long,
-        global = true,
         env = "WASM_OCI_PLAIN_HTTP",
         action = clap::ArgAction::SetTrue,
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub plain_http: bool,
 
-    /// Registry user name; the password comes from --password-stdin. Without them,
-    /// credentials come from docker's config ($DOCKER_CONFIG/config.json, credential helpers)
-    #[arg(long, global = true, value_name = "NAME", requires = "password_stdin")]
+    /// Registry user name. The password comes from --password-stdin, or is asked for when
+    /// standard input is a terminal. Without a user name, credentials come from docker's
+    /// config ($DOCKER_CONFIG/config.json, credential helpers), as docker and oras find them
+    #[arg(long, short = 'u', value_name = "NAME")]
     pub username: Option<String>,
 
     /// Read the registry password (or token) from standard input
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub password_stdin: bool,
 
     /// Trust this PEM certificate authority for registry TLS (SSL_CERT_FILE is trusted too)
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
 
     /// Accept any registry certificate. Dangerous: anyone on the path can serve you code
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub insecure_skip_tls_verify: bool,
+}
+
+impl RegistryArgs {
+    /// These options given after the verb, completed by those given before it (where older
+    /// scripts put them): a value after the verb wins.
+    pub fn or(self, before: RegistryArgs) -> RegistryArgs {
+        RegistryArgs {
+            plain_http: self.plain_http || before.plain_http,
+            username: self.username.or(before.username),
+            password_stdin: self.password_stdin || before.password_stdin,
+            ca_file: self.ca_file.or(before.ca_file),
+            insecure_skip_tls_verify: self.insecure_skip_tls_verify
+                || before.insecure_skip_tls_verify,
+        }
+    }
+
+    /// The first option set, as typed, to name in an error when it was given to a verb that
+    /// talks to no registry.
+    pub fn first_given(&self) -> Option<&'static str> {
+        [
+            (self.plain_http, "--plain-http"),
+            (self.username.is_some(), "--username"),
+            (self.password_stdin, "--password-stdin"),
+            (self.ca_file.is_some(), "--ca-file"),
+            (self.insecure_skip_tls_verify, "--insecure-skip-tls-verify"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+    }
 }
 
 impl GlobalOptions {
@@ -73,24 +110,41 @@ impl GlobalOptions {
         Cache::open(&dir).with_context(|| format!("opening the cache at {}", dir.display()))
     }
 
-    /// `--username` with the password read from stdin (once per process).
+    /// `--username` with its password, read once per process: from stdin with
+    /// `--password-stdin`, else asked for on the terminal (without echo) when stdin is one.
     pub fn explicit_credentials(&self) -> anyhow::Result<Option<(String, Secret)>> {
         static PASSWORD: OnceLock<Secret> = OnceLock::new();
-        let Some(username) = &self.username else {
-            if self.password_stdin {
-                anyhow::bail!("--password-stdin needs --username");
+        let registry = &self.registry;
+        let Some(username) = &registry.username else {
+            if registry.password_stdin {
+                anyhow::bail!("--password-stdin needs --username NAME (-u NAME)");
             }
             return Ok(None);
         };
         if PASSWORD.get().is_none() {
-            let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .context("reading the password from stdin")?;
-            let password = line.trim_end_matches(['\r', '\n']);
-            if password.is_empty() {
-                anyhow::bail!("--password-stdin read an empty password");
-            }
+            let password = if registry.password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password from stdin")?;
+                let password = line.trim_end_matches(['\r', '\n']).to_owned();
+                if password.is_empty() {
+                    anyhow::bail!("--password-stdin read an empty password");
+                }
+                password
+            } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                let password = rpassword::prompt_password(format!("Password for {username}: "))
+                    .context("reading the password from the terminal")?;
+                if password.is_empty() {
+                    anyhow::bail!("no password given for {username}");
+                }
+                password
+            } else {
+                anyhow::bail!(
+                    "--username {username} needs a password: pipe it in with --password-stdin, \
+                     e.g. echo \"$TOKEN\" | wasm-oci login REGISTRY -u {username} --password-stdin"
+                );
+            };
             let _ = PASSWORD.set(Secret::new(password));
         }
         Ok(Some((
@@ -110,22 +164,22 @@ impl GlobalOptions {
             },
             None => Credentials::DockerConfig,
         };
-        let mut ca_files: Vec<PathBuf> = self.ca_file.iter().cloned().collect();
+        let mut ca_files: Vec<PathBuf> = self.registry.ca_file.iter().cloned().collect();
         ca_files.extend(RegistryOptions::from_env().ca_files);
         for file in &ca_files {
             anyhow::ensure!(file.is_file(), "CA file {} does not exist", file.display());
         }
-        if self.insecure_skip_tls_verify {
+        if self.registry.insecure_skip_tls_verify {
             eprintln!(
                 "WARNING: --insecure-skip-tls-verify: registry certificates are not checked; \
                  anyone between you and the registry can change what you run"
             );
         }
         Ok(RegistryOptions {
-            plain_http: self.plain_http,
+            plain_http: self.registry.plain_http,
             credentials,
             ca_files,
-            insecure_skip_tls_verify: self.insecure_skip_tls_verify,
+            insecure_skip_tls_verify: self.registry.insecure_skip_tls_verify,
             max_layer_size: None,
         })
     }

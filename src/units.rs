@@ -1,28 +1,68 @@
-//! Sizes (`16MiB`) and durations (`1s`, `500ms`) as the command line spells them.
+//! Sizes (`16MiB`) and durations (`1s`, `500ms`, `30d`) as the command line reads and prints
+//! them.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Parses a byte size (`16MiB`): the runner's rule, which the shim's config reads too.
 pub use wasm_oci_shim::runner::parse_size;
 
-/// Parses a duration: a decimal number with a unit `ms`, `s`, `m` or `h` (seconds if none).
+/// Parses a duration as people write them: humantime's (`30d`, `1h30m`, `2 weeks`, `500ms`),
+/// or a decimal number with a unit `ms`, `s`, `m` or `h` (`1.5s`; seconds if none).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
+    if let Ok(duration) = humantime::parse_duration(t) {
+        return Ok(duration);
+    }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let number: f64 = number
         .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 1s, 500ms, 2m"))?;
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 10s, 1h30m, 30d"))?;
     let seconds = match unit {
         "ms" => number / 1000.0,
         "" | "s" => number,
         "m" => number * 60.0,
         "h" => number * 3600.0,
-        _ => return Err(format!("invalid duration {text:?}: units are ms, s, m, h")),
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: units are ms, s, m, h, d, w (e.g. 1h30m, 30d)"
+            ));
+        }
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// A size for people, in binary units: `171 B`, `1.5 MiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// How long ago `then` was, as `docker images` says it: `5 seconds ago`, `3 days ago`.
+pub fn ago(then: SystemTime) -> String {
+    let s = SystemTime::now()
+        .duration_since(then)
+        .unwrap_or_default()
+        .as_secs();
+    let (n, unit) = match s {
+        0..60 => (s, "second"),
+        60..3600 => (s / 60, "minute"),
+        3600..86400 => (s / 3600, "hour"),
+        _ => (s / 86400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -46,7 +86,22 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("720h"), Ok(Duration::from_secs(720 * 3600)));
+        assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86400)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes_and_ages_for_people() {
+        assert_eq!(human_size(171), "171 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
+        let now = SystemTime::now();
+        assert_eq!(ago(now - Duration::from_secs(1)), "1 second ago");
+        assert_eq!(ago(now - Duration::from_secs(7200)), "2 hours ago");
+        assert_eq!(ago(now - Duration::from_secs(3 * 86400)), "3 days ago");
     }
 }

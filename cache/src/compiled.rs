@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use crate::{Cache, Digest, Error, Result, write_atomic_with_mode};
+use crate::{Cache, Digest, Error, Result, write_atomic_from};
 
 impl Cache {
     /// Where the code compiled for `digest` by the engine `engine_key` lives; `kind` tells a
@@ -41,6 +41,6 @@ impl Cache {
                 })?;
         }
         // Read-only like blobs: nothing should edit native code in place.
-        write_atomic_with_mode(path, code, 0o444)
+        write_atomic_from(path, &mut &code[..], 0o444)
     }
 }

@@ -43,6 +43,9 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Blobs whose content did not match their name; they were removed.
     pub removed: Vec<BadBlob>,
+    /// References that needed a removed blob; they were removed too, so that nothing lists or
+    /// runs them until they are pulled again.
+    pub removed_refs: Vec<String>,
     /// Downloads in progress or interrupted (kept for resuming, never used as they are).
     pub partial: usize,
     /// Partial downloads reclaimed: nobody held them or touched them for a day.
@@ -50,12 +53,25 @@ pub struct VerifyReport {
 }
 
 /// What to prune.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PrunePolicy {
     /// Remove references (least recently used first) until the cache is at most this large.
     pub max_size: Option<u64>,
     /// Remove references not used for this long.
     pub older_than: Option<Duration>,
+    /// Remove these references (fully qualified), however recently used. Asked alone (no size
+    /// or age), only they and the blobs only they use are removed, as `docker rmi` does: no
+    /// sweep of unused blobs or partial downloads.
+    pub references: Vec<String>,
+    /// Say what would be removed and freed, and remove nothing.
+    pub dry_run: bool,
+}
+
+impl PrunePolicy {
+    /// Whether only named references are to go.
+    fn only_named(&self) -> bool {
+        self.max_size.is_none() && self.older_than.is_none()
+    }
 }
 
 /// What [`Cache::prune`] did.
@@ -71,8 +87,10 @@ pub struct PruneReport {
     pub in_use: Vec<String>,
     /// Partial downloads reclaimed: nobody held them or touched them for a day.
     pub reclaimed_partials: usize,
-    /// The cache's size afterwards.
+    /// The cache's size afterwards (with `dry_run`, what it would be).
     pub size: u64,
+    /// Nothing was removed: this says what would have been.
+    pub dry_run: bool,
 }
 
 /// A shared lock on a blob, held while a guest made from it runs or while a pull records it.
@@ -124,6 +142,12 @@ impl Cache {
     /// Removes partial downloads that nobody holds (a live writer keeps its file locked) and
     /// nobody wrote to for [`STALE_PARTIAL`]; returns how many.
     pub fn reclaim_partials(&self) -> Result<usize> {
+        self.stale_partials(true)
+    }
+
+    /// Counts the partial downloads [`Cache::reclaim_partials`] would remove; removes them when
+    /// `remove` says so.
+    fn stale_partials(&self, remove: bool) -> Result<usize> {
         let now = SystemTime::now();
         let mut reclaimed = 0;
         for (_, path) in list(&self.ingest_dir())? {
@@ -140,6 +164,10 @@ impl Cache {
             };
             if file.try_lock().is_err() {
                 continue; // a writer holds it: live, however old
+            }
+            if !remove {
+                reclaimed += 1;
+                continue;
             }
             // Only the inode still at the path: a writer may have renamed it meanwhile.
             let ours = file.metadata().ok().map(|m| m.ino());
@@ -178,8 +206,26 @@ impl Cache {
             report.bytes += bytes;
             if actual != expected {
                 tracing::warn!(%expected, %actual, "removing a damaged blob");
-                self.remove_blob(&expected)?;
+                self.remove_blob(&expected, false)?;
                 report.removed.push(BadBlob { expected, actual });
+            }
+        }
+        if !report.removed.is_empty() {
+            let removed: BTreeSet<&Digest> = report.removed.iter().map(|b| &b.expected).collect();
+            for record in self.refs()? {
+                if needs(&record).iter().any(|d| removed.contains(d)) {
+                    match fs::remove_file(&record.path) {
+                        Ok(()) => report.removed_refs.push(record.entry.reference),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(source) => {
+                            return Err(Error::Io {
+                                action: "removing",
+                                path: record.path,
+                                source,
+                            });
+                        }
+                    }
+                }
             }
         }
         Ok(report)
@@ -188,27 +234,21 @@ impl Cache {
     /// Removes least-recently-used references and the blobs only they use, as `policy` asks.
     /// Blobs that no reference uses are removed too. A blob held by a running process (see
     /// [`Cache::hold`]) is never removed, and neither is its reference.
-    pub fn prune(&self, policy: PrunePolicy) -> Result<PruneReport> {
+    pub fn prune(&self, policy: &PrunePolicy) -> Result<PruneReport> {
+        let dry_run = policy.dry_run;
         let mut report = PruneReport {
-            reclaimed_partials: self.reclaim_partials()?,
+            reclaimed_partials: if policy.only_named() {
+                0
+            } else {
+                self.stale_partials(!dry_run)?
+            },
+            dry_run,
             ..PruneReport::default()
         };
         let refs = self.refs()?;
         let now = SystemTime::now();
         let mut size = self.size();
         let mut kept: Vec<_> = Vec::new();
-        // The blobs each reference needs.
-        let needs = |r: &crate::RefRecord| -> Vec<Digest> {
-            let e = &r.entry;
-            [
-                Some(e.layer_digest.clone()),
-                Some(e.manifest_digest.clone()),
-                e.config_digest.clone(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect()
-        };
         let mut users: BTreeMap<Digest, usize> = BTreeMap::new();
         for r in &refs {
             for d in needs(r) {
@@ -220,7 +260,8 @@ impl Cache {
                 .older_than
                 .is_some_and(|age| now.duration_since(record.last_used).unwrap_or_default() > age);
             let too_big = policy.max_size.is_some_and(|max| size > max);
-            if !(too_old || too_big) {
+            let named = policy.references.contains(&record.entry.reference);
+            if !(too_old || too_big || named) {
                 kept.push(record);
                 continue;
             }
@@ -247,24 +288,31 @@ impl Cache {
                 .into_iter()
                 .filter(|d| !recorded_since.contains(d))
                 .collect();
-            fs::remove_file(&record.path).map_err(|source| Error::Io {
-                action: "removing",
-                path: record.path.clone(),
-                source,
-            })?;
+            size = size.saturating_sub(fs::metadata(&record.path).map_or(0, |m| m.len()));
+            if !dry_run {
+                fs::remove_file(&record.path).map_err(|source| Error::Io {
+                    action: "removing",
+                    path: record.path.clone(),
+                    source,
+                })?;
+            }
             for d in needs(&record) {
                 if let Some(n) = users.get_mut(&d) {
                     *n -= 1;
                 }
             }
             for d in &only_ours {
-                let freed = self.remove_blob(d)?;
+                let freed = self.remove_blob(d, dry_run)?;
                 size = size.saturating_sub(freed);
                 report.freed += freed;
                 report.removed_blobs += 1;
             }
             drop(locks);
             report.removed_refs.push(record.entry.reference);
+        }
+        if policy.only_named() {
+            report.size = if dry_run { size } else { self.size() };
+            return Ok(report);
         }
         // Blobs no remaining reference uses: debris of failed pulls or removed references;
         // young ones may be a pull's that is about to record its reference.
@@ -288,13 +336,14 @@ impl Cache {
                 if wanted.contains(&d) {
                     continue;
                 }
-                let freed = self.remove_blob(&d)?;
+                let freed = self.remove_blob(&d, dry_run)?;
+                size = size.saturating_sub(freed);
                 report.freed += freed;
                 report.removed_blobs += 1;
                 drop(locks);
             }
         }
-        report.size = self.size();
+        report.size = if dry_run { size } else { self.size() };
         Ok(report)
     }
 
@@ -329,10 +378,17 @@ impl Cache {
         Ok(Some(locks))
     }
 
-    /// Removes a blob and the code compiled from it; returns the bytes freed.
-    fn remove_blob(&self, digest: &Digest) -> Result<u64> {
+    /// Removes a blob and the code compiled from it (with `dry_run`, only counts them);
+    /// returns the bytes freed.
+    fn remove_blob(&self, digest: &Digest, dry_run: bool) -> Result<u64> {
         let path = self.blob_path(digest);
         let mut freed = fs::metadata(&path).map_or(0, |m| m.len());
+        if dry_run {
+            for compiled in self.compiled_of(digest) {
+                freed += fs::metadata(&compiled).map_or(0, |m| m.len());
+            }
+            return Ok(freed);
+        }
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -344,19 +400,40 @@ impl Cache {
                 });
             }
         }
-        if let Ok(keys) = fs::read_dir(self.root.join("compiled")) {
-            for key in keys.flatten() {
-                for kind in ["module", "component"] {
-                    let compiled = key.path().join(format!("{}.{kind}", digest.hex()));
-                    if let Ok(m) = fs::metadata(&compiled) {
-                        freed += m.len();
-                        let _ = fs::remove_file(&compiled);
-                    }
-                }
+        for compiled in self.compiled_of(digest) {
+            if let Ok(m) = fs::metadata(&compiled) {
+                freed += m.len();
+                let _ = fs::remove_file(&compiled);
             }
         }
         Ok(freed)
     }
+
+    /// Where code compiled from a blob may be, for every engine.
+    fn compiled_of(&self, digest: &Digest) -> Vec<PathBuf> {
+        let Ok(keys) = fs::read_dir(self.root.join("compiled")) else {
+            return Vec::new();
+        };
+        keys.flatten()
+            .flat_map(|key| {
+                ["module", "component"]
+                    .map(|kind| key.path().join(format!("{}.{kind}", digest.hex())))
+            })
+            .collect()
+    }
+}
+
+/// The blobs a reference needs.
+fn needs(r: &crate::RefRecord) -> Vec<Digest> {
+    let e = &r.entry;
+    [
+        Some(e.layer_digest.clone()),
+        Some(e.manifest_digest.clone()),
+        e.config_digest.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
@@ -459,9 +536,10 @@ mod tests {
         let hold = cache.hold(&held.layer_digest).unwrap();
 
         let report = cache
-            .prune(PrunePolicy {
+            .prune(&PrunePolicy {
                 max_size: Some(150_000),
                 older_than: None,
+                ..PrunePolicy::default()
             })
             .unwrap();
         // The held one is skipped, so the newest goes too to get under the limit.
@@ -476,9 +554,10 @@ mod tests {
         drop(hold);
 
         let report = cache
-            .prune(PrunePolicy {
+            .prune(&PrunePolicy {
                 max_size: Some(150_000),
                 older_than: None,
+                ..PrunePolicy::default()
             })
             .unwrap();
         assert!(report.removed_refs.is_empty(), "{report:?}");
@@ -515,9 +594,10 @@ mod tests {
         let cache = Cache::open(dir.path()).unwrap();
         let young = cache.insert(b"a pull's, not recorded yet").unwrap();
         let report = cache
-            .prune(PrunePolicy {
+            .prune(&PrunePolicy {
                 max_size: Some(0),
                 older_than: Some(Duration::ZERO),
+                ..PrunePolicy::default()
             })
             .unwrap();
         assert_eq!(report.removed_blobs, 0);
@@ -532,12 +612,89 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         let recent = add(&cache, "recent", b"recent layer");
         let report = cache
-            .prune(PrunePolicy {
+            .prune(&PrunePolicy {
                 max_size: None,
                 older_than: Some(Duration::from_millis(200)),
+                ..PrunePolicy::default()
             })
             .unwrap();
         assert_eq!(report.removed_refs, vec![old.reference]);
         assert!(cache.get_ref(&recent.reference).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_dry_run_removes_nothing_and_says_what_a_prune_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let old = add(&cache, "old", &vec![1; 100_000]);
+        std::thread::sleep(Duration::from_millis(20));
+        let new = add(&cache, "new", &vec![2; 100_000]);
+        let policy = |dry_run| PrunePolicy {
+            max_size: Some(150_000),
+            dry_run,
+            ..PrunePolicy::default()
+        };
+        let before = cache.size();
+        let dry = cache.prune(&policy(true)).unwrap();
+        assert!(dry.dry_run);
+        assert_eq!(dry.removed_refs, vec![old.reference.clone()]);
+        assert_eq!(cache.size(), before);
+        assert!(cache.get_ref(&old.reference).unwrap().is_some());
+        let real = cache.prune(&policy(false)).unwrap();
+        assert_eq!(
+            (
+                &real.removed_refs,
+                real.removed_blobs,
+                real.freed,
+                real.size
+            ),
+            (&dry.removed_refs, dry.removed_blobs, dry.freed, dry.size)
+        );
+        assert!(cache.get_ref(&old.reference).unwrap().is_none());
+        assert!(cache.get_ref(&new.reference).unwrap().is_some());
+    }
+
+    #[test]
+    fn removing_a_named_reference_keeps_what_others_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let a = add(&cache, "a", b"shared layer");
+        let b = add(&cache, "b", b"shared layer");
+        let stray = cache.insert(b"no reference uses me").unwrap();
+        let report = cache
+            .prune(&PrunePolicy {
+                references: vec![a.reference.clone()],
+                ..PrunePolicy::default()
+            })
+            .unwrap();
+        assert_eq!(report.removed_refs, vec![a.reference.clone()]);
+        assert!(cache.get_ref(&a.reference).unwrap().is_none());
+        // b's layer is a's too, and stays; a's own manifest goes; the stray blob is not swept.
+        assert!(cache.get_ref(&b.reference).unwrap().is_some());
+        assert!(!cache.contains(&a.manifest_digest));
+        assert!(cache.contains(&stray));
+    }
+
+    #[test]
+    fn verify_unlists_references_whose_blob_it_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let damaged = add(&cache, "damaged", b"good layer");
+        let intact = add(&cache, "intact", b"other layer");
+        let path = cache.blob_path(&damaged.layer_digest);
+        let mut perms = fs::metadata(&path).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        fs::set_permissions(&path, perms).unwrap();
+        fs::write(&path, b"evil layer").unwrap();
+        let report = cache.verify().unwrap();
+        assert_eq!(report.removed_refs, vec![damaged.reference.clone()]);
+        let listed: Vec<String> = cache
+            .refs()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.entry.reference)
+            .collect();
+        assert_eq!(listed, vec![intact.reference]);
     }
 }

@@ -272,41 +272,21 @@ pub fn erase(registry: &str) -> Result<bool, Error> {
     Ok(removed)
 }
 
-fn write_config(path: &PathBuf, config: &serde_json::Value) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
+fn write_config(path: &std::path::Path, config: &serde_json::Value) -> Result<(), Error> {
     let dir = path.parent().expect("a config file has a directory");
     let io_err = |source| Error::Io {
         action: "writing",
-        path: path.clone(),
+        path: path.to_owned(),
         source,
     };
     std::fs::create_dir_all(dir).map_err(io_err)?;
-    let mut tmp = tempfile_in(dir).map_err(io_err)?;
-    tmp.1
-        .set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(io_err)?;
-    tmp.1
-        .write_all(&serde_json::to_vec_pretty(config).expect("json values serialize"))
-        .and_then(|()| tmp.1.sync_all())
-        .map_err(io_err)?;
-    std::fs::rename(&tmp.0, path).map_err(io_err)
-}
-
-/// A new file beside the config, for an atomic replace.
-fn tempfile_in(dir: &std::path::Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    for n in 0..100u32 {
-        let path = dir.join(format!(".config.json.{}.{n}", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => return Ok((path, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("cannot create a temporary file"))
+    let json = serde_json::to_vec_pretty(config).expect("json values serialize");
+    // 0600: it may hold passwords, as docker keeps it.
+    Ok(wasm_oci_cache::write_atomic_from(
+        path,
+        &mut &json[..],
+        0o600,
+    )?)
 }
 
 #[cfg(test)]

@@ -257,15 +257,8 @@ fn save_blob(cache: &Cache, dir: &Path, digest: &Digest) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(write_err(e)),
     }
-    let blobs = target.parent().expect("a blob path has a parent");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".save-")
-        .tempfile_in(blobs)
-        .map_err(write_err)?;
     let mut from = File::open(cache.blob_path(digest)).map_err(write_err)?;
-    io::copy(&mut from, tmp.as_file_mut()).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(&target).map_err(|e| write_err(e.error))?;
+    wasm_oci_cache::write_atomic_from(&target, &mut from, 0o644)?;
     Ok(())
 }
 

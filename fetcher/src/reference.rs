@@ -20,6 +20,31 @@ pub fn parse_reference(text: &str) -> Result<Reference, Error> {
     if text.is_empty() {
         return Err(invalid("it is empty"));
     }
+    // skopeo's and containers-transports(5)'s spellings, and URLs, which docker does not take.
+    for (prefix, hint) in [
+        (
+            "docker://",
+            "drop the docker:// prefix (skopeo's transport name)",
+        ),
+        ("http://", "a reference has no scheme; drop http://"),
+        ("https://", "a reference has no scheme; drop https://"),
+        (
+            "oci://",
+            "an OCI layout is named oci:DIR[:TAG], with one colon and no slashes after it",
+        ),
+    ] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            let whole = if prefix == "oci://" {
+                format!("oci:{rest}")
+            } else {
+                rest.to_owned()
+            };
+            return Err(invalid(&format!(
+                "{hint}: {}",
+                crate::text::printable(&whole)
+            )));
+        }
+    }
     let (rest, digest) = match text.split_once('@') {
         Some((rest, digest)) => (rest, Some(digest)),
         None => (text, None),
@@ -318,6 +343,19 @@ mod tests {
             let again = parse_reference(&r.whole()).unwrap();
             assert_eq!(again.whole(), r.whole());
         }
+    }
+
+    #[test]
+    fn transport_prefixes_and_urls_get_a_hint() {
+        let e = parse_reference("docker://localhost:5000/hello:v1").unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "drop the docker:// prefix (skopeo's transport name): localhost:5000/hello:v1"
+            ),
+            "{e}"
+        );
+        let e = parse_reference("https://ghcr.io/a/b").unwrap_err();
+        assert!(e.to_string().contains("drop https://"), "{e}");
     }
 
     #[test]

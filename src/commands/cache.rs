@@ -1,4 +1,4 @@
-//! `wasm-oci cache ls|verify|prune`: look after the cache.
+//! `wasm-oci cache ls|rm|verify|prune`: look after the cache.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -6,16 +6,18 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use wasm_oci_cache::PrunePolicy;
+use wasm_oci_cache::{PrunePolicy, PruneReport};
 
 use crate::GlobalOptions;
-use crate::units::{parse_duration, parse_size};
+use crate::units::{ago, human_size, parse_duration, parse_size};
 
-/// Look after the cache: list, verify and prune what it holds.
+/// Look after the cache: list, remove, verify and prune what it holds.
 ///
+/// Examples:
 ///     wasm-oci cache ls
+///     wasm-oci cache rm localhost:5000/hello:v1
 ///     wasm-oci cache verify
-///     wasm-oci cache prune --max-size 500MiB --older-than 720h
+///     wasm-oci cache prune --max-size 500MiB --older-than 30d
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct CacheCommand {
@@ -25,29 +27,75 @@ pub struct CacheCommand {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// List cached references with their digests, sizes and last use
+    /// List cached references with their digests, sizes and last use.
+    ///
+    /// DIGEST is the manifest digest, what `@sha256:` pins; --json also gives the wasm
+    /// layer's (layer_digest), its media type and size, and the last use in seconds since 1970.
+    ///
+    /// Examples:
+    ///     wasm-oci cache ls
+    ///     wasm-oci cache ls --json | jq -r '.[].reference'
+    #[command(verbatim_doc_comment)]
     Ls {
         /// Print JSON on stdout
         #[arg(long)]
         json: bool,
     },
-    /// Re-hash every blob; remove and report the damaged ones (exit 1 if any). Partial
-    /// downloads untouched for a day that no running pull holds are removed too
+    /// Remove references from the cache, with the blobs and compiled code only they use.
+    ///
+    /// A blob another reference shares stays, and so does everything a running guest holds (that
+    /// reference is kept and reported; exit 1). Exits 1 when a reference is not cached.
+    ///
+    /// Examples:
+    ///     wasm-oci cache rm localhost:5000/hello:v1
+    ///     wasm-oci cache rm --dry-run localhost:5000/hello:v1 localhost:5000/tool:v2
+    #[command(verbatim_doc_comment, visible_alias = "remove")]
+    Rm {
+        /// References to remove, as they were pulled (e.g. localhost:5000/hello:v1)
+        #[arg(required = true, value_name = "REF")]
+        references: Vec<String>,
+        /// Say what would be removed and freed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every blob; remove and report the damaged ones (exit 1 if any).
+    ///
+    /// A reference whose blob was removed is removed too (pull it again to get it back).
+    /// Partial downloads untouched for a day that no running pull holds are removed too.
+    ///
+    /// Examples:
+    ///     wasm-oci cache verify
+    ///     wasm-oci cache verify --json
+    #[command(verbatim_doc_comment)]
     Verify {
         /// Print JSON on stdout
         #[arg(long)]
         json: bool,
     },
-    /// Remove least recently used references and their blobs; never a blob a running
-    /// process uses or a pull is recording. Blobs no reference uses are removed too (once
-    /// ten minutes old), and partial downloads untouched for a day that no pull holds
+    /// Remove least recently used references and their blobs, down to a size or an age.
+    ///
+    /// Never a blob a running process uses or a pull is recording. Blobs no reference uses
+    /// are removed too (once ten minutes old), and partial downloads untouched for a day that
+    /// no pull holds.
+    ///
+    /// Examples:
+    ///     wasm-oci cache prune --max-size 500MiB
+    ///     wasm-oci cache prune --older-than 30d --dry-run
+    ///     wasm-oci cache prune --max-size 1GiB --older-than 1w --json
+    #[command(verbatim_doc_comment)]
     Prune {
         /// Shrink the cache to at most this size, e.g. 500MiB
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         max_size: Option<usize>,
-        /// Remove references not used for this long, e.g. 720h
+        /// Remove references not used for this long, e.g. 30d, 1h30m, 720h
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         older_than: Option<Duration>,
+        /// Say what would be removed and freed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
         /// Print JSON on stdout
         #[arg(long)]
         json: bool,
@@ -108,7 +156,7 @@ impl CacheCommand {
                             l.reference,
                             &l.digest[..19.min(l.digest.len())],
                             human_size(l.size),
-                            ago(l.last_used)
+                            ago(SystemTime::UNIX_EPOCH + Duration::from_secs(l.last_used))
                         );
                     }
                 }
@@ -119,12 +167,15 @@ impl CacheCommand {
                 if json {
                     crate::print_json(&report)?;
                 } else {
-                    reclaimed(report.reclaimed_partials);
+                    reclaimed(report.reclaimed_partials, false);
                     for bad in &report.removed {
                         eprintln!(
                             "removed {}: its content hashes to {}",
                             bad.expected, bad.actual
                         );
+                    }
+                    for r in &report.removed_refs {
+                        eprintln!("removed {r}: it needed a damaged blob; pull it again");
                     }
                     eprintln!(
                         "verified {} blobs ({}): {} damaged{}",
@@ -144,9 +195,47 @@ impl CacheCommand {
                     ExitCode::FAILURE
                 })
             }
+            Action::Rm {
+                references,
+                dry_run,
+                json,
+            } => {
+                let mut names = Vec::new();
+                let mut missing = Vec::new();
+                for given in &references {
+                    let reference = wasm_oci_fetcher::parse_reference(given)?.whole();
+                    match cache.get_ref(&reference) {
+                        Ok(Some(_)) => names.push(reference),
+                        _ => missing.push(reference),
+                    }
+                }
+                let report = cache
+                    .prune(&PrunePolicy {
+                        references: names,
+                        dry_run,
+                        ..PrunePolicy::default()
+                    })
+                    .context("removing from the cache")?;
+                if json {
+                    crate::print_json(&report)?;
+                } else {
+                    print_pruned(&report);
+                }
+                for reference in &missing {
+                    eprintln!(
+                        "Error: {reference} is not in the cache (`wasm-oci cache ls` lists what is)"
+                    );
+                }
+                Ok(if missing.is_empty() && report.in_use.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
             Action::Prune {
                 max_size,
                 older_than,
+                dry_run,
                 json,
             } => {
                 if max_size.is_none() && older_than.is_none() {
@@ -155,26 +244,17 @@ impl CacheCommand {
                     );
                 }
                 let report = cache
-                    .prune(PrunePolicy {
+                    .prune(&PrunePolicy {
                         max_size: max_size.map(|s| s as u64),
                         older_than,
+                        dry_run,
+                        ..PrunePolicy::default()
                     })
                     .context("pruning the cache")?;
                 if json {
                     crate::print_json(&report)?;
                 } else {
-                    reclaimed(report.reclaimed_partials);
-                    for r in &report.removed_refs {
-                        eprintln!("removed {r}");
-                    }
-                    for r in &report.in_use {
-                        eprintln!("kept {r}: in use by a running process");
-                    }
-                    eprintln!(
-                        "freed {}; the cache now holds {}",
-                        human_size(report.freed),
-                        human_size(report.size)
-                    );
+                    print_pruned(&report);
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -182,41 +262,56 @@ impl CacheCommand {
     }
 }
 
-/// Says how many abandoned partial downloads were removed, if any.
-fn reclaimed(n: usize) {
-    if n > 0 {
-        let s = if n == 1 { "" } else { "s" };
+/// What a prune or `rm` removed (or, dry, would remove): a line per reference on stdout,
+/// as `docker rmi` prints them, and the summary on stderr.
+fn print_pruned(report: &PruneReport) {
+    let would = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    reclaimed(report.reclaimed_partials, report.dry_run);
+    for r in &report.removed_refs {
+        crate::outln!(
+            "{}: {r}",
+            if report.dry_run {
+                "Would remove"
+            } else {
+                "Removed"
+            }
+        );
+    }
+    for r in &report.in_use {
+        eprintln!("kept {r}: in use by a running process");
+    }
+    if report.dry_run {
         eprintln!(
-            "reclaimed {n} stale partial download{s} (untouched for a day, no writer holding it)"
+            "dry run: would free {} ({} blobs); the cache would hold {}",
+            human_size(report.freed),
+            report.removed_blobs,
+            human_size(report.size)
+        );
+    } else {
+        eprintln!(
+            "{would} {} blobs, freed {}; the cache now holds {}",
+            report.removed_blobs,
+            human_size(report.freed),
+            human_size(report.size)
         );
     }
 }
 
-/// `1.5 MiB`
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-fn ago(epoch_seconds: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let s = now.saturating_sub(epoch_seconds);
-    match s {
-        0..60 => format!("{s} seconds ago"),
-        60..3600 => format!("{} minutes ago", s / 60),
-        3600..86400 => format!("{} hours ago", s / 3600),
-        _ => format!("{} days ago", s / 86400),
+/// Says how many abandoned partial downloads were (or would be) removed, if any.
+fn reclaimed(n: usize, dry_run: bool) {
+    if n > 0 {
+        let s = if n == 1 { "" } else { "s" };
+        let verb = if dry_run {
+            "would reclaim"
+        } else {
+            "reclaimed"
+        };
+        eprintln!(
+            "{verb} {n} stale partial download{s} (untouched for a day, no writer holding it)"
+        );
     }
 }

@@ -16,6 +16,7 @@ use crate::GlobalOptions;
 /// Code is compiled for runs without --timeout and --fuel; runs with those flags compile their
 /// own variant once.
 ///
+/// Examples:
 ///     wasm-oci compile localhost:5000/hello:v1
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
@@ -26,6 +27,9 @@ pub struct CompileCommand {
     /// When to ask the registry
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pull: PullPolicy,
+
+    #[command(flatten)]
+    pub(super) registry: crate::RegistryArgs,
 }
 
 impl CompileCommand {

@@ -9,10 +9,13 @@ use serde::Serialize;
 use super::{PullPolicy, Resolved};
 use crate::GlobalOptions;
 
-/// Show an artifact's manifest, config and layers, and the module's kind, WASI world
-/// (wasi:cli/command or wasi:http/proxy), imports and exports, without running it (pulling it
-/// first when it is not cached).
+/// Show what an artifact is, without running it.
 ///
+/// Prints the manifest, config and layers, and the module's kind, WASI world
+/// (wasi:cli/command or wasi:http/proxy), imports and exports (pulling it first when it is not
+/// cached).
+///
+/// Examples:
 ///     wasm-oci inspect localhost:5000/hello:v1
 ///     wasm-oci inspect --json ./hello.wasm
 #[derive(Debug, Args)]
@@ -28,6 +31,9 @@ pub struct InspectCommand {
     /// Print JSON on stdout
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    pub(super) registry: crate::RegistryArgs,
 }
 
 #[derive(Serialize)]
@@ -118,7 +124,7 @@ impl InspectCommand {
         };
         crate::outln!(
             "Kind:      {kind}, {}",
-            super::cache::human_size(inspected.size)
+            crate::units::human_size(inspected.size)
         );
         if let Some(world) = &inspected.interface.world {
             crate::outln!("World:     {world}");

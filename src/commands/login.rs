@@ -8,31 +8,57 @@ use wasm_oci_fetcher::auth;
 
 use crate::GlobalOptions;
 
-/// Log in to a registry: check the credentials, then store them where docker and oras look
-/// (the credential helper named in ~/.docker/config.json, else its auths section).
+/// Log in to a registry: check the credentials, then store them as docker does.
 ///
-///     echo "$TOKEN" | wasm-oci login ghcr.io --username me --password-stdin
+/// They are stored where docker and oras look: the credential helper named in
+/// ~/.docker/config.json, else its auths section. On a terminal, the user name and the password
+/// are asked for; elsewhere, pipe the password in with --password-stdin.
+///
+/// Examples:
+///     wasm-oci login ghcr.io -u me
+///     echo "$TOKEN" | wasm-oci login ghcr.io -u me --password-stdin
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct LoginCommand {
     /// The registry, e.g. ghcr.io or localhost:5000
-    registry: String,
+    #[arg(value_name = "REGISTRY")]
+    server: String,
+
+    #[command(flatten)]
+    pub(super) registry: crate::RegistryArgs,
 }
 
 impl LoginCommand {
     /// Checks and stores.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        let mut global = global.clone();
+        if global.registry.username.is_none()
+            && !global.registry.password_stdin
+            && std::io::IsTerminal::is_terminal(&std::io::stdin())
+        {
+            // As docker login asks on a terminal.
+            eprint!("Username: ");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the user name from the terminal")?;
+            let name = line.trim();
+            if !name.is_empty() {
+                global.registry.username = Some(name.to_owned());
+            }
+        }
         let Some((username, password)) = global.explicit_credentials()? else {
             bail!(
-                "wasm-oci login needs --username NAME and the password on stdin with --password-stdin, e.g.\n  \
-                 echo \"$TOKEN\" | wasm-oci login {} --username NAME --password-stdin",
-                self.registry
+                "wasm-oci login needs a user name (-u NAME) and the password on stdin with \
+                 --password-stdin, e.g.\n  \
+                 echo \"$TOKEN\" | wasm-oci login {} -u NAME --password-stdin",
+                self.server
             );
         };
-        let fetcher = global.fetcher(&self.registry)?;
-        crate::block_on(fetcher.check_login(&self.registry))?
-            .with_context(|| format!("logging in to {}", self.registry))?;
-        let path = auth::store(&self.registry, &username, &password)?;
+        let fetcher = global.fetcher(&self.server)?;
+        crate::block_on(fetcher.check_login(&self.server))?
+            .with_context(|| format!("logging in to {}", self.server))?;
+        let path = auth::store(&self.server, &username, &password)?;
         eprintln!(
             "Login Succeeded (credentials stored via {})",
             path.display()
@@ -43,6 +69,7 @@ impl LoginCommand {
 
 /// Log out of a registry: remove its stored credentials.
 ///
+/// Examples:
 ///     wasm-oci logout ghcr.io
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]

@@ -2,6 +2,7 @@
 
 mod cache;
 mod compile;
+mod completion;
 mod inspect;
 mod login;
 mod prefetch;
@@ -21,6 +22,7 @@ use wasm_oci_fetcher::parse_reference;
 
 pub use cache::CacheCommand;
 pub use compile::CompileCommand;
+pub use completion::{CompletionCommand, ManCommand};
 pub use inspect::InspectCommand;
 pub use login::{LoginCommand, LogoutCommand};
 pub use prefetch::PrefetchCommand;
@@ -30,23 +32,30 @@ pub use run::RunCommand;
 pub use save::{LoadCommand, SaveCommand};
 pub use serve::ServeCommand;
 
-use crate::GlobalOptions;
+use crate::{GlobalOptions, RegistryArgs};
 
 /// Run WebAssembly straight from OCI registries.
 ///
 /// A wasm module pushed to a registry as an OCI artifact is pulled by reference, verified, kept
-/// in a content-addressed cache and started in wasmtime with WASI:
+/// in a content-addressed cache and started in wasmtime with WASI. References are read the way
+/// docker reads them ([REGISTRY/]REPOSITORY[:TAG|@DIGEST]; the registry defaults to docker.io).
+/// Set WASM_OCI_LOG=debug for details of what happens; `wasm-oci VERB --help` for each verb.
 ///
+/// Examples:
 ///     wasm-oci push hello.wasm localhost:5000/hello:v1
 ///     wasm-oci run localhost:5000/hello:v1
-///
-/// References are read the way docker reads them ([REGISTRY/]REPOSITORY[:TAG|@DIGEST]; the
-/// registry defaults to docker.io). Set WASM_OCI_LOG=debug for details of what happens.
 #[derive(Debug, Parser)]
 #[command(name = "wasm-oci", version, verbatim_doc_comment, max_term_width = 100)]
+#[command(mut_args = before_the_verb)]
 pub struct Cli {
+    /// Cache directory [default: $XDG_CACHE_HOME/wasm-oci, else ~/.cache/wasm-oci]
+    #[arg(long, global = true, env = "WASM_OCI_CACHE", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Registry options given before the verb, where scripts written for older versions put
+    /// them; hidden here, documented on each verb that talks to a registry.
     #[command(flatten)]
-    global: GlobalOptions,
+    registry_before: RegistryArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -66,25 +75,107 @@ enum Command {
     Cache(CacheCommand),
     Login(LoginCommand),
     Logout(LogoutCommand),
+    Completion(CompletionCommand),
+    Man(ManCommand),
+}
+
+/// The registry options of the top level are accepted there but shown on the verbs only, and
+/// read no environment variable there (the verb's copy does).
+fn before_the_verb(arg: clap::Arg) -> clap::Arg {
+    const REGISTRY_ARGS: [&str; 5] = [
+        "plain_http",
+        "username",
+        "password_stdin",
+        "ca_file",
+        "insecure_skip_tls_verify",
+    ];
+    if REGISTRY_ARGS.contains(&arg.get_id().as_str()) {
+        arg.hide(true).env(None)
+    } else {
+        arg
+    }
+}
+
+impl Command {
+    /// The verb as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Serve(_) => "serve",
+            Command::Pull(_) => "pull",
+            Command::Push(_) => "push",
+            Command::Compile(_) => "compile",
+            Command::Prefetch(_) => "prefetch",
+            Command::Inspect(_) => "inspect",
+            Command::Save(_) => "save",
+            Command::Load(_) => "load",
+            Command::Cache(_) => "cache",
+            Command::Login(_) => "login",
+            Command::Logout(_) => "logout",
+            Command::Completion(_) => "completion",
+            Command::Man(_) => "man",
+        }
+    }
+
+    /// The registry options of a verb that talks to a registry.
+    fn registry_args(&mut self) -> Option<&mut RegistryArgs> {
+        match self {
+            Command::Run(cmd) => Some(&mut cmd.registry),
+            Command::Serve(cmd) => Some(&mut cmd.run.registry),
+            Command::Pull(cmd) => Some(&mut cmd.registry),
+            Command::Push(cmd) => Some(&mut cmd.registry),
+            Command::Compile(cmd) => Some(&mut cmd.registry),
+            Command::Prefetch(cmd) => Some(&mut cmd.registry),
+            Command::Inspect(cmd) => Some(&mut cmd.registry),
+            Command::Save(cmd) => Some(&mut cmd.registry),
+            Command::Login(cmd) => Some(&mut cmd.registry),
+            Command::Load(_)
+            | Command::Cache(_)
+            | Command::Logout(_)
+            | Command::Completion(_)
+            | Command::Man(_) => None,
+        }
+    }
 }
 
 impl Cli {
     /// Runs the chosen verb; failures of `run` itself exit 125, as `docker run` does, so that
     /// they are not mistaken for the guest's own exit status.
-    pub fn execute(self) -> ExitCode {
+    pub fn execute(mut self) -> ExitCode {
+        let registry = match self.command.registry_args() {
+            Some(args) => std::mem::take(args).or(self.registry_before),
+            None => {
+                if let Some(option) = self.registry_before.first_given() {
+                    eprintln!(
+                        "Error: {option} is an option of the verbs that talk to a registry \
+                         (run, serve, pull, push, compile, prefetch, inspect, save, login); \
+                         `wasm-oci {}` talks to none",
+                        self.command.name()
+                    );
+                    return ExitCode::from(2);
+                }
+                RegistryArgs::default()
+            }
+        };
+        let global = GlobalOptions {
+            cache_dir: self.cache_dir,
+            registry,
+        };
         let (result, failure) = match self.command {
-            Command::Run(cmd) => (cmd.execute(&self.global), 125),
-            Command::Serve(cmd) => (cmd.execute(&self.global), 125),
-            Command::Pull(cmd) => (cmd.execute(&self.global), 1),
-            Command::Push(cmd) => (cmd.execute(&self.global), 1),
-            Command::Compile(cmd) => (cmd.execute(&self.global), 1),
-            Command::Prefetch(cmd) => (cmd.execute(&self.global), 1),
-            Command::Inspect(cmd) => (cmd.execute(&self.global), 1),
-            Command::Save(cmd) => (cmd.execute(&self.global), 1),
-            Command::Load(cmd) => (cmd.execute(&self.global), 1),
-            Command::Cache(cmd) => (cmd.execute(&self.global), 1),
-            Command::Login(cmd) => (cmd.execute(&self.global), 1),
-            Command::Logout(cmd) => (cmd.execute(&self.global), 1),
+            Command::Run(cmd) => (cmd.execute(&global), 125),
+            Command::Serve(cmd) => (cmd.execute(&global), 125),
+            Command::Pull(cmd) => (cmd.execute(&global), 1),
+            Command::Push(cmd) => (cmd.execute(&global), 1),
+            Command::Compile(cmd) => (cmd.execute(&global), 1),
+            Command::Prefetch(cmd) => (cmd.execute(&global), 1),
+            Command::Inspect(cmd) => (cmd.execute(&global), 1),
+            Command::Save(cmd) => (cmd.execute(&global), 1),
+            Command::Load(cmd) => (cmd.execute(&global), 1),
+            Command::Cache(cmd) => (cmd.execute(&global), 1),
+            Command::Login(cmd) => (cmd.execute(&global), 1),
+            Command::Logout(cmd) => (cmd.execute(&global), 1),
+            Command::Completion(cmd) => (cmd.execute(), 1),
+            Command::Man(cmd) => (cmd.execute(), 1),
         };
         match result {
             Ok(code) => code,

@@ -14,13 +14,14 @@ use wasm_oci_shim::{EngineOptions, Runner, Wasm};
 
 use crate::GlobalOptions;
 
-/// Pull many references concurrently into the cache and precompile them, so that
-/// every later run starts at once, with or without the network.
+/// Pull and precompile many references at once, so that later runs start at once, offline too.
 ///
+/// Every later run of them starts without the network and without compiling.
 /// Blobs that several references share are downloaded once. Interrupted downloads resume
 /// where they stopped. A reference that fails is reported; the others still land. Exits 1
 /// when any failed.
 ///
+/// Examples:
 ///     wasm-oci prefetch localhost:5000/a:v1 localhost:5000/b:v1
 ///     wasm-oci prefetch --from-file modules.txt --jobs 16
 #[derive(Debug, Args)]
@@ -44,6 +45,9 @@ pub struct PrefetchCommand {
     /// Print the results as JSON on stdout
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    pub(super) registry: crate::RegistryArgs,
 }
 
 #[derive(Serialize)]
@@ -88,7 +92,7 @@ impl PrefetchCommand {
             .collect();
         registries.sort();
         registries.dedup();
-        if global.username.is_some() && registries.len() > 1 {
+        if global.registry.username.is_some() && registries.len() > 1 {
             anyhow::bail!(
                 "--username gives credentials for one registry, and these references name {}: \
                  log in to each with `wasm-oci login REGISTRY` instead",

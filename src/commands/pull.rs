@@ -1,7 +1,6 @@
 //! `wasm-oci pull REF`: fetch a wasm artifact into the cache, and optionally out of it.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -17,6 +16,7 @@ use crate::GlobalOptions;
 /// With --out, also write the module to a file (or, when --out names a directory, to the file
 /// name the artifact's title annotation gives). The file appears whole or not at all.
 ///
+/// Examples:
 ///     wasm-oci pull localhost:5000/hello:v1
 ///     wasm-oci pull localhost:5000/hello:v1 --out hello.wasm
 #[derive(Debug, Args)]
@@ -32,6 +32,9 @@ pub struct PullCommand {
     /// Print the result as JSON on stdout
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    pub(super) registry: crate::RegistryArgs,
 }
 
 #[derive(Serialize)]
@@ -113,20 +116,8 @@ fn output_path(out: &Path, title: Option<&str>, fallback: &str) -> PathBuf {
 
 /// Copies through a temporary file beside `to`, so `to` is never seen half-written.
 fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let dir = match to.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::copy(&mut fs::File::open(from)?, tmp.as_file_mut())?;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(to).map_err(|e| e.error)?;
-        Ok(())
-    };
-    write().with_context(|| format!("writing {}", to.display()))
+    let mut blob = fs::File::open(from).with_context(|| format!("reading {}", from.display()))?;
+    Ok(wasm_oci_cache::write_atomic_from(to, &mut blob, 0o644)?)
 }
 
 #[cfg(test)]

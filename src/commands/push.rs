@@ -15,6 +15,7 @@ use crate::GlobalOptions;
 /// layer application/wasm, os wasip1 for a module or wasip2 for a component). Prints the
 /// reference, the size and the manifest digest; pull by that digest to get exactly this content.
 ///
+/// Examples:
 ///     wasm-oci push hello.wasm localhost:5000/hello:v1
 ///     wasm-oci push --format wasm-to-oci hello.wasm localhost:5000/hello:v1
 #[derive(Debug, Args)]
@@ -33,6 +34,9 @@ pub struct PushCommand {
     /// Print the result as JSON on stdout
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    pub(super) registry: crate::RegistryArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -36,6 +36,7 @@ use crate::units::{parse_duration, parse_size};
 /// stops it, as timeout(1) does; 125 when wasm-oci itself fails (the pull, an invalid module),
 /// as docker run does.
 ///
+/// Examples:
 ///     wasm-oci run localhost:5000/hello:v1
 ///     wasm-oci run --dir ./data::/data:ro --env LANG localhost:5000/tool:v2 -- --verbose /data/in.txt
 ///     wasm-oci run --max-memory 64MiB --timeout 10s ./hello.wasm
@@ -89,6 +90,9 @@ pub struct RunCommand {
 
     #[command(flatten)]
     http: HttpArgs,
+
+    #[command(flatten)]
+    pub(super) registry: crate::RegistryArgs,
 }
 
 /// What a command component may do with wasi:sockets: nothing unless allowed here.

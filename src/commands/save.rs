@@ -16,6 +16,7 @@ use crate::GlobalOptions;
 /// entry is named by its tag (org.opencontainers.image.ref.name) and by its full reference
 /// (io.containerd.image.name). Saving into an existing layout adds to it.
 ///
+/// Examples:
 ///     wasm-oci save localhost:5000/hello:v1 -o ./airgap
 ///     skopeo copy oci:./airgap:v1 docker://registry.internal/hello:v1
 #[derive(Debug, Args)]
@@ -28,6 +29,9 @@ pub struct SaveCommand {
     /// The layout directory to write
     #[arg(long, short, value_name = "DIR")]
     output: PathBuf,
+
+    #[command(flatten)]
+    pub(super) registry: crate::RegistryArgs,
 }
 
 impl SaveCommand {
@@ -74,8 +78,7 @@ impl SaveCommand {
     }
 }
 
-/// Import an OCI image layout into the cache, verifying every blob, so that its references
-/// run offline.
+/// Import an OCI image layout into the cache, every blob verified, to run offline.
 ///
 /// Each entry is recorded under its full reference (io.containerd.image.name, as wasm-oci save
 /// and containerd write it); a layout that only names tags (as skopeo writes it) needs
@@ -86,6 +89,7 @@ impl SaveCommand {
 /// holds for other content (pulled from a registry, or loaded before) is refused, and
 /// nothing is loaded, unless --force says to replace it.
 ///
+/// Examples:
 ///     wasm-oci load ./airgap
 ///     wasm-oci load ./from-skopeo --repository localhost:5000/hello
 #[derive(Debug, Args)]

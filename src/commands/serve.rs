@@ -7,7 +7,7 @@ use clap::Args;
 use super::RunCommand;
 use crate::GlobalOptions;
 
-/// Serve a wasi:http/proxy component over HTTP/1.1, from a registry reference or a local file.
+/// Serve a wasi:http/proxy component over HTTP/1.1, from a reference or a local file.
 ///
 /// The component is pulled (when not cached) and compiled once; every request gets a fresh
 /// instance, with its own memory cap (--max-memory) and deadline (--timeout, answered 504). A
@@ -18,6 +18,7 @@ use crate::GlobalOptions;
 /// The component gets no directory, no environment variable and no network unless asked:
 /// outbound HTTP only to the hosts named by --allow-http.
 ///
+/// Examples:
 ///     wasm-oci serve localhost:5000/hello-http:v1
 ///     wasm-oci serve --addr 0.0.0.0:8080 --max-memory 64MiB --timeout 5s ./proxy.wasm
 ///     wasm-oci serve --allow-http api.example.com --allow-http 127.0.0.1:9000 localhost:5000/gw:v2
@@ -25,7 +26,7 @@ use crate::GlobalOptions;
 #[command(verbatim_doc_comment)]
 pub struct ServeCommand {
     #[command(flatten)]
-    run: RunCommand,
+    pub(super) run: RunCommand,
 }
 
 impl ServeCommand {

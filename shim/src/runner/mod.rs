@@ -919,6 +919,16 @@ impl std::str::FromStr for Preopen {
         };
         let (host, guest) = match rest.split_once("::") {
             Some((host, guest)) => (host, guest),
+            // docker's -v HOST:GUEST, most likely: say how wasmtime spells it.
+            None if rest.contains(':') && !Path::new(rest).exists() => {
+                let (host, guest) = rest.split_once(':').expect("it has a colon");
+                return Err(format!(
+                    "invalid directory {spec:?}: host and guest paths are separated by two \
+                     colons, as wasmtime's --dir does (docker's -v takes one): \
+                     {host}::{guest}{}",
+                    if read_only { ":ro" } else { "" }
+                ));
+            }
             None => (rest, rest),
         };
         if host.is_empty() || guest.is_empty() {
@@ -982,6 +992,8 @@ mod tests {
             }
         );
         assert!("::/data".parse::<Preopen>().is_err());
+        let docker = "./no-such-dir:/data:ro".parse::<Preopen>().unwrap_err();
+        assert!(docker.contains("./no-such-dir::/data:ro"), "{docker}");
         assert!("./d::".parse::<Preopen>().is_err());
     }
 }

@@ -1,0 +1,118 @@
+//! `wasm-oci completion SHELL` and `wasm-oci man [VERB]`: what shells and `man` read, made from
+//! the same definitions as `--help`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, CommandFactory as _};
+use clap_complete::Shell;
+
+use super::Cli;
+
+/// Print a completion script for bash, zsh, fish, elvish or PowerShell.
+///
+/// Load it in the running shell, or install it where the shell looks at start.
+///
+/// Examples:
+///     source <(wasm-oci completion bash)
+///     wasm-oci completion bash > /etc/bash_completion.d/wasm-oci
+///     wasm-oci completion zsh > "${fpath[1]}/_wasm-oci"
+///     wasm-oci completion fish > ~/.config/fish/completions/wasm-oci.fish
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct CompletionCommand {
+    /// The shell
+    shell: Shell,
+}
+
+impl CompletionCommand {
+    /// Writes the script on stdout.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let mut out = Vec::new();
+        clap_complete::generate(self.shell, &mut Cli::command(), "wasm-oci", &mut out);
+        write_stdout(&out)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Print the man page of wasm-oci, or of one verb, in roff; or write them all to a directory.
+///
+/// The pages are wasm-oci(1) and one per verb, wasm-oci-VERB(1) (wasm-oci-cache-ls(1) for a
+/// cache action), as git names its own.
+///
+/// Examples:
+///     wasm-oci man | man -l -
+///     wasm-oci man run | man -l -
+///     wasm-oci man --output-dir /usr/local/share/man/man1
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ManCommand {
+    /// The verb whose page to print, e.g. run, or cache ls [default: the whole command's]
+    verb: Vec<String>,
+
+    /// Write every page into this directory (wasm-oci.1, wasm-oci-run.1, ...) instead
+    #[arg(long, value_name = "DIR", conflicts_with = "verb")]
+    output_dir: Option<PathBuf>,
+}
+
+impl ManCommand {
+    /// Renders.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let mut command = Cli::command();
+        command.build();
+        if let Some(dir) = self.output_dir {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let mut written = 0;
+            for (name, page) in pages(&command, "wasm-oci") {
+                let path = dir.join(format!("{name}.1"));
+                wasm_oci_cache::write_atomic(&path, &render(&page)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                written += 1;
+            }
+            eprintln!("wrote {written} man pages into {}", dir.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut page = command;
+        let mut name = String::from("wasm-oci");
+        for verb in &self.verb {
+            let Some(sub) = page.find_subcommand(verb).cloned() else {
+                bail!(
+                    "{name} has no verb {verb:?}: `{name} --help` lists them",
+                    verb = wasm_oci_fetcher::text::printable(verb)
+                );
+            };
+            name = format!("{name}-{}", sub.get_name());
+            page = sub.name(name.clone());
+        }
+        write_stdout(&render(&page)?)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The page of `command` named `name`, then those of its verbs, depth first.
+fn pages(command: &clap::Command, name: &str) -> Vec<(String, clap::Command)> {
+    let mut all = vec![(name.to_owned(), command.clone().name(name.to_owned()))];
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        all.extend(pages(sub, &format!("{name}-{}", sub.get_name())));
+    }
+    all
+}
+
+fn render(command: &clap::Command) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(command.clone())
+        .render(&mut out)
+        .context("rendering the man page")?;
+    Ok(out)
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
