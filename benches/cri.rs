@@ -24,7 +24,7 @@ mod cri;
 mod proxy;
 #[path = "../tests/all/serve.rs"]
 mod serve;
-#[path = "../tests/all/support.rs"]
+#[path = "../tests/all/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
