@@ -249,6 +249,7 @@ impl Cache {
         let now = SystemTime::now();
         let mut size = self.size();
         let mut kept: Vec<_> = Vec::new();
+        let mut removed_paths = BTreeSet::new();
         let mut users: BTreeMap<Digest, usize> = BTreeMap::new();
         for r in &refs {
             for d in needs(r) {
@@ -281,7 +282,7 @@ impl Cache {
             let recorded_since: BTreeSet<Digest> = self
                 .refs()?
                 .iter()
-                .filter(|r| r.path != record.path)
+                .filter(|r| r.path != record.path && !removed_paths.contains(&r.path))
                 .flat_map(needs)
                 .collect();
             let only_ours: Vec<Digest> = only_ours
@@ -308,6 +309,8 @@ impl Cache {
                 report.removed_blobs += 1;
             }
             drop(locks);
+            // A dry run leaves the file: later reads must not take it for a new reference.
+            removed_paths.insert(record.path);
             report.removed_refs.push(record.entry.reference);
         }
         if policy.only_named() {

@@ -32,6 +32,14 @@ impl CompletionCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let mut out = Vec::new();
         clap_complete::generate(self.shell, &mut Cli::command(), "wasm-oci", &mut out);
+        if self.shell == Shell::Bash {
+            // clap_complete spells the state of a hyphenated binary two ways, so nothing after
+            // a verb completes (clap-rs/clap#6421, open): use the spelling its loop uses.
+            out = String::from_utf8(out)
+                .expect("clap_complete writes UTF-8")
+                .replace("wasm__subcmd__oci", "wasm__oci")
+                .into_bytes();
+        }
         write_stdout(&out)?;
         Ok(ExitCode::SUCCESS)
     }

@@ -14,7 +14,7 @@ use wasm_oci_shim::{EngineOptions, Runner, Wasm};
 
 use crate::GlobalOptions;
 
-/// Pull and precompile many references at once, so that later runs start at once, offline too.
+/// Pull and precompile many references concurrently, so later runs start at once, offline too.
 ///
 /// Every later run of them starts without the network and without compiling.
 /// Blobs that several references share are downloaded once. Interrupted downloads resume

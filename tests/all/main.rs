@@ -5,6 +5,7 @@
 
 mod airgap;
 mod auth;
+mod cli;
 mod containerd;
 mod cri;
 mod edge;

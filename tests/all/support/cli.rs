@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `wasm-oci` binary with its own cache directory and no inherited settings.
 /// Every password and token the suite hands out; no log line may hold one (see `WasmOci`).
 static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
