@@ -12,6 +12,7 @@ mod edge;
 mod faults;
 mod interop;
 mod proxy;
+mod readme;
 mod registry;
 mod resume;
 mod runner;
