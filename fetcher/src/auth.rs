@@ -24,7 +24,7 @@ impl Secret {
         Self(s.into())
     }
     /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -57,7 +57,7 @@ pub enum Credentials {
 }
 
 /// The key docker uses for a registry in `config.json`.
-pub fn config_key(registry: &str) -> &str {
+pub(crate) fn config_key(registry: &str) -> &str {
     match registry {
         "docker.io" | "index.docker.io" | "registry-1.docker.io" => "https://index.docker.io/v1/",
         other => other,
@@ -167,7 +167,7 @@ fn helper_failure(e: &docker_credential::CredentialRetrievalError) -> String {
 }
 
 /// Docker's config directory: `$DOCKER_CONFIG`, else `~/.docker`.
-pub fn docker_config_path() -> Option<PathBuf> {
+pub(crate) fn docker_config_path() -> Option<PathBuf> {
     std::env::var_os("DOCKER_CONFIG")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))

@@ -37,7 +37,8 @@ pub use manifest::{
 pub use oci_client::Reference as OciReference;
 pub use pull::Pulled;
 pub use push::{PushFormat, Pushed, WasmKind};
-pub use reference::{is_loopback, is_node_local, parse_reference, registry_host};
+use reference::is_loopback;
+pub use reference::{is_node_local, parse_reference, registry_host};
 pub use resolve::{PullPolicy, Resolved, resolve_cached};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

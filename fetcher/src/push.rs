@@ -45,7 +45,7 @@ pub enum WasmKind {
 
 impl WasmKind {
     /// Reads the 8-byte header; `None` when it is not WebAssembly.
-    pub fn detect(header: &[u8]) -> Option<Self> {
+    pub(crate) fn detect(header: &[u8]) -> Option<Self> {
         if wasmparser::Parser::is_component(header) {
             Some(Self::Component)
         } else if wasmparser::Parser::is_core_wasm(header) {

@@ -209,7 +209,7 @@ pub(crate) fn check_digest(digest: &str) -> Result<(), &'static str> {
 }
 
 /// Whether `registry` (`host[:port]`) is on this machine, where docker and oras speak plain HTTP.
-pub fn is_loopback(registry: &str) -> bool {
+pub(crate) fn is_loopback(registry: &str) -> bool {
     let host = registry_host(registry);
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())

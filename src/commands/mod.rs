@@ -20,17 +20,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 use wasm_oci_cache::{Cache, RefEntry};
 use wasm_oci_fetcher::parse_reference;
 
-pub use cache::CacheCommand;
-pub use compile::CompileCommand;
-pub use completion::{CompletionCommand, ManCommand};
-pub use inspect::InspectCommand;
-pub use login::{LoginCommand, LogoutCommand};
-pub use prefetch::PrefetchCommand;
-pub use pull::PullCommand;
-pub use push::PushCommand;
-pub use run::RunCommand;
-pub use save::{LoadCommand, SaveCommand};
-pub use serve::ServeCommand;
+use cache::CacheCommand;
+use compile::CompileCommand;
+use completion::{CompletionCommand, ManCommand};
+use inspect::InspectCommand;
+use login::{LoginCommand, LogoutCommand};
+use prefetch::PrefetchCommand;
+use pull::PullCommand;
+use push::PushCommand;
+use run::RunCommand;
+use save::{LoadCommand, SaveCommand};
+use serve::ServeCommand;
 
 use crate::{GlobalOptions, RegistryArgs};
 

@@ -74,7 +74,11 @@ fn the_readme_console_examples_print_what_they_say() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let blocks = console_blocks(&readme);
-    assert!(blocks.len() >= 2, "the README has {} console blocks", blocks.len());
+    assert!(
+        blocks.len() >= 2,
+        "the README has {} console blocks",
+        blocks.len()
+    );
     let registry = Registry::start();
     for block in blocks {
         let cli = WasmOci::new();
@@ -83,8 +87,16 @@ fn the_readme_console_examples_print_what_they_say() {
                 .split_whitespace()
                 .map(|w| w.replace("localhost:5000", &registry.addr))
                 .collect();
-            assert_eq!(args[0], "wasm-oci", "README examples run wasm-oci: {command}");
-            let out = cli.command().args(&args[1..]).current_dir(root).output().unwrap();
+            assert_eq!(
+                args[0], "wasm-oci",
+                "README examples run wasm-oci: {command}"
+            );
+            let out = cli
+                .command()
+                .args(&args[1..])
+                .current_dir(root)
+                .output()
+                .unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
             let stderr = String::from_utf8_lossy(&out.stderr);
             let actual: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
@@ -110,7 +122,10 @@ fn the_matcher_reads_wildcards_as_trycmd_does() {
     assert!(line_matches("a [..] c [..]", "a b c d"));
     assert!(!line_matches("Digest: sha256:[..]", "Size: 171"));
     assert!(!line_matches("Size: 171", "Size: 1710"));
-    assert!(lines_match(&lines(&["a", "...", "d"]), &["a", "b", "c", "d"]));
+    assert!(lines_match(
+        &lines(&["a", "...", "d"]),
+        &["a", "b", "c", "d"]
+    ));
     assert!(lines_match(&lines(&["a", "..."]), &["a"]));
     assert!(!lines_match(&lines(&["a", "d"]), &["a", "b", "d"]));
 }

@@ -194,7 +194,7 @@ impl ShimConfig {
 
     /// Whether a container may have its module pulled from `registry` (`host[:port]`): the
     /// pull runs in the node's network namespace, with the node's credentials.
-    pub fn check_registry(&self, registry: &str) -> Result<(), String> {
+    pub(crate) fn check_registry(&self, registry: &str) -> Result<(), String> {
         let source = self.source_name();
         match &self.allowed_registries {
             Some(allowed) if allowed.iter().any(|a| registry_matches(a, registry)) => Ok(()),
@@ -214,7 +214,7 @@ impl ShimConfig {
 
     /// The host directories of the profiles a container names in `io.wasm-oci.preopens`
     /// (comma-separated profile names). Anything else, a host path above all, is refused.
-    pub fn profiles_for(&self, annotation: &str) -> Result<Vec<Preopen>, String> {
+    pub(crate) fn profiles_for(&self, annotation: &str) -> Result<Vec<Preopen>, String> {
         let mut preopens = Vec::new();
         for name in annotation.split([',', ' ', '\n']).filter(|s| !s.is_empty()) {
             match self.profiles.get(name) {
