@@ -556,9 +556,17 @@ fn open_read(path: &str) -> Option<std::fs::File> {
 }
 
 fn open_write(path: &str) -> Option<std::fs::File> {
-    (!path.is_empty())
-        .then(|| std::fs::OpenOptions::new().write(true).open(path).ok())
-        .flatten()
+    if path.is_empty() {
+        return None;
+    }
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            // The guest still runs; what it writes is lost, and this says why.
+            tracing::warn!(path, error = %e, "cannot open the container's output; it is dropped");
+            None
+        }
+    }
 }
 
 /// What a started container's thread needs to run its guest.
