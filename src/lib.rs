@@ -222,17 +222,78 @@ pub fn init_logging(default: LogDefault) -> Result<(), String> {
         }
         // For a person: colour only on a terminal and without NO_COLOR, and no timestamps
         // (a log file has them).
-        None if default == LogDefault::Stderr => tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_ansi(
-                std::io::IsTerminal::is_terminal(&std::io::stderr())
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-            )
-            .without_time()
-            .with_writer(std::io::stderr)
-            .init(),
+        None if default == LogDefault::Stderr => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_ansi(ansi)
+                .event_format(PlainWarnings {
+                    detailed: tracing_subscriber::fmt::format()
+                        .without_time()
+                        .with_ansi(ansi),
+                })
+                .with_writer(std::io::stderr)
+                .init()
+        }
         // Events reach the `log` logger through tracing's `log` feature.
         None => {}
     }
     Ok(())
+}
+
+/// Warnings as a person reads them on a terminal: the message and its fields, no level, target
+/// or span (`retrying in 0.2 s: the registry answered 503`); other levels, asked for with
+/// WASM_OCI_LOG, in tracing's full format.
+struct PlainWarnings {
+    detailed: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Full, ()>,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainWarnings
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if *event.metadata().level() != tracing::Level::WARN {
+            return self.detailed.format_event(ctx, writer, event);
+        }
+        let mut fields = PlainFields::default();
+        event.record(&mut fields);
+        write!(writer, "{}", fields.message)?;
+        if !fields.rest.is_empty() {
+            write!(writer, " ({})", fields.rest.join(", "))?;
+        }
+        writeln!(writer)
+    }
+}
+
+/// An event's message, and its other fields as `name: value`.
+#[derive(Default)]
+struct PlainFields {
+    message: String,
+    rest: Vec<String>,
+}
+
+impl tracing::field::Visit for PlainFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_owned();
+        } else {
+            self.rest.push(format!("{}: {value}", field.name()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        } else {
+            self.rest.push(format!("{}: {value:?}", field.name()));
+        }
+    }
 }

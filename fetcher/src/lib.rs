@@ -29,7 +29,7 @@ use oci_client::errors::OciDistributionError;
 use wasm_oci_cache::Cache;
 
 pub use error::Error;
-pub use inspect::{ComponentConfig, Interface, interface};
+pub use inspect::{ComponentConfig, Interface, interface, interface_of_file};
 pub use manifest::{
     CNCF_CONFIG_MEDIA_TYPE, CNCF_LAYER_MEDIA_TYPE, Choice, WASM_LAYER_MEDIA_TYPES,
     WASM_TO_OCI_CONFIG_MEDIA_TYPE, WASM_TO_OCI_LAYER_MEDIA_TYPE, choose,
@@ -95,8 +95,23 @@ pub type ConfigCheck = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
 
 /// Receives progress of blob transfers; the CLI draws bars with it, libraries never print.
 pub trait Progress: Send + Sync {
-    /// A transfer of `total` bytes (when known) of `digest` for `reference` begins.
-    fn transfer(&self, reference: &str, digest: &str, total: Option<u64>) -> Box<dyn Transfer>;
+    /// A transfer of `total` bytes (when known) of `digest`, `reference`'s `blob`, begins.
+    fn transfer(
+        &self,
+        reference: &str,
+        blob: Blob,
+        digest: &str,
+        total: Option<u64>,
+    ) -> Box<dyn Transfer>;
+}
+
+/// Which blob of an artifact a transfer moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blob {
+    /// The config document.
+    Config,
+    /// The wasm layer.
+    Layer,
 }
 
 /// One blob transfer's progress.
@@ -388,7 +403,13 @@ impl Fetcher {
         let scheme = self.scheme(&probe);
         retry::with_retries("checking the login", || remote.check_login())
             .await
-            .map_err(|f| f.into_error(&probe, scheme))
+            .map_err(|f| match f.into_error(&probe, scheme) {
+                // Not "log in with wasm-oci login": that is what is being done.
+                Error::Unauthorized {
+                    registry, source, ..
+                } => Error::CredentialsRefused { registry, source },
+                other => other,
+            })
     }
 }
 

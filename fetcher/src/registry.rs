@@ -48,6 +48,11 @@ pub(crate) enum Failure {
     UnsupportedDigest { digest: String },
     /// Credentials would have gone to a plain-HTTP token service of an HTTPS registry.
     InsecureRealm { realm: String },
+    /// A TLS handshake was answered in plain HTTP: asking again will not change that.
+    PlainHttp { error: OciDistributionError },
+    /// Nothing listens on a loopback port: no network in between to recover, so asking
+    /// again only delays the answer.
+    Refused { error: OciDistributionError },
 }
 
 impl Failure {
@@ -69,6 +74,11 @@ impl Failure {
                 reference: reference.whole(),
                 realm,
             },
+            Failure::PlainHttp { error } => Error::PlainHttp {
+                registry: reference.registry().to_owned(),
+                source: error,
+            },
+            Failure::Refused { error } => Error::from_oci(error, reference, scheme),
         }
     }
 }
@@ -83,8 +93,23 @@ impl From<OciDistributionError> for Failure {
 }
 
 impl From<reqwest::Error> for Failure {
+    /// Tells apart the transport failures no retry can help: a TLS handshake answered in
+    /// plain HTTP, and a refused connection to a loopback port.
     fn from(e: reqwest::Error) -> Self {
-        OciDistributionError::RequestError(e).into()
+        let plain = crate::error::is_plain_http_answer(&e);
+        let refused = e.is_connect()
+            && crate::error::is_connection_refused(&e)
+            && e.url()
+                .and_then(|u| u.host_str())
+                .is_some_and(crate::is_loopback);
+        let error = OciDistributionError::RequestError(e);
+        if plain {
+            Failure::PlainHttp { error }
+        } else if refused {
+            Failure::Refused { error }
+        } else {
+            error.into()
+        }
     }
 }
 
@@ -94,6 +119,13 @@ impl Transient for Failure {
             Failure::Request { error, .. } => crate::retry::is_transient(error),
             Failure::Digest { .. } | Failure::UnsupportedDigest { .. } => false,
             Failure::InsecureRealm { .. } => false,
+            Failure::PlainHttp { .. } | Failure::Refused { .. } => false,
+        }
+    }
+    fn cause(&self) -> String {
+        match self {
+            Failure::Request { error, .. } => crate::retry::in_words(error),
+            other => other.to_string(),
         }
     }
     fn retry_after(&self) -> Option<Duration> {
@@ -107,7 +139,9 @@ impl Transient for Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Request { error, .. } => error.fmt(f),
+            Failure::Request { error, .. }
+            | Failure::PlainHttp { error }
+            | Failure::Refused { error } => error.fmt(f),
             Failure::Digest { expected, actual } => {
                 write!(f, "content hashes to {actual}, not {expected}")
             }

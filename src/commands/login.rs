@@ -2,10 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Args;
 use wasm_oci_fetcher::auth;
 
+use super::Naming;
 use crate::GlobalOptions;
 
 /// Log in to a registry: check the credentials, then store them where docker and oras look
@@ -17,6 +18,11 @@ use crate::GlobalOptions;
 pub struct LoginCommand {
     /// The registry, e.g. ghcr.io or localhost:5000
     registry: String,
+
+    /// Print the result as JSON on stdout: registry, username and stored_in (the credential
+    /// helper or config file that holds the credentials)
+    #[arg(long)]
+    json: bool,
 }
 
 impl LoginCommand {
@@ -30,13 +36,23 @@ impl LoginCommand {
             );
         };
         let fetcher = global.fetcher(&self.registry)?;
-        crate::block_on(fetcher.check_login(&self.registry))?
-            .with_context(|| format!("logging in to {}", self.registry))?;
+        crate::block_on(fetcher.check_login(&self.registry))?.naming(&[&self.registry], || {
+            format!("logging in to {}", self.registry)
+        })?;
         let path = auth::store(&self.registry, &username, &password)?;
-        eprintln!(
-            "Login Succeeded (credentials stored via {})",
-            path.display()
-        );
+        if self.json {
+            crate::print_json(&serde_json::json!({
+                "registry": self.registry,
+                "username": username,
+                "stored_in": path,
+            }))?;
+        } else {
+            // On stdout, as docker prints it.
+            crate::outln!(
+                "Login Succeeded (credentials stored via {})",
+                path.display()
+            );
+        }
         Ok(ExitCode::SUCCESS)
     }
 }
