@@ -235,10 +235,13 @@ impl Fetcher {
                     Some(wait) => {
                         let wait = crate::retry::wait_for(wait, retry_after);
                         tracing::debug!(reference = %name, error = %source, "download broke off");
+                        let from = match writer.written() {
+                            0 => String::new(),
+                            n => format!(" from byte {n}"),
+                        };
                         tracing::warn!(
-                            "retrying in {} from byte {}: {}",
+                            "retrying in {}{from}: {}",
                             crate::retry::seconds(wait),
-                            writer.written(),
                             crate::retry::io_in_words(&source)
                         );
                         tokio::time::sleep(wait).await;

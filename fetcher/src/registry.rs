@@ -37,9 +37,11 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request that did not succeed.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// The error as oci-client would report it, and when the registry said to come back.
+    /// The error as oci-client would report it, the status the registry answered (when it
+    /// answered), and when it said to come back.
     Request {
         error: OciDistributionError,
+        status: Option<u16>,
         retry_after: Option<Duration>,
     },
     /// A manifest whose bytes do not hash to the digest asked for or announced.
@@ -87,6 +89,7 @@ impl From<OciDistributionError> for Failure {
     fn from(error: OciDistributionError) -> Self {
         Failure::Request {
             error,
+            status: None,
             retry_after: None,
         }
     }
@@ -124,6 +127,15 @@ impl Transient for Failure {
     }
     fn cause(&self) -> String {
         match self {
+            Failure::Request {
+                error: OciDistributionError::RegistryError { envelope, .. },
+                status: Some(status),
+                ..
+            } => match envelope.errors.first() {
+                // The registry's own words, after the status: `429: rate limited`.
+                Some(first) => format!("the registry answered {status}: {}", first.message),
+                None => format!("the registry answered {status}"),
+            },
             Failure::Request { error, .. } => crate::retry::in_words(error),
             other => other.to_string(),
         }
@@ -830,7 +842,11 @@ async fn failure(response: reqwest::Response) -> Failure {
             message: printable(&String::from_utf8_lossy(&body)),
         },
     };
-    Failure::Request { error, retry_after }
+    Failure::Request {
+        error,
+        status: Some(status.as_u16()),
+        retry_after,
+    }
 }
 
 /// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`.

@@ -5,6 +5,7 @@
 
 mod airgap;
 mod auth;
+mod cli_errors;
 mod containerd;
 mod cri;
 mod edge;
