@@ -63,8 +63,28 @@ impl InspectCommand {
         if super::looks_like_file(&self.module) {
             let path = std::path::Path::new(&self.module);
             let interface = wasm_oci_fetcher::interface_of_file(path)
-                .with_context(|| format!("reading {}", self.module))?
-                .with_context(not_wasm)?;
+                .with_context(|| format!("reading {}", self.module))?;
+            let Some(interface) = interface else {
+                // Not even the header: say what it starts with, as `run` does.
+                let mut start = Vec::with_capacity(16);
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(
+                        std::fs::File::open(path)
+                            .with_context(|| format!("reading {}", self.module))?,
+                        16,
+                    ),
+                    &mut start,
+                )
+                .with_context(|| format!("reading {}", self.module))?;
+                if !start.starts_with(b"\0asm") {
+                    anyhow::bail!(
+                        "{} is not a WebAssembly module (it starts with \"{}\")",
+                        self.module,
+                        wasm_oci_shim::runner::first_words(&start)
+                    );
+                }
+                anyhow::bail!(not_wasm());
+            };
             let size = std::fs::metadata(path)
                 .with_context(|| format!("reading {}", self.module))?
                 .len();

@@ -9,7 +9,7 @@ use wasm_oci_fetcher::layout;
 
 use serde::Serialize;
 
-use super::{Artifact, PullPolicy, Resolved};
+use super::{Artifact, Naming, PullPolicy, Resolved};
 use crate::GlobalOptions;
 
 /// Write references (pulled first when not cached) to an OCI image layout directory.
@@ -73,7 +73,9 @@ impl SaveCommand {
         }
         let cache = global.open_cache()?;
         layout::save(&cache, &self.output, &entries)
-            .with_context(|| format!("saving to {}", self.output.display()))?;
+            .naming(&[&self.output.display().to_string()], || {
+                format!("saving to {}", self.output.display())
+            })?;
         if self.json {
             let saved: Vec<Artifact> = entries.iter().map(Artifact::from).collect();
             crate::print_json(&saved)?;
@@ -135,7 +137,9 @@ impl LoadCommand {
         let cache = global.open_cache()?;
         let (loaded, replaced) =
             layout::load(&cache, &self.dir, self.repository.as_deref(), self.force)
-                .with_context(|| format!("loading {}", self.dir.display()))?;
+                .naming(&[&self.dir.display().to_string()], || {
+                    format!("loading {}", self.dir.display())
+                })?;
         for r in &replaced {
             eprintln!(
                 "replaced {}: it was {}, it is now {} (--force)",

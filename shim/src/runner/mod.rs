@@ -942,7 +942,7 @@ impl std::str::FromStr for Preopen {
 
 /// The start of a file that is not wasm, as text a terminal shows safely: up to 16 bytes,
 /// to the first line break, escaped.
-fn first_words(bytes: &[u8]) -> String {
+pub fn first_words(bytes: &[u8]) -> String {
     let head = &bytes[..bytes.len().min(16)];
     let head = head
         .iter()
