@@ -351,23 +351,20 @@ pub(crate) fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> boo
 pub(crate) fn is_plain_http_answer(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        // An io::Error hides the error it carries from `source()`: look inside.
-        let inner = err
+        // An io::Error hides the error it carries from `source()`, and hyper wraps rustls's
+        // in two of them: look inside each.
+        let mut inner: &(dyn std::error::Error + 'static) = err;
+        while let Some(wrapped) = inner
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        if let Some(tls) = err.downcast_ref::<rustls::Error>().or(inner) {
+        {
+            inner = wrapped;
+        }
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
             return matches!(
                 tls,
                 rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
             );
-        }
-        // The TLS stack may hand it over as text only, as it does certificate errors.
-        if err
-            .to_string()
-            .contains("corrupt message of type InvalidContentType")
-        {
-            return true;
         }
         cur = err.source();
     }

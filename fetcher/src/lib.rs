@@ -478,4 +478,60 @@ mod tests {
         // Cut off before the headers end: nothing can be concluded.
         assert!(!answers_openly(b"HTTP/1.0 200 OK\r\nContent-Le"));
     }
+
+    /// A loopback server that answers anything with a plain-HTTP 400, as a registry without
+    /// TLS answers a client hello.
+    fn plain_http_server() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = std::io::Read::read(&mut stream, &mut [0; 512]);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_tls_handshake_answered_in_plain_http_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
+        let http = fetcher.new_http().unwrap();
+        let addr = plain_http_server();
+        let e = http
+            .get(format!("https://{addr}/v2/"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(error::is_plain_http_answer(&e), "{e:?}");
+        assert!(!error::is_certificate_error(&e), "{e:?}");
+        let failure = registry::Failure::from(e);
+        assert!(matches!(failure, registry::Failure::PlainHttp { .. }));
+        assert!(!retry::Transient::is_transient(&failure));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_loopback_port_is_not_worth_retrying() {
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
+        let http = fetcher.new_http().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        for host in ["127.0.0.1", "localhost"] {
+            let e = http
+                .get(format!("http://{host}:{port}/v2/"))
+                .send()
+                .await
+                .unwrap_err();
+            let failure = registry::Failure::from(e);
+            assert!(
+                matches!(failure, registry::Failure::Refused { .. }),
+                "{host}: {failure:?}"
+            );
+            assert!(!retry::Transient::is_transient(&failure));
+        }
+    }
 }

@@ -71,9 +71,9 @@ impl LogoutCommand {
     /// Removes.
     pub fn execute(self, _global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         if auth::erase(&self.registry)? {
-            eprintln!("Removing login credentials for {}", self.registry);
+            crate::outln!("Removing login credentials for {}", self.registry);
         } else {
-            eprintln!("Not logged in to {}", self.registry);
+            crate::outln!("Not logged in to {}", self.registry);
         }
         Ok(ExitCode::SUCCESS)
     }
