@@ -41,7 +41,8 @@ pub struct PrefetchCommand {
     #[arg(long)]
     no_compile: bool,
 
-    /// Print the results as JSON on stdout
+    /// Print the results as JSON on stdout: a list of reference, digest (the manifest's),
+    /// layer_digest, size, downloaded, compiled and error
     #[arg(long)]
     json: bool,
 }
