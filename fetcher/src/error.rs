@@ -68,6 +68,17 @@ pub enum Error {
         #[source]
         source: OciDistributionError,
     },
+    /// A plain-HTTP request was answered that the registry speaks HTTPS.
+    #[error(
+        "registry {registry} speaks HTTPS, not plain HTTP: drop --plain-http (and WASM_OCI_PLAIN_HTTP) to reach it"
+    )]
+    SpeaksHttps {
+        /// The registry host.
+        registry: String,
+        /// The registry's answer.
+        #[source]
+        source: OciDistributionError,
+    },
     /// `login`'s credentials were refused.
     #[error(
         "registry {registry} refused the credentials: check the user name and the password or token"

@@ -55,6 +55,9 @@ pub(crate) enum Failure {
     /// Nothing listens on a loopback port: no network in between to recover, so asking
     /// again only delays the answer.
     Refused { error: OciDistributionError },
+    /// A plain-HTTP request was answered that the server speaks HTTPS (Go's TLS servers,
+    /// Docker Distribution among them, say so in a 400).
+    HttpsOnly { error: OciDistributionError },
 }
 
 impl Failure {
@@ -81,6 +84,10 @@ impl Failure {
                 source: error,
             },
             Failure::Refused { error } => Error::from_oci(error, reference, scheme),
+            Failure::HttpsOnly { error } => Error::SpeaksHttps {
+                registry: reference.registry().to_owned(),
+                source: error,
+            },
         }
     }
 }
@@ -122,7 +129,9 @@ impl Transient for Failure {
             Failure::Request { error, .. } => crate::retry::is_transient(error),
             Failure::Digest { .. } | Failure::UnsupportedDigest { .. } => false,
             Failure::InsecureRealm { .. } => false,
-            Failure::PlainHttp { .. } | Failure::Refused { .. } => false,
+            Failure::PlainHttp { .. } | Failure::Refused { .. } | Failure::HttpsOnly { .. } => {
+                false
+            }
         }
     }
     fn cause(&self) -> String {
@@ -153,7 +162,8 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Request { error, .. }
             | Failure::PlainHttp { error }
-            | Failure::Refused { error } => error.fmt(f),
+            | Failure::Refused { error }
+            | Failure::HttpsOnly { error } => error.fmt(f),
             Failure::Digest { expected, actual } => {
                 write!(f, "content hashes to {actual}, not {expected}")
             }
@@ -833,6 +843,9 @@ async fn failure(response: reqwest::Response) -> Failure {
             }
             envelope
         });
+    let https_only = status == StatusCode::BAD_REQUEST
+        && url.starts_with("http:")
+        && String::from_utf8_lossy(&body).contains("HTTP request to an HTTPS server");
     let error = match (status, envelope) {
         (StatusCode::UNAUTHORIZED, _) => OciDistributionError::UnauthorizedError { url },
         (_, Some(envelope)) => OciDistributionError::RegistryError { envelope, url },
@@ -842,6 +855,9 @@ async fn failure(response: reqwest::Response) -> Failure {
             message: printable(&String::from_utf8_lossy(&body)),
         },
     };
+    if https_only {
+        return Failure::HttpsOnly { error };
+    }
     Failure::Request {
         error,
         status: Some(status.as_u16()),

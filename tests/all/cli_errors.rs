@@ -141,6 +141,39 @@ fn a_plain_http_registry_reached_over_tls_is_named_at_once() {
 }
 
 #[test]
+fn a_tls_registry_spoken_to_in_plain_http_is_named_at_once() {
+    let registry = Registry::start_secure(Secure {
+        tls: true,
+        user: None,
+    });
+    let cli = WasmOci::new();
+    let reference = registry.reference("hello:v1");
+    let ca = registry.ca_file();
+    cli.ok(&[
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "push",
+        testdata("hello.wasm").to_str().unwrap(),
+        &reference,
+    ]);
+    let out = as_a_user(&cli)
+        .args(["--plain-http", "pull", &reference])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "registry {} speaks HTTPS, not plain HTTP: drop --plain-http",
+            registry.addr
+        )),
+        "{err}"
+    );
+    assert!(retry_lines(&out).is_empty(), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
 fn an_unreachable_registry_is_reported_at_once_without_pointless_advice() {
     let cli = WasmOci::new();
     // Nothing listens on a loopback port: no retries, and plain HTTP (what the probe of a
