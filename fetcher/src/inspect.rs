@@ -101,6 +101,7 @@ pub fn interface_of_file(path: &std::path::Path) -> std::io::Result<Option<Inter
         WasmKind::Module => &[IMPORT_SECTION, EXPORT_SECTION],
         WasmKind::Component => &[COMPONENT_IMPORT_SECTION, COMPONENT_EXPORT_SECTION],
     };
+    let len = file.get_ref().metadata()?.len();
     let mut found = Found::default();
     loop {
         let mut id = [0u8; 1];
@@ -114,13 +115,13 @@ pub fn interface_of_file(path: &std::path::Path) -> std::io::Result<Option<Inter
             let before = file.stream_position()?;
             let after = file.seek(SeekFrom::Current(i64::from(size)))?;
             // Seeking past the end succeeds: a truncated file is caught by its length.
-            if after - before != u64::from(size) || after > file.get_ref().metadata()?.len() {
+            if after - before != u64::from(size) || after > len {
                 return Ok(None);
             }
             continue;
         }
         // A size past the end is refused before anything is allocated for it.
-        if file.stream_position()? + u64::from(size) > file.get_ref().metadata()?.len() {
+        if file.stream_position()? + u64::from(size) > len {
             return Ok(None);
         }
         // An import or export section alone, after the header: wasmparser reads it as a

@@ -443,6 +443,66 @@ fn big_module(path: &Path, extra: usize) {
 }
 
 #[test]
+fn inspect_reads_a_component_section_by_section_as_push_read_it_whole() {
+    let component = &crate::support::guests().hello_component;
+    let registry = Registry::start();
+    let reference = registry.reference("component:v1");
+    let cli = WasmOci::new();
+    push_file(&cli, component, &reference);
+    // push read the file whole into the config's component section; inspect reads only the
+    // import and export sections, of the file and of the cached blob.
+    let config = manifest_config(&registry, "component", "v1");
+    for module in [component.to_str().unwrap(), reference.as_str()] {
+        let inspected = json(&cli, &["inspect", "--json", module]);
+        assert_eq!(inspected["kind"], "component", "{inspected}");
+        assert_eq!(
+            inspected["world"], config["component"]["target"],
+            "{inspected}"
+        );
+        let names = |items: &serde_json::Value| -> Vec<String> {
+            items
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().rsplit_once(" (").unwrap().0.to_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(&inspected["imports"]),
+            config["component"]["imports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            names(&inspected["exports"]).len(),
+            config["component"]["exports"].as_array().unwrap().len()
+        );
+    }
+}
+
+fn push_file(cli: &WasmOci, file: &Path, reference: &str) {
+    cli.ok(&["push", file.to_str().unwrap(), reference]);
+}
+
+/// The config blob of `repo:tag`, read from the registry.
+fn manifest_config(registry: &Registry, repo: &str, tag: &str) -> serde_json::Value {
+    let manifest = crate::support::manifest(registry, repo, tag);
+    let digest = manifest["config"]["digest"].as_str().unwrap();
+    let response = crate::support::http(
+        &registry.addr,
+        "GET",
+        &format!("/v2/{repo}/blobs/{digest}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    serde_json::from_slice(&response.body).unwrap()
+}
+
+#[test]
 fn inspect_of_a_big_module_does_not_hold_it() {
     // 96 MiB of module under a 64 MiB limit on the heap: reading it whole fails.
     let dir = tempfile::tempdir().unwrap();
