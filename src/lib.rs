@@ -276,17 +276,131 @@ pub fn init_logging(default: LogDefault) -> Result<(), String> {
         }
         // For a person: colour only on a terminal and without NO_COLOR, and no timestamps
         // (a log file has them).
-        None if default == LogDefault::Stderr => tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_ansi(
-                std::io::IsTerminal::is_terminal(&std::io::stderr())
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-            )
-            .without_time()
-            .with_writer(std::io::stderr)
-            .init(),
+        None if default == LogDefault::Stderr => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_ansi(ansi)
+                .event_format(PlainWarnings {
+                    detailed: tracing_subscriber::fmt::format()
+                        .without_time()
+                        .with_ansi(ansi),
+                })
+                .with_writer(std::io::stderr)
+                .init()
+        }
         // Events reach the `log` logger through tracing's `log` feature.
         None => {}
     }
     Ok(())
+}
+
+/// Warnings as a person reads them on a terminal: the message and its fields, no level, target
+/// or span (`retrying in 0.2 s: the registry answered 503`); other levels, asked for with
+/// WASM_OCI_LOG, in tracing's full format.
+struct PlainWarnings {
+    detailed: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Full, ()>,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainWarnings
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if *event.metadata().level() != tracing::Level::WARN {
+            return self.detailed.format_event(ctx, writer, event);
+        }
+        let mut fields = PlainFields::default();
+        event.record(&mut fields);
+        write!(writer, "{}", fields.message)?;
+        if !fields.rest.is_empty() {
+            write!(writer, " ({})", fields.rest.join(", "))?;
+        }
+        writeln!(writer)
+    }
+}
+
+/// An event's message, and its other fields as `name: value`, with control characters
+/// escaped (tracing's own format escapes them too): a warning may quote a registry.
+#[derive(Default)]
+struct PlainFields {
+    message: String,
+    rest: Vec<String>,
+}
+
+impl PlainFields {
+    fn record(&mut self, field: &tracing::field::Field, value: &str) {
+        let value = wasm_oci_fetcher::text::printable(value);
+        if field.name() == "message" {
+            self.message = value;
+        } else {
+            self.rest.push(format!("{}: {value}", field.name()));
+        }
+    }
+}
+
+impl tracing::field::Visit for PlainFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.record(field, value);
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.record(field, &format!("{value:?}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `PlainWarnings` writes for the events `emit` makes.
+    fn plain(emit: impl FnOnce()) -> String {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .event_format(PlainWarnings {
+                detailed: tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_ansi(false),
+            })
+            .with_writer(move || Sink(writer.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(out.lock().unwrap().clone()).unwrap()
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_warning_is_one_plain_line_and_cannot_drive_the_terminal() {
+        let out = plain(|| {
+            let span = tracing::info_span!("pull", reference = "r");
+            let _in = span.enter();
+            tracing::warn!("retrying in {} s: {}", 0.2, "the registry answered 503");
+            tracing::warn!(path = "/x\u{1b}[2J", "cannot read CA file");
+        });
+        assert_eq!(
+            out,
+            "retrying in 0.2 s: the registry answered 503\n\
+             cannot read CA file (path: /x\\u{1b}[2J)\n"
+        );
+    }
 }

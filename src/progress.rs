@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use wasm_oci_fetcher::{Progress, Transfer};
+use wasm_oci_fetcher::{Blob, Progress, Transfer};
 
 /// Bars on stderr.
 pub(crate) struct Bars {
@@ -39,14 +39,30 @@ fn style(template: &str) -> ProgressStyle {
         .progress_chars("=> ")
 }
 
+/// What a bar is called: the reference's last part and which blob it moves, so that the
+/// config's bar and the layer's are told apart (`hello:v1 config`, `hello:v1 wasm`).
+fn label(reference: &str, blob: Blob) -> String {
+    let short = reference.rsplit('/').next().unwrap_or(reference);
+    let what = match blob {
+        Blob::Config => "config",
+        Blob::Layer => "wasm",
+    };
+    format!("{short} {what}")
+}
+
 impl Progress for Bars {
-    fn transfer(&self, reference: &str, _digest: &str, total: Option<u64>) -> Box<dyn Transfer> {
+    fn transfer(
+        &self,
+        reference: &str,
+        blob: Blob,
+        _digest: &str,
+        total: Option<u64>,
+    ) -> Box<dyn Transfer> {
         let bar = self.multi.add(ProgressBar::new(total.unwrap_or(0)));
         bar.set_style(style(
             "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
         ));
-        let short = reference.rsplit('/').next().unwrap_or(reference);
-        bar.set_message(short.to_owned());
+        bar.set_message(label(reference, blob));
         if let (Some(t), Some(n)) = (&self.total, total) {
             t.inc_length(n);
         }
@@ -80,5 +96,17 @@ impl Transfer for Bar {
 
     fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_and_the_layer_have_bars_of_their_own_names() {
+        let reference = "localhost:5000/apps/hello:v1";
+        assert_eq!(label(reference, Blob::Config), "hello:v1 config");
+        assert_eq!(label(reference, Blob::Layer), "hello:v1 wasm");
     }
 }

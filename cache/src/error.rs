@@ -44,7 +44,7 @@ pub enum Error {
         digest: Digest,
     },
     /// An index entry could not be parsed.
-    #[error("cache index entry {path} is corrupt: {source}")]
+    #[error("cache index entry {path} is corrupt")]
     CorruptEntry {
         /// The file.
         path: PathBuf,
@@ -52,7 +52,7 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// A filesystem operation failed.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         /// What was being done.
         action: &'static str,

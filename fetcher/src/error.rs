@@ -44,7 +44,9 @@ pub enum Error {
     },
     /// The registry could not be reached at all.
     #[error(
-        "cannot reach registry {registry} for {reference}: is it running, and is the address right? (it is spoken to over {scheme}; use --plain-http for a registry without TLS)"
+        "cannot reach registry {registry} for {reference}: check that it is running and that the address is right{}",
+        // Plain HTTP already failed: suggesting it would send the user in a circle.
+        if *scheme == "https" { " (it is spoken to over HTTPS; pass --plain-http for a registry without TLS)" } else { "" }
     )]
     Unreachable {
         /// The registry host.
@@ -54,6 +56,37 @@ pub enum Error {
         /// `http` or `https`.
         scheme: &'static str,
         /// The transport error.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// A TLS handshake was answered in plain HTTP.
+    #[error("registry {registry} speaks plain HTTP, not HTTPS: pass --plain-http to reach it")]
+    PlainHttp {
+        /// The registry host.
+        registry: String,
+        /// The transport error.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// A plain-HTTP request was answered that the registry speaks HTTPS.
+    #[error(
+        "registry {registry} speaks HTTPS, not plain HTTP: drop --plain-http (and WASM_OCI_PLAIN_HTTP) to reach it"
+    )]
+    SpeaksHttps {
+        /// The registry host.
+        registry: String,
+        /// The registry's answer.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// `login`'s credentials were refused.
+    #[error(
+        "registry {registry} refused the credentials: check the user name and the password or token"
+    )]
+    CredentialsRefused {
+        /// The registry host.
+        registry: String,
+        /// The registry's answer.
         #[source]
         source: OciDistributionError,
     },
@@ -210,7 +243,7 @@ pub enum Error {
         reason: String,
     },
     /// A local file could not be read or written.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -316,6 +349,45 @@ pub(crate) fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> boo
         if text.contains("invalid peer certificate")
             || text.contains("UnknownIssuer")
             || text.contains(NO_TRUST_STORE)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Whether a TLS handshake was answered by a server speaking plain HTTP: rustls reads the
+/// `HTTP/1.1 400` as a record of an invalid content type.
+pub(crate) fn is_plain_http_answer(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        // An io::Error hides the error it carries from `source()`, and hyper wraps rustls's
+        // in two of them: look inside each.
+        let mut inner: &(dyn std::error::Error + 'static) = err;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            inner = wrapped;
+        }
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            );
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Whether the root of a transport error is a refused connection.
+pub(crate) fn is_connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
         {
             return true;
         }

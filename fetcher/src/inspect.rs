@@ -78,67 +78,254 @@ fn world_of(exports: &[String]) -> Option<String> {
 /// Reads the interface of `bytes`; `None` when they are not valid WebAssembly.
 pub fn interface(bytes: &[u8]) -> Option<Interface> {
     let kind = WasmKind::detect(bytes)?;
-    let (mut imports, mut exports) = (Vec::new(), Vec::new());
-    // Nested modules and components (inside a component) are not the outer interface.
-    let mut depth = 0usize;
-    for payload in Parser::new(0).parse_all(bytes) {
-        match payload.ok()? {
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
-            Payload::End(_) => depth = depth.saturating_sub(1),
-            Payload::ImportSection(section) if depth == 0 => {
-                for import in section.into_imports() {
-                    let import = import.ok()?;
-                    let what = match import.ty {
-                        TypeRef::Func(_) | TypeRef::FuncExact(_) => "func",
-                        TypeRef::Memory(_) => "memory",
-                        TypeRef::Table(_) => "table",
-                        TypeRef::Global(_) => "global",
-                        TypeRef::Tag(_) => "tag",
-                    };
-                    imports.push(format!("{}::{} ({what})", import.module, import.name));
-                }
+    let mut found = Found::default();
+    found.read(bytes)?;
+    Some(found.into_interface(kind))
+}
+
+/// Reads the interface of the wasm file at `path` without holding the file: only the top-level
+/// import and export sections are read, every other section (code, data, custom, nested
+/// modules) is skipped over. `Ok(None)` when it is not WebAssembly, or its sections do not
+/// add up to the file; the sections skipped are not validated.
+pub fn interface_of_file(path: &std::path::Path) -> std::io::Result<Option<Interface>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut header = [0u8; 8];
+    if file.read_exact(&mut header).is_err() {
+        return Ok(None);
+    }
+    let Some(kind) = WasmKind::detect(&header) else {
+        return Ok(None);
+    };
+    let wanted: &[u8] = match kind {
+        WasmKind::Module => &[IMPORT_SECTION, EXPORT_SECTION],
+        WasmKind::Component => &[COMPONENT_IMPORT_SECTION, COMPONENT_EXPORT_SECTION],
+    };
+    let len = file.get_ref().metadata()?.len();
+    let mut found = Found::default();
+    loop {
+        let mut id = [0u8; 1];
+        if file.read(&mut id)? == 0 {
+            break;
+        }
+        let Some(size) = read_leb_u32(&mut file)? else {
+            return Ok(None);
+        };
+        if !wanted.contains(&id[0]) {
+            let before = file.stream_position()?;
+            let after = file.seek(SeekFrom::Current(i64::from(size)))?;
+            // Seeking past the end succeeds: a truncated file is caught by its length.
+            if after - before != u64::from(size) || after > len {
+                return Ok(None);
             }
-            Payload::ExportSection(section) if depth == 0 => {
-                for export in section {
-                    let export = export.ok()?;
-                    let what = match export.kind {
-                        ExternalKind::Func | ExternalKind::FuncExact => "func",
-                        ExternalKind::Memory => "memory",
-                        ExternalKind::Table => "table",
-                        ExternalKind::Global => "global",
-                        ExternalKind::Tag => "tag",
-                    };
-                    exports.push(format!("{} ({what})", export.name));
-                }
-            }
-            Payload::ComponentImportSection(section) if depth == 0 => {
-                for import in section {
-                    imports.push(format!("{} (import)", import.ok()?.name.name));
-                }
-            }
-            Payload::ComponentExportSection(section) if depth == 0 => {
-                for export in section {
-                    let export = export.ok()?;
-                    let what = match export.kind {
-                        ComponentExternalKind::Instance => "instance",
-                        ComponentExternalKind::Func => "func",
-                        ComponentExternalKind::Type => "type",
-                        ComponentExternalKind::Component => "component",
-                        ComponentExternalKind::Module => "module",
-                        ComponentExternalKind::Value => "value",
-                    };
-                    exports.push(format!("{} ({what})", export.name.name));
-                }
-            }
-            _ => {}
+            continue;
+        }
+        // A size past the end is refused before anything is allocated for it.
+        if file.stream_position()? + u64::from(size) > len {
+            return Ok(None);
+        }
+        // An import or export section alone, after the header: wasmparser reads it as a
+        // binary of that one section.
+        let mut section = header.to_vec();
+        section.push(id[0]);
+        leb_u32(size, &mut section);
+        let start = section.len();
+        section.resize(start + size as usize, 0);
+        if file.read_exact(&mut section[start..]).is_err() {
+            return Ok(None);
+        }
+        if found.read(&section).is_none() {
+            return Ok(None);
         }
     }
-    Some(Interface {
-        kind,
-        world: (kind == WasmKind::Component)
-            .then(|| world_of(&exports))
-            .flatten(),
-        imports,
-        exports,
-    })
+    Ok(Some(found.into_interface(kind)))
+}
+
+/// Section ids of a core module's imports and exports.
+const IMPORT_SECTION: u8 = 2;
+const EXPORT_SECTION: u8 = 7;
+/// Section ids of a component's imports and exports.
+const COMPONENT_IMPORT_SECTION: u8 = 10;
+const COMPONENT_EXPORT_SECTION: u8 = 11;
+
+/// An unsigned LEB128 of at most 32 bits; `None` when it is longer or ends early.
+fn read_leb_u32(reader: &mut impl std::io::Read) -> std::io::Result<Option<u32>> {
+    let mut value = 0u64;
+    for shift in (0..35).step_by(7) {
+        let mut byte = [0u8; 1];
+        if reader.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        value |= u64::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            return Ok(u32::try_from(value).ok());
+        }
+    }
+    Ok(None)
+}
+
+fn leb_u32(mut value: u32, out: &mut Vec<u8>) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Imports and exports found so far.
+#[derive(Default)]
+struct Found {
+    imports: Vec<String>,
+    exports: Vec<String>,
+}
+
+impl Found {
+    fn into_interface(self, kind: WasmKind) -> Interface {
+        Interface {
+            kind,
+            world: (kind == WasmKind::Component)
+                .then(|| world_of(&self.exports))
+                .flatten(),
+            imports: self.imports,
+            exports: self.exports,
+        }
+    }
+
+    /// Adds the top-level imports and exports of `bytes`; `None` when they are not valid.
+    fn read(&mut self, bytes: &[u8]) -> Option<()> {
+        let Found { imports, exports } = self;
+        // Nested modules and components (inside a component) are not the outer interface.
+        let mut depth = 0usize;
+        for payload in Parser::new(0).parse_all(bytes) {
+            match payload.ok()? {
+                Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+                Payload::End(_) => depth = depth.saturating_sub(1),
+                Payload::ImportSection(section) if depth == 0 => {
+                    for import in section.into_imports() {
+                        let import = import.ok()?;
+                        let what = match import.ty {
+                            TypeRef::Func(_) | TypeRef::FuncExact(_) => "func",
+                            TypeRef::Memory(_) => "memory",
+                            TypeRef::Table(_) => "table",
+                            TypeRef::Global(_) => "global",
+                            TypeRef::Tag(_) => "tag",
+                        };
+                        imports.push(format!("{}::{} ({what})", import.module, import.name));
+                    }
+                }
+                Payload::ExportSection(section) if depth == 0 => {
+                    for export in section {
+                        let export = export.ok()?;
+                        let what = match export.kind {
+                            ExternalKind::Func | ExternalKind::FuncExact => "func",
+                            ExternalKind::Memory => "memory",
+                            ExternalKind::Table => "table",
+                            ExternalKind::Global => "global",
+                            ExternalKind::Tag => "tag",
+                        };
+                        exports.push(format!("{} ({what})", export.name));
+                    }
+                }
+                Payload::ComponentImportSection(section) if depth == 0 => {
+                    for import in section {
+                        imports.push(format!("{} (import)", import.ok()?.name.name));
+                    }
+                }
+                Payload::ComponentExportSection(section) if depth == 0 => {
+                    for export in section {
+                        let export = export.ok()?;
+                        let what = match export.kind {
+                            ComponentExternalKind::Instance => "instance",
+                            ComponentExternalKind::Func => "func",
+                            ComponentExternalKind::Type => "type",
+                            ComponentExternalKind::Component => "component",
+                            ComponentExternalKind::Module => "module",
+                            ComponentExternalKind::Value => "value",
+                        };
+                        exports.push(format!("{} ({what})", export.name.name));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/hello.wasm"
+        ))
+        .unwrap()
+    }
+
+    fn file(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, bytes).unwrap();
+        f
+    }
+
+    /// A custom section named `name` holding `len` zero bytes.
+    fn custom(name: &str, len: usize) -> Vec<u8> {
+        let mut payload = Vec::new();
+        leb_u32(name.len() as u32, &mut payload);
+        payload.extend_from_slice(name.as_bytes());
+        payload.resize(payload.len() + len, 0);
+        let mut section = vec![0u8];
+        leb_u32(payload.len() as u32, &mut section);
+        section.extend(payload);
+        section
+    }
+
+    #[test]
+    fn a_file_read_section_by_section_says_what_the_bytes_say() {
+        let mut bytes = hello();
+        bytes.extend(custom("padding", 1 << 20));
+        let whole = interface(&bytes).unwrap();
+        let streamed = interface_of_file(file(&bytes).path()).unwrap().unwrap();
+        assert_eq!(streamed.kind, whole.kind);
+        assert_eq!(streamed.imports, whole.imports);
+        assert_eq!(streamed.exports, whole.exports);
+        assert!(
+            streamed.imports.iter().any(|i| i.contains("fd_write")),
+            "{streamed:?}"
+        );
+    }
+
+    #[test]
+    fn a_section_claiming_more_than_the_file_holds_is_refused_unread() {
+        // An import section that claims 4 GiB: refused before a byte is allocated for it.
+        let mut bytes = hello()[..8].to_vec();
+        bytes.push(IMPORT_SECTION);
+        leb_u32(u32::MAX, &mut bytes);
+        bytes.extend_from_slice(&[0; 16]);
+        assert!(interface_of_file(file(&bytes).path()).unwrap().is_none());
+        // A skipped section that runs past the end: the file is cut short.
+        let mut cut = hello();
+        let section = custom("padding", 4096);
+        cut.extend_from_slice(&section[..section.len() - 1]);
+        assert!(interface_of_file(file(&cut).path()).unwrap().is_none());
+        // Not wasm at all.
+        assert!(interface_of_file(file(b"hello").path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn leb128_sizes_round_trip_and_overlong_ones_are_refused() {
+        for n in [0, 1, 127, 128, 300, 1 << 20, u32::MAX] {
+            let mut out = Vec::new();
+            leb_u32(n, &mut out);
+            assert_eq!(read_leb_u32(&mut out.as_slice()).unwrap(), Some(n));
+        }
+        let overlong = [0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(read_leb_u32(&mut overlong.as_slice()).unwrap(), None);
+    }
 }

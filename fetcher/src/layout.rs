@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest, OciManifest};
+use oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
 use serde_json::json;
 use wasm_oci_cache::{Cache, Digest, Hold, Ingested, RefEntry};
 
-use crate::manifest::{select_platform, wasm_layer};
+use crate::manifest::Choice;
 use crate::{Error, Result, parse_reference};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -308,18 +308,22 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
                 .unwrap_or_else(|| entry["digest"].to_string()),
         );
         let mut digest = parse_digest(dir, entry["digest"].as_str().unwrap_or_default())?;
-        let mut manifest = read_verified(dir, &digest)?;
-        let image: OciImageManifest = match serde_json::from_slice::<OciManifest>(&manifest)
-            .map_err(|e| layout_err(dir, format!("manifest of {label}: {e}")))?
-        {
-            OciManifest::Image(m) => m,
-            OciManifest::ImageIndex(nested) => {
-                let chosen = select_platform(&nested, &label)?;
+        // The choice a pull makes; a parse error names the layout as well as the entry.
+        let choose = |bytes: &[u8]| {
+            crate::manifest::choose(bytes, &label).map_err(|e| match e {
+                Error::InvalidManifest { reason, .. } => {
+                    layout_err(dir, format!("manifest of {label}: {reason}"))
+                }
+                other => other,
+            })
+        };
+        let (image, layer) = match choose(&read_verified(dir, &digest)?)? {
+            Choice::Image { manifest, layer } => (manifest, layer),
+            Choice::Index(chosen) => {
                 digest = parse_digest(dir, &chosen.digest)?;
-                manifest = read_verified(dir, &digest)?;
-                match serde_json::from_slice::<OciManifest>(&manifest) {
-                    Ok(OciManifest::Image(m)) => m,
-                    _ => {
+                match choose(&read_verified(dir, &digest)?)? {
+                    Choice::Image { manifest, layer } => (manifest, layer),
+                    Choice::Index(_) => {
                         return Err(layout_err(
                             dir,
                             format!("{label}: nested indexes are not followed"),
@@ -328,7 +332,6 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
                 }
             }
         };
-        let layer = wasm_layer(&image, &label)?;
         // A pull refuses a large config; so does a layout, before importing a byte of it.
         let config_size = u64::try_from(image.config.size)
             .ok()

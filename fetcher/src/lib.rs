@@ -29,7 +29,7 @@ use oci_client::errors::OciDistributionError;
 use wasm_oci_cache::Cache;
 
 pub use error::Error;
-pub use inspect::{ComponentConfig, Interface, interface};
+pub use inspect::{ComponentConfig, Interface, interface, interface_of_file};
 pub use manifest::{
     CNCF_CONFIG_MEDIA_TYPE, CNCF_LAYER_MEDIA_TYPE, Choice, WASM_LAYER_MEDIA_TYPES,
     WASM_TO_OCI_CONFIG_MEDIA_TYPE, WASM_TO_OCI_LAYER_MEDIA_TYPE, choose,
@@ -96,8 +96,23 @@ pub type ConfigCheck = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
 
 /// Receives progress of blob transfers; the CLI draws bars with it, libraries never print.
 pub trait Progress: Send + Sync {
-    /// A transfer of `total` bytes (when known) of `digest` for `reference` begins.
-    fn transfer(&self, reference: &str, digest: &str, total: Option<u64>) -> Box<dyn Transfer>;
+    /// A transfer of `total` bytes (when known) of `digest`, `reference`'s `blob`, begins.
+    fn transfer(
+        &self,
+        reference: &str,
+        blob: Blob,
+        digest: &str,
+        total: Option<u64>,
+    ) -> Box<dyn Transfer>;
+}
+
+/// Which blob of an artifact a transfer moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blob {
+    /// The config document.
+    Config,
+    /// The wasm layer.
+    Layer,
 }
 
 /// One blob transfer's progress.
@@ -389,7 +404,13 @@ impl Fetcher {
         let scheme = self.scheme(&probe);
         retry::with_retries("checking the login", || remote.check_login())
             .await
-            .map_err(|f| f.into_error(&probe, scheme))
+            .map_err(|f| match f.into_error(&probe, scheme) {
+                // Not "log in with wasm-oci login": that is what is being done.
+                Error::Unauthorized {
+                    registry, source, ..
+                } => Error::CredentialsRefused { registry, source },
+                other => other,
+            })
     }
 }
 
@@ -457,5 +478,61 @@ mod tests {
         assert!(!answers_openly(odd));
         // Cut off before the headers end: nothing can be concluded.
         assert!(!answers_openly(b"HTTP/1.0 200 OK\r\nContent-Le"));
+    }
+
+    /// A loopback server that answers anything with a plain-HTTP 400, as a registry without
+    /// TLS answers a client hello.
+    fn plain_http_server() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = std::io::Read::read(&mut stream, &mut [0; 512]);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_tls_handshake_answered_in_plain_http_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
+        let http = fetcher.new_http().unwrap();
+        let addr = plain_http_server();
+        let e = http
+            .get(format!("https://{addr}/v2/"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(error::is_plain_http_answer(&e), "{e:?}");
+        assert!(!error::is_certificate_error(&e), "{e:?}");
+        let failure = registry::Failure::from(e);
+        assert!(matches!(failure, registry::Failure::PlainHttp { .. }));
+        assert!(!retry::Transient::is_transient(&failure));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_loopback_port_is_not_worth_retrying() {
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
+        let http = fetcher.new_http().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        for host in ["127.0.0.1", "localhost"] {
+            let e = http
+                .get(format!("http://{host}:{port}/v2/"))
+                .send()
+                .await
+                .unwrap_err();
+            let failure = registry::Failure::from(e);
+            assert!(
+                matches!(failure, registry::Failure::Refused { .. }),
+                "{host}: {failure:?}"
+            );
+            assert!(!retry::Transient::is_transient(&failure));
+        }
     }
 }

@@ -166,6 +166,27 @@ mod tests {
     }
 
     #[test]
+    fn choose_follows_an_index_and_keeps_the_layer_whole() {
+        let idx = serde_json::to_vec(&index(&[("linux", "amd64"), ("wasip1", "wasm")])).unwrap();
+        match choose(&idx, "r").unwrap() {
+            Choice::Index(entry) => assert_eq!(entry.digest, format!("sha256:{:064}", 1)),
+            other => panic!("{other:?}"),
+        }
+        let mut m = serde_json::to_value(manifest(&["application/wasm"])).unwrap();
+        m["layers"][0]["annotations"] =
+            serde_json::json!({"org.opencontainers.image.title": "hello.wasm"});
+        match choose(&serde_json::to_vec(&m).unwrap(), "r").unwrap() {
+            Choice::Image { layer, .. } => assert_eq!(
+                layer.annotations.unwrap()["org.opencontainers.image.title"],
+                "hello.wasm"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let err = choose(b"{\"schemaVersion\": \"\x1b[31m\"}", "r").unwrap_err();
+        assert!(!err.to_string().contains('\x1b'), "{err}");
+    }
+
+    #[test]
     fn an_index_without_wasm_lists_its_platforms() {
         let idx = index(&[("linux", "amd64"), ("linux", "arm64")]);
         let err = select_platform(&idx, "localhost:5000/x:1")
@@ -176,41 +197,40 @@ mod tests {
 }
 
 /// What a manifest document leads to: the wasm layer of an image manifest, or the entry an
-/// index chooses. The same choice `pull` makes, on bytes alone (for tests and fuzzing).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// index chooses. The one choice that `pull`, OCI layouts and the fuzzer all make.
+#[derive(Debug, Clone)]
 pub enum Choice {
-    /// An image manifest's wasm layer: its digest and media type.
-    Layer {
-        /// Digest of the layer.
-        digest: String,
-        /// Media type of the layer.
-        media_type: String,
+    /// An image manifest and its one wasm layer.
+    Image {
+        /// The manifest.
+        manifest: Box<OciImageManifest>,
+        /// Its wasm layer.
+        layer: OciDescriptor,
     },
-    /// An index's entry for a wasm platform: the digest of the manifest to fetch next.
-    Manifest {
-        /// Digest of the chosen manifest.
-        digest: String,
-    },
+    /// An index's entry for a wasm platform: the manifest to fetch next.
+    Index(ImageIndexEntry),
 }
 
-/// Parses a manifest or index and makes the choice `pull` would.
+/// Parses a manifest or an index and chooses what to follow: the wasm layer of a manifest
+/// (exactly one), or the index's entry for a wasm platform. `reference` names it in errors.
 pub fn choose(bytes: &[u8], reference: &str) -> Result<Choice, Error> {
     use oci_client::manifest::OciManifest;
     let manifest: OciManifest =
         serde_json::from_slice(bytes).map_err(|e| Error::InvalidManifest {
             reference: reference.to_owned(),
-            reason: e.to_string(),
+            // The registry's text may be quoted in it.
+            reason: printable(&e.to_string()),
         })?;
     Ok(match manifest {
         OciManifest::Image(m) => {
-            let layer = wasm_layer(&m, reference)?;
-            Choice::Layer {
-                digest: layer.digest.clone(),
-                media_type: layer.media_type.clone(),
+            let layer = wasm_layer(&m, reference)?.clone();
+            Choice::Image {
+                manifest: Box::new(m),
+                layer,
             }
         }
-        OciManifest::ImageIndex(index) => Choice::Manifest {
-            digest: select_platform(&index, reference)?.digest.clone(),
-        },
+        OciManifest::ImageIndex(index) => {
+            Choice::Index(select_platform(&index, reference)?.clone())
+        }
     })
 }

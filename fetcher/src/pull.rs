@@ -6,11 +6,11 @@ use futures_util::StreamExt;
 use oci_client::Reference;
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciManifest,
+    OCI_IMAGE_MEDIA_TYPE, OciDescriptor,
 };
 use wasm_oci_cache::{Digest, Hold, Ingest, Ingested, RefEntry};
 
-use crate::manifest::{select_platform, wasm_layer};
+use crate::manifest::{Choice, choose};
 use crate::registry::Registry;
 use crate::retry::{Backoff, Transient, with_retries};
 use crate::{Error, Fetcher, Result, Transfer};
@@ -57,21 +57,20 @@ impl Fetcher {
         let name = reference.whole();
         let failed = |f: crate::registry::Failure| f.into_error(reference, scheme);
 
-        // A manifest's bytes, digest and parsed form; its size is checked before parsing.
-        let fetch = async |at: &Reference| -> Result<(Vec<u8>, String, OciManifest)> {
+        // A manifest's bytes, digest and what it leads to; its size is checked before parsing.
+        let fetch = async |at: &Reference| -> Result<(Vec<u8>, String, Choice)> {
             let (bytes, digest) = with_retries("fetching the manifest", || {
                 remote.manifest(at, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
             })
             .await
             .map_err(failed)?;
             check_document_size(&bytes, &name)?;
-            let parsed = parse_manifest(&bytes, &name)?;
-            Ok((bytes, digest, parsed))
+            let choice = choose(&bytes, &name)?;
+            Ok((bytes, digest, choice))
         };
-        let (bytes, digest, manifest) = match fetch(reference).await? {
-            (bytes, digest, OciManifest::Image(m)) => (bytes, digest, m),
-            (_, _, OciManifest::ImageIndex(index)) => {
-                let entry = select_platform(&index, &name)?;
+        let (bytes, digest, manifest, layer) = match fetch(reference).await? {
+            (bytes, digest, Choice::Image { manifest, layer }) => (bytes, digest, manifest, layer),
+            (_, _, Choice::Index(entry)) => {
                 tracing::debug!(digest = %entry.digest, "chose index entry");
                 match fetch(&reference.clone_with_digest(entry.digest.clone())).await? {
                     (bytes, _, _) if i64::try_from(bytes.len()) != Ok(entry.size) => {
@@ -85,8 +84,10 @@ impl Fetcher {
                             ),
                         });
                     }
-                    (bytes, digest, OciManifest::Image(m)) => (bytes, digest, m),
-                    (_, _, OciManifest::ImageIndex(_)) => {
+                    (bytes, digest, Choice::Image { manifest, layer }) => {
+                        (bytes, digest, manifest, layer)
+                    }
+                    (_, _, Choice::Index(_)) => {
                         return Err(Error::InvalidManifest {
                             reference: name,
                             reason: "an image index points to another index; nested indexes are not followed".into(),
@@ -95,7 +96,7 @@ impl Fetcher {
                 }
             }
         };
-        let layer = wasm_layer(&manifest, &name)?;
+        let layer = &layer;
         let layer_digest = parse_digest(&layer.digest, &name)?;
         let size = u64::try_from(layer.size).map_err(|_| Error::InvalidManifest {
             reference: name.clone(),
@@ -127,11 +128,17 @@ impl Fetcher {
                     manifest.config.size
                 ),
             })?;
-        let layer_fetch = self.fetch_blob(&remote, reference, layer, &layer_digest, size);
+        let layer_fetch = self.fetch_blob(
+            &remote,
+            reference,
+            (crate::Blob::Layer, layer),
+            &layer_digest,
+            size,
+        );
         let config_fetch = self.fetch_blob(
             &remote,
             reference,
-            &manifest.config,
+            (crate::Blob::Config, &manifest.config),
             &config_digest,
             config_size,
         );
@@ -190,7 +197,7 @@ impl Fetcher {
         &self,
         remote: &Registry,
         reference: &Reference,
-        layer: &OciDescriptor,
+        (blob, layer): (crate::Blob, &OciDescriptor),
         digest: &Digest,
         size: u64,
     ) -> Result<(PathBuf, bool, Hold)> {
@@ -208,7 +215,7 @@ impl Fetcher {
         let transfer = self
             .progress
             .as_ref()
-            .map(|p| p.transfer(&name, &layer.digest, Some(size)));
+            .map(|p| p.transfer(&name, blob, &layer.digest, Some(size)));
         let mut backoff = Backoff::new();
         let mut attempts = 1;
         let result = loop {
@@ -227,11 +234,15 @@ impl Fetcher {
                 Err(Attempt::Retry(source, retry_after)) => match backoff.next_wait() {
                     Some(wait) => {
                         let wait = crate::retry::wait_for(wait, retry_after);
+                        tracing::debug!(reference = %name, error = %source, "download broke off");
+                        let from = match writer.written() {
+                            0 => String::new(),
+                            n => format!(" from byte {n}"),
+                        };
                         tracing::warn!(
-                            reference = %name,
-                            offset = writer.written(),
-                            error = %source,
-                            "download broke off; resuming in {wait:?}"
+                            "retrying in {}{from}: {}",
+                            crate::retry::seconds(wait),
+                            crate::retry::io_in_words(&source)
                         );
                         tokio::time::sleep(wait).await;
                         attempts += 1;
@@ -385,13 +396,6 @@ fn check_document_size(bytes: &[u8], reference: &str) -> Result<()> {
         });
     }
     Ok(())
-}
-
-fn parse_manifest(bytes: &[u8], reference: &str) -> Result<OciManifest> {
-    serde_json::from_slice(bytes).map_err(|e| Error::InvalidManifest {
-        reference: reference.to_owned(),
-        reason: e.to_string(),
-    })
 }
 
 fn parse_digest(digest: &str, reference: &str) -> Result<Digest> {

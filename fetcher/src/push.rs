@@ -150,10 +150,9 @@ impl Fetcher {
         };
         if !exists(local.digest.clone()).await.map_err(failed)? {
             let name = reference.whole();
-            let transfer: Option<Arc<dyn Transfer>> = self
-                .progress
-                .as_ref()
-                .map(|p| Arc::from(p.transfer(&name, &local.digest, Some(local.size))));
+            let transfer: Option<Arc<dyn Transfer>> = self.progress.as_ref().map(|p| {
+                Arc::from(p.transfer(&name, crate::Blob::Layer, &local.digest, Some(local.size)))
+            });
             let uploaded = with_retries("uploading the wasm layer", || {
                 remote.upload_blob(reference, &local.digest, local.size, || {
                     // A fresh stream from the start of the file for every request.

@@ -37,9 +37,11 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request that did not succeed.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// The error as oci-client would report it, and when the registry said to come back.
+    /// The error as oci-client would report it, the status the registry answered (when it
+    /// answered), and when it said to come back.
     Request {
         error: OciDistributionError,
+        status: Option<u16>,
         retry_after: Option<Duration>,
     },
     /// A manifest whose bytes do not hash to the digest asked for or announced.
@@ -48,6 +50,14 @@ pub(crate) enum Failure {
     UnsupportedDigest { digest: String },
     /// Credentials would have gone to a plain-HTTP token service of an HTTPS registry.
     InsecureRealm { realm: String },
+    /// A TLS handshake was answered in plain HTTP: asking again will not change that.
+    PlainHttp { error: OciDistributionError },
+    /// Nothing listens on a loopback port: no network in between to recover, so asking
+    /// again only delays the answer.
+    Refused { error: OciDistributionError },
+    /// A plain-HTTP request was answered that the server speaks HTTPS (Go's TLS servers,
+    /// Docker Distribution among them, say so in a 400).
+    HttpsOnly { error: OciDistributionError },
 }
 
 impl Failure {
@@ -69,6 +79,15 @@ impl Failure {
                 reference: reference.whole(),
                 realm,
             },
+            Failure::PlainHttp { error } => Error::PlainHttp {
+                registry: reference.registry().to_owned(),
+                source: error,
+            },
+            Failure::Refused { error } => Error::from_oci(error, reference, scheme),
+            Failure::HttpsOnly { error } => Error::SpeaksHttps {
+                registry: reference.registry().to_owned(),
+                source: error,
+            },
         }
     }
 }
@@ -77,14 +96,30 @@ impl From<OciDistributionError> for Failure {
     fn from(error: OciDistributionError) -> Self {
         Failure::Request {
             error,
+            status: None,
             retry_after: None,
         }
     }
 }
 
 impl From<reqwest::Error> for Failure {
+    /// Tells apart the transport failures no retry can help: a TLS handshake answered in
+    /// plain HTTP, and a refused connection to a loopback port.
     fn from(e: reqwest::Error) -> Self {
-        OciDistributionError::RequestError(e).into()
+        let plain = crate::error::is_plain_http_answer(&e);
+        let refused = e.is_connect()
+            && crate::error::is_connection_refused(&e)
+            && e.url()
+                .and_then(|u| u.host_str())
+                .is_some_and(crate::is_loopback);
+        let error = OciDistributionError::RequestError(e);
+        if plain {
+            Failure::PlainHttp { error }
+        } else if refused {
+            Failure::Refused { error }
+        } else {
+            error.into()
+        }
     }
 }
 
@@ -94,6 +129,24 @@ impl Transient for Failure {
             Failure::Request { error, .. } => crate::retry::is_transient(error),
             Failure::Digest { .. } | Failure::UnsupportedDigest { .. } => false,
             Failure::InsecureRealm { .. } => false,
+            Failure::PlainHttp { .. } | Failure::Refused { .. } | Failure::HttpsOnly { .. } => {
+                false
+            }
+        }
+    }
+    fn cause(&self) -> String {
+        match self {
+            Failure::Request {
+                error: OciDistributionError::RegistryError { envelope, .. },
+                status: Some(status),
+                ..
+            } => match envelope.errors.first() {
+                // The registry's own words, after the status: `429: rate limited`.
+                Some(first) => format!("the registry answered {status}: {}", first.message),
+                None => format!("the registry answered {status}"),
+            },
+            Failure::Request { error, .. } => crate::retry::in_words(error),
+            other => other.to_string(),
         }
     }
     fn retry_after(&self) -> Option<Duration> {
@@ -107,7 +160,10 @@ impl Transient for Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Request { error, .. } => error.fmt(f),
+            Failure::Request { error, .. }
+            | Failure::PlainHttp { error }
+            | Failure::Refused { error }
+            | Failure::HttpsOnly { error } => error.fmt(f),
             Failure::Digest { expected, actual } => {
                 write!(f, "content hashes to {actual}, not {expected}")
             }
@@ -787,6 +843,9 @@ async fn failure(response: reqwest::Response) -> Failure {
             }
             envelope
         });
+    let https_only = status == StatusCode::BAD_REQUEST
+        && url.starts_with("http:")
+        && String::from_utf8_lossy(&body).contains("HTTP request to an HTTPS server");
     let error = match (status, envelope) {
         (StatusCode::UNAUTHORIZED, _) => OciDistributionError::UnauthorizedError { url },
         (_, Some(envelope)) => OciDistributionError::RegistryError { envelope, url },
@@ -796,7 +855,14 @@ async fn failure(response: reqwest::Response) -> Failure {
             message: printable(&String::from_utf8_lossy(&body)),
         },
     };
-    Failure::Request { error, retry_after }
+    if https_only {
+        return Failure::HttpsOnly { error };
+    }
+    Failure::Request {
+        error,
+        status: Some(status.as_u16()),
+        retry_after,
+    }
 }
 
 /// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`.

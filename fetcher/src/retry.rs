@@ -16,6 +16,10 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 pub(crate) trait Transient: std::fmt::Display {
     /// Worth another try.
     fn is_transient(&self) -> bool;
+    /// What went wrong, in words a user reads in a retry line.
+    fn cause(&self) -> String {
+        self.to_string()
+    }
     /// When the server said to come back (`Retry-After`).
     fn retry_after(&self) -> Option<Duration> {
         None
@@ -68,7 +72,8 @@ where
             Err(e) if e.is_transient() => match backoff.next_wait() {
                 Some(wait) => {
                     let wait = wait_for(wait, e.retry_after());
-                    tracing::warn!(error = %e, "{what} failed; retrying in {wait:?}");
+                    tracing::debug!(operation = what, error = %e, "attempt failed");
+                    tracing::warn!("retrying in {}: {}", seconds(wait), e.cause());
                     tokio::time::sleep(wait).await;
                 }
                 None => return Err(e),
@@ -76,6 +81,67 @@ where
             other => return other,
         }
     }
+}
+
+/// A wait as a person says it: `0.2 s`, `1.6 s`, `12 s`.
+pub(crate) fn seconds(wait: Duration) -> String {
+    let s = wait.as_secs_f64();
+    if s < 10.0 {
+        // Never "0.0 s": a wait is at least a tenth.
+        format!("{:.1} s", (s.max(0.05) * 10.0).round() / 10.0)
+    } else {
+        format!("{:.0} s", s)
+    }
+}
+
+/// What went wrong with a request, in words: `the registry answered 503`, `cannot connect:
+/// Connection refused`, not the Debug dump of every layer in between.
+pub(crate) fn in_words(e: &OciDistributionError) -> String {
+    match e {
+        OciDistributionError::ServerError { code, .. } => format!("the registry answered {code}"),
+        OciDistributionError::RegistryError { envelope, .. } => match envelope.errors.first() {
+            Some(first) => format!(
+                "the registry answered: {}",
+                crate::text::printable(&first.message)
+            ),
+            None => "the registry answered with an error".to_owned(),
+        },
+        OciDistributionError::RequestError(e) => {
+            if let Some(status) = e.status() {
+                format!("the registry answered {}", status.as_u16())
+            } else if e.is_timeout() {
+                "the registry did not answer in time".to_owned()
+            } else if e.is_connect() {
+                format!("cannot connect: {}", root_cause(e))
+            } else if e.is_body() || e.is_request() {
+                format!("the connection broke off: {}", root_cause(e))
+            } else {
+                root_cause(e)
+            }
+        }
+        OciDistributionError::IoError(e) => root_cause(e),
+        other => other.to_string(),
+    }
+}
+
+/// [`in_words`] for the error a broken download carries.
+pub(crate) fn io_in_words(e: &std::io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<OciDistributionError>())
+    {
+        Some(oci) => in_words(oci),
+        None => format!("the connection broke off: {}", root_cause(e)),
+    }
+}
+
+/// The innermost cause of `e`, without the layers that wrap it.
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// Connection failures, server errors and throttling may pass; other 4xx answers will not.
@@ -127,6 +193,26 @@ mod tests {
             wait_for(b, Some(Duration::from_secs(3600))),
             MAX_RETRY_AFTER
         );
+    }
+
+    #[test]
+    fn waits_read_as_a_person_says_them() {
+        let ms = Duration::from_millis;
+        assert_eq!(seconds(ms(157)), "0.2 s");
+        assert_eq!(seconds(ms(1)), "0.1 s");
+        assert_eq!(seconds(ms(996)), "1.0 s");
+        assert_eq!(seconds(ms(1_640)), "1.6 s");
+        assert_eq!(seconds(ms(12_400)), "12 s");
+    }
+
+    #[test]
+    fn a_server_error_reads_as_the_registrys_answer() {
+        let e = OciDistributionError::ServerError {
+            code: 503,
+            url: "http://r/v2/".into(),
+            message: "<html>busy</html>".into(),
+        };
+        assert_eq!(in_words(&e), "the registry answered 503");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Manifest and index selection never panics on any bytes a registry could send.
+//! Manifest and index selection never panics on any bytes a registry could send: `choose` is
+//! the very function `pull` and OCI layouts call.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

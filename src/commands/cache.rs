@@ -37,7 +37,8 @@ enum Action {
     ///     wasm-oci cache ls --json | jq -r '.[].reference'
     #[command(verbatim_doc_comment)]
     Ls {
-        /// Print JSON on stdout
+        /// Print JSON on stdout: a list of reference, digest (the manifest's), layer_digest,
+        /// layer_media_type, size and last_used (seconds since the Unix epoch)
         #[arg(long)]
         json: bool,
     },
@@ -71,7 +72,8 @@ enum Action {
     ///     wasm-oci cache verify --json
     #[command(verbatim_doc_comment)]
     Verify {
-        /// Print JSON on stdout
+        /// Print JSON on stdout: checked (blobs), bytes, removed (each blob's expected and
+        /// actual digest), partial and reclaimed_partials
         #[arg(long)]
         json: bool,
     },
@@ -104,11 +106,8 @@ enum Action {
 
 #[derive(Serialize)]
 struct Listed {
-    reference: String,
-    digest: String,
-    manifest_digest: String,
-    media_type: String,
-    size: u64,
+    #[serde(flatten)]
+    artifact: super::Artifact,
     /// Seconds since the Unix epoch.
     last_used: u64,
 }
@@ -124,11 +123,7 @@ impl CacheCommand {
                     .into_iter()
                     .rev()
                     .map(|r| Listed {
-                        reference: r.entry.reference,
-                        digest: r.entry.layer_digest.to_string(),
-                        manifest_digest: r.entry.manifest_digest.to_string(),
-                        media_type: r.entry.layer_media_type,
-                        size: r.entry.size,
+                        artifact: (&r.entry).into(),
                         last_used: r
                             .last_used
                             .duration_since(SystemTime::UNIX_EPOCH)
@@ -140,7 +135,7 @@ impl CacheCommand {
                 } else {
                     let width = listed
                         .iter()
-                        .map(|l| l.reference.len())
+                        .map(|l| l.artifact.reference.len())
                         .max()
                         .unwrap_or(9)
                         .max(9);
@@ -153,9 +148,9 @@ impl CacheCommand {
                     for l in &listed {
                         crate::outln!(
                             "{:<width$}  {:<19}  {:>10}  {}",
-                            l.reference,
-                            &l.digest[..19.min(l.digest.len())],
-                            human_size(l.size),
+                            l.artifact.reference,
+                            &l.artifact.digest[..19.min(l.artifact.digest.len())],
+                            human_size(l.artifact.size),
                             ago(SystemTime::UNIX_EPOCH + Duration::from_secs(l.last_used))
                         );
                     }

@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Args;
 use wasm_oci_shim::{EngineOptions, Runner, Wasm};
 
-use super::{PullPolicy, Resolved};
+use super::{Naming, PullPolicy, Resolved};
 use crate::GlobalOptions;
 
 /// Precompile a module for this machine and keep the code in the cache.
@@ -28,6 +28,11 @@ pub struct CompileCommand {
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pull: PullPolicy,
 
+    /// Print the result as JSON on stdout: reference, digest (the manifest's), layer_digest,
+    /// layer_media_type and size
+    #[arg(long)]
+    json: bool,
+
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
 }
@@ -47,9 +52,15 @@ impl CompileCommand {
         for engine in [EngineOptions::default(), EngineOptions::SHIM] {
             Runner::new(engine)?
                 .load(&resolved.path, Wasm::Cached { cache, digest })
-                .with_context(|| format!("compiling {}", self.reference))?;
+                .naming(&[&self.reference], || {
+                    format!("compiling {}", self.reference)
+                })?;
         }
-        eprintln!("Compiled: {} ({digest})", self.reference);
+        if self.json {
+            crate::print_json(&super::Artifact::from(entry))?;
+        } else {
+            crate::outln!("Compiled: {} ({})", entry.reference, entry.manifest_digest);
+        }
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -28,7 +28,8 @@ pub struct InspectCommand {
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pull: PullPolicy,
 
-    /// Print JSON on stdout
+    /// Print JSON on stdout: reference, digest (the manifest's), layer_digest, manifest,
+    /// config, size, kind, world, imports and exports
     #[arg(long)]
     json: bool,
 
@@ -40,8 +41,11 @@ pub struct InspectCommand {
 struct Inspected {
     #[serde(skip_serializing_if = "Option::is_none")]
     reference: Option<String>,
+    /// The manifest's digest, as every verb reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    manifest_digest: Option<String>,
+    digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layer_digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     manifest: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,15 +58,59 @@ struct Inspected {
 impl InspectCommand {
     /// Reads and prints.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
-        let resolved = Resolved::new(global, &self.module, self.pull)?;
-        let bytes = std::fs::read(&resolved.path)
-            .with_context(|| format!("reading {}", resolved.path.display()))?;
-        let interface = wasm_oci_fetcher::interface(&bytes).with_context(|| {
+        let not_wasm = || {
             format!(
                 "{} is not a valid WebAssembly module or component",
                 self.module
             )
-        })?;
+        };
+        // A file is read section by section, never whole: a 200 MiB module costs what its
+        // import and export sections take.
+        if super::looks_like_file(&self.module) {
+            let path = std::path::Path::new(&self.module);
+            let interface = wasm_oci_fetcher::interface_of_file(path)
+                .with_context(|| format!("reading {}", self.module))?;
+            let Some(interface) = interface else {
+                // Not even the header: say what it starts with, as `run` does.
+                let mut start = Vec::with_capacity(16);
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(
+                        std::fs::File::open(path)
+                            .with_context(|| format!("reading {}", self.module))?,
+                        16,
+                    ),
+                    &mut start,
+                )
+                .with_context(|| format!("reading {}", self.module))?;
+                if !start.starts_with(b"\0asm") {
+                    anyhow::bail!(
+                        "{} is not a WebAssembly module (it starts with \"{}\")",
+                        self.module,
+                        wasm_oci_shim::runner::first_words(&start)
+                    );
+                }
+                anyhow::bail!(not_wasm());
+            };
+            let size = std::fs::metadata(path)
+                .with_context(|| format!("reading {}", self.module))?
+                .len();
+            return self.print(Inspected {
+                reference: None,
+                digest: None,
+                layer_digest: None,
+                manifest: None,
+                config: None,
+                size,
+                interface,
+            });
+        }
+        let resolved = Resolved::new(global, &self.module, self.pull)?;
+        let interface = match &resolved.source {
+            super::Source::Bytes(bytes) => wasm_oci_fetcher::interface(bytes),
+            super::Source::Cached { .. } => wasm_oci_fetcher::interface_of_file(&resolved.path)
+                .with_context(|| format!("reading {}", resolved.path.display()))?,
+        }
+        .with_context(not_wasm)?;
         let inspected = match resolved.cached() {
             Some((cache, entry)) => {
                 let json_blob =
@@ -71,7 +119,8 @@ impl InspectCommand {
                     };
                 Inspected {
                     reference: Some(entry.reference.clone()),
-                    manifest_digest: Some(entry.manifest_digest.to_string()),
+                    digest: Some(entry.manifest_digest.to_string()),
+                    layer_digest: Some(entry.layer_digest.to_string()),
                     manifest: Some(json_blob(&entry.manifest_digest)?),
                     config: entry
                         .config_digest
@@ -86,13 +135,18 @@ impl InspectCommand {
             }
             None => Inspected {
                 reference: None,
-                manifest_digest: None,
+                digest: None,
+                layer_digest: None,
                 manifest: None,
                 config: None,
-                size: bytes.len() as u64,
+                size: std::fs::metadata(&resolved.path).map_or(0, |m| m.len()),
                 interface,
             },
         };
+        self.print(inspected)
+    }
+
+    fn print(&self, inspected: Inspected) -> anyhow::Result<ExitCode> {
         if self.json {
             crate::print_json(&inspected)?;
             return Ok(ExitCode::SUCCESS);
@@ -101,8 +155,8 @@ impl InspectCommand {
         if let Some(r) = &inspected.reference {
             crate::outln!("Reference: {}", p(r));
         }
-        if let Some(d) = &inspected.manifest_digest {
-            crate::outln!("Manifest:  {d}");
+        if let Some(d) = &inspected.digest {
+            crate::outln!("Digest:    {d}");
         }
         if let Some(m) = &inspected.manifest {
             crate::outln!(

@@ -6,6 +6,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use wasm_oci_fetcher::auth;
 
+use super::Naming;
 use crate::GlobalOptions;
 
 /// Log in to a registry: check the credentials, then store them as docker does.
@@ -23,6 +24,11 @@ pub struct LoginCommand {
     /// The registry, e.g. ghcr.io or localhost:5000
     #[arg(value_name = "REGISTRY")]
     server: String,
+
+    /// Print the result as JSON on stdout: registry, username and stored_in (the credential
+    /// helper or config file that holds the credentials)
+    #[arg(long)]
+    json: bool,
 
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
@@ -57,12 +63,21 @@ impl LoginCommand {
         };
         let fetcher = global.fetcher(&self.server)?;
         crate::block_on(fetcher.check_login(&self.server))?
-            .with_context(|| format!("logging in to {}", self.server))?;
+            .naming(&[&self.server], || format!("logging in to {}", self.server))?;
         let path = auth::store(&self.server, &username, &password)?;
-        eprintln!(
-            "Login Succeeded (credentials stored via {})",
-            path.display()
-        );
+        if self.json {
+            crate::print_json(&serde_json::json!({
+                "registry": self.server,
+                "username": username,
+                "stored_in": path,
+            }))?;
+        } else {
+            // On stdout, as docker prints it.
+            crate::outln!(
+                "Login Succeeded (credentials stored via {})",
+                path.display()
+            );
+        }
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -82,9 +97,9 @@ impl LogoutCommand {
     /// Removes.
     pub fn execute(self, _global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         if auth::erase(&self.registry)? {
-            eprintln!("Removing login credentials for {}", self.registry);
+            crate::outln!("Removing login credentials for {}", self.registry);
         } else {
-            eprintln!("Not logged in to {}", self.registry);
+            crate::outln!("Not logged in to {}", self.registry);
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -187,6 +187,51 @@ impl Cli {
     }
 }
 
+/// A cached artifact as every verb reports it, in JSON and in words: `digest` is the
+/// manifest's (what `push` prints and what `@sha256:` pins), `layer_digest` the wasm's.
+#[derive(Debug, serde::Serialize)]
+struct Artifact {
+    reference: String,
+    digest: String,
+    layer_digest: String,
+    layer_media_type: String,
+    size: u64,
+}
+
+impl From<&RefEntry> for Artifact {
+    fn from(entry: &RefEntry) -> Self {
+        Artifact {
+            reference: entry.reference.clone(),
+            digest: entry.manifest_digest.to_string(),
+            layer_digest: entry.layer_digest.to_string(),
+            layer_media_type: entry.layer_media_type.clone(),
+            size: entry.size,
+        }
+    }
+}
+
+/// Context for an error, given only when the error does not already name what it is about:
+/// the fetcher's and the runner's errors name the reference or the file, and a line that
+/// says it twice reads as two failures.
+trait Naming<T> {
+    /// `what` as context, unless the error's text holds one of `subjects`.
+    fn naming(self, subjects: &[&str], what: impl FnOnce() -> String) -> anyhow::Result<T>;
+}
+
+impl<T, E: Into<anyhow::Error>> Naming<T> for Result<T, E> {
+    fn naming(self, subjects: &[&str], what: impl FnOnce() -> String) -> anyhow::Result<T> {
+        self.map_err(|e| {
+            let e = e.into();
+            let text = format!("{e:#}");
+            if subjects.iter().any(|s| !s.is_empty() && text.contains(s)) {
+                e
+            } else {
+                e.context(what())
+            }
+        })
+    }
+}
+
 /// When to ask the registry about a reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum PullPolicy {
@@ -299,7 +344,7 @@ impl Resolved {
                     fetcher = fetcher.with_config_check(std::sync::Arc::new(imports_provided));
                 }
                 let artifact = crate::block_on(fetcher.resolve(&reference, policy))?
-                    .with_context(|| format!("pulling {module}"))?;
+                    .naming(&[module], || format!("pulling {module}"))?;
                 (fetcher.cache().clone(), artifact)
             }
         };

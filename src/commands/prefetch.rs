@@ -42,7 +42,8 @@ pub struct PrefetchCommand {
     #[arg(long)]
     no_compile: bool,
 
-    /// Print the results as JSON on stdout
+    /// Print the results as JSON on stdout: a list of reference, digest (the manifest's),
+    /// layer_digest, size, downloaded, compiled and error
     #[arg(long)]
     json: bool,
 
@@ -53,8 +54,11 @@ pub struct PrefetchCommand {
 #[derive(Serialize)]
 struct Outcome {
     reference: String,
+    /// The manifest's digest, as every verb reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
     digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layer_digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     size: Option<u64>,
     downloaded: bool,
@@ -122,7 +126,8 @@ impl PrefetchCommand {
                         let outcome = prefetch_one(&fetcher, runners, &name).await;
                         if plain {
                             match &outcome.error {
-                                None => eprintln!(
+                                // A result line: stdout, as every verb's.
+                                None => crate::outln!(
                                     "pulled {} ({}, {} bytes){}",
                                     outcome.reference,
                                     outcome.digest.as_deref().unwrap_or_default(),
@@ -168,6 +173,7 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
     let mut outcome = Outcome {
         reference: name.to_owned(),
         digest: None,
+        layer_digest: None,
         size: None,
         downloaded: false,
         compiled: false,
@@ -184,7 +190,8 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
             return outcome;
         }
     };
-    outcome.digest = Some(pulled.entry.layer_digest.to_string());
+    outcome.digest = Some(pulled.entry.manifest_digest.to_string());
+    outcome.layer_digest = Some(pulled.entry.layer_digest.to_string());
     outcome.size = Some(pulled.entry.size);
     outcome.downloaded = pulled.downloaded;
     if !runners.is_empty() {

@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use wasm_oci_fetcher::parse_reference;
 
+use super::Naming;
 use crate::GlobalOptions;
 
 /// Pull a wasm artifact into the cache, verifying its digest.
@@ -29,7 +30,8 @@ pub struct PullCommand {
     #[arg(long, short, value_name = "PATH")]
     out: Option<PathBuf>,
 
-    /// Print the result as JSON on stdout
+    /// Print the result as JSON on stdout: reference, digest (the manifest's),
+    /// layer_digest, layer_media_type, size, cached (the blob's path) and out
     #[arg(long)]
     json: bool,
 
@@ -39,11 +41,8 @@ pub struct PullCommand {
 
 #[derive(Serialize)]
 struct Output<'a> {
-    reference: &'a str,
-    digest: String,
-    manifest_digest: String,
-    media_type: &'a str,
-    size: u64,
+    #[serde(flatten)]
+    artifact: super::Artifact,
     cached: &'a Path,
     #[serde(skip_serializing_if = "Option::is_none")]
     out: Option<&'a Path>,
@@ -55,7 +54,7 @@ impl PullCommand {
         let reference = parse_reference(&self.reference)?;
         let fetcher = global.fetcher(reference.registry())?;
         let pulled = crate::block_on(fetcher.pull(&reference))?
-            .with_context(|| format!("pulling {}", self.reference))?;
+            .naming(&[&self.reference], || format!("pulling {}", self.reference))?;
         let out = match &self.out {
             Some(out) => {
                 let fallback = format!(
@@ -75,20 +74,17 @@ impl PullCommand {
         let entry = &pulled.entry;
         if self.json {
             crate::print_json(&Output {
-                reference: &entry.reference,
-                digest: entry.layer_digest.to_string(),
-                manifest_digest: entry.manifest_digest.to_string(),
-                media_type: &entry.layer_media_type,
-                size: entry.size,
+                artifact: entry.into(),
                 cached: &pulled.path,
                 out: out.as_deref(),
             })?;
         } else {
-            eprintln!("Pulled: {}", entry.reference);
-            eprintln!("Size: {}", entry.size);
-            eprintln!("Digest: {}", entry.manifest_digest);
+            // Result lines on stdout, as oras prints them; progress went to stderr.
+            crate::outln!("Pulled: {}", entry.reference);
+            crate::outln!("Size: {}", entry.size);
+            crate::outln!("Digest: {}", entry.manifest_digest);
             if let Some(out) = &out {
-                eprintln!(
+                crate::outln!(
                     "Wrote: {}",
                     wasm_oci_fetcher::text::printable(&out.display().to_string())
                 );

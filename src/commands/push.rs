@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use wasm_oci_fetcher::{PushFormat, parse_reference};
 
+use super::Naming;
 use crate::GlobalOptions;
 
 /// Push a .wasm file to a registry as an OCI artifact.
@@ -31,7 +31,8 @@ pub struct PushCommand {
     #[arg(long, value_enum, default_value_t = Format::Cncf)]
     format: Format,
 
-    /// Print the result as JSON on stdout
+    /// Print the result as JSON on stdout: reference, digest (the manifest's),
+    /// layer_digest, layer_media_type, config_media_type, size and kind
     #[arg(long)]
     json: bool,
 
@@ -57,13 +58,16 @@ impl PushCommand {
             Format::WasmToOci => PushFormat::WasmToOci,
         };
         let pushed = crate::block_on(fetcher.push(&self.file, &reference, format))?
-            .with_context(|| format!("pushing {} to {}", self.file.display(), self.reference))?;
+            .naming(&[&self.reference, &self.file.display().to_string()], || {
+                format!("pushing {} to {}", self.file.display(), self.reference)
+            })?;
         if self.json {
             crate::print_json(&pushed)?;
         } else {
-            eprintln!("Pushed: {}", pushed.reference);
-            eprintln!("Size: {}", pushed.size);
-            eprintln!("Digest: {}", pushed.digest);
+            // Result lines on stdout, as oras prints them.
+            crate::outln!("Pushed: {}", pushed.reference);
+            crate::outln!("Size: {}", pushed.size);
+            crate::outln!("Digest: {}", pushed.digest);
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -14,7 +14,7 @@ use wasm_oci_shim::{
     EngineOptions, Error as RunError, Loaded, Preopen, RunOptions, Runner, ServeOptions, World,
 };
 
-use super::{PullPolicy, Resolved};
+use super::{Naming, PullPolicy, Resolved};
 use crate::GlobalOptions;
 use crate::units::{parse_duration, parse_size};
 
@@ -180,9 +180,10 @@ impl RunCommand {
         };
         let (runner, loaded) = loop {
             let runner = Runner::new(engine)?;
-            let loaded = runner
-                .load(&resolved.path, resolved.wasm())
-                .with_context(|| format!("loading {}", self.module()))?;
+            let loaded = runner.load(&resolved.path, resolved.wasm()).naming(
+                &[self.module(), &resolved.path.display().to_string()],
+                || format!("loading {}", self.module()),
+            )?;
             let wanted = match loaded.world(runner.engine()) {
                 World::Proxy => EngineOptions::SHIM,
                 _ if serve_only => EngineOptions::SHIM,
@@ -193,9 +194,10 @@ impl RunCommand {
             }
             engine = wanted;
         };
-        runner
-            .check_imports(&resolved.path, &loaded)
-            .with_context(|| format!("loading {}", self.module()))?;
+        runner.check_imports(&resolved.path, &loaded).naming(
+            &[self.module(), &resolved.path.display().to_string()],
+            || format!("loading {}", self.module()),
+        )?;
         match loaded.world(runner.engine()) {
             World::Proxy => return self.serve(&resolved, &runner, &loaded),
             world if serve_only => bail!(
@@ -237,7 +239,7 @@ impl RunCommand {
                 eprintln!("Error: {e}");
                 Ok(ExitCode::from(e.exit_code()))
             }
-            Err(e) => Err(e).with_context(|| format!("running {}", self.module())),
+            Err(e) => Err(e).naming(&[self.module()], || format!("running {}", self.module())),
         }
     }
 

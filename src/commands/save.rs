@@ -7,7 +7,9 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use wasm_oci_fetcher::layout;
 
-use super::{PullPolicy, Resolved};
+use serde::Serialize;
+
+use super::{Artifact, Naming, PullPolicy, Resolved};
 use crate::GlobalOptions;
 
 /// Write references (pulled first when not cached) to an OCI image layout directory.
@@ -29,6 +31,11 @@ pub struct SaveCommand {
     /// The layout directory to write
     #[arg(long, short, value_name = "DIR")]
     output: PathBuf,
+
+    /// Print what was saved as JSON on stdout: a list of reference, digest (the manifest's),
+    /// layer_digest, layer_media_type and size
+    #[arg(long)]
+    json: bool,
 
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
@@ -70,9 +77,16 @@ impl SaveCommand {
         }
         let cache = global.open_cache()?;
         layout::save(&cache, &self.output, &entries)
-            .with_context(|| format!("saving to {}", self.output.display()))?;
-        for e in &entries {
-            eprintln!("Saved: {} ({})", e.reference, e.manifest_digest);
+            .naming(&[&self.output.display().to_string()], || {
+                format!("saving to {}", self.output.display())
+            })?;
+        if self.json {
+            let saved: Vec<Artifact> = entries.iter().map(Artifact::from).collect();
+            crate::print_json(&saved)?;
+        } else {
+            for e in &entries {
+                crate::outln!("Saved: {} ({})", e.reference, e.manifest_digest);
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -105,6 +119,20 @@ pub struct LoadCommand {
     /// Replace cached references that the layout names with other content
     #[arg(long)]
     force: bool,
+
+    /// Print what was loaded as JSON on stdout: a list of reference, digest (the
+    /// manifest's), layer_digest, layer_media_type, size, and replaced (the manifest digest
+    /// --force replaced, if any)
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Loaded {
+    #[serde(flatten)]
+    artifact: Artifact,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaced: Option<String>,
 }
 
 impl LoadCommand {
@@ -113,15 +141,31 @@ impl LoadCommand {
         let cache = global.open_cache()?;
         let (loaded, replaced) =
             layout::load(&cache, &self.dir, self.repository.as_deref(), self.force)
-                .with_context(|| format!("loading {}", self.dir.display()))?;
+                .naming(&[&self.dir.display().to_string()], || {
+                    format!("loading {}", self.dir.display())
+                })?;
         for r in &replaced {
             eprintln!(
                 "replaced {}: it was {}, it is now {} (--force)",
                 r.reference, r.was, r.now
             );
         }
-        for e in &loaded {
-            eprintln!("Loaded: {} ({})", e.reference, e.layer_digest);
+        if self.json {
+            let loaded: Vec<Loaded> = loaded
+                .iter()
+                .map(|e| Loaded {
+                    artifact: e.into(),
+                    replaced: replaced
+                        .iter()
+                        .find(|r| r.reference == e.reference)
+                        .map(|r| r.was.to_string()),
+                })
+                .collect();
+            crate::print_json(&loaded)?;
+        } else {
+            for e in &loaded {
+                crate::outln!("Loaded: {} ({})", e.reference, e.manifest_digest);
+            }
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -58,7 +58,7 @@ fn save_then_load_into_an_empty_cache_runs_offline() {
     let out = node.run(&["load", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
-        stderr(&out).contains(&format!("Loaded: {hello}")),
+        String::from_utf8_lossy(&out.stdout).contains(&format!("Loaded: {hello}")),
         "{}",
         describe(&out)
     );

@@ -210,7 +210,7 @@ fn login_writes_docker_config_and_logout_removes_it() {
     let out = login(PASSWORD);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
-        stderr(&out).contains("Login Succeeded"),
+        String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"),
         "{}",
         describe(&out)
     );

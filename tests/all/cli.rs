@@ -603,6 +603,11 @@ fn pull_draws_progress_on_a_terminal_and_leaves_a_clean_screen() {
         raw.contains('\u{1b}'),
         "a terminal gets drawn bars: {raw:?}"
     );
+    // The layer's bar says it is the wasm (the config's, that it is the config).
+    assert!(
+        raw.contains("big:v1 wasm"),
+        "the layer's bar is labelled: {raw:?}"
+    );
     // ... and cleared: the screen a person is left with has the result, no bar, no escape.
     assert!(!screen.contains("=>"), "a bar was left behind: {screen}");
     assert!(!screen.contains('\u{1b}'), "{screen}");

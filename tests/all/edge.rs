@@ -61,7 +61,7 @@ fn prefetch_downloads_shared_blobs_once_and_everything_then_runs_offline() {
 
     // hello's layer (and its config) went over the wire once for three references.
     let hello_layer =
-        outcomes.iter().find(|o| o["reference"] == refs[0]).unwrap()["digest"].clone();
+        outcomes.iter().find(|o| o["reference"] == refs[0]).unwrap()["layer_digest"].clone();
     let gets = proxy.seen(|s| s.blob_gets.clone());
     let layer_gets = gets
         .iter()
@@ -188,7 +188,7 @@ fn cache_ls_inspect_and_verify() {
     );
 
     // Damage the layer: verify removes it and says so, and the next run fetches it again.
-    let layer = listed[0]["digest"]
+    let layer = listed[0]["layer_digest"]
         .as_str()
         .unwrap()
         .strip_prefix("sha256:")
@@ -201,7 +201,7 @@ fn cache_ls_inspect_and_verify() {
     let out = cli.run(&["cache", "verify", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["removed"][0]["expected"], listed[0]["digest"]);
+    assert_eq!(report["removed"][0]["expected"], listed[0]["layer_digest"]);
     assert!(!path.exists());
     assert_eq!(cli.ok(&["run", &reference]), HELLO);
 }

@@ -78,7 +78,7 @@ fn waits_as_told(cli: &WasmOci, registry: &Registry, args: &[&str], refusals: u3
     assert!(out.status.success(), "{args:?}: {}", describe(&out));
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert!(
-        stderr(&out).contains("retrying in 2s"),
+        stderr(&out).contains("retrying in 2.0 s: the registry answered 429"),
         "{args:?}: {}",
         describe(&out)
     );

@@ -6,6 +6,7 @@
 mod airgap;
 mod auth;
 mod cli;
+mod cli_errors;
 mod containerd;
 mod cri;
 mod edge;

@@ -416,7 +416,12 @@ fn compile_precompiles_without_running() {
     let p = push_probes(&cli);
     let out = cli.run(&["compile", &p.module]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(out.stdout.is_empty(), "the guest must not run");
+    // Only compile's own result line: the guest must not run.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("Compiled: ") && stdout.lines().count() == 1,
+        "the guest must not run: {stdout}"
+    );
     // Once for `wasm-oci run`, once for the containerd shim's engine.
     assert_eq!(compiled_files(&cli).len(), 2);
     let run = cli

@@ -257,8 +257,11 @@ impl Store {
             .map(PathBuf::from)
             .or_else(wasm_oci_cache::default_dir)
             .ok_or("no cache directory: set WASM_OCI_CACHE for containerd")?;
-        let cache = wasm_oci_cache::Cache::open(&dir)
-            .map_err(|e| format!("opening the cache at {}: {e}", dir.display()))?;
+        let cache = wasm_oci_cache::Cache::open(&dir).map_err(|e| {
+            // The cause is the error's source, printed once.
+            let e = anyhow::Error::from(e);
+            format!("opening the cache at {}: {e:#}", dir.display())
+        })?;
         // A module a pod names is held to the node's limit before any of it is downloaded.
         let max_layer_size = ShimConfig::get().ok().map(|c| c.max_module_size);
         let fetcher = wasm_oci_fetcher::Fetcher::new(

@@ -15,6 +15,14 @@ pub enum Error {
         #[source]
         source: wasmtime::Error,
     },
+    /// The bytes do not even start like WebAssembly: say so, not what the parser expected.
+    #[error("{} is not a WebAssembly module (it starts with \"{start}\")", path.display())]
+    NotWasm {
+        /// The file.
+        path: PathBuf,
+        /// Its first bytes, escaped.
+        start: String,
+    },
     /// A component that does not export `wasi:cli/run`.
     #[error(
         "{} is a component but not a WASI command (it does not export wasi:cli/run); only commands can be run",
@@ -139,6 +147,7 @@ impl Error {
             Error::Trap { .. } | Error::MemoryLimit { .. } | Error::OutOfFuel { .. } => 134,
             Error::Stopped => 137,
             Error::InvalidWasm { .. }
+            | Error::NotWasm { .. }
             | Error::Corrupt { .. }
             | Error::NotACommand { .. }
             | Error::NotAProxy { .. }

@@ -337,6 +337,12 @@ impl Runner {
             path: name.to_owned(),
             source,
         };
+        if !bytes.starts_with(b"\0asm") {
+            return Err(Error::NotWasm {
+                path: name.to_owned(),
+                start: first_words(bytes),
+            });
+        }
         let is_component = wasmparser::Parser::is_component(bytes);
         let Some((cache, digest)) = cache else {
             return if is_component {
@@ -942,6 +948,17 @@ impl std::str::FromStr for Preopen {
             read_only,
         })
     }
+}
+
+/// The start of a file that is not wasm, as text a terminal shows safely: up to 16 bytes,
+/// to the first line break, escaped.
+pub fn first_words(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(16)];
+    let head = head
+        .iter()
+        .position(|b| *b == b'\n' || *b == b'\r')
+        .map_or(head, |end| &head[..end]);
+    head.escape_ascii().to_string()
 }
 
 #[cfg(test)]

@@ -270,7 +270,7 @@ fn save_never_writes_through_a_planted_symlink() {
     let (layer, manifest) = (hex("layer_digest"), hex("digest"));
     let listed: Vec<serde_json::Value> =
         serde_json::from_str(&cli.ok(&["cache", "ls", "--json"])).unwrap();
-    assert_eq!(listed[0]["manifest_digest"], pushed["digest"]);
+    assert_eq!(listed[0]["digest"], pushed["digest"]);
 
     // Someone prepared the output directory: the layer's name, and every name a writer might
     // use beside a blob, point at files of theirs.
