@@ -198,17 +198,7 @@ impl Cache {
         let mut size = self.size();
         let mut kept: Vec<_> = Vec::new();
         // The blobs each reference needs.
-        let needs = |r: &crate::RefRecord| -> Vec<Digest> {
-            let e = &r.entry;
-            [
-                Some(e.layer_digest.clone()),
-                Some(e.manifest_digest.clone()),
-                e.config_digest.clone(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect()
-        };
+        let needs = |r: &crate::RefRecord| -> Vec<Digest> { r.entry.blobs().cloned().collect() };
         let mut users: BTreeMap<Digest, usize> = BTreeMap::new();
         for r in &refs {
             for d in needs(r) {
@@ -422,6 +412,7 @@ mod tests {
             layer_media_type: "application/wasm".into(),
             size: layer.len() as u64,
             config_digest: None,
+            signatures: None,
         };
         cache.set_ref(&entry).unwrap();
         entry

@@ -3,6 +3,7 @@
 mod cache;
 mod compile;
 mod inspect;
+mod key;
 mod login;
 mod prefetch;
 mod pull;
@@ -10,6 +11,8 @@ mod push;
 mod run;
 mod save;
 mod serve;
+mod sign;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,10 +21,12 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use wasm_oci_cache::{Cache, RefEntry};
 use wasm_oci_fetcher::parse_reference;
+use wasm_oci_fetcher::trust::policy::Policy;
 
 pub use cache::CacheCommand;
 pub use compile::CompileCommand;
 pub use inspect::InspectCommand;
+pub use key::KeyCommand;
 pub use login::{LoginCommand, LogoutCommand};
 pub use prefetch::PrefetchCommand;
 pub use pull::PullCommand;
@@ -29,6 +34,8 @@ pub use push::PushCommand;
 pub use run::RunCommand;
 pub use save::{LoadCommand, SaveCommand};
 pub use serve::ServeCommand;
+pub use sign::SignCommand;
+pub use verify::VerifyCommand;
 
 use crate::GlobalOptions;
 
@@ -66,6 +73,10 @@ enum Command {
     Cache(CacheCommand),
     Login(LoginCommand),
     Logout(LogoutCommand),
+    #[command(subcommand)]
+    Key(KeyCommand),
+    Sign(SignCommand),
+    Verify(VerifyCommand),
 }
 
 impl Cli {
@@ -85,6 +96,9 @@ impl Cli {
             Command::Cache(cmd) => (cmd.execute(&self.global), 1),
             Command::Login(cmd) => (cmd.execute(&self.global), 1),
             Command::Logout(cmd) => (cmd.execute(&self.global), 1),
+            Command::Key(cmd) => (cmd.execute(&self.global), 1),
+            Command::Sign(cmd) => (cmd.execute(&self.global), 1),
+            Command::Verify(cmd) => (cmd.execute(&self.global), 1),
         };
         match result {
             Ok(code) => code,
@@ -117,6 +131,24 @@ impl From<PullPolicy> for wasm_oci_fetcher::PullPolicy {
     }
 }
 
+/// Where the signature policy comes from, for the verbs that pull and run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyOption {
+    /// Signature policy in containers-policy.json(5) format: which references must carry a
+    /// valid cosign signature (sigstoreSigned), are refused (reject) or accepted as they are
+    /// (insecureAcceptAnything). Default: $WASM_OCI_POLICY, else /etc/wasm-oci/policy.json;
+    /// without a file everything is accepted
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+impl PolicyOption {
+    /// The policy to enforce; a file that was named and cannot be used is an error.
+    pub fn load(&self) -> anyhow::Result<Policy> {
+        Ok(Policy::locate(self.policy.as_deref())?)
+    }
+}
+
 /// A module to run or compile.
 struct Resolved {
     /// What errors call it: the file, or the blob's path.
@@ -135,21 +167,29 @@ enum Source {
 }
 
 impl Resolved {
-    /// Finds `module` locally or in the cache, pulling it as `policy` allows.
+    /// Finds `module` locally or in the cache, pulling it as `policy` allows, under the
+    /// signature policy the environment names (WASM_OCI_POLICY, /etc/wasm-oci/policy.json).
     fn new(global: &GlobalOptions, module: &str, policy: PullPolicy) -> anyhow::Result<Self> {
-        Self::find(global, module, policy, false)
+        let trust = Policy::locate(None)?;
+        Self::find(global, module, policy, &trust, false)
     }
 
     /// [`Resolved::new`] for a module about to run: a pull that finds in the config an import
     /// this host does not provide stops before downloading the layer.
-    fn to_run(global: &GlobalOptions, module: &str, policy: PullPolicy) -> anyhow::Result<Self> {
-        Self::find(global, module, policy, true)
+    fn to_run(
+        global: &GlobalOptions,
+        module: &str,
+        policy: PullPolicy,
+        trust: &Policy,
+    ) -> anyhow::Result<Self> {
+        Self::find(global, module, policy, trust, true)
     }
 
     fn find(
         global: &GlobalOptions,
         module: &str,
         policy: PullPolicy,
+        trust: &Policy,
         check_imports: bool,
     ) -> anyhow::Result<Self> {
         if let Some(spec) = module.strip_prefix("oci:") {
@@ -190,7 +230,7 @@ impl Resolved {
         let policy = policy.into();
         // The warm path: no runtime, no client, nothing created on disk.
         let cached = match Cache::open_existing(global.cache_dir()?) {
-            Some(cache) => wasm_oci_fetcher::resolve_cached(&cache, &reference, policy)?
+            Some(cache) => wasm_oci_fetcher::resolve_cached(&cache, &reference, policy, trust)?
                 .map(|artifact| (cache, artifact)),
             None if policy == wasm_oci_fetcher::PullPolicy::Never => {
                 return Err(wasm_oci_fetcher::Error::NotCached {
@@ -203,7 +243,9 @@ impl Resolved {
         let (cache, artifact) = match cached {
             Some(hit) => hit,
             None => {
-                let mut fetcher = global.fetcher(reference.registry())?;
+                let mut fetcher = global
+                    .fetcher(reference.registry())?
+                    .with_policy(std::sync::Arc::new(trust.clone()));
                 if check_imports {
                     fetcher = fetcher.with_config_check(std::sync::Arc::new(imports_provided));
                 }

@@ -32,6 +32,9 @@ pub struct PullCommand {
     /// Print the result as JSON on stdout
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    trust: super::PolicyOption,
 }
 
 #[derive(Serialize)]
@@ -50,7 +53,10 @@ impl PullCommand {
     /// Pulls and reports.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let reference = parse_reference(&self.reference)?;
-        let fetcher = global.fetcher(reference.registry())?;
+        let trust = self.trust.load()?;
+        let fetcher = global
+            .fetcher(reference.registry())?
+            .with_policy(std::sync::Arc::new(trust));
         let pulled = crate::block_on(fetcher.pull(&reference))?
             .with_context(|| format!("pulling {}", self.reference))?;
         let out = match &self.out {

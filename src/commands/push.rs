@@ -1,6 +1,7 @@
 //! `wasm-oci push FILE REF`: publish a wasm module or component as an OCI artifact.
 
 use std::path::PathBuf;
+
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -33,6 +34,11 @@ pub struct PushCommand {
     /// Print the result as JSON on stdout
     #[arg(long)]
     json: bool,
+
+    /// Sign the pushed manifest with this private key (cosign's format, password from
+    /// COSIGN_PASSWORD), as `wasm-oci sign` does
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -52,14 +58,30 @@ impl PushCommand {
             Format::Cncf => PushFormat::Cncf,
             Format::WasmToOci => PushFormat::WasmToOci,
         };
+        // The key is opened before anything is pushed: a wrong password pushes nothing.
+        let key = match &self.sign_key {
+            Some(path) => Some(super::sign::read_private_key(path, false)?),
+            None => None,
+        };
         let pushed = crate::block_on(fetcher.push(&self.file, &reference, format))?
             .with_context(|| format!("pushing {} to {}", self.file.display(), self.reference))?;
+        let signed = match &key {
+            Some(key) => {
+                let signed = crate::block_on(fetcher.sign(&reference, key))?
+                    .with_context(|| format!("signing {}", self.reference))?;
+                Some(signed)
+            }
+            None => None,
+        };
         if self.json {
             crate::print_json(&pushed)?;
         } else {
             eprintln!("Pushed: {}", pushed.reference);
             eprintln!("Size: {}", pushed.size);
             eprintln!("Digest: {}", pushed.digest);
+            if let Some(signed) = &signed {
+                eprintln!("Signed: {} ({})", signed.signature_tag, signed.identity);
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
