@@ -19,3 +19,4 @@ mod serve;
 mod support;
 mod testdata;
 mod token;
+mod trust;
