@@ -628,3 +628,69 @@ fn prefetch_keeps_signatures_for_a_node_that_verifies_offline() {
         HELLO
     );
 }
+
+#[test]
+fn the_shim_refuses_a_pod_signed_with_the_wrong_key_and_runs_a_signed_one() {
+    use crate::containerd::{ALLOW_LOOPBACK, Containerd, stdout};
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let probe = crate::support::guests().probe.display().to_string();
+    let good = registry.reference("tools/probe:v1");
+    let bad = registry.reference("tools/probe:v2");
+    cli.ok(&["push", &probe, &good]);
+    cli.ok(&["push", &hello(), &bad]);
+    let trusted = RingKey::generate();
+    let sign = |tag: &str, key: &RingKey| {
+        let digest = format::digest_of(&registry.addr, "tools/probe", tag);
+        let payload = format::payload(&registry.reference("tools/probe"), &digest);
+        let signature = key.sign(&payload);
+        format::put_signatures(
+            &registry.addr,
+            "tools/probe",
+            &digest,
+            &[(payload, signature)],
+        );
+    };
+    sign("v1", &trusted);
+    sign("v2", &RingKey::generate());
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("trusted.pub");
+    fs::write(&public, &trusted.public_pem).unwrap();
+    let policy = signed_policy(dir.path(), &registry.addr, &public, "matchRepository");
+
+    // The operator names the policy in containerd's environment; a pod cannot.
+    let c = Containerd::start_with(&[("WASM_OCI_POLICY", &policy)], ALLOW_LOOPBACK);
+    c.import_hello();
+    let label = |r: &str| format!("io.wasm-oci.reference={r}");
+    let out = c.run(
+        &["--label", &label(&bad)],
+        "docker.io/library/wasmhello:v1",
+        "wrong-key",
+        &["probe"],
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    let shown = stderr(&out);
+    // containerd shows the shim's error (quoted as ctr quotes it): the reference, the
+    // scope and its policy file, and why.
+    assert!(
+        shown.contains(&format!("{bad} is refused by scope docker"))
+            && shown.contains(policy.to_str().unwrap()),
+        "{shown}\n{}",
+        c.log()
+    );
+    assert!(
+        shown.contains("not made by the key of the policy"),
+        "{shown}"
+    );
+    assert!(stdout(&out).is_empty());
+    assert_eq!(stdout(&c.ctr(&["tasks", "ls", "-q"])), "");
+
+    let out = c.run(
+        &["--label", &label(&good)],
+        "docker.io/library/wasmhello:v1",
+        "signed",
+        &["probe", "args", "signed"],
+    );
+    assert!(out.status.success(), "{}\n{}", describe(&out), c.log());
+    assert_eq!(stdout(&out), "probe\nargs\nsigned\n");
+}
