@@ -81,7 +81,7 @@ struct SigLayer {
 
 /// The layers of a `.sig` manifest that are simple-signing payloads with a signature, and
 /// their sizes, checked before any is fetched.
-fn signature_layers(
+pub(crate) fn signature_layers(
     manifest: &[u8],
     reference: &str,
 ) -> Result<Vec<(Digest, u64, String)>, String> {

@@ -694,3 +694,102 @@ fn the_shim_refuses_a_pod_signed_with_the_wrong_key_and_runs_a_signed_one() {
     assert!(out.status.success(), "{}\n{}", describe(&out), c.log());
     assert_eq!(stdout(&out), "probe\nargs\nsigned\n");
 }
+
+#[test]
+fn a_node_with_a_policy_loads_an_air_gapped_layout_only_with_valid_signatures() {
+    let mut f = Forgery::new("matchRepository");
+    let payload = format::payload(&f.identity(), &f.digest);
+    let signature = f.key.sign(&payload);
+    format::put_signatures(
+        &f.registry.addr,
+        "hello",
+        &f.digest,
+        &[(payload, signature)],
+    );
+    // Unsigned content beside it, in another repository.
+    let unsigned = f.registry.reference("unsigned:v1");
+    f.cli.ok(&["push", &hello(), &unsigned]);
+    let policy = f.policy.to_str().unwrap().to_owned();
+    f.cli.ok(&["pull", "--policy", &policy, &f.reference()]);
+    let layouts = tempfile::tempdir().unwrap();
+    let signed_dir = layouts.path().join("signed");
+    f.cli
+        .ok(&["save", &f.reference(), "-o", signed_dir.to_str().unwrap()]);
+    let unsigned_dir = layouts.path().join("unsigned");
+    f.cli
+        .ok(&["save", &unsigned, "-o", unsigned_dir.to_str().unwrap()]);
+    f.registry.stop();
+
+    // The signatures are in the layout as the .sig tag, beside the artifact.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(signed_dir.join("index.json")).unwrap()).unwrap();
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .collect();
+    assert_eq!(names, ["v1", format::sig_tag(&f.digest).as_str()]);
+
+    // An air-gapped node with the policy: the signed layout loads and runs offline.
+    let node = WasmOci::new();
+    let out = node.run(&["load", "--policy", &policy, signed_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        node.ok(&[
+            "run",
+            "--pull",
+            "never",
+            "--policy",
+            &policy,
+            &f.reference()
+        ]),
+        HELLO
+    );
+    // The unsigned one is refused whole: nothing of it is usable.
+    let out = node.run(&["load", "--policy", &policy, unsigned_dir.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(stderr(&out).contains("no signature"), "{}", describe(&out));
+    assert!(!cached(&node, &unsigned));
+
+    // A layout whose payload was changed after signing is refused too.
+    let tampered = layouts.path().join("tampered");
+    fs::create_dir(&tampered).unwrap();
+    for entry in ["oci-layout", "index.json"] {
+        fs::copy(signed_dir.join(entry), tampered.join(entry)).unwrap();
+    }
+    let blobs = tampered.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    for blob in fs::read_dir(signed_dir.join("blobs/sha256")).unwrap() {
+        let blob = blob.unwrap();
+        fs::copy(blob.path(), blobs.join(blob.file_name())).unwrap();
+    }
+    let sig = format::sig_tag(&f.digest);
+    let manifest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == sig.as_str())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sig_manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(blobs.join(manifest.strip_prefix("sha256:").unwrap())).unwrap(),
+    )
+    .unwrap();
+    let payload_file = blobs.join(
+        sig_manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap(),
+    );
+    let mut forged = fs::read(&payload_file).unwrap();
+    forged.insert(forged.len() - 1, b' ');
+    fs::write(&payload_file, forged).unwrap();
+    let other = WasmOci::new();
+    let out = other.run(&["load", "--policy", &policy, tampered.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(!cached(&other, &f.reference()));
+}
