@@ -187,4 +187,38 @@ mod tests {
         fs::remove_file(cache.blob_path(&layer)).unwrap();
         assert_eq!(cache.get_ref(&entry.reference).unwrap(), None);
     }
+
+    #[test]
+    fn an_entry_needs_its_signature_blobs_and_old_entries_read_without_them() {
+        let d = |s: &str| Digest::of(s.as_bytes());
+        let mut entry = RefEntry {
+            reference: "localhost:5000/hello:v1".into(),
+            manifest_digest: d("manifest"),
+            layer_digest: d("layer"),
+            layer_media_type: "application/wasm".into(),
+            size: 5,
+            config_digest: Some(d("config")),
+            signatures: None,
+        };
+        let json = serde_json::to_string(&entry).unwrap();
+        assert!(!json.contains("signatures"), "{json}");
+        assert_eq!(serde_json::from_str::<RefEntry>(&json).unwrap(), entry);
+        entry.signatures = Some(Box::new(Signatures {
+            signed_digest: d("manifest"),
+            manifest: d("sig manifest"),
+            payloads: vec![d("payload 1"), d("payload 2")],
+            valid: Vec::new(),
+        }));
+        let blobs: Vec<_> = entry.blobs().cloned().collect();
+        for needed in [
+            "layer",
+            "manifest",
+            "config",
+            "sig manifest",
+            "payload 1",
+            "payload 2",
+        ] {
+            assert!(blobs.contains(&d(needed)), "{needed}");
+        }
+    }
 }

@@ -95,6 +95,27 @@ fn the_peer_signs_with_our_key_and_we_verify_and_enforce_it() {
         0o600
     );
     let public = keys.path().join("release.pub");
+    // The password may come from stdin instead, as with cosign; the key opens with it only.
+    let mut cmd = cli.command();
+    cmd.args(["key", "generate", "--password-stdin"])
+        .arg(keys.path().join("stdin"));
+    let out = crate::support::output_with_stdin(cmd, "from stdin\n");
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdin_key = fs::read_to_string(keys.path().join("stdin.key")).unwrap();
+    assert!(
+        sigstore::crypto::signing_key::SigStoreKeyPair::from_encrypted_pem(
+            stdin_key.as_bytes(),
+            b"from stdin"
+        )
+        .is_ok()
+    );
+    // An existing key is not replaced unless asked.
+    let out = with_password(&cli, &["key", "generate", prefix.to_str().unwrap()]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("--force"),
+        "{}",
+        describe(&out)
+    );
 
     let reference = registry.reference("hello:v1");
     cli.ok(&["push", &hello(), &reference]);
