@@ -16,7 +16,7 @@ use crate::GlobalOptions;
 /// entry is named by its tag (org.opencontainers.image.ref.name) and by its full reference
 /// (io.containerd.image.name). Saving into an existing layout adds to it. The cosign
 /// signatures kept with a reference (pulled under a policy, or prefetched) are written too,
-/// as its sha256-<hex>.sig entry, for `load` to verify.
+/// as its sha256-HEX.sig entry, for `load` to verify.
 ///
 ///     wasm-oci save localhost:5000/hello:v1 -o ./airgap
 ///     skopeo copy oci:./airgap:v1 docker://registry.internal/hello:v1
@@ -89,7 +89,7 @@ impl SaveCommand {
 /// nothing is loaded, unless --force says to replace it.
 ///
 /// The signature policy (--policy, WASM_OCI_POLICY, /etc/wasm-oci/policy.json) is enforced
-/// with the signatures the layout holds (save writes them as sha256-<hex>.sig entries): an
+/// with the signatures the layout holds (save writes them as sha256-HEX.sig entries): an
 /// artifact it refuses fails the load, and nothing is loaded.
 ///
 ///     wasm-oci load ./airgap

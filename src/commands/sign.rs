@@ -15,7 +15,7 @@ use crate::GlobalOptions;
 /// The simple-signing payload (the manifest digest and the repository) is signed with the
 /// key (ECDSA P-256; cosign's encrypted key file, whose password comes from COSIGN_PASSWORD,
 /// or a plain PKCS#8 PEM) and stored beside the artifact as cosign stores it: in the manifest
-/// tagged sha256-<hex>.sig, one layer per signature. Existing signatures are kept.
+/// tagged sha256-HEX.sig, one layer per signature. Existing signatures are kept.
 ///
 ///     COSIGN_PASSWORD=... wasm-oci sign localhost:5000/hello:v1 --key release.key
 #[derive(Debug, Args)]
