@@ -47,6 +47,9 @@ struct Output<'a> {
     cached: &'a Path,
     #[serde(skip_serializing_if = "Option::is_none")]
     out: Option<&'a Path>,
+    /// The signatures the policy verified (key fingerprint, claimed identity).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    verified: &'a [wasm_oci_cache::Verdict],
 }
 
 impl PullCommand {
@@ -85,11 +88,19 @@ impl PullCommand {
                 size: entry.size,
                 cached: &pulled.path,
                 out: out.as_deref(),
+                verified: verified(entry),
             })?;
         } else {
             eprintln!("Pulled: {}", entry.reference);
             eprintln!("Size: {}", entry.size);
             eprintln!("Digest: {}", entry.manifest_digest);
+            for v in verified(entry) {
+                eprintln!(
+                    "Verified: signed for {} by key sha256:{}",
+                    wasm_oci_fetcher::text::printable(&v.identity),
+                    v.key_fingerprint
+                );
+            }
             if let Some(out) = &out {
                 eprintln!(
                     "Wrote: {}",
@@ -99,6 +110,14 @@ impl PullCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The signatures a policy verified for `entry`.
+fn verified(entry: &wasm_oci_cache::RefEntry) -> &[wasm_oci_cache::Verdict] {
+    entry
+        .signatures
+        .as_deref()
+        .map_or(&[], |s| s.valid.as_slice())
 }
 
 /// `out` itself, or inside it when it is a directory: the title when it is a plain file name

@@ -317,6 +317,23 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_asking_for_another_scrypt_cost_is_refused_unopened() {
+        let pem = PrivateKey::generate().to_encrypted_pem(b"pw");
+        let (label, body) = p256::pkcs8::der::pem::decode_vec(pem.as_bytes()).unwrap();
+        let mut sealed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        // 2^30: gigabytes of memory and minutes of CPU if obeyed.
+        sealed["kdf"]["params"]["N"] = serde_json::json!(1u64 << 30);
+        let evil = p256::pkcs8::der::pem::encode_string(
+            label,
+            LineEnding::LF,
+            &serde_json::to_vec(&sealed).unwrap(),
+        )
+        .unwrap();
+        let e = PrivateKey::from_pem(evil.as_bytes(), || Some(b"pw".to_vec())).unwrap_err();
+        assert!(e.to_string().contains("32768"), "{e}");
+    }
+
+    #[test]
     fn plain_pkcs8_keys_are_read() {
         let key = PrivateKey::generate();
         let pem = key.key.to_pkcs8_pem(LineEnding::LF).unwrap();

@@ -348,6 +348,16 @@ fn an_unsigned_module_is_refused_naming_the_scope() {
     assert!(!cached(&f.cli, &f.reference()));
     // Without a policy, as before.
     assert_eq!(f.cli.ok(&["run", &f.reference()]), HELLO);
+    // pull says what verified it.
+    let out = f
+        .cli
+        .ok(&["pull", "--policy", policy, "--json", &f.reference()]);
+    let pulled: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        pulled["verified"][0]["identity"],
+        f.identity().as_str(),
+        "{pulled}"
+    );
 }
 
 #[test]
