@@ -11,7 +11,7 @@ use wasm_oci_fetcher::trust::key::PrivateKey;
 
 use crate::GlobalOptions;
 
-/// Manage signing keys.
+/// Manage signing keys in cosign's format.
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Generate an ECDSA P-256 key pair in cosign's format: PREFIX.key (encrypted with the
