@@ -60,7 +60,7 @@ impl PushCommand {
         };
         // The key is opened before anything is pushed: a wrong password pushes nothing.
         let key = match &self.sign_key {
-            Some(path) => Some(super::sign::read_private_key(path, false)?),
+            Some(path) => Some(super::sign::read_private_key(path)?),
             None => None,
         };
         let pushed = crate::block_on(fetcher.push(&self.file, &reference, format))?

@@ -37,7 +37,7 @@ impl SignCommand {
     /// Signs and reports.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let reference = parse_reference(&self.reference)?;
-        let key = read_private_key(&self.key, false)?;
+        let key = read_private_key(&self.key)?;
         let fetcher = global.fetcher(reference.registry())?;
         let signed = crate::block_on(fetcher.sign(&reference, &key))?
             .with_context(|| format!("signing {}", self.reference))?;
@@ -56,7 +56,7 @@ impl SignCommand {
 }
 
 /// Reads a private key file; an encrypted one is opened with COSIGN_PASSWORD.
-pub(super) fn read_private_key(path: &Path, _stdin: bool) -> anyhow::Result<PrivateKey> {
+pub(super) fn read_private_key(path: &Path) -> anyhow::Result<PrivateKey> {
     let pem = std::fs::read(path).with_context(|| format!("reading the key {}", path.display()))?;
     PrivateKey::from_pem(&pem, || {
         std::env::var_os("COSIGN_PASSWORD")

@@ -38,8 +38,8 @@ struct Output<'a> {
     reference: &'a str,
     digest: &'a str,
     key_fingerprint: &'a str,
-    valid: Vec<Valid>,
-    invalid: Vec<String>,
+    valid: &'a [Valid],
+    invalid: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -85,14 +85,8 @@ impl VerifyCommand {
                 reference: &self.reference,
                 digest: &digest,
                 key_fingerprint: key.fingerprint(),
-                valid: valid
-                    .iter()
-                    .map(|v| Valid {
-                        identity: v.identity.clone(),
-                        payload_digest: v.payload_digest.clone(),
-                    })
-                    .collect(),
-                invalid: invalid.clone(),
+                valid: &valid,
+                invalid: &invalid,
             })?;
         } else {
             for v in &valid {
