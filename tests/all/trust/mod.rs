@@ -288,6 +288,17 @@ fn a_signature_from_the_format_peer_is_accepted_and_the_plain_pkcs8_key_signs() 
         HELLO
     );
 
+    // pull says what verified it.
+    let out = f
+        .cli
+        .ok(&["pull", "--policy", policy, "--json", &f.reference()]);
+    let pulled: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        pulled["verified"][0]["identity"],
+        f.identity().as_str(),
+        "{pulled}"
+    );
+
     // Our sign reads the plain PKCS#8 key ring made, and appends to the peer's signature.
     let key = f.dir.path().join("ring.key");
     fs::write(&key, &f.key.private_pem).unwrap();
@@ -348,16 +359,6 @@ fn an_unsigned_module_is_refused_naming_the_scope() {
     assert!(!cached(&f.cli, &f.reference()));
     // Without a policy, as before.
     assert_eq!(f.cli.ok(&["run", &f.reference()]), HELLO);
-    // pull says what verified it.
-    let out = f
-        .cli
-        .ok(&["pull", "--policy", policy, "--json", &f.reference()]);
-    let pulled: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        pulled["verified"][0]["identity"],
-        f.identity().as_str(),
-        "{pulled}"
-    );
 }
 
 #[test]
