@@ -250,6 +250,8 @@ impl Cache {
         let mut size = self.size();
         let mut kept: Vec<_> = Vec::new();
         let mut removed_paths = BTreeSet::new();
+        // The blobs each reference needs.
+        let needs = |r: &crate::RefRecord| -> Vec<Digest> { r.entry.blobs().cloned().collect() };
         let mut users: BTreeMap<Digest, usize> = BTreeMap::new();
         for r in &refs {
             for d in needs(r) {
@@ -502,6 +504,7 @@ mod tests {
             layer_media_type: "application/wasm".into(),
             size: layer.len() as u64,
             config_digest: None,
+            signatures: None,
         };
         cache.set_ref(&entry).unwrap();
         entry

@@ -22,7 +22,7 @@ pub use digest::Digest;
 pub use error::Error;
 pub use gc::{BadBlob, Hold, PrunePolicy, PruneReport, STALE_PARTIAL, SWEEP_GRACE, VerifyReport};
 pub use ingest::{Ingest, Ingested};
-pub use refs::{RefEntry, RefRecord};
+pub use refs::{RefEntry, RefRecord, Signatures, Verdict};
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -23,6 +23,52 @@ pub struct RefEntry {
     /// Digest of the manifest's config blob, when it was fetched too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_digest: Option<Digest>,
+    /// The reference's signatures kept in the cache and what a signature policy concluded
+    /// of them; `None` when none were fetched (entries written before signatures existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<Box<Signatures>>,
+}
+
+/// A reference's cosign signatures as kept in the cache (the `.sig` manifest and its
+/// payloads are blobs), and the verdict on them, so that a run without the network stays
+/// verified and a changed policy can check them again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Signatures {
+    /// The digest the signatures are for: what the reference resolved to in its registry.
+    pub signed_digest: Digest,
+    /// The `sha256-<hex>.sig` manifest, a blob in the cache.
+    pub manifest: Digest,
+    /// Its layers (the signed payloads), blobs in the cache.
+    pub payloads: Vec<Digest>,
+    /// The signatures a policy accepted, by key and claimed identity.
+    #[serde(default)]
+    pub valid: Vec<Verdict>,
+}
+
+/// One signature that verified: with which key, for which identity, and when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Verdict {
+    /// SHA-256 of the public key's DER (SubjectPublicKeyInfo), in hex.
+    pub key_fingerprint: String,
+    /// The `docker-reference` the signed payload claims.
+    pub identity: String,
+    /// When it was verified, in seconds since the Unix epoch.
+    pub verified_at: u64,
+}
+
+impl RefEntry {
+    /// Every blob this entry needs: layer, manifest, config, and its signatures.
+    pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
+        [Some(&self.layer_digest), Some(&self.manifest_digest)]
+            .into_iter()
+            .chain([self.config_digest.as_ref()])
+            .flatten()
+            .chain(
+                self.signatures
+                    .iter()
+                    .flat_map(|s| std::iter::once(&s.manifest).chain(&s.payloads)),
+            )
+    }
 }
 
 /// A reference in the index with when it was last used.
@@ -129,6 +175,7 @@ mod tests {
             layer_media_type: "application/wasm".into(),
             size: 8,
             config_digest: None,
+            signatures: None,
         };
         assert_eq!(cache.get_ref(&entry.reference).unwrap(), None);
         cache.set_ref(&entry).unwrap();
@@ -139,5 +186,39 @@ mod tests {
         assert_eq!(cache.get_ref("localhost:5000/hello:v2").unwrap(), None);
         fs::remove_file(cache.blob_path(&layer)).unwrap();
         assert_eq!(cache.get_ref(&entry.reference).unwrap(), None);
+    }
+
+    #[test]
+    fn an_entry_needs_its_signature_blobs_and_old_entries_read_without_them() {
+        let d = |s: &str| Digest::of(s.as_bytes());
+        let mut entry = RefEntry {
+            reference: "localhost:5000/hello:v1".into(),
+            manifest_digest: d("manifest"),
+            layer_digest: d("layer"),
+            layer_media_type: "application/wasm".into(),
+            size: 5,
+            config_digest: Some(d("config")),
+            signatures: None,
+        };
+        let json = serde_json::to_string(&entry).unwrap();
+        assert!(!json.contains("signatures"), "{json}");
+        assert_eq!(serde_json::from_str::<RefEntry>(&json).unwrap(), entry);
+        entry.signatures = Some(Box::new(Signatures {
+            signed_digest: d("manifest"),
+            manifest: d("sig manifest"),
+            payloads: vec![d("payload 1"), d("payload 2")],
+            valid: Vec::new(),
+        }));
+        let blobs: Vec<_> = entry.blobs().cloned().collect();
+        for needed in [
+            "layer",
+            "manifest",
+            "config",
+            "sig manifest",
+            "payload 1",
+            "payload 2",
+        ] {
+            assert!(blobs.contains(&d(needed)), "{needed}");
+        }
     }
 }

@@ -34,6 +34,27 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The signature policy refuses it: no valid signature, or a scope that rejects it.
+    #[error("{reference} is refused by {scope}: {reason}")]
+    Untrusted {
+        /// The reference asked for.
+        reference: String,
+        /// The policy scope that matched, and its file.
+        scope: String,
+        /// Why.
+        reason: String,
+    },
+    /// Its `.sig` manifest is not something signatures can be read from.
+    #[error("the signatures of {reference} cannot be read: {reason}")]
+    InvalidSignatures {
+        /// The reference asked for.
+        reference: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A signature policy that cannot be used.
+    #[error(transparent)]
+    Policy(#[from] crate::trust::policy::PolicyError),
     /// The pull policy is `never` and the cache does not have the reference.
     #[error(
         "{reference} is not in the cache, and the pull policy `never` forbids asking the registry: pull it first (`wasm-oci pull {reference}`)"

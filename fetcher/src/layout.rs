@@ -18,11 +18,12 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
+use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest};
 use serde_json::json;
 use wasm_oci_cache::{Cache, Digest, Hold, Ingested, RefEntry};
 
 use crate::manifest::Choice;
+use crate::trust::policy::{Policy, SignatureBlob};
 use crate::{Error, Result, parse_reference};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -219,6 +220,25 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
             "size": manifest.len(),
             "annotations": annotations,
         }));
+        // Its signatures as skopeo and oras copy them: the `sha256-<hex>.sig` manifest,
+        // tagged in the index, so that a node loading the layout can verify them offline.
+        if let Some(signatures) = &entry.signatures {
+            for digest in std::iter::once(&signatures.manifest).chain(&signatures.payloads) {
+                save_blob(cache, dir, digest)?;
+            }
+            let tag = crate::trust::payload::signature_tag(&signatures.signed_digest.to_string());
+            let size = cache.read_blob(&signatures.manifest)?.len();
+            manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag.as_str()));
+            manifests.push(json!({
+                "mediaType": OCI_IMAGE_MEDIA_TYPE,
+                "digest": signatures.manifest,
+                "size": size,
+                "annotations": {
+                    REF_NAME: tag,
+                    IMAGE_NAME: format!("{}/{}:{tag}", reference.registry(), reference.repository()),
+                },
+            }));
+        }
     }
     index["manifests"] = json!(manifests);
     wasm_oci_cache::write_atomic(
@@ -317,7 +337,14 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
                 other => other,
             })
         };
-        let (image, layer) = match choose(&read_verified(dir, &digest)?)? {
+        let bytes = read_verified(dir, &digest)?;
+        // Signatures saved beside the artifacts are not artifacts.
+        if serde_json::from_slice::<OciImageManifest>(&bytes)
+            .is_ok_and(|m| is_signature_manifest(&m))
+        {
+            continue;
+        }
+        let (image, layer) = match choose(&bytes)? {
             Choice::Image { manifest, layer } => (manifest, layer),
             Choice::Index(chosen) => {
                 digest = parse_digest(dir, &chosen.digest)?;
@@ -359,6 +386,55 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
     Ok(found)
 }
 
+/// Whether a manifest holds cosign signatures (its layers are simple-signing payloads)
+/// rather than an artifact.
+fn is_signature_manifest(image: &OciImageManifest) -> bool {
+    !image.layers.is_empty()
+        && image
+            .layers
+            .iter()
+            .all(|l| l.media_type == crate::trust::payload::SIMPLESIGNING_MEDIA_TYPE)
+}
+
+/// The signatures a layout holds for `digest`: the `sha256-<hex>.sig` entry of its index,
+/// its manifest and payloads read and verified against their digests.
+fn layout_signatures(dir: &Path, digest: &Digest) -> Result<Option<crate::trust::Fetched>> {
+    let tag = crate::trust::payload::signature_tag(&digest.to_string());
+    let index: serde_json::Value =
+        serde_json::from_slice(&read_document(dir, &dir.join("index.json"))?)
+            .map_err(|e| layout_err(dir, format!("index.json: {e}")))?;
+    let Some(entry) = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"][REF_NAME].as_str() == Some(tag.as_str()))
+    else {
+        return Ok(None);
+    };
+    let manifest_digest = parse_digest(dir, entry["digest"].as_str().unwrap_or_default())?;
+    let manifest = read_verified(dir, &manifest_digest)?;
+    let layers = crate::trust::signature_layers(&manifest, &tag)
+        .map_err(|e| layout_err(dir, format!("{tag}: {e}")))?;
+    let mut blobs = Vec::new();
+    for (payload_digest, size, signature) in layers {
+        let payload = read_verified(dir, &payload_digest)?;
+        if payload.len() as u64 != size {
+            return Err(layout_err(
+                dir,
+                format!(
+                    "{tag}: payload {payload_digest} is not the {size} bytes its manifest says"
+                ),
+            ));
+        }
+        blobs.push((payload_digest, SignatureBlob { payload, signature }));
+    }
+    Ok(Some(crate::trust::Fetched {
+        manifest,
+        manifest_digest,
+        layers: blobs,
+    }))
+}
+
 /// A reference that a load would point at other content than the cache has for it.
 #[derive(Debug, Clone)]
 pub struct Replaced {
@@ -377,11 +453,16 @@ pub struct Replaced {
 /// A layout is data from elsewhere: a name it claims that the cache already holds for other
 /// content (pulled from its registry, or loaded before) is refused unless `force` is set, and
 /// then nothing at all is imported.
+///
+/// Every artifact is checked against `policy` first, with the signatures the layout holds for
+/// it (the `sha256-<hex>.sig` entries `save` writes): one the policy refuses fails the load,
+/// and nothing is recorded.
 pub fn load(
     cache: &Cache,
     dir: &Path,
     repository: Option<&str>,
     force: bool,
+    policy: &Policy,
 ) -> Result<(Vec<RefEntry>, Vec<Replaced>)> {
     let mut named = Vec::new();
     let mut replaced = Vec::new();
@@ -403,7 +484,40 @@ pub fn load(
                 ));
             }
         };
-        let reference = parse_reference(&name)?.whole();
+        let parsed = parse_reference(&name)?;
+        let reference = parsed.whole();
+        let scope = policy.scope_for(&parsed);
+        let untrusted = |reason: String| Error::Untrusted {
+            reference: reference.clone(),
+            scope: scope.describe(),
+            reason,
+        };
+        if scope.rejects() {
+            return Err(untrusted("the scope rejects every image".into()));
+        }
+        let signatures = layout_signatures(dir, &artifact.manifest_digest)?;
+        let valid = match scope.needs_signatures() {
+            true => {
+                let blobs = signatures
+                    .as_ref()
+                    .map(crate::trust::Fetched::blobs)
+                    .unwrap_or_default();
+                scope
+                    .check(&parsed, &artifact.manifest_digest.to_string(), &blobs)
+                    .map_err(|reason| {
+                        untrusted(format!("{reason} (in the layout {})", dir.display()))
+                    })?
+            }
+            false => Vec::new(),
+        };
+        let signatures = signatures.map(|f| {
+            Box::new(wasm_oci_cache::Signatures {
+                signed_digest: artifact.manifest_digest.clone(),
+                manifest: f.manifest_digest,
+                payloads: f.layers.into_iter().map(|(d, _)| d).collect(),
+                valid,
+            })
+        });
         if let Some(cached) = cache.get_ref(&reference)?
             && cached.manifest_digest != artifact.manifest_digest
         {
@@ -413,7 +527,7 @@ pub fn load(
                 now: artifact.manifest_digest.clone(),
             });
         }
-        named.push((reference, artifact));
+        named.push((reference, artifact, signatures));
     }
     if !force && let Some(r) = replaced.first() {
         return Err(layout_err(
@@ -435,7 +549,7 @@ pub fn load(
     // alone; the references only once all of them are in: a layout that fails halfway
     // records nothing.
     let mut holds = Vec::new();
-    for (_, artifact) in &named {
+    for (_, artifact, signatures) in &named {
         for (digest, size) in [
             (&artifact.layer_digest, Some(artifact.size)),
             (&artifact.config_digest, Some(artifact.config_size)),
@@ -444,9 +558,15 @@ pub fn load(
         ] {
             holds.push(import_blob(cache, dir, digest, size)?);
         }
+        for digest in signatures
+            .iter()
+            .flat_map(|s| std::iter::once(&s.manifest).chain(&s.payloads))
+        {
+            holds.push(import_blob(cache, dir, digest, None)?);
+        }
     }
     let mut loaded = Vec::new();
-    for (reference, artifact) in named {
+    for (reference, artifact, signatures) in named {
         let entry = RefEntry {
             reference,
             manifest_digest: artifact.manifest_digest,
@@ -454,6 +574,7 @@ pub fn load(
             layer_media_type: artifact.layer_media_type,
             size: artifact.size,
             config_digest: Some(artifact.config_digest),
+            signatures,
         };
         cache.set_ref(&entry)?;
         loaded.push(entry);

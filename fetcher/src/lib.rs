@@ -19,6 +19,7 @@ mod resolve;
 mod retry;
 pub mod text;
 mod tls;
+pub mod trust;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -132,6 +133,11 @@ pub struct Fetcher {
     progress: Option<Arc<dyn Progress>>,
     /// Looks at a pull's config before its layer is fetched.
     config_check: Option<ConfigCheck>,
+    /// Which signatures a pulled reference needs.
+    policy: Arc<trust::policy::Policy>,
+    /// Fetch and keep signatures even when the policy needs none (prefetch, for nodes
+    /// that verify later, offline).
+    keep_signatures: bool,
     /// What each loopback registry speaks, probed once; the lock is held only to find the
     /// cell, never across the probe.
     probes: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Probe>>>>,
@@ -152,6 +158,8 @@ impl Fetcher {
             options,
             progress: None,
             config_check: None,
+            policy: Arc::default(),
+            keep_signatures: false,
             probes: Mutex::default(),
             remotes: Mutex::default(),
             extra_roots: OnceLock::new(),
@@ -169,6 +177,23 @@ impl Fetcher {
     pub fn with_config_check(mut self, check: ConfigCheck) -> Self {
         self.config_check = Some(check);
         self
+    }
+
+    /// Enforces `policy` on every pull: a reference it refuses is never recorded in the cache.
+    pub fn with_policy(mut self, policy: Arc<trust::policy::Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Fetches and keeps signatures on every pull, even when the policy needs none.
+    pub fn keeping_signatures(mut self) -> Self {
+        self.keep_signatures = true;
+        self
+    }
+
+    /// The signature policy this fetcher enforces.
+    pub fn policy(&self) -> &trust::policy::Policy {
+        &self.policy
     }
 
     /// The cache this fetcher stores into.

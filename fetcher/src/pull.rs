@@ -16,9 +16,9 @@ use crate::retry::{Backoff, Transient, with_retries};
 use crate::{Error, Fetcher, Result, Transfer};
 
 /// Configs and manifests are small JSON documents; anything larger is refused.
-const MAX_CONFIG_SIZE: u64 = 4 << 20;
+pub(crate) const MAX_CONFIG_SIZE: u64 = 4 << 20;
 
-const MANIFEST_MEDIA_TYPES: &[&str] = &[
+pub(crate) const MANIFEST_MEDIA_TYPES: &[&str] = &[
     OCI_IMAGE_MEDIA_TYPE,
     OCI_IMAGE_INDEX_MEDIA_TYPE,
     IMAGE_MANIFEST_MEDIA_TYPE,
@@ -68,7 +68,21 @@ impl Fetcher {
             let choice = choose(&bytes, &name)?;
             Ok((bytes, digest, choice))
         };
-        let (bytes, digest, manifest, layer) = match fetch(reference).await? {
+        let (top_bytes, top_digest, top) = fetch(reference).await?;
+        // What the signature policy asks of this reference, decided before anything is
+        // downloaded; signatures are of the digest the reference resolves to (an index's own).
+        let scope = self.policy.scope_for(reference);
+        let untrusted = |reason: String| Error::Untrusted {
+            reference: name.clone(),
+            scope: scope.describe(),
+            reason,
+        };
+        if scope.rejects() {
+            return Err(untrusted("the scope rejects every image".into()));
+        }
+        let want_signatures = scope.needs_signatures() || self.keep_signatures;
+        let signed_digest = top_digest.clone();
+        let (bytes, digest, manifest, layer) = match (top_bytes, top_digest, top) {
             (bytes, digest, Choice::Image { manifest, layer }) => (bytes, digest, manifest, layer),
             (_, _, Choice::Index(entry)) => {
                 tracing::debug!(digest = %entry.digest, "chose index entry");
@@ -142,20 +156,56 @@ impl Fetcher {
             &config_digest,
             config_size,
         );
-        let (layer_fetched, config_fetched) = match &self.config_check {
-            None => tokio::join!(layer_fetch, config_fetch),
-            // The config first, and the layer only once the caller has accepted it.
-            Some(check) => {
-                let config_fetched = config_fetch.await;
-                if let Ok((path, _, _)) = &config_fetched {
-                    let config = tokio::fs::read(path).await.unwrap_or_default();
-                    check(&config).map_err(|reason| Error::Refused {
-                        reference: name.clone(),
-                        reason,
-                    })?;
+        let blobs = async {
+            match &self.config_check {
+                None => Ok::<_, Error>(tokio::join!(layer_fetch, config_fetch)),
+                // The config first, and the layer only once the caller has accepted it.
+                Some(check) => {
+                    let config_fetched = config_fetch.await;
+                    if let Ok((path, _, _)) = &config_fetched {
+                        let config = tokio::fs::read(path).await.unwrap_or_default();
+                        check(&config).map_err(|reason| Error::Refused {
+                            reference: name.clone(),
+                            reason,
+                        })?;
+                    }
+                    Ok((layer_fetch.await, config_fetched))
                 }
-                (layer_fetch.await, config_fetched)
             }
+        };
+        // The signatures alongside the blobs: on a slow link they cost one round trip more
+        // than an unsigned pull, not two.
+        let signatures = async {
+            if want_signatures {
+                self.fetch_signatures(&remote, reference, &signed_digest)
+                    .await
+            } else {
+                Ok(None)
+            }
+        };
+        let (blobs, signatures) = tokio::join!(blobs, signatures);
+        let (layer_fetched, config_fetched) = blobs?;
+        let signatures = match signatures {
+            Ok(found) => found,
+            Err(e) if scope.needs_signatures() => {
+                return Err(untrusted(format!("its signatures cannot be read: {e}")));
+            }
+            Err(e) => {
+                tracing::warn!(reference = %name, error = %e, "signatures not kept");
+                None
+            }
+        };
+        let valid = match scope.needs_signatures() {
+            true => {
+                let blobs = signatures
+                    .as_ref()
+                    .map(crate::trust::Fetched::blobs)
+                    .unwrap_or_default();
+                scope
+                    .check(reference, &signed_digest, &blobs)
+                    .map_err(untrusted)?
+            }
+            false => Vec::new(),
         };
         // The holds keep `cache prune` off these blobs until the reference that uses them is
         // recorded.
@@ -168,14 +218,33 @@ impl Fetcher {
             layer_media_type: layer.media_type.clone(),
             size,
             config_digest: Some(config_digest),
+            signatures: signatures.as_ref().map(|f| {
+                Box::new(wasm_oci_cache::Signatures {
+                    signed_digest: signed_digest
+                        .parse()
+                        .expect("the registry's digest was computed here"),
+                    manifest: f.manifest_digest.clone(),
+                    payloads: f.layers.iter().map(|(d, _)| d.clone()).collect(),
+                    valid,
+                })
+            }),
         };
         // Each waits for a sync: off the runtime's threads, which other pulls are using.
         let cache = self.cache.clone();
         let recorded = entry.clone();
         let layer_hold = tokio::task::spawn_blocking(move || {
             let (_, manifest_hold) = cache.insert_held(&bytes)?;
+            // The signatures are kept as blobs so that a run without the network, or under a
+            // changed policy, can check them again.
+            let mut signature_holds = Vec::new();
+            if let Some(f) = &signatures {
+                signature_holds.push(cache.insert_held(&f.manifest)?.1);
+                for (_, blob) in &f.layers {
+                    signature_holds.push(cache.insert_held(&blob.payload)?.1);
+                }
+            }
             cache.set_ref(&recorded)?;
-            drop((manifest_hold, config_hold));
+            drop((manifest_hold, config_hold, signature_holds));
             Ok::<_, wasm_oci_cache::Error>(layer_hold)
         })
         .await

@@ -92,6 +92,30 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// The registry answered that the manifest, blob or repository does not exist.
+    pub(crate) fn is_not_found(&self) -> bool {
+        match self {
+            Failure::Request {
+                error: OciDistributionError::ServerError { code: 404, .. },
+                ..
+            } => true,
+            Failure::Request {
+                error: OciDistributionError::RegistryError { envelope, .. },
+                ..
+            } => envelope.errors.iter().any(|e| {
+                matches!(
+                    e.code,
+                    oci_client::errors::OciErrorCode::ManifestUnknown
+                        | oci_client::errors::OciErrorCode::NameUnknown
+                        | oci_client::errors::OciErrorCode::BlobUnknown
+                )
+            }),
+            _ => false,
+        }
+    }
+}
+
 impl From<OciDistributionError> for Failure {
     fn from(error: OciDistributionError) -> Self {
         Failure::Request {
@@ -612,6 +636,30 @@ impl Registry {
 }
 
 impl Registry {
+    /// A small blob whole (a signature payload): `size` bytes, no more, verified against
+    /// `digest`.
+    pub(crate) async fn small_blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        size: u64,
+    ) -> Result<Vec<u8>, Failure> {
+        check_digest(digest)?;
+        let url = self.url(reference, "blobs", digest);
+        let response = self
+            .send(reference, RegistryOperation::Pull, |http| http.get(&url))
+            .await?;
+        let body = read_at_most(response, size + 1).await?;
+        if body.len() as u64 != size {
+            return Err(violation(format!(
+                "blob {} is not the {size} bytes its manifest says",
+                printable(digest)
+            )));
+        }
+        verify(digest, &body)?;
+        Ok(body)
+    }
+
     /// Whether the repository of `reference` has the blob `digest`.
     pub(crate) async fn blob_exists(
         &self,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use oci_client::Reference;
 use wasm_oci_cache::{Cache, Hold, RefEntry};
 
+use crate::trust::policy::Policy;
 use crate::{Error, Fetcher, Result};
 
 /// When to ask the registry about a reference, as docker and the kubelet name it.
@@ -62,15 +63,45 @@ impl Resolved {
 /// The cached artifact of `reference` when `policy` lets it be used without the registry;
 /// `None` when the registry must be asked. It needs only the cache: the warm path of a run
 /// makes no client and no runtime.
+///
+/// A cached reference is used only if `trust` accepts it from what the cache holds: the
+/// verdict recorded when it was pulled, or its cached signatures checked again under a changed
+/// policy. Otherwise the registry is asked (the pull verifies again), or, under `never`, the
+/// refusal is the error.
 pub fn resolve_cached(
     cache: &Cache,
     reference: &Reference,
     policy: PullPolicy,
+    trust: &Policy,
 ) -> Result<Option<Resolved>> {
     let name = reference.whole();
     if policy != PullPolicy::Always
-        && let Some(entry) = cache.get_ref(&name)?
+        && let Some(mut entry) = cache.get_ref(&name)?
     {
+        let scope = trust.scope_for(reference);
+        match crate::trust::check_cached(cache, reference, &entry, &scope) {
+            Ok(None) => {}
+            // Verified again under a changed policy: recorded, best effort.
+            Ok(Some(valid)) => {
+                if let Some(signatures) = &mut entry.signatures {
+                    signatures.valid = valid;
+                    let _ = cache.set_ref(&entry);
+                }
+            }
+            Err(reason) if policy == PullPolicy::Never => {
+                return Err(Error::Untrusted {
+                    reference: name,
+                    scope: scope.describe(),
+                    reason: format!(
+                        "{reason} (the pull policy `never` forbids asking the registry for signatures)"
+                    ),
+                });
+            }
+            Err(reason) => {
+                tracing::debug!(reference = %name, %reason, "cached reference not trusted; asking the registry");
+                return Ok(None);
+            }
+        }
         // Held first: a blob a prune removed before the hold is seen as missing, never run.
         match cache.hold(&entry.layer_digest) {
             Ok(hold) => {
@@ -93,7 +124,7 @@ impl Fetcher {
     /// `reference`'s artifact in the cache under `policy`: from the cache when it may, else
     /// pulled (and verified) from the registry.
     pub async fn resolve(&self, reference: &Reference, policy: PullPolicy) -> Result<Resolved> {
-        if let Some(resolved) = resolve_cached(self.cache(), reference, policy)? {
+        if let Some(resolved) = resolve_cached(self.cache(), reference, policy, &self.policy)? {
             return Ok(resolved);
         }
         let pulled = self.pull(reference).await?;
@@ -125,10 +156,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let reference: Reference = "localhost:5000/absent:v1".parse().unwrap();
-        let e = resolve_cached(&cache, &reference, PullPolicy::Never).unwrap_err();
+        let e =
+            resolve_cached(&cache, &reference, PullPolicy::Never, &Policy::default()).unwrap_err();
         assert!(e.to_string().contains("not in the cache"), "{e}");
         assert!(
-            resolve_cached(&cache, &reference, PullPolicy::Missing)
+            resolve_cached(&cache, &reference, PullPolicy::Missing, &Policy::default())
                 .unwrap()
                 .is_none()
         );

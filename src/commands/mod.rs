@@ -4,6 +4,7 @@ mod cache;
 mod compile;
 mod completion;
 mod inspect;
+mod key;
 mod login;
 mod prefetch;
 mod pull;
@@ -11,6 +12,8 @@ mod push;
 mod run;
 mod save;
 mod serve;
+mod sign;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,11 +22,13 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use wasm_oci_cache::{Cache, RefEntry};
 use wasm_oci_fetcher::parse_reference;
+use wasm_oci_fetcher::trust::policy::Policy;
 
 use cache::CacheCommand;
 use compile::CompileCommand;
 use completion::{CompletionCommand, ManCommand};
 use inspect::InspectCommand;
+use key::KeyCommand;
 use login::{LoginCommand, LogoutCommand};
 use prefetch::PrefetchCommand;
 use pull::PullCommand;
@@ -31,6 +36,8 @@ use push::PushCommand;
 use run::RunCommand;
 use save::{LoadCommand, SaveCommand};
 use serve::ServeCommand;
+use sign::SignCommand;
+use verify::VerifyCommand;
 
 use crate::{GlobalOptions, RegistryArgs};
 
@@ -77,6 +84,10 @@ enum Command {
     Logout(LogoutCommand),
     Completion(CompletionCommand),
     Man(ManCommand),
+    #[command(subcommand)]
+    Key(KeyCommand),
+    Sign(SignCommand),
+    Verify(VerifyCommand),
 }
 
 /// The registry options of the top level are accepted there but shown on the verbs only, and
@@ -114,6 +125,9 @@ impl Command {
             Command::Logout(_) => "logout",
             Command::Completion(_) => "completion",
             Command::Man(_) => "man",
+            Command::Key(_) => "key",
+            Command::Sign(_) => "sign",
+            Command::Verify(_) => "verify",
         }
     }
 
@@ -129,7 +143,10 @@ impl Command {
             Command::Inspect(cmd) => Some(&mut cmd.registry),
             Command::Save(cmd) => Some(&mut cmd.registry),
             Command::Login(cmd) => Some(&mut cmd.registry),
+            Command::Sign(cmd) => Some(&mut cmd.registry),
+            Command::Verify(cmd) => Some(&mut cmd.registry),
             Command::Load(_)
+            | Command::Key(_)
             | Command::Cache(_)
             | Command::Logout(_)
             | Command::Completion(_)
@@ -148,7 +165,7 @@ impl Cli {
                 if let Some(option) = self.registry_before.first_given() {
                     eprintln!(
                         "Error: {option} is an option of the verbs that talk to a registry \
-                         (run, serve, pull, push, compile, prefetch, inspect, save, login); \
+                         (run, serve, pull, push, compile, prefetch, inspect, save, login, sign, verify); \
                          `wasm-oci {}` talks to none",
                         self.command.name()
                     );
@@ -176,6 +193,9 @@ impl Cli {
             Command::Logout(cmd) => (cmd.execute(&global), 1),
             Command::Completion(cmd) => (cmd.execute(), 1),
             Command::Man(cmd) => (cmd.execute(), 1),
+            Command::Key(cmd) => (cmd.execute(&global), 1),
+            Command::Sign(cmd) => (cmd.execute(&global), 1),
+            Command::Verify(cmd) => (cmd.execute(&global), 1),
         };
         match result {
             Ok(code) => code,
@@ -253,6 +273,24 @@ impl From<PullPolicy> for wasm_oci_fetcher::PullPolicy {
     }
 }
 
+/// Where the signature policy comes from, for the verbs that pull and run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyOption {
+    /// Signature policy in containers-policy.json(5) format: which references must carry a
+    /// valid cosign signature (sigstoreSigned), are refused (reject) or accepted as they are
+    /// (insecureAcceptAnything). Default: $WASM_OCI_POLICY, else /etc/wasm-oci/policy.json;
+    /// without a file everything is accepted
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+impl PolicyOption {
+    /// The policy to enforce; a file that was named and cannot be used is an error.
+    pub fn load(&self) -> anyhow::Result<Policy> {
+        Ok(Policy::locate(self.policy.as_deref())?)
+    }
+}
+
 /// A module to run or compile.
 struct Resolved {
     /// What errors call it: the file, or the blob's path.
@@ -271,21 +309,29 @@ enum Source {
 }
 
 impl Resolved {
-    /// Finds `module` locally or in the cache, pulling it as `policy` allows.
+    /// Finds `module` locally or in the cache, pulling it as `policy` allows, under the
+    /// signature policy the environment names (WASM_OCI_POLICY, /etc/wasm-oci/policy.json).
     fn new(global: &GlobalOptions, module: &str, policy: PullPolicy) -> anyhow::Result<Self> {
-        Self::find(global, module, policy, false)
+        let trust = Policy::locate(None)?;
+        Self::find(global, module, policy, &trust, false)
     }
 
     /// [`Resolved::new`] for a module about to run: a pull that finds in the config an import
     /// this host does not provide stops before downloading the layer.
-    fn to_run(global: &GlobalOptions, module: &str, policy: PullPolicy) -> anyhow::Result<Self> {
-        Self::find(global, module, policy, true)
+    fn to_run(
+        global: &GlobalOptions,
+        module: &str,
+        policy: PullPolicy,
+        trust: &Policy,
+    ) -> anyhow::Result<Self> {
+        Self::find(global, module, policy, trust, true)
     }
 
     fn find(
         global: &GlobalOptions,
         module: &str,
         policy: PullPolicy,
+        trust: &Policy,
         check_imports: bool,
     ) -> anyhow::Result<Self> {
         if let Some(spec) = module.strip_prefix("oci:") {
@@ -326,7 +372,7 @@ impl Resolved {
         let policy = policy.into();
         // The warm path: no runtime, no client, nothing created on disk.
         let cached = match Cache::open_existing(global.cache_dir()?) {
-            Some(cache) => wasm_oci_fetcher::resolve_cached(&cache, &reference, policy)?
+            Some(cache) => wasm_oci_fetcher::resolve_cached(&cache, &reference, policy, trust)?
                 .map(|artifact| (cache, artifact)),
             None if policy == wasm_oci_fetcher::PullPolicy::Never => {
                 return Err(wasm_oci_fetcher::Error::NotCached {
@@ -339,7 +385,9 @@ impl Resolved {
         let (cache, artifact) = match cached {
             Some(hit) => hit,
             None => {
-                let mut fetcher = global.fetcher(reference.registry())?;
+                let mut fetcher = global
+                    .fetcher(reference.registry())?
+                    .with_policy(std::sync::Arc::new(trust.clone()));
                 if check_imports {
                     fetcher = fetcher.with_config_check(std::sync::Arc::new(imports_provided));
                 }

@@ -49,6 +49,9 @@ pub struct PrefetchCommand {
 
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
+
+    #[command(flatten)]
+    trust: super::PolicyOption,
 }
 
 #[derive(Serialize)]
@@ -104,7 +107,11 @@ impl PrefetchCommand {
             );
         }
         let registry = registries.first().map_or("", String::as_str);
-        let mut fetcher = Fetcher::new(global.open_cache()?, global.registry_options(registry)?);
+        let trust = self.trust.load()?;
+        // Signatures are kept whatever the policy, for nodes that verify later, offline.
+        let mut fetcher = Fetcher::new(global.open_cache()?, global.registry_options(registry)?)
+            .with_policy(Arc::new(trust))
+            .keeping_signatures();
         if let Some(bars) = bars {
             fetcher = fetcher.with_progress(bars);
         }

@@ -37,6 +37,9 @@ pub struct PullCommand {
 
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
+
+    #[command(flatten)]
+    trust: super::PolicyOption,
 }
 
 #[derive(Serialize)]
@@ -46,13 +49,19 @@ struct Output<'a> {
     cached: &'a Path,
     #[serde(skip_serializing_if = "Option::is_none")]
     out: Option<&'a Path>,
+    /// The signatures the policy verified (key fingerprint, claimed identity).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    verified: &'a [wasm_oci_cache::Verdict],
 }
 
 impl PullCommand {
     /// Pulls and reports.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let reference = parse_reference(&self.reference)?;
-        let fetcher = global.fetcher(reference.registry())?;
+        let trust = self.trust.load()?;
+        let fetcher = global
+            .fetcher(reference.registry())?
+            .with_policy(std::sync::Arc::new(trust));
         let pulled = crate::block_on(fetcher.pull(&reference))?
             .naming(&[&self.reference], || format!("pulling {}", self.reference))?;
         let out = match &self.out {
@@ -77,12 +86,20 @@ impl PullCommand {
                 artifact: entry.into(),
                 cached: &pulled.path,
                 out: out.as_deref(),
+                verified: verified(entry),
             })?;
         } else {
             // Result lines on stdout, as oras prints them; progress went to stderr.
             crate::outln!("Pulled: {}", entry.reference);
             crate::outln!("Size: {}", entry.size);
             crate::outln!("Digest: {}", entry.manifest_digest);
+            for v in verified(entry) {
+                crate::outln!(
+                    "Verified: signed for {} by key sha256:{}",
+                    wasm_oci_fetcher::text::printable(&v.identity),
+                    v.key_fingerprint
+                );
+            }
             if let Some(out) = &out {
                 crate::outln!(
                     "Wrote: {}",
@@ -92,6 +109,14 @@ impl PullCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The signatures a policy verified for `entry`.
+fn verified(entry: &wasm_oci_cache::RefEntry) -> &[wasm_oci_cache::Verdict] {
+    entry
+        .signatures
+        .as_deref()
+        .map_or(&[], |s| s.valid.as_slice())
 }
 
 /// `out` itself, or inside it when it is a directory: the title when it is a plain file name

@@ -1,6 +1,7 @@
 //! `wasm-oci push FILE REF`: publish a wasm module or component as an OCI artifact.
 
 use std::path::PathBuf;
+
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
@@ -36,6 +37,11 @@ pub struct PushCommand {
     #[arg(long)]
     json: bool,
 
+    /// Sign the pushed manifest with this private key (cosign's format, password from
+    /// COSIGN_PASSWORD), as `wasm-oci sign` does
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
+
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
 }
@@ -57,10 +63,23 @@ impl PushCommand {
             Format::Cncf => PushFormat::Cncf,
             Format::WasmToOci => PushFormat::WasmToOci,
         };
+        // The key is opened before anything is pushed: a wrong password pushes nothing.
+        let key = match &self.sign_key {
+            Some(path) => Some(super::sign::read_private_key(path)?),
+            None => None,
+        };
         let pushed = crate::block_on(fetcher.push(&self.file, &reference, format))?
             .naming(&[&self.reference, &self.file.display().to_string()], || {
                 format!("pushing {} to {}", self.file.display(), self.reference)
             })?;
+        let signed = match &key {
+            Some(key) => {
+                let signed = crate::block_on(fetcher.sign(&reference, key))?
+                    .naming(&[&self.reference], || format!("signing {}", self.reference))?;
+                Some(signed)
+            }
+            None => None,
+        };
         if self.json {
             crate::print_json(&pushed)?;
         } else {
@@ -68,6 +87,9 @@ impl PushCommand {
             crate::outln!("Pushed: {}", pushed.reference);
             crate::outln!("Size: {}", pushed.size);
             crate::outln!("Digest: {}", pushed.digest);
+            if let Some(signed) = &signed {
+                crate::outln!("Signed: {} ({})", signed.signature_tag, signed.identity);
+            }
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -59,6 +59,9 @@ pub struct RunCommand {
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pull: PullPolicy,
 
+    #[command(flatten)]
+    trust: super::PolicyOption,
+
     /// Give the guest a host directory: HOST[::GUEST][:ro]. Read-write unless :ro; without
     /// ::GUEST the guest sees it at the host's path. Repeatable
     #[arg(long = "dir", value_name = "HOST[::GUEST][:ro]")]
@@ -165,7 +168,8 @@ impl RunCommand {
         global: &GlobalOptions,
         serve_only: bool,
     ) -> anyhow::Result<ExitCode> {
-        let resolved = Resolved::to_run(global, self.module(), self.pull)?;
+        let trust = self.trust.load()?;
+        let resolved = Resolved::to_run(global, self.module(), self.pull, &trust)?;
         let run_engine = EngineOptions {
             interruptible: self.timeout.is_some(),
             fuel: self.fuel.is_some(),

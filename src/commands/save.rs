@@ -16,7 +16,9 @@ use crate::GlobalOptions;
 ///
 /// The layout is what `skopeo copy oci:DIR:TAG docker://...` and `wasm-oci load` read; each
 /// entry is named by its tag (org.opencontainers.image.ref.name) and by its full reference
-/// (io.containerd.image.name). Saving into an existing layout adds to it.
+/// (io.containerd.image.name). Saving into an existing layout adds to it. The cosign
+/// signatures kept with a reference (pulled under a policy, or prefetched) are written too,
+/// as its sha256-HEX.sig entry, for `load` to verify.
 ///
 /// Examples:
 ///     wasm-oci save localhost:5000/hello:v1 -o ./airgap
@@ -103,6 +105,10 @@ impl SaveCommand {
 /// holds for other content (pulled from a registry, or loaded before) is refused, and
 /// nothing is loaded, unless --force says to replace it.
 ///
+/// The signature policy (--policy, WASM_OCI_POLICY, /etc/wasm-oci/policy.json) is enforced
+/// with the signatures the layout holds (save writes them as sha256-HEX.sig entries): an
+/// artifact it refuses fails the load, and nothing is loaded.
+///
 /// Examples:
 ///     wasm-oci load ./airgap
 ///     wasm-oci load ./from-skopeo --repository localhost:5000/hello
@@ -125,6 +131,9 @@ pub struct LoadCommand {
     /// --force replaced, if any)
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    trust: super::PolicyOption,
 }
 
 #[derive(Serialize)]
@@ -138,12 +147,18 @@ struct Loaded {
 impl LoadCommand {
     /// Imports.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        let policy = self.trust.load()?;
         let cache = global.open_cache()?;
-        let (loaded, replaced) =
-            layout::load(&cache, &self.dir, self.repository.as_deref(), self.force)
-                .naming(&[&self.dir.display().to_string()], || {
-                    format!("loading {}", self.dir.display())
-                })?;
+        let (loaded, replaced) = layout::load(
+            &cache,
+            &self.dir,
+            self.repository.as_deref(),
+            self.force,
+            &policy,
+        )
+        .naming(&[&self.dir.display().to_string()], || {
+            format!("loading {}", self.dir.display())
+        })?;
         for r in &replaced {
             eprintln!(
                 "replaced {}: it was {}, it is now {} (--force)",

@@ -12,8 +12,9 @@ use clap::CommandFactory as _;
 
 use crate::support::{Registry, Secure, WasmOci, describe, stderr, testdata};
 
-const REGISTRY_VERBS: [&str; 9] = [
-    "run", "serve", "pull", "push", "compile", "prefetch", "inspect", "save", "login",
+const REGISTRY_VERBS: [&str; 11] = [
+    "run", "serve", "pull", "push", "compile", "prefetch", "inspect", "save", "login", "sign",
+    "verify",
 ];
 
 /// Every verb and cache action, as typed after `wasm-oci`.

@@ -48,8 +48,11 @@ fn a_pull_asks_for_each_document_once_and_for_v2_once() {
     cli.ok(&["prefetch", "--no-compile", &reference, &other]);
     // The manifest, the config and the layer of each; `/v2/` once for the scheme (loopback)
     // and once for what the registry wants, not before every request.
-    assert_eq!(proxy.asked("GET /v2/hello/manifests/"), 1);
-    assert_eq!(proxy.asked("GET /v2/other/manifests/"), 1);
+    assert_eq!(proxy.asked("GET /v2/hello/manifests/v1"), 1);
+    assert_eq!(proxy.asked("GET /v2/other/manifests/v1"), 1);
+    // And where cosign keeps signatures, once each: prefetch keeps them for offline checks.
+    assert_eq!(proxy.asked("GET /v2/hello/manifests/sha256-"), 1);
+    assert_eq!(proxy.asked("GET /v2/other/manifests/sha256-"), 1);
     // Both hold the same two blobs: each is fetched once, through either repository.
     let blobs = proxy.asked("GET /v2/hello/blobs/") + proxy.asked("GET /v2/other/blobs/");
     assert_eq!(blobs, 2);

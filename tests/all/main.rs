@@ -22,3 +22,4 @@ mod serve;
 mod support;
 mod testdata;
 mod token;
+mod trust;

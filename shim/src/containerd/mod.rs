@@ -264,13 +264,19 @@ impl Store {
         })?;
         // A module a pod names is held to the node's limit before any of it is downloaded.
         let max_layer_size = ShimConfig::get().ok().map(|c| c.max_module_size);
+        // The signature policy is the operator's: WASM_OCI_POLICY in containerd's
+        // environment, else /etc/wasm-oci/policy.json; never anything a pod names. One that
+        // cannot be used refuses every pull by reference.
+        let policy =
+            wasm_oci_fetcher::trust::policy::Policy::locate(None).map_err(|e| e.to_string())?;
         let fetcher = wasm_oci_fetcher::Fetcher::new(
             cache.clone(),
             wasm_oci_fetcher::RegistryOptions {
                 max_layer_size,
                 ..wasm_oci_fetcher::RegistryOptions::from_env()
             },
-        );
+        )
+        .with_policy(Arc::new(policy));
         Ok(Store { cache, fetcher })
     }
 }

@@ -1,0 +1,714 @@
+//! Signature policy in the `containers-policy.json(5)` format podman, CRI-O and skopeo read,
+//! the subset that applies to registries: `default`, `transports.docker` scopes (longest match
+//! of `host[:port]/namespace/repo[:tag|@digest]`, then `host`, then `*.domain` wildcards), and
+//! the requirements `insecureAcceptAnything`, `reject` and `sigstoreSigned`. Parsing is strict,
+//! as containers/image's is: anything not understood refuses the whole file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use oci_client::Reference;
+use serde_json::{Map, Value};
+use wasm_oci_cache::Verdict;
+
+use super::key::PublicKey;
+
+/// Where the CLI and the shim read the policy from when nothing else names one.
+pub const DEFAULT_POLICY_PATH: &str = "/etc/wasm-oci/policy.json";
+/// The environment variable naming the policy file.
+pub const POLICY_ENV: &str = "WASM_OCI_POLICY";
+/// A policy file larger than this is refused unread.
+const MAX_POLICY_FILE: u64 = 4 << 20;
+
+/// A policy that cannot be used: the file and why. Fail closed: nothing is pulled or run.
+#[derive(Debug, thiserror::Error)]
+#[error("the signature policy {} cannot be used: {reason}; fix it or point --policy / WASM_OCI_POLICY at another file", path.display())]
+pub struct PolicyError {
+    /// The policy file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// A signature policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The file it was read from; `None`: no file, accept anything (as without a policy).
+    source: Option<PathBuf>,
+    default: Vec<Requirement>,
+    docker_default: Option<Vec<Requirement>>,
+    docker: BTreeMap<String, Vec<Requirement>>,
+}
+
+/// One requirement of a scope; all of a scope's must be met.
+#[derive(Debug, Clone)]
+pub enum Requirement {
+    /// `insecureAcceptAnything`.
+    InsecureAcceptAnything,
+    /// `reject`.
+    Reject,
+    /// `sigstoreSigned`: a valid cosign signature by one of these keys, for an identity that
+    /// matches.
+    SigstoreSigned {
+        /// The keys (`keyPath`, `keyPaths` or `keyData`).
+        keys: Vec<PublicKey>,
+        /// `signedIdentity`.
+        identity: SignedIdentity,
+    },
+}
+
+/// What a signature's claimed identity must be, for the image being pulled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedIdentity {
+    /// The same repository and tag (or digest).
+    MatchExact,
+    /// The default: exact for a tag, the same repository for a digest.
+    MatchRepoDigestOrExact,
+    /// The same repository, any tag. What cosign's signatures (repository only) need.
+    MatchRepository,
+    /// Exactly this reference.
+    ExactReference(String),
+    /// This repository.
+    ExactRepository(String),
+}
+
+/// The requirements that apply to one reference, and which scope they came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// How errors name the scope: `default`, `docker` or `docker "localhost:5000/app"`.
+    pub name: &'a str,
+    /// The policy file.
+    pub source: Option<&'a Path>,
+    /// Its requirements.
+    pub requirements: &'a [Requirement],
+}
+
+/// One signature as stored: the payload and the base64 signature of its annotation.
+#[derive(Debug, Clone)]
+pub struct SignatureBlob {
+    /// The payload bytes (the layer).
+    pub payload: Vec<u8>,
+    /// The `dev.cosignproject.cosign/signature` annotation.
+    pub signature: String,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::accept_anything()
+    }
+}
+
+impl Policy {
+    /// No policy: everything is accepted, as before signatures existed.
+    pub fn accept_anything() -> Self {
+        Self {
+            source: None,
+            default: vec![Requirement::InsecureAcceptAnything],
+            docker_default: None,
+            docker: BTreeMap::new(),
+        }
+    }
+
+    /// The policy `explicit` names, else `$WASM_OCI_POLICY`, else
+    /// `/etc/wasm-oci/policy.json`; a default file that does not exist means accept anything.
+    /// A file that was named but cannot be read is an error.
+    pub fn locate(explicit: Option<&Path>) -> Result<Self, PolicyError> {
+        if let Some(path) = explicit {
+            return Self::load(path);
+        }
+        if let Some(path) = std::env::var_os(POLICY_ENV).filter(|p| !p.is_empty()) {
+            return Self::load(Path::new(&path));
+        }
+        let default = Path::new(DEFAULT_POLICY_PATH);
+        match std::fs::symlink_metadata(default) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::accept_anything()),
+            _ => Self::load(default),
+        }
+    }
+
+    /// Reads and checks the policy file at `path`, and the keys it names.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let err = |reason: String| PolicyError {
+            path: path.to_owned(),
+            reason,
+        };
+        let bytes = std::fs::File::open(path)
+            .and_then(|f| {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(f, MAX_POLICY_FILE + 1),
+                    &mut bytes,
+                )?;
+                Ok(bytes)
+            })
+            .map_err(|e| err(format!("cannot read it: {e}")))?;
+        if bytes.len() as u64 > MAX_POLICY_FILE {
+            return Err(err(format!("it is over {MAX_POLICY_FILE} bytes")));
+        }
+        let base = path.parent().unwrap_or(Path::new("/"));
+        Self::parse(&bytes, base, path).map_err(err)
+    }
+
+    fn parse(bytes: &[u8], base: &Path, path: &Path) -> Result<Self, String> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("it is not JSON: {e}"))?;
+        let top = value.as_object().ok_or("it is not a JSON object")?;
+        only(top, &["default", "transports"], "the top level")?;
+        let default = requirements(
+            top.get("default")
+                .ok_or("it has no \"default\" (it is mandatory)")?,
+            base,
+            "default",
+        )?;
+        let mut docker_default = None;
+        let mut docker = BTreeMap::new();
+        if let Some(transports) = top.get("transports") {
+            let transports = transports
+                .as_object()
+                .ok_or("\"transports\" is not an object")?;
+            for (name, scopes) in transports {
+                let scopes = scopes
+                    .as_object()
+                    .ok_or_else(|| format!("transport {name:?} is not an object"))?;
+                // Other transports (containers-storage, docker-daemon, ...) name nothing
+                // wasm-oci pulls from; their requirements are not ours to judge.
+                if name != "docker" {
+                    continue;
+                }
+                for (scope, list) in scopes {
+                    let parsed = requirements(list, base, &format!("docker scope {scope:?}"))?;
+                    if scope.is_empty() {
+                        docker_default = Some(parsed);
+                    } else {
+                        check_scope(scope)?;
+                        docker.insert(scope.clone(), parsed);
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            source: Some(path.to_owned()),
+            default,
+            docker_default,
+            docker,
+        })
+    }
+
+    /// The file it came from, if any.
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+
+    /// Whether a file was read (else everything is accepted).
+    pub fn is_configured(&self) -> bool {
+        self.source.is_some()
+    }
+
+    /// The most specific scope that matches `reference`.
+    pub fn scope_for<'a>(&'a self, reference: &Reference) -> Scope<'a> {
+        let source = self.source.as_deref();
+        for candidate in scope_candidates(reference) {
+            if let Some((name, requirements)) = self.docker.get_key_value(&candidate) {
+                return Scope {
+                    name,
+                    source,
+                    requirements,
+                };
+            }
+        }
+        match &self.docker_default {
+            Some(requirements) => Scope {
+                name: "",
+                source,
+                requirements,
+            },
+            None => Scope {
+                name: "default",
+                source,
+                requirements: &self.default,
+            },
+        }
+    }
+}
+
+impl Scope<'_> {
+    /// How errors name it.
+    pub fn describe(&self) -> String {
+        let file = self
+            .source
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(none)".into());
+        match self.name {
+            "default" => format!("the default of policy {file}"),
+            "" => format!("the docker transport's default of policy {file}"),
+            scope => format!("scope docker {scope:?} of policy {file}"),
+        }
+    }
+
+    /// Whether it rejects everything whatever the signatures.
+    pub fn rejects(&self) -> bool {
+        self.requirements
+            .iter()
+            .any(|r| matches!(r, Requirement::Reject))
+    }
+
+    /// Whether it needs signatures to accept anything.
+    pub fn needs_signatures(&self) -> bool {
+        self.requirements
+            .iter()
+            .any(|r| matches!(r, Requirement::SigstoreSigned { .. }))
+    }
+
+    /// Whether signatures verified earlier (`valid`, for the digest `reference` resolved to)
+    /// satisfy every requirement, without verifying anything again.
+    pub fn satisfied_by(&self, reference: &Reference, valid: &[Verdict]) -> bool {
+        self.requirements.iter().all(|r| match r {
+            Requirement::InsecureAcceptAnything => true,
+            Requirement::Reject => false,
+            Requirement::SigstoreSigned { keys, identity } => valid.iter().any(|v| {
+                keys.iter().any(|k| k.fingerprint() == v.key_fingerprint)
+                    && identity.matches(reference, &v.identity).is_ok()
+            }),
+        })
+    }
+
+    /// Checks `signatures` of `signed_digest` (what `reference` resolved to) against every
+    /// requirement: the signatures that verified, or why the image is refused.
+    pub fn check(
+        &self,
+        reference: &Reference,
+        signed_digest: &str,
+        signatures: &[SignatureBlob],
+    ) -> Result<Vec<Verdict>, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut valid: Vec<Verdict> = Vec::new();
+        for requirement in self.requirements {
+            match requirement {
+                Requirement::InsecureAcceptAnything => {}
+                Requirement::Reject => return Err("the scope rejects every image".into()),
+                Requirement::SigstoreSigned { keys, identity } => {
+                    if signatures.is_empty() {
+                        return Err("it has no signature (no sha256-<hex>.sig in its repository); sign it with `wasm-oci sign` or cosign".into());
+                    }
+                    let mut reasons = Vec::new();
+                    let mut accepted = 0;
+                    for (i, signature) in signatures.iter().enumerate() {
+                        match check_one(reference, signed_digest, signature, keys, identity) {
+                            Ok(verdict) => {
+                                accepted += 1;
+                                if !valid.iter().any(|v| {
+                                    v.key_fingerprint == verdict.key_fingerprint
+                                        && v.identity == verdict.identity
+                                }) {
+                                    valid.push(Verdict {
+                                        verified_at: now,
+                                        ..verdict
+                                    });
+                                }
+                            }
+                            Err(reason) => reasons.push(format!("signature {}: {reason}", i + 1)),
+                        }
+                    }
+                    if accepted == 0 {
+                        return Err(format!("no valid signature ({})", reasons.join("; ")));
+                    }
+                }
+            }
+        }
+        Ok(valid)
+    }
+}
+
+/// One signature against one requirement's keys and identity.
+pub(crate) fn check_one(
+    reference: &Reference,
+    signed_digest: &str,
+    blob: &SignatureBlob,
+    keys: &[PublicKey],
+    identity: &SignedIdentity,
+) -> Result<Verdict, String> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(blob.signature.trim())
+        .map_err(|_| "its signature annotation is not base64".to_owned())?;
+    let key = keys
+        .iter()
+        .find(|k| k.verifies(&blob.payload, &raw))
+        .ok_or_else(|| {
+            format!(
+                "not made by the key{} of the policy ({}), or its payload was changed",
+                if keys.len() == 1 { "" } else { "s" },
+                keys.iter()
+                    .map(|k| format!("sha256:{}", &k.fingerprint()[..16]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    let claim = super::payload::parse(&blob.payload)?;
+    if claim.digest != signed_digest {
+        return Err(format!(
+            "it signs {}, not {signed_digest} (a signature of another image)",
+            crate::text::printable(&claim.digest)
+        ));
+    }
+    identity.matches(reference, &claim.identity)?;
+    Ok(Verdict {
+        key_fingerprint: key.fingerprint().to_owned(),
+        identity: claim.identity,
+        verified_at: 0,
+    })
+}
+
+impl SignedIdentity {
+    /// Whether a signature claiming `claimed` is acceptable for `reference`.
+    pub fn matches(&self, reference: &Reference, claimed: &str) -> Result<(), String> {
+        let shown = crate::text::printable(claimed);
+        let signed = Identity::parse(claimed)
+            .ok_or_else(|| format!("its identity {shown:?} is not a reference"))?;
+        let image = Identity::of(reference);
+        let ok = match self {
+            SignedIdentity::MatchRepository => signed.repo == image.repo,
+            SignedIdentity::MatchExact => signed == image && image.tag.is_some(),
+            SignedIdentity::MatchRepoDigestOrExact => match &image.digest {
+                Some(_) => signed.repo == image.repo,
+                None => signed == image,
+            },
+            SignedIdentity::ExactReference(r) => Identity::parse(r).is_some_and(|r| r == signed),
+            SignedIdentity::ExactRepository(r) => {
+                Identity::parse(r).is_some_and(|r| r.repo == signed.repo)
+            }
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(format!(
+            "it is signed for {shown}, which does not match {} under signedIdentity {}",
+            reference.whole(),
+            self.name()
+        ))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            SignedIdentity::MatchExact => "matchExact",
+            SignedIdentity::MatchRepoDigestOrExact => {
+                "matchRepoDigestOrExact (cosign signs repositories only: use matchRepository)"
+            }
+            SignedIdentity::MatchRepository => "matchRepository",
+            SignedIdentity::ExactReference(_) => "exactReference",
+            SignedIdentity::ExactRepository(_) => "exactRepository",
+        }
+    }
+}
+
+/// A reference as identities compare: registry (docker.io for index.docker.io) and
+/// repository, tag, digest.
+#[derive(Debug, PartialEq, Eq)]
+struct Identity {
+    repo: String,
+    tag: Option<String>,
+    digest: Option<String>,
+}
+
+impl Identity {
+    fn of(reference: &Reference) -> Self {
+        let registry = match reference.registry() {
+            "index.docker.io" | "registry-1.docker.io" => "docker.io",
+            other => other,
+        };
+        Self {
+            repo: format!("{registry}/{}", reference.repository()),
+            // A digest names the image; oci-client adds `latest` only when neither is given.
+            tag: reference
+                .tag()
+                .filter(|_| reference.digest().is_none())
+                .map(str::to_owned),
+            digest: reference.digest().map(str::to_owned),
+        }
+    }
+
+    /// A claimed identity: a repository, with a tag or digest or neither (as cosign writes).
+    fn parse(text: &str) -> Option<Self> {
+        // Not oci-client's parser: its regular expression costs ~28 ms to compile, ten times a
+        // warm run.
+        let reference = crate::parse_reference(text).ok()?;
+        let mut identity = Self::of(&reference);
+        // oci-client reads a bare repository as `:latest`; a claim without a tag has none.
+        let last = text.rsplit('/').next().unwrap_or(text);
+        if !last.contains(':') && !last.contains('@') {
+            identity.tag = None;
+        }
+        Some(identity)
+    }
+}
+
+/// The docker scopes that could name `reference`, most specific first, as containers/image
+/// lists them: the image, its repository, each namespace above it, the host, then
+/// `*.domain` wildcards of the host.
+fn scope_candidates(reference: &Reference) -> Vec<String> {
+    let registry = reference.registry();
+    let repo = format!("{registry}/{}", reference.repository());
+    let mut out = Vec::new();
+    match (reference.digest(), reference.tag()) {
+        (Some(digest), _) => out.push(format!("{repo}@{digest}")),
+        (None, Some(tag)) => out.push(format!("{repo}:{tag}")),
+        (None, None) => {}
+    }
+    let mut name = repo.as_str();
+    loop {
+        out.push(name.to_owned());
+        match name.rsplit_once('/') {
+            Some((parent, _)) => name = parent,
+            None => break,
+        }
+    }
+    let host = registry.split(':').next().unwrap_or(registry);
+    let mut rest = host;
+    while let Some((_, parent)) = rest.split_once('.') {
+        out.push(format!("*.{parent}"));
+        rest = parent;
+    }
+    out
+}
+
+fn check_scope(scope: &str) -> Result<(), String> {
+    let bad = scope.chars().any(|c| c.is_whitespace() || c.is_control())
+        || scope.starts_with('/')
+        || scope.strip_prefix("*.").unwrap_or(scope).contains('*');
+    if bad {
+        return Err(format!(
+            "docker scope {scope:?} is not host[:port][/namespace/repo[:tag|@digest]] or *.domain"
+        ));
+    }
+    Ok(())
+}
+
+fn only(object: &Map<String, Value>, known: &[&str], what: &str) -> Result<(), String> {
+    match object.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(format!("{what} has the unknown field {unknown:?}")),
+        None => Ok(()),
+    }
+}
+
+fn requirements(value: &Value, base: &Path, what: &str) -> Result<Vec<Requirement>, String> {
+    let list = value
+        .as_array()
+        .ok_or_else(|| format!("{what} is not a list of requirements"))?;
+    if list.is_empty() {
+        return Err(format!(
+            "{what} is an empty list (write [{{\"type\":\"insecureAcceptAnything\"}}] to accept anything)"
+        ));
+    }
+    list.iter()
+        .map(|r| requirement(r, base).map_err(|e| format!("{what}: {e}")))
+        .collect()
+}
+
+fn requirement(value: &Value, base: &Path) -> Result<Requirement, String> {
+    let object = value.as_object().ok_or("a requirement is not an object")?;
+    let kind = object
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("a requirement has no \"type\"")?;
+    match kind {
+        "insecureAcceptAnything" => {
+            only(object, &["type"], kind)?;
+            Ok(Requirement::InsecureAcceptAnything)
+        }
+        "reject" => {
+            only(object, &["type"], kind)?;
+            Ok(Requirement::Reject)
+        }
+        "sigstoreSigned" => {
+            only(
+                object,
+                &["type", "keyPath", "keyPaths", "keyData", "signedIdentity"],
+                "sigstoreSigned (only key-based signatures are verified here; fulcio, rekor and pki are not supported)",
+            )?;
+            let mut sources = Vec::new();
+            if let Some(path) = object.get("keyPath") {
+                let path = path.as_str().ok_or("keyPath is not a string")?;
+                sources.push(read_key_file(base, path)?);
+            }
+            if let Some(paths) = object.get("keyPaths") {
+                let paths = paths.as_array().ok_or("keyPaths is not a list")?;
+                if paths.is_empty() {
+                    return Err("keyPaths is empty".into());
+                }
+                for path in paths {
+                    let path = path.as_str().ok_or("keyPaths holds a non-string")?;
+                    sources.push(read_key_file(base, path)?);
+                }
+            }
+            if let Some(data) = object.get("keyData") {
+                let data = data.as_str().ok_or("keyData is not a string")?;
+                let pem = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .map_err(|_| "keyData is not base64")?;
+                sources.push(("keyData".to_owned(), pem));
+            }
+            let given = ["keyPath", "keyPaths", "keyData"]
+                .iter()
+                .filter(|k| object.contains_key(**k))
+                .count();
+            if given != 1 {
+                return Err(
+                    "sigstoreSigned needs exactly one of keyPath, keyPaths and keyData".into(),
+                );
+            }
+            let keys = sources
+                .into_iter()
+                .map(|(name, pem)| {
+                    PublicKey::from_pem(&pem).map_err(|e| format!("key {name}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let identity = match object.get("signedIdentity") {
+                None => SignedIdentity::MatchRepoDigestOrExact,
+                Some(v) => signed_identity(v)?,
+            };
+            Ok(Requirement::SigstoreSigned { keys, identity })
+        }
+        "signedBy" => {
+            Err("signedBy (GPG simple signing) is not supported; use sigstoreSigned".into())
+        }
+        other => Err(format!(
+            "unknown requirement type {:?} (known: insecureAcceptAnything, reject, sigstoreSigned)",
+            crate::text::printable(other)
+        )),
+    }
+}
+
+fn read_key_file(base: &Path, path: &str) -> Result<(String, Vec<u8>), String> {
+    let full = base.join(path);
+    let pem = std::fs::read(&full).map_err(|e| format!("key {}: {e}", full.display()))?;
+    Ok((full.display().to_string(), pem))
+}
+
+fn signed_identity(value: &Value) -> Result<SignedIdentity, String> {
+    let object = value.as_object().ok_or("signedIdentity is not an object")?;
+    let kind = object
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("signedIdentity has no \"type\"")?;
+    let field = |name: &str| -> Result<String, String> {
+        only(object, &["type", name], kind)?;
+        object
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{kind} needs {name:?}"))
+    };
+    let identity = match kind {
+        "matchExact" => SignedIdentity::MatchExact,
+        "matchRepoDigestOrExact" => SignedIdentity::MatchRepoDigestOrExact,
+        "matchRepository" => SignedIdentity::MatchRepository,
+        "exactReference" => SignedIdentity::ExactReference(field("dockerReference")?),
+        "exactRepository" => SignedIdentity::ExactRepository(field("dockerRepository")?),
+        other => {
+            return Err(format!(
+                "signedIdentity type {:?} is not supported (matchExact, matchRepoDigestOrExact, matchRepository, exactReference, exactRepository)",
+                crate::text::printable(other)
+            ));
+        }
+    };
+    if matches!(
+        identity,
+        SignedIdentity::MatchExact
+            | SignedIdentity::MatchRepoDigestOrExact
+            | SignedIdentity::MatchRepository
+    ) {
+        only(object, &["type"], kind)?;
+    }
+    Ok(identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(s: &str) -> Reference {
+        crate::parse_reference(s).unwrap()
+    }
+
+    fn policy(json: &str) -> Result<Policy, String> {
+        Policy::parse(json.as_bytes(), Path::new("/"), Path::new("/p.json"))
+    }
+
+    #[test]
+    fn the_longest_scope_wins_then_the_transport_then_the_default() {
+        let p = policy(
+            r#"{"default":[{"type":"reject"}],"transports":{"docker":{
+                "":[{"type":"insecureAcceptAnything"}],
+                "localhost:5000":[{"type":"reject"}],
+                "localhost:5000/team":[{"type":"insecureAcceptAnything"}],
+                "localhost:5000/team/app:v1":[{"type":"reject"}],
+                "*.example.com":[{"type":"reject"}]}}}"#,
+        )
+        .unwrap();
+        let name = |r: &str| p.scope_for(&reference(r)).name.to_owned();
+        assert_eq!(
+            name("localhost:5000/team/app:v1"),
+            "localhost:5000/team/app:v1"
+        );
+        assert_eq!(name("localhost:5000/team/app:v2"), "localhost:5000/team");
+        assert_eq!(name("localhost:5000/other:v1"), "localhost:5000");
+        assert_eq!(name("r.example.com/x:1"), "*.example.com");
+        assert_eq!(name("localhost:5001/x:1"), "");
+        let no_docker = policy(r#"{"default":[{"type":"reject"}]}"#).unwrap();
+        assert_eq!(no_docker.scope_for(&reference("a.io/x:1")).name, "default");
+    }
+
+    #[test]
+    fn anything_not_understood_refuses_the_file() {
+        for bad in [
+            r#"{}"#,
+            r#"{"default":[]}"#,
+            r#"{"default":[{"type":"insecureAcceptAnything","x":1}]}"#,
+            r#"{"default":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/k"}]}"#,
+            r#"{"default":[{"type":"whatever"}]}"#,
+            r#"{"default":[{"type":"reject"}],"extra":1}"#,
+            r#"{"default":[{"type":"sigstoreSigned"}]}"#,
+            r#"{"default":[{"type":"sigstoreSigned","keyData":"bm90IGEga2V5"}]}"#,
+        ] {
+            assert!(policy(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn identities_match_as_containers_image_matches_them() {
+        let tag = reference("localhost:5000/app:v1");
+        let digest = reference(&format!("localhost:5000/app@sha256:{}", "a".repeat(64)));
+        use SignedIdentity::*;
+        assert!(MatchRepository.matches(&tag, "localhost:5000/app").is_ok());
+        assert!(
+            MatchRepository
+                .matches(&tag, "localhost:5000/other")
+                .is_err()
+        );
+        assert!(
+            MatchRepoDigestOrExact
+                .matches(&tag, "localhost:5000/app")
+                .is_err()
+        );
+        assert!(
+            MatchRepoDigestOrExact
+                .matches(&tag, "localhost:5000/app:v1")
+                .is_ok()
+        );
+        assert!(
+            MatchRepoDigestOrExact
+                .matches(&digest, "localhost:5000/app")
+                .is_ok()
+        );
+        assert!(MatchExact.matches(&tag, "localhost:5000/app:v1").is_ok());
+        assert!(MatchExact.matches(&tag, "localhost:5000/app:v2").is_err());
+        assert!(MatchExact.matches(&digest, "localhost:5000/app").is_err());
+        assert!(
+            ExactRepository("localhost:5000/app".into())
+                .matches(&tag, "localhost:5000/app")
+                .is_ok()
+        );
+    }
+}
