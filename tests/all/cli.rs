@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::CommandFactory as _;
 
-use crate::support::{Registry, Secure, WasmOci, describe, stderr, testdata};
+use crate::support::{Registry, Secure, WasmOci, describe, padded_hello, stderr, testdata};
 
 const REGISTRY_VERBS: [&str; 11] = [
     "run", "serve", "pull", "push", "compile", "prefetch", "inspect", "save", "login", "sign",
@@ -555,32 +555,13 @@ fn login_asks_for_the_password_on_a_terminal_without_echoing_it() {
     );
 }
 
-/// A valid wasm module of about `size` bytes: the header and one custom section.
-fn big_module(size: usize) -> Vec<u8> {
-    let mut payload = vec![1u8, b'x'];
-    payload.resize(size, 0xAB);
-    let mut module = b"\0asm\x01\0\0\0\0".to_vec();
-    let mut n = payload.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            module.push(byte);
-            break;
-        }
-        module.push(byte | 0x80);
-    }
-    module.extend(payload);
-    module
-}
-
 #[test]
 fn pull_draws_progress_on_a_terminal_and_leaves_a_clean_screen() {
     let registry = Registry::start();
     let cli = WasmOci::new();
     let dir = tempfile::tempdir().unwrap();
     let module = dir.path().join("big.wasm");
-    fs::write(&module, big_module(48 << 20)).unwrap();
+    fs::write(&module, padded_hello(48 << 20)).unwrap();
     let reference = registry.reference("big:v1");
     cli.ok(&["push", module.to_str().unwrap(), &reference]);
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::proxy::{Fault, Proxy};
-use crate::resume::padded_hello;
+use crate::support::padded_hello;
 use crate::support::{
     Registry, Secure, WasmOci, describe, free_port, output_with_stdin, secret, stderr, testdata,
 };
@@ -419,29 +419,6 @@ fn result_lines_go_to_stdout_and_agree_on_the_digest() {
     );
 }
 
-/// A core module of `hello` plus a custom section of `extra` bytes.
-fn big_module(path: &Path, extra: usize) {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut bytes = fs::read(testdata("hello.wasm")).unwrap();
-    let mut payload = vec![7];
-    payload.extend_from_slice(b"padding");
-    payload.resize(payload.len() + extra, 0);
-    bytes.push(0);
-    leb(payload.len(), &mut bytes);
-    bytes.extend(payload);
-    fs::write(path, bytes).unwrap();
-}
-
 #[test]
 fn inspect_reads_a_component_section_by_section_as_push_read_it_whole() {
     let component = &crate::support::guests().hello_component;
@@ -507,7 +484,7 @@ fn inspect_of_a_big_module_does_not_hold_it() {
     // 96 MiB of module under a 64 MiB limit on the heap: reading it whole fails.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.wasm");
-    big_module(&file, 96 << 20);
+    fs::write(&file, padded_hello(96 << 20)).unwrap();
     let registry = Registry::start();
     let reference = registry.reference("big:v1");
     let cli = WasmOci::new();

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::proxy::{Fault, Proxy};
-use crate::resume::padded_hello;
+use crate::support::padded_hello;
 use crate::support::{Registry, WasmOci, describe, guests, stderr, testdata};
 
 const HELLO: &str = "Hello from WebAssembly!\n";

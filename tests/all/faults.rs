@@ -6,7 +6,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::proxy::{Fault, Proxy};
-use crate::resume::padded_hello;
+use crate::support::padded_hello;
 use crate::support::{Registry, WasmOci, describe, stderr};
 
 const HELLO: &str = "Hello from WebAssembly!\n";

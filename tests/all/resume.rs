@@ -5,29 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::proxy::{Fault, Proxy};
-use crate::support::{Registry, WasmOci, describe, testdata};
-
-/// hello.wasm with a custom section of `pad` bytes: a valid module that still prints hello.
-pub fn padded_hello(pad: usize) -> Vec<u8> {
-    let mut wasm = fs::read(testdata("hello.wasm")).unwrap();
-    let name = b"padding";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend((0..pad).map(|i| (i * 7 % 251) as u8));
-    wasm.push(0); // custom section
-    let mut len = payload.len();
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            wasm.push(byte);
-            break;
-        }
-        wasm.push(byte | 0x80);
-    }
-    wasm.extend(payload);
-    wasm
-}
+use crate::support::{Registry, WasmOci, describe, padded_hello};
 
 struct Setup {
     _registry: Registry,

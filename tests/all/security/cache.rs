@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::proxy::{Fault, Proxy};
-use crate::resume::padded_hello;
+use crate::support::padded_hello;
 use crate::support::{
     Registry, WasmOci, describe, exit_within, guests, outputs_of_concurrent, stderr, testdata,
 };

@@ -57,3 +57,25 @@ pub fn componentize(core: &[u8]) -> Vec<u8> {
         .encode()
         .unwrap()
 }
+
+/// hello.wasm with a custom section of `pad` bytes: a valid module that still prints hello.
+pub fn padded_hello(pad: usize) -> Vec<u8> {
+    let mut wasm = fs::read(testdata("hello.wasm")).unwrap();
+    let name = b"padding";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend((0..pad).map(|i| (i * 7 % 251) as u8));
+    wasm.push(0); // custom section
+    let mut len = payload.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            wasm.push(byte);
+            break;
+        }
+        wasm.push(byte | 0x80);
+    }
+    wasm.extend(payload);
+    wasm
+}
