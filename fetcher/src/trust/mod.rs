@@ -179,6 +179,20 @@ impl Fetcher {
     /// The digest `reference` resolves to in its registry, and its signatures there.
     pub async fn signatures(&self, reference: &Reference) -> Result<(String, Option<Fetched>)> {
         let remote = self.remote(reference).await?;
+        let digest = self.resolve_digest(&remote, reference).await?;
+        let fetched = self.fetch_signatures(&remote, reference, &digest).await?;
+        Ok((digest, fetched))
+    }
+
+    /// The manifest digest `reference` names: its own digest when it has one (checked
+    /// against what the registry serves), else what the registry answers for its tag, read
+    /// once. `sign` signs what this returns, never a second reading of the tag.
+    pub async fn digest_to_sign(&self, reference: &Reference) -> Result<String> {
+        let remote = self.remote(reference).await?;
+        self.resolve_digest(&remote, reference).await
+    }
+
+    async fn resolve_digest(&self, remote: &Registry, reference: &Reference) -> Result<String> {
         let (_, digest) = with_retries("fetching the manifest", || {
             remote.manifest(
                 reference,
@@ -188,16 +202,28 @@ impl Fetcher {
         })
         .await
         .map_err(|f| f.into_error(reference, self.scheme(reference)))?;
-        let fetched = self.fetch_signatures(&remote, reference, &digest).await?;
-        Ok((digest, fetched))
+        Ok(digest)
     }
 
-    /// Signs the manifest `reference` resolves to with `key` and appends the signature to
-    /// its `sha256-<hex>.sig` manifest, as cosign does; earlier signatures are kept.
-    pub async fn sign(&self, reference: &Reference, key: &PrivateKey) -> Result<Signed> {
+    /// Signs the manifest `digest` of `reference`'s repository with `key` and appends the
+    /// signature to its `sha256-<hex>.sig` manifest, as cosign does; earlier signatures are
+    /// kept. The digest is the caller's: what push returned, or what `digest_to_sign`
+    /// resolved once; the tag is never read again here, so a registry that answers the
+    /// tag with other content between the two cannot get that content signed.
+    pub async fn sign(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        key: &PrivateKey,
+    ) -> Result<Signed> {
+        crate::reference::check_digest(digest).map_err(|reason| Error::InvalidReference {
+            reference: format!("{}@{digest}", reference.whole()),
+            reason: reason.to_owned(),
+        })?;
+        let digest = digest.to_owned();
         let remote = self.remote(reference).await?;
         let scheme = self.scheme(reference);
-        let (digest, existing) = self.signatures(reference).await?;
+        let existing = self.fetch_signatures(&remote, reference, &digest).await?;
         // The reference as named, without a digest: cosign's `docker-reference` is the
         // repository; a tag is kept, as containers/image writes it, so that a policy's
         // default matchRepoDigestOrExact accepts it too.
