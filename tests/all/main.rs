@@ -14,7 +14,6 @@ mod faults;
 mod interop;
 mod proxy;
 mod readme;
-mod redteam_trust;
 mod registry;
 mod resume;
 mod runner;
