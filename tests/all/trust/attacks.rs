@@ -1,6 +1,7 @@
-//! Red-team tests of signatures and the signature policy (issue #16): each test here is a
-//! hole found in the feature, written to fail until it is fixed. They start a real Docker
-//! Distribution and run the real CLI, as the rest of the suite does.
+//! The red team's attacks on signatures and the signature policy (issue #16): each test is a
+//! hole found in the feature, written failing, and passing since it was closed; each also
+//! checks that the refusal is the policy's, for the reason it gives. They start a real
+//! Docker Distribution (and containerd, for the shim) and run the real CLI.
 
 use std::fs;
 use std::io::{Read as _, Write as _};
@@ -215,6 +216,15 @@ fn push_sign_key_signs_the_digest_it_pushed_not_what_the_registry_answers_for_th
         .unwrap();
     let pushed = digest_of(&registry.addr, "hello", "v1");
     assert_ne!(pushed, evil);
+    assert!(out.status.success(), "{}", describe(&out));
+    // It reports the digest it pushed, and signed that one.
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        printed.contains(&format!("Digest: {pushed}"))
+            && printed.contains(&format!("Signed: {}.sig", pushed.replacen(':', "-", 1))),
+        "{}",
+        describe(&out)
+    );
     // What must hold: the key signed what was pushed, and nothing else.
     let signed_evil = has_signatures(&registry.addr, "hello", &evil);
     let signed_pushed = has_signatures(&registry.addr, "hello", &pushed);
@@ -234,6 +244,65 @@ fn push_sign_key_signs_the_digest_it_pushed_not_what_the_registry_answers_for_th
         describe(&out),
         describe(&run)
     );
+    // Refused for the reason a node gives: what the tag now names carries no signature.
+    assert!(
+        !run.status.success() && stderr(&run).contains("no signature"),
+        "{}",
+        describe(&run)
+    );
+}
+
+/// `sign REF:tag` reads the tag once, signs that digest and says which (with cosign's warning
+/// about signing by tag on stderr); `sign REF@digest` signs the digest named, nothing else.
+#[test]
+fn sign_names_the_digest_it_signed_and_signs_a_digest_reference() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    cli.ok(&["push", &hello(), &registry.reference("hello:v1")]);
+    cli.ok(&[
+        "push",
+        &crate::support::guests().probe.display().to_string(),
+        &registry.reference("hello:v2"),
+    ]);
+    let v1 = digest_of(&registry.addr, "hello", "v1");
+    let v2 = digest_of(&registry.addr, "hello", "v2");
+    let keys = tempfile::tempdir().unwrap();
+    let (private, _) = generate_key(&cli, keys.path(), "release");
+    let sign = |reference: &str| {
+        cli.command()
+            .env("COSIGN_PASSWORD", PASSWORD)
+            .args(["sign", reference, "--key"])
+            .arg(&private)
+            .output()
+            .unwrap()
+    };
+    let by_tag = sign(&registry.reference("hello:v1"));
+    assert!(by_tag.status.success(), "{}", describe(&by_tag));
+    assert!(
+        String::from_utf8_lossy(&by_tag.stdout).contains(&format!("({v1})")),
+        "{}",
+        describe(&by_tag)
+    );
+    assert!(
+        stderr(&by_tag).contains("by tag") && stderr(&by_tag).contains(&v1),
+        "{}",
+        describe(&by_tag)
+    );
+    assert!(has_signatures(&registry.addr, "hello", &v1));
+    assert!(!has_signatures(&registry.addr, "hello", &v2));
+    let by_digest = sign(&format!("{}@{v2}", registry.reference("hello")));
+    assert!(by_digest.status.success(), "{}", describe(&by_digest));
+    assert!(
+        !stderr(&by_digest).contains("by tag"),
+        "{}",
+        describe(&by_digest)
+    );
+    assert!(has_signatures(&registry.addr, "hello", &v2));
+    // A digest the repository does not hold is not signed.
+    let absent = sha256(b"nothing pushed");
+    let out = sign(&format!("{}@{absent}", registry.reference("hello")));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(!has_signatures(&registry.addr, "hello", &absent));
 }
 
 /// HOLE: a docker scope is looked up by the registry name exactly as the reference spells
@@ -269,6 +338,15 @@ fn a_respelled_registry_name_escapes_the_scope_of_its_host() {
         let out = cli.run(&["run", "--policy", policy, &reference]);
         if out.status.success() && String::from_utf8_lossy(&out.stdout) == HELLO {
             escaped.push(format!("{reference} escaped scope {scope:?}"));
+        } else {
+            // Refused by the scope of its registry, under its one canonical name.
+            assert!(
+                stderr(&out).contains(&format!(
+                    "{scope}/hello:v1 is refused by scope docker \"{scope}\""
+                )) && stderr(&out).contains("no signature"),
+                "{}",
+                describe(&out)
+            );
         }
     }
     assert!(
@@ -304,6 +382,12 @@ fn running_a_layout_in_place_skips_the_policy_that_load_enforces() {
     ] {
         let out = node.run(&["run", "--policy", policy, &module]);
         assert!(
+            stderr(&out).contains(&format!("{reference} is refused by scope docker"))
+                && stderr(&out).contains("no signature"),
+            "{}",
+            describe(&out)
+        );
+        assert!(
             !(out.status.success() && String::from_utf8_lossy(&out.stdout) == HELLO),
             "{module} ({reference} in the layout) ran although the policy refuses it unsigned \
              (and load refused it: {}): {}",
@@ -311,6 +395,51 @@ fn running_a_layout_in_place_skips_the_policy_that_load_enforces() {
             describe(&out)
         );
     }
+}
+
+/// A layout entry without a name cannot be matched to a scope: it runs in place only under a
+/// policy that accepts anything everywhere, and the refusal says how to name it.
+#[test]
+fn a_layout_entry_without_a_name_runs_only_under_a_policy_that_accepts_anything() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let reference = registry.reference("hello:v1");
+    cli.ok(&["push", &hello(), &reference]);
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved");
+    cli.ok(&["save", &reference, "-o", saved.to_str().unwrap()]);
+    let layout = dir.path().join("unnamed");
+    renamed_layout(&saved, &layout, "");
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    for m in index["manifests"].as_array_mut().unwrap() {
+        m["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("io.containerd.image.name");
+    }
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let module = format!("oci:{}:v1", layout.display());
+    let (_, public) = generate_key(&cli, dir.path(), "release");
+    let strict = policy(dir.path(), "policy.json", &registry.addr, &public, None);
+    let out = cli.run(&["run", "--policy", strict.to_str().unwrap(), &module]);
+    assert!(
+        !out.status.success()
+            && stderr(&out).contains("no reference name")
+            && stderr(&out).contains(strict.to_str().unwrap()),
+        "{}",
+        describe(&out)
+    );
+    let open = dir.path().join("open.json");
+    fs::write(&open, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+    let out = cli.run(&["run", "--policy", open.to_str().unwrap(), &module]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        HELLO,
+        "{}",
+        describe(&out)
+    );
 }
 
 /// A TLS registry on 127.0.0.1:443, the port `https` implies, with a certificate for
@@ -373,6 +502,7 @@ fn start_on_443(dir: &Path) -> Option<DefaultPortRegistry> {
 fn the_default_https_port_written_out_escapes_a_host_scope() {
     let dir = tempfile::tempdir().unwrap();
     let Some(_registry) = start_on_443(dir.path()) else {
+        // Tests run as root here; elsewhere the port may be taken.
         eprintln!("127.0.0.1:443 cannot be bound here; the hole is not demonstrated");
         return;
     };
@@ -406,6 +536,12 @@ fn the_default_https_port_written_out_escapes_a_host_scope() {
         policy,
         "127.0.0.1:443/hello:v1",
     ]);
+    assert!(
+        stderr(&out).contains("is refused by scope docker \"127.0.0.1\"")
+            && stderr(&out).contains("no signature"),
+        "{}",
+        describe(&out)
+    );
     assert!(
         !(out.status.success() && String::from_utf8_lossy(&out.stdout) == HELLO),
         "127.0.0.1:443/hello:v1 ran unsigned although scope \"127.0.0.1\" needs a signature: {}",
@@ -472,6 +608,14 @@ fn docker_hub_by_its_api_host_escapes_a_docker_io_scope() {
     let alias = "registry-1.docker.io/library/hello:v1";
     renamed_layout(&saved, &api, alias);
     let load = node.run(&["load", "--policy", policy, api.to_str().unwrap()]);
+    assert!(
+        !load.status.success()
+            && stderr(&load)
+                .contains("docker.io/library/hello:v1 is refused by scope docker \"docker.io\"")
+            && stderr(&load).contains("rejects every image"),
+        "{}",
+        describe(&load)
+    );
     let run = node.run(&["run", "--pull", "never", "--policy", policy, alias]);
     assert!(
         !(run.status.success() && String::from_utf8_lossy(&run.stdout) == HELLO),
@@ -559,6 +703,26 @@ fn a_signed_index_survives_save_and_load_under_the_policy() {
         "the layout of a signed, verified index is refused: {}",
         describe(&load)
     );
+    let run = node.run(&["run", "--pull", "never", "--policy", policy, &reference]);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        HELLO,
+        "{}",
+        describe(&run)
+    );
+    // And in place, verified against the same index digest.
+    let in_place = node.run(&[
+        "run",
+        "--policy",
+        policy,
+        &format!("oci:{}:multi", layout.display()),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&in_place.stdout),
+        HELLO,
+        "{}",
+        describe(&in_place)
+    );
 }
 
 /// HOLE, in the shim (a pod author names the reference): the respelled registry name of
@@ -597,6 +761,15 @@ fn the_shim_runs_an_unsigned_pod_module_named_with_a_respelled_registry() {
         &["probe", "args", "unsigned"],
     );
     assert!(
+        stderr(&out).contains(&format!(
+            "{} is refused by scope docker",
+            registry.reference("tools/probe:v1")
+        )) && stderr(&out).contains("no signature"),
+        "{}\n{}",
+        describe(&out),
+        c.log()
+    );
+    assert!(
         !(out.status.success() && stdout(&out) == "probe\nargs\nunsigned\n"),
         "a pod ran the unsigned {respelled} although scope {:?} needs a signature: {}",
         registry.addr,
@@ -621,5 +794,79 @@ fn the_shim_runs_a_rootfs_module_under_a_policy_that_rejects_everything() {
         !(out.status.success() && stdout(&out) == HELLO),
         "a pod ran its rootfs module under a policy that rejects every image: {}",
         describe(&out)
+    );
+    // containerd shows why and what to do.
+    assert!(
+        stderr(&out).contains("needs a signed reference")
+            && stderr(&out).contains("annotate io.wasm-oci.reference")
+            && stderr(&out).contains("rootfs_modules"),
+        "{}\n{}",
+        describe(&out),
+        c.log()
+    );
+    // The image's name, where containerd gives it, picks the scope: a reject default
+    // covers it too.
+    let out = c.run(
+        &[
+            "--label",
+            "io.kubernetes.cri.image-name=docker.io/library/wasmhello:v1",
+        ],
+        "docker.io/library/wasmhello:v1",
+        "rootfs-named",
+        &[],
+    );
+    assert!(
+        stderr(&out).contains("the default of policy")
+            && stderr(&out).contains("docker.io/library/wasmhello:v1")
+            && stderr(&out).contains("needs a signed reference"),
+        "{}\n{}",
+        describe(&out),
+        c.log()
+    );
+}
+
+/// The operator may still run rootfs modules under a policy: `[trust] rootfs_modules =
+/// "allow"` in the shim config. A policy that accepts the image's name needs no opt-in.
+#[test]
+fn the_operator_may_allow_rootfs_modules_under_a_policy() {
+    use crate::containerd::{Containerd, stdout};
+    let dir = tempfile::tempdir().unwrap();
+    let reject = dir.path().join("reject.json");
+    fs::write(&reject, r#"{"default":[{"type":"reject"}]}"#).unwrap();
+    let c = Containerd::start_with(
+        &[("WASM_OCI_POLICY", &reject)],
+        "[trust]\nrootfs_modules = \"allow\"\n",
+    );
+    c.import_hello();
+    let out = c.run(&[], "docker.io/library/wasmhello:v1", "allowed", &[]);
+    assert_eq!(stdout(&out), HELLO, "{}\n{}", describe(&out), c.log());
+    drop(c);
+    // Signatures needed elsewhere only: the image's own scope accepts it.
+    let scoped = dir.path().join("scoped.json");
+    fs::write(
+        &scoped,
+        r#"{"default":[{"type":"insecureAcceptAnything"}],
+            "transports":{"docker":{"registry.example":[{"type":"reject"}]}}}"#,
+    )
+    .unwrap();
+    let c = Containerd::start_with(&[("WASM_OCI_POLICY", &scoped)], "");
+    c.import_hello();
+    let out = c.run(
+        &[
+            "--label",
+            "io.kubernetes.cri.image-name=docker.io/library/wasmhello:v1",
+        ],
+        "docker.io/library/wasmhello:v1",
+        "accepted",
+        &[],
+    );
+    assert_eq!(stdout(&out), HELLO, "{}\n{}", describe(&out), c.log());
+    // Without the name, which scope applies is unknown: refused.
+    let out = c.run(&[], "docker.io/library/wasmhello:v1", "unnamed", &[]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("name is not known"),
+        "{}\n{}",
+        describe(&out),
+        c.log()
     );
 }
