@@ -80,7 +80,8 @@ impl SignCommand {
 
 /// Reads a private key file; an encrypted one is opened with COSIGN_PASSWORD.
 pub(super) fn read_private_key(path: &Path) -> anyhow::Result<PrivateKey> {
-    let pem = std::fs::read(path).with_context(|| format!("reading the key {}", path.display()))?;
+    let pem = wasm_oci_fetcher::trust::read_trust_file(path, wasm_oci_fetcher::trust::MAX_KEY_FILE)
+        .with_context(|| format!("reading the key {}", path.display()))?;
     PrivateKey::from_pem(&pem, || {
         std::env::var_os("COSIGN_PASSWORD")
             .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())

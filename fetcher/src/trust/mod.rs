@@ -21,6 +21,46 @@ use key::PrivateKey;
 use payload::{SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE, signature_tag};
 use policy::{Scope, SignatureBlob};
 
+/// A key file larger than this is refused: a PEM key is a few hundred bytes.
+pub const MAX_KEY_FILE: u64 = 64 << 10;
+
+/// Reads a trust file the operator or user names (a policy, a key): only a regular file
+/// (opened without blocking, so a FIFO cannot hang the reader; `/dev/zero` is refused rather
+/// than read forever), and only up to `max` bytes. Symlinks are followed: keys mounted from
+/// a Kubernetes secret are reached through them.
+pub fn read_trust_file(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is over {max} bytes"),
+        ));
+    }
+    // Reads of a regular file never block; the flag only served the open.
+    rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty())?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is over {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// A `.sig` manifest larger than this is refused: cosign's hold a few hundred bytes per
 /// signature.
 pub const MAX_SIGNATURE_MANIFEST: u64 = 256 << 10;

@@ -133,19 +133,8 @@ impl Policy {
             path: path.to_owned(),
             reason,
         };
-        let bytes = std::fs::File::open(path)
-            .and_then(|f| {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(f, MAX_POLICY_FILE + 1),
-                    &mut bytes,
-                )?;
-                Ok(bytes)
-            })
+        let bytes = super::read_trust_file(path, MAX_POLICY_FILE)
             .map_err(|e| err(format!("cannot read it: {e}")))?;
-        if bytes.len() as u64 > MAX_POLICY_FILE {
-            return Err(err(format!("it is over {MAX_POLICY_FILE} bytes")));
-        }
         let base = path.parent().unwrap_or(Path::new("/"));
         Self::parse(&bytes, base, path).map_err(err)
     }
@@ -625,7 +614,8 @@ fn requirement(value: &Value, base: &Path) -> Result<Requirement, String> {
 
 fn read_key_file(base: &Path, path: &str) -> Result<(String, Vec<u8>), String> {
     let full = base.join(path);
-    let pem = std::fs::read(&full).map_err(|e| format!("key {}: {e}", full.display()))?;
+    let pem = super::read_trust_file(&full, super::MAX_KEY_FILE)
+        .map_err(|e| format!("key {}: {e}", full.display()))?;
     Ok((full.display().to_string(), pem))
 }
 
@@ -742,6 +732,38 @@ mod tests {
         ] {
             assert!(policy(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A key or policy that is not a regular file, or too large, is refused, not read
+    /// forever (`/dev/zero`) or waited on (a FIFO).
+    #[test]
+    fn keys_and_policies_are_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for key in ["/dev/zero", "/dev/null"] {
+            let json = format!(r#"{{"default":[{{"type":"sigstoreSigned","keyPath":"{key}"}}]}}"#);
+            let e = policy(&json).unwrap_err();
+            assert!(e.contains("not a regular file"), "{key}: {e}");
+        }
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = Policy::load(&fifo).unwrap_err();
+        assert!(e.reason.contains("not a regular file"), "{e}");
+        let big = dir.path().join("big.pub");
+        std::fs::write(&big, vec![b'a'; super::super::MAX_KEY_FILE as usize + 1]).unwrap();
+        let json = format!(
+            r#"{{"default":[{{"type":"sigstoreSigned","keyPath":"{}"}}]}}"#,
+            big.display()
+        );
+        assert!(policy(&json).unwrap_err().contains("over"));
+        let e = Policy::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.reason.contains("not a regular file"), "{e}");
     }
 
     #[test]
