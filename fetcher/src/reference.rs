@@ -147,12 +147,27 @@ pub fn canonical_registry(registry: &str) -> Result<String, &'static str> {
                         .ok_or("the registry's IPv6 address must be followed by :PORT or '/'")?,
                 ),
             };
-            (format!("[{}]", ip.to_ascii_lowercase()), port)
+            let ip: std::net::Ipv6Addr = ip
+                .parse()
+                .map_err(|_| "the registry's IPv6 address is not valid")?;
+            (format!("[{ip}]"), port)
         }
-        None => match registry.split_once(':') {
-            Some((host, port)) => (host.to_ascii_lowercase(), Some(port)),
-            None => (registry.to_ascii_lowercase(), None),
-        },
+        None => {
+            let (host, port) = match registry.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (registry, None),
+            };
+            // As the connection will read it (reqwest parses URLs with the `url` crate):
+            // a name in lowercase, an IPv4 address in any of its spellings as a.b.c.d.
+            let host = match url::Host::parse(host)
+                .map_err(|_| "the registry's host is not a valid host name or address")?
+            {
+                url::Host::Domain(name) => name,
+                url::Host::Ipv4(ip) => ip.to_string(),
+                url::Host::Ipv6(ip) => format!("[{ip}]"),
+            };
+            (host, port)
+        }
     };
     let port = match port {
         None => None,
@@ -177,11 +192,12 @@ pub fn canonical_registry(registry: &str) -> Result<String, &'static str> {
             Some(n)
         }
     };
-    if port.is_none() && DOCKER_HUB_ALIASES.contains(&host.as_str()) {
+    // Docker Hub speaks only HTTPS: its names with the port `https` implies are docker.io
+    // too (whose API host the client knows; `docker.io:443` is no registry's).
+    if matches!(port, None | Some(443))
+        && (host == "docker.io" || DOCKER_HUB_ALIASES.contains(&host.as_str()))
+    {
         return Ok("docker.io".to_owned());
-    }
-    if port == Some(443) && DOCKER_HUB_ALIASES.contains(&host.as_str()) {
-        return Ok("docker.io:443".to_owned());
     }
     Ok(match port {
         Some(port) => format!("{host}:{port}"),
@@ -442,7 +458,12 @@ mod tests {
             ("registry.example:0443/a", "registry.example:443"),
             ("registry.example:443/a", "registry.example:443"),
             ("[::1]:05000/hello", "[::1]:5000"),
+            ("[0:0::0001]:5000/hello", "[::1]:5000"),
             ("[FE80::1]/hello", "[fe80::1]"),
+            ("127.1:5000/hello", "127.0.0.1:5000"),
+            ("0x7f.0.0.1:5000/hello", "127.0.0.1:5000"),
+            ("0177.0.0.01:5000/hello", "127.0.0.1:5000"),
+            ("2130706433:5000/hello", "127.0.0.1:5000"),
             ("index.docker.io/hello", "docker.io"),
             ("REGISTRY-1.docker.io/hello", "docker.io"),
             ("registry-1.docker.io/library/hello", "docker.io"),
@@ -451,6 +472,8 @@ mod tests {
                 "registry-1.docker.io:5000/hello",
                 "registry-1.docker.io:5000",
             ),
+            ("registry-1.docker.io:443/hello", "docker.io"),
+            ("Docker.IO:0443/library/hello", "docker.io"),
         ] {
             let r = parse_reference(text).unwrap();
             assert_eq!(r.registry(), registry, "{text}");
@@ -463,6 +486,8 @@ mod tests {
                 .whole(),
             "docker.io/library/hello:v1"
         );
+        // Not an address, not a name: the connection would refuse it too.
+        assert!(parse_reference("1.2.3.256:5000/a").is_err());
         for bad in ["localhost:65536/a", "localhost:99999999999999999999/a"] {
             let e = parse_reference(bad).unwrap_err().to_string();
             assert!(e.contains("at most 65535"), "{bad}: {e}");
