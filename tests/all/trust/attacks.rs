@@ -323,6 +323,9 @@ fn a_respelled_registry_name_escapes_the_scope_of_its_host() {
     for (scope, variant) in [
         (format!("localhost:{port}"), format!("LOCALHOST:{port}")),
         (format!("127.0.0.1:{port}"), format!("127.0.0.1:0{port}")),
+        // Other spellings of the address, which the connection reads as 127.0.0.1.
+        (format!("127.0.0.1:{port}"), format!("127.1:{port}")),
+        (format!("127.0.0.1:{port}"), format!("2130706433:{port}")),
     ] {
         let policy = policy(keys.path(), "policy.json", &scope, &public, None);
         let policy = policy.to_str().unwrap();
