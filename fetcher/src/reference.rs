@@ -499,6 +499,57 @@ mod tests {
         assert_eq!(registry_key("host"), "host");
     }
 
+    /// What the fuzz target checks, over the spellings canonicalisation rewrites: whatever
+    /// is accepted prints to a reference that parses back to itself.
+    #[test]
+    fn canonical_names_are_stable() {
+        let hosts = [
+            "LOCALHOST",
+            "localhost",
+            "Reg.Example",
+            "127.1",
+            "0x7F.1",
+            "2130706433",
+            "1.2.3",
+            "[::1]",
+            "[0::1]",
+            "[FE80::A]",
+            "index.docker.io",
+            "Docker.io",
+            "registry-1.docker.io",
+            "R",
+            "a-b.C-d",
+            "xn--bcher-kva.example",
+            "0",
+        ];
+        let ports = [
+            "", ":0", ":00", ":443", ":0443", ":5000", ":65535", ":65536", ":",
+        ];
+        let paths = [
+            "/x",
+            "/a/b:v1",
+            "/Upper",
+            "/library/x@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ];
+        for host in hosts {
+            for port in ports {
+                for path in paths {
+                    let text = format!("{host}{port}{path}");
+                    if let Ok(r) = parse_reference(&text) {
+                        let whole = r.whole();
+                        let again = parse_reference(&whole)
+                            .unwrap_or_else(|e| panic!("{text} -> {whole}: {e}"));
+                        assert_eq!(again.whole(), whole, "{text}");
+                        assert_eq!(
+                            canonical_registry(r.registry()).as_deref(),
+                            Ok(r.registry())
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn transport_prefixes_and_urls_get_a_hint() {
         let e = parse_reference("docker://localhost:5000/hello:v1").unwrap_err();
