@@ -181,7 +181,7 @@ fn forward(mut client: TcpStream, upstream: &str, rewrite: fn(&str) -> String) -
     Some(())
 }
 
-/// HOLE: `push --sign-key` signs whatever digest the registry answers for the tag after the
+/// HOLE (closed): `push --sign-key` signs whatever digest the registry answers for the tag after the
 /// push, not the digest it just pushed. A hostile registry (or a tag moved by anyone with
 /// push rights between the push and the signature) gets the publisher's key to sign content
 /// of its choosing, and every node enforcing the publisher's key then runs it.
@@ -305,14 +305,14 @@ fn sign_names_the_digest_it_signed_and_signs_a_digest_reference() {
     assert!(!has_signatures(&registry.addr, "hello", &absent));
 }
 
-/// HOLE: a docker scope is looked up by the registry name exactly as the reference spells
+/// HOLE (closed): a docker scope is looked up by the registry name exactly as the reference spells
 /// it, but the same registry has other spellings: host names are case-insensitive
 /// (`LOCALHOST:<port>` is `localhost:<port>`, and the fetcher itself treats it as loopback),
 /// and a port may carry leading zeros (`127.0.0.1:0<port>` connects to `<port>`). Either
 /// misses the scope, falls to the default and runs unsigned. A pod author names the image:
 /// any scope that protects a host is escaped by respelling its name.
 #[test]
-fn a_respelled_registry_name_escapes_the_scope_of_its_host() {
+fn a_respelled_registry_name_stays_under_the_scope_of_its_host() {
     let registry = Registry::start();
     let port = registry.addr.rsplit_once(':').unwrap().1.to_owned();
     let cli = WasmOci::new();
@@ -358,12 +358,12 @@ fn a_respelled_registry_name_escapes_the_scope_of_its_host() {
     );
 }
 
-/// HOLE: `run oci:DIR[:TAG]` runs a module from an OCI layout without looking at the
+/// HOLE (closed): `run oci:DIR[:TAG]` runs a module from an OCI layout without looking at the
 /// policy, although the layout names the reference it holds and `load` refuses the same
 /// layout under the same policy. A layout is data from elsewhere (the README's air gap):
 /// the check `load` makes is skipped by running the layout in place.
 #[test]
-fn running_a_layout_in_place_skips_the_policy_that_load_enforces() {
+fn running_a_layout_in_place_is_held_to_the_policy_that_load_enforces() {
     let registry = Registry::start();
     let cli = WasmOci::new();
     let reference = registry.reference("hello:v1");
@@ -389,6 +389,14 @@ fn running_a_layout_in_place_skips_the_policy_that_load_enforces() {
                 && stderr(&out).contains("no signature"),
             "{}",
             describe(&out)
+        );
+        // serve takes the same path, and refuses before it listens.
+        let served = node.run(&["serve", "--policy", policy, &module]);
+        assert!(
+            !served.status.success()
+                && stderr(&served).contains(&format!("{reference} is refused by scope docker")),
+            "{}",
+            describe(&served)
         );
         assert!(
             !(out.status.success() && String::from_utf8_lossy(&out.stdout) == HELLO),
@@ -497,12 +505,12 @@ fn start_on_443(dir: &Path) -> Option<DefaultPortRegistry> {
     None
 }
 
-/// HOLE: a scope that names a host without a port (as the README's `registry.internal`)
+/// HOLE (closed): a scope that names a host without a port (as the README's `registry.internal`)
 /// covers `host/...` only: the same registry named with the port `https` implies,
 /// `host:443/...`, is looked up as another scope and falls to the default. Both a `reject`
 /// scope and a `sigstoreSigned` one are escaped by writing `:443` into the image name.
 #[test]
-fn the_default_https_port_written_out_escapes_a_host_scope() {
+fn the_default_https_port_written_out_stays_under_a_host_scope() {
     let dir = tempfile::tempdir().unwrap();
     let Some(_registry) = start_on_443(dir.path()) else {
         // Tests run as root here; elsewhere the port may be taken.
@@ -571,13 +579,13 @@ fn renamed_layout(from: &Path, to: &Path, name: &str) {
     fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
-/// HOLE: Docker Hub answers as docker.io and as registry-1.docker.io (its API host;
+/// HOLE (closed): Docker Hub answers as docker.io and as registry-1.docker.io (its API host;
 /// `Identity::of` in policy.rs already treats them as one), but scopes are looked up by the
 /// name as written: `registry-1.docker.io/library/hello:v1` escapes a `docker.io` scope. Shown
 /// offline with `load` (a layout names its references) and `run --pull never`; a pull by
 /// reference takes the same scope lookup.
 #[test]
-fn docker_hub_by_its_api_host_escapes_a_docker_io_scope() {
+fn docker_hub_by_its_api_host_is_under_a_docker_io_scope() {
     let registry = Registry::start();
     let cli = WasmOci::new();
     let reference = registry.reference("hello:v1");
@@ -628,7 +636,7 @@ fn docker_hub_by_its_api_host_escapes_a_docker_io_scope() {
     );
 }
 
-/// BUG (availability, not a bypass): a reference that resolves to an image index is signed,
+/// BUG (fixed; availability, not a bypass): a reference that resolves to an image index is signed,
 /// verified and cached by the index's digest, `save` writes its signatures under the index
 /// digest's `.sig` tag, but `load` looks them up by the chosen entry's digest: a signed
 /// multi-platform artifact verified online cannot be carried through an air gap.
@@ -728,12 +736,12 @@ fn a_signed_index_survives_save_and_load_under_the_policy() {
     );
 }
 
-/// HOLE, in the shim (a pod author names the reference): the respelled registry name of
-/// `a_respelled_registry_name_escapes_the_scope_of_its_host` passes the operator's
+/// HOLE (closed), in the shim (a pod author names the reference): the respelled registry name of
+/// `a_respelled_registry_name_stays_under_the_scope_of_its_host` passes the operator's
 /// `references.allow` (host patterns ignore the port) and escapes the operator's scope in
 /// containerd's policy: an unsigned module runs in a pod.
 #[test]
-fn the_shim_runs_an_unsigned_pod_module_named_with_a_respelled_registry() {
+fn the_shim_refuses_an_unsigned_pod_module_named_with_a_respelled_registry() {
     use crate::containerd::{ALLOW_LOOPBACK, Containerd, stdout};
     let registry = Registry::start();
     let port = registry.addr.rsplit_once(':').unwrap().1.to_owned();
@@ -780,12 +788,12 @@ fn the_shim_runs_an_unsigned_pod_module_named_with_a_respelled_registry() {
     );
 }
 
-/// GAP (by the README's letter, "the shim's pulls by reference", but against "a refused
+/// GAP (closed; by the README's letter, "the shim's pulls by reference", but against "a refused
 /// module never runs"): the policy is consulted only when a pod names its module with
 /// `io.wasm-oci.reference`. A pod that leaves the annotation out runs whatever module its
 /// image's rootfs carries, under a policy whose default is `reject`.
 #[test]
-fn the_shim_runs_a_rootfs_module_under_a_policy_that_rejects_everything() {
+fn the_shim_refuses_a_rootfs_module_under_a_policy_that_rejects_everything() {
     use crate::containerd::{ALLOW_LOOPBACK, Containerd, stdout};
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
