@@ -114,9 +114,10 @@ fn split_domain(name: &str) -> Result<(String, String), &'static str> {
     };
     let domain = canonical_registry(&domain)?;
     if !(domain.contains(['.', ':', '[']) || domain == "localhost") {
-        return Err(
-            "the registry name must be lowercase (a host without a dot or a port, written in capitals, would read as a Docker Hub namespace)",
-        );
+        return Err(concat!(
+            "the registry name must be lowercase (a host without a dot or a port, ",
+            "written in capitals, would read as a Docker Hub namespace)"
+        ));
     }
     if domain == "docker.io" && !remainder.contains('/') {
         return Ok((domain, format!("library/{remainder}")));

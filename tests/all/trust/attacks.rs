@@ -181,8 +181,8 @@ fn forward(mut client: TcpStream, upstream: &str, rewrite: fn(&str) -> String) -
     Some(())
 }
 
-/// HOLE (closed): `push --sign-key` signs whatever digest the registry answers for the tag after the
-/// push, not the digest it just pushed. A hostile registry (or a tag moved by anyone with
+/// HOLE (closed): `push --sign-key` signs whatever digest the registry answers for the tag
+/// after the push, not the digest it just pushed. A hostile registry (or a tag moved by anyone with
 /// push rights between the push and the signature) gets the publisher's key to sign content
 /// of its choosing, and every node enforcing the publisher's key then runs it.
 #[test]
