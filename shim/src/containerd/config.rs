@@ -244,6 +244,13 @@ impl ShimConfig {
     /// pull runs in the node's network namespace, with the node's credentials.
     pub(crate) fn check_registry(&self, registry: &str) -> Result<(), String> {
         let source = self.source_name();
+        // References are parsed to canonical names already; a name that has none is refused.
+        let registry = &wasm_oci_fetcher::canonical_registry(registry).map_err(|e| {
+            format!(
+                "io.wasm-oci.reference names registry {}, which is not host[:port]: {e}",
+                wasm_oci_fetcher::text::printable(registry)
+            )
+        })?;
         match &self.allowed_registries {
             Some(allowed) if allowed.iter().any(|a| registry_matches(a, registry)) => Ok(()),
             Some(allowed) => Err(format!(
@@ -370,6 +377,13 @@ mod tests {
             "[::1]:80",
             "169.254.169.254",
             "0.0.0.0:1",
+            // The same addresses respelled, as the connection would read them.
+            "127.1:5000",
+            "0x7f.0.0.1",
+            "2130706433:80",
+            "LOCALHOST:05000",
+            "[0:0::1]",
+            "169.254.43518",
         ] {
             assert!(default.check_registry(node).is_err(), "{node}");
         }
