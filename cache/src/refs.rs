@@ -57,11 +57,18 @@ pub struct Verdict {
 }
 
 impl RefEntry {
-    /// Every blob this entry needs: layer, manifest, config, and its signatures.
+    /// Every blob this entry needs: layer, manifest, config, and its signatures (with the
+    /// image index they sign when the reference resolved to one, which `save` writes so that
+    /// a layout can be verified as a pull was; entries pulled before it was kept lack it).
     pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
+        let index = self
+            .signatures
+            .as_ref()
+            .map(|s| &s.signed_digest)
+            .filter(|d| **d != self.manifest_digest);
         [Some(&self.layer_digest), Some(&self.manifest_digest)]
             .into_iter()
-            .chain([self.config_digest.as_ref()])
+            .chain([self.config_digest.as_ref(), index])
             .flatten()
             .chain(
                 self.signatures

@@ -200,11 +200,30 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
         for digest in [&entry.layer_digest, &config, &entry.manifest_digest] {
             save_blob(cache, dir, digest)?;
         }
-        let manifest = cache.read_blob(&entry.manifest_digest)?;
+        // A reference that resolved to an image index was signed as the index: the layout's
+        // entry is the index then (its chosen manifest beside it), so that `load` verifies
+        // the digest that was signed, as the pull did. An entry cached before the index was
+        // kept has only the manifest; its signatures cannot be verified from the layout.
+        let index = entry
+            .signatures
+            .as_ref()
+            .map(|s| &s.signed_digest)
+            .filter(|d| **d != entry.manifest_digest && cache.contains(d));
+        let top = match index {
+            Some(index) => {
+                save_blob(cache, dir, index)?;
+                index
+            }
+            None => &entry.manifest_digest,
+        };
+        let manifest = cache.read_blob(top)?;
         let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
             .ok()
             .and_then(|m| m["mediaType"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| OCI_IMAGE_MEDIA_TYPE.to_owned());
+            .unwrap_or_else(|| match index {
+                Some(_) => oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE.to_owned(),
+                None => OCI_IMAGE_MEDIA_TYPE.to_owned(),
+            });
         let reference = parse_reference(&entry.reference)?;
         let mut annotations = BTreeMap::from([(IMAGE_NAME, entry.reference.clone())]);
         if let Some(tag) = reference.tag() {
@@ -216,7 +235,7 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
         }
         manifests.push(json!({
             "mediaType": media_type,
-            "digest": entry.manifest_digest,
+            "digest": top,
             "size": manifest.len(),
             "annotations": annotations,
         }));
@@ -289,6 +308,9 @@ pub struct LayoutArtifact {
     pub ref_name: Option<String>,
     /// `io.containerd.image.name`, the full reference, when the writer recorded it.
     pub image_name: Option<String>,
+    /// The digest of the index entry itself, which signatures sign: an image index's when
+    /// the entry is one, else the image manifest's.
+    pub signed_digest: Digest,
     /// The image manifest's digest.
     pub manifest_digest: Digest,
     /// Its config's digest.
@@ -328,6 +350,8 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
                 .unwrap_or_else(|| entry["digest"].to_string()),
         );
         let mut digest = parse_digest(dir, entry["digest"].as_str().unwrap_or_default())?;
+        // What a signature of this entry signs: the entry itself, an index when it is one.
+        let signed_digest = digest.clone();
         // The choice a pull makes; a parse error names the layout as well as the entry.
         let choose = |bytes: &[u8]| {
             crate::manifest::choose(bytes, &label).map_err(|e| match e {
@@ -375,6 +399,7 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
         found.push(LayoutArtifact {
             ref_name,
             image_name: annotation(IMAGE_NAME),
+            signed_digest,
             manifest_digest: digest,
             config_digest: parse_digest(dir, &image.config.digest)?,
             config_size,
@@ -486,33 +511,10 @@ pub fn load(
         };
         let parsed = parse_reference(&name)?;
         let reference = parsed.whole();
-        let scope = policy.scope_for(&parsed);
-        let untrusted = |reason: String| Error::Untrusted {
-            reference: reference.clone(),
-            scope: scope.describe(),
-            reason,
-        };
-        if scope.rejects() {
-            return Err(untrusted("the scope rejects every image".into()));
-        }
-        let signatures = layout_signatures(dir, &artifact.manifest_digest)?;
-        let valid = match scope.needs_signatures() {
-            true => {
-                let blobs = signatures
-                    .as_ref()
-                    .map(crate::trust::Fetched::blobs)
-                    .unwrap_or_default();
-                scope
-                    .check(&parsed, &artifact.manifest_digest.to_string(), &blobs)
-                    .map_err(|reason| {
-                        untrusted(format!("{reason} (in the layout {})", dir.display()))
-                    })?
-            }
-            false => Vec::new(),
-        };
+        let (signatures, valid) = check_policy(dir, &parsed, &artifact, policy)?;
         let signatures = signatures.map(|f| {
             Box::new(wasm_oci_cache::Signatures {
-                signed_digest: artifact.manifest_digest.clone(),
+                signed_digest: artifact.signed_digest.clone(),
                 manifest: f.manifest_digest,
                 payloads: f.layers.into_iter().map(|(d, _)| d).collect(),
                 valid,
@@ -558,6 +560,10 @@ pub fn load(
         ] {
             holds.push(import_blob(cache, dir, digest, size)?);
         }
+        if artifact.signed_digest != artifact.manifest_digest && signatures.is_some() {
+            // The index its signatures sign, kept as a pull keeps it.
+            holds.push(import_blob(cache, dir, &artifact.signed_digest, None)?);
+        }
         for digest in signatures
             .iter()
             .flat_map(|s| std::iter::once(&s.manifest).chain(&s.payloads))
@@ -583,11 +589,93 @@ pub fn load(
     Ok((loaded, replaced))
 }
 
-/// The wasm file and digest that `oci:DIR:TAG` names, verified; `tag` may be omitted when the
-/// layout holds one artifact.
-pub fn resolve(dir: &Path, tag: Option<&str>) -> Result<(PathBuf, Digest)> {
+/// Checks `artifact`, named `reference`, against `policy` with the signatures the layout
+/// holds for it (the `sha256-<hex>.sig` entries `save` writes), as a pull checks what a
+/// registry holds: its signatures, and the verdicts when the scope needs signatures.
+fn check_policy(
+    dir: &Path,
+    reference: &oci_client::Reference,
+    artifact: &LayoutArtifact,
+    policy: &Policy,
+) -> Result<(Option<crate::trust::Fetched>, Vec<wasm_oci_cache::Verdict>)> {
+    let scope = policy.scope_for(reference);
+    let untrusted = |reason: String| Error::Untrusted {
+        reference: reference.whole(),
+        scope: scope.describe(),
+        reason,
+    };
+    if scope.rejects() {
+        return Err(untrusted("the scope rejects every image".into()));
+    }
+    // Signatures are of the entry's own digest (an index's, when it is one), as a pull
+    // verifies them: the index is read from the layout and names the manifest chosen.
+    let signatures = layout_signatures(dir, &artifact.signed_digest)?;
+    let valid = match scope.needs_signatures() {
+        true => {
+            let blobs = signatures
+                .as_ref()
+                .map(crate::trust::Fetched::blobs)
+                .unwrap_or_default();
+            scope
+                .check(reference, &artifact.signed_digest.to_string(), &blobs)
+                .map_err(|reason| {
+                    untrusted(format!("{reason} (in the layout {})", dir.display()))
+                })?
+        }
+        false => Vec::new(),
+    };
+    Ok((signatures, valid))
+}
+
+/// The wasm file and digest that `oci:DIR:TAG` names, verified, and allowed by `policy` as
+/// `load` would allow it: the entry's name (`io.containerd.image.name`, or a ref name that is
+/// a full reference) picks the scope, checked with the layout's signatures. An entry without
+/// a name runs only under a policy that accepts anything everywhere. `tag` may be omitted
+/// when the layout holds one artifact.
+pub fn resolve_trusted(
+    dir: &Path,
+    tag: Option<&str>,
+    policy: &Policy,
+) -> Result<(PathBuf, Digest)> {
+    let chosen = choose_artifact(dir, tag)?;
+    let name = chosen
+        .image_name
+        .clone()
+        .or_else(|| chosen.ref_name.clone().filter(|r| r.contains('/')));
+    match name {
+        Some(name) => {
+            let reference = parse_reference(&name)?;
+            check_policy(dir, &reference, &chosen, policy)?;
+        }
+        None if policy.accepts_anything_everywhere() => {}
+        None => {
+            return Err(layout_err(
+                dir,
+                format!(
+                    "its entry {} has no reference name (io.containerd.image.name), so no scope \
+                     of the signature policy {} can be checked for it, and that policy does not \
+                     accept anything everywhere; load it with `wasm-oci load --repository \
+                     REGISTRY/REPO` to name it, or run a signed reference",
+                    crate::text::printable(chosen.ref_name.as_deref().unwrap_or("without a name")),
+                    policy
+                        .source()
+                        .map_or("(none)".into(), |p| p.display().to_string())
+                ),
+            ));
+        }
+    }
+    verified_layer(dir, &chosen)
+}
+
+fn verified_layer(dir: &Path, chosen: &LayoutArtifact) -> Result<(PathBuf, Digest)> {
+    let path = blob_path(dir, &chosen.layer_digest);
+    verify_file(dir, &path, &chosen.layer_digest, Some(chosen.size))?;
+    Ok((path, chosen.layer_digest.clone()))
+}
+
+fn choose_artifact(dir: &Path, tag: Option<&str>) -> Result<LayoutArtifact> {
     let all = artifacts(dir)?;
-    let chosen = match tag {
+    match tag {
         Some(tag) => all.into_iter().find(|a| a.ref_name.as_deref() == Some(tag)),
         None if all.len() == 1 => all.into_iter().next(),
         None => {
@@ -602,10 +690,7 @@ pub fn resolve(dir: &Path, tag: Option<&str>) -> Result<(PathBuf, Digest)> {
             dir,
             format!("no artifact named {}", tag.unwrap_or_default()),
         )
-    })?;
-    let path = blob_path(dir, &chosen.layer_digest);
-    verify_file(dir, &path, &chosen.layer_digest, Some(chosen.size))?;
-    Ok((path, chosen.layer_digest))
+    })
 }
 
 fn parse_digest(dir: &Path, digest: &str) -> Result<Digest> {

@@ -39,7 +39,9 @@ pub use oci_client::Reference as OciReference;
 pub use pull::Pulled;
 pub use push::{PushFormat, Pushed, WasmKind};
 use reference::is_loopback;
-pub use reference::{is_node_local, parse_reference, registry_host};
+pub use reference::{
+    canonical_registry, is_node_local, parse_reference, registry_host, registry_key,
+};
 pub use resolve::{PullPolicy, Resolved, resolve_cached};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -82,9 +82,13 @@ impl Fetcher {
         }
         let want_signatures = scope.needs_signatures() || self.keep_signatures;
         let signed_digest = top_digest.clone();
+        // The index a reference resolved to, kept with its signatures: `save` writes it so
+        // that a node loading the layout verifies the digest that was signed, as this pull.
+        let mut index_bytes = None;
         let (bytes, digest, manifest, layer) = match (top_bytes, top_digest, top) {
             (bytes, digest, Choice::Image { manifest, layer }) => (bytes, digest, manifest, layer),
-            (_, _, Choice::Index(entry)) => {
+            (top_bytes, _, Choice::Index(entry)) => {
+                index_bytes = Some(top_bytes);
                 tracing::debug!(digest = %entry.digest, "chose index entry");
                 match fetch(&reference.clone_with_digest(entry.digest.clone())).await? {
                     (bytes, _, _) if i64::try_from(bytes.len()) != Ok(entry.size) => {
@@ -238,6 +242,9 @@ impl Fetcher {
             // changed policy, can check them again.
             let mut signature_holds = Vec::new();
             if let Some(f) = &signatures {
+                if let Some(index) = &index_bytes {
+                    signature_holds.push(cache.insert_held(index)?.1);
+                }
                 signature_holds.push(cache.insert_held(&f.manifest)?.1);
                 for (_, blob) in &f.layers {
                     signature_holds.push(cache.insert_held(&blob.payload)?.1);

@@ -77,7 +77,7 @@ pub fn parse_reference(text: &str) -> Result<Reference, Error> {
             "the repository name must be lowercase letters, digits and separators (. _ __ -) between slashes"
         }));
     }
-    let (registry, repository) = split_domain(name);
+    let (registry, repository) = split_domain(name).map_err(invalid)?;
     if repository.len() > NAME_MAX {
         return Err(invalid("the repository name is longer than 255 characters"));
     }
@@ -99,8 +99,9 @@ const NAME_MAX: usize = 255;
 /// Docker's normalisation: the first component is a registry only if it looks like a host:
 /// it has a dot, a port or brackets, is `localhost`, or has capitals (which no repository
 /// name may have; oci-spec misses this last rule and prints names it cannot parse back).
-fn split_domain(name: &str) -> (String, String) {
-    let (mut domain, remainder) = match name.split_once('/') {
+/// The registry is then put in its one canonical form ([`canonical_registry`]).
+fn split_domain(name: &str) -> Result<(String, String), &'static str> {
+    let (domain, remainder) = match name.split_once('/') {
         Some((first, rest))
             if first.contains(['.', ':'])
                 || first == "localhost"
@@ -111,13 +112,105 @@ fn split_domain(name: &str) -> (String, String) {
         }
         _ => ("docker.io".to_owned(), name.to_owned()),
     };
-    if domain == "index.docker.io" {
-        domain = "docker.io".to_owned();
+    let domain = canonical_registry(&domain)?;
+    if !(domain.contains(['.', ':', '[']) || domain == "localhost") {
+        return Err(concat!(
+            "the registry name must be lowercase (a host without a dot or a port, ",
+            "written in capitals, would read as a Docker Hub namespace)"
+        ));
     }
     if domain == "docker.io" && !remainder.contains('/') {
-        return (domain, format!("library/{remainder}"));
+        return Ok((domain, format!("library/{remainder}")));
     }
-    (domain, remainder)
+    Ok((domain, remainder))
+}
+
+/// The names Docker Hub answers to besides `docker.io`.
+const DOCKER_HUB_ALIASES: [&str; 2] = ["index.docker.io", "registry-1.docker.io"];
+
+/// The one spelling of a registry name (`host[:port]`) that every comparison sees (policy
+/// scopes, the cache's keys, the shim's allow list, credentials): the host in lowercase
+/// (host names are case-insensitive), the port without leading zeros (`05000` connects to
+/// `5000`), Docker Hub's other names as `docker.io`. A port that is empty or above 65535 is
+/// refused. `host:443` stays as written (plain HTTP on 443 exists); comparisons that must
+/// treat it as `host` use [`registry_key`].
+pub fn canonical_registry(registry: &str) -> Result<String, &'static str> {
+    let (host, port) = match registry.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, after) = rest
+                .split_once(']')
+                .ok_or("the registry's IPv6 address has no closing ']'")?;
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or("the registry's IPv6 address must be followed by :PORT or '/'")?,
+                ),
+            };
+            let ip: std::net::Ipv6Addr = ip
+                .parse()
+                .map_err(|_| "the registry's IPv6 address is not valid")?;
+            (format!("[{ip}]"), port)
+        }
+        None => {
+            let (host, port) = match registry.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (registry, None),
+            };
+            // As the connection will read it (reqwest parses URLs with the `url` crate):
+            // a name in lowercase, an IPv4 address in any of its spellings as a.b.c.d.
+            let host = match url::Host::parse(host)
+                .map_err(|_| "the registry's host is not a valid host name or address")?
+            {
+                url::Host::Domain(name) => name,
+                url::Host::Ipv4(ip) => ip.to_string(),
+                url::Host::Ipv6(ip) => format!("[{ip}]"),
+            };
+            (host, port)
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) => {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("the registry's port must be digits");
+            }
+            let trimmed = p.trim_start_matches('0');
+            if trimmed.len() > 5 {
+                return Err("the registry's port must be at most 65535");
+            }
+            let n: u32 = if trimmed.is_empty() {
+                0
+            } else {
+                trimmed
+                    .parse()
+                    .map_err(|_| "the registry's port must be digits")?
+            };
+            if n > 65535 {
+                return Err("the registry's port must be at most 65535");
+            }
+            Some(n)
+        }
+    };
+    // Docker Hub speaks only HTTPS: its names with the port `https` implies are docker.io
+    // too (whose API host the client knows; `docker.io:443` is no registry's).
+    if matches!(port, None | Some(443))
+        && (host == "docker.io" || DOCKER_HUB_ALIASES.contains(&host.as_str()))
+    {
+        return Ok("docker.io".to_owned());
+    }
+    Ok(match port {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
+/// The name under which a canonical registry is compared with policy scopes and allow lists:
+/// `host:443` is `host`, the port `https` implies (a scope or allow entry for `host` must not
+/// be escaped by writing the port out).
+pub fn registry_key(registry: &str) -> &str {
+    registry.strip_suffix(":443").unwrap_or(registry)
 }
 
 /// `host[:port]`: dot-separated labels of letters, digits and inner dashes, or `[ipv6]`.
@@ -337,11 +430,124 @@ mod tests {
     /// Found by `cargo fuzz run reference`: every accepted reference prints back to itself.
     #[test]
     fn a_capitalised_first_component_is_a_registry_as_in_docker() {
-        for text in ["R/i", "UPPER/repo", "Upper.com/repo"] {
+        for text in ["Upper.com/repo", "LOCALHOST/repo", "Host:5000/repo"] {
             let r = parse_reference(text).unwrap();
-            assert_eq!(r.registry(), text.split('/').next().unwrap());
+            assert_eq!(
+                r.registry(),
+                text.split('/').next().unwrap().to_ascii_lowercase()
+            );
             let again = parse_reference(&r.whole()).unwrap();
             assert_eq!(again.whole(), r.whole());
+        }
+        // A host that is one only by its capitals would, in its canonical lowercase form,
+        // read back as a Docker Hub namespace: refused rather than made ambiguous.
+        for text in ["R/i", "UPPER/repo"] {
+            let e = parse_reference(text).unwrap_err().to_string();
+            assert!(e.contains("lowercase"), "{text}: {e}");
+        }
+    }
+
+    /// Every spelling of one registry parses to the same name, so that no comparison
+    /// (policy scope, cache key, allow list, credentials) can be escaped by respelling it.
+    #[test]
+    fn a_registry_has_one_canonical_name() {
+        for (text, registry) in [
+            ("LOCALHOST:5000/hello", "localhost:5000"),
+            ("LocalHost:05000/hello", "localhost:5000"),
+            ("127.0.0.1:0005000/hello", "127.0.0.1:5000"),
+            ("Registry.Example/a/b", "registry.example"),
+            ("registry.example:0443/a", "registry.example:443"),
+            ("registry.example:443/a", "registry.example:443"),
+            ("[::1]:05000/hello", "[::1]:5000"),
+            ("[0:0::0001]:5000/hello", "[::1]:5000"),
+            ("[FE80::1]/hello", "[fe80::1]"),
+            ("127.1:5000/hello", "127.0.0.1:5000"),
+            ("0x7f.0.0.1:5000/hello", "127.0.0.1:5000"),
+            ("0177.0.0.01:5000/hello", "127.0.0.1:5000"),
+            ("2130706433:5000/hello", "127.0.0.1:5000"),
+            ("index.docker.io/hello", "docker.io"),
+            ("REGISTRY-1.docker.io/hello", "docker.io"),
+            ("registry-1.docker.io/library/hello", "docker.io"),
+            ("docker.io/hello", "docker.io"),
+            (
+                "registry-1.docker.io:5000/hello",
+                "registry-1.docker.io:5000",
+            ),
+            ("registry-1.docker.io:443/hello", "docker.io"),
+            ("Docker.IO:0443/library/hello", "docker.io"),
+        ] {
+            let r = parse_reference(text).unwrap();
+            assert_eq!(r.registry(), registry, "{text}");
+            // Canonical means stable: it parses back to itself.
+            assert_eq!(parse_reference(&r.whole()).unwrap().whole(), r.whole());
+        }
+        assert_eq!(
+            parse_reference("registry-1.docker.io/hello:v1")
+                .unwrap()
+                .whole(),
+            "docker.io/library/hello:v1"
+        );
+        // Not an address, not a name: the connection would refuse it too.
+        assert!(parse_reference("1.2.3.256:5000/a").is_err());
+        for bad in ["localhost:65536/a", "localhost:99999999999999999999/a"] {
+            let e = parse_reference(bad).unwrap_err().to_string();
+            assert!(e.contains("at most 65535"), "{bad}: {e}");
+        }
+        assert!(parse_reference("localhost:/a").is_err());
+        assert_eq!(canonical_registry("HOST:0"), Ok("host:0".to_owned()));
+        assert_eq!(registry_key("host:443"), "host");
+        assert_eq!(registry_key("host:4430"), "host:4430");
+        assert_eq!(registry_key("host"), "host");
+    }
+
+    /// What the fuzz target checks, over the spellings canonicalisation rewrites: whatever
+    /// is accepted prints to a reference that parses back to itself.
+    #[test]
+    fn canonical_names_are_stable() {
+        let hosts = [
+            "LOCALHOST",
+            "localhost",
+            "Reg.Example",
+            "127.1",
+            "0x7F.1",
+            "2130706433",
+            "1.2.3",
+            "[::1]",
+            "[0::1]",
+            "[FE80::A]",
+            "index.docker.io",
+            "Docker.io",
+            "registry-1.docker.io",
+            "R",
+            "a-b.C-d",
+            "xn--bcher-kva.example",
+            "0",
+        ];
+        let ports = [
+            "", ":0", ":00", ":443", ":0443", ":5000", ":65535", ":65536", ":",
+        ];
+        let paths = [
+            "/x",
+            "/a/b:v1",
+            "/Upper",
+            "/library/x@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ];
+        for host in hosts {
+            for port in ports {
+                for path in paths {
+                    let text = format!("{host}{port}{path}");
+                    if let Ok(r) = parse_reference(&text) {
+                        let whole = r.whole();
+                        let again = parse_reference(&whole)
+                            .unwrap_or_else(|e| panic!("{text} -> {whole}: {e}"));
+                        assert_eq!(again.whole(), whole, "{text}");
+                        assert_eq!(
+                            canonical_registry(r.registry()).as_deref(),
+                            Ok(r.registry())
+                        );
+                    }
+                }
+            }
         }
     }
 

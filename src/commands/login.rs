@@ -36,7 +36,12 @@ pub struct LoginCommand {
 
 impl LoginCommand {
     /// Checks and stores.
-    pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+    pub fn execute(mut self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        // Stored under the name references are parsed to (`LOCALHOST:05000` is
+        // `localhost:5000`), so that a pull finds them; anything else is kept as given.
+        if let Ok(canonical) = wasm_oci_fetcher::canonical_registry(&self.server) {
+            self.server = canonical;
+        }
         let mut global = global.clone();
         if global.registry.username.is_none()
             && !global.registry.password_stdin
@@ -95,7 +100,10 @@ pub struct LogoutCommand {
 
 impl LogoutCommand {
     /// Removes.
-    pub fn execute(self, _global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+    pub fn execute(mut self, _global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        if let Ok(canonical) = wasm_oci_fetcher::canonical_registry(&self.registry) {
+            self.registry = canonical;
+        }
         if auth::erase(&self.registry)? {
             crate::outln!("Removing login credentials for {}", self.registry);
         } else {

@@ -335,12 +335,15 @@ impl Resolved {
         check_imports: bool,
     ) -> anyhow::Result<Self> {
         if let Some(spec) = module.strip_prefix("oci:") {
-            // `oci:DIR[:TAG]`, as skopeo names layouts; verified, run in place, not cached.
+            // `oci:DIR[:TAG]`, as skopeo names layouts; verified, run in place, not cached,
+            // and held to the signature policy as `load` holds the same layout: a layout is
+            // data from elsewhere, and running it in place must not skip that check.
             let (dir, tag) = match spec.rsplit_once(':') {
                 Some((dir, tag)) if Path::new(dir).is_dir() => (dir, Some(tag)),
                 _ => (spec, None),
             };
-            let (path, digest) = wasm_oci_fetcher::layout::resolve(Path::new(dir), tag)?;
+            let (path, digest) =
+                wasm_oci_fetcher::layout::resolve_trusted(Path::new(dir), tag, trust)?;
             // What runs is what was hashed here, whatever the file holds by then.
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("reading {} of {module}", path.display()))?;

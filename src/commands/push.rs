@@ -74,7 +74,9 @@ impl PushCommand {
             })?;
         let signed = match &key {
             Some(key) => {
-                let signed = crate::block_on(fetcher.sign(&reference, key))?
+                // The digest this push wrote, not a second reading of the tag: what the
+                // registry answers for the tag now is not necessarily what was pushed.
+                let signed = crate::block_on(fetcher.sign(&reference, &pushed.digest, key))?
                     .naming(&[&self.reference], || format!("signing {}", self.reference))?;
                 Some(signed)
             }

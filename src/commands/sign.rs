@@ -12,6 +12,9 @@ use crate::GlobalOptions;
 
 /// Sign the manifest a reference resolves to, as cosign does.
 ///
+/// A tag is resolved once and the digest it resolved to is signed and printed (with a
+/// warning on stderr, as cosign gives: a tag can move); REF@sha256:... signs that digest.
+///
 /// The simple-signing payload (the manifest digest and the repository) is signed with the
 /// key (ECDSA P-256; cosign's encrypted key file, whose password comes from COSIGN_PASSWORD,
 /// or a plain PKCS#8 PEM) and stored beside the artifact as cosign stores it: in the manifest
@@ -19,6 +22,7 @@ use crate::GlobalOptions;
 ///
 /// Examples:
 ///     COSIGN_PASSWORD=... wasm-oci sign localhost:5000/hello:v1 --key release.key
+///     COSIGN_PASSWORD=... wasm-oci sign localhost:5000/hello@sha256:... --key release.key
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct SignCommand {
@@ -43,7 +47,20 @@ impl SignCommand {
         let reference = parse_reference(&self.reference)?;
         let key = read_private_key(&self.key)?;
         let fetcher = global.fetcher(reference.registry())?;
-        let signed = crate::block_on(fetcher.sign(&reference, &key))?
+        // Resolved once; what is signed is that digest, printed below.
+        let digest = crate::block_on(fetcher.digest_to_sign(&reference))?
+            .with_context(|| format!("resolving {}", self.reference))?;
+        if reference.digest().is_none() {
+            // cosign's warning: a tag can move between the reading and the signing.
+            eprintln!(
+                "Warning: signing {} by tag: it resolved to {digest}, which is what is signed; \
+                 sign {}/{}@{digest} to name the content yourself",
+                self.reference,
+                reference.registry(),
+                reference.repository(),
+            );
+        }
+        let signed = crate::block_on(fetcher.sign(&reference, &digest, &key))?
             .with_context(|| format!("signing {}", self.reference))?;
         if self.json {
             crate::print_json(&signed)?;
@@ -63,7 +80,8 @@ impl SignCommand {
 
 /// Reads a private key file; an encrypted one is opened with COSIGN_PASSWORD.
 pub(super) fn read_private_key(path: &Path) -> anyhow::Result<PrivateKey> {
-    let pem = std::fs::read(path).with_context(|| format!("reading the key {}", path.display()))?;
+    let pem = wasm_oci_fetcher::trust::read_trust_file(path, wasm_oci_fetcher::trust::MAX_KEY_FILE)
+        .with_context(|| format!("reading the key {}", path.display()))?;
     PrivateKey::from_pem(&pem, || {
         std::env::var_os("COSIGN_PASSWORD")
             .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())

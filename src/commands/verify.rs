@@ -56,8 +56,11 @@ impl VerifyCommand {
     /// Verifies and reports.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let reference = parse_reference(&self.reference)?;
-        let pem = std::fs::read(&self.key)
-            .with_context(|| format!("reading the key {}", self.key.display()))?;
+        let pem = wasm_oci_fetcher::trust::read_trust_file(
+            &self.key,
+            wasm_oci_fetcher::trust::MAX_KEY_FILE,
+        )
+        .with_context(|| format!("reading the key {}", self.key.display()))?;
         let key = PublicKey::from_pem(&pem)
             .with_context(|| format!("the key {} cannot be used", self.key.display()))?;
         let fetcher = global.fetcher(reference.registry())?;

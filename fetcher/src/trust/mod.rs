@@ -21,6 +21,46 @@ use key::PrivateKey;
 use payload::{SIGNATURE_ANNOTATION, SIMPLESIGNING_MEDIA_TYPE, signature_tag};
 use policy::{Scope, SignatureBlob};
 
+/// A key file larger than this is refused: a PEM key is a few hundred bytes.
+pub const MAX_KEY_FILE: u64 = 64 << 10;
+
+/// Reads a trust file the operator or user names (a policy, a key): only a regular file
+/// (opened without blocking, so a FIFO cannot hang the reader; `/dev/zero` is refused rather
+/// than read forever), and only up to `max` bytes. Symlinks are followed: keys mounted from
+/// a Kubernetes secret are reached through them.
+pub fn read_trust_file(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is over {max} bytes"),
+        ));
+    }
+    // Reads of a regular file never block; the flag only served the open.
+    rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty())?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is over {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// A `.sig` manifest larger than this is refused: cosign's hold a few hundred bytes per
 /// signature.
 pub const MAX_SIGNATURE_MANIFEST: u64 = 256 << 10;
@@ -179,6 +219,20 @@ impl Fetcher {
     /// The digest `reference` resolves to in its registry, and its signatures there.
     pub async fn signatures(&self, reference: &Reference) -> Result<(String, Option<Fetched>)> {
         let remote = self.remote(reference).await?;
+        let digest = self.resolve_digest(&remote, reference).await?;
+        let fetched = self.fetch_signatures(&remote, reference, &digest).await?;
+        Ok((digest, fetched))
+    }
+
+    /// The manifest digest `reference` names: its own digest when it has one (checked
+    /// against what the registry serves), else what the registry answers for its tag, read
+    /// once. `sign` signs what this returns, never a second reading of the tag.
+    pub async fn digest_to_sign(&self, reference: &Reference) -> Result<String> {
+        let remote = self.remote(reference).await?;
+        self.resolve_digest(&remote, reference).await
+    }
+
+    async fn resolve_digest(&self, remote: &Registry, reference: &Reference) -> Result<String> {
         let (_, digest) = with_retries("fetching the manifest", || {
             remote.manifest(
                 reference,
@@ -188,16 +242,28 @@ impl Fetcher {
         })
         .await
         .map_err(|f| f.into_error(reference, self.scheme(reference)))?;
-        let fetched = self.fetch_signatures(&remote, reference, &digest).await?;
-        Ok((digest, fetched))
+        Ok(digest)
     }
 
-    /// Signs the manifest `reference` resolves to with `key` and appends the signature to
-    /// its `sha256-<hex>.sig` manifest, as cosign does; earlier signatures are kept.
-    pub async fn sign(&self, reference: &Reference, key: &PrivateKey) -> Result<Signed> {
+    /// Signs the manifest `digest` of `reference`'s repository with `key` and appends the
+    /// signature to its `sha256-<hex>.sig` manifest, as cosign does; earlier signatures are
+    /// kept. The digest is the caller's: what push returned, or what `digest_to_sign`
+    /// resolved once; the tag is never read again here, so a registry that answers the
+    /// tag with other content between the two cannot get that content signed.
+    pub async fn sign(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        key: &PrivateKey,
+    ) -> Result<Signed> {
+        crate::reference::check_digest(digest).map_err(|reason| Error::InvalidReference {
+            reference: format!("{}@{digest}", reference.whole()),
+            reason: reason.to_owned(),
+        })?;
+        let digest = digest.to_owned();
         let remote = self.remote(reference).await?;
         let scheme = self.scheme(reference);
-        let (digest, existing) = self.signatures(reference).await?;
+        let existing = self.fetch_signatures(&remote, reference, &digest).await?;
         // The reference as named, without a digest: cosign's `docker-reference` is the
         // repository; a tag is kept, as containers/image writes it, so that a policy's
         // default matchRepoDigestOrExact accepts it too.

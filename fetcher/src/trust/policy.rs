@@ -133,19 +133,8 @@ impl Policy {
             path: path.to_owned(),
             reason,
         };
-        let bytes = std::fs::File::open(path)
-            .and_then(|f| {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(f, MAX_POLICY_FILE + 1),
-                    &mut bytes,
-                )?;
-                Ok(bytes)
-            })
+        let bytes = super::read_trust_file(path, MAX_POLICY_FILE)
             .map_err(|e| err(format!("cannot read it: {e}")))?;
-        if bytes.len() as u64 > MAX_POLICY_FILE {
-            return Err(err(format!("it is over {MAX_POLICY_FILE} bytes")));
-        }
         let base = path.parent().unwrap_or(Path::new("/"));
         Self::parse(&bytes, base, path).map_err(err)
     }
@@ -182,7 +171,17 @@ impl Policy {
                         docker_default = Some(parsed);
                     } else {
                         check_scope(scope)?;
-                        docker.insert(scope.clone(), parsed);
+                        // Scopes are compared with canonical registry names: a scope
+                        // written `LOCALHOST:05000` or `host:443` is stored as the name
+                        // references are parsed to, and two keys that name one scope are
+                        // refused rather than one silently winning.
+                        let canonical = canonical_scope(scope)?;
+                        if docker.insert(canonical.clone(), parsed).is_some() {
+                            return Err(format!(
+                                "docker scope {scope:?} names the same scope as another key \
+                                 ({canonical:?}); keep one"
+                            ));
+                        }
                     }
                 }
             }
@@ -203,6 +202,19 @@ impl Policy {
     /// Whether a file was read (else everything is accepted).
     pub fn is_configured(&self) -> bool {
         self.source.is_some()
+    }
+
+    /// Whether every scope, the defaults included, accepts anything: only then may content
+    /// whose name is unknown (a module from a container's rootfs, a layout entry without a
+    /// name) be used without a scope to check it against.
+    pub fn accepts_anything_everywhere(&self) -> bool {
+        let accepts = |list: &[Requirement]| {
+            list.iter()
+                .all(|r| matches!(r, Requirement::InsecureAcceptAnything))
+        };
+        accepts(&self.default)
+            && self.docker_default.as_deref().is_none_or(accepts)
+            && self.docker.values().all(|l| accepts(l))
     }
 
     /// The most specific scope that matches `reference`.
@@ -414,10 +426,9 @@ struct Identity {
 
 impl Identity {
     fn of(reference: &Reference) -> Self {
-        let registry = match reference.registry() {
-            "index.docker.io" | "registry-1.docker.io" => "docker.io",
-            other => other,
-        };
+        // Parsed references are canonical already (docker.io for Docker Hub's other names);
+        // `host:443` is `host` here as in scope lookups.
+        let registry = crate::registry_key(reference.registry());
         Self {
             repo: format!("{registry}/{}", reference.repository()),
             // A digest names the image; oci-client adds `latest` only when neither is given.
@@ -448,7 +459,9 @@ impl Identity {
 /// lists them: the image, its repository, each namespace above it, the host, then
 /// `*.domain` wildcards of the host.
 fn scope_candidates(reference: &Reference) -> Vec<String> {
-    let registry = reference.registry();
+    // `host:443` is looked up as `host`: writing out the port `https` implies must not escape
+    // a scope for the host (scope keys are stored the same way, see `canonical_scope`).
+    let registry = crate::registry_key(reference.registry());
     let repo = format!("{registry}/{}", reference.repository());
     let mut out = Vec::new();
     match (reference.digest(), reference.tag()) {
@@ -464,7 +477,7 @@ fn scope_candidates(reference: &Reference) -> Vec<String> {
             None => break,
         }
     }
-    let host = registry.split(':').next().unwrap_or(registry);
+    let host = crate::registry_host(registry);
     let mut rest = host;
     while let Some((_, parent)) = rest.split_once('.') {
         out.push(format!("*.{parent}"));
@@ -483,6 +496,25 @@ fn check_scope(scope: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A scope key as references are parsed: the registry part in its canonical form
+/// ([`crate::canonical_registry`]) and `host:443` as `host`; a wildcard in lowercase.
+fn canonical_scope(scope: &str) -> Result<String, String> {
+    if scope.starts_with("*.") {
+        return Ok(scope.to_ascii_lowercase());
+    }
+    let (registry, rest) = match scope.split_once('/') {
+        Some((registry, rest)) => (registry, Some(rest)),
+        None => (scope, None),
+    };
+    let canonical =
+        crate::canonical_registry(registry).map_err(|e| format!("docker scope {scope:?}: {e}"))?;
+    let registry = crate::registry_key(&canonical);
+    Ok(match rest {
+        Some(rest) => format!("{registry}/{rest}"),
+        None => registry.to_owned(),
+    })
 }
 
 fn only(object: &Map<String, Value>, known: &[&str], what: &str) -> Result<(), String> {
@@ -582,7 +614,8 @@ fn requirement(value: &Value, base: &Path) -> Result<Requirement, String> {
 
 fn read_key_file(base: &Path, path: &str) -> Result<(String, Vec<u8>), String> {
     let full = base.join(path);
-    let pem = std::fs::read(&full).map_err(|e| format!("key {}: {e}", full.display()))?;
+    let pem = super::read_trust_file(&full, super::MAX_KEY_FILE)
+        .map_err(|e| format!("key {}: {e}", full.display()))?;
     Ok((full.display().to_string(), pem))
 }
 
@@ -658,6 +691,79 @@ mod tests {
         assert_eq!(name("localhost:5001/x:1"), "");
         let no_docker = policy(r#"{"default":[{"type":"reject"}]}"#).unwrap();
         assert_eq!(no_docker.scope_for(&reference("a.io/x:1")).name, "default");
+    }
+
+    /// Neither the reference nor the scope key escapes by respelling a registry's name.
+    #[test]
+    fn scopes_and_references_compare_canonical_registry_names() {
+        let p = policy(
+            r#"{"default":[{"type":"insecureAcceptAnything"}],"transports":{"docker":{
+                "LOCALHOST:05000":[{"type":"reject"}],
+                "registry.example":[{"type":"reject"}],
+                "other.example:443/team":[{"type":"reject"}],
+                "index.docker.io/library":[{"type":"reject"}],
+                "*.Corp.Example":[{"type":"reject"}]}}}"#,
+        )
+        .unwrap();
+        for (r, scope) in [
+            ("localhost:5000/a:1", "localhost:5000"),
+            ("LocalHost:0005000/a:1", "localhost:5000"),
+            ("registry.example/a:1", "registry.example"),
+            ("REGISTRY.example:443/a:1", "registry.example"),
+            ("registry.example:0443/a:1", "registry.example"),
+            ("other.example/team/x:1", "other.example/team"),
+            ("other.example:443/team/x:1", "other.example/team"),
+            ("registry-1.docker.io/library/hello:1", "docker.io/library"),
+            ("hello", "docker.io/library"),
+            ("r.CORP.example:5000/x", "*.corp.example"),
+        ] {
+            assert_eq!(p.scope_for(&reference(r)).name, scope, "{r}");
+        }
+        // Another port is another registry.
+        assert_eq!(
+            p.scope_for(&reference("registry.example:4443/a")).name,
+            "default"
+        );
+        for bad in [
+            r#"{"default":[{"type":"reject"}],"transports":{"docker":{"h:99999":[{"type":"reject"}]}}}"#,
+            r#"{"default":[{"type":"reject"}],"transports":{"docker":{"h:":[{"type":"reject"}]}}}"#,
+            r#"{"default":[{"type":"reject"}],"transports":{"docker":{
+                "h":[{"type":"reject"}],"H:443":[{"type":"insecureAcceptAnything"}]}}}"#,
+        ] {
+            assert!(policy(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A key or policy that is not a regular file, or too large, is refused, not read
+    /// forever (`/dev/zero`) or waited on (a FIFO).
+    #[test]
+    fn keys_and_policies_are_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for key in ["/dev/zero", "/dev/null"] {
+            let json = format!(r#"{{"default":[{{"type":"sigstoreSigned","keyPath":"{key}"}}]}}"#);
+            let e = policy(&json).unwrap_err();
+            assert!(e.contains("not a regular file"), "{key}: {e}");
+        }
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = Policy::load(&fifo).unwrap_err();
+        assert!(e.reason.contains("not a regular file"), "{e}");
+        let big = dir.path().join("big.pub");
+        std::fs::write(&big, vec![b'a'; super::super::MAX_KEY_FILE as usize + 1]).unwrap();
+        let json = format!(
+            r#"{{"default":[{{"type":"sigstoreSigned","keyPath":"{}"}}]}}"#,
+            big.display()
+        );
+        assert!(policy(&json).unwrap_err().contains("over"));
+        let e = Policy::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.reason.contains("not a regular file"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,12 @@
 //! # port allows every port. Without a list, any registry but the node's own addresses
 //! # (loopback, link-local), which a pod could not reach itself.
 //! allow = ["registry.example", "*.corp.example"]
+//!
+//! [trust]
+//! # A module from the image's rootfs carries no signature: under a signature policy that is
+//! # not accept-anything for the image's name, it is refused ("policy", the default) unless
+//! # the operator allows it here ("allow").
+//! rootfs_modules = "policy"
 //! ```
 
 use std::collections::BTreeMap;
@@ -53,6 +59,8 @@ pub struct ShimConfig {
     /// The registries a container may name in `io.wasm-oci.reference`; `None`: any registry
     /// but the node's own addresses.
     pub allowed_registries: Option<Vec<String>>,
+    /// Whether a module from a container's rootfs runs whatever the signature policy says.
+    pub rootfs_modules: RootfsModules,
     /// The file it was read from, for messages; `None` when there was none.
     pub source: Option<PathBuf>,
 }
@@ -64,9 +72,22 @@ impl Default for ShimConfig {
             group_by: GroupBy::Pod,
             max_module_size: DEFAULT_MAX_MODULE_SIZE,
             allowed_registries: None,
+            rootfs_modules: RootfsModules::Policy,
             source: None,
         }
     }
+}
+
+/// `[trust] rootfs_modules`: what the signature policy means for a module read from a
+/// container's rootfs, which no signature covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootfsModules {
+    /// Refused when the policy is not accept-anything for the image's name (or, the name
+    /// unknown, anywhere).
+    Policy,
+    /// Run, as before signatures existed: the operator trusts what containerd unpacked.
+    Allow,
 }
 
 /// What decides which containers share a shim process (and its cgroup).
@@ -94,6 +115,14 @@ struct File {
     limits: Limits,
     #[serde(default)]
     references: References,
+    #[serde(default)]
+    trust: Trust,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Trust {
+    rootfs_modules: Option<RootfsModules>,
 }
 
 #[derive(Deserialize, Default)]
@@ -174,17 +203,36 @@ impl ShimConfig {
                 })?,
             None => DEFAULT_MAX_MODULE_SIZE,
         };
+        // Entries in the canonical form references are parsed to, so that neither side
+        // can be respelled past the other (case, leading zeros in a port, Docker Hub's names).
+        let allowed_registries = file
+            .references
+            .allow
+            .map(|list| {
+                list.iter()
+                    .map(|entry| match entry.strip_prefix("*.") {
+                        Some(domain) => Ok(format!("*.{}", domain.to_ascii_lowercase())),
+                        None => wasm_oci_fetcher::canonical_registry(entry).map_err(|e| {
+                            bad(format!(
+                                "references.allow: {entry:?} is not host[:port]: {e}"
+                            ))
+                        }),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
         Ok(ShimConfig {
             profiles,
             group_by: file.groups.by.unwrap_or(GroupBy::Pod),
             max_module_size,
-            allowed_registries: file.references.allow,
+            allowed_registries,
+            rootfs_modules: file.trust.rootfs_modules.unwrap_or(RootfsModules::Policy),
             source: Some(path.to_owned()),
         })
     }
 
     /// Where this config came from, for messages.
-    fn source_name(&self) -> String {
+    pub(crate) fn source_name(&self) -> String {
         self.source
             .as_ref()
             .map_or(format!("no shim config ({DEFAULT_PATH})"), |p| {
@@ -196,6 +244,13 @@ impl ShimConfig {
     /// pull runs in the node's network namespace, with the node's credentials.
     pub(crate) fn check_registry(&self, registry: &str) -> Result<(), String> {
         let source = self.source_name();
+        // References are parsed to canonical names already; a name that has none is refused.
+        let registry = &wasm_oci_fetcher::canonical_registry(registry).map_err(|e| {
+            format!(
+                "io.wasm-oci.reference names registry {}, which is not host[:port]: {e}",
+                wasm_oci_fetcher::text::printable(registry)
+            )
+        })?;
         match &self.allowed_registries {
             Some(allowed) if allowed.iter().any(|a| registry_matches(a, registry)) => Ok(()),
             Some(allowed) => Err(format!(
@@ -239,17 +294,21 @@ impl ShimConfig {
     }
 }
 
-/// Whether the allow-list entry `pattern` covers `registry`: the same `host:port`, the same host
-/// for an entry without a port, or a subdomain for `*.domain`.
+/// Whether the allow-list entry `pattern` covers `registry`: the same `host:port` (`host:443`
+/// and `host` being one), the same host for an entry without a port, or a subdomain for
+/// `*.domain`. Both sides are canonical (see `canonical_registry`); a registry that is not
+/// is put in that form first, and one that has none matches nothing.
 fn registry_matches(pattern: &str, registry: &str) -> bool {
-    let host = wasm_oci_fetcher::registry_host(registry);
+    let Ok(registry) = wasm_oci_fetcher::canonical_registry(registry) else {
+        return false;
+    };
+    let host = wasm_oci_fetcher::registry_host(&registry);
     if let Some(domain) = pattern.strip_prefix("*.") {
-        let host = host.to_ascii_lowercase();
-        return host.ends_with(&format!(".{}", domain.to_ascii_lowercase()));
+        return host.ends_with(&format!(".{domain}"));
     }
-    pattern.eq_ignore_ascii_case(registry)
-        || (wasm_oci_fetcher::registry_host(pattern) == pattern
-            && pattern.eq_ignore_ascii_case(host))
+    let key = wasm_oci_fetcher::registry_key;
+    key(pattern) == key(&registry)
+        || (wasm_oci_fetcher::registry_host(pattern) == pattern && pattern == host)
 }
 
 #[cfg(test)]
@@ -289,6 +348,7 @@ mod tests {
             "[profiles.x]\ndirs = [\"/x::relative\"]",
             "[groups]\nby = \"everyone\"",
             "[limits]\nmax_module_size = \"lots\"",
+            "[trust]\nrootfs_modules = \"maybe\"",
             "preopens = 1",
         ] {
             assert!(
@@ -298,6 +358,13 @@ mod tests {
         }
         let default = ShimConfig::parse("", Path::new("shim.toml")).unwrap();
         assert_eq!(default.group_by, GroupBy::Pod);
+        assert_eq!(default.rootfs_modules, RootfsModules::Policy);
+        let allow = ShimConfig::parse(
+            "[trust]\nrootfs_modules = \"allow\"",
+            Path::new("shim.toml"),
+        )
+        .unwrap();
+        assert_eq!(allow.rootfs_modules, RootfsModules::Allow);
         assert!(default.profiles.is_empty());
     }
 
@@ -310,6 +377,13 @@ mod tests {
             "[::1]:80",
             "169.254.169.254",
             "0.0.0.0:1",
+            // The same addresses respelled, as the connection would read them.
+            "127.1:5000",
+            "0x7f.0.0.1",
+            "2130706433:80",
+            "LOCALHOST:05000",
+            "[0:0::1]",
+            "169.254.43518",
         ] {
             assert!(default.check_registry(node).is_err(), "{node}");
         }
@@ -324,11 +398,32 @@ mod tests {
             "ghcr.io",
             "ghcr.io:443",
             "r.corp.example:5000",
+            "127.0.0.1:05000",
+            "GHCR.io",
+            "R.Corp.Example",
         ] {
             assert!(listed.check_registry(ok).is_ok(), "{ok}");
         }
+        // Entries are canonical too: `HOST:0443` is `host:443`, which is `host`.
+        let respelled = ShimConfig::parse(
+            "[references]\nallow = [\"Registry.Example:0443\", \"*.Corp.Example\"]\n",
+            Path::new("shim.toml"),
+        )
+        .unwrap();
+        for ok in ["registry.example", "registry.example:443", "a.corp.example"] {
+            assert!(respelled.check_registry(ok).is_ok(), "{ok}");
+        }
+        assert!(respelled.check_registry("registry.example:4443").is_err());
+        assert!(
+            ShimConfig::parse(
+                "[references]\nallow = [\"host:70000\"]\n",
+                Path::new("shim.toml")
+            )
+            .is_err()
+        );
         for refused in [
             "127.0.0.1:5001",
+            "127.0.0.1:50010",
             "docker.io",
             "corp.example",
             "evilcorp.example",

@@ -264,11 +264,7 @@ impl Store {
         })?;
         // A module a pod names is held to the node's limit before any of it is downloaded.
         let max_layer_size = ShimConfig::get().ok().map(|c| c.max_module_size);
-        // The signature policy is the operator's: WASM_OCI_POLICY in containerd's
-        // environment, else /etc/wasm-oci/policy.json; never anything a pod names. One that
-        // cannot be used refuses every pull by reference.
-        let policy =
-            wasm_oci_fetcher::trust::policy::Policy::locate(None).map_err(|e| e.to_string())?;
+        let policy = node_policy()?;
         let fetcher = wasm_oci_fetcher::Fetcher::new(
             cache.clone(),
             wasm_oci_fetcher::RegistryOptions {
@@ -276,8 +272,78 @@ impl Store {
                 ..wasm_oci_fetcher::RegistryOptions::from_env()
             },
         )
-        .with_policy(Arc::new(policy));
+        .with_policy(policy);
         Ok(Store { cache, fetcher })
+    }
+}
+
+/// The signature policy is the operator's: WASM_OCI_POLICY in containerd's environment, else
+/// /etc/wasm-oci/policy.json; never anything a pod names. Read once per shim process; one
+/// that cannot be used refuses every pull by reference and every rootfs module it would judge.
+fn node_policy() -> Result<Arc<wasm_oci_fetcher::trust::policy::Policy>, String> {
+    static POLICY: OnceLock<Result<Arc<wasm_oci_fetcher::trust::policy::Policy>, String>> =
+        OnceLock::new();
+    POLICY
+        .get_or_init(|| {
+            wasm_oci_fetcher::trust::policy::Policy::locate(None)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// Annotations that name the image a container was made from: the CRI plugin's, then
+/// containerd's own (set by clients that copy the image name into the spec).
+const IMAGE_NAME_ANNOTATIONS: [&str; 2] =
+    ["io.kubernetes.cri.image-name", "io.containerd.image.name"];
+
+/// Whether a module read from the container's rootfs may run: it carries no signature, so
+/// under a policy that is not accept-anything for the image's name (or, the name unknown,
+/// anywhere) it is refused, unless the operator allows rootfs modules in the shim config.
+fn check_rootfs_module(
+    config: &ShimConfig,
+    annotations: &HashMap<String, String>,
+    module: &str,
+) -> Result<(), String> {
+    if config.rootfs_modules == config::RootfsModules::Allow {
+        return Ok(());
+    }
+    let policy = node_policy()?;
+    let image = IMAGE_NAME_ANNOTATIONS
+        .iter()
+        .find_map(|key| annotations.get(*key))
+        .and_then(|name| wasm_oci_fetcher::parse_reference(name).ok());
+    let refusal = match &image {
+        Some(image) => {
+            let scope = policy.scope_for(image);
+            (scope.rejects() || scope.needs_signatures()).then(|| {
+                format!(
+                    "{} (for the image {}) needs a signed reference",
+                    scope.describe(),
+                    wasm_oci_fetcher::text::printable(&image.whole())
+                )
+            })
+        }
+        None => (!policy.accepts_anything_everywhere()).then(|| {
+            format!(
+                "the signature policy {} is not accept-anything and the image's name is not \
+                 known (no {} annotation), so it needs a signed reference",
+                policy
+                    .source()
+                    .map_or("(none)".into(), |p| p.display().to_string()),
+                IMAGE_NAME_ANNOTATIONS[0]
+            )
+        }),
+    };
+    match refusal {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "the module {} would run from the image's rootfs, which no signature covers, and \
+             {why}: annotate {ANNOTATION_REFERENCE} with the module's signed reference, or let \
+             the operator allow rootfs modules ([trust] rootfs_modules = \"allow\" in {})",
+            wasm_oci_fetcher::text::printable(module),
+            config.source_name()
+        )),
     }
 }
 
@@ -474,6 +540,7 @@ async fn prepare(
             let first = args
                 .first()
                 .ok_or("process.args is empty: name the .wasm to run")?;
+            check_rootfs_module(config, &annotations, first)?;
             let bytes = rootfs::read_module(rootfs, first, config.max_module_size)?;
             Some(Module::Rootfs {
                 name: PathBuf::from(first),

@@ -3,6 +3,7 @@
 //! peers are the sigstore crate (peer.rs) and a signer written here from cosign's published
 //! format (format.rs), for what an attacker would forge.
 
+mod attacks;
 mod format;
 mod peer;
 
