@@ -55,6 +55,12 @@ pub struct GlobalOptions {
     /// Accept any registry certificate. Dangerous: anyone on the path can serve you code
     #[arg(long, global = true)]
     pub insecure_skip_tls_verify: bool,
+
+    /// containerd's registry host directory (DIR/<registry>/hosts.toml, DIR/_default/hosts.toml):
+    /// mirrors tried before each registry, and per-host TLS and headers [default:
+    /// /etc/containerd/certs.d when it exists]
+    #[arg(long, global = true, env = "WASM_OCI_HOSTS_DIR", value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
 }
 
 impl GlobalOptions {
@@ -127,6 +133,7 @@ impl GlobalOptions {
             ca_files,
             insecure_skip_tls_verify: self.insecure_skip_tls_verify,
             max_layer_size: None,
+            hosts_dir: wasm_oci_fetcher::hosts::hosts_dir(self.hosts_dir.clone()),
         })
     }
 

@@ -422,6 +422,7 @@ mod tests {
             layer_media_type: "application/wasm".into(),
             size: layer.len() as u64,
             config_digest: None,
+            sources: Default::default(),
         };
         cache.set_ref(&entry).unwrap();
         entry

@@ -23,6 +23,10 @@ pub struct RefEntry {
     /// Digest of the manifest's config blob, when it was fetched too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_digest: Option<Digest>,
+    /// The host (`host[:port]`, a mirror or the registry) each manifest and blob was
+    /// downloaded from, by digest; blobs the cache had already are not in it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sources: std::collections::BTreeMap<String, String>,
 }
 
 /// A reference in the index with when it was last used.
@@ -129,6 +133,7 @@ mod tests {
             layer_media_type: "application/wasm".into(),
             size: 8,
             config_digest: None,
+            sources: Default::default(),
         };
         assert_eq!(cache.get_ref(&entry.reference).unwrap(), None);
         cache.set_ref(&entry).unwrap();

@@ -458,6 +458,7 @@ pub fn load(
             layer_media_type: artifact.layer_media_type,
             size: artifact.size,
             config_digest: Some(artifact.config_digest),
+            sources: Default::default(),
         };
         cache.set_ref(&entry)?;
         loaded.push(entry);

@@ -44,6 +44,9 @@ struct Output<'a> {
     cached: &'a Path,
     #[serde(skip_serializing_if = "Option::is_none")]
     out: Option<&'a Path>,
+    /// The host each manifest and blob downloaded just now came from, by digest.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    sources: &'a std::collections::BTreeMap<String, String>,
 }
 
 impl PullCommand {
@@ -78,6 +81,7 @@ impl PullCommand {
                 media_type: &entry.layer_media_type,
                 size: entry.size,
                 cached: &pulled.path,
+                sources: &pulled.sources,
                 out: out.as_deref(),
             })?;
         } else {

@@ -10,6 +10,7 @@ mod cri;
 mod edge;
 mod faults;
 mod interop;
+mod mirrors;
 mod proxy;
 mod registry;
 mod resume;
