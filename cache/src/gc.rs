@@ -188,87 +188,83 @@ impl Cache {
     /// Removes least-recently-used references and the blobs only they use, as `policy` asks.
     /// Blobs that no reference uses are removed too. A blob held by a running process (see
     /// [`Cache::hold`]) is never removed, and neither is its reference.
+    ///
+    /// The index is read once. Removals go in batches: the blobs of a batch are locked, then
+    /// the references recorded since the index was read (found by listing it again: a
+    /// recorded reference is a new file) keep theirs, then the rest is removed. A batch is
+    /// as large as the open-file limit allows, so a prune of 100,000 references lists the
+    /// index a few dozen times, not once per reference.
     pub fn prune(&self, policy: PrunePolicy) -> Result<PruneReport> {
         let mut report = PruneReport {
             reclaimed_partials: self.reclaim_partials()?,
             ..PruneReport::default()
         };
+        // Listed before it is read: whatever is recorded after this is seen as new.
+        let mut watch = RefsWatch::new(self)?;
         let refs = self.refs()?;
         let now = SystemTime::now();
         let mut size = self.size();
-        let mut kept: Vec<_> = Vec::new();
-        // The blobs each reference needs.
-        let needs = |r: &crate::RefRecord| -> Vec<Digest> {
-            let e = &r.entry;
-            [
-                Some(e.layer_digest.clone()),
-                Some(e.manifest_digest.clone()),
-                e.config_digest.clone(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect()
-        };
+        let batch_limit = lock_batch();
         let mut users: BTreeMap<Digest, usize> = BTreeMap::new();
         for r in &refs {
-            for d in needs(r) {
+            for d in needs(&r.entry) {
                 *users.entry(d).or_default() += 1;
             }
         }
-        for record in refs {
+        let mut kept: Vec<crate::RefRecord> = Vec::new();
+        let mut batch = Batch::default();
+        let mut planned = size;
+        let mut refs = refs.into_iter().peekable();
+        while let Some(record) = refs.next() {
             let too_old = policy
                 .older_than
                 .is_some_and(|age| now.duration_since(record.last_used).unwrap_or_default() > age);
-            let too_big = policy.max_size.is_some_and(|max| size > max);
-            if !(too_old || too_big) {
-                kept.push(record);
-                continue;
-            }
-            // Blobs this reference alone uses go with it; one in use keeps it all.
-            let only_ours: Vec<Digest> = needs(&record)
-                .into_iter()
-                .filter(|d| users.get(d) == Some(&1))
-                .collect();
-            let Some(locks) = self.lock_for_removal(&only_ours)? else {
-                report.in_use.push(record.entry.reference.clone());
-                kept.push(record);
-                continue;
-            };
-            // A pull holds its blobs until its reference is recorded, so with the locks taken,
-            // the references read now are all that use them: one recorded since the first
-            // read keeps its blobs.
-            let recorded_since: BTreeSet<Digest> = self
-                .refs()?
-                .iter()
-                .filter(|r| r.path != record.path)
-                .flat_map(needs)
-                .collect();
-            let only_ours: Vec<Digest> = only_ours
-                .into_iter()
-                .filter(|d| !recorded_since.contains(d))
-                .collect();
-            fs::remove_file(&record.path).map_err(|source| Error::Io {
-                action: "removing",
-                path: record.path.clone(),
-                source,
-            })?;
-            for d in needs(&record) {
-                if let Some(n) = users.get_mut(&d) {
-                    *n -= 1;
+            let too_big = policy.max_size.is_some_and(|max| planned > max);
+            if too_old || too_big {
+                // Blobs this reference alone uses go with it; one in use keeps it all.
+                let only_ours: Vec<Digest> = needs(&record.entry)
+                    .into_iter()
+                    .filter(|d| users.get(d) == Some(&1))
+                    .collect();
+                match self.lock_for_removal(&only_ours)? {
+                    None => {
+                        report.in_use.push(record.entry.reference.clone());
+                        kept.push(record);
+                    }
+                    Some(locks) => {
+                        for d in needs(&record.entry) {
+                            if let Some(n) = users.get_mut(&d) {
+                                *n -= 1;
+                            }
+                        }
+                        // What removing it will free, at least (compiled code comes on top).
+                        planned = planned.saturating_sub(
+                            only_ours
+                                .iter()
+                                .map(|d| fs::metadata(self.blob_path(d)).map_or(0, |m| m.len()))
+                                .sum(),
+                        );
+                        batch.locks += locks.len();
+                        batch.victims.push((record, only_ours, locks));
+                    }
                 }
+            } else {
+                kept.push(record);
             }
-            for d in &only_ours {
-                let freed = self.remove_blob(d)?;
+            if batch.locks >= batch_limit || (refs.peek().is_none() && !batch.victims.is_empty()) {
+                let freed =
+                    self.remove_batch(std::mem::take(&mut batch), &mut watch, &mut report)?;
                 size = size.saturating_sub(freed);
-                report.freed += freed;
-                report.removed_blobs += 1;
+                // From what was freed, not what was planned.
+                planned = size;
             }
-            drop(locks);
-            report.removed_refs.push(record.entry.reference);
+        }
+        if !batch.victims.is_empty() {
+            self.remove_batch(batch, &mut watch, &mut report)?;
         }
         // Blobs no remaining reference uses: debris of failed pulls or removed references;
         // young ones may be a pull's that is about to record its reference.
-        let wanted: BTreeSet<Digest> = kept.iter().flat_map(needs).collect();
+        let wanted: BTreeSet<Digest> = kept.iter().flat_map(|r| needs(&r.entry)).collect();
         let mut debris = Vec::new();
         for (name, path) in list(&self.blobs_dir())? {
             let Ok(d) = format!("{}:{name}", Digest::ALGORITHM).parse::<Digest>() else {
@@ -277,18 +273,22 @@ impl Cache {
             if wanted.contains(&d) || is_young(&path, now) {
                 continue;
             }
-            if let Some(locks) = self.lock_for_removal(std::slice::from_ref(&d))? {
-                debris.push((d, locks));
-            }
+            debris.push(d);
         }
-        if !debris.is_empty() {
-            // With the locks taken, references recorded since the first read are final.
-            let wanted: BTreeSet<Digest> = self.refs()?.iter().flat_map(needs).collect();
-            for (d, locks) in debris {
-                if wanted.contains(&d) {
+        for chunk in debris.chunks(batch_limit.max(1)) {
+            let mut locked = Vec::new();
+            for d in chunk {
+                if let Some(locks) = self.lock_for_removal(std::slice::from_ref(d))? {
+                    locked.push((d, locks));
+                }
+            }
+            // With the locks taken, references recorded since the index was read are final.
+            let wanted = watch.recorded_since(self)?.clone();
+            for (d, locks) in locked {
+                if wanted.contains(d) {
                     continue;
                 }
-                let freed = self.remove_blob(&d)?;
+                let freed = self.remove_blob(d)?;
                 report.freed += freed;
                 report.removed_blobs += 1;
                 drop(locks);
@@ -296,6 +296,47 @@ impl Cache {
         }
         report.size = self.size();
         Ok(report)
+    }
+
+    /// Removes a batch of references and the blobs only they use, whose locks it holds; a
+    /// blob that a reference recorded since the index was read needs stays. Returns the
+    /// bytes freed.
+    fn remove_batch(
+        &self,
+        batch: Batch,
+        watch: &mut RefsWatch,
+        report: &mut PruneReport,
+    ) -> Result<u64> {
+        // A pull holds its blobs until its reference is recorded, so with the locks taken,
+        // the references listed now are all that use them.
+        let recorded_since = watch.recorded_since(self)?.clone();
+        let mut freed = 0;
+        for (record, only_ours, locks) in batch.victims {
+            // Recorded again since (pulled again): used just now, so kept.
+            if !watch.unchanged(&record.path) {
+                continue;
+            }
+            match fs::remove_file(&record.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Io {
+                        action: "removing",
+                        path: record.path.clone(),
+                        source,
+                    });
+                }
+            }
+            for d in only_ours.iter().filter(|d| !recorded_since.contains(d)) {
+                let bytes = self.remove_blob(d)?;
+                freed += bytes;
+                report.freed += bytes;
+                report.removed_blobs += 1;
+            }
+            drop(locks);
+            report.removed_refs.push(record.entry.reference);
+        }
+        Ok(freed)
     }
 
     /// Exclusive locks on all of `digests`, or `None` when any is in use.
@@ -356,6 +397,105 @@ impl Cache {
             }
         }
         Ok(freed)
+    }
+}
+
+/// The blobs a reference needs.
+fn needs(e: &crate::RefEntry) -> Vec<Digest> {
+    [
+        Some(e.layer_digest.clone()),
+        Some(e.manifest_digest.clone()),
+        e.config_digest.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// References chosen for removal, with the exclusive locks on the blobs only they use.
+#[derive(Default)]
+struct Batch {
+    victims: Vec<(crate::RefRecord, Vec<Digest>, Vec<File>)>,
+    locks: usize,
+}
+
+/// How many blobs a prune locks at once: a share of the open-file limit, so that a prune
+/// never runs out of descriptors, and large enough that the index is listed rarely.
+fn lock_batch() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    (limit.saturating_sub(128) / 2).clamp(64, 4096) as usize
+}
+
+/// The index files as listed (name and inode), to tell which references were recorded
+/// since: recording one writes a new file and renames it into place.
+struct RefsWatch {
+    dir: PathBuf,
+    /// As listed before the index was read.
+    first: std::collections::HashMap<std::ffi::OsString, u64>,
+    /// As last listed.
+    known: std::collections::HashMap<std::ffi::OsString, u64>,
+    /// What the references recorded since the first listing need.
+    needed: BTreeSet<Digest>,
+}
+
+impl RefsWatch {
+    fn new(cache: &Cache) -> Result<RefsWatch> {
+        let dir = cache.refs_dir();
+        let first = Self::listing(&dir)?;
+        Ok(RefsWatch {
+            dir,
+            known: first.clone(),
+            first,
+            needed: BTreeSet::new(),
+        })
+    }
+
+    /// Whether the index file at `path` is still the one listed first (not recorded again).
+    fn unchanged(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        let Some(name) = path.file_name() else {
+            return false;
+        };
+        match fs::symlink_metadata(path) {
+            Ok(m) => self.first.get(name) == Some(&m.ino()),
+            Err(_) => true,
+        }
+    }
+
+    fn listing(dir: &Path) -> Result<std::collections::HashMap<std::ffi::OsString, u64>> {
+        use std::os::unix::fs::DirEntryExt;
+        let entries = fs::read_dir(dir).map_err(|source| Error::Io {
+            action: "listing",
+            path: dir.to_owned(),
+            source,
+        })?;
+        Ok(entries
+            .flatten()
+            .map(|e| (e.file_name(), e.ino()))
+            .collect())
+    }
+
+    /// The blobs needed by references recorded (or recorded again) since the first listing.
+    fn recorded_since(&mut self, _cache: &Cache) -> Result<&BTreeSet<Digest>> {
+        let now = Self::listing(&self.dir)?;
+        for (name, ino) in &now {
+            if self.known.get(name) == Some(ino) {
+                continue;
+            }
+            let path = self.dir.join(name);
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            if let Ok(bytes) = fs::read(&path)
+                && let Ok(entry) = serde_json::from_slice::<crate::RefEntry>(&bytes)
+            {
+                self.needed.extend(needs(&entry));
+            }
+        }
+        self.known = now;
+        Ok(&self.needed)
     }
 }
 

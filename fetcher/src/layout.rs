@@ -20,7 +20,7 @@ use rustix::io::Errno;
 
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest, OciManifest};
 use serde_json::json;
-use wasm_oci_cache::{Cache, Digest, Hold, Ingested, RefEntry};
+use wasm_oci_cache::{Cache, Digest, RefEntry};
 
 use crate::manifest::{select_platform, wasm_layer};
 use crate::{Error, Result, parse_reference};
@@ -435,35 +435,55 @@ pub fn load(
             ),
         ));
     }
-    // Every blob of every artifact first, held so that a concurrent `cache prune` leaves them
-    // alone; the references only once all of them are in: a layout that fails halfway
-    // records nothing.
-    let mut holds = Vec::new();
+    // Every blob of every artifact first, verified and made durable a batch at a time (one
+    // sync per batch, not per blob); the references only once all of them are in: a layout
+    // that fails halfway records nothing. Blobs stored just now are too young for a prune to
+    // sweep.
+    let mut batch = cache.blob_batch();
     for (_, artifact) in &named {
-        for (digest, size) in [
-            (&artifact.layer_digest, Some(artifact.size)),
-            (&artifact.config_digest, Some(artifact.config_size)),
-            // Read and verified already, and small.
-            (&artifact.manifest_digest, None),
-        ] {
-            holds.push(import_blob(cache, dir, digest, size)?);
+        for (digest, size) in artifact_blobs(artifact) {
+            import_blob(&mut batch, dir, digest, size)?;
+        }
+        if batch.len() >= BATCH {
+            std::mem::replace(&mut batch, cache.blob_batch()).commit()?;
         }
     }
-    let mut loaded = Vec::new();
-    for (reference, artifact) in named {
-        let entry = RefEntry {
-            reference,
-            manifest_digest: artifact.manifest_digest,
-            layer_digest: artifact.layer_digest,
-            layer_media_type: artifact.layer_media_type,
-            size: artifact.size,
-            config_digest: Some(artifact.config_digest),
-            sources: Default::default(),
-        };
-        cache.set_ref(&entry)?;
-        loaded.push(entry);
+    batch.commit()?;
+    // Then the references, a batch at a time, each holding its blobs while it is recorded so
+    // that a concurrent `cache prune` cannot take one that was in the cache already.
+    let mut loaded = Vec::with_capacity(named.len());
+    let mut named = named.into_iter().peekable();
+    while named.peek().is_some() {
+        let chunk: Vec<_> = named.by_ref().take(REFS_BATCH).collect();
+        let mut holds = Vec::with_capacity(chunk.len() * 3);
+        for (_, artifact) in &chunk {
+            for (digest, _) in artifact_blobs(artifact) {
+                holds.push(cache.hold(digest).map_err(|e| {
+                    layout_err(
+                        dir,
+                        format!(
+                            "blob {digest} was removed while loading (a concurrent prune?): {e}; run load again"
+                        ),
+                    )
+                })?);
+            }
+        }
+        let entries: Vec<RefEntry> = chunk
+            .into_iter()
+            .map(|(reference, artifact)| RefEntry {
+                reference,
+                manifest_digest: artifact.manifest_digest,
+                layer_digest: artifact.layer_digest,
+                layer_media_type: artifact.layer_media_type,
+                size: artifact.size,
+                config_digest: Some(artifact.config_digest),
+                sources: Default::default(),
+            })
+            .collect();
+        cache.set_refs(&entries)?;
+        drop(holds);
+        loaded.extend(entries);
     }
-    drop(holds);
     Ok((loaded, replaced))
 }
 
@@ -530,40 +550,44 @@ fn verify_file(dir: &Path, path: &Path, digest: &Digest, size: Option<u64>) -> R
 
 /// Streams one blob of the layout into the cache; the cache verifies size and digest.
 /// Returns a hold on the blob in the cache.
-fn import_blob(cache: &Cache, dir: &Path, digest: &Digest, size: Option<u64>) -> Result<Hold> {
-    let mut writer = match cache.ingest(digest, size)? {
-        Ingested::Writer(writer) => writer,
-        Ingested::Present(_, hold) => return Ok(hold),
-    };
-    writer.restart()?;
+fn import_blob(
+    batch: &mut wasm_oci_cache::BlobBatch<'_>,
+    dir: &Path,
+    digest: &Digest,
+    size: Option<u64>,
+) -> Result<()> {
     let path = blob_path(dir, digest);
     let (file, len) = open_regular(dir, &path)?;
     if let Some(size) = size
         && len != size
     {
-        writer.discard();
         return Err(layout_err(
             dir,
             format!("blob {digest} is {len} bytes; its manifest says {size}"),
         ));
     }
-    let mut file = file.take(len);
-    let mut buf = vec![0; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| layout_err(dir, e.to_string()))?;
-        if n == 0 {
-            break;
-        }
-        writer.write(&buf[..n])?;
-    }
-    let (_, hold) = writer.commit_held().map_err(|e| match e {
+    batch.add(digest, Some(len), file).map_err(|e| match e {
         wasm_oci_cache::Error::DigestMismatch { expected, actual } => layout_err(
             dir,
             format!("blob {expected} hashes to {actual}; nothing was imported from it"),
         ),
         other => other.into(),
     })?;
-    Ok(hold)
+    Ok(())
 }
+
+/// The blobs of an artifact with their sizes, when the manifest gives them.
+fn artifact_blobs(artifact: &LayoutArtifact) -> [(&Digest, Option<u64>); 3] {
+    [
+        (&artifact.layer_digest, Some(artifact.size)),
+        (&artifact.config_digest, Some(artifact.config_size)),
+        // Read and verified already, and small.
+        (&artifact.manifest_digest, None),
+    ]
+}
+
+/// Blobs written per sync by `load`.
+const BATCH: usize = 3000;
+/// References recorded per sync by `load`; each holds its three blobs open meanwhile, which
+/// stays well under the usual limit of 1,024 open files.
+const REFS_BATCH: usize = 250;

@@ -25,9 +25,11 @@ pub struct CacheCommand {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// List cached references with their digests, sizes and last use
+    /// List cached references with their digests, sizes and last use, most recent first
     Ls {
-        /// Print JSON on stdout
+        /// Print JSON on stdout: an array streamed as the index is read (in no particular
+        /// order; sort by last_used), so that a cache of 100,000 references starts printing
+        /// at once and holds no list in memory
         #[arg(long)]
         json: bool,
     },
@@ -70,26 +72,14 @@ impl CacheCommand {
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let cache = global.open_cache()?;
         match self.action {
-            Action::Ls { json } => {
+            Action::Ls { json: true } => {
+                stream_json(&cache)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Ls { json: false } => {
                 let refs = cache.refs().context("listing the cache")?;
-                let listed: Vec<Listed> = refs
-                    .into_iter()
-                    .rev()
-                    .map(|r| Listed {
-                        reference: r.entry.reference,
-                        digest: r.entry.layer_digest.to_string(),
-                        manifest_digest: r.entry.manifest_digest.to_string(),
-                        media_type: r.entry.layer_media_type,
-                        size: r.entry.size,
-                        last_used: r
-                            .last_used
-                            .duration_since(SystemTime::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs()),
-                    })
-                    .collect();
-                if json {
-                    crate::print_json(&listed)?;
-                } else {
+                let listed: Vec<Listed> = refs.into_iter().rev().map(Listed::from).collect();
+                {
                     let width = listed
                         .iter()
                         .map(|l| l.reference.len())
@@ -179,6 +169,56 @@ impl CacheCommand {
                 Ok(ExitCode::SUCCESS)
             }
         }
+    }
+}
+
+impl From<wasm_oci_cache::RefRecord> for Listed {
+    fn from(r: wasm_oci_cache::RefRecord) -> Listed {
+        Listed {
+            reference: r.entry.reference,
+            digest: r.entry.layer_digest.to_string(),
+            manifest_digest: r.entry.manifest_digest.to_string(),
+            media_type: r.entry.layer_media_type,
+            size: r.entry.size,
+            last_used: r
+                .last_used
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+/// `cache ls --json`: a JSON array written entry by entry as the index is read. A closed
+/// stdout (`| head`) ends it quietly.
+fn stream_json(cache: &wasm_oci_cache::Cache) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    let written = (|| -> anyhow::Result<()> {
+        out.write_all(b"[")?;
+        cache.for_each_ref(|record| -> anyhow::Result<()> {
+            out.write_all(if first { b"\n  " } else { b",\n  " })?;
+            first = false;
+            serde_json::to_writer(&mut out, &Listed::from(record))?;
+            Ok(())
+        })?;
+        out.write_all(b"\n]\n")?;
+        out.flush()?;
+        Ok(())
+    })();
+    match written {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                    || c.downcast_ref::<serde_json::Error>()
+                        .and_then(|j| j.io_error_kind())
+                        == Some(std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other.context("listing the cache"),
     }
 }
 
