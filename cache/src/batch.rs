@@ -83,7 +83,7 @@ impl BlobBatch<'_> {
     /// given, hashing to `digest`. Returns whether it was staged (false: the store or this
     /// batch has it already). Content that fails is not kept.
     pub fn add(&mut self, digest: &Digest, size: Option<u64>, content: impl Read) -> Result<bool> {
-        if self.digests.contains(digest) || self.cache.contains(digest) {
+        if self.has(digest) {
             return Ok(false);
         }
         let dir = self.cache.ingest_dir();
@@ -138,6 +138,11 @@ impl BlobBatch<'_> {
         self.staged.push((path, self.cache.blob_path(digest)));
         self.digests.insert(digest.clone());
         Ok(true)
+    }
+
+    /// Whether the store or this batch has the blob `digest` already.
+    pub fn has(&self, digest: &Digest) -> bool {
+        self.digests.contains(digest) || self.cache.contains(digest)
     }
 
     /// How many blobs are staged.

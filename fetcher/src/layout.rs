@@ -456,8 +456,12 @@ pub fn load(
     while named.peek().is_some() {
         let chunk: Vec<_> = named.by_ref().take(REFS_BATCH).collect();
         let mut holds = Vec::with_capacity(chunk.len() * 3);
+        let mut held = std::collections::BTreeSet::new();
         for (_, artifact) in &chunk {
             for (digest, _) in artifact_blobs(artifact) {
+                if !held.insert(digest) {
+                    continue;
+                }
                 holds.push(cache.hold(digest).map_err(|e| {
                     layout_err(
                         dir,
@@ -556,6 +560,10 @@ fn import_blob(
     digest: &Digest,
     size: Option<u64>,
 ) -> Result<()> {
+    // One the cache (or this batch) has already is not read again: a shared config once.
+    if batch.has(digest) {
+        return Ok(());
+    }
     let path = blob_path(dir, digest);
     let (file, len) = open_regular(dir, &path)?;
     if let Some(size) = size

@@ -9,6 +9,7 @@ mod containerd;
 mod cri;
 mod edge;
 mod faults;
+mod fleet;
 mod interop;
 mod mirrors;
 mod proxy;
