@@ -265,6 +265,22 @@ fn a_mirror_that_corrupts_blobs_is_skipped_and_nothing_bad_is_stored() {
 }
 
 #[test]
+fn a_mirror_answering_503_gets_one_try_per_request_and_the_origin_serves() {
+    let fleet = Fleet::start();
+    let failing = Proxy::start(&fleet.mirror.addr, Fault::First503(1000));
+    fleet.mirror_at(&failing.addr, "\"pull\", \"resolve\"");
+    let node = fleet.node();
+    let pulled = fleet.pull(&node, &fleet.reference());
+    let layer = pulled["digest"].as_str().unwrap();
+    assert_eq!(pulled["sources"][layer], fleet.front.addr.as_str(), "{pulled}");
+    assert_stored_well(&node, layer);
+    // Its /v2/ once, then once for the tag and once for each blob: no backoff spent on it.
+    assert_eq!(failing.seen(|s| s.requests), 4);
+    let log = fs::read_to_string(node.log_file()).unwrap();
+    assert!(!log.contains("retrying"), "a failing mirror was retried");
+}
+
+#[test]
 fn a_mirror_without_resolve_is_not_asked_for_tags() {
     let fleet = Fleet::start();
     let counter = Proxy::start(&fleet.mirror.addr, Fault::None);
