@@ -80,10 +80,11 @@ impl Cache {
 
 impl BlobBatch<'_> {
     /// Stages the blob `digest` read from `content`, verified: exactly `size` bytes when
-    /// given, hashing to `digest`. Returns whether it was staged (false: the store or this
-    /// batch has it already). Content that fails is not kept.
+    /// given, hashing to `digest`. Returns whether it was staged (false: this batch has it
+    /// already). One the store has is staged and then left as it is: ask [`Self::has`] first
+    /// to save the reading. Content that fails is not kept.
     pub fn add(&mut self, digest: &Digest, size: Option<u64>, content: impl Read) -> Result<bool> {
-        if self.has(digest) {
+        if self.staged(digest) {
             return Ok(false);
         }
         let dir = self.cache.ingest_dir();
@@ -142,7 +143,17 @@ impl BlobBatch<'_> {
 
     /// Whether the store or this batch has the blob `digest` already.
     pub fn has(&self, digest: &Digest) -> bool {
-        self.digests.contains(digest) || self.cache.contains(digest)
+        self.staged(digest) || self.cache.contains(digest)
+    }
+
+    /// Whether this batch has staged the blob `digest`.
+    pub fn staged(&self, digest: &Digest) -> bool {
+        self.digests.contains(digest)
+    }
+
+    /// The cache the batch writes to.
+    pub fn cache(&self) -> &Cache {
+        self.cache
     }
 
     /// How many blobs are staged.
@@ -266,6 +277,7 @@ mod tests {
         let mut batch = cache.blob_batch();
         assert!(batch.add(&a, Some(8), &b"\0asm\x01\0\0\0"[..]).unwrap());
         assert!(!batch.add(&a, Some(8), &b"\0asm\x01\0\0\0"[..]).unwrap());
+        assert!(batch.has(&a) && batch.staged(&a));
         // Staged is not stored.
         assert!(!cache.contains(&a));
         let wrong = batch

@@ -164,6 +164,7 @@ impl Cache {
             reclaimed_partials,
             ..VerifyReport::default()
         };
+        let mut buf = vec![0; 1 << 20];
         for (name, path) in list(&self.blobs_dir())? {
             let expected = match format!("{}:{name}", Digest::ALGORITHM).parse::<Digest>() {
                 Ok(d) => d,
@@ -173,7 +174,7 @@ impl Cache {
                     continue;
                 }
             };
-            let (actual, bytes) = hash_file(&path)?;
+            let (actual, bytes) = hash_file(&path, &mut buf)?;
             report.checked += 1;
             report.bytes += bytes;
             if actual != expected {
@@ -524,9 +525,9 @@ fn is_young(path: &Path, now: SystemTime) -> bool {
     })
 }
 
-fn hash_file(path: &Path) -> Result<(Digest, u64)> {
+fn hash_file(path: &Path, buf: &mut [u8]) -> Result<(Digest, u64)> {
     File::open(path)
-        .and_then(Digest::of_reader)
+        .and_then(|f| Digest::of_reader_with(f, buf))
         .map_err(|source| Error::Io {
             action: "reading",
             path: path.to_owned(),

@@ -116,9 +116,13 @@ impl LoadCommand {
                 r.reference, r.was, r.now
             );
         }
+        // One write for many lines: stderr is unbuffered, and eprintln! writes each piece.
+        use std::io::Write as _;
+        let mut err = std::io::BufWriter::new(std::io::stderr().lock());
         for e in &loaded {
-            eprintln!("Loaded: {} ({})", e.reference, e.layer_digest);
+            let _ = writeln!(err, "Loaded: {} ({})", e.reference, e.layer_digest);
         }
+        let _ = err.flush();
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -272,7 +272,11 @@ fn a_mirror_answering_503_gets_one_try_per_request_and_the_origin_serves() {
     let node = fleet.node();
     let pulled = fleet.pull(&node, &fleet.reference());
     let layer = pulled["digest"].as_str().unwrap();
-    assert_eq!(pulled["sources"][layer], fleet.front.addr.as_str(), "{pulled}");
+    assert_eq!(
+        pulled["sources"][layer],
+        fleet.front.addr.as_str(),
+        "{pulled}"
+    );
     assert_stored_well(&node, layer);
     // Its /v2/ once, then once for the tag and once for each blob: no backoff spent on it.
     assert_eq!(failing.seen(|s| s.requests), 4);
