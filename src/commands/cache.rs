@@ -218,7 +218,8 @@ fn stream_json(cache: &wasm_oci_cache::Cache) -> anyhow::Result<()> {
             serde_json::to_writer(&mut out, &Listed::from(record))?;
             Ok(())
         })?;
-        out.write_all(b"\n]\n")?;
+        // `[]` when empty, as a whole array would print.
+        out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
         out.flush()?;
         Ok(())
     })();
