@@ -63,6 +63,12 @@ pub struct RegistryArgs {
     /// Accept any registry certificate. Dangerous: anyone on the path can serve you code
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
+
+    /// containerd's registry host directory (DIR/REGISTRY/hosts.toml, DIR/_default/hosts.toml):
+    /// mirrors tried before each registry, and per-host TLS and headers [default:
+    /// /etc/containerd/certs.d when it exists]
+    #[arg(long, env = "WASM_OCI_HOSTS_DIR", value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -76,6 +82,7 @@ impl RegistryArgs {
             ca_file: self.ca_file.or(before.ca_file),
             insecure_skip_tls_verify: self.insecure_skip_tls_verify
                 || before.insecure_skip_tls_verify,
+            hosts_dir: self.hosts_dir.or(before.hosts_dir),
         }
     }
 
@@ -88,6 +95,7 @@ impl RegistryArgs {
             (self.password_stdin, "--password-stdin"),
             (self.ca_file.is_some(), "--ca-file"),
             (self.insecure_skip_tls_verify, "--insecure-skip-tls-verify"),
+            (self.hosts_dir.is_some(), "--hosts-dir"),
         ]
         .into_iter()
         .find_map(|(given, name)| given.then_some(name))
@@ -181,6 +189,7 @@ impl GlobalOptions {
             ca_files,
             insecure_skip_tls_verify: self.registry.insecure_skip_tls_verify,
             max_layer_size: None,
+            hosts_dir: wasm_oci_fetcher::hosts::hosts_dir(self.registry.hosts_dir.clone()),
         })
     }
 

@@ -192,6 +192,7 @@ impl Cache {
             reclaimed_partials,
             ..VerifyReport::default()
         };
+        let mut buf = vec![0; 1 << 20];
         for (name, path) in list(&self.blobs_dir())? {
             let expected = match format!("{}:{name}", Digest::ALGORITHM).parse::<Digest>() {
                 Ok(d) => d,
@@ -201,19 +202,19 @@ impl Cache {
                     continue;
                 }
             };
-            let (actual, bytes) = hash_file(&path)?;
+            let (actual, bytes) = hash_file(&path, &mut buf)?;
             report.checked += 1;
             report.bytes += bytes;
             if actual != expected {
                 tracing::warn!(%expected, %actual, "removing a damaged blob");
-                self.remove_blob(&expected, false)?;
+                self.remove_blob(&expected)?;
                 report.removed.push(BadBlob { expected, actual });
             }
         }
         if !report.removed.is_empty() {
             let removed: BTreeSet<&Digest> = report.removed.iter().map(|b| &b.expected).collect();
             for record in self.refs()? {
-                if needs(&record).iter().any(|d| removed.contains(d)) {
+                if needs(&record.entry).iter().any(|d| removed.contains(d)) {
                     match fs::remove_file(&record.path) {
                         Ok(()) => report.removed_refs.push(record.entry.reference),
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -234,6 +235,15 @@ impl Cache {
     /// Removes least-recently-used references and the blobs only they use, as `policy` asks.
     /// Blobs that no reference uses are removed too. A blob held by a running process (see
     /// [`Cache::hold`]) is never removed, and neither is its reference.
+    ///
+    /// The index is read once. Removals go in batches: the blobs of a batch are locked, then
+    /// the references recorded since the index was read (found by listing it again: a
+    /// recorded reference is a new file) keep theirs, then the rest is removed. A batch is
+    /// as large as the open-file limit allows, so a prune of 100,000 references lists the
+    /// index a few dozen times, not once per reference.
+    ///
+    /// With `policy.dry_run`, the same choices are made (locks included, so that what is in
+    /// use is reported as such) and nothing is removed.
     pub fn prune(&self, policy: &PrunePolicy) -> Result<PruneReport> {
         let dry_run = policy.dry_run;
         let mut report = PruneReport {
@@ -245,83 +255,84 @@ impl Cache {
             dry_run,
             ..PruneReport::default()
         };
+        // Listed before it is read: whatever is recorded after this is seen as new.
+        let mut watch = RefsWatch::new(self)?;
         let refs = self.refs()?;
+        let compiled = Compiled::list(self);
         let now = SystemTime::now();
-        let mut size = self.size();
-        let mut kept: Vec<_> = Vec::new();
-        let mut removed_paths = BTreeSet::new();
-        // The blobs each reference needs.
-        let needs = |r: &crate::RefRecord| -> Vec<Digest> { r.entry.blobs().cloned().collect() };
+        let start_size = self.size();
+        let mut size = start_size;
+        let batch_limit = lock_batch();
         let mut users: BTreeMap<Digest, usize> = BTreeMap::new();
         for r in &refs {
-            for d in needs(r) {
+            for d in needs(&r.entry) {
                 *users.entry(d).or_default() += 1;
             }
         }
-        for record in refs {
+        let mut kept: Vec<crate::RefRecord> = Vec::new();
+        let mut batch = Batch::default();
+        let mut planned = size;
+        let mut refs = refs.into_iter().peekable();
+        while let Some(record) = refs.next() {
             let too_old = policy
                 .older_than
                 .is_some_and(|age| now.duration_since(record.last_used).unwrap_or_default() > age);
-            let too_big = policy.max_size.is_some_and(|max| size > max);
+            let too_big = policy.max_size.is_some_and(|max| planned > max);
             let named = policy.references.contains(&record.entry.reference);
-            if !(too_old || too_big || named) {
-                kept.push(record);
-                continue;
-            }
-            // Blobs this reference alone uses go with it; one in use keeps it all.
-            let only_ours: Vec<Digest> = needs(&record)
-                .into_iter()
-                .filter(|d| users.get(d) == Some(&1))
-                .collect();
-            let Some(locks) = self.lock_for_removal(&only_ours)? else {
-                report.in_use.push(record.entry.reference.clone());
-                kept.push(record);
-                continue;
-            };
-            // A pull holds its blobs until its reference is recorded, so with the locks taken,
-            // the references read now are all that use them: one recorded since the first
-            // read keeps its blobs.
-            let recorded_since: BTreeSet<Digest> = self
-                .refs()?
-                .iter()
-                .filter(|r| r.path != record.path && !removed_paths.contains(&r.path))
-                .flat_map(needs)
-                .collect();
-            let only_ours: Vec<Digest> = only_ours
-                .into_iter()
-                .filter(|d| !recorded_since.contains(d))
-                .collect();
-            size = size.saturating_sub(fs::metadata(&record.path).map_or(0, |m| m.len()));
-            if !dry_run {
-                fs::remove_file(&record.path).map_err(|source| Error::Io {
-                    action: "removing",
-                    path: record.path.clone(),
-                    source,
-                })?;
-            }
-            for d in needs(&record) {
-                if let Some(n) = users.get_mut(&d) {
-                    *n -= 1;
+            if too_old || too_big || named {
+                // Blobs this reference alone uses go with it; one in use keeps it all.
+                let only_ours: Vec<Digest> = needs(&record.entry)
+                    .into_iter()
+                    .filter(|d| users.get(d) == Some(&1))
+                    .collect();
+                match self.lock_for_removal(&only_ours)? {
+                    None => {
+                        report.in_use.push(record.entry.reference.clone());
+                        kept.push(record);
+                    }
+                    Some(locks) => {
+                        for d in needs(&record.entry) {
+                            if let Some(n) = users.get_mut(&d) {
+                                *n -= 1;
+                            }
+                        }
+                        // What removing it will free, at least (compiled code comes on top).
+                        planned = planned.saturating_sub(
+                            only_ours
+                                .iter()
+                                .map(|d| fs::metadata(self.blob_path(d)).map_or(0, |m| m.len()))
+                                .sum(),
+                        );
+                        batch.locks += locks.len();
+                        batch.victims.push((record, only_ours, locks));
+                    }
                 }
+            } else {
+                kept.push(record);
             }
-            for d in &only_ours {
-                let freed = self.remove_blob(d, dry_run)?;
+            if batch.locks >= batch_limit || (refs.peek().is_none() && !batch.victims.is_empty()) {
+                let freed = self.remove_batch(
+                    std::mem::take(&mut batch),
+                    &mut watch,
+                    &compiled,
+                    &mut report,
+                    dry_run,
+                )?;
                 size = size.saturating_sub(freed);
-                report.freed += freed;
-                report.removed_blobs += 1;
+                // From what was freed, not what was planned.
+                planned = size;
             }
-            drop(locks);
-            // A dry run leaves the file: later reads must not take it for a new reference.
-            removed_paths.insert(record.path);
-            report.removed_refs.push(record.entry.reference);
+        }
+        if !batch.victims.is_empty() {
+            self.remove_batch(batch, &mut watch, &compiled, &mut report, dry_run)?;
         }
         if policy.only_named() {
-            report.size = if dry_run { size } else { self.size() };
+            report.size = start_size.saturating_sub(report.freed);
             return Ok(report);
         }
         // Blobs no remaining reference uses: debris of failed pulls or removed references;
         // young ones may be a pull's that is about to record its reference.
-        let wanted: BTreeSet<Digest> = kept.iter().flat_map(needs).collect();
+        let wanted: BTreeSet<Digest> = kept.iter().flat_map(|r| needs(&r.entry)).collect();
         let mut debris = Vec::new();
         for (name, path) in list(&self.blobs_dir())? {
             let Ok(d) = format!("{}:{name}", Digest::ALGORITHM).parse::<Digest>() else {
@@ -330,26 +341,87 @@ impl Cache {
             if wanted.contains(&d) || is_young(&path, now) {
                 continue;
             }
-            if let Some(locks) = self.lock_for_removal(std::slice::from_ref(&d))? {
-                debris.push((d, locks));
-            }
+            debris.push(d);
         }
-        if !debris.is_empty() {
-            // With the locks taken, references recorded since the first read are final.
-            let wanted: BTreeSet<Digest> = self.refs()?.iter().flat_map(needs).collect();
-            for (d, locks) in debris {
-                if wanted.contains(&d) {
+        for chunk in debris.chunks(batch_limit.max(1)) {
+            let mut locked = Vec::new();
+            for d in chunk {
+                if let Some(locks) = self.lock_for_removal(std::slice::from_ref(d))? {
+                    locked.push((d, locks));
+                }
+            }
+            // With the locks taken, references recorded since the index was read are final.
+            let wanted = watch.recorded_since(self)?.clone();
+            for (d, locks) in locked {
+                if wanted.contains(d) {
                     continue;
                 }
-                let freed = self.remove_blob(&d, dry_run)?;
-                size = size.saturating_sub(freed);
+                let freed = if dry_run {
+                    self.footprint(d, &compiled)
+                } else {
+                    self.remove_blob_with(d, &compiled)?
+                };
                 report.freed += freed;
                 report.removed_blobs += 1;
                 drop(locks);
             }
         }
-        report.size = if dry_run { size } else { self.size() };
+        // Counted, not walked again: a walk of 300,000 files costs seconds. What other
+        // processes added meanwhile is not in it.
+        report.size = start_size.saturating_sub(report.freed);
         Ok(report)
+    }
+
+    /// Removes a batch of references and the blobs only they use, whose locks it holds; a
+    /// blob that a reference recorded since the index was read needs stays. Returns the
+    /// bytes freed.
+    fn remove_batch(
+        &self,
+        batch: Batch,
+        watch: &mut RefsWatch,
+        compiled: &Compiled,
+        report: &mut PruneReport,
+        dry_run: bool,
+    ) -> Result<u64> {
+        // A pull holds its blobs until its reference is recorded, so with the locks taken,
+        // the references listed now are all that use them.
+        let recorded_since = watch.recorded_since(self)?.clone();
+        let mut freed = 0;
+        for (record, only_ours, locks) in batch.victims {
+            // Recorded again since (pulled again): used just now, so kept.
+            if !watch.unchanged(&record.path) {
+                continue;
+            }
+            let removed = if dry_run {
+                Ok(())
+            } else {
+                fs::remove_file(&record.path)
+            };
+            match removed {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Io {
+                        action: "removing",
+                        path: record.path.clone(),
+                        source,
+                    });
+                }
+            }
+            for d in only_ours.iter().filter(|d| !recorded_since.contains(d)) {
+                let bytes = if dry_run {
+                    self.footprint(d, compiled)
+                } else {
+                    self.remove_blob_with(d, compiled)?
+                };
+                freed += bytes;
+                report.freed += bytes;
+                report.removed_blobs += 1;
+            }
+            drop(locks);
+            report.removed_refs.push(record.entry.reference);
+        }
+        Ok(freed)
     }
 
     /// Exclusive locks on all of `digests`, or `None` when any is in use.
@@ -383,17 +455,22 @@ impl Cache {
         Ok(Some(locks))
     }
 
-    /// Removes a blob and the code compiled from it (with `dry_run`, only counts them);
-    /// returns the bytes freed.
-    fn remove_blob(&self, digest: &Digest, dry_run: bool) -> Result<u64> {
+    /// Removes a blob and the code compiled from it; returns the bytes freed.
+    fn remove_blob(&self, digest: &Digest) -> Result<u64> {
+        self.remove_blob_with(digest, &Compiled::list(self))
+    }
+
+    /// What removing a blob would free: its size and its compiled code's.
+    fn footprint(&self, digest: &Digest, compiled: &Compiled) -> u64 {
+        let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
+        size(&self.blob_path(digest)) + compiled.of(digest).iter().map(|p| size(p)).sum::<u64>()
+    }
+
+    /// [`Cache::remove_blob`] with the compiled code listed once for many removals, rather
+    /// than the compiled directories listed again for every blob.
+    fn remove_blob_with(&self, digest: &Digest, compiled: &Compiled) -> Result<u64> {
         let path = self.blob_path(digest);
         let mut freed = fs::metadata(&path).map_or(0, |m| m.len());
-        if dry_run {
-            for compiled in self.compiled_of(digest) {
-                freed += fs::metadata(&compiled).map_or(0, |m| m.len());
-            }
-            return Ok(freed);
-        }
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -405,40 +482,141 @@ impl Cache {
                 });
             }
         }
-        for compiled in self.compiled_of(digest) {
-            if let Ok(m) = fs::metadata(&compiled) {
+        for compiled in compiled.of(digest) {
+            if let Ok(m) = fs::metadata(compiled) {
                 freed += m.len();
-                let _ = fs::remove_file(&compiled);
+                let _ = fs::remove_file(compiled);
             }
         }
         Ok(freed)
     }
+}
 
-    /// Where code compiled from a blob may be, for every engine.
-    fn compiled_of(&self, digest: &Digest) -> Vec<PathBuf> {
-        let Ok(keys) = fs::read_dir(self.root.join("compiled")) else {
-            return Vec::new();
-        };
-        keys.flatten()
-            .flat_map(|key| {
-                ["module", "component"]
-                    .map(|kind| key.path().join(format!("{}.{kind}", digest.hex())))
-            })
-            .collect()
+/// The compiled code in the cache by the digest of the wasm it was compiled from, listed once.
+struct Compiled(std::collections::HashMap<String, Vec<PathBuf>>);
+
+impl Compiled {
+    fn list(cache: &Cache) -> Compiled {
+        let mut by_digest: std::collections::HashMap<String, Vec<PathBuf>> = Default::default();
+        for key in fs::read_dir(cache.root.join("compiled"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in fs::read_dir(key.path()).into_iter().flatten().flatten() {
+                let name = file.file_name();
+                let Some((hex, kind)) = name.to_str().and_then(|n| n.split_once('.')) else {
+                    continue;
+                };
+                if matches!(kind, "module" | "component") {
+                    by_digest
+                        .entry(hex.to_owned())
+                        .or_default()
+                        .push(file.path());
+                }
+            }
+        }
+        Compiled(by_digest)
+    }
+
+    fn of(&self, digest: &Digest) -> &[PathBuf] {
+        self.0.get(digest.hex()).map_or(&[], Vec::as_slice)
     }
 }
 
 /// The blobs a reference needs.
-fn needs(r: &crate::RefRecord) -> Vec<Digest> {
-    let e = &r.entry;
-    [
-        Some(e.layer_digest.clone()),
-        Some(e.manifest_digest.clone()),
-        e.config_digest.clone(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+fn needs(e: &crate::RefEntry) -> Vec<Digest> {
+    e.blobs().cloned().collect()
+}
+
+/// References chosen for removal, with the exclusive locks on the blobs only they use.
+#[derive(Default)]
+struct Batch {
+    victims: Vec<(crate::RefRecord, Vec<Digest>, Vec<File>)>,
+    locks: usize,
+}
+
+/// How many blobs a prune locks at once: a share of the open-file limit, so that a prune
+/// never runs out of descriptors, and large enough that the index is listed rarely.
+fn lock_batch() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    (limit.saturating_sub(128) / 2).clamp(64, 4096) as usize
+}
+
+/// The index files as listed (name and inode), to tell which references were recorded
+/// since: recording one writes a new file and renames it into place.
+struct RefsWatch {
+    dir: PathBuf,
+    /// As listed before the index was read.
+    first: std::collections::HashMap<std::ffi::OsString, u64>,
+    /// As last listed.
+    known: std::collections::HashMap<std::ffi::OsString, u64>,
+    /// What the references recorded since the first listing need.
+    needed: BTreeSet<Digest>,
+}
+
+impl RefsWatch {
+    fn new(cache: &Cache) -> Result<RefsWatch> {
+        let dir = cache.refs_dir();
+        let first = Self::listing(&dir)?;
+        Ok(RefsWatch {
+            dir,
+            known: first.clone(),
+            first,
+            needed: BTreeSet::new(),
+        })
+    }
+
+    /// Whether the index file at `path` was still the one listed first (not recorded again)
+    /// when the index was last listed.
+    fn unchanged(&self, path: &Path) -> bool {
+        path.file_name()
+            .is_some_and(|name| self.known.get(name) == self.first.get(name))
+    }
+
+    fn listing(dir: &Path) -> Result<std::collections::HashMap<std::ffi::OsString, u64>> {
+        use std::os::unix::fs::DirEntryExt;
+        let entries = fs::read_dir(dir).map_err(|source| Error::Io {
+            action: "listing",
+            path: dir.to_owned(),
+            source,
+        })?;
+        Ok(entries
+            .flatten()
+            .map(|e| (e.file_name(), e.ino()))
+            .collect())
+    }
+
+    /// The blobs needed by references recorded (or recorded again) since the first listing.
+    /// Only new and changed entries are read (and remembered): listing the index again is a
+    /// directory read, with no allocation per unchanged entry.
+    fn recorded_since(&mut self, _cache: &Cache) -> Result<&BTreeSet<Digest>> {
+        use std::os::unix::fs::DirEntryExt;
+        let entries = fs::read_dir(&self.dir).map_err(|source| Error::Io {
+            action: "listing",
+            path: self.dir.clone(),
+            source,
+        })?;
+        for e in entries.flatten() {
+            let (name, ino) = (e.file_name(), e.ino());
+            if self.known.get(&name) == Some(&ino) {
+                continue;
+            }
+            self.known.insert(name.clone(), ino);
+            let path = self.dir.join(&name);
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            if let Ok(bytes) = fs::read(&path)
+                && let Ok(entry) = serde_json::from_slice::<crate::RefEntry>(&bytes)
+            {
+                self.needed.extend(needs(&entry));
+            }
+        }
+        Ok(&self.needed)
+    }
 }
 
 fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
@@ -466,9 +644,9 @@ fn is_young(path: &Path, now: SystemTime) -> bool {
     })
 }
 
-fn hash_file(path: &Path) -> Result<(Digest, u64)> {
+fn hash_file(path: &Path, buf: &mut [u8]) -> Result<(Digest, u64)> {
     File::open(path)
-        .and_then(Digest::of_reader)
+        .and_then(|f| Digest::of_reader_with(f, buf))
         .map_err(|source| Error::Io {
             action: "reading",
             path: path.to_owned(),
@@ -505,6 +683,7 @@ mod tests {
             size: layer.len() as u64,
             config_digest: None,
             signatures: None,
+            sources: Default::default(),
         };
         cache.set_ref(&entry).unwrap();
         entry

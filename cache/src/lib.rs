@@ -7,6 +7,7 @@
 
 #![deny(missing_docs)]
 
+mod batch;
 mod compiled;
 mod digest;
 mod error;
@@ -18,6 +19,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use batch::BlobBatch;
 pub use digest::Digest;
 pub use error::Error;
 pub use gc::{BadBlob, Hold, PrunePolicy, PruneReport, STALE_PARTIAL, SWEEP_GRACE, VerifyReport};

@@ -27,6 +27,10 @@ pub struct RefEntry {
     /// of them; `None` when none were fetched (entries written before signatures existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signatures: Option<Box<Signatures>>,
+    /// The host (`host[:port]`, a mirror or the registry) each manifest and blob was
+    /// downloaded from, by digest; blobs the cache had already are not in it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sources: std::collections::BTreeMap<String, String>,
 }
 
 /// A reference's cosign signatures as kept in the cache (the `.sig` manifest and its
@@ -131,36 +135,60 @@ impl Cache {
 
     /// Every reference in the index, oldest use first; unreadable entries are skipped.
     pub fn refs(&self) -> Result<Vec<RefRecord>> {
+        let mut records = Vec::new();
+        self.for_each_ref(|r| {
+            records.push(r);
+            Ok::<_, Error>(())
+        })?;
+        records.sort_by_key(|r| r.last_used);
+        Ok(records)
+    }
+
+    /// Hands every reference in the index to `f` as it is read, in no particular order, with
+    /// no list built: `cache ls --json` of 100,000 references streams. Unreadable entries are
+    /// skipped; the first error of `f` stops the walk.
+    pub fn for_each_ref<E: From<Error>>(
+        &self,
+        mut f: impl FnMut(RefRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        use std::io::Read as _;
         let dir = self.refs_dir();
         let entries = fs::read_dir(&dir).map_err(|source| Error::Io {
             action: "listing",
             path: dir.clone(),
             source,
         })?;
-        let mut records = Vec::new();
+        let mut bytes = Vec::with_capacity(1024);
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            let (Ok(bytes), Ok(meta)) = (fs::read(&path), entry.metadata()) else {
+            // One open, then the size and time from the descriptor: no second path lookup.
+            let Ok(mut file) = fs::File::open(&path) else {
                 continue;
             };
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
+            bytes.clear();
+            if file.read_to_end(&mut bytes).is_err() {
+                continue;
+            }
             let Ok(entry) = serde_json::from_slice::<RefEntry>(&bytes) else {
                 tracing::warn!(path = %path.display(), "skipping a corrupt index entry");
                 continue;
             };
-            records.push(RefRecord {
+            f(RefRecord {
                 entry,
                 last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 path,
-            });
+            })?;
         }
-        records.sort_by_key(|r| r.last_used);
-        Ok(records)
+        Ok(())
     }
 
-    fn ref_path(&self, reference: &str) -> PathBuf {
+    pub(crate) fn ref_path(&self, reference: &str) -> PathBuf {
         let key = Digest::of(reference.as_bytes());
         self.refs_dir().join(format!("{}.json", key.hex()))
     }
@@ -183,6 +211,7 @@ mod tests {
             size: 8,
             config_digest: None,
             signatures: None,
+            sources: Default::default(),
         };
         assert_eq!(cache.get_ref(&entry.reference).unwrap(), None);
         cache.set_ref(&entry).unwrap();
@@ -206,6 +235,7 @@ mod tests {
             size: 5,
             config_digest: Some(d("config")),
             signatures: None,
+            sources: Default::default(),
         };
         let json = serde_json::to_string(&entry).unwrap();
         assert!(!json.contains("signatures"), "{json}");

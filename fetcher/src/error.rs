@@ -8,6 +8,31 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The operator's registry host configuration (containerd's `hosts.toml`) cannot be used.
+    #[error(
+        "the registry host configuration {} for {registry} is invalid: {reason}; fix it (containerd reads the same file) or point --hosts-dir / WASM_OCI_HOSTS_DIR elsewhere",
+        path.display()
+    )]
+    HostsConfig {
+        /// The file (or directory) read.
+        path: PathBuf,
+        /// The registry it configures.
+        registry: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No host configured for the registry may do what the pull needs.
+    #[error(
+        "no host configured for {registry} may {operation} {reference} (see its hosts.toml capabilities); add `{operation}` to a host's capabilities"
+    )]
+    NoCapableHost {
+        /// The reference asked for.
+        reference: String,
+        /// The registry.
+        registry: String,
+        /// `resolve` (a tag) or `pull` (by digest).
+        operation: &'static str,
+    },
     /// The text is not a reference.
     #[error(
         "invalid reference {reference:?}: {reason}; expected [REGISTRY/]REPOSITORY[:TAG|@DIGEST], e.g. localhost:5000/hello:v1"

@@ -20,7 +20,7 @@ use rustix::io::Errno;
 
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest};
 use serde_json::json;
-use wasm_oci_cache::{Cache, Digest, Hold, Ingested, RefEntry};
+use wasm_oci_cache::{Cache, Digest, RefEntry};
 
 use crate::manifest::Choice;
 use crate::trust::policy::{Policy, SignatureBlob};
@@ -54,12 +54,7 @@ fn open_regular(dir: &Path, path: &Path) -> Result<(File, u64)> {
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let file = match path.strip_prefix(dir) {
         Ok(inner) => {
-            let root = rustix::fs::open(
-                dir,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| layout_err(dir, io::Error::from(e).to_string()))?;
+            let root = layout_root(dir)?;
             let beneath =
                 ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
             match rustix::fs::openat2(&root, inner, flags, Mode::empty(), beneath) {
@@ -94,9 +89,36 @@ fn open_regular(dir: &Path, path: &Path) -> Result<(File, u64)> {
             kind(&meta.file_type())
         )));
     }
-    // Reads of a regular file never block; the flag only served the open.
-    rustix::fs::fcntl_setfl(&file, OFlags::empty()).map_err(|e| err(e.to_string()))?;
+    // O_NONBLOCK only served the open: reads of a regular file never block, so it is left
+    // set rather than cleared with one more system call per blob.
     Ok((file, meta.len()))
+}
+
+/// The layout's directory, opened once per thread and layout rather than once per blob (a
+/// load of 10,000 entries opens 20,000 blobs).
+fn layout_root(dir: &Path) -> Result<std::sync::Arc<rustix::fd::OwnedFd>> {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    thread_local! {
+        static ROOT: RefCell<Option<(PathBuf, Arc<rustix::fd::OwnedFd>)>> = const { RefCell::new(None) };
+    }
+    if let Some(fd) = ROOT.with_borrow(|r| {
+        r.as_ref()
+            .filter(|(at, _)| at == dir)
+            .map(|(_, fd)| fd.clone())
+    }) {
+        return Ok(fd);
+    }
+    let fd = Arc::new(
+        rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| layout_err(dir, io::Error::from(e).to_string()))?,
+    );
+    ROOT.with_borrow_mut(|r| *r = Some((dir.to_owned(), fd.clone())));
+    Ok(fd)
 }
 
 fn open_nofollow(path: &Path, flags: OFlags) -> std::result::Result<File, Errno> {
@@ -323,6 +345,8 @@ pub struct LayoutArtifact {
     pub layer_media_type: String,
     /// Its size.
     pub size: u64,
+    /// The manifest's bytes, read and verified once.
+    manifest: Vec<u8>,
 }
 
 /// Lists the wasm artifacts of the layout at `dir`; entries that are not wasm are errors.
@@ -361,19 +385,27 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
                 other => other,
             })
         };
-        let bytes = read_verified(dir, &digest)?;
+        // The image manifest's bytes, read and verified once.
+        let mut manifest = read_verified(dir, &digest)?;
         // Signatures saved beside the artifacts are not artifacts.
-        if serde_json::from_slice::<OciImageManifest>(&bytes)
+        if serde_json::from_slice::<OciImageManifest>(&manifest)
             .is_ok_and(|m| is_signature_manifest(&m))
         {
             continue;
         }
-        let (image, layer) = match choose(&bytes)? {
-            Choice::Image { manifest, layer } => (manifest, layer),
+        let (image, layer) = match choose(&manifest)? {
+            Choice::Image {
+                manifest: image,
+                layer,
+            } => (image, layer),
             Choice::Index(chosen) => {
                 digest = parse_digest(dir, &chosen.digest)?;
-                match choose(&read_verified(dir, &digest)?)? {
-                    Choice::Image { manifest, layer } => (manifest, layer),
+                manifest = read_verified(dir, &digest)?;
+                match choose(&manifest)? {
+                    Choice::Image {
+                        manifest: image,
+                        layer,
+                    } => (image, layer),
                     Choice::Index(_) => {
                         return Err(layout_err(
                             dir,
@@ -406,6 +438,7 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
             layer_digest: parse_digest(dir, &layer.digest)?,
             layer_media_type: layer.media_type.clone(),
             size: u64::try_from(layer.size).map_err(|_| layout_err(dir, "negative layer size"))?,
+            manifest,
         });
     }
     Ok(found)
@@ -547,45 +580,67 @@ pub fn load(
             ),
         ));
     }
-    // Every blob of every artifact first, held so that a concurrent `cache prune` leaves them
-    // alone; the references only once all of them are in: a layout that fails halfway
-    // records nothing.
-    let mut holds = Vec::new();
+    // Every blob of every artifact first, verified and made durable a batch at a time (one
+    // sync per batch, not per blob); the references only once all of them are in: a layout
+    // that fails halfway records nothing.
+    let mut batch = cache.blob_batch();
+    // Blobs the cache had before: a prune could take one from an old reference before ours
+    // is recorded, so they are held while it is. Those stored just now are no reference's
+    // yet and too young for a prune to sweep (SWEEP_GRACE), as a pull's are between commit
+    // and record.
+    let mut had = std::collections::BTreeSet::new();
     for (_, artifact, signatures) in &named {
-        for (digest, size) in [
-            (&artifact.layer_digest, Some(artifact.size)),
-            (&artifact.config_digest, Some(artifact.config_size)),
-            // Read and verified already, and small.
-            (&artifact.manifest_digest, None),
-        ] {
-            holds.push(import_blob(cache, dir, digest, size)?);
+        for (digest, size) in needed_blobs(artifact, signatures.as_deref()) {
+            let content = (digest == &artifact.manifest_digest).then_some(&artifact.manifest[..]);
+            if import_blob(&mut batch, dir, digest, size, content)? {
+                had.insert(digest.clone());
+            }
         }
-        if artifact.signed_digest != artifact.manifest_digest && signatures.is_some() {
-            // The index its signatures sign, kept as a pull keeps it.
-            holds.push(import_blob(cache, dir, &artifact.signed_digest, None)?);
-        }
-        for digest in signatures
-            .iter()
-            .flat_map(|s| std::iter::once(&s.manifest).chain(&s.payloads))
-        {
-            holds.push(import_blob(cache, dir, digest, None)?);
+        if batch.len() >= BATCH {
+            std::mem::replace(&mut batch, cache.blob_batch()).commit()?;
         }
     }
-    let mut loaded = Vec::new();
-    for (reference, artifact, signatures) in named {
-        let entry = RefEntry {
-            reference,
-            manifest_digest: artifact.manifest_digest,
-            layer_digest: artifact.layer_digest,
-            layer_media_type: artifact.layer_media_type,
-            size: artifact.size,
-            config_digest: Some(artifact.config_digest),
-            signatures,
-        };
-        cache.set_ref(&entry)?;
-        loaded.push(entry);
+    batch.commit()?;
+    // Then the references, a batch at a time, each holding its blobs while it is recorded so
+    // that a concurrent `cache prune` cannot take one that was in the cache already.
+    let mut loaded = Vec::with_capacity(named.len());
+    let mut named = named.into_iter().peekable();
+    while named.peek().is_some() {
+        let chunk: Vec<_> = named.by_ref().take(REFS_BATCH).collect();
+        let mut holds = Vec::new();
+        let mut held = std::collections::BTreeSet::new();
+        for (_, artifact, signatures) in &chunk {
+            for (digest, _) in needed_blobs(artifact, signatures.as_deref()) {
+                if !had.contains(digest) || !held.insert(digest.clone()) {
+                    continue;
+                }
+                holds.push(cache.hold(digest).map_err(|e| {
+                    layout_err(
+                        dir,
+                        format!(
+                            "blob {digest} was removed while loading (a concurrent prune?): {e}; run load again"
+                        ),
+                    )
+                })?);
+            }
+        }
+        let entries: Vec<RefEntry> = chunk
+            .into_iter()
+            .map(|(reference, artifact, signatures)| RefEntry {
+                reference,
+                manifest_digest: artifact.manifest_digest,
+                layer_digest: artifact.layer_digest,
+                layer_media_type: artifact.layer_media_type,
+                size: artifact.size,
+                config_digest: Some(artifact.config_digest),
+                signatures,
+                sources: Default::default(),
+            })
+            .collect();
+        cache.set_refs(&entries)?;
+        drop(holds);
+        loaded.extend(entries);
     }
-    drop(holds);
     Ok((loaded, replaced))
 }
 
@@ -731,40 +786,76 @@ fn verify_file(dir: &Path, path: &Path, digest: &Digest, size: Option<u64>) -> R
 
 /// Streams one blob of the layout into the cache; the cache verifies size and digest.
 /// Returns a hold on the blob in the cache.
-fn import_blob(cache: &Cache, dir: &Path, digest: &Digest, size: Option<u64>) -> Result<Hold> {
-    let mut writer = match cache.ingest(digest, size)? {
-        Ingested::Writer(writer) => writer,
-        Ingested::Present(_, hold) => return Ok(hold),
-    };
-    writer.restart()?;
-    let path = blob_path(dir, digest);
-    let (file, len) = open_regular(dir, &path)?;
-    if let Some(size) = size
-        && len != size
-    {
-        writer.discard();
-        return Err(layout_err(
-            dir,
-            format!("blob {digest} is {len} bytes; its manifest says {size}"),
-        ));
+/// Stages the layout's blob `digest` (from `content` when it was read already) unless the
+/// batch or the cache has it; returns whether the cache had it before.
+fn import_blob(
+    batch: &mut wasm_oci_cache::BlobBatch<'_>,
+    dir: &Path,
+    digest: &Digest,
+    size: Option<u64>,
+    content: Option<&[u8]>,
+) -> Result<bool> {
+    // One the cache (or this batch) has already is not read again: a shared config once.
+    if batch.staged(digest) {
+        return Ok(false);
     }
-    let mut file = file.take(len);
-    let mut buf = vec![0; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| layout_err(dir, e.to_string()))?;
-        if n == 0 {
-            break;
-        }
-        writer.write(&buf[..n])?;
+    if batch.cache().contains(digest) {
+        return Ok(true);
     }
-    let (_, hold) = writer.commit_held().map_err(|e| match e {
+    let mismatch = |e| match e {
         wasm_oci_cache::Error::DigestMismatch { expected, actual } => layout_err(
             dir,
             format!("blob {expected} hashes to {actual}; nothing was imported from it"),
         ),
         other => other.into(),
-    })?;
-    Ok(hold)
+    };
+    if let Some(content) = content {
+        batch.add(digest, size, content).map_err(mismatch)?;
+        return Ok(false);
+    }
+    let path = blob_path(dir, digest);
+    let (file, len) = open_regular(dir, &path)?;
+    if let Some(size) = size
+        && len != size
+    {
+        return Err(layout_err(
+            dir,
+            format!("blob {digest} is {len} bytes; its manifest says {size}"),
+        ));
+    }
+    batch.add(digest, Some(len), file).map_err(mismatch)?;
+    Ok(false)
 }
+
+/// The blobs of an artifact with their sizes, when the manifest gives them.
+fn artifact_blobs(artifact: &LayoutArtifact) -> [(&Digest, Option<u64>); 3] {
+    [
+        (&artifact.layer_digest, Some(artifact.size)),
+        (&artifact.config_digest, Some(artifact.config_size)),
+        // Read and verified already, and small.
+        (&artifact.manifest_digest, None),
+    ]
+}
+
+/// The blobs a loaded reference needs: its artifact's and, with signatures, the `.sig`
+/// manifest, its payloads and the index they sign (kept as a pull keeps it).
+fn needed_blobs<'a>(
+    artifact: &'a LayoutArtifact,
+    signatures: Option<&'a wasm_oci_cache::Signatures>,
+) -> Vec<(&'a Digest, Option<u64>)> {
+    let mut blobs = artifact_blobs(artifact).to_vec();
+    if let Some(s) = signatures {
+        if artifact.signed_digest != artifact.manifest_digest {
+            blobs.push((&artifact.signed_digest, None));
+        }
+        blobs.push((&s.manifest, None));
+        blobs.extend(s.payloads.iter().map(|d| (d, None)));
+    }
+    blobs
+}
+
+/// Blobs written per sync by `load`.
+const BATCH: usize = 3000;
+/// References recorded per sync by `load`; each holds its three blobs open meanwhile, which
+/// stays well under the usual limit of 1,024 open files.
+const REFS_BATCH: usize = 250;

@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod error;
+pub mod hosts;
 mod inspect;
 pub mod layout;
 mod manifest;
@@ -22,6 +23,7 @@ mod tls;
 pub mod trust;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -67,6 +69,9 @@ pub struct RegistryOptions {
     /// Refuse a wasm layer larger than this before downloading any of it (the shim's
     /// `limits.max_module_size`); `None`: no limit.
     pub max_layer_size: Option<u64>,
+    /// containerd's registry host configuration directory (`hosts.toml` per registry): the
+    /// mirrors tried before each registry, and the TLS and headers of each host.
+    pub hosts_dir: Option<std::path::PathBuf>,
 }
 
 impl RegistryOptions {
@@ -89,6 +94,7 @@ impl RegistryOptions {
                 .collect(),
             insecure_skip_tls_verify: false,
             max_layer_size: None,
+            hosts_dir: hosts::hosts_dir(None),
         }
     }
 }
@@ -143,8 +149,8 @@ pub struct Fetcher {
     /// What each loopback registry speaks, probed once; the lock is held only to find the
     /// cell, never across the probe.
     probes: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Probe>>>>,
-    /// How to speak to each registry, for manifests and blobs.
-    remotes: Mutex<HashMap<String, Arc<registry::Registry>>>,
+    /// The hosts of each registry, mirrors first, for manifests and blobs.
+    remotes: Mutex<HashMap<String, Arc<[Endpoint]>>>,
     /// The contents of `options.ca_files`, read on first use.
     extra_roots: OnceLock<Vec<Vec<u8>>>,
 }
@@ -239,32 +245,104 @@ impl Fetcher {
         Some(*cell.get_or_init(|| Probe::new(registry)).await)
     }
 
-    /// How to speak to `reference`'s registry (probing a loopback one first).
+    /// How to speak to `reference`'s registry itself (the origin, or the `server` its
+    /// hosts.toml names): for push and login, which never go to a mirror.
     async fn remote(&self, reference: &Reference) -> Result<Arc<registry::Registry>> {
+        let endpoints = self.endpoints(reference).await?;
+        let origin = endpoints
+            .iter()
+            .rev()
+            .find(|e| !e.mirror)
+            .or(endpoints.last())
+            .expect("a registry has at least its origin");
+        Ok(origin.remote.clone())
+    }
+
+    /// The hosts to ask for `reference`'s content, in order: the mirrors its hosts.toml
+    /// lists, then the origin (probing a loopback one first).
+    pub(crate) async fn endpoints(&self, reference: &Reference) -> Result<Arc<[Endpoint]>> {
         let registry = reference.registry().to_owned();
-        if let Some(remote) = self.remotes.lock().expect("remote map lock").get(&registry) {
-            return Ok(remote.clone());
+        if let Some(known) = self.remotes.lock().expect("remote map lock").get(&registry) {
+            return Ok(known.clone());
         }
-        let open = self
-            .probe(reference.registry())
-            .await
-            .is_some_and(|p| p.open);
-        let scheme = self.scheme(reference);
-        let http = self.new_http().map_err(|e| {
+        let hosts = match &self.options.hosts_dir {
+            Some(dir) => hosts::hosts_for(dir, &registry)?,
+            None => vec![hosts::Host::origin()],
+        };
+        let mut endpoints = Vec::with_capacity(hosts.len());
+        for host in &hosts {
+            endpoints.push(self.endpoint(reference, host).await?);
+        }
+        if endpoints.is_empty() {
+            return Err(Error::NoCapableHost {
+                reference: reference.whole(),
+                registry,
+                operation: "pull",
+            });
+        }
+        let endpoints: Arc<[Endpoint]> = endpoints.into();
+        let mut remotes = self.remotes.lock().expect("remote map lock");
+        Ok(remotes.entry(registry).or_insert(endpoints).clone())
+    }
+
+    /// How to speak to one host of `reference`'s registry: its TLS, its headers, and the
+    /// credentials docker's config holds for that host itself, never another's.
+    async fn endpoint(&self, reference: &Reference, host: &hosts::Host) -> Result<Endpoint> {
+        let (scheme, name, open, login) = match host.scheme {
+            // The origin as it is spoken to without a hosts file.
+            None => {
+                let open = self
+                    .probe(reference.registry())
+                    .await
+                    .is_some_and(|p| p.open);
+                let scheme = self.scheme(reference);
+                let login = self.auth(reference)?;
+                (scheme, reference.resolve_registry().to_owned(), open, login)
+            }
+            Some(scheme) => {
+                // The server docker.io resolves to keeps docker.io's credentials.
+                let login = if host.host == reference.resolve_registry() {
+                    self.auth(reference)?
+                } else {
+                    self.options.credentials.for_registry(&host.host)?
+                };
+                (scheme, host.host.clone(), false, login)
+            }
+        };
+        let http = self.new_http(host, reference)?.map_err(|e| {
             Error::from_oci(OciDistributionError::RequestError(e), reference, scheme)
         })?;
-        let remote = Arc::new(
-            registry::Registry::new(
-                http,
-                self.auth(reference)?,
-                scheme,
-                reference.resolve_registry(),
-                open,
-            )
-            .map_err(|e| Error::from_oci(e, reference, scheme))?,
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (key, value) in &host.header {
+            // Checked when the file was read.
+            if let (Ok(k), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(key.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) {
+                headers.append(k, v);
+            }
+        }
+        let ns = host.mirror.then(|| reference.registry().to_owned());
+        let remote =
+            registry::Registry::new(http, login, scheme, &name, &host.path, headers, ns, open)
+                .map_err(|e| Error::from_oci(e, reference, scheme))?;
+        tracing::debug!(
+            registry = reference.registry(),
+            host = %name,
+            mirror = host.mirror,
+            pull = host.pull,
+            resolve = host.resolve,
+            "registry host"
         );
-        let mut remotes = self.remotes.lock().expect("remote map lock");
-        Ok(remotes.entry(registry).or_insert(remote).clone())
+        Ok(Endpoint {
+            remote: Arc::new(remote),
+            scheme,
+            host: name,
+            pull: host.pull,
+            resolve: host.resolve,
+            mirror: host.mirror,
+            down: Default::default(),
+        })
     }
 
     /// The PEM certificate authorities of `--ca-file` and `SSL_CERT_FILE`, those readable;
@@ -285,19 +363,57 @@ impl Fetcher {
         })
     }
 
-    /// The one HTTP client of a registry, for manifests, blobs and tokens. The system's trust
-    /// roots are read on the first TLS handshake (see [`tls`]), so a plain-HTTP registry works
-    /// on a host without a trust store. Redirects are followed (blobs often live elsewhere),
-    /// never from HTTPS to plain HTTP; reqwest drops `Authorization` on a redirect to another
-    /// origin.
-    fn new_http(&self) -> Result<reqwest::Client, reqwest::Error> {
-        let builder = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .user_agent(USER_AGENT)
-            .redirect(redirect_policy())
-            // Where a blob was redirected from is nobody else's business.
-            .referer(false);
+    /// The one HTTP client of a registry host, for manifests, blobs and tokens, with the
+    /// trust roots, client certificate and verification its hosts.toml gives it. The system's
+    /// trust roots are read on the first TLS handshake (see [`tls`]), so a plain-HTTP registry
+    /// works on a host without a trust store. Redirects are followed (blobs often live
+    /// elsewhere), never from HTTPS to plain HTTP; reqwest drops `Authorization` on a redirect
+    /// to another origin.
+    fn new_http(
+        &self,
+        host: &hosts::Host,
+        reference: &Reference,
+    ) -> Result<Result<reqwest::Client, reqwest::Error>> {
+        let unusable = |path: &Path, reason: String| Error::HostsConfig {
+            path: path.to_owned(),
+            registry: reference.registry().to_owned(),
+            reason,
+        };
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| unusable(path, format!("cannot read it: {e}")))
+        };
+        if host.ca.is_empty() && host.client.is_empty() && !host.skip_verify {
+            return Ok(self.default_http());
+        }
+        let mut roots = self.extra_roots().to_vec();
+        for ca in &host.ca {
+            roots.push(read(ca)?);
+        }
+        // rustls presents one client certificate; containerd's first pair is the one used.
+        let identity = match host.client.first() {
+            None => None,
+            Some((cert, key)) => {
+                let chain = read(cert)?;
+                let key = match key {
+                    Some(key) => read(key)?,
+                    None => chain.clone(),
+                };
+                Some(
+                    tls::identity(&chain, &key)
+                        .map_err(|e| unusable(cert, format!("not a certificate and key: {e}")))?,
+                )
+            }
+        };
+        let skip_verify = host.skip_verify || self.options.insecure_skip_tls_verify;
+        let config = tls::client_config(&roots, identity, skip_verify)
+            .map_err(|e| unusable(host.ca.first().map_or(Path::new(""), |p| p), e.to_string()))?;
+        Ok(base_builder().tls_backend_preconfigured(config).build())
+    }
+
+    /// The HTTP client of a host without a hosts.toml of its own: `--ca-file` and
+    /// `--insecure-skip-tls-verify` as given.
+    fn default_http(&self) -> Result<reqwest::Client, reqwest::Error> {
+        let builder = base_builder();
         if self.options.insecure_skip_tls_verify {
             // Nothing is verified, so there are no roots to load.
             return builder.danger_accept_invalid_certs(true).build();
@@ -320,6 +436,54 @@ impl Fetcher {
     /// What to present to the registry of `reference`.
     fn auth(&self, reference: &Reference) -> Result<auth::Login> {
         self.options.credentials.for_registry(reference.registry())
+    }
+}
+
+/// What every client shares: timeouts, user agent, redirects.
+fn base_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .user_agent(USER_AGENT)
+        .redirect(redirect_policy())
+        // Where a blob was redirected from is nobody else's business.
+        .referer(false)
+}
+
+/// One host a registry's content may be asked of.
+pub(crate) struct Endpoint {
+    /// How to speak to it.
+    pub(crate) remote: Arc<registry::Registry>,
+    /// `http` or `https`.
+    pub(crate) scheme: &'static str,
+    /// `host[:port]`, as logs and `inspect` name it.
+    pub(crate) host: String,
+    /// May be asked for manifests and blobs by digest.
+    pub(crate) pull: bool,
+    /// May be asked what a tag points to.
+    pub(crate) resolve: bool,
+    /// A mirror, not the registry itself: one attempt, then the next host.
+    pub(crate) mirror: bool,
+    /// A mirror that could not be connected to: not asked again by this process, so a
+    /// fleet pulling a catalogue pays for a dead mirror once, not once per blob.
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Endpoint {
+    /// Whether this host may be asked now: a mirror found unreachable is not.
+    pub(crate) fn usable(&self) -> bool {
+        !self.down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes note of a failed request to this host: a mirror that cannot be connected to is
+    /// passed over from now on.
+    pub(crate) fn failed(&self, failure: &registry::Failure) {
+        if self.mirror
+            && failure.is_unreachable()
+            && !self.down.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(host = %self.host, "mirror {} is unreachable; this process asks the next host instead", self.host);
+        }
     }
 }
 
@@ -524,7 +688,7 @@ mod tests {
     async fn a_tls_handshake_answered_in_plain_http_is_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
-        let http = fetcher.new_http().unwrap();
+        let http = fetcher.default_http().unwrap();
         let addr = plain_http_server();
         let e = http
             .get(format!("https://{addr}/v2/"))
@@ -542,7 +706,7 @@ mod tests {
     async fn a_refused_loopback_port_is_not_worth_retrying() {
         let dir = tempfile::tempdir().unwrap();
         let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
-        let http = fetcher.new_http().unwrap();
+        let http = fetcher.default_http().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -11,9 +11,8 @@ use oci_client::manifest::{
 use wasm_oci_cache::{Digest, Hold, Ingest, Ingested, RefEntry};
 
 use crate::manifest::{Choice, choose};
-use crate::registry::Registry;
 use crate::retry::{Backoff, Transient, with_retries};
-use crate::{Error, Fetcher, Result, Transfer};
+use crate::{Endpoint, Error, Fetcher, Result, Transfer};
 
 /// Configs and manifests are small JSON documents; anything larger is refused.
 pub(crate) const MAX_CONFIG_SIZE: u64 = 4 << 20;
@@ -36,6 +35,9 @@ pub struct Pulled {
     pub downloaded: bool,
     /// The layer's `org.opencontainers.image.title` annotation, if any.
     pub title: Option<String>,
+    /// The host (`host[:port]`) each manifest and blob downloaded just now came from, by
+    /// digest: a mirror of the hosts.toml, or the registry itself.
+    pub sources: std::collections::BTreeMap<String, String>,
     /// Keeps `cache prune` off the layer while this value (or a clone) lives, so that what was
     /// pulled can still be read, copied or run.
     _hold: std::sync::Arc<Hold>,
@@ -52,18 +54,61 @@ impl Fetcher {
     /// Resolves `reference` in its registry and makes sure its wasm layer is in the cache.
     #[tracing::instrument(skip(self), fields(reference = %reference))]
     pub async fn pull(&self, reference: &Reference) -> Result<Pulled> {
-        let remote = self.remote(reference).await?;
-        let scheme = self.scheme(reference);
+        let hosts = self.endpoints(reference).await?;
         let name = reference.whole();
-        let failed = |f: crate::registry::Failure| f.into_error(reference, scheme);
+        let sources = std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-        // A manifest's bytes, digest and what it leads to; its size is checked before parsing.
+        // A manifest's bytes, digest and what it leads to; its size is checked before parsing. A
+        // tag is asked of the hosts that may resolve, a digest of those that may pull.
         let fetch = async |at: &Reference| -> Result<(Vec<u8>, String, Choice)> {
-            let (bytes, digest) = with_retries("fetching the manifest", || {
-                remote.manifest(at, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
-            })
-            .await
-            .map_err(failed)?;
+            let by_digest = at.digest().is_some();
+            let candidates: Vec<&Endpoint> = hosts
+                .iter()
+                .filter(|h| if by_digest { h.pull } else { h.resolve })
+                .collect();
+            let usable = |h: &&&Endpoint| h.usable();
+            let Some((last, mirrors)) = candidates.split_last() else {
+                return Err(Error::NoCapableHost {
+                    reference: name.clone(),
+                    registry: reference.registry().to_owned(),
+                    operation: if by_digest { "pull" } else { "resolve" },
+                });
+            };
+            let mut found = None;
+            for mirror in mirrors.iter().filter(usable) {
+                // One attempt: a mirror that is down or lacks it costs no backoff.
+                match mirror
+                    .remote
+                    .manifest(at, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
+                    .await
+                {
+                    Ok(answer) => {
+                        found = Some((answer, *mirror));
+                        break;
+                    }
+                    Err(e) => {
+                        skipped(mirror, &name, "manifest", &e);
+                        mirror.failed(&e);
+                    }
+                }
+            }
+            let ((bytes, digest), host) = match found {
+                Some(found) => found,
+                None => {
+                    let answer = with_retries("fetching the manifest", || {
+                        last.remote
+                            .manifest(at, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
+                    })
+                    .await
+                    .map_err(|f| f.into_error(reference, last.scheme))?;
+                    (answer, *last)
+                }
+            };
+            tracing::debug!(reference = %name, %digest, host = %host.host, mirror = host.mirror, "manifest served");
+            sources
+                .lock()
+                .expect("sources lock")
+                .insert(digest.clone(), host.host.clone());
             check_document_size(&bytes, &name)?;
             let choice = choose(&bytes, &name)?;
             Ok((bytes, digest, choice))
@@ -147,14 +192,14 @@ impl Fetcher {
                 ),
             })?;
         let layer_fetch = self.fetch_blob(
-            &remote,
+            &hosts,
             reference,
             (crate::Blob::Layer, layer),
             &layer_digest,
             size,
         );
         let config_fetch = self.fetch_blob(
-            &remote,
+            &hosts,
             reference,
             (crate::Blob::Config, &manifest.config),
             &config_digest,
@@ -166,7 +211,7 @@ impl Fetcher {
                 // The config first, and the layer only once the caller has accepted it.
                 Some(check) => {
                     let config_fetched = config_fetch.await;
-                    if let Ok((path, _, _)) = &config_fetched {
+                    if let Ok((path, _, _, _)) = &config_fetched {
                         let config = tokio::fs::read(path).await.unwrap_or_default();
                         check(&config).map_err(|reason| Error::Refused {
                             reference: name.clone(),
@@ -181,7 +226,7 @@ impl Fetcher {
         // than an unsigned pull, not two.
         let signatures = async {
             if want_signatures {
-                self.fetch_signatures(&remote, reference, &signed_digest)
+                self.signatures_from(&hosts, reference, &signed_digest)
                     .await
             } else {
                 Ok(None)
@@ -213,8 +258,15 @@ impl Fetcher {
         };
         // The holds keep `cache prune` off these blobs until the reference that uses them is
         // recorded.
-        let (path, downloaded, layer_hold) = layer_fetched?;
-        let (_, _, config_hold) = config_fetched?;
+        let (path, downloaded, layer_hold, layer_host) = layer_fetched?;
+        let (_, _, config_hold, config_host) = config_fetched?;
+        let mut sources = sources.into_inner().expect("sources lock");
+        // Only what was downloaded just now: a manifest fetched again by tag is kept too.
+        for (digest, host) in [(&layer_digest, layer_host), (&config_digest, config_host)] {
+            if let Some(host) = host {
+                sources.insert(digest.to_string(), host);
+            }
+        }
         let entry = RefEntry {
             reference: name,
             manifest_digest,
@@ -232,6 +284,7 @@ impl Fetcher {
                     valid,
                 })
             }),
+            sources: sources.clone(),
         };
         // Each waits for a sync: off the runtime's threads, which other pulls are using.
         let cache = self.cache.clone();
@@ -265,28 +318,105 @@ impl Fetcher {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get("org.opencontainers.image.title").cloned()),
+            sources,
             _hold: std::sync::Arc::new(layer_hold),
         })
     }
 
+    /// The blob `digest` in the cache: present already, or downloaded from the first host
+    /// that may pull it and sends it whole and correct. A mirror gets one attempt; the
+    /// last host is retried with backoff. Also says which host sent it, when one did.
+    /// The signatures of `digest`, asked of the hosts that may resolve tags (a `.sig` is a
+    /// tag) in order: a mirror that fails, or lacks them, passes to the next host. What any
+    /// host sends is verified against the policy's keys, so a mirror cannot forge them.
+    async fn signatures_from(
+        &self,
+        hosts: &[Endpoint],
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<Option<crate::trust::Fetched>> {
+        let candidates: Vec<&Endpoint> = hosts.iter().filter(|h| h.resolve).collect();
+        let Some((last, mirrors)) = candidates.split_last() else {
+            return Err(Error::NoCapableHost {
+                reference: reference.whole(),
+                registry: reference.registry().to_owned(),
+                operation: "resolve",
+            });
+        };
+        for mirror in mirrors.iter().filter(|h| h.usable()) {
+            match self
+                .fetch_signatures(&mirror.remote, reference, digest)
+                .await
+            {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(e) => skipped(mirror, &reference.whole(), "signatures", &e),
+            }
+        }
+        self.fetch_signatures(&last.remote, reference, digest).await
+    }
+
     async fn fetch_blob(
         &self,
-        remote: &Registry,
+        hosts: &[Endpoint],
         reference: &Reference,
         (blob, layer): (crate::Blob, &OciDescriptor),
         digest: &Digest,
         size: u64,
-    ) -> Result<(PathBuf, bool, Hold)> {
-        // Taking the writer may wait for another process fetching the same blob.
-        let cache = self.cache.clone();
-        let d = digest.clone();
-        let ingested = tokio::task::spawn_blocking(move || cache.ingest(&d, Some(size)))
-            .await
-            .expect("ingest task does not panic")?;
-        let mut writer = match ingested {
-            Ingested::Present(path, hold) => return Ok((path, false, hold)),
-            Ingested::Writer(w) => *w,
+    ) -> Result<(PathBuf, bool, Hold, Option<String>)> {
+        let name = reference.whole();
+        let candidates: Vec<&Endpoint> = hosts.iter().filter(|h| h.pull).collect();
+        let Some((last, mirrors)) = candidates.split_last() else {
+            return Err(Error::NoCapableHost {
+                reference: name,
+                registry: reference.registry().to_owned(),
+                operation: "pull",
+            });
         };
+        for host in mirrors
+            .iter()
+            .copied()
+            .filter(|h| h.usable())
+            .chain([*last])
+        {
+            let is_last = std::ptr::eq(host, *last);
+            // Taking the writer may wait for another process fetching the same blob.
+            let cache = self.cache.clone();
+            let d = digest.clone();
+            let ingested = tokio::task::spawn_blocking(move || cache.ingest(&d, Some(size)))
+                .await
+                .expect("ingest task does not panic")?;
+            let writer = match ingested {
+                Ingested::Present(path, hold) => return Ok((path, false, hold, None)),
+                Ingested::Writer(w) => *w,
+            };
+            match self
+                .fetch_from(host, reference, (blob, layer), size, writer, is_last)
+                .await
+            {
+                Ok((path, hold)) => {
+                    tracing::debug!(reference = %name, digest = %digest, host = %host.host, mirror = host.mirror, bytes = size, "blob served");
+                    return Ok((path, true, hold, Some(host.host.clone())));
+                }
+                Err(e) if !is_last => skipped(host, &name, "blob", &e),
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last host returns")
+    }
+
+    /// Downloads the blob into `writer` from `host` and commits it: resuming with backoff
+    /// when `retries`, else in one attempt (a mirror, which is not worth waiting for), whose
+    /// partial content is then dropped rather than resumed from another host.
+    async fn fetch_from(
+        &self,
+        host: &Endpoint,
+        reference: &Reference,
+        (blob, layer): (crate::Blob, &OciDescriptor),
+        size: u64,
+        mut writer: Ingest,
+        retries: bool,
+    ) -> Result<(PathBuf, Hold)> {
         let name = reference.whole();
         let transfer = self
             .progress
@@ -296,7 +426,7 @@ impl Fetcher {
         let mut attempts = 1;
         let result = loop {
             let (returned, outcome) = self
-                .download(remote, reference, layer, size, writer, transfer.as_deref())
+                .download(host, reference, layer, size, writer, transfer.as_deref())
                 .await;
             writer = returned;
             match outcome {
@@ -308,7 +438,7 @@ impl Fetcher {
                         .map_err(Error::from);
                 }
                 Err(Attempt::Retry(source, retry_after)) => match backoff.next_wait() {
-                    Some(wait) => {
+                    Some(wait) if retries => {
                         let wait = crate::retry::wait_for(wait, retry_after);
                         tracing::debug!(reference = %name, error = %source, "download broke off");
                         let from = match writer.written() {
@@ -323,7 +453,10 @@ impl Fetcher {
                         tokio::time::sleep(wait).await;
                         attempts += 1;
                     }
-                    None => {
+                    _ => {
+                        if !retries {
+                            writer.discard();
+                        }
                         break Err(Error::Interrupted {
                             reference: name.clone(),
                             bytes: writer.written(),
@@ -332,14 +465,19 @@ impl Fetcher {
                         });
                     }
                 },
-                Err(Attempt::Fail(e)) => break Err(e),
+                Err(Attempt::Fail(e)) => {
+                    if !retries {
+                        writer.discard();
+                    }
+                    break Err(e);
+                }
             }
         };
         if let Some(t) = transfer {
             t.finish();
         }
         match result {
-            Ok((path, hold)) => Ok((path, true, hold)),
+            Ok(held) => Ok(held),
             Err(Error::Cache(wasm_oci_cache::Error::DigestMismatch { expected, actual })) => {
                 Err(Error::DigestMismatch {
                     reference: name,
@@ -357,7 +495,7 @@ impl Fetcher {
     /// while the network keeps receiving.
     async fn download(
         &self,
-        remote: &Registry,
+        host: &Endpoint,
         reference: &Reference,
         layer: &OciDescriptor,
         size: u64,
@@ -369,7 +507,7 @@ impl Fetcher {
         if offset == size {
             return (writer, Ok(()));
         }
-        let response = match remote.blob(reference, &layer.digest, offset).await {
+        let response = match host.remote.blob(reference, &layer.digest, offset).await {
             Ok((response, partial)) => {
                 if !partial && offset > 0 {
                     tracing::debug!(reference = %name, "the registry ignored the range; starting over");
@@ -380,9 +518,10 @@ impl Fetcher {
                 response
             }
             Err(f) => {
+                host.failed(&f);
                 let retry = f.is_transient();
                 let retry_after = f.retry_after();
-                let attempt = match (retry, f.into_error(reference, self.scheme(reference))) {
+                let attempt = match (retry, f.into_error(reference, host.scheme)) {
                     (true, Error::Unreachable { source, .. } | Error::Registry { source, .. }) => {
                         Attempt::Retry(std::io::Error::other(source), retry_after)
                     }
@@ -482,4 +621,15 @@ fn parse_digest(digest: &str, reference: &str) -> Result<Digest> {
             // The digest is the registry's text.
             reason: crate::text::printable(&e.to_string()),
         })
+}
+
+/// Says that `mirror` failed to serve `what` of `reference` and the next host is asked.
+fn skipped(mirror: &Endpoint, reference: &str, what: &str, error: &dyn std::fmt::Display) {
+    tracing::warn!(
+        reference,
+        host = %mirror.host,
+        error = %error,
+        "mirror {} failed to serve the {what}; trying the next host",
+        mirror.host
+    );
 }

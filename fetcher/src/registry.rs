@@ -147,6 +147,13 @@ impl From<reqwest::Error> for Failure {
     }
 }
 
+impl Failure {
+    /// The host could not be connected to (refused, unreachable, timed out connecting).
+    pub(crate) fn is_unreachable(&self) -> bool {
+        matches!(self, Failure::Request { error: OciDistributionError::RequestError(e), .. } if e.is_connect())
+    }
+}
+
 impl Transient for Failure {
     fn is_transient(&self) -> bool {
         match self {
@@ -249,18 +256,31 @@ pub(crate) struct Registry {
     scheme: &'static str,
     /// `scheme://host:port/` of the registry: the one origin its credentials go to.
     origin: Url,
+    /// The API root, `scheme://host:port/v2` (or the path a hosts.toml overrides it with).
+    api: String,
+    /// Headers the operator's hosts.toml adds to every request to this host.
+    headers: reqwest::header::HeaderMap,
+    /// For a mirror: the registry whose content it stands in for, sent as containerd sends
+    /// it (`?ns=docker.io`), so a mirror serving several registries knows which one is meant.
+    ns: Option<String>,
     wants: tokio::sync::Mutex<Option<Wants>>,
     /// Bearer tokens by repository and operation, as `Authorization` values.
     tokens: std::sync::Mutex<BTreeMap<(String, RegistryOperation), HeaderValue>>,
 }
 
 impl Registry {
-    /// Speaks `scheme` to the registry at `host` (`host[:port]`, as resolved for docker.io).
+    /// Speaks `scheme` to the registry at `host` (`host[:port]`, as resolved for docker.io),
+    /// whose API root is `path` (`/v2`, or what a hosts.toml's `override_path` names), sending
+    /// it `headers`; for a mirror, `ns` names the registry it stands in for.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         http: reqwest::Client,
         login: Login,
         scheme: &'static str,
         host: &str,
+        path: &str,
+        headers: reqwest::header::HeaderMap,
+        ns: Option<String>,
         open: bool,
     ) -> Result<Self, OciDistributionError> {
         let origin = Url::parse(&format!("{scheme}://{host}/")).map_err(|e| {
@@ -282,7 +302,10 @@ impl Registry {
                 Login::Auth(_) => None,
             },
             scheme,
+            api: format!("{scheme}://{host}{path}"),
             origin,
+            headers,
+            ns,
             wants: tokio::sync::Mutex::new(wants),
             tokens: std::sync::Mutex::default(),
         })
@@ -390,7 +413,7 @@ impl Registry {
 
     /// The `WWW-Authenticate` of the registry's `/v2/`, asked without credentials.
     async fn challenge(&self) -> Result<Option<String>, Failure> {
-        let url = self.origin.join("v2/").expect("a relative path joins");
+        let url = self.api_root();
         let probe = self.http.get(url).send().await?;
         Ok(probe
             .headers()
@@ -486,7 +509,7 @@ impl Registry {
     /// then accepts; a Basic registry's `/v2/` must accept them. A registry that asks for
     /// nothing accepts anyone.
     pub(crate) async fn check_login(&self) -> Result<(), Failure> {
-        let url = self.origin.join("v2/").expect("a relative path joins");
+        let url = self.api_root();
         let anonymous = self.http.get(url.clone()).send().await?;
         if anonymous.status().is_success() {
             return Ok(());
@@ -538,6 +561,9 @@ impl Registry {
             let mut request = request?;
             let owned = self.owns(request.url());
             if owned {
+                for (name, value) in &self.headers {
+                    request.headers_mut().append(name, value.clone());
+                }
                 if let Some(authorization) = self.authorization(reference, op, renew).await? {
                     request.headers_mut().insert(AUTHORIZATION, authorization);
                 }
@@ -568,12 +594,17 @@ impl Registry {
     }
 
     fn url(&self, reference: &Reference, kind: &str, name: &str) -> String {
-        format!(
-            "{}://{}/v2/{}/{kind}/{name}",
-            self.scheme,
-            reference.resolve_registry(),
-            reference.repository()
-        )
+        let url = format!("{}/{}/{kind}/{name}", self.api, reference.repository());
+        match &self.ns {
+            Some(ns) => format!("{url}?ns={ns}"),
+            None => url,
+        }
+    }
+
+    /// `scheme://host/v2/`, where a registry says what it wants.
+    fn api_root(&self) -> Url {
+        Url::parse(&format!("{}/", self.api))
+            .unwrap_or_else(|_| self.origin.join("v2/").expect("a relative path joins"))
     }
 
     /// The manifest `reference` names, at most `limit` bytes of it (more means the caller

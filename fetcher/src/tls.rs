@@ -14,31 +14,115 @@ use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 /// A client configuration that trusts the system's roots plus the PEM certificates in
 /// `extra` (each the contents of a file, possibly a bundle), loading them when the first
 /// server presents its certificate.
 pub(crate) fn lazy_roots(extra: &[Vec<u8>]) -> Result<rustls::ClientConfig, rustls::Error> {
+    client_config(extra, None, false)
+}
+
+/// A client certificate chain and its private key, from PEM (the key may be in the same file
+/// as the certificates, as containerd accepts it).
+pub(crate) type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// The certificates of `chain` and the private key in `key`, both PEM.
+pub(crate) fn identity(chain: &[u8], key: &[u8]) -> Result<Identity, rustls::Error> {
+    let certs = CertificateDer::pem_slice_iter(chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| rustls::Error::General(format!("reading the certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(rustls::Error::General("no certificate in it".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| rustls::Error::General(format!("reading the private key: {e}")))?;
+    Ok((certs, key))
+}
+
+/// [`lazy_roots`], presenting `identity` to servers that ask for a client certificate, and
+/// with `skip_verify` accepting any server certificate (the operator's `skip_verify` for
+/// one host in its hosts.toml).
+pub(crate) fn client_config(
+    extra: &[Vec<u8>],
+    identity: Option<Identity>,
+    skip_verify: bool,
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let extra = extra
         .iter()
         .flat_map(|pem| CertificateDer::pem_slice_iter(pem))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| rustls::Error::General(format!("reading a CA certificate: {e}")))?;
     let provider = provider();
-    let verifier = LazyVerifier {
-        extra,
-        provider: provider.clone(),
-        verifier: OnceLock::new(),
+    let verifier: Arc<dyn ServerCertVerifier> = if skip_verify {
+        Arc::new(AcceptAny(provider.clone()))
+    } else {
+        Arc::new(LazyVerifier {
+            extra,
+            provider: provider.clone(),
+            verifier: OnceLock::new(),
+        })
     };
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
     // reqwest offers HTTP/1.1 when it builds the configuration itself; so do we.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Accepts any server certificate; signatures are still checked, so the handshake is whole.
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {

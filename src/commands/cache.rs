@@ -27,7 +27,7 @@ pub struct CacheCommand {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// List cached references with their digests, sizes and last use.
+    /// List cached references with their digests, sizes and last use, most recent first.
     ///
     /// DIGEST is the manifest digest, what `@sha256:` pins; --json also gives the wasm
     /// layer's (layer_digest), its media type and size, and the last use in seconds since 1970.
@@ -37,8 +37,10 @@ enum Action {
     ///     wasm-oci cache ls --json | jq -r '.[].reference'
     #[command(verbatim_doc_comment)]
     Ls {
-        /// Print JSON on stdout: a list of reference, digest (the manifest's), layer_digest,
-        /// layer_media_type, size and last_used (seconds since the Unix epoch)
+        /// Print JSON on stdout: an array of reference, digest (the manifest's), layer_digest,
+        /// layer_media_type, size and last_used (seconds since the Unix epoch), streamed as
+        /// the index is read (in no particular order; sort by last_used), so that a cache of
+        /// 100,000 references starts printing at once and holds no list in memory
         #[arg(long)]
         json: bool,
     },
@@ -117,42 +119,44 @@ impl CacheCommand {
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let cache = global.open_cache()?;
         match self.action {
-            Action::Ls { json } => {
+            Action::Ls { json: true } => {
+                stream_json(&cache)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Ls { json: false } => {
                 let refs = cache.refs().context("listing the cache")?;
-                let listed: Vec<Listed> = refs
-                    .into_iter()
-                    .rev()
-                    .map(|r| Listed {
-                        artifact: (&r.entry).into(),
-                        last_used: r
-                            .last_used
-                            .duration_since(SystemTime::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs()),
-                    })
-                    .collect();
-                if json {
-                    crate::print_json(&listed)?;
-                } else {
+                let listed: Vec<Listed> = refs.into_iter().rev().map(Listed::from).collect();
+                {
                     let width = listed
                         .iter()
                         .map(|l| l.artifact.reference.len())
                         .max()
                         .unwrap_or(9)
                         .max(9);
-                    crate::outln!(
-                        "{:<width$}  {:<19}  {:>10}  LAST USED",
-                        "REFERENCE",
-                        "DIGEST",
-                        "SIZE"
-                    );
-                    for l in &listed {
-                        crate::outln!(
-                            "{:<width$}  {:<19}  {:>10}  {}",
-                            l.artifact.reference,
-                            &l.artifact.digest[..19.min(l.artifact.digest.len())],
-                            human_size(l.artifact.size),
-                            ago(SystemTime::UNIX_EPOCH + Duration::from_secs(l.last_used))
-                        );
+                    // One write per buffer, not per line: 100,000 lines are 100,000 writes.
+                    use std::io::Write as _;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    let written = (|| {
+                        writeln!(
+                            out,
+                            "{:<width$}  {:<19}  {:>10}  LAST USED",
+                            "REFERENCE", "DIGEST", "SIZE"
+                        )?;
+                        for l in &listed {
+                            writeln!(
+                                out,
+                                "{:<width$}  {:<19}  {:>10}  {}",
+                                l.artifact.reference,
+                                &l.artifact.digest[..19.min(l.artifact.digest.len())],
+                                human_size(l.artifact.size),
+                                ago(SystemTime::UNIX_EPOCH + Duration::from_secs(l.last_used))
+                            )?;
+                        }
+                        out.flush()
+                    })();
+                    match written {
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                        other => other.context("writing to stdout")?,
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -254,6 +258,53 @@ impl CacheCommand {
                 Ok(ExitCode::SUCCESS)
             }
         }
+    }
+}
+
+impl From<wasm_oci_cache::RefRecord> for Listed {
+    fn from(r: wasm_oci_cache::RefRecord) -> Listed {
+        Listed {
+            artifact: (&r.entry).into(),
+            last_used: r
+                .last_used
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+/// `cache ls --json`: a JSON array written entry by entry as the index is read. A closed
+/// stdout (`| head`) ends it quietly.
+fn stream_json(cache: &wasm_oci_cache::Cache) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    let written = (|| -> anyhow::Result<()> {
+        out.write_all(b"[")?;
+        cache.for_each_ref(|record| -> anyhow::Result<()> {
+            out.write_all(if first { b"\n  " } else { b",\n  " })?;
+            first = false;
+            serde_json::to_writer(&mut out, &Listed::from(record))?;
+            Ok(())
+        })?;
+        // `[]` when empty, as a whole array would print.
+        out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
+        out.flush()?;
+        Ok(())
+    })();
+    match written {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                    || c.downcast_ref::<serde_json::Error>()
+                        .and_then(|j| j.io_error_kind())
+                        == Some(std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other.context("listing the cache"),
     }
 }
 

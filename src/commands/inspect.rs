@@ -51,6 +51,10 @@ struct Inspected {
     #[serde(skip_serializing_if = "Option::is_none")]
     config: Option<serde_json::Value>,
     size: u64,
+    /// Which host (a mirror of the hosts.toml, or the registry) sent each manifest and blob,
+    /// by digest, when it was pulled.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    sources: std::collections::BTreeMap<String, String>,
     #[serde(flatten)]
     interface: wasm_oci_fetcher::Interface,
 }
@@ -101,6 +105,7 @@ impl InspectCommand {
                 manifest: None,
                 config: None,
                 size,
+                sources: Default::default(),
                 interface,
             });
         }
@@ -130,6 +135,7 @@ impl InspectCommand {
                         .ok()
                         .flatten(),
                     size: entry.size,
+                    sources: entry.sources.clone(),
                     interface,
                 }
             }
@@ -140,6 +146,7 @@ impl InspectCommand {
                 manifest: None,
                 config: None,
                 size: std::fs::metadata(&resolved.path).map_or(0, |m| m.len()),
+                sources: Default::default(),
                 interface,
             },
         };
@@ -171,6 +178,9 @@ impl InspectCommand {
                     p(&layer["size"].to_string())
                 );
             }
+        }
+        for (digest, host) in &inspected.sources {
+            crate::outln!("Served:    {digest} by {}", p(host));
         }
         let kind = match inspected.interface.kind {
             wasm_oci_fetcher::WasmKind::Module => "core module (WASI preview 1)",

@@ -93,12 +93,13 @@ enum Command {
 /// The registry options of the top level are accepted there but shown on the verbs only, and
 /// read no environment variable there (the verb's copy does).
 fn before_the_verb(arg: clap::Arg) -> clap::Arg {
-    const REGISTRY_ARGS: [&str; 5] = [
+    const REGISTRY_ARGS: [&str; 6] = [
         "plain_http",
         "username",
         "password_stdin",
         "ca_file",
         "insecure_skip_tls_verify",
+        "hosts_dir",
     ];
     if REGISTRY_ARGS.contains(&arg.get_id().as_str()) {
         arg.hide(true).env(None)

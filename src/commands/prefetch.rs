@@ -125,23 +125,29 @@ impl PrefetchCommand {
             ],
         };
         let started = Instant::now();
+        let total = names.len();
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let done = &done;
         let outcomes: Vec<Outcome> = crate::block_on(
             futures_util::stream::iter(names)
                 .map(|name| {
                     let (fetcher, runners) = (fetcher.clone(), runners.clone());
                     async move {
                         let outcome = prefetch_one(&fetcher, runners, &name).await;
+                        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                         if plain {
                             match &outcome.error {
                                 // A result line: stdout, as every verb's.
                                 None => crate::outln!(
-                                    "pulled {} ({}, {} bytes){}",
+                                    "[{n}/{total}] pulled {} ({}, {} bytes){}",
                                     outcome.reference,
                                     outcome.digest.as_deref().unwrap_or_default(),
                                     outcome.size.unwrap_or_default(),
                                     if outcome.compiled { ", compiled" } else { "" }
                                 ),
-                                Some(e) => eprintln!("failed {}: {e}", outcome.reference),
+                                Some(e) => {
+                                    eprintln!("[{n}/{total}] failed {}: {e}", outcome.reference)
+                                }
                             }
                         }
                         outcome

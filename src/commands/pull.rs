@@ -52,6 +52,9 @@ struct Output<'a> {
     /// The signatures the policy verified (key fingerprint, claimed identity).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     verified: &'a [wasm_oci_cache::Verdict],
+    /// The host each manifest and blob downloaded just now came from, by digest.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    sources: &'a std::collections::BTreeMap<String, String>,
 }
 
 impl PullCommand {
@@ -85,6 +88,7 @@ impl PullCommand {
             crate::print_json(&Output {
                 artifact: entry.into(),
                 cached: &pulled.path,
+                sources: &pulled.sources,
                 out: out.as_deref(),
                 verified: verified(entry),
             })?;

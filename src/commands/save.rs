@@ -178,9 +178,13 @@ impl LoadCommand {
                 .collect();
             crate::print_json(&loaded)?;
         } else {
+            // One write for many lines: a catalogue loads 100,000 of them.
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for e in &loaded {
-                crate::outln!("Loaded: {} ({})", e.reference, e.manifest_digest);
+                let _ = writeln!(out, "Loaded: {} ({})", e.reference, e.manifest_digest);
             }
+            let _ = out.flush();
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -54,6 +54,8 @@ pub struct Seen {
     pub requests: u32,
     /// Requests answered 429 under `RateLimit`.
     pub throttled: u32,
+    /// `Authorization` headers received, as sent.
+    pub authorizations: Vec<String>,
     first_request: Option<Instant>,
     per_url: std::collections::HashMap<String, u32>,
     blob_responses: u32,
@@ -200,6 +202,9 @@ fn serve(
         s.requests += 1;
         s.first_request.get_or_insert_with(Instant::now);
         let requests = s.requests;
+        if let Some(authorization) = header(&head, "authorization") {
+            s.authorizations.push(authorization.to_owned());
+        }
         let this_url = s.per_url.entry(head[0].clone()).or_default();
         *this_url += 1;
         (requests, *this_url)
