@@ -150,7 +150,15 @@ impl From<reqwest::Error> for Failure {
 impl Failure {
     /// The host could not be connected to (refused, unreachable, timed out connecting).
     pub(crate) fn is_unreachable(&self) -> bool {
-        matches!(self, Failure::Request { error: OciDistributionError::RequestError(e), .. } if e.is_connect())
+        match self {
+            Failure::Request {
+                error: OciDistributionError::RequestError(e),
+                ..
+            } => e.is_connect(),
+            // Nothing listens on a loopback port: as unreachable as a host can be.
+            Failure::Refused { .. } => true,
+            _ => false,
+        }
     }
 }
 

@@ -150,7 +150,8 @@ fn prefetch_of_a_list_counts_done_of_total_and_sums_up_with_failures() {
         file.path().to_str().unwrap(),
     ]);
     assert!(!out.status.success(), "10 are missing");
-    let said = stderr(&out);
+    // Results on stdout, failures and the summary on stderr.
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     let counted: Vec<&str> = said.lines().filter(|l| l.starts_with('[')).collect();
     assert_eq!(counted.len(), 50, "{said}");
     assert!(counted.iter().any(|l| l.starts_with("[50/50] ")), "{said}");

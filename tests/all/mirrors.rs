@@ -151,7 +151,7 @@ fn two_nodes_pull_through_the_mirror_and_the_origin_sends_no_blob() {
     let reference = fleet.reference();
     for node in [fleet.node(), fleet.node()] {
         let pulled = fleet.pull(&node, &reference);
-        let layer = pulled["digest"].as_str().unwrap();
+        let layer = pulled["layer_digest"].as_str().unwrap();
         // The mirror served the manifest, the config and the layer.
         let sources = pulled["sources"].as_object().unwrap();
         assert_eq!(sources.len(), 3, "{pulled}");
@@ -208,7 +208,7 @@ fn what_the_mirror_lacks_or_cannot_serve_comes_from_the_origin() {
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     let pulled: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_stored_well(&node, pulled["digest"].as_str().unwrap());
+    assert_stored_well(&node, pulled["layer_digest"].as_str().unwrap());
     assert_eq!(fleet.origin_blobs(), 4);
     let log = fs::read_to_string(node.log_file()).unwrap();
     let skipped: Vec<&str> = log
@@ -237,7 +237,7 @@ fn a_mirror_that_corrupts_blobs_is_skipped_and_nothing_bad_is_stored() {
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     let pulled: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let layer = pulled["digest"].as_str().unwrap();
+    let layer = pulled["layer_digest"].as_str().unwrap();
     // The manifest came from the mirror (it verified); both blobs from the origin.
     assert_eq!(
         pulled["sources"][layer],
@@ -271,7 +271,7 @@ fn a_mirror_answering_503_gets_one_try_per_request_and_the_origin_serves() {
     fleet.mirror_at(&failing.addr, "\"pull\", \"resolve\"");
     let node = fleet.node();
     let pulled = fleet.pull(&node, &fleet.reference());
-    let layer = pulled["digest"].as_str().unwrap();
+    let layer = pulled["layer_digest"].as_str().unwrap();
     assert_eq!(
         pulled["sources"][layer],
         fleet.front.addr.as_str(),
@@ -307,7 +307,7 @@ fn a_mirror_without_resolve_is_not_asked_for_tags() {
     assert_eq!(fleet.origin_blobs(), 0);
     assert_eq!(counter.seen(|s| s.blob_gets.len()), 2);
     assert_eq!(
-        pulled["sources"][pulled["digest"].as_str().unwrap()],
+        pulled["sources"][pulled["layer_digest"].as_str().unwrap()],
         counter.addr.as_str()
     );
 }
@@ -374,7 +374,7 @@ fn credentials_go_only_to_the_host_they_are_for() {
     }));
     let pulled = pull(&fleet.node());
     assert_eq!(
-        pulled["sources"][pulled["digest"].as_str().unwrap()],
+        pulled["sources"][pulled["layer_digest"].as_str().unwrap()],
         counter.addr.as_str()
     );
     assert_eq!(fleet.origin_blobs(), 0);
@@ -391,7 +391,7 @@ fn credentials_go_only_to_the_host_they_are_for() {
     }));
     let pulled = pull(&fleet.node());
     assert_eq!(
-        pulled["sources"][pulled["digest"].as_str().unwrap()],
+        pulled["sources"][pulled["layer_digest"].as_str().unwrap()],
         fleet.front.addr.as_str()
     );
     let at_mirror = counter.seen(|s| s.authorizations.clone());
@@ -426,7 +426,7 @@ fn a_tls_mirror_is_trusted_with_the_ca_its_hosts_toml_names() {
     let node = fleet.node();
     let pulled = fleet.pull(&node, &fleet.reference());
     assert_eq!(
-        pulled["sources"][pulled["digest"].as_str().unwrap()],
+        pulled["sources"][pulled["layer_digest"].as_str().unwrap()],
         fleet.mirror.addr.as_str(),
         "{pulled}"
     );
@@ -436,7 +436,7 @@ fn a_tls_mirror_is_trusted_with_the_ca_its_hosts_toml_names() {
     fleet.hosts_toml(&format!("[host.\"https://{}\"]\n", fleet.mirror.addr));
     let pulled = fleet.pull(&fleet.node(), &fleet.reference());
     assert_eq!(
-        pulled["sources"][pulled["digest"].as_str().unwrap()],
+        pulled["sources"][pulled["layer_digest"].as_str().unwrap()],
         fleet.front.addr.as_str()
     );
 }
