@@ -13,6 +13,7 @@ mod fleet;
 mod interop;
 mod mirrors;
 mod proxy;
+mod redteam_mirrors;
 mod registry;
 mod resume;
 mod runner;

@@ -1,0 +1,174 @@
+//! Red-team tests of registry mirrors (#17): each test here is a hole found in review, and
+//! fails until the product is fixed.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use crate::support::{Registry, WasmOci, describe, testdata};
+
+const REPO: &str = "edge/hello:v1";
+
+/// A minimal HTTP/1.1 server on a loopback port: every request's head is recorded, and
+/// `answer(method, path)` says what to send back (a whole response, head and body).
+struct Fake {
+    addr: String,
+    heads: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl Fake {
+    fn start(answer: impl Fn(&str, &str) -> String + Send + Sync + 'static) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let heads: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let answer = Arc::new(answer);
+        let seen = heads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let seen = seen.clone();
+                let answer = answer.clone();
+                std::thread::spawn(move || serve(stream, &seen, &*answer));
+            }
+        });
+        Fake { addr, heads }
+    }
+
+    /// Every header line any request carried, lower-cased.
+    fn header_lines(&self) -> Vec<String> {
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|h| h.iter().skip(1).map(|l| l.to_ascii_lowercase()))
+            .collect()
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| h[0].clone())
+            .collect()
+    }
+}
+
+fn serve(stream: TcpStream, seen: &Mutex<Vec<Vec<String>>>, answer: &dyn Fn(&str, &str) -> String) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let line = line.trim_end().to_owned();
+            if line.is_empty() {
+                break;
+            }
+            head.push(line);
+        }
+        if head.is_empty() {
+            return;
+        }
+        let mut parts = head[0].split_whitespace();
+        let method = parts.next().unwrap_or("").to_owned();
+        let path = parts.next().unwrap_or("").to_owned();
+        seen.lock().unwrap().push(head);
+        let response = answer(&method, &path);
+        if stream.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn not_found() -> String {
+    let body = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#;
+    format!(
+        "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn redirect_to(addr: &str, path: &str) -> String {
+    format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{addr}{path}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// An origin holding hello.wasm as `edge/hello:v1`.
+fn origin_with_hello() -> Registry {
+    let origin = Registry::start();
+    let pusher = WasmOci::new();
+    let out = pusher.run(&[
+        "push",
+        testdata("hello.wasm").to_str().unwrap(),
+        &origin.reference(REPO),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    origin
+}
+
+/// `DIR/<host>_<port>_/hosts.toml` for `registry` (`host:port`).
+fn hosts_toml(dir: &std::path::Path, registry: &str, text: &str) {
+    let (host, port) = registry.rsplit_once(':').unwrap();
+    let d = dir.join(format!("{host}_{port}_"));
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("hosts.toml"), text).unwrap();
+}
+
+/// The operator gives a mirror a secret header in hosts.toml (`[host."..".header]`, as an
+/// API key some mirrors want). The fetcher attaches it only to URLs of the mirror's own origin
+/// (`Registry::send` checks `owns`), but reqwest follows the mirror's redirect with every
+/// header of the original request except `Authorization`/`Cookie`: a mirror (or the origin,
+/// redirecting blobs to a CDN) sends the key to any host it names.
+#[test]
+fn a_hosts_toml_header_does_not_follow_a_redirect_to_another_host() {
+    const KEY: &str = "mirror-api-key-9f3b1c";
+    let origin = origin_with_hello();
+    let elsewhere = Fake::start(|_, _| not_found());
+    let target = elsewhere.addr.clone();
+    let mirror = Fake::start(move |_, path| redirect_to(&target, path));
+    let hosts = tempfile::tempdir().unwrap();
+    hosts_toml(
+        hosts.path(),
+        &origin.addr,
+        &format!(
+            "[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  [host.\"http://{}\".header]\n    x-mirror-key = \"{KEY}\"\n",
+            mirror.addr, mirror.addr
+        ),
+    );
+    let node = WasmOci::new();
+    let out = node.run(&[
+        "pull",
+        "--json",
+        "--hosts-dir",
+        hosts.path().to_str().unwrap(),
+        &origin.reference(REPO),
+    ]);
+    // The mirror fails; the origin serves.
+    assert!(out.status.success(), "{}", describe(&out));
+    let at_mirror = mirror.header_lines();
+    assert!(
+        at_mirror.iter().any(|l| l.contains(KEY)),
+        "the mirror was sent its header: {at_mirror:?}"
+    );
+    assert!(
+        !elsewhere.requests().is_empty(),
+        "the mirror's redirect was followed"
+    );
+    let leaked: Vec<_> = elsewhere
+        .header_lines()
+        .into_iter()
+        .filter(|l| l.contains(KEY))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the mirror's hosts.toml header reached {} , a host the mirror redirected to: {leaked:?}",
+        elsewhere.addr
+    );
+}
