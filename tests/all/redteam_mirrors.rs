@@ -19,6 +19,15 @@ struct Fake {
 
 impl Fake {
     fn start(answer: impl Fn(&str, &str) -> String + Send + Sync + 'static) -> Fake {
+        Self::streaming(move |method, path, out| {
+            out.write_all(answer(method, path).as_bytes()).is_ok()
+        })
+    }
+
+    /// As [`Fake::start`], `answer` writing the response itself (false: close).
+    fn streaming(
+        answer: impl Fn(&str, &str, &mut TcpStream) -> bool + Send + Sync + 'static,
+    ) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let heads: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
@@ -55,7 +64,11 @@ impl Fake {
     }
 }
 
-fn serve(stream: TcpStream, seen: &Mutex<Vec<Vec<String>>>, answer: &dyn Fn(&str, &str) -> String) {
+fn serve(
+    stream: TcpStream,
+    seen: &Mutex<Vec<Vec<String>>>,
+    answer: &dyn Fn(&str, &str, &mut TcpStream) -> bool,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut stream = stream;
     loop {
@@ -79,8 +92,7 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Vec<String>>>, answer: &dyn Fn(&str
         let method = parts.next().unwrap_or("").to_owned();
         let path = parts.next().unwrap_or("").to_owned();
         seen.lock().unwrap().push(head);
-        let response = answer(&method, &path);
-        if stream.write_all(response.as_bytes()).is_err() {
+        if !answer(&method, &path, &mut stream) {
             return;
         }
     }
@@ -171,4 +183,78 @@ fn a_hosts_toml_header_does_not_follow_a_redirect_to_another_host() {
         "the mirror's hosts.toml header reached {} , a host the mirror redirected to: {leaked:?}",
         elsewhere.addr
     );
+}
+
+/// A mirror that answers, but trickles a blob (a chunk of one byte every two seconds) is
+/// never "failing": reqwest's read timeout (60 s) restarts with every byte, the mirror gets no
+/// deadline of its own, and is not marked down. Every node pulling through it waits for it,
+/// here until the blob's declared size is exceeded (minutes); a larger layer, for ever. A
+/// mirror is less trusted than the origin, and "a failing mirror is skipped for the next
+/// host": the pull must reach the origin in bounded time.
+#[test]
+fn a_mirror_trickling_a_blob_does_not_stall_the_pull() {
+    let origin = origin_with_hello();
+    let mirror = Fake::streaming(|_, path, out| {
+        if path.contains("/blobs/") {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+            if out.write_all(head.as_bytes()).is_err() {
+                return false;
+            }
+            loop {
+                if out.write_all(b"1\r\nx\r\n").and_then(|()| out.flush()).is_err() {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+        }
+        // `/v2/` and anything else: open, empty.
+        out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            .is_ok()
+    });
+    let hosts = tempfile::tempdir().unwrap();
+    hosts_toml(
+        hosts.path(),
+        &origin.addr,
+        &format!(
+            "[host.\"http://{}\"]\n  capabilities = [\"pull\"]\n",
+            mirror.addr
+        ),
+    );
+    let node = WasmOci::new();
+    let mut child = node
+        .command()
+        .args(["pull", "--json", "--hosts-dir"])
+        .arg(hosts.path())
+        .arg(origin.reference(REPO))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let limit = std::time::Duration::from_secs(45);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let blob_requests = mirror
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/blobs/"))
+        .count();
+    assert!(blob_requests > 0, "the mirror was asked for a blob");
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "a pull of a 171-byte module through a trickling mirror was still running after {}s; \
+             the origin was never asked",
+            limit.as_secs()
+        )
+    });
+    assert!(status.success(), "the origin serves once the mirror is given up");
 }
