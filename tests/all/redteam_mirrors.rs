@@ -251,8 +251,8 @@ fn a_mirror_trickling_a_blob_does_not_stall_the_pull() {
     assert!(blob_requests > 0, "the mirror was asked for a blob");
     let status = status.unwrap_or_else(|| {
         panic!(
-            "a pull of a 171-byte module through a trickling mirror was still running after {}s; \
-             the origin was never asked",
+            "a pull of a 171-byte module through a trickling mirror was still running after {}s, \
+             not given up for the origin",
             limit.as_secs()
         )
     });
