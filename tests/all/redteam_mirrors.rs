@@ -258,3 +258,62 @@ fn a_mirror_trickling_a_blob_does_not_stall_the_pull() {
     });
     assert!(status.success(), "the origin serves once the mirror is given up");
 }
+
+/// A pull-only mirror asked for a manifest by digest answers with more than the 4 MiB a
+/// manifest may be. `Registry::manifest` verifies the digest only when the body is within the
+/// limit, so the oversize answer comes back as the mirror's success; `pull` then refuses it
+/// with `check_document_size` — an error of the whole pull, not of the mirror. One bad
+/// answer from a less-trusted mirror fails every pull by digest instead of the next host
+/// (the origin, which has it) being asked.
+#[test]
+fn a_mirror_answering_an_oversize_manifest_is_skipped_for_the_origin() {
+    let origin = origin_with_hello();
+    // The manifest's digest, as the origin has it.
+    let first = WasmOci::new();
+    let out = first.run(&["pull", "--json", &origin.reference(REPO)]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let pulled: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let manifest_digest = pulled["manifest_digest"].as_str().unwrap().to_owned();
+
+    let mirror = Fake::start(|_, path| {
+        if path.contains("/manifests/") {
+            let body = " ".repeat((4 << 20) + 1);
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        } else if path.contains("/blobs/") {
+            not_found()
+        } else {
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+                .to_owned()
+        }
+    });
+    let hosts = tempfile::tempdir().unwrap();
+    hosts_toml(
+        hosts.path(),
+        &origin.addr,
+        &format!(
+            "[host.\"http://{}\"]\n  capabilities = [\"pull\"]\n",
+            mirror.addr
+        ),
+    );
+    let by_digest = format!("{}/edge/hello@{manifest_digest}", origin.addr);
+    let node = WasmOci::new();
+    let out = node.run(&[
+        "pull",
+        "--json",
+        "--hosts-dir",
+        hosts.path().to_str().unwrap(),
+        &by_digest,
+    ]);
+    assert!(
+        mirror.requests().iter().any(|r| r.contains("/manifests/")),
+        "the mirror was asked for the manifest"
+    );
+    assert!(
+        out.status.success(),
+        "a mirror's oversize manifest failed the pull instead of the origin being asked: {}",
+        describe(&out)
+    );
+}
