@@ -56,7 +56,7 @@ pub struct GlobalOptions {
     #[arg(long, global = true)]
     pub insecure_skip_tls_verify: bool,
 
-    /// containerd's registry host directory (DIR/<registry>/hosts.toml, DIR/_default/hosts.toml):
+    /// containerd's registry host directory (DIR/REGISTRY/hosts.toml, DIR/_default/hosts.toml):
     /// mirrors tried before each registry, and per-host TLS and headers [default:
     /// /etc/containerd/certs.d when it exists]
     #[arg(long, global = true, env = "WASM_OCI_HOSTS_DIR", value_name = "DIR")]

@@ -203,8 +203,10 @@ impl Cache {
         // Listed before it is read: whatever is recorded after this is seen as new.
         let mut watch = RefsWatch::new(self)?;
         let refs = self.refs()?;
+        let compiled = Compiled::list(self);
         let now = SystemTime::now();
-        let mut size = self.size();
+        let start_size = self.size();
+        let mut size = start_size;
         let batch_limit = lock_batch();
         let mut users: BTreeMap<Digest, usize> = BTreeMap::new();
         for r in &refs {
@@ -253,15 +255,19 @@ impl Cache {
                 kept.push(record);
             }
             if batch.locks >= batch_limit || (refs.peek().is_none() && !batch.victims.is_empty()) {
-                let freed =
-                    self.remove_batch(std::mem::take(&mut batch), &mut watch, &mut report)?;
+                let freed = self.remove_batch(
+                    std::mem::take(&mut batch),
+                    &mut watch,
+                    &compiled,
+                    &mut report,
+                )?;
                 size = size.saturating_sub(freed);
                 // From what was freed, not what was planned.
                 planned = size;
             }
         }
         if !batch.victims.is_empty() {
-            self.remove_batch(batch, &mut watch, &mut report)?;
+            self.remove_batch(batch, &mut watch, &compiled, &mut report)?;
         }
         // Blobs no remaining reference uses: debris of failed pulls or removed references;
         // young ones may be a pull's that is about to record its reference.
@@ -289,13 +295,15 @@ impl Cache {
                 if wanted.contains(d) {
                     continue;
                 }
-                let freed = self.remove_blob(d)?;
+                let freed = self.remove_blob_with(d, &compiled)?;
                 report.freed += freed;
                 report.removed_blobs += 1;
                 drop(locks);
             }
         }
-        report.size = self.size();
+        // Counted, not walked again: a walk of 300,000 files costs seconds. What other
+        // processes added meanwhile is not in it.
+        report.size = start_size.saturating_sub(report.freed);
         Ok(report)
     }
 
@@ -306,6 +314,7 @@ impl Cache {
         &self,
         batch: Batch,
         watch: &mut RefsWatch,
+        compiled: &Compiled,
         report: &mut PruneReport,
     ) -> Result<u64> {
         // A pull holds its blobs until its reference is recorded, so with the locks taken,
@@ -329,7 +338,7 @@ impl Cache {
                 }
             }
             for d in only_ours.iter().filter(|d| !recorded_since.contains(d)) {
-                let bytes = self.remove_blob(d)?;
+                let bytes = self.remove_blob_with(d, compiled)?;
                 freed += bytes;
                 report.freed += bytes;
                 report.removed_blobs += 1;
@@ -373,6 +382,12 @@ impl Cache {
 
     /// Removes a blob and the code compiled from it; returns the bytes freed.
     fn remove_blob(&self, digest: &Digest) -> Result<u64> {
+        self.remove_blob_with(digest, &Compiled::list(self))
+    }
+
+    /// [`Cache::remove_blob`] with the compiled code listed once for many removals, rather
+    /// than the compiled directories listed again for every blob.
+    fn remove_blob_with(&self, digest: &Digest, compiled: &Compiled) -> Result<u64> {
         let path = self.blob_path(digest);
         let mut freed = fs::metadata(&path).map_or(0, |m| m.len());
         match fs::remove_file(&path) {
@@ -386,18 +401,45 @@ impl Cache {
                 });
             }
         }
-        if let Ok(keys) = fs::read_dir(self.root.join("compiled")) {
-            for key in keys.flatten() {
-                for kind in ["module", "component"] {
-                    let compiled = key.path().join(format!("{}.{kind}", digest.hex()));
-                    if let Ok(m) = fs::metadata(&compiled) {
-                        freed += m.len();
-                        let _ = fs::remove_file(&compiled);
-                    }
-                }
+        for compiled in compiled.of(digest) {
+            if let Ok(m) = fs::metadata(compiled) {
+                freed += m.len();
+                let _ = fs::remove_file(compiled);
             }
         }
         Ok(freed)
+    }
+}
+
+/// The compiled code in the cache by the digest of the wasm it was compiled from, listed once.
+struct Compiled(std::collections::HashMap<String, Vec<PathBuf>>);
+
+impl Compiled {
+    fn list(cache: &Cache) -> Compiled {
+        let mut by_digest: std::collections::HashMap<String, Vec<PathBuf>> = Default::default();
+        for key in fs::read_dir(cache.root.join("compiled"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in fs::read_dir(key.path()).into_iter().flatten().flatten() {
+                let name = file.file_name();
+                let Some((hex, kind)) = name.to_str().and_then(|n| n.split_once('.')) else {
+                    continue;
+                };
+                if matches!(kind, "module" | "component") {
+                    by_digest
+                        .entry(hex.to_owned())
+                        .or_default()
+                        .push(file.path());
+                }
+            }
+        }
+        Compiled(by_digest)
+    }
+
+    fn of(&self, digest: &Digest) -> &[PathBuf] {
+        self.0.get(digest.hex()).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -453,16 +495,11 @@ impl RefsWatch {
         })
     }
 
-    /// Whether the index file at `path` is still the one listed first (not recorded again).
+    /// Whether the index file at `path` was still the one listed first (not recorded again)
+    /// when the index was last listed.
     fn unchanged(&self, path: &Path) -> bool {
-        use std::os::unix::fs::MetadataExt as _;
-        let Some(name) = path.file_name() else {
-            return false;
-        };
-        match fs::symlink_metadata(path) {
-            Ok(m) => self.first.get(name) == Some(&m.ino()),
-            Err(_) => true,
-        }
+        path.file_name()
+            .is_some_and(|name| self.known.get(name) == self.first.get(name))
     }
 
     fn listing(dir: &Path) -> Result<std::collections::HashMap<std::ffi::OsString, u64>> {
@@ -479,13 +516,22 @@ impl RefsWatch {
     }
 
     /// The blobs needed by references recorded (or recorded again) since the first listing.
+    /// Only new and changed entries are read (and remembered): listing the index again is a
+    /// directory read, with no allocation per unchanged entry.
     fn recorded_since(&mut self, _cache: &Cache) -> Result<&BTreeSet<Digest>> {
-        let now = Self::listing(&self.dir)?;
-        for (name, ino) in &now {
-            if self.known.get(name) == Some(ino) {
+        use std::os::unix::fs::DirEntryExt;
+        let entries = fs::read_dir(&self.dir).map_err(|source| Error::Io {
+            action: "listing",
+            path: self.dir.clone(),
+            source,
+        })?;
+        for e in entries.flatten() {
+            let (name, ino) = (e.file_name(), e.ino());
+            if self.known.get(&name) == Some(&ino) {
                 continue;
             }
-            let path = self.dir.join(name);
+            self.known.insert(name.clone(), ino);
+            let path = self.dir.join(&name);
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
@@ -495,7 +541,6 @@ impl RefsWatch {
                 self.needed.extend(needs(&entry));
             }
         }
-        self.known = now;
         Ok(&self.needed)
     }
 }

@@ -164,12 +164,18 @@ impl CacheCommand {
                     crate::print_json(&report)?;
                 } else {
                     reclaimed(report.reclaimed_partials);
+                    // One write for many lines: stderr is unbuffered, and a prune may remove
+                    // tens of thousands of references.
+                    use std::io::Write as _;
+                    let mut err = std::io::BufWriter::new(std::io::stderr().lock());
                     for r in &report.removed_refs {
-                        eprintln!("removed {r}");
+                        let _ = writeln!(err, "removed {r}");
                     }
                     for r in &report.in_use {
-                        eprintln!("kept {r}: in use by a running process");
+                        let _ = writeln!(err, "kept {r}: in use by a running process");
                     }
+                    let _ = err.flush();
+                    drop(err);
                     eprintln!(
                         "freed {}; the cache now holds {}",
                         human_size(report.freed),
@@ -212,7 +218,8 @@ fn stream_json(cache: &wasm_oci_cache::Cache) -> anyhow::Result<()> {
             serde_json::to_writer(&mut out, &Listed::from(record))?;
             Ok(())
         })?;
-        out.write_all(b"\n]\n")?;
+        // `[]` when empty, as a whole array would print.
+        out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
         out.flush()?;
         Ok(())
     })();
