@@ -464,46 +464,28 @@ pub fn load(
     // sync per batch, not per blob); the references only once all of them are in: a layout
     // that fails halfway records nothing.
     let mut batch = cache.blob_batch();
-    // Blobs the cache had before: a prune could take one from an old reference before ours
-    // is recorded, so they are held while it is. Those stored just now are no reference's
-    // yet and too young for a prune to sweep (SWEEP_GRACE), as a pull's are between commit
-    // and record.
-    let mut had = std::collections::BTreeSet::new();
     for (_, artifact) in &named {
         for (digest, size) in artifact_blobs(artifact) {
             let content = (digest == &artifact.manifest_digest).then_some(&artifact.manifest[..]);
-            if import_blob(&mut batch, dir, digest, size, content)? {
-                had.insert(digest.clone());
-            }
+            import_blob(&mut batch, dir, digest, size, content)?;
         }
         if batch.len() >= BATCH {
             std::mem::replace(&mut batch, cache.blob_batch()).commit()?;
         }
     }
     batch.commit()?;
-    // Then the references, a batch at a time, each holding its blobs while it is recorded so
-    // that a concurrent `cache prune` cannot take one that was in the cache already.
+    // Then the references, a batch at a time, each holding every blob it uses while it is
+    // recorded, so that a concurrent `cache prune` cannot take one. A blob is held only now
+    // (a catalogue's blobs would be too many files to hold open all along), so one may have
+    // gone meanwhile: one the cache had, from an old reference pruned, or one stored above
+    // and swept once older than SWEEP_GRACE (a long load). Such a blob is stored again from
+    // the layout, and held, before the reference that uses it is recorded: a reference is
+    // never recorded without its blobs.
     let mut loaded = Vec::with_capacity(named.len());
     let mut named = named.into_iter().peekable();
     while named.peek().is_some() {
         let chunk: Vec<_> = named.by_ref().take(REFS_BATCH).collect();
-        let mut holds = Vec::new();
-        let mut held = std::collections::BTreeSet::new();
-        for (_, artifact) in &chunk {
-            for (digest, _) in artifact_blobs(artifact) {
-                if !had.contains(digest) || !held.insert(digest) {
-                    continue;
-                }
-                holds.push(cache.hold(digest).map_err(|e| {
-                    layout_err(
-                        dir,
-                        format!(
-                            "blob {digest} was removed while loading (a concurrent prune?): {e}; run load again"
-                        ),
-                    )
-                })?);
-            }
-        }
+        let holds = hold_blobs(cache, dir, &chunk)?;
         let entries: Vec<RefEntry> = chunk
             .into_iter()
             .map(|(reference, artifact)| RefEntry {
@@ -584,8 +566,58 @@ fn verify_file(dir: &Path, path: &Path, digest: &Digest, size: Option<u64>) -> R
     Ok(())
 }
 
-/// Streams one blob of the layout into the cache; the cache verifies size and digest.
-/// Returns a hold on the blob in the cache.
+/// Holds every blob the artifacts of `chunk` use, storing again from the layout at `dir`
+/// those the cache no longer has (a concurrent prune took them since they were stored).
+fn hold_blobs(
+    cache: &Cache,
+    dir: &Path,
+    chunk: &[(String, LayoutArtifact)],
+) -> Result<Vec<wasm_oci_cache::Hold>> {
+    let removed = |digest: &Digest, e: wasm_oci_cache::Error| {
+        layout_err(
+            dir,
+            format!(
+                "blob {digest} was removed while loading (a concurrent prune?): {e}; run load again"
+            ),
+        )
+    };
+    let mut holds = Vec::new();
+    let mut held = std::collections::BTreeSet::new();
+    let mut gone = Vec::new();
+    for (_, artifact) in chunk {
+        for (digest, size) in artifact_blobs(artifact) {
+            if !held.insert(digest) {
+                continue;
+            }
+            match cache.hold(digest) {
+                Ok(hold) => holds.push(hold),
+                Err(wasm_oci_cache::Error::BlobNotFound { .. }) => {
+                    gone.push((digest, size, artifact))
+                }
+                Err(e) => return Err(removed(digest, e)),
+            }
+        }
+    }
+    if gone.is_empty() {
+        return Ok(holds);
+    }
+    tracing::warn!(
+        blobs = gone.len(),
+        "blobs stored by this load were removed by a concurrent prune; storing them again"
+    );
+    let mut batch = cache.blob_batch();
+    for (digest, size, artifact) in &gone {
+        let content = (*digest == &artifact.manifest_digest).then_some(&artifact.manifest[..]);
+        import_blob(&mut batch, dir, digest, *size, content)?;
+    }
+    batch.commit()?;
+    // Stored just now, so young: no prune sweeps them before they are held.
+    for (digest, _, _) in gone {
+        holds.push(cache.hold(digest).map_err(|e| removed(digest, e))?);
+    }
+    Ok(holds)
+}
+
 /// Stages the layout's blob `digest` (from `content` when it was read already) unless the
 /// batch or the cache has it; returns whether the cache had it before.
 fn import_blob(
