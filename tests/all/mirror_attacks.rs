@@ -444,3 +444,94 @@ fn a_load_racing_a_prune_never_records_a_reference_whose_blobs_are_gone() {
         assert!(out.status.success(), "{}", describe(&out));
     }
 }
+
+/// A resolve-capable mirror answering a tag with a 200 that is not a manifest is one bad
+/// answer of a less-trusted host: the next host (the origin) is asked, and the pull succeeds.
+#[test]
+fn a_mirror_answering_a_tag_with_no_manifest_is_skipped_for_the_origin() {
+    let origin = origin_with_hello();
+    let mirror = Fake::start(|_, path| {
+        if path.contains("/manifests/") {
+            let body = "<html>mirror maintenance</html>";
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        } else if path.contains("/blobs/") {
+            not_found()
+        } else {
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+                .to_owned()
+        }
+    });
+    let hosts = tempfile::tempdir().unwrap();
+    hosts_toml(
+        hosts.path(),
+        &origin.addr,
+        &format!(
+            "[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            mirror.addr
+        ),
+    );
+    let node = WasmOci::new();
+    let out = node.run(&[
+        "pull",
+        "--json",
+        "--hosts-dir",
+        hosts.path().to_str().unwrap(),
+        &origin.reference(REPO),
+    ]);
+    assert!(
+        mirror
+            .requests()
+            .iter()
+            .any(|r| r.contains("/manifests/v1")),
+        "the mirror was asked for the tag"
+    );
+    assert!(
+        out.status.success(),
+        "a mirror's unparseable manifest failed the pull: {}",
+        describe(&out)
+    );
+    let pulled: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        pulled["sources"].to_string().contains(&origin.addr),
+        "{pulled}"
+    );
+}
+
+/// A mirror that accepts connections and never says a word times out once (its own read
+/// timeout, shorter than the origin's), and is then passed over for the rest of the pull: it
+/// is not asked again for the config or the layer, each of which would cost another timeout.
+#[test]
+fn a_silent_mirror_is_asked_once_and_the_origin_serves() {
+    let origin = origin_with_hello();
+    let mirror = Fake::streaming(|_, _, _| {
+        std::thread::sleep(std::time::Duration::from_secs(300));
+        false
+    });
+    let hosts = tempfile::tempdir().unwrap();
+    hosts_toml(
+        hosts.path(),
+        &origin.addr,
+        &format!(
+            "[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  dial_timeout = \"2s\"\n",
+            mirror.addr
+        ),
+    );
+    let node = WasmOci::new();
+    let out = node.run(&[
+        "pull",
+        "--json",
+        "--hosts-dir",
+        hosts.path().to_str().unwrap(),
+        &origin.reference(REPO),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        mirror.requests().len(),
+        1,
+        "the silent mirror was asked again after it timed out: {:?}",
+        mirror.requests()
+    );
+}
