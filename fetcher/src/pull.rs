@@ -411,7 +411,26 @@ impl Fetcher {
         if offset == size {
             return (writer, Ok(()));
         }
-        let response = match host.remote.blob(reference, &layer.digest, offset).await {
+        let asked = host.remote.blob(reference, &layer.digest, offset);
+        let asked = if host.mirror {
+            // A mirror's answer must begin within the deadline of a whole manifest, however
+            // slowly it drips its head.
+            match tokio::time::timeout(crate::MIRROR_DOCUMENT_TIMEOUT, asked).await {
+                Ok(asked) => asked,
+                Err(_) => {
+                    let why = format!(
+                        "no answer within {}s",
+                        crate::MIRROR_DOCUMENT_TIMEOUT.as_secs()
+                    );
+                    host.give_up(&why);
+                    let e = std::io::Error::new(std::io::ErrorKind::TimedOut, why);
+                    return (writer, Err(Attempt::Retry(e, None)));
+                }
+            }
+        } else {
+            asked.await
+        };
+        let response = match asked {
             Ok((response, partial)) => {
                 if !partial && offset > 0 {
                     tracing::debug!(reference = %name, "the registry ignored the range; starting over");
@@ -483,6 +502,10 @@ impl Fetcher {
                     }
                 }
                 Err(e) => {
+                    // A mirror silent for longer than its read timeout is passed over.
+                    if e.is_timeout() {
+                        host.give_up(&e.to_string());
+                    }
                     outcome = Err(std::io::Error::other(e));
                     break;
                 }
