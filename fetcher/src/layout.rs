@@ -464,28 +464,30 @@ pub fn load(
     // sync per batch, not per blob); the references only once all of them are in: a layout
     // that fails halfway records nothing.
     let mut batch = cache.blob_batch();
+    // Blobs the cache had before; the rest this load stores.
+    let mut had = std::collections::BTreeSet::new();
     for (_, artifact) in &named {
         for (digest, size) in artifact_blobs(artifact) {
             let content = (digest == &artifact.manifest_digest).then_some(&artifact.manifest[..]);
-            import_blob(&mut batch, dir, digest, size, content)?;
+            if import_blob(&mut batch, dir, digest, size, content)? {
+                had.insert(digest.clone());
+            }
         }
         if batch.len() >= BATCH {
             std::mem::replace(&mut batch, cache.blob_batch()).commit()?;
         }
     }
     batch.commit()?;
-    // Then the references, a batch at a time, each holding every blob it uses while it is
-    // recorded, so that a concurrent `cache prune` cannot take one. A blob is held only now
-    // (a catalogue's blobs would be too many files to hold open all along), so one may have
-    // gone meanwhile: one the cache had, from an old reference pruned, or one stored above
-    // and swept once older than SWEEP_GRACE (a long load). Such a blob is stored again from
-    // the layout, and held, before the reference that uses it is recorded: a reference is
-    // never recorded without its blobs.
+    // Then the references, a batch at a time, none recorded without its blobs, though a
+    // concurrent `cache prune` may have taken some since they were looked at above (a
+    // catalogue's blobs are too many files to hold open all along): one the cache had, from
+    // an old reference pruned, or one stored above and swept once older than SWEEP_GRACE (a
+    // long load). See [`hold_blobs`].
     let mut loaded = Vec::with_capacity(named.len());
     let mut named = named.into_iter().peekable();
     while named.peek().is_some() {
         let chunk: Vec<_> = named.by_ref().take(REFS_BATCH).collect();
-        let holds = hold_blobs(cache, dir, &chunk)?;
+        let holds = hold_blobs(cache, dir, &chunk, &had)?;
         let entries: Vec<RefEntry> = chunk
             .into_iter()
             .map(|(reference, artifact)| RefEntry {
@@ -566,12 +568,17 @@ fn verify_file(dir: &Path, path: &Path, digest: &Digest, size: Option<u64>) -> R
     Ok(())
 }
 
-/// Holds every blob the artifacts of `chunk` use, storing again from the layout at `dir`
-/// those the cache no longer has (a concurrent prune took them since they were stored).
+/// Makes sure every blob the artifacts of `chunk` use stays in the cache until they are
+/// recorded: those the cache had before (`had`) are held first (a hold may wait for a
+/// prune); then each this load stored is held unless it is so young that no prune can sweep
+/// it before the chunk is recorded ([`Cache::is_young_for`], one `stat` against a hold's
+/// five, which is most of a large load's blobs). A blob gone meanwhile is stored again from
+/// the layout at `dir`, and held.
 fn hold_blobs(
     cache: &Cache,
     dir: &Path,
     chunk: &[(String, LayoutArtifact)],
+    had: &std::collections::BTreeSet<Digest>,
 ) -> Result<Vec<wasm_oci_cache::Hold>> {
     let removed = |digest: &Digest, e: wasm_oci_cache::Error| {
         layout_err(
@@ -581,21 +588,27 @@ fn hold_blobs(
             ),
         )
     };
-    let mut holds = Vec::new();
-    let mut held = std::collections::BTreeSet::new();
-    let mut gone = Vec::new();
+    let mut blobs = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for (_, artifact) in chunk {
         for (digest, size) in artifact_blobs(artifact) {
-            if !held.insert(digest) {
-                continue;
+            if seen.insert(digest) {
+                blobs.push((digest, size, artifact));
             }
-            match cache.hold(digest) {
-                Ok(hold) => holds.push(hold),
-                Err(wasm_oci_cache::Error::BlobNotFound { .. }) => {
-                    gone.push((digest, size, artifact))
-                }
-                Err(e) => return Err(removed(digest, e)),
-            }
+        }
+    }
+    // Those that may wait first, so that the young are looked at just before recording.
+    blobs.sort_by_key(|(digest, _, _)| !had.contains(*digest));
+    let mut holds = Vec::new();
+    let mut gone = Vec::new();
+    for (digest, size, artifact) in blobs {
+        if !had.contains(digest) && cache.is_young_for(digest, YOUNG_ENOUGH) {
+            continue;
+        }
+        match cache.hold(digest) {
+            Ok(hold) => holds.push(hold),
+            Err(wasm_oci_cache::Error::BlobNotFound { .. }) => gone.push((digest, size, artifact)),
+            Err(e) => return Err(removed(digest, e)),
         }
     }
     if gone.is_empty() {
@@ -603,7 +616,7 @@ fn hold_blobs(
     }
     tracing::warn!(
         blobs = gone.len(),
-        "blobs stored by this load were removed by a concurrent prune; storing them again"
+        "blobs were removed by a concurrent prune while loading; storing them again"
     );
     let mut batch = cache.blob_batch();
     for (digest, size, artifact) in &gone {
@@ -611,7 +624,6 @@ fn hold_blobs(
         import_blob(&mut batch, dir, digest, *size, content)?;
     }
     batch.commit()?;
-    // Stored just now, so young: no prune sweeps them before they are held.
     for (digest, _, _) in gone {
         holds.push(cache.hold(digest).map_err(|e| removed(digest, e))?);
     }
@@ -669,6 +681,9 @@ fn artifact_blobs(artifact: &LayoutArtifact) -> [(&Digest, Option<u64>); 3] {
     ]
 }
 
+/// How long after looking a blob this load stored need not be held: recording a chunk of
+/// references takes seconds; a prune sweeps it only once older than SWEEP_GRACE.
+const YOUNG_ENOUGH: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 /// Blobs written per sync by `load`.
 const BATCH: usize = 3000;
 /// References recorded per sync by `load`; each holds its three blobs open meanwhile, which
