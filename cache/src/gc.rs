@@ -139,6 +139,17 @@ impl Cache {
         })
     }
 
+    /// Whether the blob `digest` is in the store and entered it so recently that no prune
+    /// sweeps it within `margin` (it is young for [`SWEEP_GRACE`] from its rename): a writer
+    /// that records a reference to it well within `margin` need not hold it. One `stat`,
+    /// where a hold takes five system calls.
+    pub fn is_young_for(&self, digest: &Digest, margin: Duration) -> bool {
+        is_young(
+            &self.blob_path(digest),
+            SystemTime::now() + margin.min(SWEEP_GRACE),
+        )
+    }
+
     /// Removes partial downloads that nobody holds (a live writer keeps its file locked) and
     /// nobody wrote to for [`STALE_PARTIAL`]; returns how many.
     pub fn reclaim_partials(&self) -> Result<usize> {

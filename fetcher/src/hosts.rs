@@ -59,6 +59,9 @@ pub(crate) struct Host {
     pub(crate) header: Vec<(String, String)>,
     /// A `[host."..."]` entry: not the origin.
     pub(crate) mirror: bool,
+    /// `dial_timeout`: how long connecting to this host may take (containerd's meaning);
+    /// `None`: the fetcher's default for a mirror or the origin.
+    pub(crate) dial_timeout: Option<std::time::Duration>,
 }
 
 impl Host {
@@ -76,6 +79,7 @@ impl Host {
             skip_verify: false,
             header: Vec::new(),
             mirror: false,
+            dial_timeout: None,
         }
     }
 }
@@ -360,6 +364,19 @@ fn parse_host(url: Option<&str>, section: &toml::Table, dir: &Path) -> Result<Ho
         Some(toml::Value::Boolean(b)) => host.skip_verify = *b,
         Some(_) => return Err(format!("`skip_verify` of {name} must be true or false")),
     }
+    match section.get("dial_timeout") {
+        None => {}
+        Some(toml::Value::String(s)) => {
+            host.dial_timeout = Some(go_duration(s).ok_or_else(|| {
+                format!("`dial_timeout` of {name} must be a duration such as \"3s\" or \"500ms\"")
+            })?)
+        }
+        Some(_) => {
+            return Err(format!(
+                "`dial_timeout` of {name} must be a duration such as \"3s\" or \"500ms\""
+            ));
+        }
+    }
     if let Some(header) = section.get("header") {
         let header = header
             .as_table()
@@ -386,8 +403,61 @@ fn parse_host(url: Option<&str>, section: &toml::Table, dir: &Path) -> Result<Ho
     Ok(host)
 }
 
+/// A positive duration as Go writes one (containerd reads `dial_timeout` with
+/// `time.ParseDuration`): `3s`, `500ms`, `1m30s`, `1.5h`.
+fn go_duration(text: &str) -> Option<std::time::Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&i| i > 0)?;
+        let number: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += number * seconds;
+        rest = &rest[unit_end..];
+    }
+    (total > 0.0 && total < 1e9).then(|| std::time::Duration::from_secs_f64(total))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dial_timeouts_are_read_as_go_durations() {
+        use std::time::Duration;
+        assert_eq!(go_duration("3s"), Some(Duration::from_secs(3)));
+        assert_eq!(go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(go_duration("1m30s"), Some(Duration::from_secs(90)));
+        for bad in ["", "3", "s", "-1s", "0s", "3 s", "1d"] {
+            assert_eq!(go_duration(bad), None, "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = parse(
+            "[host.\"http://m:5000\"]\n  dial_timeout = \"250ms\"\n",
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(hosts[0].dial_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(hosts[1].dial_timeout, None);
+        let refused = parse("[host.\"http://m\"]\n  dial_timeout = 3\n", dir.path());
+        assert!(refused.unwrap_err().contains("dial_timeout"));
+    }
+
     use super::*;
 
     fn write(dir: &Path, sub: &str, text: &str) {

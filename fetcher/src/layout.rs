@@ -584,10 +584,7 @@ pub fn load(
     // sync per batch, not per blob); the references only once all of them are in: a layout
     // that fails halfway records nothing.
     let mut batch = cache.blob_batch();
-    // Blobs the cache had before: a prune could take one from an old reference before ours
-    // is recorded, so they are held while it is. Those stored just now are no reference's
-    // yet and too young for a prune to sweep (SWEEP_GRACE), as a pull's are between commit
-    // and record.
+    // Blobs the cache had before; the rest this load stores.
     let mut had = std::collections::BTreeSet::new();
     for (_, artifact, signatures) in &named {
         for (digest, size) in needed_blobs(artifact, signatures.as_deref()) {
@@ -601,29 +598,16 @@ pub fn load(
         }
     }
     batch.commit()?;
-    // Then the references, a batch at a time, each holding its blobs while it is recorded so
-    // that a concurrent `cache prune` cannot take one that was in the cache already.
+    // Then the references, a batch at a time, none recorded without its blobs, though a
+    // concurrent `cache prune` may have taken some since they were looked at above (a
+    // catalogue's blobs are too many files to hold open all along): one the cache had, from
+    // an old reference pruned, or one stored above and swept once older than SWEEP_GRACE (a
+    // long load). See [`hold_blobs`].
     let mut loaded = Vec::with_capacity(named.len());
     let mut named = named.into_iter().peekable();
     while named.peek().is_some() {
         let chunk: Vec<_> = named.by_ref().take(REFS_BATCH).collect();
-        let mut holds = Vec::new();
-        let mut held = std::collections::BTreeSet::new();
-        for (_, artifact, signatures) in &chunk {
-            for (digest, _) in needed_blobs(artifact, signatures.as_deref()) {
-                if !had.contains(digest) || !held.insert(digest.clone()) {
-                    continue;
-                }
-                holds.push(cache.hold(digest).map_err(|e| {
-                    layout_err(
-                        dir,
-                        format!(
-                            "blob {digest} was removed while loading (a concurrent prune?): {e}; run load again"
-                        ),
-                    )
-                })?);
-            }
-        }
+        let holds = hold_blobs(cache, dir, &chunk, &had)?;
         let entries: Vec<RefEntry> = chunk
             .into_iter()
             .map(|(reference, artifact, signatures)| RefEntry {
@@ -784,8 +768,72 @@ fn verify_file(dir: &Path, path: &Path, digest: &Digest, size: Option<u64>) -> R
     Ok(())
 }
 
-/// Streams one blob of the layout into the cache; the cache verifies size and digest.
-/// Returns a hold on the blob in the cache.
+/// Makes sure every blob the artifacts of `chunk` use stays in the cache until they are
+/// recorded: those the cache had before (`had`) are held first (a hold may wait for a
+/// prune); then each this load stored is held unless it is so young that no prune can sweep
+/// it before the chunk is recorded ([`Cache::is_young_for`], one `stat` against a hold's
+/// five, which is most of a large load's blobs). A blob gone meanwhile is stored again from
+/// the layout at `dir`, and held.
+fn hold_blobs(
+    cache: &Cache,
+    dir: &Path,
+    chunk: &[(
+        String,
+        LayoutArtifact,
+        Option<Box<wasm_oci_cache::Signatures>>,
+    )],
+    had: &std::collections::BTreeSet<Digest>,
+) -> Result<Vec<wasm_oci_cache::Hold>> {
+    let removed = |digest: &Digest, e: wasm_oci_cache::Error| {
+        layout_err(
+            dir,
+            format!(
+                "blob {digest} was removed while loading (a concurrent prune?): {e}; run load again"
+            ),
+        )
+    };
+    let mut blobs = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (_, artifact, signatures) in chunk {
+        for (digest, size) in needed_blobs(artifact, signatures.as_deref()) {
+            if seen.insert(digest) {
+                blobs.push((digest, size, artifact));
+            }
+        }
+    }
+    // Those that may wait first, so that the young are looked at just before recording.
+    blobs.sort_by_key(|(digest, _, _)| !had.contains(*digest));
+    let mut holds = Vec::new();
+    let mut gone = Vec::new();
+    for (digest, size, artifact) in blobs {
+        if !had.contains(digest) && cache.is_young_for(digest, YOUNG_ENOUGH) {
+            continue;
+        }
+        match cache.hold(digest) {
+            Ok(hold) => holds.push(hold),
+            Err(wasm_oci_cache::Error::BlobNotFound { .. }) => gone.push((digest, size, artifact)),
+            Err(e) => return Err(removed(digest, e)),
+        }
+    }
+    if gone.is_empty() {
+        return Ok(holds);
+    }
+    tracing::warn!(
+        blobs = gone.len(),
+        "blobs were removed by a concurrent prune while loading; storing them again"
+    );
+    let mut batch = cache.blob_batch();
+    for (digest, size, artifact) in &gone {
+        let content = (*digest == &artifact.manifest_digest).then_some(&artifact.manifest[..]);
+        import_blob(&mut batch, dir, digest, *size, content)?;
+    }
+    batch.commit()?;
+    for (digest, _, _) in gone {
+        holds.push(cache.hold(digest).map_err(|e| removed(digest, e))?);
+    }
+    Ok(holds)
+}
+
 /// Stages the layout's blob `digest` (from `content` when it was read already) unless the
 /// batch or the cache has it; returns whether the cache had it before.
 fn import_blob(
@@ -854,6 +902,9 @@ fn needed_blobs<'a>(
     blobs
 }
 
+/// How long after looking a blob this load stored need not be held: recording a chunk of
+/// references takes seconds; a prune sweeps it only once older than SWEEP_GRACE.
+const YOUNG_ENOUGH: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 /// Blobs written per sync by `load`.
 const BATCH: usize = 3000;
 /// References recorded per sync by `load`; each holds its three blobs open meanwhile, which

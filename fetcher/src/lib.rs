@@ -48,9 +48,21 @@ pub use resolve::{PullPolicy, Resolved, resolve_cached};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// A mirror is less trusted, and not worth waiting for, than the origin it stands in for:
+/// connecting to one may take this long unless its hosts.toml's `dial_timeout` says otherwise,
+const MIRROR_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// it may be silent (no byte, the response's head included) for this long,
+const MIRROR_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// a manifest from it (at most 4 MiB) must come whole within this,
+pub(crate) const MIRROR_DOCUMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// and a blob from it must come at [`MIRROR_MIN_BYTES`] per window of this (or whole), else
+/// the mirror is given up for the rest of the process and the next host asked.
+pub(crate) const MIRROR_PACE_WINDOW: Duration = Duration::from_secs(10);
+/// See [`MIRROR_PACE_WINDOW`]: 6.4 KiB/s.
+pub(crate) const MIRROR_MIN_BYTES: u64 = 64 << 10;
 const USER_AGENT: &str = concat!("wasm-oci/", env!("CARGO_PKG_VERSION"));
 /// Redirects followed before giving up, as browsers and reqwest's default policy do.
-const MAX_REDIRECTS: usize = 10;
+pub(crate) const MAX_REDIRECTS: usize = 10;
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -309,9 +321,16 @@ impl Fetcher {
                 (scheme, host.host.clone(), false, login)
             }
         };
-        let http = self.new_http(host, reference)?.map_err(|e| {
-            Error::from_oci(OciDistributionError::RequestError(e), reference, scheme)
-        })?;
+        let client_err =
+            |e| Error::from_oci(OciDistributionError::RequestError(e), reference, scheme);
+        let http = self.new_http(host, reference, true)?.map_err(client_err)?;
+        // A host given headers of its own gets them only on its own origin, redirects
+        // included: `Registry::send` follows those itself, with a client that does not.
+        let direct = if host.header.is_empty() {
+            None
+        } else {
+            Some(self.new_http(host, reference, false)?.map_err(client_err)?)
+        };
         let mut headers = reqwest::header::HeaderMap::new();
         for (key, value) in &host.header {
             // Checked when the file was read.
@@ -325,7 +344,8 @@ impl Fetcher {
         let ns = host.mirror.then(|| reference.registry().to_owned());
         let remote =
             registry::Registry::new(http, login, scheme, &name, &host.path, headers, ns, open)
-                .map_err(|e| Error::from_oci(e, reference, scheme))?;
+                .map_err(|e| Error::from_oci(e, reference, scheme))?
+                .with_direct(direct);
         tracing::debug!(
             registry = reference.registry(),
             host = %name,
@@ -369,10 +389,13 @@ impl Fetcher {
     /// works on a host without a trust store. Redirects are followed (blobs often live
     /// elsewhere), never from HTTPS to plain HTTP; reqwest drops `Authorization` on a redirect
     /// to another origin.
+    /// A mirror gets shorter timeouts than the origin; `dial_timeout` sets either's connect
+    /// timeout. With `follow` false, redirects are not followed (see [`Fetcher::endpoint`]).
     fn new_http(
         &self,
         host: &hosts::Host,
         reference: &Reference,
+        follow: bool,
     ) -> Result<Result<reqwest::Client, reqwest::Error>> {
         let unusable = |path: &Path, reason: String| Error::HostsConfig {
             path: path.to_owned(),
@@ -382,8 +405,14 @@ impl Fetcher {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|e| unusable(path, format!("cannot read it: {e}")))
         };
+        let (connect, silence) = if host.mirror {
+            (MIRROR_CONNECT_TIMEOUT, MIRROR_READ_TIMEOUT)
+        } else {
+            (CONNECT_TIMEOUT, READ_TIMEOUT)
+        };
+        let builder = base_builder(host.dial_timeout.unwrap_or(connect), silence, follow);
         if host.ca.is_empty() && host.client.is_empty() && !host.skip_verify {
-            return Ok(self.default_http());
+            return Ok(self.default_http(builder));
         }
         let mut roots = self.extra_roots().to_vec();
         for ca in &host.ca {
@@ -407,13 +436,15 @@ impl Fetcher {
         let skip_verify = host.skip_verify || self.options.insecure_skip_tls_verify;
         let config = tls::client_config(&roots, identity, skip_verify)
             .map_err(|e| unusable(host.ca.first().map_or(Path::new(""), |p| p), e.to_string()))?;
-        Ok(base_builder().tls_backend_preconfigured(config).build())
+        Ok(builder.tls_backend_preconfigured(config).build())
     }
 
     /// The HTTP client of a host without a hosts.toml of its own: `--ca-file` and
     /// `--insecure-skip-tls-verify` as given.
-    fn default_http(&self) -> Result<reqwest::Client, reqwest::Error> {
-        let builder = base_builder();
+    fn default_http(
+        &self,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::Client, reqwest::Error> {
         if self.options.insecure_skip_tls_verify {
             // Nothing is verified, so there are no roots to load.
             return builder.danger_accept_invalid_certs(true).build();
@@ -439,13 +470,17 @@ impl Fetcher {
     }
 }
 
-/// What every client shares: timeouts, user agent, redirects.
-fn base_builder() -> reqwest::ClientBuilder {
+/// What every client shares: timeouts, user agent, redirects (followed unless not `follow`).
+fn base_builder(connect: Duration, read: Duration, follow: bool) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
+        .connect_timeout(connect)
+        .read_timeout(read)
         .user_agent(USER_AGENT)
-        .redirect(redirect_policy())
+        .redirect(if follow {
+            redirect_policy()
+        } else {
+            reqwest::redirect::Policy::none()
+        })
         // Where a blob was redirected from is nobody else's business.
         .referer(false)
 }
@@ -464,8 +499,9 @@ pub(crate) struct Endpoint {
     pub(crate) resolve: bool,
     /// A mirror, not the registry itself: one attempt, then the next host.
     pub(crate) mirror: bool,
-    /// A mirror that could not be connected to: not asked again by this process, so a
-    /// fleet pulling a catalogue pays for a dead mirror once, not once per blob.
+    /// A mirror that could not be connected to, or timed out: not asked again by this
+    /// process, so a fleet pulling a catalogue pays for a dead or stalled mirror once, not
+    /// once per blob.
     down: std::sync::atomic::AtomicBool,
 }
 
@@ -475,14 +511,18 @@ impl Endpoint {
         !self.down.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Takes note of a failed request to this host: a mirror that cannot be connected to is
-    /// passed over from now on.
+    /// Takes note of a failed request to this host: a mirror that cannot be connected to, or
+    /// that timed out, is passed over from now on.
     pub(crate) fn failed(&self, failure: &registry::Failure) {
-        if self.mirror
-            && failure.is_unreachable()
-            && !self.down.swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            tracing::warn!(host = %self.host, "mirror {} is unreachable; this process asks the next host instead", self.host);
+        if failure.is_unreachable() {
+            self.give_up(&failure.to_string());
+        }
+    }
+
+    /// A mirror that is too slow (`why`) is passed over from now on; the origin never is.
+    pub(crate) fn give_up(&self, why: &str) {
+        if self.mirror && !self.down.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(host = %self.host, reason = why, "mirror {} is unreachable or too slow; this process asks the next host instead", self.host);
         }
     }
 }
@@ -688,7 +728,9 @@ mod tests {
     async fn a_tls_handshake_answered_in_plain_http_is_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
-        let http = fetcher.default_http().unwrap();
+        let http = fetcher
+            .default_http(base_builder(CONNECT_TIMEOUT, READ_TIMEOUT, true))
+            .unwrap();
         let addr = plain_http_server();
         let e = http
             .get(format!("https://{addr}/v2/"))
@@ -706,7 +748,9 @@ mod tests {
     async fn a_refused_loopback_port_is_not_worth_retrying() {
         let dir = tempfile::tempdir().unwrap();
         let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
-        let http = fetcher.default_http().unwrap();
+        let http = fetcher
+            .default_http(base_builder(CONNECT_TIMEOUT, READ_TIMEOUT, true))
+            .unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -76,23 +76,43 @@ impl Fetcher {
             };
             let mut found = None;
             for mirror in mirrors.iter().filter(usable) {
-                // One attempt: a mirror that is down or lacks it costs no backoff.
-                match mirror
-                    .remote
-                    .manifest(at, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
-                    .await
-                {
-                    Ok(answer) => {
-                        found = Some((answer, *mirror));
-                        break;
-                    }
-                    Err(e) => {
+                // One attempt, with a deadline: a mirror that is down, slow or lacks it costs
+                // no backoff. Its answer is checked here (size, digest, JSON), so a bad one
+                // moves on to the next host rather than failing the pull.
+                let asked = tokio::time::timeout(
+                    crate::MIRROR_DOCUMENT_TIMEOUT,
+                    mirror
+                        .remote
+                        .manifest(at, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE),
+                )
+                .await;
+                let answer = match asked {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(e)) => {
                         skipped(mirror, &name, "manifest", &e);
                         mirror.failed(&e);
+                        continue;
                     }
+                    Err(_) => {
+                        let why = format!(
+                            "no whole answer within {}s",
+                            crate::MIRROR_DOCUMENT_TIMEOUT.as_secs()
+                        );
+                        skipped(mirror, &name, "manifest", &why);
+                        mirror.give_up(&why);
+                        continue;
+                    }
+                };
+                match check_document_size(&answer.0, &name).and_then(|()| choose(&answer.0, &name))
+                {
+                    Ok(parsed) => {
+                        found = Some((answer, parsed, *mirror));
+                        break;
+                    }
+                    Err(e) => skipped(mirror, &name, "manifest", &e),
                 }
             }
-            let ((bytes, digest), host) = match found {
+            let ((bytes, digest), parsed, host) = match found {
                 Some(found) => found,
                 None => {
                     let answer = with_retries("fetching the manifest", || {
@@ -101,7 +121,9 @@ impl Fetcher {
                     })
                     .await
                     .map_err(|f| f.into_error(reference, last.scheme))?;
-                    (answer, *last)
+                    check_document_size(&answer.0, &name)?;
+                    let parsed = choose(&answer.0, &name)?;
+                    (answer, parsed, *last)
                 }
             };
             tracing::debug!(reference = %name, %digest, host = %host.host, mirror = host.mirror, "manifest served");
@@ -109,9 +131,7 @@ impl Fetcher {
                 .lock()
                 .expect("sources lock")
                 .insert(digest.clone(), host.host.clone());
-            check_document_size(&bytes, &name)?;
-            let choice = choose(&bytes, &name)?;
-            Ok((bytes, digest, choice))
+            Ok((bytes, digest, parsed))
         };
         let (top_bytes, top_digest, top) = fetch(reference).await?;
         // What the signature policy asks of this reference, decided before anything is
@@ -507,7 +527,26 @@ impl Fetcher {
         if offset == size {
             return (writer, Ok(()));
         }
-        let response = match host.remote.blob(reference, &layer.digest, offset).await {
+        let asked = host.remote.blob(reference, &layer.digest, offset);
+        let asked = if host.mirror {
+            // A mirror's answer must begin within the deadline of a whole manifest, however
+            // slowly it drips its head.
+            match tokio::time::timeout(crate::MIRROR_DOCUMENT_TIMEOUT, asked).await {
+                Ok(asked) => asked,
+                Err(_) => {
+                    let why = format!(
+                        "no answer within {}s",
+                        crate::MIRROR_DOCUMENT_TIMEOUT.as_secs()
+                    );
+                    host.give_up(&why);
+                    let e = std::io::Error::new(std::io::ErrorKind::TimedOut, why);
+                    return (writer, Err(Attempt::Retry(e, None)));
+                }
+            }
+        } else {
+            asked.await
+        };
+        let response = match asked {
             Ok((response, partial)) => {
                 if !partial && offset > 0 {
                     tracing::debug!(reference = %name, "the registry ignored the range; starting over");
@@ -546,7 +585,28 @@ impl Fetcher {
         });
         let mut outcome = Ok(());
         let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
+        // A mirror must keep a pace (or finish): one that trickles is given up for the next
+        // host, as one that cannot be connected to is. The origin is waited for.
+        let mut pace = host.mirror.then(|| Pace::new(size - offset));
+        loop {
+            let chunk = match &mut pace {
+                None => stream.next().await,
+                Some(pace) => match tokio::time::timeout(pace.left(), stream.next()).await {
+                    Ok(chunk) => chunk,
+                    Err(_) => match pace.next_window() {
+                        Ok(()) => continue,
+                        Err(why) => {
+                            host.give_up(&why);
+                            outcome = Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why));
+                            break;
+                        }
+                    },
+                },
+            };
+            let Some(chunk) = chunk else { break };
+            if let (Some(pace), Ok(chunk)) = (&mut pace, &chunk) {
+                pace.arrived(chunk.len() as u64);
+            }
             match chunk {
                 Ok(chunk) => {
                     let n = chunk.len() as u64;
@@ -558,6 +618,10 @@ impl Fetcher {
                     }
                 }
                 Err(e) => {
+                    // A mirror silent for longer than its read timeout is passed over.
+                    if e.is_timeout() {
+                        host.give_up(&e.to_string());
+                    }
                     outcome = Err(std::io::Error::other(e));
                     break;
                 }
@@ -587,6 +651,49 @@ impl Fetcher {
             Ok(()) => (writer, Ok(())),
             Err(e) => (writer, Err(Attempt::Retry(e, None))),
         }
+    }
+}
+
+/// The pace a mirror must keep sending a blob at: in each window of
+/// [`crate::MIRROR_PACE_WINDOW`], [`crate::MIRROR_MIN_BYTES`] or whatever was left.
+struct Pace {
+    started: tokio::time::Instant,
+    /// Bytes the blob still lacked when the window began, and bytes that came in it.
+    left_at_start: u64,
+    came: u64,
+}
+
+impl Pace {
+    fn new(left: u64) -> Pace {
+        Pace {
+            started: tokio::time::Instant::now(),
+            left_at_start: left,
+            came: 0,
+        }
+    }
+
+    /// How long the current window has yet to run.
+    fn left(&self) -> std::time::Duration {
+        (self.started + crate::MIRROR_PACE_WINDOW)
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    fn arrived(&mut self, bytes: u64) {
+        self.came += bytes;
+    }
+
+    /// At the end of a window: the next one when this one's pace was kept, else why not.
+    fn next_window(&mut self) -> Result<(), String> {
+        let due = crate::MIRROR_MIN_BYTES.min(self.left_at_start);
+        if self.came < due {
+            return Err(format!(
+                "the mirror sent {} bytes in {}s, under the {due} a mirror must send in that time",
+                self.came,
+                crate::MIRROR_PACE_WINDOW.as_secs()
+            ));
+        }
+        *self = Pace::new(self.left_at_start.saturating_sub(self.came));
+        Ok(())
     }
 }
 

@@ -14,8 +14,8 @@ use oci_client::errors::{OciDistributionError, OciEnvelope};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
 use reqwest::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, RANGE, RETRY_AFTER,
-    WWW_AUTHENTICATE,
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderValue, LOCATION,
+    PROXY_AUTHORIZATION, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use reqwest::{StatusCode, Url};
 use sha2::Digest as _;
@@ -148,13 +148,14 @@ impl From<reqwest::Error> for Failure {
 }
 
 impl Failure {
-    /// The host could not be connected to (refused, unreachable, timed out connecting).
+    /// The host could not be connected to (refused, unreachable, timed out connecting), or
+    /// kept silent longer than its read timeout.
     pub(crate) fn is_unreachable(&self) -> bool {
         match self {
             Failure::Request {
                 error: OciDistributionError::RequestError(e),
                 ..
-            } => e.is_connect(),
+            } => e.is_connect() || e.is_timeout(),
             // Nothing listens on a loopback port: as unreachable as a host can be.
             Failure::Refused { .. } => true,
             _ => false,
@@ -268,6 +269,9 @@ pub(crate) struct Registry {
     api: String,
     /// Headers the operator's hosts.toml adds to every request to this host.
     headers: reqwest::header::HeaderMap,
+    /// With `headers`: the same client, following no redirect, for requests that carry them
+    /// (see [`Registry::follow`]).
+    direct: Option<reqwest::Client>,
     /// For a mirror: the registry whose content it stands in for, sent as containerd sends
     /// it (`?ns=docker.io`), so a mirror serving several registries knows which one is meant.
     ns: Option<String>,
@@ -313,10 +317,18 @@ impl Registry {
             api: format!("{scheme}://{host}{path}"),
             origin,
             headers,
+            direct: None,
             ns,
             wants: tokio::sync::Mutex::new(wants),
             tokens: std::sync::Mutex::default(),
         })
+    }
+
+    /// Sends the requests that carry this host's hosts.toml headers with `direct`, a client
+    /// that follows no redirect, so that [`Registry::follow`] can drop them on the way.
+    pub(crate) fn with_direct(mut self, direct: Option<reqwest::Client>) -> Self {
+        self.direct = direct;
+        self
     }
 
     fn basic(&self) -> Option<HeaderValue> {
@@ -581,7 +593,10 @@ impl Registry {
                     "not the registry's origin: sent without credentials"
                 );
             }
-            let response = client.execute(request).await?;
+            let response = match &self.direct {
+                Some(direct) if owned => self.follow(direct, request).await?,
+                _ => client.execute(request).await?,
+            };
             let status = response.status();
             if status.is_success() {
                 return Ok(response);
@@ -592,6 +607,88 @@ impl Registry {
                 continue;
             }
             return Err(failure(response).await);
+        }
+    }
+
+    /// Sends `request`, which carries the hosts.toml headers, following redirects as the
+    /// shared policy does (at most [`crate::MAX_REDIRECTS`], never from HTTPS to plain
+    /// HTTP), but itself: reqwest would replay every header but `Authorization` and cookies to
+    /// wherever a redirect points, and the operator's headers (an API key for this host)
+    /// are for this host's origin only. Once a redirect leaves the origin, the next request
+    /// carries neither them nor any credentials.
+    async fn follow(
+        &self,
+        direct: &reqwest::Client,
+        request: reqwest::Request,
+    ) -> Result<reqwest::Response, Failure> {
+        let mut next = request.try_clone();
+        let mut response = direct.execute(request).await?;
+        let mut visited = vec![response.url().clone()];
+        loop {
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_owned);
+            let (Some(location), Some(mut request)) = (location, next.take()) else {
+                return Ok(response);
+            };
+            if !matches!(
+                status,
+                StatusCode::MOVED_PERMANENTLY
+                    | StatusCode::FOUND
+                    | StatusCode::SEE_OTHER
+                    | StatusCode::TEMPORARY_REDIRECT
+                    | StatusCode::PERMANENT_REDIRECT
+            ) {
+                return Ok(response);
+            }
+            let url = response.url().join(&location).map_err(|e| {
+                violation(format!("redirect Location {}: {e}", printable(&location)))
+            })?;
+            if visited.len() > crate::MAX_REDIRECTS {
+                return Err(violation(format!(
+                    "more than {} redirects",
+                    crate::MAX_REDIRECTS
+                )));
+            }
+            if !matches!(url.scheme(), "http" | "https")
+                || (url.scheme() != "https" && visited.iter().any(|u| u.scheme() == "https"))
+            {
+                return Err(violation(format!(
+                    "refused a redirect to {}: what TLS protects is not continued in clear",
+                    printable(url.as_str())
+                )));
+            }
+            // As reqwest: 303, and 301/302 of a POST, become a GET without a body.
+            let method = request.method().clone();
+            if status == StatusCode::SEE_OTHER && method != reqwest::Method::HEAD
+                || matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
+                    && method == reqwest::Method::POST
+            {
+                *request.method_mut() = reqwest::Method::GET;
+                *request.body_mut() = None;
+                request.headers_mut().remove(CONTENT_LENGTH);
+                request.headers_mut().remove(CONTENT_TYPE);
+            }
+            if !self.owns(&url) {
+                let headers = request.headers_mut();
+                for name in self.headers.keys() {
+                    headers.remove(name);
+                }
+                for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION] {
+                    headers.remove(name);
+                }
+                tracing::debug!(
+                    url = %printable(url.as_str()),
+                    "redirected off the host's origin: followed without its headers or credentials"
+                );
+            }
+            *request.url_mut() = url.clone();
+            next = request.try_clone();
+            response = direct.execute(request).await?;
+            visited.push(url);
         }
     }
 

@@ -13,6 +13,7 @@ mod edge;
 mod faults;
 mod fleet;
 mod interop;
+mod mirror_attacks;
 mod mirrors;
 mod proxy;
 mod readme;
