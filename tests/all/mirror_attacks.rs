@@ -283,7 +283,7 @@ fn a_mirror_answering_an_oversize_manifest_is_skipped_for_the_origin() {
     let out = first.run(&["pull", "--json", &origin.reference(REPO)]);
     assert!(out.status.success(), "{}", describe(&out));
     let pulled: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let manifest_digest = pulled["manifest_digest"].as_str().unwrap().to_owned();
+    let manifest_digest = pulled["digest"].as_str().unwrap().to_owned();
 
     let mirror = Fake::start(|_, path| {
         if path.contains("/manifests/") {
@@ -386,9 +386,9 @@ fn a_load_racing_a_prune_never_records_a_reference_whose_blobs_are_gone() {
             .to_owned();
         node.cache.path().join("v1/blobs/sha256").join(hex)
     };
-    let hello_layer = blob(&hello["digest"]);
-    let other_layer = blob(&other["digest"]);
-    let other_manifest = blob(&other["manifest_digest"]);
+    let hello_layer = blob(&hello["layer_digest"]);
+    let other_layer = blob(&other["layer_digest"]);
+    let other_manifest = blob(&other["digest"]);
 
     // Another process holds hello's layer exclusively (as a prune does while it decides):
     // the load waits there, between storing its blobs and recording its references.
