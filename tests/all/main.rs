@@ -16,6 +16,7 @@ mod interop;
 mod mirror_attacks;
 mod mirrors;
 mod proxy;
+mod redteam_cli;
 mod readme;
 mod registry;
 mod resume;
