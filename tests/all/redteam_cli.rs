@@ -150,3 +150,27 @@ fn a_trap_backtrace_prints_function_names_escaped() {
     let out = run_from_registry(&trapping_named(), "trapname");
     assert_escaped(&out);
 }
+
+/// Hole: `compile REF` and `prefetch REF` (which precompiles) print the same validator
+/// message raw: an edge node's log of a prefetch shows the module's escapes.
+#[test]
+fn compile_and_prefetch_print_a_hostile_modules_names_escaped() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.wasm");
+    fs::write(&file, duplicate_export()).unwrap();
+    let reference = registry.reference("dupcompile:v1");
+    let pushed = cli.run(&["push", file.to_str().unwrap(), &reference]);
+    assert!(pushed.status.success(), "{}", describe(&pushed));
+    let outs: Vec<_> = ["prefetch", "compile"]
+        .into_iter()
+        .map(|verb| (verb, cli.run(&[verb, &reference])))
+        .collect();
+    for (verb, out) in &outs {
+        eprintln!("{verb}: {}", describe(out));
+    }
+    for (_, out) in &outs {
+        assert_escaped(out);
+    }
+}
