@@ -174,3 +174,43 @@ fn compile_and_prefetch_print_a_hostile_modules_names_escaped() {
         assert_escaped(out);
     }
 }
+
+/// Hole: `prune --dry-run` counts the blobs of the references it would remove twice, once
+/// with the reference and again as blobs "no remaining reference uses" (they are still on
+/// disk in a dry run), whenever they are older than the sweep's grace: it promises to free
+/// more blobs and bytes than the real prune then frees.
+#[test]
+fn a_dry_run_prune_says_what_the_prune_then_does() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let hello = crate::support::testdata("hello.wasm");
+    let reference = registry.reference("dryrun:v1");
+    cli.ok(&["push", hello.to_str().unwrap(), &reference]);
+    cli.ok(&["pull", &reference]);
+    // An hour later (libfaketime): the blobs are older than the sweep's ten-minute grace,
+    // as any cache's are in real use.
+    let before = cli.blobs();
+    let report = |args: &[&str]| -> serde_json::Value {
+        let out = cli
+            .command()
+            .env(
+                "LD_PRELOAD",
+                "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            )
+            .env("FAKETIME", "+1h")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let dry = report(&["cache", "prune", "--max-size", "1", "--dry-run", "--json"]);
+    assert_eq!(cli.blobs(), before, "--dry-run removed something");
+    let real = report(&["cache", "prune", "--max-size", "1", "--json"]);
+    assert_eq!(real["removed_refs"], dry["removed_refs"], "dry {dry}\nreal {real}");
+    assert_eq!(
+        (&dry["removed_blobs"], &dry["freed"]),
+        (&real["removed_blobs"], &real["freed"]),
+        "the dry run promised other numbers than the prune delivered:\ndry  {dry}\nreal {real}"
+    );
+}
