@@ -281,6 +281,9 @@ impl Cache {
             }
         }
         let mut kept: Vec<crate::RefRecord> = Vec::new();
+        // With `dry_run`, the blobs counted with the references that would go: still on disk,
+        // they must not be counted again as unused blobs.
+        let mut counted: BTreeSet<Digest> = BTreeSet::new();
         let mut batch = Batch::default();
         let mut planned = size;
         let mut refs = refs.into_iter().peekable();
@@ -315,6 +318,9 @@ impl Cache {
                                 .sum(),
                         );
                         batch.locks += locks.len();
+                        if dry_run {
+                            counted.extend(only_ours.iter().cloned());
+                        }
                         batch.victims.push((record, only_ours, locks));
                     }
                 }
@@ -349,7 +355,7 @@ impl Cache {
             let Ok(d) = format!("{}:{name}", Digest::ALGORITHM).parse::<Digest>() else {
                 continue;
             };
-            if wanted.contains(&d) || is_young(&path, now) {
+            if wanted.contains(&d) || counted.contains(&d) || is_young(&path, now) {
                 continue;
             }
             debris.push(d);

@@ -61,7 +61,7 @@ impl LoginCommand {
         let Some((username, password)) = global.explicit_credentials()? else {
             bail!(
                 "wasm-oci login needs a user name (-u NAME) and the password on stdin with \
-                 --password-stdin, e.g.\n  \
+                 --password-stdin, e.g. \
                  echo \"$TOKEN\" | wasm-oci login {} -u NAME --password-stdin",
                 self.server
             );

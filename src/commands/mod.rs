@@ -201,7 +201,14 @@ impl Cli {
         match result {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("Error: {e:#}");
+                // On one line, every control character escaped: an error may quote what a
+                // registry or a module says (a module's import and export names, in wasmtime's
+                // own messages), which must not recolour or rewrite the terminal, nor forge
+                // a line.
+                eprintln!(
+                    "Error: {}",
+                    wasm_oci_fetcher::text::printable(&format!("{e:#}"))
+                );
                 ExitCode::from(failure)
             }
         }

@@ -199,7 +199,10 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
     let pulled = match pulled {
         Ok(p) => p,
         Err(e) => {
-            outcome.error = Some(format!("{:#}", anyhow::Error::from(e)));
+            outcome.error = Some(wasm_oci_fetcher::text::printable(&format!(
+                "{:#}",
+                anyhow::Error::from(e)
+            )));
             return outcome;
         }
     };
@@ -226,7 +229,12 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
         .expect("compilation does not panic");
         match compiled {
             Ok(()) => outcome.compiled = true,
-            Err(e) => outcome.error = Some(format!("{:#}", anyhow::Error::from(e))),
+            Err(e) => {
+                outcome.error = Some(wasm_oci_fetcher::text::printable(&format!(
+                    "{:#}",
+                    anyhow::Error::from(e)
+                )))
+            }
         }
     }
     outcome

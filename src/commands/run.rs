@@ -231,7 +231,13 @@ impl RunCommand {
             // A trap is a bug in the guest: the trap with its wasm backtrace, as wasmtime.
             Err(e @ RunError::Trap { .. }) => {
                 let code = e.exit_code();
-                eprintln!("Error: {:?}", anyhow::Error::from(e));
+                // Line by line, control characters escaped: the backtrace names the module's
+                // functions. (A name may still break a line: the guest, which could write
+                // anything to its stderr while it ran, gains nothing by it.)
+                let text = format!("Error: {:?}", anyhow::Error::from(e));
+                for line in text.lines() {
+                    eprintln!("{}", wasm_oci_fetcher::text::printable(line));
+                }
                 Ok(ExitCode::from(code))
             }
             // A limit is not a bug in the guest: one line, no backtrace.
@@ -240,7 +246,10 @@ impl RunCommand {
                 | RunError::MemoryLimit { .. }
                 | RunError::OutOfFuel { .. }),
             ) => {
-                eprintln!("Error: {e}");
+                eprintln!(
+                    "Error: {}",
+                    wasm_oci_fetcher::text::printable(&e.to_string())
+                );
                 Ok(ExitCode::from(e.exit_code()))
             }
             Err(e) => Err(e).naming(&[self.module()], || format!("running {}", self.module())),
