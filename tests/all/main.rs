@@ -6,6 +6,7 @@
 mod airgap;
 mod auth;
 mod cli;
+mod cli_attacks;
 mod cli_errors;
 mod containerd;
 mod cri;
@@ -17,7 +18,6 @@ mod mirror_attacks;
 mod mirrors;
 mod proxy;
 mod readme;
-mod cli_attacks;
 mod registry;
 mod resume;
 mod runner;
