@@ -1,7 +1,5 @@
 //! `wasm-oci key generate PREFIX`: a key pair in cosign's format.
 
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -78,8 +76,13 @@ fn generate(
         }
     }
     let key = PrivateKey::generate();
-    write_atomic(&private, key.to_encrypted_pem(&password).as_bytes(), 0o600)?;
-    write_atomic(&public, key.public().to_pem().as_bytes(), 0o644)?;
+    // The private key 0600 from the start: its temporary file is private until renamed.
+    let write = |path: &Path, text: String, mode| {
+        wasm_oci_cache::write_atomic_from(path, &mut text.as_bytes(), mode)
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    write(&private, key.to_encrypted_pem(&password), 0o600)?;
+    write(&public, key.public().to_pem(), 0o644)?;
     eprintln!("Private key written to {}", private.display());
     eprintln!("Public key written to {}", public.display());
     crate::outln!("sha256:{}", key.public().fingerprint());
@@ -102,23 +105,4 @@ fn key_password(stdin: bool) -> anyhow::Result<Vec<u8>> {
             "no password for the key: set COSIGN_PASSWORD (empty for none) or pass --password-stdin"
         ),
     }
-}
-
-/// Writes through a temporary file beside `path` with `mode` from the start, so that the
-/// file is never seen half-written nor, for a private key, readable by others.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::Builder::new()
-            .permissions(std::fs::Permissions::from_mode(mode))
-            .tempfile_in(dir)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    };
-    write().with_context(|| format!("writing {}", path.display()))
 }

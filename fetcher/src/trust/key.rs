@@ -106,14 +106,7 @@ impl PrivateKey {
         pem: &[u8],
         password: impl FnOnce() -> Option<Vec<u8>>,
     ) -> Result<Self, KeyError> {
-        if pem.len() as u64 > MAX_KEY_FILE {
-            return Err(KeyError::Format(format!(
-                "it is {} bytes; key files are a few hundred",
-                pem.len()
-            )));
-        }
-        let text = std::str::from_utf8(pem)
-            .map_err(|_| KeyError::Format("it is not a PEM text file".into()))?;
+        let text = pem_text(pem)?;
         let (label, der) = p256::pkcs8::der::pem::decode_vec(text.trim().as_bytes())
             .map_err(|e| KeyError::Format(format!("it is not a PEM key: {e}")))?;
         let key = match label {
@@ -198,14 +191,7 @@ impl PublicKey {
 
     /// Reads a `PUBLIC KEY` PEM (SubjectPublicKeyInfo) of an ECDSA P-256 key.
     pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
-        if pem.len() as u64 > MAX_KEY_FILE {
-            return Err(KeyError::Format(format!(
-                "it is {} bytes; key files are a few hundred",
-                pem.len()
-            )));
-        }
-        let text = std::str::from_utf8(pem)
-            .map_err(|_| KeyError::Format("it is not a PEM text file".into()))?;
+        let text = pem_text(pem)?;
         VerifyingKey::from_public_key_pem(text.trim())
             .map(Self::new)
             .map_err(|e| {
@@ -275,6 +261,17 @@ fn open(body: &[u8], password: &[u8]) -> Result<Vec<u8>, KeyError> {
     crypto_secretbox::XSalsa20Poly1305::new(&key.into())
         .decrypt(&nonce.into(), ciphertext.as_slice())
         .map_err(|_| KeyError::WrongPassword)
+}
+
+/// A key file's bytes as PEM text, refused when larger than any key file is.
+fn pem_text(pem: &[u8]) -> Result<&str, KeyError> {
+    if pem.len() as u64 > MAX_KEY_FILE {
+        return Err(KeyError::Format(format!(
+            "it is {} bytes; key files are a few hundred",
+            pem.len()
+        )));
+    }
+    std::str::from_utf8(pem).map_err(|_| KeyError::Format("it is not a PEM text file".into()))
 }
 
 #[cfg(test)]
