@@ -649,20 +649,13 @@ fn check_policy(
     // Signatures are of the entry's own digest (an index's, when it is one), as a pull
     // verifies them: the index is read from the layout and names the manifest chosen.
     let signatures = layout_signatures(dir, &artifact.signed_digest)?;
-    let valid = match scope.needs_signatures() {
-        true => {
-            let blobs = signatures
-                .as_ref()
-                .map(crate::trust::Fetched::blobs)
-                .unwrap_or_default();
-            scope
-                .check(reference, &artifact.signed_digest.to_string(), &blobs)
-                .map_err(|reason| {
-                    untrusted(format!("{reason} (in the layout {})", dir.display()))
-                })?
-        }
-        false => Vec::new(),
-    };
+    let valid = crate::trust::verdicts(
+        &scope,
+        reference,
+        &artifact.signed_digest.to_string(),
+        signatures.as_ref(),
+    )
+    .map_err(|reason| untrusted(format!("{reason} (in the layout {})", dir.display())))?;
     Ok((signatures, valid))
 }
 

@@ -264,18 +264,8 @@ impl Fetcher {
                 None
             }
         };
-        let valid = match scope.needs_signatures() {
-            true => {
-                let blobs = signatures
-                    .as_ref()
-                    .map(crate::trust::Fetched::blobs)
-                    .unwrap_or_default();
-                scope
-                    .check(reference, &signed_digest, &blobs)
-                    .map_err(untrusted)?
-            }
-            false => Vec::new(),
-        };
+        let valid = crate::trust::verdicts(&scope, reference, &signed_digest, signatures.as_ref())
+            .map_err(untrusted)?;
         // The holds keep `cache prune` off these blobs until the reference that uses them is
         // recorded.
         let (path, downloaded, layer_hold, layer_host) = layer_fetched?;

@@ -382,6 +382,22 @@ pub fn cached_signatures(cache: &Cache, signatures: &Signatures) -> Option<Vec<S
         .collect()
 }
 
+/// The verdicts `fetched` earns for `reference`, signed at `digest`, under `scope`: none
+/// asked when the scope needs no signature, else the valid ones, or why none is. What a pull
+/// and a layout both decide with the signatures they found.
+pub(crate) fn verdicts(
+    scope: &Scope<'_>,
+    reference: &Reference,
+    digest: &str,
+    fetched: Option<&Fetched>,
+) -> std::result::Result<Vec<wasm_oci_cache::Verdict>, String> {
+    if !scope.needs_signatures() {
+        return Ok(Vec::new());
+    }
+    let blobs = fetched.map(Fetched::blobs).unwrap_or_default();
+    scope.check(reference, digest, &blobs)
+}
+
 /// Whether `entry`, from the cache, may be used for `reference` under `scope` without asking
 /// the registry: the verdict recorded when it was pulled still satisfies the scope, or its
 /// cached signatures do when checked again (the policy changed). The refusal says why.
