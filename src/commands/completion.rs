@@ -1,7 +1,6 @@
 //! `wasm-oci completion SHELL` and `wasm-oci man [VERB]`: what shells and `man` read, made from
 //! the same definitions as `--help`.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,7 +39,7 @@ impl CompletionCommand {
                 .replace("wasm__subcmd__oci", "wasm__oci")
                 .into_bytes();
         }
-        write_stdout(&out)?;
+        crate::write_stdout(&out)?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -94,7 +93,7 @@ impl ManCommand {
             name = format!("{name}-{}", sub.get_name());
             page = sub.name(name.clone());
         }
-        write_stdout(&render(&page)?)?;
+        crate::write_stdout(&render(&page)?)?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -114,13 +113,4 @@ fn render(command: &clap::Command) -> anyhow::Result<Vec<u8>> {
         .render(&mut out)
         .context("rendering the man page")?;
     Ok(out)
-}
-
-/// Writes to stdout; a closed pipe (`| head`) is not an error.
-fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("writing to stdout"),
-    }
 }
