@@ -238,7 +238,7 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The outcome of a write to stdout, where a reader that went away is not an error.
-fn stdout_written(result: std::io::Result<()>) -> anyhow::Result<()> {
+pub(crate) fn stdout_written(result: std::io::Result<()>) -> anyhow::Result<()> {
     match result {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing to stdout"),

@@ -154,10 +154,7 @@ impl CacheCommand {
                         }
                         out.flush()
                     })();
-                    match written {
-                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                        other => other.context("writing to stdout")?,
-                    }
+                    crate::stdout_written(written)?;
                 }
                 Ok(ExitCode::SUCCESS)
             }
