@@ -301,6 +301,14 @@ pub enum Error {
     /// The cache failed.
     #[error(transparent)]
     Cache(#[from] wasm_oci_cache::Error),
+    /// A connection the operator's egress rule forbids (see [`crate::egress`]) was not made.
+    #[error("{reference} needs a connection the operator's rule forbids: {reason}")]
+    Egress {
+        /// The reference asked for.
+        reference: String,
+        /// Which connection, and why not.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -313,6 +321,14 @@ impl Error {
         let reference_s = reference.whole();
         let registry = reference.registry().to_owned();
         match &source {
+            OciDistributionError::RequestError(e) if crate::egress::refusal_in(e).is_some() => {
+                Error::Egress {
+                    reference: reference_s,
+                    reason: crate::egress::refusal_in(e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                }
+            }
             OciDistributionError::ImageManifestNotFoundError(_) => Error::NotFound {
                 reference: reference_s,
             },

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod egress;
 mod error;
 pub mod hosts;
 mod inspect;
@@ -165,6 +166,8 @@ pub struct Fetcher {
     remotes: Mutex<HashMap<String, Arc<[Endpoint]>>>,
     /// The contents of `options.ca_files`, read on first use.
     extra_roots: OnceLock<Vec<Vec<u8>>>,
+    /// Where this fetcher may connect, when it pulls on someone else's behalf.
+    egress: Option<Arc<egress::Policy>>,
 }
 
 impl Fetcher {
@@ -183,7 +186,15 @@ impl Fetcher {
             probes: Mutex::default(),
             remotes: Mutex::default(),
             extra_roots: OnceLock::new(),
+            egress: None,
         }
+    }
+
+    /// Holds every connection to `policy` (see [`egress`]): for a fetcher that pulls on a
+    /// pod's behalf.
+    pub fn with_egress(mut self, policy: Arc<egress::Policy>) -> Self {
+        self.egress = Some(policy);
+        self
     }
 
     /// Reports blob transfers to `progress`.
@@ -247,6 +258,12 @@ impl Fetcher {
         if self.options.plain_http || !is_loopback(registry) {
             return None;
         }
+        // The probe's connection is one too: only to a registry the operator named.
+        if let Some(egress) = &self.egress
+            && !egress.names_registry(registry)
+        {
+            return None;
+        }
         let cell = self
             .probes
             .lock()
@@ -274,6 +291,14 @@ impl Fetcher {
     /// lists, then the origin (probing a loopback one first).
     pub(crate) async fn endpoints(&self, reference: &Reference) -> Result<Arc<[Endpoint]>> {
         let registry = reference.registry().to_owned();
+        if let Some(egress) = &self.egress {
+            egress
+                .check_registry(&registry)
+                .map_err(|refusal| Error::Egress {
+                    reference: reference.whole(),
+                    reason: refusal.to_string(),
+                })?;
+        }
         if let Some(known) = self.remotes.lock().expect("remote map lock").get(&registry) {
             return Ok(known.clone());
         }
@@ -410,7 +435,15 @@ impl Fetcher {
         } else {
             (CONNECT_TIMEOUT, READ_TIMEOUT)
         };
-        let builder = base_builder(host.dial_timeout.unwrap_or(connect), silence, follow);
+        let mut builder = base_builder(host.dial_timeout.unwrap_or(connect), silence, follow);
+        if let Some(egress) = &self.egress {
+            let (scheme, name) = match host.scheme {
+                Some(scheme) => (scheme, host.host.as_str()),
+                None => (self.scheme(reference), reference.resolve_registry()),
+            };
+            let guard = egress::Guard::new(egress.clone(), scheme, name, host.scheme.is_some());
+            builder = guard.install(builder);
+        }
         if host.ca.is_empty() && host.client.is_empty() && !host.skip_verify {
             return Ok(self.default_http(builder));
         }
@@ -633,6 +666,12 @@ impl Fetcher {
         );
         let remote = self.remote(&probe).await?;
         let scheme = self.scheme(&probe);
+        if scheme == "http" {
+            tracing::warn!(
+                "{} is spoken to over plain HTTP: the password crosses the network unencrypted",
+                text::printable(registry)
+            );
+        }
         retry::with_retries("checking the login", || remote.check_login())
             .await
             .map_err(|f| match f.into_error(&probe, scheme) {

@@ -150,6 +150,12 @@ pub(crate) fn is_transient(e: &OciDistributionError) -> bool {
     match e {
         // A certificate that is not trusted now will not be trusted in a second either.
         OciDistributionError::RequestError(e) if crate::error::is_certificate_error(e) => false,
+        // A connection the egress rule refused, or a name that does not exist, stays so.
+        OciDistributionError::RequestError(e)
+            if crate::egress::refusal_in(e).is_some() || crate::egress::is_unknown_name(e) =>
+        {
+            false
+        }
         OciDistributionError::RequestError(e) => {
             // `is_request` covers a pooled connection the server closed under us.
             e.is_connect()

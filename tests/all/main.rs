@@ -11,6 +11,7 @@ mod cli_errors;
 mod containerd;
 mod cri;
 mod edge;
+mod egress;
 mod faults;
 mod fleet;
 mod interop;
