@@ -20,6 +20,7 @@ mod mirrors;
 mod proxy;
 mod readme;
 mod registry;
+mod registry_friction;
 mod resume;
 mod runner;
 mod security;
