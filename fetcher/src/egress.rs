@@ -1,5 +1,5 @@
 //! Where a fetcher that pulls on someone else's behalf (the containerd shim, for a pod) may
-//! connect: one address policy, decided in one function ([`Guard::admit`]) for every
+//! connect: one address policy, decided in one function (`Guard::admit`) for every
 //! connection its HTTP clients make, the first request, each redirect hop, token realm,
 //! mirror and upload location alike, on the addresses actually connected to.
 //!
@@ -290,9 +290,9 @@ pub fn is_node_address(ip: IpAddr) -> Result<bool, Refusal> {
     if fixed {
         return Ok(true);
     }
-    Ok(interfaces::local(ip).map_err(|e| Refusal::NoAddressList {
+    interfaces::local(ip).map_err(|e| Refusal::NoAddressList {
         reason: e.to_string(),
-    })?)
+    })
 }
 
 /// `localhost` and names under it, which resolve to loopback (RFC 6761).

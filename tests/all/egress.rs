@@ -407,7 +407,7 @@ fn an_upload_location_on_the_node_is_not_sent_anything() {
     });
     let cache = tempfile::tempdir().unwrap();
     let policy = wasm_oci_fetcher::egress::Policy::new(
-        Some(&[registry.addr.clone()]),
+        Some(std::slice::from_ref(&registry.addr)),
         "the test's shim config",
     )
     .unwrap();
