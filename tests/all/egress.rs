@@ -438,3 +438,43 @@ fn an_upload_location_on_the_node_is_not_sent_anything() {
     );
     assert_eq!(node.reached(), 0, "the upload went to the node's service");
 }
+
+#[test]
+fn a_mirror_the_operator_named_is_reached_but_not_where_it_redirects() {
+    let node = NodeService::start();
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    cli.ok(&[
+        "push",
+        testdata("hello.wasm").to_str().unwrap(),
+        &registry.reference("tools/hello:v1"),
+    ]);
+    let mirror = redirecting_to(
+        "127.0.0.2",
+        format!("http://127.0.0.1:{}/latest/meta-data/", node.port),
+    );
+    // The operator's hosts.toml: a mirror on the node, then the origin (on loopback here).
+    let hosts = tempfile::tempdir().unwrap();
+    let dir = hosts.path().join("mirrored.test");
+    fs::create_dir(&dir).unwrap();
+    fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            registry.addr, mirror.addr
+        ),
+    )
+    .unwrap();
+    let c = Containerd::start_with(&[("WASM_OCI_HOSTS_DIR", hosts.path())], "");
+    c.import_hello();
+    let out = run_reference(&c, "mirrored", "mirrored.test/tools/hello:v1");
+    // The mirror's redirect is refused, the mirror passed over, the origin serves.
+    assert_eq!(stdout(&out), HELLO, "{}\n{}", describe(&out), c.log());
+    let log = fs::read_to_string(c.shim_log()).unwrap_or_default();
+    assert!(log.contains("an address of the node itself"), "{log}");
+    assert_eq!(
+        node.reached(),
+        0,
+        "the shim connected to the node's service"
+    );
+}
