@@ -275,17 +275,31 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Cloud metadata services outside link-local, which answer the node as 169.254.169.254
+/// does: Alibaba Cloud's, and AWS's over IPv6.
+const METADATA_V4: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
+const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
 /// Whether `ip` is the node itself: loopback, link-local (169.254.0.0/16, fe80::/10, where
 /// cloud metadata services answer), unspecified (`0.0.0.0/8` and `::`, which Linux connects
-/// to itself), broadcast, or an address of one of its interfaces; judged in its canonical
-/// form.
+/// to itself), broadcast, a cloud metadata service's fixed address, or an address of one of
+/// its interfaces; judged in its canonical form.
 pub fn is_node_address(ip: IpAddr) -> Result<bool, Refusal> {
     let ip = canonical_ip(ip);
     let fixed = match ip {
         IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0 || v4.is_broadcast()
+            v4.is_loopback()
+                || v4.is_link_local()
+                || v4.octets()[0] == 0
+                || v4.is_broadcast()
+                || v4 == METADATA_V4
         }
-        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_unicast_link_local()
+                || v6 == METADATA_V6
+        }
     };
     if fixed {
         return Ok(true);
@@ -643,6 +657,8 @@ mod tests {
             "0.1.2.3",
             "::",
             "::ffff:0.0.0.0",
+            "fd00:ec2::254",
+            "100.100.100.200",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(is_node_address(ip).unwrap(), "{ip}");

@@ -105,6 +105,19 @@ pub enum Error {
         #[source]
         source: OciDistributionError,
     },
+    /// A host name that does not resolve: no scheme or retry changes that.
+    #[error(
+        "cannot reach registry {registry} for {reference}: a host name in the way does not resolve; check its spelling (and the node's DNS)"
+    )]
+    UnknownHost {
+        /// The registry host.
+        registry: String,
+        /// The reference asked for.
+        reference: String,
+        /// The lookup's error.
+        #[source]
+        source: OciDistributionError,
+    },
     /// A TLS handshake was answered in plain HTTP.
     #[error("registry {registry} speaks plain HTTP, not HTTPS: pass --plain-http to reach it")]
     PlainHttp {
@@ -383,6 +396,13 @@ impl Error {
                 reference: reference_s,
                 source,
             },
+            OciDistributionError::RequestError(e) if crate::egress::is_unknown_name(e) => {
+                Error::UnknownHost {
+                    registry,
+                    reference: reference_s,
+                    source,
+                }
+            }
             OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
                 Error::Unreachable {
                     registry,

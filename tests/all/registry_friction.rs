@@ -227,6 +227,9 @@ fn a_name_that_does_not_resolve_is_not_retried() {
     );
     assert!(!out.status.success(), "{}", describe(&out));
     let said = stderr(&out);
+    assert!(said.contains("does not resolve"), "{said}");
     assert!(said.contains("failed to lookup address"), "{said}");
     assert!(!said.contains("retrying"), "{said}");
+    // Nothing about plain HTTP: no scheme makes a name resolve.
+    assert!(!said.contains("--plain-http"), "{said}");
 }
