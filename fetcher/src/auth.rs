@@ -177,6 +177,24 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// Where the credentials for `registry` come from, for a message saying they were
+    /// refused: `--username`, or docker's config file.
+    pub(crate) fn source_for(&self, registry: &str) -> String {
+        match self {
+            Credentials::Explicit {
+                registry: named, ..
+            } if config_key(named) == config_key(registry) => {
+                "the credentials given with --username".to_owned()
+            }
+            _ => match docker_config_path() {
+                Some(path) => format!("the credentials stored for it in {}", path.display()),
+                None => "the stored credentials".to_owned(),
+            },
+        }
+    }
+}
+
 fn helper_failure(e: &docker_credential::CredentialRetrievalError) -> String {
     match e {
         docker_credential::CredentialRetrievalError::HelperFailure { helper, stderr, .. } => {

@@ -367,10 +367,12 @@ impl Fetcher {
             }
         }
         let ns = host.mirror.then(|| reference.registry().to_owned());
+        let credentials_from = self.options.credentials.source_for(&name);
         let remote =
             registry::Registry::new(http, login, scheme, &name, &host.path, headers, ns, open)
                 .map_err(|e| Error::from_oci(e, reference, scheme))?
-                .with_direct(direct);
+                .with_direct(direct)
+                .with_credentials_from(credentials_from);
         tracing::debug!(
             registry = reference.registry(),
             host = %name,

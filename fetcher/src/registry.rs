@@ -278,6 +278,10 @@ pub(crate) struct Registry {
     wants: tokio::sync::Mutex<Option<Wants>>,
     /// Bearer tokens by repository and operation, as `Authorization` values.
     tokens: std::sync::Mutex<BTreeMap<(String, RegistryOperation), HeaderValue>>,
+    /// Where its credentials come from, to say so once when they are refused.
+    credentials_from: Option<String>,
+    /// Whether that was said.
+    refusal_told: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -321,6 +325,8 @@ impl Registry {
             ns,
             wants: tokio::sync::Mutex::new(wants),
             tokens: std::sync::Mutex::default(),
+            credentials_from: None,
+            refusal_told: Default::default(),
         })
     }
 
@@ -329,6 +335,30 @@ impl Registry {
     pub(crate) fn with_direct(mut self, direct: Option<reqwest::Client>) -> Self {
         self.direct = direct;
         self
+    }
+
+    /// Names where this host's credentials come from (see [`Registry::refused`]).
+    pub(crate) fn with_credentials_from(mut self, from: String) -> Self {
+        self.credentials_from = Some(from);
+        self
+    }
+
+    /// Says, once, that the credentials presented were refused (`status` 401 or 403): stale
+    /// stored credentials otherwise read as a registry that wants some.
+    fn refused(&self, status: StatusCode) {
+        let presented = !matches!(self.auth, RegistryAuth::Anonymous) || self.identity.is_some();
+        if presented
+            && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+            && let Some(from) = &self.credentials_from
+            && !self
+                .refusal_told
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "{} refused {from} ({status}): they were presented and may be stale; log in again",
+                printable(self.origin.host_str().unwrap_or_default())
+            );
+        }
     }
 
     fn basic(&self) -> Option<HeaderValue> {
@@ -485,6 +515,7 @@ impl Registry {
         }
         tracing::debug!(realm = %printable(realm.as_str()), scope, "asking for a bearer token");
         let response = request.send().await?;
+        self.refused(response.status());
         token_from(response, &realm).await
     }
 
@@ -521,6 +552,7 @@ impl Registry {
             .form(&form)
             .send()
             .await?;
+        self.refused(response.status());
         token_from(response, &realm).await
     }
 
@@ -529,6 +561,9 @@ impl Registry {
     /// then accepts; a Basic registry's `/v2/` must accept them. A registry that asks for
     /// nothing accepts anyone.
     pub(crate) async fn check_login(&self) -> Result<(), Failure> {
+        // Credentials being checked are not stale ones: the login's own error says it.
+        self.refusal_told
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let url = self.api_root();
         let anonymous = self.http.get(url.clone()).send().await?;
         if anonymous.status().is_success() {
@@ -605,6 +640,9 @@ impl Registry {
             if status == StatusCode::UNAUTHORIZED && bearer && owned && !renew {
                 renew = true;
                 continue;
+            }
+            if owned {
+                self.refused(status);
             }
             return Err(failure(response).await);
         }

@@ -233,3 +233,33 @@ fn a_name_that_does_not_resolve_is_not_retried() {
     // Nothing about plain HTTP: no scheme makes a name resolve.
     assert!(!said.contains("--plain-http"), "{said}");
 }
+
+#[test]
+fn stale_stored_credentials_are_said_to_be_used_and_refused() {
+    use base64::Engine as _;
+    let registry = Registry::start_secure(Secure {
+        user: Some(("alice", "egress-friction-right")),
+        ..Default::default()
+    });
+    secret("egress-friction-right");
+    let stale = secret("egress-friction-stale");
+    let docker = tempfile::tempdir().unwrap();
+    let config = docker.path().join("config.json");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("alice:{stale}"));
+    fs::write(
+        &config,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, registry.addr),
+    )
+    .unwrap();
+    let out = run(
+        as_a_user(&WasmOci::new()).env("DOCKER_CONFIG", docker.path()),
+        &["pull", &registry.reference("tools/hello:v1")],
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("were presented and may be stale") && said.contains(config.to_str().unwrap()),
+        "{said}"
+    );
+    assert!(!said.contains(stale), "{said}");
+}
