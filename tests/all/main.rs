@@ -23,6 +23,7 @@ mod resume;
 mod runner;
 mod security;
 mod serve;
+mod serve_limits;
 mod support;
 mod testdata;
 mod token;
