@@ -304,6 +304,8 @@ impl RunCommand {
             header_timeout: self.http.header_timeout,
             body_timeout: self.http.body_timeout,
             max_connections: self.http.max_connections.map(|n| n as usize),
+            stdout: None,
+            stderr: None,
         };
         let server = runner
             .proxy(&resolved.path, component, options)

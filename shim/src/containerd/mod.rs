@@ -785,6 +785,19 @@ impl Guest {
                 header_timeout: http.header_timeout,
                 body_timeout: http.body_timeout,
                 max_connections: http.max_connections,
+                // What the guests print goes to the container's log.
+                stdout: self
+                    .options
+                    .stdout
+                    .as_ref()
+                    .and_then(|f| f.try_clone().ok())
+                    .map(Arc::new),
+                stderr: self
+                    .options
+                    .stderr
+                    .as_ref()
+                    .and_then(|f| f.try_clone().ok())
+                    .map(Arc::new),
                 ..ServeOptions::default()
             },
         )?;

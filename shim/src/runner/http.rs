@@ -69,6 +69,11 @@ pub struct ServeOptions {
     /// default [`DEFAULT_MAX_CONNECTIONS`], or fewer when the process's descriptor limit
     /// would not hold them.
     pub max_connections: Option<usize>,
+    /// Where every instance's standard output goes (a container's log); the process's own
+    /// when `None`.
+    pub stdout: Option<Arc<std::fs::File>>,
+    /// Where every instance's standard error goes; the process's own when `None`.
+    pub stderr: Option<Arc<std::fs::File>>,
 }
 
 impl Default for ServeOptions {
@@ -85,6 +90,8 @@ impl Default for ServeOptions {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: None,
+            stdout: None,
+            stderr: None,
         }
     }
 }
@@ -689,6 +696,22 @@ impl Inner {
         wasi.inherit_stdout()
             .inherit_stderr()
             .envs(&self.options.env);
+        let output = |file: &Option<Arc<std::fs::File>>| {
+            let file = file.as_ref()?;
+            match file.try_clone() {
+                Ok(file) => Some(wasmtime_wasi::cli::OutputFile::new(file)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand the guest its output; it is dropped");
+                    None
+                }
+            }
+        };
+        if let Some(out) = output(&self.options.stdout) {
+            wasi.stdout(out);
+        }
+        if let Some(err) = output(&self.options.stderr) {
+            wasi.stderr(err);
+        }
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let mut http = WasiHttpCtx::new();
