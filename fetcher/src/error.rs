@@ -24,7 +24,7 @@ pub enum Error {
         /// The registry it configures.
         registry: String,
         /// What is wrong.
-        reason: crate::remote::hosts::HostsError,
+        reason: Box<crate::remote::hosts::HostsError>,
     },
     /// No host configured for the registry may do what the pull needs.
     #[error(
@@ -291,7 +291,7 @@ pub enum Error {
         /// The layout's directory.
         dir: PathBuf,
         /// What is wrong.
-        reason: crate::layout::LayoutError,
+        reason: Box<crate::layout::LayoutError>,
     },
     /// A local file could not be read or written.
     #[error("{action} {}", path.display())]

@@ -4,12 +4,17 @@
 //! layer by media type and streams it into [`wasm_oci_cache`]; `push` writes the CNCF or the
 //! wasm-to-oci layout. It knows nothing of wasmtime.
 //!
-//! Rooms, each depending only on those listed before it:
+//! Rooms, each using only those listed before it:
 //! - names and artifacts: [`reference`](parse_reference), `manifest`, [`text`], `inspect`;
 //! - [`trust`]: signatures and the policy;
-//! - `remote`: the transport (options, [`hosts`], [`auth`], clients, registry requests);
+//! - `remote`: the transport (options, [`hosts`], [`auth`], TLS, clients, endpoints, registry
+//!   requests, tokens, redirects, failures and their one classifier, retries);
+//! - `walk`: an index to its image manifest, and the reference a pull or a load records;
 //! - [`layout`]: OCI image layouts on disk;
-//! - operations: `pull`, `push`, `resolve`, each handed what it needs by [`Fetcher`].
+//! - operations: `pull`, `push`, `resolve`, each handed what it needs by [`Fetcher`]
+//!   (`fetcher.rs`), which is the only one to hold it all.
+//!
+//! `scripts/module-cycles` fails when two modules use each other.
 
 #![deny(missing_docs)]
 

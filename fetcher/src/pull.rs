@@ -4,10 +4,7 @@ use std::path::PathBuf;
 
 use futures_util::StreamExt;
 use oci_client::Reference;
-use oci_client::manifest::{
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE, OciDescriptor,
-};
+use oci_client::manifest::OciDescriptor;
 use wasm_oci_cache::{Cache, Digest, Hold, Ingest, Ingested, RefEntry};
 
 use crate::error::{Error, Result};
@@ -21,15 +18,8 @@ use crate::remote::transport::Transport;
 use crate::trust::policy::Policy;
 use crate::walk::{Record, image_behind, signatures_record};
 
-/// Configs and manifests are small JSON documents; anything larger is refused.
-pub(crate) const MAX_CONFIG_SIZE: u64 = 4 << 20;
-
-pub(crate) const MANIFEST_MEDIA_TYPES: &[&str] = &[
-    OCI_IMAGE_MEDIA_TYPE,
-    OCI_IMAGE_INDEX_MEDIA_TYPE,
-    IMAGE_MANIFEST_MEDIA_TYPE,
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-];
+// The documents a pull asks for, and their cap: the transport's, here at their old path.
+pub(crate) use crate::remote::registry::{MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE};
 
 /// Looks at an artifact's config (its bytes) and refuses it, saying why, before its layer is
 /// downloaded.

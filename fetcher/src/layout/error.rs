@@ -113,7 +113,7 @@ pub enum LayoutError {
         /// The entry.
         label: String,
         /// What is wrong with it.
-        source: crate::walk::WalkError,
+        source: crate::walk::error::WalkError,
     },
     /// A config larger than any config is.
     #[error(

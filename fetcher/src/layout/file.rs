@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 pub(crate) fn layout_err(dir: &Path, reason: LayoutError) -> Error {
     Error::Layout {
         dir: dir.to_owned(),
-        reason,
+        reason: Box::new(reason),
     }
 }
 

@@ -37,12 +37,9 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
         }
         _ => {
             let bytes = read_document(dir, &index_path).map_err(|e| match e {
-                Error::Layout { reason, .. } => layout_err(
-                    dir,
-                    LayoutError::UnreadableIndex {
-                        source: Box::new(reason),
-                    },
-                ),
+                Error::Layout { reason, .. } => {
+                    layout_err(dir, LayoutError::UnreadableIndex { source: reason })
+                }
                 other => other,
             })?;
             serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|source| {

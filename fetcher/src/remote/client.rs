@@ -68,7 +68,7 @@ pub(crate) fn new_http(
     let unusable = |path: &Path, reason: HostsError| Error::HostsConfig {
         path: path.to_owned(),
         registry: registry.to_owned(),
-        reason,
+        reason: Box::new(reason),
     };
     let read =
         |path: &Path| std::fs::read(path).map_err(|e| unusable(path, HostsError::Unreadable(e)));

@@ -256,6 +256,43 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_client::errors::{OciError, OciErrorCode};
+
+    #[test]
+    fn a_failure_is_not_found_for_every_not_found_code_and_a_bare_404() {
+        let answered = |code| Failure::Request {
+            error: OciDistributionError::RegistryError {
+                envelope: OciEnvelope {
+                    errors: vec![OciError {
+                        code,
+                        message: "unknown".into(),
+                        detail: serde_json::Value::Null,
+                    }],
+                },
+                url: "http://r/v2/x/blobs/sha256:0".into(),
+            },
+            status: Some(404),
+            retry_after: None,
+        };
+        for code in [
+            OciErrorCode::ManifestUnknown,
+            OciErrorCode::NameUnknown,
+            OciErrorCode::BlobUnknown,
+            OciErrorCode::NotFound,
+        ] {
+            let name = format!("{code:?}");
+            assert!(answered(code).is_not_found(), "{name}");
+        }
+        assert!(!answered(OciErrorCode::Denied).is_not_found());
+        let bare: Failure = OciDistributionError::ServerError {
+            code: 404,
+            url: "http://r/v2/x/blobs/sha256:0".into(),
+            message: String::new(),
+        }
+        .into();
+        assert!(bare.is_not_found());
+        assert!(!bare.is_transient());
+    }
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {

@@ -2,7 +2,7 @@
 //! directory holding `<host[:port]>/hosts.toml` (or `<host>_<port>_/`) and `_default/hosts.toml`,
 //! each naming mirrors (`[host."URL"]`) tried in order before the origin (`server`).
 //!
-//! The file is parsed once into typed sections ([`HostFileConfig`], as containerd's
+//! The file is parsed once into typed sections (`HostFileConfig`, as containerd's
 //! `config/hosts.go`): an unknown setting is an error, and hosts keep the file's order
 //! whatever quotes their keys are written with.
 //!

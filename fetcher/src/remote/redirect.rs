@@ -161,7 +161,11 @@ mod tests {
                 .unwrap()
                 .contains("more than 10 redirects")
         );
-        let down = refusal(&url("http://cdn.example/blob"), &[https.clone()]).unwrap();
+        let down = refusal(
+            &url("http://cdn.example/blob"),
+            std::slice::from_ref(&https),
+        )
+        .unwrap();
         assert!(down.contains("redirect from HTTPS to plain HTTP"), "{down}");
         assert_eq!(
             refusal(

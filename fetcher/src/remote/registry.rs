@@ -6,6 +6,10 @@
 //! digest is verified with its own algorithm.
 
 use oci_client::errors::OciDistributionError;
+use oci_client::manifest::{
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
+    OCI_IMAGE_MEDIA_TYPE,
+};
 use oci_client::{Reference, RegistryOperation};
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, RANGE,
@@ -22,6 +26,17 @@ use super::failure::{failure, violation};
 use super::redirect::same_origin;
 use super::token::Authorizer;
 use crate::text::printable;
+
+/// Configs and manifests are small JSON documents; anything larger is refused.
+pub(crate) const MAX_CONFIG_SIZE: u64 = 4 << 20;
+
+/// What a manifest is asked for as: an image manifest or an index, OCI's or Docker's.
+pub(crate) const MANIFEST_MEDIA_TYPES: &[&str] = &[
+    OCI_IMAGE_MEDIA_TYPE,
+    OCI_IMAGE_INDEX_MEDIA_TYPE,
+    IMAGE_MANIFEST_MEDIA_TYPE,
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+];
 
 /// Speaks to one registry.
 pub(crate) struct Registry {

@@ -105,7 +105,7 @@ impl Transport {
             Some(dir) => hosts::hosts_for(dir, &registry).map_err(|e| Error::HostsConfig {
                 path: e.path,
                 registry: registry.clone(),
-                reason: e.reason,
+                reason: Box::new(e.reason),
             })?,
             None => vec![hosts::Host::origin()],
         };

@@ -8,27 +8,12 @@ use std::collections::BTreeMap;
 use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageManifest};
 use wasm_oci_cache::{Digest, RefEntry, Signatures, Verdict};
 
+pub(crate) mod error;
+
+pub use error::WalkError;
+
 use crate::manifest::Choice;
 use crate::text::printable;
-
-/// Why the manifest an index entry names is not the image it should lead to.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum WalkError {
-    /// The manifest is not the size the index says.
-    #[error("its index entry {digest} says {says} bytes, but that manifest is {is} bytes")]
-    EntrySize {
-        /// The manifest's digest (escaped).
-        digest: String,
-        /// The size the index says.
-        says: i64,
-        /// The manifest's size.
-        is: usize,
-    },
-    /// The entry is an index itself.
-    #[error("an image index points to another index; nested indexes are not followed")]
-    Nested,
-}
 
 /// The image manifest and wasm layer that `entry` of an index leads to: `bytes`, the
 /// manifest read for it, which [`crate::manifest::choose`] made `choice` of.
