@@ -27,10 +27,28 @@ pub(crate) struct Endpoint {
     /// A mirror that could not be connected to, or timed out: not asked again by this
     /// process, so a fleet pulling a catalogue pays for a dead or stalled mirror once, not
     /// once per blob.
-    pub(crate) down: std::sync::atomic::AtomicBool,
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl Endpoint {
+    /// A host reached through `remote`, as a hosts.toml (or its absence) describes it.
+    pub(crate) fn new(
+        remote: Arc<Registry>,
+        scheme: &'static str,
+        host: String,
+        (pull, resolve, mirror): (bool, bool, bool),
+    ) -> Self {
+        Endpoint {
+            remote,
+            scheme,
+            host,
+            pull,
+            resolve,
+            mirror,
+            down: Default::default(),
+        }
+    }
+
     /// Whether this host may be asked now: a mirror found unreachable is not.
     pub(crate) fn usable(&self) -> bool {
         !self.down.load(std::sync::atomic::Ordering::Relaxed)
@@ -114,4 +132,83 @@ pub(crate) fn skipped(
         "mirror {} failed to serve the {what}; trying the next host",
         mirror.host
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::auth::Login;
+
+    fn host(name: &str, (pull, resolve, mirror): (bool, bool, bool)) -> Endpoint {
+        // As `Fetcher::new` does: reqwest is built without a TLS provider of its own.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let remote = Registry::new(
+            reqwest::Client::new(),
+            Login::Auth(oci_client::secrets::RegistryAuth::Anonymous),
+            "http",
+            name,
+            "/v2",
+            Default::default(),
+            None,
+            false,
+        )
+        .unwrap();
+        Endpoint::new(
+            Arc::new(remote),
+            "http",
+            name.into(),
+            (pull, resolve, mirror),
+        )
+    }
+
+    fn asked(hosts: &[Endpoint], capability: Capability) -> Vec<(String, bool)> {
+        let reference: Reference = "r.example/x:v1".parse().unwrap();
+        in_order(hosts, &reference, capability)
+            .unwrap()
+            .map(|(h, last)| (h.host.clone(), last))
+            .collect()
+    }
+
+    #[test]
+    fn mirrors_that_may_are_asked_in_order_then_the_last_always() {
+        let hosts = [
+            host("pull.mirror", (true, false, true)),
+            host("resolve.mirror", (false, true, true)),
+            host("both.mirror", (true, true, true)),
+            host("origin", (true, true, false)),
+        ];
+        let pair = |h: &str, last| (h.to_owned(), last);
+        assert_eq!(
+            asked(&hosts, Capability::Pull),
+            [
+                pair("pull.mirror", false),
+                pair("both.mirror", false),
+                pair("origin", true)
+            ]
+        );
+        // A mirror given up on is passed over; the origin never is.
+        hosts[2].give_up("too slow");
+        hosts[3].give_up("too slow");
+        assert_eq!(
+            asked(&hosts, Capability::Resolve),
+            [pair("resolve.mirror", false), pair("origin", true)]
+        );
+        // The last host that may is asked even when it is a mirror given up on.
+        let mirrors_only = [host("a.mirror", (true, true, true))];
+        mirrors_only[0].give_up("down");
+        assert_eq!(
+            asked(&mirrors_only, Capability::Pull),
+            [pair("a.mirror", true)]
+        );
+    }
+
+    #[test]
+    fn no_host_that_may_is_an_error_naming_the_capability() {
+        let hosts = [host("pull.only", (true, false, false))];
+        let reference: Reference = "r.example/x:v1".parse().unwrap();
+        let Err(e) = in_order(&hosts, &reference, Capability::Resolve) else {
+            panic!("a host was found");
+        };
+        assert!(e.to_string().contains("may resolve"), "{e}");
+    }
 }

@@ -186,15 +186,12 @@ impl Transport {
             resolve = host.resolve,
             "registry host"
         );
-        Ok(Endpoint {
-            remote: Arc::new(remote),
+        Ok(Endpoint::new(
+            Arc::new(remote),
             scheme,
-            host: name,
-            pull: host.pull,
-            resolve: host.resolve,
-            mirror: host.mirror,
-            down: Default::default(),
-        })
+            name,
+            (host.pull, host.resolve, host.mirror),
+        ))
     }
 
     /// What to present to the registry of `reference`.
