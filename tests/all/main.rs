@@ -12,6 +12,7 @@ mod containerd;
 mod cri;
 mod edge;
 mod egress;
+mod egress_attacks;
 mod faults;
 mod fleet;
 mod hosts_toml;
