@@ -31,6 +31,43 @@ impl Bars {
         });
         Some(Arc::new(Self { multi, total }))
     }
+
+    /// Takes every bar off the screen, before a summary line is printed.
+    pub(crate) fn clear(&self) {
+        if let Some(total) = &self.total {
+            total.finish_and_clear();
+        }
+        let _ = self.multi.clear();
+    }
+}
+
+/// Runs `compile`; when stderr is a terminal and it takes more than a moment (a large
+/// module compiling), a spinner says so meanwhile, and is gone when it returns.
+pub(crate) fn while_compiling<T>(what: &str, compile: impl FnOnce() -> T) -> T {
+    use std::sync::mpsc::{RecvTimeoutError, channel};
+    use std::time::Duration;
+    if !std::io::stderr().is_terminal() {
+        return compile();
+    }
+    let (done, finished) = channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // Cached code loads in milliseconds: no spinner flickers for it.
+            if finished.recv_timeout(Duration::from_millis(300)) != Err(RecvTimeoutError::Timeout) {
+                return;
+            }
+            let spinner = ProgressBar::new_spinner().with_message(format!(
+                "compiling {} (once: the code is kept in the cache)",
+                wasm_oci_fetcher::text::printable(what)
+            ));
+            spinner.enable_steady_tick(Duration::from_millis(100));
+            let _ = finished.recv();
+            spinner.finish_and_clear();
+        });
+        let out = compile();
+        drop(done);
+        out
+    })
 }
 
 fn style(template: &str) -> ProgressStyle {

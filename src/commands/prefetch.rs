@@ -112,7 +112,7 @@ impl PrefetchCommand {
         let mut fetcher = Fetcher::new(global.open_cache()?, global.registry_options(registry)?)
             .with_policy(Arc::new(trust))
             .keeping_signatures();
-        if let Some(bars) = bars {
+        if let Some(bars) = bars.clone() {
             fetcher = fetcher.with_progress(bars);
         }
         let fetcher = Arc::new(fetcher);
@@ -157,6 +157,10 @@ impl PrefetchCommand {
                 .collect(),
         )?;
         let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+        // The summary on a clean screen: no bar (the total's) left above or between its lines.
+        if let Some(bars) = &bars {
+            bars.clear();
+        }
         if self.json {
             crate::print_json(&outcomes)?;
         } else {
@@ -166,7 +170,8 @@ impl PrefetchCommand {
                 outcomes.len(),
                 started.elapsed()
             );
-            for f in &failed {
+            // Without bars, each failure was printed as it happened: once is enough.
+            for f in failed.iter().filter(|_| !plain) {
                 eprintln!(
                     "  failed {}: {}",
                     f.reference,

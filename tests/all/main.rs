@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod cli_attacks;
 mod cli_errors;
+mod cli_friction;
 mod containerd;
 mod cri;
 mod edge;
