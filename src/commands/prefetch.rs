@@ -43,7 +43,7 @@ pub struct PrefetchCommand {
     no_compile: bool,
 
     /// Print the results as JSON on stdout: a list of reference, digest (the manifest's),
-    /// layer_digest, size, downloaded, compiled and error
+    /// layer_digest, layer_media_type, size, downloaded, compiled and error
     #[arg(long)]
     json: bool,
 
@@ -62,6 +62,8 @@ struct Outcome {
     digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     layer_digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layer_media_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     size: Option<u64>,
     downloaded: bool,
@@ -192,6 +194,7 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
         reference: name.to_owned(),
         digest: None,
         layer_digest: None,
+        layer_media_type: None,
         size: None,
         downloaded: false,
         compiled: false,
@@ -213,6 +216,7 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
     };
     outcome.digest = Some(pulled.entry.manifest_digest.to_string());
     outcome.layer_digest = Some(pulled.entry.layer_digest.to_string());
+    outcome.layer_media_type = Some(pulled.entry.layer_media_type.clone());
     outcome.size = Some(pulled.entry.size);
     outcome.downloaded = pulled.downloaded;
     if !runners.is_empty() {

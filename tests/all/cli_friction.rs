@@ -526,3 +526,109 @@ fn pull_output_never_replaces_a_file_nor_takes_a_hidden_or_path_title() {
         .collect();
     assert_eq!(names, ["hello.wasm"]);
 }
+
+#[test]
+fn prefetch_without_a_terminal_prints_each_failure_once() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    cli.ok(&[
+        "push",
+        path(&testdata("hello.wasm")),
+        &registry.reference("hello:v1"),
+    ]);
+    let missing = registry.reference("missing:v1");
+    let out = cli.run(&[
+        "prefetch",
+        "--no-compile",
+        &registry.reference("hello:v1"),
+        &missing,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches(&format!("failed {missing}: ")).count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("prefetched 1 of 2 references"), "{err}");
+    // --json: every verb's keys for the same facts.
+    let out = cli.run(&["prefetch", "--json", &registry.reference("hello:v1")]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pulled: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["pull", "--json", &registry.reference("hello:v1")]))
+            .unwrap();
+    for key in [
+        "reference",
+        "digest",
+        "layer_digest",
+        "layer_media_type",
+        "size",
+    ] {
+        assert_eq!(json[0][key], pulled[key], "{key}: {json} {pulled}");
+    }
+}
+
+#[test]
+fn fingerprints_say_sha256_and_times_are_rfc3339_in_every_json() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("release");
+    let generated = cli
+        .command()
+        .args(["key", "generate", path(&prefix)])
+        .env("COSIGN_PASSWORD", "k3y-pass")
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", describe(&generated));
+    // What `key generate` prints: the fingerprint as every JSON names it.
+    let fingerprint = stdout(&generated)
+        .lines()
+        .find(|l| l.starts_with("sha256:"))
+        .expect("key generate prints the fingerprint")
+        .to_owned();
+    let key = dir.path().join("release.key");
+    let public = dir.path().join("release.pub");
+    let reference = registry.reference("apps/hello:v1");
+    cli.ok(&["push", path(&testdata("hello.wasm")), &reference]);
+    let signed = cli
+        .command()
+        .args(["sign", &reference, "--key", path(&key), "--json"])
+        .env("COSIGN_PASSWORD", "k3y-pass")
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{}", describe(&signed));
+    let signed: serde_json::Value = serde_json::from_slice(&signed.stdout).unwrap();
+    assert_eq!(signed["key_fingerprint"], fingerprint.as_str(), "{signed}");
+    let verified: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["verify", &reference, "--key", path(&public), "--json"]))
+            .unwrap();
+    assert_eq!(
+        verified["key_fingerprint"],
+        fingerprint.as_str(),
+        "{verified}"
+    );
+    let policy = dir.path().join("policy.json");
+    fs::write(
+        &policy,
+        format!(
+            r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{}/apps":[{{
+                "type":"sigstoreSigned","keyPath":"{}",
+                "signedIdentity":{{"type":"matchRepository"}}}}]}}}}}}"#,
+            registry.addr,
+            public.display()
+        ),
+    )
+    .unwrap();
+    let pulled: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["pull", &reference, "--policy", path(&policy), "--json"]))
+            .unwrap();
+    let verdict = &pulled["verified"][0];
+    assert_eq!(verdict["key_fingerprint"], fingerprint.as_str(), "{pulled}");
+    let at = verdict["verified_at"].as_str().unwrap_or_default();
+    assert!(
+        humantime::parse_rfc3339(at).is_ok() && at.ends_with('Z'),
+        "{pulled}"
+    );
+}
