@@ -2,7 +2,8 @@
 //! transfer, and a total when several run at once (prefetch).
 
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use wasm_oci_fetcher::{Blob, Progress, Transfer};
@@ -21,6 +22,7 @@ impl Bars {
             return None;
         }
         let multi = MultiProgress::new();
+        clear_on_interrupt(&multi);
         let total = with_total.then(|| {
             let bar = multi.add(ProgressBar::new(0));
             bar.set_style(style(
@@ -39,6 +41,48 @@ impl Bars {
         }
         let _ = self.multi.clear();
     }
+}
+
+/// Every set of bars drawn, for Ctrl-C to clear.
+static DRAWN: Mutex<Vec<MultiProgress>> = Mutex::new(Vec::new());
+
+/// Set once SIGINT belongs to someone else (a server that drains its requests on it).
+static SIGINT_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// From now on SIGINT is the caller's to handle: bars no longer end the process on it.
+pub(crate) fn sigint_taken() {
+    SIGINT_TAKEN.store(true, Ordering::SeqCst);
+}
+
+/// Makes Ctrl-C take `multi`'s bars (and every other drawn) off the screen before the process
+/// ends with 130, as a shell reports a SIGINT; without bars drawn, SIGINT is left as it is.
+fn clear_on_interrupt(multi: &MultiProgress) {
+    DRAWN.lock().expect("bars lock").push(multi.clone());
+    static WATCH: Once = Once::new();
+    WATCH.call_once(|| {
+        let watch = || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                while tokio::signal::ctrl_c().await.is_ok() {
+                    if SIGINT_TAKEN.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    for bars in DRAWN.lock().expect("bars lock").iter() {
+                        let _ = bars.clear();
+                    }
+                    std::process::exit(130);
+                }
+            });
+        };
+        let _ = std::thread::Builder::new()
+            .name("sigint".into())
+            .spawn(watch);
+    });
 }
 
 /// Runs `compile`; when stderr is a terminal and it takes more than a moment (a large

@@ -563,6 +563,8 @@ mod tests {
 /// Completes on the first SIGTERM or SIGINT.
 fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
+    // SIGINT drains the server now; progress bars of the pull before do not end it.
+    crate::progress::sigint_taken();
     let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     Ok(async move {

@@ -632,3 +632,30 @@ fn fingerprints_say_sha256_and_times_are_rfc3339_in_every_json() {
         "{pulled}"
     );
 }
+
+#[test]
+fn ctrl_c_during_a_pull_takes_the_bars_off_the_screen_and_exits_130() {
+    use crate::cli::{Tmux, on_terminal};
+    use crate::proxy::{Fault, Proxy};
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("big.wasm");
+    fs::write(&module, crate::support::padded_hello(8 << 20)).unwrap();
+    cli.ok(&["push", path(&module), &registry.reference("big:v1")]);
+    // Half the layer arrives, then nothing: the bar stays on screen until Ctrl-C.
+    let proxy = Proxy::start(&registry.addr, Fault::StallFirstBlob);
+    let tmux = Tmux::start(
+        &on_terminal(&cli, &["pull", &proxy.reference("big:v1")]),
+        &[],
+    );
+    tmux.wait_for("big:v1 wasm");
+    tmux.tmux(&["send-keys", "C-c"]);
+    let screen = tmux.wait_for("EXIT=");
+    assert!(screen.contains("EXIT=130"), "{screen}");
+    assert!(
+        !screen.contains("big:v1 wasm"),
+        "a bar was left behind: {screen}"
+    );
+    assert!(!screen.contains("=>"), "a bar was left behind: {screen}");
+}
