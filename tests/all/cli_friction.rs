@@ -659,3 +659,32 @@ fn ctrl_c_during_a_pull_takes_the_bars_off_the_screen_and_exits_130() {
     );
     assert!(!screen.contains("=>"), "a bar was left behind: {screen}");
 }
+
+#[test]
+fn a_spinner_shows_while_a_module_compiles_on_a_terminal_and_is_gone_after() {
+    use crate::cli::{Tmux, on_terminal};
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let reference = registry.reference("proxy:v1");
+    cli.ok(&["push", path(&crate::serve::http_guests().proxy), &reference]);
+    cli.ok(&["pull", &reference]);
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw.log");
+    let tmux = Tmux::start(
+        &format!("sleep 0.3; {}", on_terminal(&cli, &["compile", &reference])),
+        &[],
+    );
+    tmux.tmux(&["pipe-pane", "-O", &format!("cat > '{}'", raw.display())]);
+    let screen = tmux.wait_for("EXIT=");
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    let raw = String::from_utf8_lossy(&fs::read(&raw).unwrap()).into_owned();
+    assert!(
+        raw.contains(&format!("compiling {reference}")),
+        "no spinner: {raw:?}"
+    );
+    assert!(
+        !screen.contains("compiling"),
+        "the spinner was left: {screen}"
+    );
+    assert!(screen.contains("Compiled: "), "{screen}");
+}
