@@ -518,6 +518,22 @@ fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
     Ok(ListenAddr { text: spec, addrs })
 }
 
+/// Completes on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // SIGINT drains the server now; progress bars of the pull before do not end it.
+    crate::progress::sigint_taken();
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("Shutting down: finishing the requests in flight");
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,20 +574,4 @@ mod tests {
         assert!(unknown_option("--max-mem", None).contains("did you mean --max-memory?"));
         assert!(unknown_option("--nosuchflag", None).contains("`wasm-oci run --help`"));
     }
-}
-
-/// Completes on the first SIGTERM or SIGINT.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    // SIGINT drains the server now; progress bars of the pull before do not end it.
-    crate::progress::sigint_taken();
-    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        eprintln!("Shutting down: finishing the requests in flight");
-    })
 }
