@@ -688,3 +688,29 @@ fn a_spinner_shows_while_a_module_compiles_on_a_terminal_and_is_gone_after() {
     );
     assert!(screen.contains("Compiled: "), "{screen}");
 }
+
+#[test]
+fn the_pulled_log_event_says_digest_as_every_output_does() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let reference = registry.reference("hello:v1");
+    cli.ok(&["push", path(&testdata("hello.wasm")), &reference]);
+    let pulled: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["pull", "--json", &reference])).unwrap();
+    let log = fs::read_to_string(cli.log_file()).unwrap();
+    let event = log
+        .lines()
+        .find(|l| l.contains(" pulled "))
+        .unwrap_or_else(|| panic!("no pulled event: {log}"));
+    assert!(
+        event.contains(&format!("digest={}", pulled["digest"].as_str().unwrap())),
+        "{event}"
+    );
+    assert!(
+        event.contains(&format!(
+            "layer_digest={}",
+            pulled["layer_digest"].as_str().unwrap()
+        )),
+        "{event}"
+    );
+}
