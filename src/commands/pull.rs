@@ -58,7 +58,7 @@ struct Output<'a> {
     out: Option<&'a Path>,
     /// The signatures the policy verified (key fingerprint, claimed identity, when).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    verified: Vec<super::Verified>,
+    verified: Vec<super::output::Verified>,
     /// The host each manifest and blob downloaded just now came from, by digest.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     sources: &'a std::collections::BTreeMap<String, String>,
@@ -109,7 +109,10 @@ impl PullCommand {
                 cached: &pulled.path,
                 sources: &pulled.sources,
                 out: out.as_deref(),
-                verified: verified(entry).iter().map(super::Verified::from).collect(),
+                verified: verified(entry)
+                    .iter()
+                    .map(super::output::Verified::from)
+                    .collect(),
             })?;
         } else {
             // Result lines on stdout, as oras prints them; progress went to stderr.

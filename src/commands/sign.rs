@@ -64,7 +64,7 @@ impl SignCommand {
             .with_context(|| format!("signing {}", self.reference))?;
         if self.json {
             let mut json = serde_json::to_value(&signed)?;
-            json["key_fingerprint"] = super::fingerprint(&signed.key_fingerprint).into();
+            json["key_fingerprint"] = super::output::fingerprint(&signed.key_fingerprint).into();
             crate::print_json(&json)?;
         } else {
             // Result lines on stdout, as push and pull print theirs.
