@@ -649,13 +649,16 @@ fn ctrl_c_during_a_pull_takes_the_bars_off_the_screen_and_exits_130() {
         &on_terminal(&cli, &["pull", &proxy.reference("big:v1")]),
         &[],
     );
+    let raw = dir.path().join("raw.log");
+    tmux.tmux(&["pipe-pane", "-O", &format!("cat > '{}'", raw.display())]);
     tmux.wait_for("big:v1 wasm");
     tmux.tmux(&["send-keys", "C-c"]);
     let screen = tmux.wait_for("EXIT=");
+    let raw = String::from_utf8_lossy(&fs::read(&raw).unwrap_or_default()).into_owned();
     assert!(screen.contains("EXIT=130"), "{screen}");
     assert!(
         !screen.contains("big:v1 wasm"),
-        "a bar was left behind: {screen}"
+        "a bar was left behind: {screen}\nwritten: {raw:?}"
     );
     assert!(!screen.contains("=>"), "a bar was left behind: {screen}");
 }
