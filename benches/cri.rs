@@ -16,14 +16,12 @@
     reason = "the test harness, shared with tests/all"
 )]
 
-#[path = "../tests/all/containerd.rs"]
-mod containerd;
 #[path = "../tests/all/cri.rs"]
 mod cri;
-#[path = "../tests/all/proxy.rs"]
-mod proxy;
 #[path = "../tests/all/serve.rs"]
 mod serve;
+#[path = "../tests/all/shim.rs"]
+mod shim;
 #[path = "../tests/all/support/mod.rs"]
 mod support;
 

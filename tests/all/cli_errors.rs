@@ -7,8 +7,8 @@ use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::proxy::{Fault, Proxy};
 use crate::support::padded_hello;
+use crate::support::{Fault, Proxy};
 use crate::support::{
     Registry, Secure, WasmOci, describe, free_port, output_with_stdin, secret, stderr, testdata,
 };

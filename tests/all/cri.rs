@@ -18,7 +18,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{self as cri};
 use tonic::transport::Channel;
 
-use crate::containerd::{Containerd, Entry, base_config};
+use crate::shim::{Containerd, Entry, base_config};
 use crate::support::{guests, testdata};
 
 /// The namespace the CRI plugin keeps its containers and images in.
@@ -515,7 +515,7 @@ fn containers_of_a_pod_share_a_shim_and_pods_never_do() {
     let registry = crate::support::Registry::start();
     let reference = registry.reference("pods/probe:v1");
     crate::support::WasmOci::new().ok(&["push", guests().probe.to_str().unwrap(), &reference]);
-    let cri = Cri::start_with(&[], crate::containerd::ALLOW_LOOPBACK);
+    let cri = Cri::start_with(&[], crate::shim::ALLOW_LOOPBACK);
     // A pod annotated with a reference: the pod annotation reaches its containers' specs.
     let a_config = cri.pod_config("pod-a", &[("io.wasm-oci.reference", &reference)]);
     let a = cri.run_pod(&a_config, "wasmoci");
@@ -591,14 +591,8 @@ fn containers_of_a_pod_share_a_shim_and_pods_never_do() {
     let (shim_a, shim_b) = (shim_pid(&cri, &a1), shim_pid(&cri, &b1));
     cri.remove_pod(&a);
     cri.remove_pod(&b);
-    assert!(
-        crate::containerd::wait_gone(shim_a),
-        "pod a's shim outlived it"
-    );
-    assert!(
-        crate::containerd::wait_gone(shim_b),
-        "pod b's shim outlived it"
-    );
+    assert!(crate::shim::wait_gone(shim_a), "pod a's shim outlived it");
+    assert!(crate::shim::wait_gone(shim_b), "pod b's shim outlived it");
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
     let root = cri.c.dir.path().display().to_string();
     let left: Vec<&str> = mounts
@@ -686,7 +680,7 @@ fn stop_with_a_grace_period_and_stats_that_grow() {
         "a spinning guest's CPU time does not grow"
     );
     // containerd's own view agrees.
-    let metrics = crate::containerd::stdout(&cri.c.ctr(&["tasks", "metrics", &big]));
+    let metrics = crate::shim::stdout(&cri.c.ctr(&["tasks", "metrics", &big]));
     assert!(metrics.contains("memory.usage_in_bytes"), "{metrics}");
 
     // StopContainer with a grace period: spinning, asleep, or blocked on stdin, each stops

@@ -5,8 +5,8 @@ use std::fs;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::proxy::{Fault, Proxy};
 use crate::support::padded_hello;
+use crate::support::{Fault, Proxy};
 use crate::support::{Registry, WasmOci, describe, stderr};
 
 const HELLO: &str = "Hello from WebAssembly!\n";

@@ -5,8 +5,8 @@
 use std::fs;
 use std::process::Command;
 
-use crate::containerd::{ALLOW_LOOPBACK, Containerd, HELLO, stdout};
-use crate::proxy::{Fault, Proxy};
+use crate::shim::{ALLOW_LOOPBACK, Containerd, HELLO, stdout};
+use crate::support::{Fault, Proxy};
 use crate::support::{Registry, Secure, WasmOci, describe, secret, stderr, testdata};
 
 const REPO: &str = "edge/hello:v1";

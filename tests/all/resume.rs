@@ -4,7 +4,7 @@ use std::fs;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::proxy::{Fault, Proxy};
+use crate::support::{Fault, Proxy};
 use crate::support::{Registry, WasmOci, describe, padded_hello};
 
 struct Setup {

@@ -820,7 +820,7 @@ fn a_component_with_an_import_no_host_provides_is_refused_by_name() {
     cli.ok(&["push", path(&http_guests().unsatisfiable), &reference]);
     // Pulled through a proxy that counts what is asked: the config says what the component
     // imports, so the layer is never downloaded.
-    let proxy = crate::proxy::Proxy::start(&registry.addr, crate::proxy::Fault::None);
+    let proxy = crate::support::Proxy::start(&registry.addr, crate::support::Fault::None);
     let through = proxy.reference("services/unsatisfiable:v1");
     for verb in ["run", "serve"] {
         let out = WasmOci::new().run(&[verb, &through]);

@@ -1,15 +1,17 @@
 //! Test harness, by what it supports: a private registry per test ([`registry`]), the
-//! wasm-oci binary with a private cache ([`cli`]), raw HTTP ([`http`]) and the test guests
-//! ([`guests`]). Everything is re-exported here, so tests name `support::X`.
+//! wasm-oci binary with a private cache ([`cli`]), raw HTTP ([`http`]), a fault-injecting proxy
+//! ([`proxy`]) and the test guests ([`guests`]). Everything is re-exported here, so tests name `support::X`.
 
 mod cli;
 mod guests;
 mod http;
+pub mod proxy;
 mod registry;
 
 pub use cli::*;
 pub use guests::*;
 pub use http::*;
+pub use proxy::*;
 pub use registry::*;
 
 use std::net::TcpListener;

@@ -742,7 +742,7 @@ fn a_signed_index_survives_save_and_load_under_the_policy() {
 /// containerd's policy: an unsigned module runs in a pod.
 #[test]
 fn the_shim_refuses_an_unsigned_pod_module_named_with_a_respelled_registry() {
-    use crate::containerd::{ALLOW_LOOPBACK, Containerd, stdout};
+    use crate::shim::{ALLOW_LOOPBACK, Containerd, stdout};
     let registry = Registry::start();
     let port = registry.addr.rsplit_once(':').unwrap().1.to_owned();
     let cli = WasmOci::new();
@@ -794,7 +794,7 @@ fn the_shim_refuses_an_unsigned_pod_module_named_with_a_respelled_registry() {
 /// image's rootfs carries, under a policy whose default is `reject`.
 #[test]
 fn the_shim_refuses_a_rootfs_module_under_a_policy_that_rejects_everything() {
-    use crate::containerd::{ALLOW_LOOPBACK, Containerd, stdout};
+    use crate::shim::{ALLOW_LOOPBACK, Containerd, stdout};
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     fs::write(&policy, r#"{"default":[{"type":"reject"}]}"#).unwrap();
@@ -840,7 +840,7 @@ fn the_shim_refuses_a_rootfs_module_under_a_policy_that_rejects_everything() {
 /// "allow"` in the shim config. A policy that accepts the image's name needs no opt-in.
 #[test]
 fn the_operator_may_allow_rootfs_modules_under_a_policy() {
-    use crate::containerd::{Containerd, stdout};
+    use crate::shim::{Containerd, stdout};
     let dir = tempfile::tempdir().unwrap();
     let reject = dir.path().join("reject.json");
     fs::write(&reject, r#"{"default":[{"type":"reject"}]}"#).unwrap();

@@ -4,8 +4,8 @@ use std::fs;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::proxy::{Fault, Proxy};
 use crate::support::padded_hello;
+use crate::support::{Fault, Proxy};
 use crate::support::{Registry, WasmOci, describe, guests, stderr, testdata};
 
 const HELLO: &str = "Hello from WebAssembly!\n";

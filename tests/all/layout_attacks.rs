@@ -9,8 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::proxy::{Fault, Proxy};
 use crate::support::padded_hello;
+use crate::support::{Fault, Proxy};
 use crate::support::{
     Registry, WasmOci, describe, exit_within, guests, outputs_of_concurrent, stderr, testdata,
 };

@@ -404,7 +404,7 @@ fn boolean_variables_read_as_documented_and_logs_to_a_pipe_are_plain() {
     }
     // A warning on its way to a pipe (a retry through a flaky proxy): no colour codes, no
     // timestamp.
-    let proxy = crate::proxy::Proxy::start(&registry.addr, crate::proxy::Fault::Every503);
+    let proxy = crate::support::Proxy::start(&registry.addr, crate::support::Fault::Every503);
     let out = WasmOci::new()
         .command()
         .env_remove("WASM_OCI_LOG_FILE")
