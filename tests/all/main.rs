@@ -5,8 +5,10 @@
 //! `shim.rs`, ...), its attacks beside it (`pull_attacks.rs`), fixtures in `support/`.
 
 mod auth;
+mod auth_attacks;
 mod auth_token;
 mod cache;
+mod cache_attacks;
 mod cli;
 mod cli_attacks;
 mod cli_errors;
@@ -17,8 +19,11 @@ mod layout;
 mod layout_attacks;
 mod mirror_attacks;
 mod mirrors;
+mod prefetch;
 mod pull;
 mod pull_attacks;
+mod push;
+mod push_attacks;
 mod readme;
 mod resume;
 mod run;
@@ -32,6 +37,4 @@ mod trust;
 
 // Old module paths that other branches' tests may still name; removed once they are merged.
 #[allow(unused_imports)]
-use shim as containerd;
-#[allow(unused_imports)]
-use support::proxy;
+use support::{containerd, proxy};

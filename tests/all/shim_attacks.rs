@@ -5,18 +5,18 @@
 //! loopback, an uncapped pulled module).
 
 use std::fs;
-use std::io::{Read, Write};
 use std::mem::MaybeUninit;
-use std::net::TcpListener;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::fs::inotify;
 
-use crate::shim::{Containerd, Entry, HELLO, NS, RUNTIME, stdout};
-use crate::support::{Registry, WasmOci, describe, guests, testdata};
+use crate::support::{
+    Containerd, Entry, HELLO, NS, RUNTIME, Registry, Reply, Server, WasmOci, describe, guests,
+    output_within, stdout, testdata,
+};
 
 const PROBE: &str = "docker.io/library/probe:v1";
 
@@ -168,13 +168,20 @@ fn the_module_is_read_from_inside_the_rootfs_only() {
         ("zero", "/zero.wasm", "a character device"),
         ("fifo", "/fifo.wasm", "a FIFO"),
     ] {
-        let started = Instant::now();
-        let out = c.run(&[], "docker.io/library/hostile:v1", id, &[module]);
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{module} took {:?}",
-            started.elapsed()
-        );
+        // A FIFO or device opened to read blocks: refused, `ctr run` returns at all.
+        let run = c.ctr_command(&[
+            "run",
+            "--rm",
+            "--snapshotter",
+            "native",
+            "--runtime",
+            RUNTIME,
+            "docker.io/library/hostile:v1",
+            id,
+            module,
+        ]);
+        let out = output_within(run, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{module} blocked the shim: {}", c.log()));
         assert!(!out.status.success(), "{module}: {}", describe(&out));
         assert!(
             !stdout(&out).contains("Hello"),
@@ -194,10 +201,8 @@ fn the_module_is_read_from_inside_the_rootfs_only() {
         "blocked",
         &["/probe.wasm", "cat", "/fifo.wasm"],
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
+    c.wait_running("blocked");
     assert!(c.kill_and_delete("blocked", "SIGKILL").contains("137"));
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(stdout(&c.ctr(&["tasks", "ls", "-q"])), "");
 }
 
@@ -225,7 +230,7 @@ fn a_module_swapped_in_a_rootfs_never_runs_under_another_digest() {
     let registry = Registry::start();
     let reference = registry.reference("tenant/hello:v1");
     WasmOci::new().ok(&["push", testdata("hello.wasm").to_str().unwrap(), &reference]);
-    let c = Containerd::start_with(&[], crate::shim::ALLOW_LOOPBACK);
+    let c = Containerd::start_with(&[], crate::support::ALLOW_LOOPBACK);
     c.import(
         "docker.io/library/swap:v1",
         &[("m.wasm", &testdata("hello.wasm"))],
@@ -496,45 +501,9 @@ fn a_device_node_named_as_the_module_is_never_opened() {
 #[test]
 fn a_pod_reference_does_not_reach_the_nodes_loopback() {
     const SECRET: &str = "NODE-LOCAL-ONLY-1c0ffee";
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (seen, stop) = (seen.clone(), stop.clone());
-        listener.set_nonblocking(true).unwrap();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let Ok((mut s, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                s.set_nonblocking(false).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut req = Vec::new();
-                let mut b = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut b) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&b[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&req)
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                seen.lock().unwrap().push(line);
-                // A node-local admin service: it answers anyone on loopback.
-                let body = format!("{{\"node\":\"{SECRET}\"}}");
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-    }
+    // A node-local admin service: it answers anyone on loopback.
+    let service = Server::start(|_| Reply::new(400).body(format!("{{\"node\":\"{SECRET}\"}}")));
+    let port = service.addr.rsplit_once(':').unwrap().1.to_owned();
     let c = Containerd::start();
     c.import_entries(
         "docker.io/library/ssrf:v1",
@@ -548,8 +517,11 @@ fn a_pod_reference_does_not_reach_the_nodes_loopback() {
         "ssrf",
         &[],
     );
-    stop.store(true, Ordering::SeqCst);
-    let requests = seen.lock().unwrap().clone();
+    let requests: Vec<String> = service
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
     assert!(
         requests.is_empty() && !describe(&out).contains(SECRET),
         "a pod's annotation made the shim query the node's loopback ({requests:?}) and read \
@@ -571,7 +543,7 @@ fn a_guest_cannot_open_a_device_node_of_its_image() {
     c.import_entries(
         image,
         &[
-            Entry::File("probe.wasm", &crate::support::guests().probe),
+            Entry::File("probe.wasm", &guests().probe),
             Entry::CharDevice("kmsg", 1, 11),
         ],
         &["/probe.wasm"],
@@ -614,68 +586,22 @@ fn a_pulled_module_is_capped_like_a_rootfs_module() {
     }))
     .unwrap();
     let manifest_digest = format!("sha256:{}", hex(&manifest));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (manifest, manifest_digest, config, layer_digest) = (
-                manifest.clone(),
-                manifest_digest.clone(),
-                config.clone(),
-                layer_digest.clone(),
-            );
-            std::thread::spawn(move || {
-                let mut s = stream;
-                let mut req = Vec::new();
-                let mut b = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut b) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&b[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&req)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-                let reply = |s: &mut std::net::TcpStream, head: &str, body: &[u8]| {
-                    let _ = write!(
-                        s,
-                        "HTTP/1.1 200 OK\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = s.write_all(body);
-                };
-                if path.contains("/manifests/") {
-                    reply(
-                        &mut s,
-                        &format!(
-                            "Content-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: {manifest_digest}\r\n"
-                        ),
-                        &manifest,
-                    );
-                } else if path.ends_with(&layer_digest) {
-                    // A terabyte announced; 8 MiB sent, then the connection drops.
-                    let _ = write!(
-                        s,
-                        "HTTP/1.1 200 OK\r\nContent-Length: {claimed}\r\nConnection: close\r\n\r\n"
-                    );
-                    let chunk = vec![0u8; 1 << 20];
-                    for _ in 0..8 {
-                        if s.write_all(&chunk).is_err() {
-                            return;
-                        }
-                    }
-                } else if path.contains("/blobs/") {
-                    reply(&mut s, "", &config);
-                } else {
-                    reply(&mut s, "", b"");
-                }
-            });
+    let registry = Server::start(move |request| {
+        if request.path.contains("/manifests/") {
+            Reply::new(200)
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .header("Docker-Content-Digest", &manifest_digest)
+                .body(manifest.clone())
+        } else if request.path.ends_with(&layer_digest) {
+            // A terabyte announced; 8 MiB sent, then the connection drops.
+            Reply::new(200).short(claimed, vec![0u8; 8 << 20])
+        } else if request.path.contains("/blobs/") {
+            Reply::new(200).body(config.clone())
+        } else {
+            Reply::new(200)
         }
     });
+    let port = registry.addr.rsplit_once(':').unwrap().1.to_owned();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("shim.toml");
     // The registry is on loopback: the operator lists it, so that the cap is what is tested.
@@ -683,7 +609,7 @@ fn a_pulled_module_is_capped_like_a_rootfs_module() {
         &file,
         format!(
             "[limits]\nmax_module_size = \"1MiB\"\n{}",
-            crate::shim::ALLOW_LOOPBACK
+            crate::support::ALLOW_LOOPBACK
         ),
     )
     .unwrap();

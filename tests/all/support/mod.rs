@@ -1,18 +1,32 @@
 //! Test harness, by what it supports: a private registry per test ([`registry`]), the
-//! wasm-oci binary with a private cache ([`cli`]), raw HTTP ([`http`]), a fault-injecting proxy
-//! ([`proxy`]) and the test guests ([`guests`]). Everything is re-exported here, so tests name `support::X`.
+//! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), raw
+//! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
+//! registries and small services ([`server`]), a network
+//! namespace of a test's own ([`netns`]), the test guests ([`guests`], [`http_guests`])
+//! and waits on what a test can observe ([`wait`]). Everything is re-exported here, so tests
+//! name `support::X`.
 
 mod cli;
+pub mod containerd;
 mod guests;
 mod http;
+mod http_guests;
+mod netns;
 pub mod proxy;
 mod registry;
+mod server;
+mod wait;
 
 pub use cli::*;
+pub use containerd::*;
 pub use guests::*;
 pub use http::*;
+pub use http_guests::*;
+pub use netns::*;
 pub use proxy::*;
 pub use registry::*;
+pub use server::*;
+pub use wait::*;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
