@@ -89,18 +89,16 @@ impl WasmOci {
         names
     }
 
-    /// Waits until a download has written bytes into a partial file of the ingest area (its
-    /// writer holds the file from its creation on), for at most 30 s; that file.
+    /// Waits until the ingest area holds one partial file, with bytes in it (its writer holds
+    /// the file from its creation on; other downloads of the same pull have finished), for at
+    /// most 30 s; that file.
     pub fn wait_for_partial(&self) -> PathBuf {
-        let mut found = None;
-        wait_until("a download wrote into a partial file", || {
-            found = self
-                .ingest()
-                .into_iter()
-                .find(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0));
-            found.is_some()
+        let mut found = Vec::new();
+        wait_until("one download wrote into a partial file", || {
+            found = self.ingest();
+            found.len() == 1 && fs::metadata(&found[0]).is_ok_and(|m| m.len() > 0)
         });
-        found.unwrap()
+        found.remove(0)
     }
 
     /// Whatever is left in the ingest area.
