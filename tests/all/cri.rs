@@ -18,7 +18,7 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
-use crate::support::{Containerd, Entry, base_config, guests, testdata};
+use crate::support::{Containerd, Entry, WebSocket, base_config, guests, testdata};
 
 /// The namespace the CRI plugin keeps its containers and images in.
 const K8S: &str = "k8s.io";
@@ -569,9 +569,8 @@ fn containers_of_a_pod_share_a_shim_and_pods_never_do() {
     );
 
     // Attach and PortForward are the CRI plugin's own (its streaming server), never the
-    // shim's: the kubelet gets a URL on the plugin's streaming server at once, as for a runc
-    // pod, and the server behind it answers there (here a plain GET, without the upgrade
-    // kubectl's client asks for, which it refuses as a 4xx naming the upgrade).
+    // shim's: the kubelet gets a URL on the plugin's streaming server, and what kubectl then
+    // speaks to it (WebSocket, `v4.channel.k8s.io`) works as for a runc pod.
     let request = cri::AttachRequest {
         container_id: a1.clone(),
         stdout: true,
@@ -587,25 +586,60 @@ fn containers_of_a_pod_share_a_shim_and_pods_never_do() {
     let forward = cri
         .rt(|mut rt| async move { rt.port_forward(request).await })
         .unwrap_or_else(|e| panic!("PortForward: {e}"));
-    for (url, kind) in [(&attach.url, "/attach/"), (&forward.url, "/portforward/")] {
-        let rest = url
-            .strip_prefix("http://127.0.0.1:")
-            .unwrap_or_else(|| panic!("not the streaming server's address: {url}"));
-        let (port, path) = rest.split_at(rest.find('/').unwrap());
-        assert!(path.starts_with(kind), "{url}");
-        let answer = crate::support::http(&format!("127.0.0.1:{port}"), "GET", path, &[], b"")
-            .unwrap_or_else(|| panic!("the streaming server did not answer {url}"));
-        let body = String::from_utf8_lossy(&answer.body).to_lowercase();
+    for (url, path) in [(&attach.url, "/attach/"), (&forward.url, "/portforward/")] {
         assert!(
-            (400..500).contains(&answer.status) && body.contains("upgrade"),
-            "{url}: {} {body}",
-            answer.status
+            url.strip_prefix("http://127.0.0.1:")
+                .is_some_and(|rest| rest.contains(path)),
+            "not the streaming server's {path} URL: {url}"
         );
     }
+    // `kubectl attach` to a spinning guest: connected, nothing printed; it returns when the
+    // container ends (below, with its pod).
+    let mut attached = WebSocket::connect(&attach.url, "v4.channel.k8s.io")
+        .unwrap_or_else(|e| panic!("attach {}: {e}", attach.url));
+    let attached = std::thread::spawn(move || {
+        let mut received = Vec::new();
+        while let Some(message) = attached.receive() {
+            received.push(message);
+        }
+        received
+    });
+    // `kubectl port-forward` to a port nothing in the pod listens on: the port is announced on
+    // its data and error channels, then the error says the connection was refused inside the
+    // pod's network namespace (the plugin's own, not the shim's).
+    let mut forwarded =
+        WebSocket::connect(&format!("{}?port=8080", forward.url), "v4.channel.k8s.io")
+            .unwrap_or_else(|e| panic!("port-forward {}: {e}", forward.url));
+    forwarded.send(0, b"GET / HTTP/1.0\r\n\r\n");
+    let port = 8080u16.to_le_bytes().to_vec();
+    assert_eq!(forwarded.receive(), Some((0, port.clone())));
+    assert_eq!(forwarded.receive(), Some((1, port)));
+    let (channel, error) = forwarded.receive().expect("port-forward's error");
+    let error = String::from_utf8_lossy(&error);
+    assert!(
+        channel == 1
+            && error.contains("error forwarding port 8080 to pod")
+            && error.contains("failed to connect to localhost:8080 inside namespace")
+            && error.contains("connection refused"),
+        "channel {channel}: {error}"
+    );
 
     // Stop and remove leave nothing behind: no shim, no mount, no cgroup.
     let (shim_a, shim_b) = (shim_pid(&cri, &a1), shim_pid(&cri, &b1));
     cri.remove_pod(&a);
+    let attached: Vec<(u8, String)> = attached
+        .join()
+        .unwrap()
+        .into_iter()
+        .map(|(c, d)| (c, String::from_utf8_lossy(&d).into_owned()))
+        .collect();
+    assert!(
+        attached.iter().all(|(c, d)| *c == 3 || d.is_empty())
+            && attached
+                .last()
+                .is_some_and(|(c, d)| *c == 3 && d.contains(r#""status":"Success""#)),
+        "kubectl attach saw {attached:?}"
+    );
     cri.remove_pod(&b);
     assert!(
         crate::support::wait_gone(shim_a),

@@ -1,10 +1,10 @@
 //! Test harness, by what it supports: a private registry per test ([`registry`]), the
 //! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), raw
 //! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
-//! registries and small services ([`server`]), a network
-//! namespace of a test's own ([`netns`]), the test guests ([`guests`], [`http_guests`])
-//! and waits on what a test can observe ([`wait`]). Everything is re-exported here, so tests
-//! name `support::X`.
+//! registries and small services ([`server`]), a network namespace of a test's own
+//! ([`netns`]), the test guests ([`guests`], [`http_guests`]), waits on what a test can
+//! observe ([`wait`]) and a WebSocket client for the CRI streaming server ([`websocket`]).
+//! Everything is re-exported here, so tests name `support::X`.
 
 mod cli;
 pub mod containerd;
@@ -16,6 +16,7 @@ pub mod proxy;
 mod registry;
 mod server;
 mod wait;
+mod websocket;
 
 pub use cli::*;
 pub use containerd::*;
@@ -27,6 +28,7 @@ pub use proxy::*;
 pub use registry::*;
 pub use server::*;
 pub use wait::*;
+pub use websocket::*;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
