@@ -13,7 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{Registry, WasmOci, describe, exit_within, http_guests, stderr};
+use crate::support::{
+    Registry, Reply, Server, WasmOci, describe, exit_within, http_guests, stderr,
+};
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -428,38 +430,17 @@ fn wait_until(ready: impl Fn() -> bool) {
     panic!("waited a minute for something that did not happen");
 }
 
-/// An HTTP/1.1 server on loopback that answers every request with `body`, counting them.
-struct Upstream {
-    addr: String,
-    hits: Arc<Mutex<Vec<String>>>,
+/// An HTTP/1.1 server on loopback that answers every request with `body`; the request lines
+/// it received.
+fn upstream(body: &'static str) -> Server {
+    Server::start(move |_| Reply::new(200).header("X-Upstream", "yes").body(body))
 }
 
-fn upstream(body: &'static str) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let hits = Arc::new(Mutex::new(Vec::new()));
-    let seen = hits.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            let _ = reader.read_line(&mut request_line);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                    break;
-                }
-            }
-            seen.lock().unwrap().push(request_line.trim().to_owned());
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: yes\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    Upstream { addr, hits }
+fn hits(up: &Server) -> Vec<String> {
+    up.requests()
+        .iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.version))
+        .collect::<Vec<_>>()
 }
 
 #[test]
@@ -481,7 +462,7 @@ fn outbound_http_is_denied_unless_the_host_is_allowed() {
     let r = other.get(&fetch);
     assert_eq!(r.text(), "outbound request failed: HTTP-request-denied\n");
     assert!(
-        up.hits.lock().unwrap().is_empty(),
+        hits(&up).is_empty(),
         "a denied request reached the upstream"
     );
 
@@ -489,7 +470,7 @@ fn outbound_http_is_denied_unless_the_host_is_allowed() {
     let r = allowed.get(&fetch);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.text(), "upstream said: from upstream\n");
-    assert_eq!(*up.hits.lock().unwrap(), ["GET /from-wasm HTTP/1.1"]);
+    assert_eq!(hits(&up), ["GET /from-wasm HTTP/1.1"]);
 }
 
 #[test]

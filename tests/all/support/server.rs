@@ -24,6 +24,8 @@ pub struct Request {
     pub method: String,
     /// Path and query.
     pub path: String,
+    /// `HTTP/1.1`, as the request line says.
+    pub version: String,
     pub headers: Vec<(String, String)>,
     /// The body, as long as its `Content-Length` said.
     pub body: Vec<u8>,
@@ -195,6 +197,7 @@ fn exchange(
     let mut request = Request {
         method: method.to_owned(),
         path: path.to_owned(),
+        version: parts.next().unwrap_or_default().to_owned(),
         headers: Vec::new(),
         body: Vec::new(),
     };
