@@ -14,6 +14,7 @@ mod cli_attacks;
 mod cli_errors;
 mod cri;
 mod faults;
+mod hosts_toml;
 mod interop;
 mod layout;
 mod layout_attacks;
