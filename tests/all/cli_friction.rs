@@ -248,7 +248,7 @@ fn run_of_a_proxy_refuses_a_command_s_options_before_compiling_and_addr_takes_a_
     let registry = Registry::start();
     let cli = WasmOci::new();
     let reference = registry.reference("hello-http:v1");
-    let proxy = &crate::serve::http_guests().proxy;
+    let proxy = &crate::support::http_guests().proxy;
     cli.ok(&["push", path(proxy), &reference]);
     let compiled = cli.cache.path().join("v1/compiled");
     let compiled_files = || {
@@ -669,7 +669,11 @@ fn a_spinner_shows_while_a_module_compiles_on_a_terminal_and_is_gone_after() {
     let registry = Registry::start();
     let cli = WasmOci::new();
     let reference = registry.reference("proxy:v1");
-    cli.ok(&["push", path(&crate::serve::http_guests().proxy), &reference]);
+    cli.ok(&[
+        "push",
+        path(&crate::support::http_guests().proxy),
+        &reference,
+    ]);
     cli.ok(&["pull", &reference]);
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("raw.log");

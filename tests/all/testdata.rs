@@ -34,7 +34,7 @@ fn built_from_its_source(name: &str) {
 fn hello_http_wasm_is_built_from_hello_http_wat() {
     let mut core = wat::parse_file(testdata("hello-http.wat")).unwrap();
     let mut resolve = wit_parser::Resolve::default();
-    let (package, _) = resolve.push_path(crate::serve::wasi_http_wit()).unwrap();
+    let (package, _) = resolve.push_path(crate::support::wasi_http_wit()).unwrap();
     let world = resolve
         .select_world(&[package], Some("wasi:http/proxy@0.2.12"))
         .unwrap();
