@@ -51,6 +51,36 @@ pub enum Error {
         /// Why it could not be read.
         source: serde_json::Error,
     },
+    /// The file system holding the cache is full (or the user's quota is spent). What the
+    /// failed write had stored so far was dropped, so that the next attempt has that room.
+    #[error(
+        "no space left for the cache {cache} ({action} {path}); free some space, or run \
+         `wasm-oci cache prune` (`--partials` drops every partial download at once)"
+    )]
+    NoSpace {
+        /// The cache's directory.
+        cache: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// The OS error (`ENOSPC` or `EDQUOT`).
+        source: io::Error,
+    },
+    /// Compiled code that someone other than this process's user could have written: it is
+    /// not loaded, and nothing is kept there.
+    #[error(
+        "compiled code under {code} is neither loaded nor kept: another user could replace it, \
+         since {path} is {why}"
+    )]
+    UntrustedCode {
+        /// The compiled file.
+        code: PathBuf,
+        /// What on its way is untrusted (the file, or a directory).
+        path: PathBuf,
+        /// What is wrong with it.
+        why: crate::Untrusted,
+    },
     /// A filesystem operation failed.
     #[error("{action} {path}")]
     Io {
@@ -61,4 +91,12 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+}
+
+/// Whether `e` says the file system (or the user's quota) is full.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)
+    )
 }

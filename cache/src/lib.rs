@@ -4,6 +4,12 @@
 //! correct: they are streamed into `<root>/v1/ingest/` first, checked for size and digest, synced
 //! and atomically renamed into place. A small index maps references to what they resolved to, so
 //! a cached reference starts without asking the registry. This crate knows nothing of HTTP.
+//!
+//! A writer stores what a reference needs under a [`Lease`] ([`Cache::begin`]), which keeps
+//! `prune` off it until the reference is recorded. The rooms: [`ingest`](Ingest) (the protocol
+//! of one blob) over `writer` (its buffers) and `store` (the steps into `blobs/`, shared with
+//! `batch`); `holds`, `lease`, `refs`; the care of the cache in `verify`, `prune` and
+//! `partials`; and `compiled`, native code kept beside the blobs.
 
 #![deny(missing_docs)]
 
@@ -11,20 +17,32 @@ mod batch;
 mod compiled;
 mod digest;
 mod error;
-mod gc;
+mod files;
+mod holds;
 mod ingest;
+mod lease;
+mod partials;
+mod prune;
 mod refs;
+mod store;
+mod verify;
+mod writer;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use batch::BlobBatch;
+pub use compiled::{CompiledCode, CompiledEntry, Untrusted};
 pub use digest::Digest;
 pub use error::Error;
-pub use gc::{BadBlob, Hold, PrunePolicy, PruneReport, STALE_PARTIAL, SWEEP_GRACE, VerifyReport};
+pub use holds::{Hold, SWEEP_GRACE};
 pub use ingest::{Ingest, Ingested};
+pub use lease::Lease;
+pub use partials::STALE_PARTIAL;
+pub use prune::{PrunePolicy, PruneReport};
 pub use refs::{RefEntry, RefRecord, Signatures, Verdict};
+pub use verify::{BadBlob, VerifyReport};
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -130,6 +148,35 @@ impl Cache {
             Ingested::Present(_, hold) => hold,
         };
         Ok((digest, hold))
+    }
+
+    /// An error of the file at `path` in this cache; a full disk says which cache it is.
+    pub(crate) fn io_error(&self, action: &'static str, path: &Path, source: io::Error) -> Error {
+        if error::is_no_space(&source) {
+            return Error::NoSpace {
+                cache: self.base.clone(),
+                action,
+                path: path.to_owned(),
+                source,
+            };
+        }
+        Error::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// `e`, as [`Error::NoSpace`] when it says the disk is full.
+    pub(crate) fn no_space(&self, e: Error) -> Error {
+        match e {
+            Error::Io {
+                action,
+                path,
+                source,
+            } => self.io_error(action, &path, source),
+            other => other,
+        }
     }
 
     fn blobs_dir(&self) -> PathBuf {
