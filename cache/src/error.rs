@@ -69,10 +69,7 @@ pub enum Error {
     },
     /// Compiled code that someone other than this process's user could have written: it is
     /// not loaded, and nothing is kept there.
-    #[error(
-        "compiled code under {code} is neither loaded nor kept: another user could replace it, \
-         since {path} is {why}"
-    )]
+    #[error("{path} is {why}, so another user could replace compiled code in {code}")]
     UntrustedCode {
         /// The compiled file.
         code: PathBuf,

@@ -145,6 +145,8 @@ fn a_read_only_cache_runs_an_engine_variant_it_has_not_compiled_yet() {
         let out = cli
             .command()
             .env("WASM_OCI_LOG", "warn")
+            .env_remove("WASM_OCI_LOG_FILE")
+            .env_remove("WASM_OCI_LOG_FILE")
             .args(&args)
             .output()
             .unwrap();
@@ -174,6 +176,7 @@ fn a_cache_another_user_owns_runs_without_keeping_code_there() {
     let out = cli
         .command()
         .env("WASM_OCI_LOG", "warn")
+        .env_remove("WASM_OCI_LOG_FILE")
         .args(["run", "--pull", "never", "--fuel", "100000000", &reference])
         .output()
         .unwrap();
