@@ -27,10 +27,9 @@ pub struct CacheCommand {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// List cached references with their digests, sizes, compiled code and last use, most
-    /// recent first.
+    /// List cached references with their digests, sizes, compiled code and last use.
     ///
-    /// DIGEST is the manifest digest, what `@sha256:` pins; COMPILED is the native code kept
+    /// The most recently used come first. DIGEST is the manifest digest, what `@sha256:` pins; COMPILED is the native code kept
     /// for its wasm (one file per engine setting, e.g. with and without --fuel), which `rm`
     /// and `prune` remove with it. Compiled code of local files is summed on the last line.
     /// --json also gives the wasm layer's digest (layer_digest), its media type and size, and
