@@ -86,7 +86,7 @@ impl Lease {
 
     /// Makes sure the blob `digest` survives until a record within `margin`: held, unless it
     /// entered the store so recently that no prune sweeps it in that time (one `stat`, where
-    /// a hold takes five: most of a large load's blobs). [`Error::BlobNotFound`] when it is
+    /// a hold takes five: most of a large load's blobs). [`crate::Error::BlobNotFound`] when it is
     /// gone (a concurrent prune took it): store it again, then [`Lease::hold`] it.
     pub fn protect(&self, digest: &Digest, margin: Duration) -> Result<()> {
         if self.holds.lock().expect("lease lock").contains_key(digest)
