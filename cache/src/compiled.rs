@@ -135,6 +135,18 @@ impl Cache {
             ));
         }
         check_mode(&stat).map_err(|why| untrusted(&path, &path, why))?;
+        // Its last use, for `prune --older-than` (best effort: a read-only cache keeps none).
+        let now = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_NOW,
+            },
+        };
+        let _ = rustix::fs::futimens(&fd, &now);
         Ok(Some(CompiledCode {
             file: File::from(fd),
             path,

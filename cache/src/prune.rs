@@ -54,6 +54,10 @@ pub struct PruneReport {
     pub removed_blobs: usize,
     /// Bytes freed, compiled code included.
     pub freed: u64,
+    /// Compiled files removed on their own: code of wasm the store does not hold (a local
+    /// file's, a container's module's) not loaded for `older_than`. (Code compiled from a
+    /// removed blob goes with it, and is counted in `freed` only.)
+    pub removed_compiled: usize,
     /// References kept because a running process uses their blob.
     pub in_use: Vec<String>,
     /// Partial downloads reclaimed: nobody held them and nobody touched them for a day (any,
@@ -206,6 +210,23 @@ impl Cache {
                 report.freed += freed;
                 report.removed_blobs += 1;
                 drop(locks);
+            }
+        }
+        // Compiled code of wasm the store does not hold (local files, containers' modules)
+        // goes by its own last use, which loading it records.
+        if let Some(age) = policy.older_than {
+            for entry in self.compiled() {
+                if self.contains(&entry.digest) {
+                    continue;
+                }
+                let path = self.compiled_path(&entry.engine, &entry.digest, &entry.kind);
+                let unused = fs::symlink_metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > age);
+                if unused && (dry_run || fs::remove_file(&path).is_ok()) {
+                    report.freed += entry.size;
+                    report.removed_compiled += 1;
+                }
             }
         }
         // Counted, not walked again: a walk of 300,000 files costs seconds. What other
@@ -560,5 +581,48 @@ mod tests {
         assert!(cache.get_ref(&b.reference).unwrap().is_some());
         assert!(!cache.contains(&a.manifest_digest));
         assert!(cache.contains(&stray));
+    }
+
+    #[test]
+    fn compiled_code_of_wasm_not_in_the_store_goes_by_its_last_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let pulled = add(&cache, "pulled", b"a layer");
+        let key = "0123abcd";
+        let store = |digest: &Digest| {
+            cache
+                .store_compiled(key, digest, "module", b"code")
+                .unwrap()
+        };
+        let of_pulled = store(&pulled.layer_digest);
+        let (old, recent) = (
+            Digest::of(b"old local file"),
+            Digest::of(b"recent local file"),
+        );
+        let (of_old, of_recent) = (store(&old), store(&recent));
+        let long_ago = SystemTime::now() - Duration::from_secs(7200);
+        for path in [&of_old, &of_recent, &of_pulled] {
+            File::open(path).unwrap().set_modified(long_ago).unwrap();
+        }
+        // Loading it is a use.
+        assert!(
+            cache
+                .open_compiled(key, &recent, "module")
+                .unwrap()
+                .is_some()
+        );
+        let policy = |dry_run| PrunePolicy {
+            older_than: Some(Duration::from_secs(3600)),
+            dry_run,
+            ..PrunePolicy::default()
+        };
+        let dry = cache.prune(&policy(true)).unwrap();
+        assert_eq!((dry.removed_compiled, dry.freed), (1, 4));
+        assert!(of_old.exists());
+        let report = cache.prune(&policy(false)).unwrap();
+        assert_eq!((report.removed_compiled, report.freed), (1, 4));
+        assert!(!of_old.exists());
+        // A reference used recently keeps its code, however old the file.
+        assert!(of_recent.exists() && of_pulled.exists());
     }
 }

@@ -91,8 +91,9 @@ enum Action {
     ///
     /// Never a blob a running process uses or a pull is recording. Blobs no reference uses
     /// are removed too (once ten minutes old), and partial downloads untouched for a day that
-    /// no pull holds. On a full disk, --partials drops every partial download no pull is
-    /// writing now, however recent.
+    /// no pull holds. Compiled code of local files goes with --older-than, by its last use.
+    /// On a full disk, --partials drops every partial download no pull is writing now,
+    /// however recent.
     ///
     /// Examples:
     ///     wasm-oci cache prune --max-size 500MiB
