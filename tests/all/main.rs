@@ -15,6 +15,7 @@ mod edge;
 mod faults;
 mod fleet;
 mod full_disk;
+mod hosts_toml;
 mod interop;
 mod mirror_attacks;
 mod mirrors;
