@@ -17,33 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
-use crate::{Cache, Digest, Error, Result, write_atomic_from};
-
-/// What is wrong with a file or directory that native code would be loaded from or kept in.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Untrusted {
-    /// Owned by a user who is neither this process's nor root.
-    #[error("owned by uid {owner}, neither this process's user ({euid}) nor root")]
-    Owner {
-        /// Its owner.
-        owner: u32,
-        /// This process's effective user.
-        euid: u32,
-    },
-    /// Its group or anyone may write it (a directory without the sticky bit).
-    #[error("writable by its group or by others (mode {mode:o})")]
-    Writable {
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// A symbolic link where a directory or the code was expected.
-    #[error("a symbolic link")]
-    Symlink,
-    /// Not a regular file (a device, a FIFO, a directory).
-    #[error("not a regular file")]
-    NotRegular,
-}
+use crate::{Cache, Digest, Error, Result, Untrusted, write_atomic_from};
 
 /// Compiled code found in the cache and checked, open: see [`Cache::open_compiled`].
 #[derive(Debug)]

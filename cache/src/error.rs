@@ -3,7 +3,10 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::Digest;
+use crate::digest::Digest;
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What can go wrong in the cache.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +79,7 @@ pub enum Error {
         /// What on its way is untrusted (the file, or a directory).
         path: PathBuf,
         /// What is wrong with it.
-        why: crate::Untrusted,
+        why: Untrusted,
     },
     /// A filesystem operation failed.
     #[error("{action} {path}")]
@@ -96,4 +99,42 @@ pub(crate) fn is_no_space(e: &io::Error) -> bool {
         rustix::io::Errno::from_io_error(e),
         Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)
     )
+}
+
+/// What is wrong with a file or directory that native code would be loaded from or kept in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Untrusted {
+    /// Owned by a user who is neither this process's nor root.
+    #[error("owned by uid {owner}, neither this process's user ({euid}) nor root")]
+    Owner {
+        /// Its owner.
+        owner: u32,
+        /// This process's effective user.
+        euid: u32,
+    },
+    /// Its group or anyone may write it (a directory without the sticky bit).
+    #[error("writable by its group or by others (mode {mode:o})")]
+    Writable {
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A symbolic link where a directory or the code was expected.
+    #[error("a symbolic link")]
+    Symlink,
+    /// Not a regular file (a device, a FIFO, a directory).
+    #[error("not a regular file")]
+    NotRegular,
+}
+
+/// Parsing a digest fails with this crate's error; written here, beside the error it names,
+/// so that `digest` depends on nothing in the crate.
+impl std::str::FromStr for Digest {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Digest> {
+        Digest::parse(s).ok_or_else(|| Error::InvalidDigest {
+            digest: s.to_owned(),
+        })
+    }
 }

@@ -58,6 +58,37 @@ pub struct Ingest {
     private: bool,
 }
 
+impl Cache {
+    /// Starts writing the blob `digest`, or says it is present already and holds it.
+    ///
+    /// One writer per digest runs at a time, across processes: a second caller waits for the
+    /// first and then finds the blob present, unless the first makes no progress for a few
+    /// seconds (a stalled registry); then the second writes a private copy. `expected_size`,
+    /// when known, is enforced while writing.
+    pub fn ingest(&self, digest: &Digest, expected_size: Option<u64>) -> Result<Ingested> {
+        Ingest::begin(self, digest.clone(), expected_size)
+    }
+
+    /// Stores small bytes (a manifest, a config) under their digest and returns it.
+    pub fn insert(&self, bytes: &[u8]) -> Result<Digest> {
+        self.insert_held(bytes).map(|(digest, _)| digest)
+    }
+
+    /// [`Cache::insert`], holding the blob (see [`Cache::hold`]) until the caller has recorded
+    /// the reference that uses it.
+    pub fn insert_held(&self, bytes: &[u8]) -> Result<(Digest, Hold)> {
+        let digest = Digest::of(bytes);
+        let hold = match self.ingest(&digest, Some(bytes.len() as u64))? {
+            Ingested::Writer(mut writer) => {
+                writer.write(bytes)?;
+                writer.commit_held()?.1
+            }
+            Ingested::Present(_, hold) => hold,
+        };
+        Ok((digest, hold))
+    }
+}
+
 impl Ingest {
     pub(crate) fn begin(
         cache: &Cache,
