@@ -5,8 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::containerd::HELLO;
-use crate::support::{Registry, WasmOci, describe, stderr, testdata};
+use crate::support::{HELLO, Registry, WasmOci, describe, stderr, testdata};
 
 fn pushed_hello(registry: &Registry) -> String {
     let reference = registry.reference("hello:v1");

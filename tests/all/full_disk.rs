@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{Registry, WasmOci, describe, padded_hello, stderr, testdata};
+use crate::support::{HELLO, Registry, WasmOci, describe, padded_hello, stderr, testdata};
 
 /// A tmpfs of `size` mounted at a directory of its own; unmounted when dropped.
 struct Tmpfs {
@@ -80,10 +80,7 @@ fn a_pull_that_fills_the_disk_drops_its_partial_and_the_next_pull_has_room() {
 
     // The room is there again for what fits.
     node.ok(&["pull", &hello_ref]);
-    assert_eq!(
-        node.ok(&["run", "--pull", "never", &hello_ref]),
-        crate::containerd::HELLO
-    );
+    assert_eq!(node.ok(&["run", "--pull", "never", &hello_ref]), HELLO);
 }
 
 #[test]
