@@ -120,9 +120,8 @@ impl Policy {
     /// the allow list, or, without one, not the node by name (an address of it, `localhost`).
     /// Names that resolve to the node are refused when connected to.
     pub fn check_registry(&self, registry: &str) -> Result<(), Refusal> {
-        let canonical = crate::canonical_registry(registry).unwrap_or_else(|_| registry.into());
-        let (host, port) = split(&canonical);
-        let destination = printable(&canonical);
+        let (host, port) = split(registry);
+        let destination = printable(registry);
         match &self.allow {
             Some(allow) if allow.iter().any(|p| p.covers(&host, port)) => Ok(()),
             Some(_) => Err(self.not_allowed(destination)),
@@ -142,8 +141,7 @@ impl Policy {
     /// Whether an allow-list entry names `registry` itself (not by a `*.domain`): the
     /// operator's consent to reach it even on the node, where it may be asked what it speaks.
     pub(crate) fn names_registry(&self, registry: &str) -> bool {
-        let canonical = crate::canonical_registry(registry).unwrap_or_else(|_| registry.into());
-        let (host, port) = split(&canonical);
+        let (host, port) = split(registry);
         self.names(&host, port)
     }
 
@@ -191,8 +189,20 @@ impl Pattern {
             };
             return Ok(Pattern::Domain(host_key(&name)));
         }
-        let canonical = crate::canonical_registry(entry).map_err(bad)?;
-        let (host, port) = split(&canonical);
+        if entry.contains(['/', '@']) || entry.is_empty() {
+            return Err(bad("not host[:port]"));
+        }
+        let (host, port) = split(entry);
+        if host.is_empty() {
+            return Err(bad("not host[:port]"));
+        }
+        let has_port = match entry.strip_prefix('[') {
+            Some(rest) => rest.contains("]:"),
+            None => entry.contains(':'),
+        };
+        if has_port && port.is_none() {
+            return Err(bad("the port must be a number up to 65535"));
+        }
         Ok(Pattern::Host { host, port })
     }
 
@@ -228,20 +238,30 @@ impl std::fmt::Display for Pattern {
     }
 }
 
-/// `host[:port]` of a canonical registry name as ([`host_key`], port).
+/// `host[:port]` (`[v6]:port`) as ([`host_key`], port), the host read as a URL's host is
+/// (127.1 is 127.0.0.1, names in lowercase), the port without leading zeros; a host that is
+/// no host reads as empty, and a port that is no port as none (which matches only entries
+/// without one). The same reading as the crate's `canonical_registry`, kept here so that
+/// the rule depends on nothing of the crate.
 fn split(registry: &str) -> (String, Option<u16>) {
-    let host = crate::registry_host(registry);
-    let port = registry
-        .strip_prefix('[')
-        .and_then(|rest| rest.split_once("]:"))
-        .map(|(_, p)| p)
-        .or_else(|| {
-            (!registry.starts_with('['))
-                .then(|| registry.rsplit_once(':').map(|(_, p)| p))
-                .flatten()
-        })
-        .and_then(|p| p.parse().ok());
-    (host_key(host), port)
+    let (host, port) = match registry.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, after)) => (format!("[{ip}]"), after.strip_prefix(':')),
+            None => (registry.to_owned(), None),
+        },
+        None => match registry.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (registry.to_owned(), None),
+        },
+    };
+    let port = port.and_then(|p| p.parse::<u16>().ok());
+    let host = match url::Host::parse(&host) {
+        Ok(url::Host::Domain(d)) => host_key(&d),
+        Ok(url::Host::Ipv4(ip)) => canonical_ip(IpAddr::V4(ip)).to_string(),
+        Ok(url::Host::Ipv6(ip)) => canonical_ip(IpAddr::V6(ip)).to_string(),
+        Err(_) => String::new(),
+    };
+    (host, port)
 }
 
 /// The one form hosts are compared in: an address as its canonical IP (IPv4-mapped and
@@ -720,6 +740,7 @@ mod tests {
         assert!(listed.names_registry("[::ffff:7f00:1]:5000"));
         assert!(!listed.names_registry("x.corp.example"));
         assert!(Policy::new(Some(&["*.127.0.0.1".into()]), "x").is_err());
+        assert!(Policy::new(Some(&["host:70000".into()]), "x").is_err());
     }
 
     #[tokio::test(flavor = "current_thread")]

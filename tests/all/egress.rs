@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use crate::containerd::{Containerd, HELLO, stdout};
+use crate::support::HELLO;
+use crate::support::containerd::{Containerd, stdout};
 use crate::support::{Registry, WasmOci, describe, free_port, stderr, testdata};
 
 /// What the node's own service answers; it must never reach the pod.
