@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use crate::containerd::{Containerd, HELLO, stdout};
+use crate::support::HELLO;
+use crate::support::containerd::{Containerd, stdout};
 use crate::support::{Registry, WasmOci, describe, stderr, testdata};
 
 /// An operator's forward HTTP proxy (`HTTP_PROXY`) on the node. It resolves the names it is
