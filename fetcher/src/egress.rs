@@ -405,9 +405,6 @@ pub(crate) struct Guard {
     /// The operator named the origin (a hosts.toml mirror or `server`): reached even on the
     /// node. Otherwise it came from a reference, checked by name, and is judged by address.
     origin_named: bool,
-    /// Hosts of the environment's proxies (`HTTPS_PROXY` and the like), the operator's, which
-    /// reqwest connects to in place of the destination and resolves itself.
-    proxies: Vec<String>,
 }
 
 /// The addresses a connection was admitted to, handed from the connector layer to the
@@ -433,41 +430,23 @@ impl Guard {
             .as_ref()
             .and_then(|u| Some((host_key(u.host_str()?), u.port_or_known_default()?)))
             .unwrap_or_default();
-        let proxies = [
-            "HTTPS_PROXY",
-            "https_proxy",
-            "HTTP_PROXY",
-            "http_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-        ]
-        .iter()
-        .filter_map(|var| std::env::var(var).ok())
-        .filter_map(|value| {
-            let value = if value.contains("://") {
-                value
-            } else {
-                format!("http://{value}")
-            };
-            url::Url::parse(&value).ok()?.host_str().map(host_key)
-        })
-        .collect();
         Guard {
             policy,
             origin,
             origin_named: named,
-            proxies,
         }
     }
 
     /// Installs this guard in `builder`: the connector layer that judges every new
-    /// connection, and the resolver that hands it what was judged.
+    /// connection, and the resolver that hands it what was judged. A guarded client never
+    /// goes through the environment's proxy (`HTTPS_PROXY` and the like): a proxy resolves
+    /// the name again and connects wherever its own answer points, so the address judged
+    /// here would not be the one connected to.
     pub(crate) fn install(self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         let guard = Arc::new(self);
         builder
-            .dns_resolver(Arc::new(Resolver {
-                guard: guard.clone(),
-            }))
+            .no_proxy()
+            .dns_resolver(Arc::new(Resolver))
             .connector_layer(Layer { guard })
     }
 
@@ -511,8 +490,7 @@ impl Guard {
                 }
                 Ok(addrs)
             }
-            // Through a proxy the name is the proxy's to resolve; without one, the resolver
-            // hands this error on.
+            // The resolver hands this error on: no proxy resolves it in our place.
             Err(e) => Err(e.to_string()),
         };
         Ok(Some(Admitted {
@@ -595,10 +573,8 @@ where
 }
 
 /// The clients' resolver: hands over the addresses the connector layer judged, for the name
-/// it judged; resolves the environment's proxies itself; refuses anything else.
-struct Resolver {
-    guard: Arc<Guard>,
-}
+/// it judged; refuses anything else.
+struct Resolver;
 
 /// The lookup of an admitted name failed.
 #[derive(Debug, thiserror::Error)]
@@ -612,12 +588,10 @@ impl reqwest::dns::Resolve for Resolver {
             .try_with(|a| (a.name == name).then(|| a.answer.clone()))
             .ok()
             .flatten();
-        let proxy = self.guard.proxies.contains(&host_key(&name));
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = match admitted {
                 Some(Ok(addrs)) => addrs,
                 Some(Err(e)) => return Err(LookupFailed(e).into()),
-                None if proxy => tokio::net::lookup_host((name.as_str(), 0)).await?.collect(),
                 None => return Err(Refusal::UnknownDestination.into()),
             };
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
