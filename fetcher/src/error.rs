@@ -444,3 +444,18 @@ pub(crate) fn is_connection_refused(e: &(dyn std::error::Error + 'static)) -> bo
 
 /// What rustls-platform-verifier says when the system's store holds no certificate.
 pub(crate) const NO_TRUST_STORE: &str = "No CA certificates were loaded from the system";
+
+impl From<wasm_oci_artifact::Error> for Error {
+    fn from(e: wasm_oci_artifact::Error) -> Self {
+        match e {
+            wasm_oci_artifact::Error::InvalidReference { reference, reason } => {
+                Error::InvalidReference { reference, reason }
+            }
+            // The artifact crate's enum may grow; its text is the reason.
+            other => Error::InvalidReference {
+                reference: String::new(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}

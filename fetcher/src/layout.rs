@@ -15,21 +15,20 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
-use rustix::io::Errno;
+use rustix::fs::{Mode, OFlags};
 
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest};
 use serde_json::json;
 use wasm_oci_cache::{Cache, Digest, RefEntry};
 
 use crate::manifest::Choice;
-use crate::trust::policy::{Policy, SignatureBlob};
 use crate::{Error, Result, parse_reference};
+use wasm_oci_trust::{Fetched, Gate, Policy, SignatureBlob};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const IMAGE_NAME: &str = "io.containerd.image.name";
 /// index.json and manifests are small; anything larger is refused before it is parsed.
-const MAX_DOCUMENT: u64 = 4 << 20;
+const MAX_DOCUMENT: u64 = wasm_oci_artifact::media::MAX_DOCUMENT;
 
 fn layout_err(dir: &Path, reason: impl Into<String>) -> Error {
     Error::Layout {
@@ -42,26 +41,23 @@ fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
     dir.join("blobs").join(Digest::ALGORITHM).join(digest.hex())
 }
 
-/// Opens a file of a layout for reading: never through a symlink (neither the file nor a
-/// directory on the way from `dir` to it, as runc resolves paths in a rootfs), never blocking
-/// on a FIFO, and only when it is a regular file. Returns it with its size.
+/// Opens a file of a layout for reading with the one reader of files others name
+/// ([`wasm_oci_artifact::file`]): never through a symlink (neither the file nor a directory
+/// on the way from `dir` to it, as runc resolves paths in a rootfs), and only when it is a
+/// regular file, which is looked at through an `O_PATH` handle first: a FIFO or a device is
+/// never opened. Returns it with its size.
 fn open_regular(dir: &Path, path: &Path) -> Result<(File, u64)> {
+    use wasm_oci_artifact::file::{self, ReadError, Within};
     let err = |what: String| layout_err(dir, format!("{}: {what}", path.display()));
     let linked = || {
         err("is a symlink or reached through one, not a regular file of the layout; refusing to follow it".into())
     };
-    let flags =
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let file = match path.strip_prefix(dir) {
+    let opened = match path.strip_prefix(dir) {
         Ok(inner) => {
             let root = layout_root(dir)?;
-            let beneath =
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-            match rustix::fs::openat2(&root, inner, flags, Mode::empty(), beneath) {
-                Ok(fd) => File::from(fd),
-                Err(Errno::LOOP | Errno::XDEV) => return Err(linked()),
+            match file::open_in(std::os::fd::AsFd::as_fd(&*root), inner, Within::NoSymlinks) {
                 // A kernel older than 5.6: look at each directory on the way instead.
-                Err(Errno::NOSYS) => {
+                Err(ReadError::NoOpenat2) => {
                     let mut at = dir.to_owned();
                     for part in inner.parent().into_iter().flat_map(Path::components) {
                         at.push(part);
@@ -69,29 +65,21 @@ fn open_regular(dir: &Path, path: &Path) -> Result<(File, u64)> {
                             return Err(linked());
                         }
                     }
-                    open_nofollow(path, flags).map_err(|e| match e {
-                        Errno::LOOP => linked(),
-                        e => err(io::Error::from(e).to_string()),
-                    })?
+                    file::open_nofollow(path)
                 }
-                Err(e) => return Err(err(io::Error::from(e).to_string())),
+                other => other,
             }
         }
-        Err(_) => open_nofollow(path, flags).map_err(|e| match e {
-            Errno::LOOP => linked(),
-            e => err(io::Error::from(e).to_string()),
-        })?,
+        Err(_) => file::open_nofollow(path),
     };
-    let meta = file.metadata().map_err(|e| err(e.to_string()))?;
-    if !meta.file_type().is_file() {
-        return Err(err(format!(
-            "is not a regular file (a {}); refusing to read it",
-            kind(&meta.file_type())
-        )));
+    match opened {
+        Ok(opened) => Ok((opened.file, opened.len)),
+        Err(ReadError::Symlink | ReadError::NotRegular { kind: "a symlink" }) => Err(linked()),
+        Err(ReadError::NotRegular { kind }) => Err(err(format!(
+            "is not a regular file ({kind}); refusing to read it"
+        ))),
+        Err(e) => Err(err(e.to_string())),
     }
-    // O_NONBLOCK only served the open: reads of a regular file never block, so it is left
-    // set rather than cleared with one more system call per blob.
-    Ok((file, meta.len()))
 }
 
 /// The layout's directory, opened once per thread and layout rather than once per blob (a
@@ -119,10 +107,6 @@ fn layout_root(dir: &Path) -> Result<std::sync::Arc<rustix::fd::OwnedFd>> {
     );
     ROOT.with_borrow_mut(|r| *r = Some((dir.to_owned(), fd.clone())));
     Ok(fd)
-}
-
-fn open_nofollow(path: &Path, flags: OFlags) -> std::result::Result<File, Errno> {
-    rustix::fs::open(path, flags, Mode::empty()).map(File::from)
 }
 
 fn kind(t: &fs::FileType) -> &'static str {
@@ -267,7 +251,7 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
             for digest in std::iter::once(&signatures.manifest).chain(&signatures.payloads) {
                 save_blob(cache, dir, digest)?;
             }
-            let tag = crate::trust::payload::signature_tag(&signatures.signed_digest.to_string());
+            let tag = wasm_oci_trust::payload::signature_tag(&signatures.signed_digest.to_string());
             let size = cache.read_blob(&signatures.manifest)?.len();
             manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag.as_str()));
             manifests.push(json!({
@@ -451,13 +435,13 @@ fn is_signature_manifest(image: &OciImageManifest) -> bool {
         && image
             .layers
             .iter()
-            .all(|l| l.media_type == crate::trust::payload::SIMPLESIGNING_MEDIA_TYPE)
+            .all(|l| l.media_type == wasm_oci_trust::payload::SIMPLESIGNING_MEDIA_TYPE)
 }
 
 /// The signatures a layout holds for `digest`: the `sha256-<hex>.sig` entry of its index,
 /// its manifest and payloads read and verified against their digests.
-fn layout_signatures(dir: &Path, digest: &Digest) -> Result<Option<crate::trust::Fetched>> {
-    let tag = crate::trust::payload::signature_tag(&digest.to_string());
+fn layout_signatures(dir: &Path, digest: &Digest) -> Result<Option<Fetched>> {
+    let tag = wasm_oci_trust::payload::signature_tag(&digest.to_string());
     let index: serde_json::Value =
         serde_json::from_slice(&read_document(dir, &dir.join("index.json"))?)
             .map_err(|e| layout_err(dir, format!("index.json: {e}")))?;
@@ -471,10 +455,15 @@ fn layout_signatures(dir: &Path, digest: &Digest) -> Result<Option<crate::trust:
     };
     let manifest_digest = parse_digest(dir, entry["digest"].as_str().unwrap_or_default())?;
     let manifest = read_verified(dir, &manifest_digest)?;
-    let layers = crate::trust::signature_layers(&manifest, &tag)
+    let layers = wasm_oci_trust::signatures::signature_layers(&manifest)
         .map_err(|e| layout_err(dir, format!("{tag}: {e}")))?;
     let mut blobs = Vec::new();
-    for (payload_digest, size, signature) in layers {
+    for wasm_oci_trust::signatures::SignatureLayer {
+        digest: payload_digest,
+        size,
+        signature,
+    } in layers
+    {
         let payload = read_verified(dir, &payload_digest)?;
         if payload.len() as u64 != size {
             return Err(layout_err(
@@ -486,7 +475,7 @@ fn layout_signatures(dir: &Path, digest: &Digest) -> Result<Option<crate::trust:
         }
         blobs.push((payload_digest, SignatureBlob { payload, signature }));
     }
-    Ok(Some(crate::trust::Fetched {
+    Ok(Some(Fetched {
         manifest,
         manifest_digest,
         layers: blobs,
@@ -636,26 +625,20 @@ fn check_policy(
     reference: &oci_client::Reference,
     artifact: &LayoutArtifact,
     policy: &Policy,
-) -> Result<(Option<crate::trust::Fetched>, Vec<wasm_oci_cache::Verdict>)> {
-    let scope = policy.scope_for(reference);
+) -> Result<(Option<Fetched>, Vec<wasm_oci_cache::Verdict>)> {
+    let gate = Gate::new(policy, reference);
     let untrusted = |reason: String| Error::Untrusted {
         reference: reference.whole(),
-        scope: scope.describe(),
+        scope: gate.describe(),
         reason,
     };
-    if scope.rejects() {
-        return Err(untrusted("the scope rejects every image".into()));
-    }
+    gate.admit().map_err(|r| untrusted(r.to_string()))?;
     // Signatures are of the entry's own digest (an index's, when it is one), as a pull
     // verifies them: the index is read from the layout and names the manifest chosen.
     let signatures = layout_signatures(dir, &artifact.signed_digest)?;
-    let valid = crate::trust::verdicts(
-        &scope,
-        reference,
-        &artifact.signed_digest.to_string(),
-        signatures.as_ref(),
-    )
-    .map_err(|reason| untrusted(format!("{reason} (in the layout {})", dir.display())))?;
+    let valid = gate
+        .judge(&artifact.signed_digest.to_string(), signatures.as_ref())
+        .map_err(|reason| untrusted(format!("{reason} (in the layout {})", dir.display())))?;
     Ok((signatures, valid))
 }
 
@@ -679,7 +662,7 @@ pub fn resolve_trusted(
             let reference = parse_reference(&name)?;
             check_policy(dir, &reference, &chosen, policy)?;
         }
-        None if policy.accepts_anything_everywhere() => {}
+        None if wasm_oci_trust::admit_unnamed(policy).is_ok() => {}
         None => {
             return Err(layout_err(
                 dir,
@@ -903,3 +886,44 @@ const BATCH: usize = 3000;
 /// References recorded per sync by `load`; each holds its three blobs open meanwhile, which
 /// stays well under the usual limit of 1,024 open files.
 const REFS_BATCH: usize = 250;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layout whose index.json is a FIFO would block the reader until a writer came; one
+    /// whose index.json leads to `/dev/zero` would be read forever: both are refused at once,
+    /// never opened.
+    #[test]
+    fn a_fifo_or_a_device_in_a_layout_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &dir.path().join("index.json"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = artifacts(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file (a FIFO)"), "{e}");
+        // Outside the layout's own tree (a path named directly), a device is refused the
+        // same way.
+        let e = open_regular(dir.path(), Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("not a regular file (a character device)"),
+            "{e}"
+        );
+        // Inside it, a symlink to a device is not followed at all.
+        fs::remove_file(dir.path().join("index.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("index.json")).unwrap();
+        let e = read_document(dir.path(), &dir.path().join("index.json")).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
+}

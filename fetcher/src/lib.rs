@@ -14,13 +14,17 @@ pub mod layout;
 mod manifest;
 mod pull;
 mod push;
-mod reference;
 mod registry;
 mod resolve;
 mod retry;
-pub mod text;
+mod signatures;
 mod tls;
 pub mod trust;
+
+/// References and registry names: [`wasm_oci_artifact::reference`], where they live now.
+pub(crate) use wasm_oci_artifact::reference;
+/// Text made safe to print: [`wasm_oci_artifact::text`], where it lives now.
+pub use wasm_oci_artifact::text;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,11 +44,16 @@ pub use manifest::{
 pub use oci_client::Reference as OciReference;
 pub use pull::Pulled;
 pub use push::{PushFormat, Pushed, WasmKind};
-use reference::is_loopback;
-pub use reference::{
-    canonical_registry, is_node_local, parse_reference, registry_host, registry_key,
-};
 pub use resolve::{PullPolicy, Resolved, resolve_cached};
+pub use signatures::Signed;
+use wasm_oci_artifact::is_loopback;
+pub use wasm_oci_artifact::{canonical_registry, is_node_local, registry_host, registry_key};
+
+/// Parses `[REGISTRY/]REPOSITORY[:TAG|@DIGEST]` ([`wasm_oci_artifact::parse_reference`]),
+/// with this crate's error.
+pub fn parse_reference(text: &str) -> Result<Reference> {
+    Ok(wasm_oci_artifact::parse_reference(text)?)
+}
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -154,7 +163,7 @@ pub struct Fetcher {
     /// Looks at a pull's config before its layer is fetched.
     config_check: Option<ConfigCheck>,
     /// Which signatures a pulled reference needs.
-    policy: Arc<trust::policy::Policy>,
+    policy: Arc<wasm_oci_trust::Policy>,
     /// Fetch and keep signatures even when the policy needs none (prefetch, for nodes
     /// that verify later, offline).
     keep_signatures: bool,
@@ -168,8 +177,14 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// A fetcher storing into `cache`.
-    pub fn new(cache: Cache, options: RegistryOptions) -> Self {
+    /// A fetcher storing into `cache` that enforces `policy` on every pull: a reference it
+    /// refuses is never recorded in the cache. There is no default: a caller that means to
+    /// accept anything says so ([`wasm_oci_trust::Policy::accept_anything`]).
+    pub fn new(
+        cache: Cache,
+        options: RegistryOptions,
+        policy: Arc<wasm_oci_trust::Policy>,
+    ) -> Self {
         // reqwest is built without a default TLS provider; pick ring once per process. An error
         // only means another part of the process installed one first.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -178,7 +193,7 @@ impl Fetcher {
             options,
             progress: None,
             config_check: None,
-            policy: Arc::default(),
+            policy,
             keep_signatures: false,
             probes: Mutex::default(),
             remotes: Mutex::default(),
@@ -199,12 +214,6 @@ impl Fetcher {
         self
     }
 
-    /// Enforces `policy` on every pull: a reference it refuses is never recorded in the cache.
-    pub fn with_policy(mut self, policy: Arc<trust::policy::Policy>) -> Self {
-        self.policy = policy;
-        self
-    }
-
     /// Fetches and keeps signatures on every pull, even when the policy needs none.
     pub fn keeping_signatures(mut self) -> Self {
         self.keep_signatures = true;
@@ -212,7 +221,7 @@ impl Fetcher {
     }
 
     /// The signature policy this fetcher enforces.
-    pub fn policy(&self) -> &trust::policy::Policy {
+    pub fn policy(&self) -> &wasm_oci_trust::Policy {
         &self.policy
     }
 
@@ -562,14 +571,9 @@ impl Probe {
     async fn new(registry: &str) -> Probe {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         const WAIT: Duration = Duration::from_secs(2);
-        let host = registry.trim_start_matches('[').replace(']', "");
-        let addr = if registry
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        {
-            registry.to_owned()
-        } else {
-            format!("{host}:443")
+        let addr = match wasm_oci_artifact::split_host_port(registry) {
+            (_, Some(port)) if port.bytes().all(|b| b.is_ascii_digit()) => registry.to_owned(),
+            (host, _) => format!("{host}:443"),
         };
         let answer = async {
             let mut stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(&addr))
@@ -678,7 +682,11 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_silent_registry_does_not_hold_up_the_probe_of_another() {
         let dir = tempfile::tempdir().unwrap();
-        let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
+        let fetcher = Fetcher::new(
+            Cache::open(dir.path()).unwrap(),
+            RegistryOptions::default(),
+            Arc::new(wasm_oci_trust::Policy::accept_anything()),
+        );
         let (quiet, _server) = silent();
         let open = open_registry();
         let start = Instant::now();
@@ -727,7 +735,11 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_tls_handshake_answered_in_plain_http_is_told_apart() {
         let dir = tempfile::tempdir().unwrap();
-        let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
+        let fetcher = Fetcher::new(
+            Cache::open(dir.path()).unwrap(),
+            RegistryOptions::default(),
+            Arc::new(wasm_oci_trust::Policy::accept_anything()),
+        );
         let http = fetcher
             .default_http(base_builder(CONNECT_TIMEOUT, READ_TIMEOUT, true))
             .unwrap();
@@ -747,7 +759,11 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_refused_loopback_port_is_not_worth_retrying() {
         let dir = tempfile::tempdir().unwrap();
-        let fetcher = Fetcher::new(Cache::open(dir.path()).unwrap(), RegistryOptions::default());
+        let fetcher = Fetcher::new(
+            Cache::open(dir.path()).unwrap(),
+            RegistryOptions::default(),
+            Arc::new(wasm_oci_trust::Policy::accept_anything()),
+        );
         let http = fetcher
             .default_http(base_builder(CONNECT_TIMEOUT, READ_TIMEOUT, true))
             .unwrap();

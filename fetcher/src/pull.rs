@@ -15,7 +15,7 @@ use crate::retry::{Backoff, Transient, with_retries};
 use crate::{Endpoint, Error, Fetcher, Result, Transfer};
 
 /// Configs and manifests are small JSON documents; anything larger is refused.
-pub(crate) const MAX_CONFIG_SIZE: u64 = 4 << 20;
+pub(crate) const MAX_CONFIG_SIZE: u64 = wasm_oci_artifact::media::MAX_DOCUMENT;
 
 pub(crate) const MANIFEST_MEDIA_TYPES: &[&str] = &[
     OCI_IMAGE_MEDIA_TYPE,
@@ -136,16 +136,14 @@ impl Fetcher {
         let (top_bytes, top_digest, top) = fetch(reference).await?;
         // What the signature policy asks of this reference, decided before anything is
         // downloaded; signatures are of the digest the reference resolves to (an index's own).
-        let scope = self.policy.scope_for(reference);
+        let gate = wasm_oci_trust::Gate::new(&self.policy, reference);
         let untrusted = |reason: String| Error::Untrusted {
             reference: name.clone(),
-            scope: scope.describe(),
+            scope: gate.describe(),
             reason,
         };
-        if scope.rejects() {
-            return Err(untrusted("the scope rejects every image".into()));
-        }
-        let want_signatures = scope.needs_signatures() || self.keep_signatures;
+        gate.admit().map_err(|r| untrusted(r.to_string()))?;
+        let want_signatures = gate.needs_signatures() || self.keep_signatures;
         let signed_digest = top_digest.clone();
         // The index a reference resolved to, kept with its signatures: `save` writes it so
         // that a node loading the layout verifies the digest that was signed, as this pull.
@@ -256,7 +254,7 @@ impl Fetcher {
         let (layer_fetched, config_fetched) = blobs?;
         let signatures = match signatures {
             Ok(found) => found,
-            Err(e) if scope.needs_signatures() => {
+            Err(e) if gate.needs_signatures() => {
                 return Err(untrusted(format!("its signatures cannot be read: {e}")));
             }
             Err(e) => {
@@ -264,8 +262,9 @@ impl Fetcher {
                 None
             }
         };
-        let valid = crate::trust::verdicts(&scope, reference, &signed_digest, signatures.as_ref())
-            .map_err(untrusted)?;
+        let valid = gate
+            .judge(&signed_digest, signatures.as_ref())
+            .map_err(|r| untrusted(r.to_string()))?;
         // The holds keep `cache prune` off these blobs until the reference that uses them is
         // recorded.
         let (path, downloaded, layer_hold, layer_host) = layer_fetched?;

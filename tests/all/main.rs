@@ -23,6 +23,7 @@ mod resume;
 mod runner;
 mod security;
 mod serve;
+mod shim_world;
 mod support;
 mod testdata;
 mod token;

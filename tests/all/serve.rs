@@ -22,7 +22,7 @@ pub(crate) struct HttpGuests {
     /// A wasi:cli/command component that connects with wasi:sockets (testdata/tcp_client.c).
     tcp_client: PathBuf,
     /// A command component that imports an interface no host provides.
-    unsatisfiable: PathBuf,
+    pub(crate) unsatisfiable: PathBuf,
 }
 
 pub(crate) fn http_guests() -> &'static HttpGuests {

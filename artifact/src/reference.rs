@@ -1,4 +1,5 @@
-//! References, parsed the way docker does, and which registries speak plain HTTP.
+//! References, parsed the way docker does; the one canonical form of a registry's name that
+//! every comparison sees; the one `host[:port]` splitter; and which registries are this node's.
 
 use std::net::IpAddr;
 
@@ -135,39 +136,35 @@ const DOCKER_HUB_ALIASES: [&str; 2] = ["index.docker.io", "registry-1.docker.io"
 /// refused. `host:443` stays as written (plain HTTP on 443 exists); comparisons that must
 /// treat it as `host` use [`registry_key`].
 pub fn canonical_registry(registry: &str) -> Result<String, &'static str> {
-    let (host, port) = match registry.strip_prefix('[') {
+    let (host, port) = split_host_port(registry);
+    let host = match host.strip_prefix('[') {
         Some(rest) => {
-            let (ip, after) = rest
-                .split_once(']')
-                .ok_or("the registry's IPv6 address has no closing ']'")?;
-            let port = match after {
-                "" => None,
-                _ => Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or("the registry's IPv6 address must be followed by :PORT or '/'")?,
-                ),
-            };
+            let ip = rest.strip_suffix(']').ok_or(if rest.contains(']') {
+                "the registry's IPv6 address must be followed by :PORT or '/'"
+            } else {
+                "the registry's IPv6 address has no closing ']'"
+            })?;
             let ip: std::net::Ipv6Addr = ip
                 .parse()
                 .map_err(|_| "the registry's IPv6 address is not valid")?;
-            (format!("[{ip}]"), port)
+            // An IPv4-mapped address (`[::ffff:127.0.0.1]`, `[::ffff:7f00:1]`) connects to
+            // the IPv4 address it maps: it is that address, or a scope or allow list written
+            // for `127.0.0.1` would be escaped by the other spelling.
+            match ip.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => format!("[{ip}]"),
+            }
         }
         None => {
-            let (host, port) = match registry.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (registry, None),
-            };
             // As the connection will read it (reqwest parses URLs with the `url` crate):
             // a name in lowercase, an IPv4 address in any of its spellings as a.b.c.d.
-            let host = match url::Host::parse(host)
+            match url::Host::parse(host)
                 .map_err(|_| "the registry's host is not a valid host name or address")?
             {
                 url::Host::Domain(name) => name,
                 url::Host::Ipv4(ip) => ip.to_string(),
                 url::Host::Ipv6(ip) => format!("[{ip}]"),
-            };
-            (host, port)
+            }
         }
     };
     let port = match port {
@@ -215,26 +212,7 @@ pub fn registry_key(registry: &str) -> &str {
 
 /// `host[:port]`: dot-separated labels of letters, digits and inner dashes, or `[ipv6]`.
 fn is_domain(domain: &str) -> bool {
-    let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
-        let Some((ip, after)) = rest.split_once(']') else {
-            return false;
-        };
-        if ip.parse::<std::net::Ipv6Addr>().is_err() {
-            return false;
-        }
-        match after {
-            "" => return true,
-            _ => match after.strip_prefix(':') {
-                Some(port) => ("", Some(port)),
-                None => return false,
-            },
-        }
-    } else {
-        match domain.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (domain, None),
-        }
-    };
+    let (host, port) = split_host_port(domain);
     let label = |l: &str| {
         let b = l.as_bytes();
         !b.is_empty()
@@ -242,7 +220,12 @@ fn is_domain(domain: &str) -> bool {
             && b[0] != b'-'
             && b[b.len() - 1] != b'-'
     };
-    let host_ok = domain.starts_with('[') || host.split('.').all(label);
+    let host_ok = match host.strip_prefix('[') {
+        Some(rest) => rest
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => host.split('.').all(label),
+    };
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()));
     host_ok && port_ok
 }
@@ -285,7 +268,7 @@ fn is_tag(tag: &str) -> bool {
 }
 
 /// `algorithm:hex`, with the lengths of the algorithms registries use.
-pub(crate) fn check_digest(digest: &str) -> Result<(), &'static str> {
+pub fn check_digest(digest: &str) -> Result<(), &'static str> {
     let Some((algorithm, hex)) = digest.split_once(':') else {
         return Err("the digest must be ALGORITHM:HEX, e.g. sha256:<64 hex digits>");
     };
@@ -302,7 +285,7 @@ pub(crate) fn check_digest(digest: &str) -> Result<(), &'static str> {
 }
 
 /// Whether `registry` (`host[:port]`) is on this machine, where docker and oras speak plain HTTP.
-pub(crate) fn is_loopback(registry: &str) -> bool {
+pub fn is_loopback(registry: &str) -> bool {
     let host = registry_host(registry);
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -323,18 +306,35 @@ pub fn is_node_local(registry: &str) -> bool {
         })
 }
 
-/// The host of `registry` (`host[:port]` or `[v6]:port`), without the port.
+/// The host of `registry` (`host[:port]` or `[v6]:port`), without the port (and without the
+/// brackets of an IPv6 address).
 pub fn registry_host(registry: &str) -> &str {
-    match registry.strip_prefix('[') {
-        // `[::1]:5000`
-        Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => registry.rsplit_once(':').map_or(registry, |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                registry
-            }
-        }),
+    let (host, port) = split_host_port(registry);
+    if let Some(ip) = host.strip_prefix('[') {
+        return ip.split(']').next().unwrap_or(ip);
+    }
+    match port {
+        Some(port) if !port.bytes().all(|b| b.is_ascii_digit()) => registry,
+        _ => host,
+    }
+}
+
+/// The one `host[:port]` splitter: `registry.example:5000` is `("registry.example",
+/// Some("5000"))`, `[::1]:5000` is `("[::1]", Some("5000"))` (brackets kept), a name without a
+/// colon has no port. Nothing is validated here; [`canonical_registry`] does that.
+pub fn split_host_port(text: &str) -> (&str, Option<&str>) {
+    if text.starts_with('[') {
+        return match text.find(']') {
+            Some(end) => match text[end + 1..].strip_prefix(':') {
+                Some(port) => (&text[..=end], Some(port)),
+                None => (text, None),
+            },
+            None => (text, None),
+        };
+    }
+    match text.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
     }
 }
 
@@ -461,6 +461,11 @@ mod tests {
             ("[::1]:05000/hello", "[::1]:5000"),
             ("[0:0::0001]:5000/hello", "[::1]:5000"),
             ("[FE80::1]/hello", "[fe80::1]"),
+            // IPv4-mapped IPv6 connects to the IPv4 address: it is that address.
+            ("[::ffff:127.0.0.1]:5000/hello", "127.0.0.1:5000"),
+            ("[::ffff:7f00:1]:5000/hello", "127.0.0.1:5000"),
+            ("[0:0:0:0:0:FFFF:7F00:0001]:05000/hello", "127.0.0.1:5000"),
+            ("[::ffff:169.254.169.254]/hello", "169.254.169.254"),
             ("127.1:5000/hello", "127.0.0.1:5000"),
             ("0x7f.0.0.1:5000/hello", "127.0.0.1:5000"),
             ("0177.0.0.01:5000/hello", "127.0.0.1:5000"),
@@ -562,6 +567,31 @@ mod tests {
         );
         let e = parse_reference("https://ghcr.io/a/b").unwrap_err();
         assert!(e.to_string().contains("drop https://"), "{e}");
+    }
+
+    #[test]
+    fn host_and_port_split_once_for_every_spelling() {
+        for (text, host, port) in [
+            ("registry.example", "registry.example", None),
+            ("registry.example:5000", "registry.example", Some("5000")),
+            ("[::1]:5000", "[::1]", Some("5000")),
+            ("[::1]", "[::1]", None),
+            ("[::1]x", "[::1]x", None),
+            ("host:", "host", Some("")),
+        ] {
+            assert_eq!(split_host_port(text), (host, port), "{text}");
+        }
+        assert_eq!(registry_host("[::1]:5000"), "::1");
+        assert_eq!(registry_host("localhost:5000"), "localhost");
+        assert_eq!(registry_host("a:b"), "a:b");
+        assert!(is_node_local(
+            parse_reference("[::ffff:127.0.0.1]:5000/a")
+                .unwrap()
+                .registry()
+        ));
+        assert!(is_node_local(
+            parse_reference("[::ffff:a9fe:a9fe]/a").unwrap().registry()
+        ));
     }
 
     #[test]
