@@ -399,7 +399,9 @@ impl Resolved {
                 let mut fetcher =
                     global.fetcher(reference.registry(), std::sync::Arc::new(trust.clone()))?;
                 if check_imports {
-                    fetcher = fetcher.with_config_check(std::sync::Arc::new(imports_provided));
+                    fetcher = fetcher.with_config_check(std::sync::Arc::new(|config: &[u8]| {
+                        imports_provided(config).map_err(Into::into)
+                    }));
                 }
                 let artifact = crate::block_on(fetcher.resolve(&reference, policy))?
                     .naming(&[module], || format!("pulling {module}"))?;
@@ -454,8 +456,8 @@ impl Resolved {
 
 /// Refuses a config whose `component` section lists an import this host does not provide:
 /// the rule of [`wasm_oci_artifact::world`], which the shim applies too.
-fn imports_provided(config: &[u8]) -> Result<(), String> {
-    wasm_oci_artifact::world::check_config_imports(config).map_err(|e| e.to_string())
+fn imports_provided(config: &[u8]) -> Result<(), wasm_oci_artifact::world::MissingImports> {
+    wasm_oci_artifact::world::check_config_imports(config)
 }
 
 /// A path rather than a reference: it exists, starts like a path, or names a `.wasm` file

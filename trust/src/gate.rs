@@ -6,9 +6,10 @@
 use oci_client::Reference;
 use wasm_oci_cache::{Cache, Digest, RefEntry, Verdict};
 
+use crate::error::{InvalidSignature, Refusal};
+use crate::policy::SignatureBlob;
 use crate::policy::{Policy, Requirement, Scope};
 use crate::signatures::{Fetched, cached_signatures};
-use crate::{InvalidSignature, Refusal, SignatureBlob};
 
 /// The policy's scope for one reference, and every decision made with it.
 #[derive(Debug, Clone, Copy)]
@@ -232,7 +233,10 @@ mod tests {
     }
 
     fn policy_of(key: &PrivateKey) -> Policy {
-        Policy::requiring(vec![key.public()], crate::SignedIdentity::MatchRepository)
+        Policy::requiring(
+            vec![key.public()],
+            crate::policy::SignedIdentity::MatchRepository,
+        )
     }
 
     /// The verdicts a record carries are not believed: a record naming the policy's key for

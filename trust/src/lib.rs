@@ -6,118 +6,16 @@
 
 #![deny(missing_docs)]
 
+mod error;
+mod file;
 pub mod gate;
 pub mod key;
 pub mod payload;
 pub mod policy;
 pub mod signatures;
 
+pub use error::{InvalidSignature, Refusal};
+pub use file::{MAX_KEY_FILE, read_trust_file};
 pub use gate::{Gate, admit_unnamed};
 pub use policy::{Policy, PolicyError, Scope, SignatureBlob, SignedIdentity};
 pub use signatures::Fetched;
-
-use wasm_oci_artifact::file::ReadError;
-
-/// A key file larger than this is refused: a PEM key is a few hundred bytes.
-pub const MAX_KEY_FILE: u64 = 64 << 10;
-
-/// Reads a trust file the operator or user names (a policy, a key) with the one reader of
-/// files others name ([`wasm_oci_artifact::file`]): only a regular file (a FIFO or a device
-/// is refused unopened), and only up to `max` bytes. Symlinks are followed: keys mounted
-/// from a Kubernetes secret are reached through them.
-pub fn read_trust_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>, ReadError> {
-    wasm_oci_artifact::file::read(path, max)
-}
-
-/// Why the policy refuses an image.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// The scope is `reject`.
-    #[error("the scope rejects every image")]
-    Rejected,
-    /// The scope needs signatures and there are none.
-    #[error(
-        "it has no signature (no sha256-<hex>.sig in its repository); sign it with `wasm-oci sign` or cosign"
-    )]
-    Unsigned,
-    /// Signatures, none of them valid: why each is not, numbered from 1.
-    #[error("no valid signature ({})", .0.iter().map(|(i, why)| format!("signature {i}: {why}")).collect::<Vec<_>>().join("; "))]
-    NoValidSignature(Vec<(usize, InvalidSignature)>),
-    /// A cached reference whose signatures the cache does not hold.
-    #[error("the cache holds no signatures for it")]
-    NotCached,
-    /// A cached reference whose signatures are missing or damaged in the cache.
-    #[error("its cached signatures are incomplete")]
-    CachedIncomplete,
-    /// A cached reference whose record does not tie its signatures to its content.
-    #[error("its cached record does not tie the signed digest {signed} to its content: {why}")]
-    CachedUnbound {
-        /// The digest the record says was signed.
-        signed: String,
-        /// What does not hold.
-        why: &'static str,
-    },
-    /// Content that carries no signature (a module in a rootfs), where the scope needs one.
-    #[error("{scope} (for the image {image}) needs a signed reference")]
-    NeedsSignedReference {
-        /// The scope, described.
-        scope: String,
-        /// The image's name (printable).
-        image: String,
-    },
-    /// Content whose name is unknown, under a policy that does not accept anything
-    /// everywhere.
-    #[error(
-        "the signature policy {policy} is not accept-anything and the name is not known, so no scope can be checked for it"
-    )]
-    Unnamed {
-        /// The policy file, or `(none)`.
-        policy: String,
-    },
-}
-
-/// Why one signature is not valid.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum InvalidSignature {
-    /// The annotation is not base64.
-    #[error("its signature annotation is not base64")]
-    NotBase64,
-    /// No key of the requirement made it, or its payload was changed.
-    #[error(
-        "not made by the key{} of the policy ({}), or its payload was changed",
-        if fingerprints.len() == 1 { "" } else { "s" },
-        fingerprints.join(", ")
-    )]
-    OtherKey {
-        /// `sha256:<16 hex>` of each key tried.
-        fingerprints: Vec<String>,
-    },
-    /// The payload is not a simple-signing payload.
-    #[error(transparent)]
-    Payload(#[from] payload::PayloadError),
-    /// It signs another digest.
-    #[error("it signs {claimed}, not {signed} (a signature of another image)")]
-    OtherDigest {
-        /// What it signs (printable).
-        claimed: String,
-        /// What was asked.
-        signed: String,
-    },
-    /// Its identity is not a reference (printable).
-    #[error("its identity {0:?} is not a reference")]
-    IdentityNotAReference(String),
-    /// Its identity does not match the reference under the requirement's rule.
-    #[error(
-        "it is signed for {claimed}, which does not match {reference} under signedIdentity {rule}"
-    )]
-    OtherIdentity {
-        /// The identity claimed (printable).
-        claimed: String,
-        /// The reference asked for.
-        reference: String,
-        /// The rule.
-        rule: &'static str,
-    },
-}

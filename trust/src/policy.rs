@@ -13,8 +13,8 @@ use wasm_oci_artifact::file::ReadError;
 use wasm_oci_artifact::printable;
 use wasm_oci_cache::Verdict;
 
+use crate::error::{InvalidSignature, Refusal};
 use crate::key::{KeyError, PublicKey};
-use crate::{InvalidSignature, Refusal};
 
 /// Where the CLI and the shim read the policy from when nothing else names one.
 pub const DEFAULT_POLICY_PATH: &str = "/etc/wasm-oci/policy.json";
@@ -207,7 +207,7 @@ impl Policy {
             path: path.to_owned(),
             reason,
         };
-        let bytes = crate::read_trust_file(path, MAX_POLICY_FILE)
+        let bytes = crate::file::read_trust_file(path, MAX_POLICY_FILE)
             .map_err(|e| err(PolicyProblem::Read(e)))?;
         let base = path.parent().unwrap_or(Path::new("/"));
         Self::parse(&bytes, base, path).map_err(err)
@@ -638,11 +638,12 @@ fn requirement(value: file::Requirement, base: &Path) -> Result<Requirement, Key
 
 fn read_key_file(base: &Path, path: &str) -> Result<(String, Vec<u8>), KeyProblem> {
     let full = base.join(path);
-    let pem =
-        crate::read_trust_file(&full, crate::MAX_KEY_FILE).map_err(|source| KeyProblem::Read {
+    let pem = crate::file::read_trust_file(&full, crate::file::MAX_KEY_FILE).map_err(|source| {
+        KeyProblem::Read {
             path: full.clone(),
             source,
-        })?;
+        }
+    })?;
     Ok((full.display().to_string(), pem))
 }
 
@@ -851,7 +852,7 @@ mod tests {
         let e = Policy::load(&fifo).unwrap_err();
         assert!(e.reason.to_string().contains("not a regular file"), "{e}");
         let big = dir.path().join("big.pub");
-        std::fs::write(&big, vec![b'a'; crate::MAX_KEY_FILE as usize + 1]).unwrap();
+        std::fs::write(&big, vec![b'a'; crate::file::MAX_KEY_FILE as usize + 1]).unwrap();
         let json = format!(
             r#"{{"default":[{{"type":"sigstoreSigned","keyPath":"{}"}}]}}"#,
             big.display()

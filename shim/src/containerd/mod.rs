@@ -277,7 +277,7 @@ impl Store {
         // before its layer is downloaded, as `wasm-oci run` refuses it: one rule, the
         // artifact crate's.
         .with_config_check(Arc::new(|config: &[u8]| {
-            wasm_oci_artifact::world::check_config_imports(config).map_err(|e| e.to_string())
+            wasm_oci_artifact::world::check_config_imports(config).map_err(Into::into)
         }));
         Ok(Store { cache, fetcher })
     }

@@ -1,0 +1,3 @@
+//! Text made safe to print: the rule lives in [`wasm_oci_artifact::text`].
+
+pub use wasm_oci_artifact::text::printable;
