@@ -178,7 +178,7 @@ pub enum Error {
     #[error(
         "{reference} has no wasm layer (config {config_media_type}, layers: {}); it is not a wasm artifact. Accepted layer types: {}",
         if layer_media_types.is_empty() { "none".to_owned() } else { layer_media_types.join(", ") },
-        crate::manifest::WASM_LAYER_MEDIA_TYPES.join(", ")
+        wasm_oci_artifact::media::WASM_LAYER_MEDIA_TYPES.join(", ")
     )]
     NoWasmLayer {
         /// The reference asked for.

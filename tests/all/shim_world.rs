@@ -2,10 +2,9 @@
 //! it: a component whose config lists an import nobody provides is refused from its config,
 //! as `wasm-oci run` refuses it, and its layer is never asked for.
 
-use crate::containerd::{ALLOW_LOOPBACK, Containerd};
-use crate::proxy::{Fault, Proxy};
-use crate::serve::http_guests;
-use crate::support::{Registry, WasmOci, describe};
+use crate::support::{
+    ALLOW_LOOPBACK, Containerd, Fault, Proxy, Registry, WasmOci, describe, http_guests,
+};
 
 #[test]
 fn the_shim_refuses_missing_imports_before_downloading_the_layer() {
