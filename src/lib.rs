@@ -193,10 +193,14 @@ impl GlobalOptions {
         })
     }
 
-    /// A fetcher over the cache for a command that names `registry`, drawing progress bars
-    /// when stderr is a terminal.
-    pub fn fetcher(&self, registry: &str) -> anyhow::Result<Fetcher> {
-        let fetcher = Fetcher::new(self.open_cache()?, self.registry_options(registry)?);
+    /// A fetcher over the cache for a command that names `registry`, enforcing `policy` on
+    /// every pull, drawing progress bars when stderr is a terminal.
+    pub fn fetcher(
+        &self,
+        registry: &str,
+        policy: std::sync::Arc<wasm_oci_trust::Policy>,
+    ) -> anyhow::Result<Fetcher> {
+        let fetcher = Fetcher::new(self.open_cache()?, self.registry_options(registry)?, policy);
         Ok(match progress::Bars::on_terminal(false) {
             Some(bars) => fetcher.with_progress(bars),
             None => fetcher,

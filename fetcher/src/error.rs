@@ -178,7 +178,7 @@ pub enum Error {
     #[error(
         "{reference} has no wasm layer (config {config_media_type}, layers: {}); it is not a wasm artifact. Accepted layer types: {}",
         if layer_media_types.is_empty() { "none".to_owned() } else { layer_media_types.join(", ") },
-        crate::manifest::WASM_LAYER_MEDIA_TYPES.join(", ")
+        wasm_oci_artifact::media::WASM_LAYER_MEDIA_TYPES.join(", ")
     )]
     NoWasmLayer {
         /// The reference asked for.
@@ -376,6 +376,21 @@ impl Error {
             Class::Throttled | Class::Broken | Class::Other => Error::Registry {
                 reference: reference_s,
                 source,
+            },
+        }
+    }
+}
+
+impl From<wasm_oci_artifact::Error> for Error {
+    fn from(e: wasm_oci_artifact::Error) -> Self {
+        match e {
+            wasm_oci_artifact::Error::InvalidReference { reference, reason } => {
+                Error::InvalidReference { reference, reason }
+            }
+            // The artifact crate's enum may grow; its text is the reason.
+            other => Error::InvalidReference {
+                reference: String::new(),
+                reason: other.to_string(),
             },
         }
     }

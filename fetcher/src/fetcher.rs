@@ -27,15 +27,21 @@ pub struct Fetcher {
     /// Looks at a pull's config before its layer is fetched.
     config_check: Option<ConfigCheck>,
     /// Which signatures a pulled reference needs.
-    policy: Arc<trust::policy::Policy>,
+    policy: Arc<wasm_oci_trust::Policy>,
     /// Fetch and keep signatures even when the policy needs none (prefetch, for nodes
     /// that verify later, offline).
     keep_signatures: bool,
 }
 
 impl Fetcher {
-    /// A fetcher storing into `cache`.
-    pub fn new(cache: Cache, options: RegistryOptions) -> Self {
+    /// A fetcher storing into `cache` that enforces `policy` on every pull: a reference it
+    /// refuses is never recorded in the cache. There is no default: a caller that means to
+    /// accept anything says so ([`wasm_oci_trust::Policy::accept_anything`]).
+    pub fn new(
+        cache: Cache,
+        options: RegistryOptions,
+        policy: Arc<wasm_oci_trust::Policy>,
+    ) -> Self {
         // reqwest is built without a default TLS provider; pick ring once per process. An error
         // only means another part of the process installed one first.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -44,7 +50,7 @@ impl Fetcher {
             transport: Transport::new(options),
             progress: None,
             config_check: None,
-            policy: Arc::default(),
+            policy,
             keep_signatures: false,
         }
     }
@@ -62,12 +68,6 @@ impl Fetcher {
         self
     }
 
-    /// Enforces `policy` on every pull: a reference it refuses is never recorded in the cache.
-    pub fn with_policy(mut self, policy: Arc<trust::policy::Policy>) -> Self {
-        self.policy = policy;
-        self
-    }
-
     /// Holds every connection to `policy` (see [`crate::egress`]): for a fetcher that pulls on
     /// a pod's behalf.
     pub fn with_egress(mut self, policy: Arc<crate::egress::Policy>) -> Self {
@@ -82,7 +82,7 @@ impl Fetcher {
     }
 
     /// The signature policy this fetcher enforces.
-    pub fn policy(&self) -> &trust::policy::Policy {
+    pub fn policy(&self) -> &wasm_oci_trust::Policy {
         &self.policy
     }
 

@@ -86,22 +86,10 @@ impl Interface {
     }
 }
 
-/// The world a component targets, from the names of its exports.
+/// The world a component targets, from the names of its exports: the rule of
+/// [`wasm_oci_artifact::world::world_of`].
 fn world_of(exports: &[String]) -> Option<String> {
-    let version = |interface: &str| {
-        exports.iter().find_map(|e| {
-            let name = e.rsplit_once(" (").map_or(e.as_str(), |(n, _)| n);
-            name.strip_prefix(interface)?
-                .strip_prefix('@')
-                .filter(|v| v.starts_with("0.2."))
-                .map(str::to_owned)
-        })
-    };
-    if let Some(v) = version("wasi:http/incoming-handler") {
-        Some(format!("wasi:http/proxy@{v}"))
-    } else {
-        version("wasi:cli/run").map(|v| format!("wasi:cli/command@{v}"))
-    }
+    wasm_oci_artifact::world::world_of(exports.iter().map(String::as_str))
 }
 
 /// Reads the interface of `bytes`; `None` when they are not valid WebAssembly.

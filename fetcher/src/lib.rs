@@ -30,6 +30,7 @@ mod push;
 mod reference;
 mod remote;
 mod resolve;
+mod signatures;
 pub mod text;
 pub mod trust;
 mod walk;
@@ -51,6 +52,7 @@ pub use reference::{
 pub use remote::options::RegistryOptions;
 pub use remote::{auth, hosts};
 pub use resolve::{PullPolicy, Resolved, UnknownPullPolicy, resolve_cached};
+pub use signatures::Signed;
 pub use walk::WalkError;
 
 // The old paths of what moved into the transport room, for code written against them; to

@@ -5,29 +5,11 @@ use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageIndex, OciIma
 use crate::Error;
 use crate::text::printable;
 
-/// Layer media types that hold a wasm module or component.
-pub const WASM_LAYER_MEDIA_TYPES: &[&str] = &[
-    // CNCF TAG Runtime "wasm-oci" artifact spec.
-    "application/wasm",
-    // Bytecode Alliance components (wkg).
-    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
-    // wasm-to-oci (2019).
-    "application/vnd.wasm.content.layer.v1+wasm",
-    // solo.io / WebAssembly Hub.
-    "application/vnd.module.wasm.content.layer.v1+wasm",
-];
-
-/// Config media type of the CNCF layout.
-pub const CNCF_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
-/// Config media type of the wasm-to-oci layout.
-pub const WASM_TO_OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v1+json";
-/// Layer media type of the wasm-to-oci layout.
-pub const WASM_TO_OCI_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
-/// Layer media type of the CNCF layout.
-pub const CNCF_LAYER_MEDIA_TYPE: &str = "application/wasm";
-
-/// Operating systems of index entries we can run, in order of preference.
-const WASM_OSES: &[&str] = &["wasip1", "wasip2", "wasi"];
+use wasm_oci_artifact::media::WASM_OSES;
+pub use wasm_oci_artifact::media::{
+    CNCF_CONFIG_MEDIA_TYPE, CNCF_LAYER_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPES,
+    WASM_TO_OCI_CONFIG_MEDIA_TYPE, WASM_TO_OCI_LAYER_MEDIA_TYPE,
+};
 
 /// Chooses the index entry for a wasm platform.
 pub(crate) fn select_platform<'a>(

@@ -15,8 +15,8 @@ use crate::remote::endpoint::{Capability, Endpoint, in_order, skipped};
 use crate::remote::registry::Registry;
 use crate::remote::retry::{Backoff, Transient, io_in_words, seconds, wait_for, with_retries};
 use crate::remote::transport::Transport;
-use crate::trust::policy::Policy;
 use crate::walk::{Record, image_behind, signatures_record};
+use wasm_oci_trust::Policy;
 
 // The documents a pull asks for, and their cap: the transport's, here at their old path.
 pub(crate) use crate::remote::registry::{MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE};
@@ -158,16 +158,14 @@ impl Pull<'_> {
         let (top_bytes, top_digest, top) = fetch(reference).await?;
         // What the signature policy asks of this reference, decided before anything is
         // downloaded; signatures are of the digest the reference resolves to (an index's own).
-        let scope = self.policy.scope_for(reference);
+        let gate = wasm_oci_trust::Gate::new(self.policy, reference);
         let untrusted = |reason: String| Error::Untrusted {
             reference: name.clone(),
-            scope: scope.describe(),
+            scope: gate.describe(),
             reason,
         };
-        if scope.rejects() {
-            return Err(untrusted("the scope rejects every image".into()));
-        }
-        let want_signatures = scope.needs_signatures() || self.keep_signatures;
+        gate.admit().map_err(|r| untrusted(r.to_string()))?;
+        let want_signatures = gate.needs_signatures() || self.keep_signatures;
         let signed_digest = top_digest.clone();
         // The index a reference resolved to, kept with its signatures: `save` writes it so
         // that a node loading the layout verifies the digest that was signed, as this pull.
@@ -268,7 +266,7 @@ impl Pull<'_> {
         let (layer_fetched, config_fetched) = blobs?;
         let signatures = match signatures {
             Ok(found) => found,
-            Err(e) if scope.needs_signatures() => {
+            Err(e) if gate.needs_signatures() => {
                 return Err(untrusted(format!("its signatures cannot be read: {e}")));
             }
             Err(e) => {
@@ -276,8 +274,9 @@ impl Pull<'_> {
                 None
             }
         };
-        let valid = crate::trust::verdicts(&scope, reference, &signed_digest, signatures.as_ref())
-            .map_err(untrusted)?;
+        let valid = gate
+            .judge(&signed_digest, signatures.as_ref())
+            .map_err(|r| untrusted(r.to_string()))?;
         let (path, downloaded, layer_host) = layer_fetched?;
         let (_, _, config_host) = config_fetched?;
         let mut sources = sources.into_inner().expect("sources lock");

@@ -9,7 +9,7 @@ use oci_client::Reference;
 use wasm_oci_cache::{Cache, Hold, RefEntry};
 
 use crate::error::{Error, Result};
-use crate::trust::policy::Policy;
+use wasm_oci_trust::Policy;
 
 /// When to ask the registry about a reference, as docker and the kubelet name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,8 +81,8 @@ pub fn resolve_cached(
     if policy != PullPolicy::Always
         && let Some(mut entry) = cache.get_ref(&name)?
     {
-        let scope = trust.scope_for(reference);
-        match crate::trust::check_cached(cache, reference, &entry, &scope) {
+        let gate = wasm_oci_trust::Gate::new(trust, reference);
+        match gate.check_cached(cache, &entry) {
             Ok(None) => {}
             // Verified again under a changed policy: recorded, best effort.
             Ok(Some(valid)) => {
@@ -94,7 +94,7 @@ pub fn resolve_cached(
             Err(reason) if policy == PullPolicy::Never => {
                 return Err(Error::Untrusted {
                     reference: name,
-                    scope: scope.describe(),
+                    scope: gate.describe(),
                     reason: format!(
                         "{reason} (the pull policy `never` forbids asking the registry for signatures)"
                     ),
@@ -147,13 +147,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let reference: Reference = "localhost:5000/absent:v1".parse().unwrap();
-        let e =
-            resolve_cached(&cache, &reference, PullPolicy::Never, &Policy::default()).unwrap_err();
+        let e = resolve_cached(
+            &cache,
+            &reference,
+            PullPolicy::Never,
+            &Policy::accept_anything(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("not in the cache"), "{e}");
         assert!(
-            resolve_cached(&cache, &reference, PullPolicy::Missing, &Policy::default())
-                .unwrap()
-                .is_none()
+            resolve_cached(
+                &cache,
+                &reference,
+                PullPolicy::Missing,
+                &Policy::accept_anything()
+            )
+            .unwrap()
+            .is_none()
         );
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use wasm_oci_fetcher::trust::key::PrivateKey;
+use wasm_oci_trust::key::PrivateKey;
 
 use crate::GlobalOptions;
 

@@ -23,7 +23,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use wasm_oci_cache::{Cache, RefEntry};
 use wasm_oci_fetcher::parse_reference;
-use wasm_oci_fetcher::trust::policy::Policy;
+use wasm_oci_trust::Policy;
 
 use cache::CacheCommand;
 use compile::CompileCommand;
@@ -448,9 +448,8 @@ impl Resolved {
         let (cache, artifact) = match cached {
             Some(hit) => hit,
             None => {
-                let mut fetcher = global
-                    .fetcher(reference.registry())?
-                    .with_policy(std::sync::Arc::new(trust.clone()));
+                let mut fetcher =
+                    global.fetcher(reference.registry(), std::sync::Arc::new(trust.clone()))?;
                 if check_imports {
                     fetcher = fetcher.with_config_check(std::sync::Arc::new(|config: &[u8]| {
                         imports_provided(config).map_err(Into::into)
@@ -480,7 +479,7 @@ impl Resolved {
     /// read, or from the `component` section of a cached reference's config (a guess the
     /// runner confirms; it only picks the engine).
     fn is_proxy(&self) -> bool {
-        let proxy = |world: &str| world.starts_with("wasi:http/proxy@");
+        let proxy = wasm_oci_artifact::world::is_proxy;
         match &self.source {
             Source::Bytes(bytes) => wasm_oci_fetcher::interface(bytes)
                 .and_then(|i| i.world)
@@ -542,25 +541,10 @@ fn compiled_cache(global: &GlobalOptions) -> Option<Cache> {
         .ok()
 }
 
-/// Refuses a config whose `component` section lists an import this host does not provide.
-fn imports_provided(config: &[u8]) -> Result<(), String> {
-    let Ok(config) = serde_json::from_slice::<serde_json::Value>(config) else {
-        return Ok(());
-    };
-    let component = &config["component"];
-    let imports = component["imports"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.as_str());
-    let missing = wasm_oci_shim::runner::unsatisfied_imports(imports, component["target"].as_str());
-    match missing.as_slice() {
-        [] => Ok(()),
-        _ => Err(format!(
-            "its config says it imports {}, which wasm-oci does not provide",
-            wasm_oci_fetcher::text::printable(&missing.join(", "))
-        )),
-    }
+/// Refuses a config whose `component` section lists an import this host does not provide:
+/// the rule of [`wasm_oci_artifact::world`], which the shim applies too.
+fn imports_provided(config: &[u8]) -> Result<(), wasm_oci_artifact::world::MissingImports> {
+    wasm_oci_artifact::world::check_config_imports(config)
 }
 
 /// A path rather than a reference: it exists, starts like a path, or names a `.wasm` file

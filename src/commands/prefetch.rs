@@ -111,9 +111,12 @@ impl PrefetchCommand {
         let registry = registries.first().map_or("", String::as_str);
         let trust = self.trust.load()?;
         // Signatures are kept whatever the policy, for nodes that verify later, offline.
-        let mut fetcher = Fetcher::new(global.open_cache()?, global.registry_options(registry)?)
-            .with_policy(Arc::new(trust))
-            .keeping_signatures();
+        let mut fetcher = Fetcher::new(
+            global.open_cache()?,
+            global.registry_options(registry)?,
+            Arc::new(trust),
+        )
+        .keeping_signatures();
         if let Some(bars) = bars.clone() {
             fetcher = fetcher.with_progress(bars);
         }

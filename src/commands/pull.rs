@@ -69,9 +69,7 @@ impl PullCommand {
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let reference = parse_reference(&self.reference)?;
         let trust = self.trust.load()?;
-        let fetcher = global
-            .fetcher(reference.registry())?
-            .with_policy(std::sync::Arc::new(trust));
+        let fetcher = global.fetcher(reference.registry(), std::sync::Arc::new(trust))?;
         let pulled = crate::block_on(fetcher.pull(&reference))?
             .naming(&[&self.reference], || format!("pulling {}", self.reference))?;
         let out = match &self.output {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use wasm_oci_fetcher::parse_reference;
-use wasm_oci_fetcher::trust::key::PrivateKey;
+use wasm_oci_trust::key::PrivateKey;
 
 use crate::GlobalOptions;
 
@@ -46,7 +46,11 @@ impl SignCommand {
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let reference = parse_reference(&self.reference)?;
         let key = read_private_key(&self.key)?;
-        let fetcher = global.fetcher(reference.registry())?;
+        let fetcher = global.fetcher(
+            reference.registry(),
+            // This verb pulls nothing: no policy has anything to decide here.
+            std::sync::Arc::new(wasm_oci_trust::Policy::accept_anything()),
+        )?;
         // Resolved once; what is signed is that digest, printed below.
         let digest = crate::block_on(fetcher.digest_to_sign(&reference))?
             .with_context(|| format!("resolving {}", self.reference))?;
@@ -83,8 +87,8 @@ impl SignCommand {
 /// Reads a private key file; an encrypted one is opened with COSIGN_PASSWORD, the one way
 /// `sign` and `push --sign-key` take its password (their --password-stdin is the registry's).
 pub(super) fn read_private_key(path: &Path) -> anyhow::Result<PrivateKey> {
-    use wasm_oci_fetcher::trust::key::KeyError;
-    let pem = wasm_oci_fetcher::trust::read_trust_file(path, wasm_oci_fetcher::trust::MAX_KEY_FILE)
+    use wasm_oci_trust::key::KeyError;
+    let pem = wasm_oci_trust::read_trust_file(path, wasm_oci_trust::MAX_KEY_FILE)
         .with_context(|| format!("reading the key {}", path.display()))?;
     let key = PrivateKey::from_pem(&pem, || {
         std::env::var_os("COSIGN_PASSWORD")

@@ -6,8 +6,8 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use serde::Serialize;
 use wasm_oci_fetcher::parse_reference;
-use wasm_oci_fetcher::trust::key::PublicKey;
-use wasm_oci_fetcher::trust::policy::SignedIdentity;
+use wasm_oci_trust::key::PublicKey;
+use wasm_oci_trust::{Gate, Policy, SignedIdentity};
 
 use crate::GlobalOptions;
 
@@ -56,30 +56,30 @@ impl VerifyCommand {
     /// Verifies and reports.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let reference = parse_reference(&self.reference)?;
-        let pem = wasm_oci_fetcher::trust::read_trust_file(
-            &self.key,
-            wasm_oci_fetcher::trust::MAX_KEY_FILE,
-        )
-        .with_context(|| format!("reading the key {}", self.key.display()))?;
+        let pem = wasm_oci_trust::read_trust_file(&self.key, wasm_oci_trust::MAX_KEY_FILE)
+            .with_context(|| format!("reading the key {}", self.key.display()))?;
         let key = PublicKey::from_pem(&pem)
             .with_context(|| format!("the key {} cannot be used", self.key.display()))?;
-        let fetcher = global.fetcher(reference.registry())?;
+        // The question `verify` asks, as a policy: this key, for this repository (cosign
+        // signs repositories). The gate answers it as it answers every pull.
+        let policy = Policy::requiring(vec![key.clone()], SignedIdentity::MatchRepository);
+        let fetcher = global.fetcher(
+            reference.registry(),
+            // Signatures are read, nothing is pulled: the gate below is the decision.
+            std::sync::Arc::new(Policy::accept_anything()),
+        )?;
         let (digest, fetched) = crate::block_on(fetcher.signatures(&reference))?
             .with_context(|| format!("fetching the signatures of {}", self.reference))?;
-        let blobs = fetched
+        let layers = fetched
             .as_ref()
             .map(|f| f.layers.as_slice())
             .unwrap_or_default();
+        let blobs: Vec<_> = layers.iter().map(|(_, blob)| blob.clone()).collect();
         let mut valid = Vec::new();
         let mut invalid = Vec::new();
-        for (i, (payload_digest, blob)) in blobs.iter().enumerate() {
-            match wasm_oci_fetcher::trust::verify_one(
-                &reference,
-                &digest,
-                blob,
-                std::slice::from_ref(&key),
-                &SignedIdentity::MatchRepository,
-            ) {
+        let verdicts = Gate::new(&policy, &reference).each(&digest, &blobs);
+        for (i, ((payload_digest, _), verdict)) in layers.iter().zip(verdicts).enumerate() {
+            match verdict {
                 Ok(verdict) => valid.push(Valid {
                     identity: verdict.identity,
                     payload_digest: payload_digest.to_string(),
@@ -106,7 +106,7 @@ impl VerifyCommand {
             }
         }
         if valid.is_empty() {
-            let why = match blobs.len() {
+            let why = match layers.len() {
                 0 => format!("it has no signature ({} has no sha256-<hex>.sig)", digest),
                 _ => invalid.join("; "),
             };

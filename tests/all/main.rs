@@ -39,6 +39,7 @@ mod serve;
 mod serve_limits;
 mod shim;
 mod shim_attacks;
+mod shim_world;
 mod support;
 mod testdata;
 mod trust;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use wasm_oci_cache::Digest;
 
 /// index.json and manifests are small; anything larger is refused before it is parsed.
-pub(crate) const MAX_DOCUMENT: u64 = 4 << 20;
+pub(crate) const MAX_DOCUMENT: u64 = wasm_oci_artifact::media::MAX_DOCUMENT;
 
 /// An OCI layout that cannot be read, written or trusted.
 #[derive(Debug, thiserror::Error)]

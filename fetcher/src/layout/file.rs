@@ -1,13 +1,12 @@
 //! Reading a layout's files: never through a symlink (neither the file nor a directory on the
-//! way to it, as runc resolves paths in a rootfs), never blocking on a FIFO, only regular
-//! files, documents capped by their size before a byte is read, blobs verified.
+//! way to it, as runc resolves paths in a rootfs), never opening a FIFO or a device, only
+//! regular files, documents capped by their size before a byte is read, blobs verified.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
-use rustix::io::Errno;
+use rustix::fs::{Mode, OFlags};
 use wasm_oci_cache::Digest;
 
 use super::error::{LayoutError, MAX_DOCUMENT};
@@ -26,19 +25,13 @@ pub(crate) fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
     dir.join("blobs").join(Digest::ALGORITHM).join(digest.hex())
 }
 
-/// Opens a file of a layout for reading: never through a symlink (neither the file nor a
-/// directory on the way from `dir` to it, as runc resolves paths in a rootfs), never blocking
-/// on a FIFO, and only when it is a regular file. Returns it with its size.
+/// Opens a file of a layout for reading with the one reader of files others name
+/// ([`wasm_oci_artifact::file`]): never through a symlink (neither the file nor a directory
+/// on the way from `dir` to it, as runc resolves paths in a rootfs), and only when it is a
+/// regular file, which is looked at through an `O_PATH` handle first: a FIFO or a device is
+/// never opened. Returns it with its size.
 pub(crate) fn open_regular(dir: &Path, path: &Path) -> Result<(File, u64)> {
-    let err = |source: io::Error| {
-        layout_err(
-            dir,
-            LayoutError::Io {
-                path: path.to_owned(),
-                source,
-            },
-        )
-    };
+    use wasm_oci_artifact::file::{self as named, ReadError, Within};
     let linked = || {
         layout_err(
             dir,
@@ -47,18 +40,12 @@ pub(crate) fn open_regular(dir: &Path, path: &Path) -> Result<(File, u64)> {
             },
         )
     };
-    let flags =
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let file = match path.strip_prefix(dir) {
+    let opened = match path.strip_prefix(dir) {
         Ok(inner) => {
             let root = layout_root(dir)?;
-            let beneath =
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-            match rustix::fs::openat2(&root, inner, flags, Mode::empty(), beneath) {
-                Ok(fd) => File::from(fd),
-                Err(Errno::LOOP | Errno::XDEV) => return Err(linked()),
+            match named::open_in(std::os::fd::AsFd::as_fd(&*root), inner, Within::NoSymlinks) {
                 // A kernel older than 5.6: look at each directory on the way instead.
-                Err(Errno::NOSYS) => {
+                Err(ReadError::NoOpenat2) => {
                     let mut at = dir.to_owned();
                     for part in inner.parent().into_iter().flat_map(Path::components) {
                         at.push(part);
@@ -66,32 +53,35 @@ pub(crate) fn open_regular(dir: &Path, path: &Path) -> Result<(File, u64)> {
                             return Err(linked());
                         }
                     }
-                    open_nofollow(path, flags).map_err(|e| match e {
-                        Errno::LOOP => linked(),
-                        e => err(io::Error::from(e)),
-                    })?
+                    named::open_nofollow(path)
                 }
-                Err(e) => return Err(err(io::Error::from(e))),
+                other => other,
             }
         }
-        Err(_) => open_nofollow(path, flags).map_err(|e| match e {
-            Errno::LOOP => linked(),
-            e => err(io::Error::from(e)),
-        })?,
+        Err(_) => named::open_nofollow(path),
     };
-    let meta = file.metadata().map_err(err)?;
-    if !meta.file_type().is_file() {
-        return Err(layout_err(
+    match opened {
+        Ok(opened) => Ok((opened.file, opened.len)),
+        Err(ReadError::Symlink | ReadError::NotRegular { kind: "a symlink" }) => Err(linked()),
+        Err(ReadError::NotRegular { kind }) => Err(layout_err(
             dir,
             LayoutError::NotRegular {
                 path: path.to_owned(),
-                kind: kind(&meta.file_type()),
+                kind: kind.strip_prefix("a ").unwrap_or(kind),
             },
-        ));
+        )),
+        Err(e) => Err(layout_err(
+            dir,
+            LayoutError::Io {
+                path: path.to_owned(),
+                source: match e {
+                    ReadError::Io(e) => e,
+                    ReadError::NotFound => io::ErrorKind::NotFound.into(),
+                    e => io::Error::other(e),
+                },
+            },
+        )),
     }
-    // O_NONBLOCK only served the open: reads of a regular file never block, so it is left
-    // set rather than cleared with one more system call per blob.
-    Ok((file, meta.len()))
 }
 
 /// The layout's directory, opened once per thread and layout rather than once per blob (a
@@ -126,10 +116,6 @@ fn layout_root(dir: &Path) -> Result<std::sync::Arc<rustix::fd::OwnedFd>> {
     );
     ROOT.with_borrow_mut(|r| *r = Some((dir.to_owned(), fd.clone())));
     Ok(fd)
-}
-
-fn open_nofollow(path: &Path, flags: OFlags) -> std::result::Result<File, Errno> {
-    rustix::fs::open(path, flags, Mode::empty()).map(File::from)
 }
 
 pub(crate) fn kind(t: &fs::FileType) -> &'static str {
@@ -243,4 +229,46 @@ pub(crate) fn verify_file(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::artifacts;
+
+    /// A layout whose index.json is a FIFO would block the reader until a writer came; one
+    /// whose index.json leads to `/dev/zero` would be read forever: both are refused at once,
+    /// never opened.
+    #[test]
+    fn a_fifo_or_a_device_in_a_layout_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("index.json"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = artifacts(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file (a FIFO)"), "{e}");
+        // Outside the layout's own tree (a path named directly), a device is refused the
+        // same way.
+        let e = open_regular(dir.path(), Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("not a regular file (a character device)"),
+            "{e}"
+        );
+        // Inside it, a symlink to a device is not followed at all.
+        fs::remove_file(dir.path().join("index.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("index.json")).unwrap();
+        let e = read_document(dir.path(), &dir.path().join("index.json")).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
 }

@@ -12,8 +12,8 @@ use super::read::{LayoutArtifact, artifacts};
 use super::trusted::check_policy;
 use crate::error::Result;
 use crate::reference::parse_reference;
-use crate::trust::policy::Policy;
 use crate::walk::{Record, signatures_record};
+use wasm_oci_trust::Policy;
 
 /// A reference that a load would point at other content than the cache has for it.
 #[derive(Debug, Clone)]

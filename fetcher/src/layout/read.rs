@@ -11,8 +11,8 @@ use super::error::{LayoutError, MAX_DOCUMENT};
 use super::file::{layout_err, read_document, read_verified};
 use crate::error::{Error, Result};
 use crate::manifest::Choice;
-use crate::trust::policy::SignatureBlob;
 use crate::walk::image_behind;
+use wasm_oci_trust::SignatureBlob;
 
 /// The annotation that holds an entry's tag (`oci:DIR:TAG`), as skopeo writes it.
 pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -165,7 +165,7 @@ fn is_signature_manifest(image: &OciImageManifest) -> bool {
         && image
             .layers
             .iter()
-            .all(|l| l.media_type == crate::trust::payload::SIMPLESIGNING_MEDIA_TYPE)
+            .all(|l| l.media_type == wasm_oci_trust::payload::SIMPLESIGNING_MEDIA_TYPE)
 }
 
 /// The signatures a layout holds for `digest`: the `sha256-<hex>.sig` entry of its index,
@@ -173,8 +173,8 @@ fn is_signature_manifest(image: &OciImageManifest) -> bool {
 pub(crate) fn layout_signatures(
     dir: &Path,
     digest: &Digest,
-) -> Result<Option<crate::trust::Fetched>> {
-    let tag = crate::trust::payload::signature_tag(&digest.to_string());
+) -> Result<Option<wasm_oci_trust::Fetched>> {
+    let tag = wasm_oci_trust::payload::signature_tag(&digest.to_string());
     let index = read_index(dir)?;
     let Some(entry) = index["manifests"]
         .as_array()
@@ -186,17 +186,22 @@ pub(crate) fn layout_signatures(
     };
     let manifest_digest = parse_digest(dir, entry["digest"].as_str().unwrap_or_default())?;
     let manifest = read_verified(dir, &manifest_digest)?;
-    let layers = crate::trust::signature_layers(&manifest, &tag).map_err(|reason| {
+    let layers = wasm_oci_trust::signatures::signature_layers(&manifest).map_err(|e| {
         layout_err(
             dir,
             LayoutError::Signatures {
                 tag: tag.clone(),
-                reason,
+                reason: e.to_string(),
             },
         )
     })?;
     let mut blobs = Vec::new();
-    for (payload_digest, size, signature) in layers {
+    for wasm_oci_trust::signatures::SignatureLayer {
+        digest: payload_digest,
+        size,
+        signature,
+    } in layers
+    {
         let payload = read_verified(dir, &payload_digest)?;
         if payload.len() as u64 != size {
             return Err(layout_err(
@@ -210,7 +215,7 @@ pub(crate) fn layout_signatures(
         }
         blobs.push((payload_digest, SignatureBlob { payload, signature }));
     }
-    Ok(Some(crate::trust::Fetched {
+    Ok(Some(wasm_oci_trust::Fetched {
         manifest,
         manifest_digest,
         layers: blobs,

@@ -112,7 +112,7 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
             for digest in std::iter::once(&signatures.manifest).chain(&signatures.payloads) {
                 save_blob(cache, dir, digest)?;
             }
-            let tag = crate::trust::payload::signature_tag(&signatures.signed_digest.to_string());
+            let tag = wasm_oci_trust::payload::signature_tag(&signatures.signed_digest.to_string());
             let size = cache.read_blob(&signatures.manifest)?.len();
             manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag.as_str()));
             manifests.push(json!({

@@ -11,7 +11,7 @@ use super::file::{blob_path, layout_err, verify_file};
 use super::read::{LayoutArtifact, choose_artifact, layout_signatures};
 use crate::error::{Error, Result};
 use crate::reference::parse_reference;
-use crate::trust::policy::Policy;
+use wasm_oci_trust::{Fetched, Gate, Policy};
 
 /// Checks `artifact`, named `reference`, against `policy` with the signatures the layout
 /// holds for it (the `sha256-<hex>.sig` entries `save` writes), as a pull checks what a
@@ -21,26 +21,20 @@ pub(crate) fn check_policy(
     reference: &oci_client::Reference,
     artifact: &LayoutArtifact,
     policy: &Policy,
-) -> Result<(Option<crate::trust::Fetched>, Vec<wasm_oci_cache::Verdict>)> {
-    let scope = policy.scope_for(reference);
+) -> Result<(Option<Fetched>, Vec<wasm_oci_cache::Verdict>)> {
+    let gate = Gate::new(policy, reference);
     let untrusted = |reason: String| Error::Untrusted {
         reference: reference.whole(),
-        scope: scope.describe(),
+        scope: gate.describe(),
         reason,
     };
-    if scope.rejects() {
-        return Err(untrusted("the scope rejects every image".into()));
-    }
+    gate.admit().map_err(|r| untrusted(r.to_string()))?;
     // Signatures are of the entry's own digest (an index's, when it is one), as a pull
     // verifies them: the index is read from the layout and names the manifest chosen.
     let signatures = layout_signatures(dir, &artifact.signed_digest)?;
-    let valid = crate::trust::verdicts(
-        &scope,
-        reference,
-        &artifact.signed_digest.to_string(),
-        signatures.as_ref(),
-    )
-    .map_err(|reason| untrusted(format!("{reason} (in the layout {})", dir.display())))?;
+    let valid = gate
+        .judge(&artifact.signed_digest.to_string(), signatures.as_ref())
+        .map_err(|reason| untrusted(format!("{reason} (in the layout {})", dir.display())))?;
     Ok((signatures, valid))
 }
 
@@ -64,7 +58,7 @@ pub fn resolve_trusted(
             let reference = parse_reference(&name)?;
             check_policy(dir, &reference, &chosen, policy)?;
         }
-        None if policy.accepts_anything_everywhere() => {}
+        None if wasm_oci_trust::admit_unnamed(policy).is_ok() => {}
         None => {
             return Err(layout_err(
                 dir,

@@ -95,6 +95,12 @@ pub enum HostsError {
     /// The file cannot be read.
     #[error("{0}")]
     Read(#[from] std::io::Error),
+    /// The file is not a regular file, or too large ([`wasm_oci_artifact::file`]).
+    #[error("{0}")]
+    File(#[from] wasm_oci_artifact::file::ReadError),
+    /// The file is not UTF-8 text.
+    #[error("it is not UTF-8 text")]
+    NotText,
     /// It is not TOML.
     #[error("{}", .0.message())]
     Toml(toml::de::Error),
@@ -208,10 +214,12 @@ pub(crate) fn hosts_for(dir: &Path, registry: &str) -> Result<Vec<Host>, Invalid
         path: file.clone(),
         reason,
     };
-    let text = match read_capped(&file) {
-        Ok(text) => text,
+    // The one reader of files others name: a FIFO or a device planted as hosts.toml is
+    // refused unopened, and the file is read up to the cap.
+    let text = match wasm_oci_artifact::file::read(&file, MAX_HOSTS_FILE) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| invalid(HostsError::NotText))?,
         // No hosts.toml: docker's certificate layout (*.crt, *.cert + *.key) for the origin.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(wasm_oci_artifact::file::ReadError::NotFound) => {
             return cert_files(&host_dir).map_err(|e| invalid(e.into()));
         }
         Err(e) => return Err(invalid(e.into())),
@@ -227,7 +235,7 @@ fn host_dir(dir: &Path, registry: &str) -> Option<PathBuf> {
         !registry.is_empty() && !registry.starts_with('.') && !registry.contains(['/', '\\', '\0']);
     let mut candidates = Vec::new();
     if safe {
-        if let Some((host, port)) = registry.rsplit_once(':')
+        if let (host, Some(port)) = wasm_oci_artifact::split_host_port(registry)
             && !host.is_empty()
         {
             candidates.push(format!("{host}_{port}_"));
@@ -239,20 +247,6 @@ fn host_dir(dir: &Path, registry: &str) -> Option<PathBuf> {
         .into_iter()
         .map(|c| dir.join(c))
         .find(|p| p.is_dir())
-}
-
-fn read_capped(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_HOSTS_FILE + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_HOSTS_FILE {
-        return Err(std::io::Error::other(format!(
-            "it is over {MAX_HOSTS_FILE} bytes"
-        )));
-    }
-    Ok(text)
 }
 
 /// docker's `certs.d` layout: `*.crt` are CAs, `*.cert` client certificates with their `*.key`.
@@ -697,6 +691,34 @@ server = "https://registry-1.docker.io"
         // No server: the last host is the origin as the fetcher speaks to it.
         let hosts = hosts_for(dir.path(), "example.com").unwrap();
         assert_eq!(hosts.last(), Some(&Host::origin()));
+    }
+
+    /// A hosts.toml that is a FIFO would block the pull until a writer came; one that leads
+    /// to `/dev/zero` would be read forever: both are refused at once, unopened.
+    #[test]
+    fn a_fifo_or_a_device_as_hosts_toml_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.example");
+        std::fs::create_dir_all(&fifo).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            fifo.join("hosts.toml"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = hosts_for(dir.path(), "fifo.example")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a FIFO, not a regular file"), "{e}");
+        let zero = dir.path().join("zero.example");
+        std::fs::create_dir_all(&zero).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", zero.join("hosts.toml")).unwrap();
+        let e = hosts_for(dir.path(), "zero.example")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a character device, not a regular file"), "{e}");
     }
 
     #[test]

@@ -19,14 +19,9 @@ impl Probe {
     pub(crate) async fn new(registry: &str) -> Probe {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         const WAIT: Duration = Duration::from_secs(2);
-        let host = registry.trim_start_matches('[').replace(']', "");
-        let addr = if registry
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        {
-            registry.to_owned()
-        } else {
-            format!("{host}:443")
+        let addr = match crate::reference::split_host_port(registry) {
+            (_, Some(port)) if port.bytes().all(|b| b.is_ascii_digit()) => registry.to_owned(),
+            (host, _) => format!("{host}:443"),
         };
         let answer = async {
             let mut stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(&addr))

@@ -28,7 +28,7 @@ use super::token::Authorizer;
 use crate::text::printable;
 
 /// Configs and manifests are small JSON documents; anything larger is refused.
-pub(crate) const MAX_CONFIG_SIZE: u64 = 4 << 20;
+pub(crate) const MAX_CONFIG_SIZE: u64 = wasm_oci_artifact::media::MAX_DOCUMENT;
 
 /// What a manifest is asked for as: an image manifest or an index, OCI's or Docker's.
 pub(crate) const MANIFEST_MEDIA_TYPES: &[&str] = &[

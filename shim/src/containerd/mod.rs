@@ -279,9 +279,15 @@ impl Store {
                 max_layer_size,
                 ..wasm_oci_fetcher::RegistryOptions::from_env()
             },
+            policy,
         )
-        .with_policy(policy)
-        .with_egress(Arc::new(egress));
+        .with_egress(Arc::new(egress))
+        // A component whose config lists an import this host does not provide is refused
+        // before its layer is downloaded, as `wasm-oci run` refuses it: one rule, the
+        // artifact crate's.
+        .with_config_check(Arc::new(|config: &[u8]| {
+            wasm_oci_artifact::world::check_config_imports(config).map_err(Into::into)
+        }));
         Ok(Store { cache, fetcher })
     }
 }
@@ -289,12 +295,11 @@ impl Store {
 /// The signature policy is the operator's: WASM_OCI_POLICY in containerd's environment, else
 /// /etc/wasm-oci/policy.json; never anything a pod names. Read once per shim process; one
 /// that cannot be used refuses every pull by reference and every rootfs module it would judge.
-fn node_policy() -> Result<Arc<wasm_oci_fetcher::trust::policy::Policy>, String> {
-    static POLICY: OnceLock<Result<Arc<wasm_oci_fetcher::trust::policy::Policy>, String>> =
-        OnceLock::new();
+fn node_policy() -> Result<Arc<wasm_oci_trust::Policy>, String> {
+    static POLICY: OnceLock<Result<Arc<wasm_oci_trust::Policy>, String>> = OnceLock::new();
     POLICY
         .get_or_init(|| {
-            wasm_oci_fetcher::trust::policy::Policy::locate(None)
+            wasm_oci_trust::Policy::locate(None)
                 .map(Arc::new)
                 .map_err(|e| e.to_string())
         })
@@ -323,17 +328,11 @@ fn check_rootfs_module(
         .find_map(|key| annotations.get(*key))
         .and_then(|name| wasm_oci_fetcher::parse_reference(name).ok());
     let refusal = match &image {
-        Some(image) => {
-            let scope = policy.scope_for(image);
-            (scope.rejects() || scope.needs_signatures()).then(|| {
-                format!(
-                    "{} (for the image {}) needs a signed reference",
-                    scope.describe(),
-                    wasm_oci_fetcher::text::printable(&image.whole())
-                )
-            })
-        }
-        None => (!policy.accepts_anything_everywhere()).then(|| {
+        Some(image) => wasm_oci_trust::Gate::new(&policy, image)
+            .admit_unsigned()
+            .err()
+            .map(|refusal| refusal.to_string()),
+        None => wasm_oci_trust::admit_unnamed(&policy).err().map(|_| {
             format!(
                 "the signature policy {} is not accept-anything and the image's name is not \
                  known (no {} annotation), so it needs a signed reference",

@@ -5,101 +5,44 @@
 //! nothing: a FIFO or a device is refused before it is ever opened (some devices act on an
 //! open alone), and only a regular file is then opened for reading.
 
-use std::io::Read;
+use std::os::fd::AsFd as _;
 use std::path::Path;
 
-use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
-use rustix::io::Errno;
+use wasm_oci_artifact::file::{self, ReadError, Within};
 
-/// Reads the module at `path` (`process.args[0]`) inside `rootfs`, at most `max` bytes.
+/// Reads the module at `path` (`process.args[0]`) inside `rootfs`, at most `max` bytes, with
+/// the one reader of files others name ([`wasm_oci_artifact::file`]).
 pub(crate) fn read_module(rootfs: &Path, path: &str, max: u64) -> Result<Vec<u8>, String> {
     let fail = |why: String| format!("cannot read the module {path:?} from the rootfs: {why}");
-    let root = rustix::fs::open(
-        rootfs,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| fail(format!("opening the rootfs {}: {e}", rootfs.display())))?;
+    let root = file::open_dir(rootfs)
+        .map_err(|e| fail(format!("opening the rootfs {}: {e}", rootfs.display())))?;
     // Relative to the rootfs either way: `/x.wasm` and `x.wasm` name the same file.
     let relative = path.trim_start_matches('/');
     if relative.is_empty() {
         return Err(fail("it names the rootfs itself".into()));
     }
-    let open = || {
-        rustix::fs::openat2(
-            &root,
-            relative,
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )
-    };
-    // The kernel asks for a retry when a rename raced the lookup.
-    let mut attempts = 0;
-    let path_fd = loop {
-        match open() {
-            Err(Errno::AGAIN) if attempts < 16 => attempts += 1,
-            Err(Errno::NOENT) => return Err(fail("no such file in the image".into())),
-            Err(Errno::NOSYS) => {
-                return Err(fail(
-                    "this kernel has no openat2 (Linux 5.6 or later is needed to read a \
-                     module from a rootfs safely)"
-                        .into(),
-                ));
+    file::read_in(root.as_fd(), Path::new(relative), Within::Root, max).map_err(|e| {
+        fail(match e {
+            ReadError::NotFound => "no such file in the image".into(),
+            ReadError::TooLarge { size, max } => format!(
+                "it is {size} bytes, over the node's limit of {max} bytes \
+                 (limits.max_module_size in the shim config)"
+            ),
+            ReadError::Grew { max } => {
+                format!("it grew over the node's limit of {max} bytes while being read")
             }
-            Err(e) => return Err(fail(e.to_string())),
-            Ok(fd) => break fd,
-        }
-    };
-    let stat = rustix::fs::fstat(&path_fd).map_err(|e| fail(e.to_string()))?;
-    let kind = FileType::from_raw_mode(stat.st_mode);
-    if kind != FileType::RegularFile {
-        return Err(fail(format!(
-            "it is {}, not a regular file",
-            match kind {
-                FileType::Directory => "a directory",
-                FileType::Fifo => "a FIFO",
-                FileType::CharacterDevice => "a character device",
-                FileType::BlockDevice => "a block device",
-                FileType::Socket => "a socket",
-                _ => "not a regular file",
-            }
-        )));
-    }
-    let size = u64::try_from(stat.st_size).unwrap_or(u64::MAX);
-    if size > max {
-        return Err(fail(format!(
-            "it is {size} bytes, over the node's limit of {max} bytes (limits.max_module_size \
-             in the shim config)"
-        )));
-    }
-    // The very file looked at, now opened for reading (it is regular: nothing else happens).
-    let fd = rustix::fs::open(
-        format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&path_fd)
-        ),
-        OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| fail(e.to_string()))?;
-    // Reads stop at the cap even if the file grows meanwhile.
-    let mut bytes = Vec::with_capacity(size as usize);
-    std::fs::File::from(fd)
-        .take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(e.to_string()))?;
-    if bytes.len() as u64 > max {
-        return Err(fail(format!(
-            "it grew over the node's limit of {max} bytes while being read"
-        )));
-    }
-    Ok(bytes)
+            ReadError::NoOpenat2 => "this kernel has no openat2 (Linux 5.6 or later is needed \
+                                     to read a module from a rootfs safely)"
+                .into(),
+            e => e.to_string(),
+        })
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::{FileType, Mode};
     use std::os::unix::fs::symlink;
 
     #[test]

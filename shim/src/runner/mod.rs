@@ -172,19 +172,11 @@ impl Loaded {
         };
         let ty = component.component_type();
         let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
-        let exports_0_2 = |interface: &str| {
-            exports.iter().any(|name| {
-                name.strip_prefix(interface)
-                    .and_then(|v| v.strip_prefix("@0.2."))
-                    .is_some()
-            })
-        };
-        if exports_0_2("wasi:http/incoming-handler") {
-            World::Proxy
-        } else if exports_0_2("wasi:cli/run") {
-            World::Command
-        } else {
-            World::Other
+        // The rule `inspect` and the configs `push` writes use too.
+        match wasm_oci_artifact::world::world_of(exports.iter().copied()) {
+            Some(world) if wasm_oci_artifact::world::is_proxy(&world) => World::Proxy,
+            Some(_) => World::Command,
+            None => World::Other,
         }
     }
 }
@@ -489,40 +481,11 @@ fn check_imports(path: &Path, component: &Component, engine: &Engine, http: bool
     }
 }
 
-/// Whether an import is one of the WASI 0.2 interfaces the linker gets
-/// (`wasmtime_wasi::p2::add_to_linker_async`, and wasi:http for proxies). Anything it does not
-/// know is left to the linker, whose error is the last word.
+use wasm_oci_artifact::world::provided;
 /// Of the imports an artifact's config lists, those this host does not provide; `target` is
-/// the config's world (a `wasi:http/proxy` gets wasi:http too).
-pub fn unsatisfied_imports<'a>(
-    imports: impl IntoIterator<Item = &'a str>,
-    target: Option<&str>,
-) -> Vec<String> {
-    let http = target.is_some_and(|t| t.starts_with("wasi:http/proxy@"));
-    imports
-        .into_iter()
-        .filter(|name| !provided(name, http))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn provided(import: &str, http: bool) -> bool {
-    let Some((package, version)) = import.split_once('@') else {
-        return false;
-    };
-    let Some((namespace_package, _interface)) = package.split_once('/') else {
-        return false;
-    };
-    if !version.starts_with("0.2.") {
-        return false;
-    }
-    match namespace_package {
-        "wasi:cli" | "wasi:clocks" | "wasi:filesystem" | "wasi:io" | "wasi:random"
-        | "wasi:sockets" => true,
-        "wasi:http" => http,
-        _ => false,
-    }
-}
+/// the config's world (a `wasi:http/proxy` gets wasi:http too). The rule is
+/// [`wasm_oci_artifact::world`]'s, shared with the fetcher's config check, `inspect` and the shim.
+pub use wasm_oci_artifact::world::unsatisfied_imports;
 
 /// Runs `guest` until it ends, or until the stop flag or the deadline ends it while it waits
 /// in a host call (a sleep, a read that nothing answers): dropping the future abandons that

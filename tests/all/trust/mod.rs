@@ -5,6 +5,7 @@
 
 mod attacks;
 mod format;
+mod gate;
 mod peer;
 
 use std::fs;
@@ -198,8 +199,15 @@ fn we_sign_with_the_peers_key_and_the_peer_verifies_it() {
     assert_eq!(signed["signatures"], 1);
     assert_eq!(peer::verified_signatures(&reference, &public), 1);
 
-    // A second signature is appended, never replacing the first.
-    ok_with_password(&cli, &["sign", &reference, "--key", key]);
+    // A second key's signature is appended, never replacing the first (the same key again
+    // would only add a copy: see gate::signing_again_with_the_same_key_adds_no_copy).
+    let (second_private, second_public) = peer::generate_key(PASSWORD);
+    let second = keys.path().join("second.key");
+    fs::write(&second, &second_private).unwrap();
+    ok_with_password(
+        &cli,
+        &["sign", &reference, "--key", second.to_str().unwrap()],
+    );
     let digest = format::digest_of(&registry.addr, "hello", "v1");
     let manifest = format::signature_manifest(&registry.addr, "hello", &digest);
     assert_eq!(
@@ -207,7 +215,8 @@ fn we_sign_with_the_peers_key_and_the_peer_verifies_it() {
         2,
         "{manifest}"
     );
-    assert_eq!(peer::verified_signatures(&reference, &public), 2);
+    assert_eq!(peer::verified_signatures(&reference, &public), 1);
+    assert_eq!(peer::verified_signatures(&reference, &second_public), 1);
 
     // push --sign-key signs as it pushes.
     let other = registry.reference("other:v2");
@@ -227,7 +236,14 @@ fn we_sign_with_the_peers_key_and_the_peer_verifies_it() {
         "{}",
         describe(&out)
     );
-    assert_eq!(peer::verified_signatures(&reference, &public), 2);
+    assert_eq!(peer::verified_signatures(&reference, &public), 1);
+    assert_eq!(
+        format::signature_manifest(&registry.addr, "hello", &digest)["layers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 /// A registry with `hello:v1` and `other:v1` (different content) pushed, a ring key the

@@ -72,15 +72,25 @@ pub fn make(identity: &str, digest: &str) -> Vec<u8> {
     .expect("json serializes")
 }
 
+/// Why a payload is not a simple-signing payload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// Not the document's shape.
+    #[error("its payload is not a simple-signing document: {0}")]
+    NotSimpleSigning(#[source] serde_json::Error),
+    /// Another `critical.type` (printable).
+    #[error("its payload is of type {0:?}, not {PAYLOAD_TYPE:?}")]
+    OtherType(String),
+}
+
 /// What a (verified) payload claims; an error says why it is not a simple-signing payload.
-pub fn parse(bytes: &[u8]) -> Result<Claim, String> {
-    let payload: Payload = serde_json::from_slice(bytes)
-        .map_err(|e| format!("its payload is not a simple-signing document: {e}"))?;
+pub fn parse(bytes: &[u8]) -> Result<Claim, PayloadError> {
+    let payload: Payload = serde_json::from_slice(bytes).map_err(PayloadError::NotSimpleSigning)?;
     if payload.critical.kind != PAYLOAD_TYPE {
-        return Err(format!(
-            "its payload is of type {:?}, not {PAYLOAD_TYPE:?}",
-            crate::text::printable(&payload.critical.kind)
-        ));
+        return Err(PayloadError::OtherType(wasm_oci_artifact::printable(
+            &payload.critical.kind,
+        )));
     }
     Ok(Claim {
         identity: payload.critical.identity.docker_reference,

@@ -125,7 +125,7 @@ impl PrivateKey {
             other => {
                 return Err(KeyError::Format(format!(
                     "a PEM {:?} block is not a private key read here (expected {SIGSTORE_PRIVATE_KEY_LABEL}, {COSIGN_PRIVATE_KEY_LABEL}, PRIVATE KEY or EC PRIVATE KEY)",
-                    crate::text::printable(other)
+                    wasm_oci_artifact::printable(other)
                 )));
             }
         };

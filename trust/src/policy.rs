@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use oci_client::Reference;
-use serde_json::{Map, Value};
+use wasm_oci_artifact::file::ReadError;
+use wasm_oci_artifact::printable;
 use wasm_oci_cache::Verdict;
 
-use super::key::PublicKey;
+use crate::error::{InvalidSignature, Refusal};
+use crate::key::{KeyError, PublicKey};
 
 /// Where the CLI and the shim read the policy from when nothing else names one.
 pub const DEFAULT_POLICY_PATH: &str = "/etc/wasm-oci/policy.json";
@@ -28,7 +30,85 @@ pub struct PolicyError {
     /// The policy file.
     pub path: PathBuf,
     /// What is wrong with it.
-    pub reason: String,
+    pub reason: PolicyProblem,
+}
+
+/// What is wrong with a policy file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyProblem {
+    /// It cannot be read (not a regular file, too large, missing ...).
+    #[error("cannot read it: {0}")]
+    Read(#[source] ReadError),
+    /// It is not JSON of the policy's shape; anything not understood refuses the file.
+    #[error("it is not a policy of the containers-policy.json(5) subset read here: {0}")]
+    Parse(#[source] serde_json::Error),
+    /// A list of requirements is empty.
+    #[error(
+        "{what} is an empty list (write [{{\"type\":\"insecureAcceptAnything\"}}] to accept anything)"
+    )]
+    Empty {
+        /// Which list.
+        what: String,
+    },
+    /// A docker scope key that is no scope.
+    #[error(
+        "docker scope {scope:?} is not host[:port][/namespace/repo[:tag|@digest]] or *.domain{}",
+        .reason.map(|r| format!(" ({r})")).unwrap_or_default()
+    )]
+    BadScope {
+        /// The key as written.
+        scope: String,
+        /// What is wrong with its registry, when that is it.
+        reason: Option<&'static str>,
+    },
+    /// Two keys that name one scope.
+    #[error("docker scope {scope:?} names the same scope as another key ({canonical:?}); keep one")]
+    SameScope {
+        /// The key as written.
+        scope: String,
+        /// The scope both name.
+        canonical: String,
+    },
+    /// A `sigstoreSigned` requirement whose keys cannot be used.
+    #[error("{what}: {problem}")]
+    Keys {
+        /// Which list.
+        what: String,
+        /// What is wrong.
+        problem: KeyProblem,
+    },
+}
+
+/// What is wrong with the keys of a `sigstoreSigned` requirement.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// Not exactly one of the three ways to name keys.
+    #[error("sigstoreSigned needs exactly one of keyPath, keyPaths and keyData")]
+    NotOneSource,
+    /// `keyPaths: []`.
+    #[error("keyPaths is empty")]
+    NoPaths,
+    /// `keyData` is not base64.
+    #[error("keyData is not base64")]
+    DataNotBase64,
+    /// A key file that cannot be read.
+    #[error("key {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: ReadError,
+    },
+    /// A key that is not one.
+    #[error("key {name}: {source}")]
+    Key {
+        /// The file, or `keyData`.
+        name: String,
+        /// Why.
+        source: KeyError,
+    },
 }
 
 /// A signature policy.
@@ -93,12 +173,6 @@ pub struct SignatureBlob {
     pub signature: String,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Self::accept_anything()
-    }
-}
-
 impl Policy {
     /// No policy: everything is accepted, as before signatures existed.
     pub fn accept_anything() -> Self {
@@ -129,62 +203,49 @@ impl Policy {
 
     /// Reads and checks the policy file at `path`, and the keys it names.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let err = |reason: String| PolicyError {
+        let err = |reason| PolicyError {
             path: path.to_owned(),
             reason,
         };
-        let bytes = super::read_trust_file(path, MAX_POLICY_FILE)
-            .map_err(|e| err(format!("cannot read it: {e}")))?;
+        let bytes = crate::file::read_trust_file(path, MAX_POLICY_FILE)
+            .map_err(|e| err(PolicyProblem::Read(e)))?;
         let base = path.parent().unwrap_or(Path::new("/"));
         Self::parse(&bytes, base, path).map_err(err)
     }
 
-    fn parse(bytes: &[u8], base: &Path, path: &Path) -> Result<Self, String> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("it is not JSON: {e}"))?;
-        let top = value.as_object().ok_or("it is not a JSON object")?;
-        only(top, &["default", "transports"], "the top level")?;
-        let default = requirements(
-            top.get("default")
-                .ok_or("it has no \"default\" (it is mandatory)")?,
-            base,
-            "default",
-        )?;
+    /// A policy of one requirement for every reference: `keys` must have signed it, for an
+    /// identity `identity` accepts. What `verify --key` checks with.
+    pub fn requiring(keys: Vec<PublicKey>, identity: SignedIdentity) -> Self {
+        Self {
+            source: None,
+            default: vec![Requirement::SigstoreSigned { keys, identity }],
+            docker_default: None,
+            docker: BTreeMap::new(),
+        }
+    }
+
+    fn parse(bytes: &[u8], base: &Path, path: &Path) -> Result<Self, PolicyProblem> {
+        let file: file::Policy = serde_json::from_slice(bytes).map_err(PolicyProblem::Parse)?;
+        let default = requirements(file.default, base, "default")?;
         let mut docker_default = None;
         let mut docker = BTreeMap::new();
-        if let Some(transports) = top.get("transports") {
-            let transports = transports
-                .as_object()
-                .ok_or("\"transports\" is not an object")?;
-            for (name, scopes) in transports {
-                let scopes = scopes
-                    .as_object()
-                    .ok_or_else(|| format!("transport {name:?} is not an object"))?;
-                // Other transports (containers-storage, docker-daemon, ...) name nothing
-                // wasm-oci pulls from; their requirements are not ours to judge.
-                if name != "docker" {
-                    continue;
-                }
-                for (scope, list) in scopes {
-                    let parsed = requirements(list, base, &format!("docker scope {scope:?}"))?;
-                    if scope.is_empty() {
-                        docker_default = Some(parsed);
-                    } else {
-                        check_scope(scope)?;
-                        // Scopes are compared with canonical registry names: a scope
-                        // written `LOCALHOST:05000` or `host:443` is stored as the name
-                        // references are parsed to, and two keys that name one scope are
-                        // refused rather than one silently winning.
-                        let canonical = canonical_scope(scope)?;
-                        if docker.insert(canonical.clone(), parsed).is_some() {
-                            return Err(format!(
-                                "docker scope {scope:?} names the same scope as another key \
-                                 ({canonical:?}); keep one"
-                            ));
-                        }
-                    }
-                }
+        // Other transports (containers-storage, docker-daemon, ...) name nothing wasm-oci
+        // pulls from; their requirements are not ours to judge.
+        for (scope, list) in file.transports.docker {
+            let parsed = requirements(list, base, &format!("docker scope {scope:?}"))?;
+            if scope.is_empty() {
+                docker_default = Some(parsed);
+                continue;
             }
+            // Scopes are compared with canonical registry names: a scope written
+            // `LOCALHOST:05000` or `host:443` is stored as the name references are parsed
+            // to, and two keys that name one scope are refused rather than one silently
+            // winning.
+            let canonical = canonical_scope(&scope)?;
+            if docker.contains_key(&canonical) {
+                return Err(PolicyProblem::SameScope { scope, canonical });
+            }
+            docker.insert(canonical, parsed);
         }
         Ok(Self {
             source: Some(path.to_owned()),
@@ -272,19 +333,6 @@ impl Scope<'_> {
             .any(|r| matches!(r, Requirement::SigstoreSigned { .. }))
     }
 
-    /// Whether signatures verified earlier (`valid`, for the digest `reference` resolved to)
-    /// satisfy every requirement, without verifying anything again.
-    pub fn satisfied_by(&self, reference: &Reference, valid: &[Verdict]) -> bool {
-        self.requirements.iter().all(|r| match r {
-            Requirement::InsecureAcceptAnything => true,
-            Requirement::Reject => false,
-            Requirement::SigstoreSigned { keys, identity } => valid.iter().any(|v| {
-                keys.iter().any(|k| k.fingerprint() == v.key_fingerprint)
-                    && identity.matches(reference, &v.identity).is_ok()
-            }),
-        })
-    }
-
     /// Checks `signatures` of `signed_digest` (what `reference` resolved to) against every
     /// requirement: the signatures that verified, or why the image is refused.
     pub fn check(
@@ -292,7 +340,7 @@ impl Scope<'_> {
         reference: &Reference,
         signed_digest: &str,
         signatures: &[SignatureBlob],
-    ) -> Result<Vec<Verdict>, String> {
+    ) -> Result<Vec<Verdict>, Refusal> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -300,10 +348,10 @@ impl Scope<'_> {
         for requirement in self.requirements {
             match requirement {
                 Requirement::InsecureAcceptAnything => {}
-                Requirement::Reject => return Err("the scope rejects every image".into()),
+                Requirement::Reject => return Err(Refusal::Rejected),
                 Requirement::SigstoreSigned { keys, identity } => {
                     if signatures.is_empty() {
-                        return Err("it has no signature (no sha256-<hex>.sig in its repository); sign it with `wasm-oci sign` or cosign".into());
+                        return Err(Refusal::Unsigned);
                     }
                     let mut reasons = Vec::new();
                     let mut accepted = 0;
@@ -321,11 +369,11 @@ impl Scope<'_> {
                                     });
                                 }
                             }
-                            Err(reason) => reasons.push(format!("signature {}: {reason}", i + 1)),
+                            Err(reason) => reasons.push((i + 1, reason)),
                         }
                     }
                     if accepted == 0 {
-                        return Err(format!("no valid signature ({})", reasons.join("; ")));
+                        return Err(Refusal::NoValidSignature(reasons));
                     }
                 }
             }
@@ -341,29 +389,25 @@ pub(crate) fn check_one(
     blob: &SignatureBlob,
     keys: &[PublicKey],
     identity: &SignedIdentity,
-) -> Result<Verdict, String> {
+) -> Result<Verdict, InvalidSignature> {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(blob.signature.trim())
-        .map_err(|_| "its signature annotation is not base64".to_owned())?;
+        .map_err(|_| InvalidSignature::NotBase64)?;
     let key = keys
         .iter()
         .find(|k| k.verifies(&blob.payload, &raw))
-        .ok_or_else(|| {
-            format!(
-                "not made by the key{} of the policy ({}), or its payload was changed",
-                if keys.len() == 1 { "" } else { "s" },
-                keys.iter()
-                    .map(|k| format!("sha256:{}", &k.fingerprint()[..16]))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+        .ok_or_else(|| InvalidSignature::OtherKey {
+            fingerprints: keys
+                .iter()
+                .map(|k| format!("sha256:{}", &k.fingerprint()[..16]))
+                .collect(),
         })?;
-    let claim = super::payload::parse(&blob.payload)?;
+    let claim = crate::payload::parse(&blob.payload)?;
     if claim.digest != signed_digest {
-        return Err(format!(
-            "it signs {}, not {signed_digest} (a signature of another image)",
-            crate::text::printable(&claim.digest)
-        ));
+        return Err(InvalidSignature::OtherDigest {
+            claimed: printable(&claim.digest),
+            signed: signed_digest.to_owned(),
+        });
     }
     identity.matches(reference, &claim.identity)?;
     Ok(Verdict {
@@ -375,10 +419,10 @@ pub(crate) fn check_one(
 
 impl SignedIdentity {
     /// Whether a signature claiming `claimed` is acceptable for `reference`.
-    pub fn matches(&self, reference: &Reference, claimed: &str) -> Result<(), String> {
-        let shown = crate::text::printable(claimed);
+    pub fn matches(&self, reference: &Reference, claimed: &str) -> Result<(), InvalidSignature> {
+        let shown = printable(claimed);
         let signed = Identity::parse(claimed)
-            .ok_or_else(|| format!("its identity {shown:?} is not a reference"))?;
+            .ok_or_else(|| InvalidSignature::IdentityNotAReference(shown.clone()))?;
         let image = Identity::of(reference);
         let ok = match self {
             SignedIdentity::MatchRepository => signed.repo == image.repo,
@@ -395,11 +439,11 @@ impl SignedIdentity {
         if ok {
             return Ok(());
         }
-        Err(format!(
-            "it is signed for {shown}, which does not match {} under signedIdentity {}",
-            reference.whole(),
-            self.name()
-        ))
+        Err(InvalidSignature::OtherIdentity {
+            claimed: shown,
+            reference: reference.whole(),
+            rule: self.name(),
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -428,7 +472,7 @@ impl Identity {
     fn of(reference: &Reference) -> Self {
         // Parsed references are canonical already (docker.io for Docker Hub's other names);
         // `host:443` is `host` here as in scope lookups.
-        let registry = crate::registry_key(reference.registry());
+        let registry = wasm_oci_artifact::registry_key(reference.registry());
         Self {
             repo: format!("{registry}/{}", reference.repository()),
             // A digest names the image; oci-client adds `latest` only when neither is given.
@@ -444,7 +488,7 @@ impl Identity {
     fn parse(text: &str) -> Option<Self> {
         // Not oci-client's parser: its regular expression costs ~28 ms to compile, ten times a
         // warm run.
-        let reference = crate::parse_reference(text).ok()?;
+        let reference = wasm_oci_artifact::parse_reference(text).ok()?;
         let mut identity = Self::of(&reference);
         // oci-client reads a bare repository as `:latest`; a claim without a tag has none.
         let last = text.rsplit('/').next().unwrap_or(text);
@@ -461,7 +505,7 @@ impl Identity {
 fn scope_candidates(reference: &Reference) -> Vec<String> {
     // `host:443` is looked up as `host`: writing out the port `https` implies must not escape
     // a scope for the host (scope keys are stored the same way, see `canonical_scope`).
-    let registry = crate::registry_key(reference.registry());
+    let registry = wasm_oci_artifact::registry_key(reference.registry());
     let repo = format!("{registry}/{}", reference.repository());
     let mut out = Vec::new();
     match (reference.digest(), reference.tag()) {
@@ -477,7 +521,7 @@ fn scope_candidates(reference: &Reference) -> Vec<String> {
             None => break,
         }
     }
-    let host = crate::registry_host(registry);
+    let host = wasm_oci_artifact::registry_host(registry);
     let mut rest = host;
     while let Some((_, parent)) = rest.split_once('.') {
         out.push(format!("*.{parent}"));
@@ -486,21 +530,20 @@ fn scope_candidates(reference: &Reference) -> Vec<String> {
     out
 }
 
-fn check_scope(scope: &str) -> Result<(), String> {
-    let bad = scope.chars().any(|c| c.is_whitespace() || c.is_control())
-        || scope.starts_with('/')
-        || scope.strip_prefix("*.").unwrap_or(scope).contains('*');
-    if bad {
-        return Err(format!(
-            "docker scope {scope:?} is not host[:port][/namespace/repo[:tag|@digest]] or *.domain"
-        ));
-    }
-    Ok(())
-}
-
 /// A scope key as references are parsed: the registry part in its canonical form
-/// ([`crate::canonical_registry`]) and `host:443` as `host`; a wildcard in lowercase.
-fn canonical_scope(scope: &str) -> Result<String, String> {
+/// ([`wasm_oci_artifact::canonical_registry`]) and `host:443` as `host`; a wildcard in
+/// lowercase.
+fn canonical_scope(scope: &str) -> Result<String, PolicyProblem> {
+    let bad = |reason| PolicyProblem::BadScope {
+        scope: scope.to_owned(),
+        reason,
+    };
+    if scope.chars().any(|c| c.is_whitespace() || c.is_control())
+        || scope.starts_with('/')
+        || scope.strip_prefix("*.").unwrap_or(scope).contains('*')
+    {
+        return Err(bad(None));
+    }
     if scope.starts_with("*.") {
         return Ok(scope.to_ascii_lowercase());
     }
@@ -508,153 +551,165 @@ fn canonical_scope(scope: &str) -> Result<String, String> {
         Some((registry, rest)) => (registry, Some(rest)),
         None => (scope, None),
     };
-    let canonical =
-        crate::canonical_registry(registry).map_err(|e| format!("docker scope {scope:?}: {e}"))?;
-    let registry = crate::registry_key(&canonical);
+    let canonical = wasm_oci_artifact::canonical_registry(registry).map_err(|e| bad(Some(e)))?;
+    let registry = wasm_oci_artifact::registry_key(&canonical);
     Ok(match rest {
         Some(rest) => format!("{registry}/{rest}"),
         None => registry.to_owned(),
     })
 }
 
-fn only(object: &Map<String, Value>, known: &[&str], what: &str) -> Result<(), String> {
-    match object.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(unknown) => Err(format!("{what} has the unknown field {unknown:?}")),
-        None => Ok(()),
-    }
-}
-
-fn requirements(value: &Value, base: &Path, what: &str) -> Result<Vec<Requirement>, String> {
-    let list = value
-        .as_array()
-        .ok_or_else(|| format!("{what} is not a list of requirements"))?;
+fn requirements(
+    list: Vec<file::Requirement>,
+    base: &Path,
+    what: &str,
+) -> Result<Vec<Requirement>, PolicyProblem> {
     if list.is_empty() {
-        return Err(format!(
-            "{what} is an empty list (write [{{\"type\":\"insecureAcceptAnything\"}}] to accept anything)"
-        ));
+        return Err(PolicyProblem::Empty {
+            what: what.to_owned(),
+        });
     }
-    list.iter()
-        .map(|r| requirement(r, base).map_err(|e| format!("{what}: {e}")))
+    list.into_iter()
+        .map(|r| {
+            requirement(r, base).map_err(|problem| PolicyProblem::Keys {
+                what: what.to_owned(),
+                problem,
+            })
+        })
         .collect()
 }
 
-fn requirement(value: &Value, base: &Path) -> Result<Requirement, String> {
-    let object = value.as_object().ok_or("a requirement is not an object")?;
-    let kind = object
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or("a requirement has no \"type\"")?;
-    match kind {
-        "insecureAcceptAnything" => {
-            only(object, &["type"], kind)?;
-            Ok(Requirement::InsecureAcceptAnything)
+fn requirement(value: file::Requirement, base: &Path) -> Result<Requirement, KeyProblem> {
+    let (key_path, key_paths, key_data, signed_identity) = match value {
+        file::Requirement::InsecureAcceptAnything {} => {
+            return Ok(Requirement::InsecureAcceptAnything);
         }
-        "reject" => {
-            only(object, &["type"], kind)?;
-            Ok(Requirement::Reject)
-        }
-        "sigstoreSigned" => {
-            only(
-                object,
-                &["type", "keyPath", "keyPaths", "keyData", "signedIdentity"],
-                "sigstoreSigned (only key-based signatures are verified here; fulcio, rekor and pki are not supported)",
-            )?;
-            let mut sources = Vec::new();
-            if let Some(path) = object.get("keyPath") {
-                let path = path.as_str().ok_or("keyPath is not a string")?;
-                sources.push(read_key_file(base, path)?);
-            }
-            if let Some(paths) = object.get("keyPaths") {
-                let paths = paths.as_array().ok_or("keyPaths is not a list")?;
-                if paths.is_empty() {
-                    return Err("keyPaths is empty".into());
-                }
-                for path in paths {
-                    let path = path.as_str().ok_or("keyPaths holds a non-string")?;
-                    sources.push(read_key_file(base, path)?);
-                }
-            }
-            if let Some(data) = object.get("keyData") {
-                let data = data.as_str().ok_or("keyData is not a string")?;
-                let pem = base64::engine::general_purpose::STANDARD
-                    .decode(data)
-                    .map_err(|_| "keyData is not base64")?;
-                sources.push(("keyData".to_owned(), pem));
-            }
-            let given = ["keyPath", "keyPaths", "keyData"]
-                .iter()
-                .filter(|k| object.contains_key(**k))
-                .count();
-            if given != 1 {
-                return Err(
-                    "sigstoreSigned needs exactly one of keyPath, keyPaths and keyData".into(),
-                );
-            }
-            let keys = sources
-                .into_iter()
-                .map(|(name, pem)| {
-                    PublicKey::from_pem(&pem).map_err(|e| format!("key {name}: {e}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let identity = match object.get("signedIdentity") {
-                None => SignedIdentity::MatchRepoDigestOrExact,
-                Some(v) => signed_identity(v)?,
-            };
-            Ok(Requirement::SigstoreSigned { keys, identity })
-        }
-        "signedBy" => {
-            Err("signedBy (GPG simple signing) is not supported; use sigstoreSigned".into())
-        }
-        other => Err(format!(
-            "unknown requirement type {:?} (known: insecureAcceptAnything, reject, sigstoreSigned)",
-            crate::text::printable(other)
-        )),
+        file::Requirement::Reject {} => return Ok(Requirement::Reject),
+        file::Requirement::SigstoreSigned {
+            key_path,
+            key_paths,
+            key_data,
+            signed_identity,
+        } => (key_path, key_paths, key_data, signed_identity),
+    };
+    let given = [key_path.is_some(), key_paths.is_some(), key_data.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(KeyProblem::NotOneSource);
     }
+    let mut sources = Vec::new();
+    if let Some(path) = key_path {
+        sources.push(read_key_file(base, &path)?);
+    }
+    if let Some(paths) = key_paths {
+        if paths.is_empty() {
+            return Err(KeyProblem::NoPaths);
+        }
+        for path in paths {
+            sources.push(read_key_file(base, &path)?);
+        }
+    }
+    if let Some(data) = key_data {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|_| KeyProblem::DataNotBase64)?;
+        sources.push(("keyData".to_owned(), pem));
+    }
+    let keys = sources
+        .into_iter()
+        .map(|(name, pem)| {
+            PublicKey::from_pem(&pem).map_err(|source| KeyProblem::Key { name, source })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let identity = match signed_identity {
+        None | Some(file::Identity::MatchRepoDigestOrExact {}) => {
+            SignedIdentity::MatchRepoDigestOrExact
+        }
+        Some(file::Identity::MatchExact {}) => SignedIdentity::MatchExact,
+        Some(file::Identity::MatchRepository {}) => SignedIdentity::MatchRepository,
+        Some(file::Identity::ExactReference { docker_reference }) => {
+            SignedIdentity::ExactReference(docker_reference)
+        }
+        Some(file::Identity::ExactRepository { docker_repository }) => {
+            SignedIdentity::ExactRepository(docker_repository)
+        }
+    };
+    Ok(Requirement::SigstoreSigned { keys, identity })
 }
 
-fn read_key_file(base: &Path, path: &str) -> Result<(String, Vec<u8>), String> {
+fn read_key_file(base: &Path, path: &str) -> Result<(String, Vec<u8>), KeyProblem> {
     let full = base.join(path);
-    let pem = super::read_trust_file(&full, super::MAX_KEY_FILE)
-        .map_err(|e| format!("key {}: {e}", full.display()))?;
+    let pem = crate::file::read_trust_file(&full, crate::file::MAX_KEY_FILE).map_err(|source| {
+        KeyProblem::Read {
+            path: full.clone(),
+            source,
+        }
+    })?;
     Ok((full.display().to_string(), pem))
 }
 
-fn signed_identity(value: &Value) -> Result<SignedIdentity, String> {
-    let object = value.as_object().ok_or("signedIdentity is not an object")?;
-    let kind = object
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or("signedIdentity has no \"type\"")?;
-    let field = |name: &str| -> Result<String, String> {
-        only(object, &["type", name], kind)?;
-        object
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| format!("{kind} needs {name:?}"))
-    };
-    let identity = match kind {
-        "matchExact" => SignedIdentity::MatchExact,
-        "matchRepoDigestOrExact" => SignedIdentity::MatchRepoDigestOrExact,
-        "matchRepository" => SignedIdentity::MatchRepository,
-        "exactReference" => SignedIdentity::ExactReference(field("dockerReference")?),
-        "exactRepository" => SignedIdentity::ExactRepository(field("dockerRepository")?),
-        other => {
-            return Err(format!(
-                "signedIdentity type {:?} is not supported (matchExact, matchRepoDigestOrExact, matchRepository, exactReference, exactRepository)",
-                crate::text::printable(other)
-            ));
-        }
-    };
-    if matches!(
-        identity,
-        SignedIdentity::MatchExact
-            | SignedIdentity::MatchRepoDigestOrExact
-            | SignedIdentity::MatchRepository
-    ) {
-        only(object, &["type"], kind)?;
+/// The file as written, parsed strictly as containers/image parses it: a field not known
+/// here refuses the whole file (`deny_unknown_fields`), and so does a requirement or identity
+/// type not known here (`signedBy`, fulcio, rekor and pki are not verified here).
+mod file {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Policy {
+        pub default: Vec<Requirement>,
+        #[serde(default)]
+        pub transports: Transports,
     }
-    Ok(identity)
+
+    #[derive(Deserialize, Default)]
+    pub(super) struct Transports {
+        /// Scope to requirements.
+        #[serde(default)]
+        pub docker: BTreeMap<String, Vec<Requirement>>,
+        /// Other transports: objects, not judged here.
+        #[serde(flatten)]
+        #[allow(dead_code)]
+        pub other: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "type", deny_unknown_fields)]
+    pub(super) enum Requirement {
+        #[serde(rename = "insecureAcceptAnything")]
+        InsecureAcceptAnything {},
+        #[serde(rename = "reject")]
+        Reject {},
+        #[serde(rename = "sigstoreSigned", rename_all = "camelCase")]
+        SigstoreSigned {
+            key_path: Option<String>,
+            key_paths: Option<Vec<String>>,
+            key_data: Option<String>,
+            signed_identity: Option<Identity>,
+        },
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "type", deny_unknown_fields)]
+    pub(super) enum Identity {
+        #[serde(rename = "matchExact")]
+        MatchExact {},
+        #[serde(rename = "matchRepoDigestOrExact")]
+        MatchRepoDigestOrExact {},
+        #[serde(rename = "matchRepository")]
+        MatchRepository {},
+        #[serde(rename = "exactReference")]
+        ExactReference {
+            #[serde(rename = "dockerReference")]
+            docker_reference: String,
+        },
+        #[serde(rename = "exactRepository")]
+        ExactRepository {
+            #[serde(rename = "dockerRepository")]
+            docker_repository: String,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -662,11 +717,12 @@ mod tests {
     use super::*;
 
     fn reference(s: &str) -> Reference {
-        crate::parse_reference(s).unwrap()
+        wasm_oci_artifact::parse_reference(s).unwrap()
     }
 
     fn policy(json: &str) -> Result<Policy, String> {
         Policy::parse(json.as_bytes(), Path::new("/"), Path::new("/p.json"))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -734,6 +790,46 @@ mod tests {
         }
     }
 
+    /// IPv4-mapped IPv6 connects to the IPv4 address it maps: a scope written for
+    /// `127.0.0.1:PORT`, read from a policy file, holds for each of its spellings, and a
+    /// scope written in a mapped spelling is the IPv4 one.
+    #[test]
+    fn a_loopback_scope_holds_for_every_spelling_of_its_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.json");
+        std::fs::write(
+            &path,
+            r#"{"default":[{"type":"insecureAcceptAnything"}],"transports":{"docker":{
+                "127.0.0.1:5000":[{"type":"reject"}],
+                "[::ffff:169.254.169.254]":[{"type":"reject"}]}}}"#,
+        )
+        .unwrap();
+        let p = Policy::load(&path).unwrap();
+        for r in [
+            "127.0.0.1:5000/a:1",
+            "[::ffff:127.0.0.1]:5000/a:1",
+            "[::ffff:7f00:1]:5000/a:1",
+            "[0:0:0:0:0:ffff:7f00:1]:05000/a:1",
+            "[::FFFF:127.0.0.1]:5000/a:1",
+            "127.1:5000/a:1",
+        ] {
+            let scope = p.scope_for(&reference(r));
+            assert_eq!(scope.name, "127.0.0.1:5000", "{r}");
+            assert!(scope.rejects(), "{r}");
+        }
+        for r in ["169.254.169.254/a", "[::ffff:a9fe:a9fe]/a"] {
+            assert_eq!(p.scope_for(&reference(r)).name, "169.254.169.254", "{r}");
+        }
+        // Another address, and a v6 address that maps nothing, are other registries.
+        for r in ["[::1]:5000/a", "[::127.0.0.1]:5000/a", "127.0.0.2:5000/a"] {
+            assert_eq!(p.scope_for(&reference(r)).name, "default", "{r}");
+        }
+        let twice = r#"{"default":[{"type":"reject"}],"transports":{"docker":{
+            "127.0.0.1:5000":[{"type":"reject"}],
+            "[::ffff:7f00:1]:5000":[{"type":"insecureAcceptAnything"}]}}}"#;
+        assert!(policy(twice).unwrap_err().contains("names the same scope"));
+    }
+
     /// A key or policy that is not a regular file, or too large, is refused, not read
     /// forever (`/dev/zero`) or waited on (a FIFO).
     #[test]
@@ -754,16 +850,16 @@ mod tests {
         )
         .unwrap();
         let e = Policy::load(&fifo).unwrap_err();
-        assert!(e.reason.contains("not a regular file"), "{e}");
+        assert!(e.reason.to_string().contains("not a regular file"), "{e}");
         let big = dir.path().join("big.pub");
-        std::fs::write(&big, vec![b'a'; super::super::MAX_KEY_FILE as usize + 1]).unwrap();
+        std::fs::write(&big, vec![b'a'; crate::file::MAX_KEY_FILE as usize + 1]).unwrap();
         let json = format!(
             r#"{{"default":[{{"type":"sigstoreSigned","keyPath":"{}"}}]}}"#,
             big.display()
         );
         assert!(policy(&json).unwrap_err().contains("over"));
         let e = Policy::load(Path::new("/dev/zero")).unwrap_err();
-        assert!(e.reason.contains("not a regular file"), "{e}");
+        assert!(e.reason.to_string().contains("not a regular file"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,23 @@
+//! The rules every wasm-oci crate shares, written once: references and the one canonical
+//! form of a registry's name, the media types of wasm artifacts, the WASI world and which
+//! imports this host provides, text made safe to print, and the one reader for files that
+//! someone else names (layouts, keys, policies, hosts files, a container's rootfs).
+//!
+//! It is a leaf: it depends on none of the other wasm-oci crates, so the fetcher, the trust
+//! gate, the runner, the shim and the CLI all read the same rule.
+
+#![deny(missing_docs)]
+
+mod error;
+pub mod file;
+pub mod media;
+pub mod reference;
+pub mod text;
+pub mod world;
+
+pub use error::Error;
+pub use reference::{
+    canonical_registry, check_digest, is_loopback, is_node_local, parse_reference, registry_host,
+    registry_key, split_host_port,
+};
+pub use text::printable;
