@@ -11,13 +11,15 @@
 //!   requests, tokens, redirects, failures and their one classifier, retries);
 //! - `walk`: an index to its image manifest, and the reference a pull or a load records;
 //! - [`layout`]: OCI image layouts on disk;
-//! - operations: `pull`, `push`, `resolve`, each handed what it needs by [`Fetcher`]
+//! - operations: `pull`, `push`, `resolve`, `tags` (list, retag), `describe` (a manifest
+//!   without its layers), each handed what it needs by [`Fetcher`]
 //!   (`fetcher.rs`), which is the only one to hold it all.
 //!
 //! `scripts/module-cycles` fails when two modules use each other.
 
 #![deny(missing_docs)]
 
+mod describe;
 mod error;
 mod fetcher;
 mod inspect;
@@ -29,10 +31,12 @@ mod push;
 mod reference;
 mod remote;
 mod resolve;
+mod tags;
 pub mod text;
 pub mod trust;
 mod walk;
 
+pub use describe::{Described, Entry};
 pub use error::{Error, Result};
 pub use fetcher::Fetcher;
 pub use inspect::{ComponentConfig, Interface, WasmKind, interface, interface_of_file};
@@ -50,6 +54,7 @@ pub use reference::{
 pub use remote::options::RegistryOptions;
 pub use remote::{auth, hosts};
 pub use resolve::{PullPolicy, Resolved, UnknownPullPolicy, resolve_cached};
+pub use tags::{DEFAULT_PAGE_SIZE, Tagged, is_valid_tag};
 pub use walk::WalkError;
 
 // The old paths of what moved into the transport room, for code written against them; to

@@ -6,6 +6,7 @@ mod completion;
 mod inspect;
 mod key;
 mod login;
+mod manifest;
 mod prefetch;
 mod pull;
 mod push;
@@ -13,6 +14,7 @@ mod run;
 mod save;
 mod serve;
 mod sign;
+mod tags;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +32,7 @@ use completion::{CompletionCommand, ManCommand};
 use inspect::InspectCommand;
 use key::KeyCommand;
 use login::{LoginCommand, LogoutCommand};
+use manifest::ManifestCommand;
 use prefetch::PrefetchCommand;
 use pull::PullCommand;
 use push::PushCommand;
@@ -37,6 +40,7 @@ use run::RunCommand;
 use save::{LoadCommand, SaveCommand};
 use serve::ServeCommand;
 use sign::SignCommand;
+use tags::{TagCommand, TagsCommand};
 use verify::VerifyCommand;
 
 use crate::{GlobalOptions, RegistryArgs};
@@ -88,6 +92,9 @@ enum Command {
     Key(KeyCommand),
     Sign(SignCommand),
     Verify(VerifyCommand),
+    Tags(TagsCommand),
+    Tag(TagCommand),
+    Manifest(ManifestCommand),
 }
 
 /// The registry options of the top level are accepted there but shown on the verbs only, and
@@ -129,6 +136,9 @@ impl Command {
             Command::Key(_) => "key",
             Command::Sign(_) => "sign",
             Command::Verify(_) => "verify",
+            Command::Tags(_) => "tags",
+            Command::Tag(_) => "tag",
+            Command::Manifest(_) => "manifest",
         }
     }
 
@@ -146,6 +156,9 @@ impl Command {
             Command::Login(cmd) => Some(&mut cmd.registry),
             Command::Sign(cmd) => Some(&mut cmd.registry),
             Command::Verify(cmd) => Some(&mut cmd.registry),
+            Command::Tags(cmd) => Some(&mut cmd.registry),
+            Command::Tag(cmd) => Some(&mut cmd.registry),
+            Command::Manifest(cmd) => Some(&mut cmd.registry),
             Command::Load(_)
             | Command::Key(_)
             | Command::Cache(_)
@@ -166,7 +179,8 @@ impl Cli {
                 if let Some(option) = self.registry_before.first_given() {
                     eprintln!(
                         "Error: {option} is an option of the verbs that talk to a registry \
-                         (run, serve, pull, push, compile, prefetch, inspect, save, login, sign, verify); \
+                         (run, serve, pull, push, compile, prefetch, inspect, save, login, sign, verify, \
+                         tags, tag, manifest); \
                          `wasm-oci {}` talks to none",
                         self.command.name()
                     );
@@ -197,6 +211,9 @@ impl Cli {
             Command::Key(cmd) => (cmd.execute(&global), 1),
             Command::Sign(cmd) => (cmd.execute(&global), 1),
             Command::Verify(cmd) => (cmd.execute(&global), 1),
+            Command::Tags(cmd) => (cmd.execute(&global), 1),
+            Command::Tag(cmd) => (cmd.execute(&global), 1),
+            Command::Manifest(cmd) => (cmd.execute(&global), 1),
         };
         match result {
             Ok(code) => code,

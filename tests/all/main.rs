@@ -25,6 +25,7 @@ mod runner;
 mod security;
 mod serve;
 mod support;
+mod tags;
 mod testdata;
 mod token;
 mod trust;
