@@ -47,7 +47,7 @@ pub use manifest::{
 pub use oci_client::Reference as OciReference;
 pub use progress::{Blob, Progress, Transfer};
 pub use pull::{ConfigCheck, Pulled};
-pub use push::{PushFormat, Pushed};
+pub use push::{PushExtras, PushFormat, Pushed};
 pub use reference::{
     canonical_registry, is_node_local, parse_reference, registry_host, registry_key,
 };

@@ -1,5 +1,6 @@
 //! The verbs of `wasm-oci`, one file each: `RunCommand { .. }.execute()`.
 
+mod annotations;
 mod cache;
 mod compile;
 mod completion;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use wasm_oci_fetcher::{PushFormat, parse_reference};
+use wasm_oci_fetcher::{PushExtras, PushFormat, parse_reference};
 
 use super::Naming;
 use crate::GlobalOptions;
@@ -19,6 +19,8 @@ use crate::GlobalOptions;
 /// Examples:
 ///     wasm-oci push hello.wasm localhost:5000/hello:v1
 ///     wasm-oci push --format wasm-to-oci hello.wasm localhost:5000/hello:v1
+///     wasm-oci push -a org.opencontainers.image.source=https://example.com/hello \
+///         hello.wasm localhost:5000/hello:v1
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct PushCommand {
@@ -41,6 +43,15 @@ pub struct PushCommand {
     /// COSIGN_PASSWORD), as `wasm-oci sign` does
     #[arg(long, value_name = "KEY")]
     sign_key: Option<PathBuf>,
+
+    /// Add an annotation to the manifest (repeatable)
+    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE",
+          value_parser = super::annotations::parse_annotation)]
+    annotations: Vec<(String, String)>,
+
+    /// The manifest's artifactType [default: the layout's, application/vnd.wasm.config.v0+json for cncf]
+    #[arg(long, value_name = "TYPE", value_parser = super::annotations::parse_media_type)]
+    artifact_type: Option<String>,
 
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
@@ -68,10 +79,14 @@ impl PushCommand {
             Some(path) => Some(super::sign::read_private_key(path)?),
             None => None,
         };
-        let pushed = crate::block_on(fetcher.push(&self.file, &reference, format))?
+        let extras = PushExtras {
+            annotations: self.annotations.iter().cloned().collect(),
+            artifact_type: self.artifact_type.clone(),
+        };
+        let pushed = crate::block_on(fetcher.push_with(&self.file, &reference, format, &extras))?
             .naming(&[&self.reference, &self.file.display().to_string()], || {
-                format!("pushing {} to {}", self.file.display(), self.reference)
-            })?;
+            format!("pushing {} to {}", self.file.display(), self.reference)
+        })?;
         let signed = match &key {
             Some(key) => {
                 // The digest this push wrote, not a second reading of the tag: what the

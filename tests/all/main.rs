@@ -4,6 +4,7 @@
 //! One integration-test binary for the whole workspace; modules per area.
 
 mod airgap;
+mod annotations;
 mod auth;
 mod cli;
 mod cli_attacks;
