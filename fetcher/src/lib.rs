@@ -12,7 +12,7 @@
 //! - `walk`: an index to its image manifest, and the reference a pull or a load records;
 //! - [`layout`]: OCI image layouts on disk;
 //! - operations: `pull`, `push`, `resolve`, `tags` (list, retag), `describe` (a manifest
-//!   without its layers), each handed what it needs by [`Fetcher`]
+//!   without its layers), `referrers` (attach, discover), each handed what it needs by [`Fetcher`]
 //!   (`fetcher.rs`), which is the only one to hold it all.
 //!
 //! `scripts/module-cycles` fails when two modules use each other.
@@ -29,6 +29,7 @@ mod progress;
 mod pull;
 mod push;
 mod reference;
+mod referrers;
 mod remote;
 mod resolve;
 mod tags;
@@ -51,6 +52,7 @@ pub use push::{PushExtras, PushFormat, Pushed};
 pub use reference::{
     canonical_registry, is_node_local, parse_reference, registry_host, registry_key,
 };
+pub use referrers::{Attached, MAX_ATTACHMENT, Referrer, Referrers, referrers_tag};
 pub use remote::options::RegistryOptions;
 pub use remote::{auth, hosts};
 pub use resolve::{PullPolicy, Resolved, UnknownPullPolicy, resolve_cached};

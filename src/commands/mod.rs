@@ -1,9 +1,11 @@
 //! The verbs of `wasm-oci`, one file each: `RunCommand { .. }.execute()`.
 
 mod annotations;
+mod attach;
 mod cache;
 mod compile;
 mod completion;
+mod discover;
 mod inspect;
 mod key;
 mod login;
@@ -27,9 +29,11 @@ use wasm_oci_cache::{Cache, RefEntry};
 use wasm_oci_fetcher::parse_reference;
 use wasm_oci_fetcher::trust::policy::Policy;
 
+use attach::AttachCommand;
 use cache::CacheCommand;
 use compile::CompileCommand;
 use completion::{CompletionCommand, ManCommand};
+use discover::DiscoverCommand;
 use inspect::InspectCommand;
 use key::KeyCommand;
 use login::{LoginCommand, LogoutCommand};
@@ -96,6 +100,8 @@ enum Command {
     Tags(TagsCommand),
     Tag(TagCommand),
     Manifest(ManifestCommand),
+    Attach(AttachCommand),
+    Discover(DiscoverCommand),
 }
 
 /// The registry options of the top level are accepted there but shown on the verbs only, and
@@ -140,6 +146,8 @@ impl Command {
             Command::Tags(_) => "tags",
             Command::Tag(_) => "tag",
             Command::Manifest(_) => "manifest",
+            Command::Attach(_) => "attach",
+            Command::Discover(_) => "discover",
         }
     }
 
@@ -160,6 +168,8 @@ impl Command {
             Command::Tags(cmd) => Some(&mut cmd.registry),
             Command::Tag(cmd) => Some(&mut cmd.registry),
             Command::Manifest(cmd) => Some(&mut cmd.registry),
+            Command::Attach(cmd) => Some(&mut cmd.registry),
+            Command::Discover(cmd) => Some(&mut cmd.registry),
             Command::Load(_)
             | Command::Key(_)
             | Command::Cache(_)
@@ -181,7 +191,7 @@ impl Cli {
                     eprintln!(
                         "Error: {option} is an option of the verbs that talk to a registry \
                          (run, serve, pull, push, compile, prefetch, inspect, save, login, sign, verify, \
-                         tags, tag, manifest); \
+                         tags, tag, manifest, attach, discover); \
                          `wasm-oci {}` talks to none",
                         self.command.name()
                     );
@@ -215,6 +225,8 @@ impl Cli {
             Command::Tags(cmd) => (cmd.execute(&global), 1),
             Command::Tag(cmd) => (cmd.execute(&global), 1),
             Command::Manifest(cmd) => (cmd.execute(&global), 1),
+            Command::Attach(cmd) => (cmd.execute(&global), 1),
+            Command::Discover(cmd) => (cmd.execute(&global), 1),
         };
         match result {
             Ok(code) => code,

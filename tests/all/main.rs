@@ -20,6 +20,7 @@ mod mirror_attacks;
 mod mirrors;
 mod proxy;
 mod readme;
+mod referrers;
 mod registry;
 mod resume;
 mod runner;
