@@ -8,208 +8,14 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{Registry, WasmOci, describe, exit_within, stderr, testdata};
-
-/// The test guests, built once per test run.
-pub(crate) struct HttpGuests {
-    /// A wasi:http/proxy component (testdata/http_proxy.c).
-    pub(crate) proxy: PathBuf,
-    /// A wasi:cli/command component that connects with wasi:sockets (testdata/tcp_client.c).
-    tcp_client: PathBuf,
-    /// A command component that imports an interface no host provides.
-    unsatisfiable: PathBuf,
-}
-
-pub(crate) fn http_guests() -> &'static HttpGuests {
-    static GUESTS: OnceLock<HttpGuests> = OnceLock::new();
-    GUESTS.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("http-guests-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let wit = wasi_http_wit();
-        let proxy = build_c_guest(
-            &dir,
-            "http_proxy",
-            &wit,
-            "wasi:http/proxy@0.2.12",
-            Adapter::Proxy,
-        );
-        // A world of our own next to the ones wasmtime-wasi-http ships.
-        let client_wit = dir.join("client-wit");
-        fs::create_dir_all(&client_wit).unwrap();
-        fs::write(
-            client_wit.join("world.wit"),
-            "package test:client;\n\
-             world client {\n\
-               import wasi:sockets/instance-network@0.2.12;\n\
-               import wasi:sockets/tcp-create-socket@0.2.12;\n\
-               import wasi:sockets/tcp@0.2.12;\n\
-               import wasi:io/poll@0.2.12;\n\
-               import wasi:io/streams@0.2.12;\n\
-               import wasi:cli/environment@0.2.12;\n\
-               export wasi:cli/run@0.2.12;\n\
-             }\n",
-        )
-        .unwrap();
-        let deps = client_wit.join("deps");
-        if !deps.exists() {
-            std::os::unix::fs::symlink(wit.join("deps"), &deps).unwrap();
-        }
-        let tcp_client = build_c_guest(
-            &dir,
-            "tcp_client",
-            &client_wit,
-            "test:client/client",
-            Adapter::Reactor,
-        );
-        let unsatisfiable = dir.join("unsatisfiable.wasm");
-        fs::write(&unsatisfiable, unsatisfiable_component()).unwrap();
-        HttpGuests {
-            proxy,
-            tcp_client,
-            unsatisfiable,
-        }
-    })
-}
-
-/// The `wit/` folder of the wasmtime-wasi-http crate this workspace builds with (its version
-/// in Cargo.lock), in cargo's registry sources, where the build unpacked it.
-fn wasi_http_wit() -> PathBuf {
-    let lock =
-        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).unwrap();
-    let version = lock
-        .split("[[package]]")
-        .find(|p| p.contains("name = \"wasmtime-wasi-http\""))
-        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
-        .expect("wasmtime-wasi-http is in Cargo.lock")
-        .trim_matches('"')
-        .to_owned();
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cargo"));
-    let sources = cargo_home.join("registry/src");
-    fs::read_dir(&sources)
-        .unwrap()
-        .map(|index| {
-            index
-                .unwrap()
-                .path()
-                .join(format!("wasmtime-wasi-http-{version}/wit"))
-        })
-        .find(|wit| wit.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "no wasmtime-wasi-http-{version}/wit in {}",
-                sources.display()
-            )
-        })
-}
-
-#[derive(Clone, Copy)]
-enum Adapter {
-    Proxy,
-    Reactor,
-}
-
-/// Bindings from `wit-bindgen c`, then clang (wasm32-wasi reactor), then wit-component.
-fn build_c_guest(dir: &Path, name: &str, wit: &Path, world: &str, adapter: Adapter) -> PathBuf {
-    let bindings = dir.join(format!("{name}-bindings"));
-    fs::create_dir_all(&bindings).unwrap();
-    let out = Command::new("wit-bindgen")
-        .arg("c")
-        .arg(wit)
-        .args(["--world", world, "--out-dir"])
-        .arg(&bindings)
-        .output()
-        .expect("wit-bindgen is not installed: run ./scripts/test, which installs wit-bindgen-cli");
-    assert!(out.status.success(), "wit-bindgen c: {}", describe(&out));
-    let mut sources: Vec<PathBuf> = vec![testdata(&format!("{name}.c"))];
-    let mut objects = Vec::new();
-    for entry in fs::read_dir(&bindings).unwrap() {
-        let path = entry.unwrap().path();
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("c") => sources.push(path),
-            Some("o") => objects.push(path),
-            _ => {}
-        }
-    }
-    let core = dir.join(format!("{name}.core.wasm"));
-    let out = Command::new("clang")
-        .args([
-            "--target=wasm32-wasi",
-            "--sysroot=/usr",
-            "-O2",
-            "-mexec-model=reactor",
-            "-Wall",
-            "-Werror",
-            "-Wno-unused-function",
-        ])
-        .arg("-I")
-        .arg(&bindings)
-        .args(&sources)
-        .args(&objects)
-        .arg("-o")
-        .arg(&core)
-        .output()
-        .expect("clang is not installed: run ./scripts/test");
-    assert!(out.status.success(), "building {name}: {}", describe(&out));
-    use wasi_preview1_component_adapter_provider::{
-        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
-        WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-    };
-    let adapter = match adapter {
-        Adapter::Proxy => WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
-        Adapter::Reactor => WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-    };
-    let component = wit_component::ComponentEncoder::default()
-        .module(&fs::read(&core).unwrap())
-        .unwrap()
-        .adapter(WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, adapter)
-        .unwrap()
-        .validate(true)
-        .encode()
-        .unwrap();
-    let path = dir.join(format!("{name}.wasm"));
-    fs::write(&path, component).unwrap();
-    path
-}
-
-/// A command component that also imports `example:missing/api`, which no host provides.
-fn unsatisfiable_component() -> Vec<u8> {
-    let mut resolve = wit_parser::Resolve::default();
-    let package = resolve
-        .push_str(
-            "unsatisfiable.wit",
-            "package example:missing;\n\
-             interface api { ping: func(); }\n\
-             world unsatisfiable {\n\
-               import api;\n\
-               export run: func();\n\
-             }\n",
-        )
-        .unwrap();
-    let world = resolve.select_world(&[package], None).unwrap();
-    let mut module =
-        wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .unwrap();
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .unwrap()
-        .validate(true)
-        .encode()
-        .unwrap()
-}
+use crate::support::{
+    Registry, Reply, Server, WasmOci, describe, exit_within, http_guests, stderr,
+};
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -217,17 +23,21 @@ fn path(p: &Path) -> &str {
 
 /// A `wasm-oci serve` (or `run`) process listening on a free loopback port; killed when
 /// dropped.
-struct Served {
-    child: Child,
-    addr: String,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Served {
     /// Starts `wasm-oci ARGS --addr 127.0.0.1:0` and waits for its "Serving HTTP on" line.
-    fn start(cli: &WasmOci, args: &[&str]) -> Served {
-        let mut child = cli
-            .command()
+    pub(crate) fn start(cli: &WasmOci, args: &[&str]) -> Served {
+        Self::start_command(cli.command(), args)
+    }
+
+    /// As [`Served::start`], with a command set up by the caller (its limits, say).
+    pub(crate) fn start_command(mut command: Command, args: &[&str]) -> Served {
+        let mut child = command
             .arg(args[0])
             .args(["--addr", "127.0.0.1:0"])
             .args(&args[1..])
@@ -266,20 +76,26 @@ impl Served {
         }
     }
 
-    fn connect(&self) -> Client {
+    pub(crate) fn connect(&self) -> Client {
         Client::connect(&self.addr)
     }
 
     /// One request on a connection of its own.
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         self.connect().send(method, path, headers, body)
     }
 
-    fn get(&self, path: &str) -> Response {
+    pub(crate) fn get(&self, path: &str) -> Response {
         self.request("GET", path, &[], b"")
     }
 
-    fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         let out = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .output()
@@ -287,7 +103,7 @@ impl Served {
         assert!(out.status.success(), "kill -TERM: {}", describe(&out));
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 }
@@ -300,26 +116,26 @@ impl Drop for Served {
 }
 
 #[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// A minimal HTTP/1.1 client that keeps its connection open between requests.
-struct Client {
+pub(crate) struct Client {
     reader: BufReader<TcpStream>,
     addr: String,
 }
 
 impl Client {
-    fn connect(addr: &str) -> Client {
+    pub(crate) fn connect(addr: &str) -> Client {
         let stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
@@ -330,7 +146,7 @@ impl Client {
         }
     }
 
-    fn send(
+    pub(crate) fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -341,7 +157,7 @@ impl Client {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
-    fn try_send(
+    pub(crate) fn try_send(
         &mut self,
         method: &str,
         path: &str,
@@ -416,12 +232,12 @@ impl Client {
 }
 
 /// The proxy pushed to a fresh registry.
-struct Pushed {
-    registry: Registry,
-    reference: String,
+pub(crate) struct Pushed {
+    pub(crate) registry: Registry,
+    pub(crate) reference: String,
 }
 
-fn push_proxy(cli: &WasmOci) -> Pushed {
+pub(crate) fn push_proxy(cli: &WasmOci) -> Pushed {
     let registry = Registry::start();
     let reference = registry.reference("services/hello-http:v1");
     cli.ok(&["push", path(&http_guests().proxy), &reference]);
@@ -614,7 +430,7 @@ fn sigterm_lets_requests_in_flight_finish_then_exits_0() {
 }
 
 /// Waits until `ready`, for a minute at most.
-fn wait_until(ready: impl Fn() -> bool) {
+pub(crate) fn wait_until(ready: impl Fn() -> bool) {
     for _ in 0..6000 {
         if ready() {
             return;
@@ -624,38 +440,17 @@ fn wait_until(ready: impl Fn() -> bool) {
     panic!("waited a minute for something that did not happen");
 }
 
-/// An HTTP/1.1 server on loopback that answers every request with `body`, counting them.
-struct Upstream {
-    addr: String,
-    hits: Arc<Mutex<Vec<String>>>,
+/// An HTTP/1.1 server on loopback that answers every request with `body`; the request lines
+/// it received.
+fn upstream(body: &'static str) -> Server {
+    Server::start(move |_| Reply::new(200).header("X-Upstream", "yes").body(body))
 }
 
-fn upstream(body: &'static str) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let hits = Arc::new(Mutex::new(Vec::new()));
-    let seen = hits.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            let _ = reader.read_line(&mut request_line);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                    break;
-                }
-            }
-            seen.lock().unwrap().push(request_line.trim().to_owned());
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: yes\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    Upstream { addr, hits }
+fn hits(up: &Server) -> Vec<String> {
+    up.requests()
+        .iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.version))
+        .collect::<Vec<_>>()
 }
 
 #[test]
@@ -677,7 +472,7 @@ fn outbound_http_is_denied_unless_the_host_is_allowed() {
     let r = other.get(&fetch);
     assert_eq!(r.text(), "outbound request failed: HTTP-request-denied\n");
     assert!(
-        up.hits.lock().unwrap().is_empty(),
+        hits(&up).is_empty(),
         "a denied request reached the upstream"
     );
 
@@ -685,7 +480,7 @@ fn outbound_http_is_denied_unless_the_host_is_allowed() {
     let r = allowed.get(&fetch);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.text(), "upstream said: from upstream\n");
-    assert_eq!(*up.hits.lock().unwrap(), ["GET /from-wasm HTTP/1.1"]);
+    assert_eq!(hits(&up), ["GET /from-wasm HTTP/1.1"]);
 }
 
 #[test]
@@ -820,7 +615,7 @@ fn a_component_with_an_import_no_host_provides_is_refused_by_name() {
     cli.ok(&["push", path(&http_guests().unsatisfiable), &reference]);
     // Pulled through a proxy that counts what is asked: the config says what the component
     // imports, so the layer is never downloaded.
-    let proxy = crate::proxy::Proxy::start(&registry.addr, crate::proxy::Fault::None);
+    let proxy = crate::support::Proxy::start(&registry.addr, crate::support::Fault::None);
     let through = proxy.reference("services/unsatisfiable:v1");
     for verb in ["run", "serve"] {
         let out = WasmOci::new().run(&[verb, &through]);

@@ -1,7 +1,7 @@
 //! `tags`, `tag` and `manifest` against a real Docker Distribution registry, behind a
 //! counting proxy: pages followed, no blob moved by a retag, no layer read to show a manifest.
 
-use crate::proxy::{Fault, Proxy};
+use crate::support::proxy::{Fault, Proxy};
 use crate::support::{
     Registry, WasmOci, describe, guests, manifest, put_manifest, stderr, testdata,
 };

@@ -768,6 +768,11 @@ impl Guest {
             .parse()
             .map_err(|e| setup(format!("WASM_OCI_HTTP_ADDR {addr:?}: {e}")))?;
         let listener = listen_in(self.netns.as_deref(), addr).map_err(setup)?;
+        // The operator's limits for pods' HTTP servers (a request's run, idle connections,
+        // slow heads and bodies, connections at once); the defaults without a config.
+        let http = ShimConfig::get()
+            .map(|c| c.http.clone())
+            .unwrap_or_default();
         let server = runner.proxy(
             name,
             component,
@@ -775,6 +780,24 @@ impl Guest {
                 env: self.options.env.clone(),
                 max_memory: self.options.max_memory,
                 drain: Duration::from_secs(10),
+                timeout: Some(http.request_timeout),
+                idle_timeout: http.idle_timeout,
+                header_timeout: http.header_timeout,
+                body_timeout: http.body_timeout,
+                max_connections: http.max_connections,
+                // What the guests print goes to the container's log.
+                stdout: self
+                    .options
+                    .stdout
+                    .as_ref()
+                    .and_then(|f| f.try_clone().ok())
+                    .map(Arc::new),
+                stderr: self
+                    .options
+                    .stderr
+                    .as_ref()
+                    .and_then(|f| f.try_clone().ok())
+                    .map(Arc::new),
                 ..ServeOptions::default()
             },
         )?;
@@ -788,7 +811,17 @@ impl Guest {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        self.handle.block_on(server.serve(listener, stopped))?;
+        // A SIGKILL (even after a SIGTERM) stops the requests in flight at once.
+        let (stop, signal) = (self.options.stop.clone(), self.signal.clone());
+        let killed = async move {
+            while !(stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+                && *signal.lock().expect("signal lock") == 9)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        self.handle
+            .block_on(server.serve_until(listener, stopped, killed))?;
         // A server that drained after its SIGTERM ended well; a SIGKILL is still a kill.
         let code = match *self.signal.lock().expect("signal lock") {
             9 => 137,
