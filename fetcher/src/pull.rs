@@ -320,7 +320,7 @@ impl Pull<'_> {
         })
         .await
         .expect("recording a pull does not panic")?;
-        tracing::info!(digest = %entry.layer_digest, bytes = size, downloaded, "pulled");
+        tracing::info!(digest = %entry.manifest_digest, layer_digest = %entry.layer_digest, bytes = size, downloaded, "pulled");
         Ok(Pulled {
             entry,
             path,

@@ -10,6 +10,7 @@ mod inspect;
 mod key;
 mod login;
 mod manifest;
+mod output;
 mod prefetch;
 mod pull;
 mod push;
@@ -155,7 +156,7 @@ impl Command {
     fn registry_args(&mut self) -> Option<&mut RegistryArgs> {
         match self {
             Command::Run(cmd) => Some(&mut cmd.registry),
-            Command::Serve(cmd) => Some(&mut cmd.run.registry),
+            Command::Serve(cmd) => Some(&mut cmd.registry),
             Command::Pull(cmd) => Some(&mut cmd.registry),
             Command::Push(cmd) => Some(&mut cmd.registry),
             Command::Compile(cmd) => Some(&mut cmd.registry),
@@ -181,6 +182,22 @@ impl Command {
 }
 
 impl Cli {
+    /// The command line of this process, parsed; when it cannot be, the error is printed and
+    /// the exit code returned: 125 for `run` and `serve`, as `docker run` exits on a usage
+    /// error (a guest's own exit 2 must not read as one), else clap's 2 (0 for --help).
+    pub fn from_args() -> Result<Cli, ExitCode> {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        Cli::try_parse_from(&args).map_err(|e| {
+            let _ = e.print();
+            let verb = verb_of(args.iter().skip(1).filter_map(|a| a.to_str()));
+            let code = match verb {
+                Some("run" | "serve") if e.use_stderr() => 125,
+                _ => e.exit_code(),
+            };
+            ExitCode::from(u8::try_from(code).unwrap_or(2))
+        })
+    }
+
     /// Runs the chosen verb; failures of `run` itself exit 125, as `docker run` does, so that
     /// they are not mistaken for the guest's own exit status.
     pub fn execute(mut self) -> ExitCode {
@@ -243,6 +260,27 @@ impl Cli {
             }
         }
     }
+}
+
+/// The verb of a command line (without the program's name): the first word that is neither
+/// an option before it nor such an option's value.
+fn verb_of<'a>(args: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    const TAKE_A_VALUE: [&str; 5] = [
+        "--cache-dir",
+        "--username",
+        "-u",
+        "--ca-file",
+        "--hosts-dir",
+    ];
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if TAKE_A_VALUE.contains(&arg) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return Some(arg);
+        }
+    }
+    None
 }
 
 /// A cached artifact as every verb reports it, in JSON and in words: `digest` is the
@@ -348,10 +386,14 @@ enum Source {
 
 impl Resolved {
     /// Finds `module` locally or in the cache, pulling it as `policy` allows, under the
-    /// signature policy the environment names (WASM_OCI_POLICY, /etc/wasm-oci/policy.json).
-    fn new(global: &GlobalOptions, module: &str, policy: PullPolicy) -> anyhow::Result<Self> {
-        let trust = Policy::locate(None)?;
-        Self::find(global, module, policy, &trust, false)
+    /// signature policy `trust`.
+    fn new(
+        global: &GlobalOptions,
+        module: &str,
+        policy: PullPolicy,
+        trust: &Policy,
+    ) -> anyhow::Result<Self> {
+        Self::find(global, module, policy, trust, false)
     }
 
     /// [`Resolved::new`] for a module about to run: a pull that finds in the config an import
@@ -404,6 +446,7 @@ impl Resolved {
                 bail!("{} does not exist or is not a file", path.display());
             }
             let bytes = std::fs::read(&path).with_context(|| format!("reading {module}"))?;
+            let bytes = from_text(&path, bytes)?;
             return Ok(Self {
                 path,
                 source: Source::Bytes(bytes),
@@ -485,6 +528,28 @@ impl Resolved {
     }
 }
 
+/// A module in the text format (what `wat::Detect` reads as text: a `(` after whitespace
+/// and comments) made binary, as wasmtime runs it; anything else as it is.
+fn from_text(path: &Path, bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    if wat::Detect::from_bytes(&bytes) != wat::Detect::WasmText {
+        return Ok(bytes);
+    }
+    wat::parse_bytes(&bytes)
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|mut e| {
+            // wat's message is a snippet over several lines: one line, as every error here,
+            // `FILE:LINE:COL: what`, as compilers say it.
+            e.set_path(path);
+            let text = e.to_string();
+            let mut lines = text.lines();
+            let message = lines.next().unwrap_or_default();
+            match lines.next().and_then(|l| l.trim().strip_prefix("--> ")) {
+                Some(at) => anyhow::anyhow!("{at}: {message}"),
+                None => anyhow::anyhow!("{}: {message}", path.display()),
+            }
+        })
+}
+
 /// Refuses a config whose `component` section lists an import this host does not provide.
 fn imports_provided(config: &[u8]) -> Result<(), String> {
     let Ok(config) = serde_json::from_slice::<serde_json::Value>(config) else {
@@ -513,7 +578,7 @@ fn looks_like_file(arg: &str) -> bool {
         || arg.starts_with("./")
         || arg.starts_with("../")
         || Path::new(arg).is_file()
-        || (arg.ends_with(".wasm") && !arg.contains(':'))
+        || ((arg.ends_with(".wasm") || arg.ends_with(".wat")) && !arg.contains(':'))
 }
 
 #[cfg(test)]
@@ -528,6 +593,7 @@ mod tests {
             "../a",
             "hello.wasm",
             "dir/hello.wasm",
+            "hello.wat",
         ] {
             assert!(looks_like_file(file), "{file}");
         }
@@ -539,5 +605,29 @@ mod tests {
         ] {
             assert!(!looks_like_file(reference), "{reference}");
         }
+    }
+
+    #[test]
+    fn the_verb_is_found_past_the_options_before_it() {
+        let verb = |line: &str| verb_of(line.split_whitespace()).map(str::to_owned);
+        assert_eq!(verb("run -v x"), Some("run".into()));
+        assert_eq!(verb("--cache-dir run serve x"), Some("serve".into()));
+        assert_eq!(verb("--plain-http -u run pull x"), Some("pull".into()));
+        assert_eq!(verb("--plain-http"), None);
+    }
+
+    #[test]
+    fn text_modules_are_made_binary_and_binary_ones_kept() {
+        let wat = b"(module (func (export \"_start\")))".to_vec();
+        let wasm = from_text(Path::new("a.wat"), wat).unwrap();
+        assert!(wasm.starts_with(b"\0asm"));
+        assert_eq!(from_text(Path::new("a.wat"), wasm.clone()).unwrap(), wasm);
+        // Not text, not wasm: left for the runner to say what it starts with.
+        assert_eq!(
+            from_text(Path::new("a.wasm"), b"ELF...".to_vec()).unwrap(),
+            b"ELF..."
+        );
+        let e = from_text(Path::new("bad.wat"), b"(module (func (oops)))".to_vec()).unwrap_err();
+        assert!(format!("{e:#}").contains("bad.wat"), "{e:#}");
     }
 }

@@ -13,6 +13,7 @@ mod cache_attacks;
 mod cli;
 mod cli_attacks;
 mod cli_errors;
+mod cli_friction;
 mod cri;
 mod faults;
 mod hosts_toml;

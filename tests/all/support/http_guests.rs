@@ -74,7 +74,7 @@ pub fn http_guests() -> &'static HttpGuests {
 
 /// The `wit/` folder of the wasmtime-wasi-http crate this workspace builds with (its version
 /// in Cargo.lock), in cargo's registry sources, where the build unpacked it.
-fn wasi_http_wit() -> PathBuf {
+pub fn wasi_http_wit() -> PathBuf {
     let lock =
         fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).unwrap();
     let version = lock
