@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod describe;
+pub mod egress;
 mod error;
 mod fetcher;
 mod inspect;

@@ -372,6 +372,9 @@ struct Resolved {
     /// What errors call it: the file, or the blob's path.
     path: PathBuf,
     source: Source,
+    /// Where the compiled code of bytes read (a local file, a layout's blob) is kept, by
+    /// their digest, as the shim keeps a rootfs module's: a second start skips the compile.
+    compiled: Option<Cache>,
 }
 
 enum Source {
@@ -404,7 +407,11 @@ impl Resolved {
         policy: PullPolicy,
         trust: &Policy,
     ) -> anyhow::Result<Self> {
-        Self::find(global, module, policy, trust, true)
+        let mut resolved = Self::find(global, module, policy, trust, true)?;
+        if let Source::Bytes(_) = resolved.source {
+            resolved.compiled = compiled_cache(global);
+        }
+        Ok(resolved)
     }
 
     fn find(
@@ -438,6 +445,7 @@ impl Resolved {
             return Ok(Self {
                 path,
                 source: Source::Bytes(bytes),
+                compiled: None,
             });
         }
         if looks_like_file(module) {
@@ -450,6 +458,7 @@ impl Resolved {
             return Ok(Self {
                 path,
                 source: Source::Bytes(bytes),
+                compiled: None,
             });
         }
         let reference = parse_reference(module)?;
@@ -485,6 +494,7 @@ impl Resolved {
         Ok(Self {
             path: cache.blob_path(&artifact.entry.layer_digest),
             source: Source::Cached { cache, artifact },
+            compiled: None,
         })
     }
 
@@ -515,11 +525,14 @@ impl Resolved {
         }
     }
 
-    /// The wasm for the runner: the bytes read, or the cached blob (whose compiled code is
-    /// kept in the cache).
+    /// The wasm for the runner: the bytes read, or the cached blob; the compiled code of
+    /// either is kept in the cache (for bytes, when it is to run).
     fn wasm(&self) -> wasm_oci_shim::Wasm<'_> {
         match &self.source {
-            Source::Bytes(bytes) => wasm_oci_shim::Wasm::Bytes { bytes, cache: None },
+            Source::Bytes(bytes) => wasm_oci_shim::Wasm::Bytes {
+                bytes,
+                cache: self.compiled.as_ref(),
+            },
             Source::Cached { cache, artifact } => wasm_oci_shim::Wasm::Cached {
                 cache,
                 digest: &artifact.entry.layer_digest,
@@ -548,6 +561,15 @@ fn from_text(path: &Path, bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
                 None => anyhow::anyhow!("{}: {message}", path.display()),
             }
         })
+}
+
+/// The cache that keeps the compiled code of local files, when there is one to be had: a
+/// cache that cannot be opened only costs a compile per start.
+fn compiled_cache(global: &GlobalOptions) -> Option<Cache> {
+    let dir = global.cache_dir().ok()?;
+    Cache::open(&dir)
+        .inspect_err(|e| tracing::debug!(error = %e, "compiled code of local files is not kept"))
+        .ok()
 }
 
 /// Refuses a config whose `component` section lists an import this host does not provide.
