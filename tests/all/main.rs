@@ -17,6 +17,7 @@ mod cli_friction;
 mod compiled_code;
 mod cri;
 mod egress;
+mod egress_attacks;
 mod faults;
 mod full_disk;
 mod hosts_toml;
