@@ -206,6 +206,16 @@ impl GlobalOptions {
             None => fetcher,
         })
     }
+
+    /// A fetcher for a verb that runs nothing it reads or writes (push, sign, login, tags,
+    /// tag, manifest, attach, discover): no signature policy has anything to decide there,
+    /// so it is made with one that accepts anything, said here once.
+    pub fn fetcher_running_nothing(&self, registry: &str) -> anyhow::Result<Fetcher> {
+        self.fetcher(
+            registry,
+            std::sync::Arc::new(wasm_oci_trust::Policy::accept_anything()),
+        )
+    }
 }
 
 /// Runs a future on a runtime made for this one command; the warm path of `run` never gets here.

@@ -11,7 +11,7 @@ use wasm_oci_cache::Cache;
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::pull::{ConfigCheck, Pull, Pulled, SignatureSource};
-use crate::push::{Push, PushFormat, Pushed};
+use crate::push::{Push, PushExtras, PushFormat, Pushed};
 use crate::remote::options::RegistryOptions;
 use crate::remote::registry::Registry;
 use crate::remote::transport::Transport;
@@ -133,11 +133,24 @@ impl Fetcher {
         reference: &Reference,
         format: PushFormat,
     ) -> Result<Pushed> {
+        self.push_with(path, reference, format, &PushExtras::default())
+            .await
+    }
+
+    /// Pushes the wasm file at `path` to `reference` in `format`, its manifest carrying
+    /// `extras` (annotations, an artifact type).
+    pub async fn push_with(
+        &self,
+        path: &std::path::Path,
+        reference: &Reference,
+        format: PushFormat,
+        extras: &PushExtras,
+    ) -> Result<Pushed> {
         let push = Push {
             transport: &self.transport,
             progress: self.progress.as_deref(),
         };
-        crate::push::push(&push, path, reference, format).await
+        crate::push::push(&push, path, reference, format, extras).await
     }
 
     /// What a pull needs of this fetcher.

@@ -11,13 +11,15 @@
 //!   requests, tokens, redirects, failures and their one classifier, retries);
 //! - `walk`: an index to its image manifest, and the reference a pull or a load records;
 //! - [`layout`]: OCI image layouts on disk;
-//! - operations: `pull`, `push`, `resolve`, each handed what it needs by [`Fetcher`]
+//! - operations: `pull`, `push`, `resolve`, `tags` (list, retag), `describe` (a manifest
+//!   without its layers), `referrers` (attach, discover), each handed what it needs by [`Fetcher`]
 //!   (`fetcher.rs`), which is the only one to hold it all.
 //!
 //! `scripts/module-cycles` fails when two modules use each other.
 
 #![deny(missing_docs)]
 
+mod describe;
 pub mod egress;
 mod error;
 mod fetcher;
@@ -28,13 +30,16 @@ mod progress;
 mod pull;
 mod push;
 mod reference;
+mod referrers;
 mod remote;
 mod resolve;
 mod signatures;
+mod tags;
 pub mod text;
 pub mod trust;
 mod walk;
 
+pub use describe::{Described, Entry};
 pub use error::{Error, Result};
 pub use fetcher::Fetcher;
 pub use inspect::{ComponentConfig, Interface, WasmKind, interface, interface_of_file};
@@ -45,14 +50,16 @@ pub use manifest::{
 pub use oci_client::Reference as OciReference;
 pub use progress::{Blob, Progress, Transfer};
 pub use pull::{ConfigCheck, Pulled};
-pub use push::{PushFormat, Pushed};
+pub use push::{PushExtras, PushFormat, Pushed};
 pub use reference::{
     canonical_registry, is_node_local, parse_reference, registry_host, registry_key,
 };
+pub use referrers::{Attached, MAX_ATTACHMENT, Referrer, Referrers, referrers_tag};
 pub use remote::options::RegistryOptions;
 pub use remote::{auth, hosts};
 pub use resolve::{PullPolicy, Resolved, UnknownPullPolicy, resolve_cached};
 pub use signatures::Signed;
+pub use tags::{DEFAULT_PAGE_SIZE, Tagged, is_valid_tag};
 pub use walk::WalkError;
 
 // The old paths of what moved into the transport room, for code written against them; to

@@ -43,6 +43,15 @@ pub enum PushFormat {
     WasmToOci,
 }
 
+/// What a push adds to the manifest it writes, beyond the layout's own fields.
+#[derive(Debug, Clone, Default)]
+pub struct PushExtras {
+    /// The manifest's `annotations`.
+    pub annotations: BTreeMap<String, String>,
+    /// The manifest's `artifactType`, in place of the layout's.
+    pub artifact_type: Option<String>,
+}
+
 /// What a push wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct Pushed {
@@ -69,6 +78,7 @@ pub(crate) async fn push(
     path: &Path,
     reference: &Reference,
     format: PushFormat,
+    extras: &PushExtras,
 ) -> Result<Pushed> {
     let local = LocalBlob::hash(path)?;
     let kind = local.kind.ok_or_else(|| Error::InvalidWasm {
@@ -174,7 +184,23 @@ pub(crate) async fn push(
     if format == PushFormat::Cncf {
         manifest["artifactType"] = json!(CNCF_CONFIG_MEDIA_TYPE);
     }
+    if let Some(artifact_type) = &extras.artifact_type {
+        manifest["artifactType"] = json!(artifact_type);
+    }
+    if !extras.annotations.is_empty() {
+        manifest["annotations"] = json!(extras.annotations);
+    }
     let body = serde_json::to_vec(&manifest).expect("json values serialize");
+    if body.len() as u64 > crate::remote::registry::MAX_CONFIG_SIZE {
+        return Err(Error::InvalidManifest {
+            reference: reference.whole(),
+            reason: format!(
+                "with its annotations it would be {} bytes, over the {} a registry takes",
+                body.len(),
+                crate::remote::registry::MAX_CONFIG_SIZE
+            ),
+        });
+    }
     let digest = sha256(&body);
     with_retries("uploading the manifest", || {
         remote.put_manifest(reference, &body, OCI_IMAGE_MEDIA_TYPE)

@@ -66,11 +66,7 @@ impl LoginCommand {
                 self.server
             );
         };
-        let fetcher = global.fetcher(
-            &self.server,
-            // This verb pulls nothing: no policy has anything to decide here.
-            std::sync::Arc::new(wasm_oci_trust::Policy::accept_anything()),
-        )?;
+        let fetcher = global.fetcher_running_nothing(&self.server)?;
         crate::block_on(fetcher.check_login(&self.server))?
             .naming(&[&self.server], || format!("logging in to {}", self.server))?;
         let path = auth::store(&self.server, &username, &password)?;

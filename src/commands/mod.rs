@@ -1,11 +1,15 @@
 //! The verbs of `wasm-oci`, one file each: `RunCommand { .. }.execute()`.
 
+mod annotations;
+mod attach;
 mod cache;
 mod compile;
 mod completion;
+mod discover;
 mod inspect;
 mod key;
 mod login;
+mod manifest;
 mod output;
 mod prefetch;
 mod pull;
@@ -14,6 +18,7 @@ mod run;
 mod save;
 mod serve;
 mod sign;
+mod tags;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -25,12 +30,15 @@ use wasm_oci_cache::{Cache, RefEntry};
 use wasm_oci_fetcher::parse_reference;
 use wasm_oci_trust::Policy;
 
+use attach::AttachCommand;
 use cache::CacheCommand;
 use compile::CompileCommand;
 use completion::{CompletionCommand, ManCommand};
+use discover::DiscoverCommand;
 use inspect::InspectCommand;
 use key::KeyCommand;
 use login::{LoginCommand, LogoutCommand};
+use manifest::ManifestCommand;
 use prefetch::PrefetchCommand;
 use pull::PullCommand;
 use push::PushCommand;
@@ -38,6 +46,7 @@ use run::RunCommand;
 use save::{LoadCommand, SaveCommand};
 use serve::ServeCommand;
 use sign::SignCommand;
+use tags::{TagCommand, TagsCommand};
 use verify::VerifyCommand;
 
 use crate::{GlobalOptions, RegistryArgs};
@@ -89,6 +98,11 @@ enum Command {
     Key(KeyCommand),
     Sign(SignCommand),
     Verify(VerifyCommand),
+    Tags(TagsCommand),
+    Tag(TagCommand),
+    Manifest(ManifestCommand),
+    Attach(AttachCommand),
+    Discover(DiscoverCommand),
 }
 
 /// The registry options of the top level are accepted there but shown on the verbs only, and
@@ -130,6 +144,11 @@ impl Command {
             Command::Key(_) => "key",
             Command::Sign(_) => "sign",
             Command::Verify(_) => "verify",
+            Command::Tags(_) => "tags",
+            Command::Tag(_) => "tag",
+            Command::Manifest(_) => "manifest",
+            Command::Attach(_) => "attach",
+            Command::Discover(_) => "discover",
         }
     }
 
@@ -147,6 +166,11 @@ impl Command {
             Command::Login(cmd) => Some(&mut cmd.registry),
             Command::Sign(cmd) => Some(&mut cmd.registry),
             Command::Verify(cmd) => Some(&mut cmd.registry),
+            Command::Tags(cmd) => Some(&mut cmd.registry),
+            Command::Tag(cmd) => Some(&mut cmd.registry),
+            Command::Manifest(cmd) => Some(&mut cmd.registry),
+            Command::Attach(cmd) => Some(&mut cmd.registry),
+            Command::Discover(cmd) => Some(&mut cmd.registry),
             Command::Load(_)
             | Command::Key(_)
             | Command::Cache(_)
@@ -183,7 +207,8 @@ impl Cli {
                 if let Some(option) = self.registry_before.first_given() {
                     eprintln!(
                         "Error: {option} is an option of the verbs that talk to a registry \
-                         (run, serve, pull, push, compile, prefetch, inspect, save, login, sign, verify); \
+                         (run, serve, pull, push, compile, prefetch, inspect, save, login, sign, verify, \
+                         tags, tag, manifest, attach, discover); \
                          `wasm-oci {}` talks to none",
                         self.command.name()
                     );
@@ -214,6 +239,11 @@ impl Cli {
             Command::Key(cmd) => (cmd.execute(&global), 1),
             Command::Sign(cmd) => (cmd.execute(&global), 1),
             Command::Verify(cmd) => (cmd.execute(&global), 1),
+            Command::Tags(cmd) => (cmd.execute(&global), 1),
+            Command::Tag(cmd) => (cmd.execute(&global), 1),
+            Command::Manifest(cmd) => (cmd.execute(&global), 1),
+            Command::Attach(cmd) => (cmd.execute(&global), 1),
+            Command::Discover(cmd) => (cmd.execute(&global), 1),
         };
         match result {
             Ok(code) => code,

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use wasm_oci_fetcher::{PushFormat, parse_reference};
+use wasm_oci_fetcher::{PushExtras, PushFormat, parse_reference};
 
 use super::Naming;
 use crate::GlobalOptions;
@@ -18,6 +18,8 @@ use crate::GlobalOptions;
 /// Examples:
 ///     wasm-oci push hello.wasm localhost:5000/hello:v1
 ///     wasm-oci push --format wasm-to-oci hello.wasm localhost:5000/hello:v1
+///     wasm-oci push -a org.opencontainers.image.source=https://example.com/hello \
+///         hello.wasm localhost:5000/hello:v1
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct PushCommand {
@@ -41,6 +43,15 @@ pub struct PushCommand {
     #[arg(long, value_name = "KEY")]
     sign_key: Option<PathBuf>,
 
+    /// Add an annotation to the manifest (repeatable)
+    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE",
+          value_parser = super::annotations::parse_annotation)]
+    annotations: Vec<(String, String)>,
+
+    /// The manifest's artifactType [default: the layout's, application/vnd.wasm.config.v0+json for cncf]
+    #[arg(long, value_name = "TYPE", value_parser = super::annotations::parse_media_type)]
+    artifact_type: Option<String>,
+
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
 }
@@ -58,11 +69,7 @@ impl PushCommand {
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         swapped(&self.file, &self.reference)?;
         let reference = parse_reference(&self.reference)?;
-        let fetcher = global.fetcher(
-            reference.registry(),
-            // This verb pulls nothing: no policy has anything to decide here.
-            std::sync::Arc::new(wasm_oci_trust::Policy::accept_anything()),
-        )?;
+        let fetcher = global.fetcher_running_nothing(reference.registry())?;
         let format = match self.format {
             Format::Cncf => PushFormat::Cncf,
             Format::WasmToOci => PushFormat::WasmToOci,
@@ -72,10 +79,14 @@ impl PushCommand {
             Some(path) => Some(super::sign::read_private_key(path)?),
             None => None,
         };
-        let pushed = crate::block_on(fetcher.push(&self.file, &reference, format))?
+        let extras = PushExtras {
+            annotations: self.annotations.iter().cloned().collect(),
+            artifact_type: self.artifact_type.clone(),
+        };
+        let pushed = crate::block_on(fetcher.push_with(&self.file, &reference, format, &extras))?
             .naming(&[&self.reference, &self.file.display().to_string()], || {
-                format!("pushing {} to {}", self.file.display(), self.reference)
-            })?;
+            format!("pushing {} to {}", self.file.display(), self.reference)
+        })?;
         let signed = match &key {
             Some(key) => {
                 // The digest this push wrote, not a second reading of the tag: what the

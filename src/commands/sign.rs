@@ -46,11 +46,7 @@ impl SignCommand {
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let reference = parse_reference(&self.reference)?;
         let key = read_private_key(&self.key)?;
-        let fetcher = global.fetcher(
-            reference.registry(),
-            // This verb pulls nothing: no policy has anything to decide here.
-            std::sync::Arc::new(wasm_oci_trust::Policy::accept_anything()),
-        )?;
+        let fetcher = global.fetcher_running_nothing(reference.registry())?;
         // Resolved once; what is signed is that digest, printed below.
         let digest = crate::block_on(fetcher.digest_to_sign(&reference))?
             .with_context(|| format!("resolving {}", self.reference))?;

@@ -12,9 +12,9 @@ use clap::CommandFactory as _;
 
 use crate::support::{Registry, Secure, WasmOci, describe, padded_hello, stderr, testdata};
 
-const REGISTRY_VERBS: [&str; 11] = [
+const REGISTRY_VERBS: [&str; 16] = [
     "run", "serve", "pull", "push", "compile", "prefetch", "inspect", "save", "login", "sign",
-    "verify",
+    "verify", "tags", "tag", "manifest", "attach", "discover",
 ];
 
 /// Every verb and cache action, as typed after `wasm-oci`.

@@ -4,6 +4,7 @@
 //! One integration-test binary for the whole workspace; one module per feature (`pull.rs`, `run.rs`,
 //! `shim.rs`, ...), its attacks beside it (`pull_attacks.rs`), fixtures in `support/`.
 
+mod annotations;
 mod auth;
 mod auth_attacks;
 mod auth_token;
@@ -31,6 +32,7 @@ mod pull_attacks;
 mod push;
 mod push_attacks;
 mod readme;
+mod referrers;
 mod registry_friction;
 mod resume;
 mod run;
@@ -41,6 +43,7 @@ mod shim;
 mod shim_attacks;
 mod shim_world;
 mod support;
+mod tags;
 mod testdata;
 mod trust;
 

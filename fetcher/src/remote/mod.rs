@@ -14,6 +14,7 @@ pub(crate) mod client;
 pub(crate) mod endpoint;
 pub(crate) mod failure;
 pub mod hosts;
+pub(crate) mod listing;
 pub(crate) mod options;
 pub(crate) mod probe;
 pub(crate) mod redirect;

@@ -110,7 +110,7 @@ impl Registry {
 
     /// Whether `url` is on the registry's own origin (scheme, host and port): the only
     /// place its `Authorization` goes.
-    fn owns(&self, url: &Url) -> bool {
+    pub(super) fn owns(&self, url: &Url) -> bool {
         same_origin(url, &self.origin)
     }
 
@@ -124,7 +124,7 @@ impl Registry {
     /// expired) for `op` on `reference`'s repository; any answer but a success is a failure.
     /// The one place credentials are attached: only to a URL of the registry's own origin,
     /// never to an upload location or anything else elsewhere.
-    async fn send(
+    pub(super) async fn send(
         &self,
         reference: &Reference,
         op: RegistryOperation,
@@ -186,7 +186,7 @@ impl Registry {
         self.url(reference, "manifests", name)
     }
 
-    fn url(&self, reference: &Reference, kind: &str, name: &str) -> String {
+    pub(super) fn url(&self, reference: &Reference, kind: &str, name: &str) -> String {
         let url = format!("{}/{}/{kind}/{name}", self.api, reference.repository());
         match &self.ns {
             Some(ns) => format!("{url}?ns={ns}"),

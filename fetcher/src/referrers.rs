@@ -1,0 +1,391 @@
+//! OCI 1.1 referrers: an artifact attached to a manifest through its `subject`, and the list of
+//! what is attached to one. The referrers API (`GET /v2/<name>/referrers/<digest>`) where the
+//! registry offers it; else the referrers tag schema, an index tagged `sha256-<hex>` that each
+//! attach updates (Distribution 2.8 has no referrers API).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use oci_client::Reference;
+use oci_client::manifest::{OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use wasm_oci_cache::Digest;
+
+use crate::Fetcher;
+use crate::error::{Error, Result};
+use crate::remote::failure::{Failure, violation};
+use crate::remote::registry::{MAX_CONFIG_SIZE, Registry};
+use crate::remote::retry::with_retries;
+use crate::text::printable;
+
+/// The empty config of an artifact manifest, as the image spec defines it.
+pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+/// The media type of an attached file's layer.
+const ATTACHED_LAYER_MEDIA_TYPE: &str = "application/octet-stream";
+/// Largest file `attach` takes (it is read whole: SBOMs, notes, signatures).
+pub const MAX_ATTACHMENT: u64 = 64 << 20;
+/// Referrers listed at most.
+const MAX_REFERRERS: usize = 10_000;
+/// Pages of the referrers API followed at most.
+const MAX_PAGES: usize = 100;
+
+/// One artifact attached to a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Referrer {
+    /// The artifact manifest's digest.
+    pub digest: String,
+    /// Its media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// What it is.
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub artifact_type: Option<String>,
+    /// Its annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What is attached to a manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Referrers {
+    /// The reference asked about.
+    pub reference: String,
+    /// The subject manifest's digest.
+    pub digest: String,
+    /// Where the list came from: `referrers API` or `tag sha256-<hex>`.
+    pub source: String,
+    /// The artifacts attached.
+    pub referrers: Vec<Referrer>,
+}
+
+/// An artifact attached by [`Fetcher::attach`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Attached {
+    /// The artifact's reference, `registry/repository@digest`.
+    pub reference: String,
+    /// The artifact manifest's digest.
+    pub digest: String,
+    /// The subject's digest.
+    pub subject: String,
+    /// The referrers tag updated (`sha256-<hex>`), when the registry has no referrers API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrers_tag: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    #[serde(default)]
+    manifests: Vec<serde_json::Value>,
+}
+
+/// The referrers tag of `digest` (`sha256:<hex>` -> `sha256-<hex>`).
+pub fn referrers_tag(digest: &str) -> String {
+    digest.replacen(':', "-", 1)
+}
+
+/// The descriptors of an index's `manifests`, each checked; a hostile registry's index is
+/// refused rather than passed on.
+fn referrers_of(body: &[u8]) -> std::result::Result<Vec<Referrer>, String> {
+    let index: Index = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if index.manifests.len() > MAX_REFERRERS {
+        return Err(format!("over {MAX_REFERRERS} referrers"));
+    }
+    index
+        .manifests
+        .into_iter()
+        .map(|m| {
+            let referrer: Referrer = serde_json::from_value(m).map_err(|e| e.to_string())?;
+            crate::reference::check_digest(&referrer.digest)
+                .map_err(|e| format!("{}: {e}", printable(&referrer.digest)))?;
+            Ok(referrer)
+        })
+        .collect()
+}
+
+impl Fetcher {
+    /// Attaches the file at `path` to the manifest `subject` names, as an artifact of
+    /// `artifact_type` with `annotations`: its blob first, then the artifact manifest (by
+    /// digest, with `subject`), then, where the registry has no referrers API, the referrers
+    /// tag, last, so that no tag ever points at missing content.
+    pub async fn attach(
+        &self,
+        subject: &Reference,
+        path: &Path,
+        artifact_type: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Attached> {
+        let io = |action, source| Error::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(|e| io("reading", e))?.len();
+        if size > MAX_ATTACHMENT {
+            return Err(io(
+                "reading",
+                std::io::Error::other(format!("over the {MAX_ATTACHMENT} bytes attach takes")),
+            ));
+        }
+        let content = std::fs::read(path).map_err(|e| io("reading", e))?;
+        let (subject_body, subject_digest, subject_type) = self.manifest_bytes(subject).await?;
+        let remote = self.remote(subject).await?;
+        let scheme = self.scheme(subject);
+        let failed = |f: Failure| f.into_error(subject, scheme);
+
+        let blob_digest = Digest::of(&content).to_string();
+        let empty = b"{}".to_vec();
+        let empty_digest = Digest::of(&empty).to_string();
+        for (digest, bytes) in [(&blob_digest, &content), (&empty_digest, &empty)] {
+            upload_missing(&remote, subject, digest, bytes)
+                .await
+                .map_err(failed)?;
+        }
+        let title = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "attachment".to_owned());
+        let mut manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_IMAGE_MEDIA_TYPE,
+            "artifactType": artifact_type,
+            "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest, "size": 2},
+            "layers": [{
+                "mediaType": ATTACHED_LAYER_MEDIA_TYPE,
+                "digest": blob_digest,
+                "size": content.len(),
+                "annotations": {"org.opencontainers.image.title": title},
+            }],
+            "subject": {
+                "mediaType": subject_type,
+                "digest": subject_digest,
+                "size": subject_body.len(),
+            },
+        });
+        if !annotations.is_empty() {
+            manifest["annotations"] = json!(annotations);
+        }
+        let body = serde_json::to_vec(&manifest).expect("json values serialize");
+        let digest = Digest::of(&body).to_string();
+        let at = Reference::with_digest(
+            subject.registry().to_owned(),
+            subject.repository().to_owned(),
+            digest.clone(),
+        );
+        with_retries("putting the artifact manifest", || {
+            remote.put_manifest(&at, &body, OCI_IMAGE_MEDIA_TYPE)
+        })
+        .await
+        .map_err(failed)?;
+
+        let api = with_retries("asking for the referrers API", || {
+            remote.referrers_page(subject, &subject_digest, None, MAX_CONFIG_SIZE)
+        })
+        .await
+        .map_err(failed)?;
+        let referrers_tag = match api {
+            // The registry lists it from its `subject`.
+            Some(_) => None,
+            None => {
+                let referrer = Referrer {
+                    digest: digest.clone(),
+                    media_type: OCI_IMAGE_MEDIA_TYPE.to_owned(),
+                    size: body.len() as u64,
+                    artifact_type: Some(artifact_type.to_owned()),
+                    annotations: annotations.clone(),
+                };
+                Some(
+                    self.add_to_referrers_tag(&remote, subject, &subject_digest, referrer)
+                        .await?,
+                )
+            }
+        };
+        tracing::info!(%digest, subject = %subject_digest, "attached");
+        Ok(Attached {
+            reference: at.whole(),
+            digest,
+            subject: subject_digest,
+            referrers_tag,
+        })
+    }
+
+    /// Adds `referrer` to the index tagged `sha256-<hex>` of `subject_digest` (made when
+    /// there is none), and returns the tag.
+    async fn add_to_referrers_tag(
+        &self,
+        remote: &Registry,
+        subject: &Reference,
+        subject_digest: &str,
+        referrer: Referrer,
+    ) -> Result<String> {
+        let tag = referrers_tag(subject_digest);
+        let at = Reference::with_tag(
+            subject.registry().to_owned(),
+            subject.repository().to_owned(),
+            tag.clone(),
+        );
+        let scheme = self.scheme(subject);
+        let mut referrers = self
+            .tagged_referrers(remote, &at)
+            .await?
+            .unwrap_or_default();
+        if !referrers.iter().any(|r| r.digest == referrer.digest) {
+            referrers.push(referrer);
+        }
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_IMAGE_INDEX_MEDIA_TYPE,
+            "manifests": referrers,
+        });
+        let body = serde_json::to_vec(&index).expect("json values serialize");
+        with_retries("updating the referrers tag", || {
+            remote.put_manifest(&at, &body, OCI_IMAGE_INDEX_MEDIA_TYPE)
+        })
+        .await
+        .map_err(|f| f.into_error(&at, scheme))?;
+        Ok(tag)
+    }
+
+    /// The referrers the index at `at` (a `sha256-<hex>` tag) lists; `None` when there is
+    /// no such tag.
+    async fn tagged_referrers(
+        &self,
+        remote: &Registry,
+        at: &Reference,
+    ) -> Result<Option<Vec<Referrer>>> {
+        let scheme = self.scheme(at);
+        let fetched = with_retries("fetching the referrers tag", || {
+            remote.manifest(at, &[OCI_IMAGE_INDEX_MEDIA_TYPE], MAX_CONFIG_SIZE)
+        })
+        .await;
+        let body = match fetched {
+            Ok((body, _)) => body,
+            Err(f) if f.is_not_found() => return Ok(None),
+            Err(f) => return Err(f.into_error(at, scheme)),
+        };
+        let invalid = |reason: String| Error::InvalidManifest {
+            reference: at.whole(),
+            reason,
+        };
+        if body.len() as u64 > MAX_CONFIG_SIZE {
+            return Err(invalid(format!("it is over {MAX_CONFIG_SIZE} bytes")));
+        }
+        referrers_of(&body).map(Some).map_err(invalid)
+    }
+
+    /// What is attached to the manifest `subject` names: from the referrers API where the
+    /// registry has one, else from the referrers tag.
+    pub async fn referrers(&self, subject: &Reference) -> Result<Referrers> {
+        let (_, subject_digest, _) = self.manifest_bytes(subject).await?;
+        let remote = self.remote(subject).await?;
+        let scheme = self.scheme(subject);
+        let failed = |f: Failure| f.into_error(subject, scheme);
+        let mut referrers = Vec::new();
+        let mut at = None;
+        let mut source = "referrers API".to_owned();
+        for page in 0.. {
+            if page == MAX_PAGES {
+                return Err(failed(violation(format!(
+                    "the referrers list goes on for over {MAX_PAGES} pages"
+                ))));
+            }
+            let fetched = with_retries("listing the referrers", || {
+                remote.referrers_page(subject, &subject_digest, at.as_ref(), MAX_CONFIG_SIZE)
+            })
+            .await
+            .map_err(failed)?;
+            let Some(fetched) = fetched else {
+                let tag = referrers_tag(&subject_digest);
+                let tagged = Reference::with_tag(
+                    subject.registry().to_owned(),
+                    subject.repository().to_owned(),
+                    tag.clone(),
+                );
+                referrers = self
+                    .tagged_referrers(&remote, &tagged)
+                    .await?
+                    .unwrap_or_default();
+                source = format!("tag {tag}");
+                break;
+            };
+            let page_referrers =
+                referrers_of(&fetched.body).map_err(|reason| Error::InvalidManifest {
+                    reference: format!("{} (its referrers)", subject.whole()),
+                    reason,
+                })?;
+            referrers.extend(page_referrers);
+            if referrers.len() > MAX_REFERRERS {
+                return Err(failed(violation(format!("over {MAX_REFERRERS} referrers"))));
+            }
+            match fetched.next {
+                Some(next) if Some(&next) != at.as_ref() => at = Some(next),
+                Some(_) => {
+                    return Err(failed(violation(
+                        "the referrers list's next page is the one just read".into(),
+                    )));
+                }
+                None => break,
+            }
+        }
+        Ok(Referrers {
+            reference: subject.whole(),
+            digest: subject_digest,
+            source,
+            referrers,
+        })
+    }
+}
+
+/// Uploads `bytes` as the blob `digest` unless `reference`'s repository has it.
+async fn upload_missing(
+    remote: &Registry,
+    reference: &Reference,
+    digest: &str,
+    bytes: &[u8],
+) -> std::result::Result<(), Failure> {
+    let exists = with_retries("checking for a blob", || {
+        remote.blob_exists(reference, digest)
+    })
+    .await?;
+    if !exists {
+        with_retries("uploading a blob", || {
+            remote.upload_blob(reference, digest, bytes.len() as u64, || {
+                bytes.to_vec().into()
+            })
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_referrers_index_is_refused() {
+        let good = format!(
+            r#"{{"manifests":[{{"mediaType":"m","digest":"sha256:{}","size":3,"artifactType":"t"}}]}}"#,
+            "a".repeat(64)
+        );
+        assert_eq!(referrers_of(good.as_bytes()).unwrap().len(), 1);
+        for bad in [
+            r#"{"manifests":[{"mediaType":"m","digest":"sha256:../../x","size":3}]}"#,
+            r#"{"manifests":[{"mediaType":"m","digest":"md5:00","size":3}]}"#,
+            r#"{"manifests":[{"digest":"sha256:00","size":-1}]}"#,
+            "not json",
+        ] {
+            assert!(referrers_of(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert_eq!(
+            referrers_tag(&format!("sha256:{}", "b".repeat(64))),
+            format!("sha256-{}", "b".repeat(64))
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! `wasm-oci discover REF`: what is attached to an artifact (its OCI 1.1 referrers).
+
+use std::process::ExitCode;
+
+use clap::Args;
+use wasm_oci_fetcher::parse_reference;
+use wasm_oci_fetcher::text::printable;
+
+use super::Naming;
+use crate::GlobalOptions;
+
+/// List what is attached to an artifact (its OCI 1.1 referrers).
+///
+/// Asks the registry's referrers API, or, where it has none (Docker Distribution 2.8), reads
+/// the index tagged sha256-<hex> of the artifact's digest. One line per referrer: its
+/// digest, artifact type and size.
+///
+/// Examples:
+///     wasm-oci discover localhost:5000/hello:v1
+///     wasm-oci discover --json --artifact-type application/spdx+json localhost:5000/hello:v1
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct DiscoverCommand {
+    /// The artifact, e.g. localhost:5000/hello:v1
+    reference: String,
+
+    /// List only the referrers of this artifact type
+    #[arg(long, value_name = "TYPE")]
+    artifact_type: Option<String>,
+
+    /// Print JSON on stdout: reference, digest (the subject's), source and referrers (each
+    /// with digest, mediaType, size, artifactType and annotations)
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    pub(super) registry: crate::RegistryArgs,
+}
+
+impl DiscoverCommand {
+    /// Lists and prints.
+    pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        let reference = parse_reference(&self.reference)?;
+        let fetcher = global.fetcher_running_nothing(reference.registry())?;
+        let mut found = crate::block_on(fetcher.referrers(&reference))?
+            .naming(&[&self.reference], || {
+                format!("listing what is attached to {}", self.reference)
+            })?;
+        if let Some(wanted) = &self.artifact_type {
+            found
+                .referrers
+                .retain(|r| r.artifact_type.as_deref() == Some(wanted.as_str()));
+        }
+        if self.json {
+            crate::print_json(&found)?;
+        } else {
+            for referrer in &found.referrers {
+                crate::outln!(
+                    "{} {} {}",
+                    referrer.digest,
+                    printable(referrer.artifact_type.as_deref().unwrap_or("-")),
+                    referrer.size
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
