@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use wasm_oci_fetcher::parse_reference;
 
-use super::Naming;
+use super::naming::Naming;
 use crate::GlobalOptions;
 
 /// Attach a file (an SBOM, a note, precompiled code) to an artifact in a registry.

@@ -124,7 +124,7 @@ enum Action {
 #[derive(Serialize)]
 struct Listed {
     #[serde(flatten)]
-    artifact: super::Artifact,
+    artifact: super::output::Artifact,
     /// Bytes of native code compiled from its wasm layer and kept in the cache.
     compiled: u64,
     /// Seconds since the Unix epoch.

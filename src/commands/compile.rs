@@ -6,7 +6,8 @@ use anyhow::bail;
 use clap::Args;
 use wasm_oci_shim::{EngineOptions, Runner, Wasm};
 
-use super::{Naming, PullPolicy, Resolved};
+use super::naming::Naming;
+use super::resolve::{PullPolicy, Resolved};
 use crate::GlobalOptions;
 
 /// Precompile a module for this machine and keep the code in the cache.
@@ -34,7 +35,7 @@ pub struct CompileCommand {
     json: bool,
 
     #[command(flatten)]
-    trust: super::PolicyOption,
+    trust: super::resolve::PolicyOption,
 
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
@@ -63,7 +64,7 @@ impl CompileCommand {
             })?;
         }
         if self.json {
-            crate::print_json(&super::Artifact::from(entry))?;
+            crate::print_json(&super::output::Artifact::from(entry))?;
         } else {
             crate::outln!("Compiled: {} ({})", entry.reference, entry.manifest_digest);
         }

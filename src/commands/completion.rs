@@ -5,10 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use clap::{Args, CommandFactory as _};
+use clap::Args;
 use clap_complete::Shell;
-
-use super::Cli;
 
 /// Print a completion script for bash, zsh, fish, elvish or PowerShell.
 ///
@@ -27,17 +25,17 @@ pub struct CompletionCommand {
 }
 
 impl CompletionCommand {
-    /// Writes the script on stdout.
-    pub fn execute(self) -> anyhow::Result<ExitCode> {
+    /// Writes the script for `cli` (the whole command line's definition) on stdout.
+    pub fn execute(self, mut cli: clap::Command) -> anyhow::Result<ExitCode> {
         let mut out = Vec::new();
-        clap_complete::generate(self.shell, &mut Cli::command(), "wasm-oci", &mut out);
+        clap_complete::generate(self.shell, &mut cli, "wasm-oci", &mut out);
         if self.shell == Shell::Bash {
             // clap_complete spells the state of a hyphenated binary two ways, so nothing after
             // a verb completes (clap-rs/clap#6421, open): use the spelling its loop uses.
             let script = String::from_utf8(out)
                 .expect("clap_complete writes UTF-8")
                 .replace("wasm__subcmd__oci", "wasm__oci");
-            out = guest_words_in_bash(&script).into_bytes();
+            out = guest_words_in_bash(&script, cli).into_bytes();
         }
         crate::write_stdout(&out)?;
         Ok(ExitCode::SUCCESS)
@@ -46,7 +44,7 @@ impl CompletionCommand {
 
 /// `script` (clap_complete's bash) where, after `run`'s module, words complete as file names:
 /// they are the guest's, and wasm-oci's options there would reach the guest, not wasm-oci.
-fn guest_words_in_bash(script: &str) -> String {
+fn guest_words_in_bash(script: &str, mut cli: clap::Command) -> String {
     // The state clap_complete gives `wasm-oci run` (its spelling changed between versions).
     let Some((at, case)) = [
         "        wasm__oci__subcmd__run)\n",
@@ -58,7 +56,6 @@ fn guest_words_in_bash(script: &str) -> String {
     };
     // Options of `run` and of the top level that take a value: their value is not the module.
     let mut takes_value: Vec<String> = Vec::new();
-    let mut cli = Cli::command();
     cli.build();
     let run = cli.find_subcommand("run").expect("run is a verb").clone();
     for arg in cli.get_arguments().chain(run.get_arguments()) {
@@ -150,8 +147,7 @@ pub struct ManCommand {
 
 impl ManCommand {
     /// Renders.
-    pub fn execute(self) -> anyhow::Result<ExitCode> {
-        let mut command = Cli::command();
+    pub fn execute(self, mut command: clap::Command) -> anyhow::Result<ExitCode> {
         command.build();
         if let Some(dir) = self.output_dir {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

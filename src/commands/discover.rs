@@ -6,7 +6,7 @@ use clap::Args;
 use wasm_oci_fetcher::parse_reference;
 use wasm_oci_fetcher::text::printable;
 
-use super::Naming;
+use super::naming::Naming;
 use crate::GlobalOptions;
 
 /// List what is attached to an artifact (its OCI 1.1 referrers).

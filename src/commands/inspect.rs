@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::{PullPolicy, Resolved};
+use super::resolve::{PullPolicy, Resolved};
 use crate::GlobalOptions;
 
 /// Show what an artifact is, without running it.
@@ -34,7 +34,7 @@ pub struct InspectCommand {
     json: bool,
 
     #[command(flatten)]
-    trust: super::PolicyOption,
+    trust: super::resolve::PolicyOption,
 
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
@@ -73,7 +73,7 @@ impl InspectCommand {
         };
         // A file is read section by section, never whole: a 200 MiB module costs what its
         // import and export sections take.
-        if super::looks_like_file(&self.module) {
+        if super::resolve::looks_like_file(&self.module) {
             let path = std::path::Path::new(&self.module);
             let interface = wasm_oci_fetcher::interface_of_file(path)
                 .with_context(|| format!("reading {}", self.module))?;
@@ -115,9 +115,11 @@ impl InspectCommand {
         let trust = self.trust.load()?;
         let resolved = Resolved::new(global, &self.module, self.pull, &trust)?;
         let interface = match &resolved.source {
-            super::Source::Bytes(bytes) => wasm_oci_fetcher::interface(bytes),
-            super::Source::Cached { .. } => wasm_oci_fetcher::interface_of_file(&resolved.path)
-                .with_context(|| format!("reading {}", resolved.path.display()))?,
+            super::resolve::Source::Bytes(bytes) => wasm_oci_fetcher::interface(bytes),
+            super::resolve::Source::Cached { .. } => {
+                wasm_oci_fetcher::interface_of_file(&resolved.path)
+                    .with_context(|| format!("reading {}", resolved.path.display()))?
+            }
         }
         .with_context(not_wasm)?;
         let inspected = match resolved.cached() {

@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use wasm_oci_fetcher::auth;
 
-use super::Naming;
+use super::naming::Naming;
 use crate::GlobalOptions;
 
 /// Log in to a registry: check the credentials, then store them as docker does.

@@ -7,7 +7,7 @@ use clap::Args;
 use wasm_oci_fetcher::parse_reference;
 use wasm_oci_fetcher::text::printable;
 
-use super::Naming;
+use super::naming::Naming;
 use crate::GlobalOptions;
 
 /// Show a manifest, or an index and its entries, without downloading a layer.

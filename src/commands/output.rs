@@ -1,4 +1,7 @@
-//! What every verb's output says the same way: key fingerprints, times, verified signatures.
+//! What every verb's output says the same way: cached artifacts, key fingerprints, times,
+//! verified signatures.
+
+use wasm_oci_cache::RefEntry;
 
 /// A key's fingerprint as every output shows it: `sha256:HEX`, as `key generate` prints it.
 pub(super) fn fingerprint(hex: &str) -> String {
@@ -27,6 +30,29 @@ impl From<&wasm_oci_cache::Verdict> for Verified {
             key_fingerprint: fingerprint(&v.key_fingerprint),
             identity: v.identity.clone(),
             verified_at: rfc3339(v.verified_at),
+        }
+    }
+}
+
+/// A cached artifact as every verb reports it, in JSON and in words: `digest` is the
+/// manifest's (what `push` prints and what `@sha256:` pins), `layer_digest` the wasm's.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct Artifact {
+    pub(super) reference: String,
+    pub(super) digest: String,
+    pub(super) layer_digest: String,
+    pub(super) layer_media_type: String,
+    pub(super) size: u64,
+}
+
+impl From<&RefEntry> for Artifact {
+    fn from(entry: &RefEntry) -> Self {
+        Artifact {
+            reference: entry.reference.clone(),
+            digest: entry.manifest_digest.to_string(),
+            layer_digest: entry.layer_digest.to_string(),
+            layer_media_type: entry.layer_media_type.clone(),
+            size: entry.size,
         }
     }
 }

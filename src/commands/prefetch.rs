@@ -51,7 +51,7 @@ pub struct PrefetchCommand {
     pub(super) registry: crate::RegistryArgs,
 
     #[command(flatten)]
-    trust: super::PolicyOption,
+    trust: super::resolve::PolicyOption,
 }
 
 #[derive(Serialize)]

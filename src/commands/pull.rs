@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use wasm_oci_fetcher::parse_reference;
 
-use super::Naming;
+use super::naming::Naming;
 use crate::GlobalOptions;
 
 /// Pull a wasm artifact into the cache, verifying its digest.
@@ -46,13 +46,13 @@ pub struct PullCommand {
     pub(super) registry: crate::RegistryArgs,
 
     #[command(flatten)]
-    trust: super::PolicyOption,
+    trust: super::resolve::PolicyOption,
 }
 
 #[derive(Serialize)]
 struct Output<'a> {
     #[serde(flatten)]
-    artifact: super::Artifact,
+    artifact: super::output::Artifact,
     cached: &'a Path,
     #[serde(skip_serializing_if = "Option::is_none")]
     out: Option<&'a Path>,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use wasm_oci_fetcher::{PushExtras, PushFormat, parse_reference};
 
-use super::Naming;
+use super::naming::Naming;
 use crate::GlobalOptions;
 
 /// Push a .wasm file to a registry as an OCI artifact.
@@ -119,7 +119,7 @@ fn swapped(file: &Path, reference: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let file_text = file.to_string_lossy();
-    if super::looks_like_file(reference) && parse_reference(&file_text).is_ok() {
+    if super::resolve::looks_like_file(reference) && parse_reference(&file_text).is_ok() {
         let p = wasm_oci_fetcher::text::printable;
         anyhow::bail!(
             "push takes FILE then REF: {} looks like a file and {} like a reference (oras and \

@@ -14,7 +14,8 @@ use wasm_oci_shim::{
     EngineOptions, Error as RunError, Loaded, Preopen, RunOptions, Runner, ServeOptions, World,
 };
 
-use super::{Naming, PullPolicy, Resolved};
+use super::naming::Naming;
+use super::resolve::{PullPolicy, Resolved};
 use crate::GlobalOptions;
 use crate::units::{parse_duration, parse_size};
 
@@ -60,7 +61,7 @@ pub struct RunCommand {
     pub(super) pull: PullPolicy,
 
     #[command(flatten)]
-    pub(super) trust: super::PolicyOption,
+    pub(super) trust: super::resolve::PolicyOption,
 
     /// Give the guest a host directory: HOST[::GUEST][:ro]. Read-write unless :ro; without
     /// ::GUEST the guest sees it at the host's path. Repeatable

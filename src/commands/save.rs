@@ -9,7 +9,9 @@ use wasm_oci_fetcher::layout;
 
 use serde::Serialize;
 
-use super::{Artifact, Naming, PullPolicy, Resolved};
+use super::naming::Naming;
+use super::output::Artifact;
+use super::resolve::{PullPolicy, Resolved};
 use crate::GlobalOptions;
 
 /// Write references (pulled first when not cached) to an OCI image layout directory.
@@ -40,7 +42,7 @@ pub struct SaveCommand {
     json: bool,
 
     #[command(flatten)]
-    trust: super::PolicyOption,
+    trust: super::resolve::PolicyOption,
 
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
@@ -137,7 +139,7 @@ pub struct LoadCommand {
     json: bool,
 
     #[command(flatten)]
-    trust: super::PolicyOption,
+    trust: super::resolve::PolicyOption,
 }
 
 #[derive(Serialize)]

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::resolve::PullPolicy;
 use super::run::HttpArgs;
-use super::{PullPolicy, RunCommand};
+use super::run::RunCommand;
 use crate::GlobalOptions;
 use crate::units::{parse_duration, parse_size};
 
@@ -41,7 +42,7 @@ pub struct ServeCommand {
     pull: PullPolicy,
 
     #[command(flatten)]
-    trust: super::PolicyOption,
+    trust: super::resolve::PolicyOption,
 
     /// Set an environment variable for the component, or pass one of yours with --env KEY.
     /// Repeatable

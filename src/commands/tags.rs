@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use wasm_oci_fetcher::{DEFAULT_PAGE_SIZE, parse_reference};
 
-use super::Naming;
+use super::naming::Naming;
 use crate::GlobalOptions;
 
 /// List the tags of a repository.
