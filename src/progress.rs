@@ -142,12 +142,29 @@ fn clear_on_interrupt(multi: &MultiProgress) {
     });
 }
 
+/// Wasm above this many bytes is large: off a terminal, its compile is announced on a line.
+pub(crate) const LARGE_MODULE: u64 = 4 << 20;
+
 /// Runs `compile`; when stderr is a terminal and it takes more than a moment (a large
-/// module compiling), a spinner says so meanwhile, and is gone when it returns.
-pub(crate) fn while_compiling<T>(what: &str, compile: impl FnOnce() -> T) -> T {
+/// module compiling), a spinner says so meanwhile, and is gone when it returns. Off a
+/// terminal, where no spinner draws, one line says so before a module larger than
+/// [`LARGE_MODULE`] compiles: `compiling REF (18.2 MiB)...`. `large` gives that size, or
+/// `None` for code that is already compiled (or a small module), of which nothing is said.
+pub(crate) fn while_compiling<T>(
+    what: &str,
+    large: impl FnOnce() -> Option<u64>,
+    compile: impl FnOnce() -> T,
+) -> T {
     use std::sync::mpsc::{RecvTimeoutError, channel};
     use std::time::Duration;
     if !std::io::stderr().is_terminal() {
+        if let Some(size) = large().filter(|&size| size > LARGE_MODULE) {
+            eprintln!(
+                "compiling {} ({})...",
+                wasm_oci_fetcher::text::printable(what),
+                crate::units::human_size(size)
+            );
+        }
         return compile();
     }
     let (done, finished) = channel::<()>();

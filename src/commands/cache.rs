@@ -33,7 +33,7 @@ enum Action {
     /// for its wasm (one file per engine setting, e.g. with and without --fuel), which `rm`
     /// and `prune` remove with it. Compiled code of local files is summed on the last line.
     /// --json also gives the wasm layer's digest (layer_digest), its media type and size, and
-    /// the last use in seconds since 1970.
+    /// the last use as an RFC 3339 time.
     ///
     /// Examples:
     ///     wasm-oci cache ls
@@ -43,8 +43,8 @@ enum Action {
     Ls {
         /// Print JSON on stdout: an array of reference, digest (the manifest's), layer_digest,
         /// layer_media_type, size, compiled (bytes of native code kept for it) and last_used
-        /// (seconds since the Unix epoch), streamed as the index is read (in no particular
-        /// order; sort by last_used), so that a cache of 100,000 references starts printing at
+        /// (RFC 3339, UTC), pretty-printed as every verb's JSON and streamed as the index is
+        /// read (in no particular order; sort by last_used), so that a cache of 100,000 references starts printing at
         /// once and holds no list in memory
         #[arg(long, conflicts_with = "quiet")]
         json: bool,
@@ -127,8 +127,14 @@ struct Listed {
     artifact: super::output::Artifact,
     /// Bytes of native code compiled from its wasm layer and kept in the cache.
     compiled: u64,
-    /// Seconds since the Unix epoch.
+    /// Seconds since the Unix epoch; JSON shows it as every time, RFC 3339 in UTC.
+    #[serde(serialize_with = "as_rfc3339")]
     last_used: u64,
+}
+
+/// A time in seconds since the Unix epoch, serialized as every verb's JSON shows times.
+fn as_rfc3339<S: serde::Serializer>(seconds: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&super::output::rfc3339(*seconds))
 }
 
 impl CacheCommand {
@@ -357,8 +363,8 @@ impl Compiled {
     }
 }
 
-/// `cache ls --json`: a JSON array written entry by entry as the index is read. A closed
-/// stdout (`| head`) ends it quietly.
+/// `cache ls --json`: a JSON array written entry by entry as the index is read, byte for byte
+/// what `print_json` prints for the whole array. A closed stdout (`| head`) ends it quietly.
 fn stream_json(cache: &wasm_oci_cache::Cache) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -366,10 +372,20 @@ fn stream_json(cache: &wasm_oci_cache::Cache) -> anyhow::Result<()> {
     let written = (|| -> anyhow::Result<()> {
         out.write_all(b"[")?;
         let mut compiled = Compiled::of(cache);
+        let mut element = Vec::new();
         cache.for_each_ref(|record| -> anyhow::Result<()> {
             out.write_all(if first { b"\n  " } else { b",\n  " })?;
             first = false;
-            serde_json::to_writer(&mut out, &Listed::new(record, &mut compiled))?;
+            // An element pretty-printed on its own, indented one level as inside the array
+            // (JSON strings hold no raw newline, so every newline is the printer's).
+            element.clear();
+            serde_json::to_writer_pretty(&mut element, &Listed::new(record, &mut compiled))?;
+            for (i, line) in element.split(|&b| b == b'\n').enumerate() {
+                if i > 0 {
+                    out.write_all(b"\n  ")?;
+                }
+                out.write_all(line)?;
+            }
             Ok(())
         })?;
         // `[]` when empty, as a whole array would print.

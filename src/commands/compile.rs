@@ -54,11 +54,20 @@ impl CompileCommand {
         };
         let digest = &entry.layer_digest;
         // For `wasm-oci run` and for the containerd shim, whose engines differ.
+        // Off a terminal a large module's compile is announced once, not once per engine.
+        let mut announced = false;
         for engine in [EngineOptions::default(), EngineOptions::SHIM] {
             let runner = Runner::new(engine)?;
-            crate::progress::while_compiling(&self.reference, || {
-                runner.load(&resolved.path, Wasm::Cached { cache, digest })
-            })
+            crate::progress::while_compiling(
+                &self.reference,
+                || {
+                    let large = super::resolve::uncompiled(cache, &runner, entry)
+                        .filter(|&size| !announced && size > crate::progress::LARGE_MODULE);
+                    announced |= large.is_some();
+                    large
+                },
+                || runner.load(&resolved.path, Wasm::Cached { cache, digest }),
+            )
             .naming(&[&self.reference], || {
                 format!("compiling {}", self.reference)
             })?;

@@ -24,13 +24,38 @@ pub struct ManifestCommand {
     /// The reference, e.g. localhost:5000/hello:v1
     reference: String,
 
-    /// Print JSON on stdout: reference, digest, media_type, size, manifest and, for an
-    /// index, entries (each with digest, media_type, size, platform and manifest)
+    /// Print JSON on stdout: reference, digest, manifest_media_type, manifest_size (bytes),
+    /// manifest and, for an index, entries (each with digest, manifest_media_type,
+    /// manifest_size, platform and manifest); `size`, on every verb, is a wasm layer's
     #[arg(long)]
     json: bool,
 
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
+}
+
+/// `manifest --json`: the manifest's size and media type named as such, since `size` on
+/// every verb is a wasm layer's bytes.
+#[derive(serde::Serialize)]
+struct Json<'a> {
+    reference: &'a str,
+    digest: &'a str,
+    manifest_media_type: &'a str,
+    manifest_size: u64,
+    manifest: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    entries: Vec<EntryJson<'a>>,
+}
+
+/// An index entry in `manifest --json`.
+#[derive(serde::Serialize)]
+struct EntryJson<'a> {
+    digest: &'a str,
+    manifest_media_type: &'a str,
+    manifest_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<&'a serde_json::Value>,
+    manifest: &'a serde_json::Value,
 }
 
 impl ManifestCommand {
@@ -41,7 +66,24 @@ impl ManifestCommand {
         let described = crate::block_on(fetcher.describe(&reference))?
             .naming(&[&self.reference], || format!("reading {}", self.reference))?;
         if self.json {
-            crate::print_json(&described)?;
+            crate::print_json(&Json {
+                reference: &described.reference,
+                digest: &described.digest,
+                manifest_media_type: &described.media_type,
+                manifest_size: described.size,
+                manifest: &described.manifest,
+                entries: described
+                    .entries
+                    .iter()
+                    .map(|e| EntryJson {
+                        digest: &e.digest,
+                        manifest_media_type: &e.media_type,
+                        manifest_size: e.size,
+                        platform: e.platform.as_ref(),
+                        manifest: &e.manifest,
+                    })
+                    .collect(),
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         crate::outln!("Reference: {}", described.reference);

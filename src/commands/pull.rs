@@ -38,7 +38,8 @@ pub struct PullCommand {
     force: bool,
 
     /// Print the result as JSON on stdout: reference, digest (the manifest's),
-    /// layer_digest, layer_media_type, size, cached (the blob's path) and out
+    /// layer_digest, layer_media_type, size, cached (the blob's path) and output (the file
+    /// written with --output)
     #[arg(long)]
     json: bool,
 
@@ -54,8 +55,9 @@ struct Output<'a> {
     #[serde(flatten)]
     artifact: super::output::Artifact,
     cached: &'a Path,
+    /// The file written with --output.
     #[serde(skip_serializing_if = "Option::is_none")]
-    out: Option<&'a Path>,
+    output: Option<&'a Path>,
     /// The signatures the policy verified (key fingerprint, claimed identity, when).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     verified: Vec<super::output::Verified>,
@@ -106,7 +108,7 @@ impl PullCommand {
                 artifact: entry.into(),
                 cached: &pulled.path,
                 sources: &pulled.sources,
-                out: out.as_deref(),
+                output: out.as_deref(),
                 verified: verified(entry)
                     .iter()
                     .map(super::output::Verified::from)

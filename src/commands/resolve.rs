@@ -181,6 +181,24 @@ impl Resolved {
         })
     }
 
+    /// Its size when it is large and `runner` has no compiled code of it in the cache yet:
+    /// what [`crate::progress::while_compiling`] announces off a terminal.
+    pub(super) fn to_compile(&self, runner: &wasm_oci_shim::Runner) -> Option<u64> {
+        match &self.source {
+            Source::Bytes(bytes) => {
+                let size = bytes.len() as u64;
+                // The digest is taken only of a large module: a small one is not announced.
+                let large = size > crate::progress::LARGE_MODULE;
+                large.then_some(size).filter(|_| {
+                    self.compiled.as_ref().is_none_or(|cache| {
+                        !has_compiled(cache, runner, &wasm_oci_cache::Digest::of(bytes))
+                    })
+                })
+            }
+            Source::Cached { cache, artifact } => uncompiled(cache, runner, &artifact.entry),
+        }
+    }
+
     /// The cache and the reference's entry, for a cached reference.
     pub(super) fn cached(&self) -> Option<(&Cache, &RefEntry)> {
         match &self.source {
@@ -313,4 +331,28 @@ mod tests {
         let e = from_text(Path::new("bad.wat"), b"(module (func (oops)))".to_vec()).unwrap_err();
         assert!(format!("{e:#}").contains("bad.wat"), "{e:#}");
     }
+}
+
+/// `entry`'s wasm size when `runner` has no compiled code of it in `cache` yet.
+pub(super) fn uncompiled(
+    cache: &Cache,
+    runner: &wasm_oci_shim::Runner,
+    entry: &RefEntry,
+) -> Option<u64> {
+    (!has_compiled(cache, runner, &entry.layer_digest)).then_some(entry.size)
+}
+
+/// Whether `cache` holds code compiled from `digest` by `runner`'s engine (a module or a
+/// component); code that cannot be opened counts as none, as the runner then compiles.
+fn has_compiled(
+    cache: &Cache,
+    runner: &wasm_oci_shim::Runner,
+    digest: &wasm_oci_cache::Digest,
+) -> bool {
+    ["module", "component"].iter().any(|kind| {
+        matches!(
+            cache.open_compiled(runner.engine_key(), digest, kind),
+            Ok(Some(_))
+        )
+    })
 }

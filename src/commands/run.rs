@@ -221,9 +221,11 @@ impl RunCommand {
         };
         let (runner, loaded) = loop {
             let runner = Runner::new(engine)?;
-            let loaded = crate::progress::while_compiling(self.module(), || {
-                runner.load(&resolved.path, resolved.wasm())
-            })
+            let loaded = crate::progress::while_compiling(
+                self.module(),
+                || resolved.to_compile(&runner),
+                || runner.load(&resolved.path, resolved.wasm()),
+            )
             .naming(
                 &[self.module(), &resolved.path.display().to_string()],
                 || format!("loading {}", self.module()),

@@ -43,6 +43,16 @@ struct Listed {
     tags: Vec<String>,
 }
 
+/// `tag --json`: the manifest's size and media type named as such, since `size` on every
+/// verb is a wasm layer's bytes.
+#[derive(serde::Serialize)]
+struct Tagged<'a> {
+    reference: &'a str,
+    digest: &'a str,
+    manifest_media_type: &'a str,
+    manifest_size: u64,
+}
+
 impl TagsCommand {
     /// Lists and prints.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
@@ -83,7 +93,8 @@ pub struct TagCommand {
     /// The new tag, in the same repository
     new_tag: String,
 
-    /// Print JSON on stdout: reference (the new one), digest, media_type and size
+    /// Print JSON on stdout: reference (the new one), digest, manifest_media_type and
+    /// manifest_size (bytes; `size`, on every verb, is a wasm layer's)
     #[arg(long)]
     json: bool,
 
@@ -101,7 +112,12 @@ impl TagCommand {
                 format!("tagging {} as {}", self.reference, self.new_tag)
             })?;
         if self.json {
-            crate::print_json(&tagged)?;
+            crate::print_json(&Tagged {
+                reference: &tagged.reference,
+                digest: &tagged.digest,
+                manifest_media_type: &tagged.media_type,
+                manifest_size: tagged.size,
+            })?;
         } else {
             crate::outln!("Tagged: {}", tagged.reference);
             crate::outln!("Digest: {}", tagged.digest);

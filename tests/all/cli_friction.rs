@@ -721,3 +721,156 @@ fn the_pulled_log_event_says_digest_as_every_output_does() {
         "{event}"
     );
 }
+
+/// `out` as every verb prints JSON: pretty (one key or value a line, two spaces a level, as
+/// `serde_json`'s pretty printer writes it), ending in a newline.
+fn pretty(out: &str) -> serde_json::Value {
+    let value: serde_json::Value =
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    let again = serde_json::to_string_pretty(&value).unwrap();
+    assert!(out.ends_with('\n'), "{out:?}");
+    assert_eq!(
+        out.lines().count(),
+        again.lines().count(),
+        "not pretty: {out}"
+    );
+    // Keys may come in another order than the printer's: the same indents, counted.
+    let indents = |text: &str| {
+        let mut all: Vec<usize> = text
+            .lines()
+            .map(|l| l.len() - l.trim_start().len())
+            .collect();
+        all.sort_unstable();
+        all
+    };
+    assert_eq!(indents(out), indents(&again), "not pretty: {out}");
+    value
+}
+
+#[test]
+fn every_verb_s_json_is_pretty_with_the_same_keys_for_the_same_facts() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let dir = tempfile::tempdir().unwrap();
+    let hello = testdata("hello.wasm");
+    let size = fs::metadata(&hello).unwrap().len();
+    let reference = registry.reference("hello:v1");
+    let pushed = pretty(&cli.ok(&["push", path(&hello), &reference, "--json"]));
+    let digest = pushed["digest"].as_str().unwrap().to_owned();
+    let layer_digest = pushed["layer_digest"].as_str().unwrap().to_owned();
+    assert!(digest.starts_with("sha256:") && layer_digest.starts_with("sha256:"));
+    assert_ne!(digest, layer_digest);
+    let same_facts = |value: &serde_json::Value, reference: &str| {
+        assert_eq!(value["reference"], reference, "{value}");
+        assert_eq!(value["digest"], digest.as_str(), "{value}");
+        assert_eq!(value["layer_digest"], layer_digest.as_str(), "{value}");
+        assert_eq!(value["size"], size, "{value}");
+    };
+    same_facts(&pushed, &reference);
+
+    // pull names the file it wrote as its option does: output.
+    let written = dir.path().join("copy.wasm");
+    let pulled = pretty(&cli.ok(&["pull", &reference, "-o", path(&written), "--json"]));
+    same_facts(&pulled, &reference);
+    assert_eq!(pulled["output"], path(&written), "{pulled}");
+    assert!(pulled.get("out").is_none(), "{pulled}");
+    same_facts(
+        &pretty(&cli.ok(&["compile", &reference, "--json"])),
+        &reference,
+    );
+    same_facts(
+        &pretty(&cli.ok(&["inspect", &reference, "--json"])),
+        &reference,
+    );
+    let prefetched = pretty(&cli.ok(&["prefetch", &reference, "--json"]));
+    same_facts(&prefetched[0], &reference);
+
+    // cache ls, streamed, prints what print_json prints: pretty, element by element, and
+    // last_used as every time in JSON, RFC 3339 in UTC.
+    let other = registry.reference("other:v1");
+    cli.ok(&["push", path(&hello), &other]);
+    cli.ok(&["pull", &other]);
+    let listed = pretty(&cli.ok(&["cache", "ls", "--json"]));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let ours = listed.iter().find(|l| l["reference"] == reference.as_str());
+    same_facts(ours.expect("hello:v1 is listed"), &reference);
+    for entry in listed {
+        let at = entry["last_used"].as_str().unwrap_or_default();
+        assert!(
+            humantime::parse_rfc3339(at).is_ok() && at.ends_with('Z'),
+            "{entry}"
+        );
+    }
+    assert_eq!(
+        pretty(&cli.ok(&["cache", "ls", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // A manifest's own size is named as such: `size` is a wasm layer's bytes everywhere.
+    let tagged = pretty(&cli.ok(&["tag", "--json", &reference, "stable"]));
+    assert_eq!(tagged["digest"], digest.as_str(), "{tagged}");
+    assert!(tagged.get("size").is_none(), "{tagged}");
+    // The manifest as the registry stores it, a blob of its own.
+    let manifest_size = fs::metadata(registry.blob_file(&digest)).unwrap().len();
+    assert_eq!(tagged["manifest_size"], manifest_size, "{tagged}");
+    let shown = pretty(&cli.ok(&["manifest", "--json", &reference]));
+    assert_eq!(shown["digest"], digest.as_str(), "{shown}");
+    assert_eq!(shown["manifest_size"], manifest_size, "{shown}");
+    assert!(shown.get("size").is_none(), "{shown}");
+    let tags = pretty(&cli.ok(&["tags", "--json", &registry.reference("hello")]));
+    let mut names: Vec<&str> = tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["stable", "v1"], "{tags}");
+}
+
+#[test]
+fn a_large_module_s_compile_is_said_on_one_line_off_a_terminal() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.wasm");
+    let wasm = crate::support::padded_hello(8 << 20);
+    let size = wasm_oci::units::human_size(wasm.len() as u64);
+    fs::write(&big, &wasm).unwrap();
+
+    // A local file: said while it compiles, not when its kept code loads.
+    let first = cli.run(&["run", path(&big)]);
+    assert!(first.status.success(), "{}", describe(&first));
+    assert_eq!(stdout(&first), crate::support::HELLO);
+    assert_eq!(
+        stderr(&first),
+        format!("compiling {} ({size})...\n", path(&big))
+    );
+    let again = cli.run(&["run", path(&big)]);
+    assert_eq!(stdout(&again), crate::support::HELLO);
+    assert_eq!(stderr(&again), "", "its code was kept: nothing compiles");
+
+    // A reference: said once by compile, for both engines it compiles; then never again.
+    let reference = registry.reference("big:v1");
+    cli.ok(&["push", path(&big), &reference]);
+    let pulled = cli.run(&["pull", &reference]);
+    assert!(pulled.status.success(), "{}", describe(&pulled));
+    let compiled = cli.run(&["compile", &reference]);
+    assert!(compiled.status.success(), "{}", describe(&compiled));
+    assert_eq!(
+        stderr(&compiled),
+        format!("compiling {reference} ({size})...\n")
+    );
+    let ran = cli.run(&["run", &reference]);
+    assert_eq!(stdout(&ran), crate::support::HELLO);
+    assert_eq!(stderr(&ran), "", "compile kept its code");
+
+    // A small module is not announced.
+    let small = cli.run(&["run", path(&testdata("hello.wasm"))]);
+    assert_eq!(stdout(&small), crate::support::HELLO);
+    assert_eq!(stderr(&small), "");
+}

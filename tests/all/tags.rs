@@ -142,9 +142,9 @@ fn manifest_shows_an_index_and_its_entries_without_reading_a_layer() {
     let out = cli.ok(&["manifest", "--json", &proxy.reference("hello:v1")]);
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["digest"], index_digest.as_str());
-    assert_eq!(shown["size"], index_body.len());
+    assert_eq!(shown["manifest_size"], index_body.len());
     assert_eq!(
-        shown["media_type"],
+        shown["manifest_media_type"],
         "application/vnd.oci.image.index.v1+json"
     );
     assert_eq!(shown["manifest"], index);
@@ -155,7 +155,7 @@ fn manifest_shows_an_index_and_its_entries_without_reading_a_layer() {
         .zip([(&module, "wasip1"), (&component, "wasip2")])
     {
         assert_eq!(entry["digest"], digest.as_str());
-        assert_eq!(entry["size"], size(tag));
+        assert_eq!(entry["manifest_size"], size(tag));
         assert_eq!(entry["platform"]["os"], tag);
         assert_eq!(entry["manifest"], manifest(&registry, "hello", tag));
     }
