@@ -874,3 +874,40 @@ fn a_large_module_s_compile_is_said_on_one_line_off_a_terminal() {
     assert_eq!(stdout(&small), crate::support::HELLO);
     assert_eq!(stderr(&small), "");
 }
+
+#[test]
+fn the_readme_names_every_verb_that_prints_json() {
+    use clap::CommandFactory as _;
+    /// The verbs (as typed after `wasm-oci`) that take `--json`.
+    fn walk(command: &clap::Command, path: &[&str], out: &mut Vec<Vec<String>>) {
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            let mut p: Vec<&str> = path.to_vec();
+            p.push(sub.get_name());
+            if sub.get_arguments().any(|a| a.get_long() == Some("json")) {
+                out.push(p.iter().map(|s| s.to_string()).collect());
+            }
+            walk(sub, &p, out);
+        }
+    }
+    let mut with_json = Vec::new();
+    walk(&wasm_oci::commands::Cli::command(), &[], &mut with_json);
+    assert!(with_json.len() > 15, "{with_json:?}");
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("`--json` prints the result as JSON on stdout instead, on every verb")
+        .expect("the README says which verbs print JSON");
+    let list = &readme[start..start + readme[start..].find(". ").unwrap()];
+    // The verbs as the list names them: `push`, ..., `cache ls|verify|prune`.
+    let named: Vec<&str> = list.split('`').skip(3).step_by(2).collect();
+    for verb in &with_json {
+        let listed = match verb.as_slice() {
+            [one] => named.contains(&one.as_str()),
+            [group, sub] => named.iter().any(|n| {
+                n.strip_prefix(&format!("{group} "))
+                    .is_some_and(|subs| subs.split('|').any(|s| s == sub))
+            }),
+            _ => false,
+        };
+        assert!(listed, "the README's --json list lacks {verb:?}: {list}");
+    }
+}
