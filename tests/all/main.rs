@@ -23,6 +23,8 @@ mod resume;
 mod runner;
 mod security;
 mod serve;
+mod shim_kill;
+mod shim_network;
 mod support;
 mod testdata;
 mod token;

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,6 +46,9 @@ pub struct ServeOptions {
     pub outbound: HttpPolicy,
     /// How long requests in flight may take to finish after a shutdown is asked for.
     pub drain: Duration,
+    /// Set to stop every request's guest at once, running wasm or not (a container's
+    /// SIGKILL); needs an engine made with `EngineOptions::interruptible`.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ServeOptions {
@@ -58,6 +61,7 @@ impl Default for ServeOptions {
             max_body: DEFAULT_MAX_BODY,
             outbound: HttpPolicy::default(),
             drain: Duration::from_secs(30),
+            stop: None,
         }
     }
 }
@@ -118,6 +122,9 @@ impl Runner {
             }
             _ => None,
         };
+        if options.stop.is_some() && self.options.interruptible {
+            self.start_ticker();
+        }
         Ok(Server {
             inner: Arc::new(Inner {
                 pre,
@@ -355,12 +362,24 @@ impl Inner {
         };
         let mut store = Store::new(self.pre.engine(), host);
         store.limiter(|h| &mut h.limits);
-        match self.deadline_ticks {
-            Some(ticks) => {
+        match (self.options.stop.clone(), self.deadline_ticks) {
+            // Checked at every tick: stopped, or out of ticks, the guest traps.
+            (Some(stop), ticks) => {
+                let mut left = ticks;
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_callback(move |_| {
+                    if stop.load(Ordering::SeqCst) || left.is_some_and(|l| l <= 1) {
+                        return Err(Trap::Interrupt.into());
+                    }
+                    left = left.map(|l| l - 1);
+                    Ok(wasmtime::UpdateDeadline::Continue(1))
+                });
+            }
+            (None, Some(ticks)) => {
                 store.set_epoch_deadline(ticks);
                 store.epoch_deadline_trap();
             }
-            None => store.set_epoch_deadline(u64::MAX),
+            (None, None) => store.set_epoch_deadline(u64::MAX),
         }
         store
     }

@@ -84,9 +84,16 @@ impl Identity {
     /// Makes the calling thread (only it: the kernel keeps credentials per thread) act as
     /// this user, for good: groups first, then the group, then the user, after which it
     /// cannot go back. Root's file capabilities leave the thread with its user id.
+    ///
+    /// A thread that is this user already (one started by a thread that took it: a blocking
+    /// pool grows from the guest's own thread, and inherits its credentials) is left as it is:
+    /// it could not call `setgroups` again, having dropped the right to.
     fn become_on_this_thread(&self) -> std::io::Result<()> {
         use rustix::fs::{Gid, Uid};
         use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+        if self.is_this_thread()? {
+            return Ok(());
+        }
         let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
         set_thread_groups(&groups)?;
         let gid = Gid::from_raw(self.gid);
@@ -94,6 +101,40 @@ impl Identity {
         let uid = Uid::from_raw(self.uid);
         set_thread_res_uid(uid, uid, uid)?;
         Ok(())
+    }
+
+    /// Whether the calling thread acts as this user already: its real, effective and saved
+    /// ids are the user's and group's, and its supplementary groups are these. (The raw
+    /// system calls answer for the calling thread, whose credentials the kernel keeps apart.)
+    fn is_this_thread(&self) -> std::io::Result<bool> {
+        let ids = thread_ids()?;
+        let mut groups: Vec<u32> = rustix::process::getgroups()?
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut wanted = self.groups.clone();
+        groups.sort_unstable();
+        groups.dedup();
+        wanted.sort_unstable();
+        wanted.dedup();
+        Ok(ids == ([self.uid; 3], [self.gid; 3]) && groups == wanted)
+    }
+}
+
+/// The calling thread's real, effective and saved user ids, then group ids.
+fn thread_ids() -> std::io::Result<([u32; 3], [u32; 3])> {
+    // `getresuid`/`getresgid` answer for the calling thread; rustix has no wrapper.
+    let status = std::fs::read_to_string("/proc/thread-self/status")?;
+    let field = |name: &str| -> Option<[u32; 3]> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let mut ids = line[name.len()..].split_whitespace().map(str::parse::<u32>);
+        Some([ids.next()?.ok()?, ids.next()?.ok()?, ids.next()?.ok()?])
+    };
+    match (field("Uid:"), field("Gid:")) {
+        (Some(uid), Some(gid)) => Ok((uid, gid)),
+        _ => Err(std::io::Error::other(
+            "cannot read this thread's ids from /proc/thread-self/status",
+        )),
     }
 }
 
@@ -423,9 +464,10 @@ impl Runner {
                 }
             });
         }
-        let runtime = builder
-            .build()
-            .map_err(|e| Error::Engine { source: e.into() })?;
+        let runtime = builder.build().map_err(|source| Error::Io {
+            what: "starting the guest's runtime",
+            source,
+        })?;
         let outcome = runtime.block_on(self.run_async(path, loaded, options));
         // A read of a stopped guest's stdin may still wait on the blocking pool: it ends with
         // its input, and this thread does not wait for it.
@@ -445,7 +487,10 @@ impl Runner {
         if let Some(identity) = &options.identity {
             identity
                 .become_on_this_thread()
-                .map_err(|e| Error::Engine { source: e.into() })?;
+                .map_err(|source| Error::Io {
+                    what: "taking the guest's user on its thread",
+                    source,
+                })?;
         }
         let limits = Limits {
             max_memory: options.max_memory,
@@ -521,7 +566,10 @@ impl Runner {
     }
 
     /// One thread per process advances the engine's epoch; each store counts its own deadline.
-    fn start_ticker(&self) {
+    /// It starts on first need, on the calling thread's side of any per-thread cgroup; a
+    /// process that runs guests in CPU-limited cgroups starts it early, from a thread of its
+    /// own, so that the ticks which stop a guest are never throttled with it.
+    pub fn start_ticker(&self) {
         self.ticker.get_or_init(|| {
             let engine = self.engine.weak();
             std::thread::Builder::new()
@@ -812,7 +860,10 @@ fn wasi_ctx(options: &RunOptions) -> Result<WasiCtxBuilder> {
     use wasmtime_wasi::cli::{AsyncStdinStream, OutputFile};
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdio().args(&options.args).envs(&options.env);
-    let io_err = |e: std::io::Error| Error::Engine { source: e.into() };
+    let io_err = |source| Error::Io {
+        what: "copying the guest's standard streams",
+        source,
+    };
     if let Some(f) = &options.stdin {
         // Read on tokio's blocking pool, not on the guest's thread, so that a guest waiting
         // for input can still be stopped (see `Runner::run`).
