@@ -283,6 +283,7 @@ impl RunCommand {
                 hosts: self.http.allow_http.clone(),
             },
             drain: self.http.shutdown_timeout,
+            stop: None,
         };
         let server = runner
             .proxy(&resolved.path, component, options)

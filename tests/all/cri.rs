@@ -282,7 +282,7 @@ impl Cri {
     }
 
     /// StartContainer of a created container.
-    pub(crate) fn start(&self, id: &str) {
+    pub(crate) fn start_created(&self, id: &str) {
         let request = cri::StartContainerRequest {
             container_id: id.to_owned(),
         };

@@ -133,7 +133,7 @@ fn a_pods_http_container_in_a_shim_of_its_own_listens_in_the_pods_network() {
             &[("WASM_OCI_HTTP_ADDR", &addr)],
         )
         .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", cri.c.log()));
-    cri.start(&id);
+    cri.start_created(&id);
     assert_ne!(
         cri.c.task_pid(&id),
         cri.c.task_pid(&pod),

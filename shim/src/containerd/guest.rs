@@ -64,12 +64,6 @@ const SHIM_MARGIN: usize = 4 << 20;
 impl Guest {
     /// Runs the guest to its end; returns the container's exit status.
     pub(crate) fn run(mut self, runner: &Runner, store: &OnceLock<Result<Store, String>>) -> u32 {
-        // This thread, and every thread it starts, runs the guest: it takes the container's
-        // CPU limit, which the shim's own threads never share.
-        if let Some(cgroup) = &self.cgroup {
-            let alone = cgroup.enter_thread();
-            self.usage.cpu_in_cgroup.store(alone, Ordering::SeqCst);
-        }
         let tid = rustix::thread::gettid().as_raw_nonzero().get();
         self.usage.tid.store(tid, Ordering::SeqCst);
         let code = self.run_guest(runner, store);
@@ -103,7 +97,19 @@ impl Guest {
             }
         };
         let stopped = self.options.stop.clone();
+        // Compiled by the shim, as containerd unpacks an image: outside the container's CPU
+        // limit, so that a kill never waits for a compile throttled at the guest's quota.
         let loaded = runner.load(&name, wasm);
+        // From here this thread, and every thread it starts, runs the guest: it takes the
+        // container's CPU limit, which the shim's own threads never share.
+        if let Some(cgroup) = &self.cgroup {
+            let alone = cgroup.enter_thread();
+            self.usage.cpu_in_cgroup.store(alone, Ordering::SeqCst);
+        }
+        // Killed while it compiled: it never runs.
+        if stopped.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            return 128 + *self.signal.lock().expect("signal lock");
+        }
         // Compiled: a module read from the rootfs is not needed any more.
         if let Module::Rootfs { bytes, .. } = &mut self.module {
             *bytes = Vec::new();
