@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::cgroup::Cgroup;
 use super::container::{GuestUsage, Module, thread_cpu};
@@ -42,6 +42,51 @@ pub(crate) fn open_write(path: &str) -> Option<std::fs::File> {
     }
 }
 
+/// How long a guest's end waits at most for its output to be read.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Waits until the reader of `file`, a fifo of containerd's, has read what the guest wrote
+/// (for [`OUTPUT_DRAIN`] at most); at once when it is not a fifo, or has no reader.
+///
+/// containerd's client opens its end of a task's fifos on a goroutine of its own, and its
+/// `Delete` after the exit cancels an open that goroutine has not yet marked done, closing
+/// the fifo with the output unread: on a loaded node, `ctr run` of a guest that ends within
+/// milliseconds printed nothing and exited 0. Output that has been read cannot be lost so,
+/// and the exit is reported only then.
+fn wait_drained(file: &std::fs::File) {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    use std::os::unix::fs::FileTypeExt;
+    if !file.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
+        return;
+    }
+    let deadline = Instant::now() + OUTPUT_DRAIN;
+    let tick = Timespec {
+        tv_sec: 0,
+        tv_nsec: 10_000_000,
+    };
+    loop {
+        match rustix::io::ioctl_fionread(file) {
+            Ok(0) | Err(_) => return,
+            Ok(unread) if Instant::now() >= deadline => {
+                tracing::debug!(
+                    unread,
+                    "the container's output is still unread; ending anyway"
+                );
+                return;
+            }
+            Ok(_) => {}
+        }
+        // Wakes at once when the last reader goes (an error on the write end), else at the
+        // next tick to look again.
+        let mut fds = [PollFd::new(file, PollFlags::empty())];
+        if rustix::event::poll(&mut fds, Some(&tick)).is_ok_and(|n| n > 0)
+            && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
+        {
+            return;
+        }
+    }
+}
+
 /// What a started container's thread needs to run its guest.
 pub(crate) struct Guest {
     pub(crate) options: RunOptions,
@@ -71,6 +116,15 @@ impl Guest {
             .cpu_at_exit
             .store(thread_cpu(tid), Ordering::SeqCst);
         self.usage.tid.store(0, Ordering::SeqCst);
+        // The task ends once what the guest wrote has been read (a SIGKILL does not wait).
+        if !self.abort.load(Ordering::SeqCst) {
+            for file in [&self.options.stdout, &self.options.stderr]
+                .into_iter()
+                .flatten()
+            {
+                wait_drained(file);
+            }
+        }
         code
     }
 
