@@ -2,7 +2,12 @@
 
 use std::path::PathBuf;
 
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::OciDistributionError;
+
+use crate::remote::answer::{Class, classify};
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What can go wrong between a reference and the cache.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +24,7 @@ pub enum Error {
         /// The registry it configures.
         registry: String,
         /// What is wrong.
-        reason: String,
+        reason: Box<crate::remote::hosts::HostsError>,
     },
     /// No host configured for the registry may do what the pull needs.
     #[error(
@@ -173,7 +178,7 @@ pub enum Error {
     #[error(
         "{reference} has no wasm layer (config {config_media_type}, layers: {}); it is not a wasm artifact. Accepted layer types: {}",
         if layer_media_types.is_empty() { "none".to_owned() } else { layer_media_types.join(", ") },
-        crate::WASM_LAYER_MEDIA_TYPES.join(", ")
+        crate::manifest::WASM_LAYER_MEDIA_TYPES.join(", ")
     )]
     NoWasmLayer {
         /// The reference asked for.
@@ -286,7 +291,7 @@ pub enum Error {
         /// The layout's directory.
         dir: PathBuf,
         /// What is wrong.
-        reason: String,
+        reason: Box<crate::layout::LayoutError>,
     },
     /// A local file could not be read or written.
     #[error("{action} {}", path.display())]
@@ -304,7 +309,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Classifies an `oci-client` error into the variant a user can act on.
+    /// The variant a user can act on for a failed request of `reference` over `scheme`:
+    /// what [`classify`] makes of it.
     pub(crate) fn from_oci(
         source: OciDistributionError,
         reference: &oci_client::Reference,
@@ -312,70 +318,27 @@ impl Error {
     ) -> Self {
         let reference_s = reference.whole();
         let registry = reference.registry().to_owned();
-        match &source {
-            OciDistributionError::ImageManifestNotFoundError(_) => Error::NotFound {
+        match classify(&source) {
+            Class::NotFound => Error::NotFound {
                 reference: reference_s,
             },
-            OciDistributionError::RegistryError { envelope, .. }
-                if envelope.errors.iter().any(|e| {
-                    matches!(
-                        e.code,
-                        OciErrorCode::ManifestUnknown
-                            | OciErrorCode::NameUnknown
-                            | OciErrorCode::NotFound
-                    )
-                }) =>
-            {
-                Error::NotFound {
-                    reference: reference_s,
-                }
-            }
-            OciDistributionError::RegistryError { envelope, .. }
-                if envelope.errors.iter().any(|e| {
-                    matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)
-                }) =>
-            {
-                Error::Unauthorized {
-                    registry,
-                    reference: reference_s,
-                    source,
-                }
-            }
-            OciDistributionError::ServerError { code: 404, .. } => Error::NotFound {
-                reference: reference_s,
-            },
-            OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_)
-            | OciDistributionError::ServerError {
-                code: 401 | 403, ..
-            } => Error::Unauthorized {
+            Class::Denied => Error::Unauthorized {
                 registry,
                 reference: reference_s,
                 source,
             },
-            OciDistributionError::RequestError(e)
-                if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403)) =>
-            {
-                Error::Unauthorized {
-                    registry,
-                    reference: reference_s,
-                    source,
-                }
-            }
-            OciDistributionError::RequestError(e) if is_certificate_error(e) => Error::Tls {
+            Class::Certificate => Error::Tls {
                 registry,
                 reference: reference_s,
                 source,
             },
-            OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
-                Error::Unreachable {
-                    registry,
-                    reference: reference_s,
-                    scheme,
-                    source,
-                }
-            }
-            _ => Error::Registry {
+            Class::Unreachable => Error::Unreachable {
+                registry,
+                reference: reference_s,
+                scheme,
+                source,
+            },
+            Class::Throttled | Class::Broken | Class::Other => Error::Registry {
                 reference: reference_s,
                 source,
             },
@@ -383,64 +346,38 @@ impl Error {
     }
 }
 
-/// Whether a transport error is a refused certificate (unknown issuer, wrong name, expired),
-/// or no certificate could be checked at all: the host has no trust store and none was given.
-pub(crate) fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return matches!(tls, rustls::Error::InvalidCertificate(_));
-        }
-        let text = err.to_string();
-        if text.contains("invalid peer certificate")
-            || text.contains("UnknownIssuer")
-            || text.contains(NO_TRUST_STORE)
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_client::errors::{OciEnvelope, OciError, OciErrorCode};
 
-/// Whether a TLS handshake was answered by a server speaking plain HTTP: rustls reads the
-/// `HTTP/1.1 400` as a record of an invalid content type.
-pub(crate) fn is_plain_http_answer(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        // An io::Error hides the error it carries from `source()`, and hyper wraps rustls's
-        // in two of them: look inside each.
-        let mut inner: &(dyn std::error::Error + 'static) = err;
-        while let Some(wrapped) = inner
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            inner = wrapped;
+    fn registry_error(code: OciErrorCode) -> OciDistributionError {
+        OciDistributionError::RegistryError {
+            envelope: OciEnvelope {
+                errors: vec![OciError {
+                    code,
+                    message: "unknown".into(),
+                    detail: serde_json::Value::Null,
+                }],
+            },
+            url: "http://r/v2/x/manifests/v1".into(),
         }
-        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-            return matches!(
-                tls,
-                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
-            );
-        }
-        cur = err.source();
     }
-    false
-}
 
-/// Whether the root of a transport error is a refused connection.
-pub(crate) fn is_connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
+    #[test]
+    fn every_not_found_code_is_reported_as_not_found() {
+        let reference: oci_client::Reference = "localhost:5000/x:v1".parse().unwrap();
+        for code in [
+            OciErrorCode::ManifestUnknown,
+            OciErrorCode::NameUnknown,
+            OciErrorCode::BlobUnknown,
+            OciErrorCode::NotFound,
+        ] {
+            let name = format!("{code:?}");
+            let e = Error::from_oci(registry_error(code), &reference, "http");
+            assert!(matches!(e, Error::NotFound { .. }), "{name}: {e:?}");
         }
-        cur = err.source();
+        let e = Error::from_oci(registry_error(OciErrorCode::Denied), &reference, "http");
+        assert!(matches!(e, Error::Unauthorized { .. }), "{e:?}");
     }
-    false
 }
-
-/// What rustls-platform-verifier says when the system's store holds no certificate.
-pub(crate) const NO_TRUST_STORE: &str = "No CA certificates were loaded from the system";

@@ -3,7 +3,36 @@
 use serde::Serialize;
 use wasmparser::{ComponentExternalKind, ExternalKind, Parser, Payload, TypeRef};
 
-use crate::WasmKind;
+/// A core module or a component, told apart by the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WasmKind {
+    /// A core module (WASI preview 1).
+    Module,
+    /// A component (WASI 0.2).
+    Component,
+}
+
+impl WasmKind {
+    /// Reads the 8-byte header; `None` when it is not WebAssembly.
+    pub(crate) fn detect(header: &[u8]) -> Option<Self> {
+        if Parser::is_component(header) {
+            Some(Self::Component)
+        } else if Parser::is_core_wasm(header) {
+            Some(Self::Module)
+        } else {
+            None
+        }
+    }
+
+    /// The `os` a CNCF config names for this kind.
+    pub fn os(self) -> &'static str {
+        match self {
+            Self::Module => "wasip1",
+            Self::Component => "wasip2",
+        }
+    }
+}
 
 /// The interface of a module or component: its top-level imports and exports.
 #[derive(Debug, Clone, Serialize)]
@@ -327,5 +356,16 @@ mod tests {
         }
         let overlong = [0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         assert_eq!(read_leb_u32(&mut overlong.as_slice()).unwrap(), None);
+    }
+
+    #[test]
+    fn modules_and_components_are_told_apart() {
+        assert_eq!(WasmKind::detect(b"\0asm\x01\0\0\0"), Some(WasmKind::Module));
+        assert_eq!(
+            WasmKind::detect(b"\0asm\x0d\0\x01\0"),
+            Some(WasmKind::Component)
+        );
+        assert_eq!(WasmKind::detect(b"#!/bin/sh"), None);
+        assert_eq!(WasmKind::detect(b""), None);
     }
 }

@@ -4,25 +4,57 @@ use std::path::PathBuf;
 
 use futures_util::StreamExt;
 use oci_client::Reference;
-use oci_client::manifest::{
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE, OciDescriptor,
-};
-use wasm_oci_cache::{Digest, Hold, Ingest, Ingested, RefEntry};
+use oci_client::manifest::OciDescriptor;
+use wasm_oci_cache::{Cache, Digest, Hold, Ingest, Ingested, RefEntry};
 
+use crate::error::{Error, Result};
 use crate::manifest::{Choice, choose};
-use crate::retry::{Backoff, Transient, with_retries};
-use crate::{Endpoint, Error, Fetcher, Result, Transfer};
+use crate::progress::{Blob, Progress, Transfer};
+use crate::remote::client::{MIRROR_DOCUMENT_TIMEOUT, MIRROR_MIN_BYTES, MIRROR_PACE_WINDOW};
+use crate::remote::endpoint::{Capability, Endpoint, in_order, skipped};
+use crate::remote::registry::Registry;
+use crate::remote::retry::{Backoff, Transient, io_in_words, seconds, wait_for, with_retries};
+use crate::remote::transport::Transport;
+use crate::trust::policy::Policy;
+use crate::walk::{Record, image_behind, signatures_record};
 
-/// Configs and manifests are small JSON documents; anything larger is refused.
-pub(crate) const MAX_CONFIG_SIZE: u64 = 4 << 20;
+// The documents a pull asks for, and their cap: the transport's, here at their old path.
+pub(crate) use crate::remote::registry::{MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE};
 
-pub(crate) const MANIFEST_MEDIA_TYPES: &[&str] = &[
-    OCI_IMAGE_MEDIA_TYPE,
-    OCI_IMAGE_INDEX_MEDIA_TYPE,
-    IMAGE_MANIFEST_MEDIA_TYPE,
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-];
+/// Looks at an artifact's config (its bytes) and refuses it, saying why, before its layer is
+/// downloaded.
+pub type ConfigCheck = std::sync::Arc<
+    dyn Fn(&[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
+>;
+
+/// Where a pull reads the signatures of a digest from one host: the signing half of the
+/// fetcher, which holds their network code.
+pub(crate) trait SignatureSource: Sync {
+    /// The signatures of `digest` in `reference`'s repository at `remote`; `None` when it
+    /// has none.
+    fn fetch<'a>(
+        &'a self,
+        remote: &'a Registry,
+        reference: &'a Reference,
+        digest: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<crate::trust::Fetched>>>;
+}
+
+/// What a pull needs, handed to it by the fetcher: where to store, how to reach registries,
+/// whom to tell of progress, what to check before a layer is downloaded, and which
+/// signatures to ask for.
+pub(crate) struct Pull<'a> {
+    pub(crate) cache: &'a Cache,
+    pub(crate) transport: &'a Transport,
+    pub(crate) progress: Option<&'a dyn Progress>,
+    /// Looks at the config before the layer is fetched.
+    pub(crate) config_check: Option<&'a ConfigCheck>,
+    /// Which signatures the reference needs.
+    pub(crate) policy: &'a Policy,
+    /// Fetch and keep signatures even when the policy needs none.
+    pub(crate) keep_signatures: bool,
+    pub(crate) signatures: &'a dyn SignatureSource,
+}
 
 /// What a pull left in the cache.
 #[derive(Debug, Clone)]
@@ -50,82 +82,72 @@ impl Pulled {
     }
 }
 
-impl Fetcher {
+impl Pull<'_> {
     /// Resolves `reference` in its registry and makes sure its wasm layer is in the cache.
     #[tracing::instrument(skip(self), fields(reference = %reference))]
-    pub async fn pull(&self, reference: &Reference) -> Result<Pulled> {
-        let hosts = self.endpoints(reference).await?;
+    pub(crate) async fn pull(&self, reference: &Reference) -> Result<Pulled> {
+        let hosts = self.transport.endpoints(reference).await?;
         let name = reference.whole();
         let sources = std::sync::Mutex::new(std::collections::BTreeMap::new());
 
         // A manifest's bytes, digest and what it leads to; its size is checked before parsing. A
         // tag is asked of the hosts that may resolve, a digest of those that may pull.
         let fetch = async |at: &Reference| -> Result<(Vec<u8>, String, Choice)> {
-            let by_digest = at.digest().is_some();
-            let candidates: Vec<&Endpoint> = hosts
-                .iter()
-                .filter(|h| if by_digest { h.pull } else { h.resolve })
-                .collect();
-            let usable = |h: &&&Endpoint| h.usable();
-            let Some((last, mirrors)) = candidates.split_last() else {
-                return Err(Error::NoCapableHost {
-                    reference: name.clone(),
-                    registry: reference.registry().to_owned(),
-                    operation: if by_digest { "pull" } else { "resolve" },
-                });
+            let capability = match at.digest() {
+                Some(_) => Capability::Pull,
+                None => Capability::Resolve,
             };
             let mut found = None;
-            for mirror in mirrors.iter().filter(usable) {
+            for (host, last) in in_order(&hosts, reference, capability)? {
+                if last {
+                    let answer = with_retries("fetching the manifest", || {
+                        host.remote
+                            .manifest(at, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
+                    })
+                    .await
+                    .map_err(|f| f.into_error(reference, host.scheme))?;
+                    check_document_size(&answer.0, &name)?;
+                    let parsed = choose(&answer.0, &name)?;
+                    found = Some((answer, parsed, host));
+                    break;
+                }
                 // One attempt, with a deadline: a mirror that is down, slow or lacks it costs
                 // no backoff. Its answer is checked here (size, digest, JSON), so a bad one
                 // moves on to the next host rather than failing the pull.
                 let asked = tokio::time::timeout(
-                    crate::MIRROR_DOCUMENT_TIMEOUT,
-                    mirror
-                        .remote
+                    MIRROR_DOCUMENT_TIMEOUT,
+                    host.remote
                         .manifest(at, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE),
                 )
                 .await;
                 let answer = match asked {
                     Ok(Ok(answer)) => answer,
                     Ok(Err(e)) => {
-                        skipped(mirror, &name, "manifest", &e);
-                        mirror.failed(&e);
+                        skipped(host, &name, "manifest", &e);
+                        host.failed(&e);
                         continue;
                     }
                     Err(_) => {
                         let why = format!(
                             "no whole answer within {}s",
-                            crate::MIRROR_DOCUMENT_TIMEOUT.as_secs()
+                            MIRROR_DOCUMENT_TIMEOUT.as_secs()
                         );
-                        skipped(mirror, &name, "manifest", &why);
-                        mirror.give_up(&why);
+                        skipped(host, &name, "manifest", &why);
+                        host.give_up(&why);
                         continue;
                     }
                 };
                 match check_document_size(&answer.0, &name).and_then(|()| choose(&answer.0, &name))
                 {
                     Ok(parsed) => {
-                        found = Some((answer, parsed, *mirror));
+                        found = Some((answer, parsed, host));
                         break;
                     }
-                    Err(e) => skipped(mirror, &name, "manifest", &e),
+                    Err(e) => skipped(host, &name, "manifest", &e),
                 }
             }
-            let ((bytes, digest), parsed, host) = match found {
-                Some(found) => found,
-                None => {
-                    let answer = with_retries("fetching the manifest", || {
-                        last.remote
-                            .manifest(at, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
-                    })
-                    .await
-                    .map_err(|f| f.into_error(reference, last.scheme))?;
-                    check_document_size(&answer.0, &name)?;
-                    let parsed = choose(&answer.0, &name)?;
-                    (answer, parsed, *last)
-                }
-            };
+            let ((bytes, digest), parsed, host) =
+                found.expect("the last host answers or fails the pull");
             tracing::debug!(reference = %name, %digest, host = %host.host, mirror = host.mirror, "manifest served");
             sources
                 .lock()
@@ -155,28 +177,14 @@ impl Fetcher {
             (top_bytes, _, Choice::Index(entry)) => {
                 index_bytes = Some(top_bytes);
                 tracing::debug!(digest = %entry.digest, "chose index entry");
-                match fetch(&reference.clone_with_digest(entry.digest.clone())).await? {
-                    (bytes, _, _) if i64::try_from(bytes.len()) != Ok(entry.size) => {
-                        return Err(Error::InvalidManifest {
-                            reference: name,
-                            reason: format!(
-                                "its index entry {} says {} bytes, but that manifest is {} bytes",
-                                crate::text::printable(&entry.digest),
-                                entry.size,
-                                bytes.len()
-                            ),
-                        });
-                    }
-                    (bytes, digest, Choice::Image { manifest, layer }) => {
-                        (bytes, digest, manifest, layer)
-                    }
-                    (_, _, Choice::Index(_)) => {
-                        return Err(Error::InvalidManifest {
-                            reference: name,
-                            reason: "an image index points to another index; nested indexes are not followed".into(),
-                        });
-                    }
-                }
+                let (bytes, digest, choice) =
+                    fetch(&reference.clone_with_digest(entry.digest.clone())).await?;
+                let (manifest, layer) =
+                    image_behind(&entry, &bytes, choice).map_err(|e| Error::InvalidManifest {
+                        reference: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                (bytes, digest, manifest, layer)
             }
         };
         let layer = &layer;
@@ -185,7 +193,7 @@ impl Fetcher {
             reference: name.clone(),
             reason: format!("layer {} has a negative size", layer.digest),
         })?;
-        if let Some(max) = self.options.max_layer_size
+        if let Some(max) = self.transport.options().max_layer_size
             && size > max
         {
             return Err(Error::InvalidManifest {
@@ -211,17 +219,12 @@ impl Fetcher {
                     manifest.config.size
                 ),
             })?;
-        let layer_fetch = self.fetch_blob(
-            &hosts,
-            reference,
-            (crate::Blob::Layer, layer),
-            &layer_digest,
-            size,
-        );
+        let layer_fetch =
+            self.fetch_blob(&hosts, reference, (Blob::Layer, layer), &layer_digest, size);
         let config_fetch = self.fetch_blob(
             &hosts,
             reference,
-            (crate::Blob::Config, &manifest.config),
+            (Blob::Config, &manifest.config),
             &config_digest,
             config_size,
         );
@@ -235,7 +238,7 @@ impl Fetcher {
                         let config = tokio::fs::read(path).await.unwrap_or_default();
                         check(&config).map_err(|reason| Error::Refused {
                             reference: name.clone(),
-                            reason,
+                            reason: reason.to_string(),
                         })?;
                     }
                     Ok((layer_fetch.await, config_fetched))
@@ -277,25 +280,23 @@ impl Fetcher {
                 sources.insert(digest.to_string(), host);
             }
         }
-        let entry = RefEntry {
-            reference: name,
+        let entry = Record {
             manifest_digest,
-            layer_digest,
+            config_digest: config_digest.clone(),
+            layer_digest: layer_digest.clone(),
             layer_media_type: layer.media_type.clone(),
             size,
-            config_digest: Some(config_digest),
-            signatures: signatures.as_ref().map(|f| {
-                Box::new(wasm_oci_cache::Signatures {
-                    signed_digest: signed_digest
-                        .parse()
-                        .expect("the registry's digest was computed here"),
-                    manifest: f.manifest_digest.clone(),
-                    payloads: f.layers.iter().map(|(d, _)| d.clone()).collect(),
-                    valid,
-                })
+        }
+        .entry(
+            name,
+            signatures.as_ref().map(|found| {
+                let signed = signed_digest
+                    .parse()
+                    .expect("the registry's digest was computed here");
+                signatures_record(signed, found, valid)
             }),
-            sources: sources.clone(),
-        };
+            sources.clone(),
+        );
         // Each waits for a sync: off the runtime's threads, which other pulls are using.
         let cache = self.cache.clone();
         let recorded = entry.clone();
@@ -333,9 +334,6 @@ impl Fetcher {
         })
     }
 
-    /// The blob `digest` in the cache: present already, or downloaded from the first host
-    /// that may pull it and sends it whole and correct. A mirror gets one attempt; the
-    /// last host is retried with backoff. Also says which host sent it, when one did.
     /// The signatures of `digest`, asked of the hosts that may resolve tags (a `.sig` is a
     /// tag) in order: a mirror that fails, or lacks them, passes to the next host. What any
     /// host sends is verified against the policy's keys, so a mirror cannot forge them.
@@ -345,51 +343,30 @@ impl Fetcher {
         reference: &Reference,
         digest: &str,
     ) -> Result<Option<crate::trust::Fetched>> {
-        let candidates: Vec<&Endpoint> = hosts.iter().filter(|h| h.resolve).collect();
-        let Some((last, mirrors)) = candidates.split_last() else {
-            return Err(Error::NoCapableHost {
-                reference: reference.whole(),
-                registry: reference.registry().to_owned(),
-                operation: "resolve",
-            });
-        };
-        for mirror in mirrors.iter().filter(|h| h.usable()) {
-            match self
-                .fetch_signatures(&mirror.remote, reference, digest)
-                .await
-            {
+        for (host, last) in in_order(hosts, reference, Capability::Resolve)? {
+            match self.signatures.fetch(&host.remote, reference, digest).await {
                 Ok(Some(found)) => return Ok(Some(found)),
-                Ok(None) => {}
-                Err(e) => skipped(mirror, &reference.whole(), "signatures", &e),
+                Ok(None) if !last => {}
+                Err(e) if !last => skipped(host, &reference.whole(), "signatures", &e),
+                last_answer => return last_answer,
             }
         }
-        self.fetch_signatures(&last.remote, reference, digest).await
+        unreachable!("the last host answers")
     }
 
+    /// The blob `digest` in the cache: present already, or downloaded from the first host
+    /// that may pull it and sends it whole and correct. A mirror gets one attempt; the
+    /// last host is retried with backoff. Also says which host sent it, when one did.
     async fn fetch_blob(
         &self,
         hosts: &[Endpoint],
         reference: &Reference,
-        (blob, layer): (crate::Blob, &OciDescriptor),
+        (blob, layer): (Blob, &OciDescriptor),
         digest: &Digest,
         size: u64,
     ) -> Result<(PathBuf, bool, Hold, Option<String>)> {
         let name = reference.whole();
-        let candidates: Vec<&Endpoint> = hosts.iter().filter(|h| h.pull).collect();
-        let Some((last, mirrors)) = candidates.split_last() else {
-            return Err(Error::NoCapableHost {
-                reference: name,
-                registry: reference.registry().to_owned(),
-                operation: "pull",
-            });
-        };
-        for host in mirrors
-            .iter()
-            .copied()
-            .filter(|h| h.usable())
-            .chain([*last])
-        {
-            let is_last = std::ptr::eq(host, *last);
+        for (host, is_last) in in_order(hosts, reference, Capability::Pull)? {
             // Taking the writer may wait for another process fetching the same blob.
             let cache = self.cache.clone();
             let d = digest.clone();
@@ -422,7 +399,7 @@ impl Fetcher {
         &self,
         host: &Endpoint,
         reference: &Reference,
-        (blob, layer): (crate::Blob, &OciDescriptor),
+        (blob, layer): (Blob, &OciDescriptor),
         size: u64,
         mut writer: Ingest,
         retries: bool,
@@ -449,7 +426,7 @@ impl Fetcher {
                 }
                 Err(Attempt::Retry(source, retry_after)) => match backoff.next_wait() {
                     Some(wait) if retries => {
-                        let wait = crate::retry::wait_for(wait, retry_after);
+                        let wait = wait_for(wait, retry_after);
                         tracing::debug!(reference = %name, error = %source, "download broke off");
                         let from = match writer.written() {
                             0 => String::new(),
@@ -457,8 +434,8 @@ impl Fetcher {
                         };
                         tracing::warn!(
                             "retrying in {}{from}: {}",
-                            crate::retry::seconds(wait),
-                            crate::retry::io_in_words(&source)
+                            seconds(wait),
+                            io_in_words(&source)
                         );
                         tokio::time::sleep(wait).await;
                         attempts += 1;
@@ -521,13 +498,10 @@ impl Fetcher {
         let asked = if host.mirror {
             // A mirror's answer must begin within the deadline of a whole manifest, however
             // slowly it drips its head.
-            match tokio::time::timeout(crate::MIRROR_DOCUMENT_TIMEOUT, asked).await {
+            match tokio::time::timeout(MIRROR_DOCUMENT_TIMEOUT, asked).await {
                 Ok(asked) => asked,
                 Err(_) => {
-                    let why = format!(
-                        "no answer within {}s",
-                        crate::MIRROR_DOCUMENT_TIMEOUT.as_secs()
-                    );
+                    let why = format!("no answer within {}s", MIRROR_DOCUMENT_TIMEOUT.as_secs());
                     host.give_up(&why);
                     let e = std::io::Error::new(std::io::ErrorKind::TimedOut, why);
                     return (writer, Err(Attempt::Retry(e, None)));
@@ -586,7 +560,7 @@ impl Fetcher {
                     Err(_) => match pace.next_window() {
                         Ok(()) => continue,
                         Err(why) => {
-                            host.give_up(&why);
+                            host.give_up(&why.to_string());
                             outcome = Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why));
                             break;
                         }
@@ -645,7 +619,7 @@ impl Fetcher {
 }
 
 /// The pace a mirror must keep sending a blob at: in each window of
-/// [`crate::MIRROR_PACE_WINDOW`], [`crate::MIRROR_MIN_BYTES`] or whatever was left.
+/// [`MIRROR_PACE_WINDOW`], [`MIRROR_MIN_BYTES`] or whatever was left.
 struct Pace {
     started: tokio::time::Instant,
     /// Bytes the blob still lacked when the window began, and bytes that came in it.
@@ -664,8 +638,7 @@ impl Pace {
 
     /// How long the current window has yet to run.
     fn left(&self) -> std::time::Duration {
-        (self.started + crate::MIRROR_PACE_WINDOW)
-            .saturating_duration_since(tokio::time::Instant::now())
+        (self.started + MIRROR_PACE_WINDOW).saturating_duration_since(tokio::time::Instant::now())
     }
 
     fn arrived(&mut self, bytes: u64) {
@@ -673,18 +646,29 @@ impl Pace {
     }
 
     /// At the end of a window: the next one when this one's pace was kept, else why not.
-    fn next_window(&mut self) -> Result<(), String> {
-        let due = crate::MIRROR_MIN_BYTES.min(self.left_at_start);
+    fn next_window(&mut self) -> Result<(), TooSlow> {
+        let due = MIRROR_MIN_BYTES.min(self.left_at_start);
         if self.came < due {
-            return Err(format!(
-                "the mirror sent {} bytes in {}s, under the {due} a mirror must send in that time",
-                self.came,
-                crate::MIRROR_PACE_WINDOW.as_secs()
-            ));
+            return Err(TooSlow {
+                came: self.came,
+                due,
+                window: MIRROR_PACE_WINDOW.as_secs(),
+            });
         }
         *self = Pace::new(self.left_at_start.saturating_sub(self.came));
         Ok(())
     }
+}
+
+/// A mirror that did not keep [`Pace`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the mirror sent {came} bytes in {window}s, under the {due} a mirror must send in that time"
+)]
+struct TooSlow {
+    came: u64,
+    due: u64,
+    window: u64,
 }
 
 /// How one download attempt ended badly.
@@ -718,15 +702,4 @@ fn parse_digest(digest: &str, reference: &str) -> Result<Digest> {
             // The digest is the registry's text.
             reason: crate::text::printable(&e.to_string()),
         })
-}
-
-/// Says that `mirror` failed to serve `what` of `reference` and the next host is asked.
-fn skipped(mirror: &Endpoint, reference: &str, what: &str, error: &dyn std::fmt::Display) {
-    tracing::warn!(
-        reference,
-        host = %mirror.host,
-        error = %error,
-        "mirror {} failed to serve the {what}; trying the next host",
-        mirror.host
-    );
 }

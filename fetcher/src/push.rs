@@ -18,9 +18,19 @@ use crate::manifest::{
 };
 use wasm_oci_cache::Digest;
 
-use crate::registry::Failure;
-use crate::retry::with_retries;
-use crate::{Error, Fetcher, Result, Transfer};
+use crate::error::{Error, Result};
+use crate::inspect::{WasmKind, interface};
+use crate::progress::{Blob, Progress, Transfer};
+use crate::remote::failure::Failure;
+use crate::remote::retry::with_retries;
+use crate::remote::transport::Transport;
+
+/// What a push needs, handed to it by the fetcher: how to reach the registry, and whom to
+/// tell of progress.
+pub(crate) struct Push<'a> {
+    pub(crate) transport: &'a Transport,
+    pub(crate) progress: Option<&'a dyn Progress>,
+}
 
 /// Which artifact layout to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,37 +41,6 @@ pub enum PushFormat {
     /// wasm-to-oci (2019): config `application/vnd.wasm.config.v1+json` holding `{}`,
     /// layer `application/vnd.wasm.content.layer.v1+wasm`.
     WasmToOci,
-}
-
-/// A core module or a component, told apart by the header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WasmKind {
-    /// A core module (WASI preview 1).
-    Module,
-    /// A component (WASI 0.2).
-    Component,
-}
-
-impl WasmKind {
-    /// Reads the 8-byte header; `None` when it is not WebAssembly.
-    pub(crate) fn detect(header: &[u8]) -> Option<Self> {
-        if wasmparser::Parser::is_component(header) {
-            Some(Self::Component)
-        } else if wasmparser::Parser::is_core_wasm(header) {
-            Some(Self::Module)
-        } else {
-            None
-        }
-    }
-
-    /// The `os` a CNCF config names for this kind.
-    pub fn os(self) -> &'static str {
-        match self {
-            Self::Module => "wasip1",
-            Self::Component => "wasip2",
-        }
-    }
 }
 
 /// What a push wrote.
@@ -83,137 +62,135 @@ pub struct Pushed {
     pub kind: WasmKind,
 }
 
-impl Fetcher {
-    /// Pushes the wasm file at `path` to `reference` in `format`.
-    #[tracing::instrument(skip(self), fields(reference = %reference, path = %path.display()))]
-    pub async fn push(
-        &self,
-        path: &Path,
-        reference: &Reference,
-        format: PushFormat,
-    ) -> Result<Pushed> {
-        let local = LocalBlob::hash(path)?;
-        let kind = local.kind.ok_or_else(|| Error::InvalidWasm {
-            path: path.to_owned(),
-        })?;
-        let title = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "module.wasm".to_owned());
+/// Pushes the wasm file at `path` to `reference` in `format`.
+#[tracing::instrument(skip(cx), fields(reference = %reference, path = %path.display()))]
+pub(crate) async fn push(
+    cx: &Push<'_>,
+    path: &Path,
+    reference: &Reference,
+    format: PushFormat,
+) -> Result<Pushed> {
+    let local = LocalBlob::hash(path)?;
+    let kind = local.kind.ok_or_else(|| Error::InvalidWasm {
+        path: path.to_owned(),
+    })?;
+    let title = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "module.wasm".to_owned());
 
-        let (config_media_type, layer_media_type, config) = match format {
-            PushFormat::Cncf => {
-                let mut config = json!({
-                    "architecture": "wasm",
-                    "os": kind.os(),
-                    "layerDigests": [local.digest],
-                });
-                // What the component is (its world, imports, exports), as wkg writes it, so
-                // that a puller can tell what it needs before downloading it.
-                if kind == WasmKind::Component {
-                    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-                        action: "reading",
-                        path: path.to_owned(),
-                        source,
-                    })?;
-                    let component = crate::interface(&bytes)
-                        .and_then(|i| i.component_config())
-                        .ok_or_else(|| Error::InvalidWasm {
-                            path: path.to_owned(),
-                        })?;
-                    config["component"] = json!(component);
-                }
-                (
-                    CNCF_CONFIG_MEDIA_TYPE,
-                    CNCF_LAYER_MEDIA_TYPE,
-                    serde_json::to_vec(&config).expect("json values serialize"),
-                )
-            }
-            PushFormat::WasmToOci => (
-                WASM_TO_OCI_CONFIG_MEDIA_TYPE,
-                WASM_TO_OCI_LAYER_MEDIA_TYPE,
-                b"{}".to_vec(),
-            ),
-        };
-        let config_digest = sha256(&config);
-
-        let remote = self.remote(reference).await?;
-        let scheme = self.scheme(reference);
-        let failed = |f: Failure| f.into_error(reference, scheme);
-
-        let exists = |digest: String| {
-            let remote = &remote;
-            with_retries("checking for a blob", move || {
-                let digest = digest.clone();
-                async move { remote.blob_exists(reference, &digest).await }
-            })
-        };
-        if !exists(local.digest.clone()).await.map_err(failed)? {
-            let name = reference.whole();
-            let transfer: Option<Arc<dyn Transfer>> = self.progress.as_ref().map(|p| {
-                Arc::from(p.transfer(&name, crate::Blob::Layer, &local.digest, Some(local.size)))
+    let (config_media_type, layer_media_type, config) = match format {
+        PushFormat::Cncf => {
+            let mut config = json!({
+                "architecture": "wasm",
+                "os": kind.os(),
+                "layerDigests": [local.digest],
             });
-            let uploaded = with_retries("uploading the wasm layer", || {
-                remote.upload_blob(reference, &local.digest, local.size, || {
-                    // A fresh stream from the start of the file for every request.
-                    if let Some(t) = &transfer {
-                        t.set_position(0);
-                    }
-                    file_body(path, transfer.clone())
-                })
-            })
-            .await;
-            if let Some(t) = &transfer {
-                t.finish();
+            // What the component is (its world, imports, exports), as wkg writes it, so
+            // that a puller can tell what it needs before downloading it.
+            if kind == WasmKind::Component {
+                let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                    action: "reading",
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let component = interface(&bytes)
+                    .and_then(|i| i.component_config())
+                    .ok_or_else(|| Error::InvalidWasm {
+                        path: path.to_owned(),
+                    })?;
+                config["component"] = json!(component);
             }
-            uploaded.map_err(failed)?;
+            (
+                CNCF_CONFIG_MEDIA_TYPE,
+                CNCF_LAYER_MEDIA_TYPE,
+                serde_json::to_vec(&config).expect("json values serialize"),
+            )
         }
-        if !exists(config_digest.clone()).await.map_err(failed)? {
-            with_retries("uploading the config", || {
-                remote.upload_blob(reference, &config_digest, config.len() as u64, || {
-                    config.clone().into()
-                })
-            })
-            .await
-            .map_err(failed)?;
-        }
+        PushFormat::WasmToOci => (
+            WASM_TO_OCI_CONFIG_MEDIA_TYPE,
+            WASM_TO_OCI_LAYER_MEDIA_TYPE,
+            b"{}".to_vec(),
+        ),
+    };
+    let config_digest = sha256(&config);
 
-        let mut manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_IMAGE_MEDIA_TYPE,
-            "config": {
-                "mediaType": config_media_type,
-                "digest": config_digest,
-                "size": config.len(),
-            },
-            "layers": [{
-                "mediaType": layer_media_type,
-                "digest": local.digest,
-                "size": local.size,
-                "annotations": BTreeMap::from([("org.opencontainers.image.title", title)]),
-            }],
-        });
-        if format == PushFormat::Cncf {
-            manifest["artifactType"] = json!(CNCF_CONFIG_MEDIA_TYPE);
+    let remote = cx.transport.remote(reference).await?;
+    let scheme = cx.transport.scheme(reference);
+    let failed = |f: Failure| f.into_error(reference, scheme);
+
+    let exists = |digest: String| {
+        let remote = &remote;
+        with_retries("checking for a blob", move || {
+            let digest = digest.clone();
+            async move { remote.blob_exists(reference, &digest).await }
+        })
+    };
+    if !exists(local.digest.clone()).await.map_err(failed)? {
+        let name = reference.whole();
+        let transfer: Option<Arc<dyn Transfer>> = cx
+            .progress
+            .map(|p| Arc::from(p.transfer(&name, Blob::Layer, &local.digest, Some(local.size))));
+        let uploaded = with_retries("uploading the wasm layer", || {
+            remote.upload_blob(reference, &local.digest, local.size, || {
+                // A fresh stream from the start of the file for every request.
+                if let Some(t) = &transfer {
+                    t.set_position(0);
+                }
+                file_body(path, transfer.clone())
+            })
+        })
+        .await;
+        if let Some(t) = &transfer {
+            t.finish();
         }
-        let body = serde_json::to_vec(&manifest).expect("json values serialize");
-        let digest = sha256(&body);
-        with_retries("uploading the manifest", || {
-            remote.put_manifest(reference, &body, OCI_IMAGE_MEDIA_TYPE)
+        uploaded.map_err(failed)?;
+    }
+    if !exists(config_digest.clone()).await.map_err(failed)? {
+        with_retries("uploading the config", || {
+            remote.upload_blob(reference, &config_digest, config.len() as u64, || {
+                config.clone().into()
+            })
         })
         .await
         .map_err(failed)?;
-        tracing::info!(%digest, bytes = local.size, "pushed");
-        Ok(Pushed {
-            reference: reference.whole(),
-            digest,
-            size: local.size,
-            layer_digest: local.digest,
-            layer_media_type: layer_media_type.to_owned(),
-            config_media_type: config_media_type.to_owned(),
-            kind,
-        })
     }
+
+    let mut manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_IMAGE_MEDIA_TYPE,
+        "config": {
+            "mediaType": config_media_type,
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": layer_media_type,
+            "digest": local.digest,
+            "size": local.size,
+            "annotations": BTreeMap::from([("org.opencontainers.image.title", title)]),
+        }],
+    });
+    if format == PushFormat::Cncf {
+        manifest["artifactType"] = json!(CNCF_CONFIG_MEDIA_TYPE);
+    }
+    let body = serde_json::to_vec(&manifest).expect("json values serialize");
+    let digest = sha256(&body);
+    with_retries("uploading the manifest", || {
+        remote.put_manifest(reference, &body, OCI_IMAGE_MEDIA_TYPE)
+    })
+    .await
+    .map_err(failed)?;
+    tracing::info!(%digest, bytes = local.size, "pushed");
+    Ok(Pushed {
+        reference: reference.whole(),
+        digest,
+        size: local.size,
+        layer_digest: local.digest,
+        layer_media_type: layer_media_type.to_owned(),
+        config_media_type: config_media_type.to_owned(),
+        kind,
+    })
 }
 
 /// The file at `path` as a request body, read in 1 MiB chunks, reporting to `progress`.
@@ -266,20 +243,4 @@ impl LocalBlob {
 
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn modules_and_components_are_told_apart() {
-        assert_eq!(WasmKind::detect(b"\0asm\x01\0\0\0"), Some(WasmKind::Module));
-        assert_eq!(
-            WasmKind::detect(b"\0asm\x0d\0\x01\0"),
-            Some(WasmKind::Component)
-        );
-        assert_eq!(WasmKind::detect(b"#!/bin/sh"), None);
-        assert_eq!(WasmKind::detect(b""), None);
-    }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use oci_client::Reference;
 use wasm_oci_cache::{Cache, Hold, RefEntry};
 
+use crate::error::{Error, Result};
 use crate::trust::policy::Policy;
-use crate::{Error, Fetcher, Result};
 
 /// When to ask the registry about a reference, as docker and the kubelet name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,18 +23,21 @@ pub enum PullPolicy {
     Never,
 }
 
+/// A pull policy that is none of those [`PullPolicy`] reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown pull policy {0:?}: expected missing, always or never")]
+pub struct UnknownPullPolicy(pub String);
+
 impl std::str::FromStr for PullPolicy {
-    type Err = String;
+    type Err = UnknownPullPolicy;
 
     /// `missing`, `always` or `never`; the kubelet's `IfNotPresent`, `Always` and `Never` too.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnknownPullPolicy> {
         match s {
             "missing" | "IfNotPresent" => Ok(PullPolicy::Missing),
             "always" | "Always" => Ok(PullPolicy::Always),
             "never" | "Never" => Ok(PullPolicy::Never),
-            other => Err(format!(
-                "unknown pull policy {other:?}: expected missing, always or never"
-            )),
+            other => Err(UnknownPullPolicy(other.to_owned())),
         }
     }
 }
@@ -117,18 +120,6 @@ pub fn resolve_cached(
     match policy {
         PullPolicy::Never => Err(Error::NotCached { reference: name }),
         _ => Ok(None),
-    }
-}
-
-impl Fetcher {
-    /// `reference`'s artifact in the cache under `policy`: from the cache when it may, else
-    /// pulled (and verified) from the registry.
-    pub async fn resolve(&self, reference: &Reference, policy: PullPolicy) -> Result<Resolved> {
-        if let Some(resolved) = resolve_cached(self.cache(), reference, policy, &self.policy)? {
-            return Ok(resolved);
-        }
-        let pulled = self.pull(reference).await?;
-        Ok(pulled.into_resolved())
     }
 }
 

@@ -400,7 +400,9 @@ impl Resolved {
                     .fetcher(reference.registry())?
                     .with_policy(std::sync::Arc::new(trust.clone()));
                 if check_imports {
-                    fetcher = fetcher.with_config_check(std::sync::Arc::new(imports_provided));
+                    fetcher = fetcher.with_config_check(std::sync::Arc::new(|config: &[u8]| {
+                        imports_provided(config).map_err(Into::into)
+                    }));
                 }
                 let artifact = crate::block_on(fetcher.resolve(&reference, policy))?
                     .naming(&[module], || format!("pulling {module}"))?;

@@ -13,6 +13,7 @@ mod cri;
 mod edge;
 mod faults;
 mod fleet;
+mod hosts_toml;
 mod interop;
 mod mirror_attacks;
 mod mirrors;

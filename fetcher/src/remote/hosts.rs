@@ -2,12 +2,16 @@
 //! directory holding `<host[:port]>/hosts.toml` (or `<host>_<port>_/`) and `_default/hosts.toml`,
 //! each naming mirrors (`[host."URL"]`) tried in order before the origin (`server`).
 //!
+//! The file is parsed once into typed sections (`HostFileConfig`, as containerd's
+//! `config/hosts.go`): an unknown setting is an error, and hosts keep the file's order
+//! whatever quotes their keys are written with.
+//!
 //! The directory is the operator's (a flag, or the environment of the CLI or of containerd):
 //! it names trust roots and client keys, so nothing a pod author or a registry sends chooses it.
 
 use std::path::{Path, PathBuf};
 
-use crate::Error;
+use serde::Deserialize;
 
 /// Where containerd's CRI plugin reads host configuration by default; used when it exists.
 pub const DEFAULT_HOSTS_DIR: &str = "/etc/containerd/certs.d";
@@ -84,26 +88,133 @@ impl Host {
     }
 }
 
+/// A hosts.toml that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostsError {
+    /// The file cannot be read.
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    /// It is not TOML.
+    #[error("{}", .0.message())]
+    Toml(toml::de::Error),
+    /// A setting of the wrong type, or one containerd does not know.
+    #[error(
+        "{}{host}: {message}",
+        if key.is_empty() { String::new() } else { format!("`{key}` of ") }
+    )]
+    Setting {
+        /// The setting (`ca`, `header.x-key`); empty for the section itself.
+        key: String,
+        /// The host it is a setting of (`server` for the top level).
+        host: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A host's URL is not one.
+    #[error("{url:?} is not a URL: {source}")]
+    NotAUrl {
+        /// The URL.
+        url: String,
+        /// The parser's error.
+        source: url::ParseError,
+    },
+    /// A host's URL is not http or https.
+    #[error("{url:?} speaks {scheme}, not http or https")]
+    Scheme {
+        /// The URL.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// A host's URL without a host.
+    #[error("{url:?} names no host")]
+    NoHost {
+        /// The URL.
+        url: String,
+    },
+    /// A host's URL with a user name or password.
+    #[error("{url:?} carries credentials in the URL; docker's config holds them")]
+    CredentialsInUrl {
+        /// The URL.
+        url: String,
+    },
+    /// A host's URL with a query or a fragment.
+    #[error("{url:?} has a query or fragment; a host has neither")]
+    QueryOrFragment {
+        /// The URL.
+        url: String,
+    },
+    /// A capability containerd does not know.
+    #[error("unknown capability {capability:?} of {host}")]
+    Capability {
+        /// The capability.
+        capability: String,
+        /// The host.
+        host: String,
+    },
+    /// A header name that is not one.
+    #[error("header {name:?} of {host} is not a header name")]
+    HeaderName {
+        /// The name.
+        name: String,
+        /// The host.
+        host: String,
+    },
+    /// A header value that is not one.
+    #[error("header {name:?} of {host} is not a header value")]
+    HeaderValue {
+        /// The header's name.
+        name: String,
+        /// The host.
+        host: String,
+    },
+    /// A `dial_timeout` that is not a duration.
+    #[error("`dial_timeout` of {host} must be a duration such as \"3s\" or \"500ms\"")]
+    DialTimeout {
+        /// The host.
+        host: String,
+    },
+    /// A CA or client certificate file it names cannot be read.
+    #[error("cannot read it: {0}")]
+    Unreadable(std::io::Error),
+    /// A client certificate and key that are not.
+    #[error("not a certificate and key: {0}")]
+    NotCertificate(rustls::Error),
+    /// Trust roots or a client certificate TLS cannot use.
+    #[error("{0}")]
+    Tls(rustls::Error),
+}
+
+/// A hosts file (or a file it names) that cannot be used: which, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct InvalidHosts {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub reason: HostsError,
+}
+
 /// The hosts for `registry` (as the reference names it: `docker.io`, `localhost:5000`) from
 /// `dir`: mirrors in the order the file lists them, then the origin. Without a file for the
 /// registry (nor `_default`), only the origin.
-pub(crate) fn hosts_for(dir: &Path, registry: &str) -> Result<Vec<Host>, Error> {
+pub(crate) fn hosts_for(dir: &Path, registry: &str) -> Result<Vec<Host>, InvalidHosts> {
     let Some(host_dir) = host_dir(dir, registry) else {
         return Ok(vec![Host::origin()]);
     };
     let file = host_dir.join("hosts.toml");
-    let invalid = |reason: String| Error::HostsConfig {
+    let invalid = |reason: HostsError| InvalidHosts {
         path: file.clone(),
-        registry: registry.to_owned(),
         reason,
     };
     let text = match read_capped(&file) {
         Ok(text) => text,
         // No hosts.toml: docker's certificate layout (*.crt, *.cert + *.key) for the origin.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return cert_files(&host_dir).map_err(|e| invalid(e.to_string()));
+            return cert_files(&host_dir).map_err(|e| invalid(e.into()));
         }
-        Err(e) => return Err(invalid(e.to_string())),
+        Err(e) => return Err(invalid(e.into())),
     };
     parse(&text, &host_dir).map_err(invalid)
 }
@@ -165,91 +276,121 @@ fn cert_files(dir: &Path) -> std::io::Result<Vec<Host>> {
     Ok(vec![origin])
 }
 
-/// Parses a `hosts.toml` whose relative paths are relative to `dir`.
-fn parse(text: &str, dir: &Path) -> Result<Vec<Host>, String> {
-    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        // The parser's message spans lines; one line is enough here.
-        e.message().to_owned()
-    })?;
-    let mut hosts = Vec::new();
-    if let Some(table) = doc.get("host") {
-        let table = table
-            .as_table()
-            .ok_or("`host` must be a table of [host.\"URL\"] sections")?;
-        // In the order the file lists them, as containerd tries them.
-        let mut entries: Vec<(usize, &String, &toml::Value)> = table
-            .iter()
-            .map(|(url, value)| (position_of(text, url), url, value))
-            .collect();
-        entries.sort_by_key(|(at, _, _)| *at);
-        for (_, url, value) in entries {
-            let section = value
-                .as_table()
-                .ok_or_else(|| format!("[host.{url:?}] must be a table"))?;
-            let mut host = parse_host(Some(url), section, dir)?;
-            host.mirror = true;
-            hosts.push(host);
+/// The settings of one host: a `[host."URL"]` section, or the file's top level for the
+/// origin (containerd's `hostFileConfig`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostFileConfig {
+    capabilities: Option<Vec<String>>,
+    ca: Option<Paths>,
+    client: Option<Clients>,
+    skip_verify: Option<bool>,
+    header: Option<std::collections::BTreeMap<String, Texts>>,
+    override_path: Option<bool>,
+    dial_timeout: Option<String>,
+}
+
+/// One path, or a list of them: `ca = "a.pem"` or `ca = ["a.pem", "b.pem"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "must be a path or a list of paths")]
+enum Paths {
+    Many(Vec<String>),
+    One(String),
+}
+
+/// A header's value, or its values.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "must be text or a list of text")]
+enum Texts {
+    Many(Vec<String>),
+    One(String),
+}
+
+/// Client certificates: a file (which may hold the key too), or a list of files and
+/// `[cert, key]` pairs. A list of two paths is two certificates, as containerd reads it.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "must be a path, a list of paths, or a list of [cert, key] pairs"
+)]
+enum Clients {
+    Many(Vec<ClientFile>),
+    One(String),
+}
+
+/// One client certificate of a list: its file, or `[cert, key]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "must be a path or a [cert, key] pair")]
+enum ClientFile {
+    Both(String),
+    Pair(String, String),
+}
+
+/// Unpacks a one-or-many setting.
+macro_rules! all {
+    ($value:expr, $kind:ident) => {
+        match $value {
+            Some($kind::Many(many)) => many,
+            Some($kind::One(one)) => vec![one],
+            None => Vec::new(),
         }
-    }
-    let server = match doc.get("server") {
-        None => None,
-        Some(toml::Value::String(s)) if !s.is_empty() => Some(s.as_str()),
-        Some(toml::Value::String(_)) => None,
-        Some(_) => return Err("`server` must be a string".into()),
     };
-    let mut root = doc.clone();
-    root.remove("host");
-    root.remove("server");
-    hosts.push(parse_host(server, &root, dir)?);
+}
+
+/// Parses a `hosts.toml` whose relative paths are relative to `dir`.
+fn parse(text: &str, dir: &Path) -> Result<Vec<Host>, HostsError> {
+    // A table that keeps the file's order (toml's `preserve_order`): hosts are tried in it.
+    let mut doc: toml::Table = text.parse().map_err(HostsError::Toml)?;
+    let server = match doc.remove("server") {
+        None => None,
+        Some(value) => Some(typed::<String>(value, "hosts.toml", "server")?),
+    };
+    let sections = match doc.remove("host") {
+        None => toml::Table::new(),
+        Some(value) => typed::<toml::Table>(value, "hosts.toml", "host")?,
+    };
+    let mut hosts = Vec::with_capacity(sections.len() + 1);
+    for (url, section) in sections {
+        let config = typed::<HostFileConfig>(section, &url, ".")?;
+        let mut host = host(Some(&url), config, dir)?;
+        host.mirror = true;
+        hosts.push(host);
+    }
+    let server = server.filter(|s| !s.is_empty());
+    let name = server.as_deref().unwrap_or("server");
+    let origin = typed::<HostFileConfig>(toml::Value::Table(doc), name, ".")?;
+    hosts.push(host(server.as_deref(), origin, dir)?);
     Ok(hosts)
 }
 
-/// Where the `[host."url"]` header of `url` is in `text`, for the file's order (a TOML
-/// table does not keep it); unknown positions sort last, in name order.
-fn position_of(text: &str, url: &str) -> usize {
-    let quoted = format!("\"{url}\"");
-    text.lines()
-        .scan(0usize, |offset, line| {
-            let at = *offset;
-            *offset += line.len() + 1;
-            Some((at, line))
-        })
-        .find(|(_, line)| {
-            let line = line.trim_start();
-            line.starts_with('[')
-                && !line.starts_with("[[")
-                && line.contains(&quoted)
-                && line
-                    .trim_start_matches('[')
-                    .trim_start()
-                    .starts_with("host")
-        })
-        .map_or(usize::MAX, |(at, _)| at)
+/// `value` as a `T`, or an error that names the setting (`key` within `host`'s section) at
+/// fault.
+fn typed<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    host: &str,
+    key: &str,
+) -> Result<T, HostsError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let key = match (key, path.as_str()) {
+            (".", ".") => String::new(),
+            (key, ".") => key.to_owned(),
+            (".", path) => path.to_owned(),
+            (key, path) => format!("{key}.{path}"),
+        };
+        HostsError::Setting {
+            key,
+            host: host.to_owned(),
+            message: e.into_inner().message().to_owned(),
+        }
+    })
 }
 
-const KNOWN_KEYS: &[&str] = &[
-    "capabilities",
-    "ca",
-    "client",
-    "skip_verify",
-    "header",
-    "override_path",
-    "dial_timeout",
-];
-
-fn parse_host(url: Option<&str>, section: &toml::Table, dir: &Path) -> Result<Host, String> {
+/// One host from its URL (none for an origin not named by `server`) and settings.
+fn host(url: Option<&str>, config: HostFileConfig, dir: &Path) -> Result<Host, HostsError> {
     let mut host = Host::origin();
     let name = url.unwrap_or("server");
-    for key in section.keys() {
-        if !KNOWN_KEYS.contains(&key.as_str()) {
-            return Err(format!("unknown setting `{key}` for {name}"));
-        }
-    }
-    let override_path = match section.get("override_path") {
-        None => false,
-        Some(toml::Value::Boolean(b)) => *b,
-        Some(_) => return Err(format!("`override_path` of {name} must be true or false")),
-    };
+    let override_path = config.override_path.unwrap_or(false);
     if let Some(url) = url {
         // containerd prefixes `https://` to what does not start with `http`; a URL of another
         // scheme is refused here rather than read as a host named after the scheme.
@@ -258,27 +399,38 @@ fn parse_host(url: Option<&str>, section: &toml::Table, dir: &Path) -> Result<Ho
         } else {
             format!("https://{url}")
         };
-        let parsed =
-            reqwest::Url::parse(&with_scheme).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        let parsed = reqwest::Url::parse(&with_scheme).map_err(|source| HostsError::NotAUrl {
+            url: url.to_owned(),
+            source,
+        })?;
         host.scheme = Some(match parsed.scheme() {
             "http" => "http",
             "https" => "https",
-            other => return Err(format!("{url:?} speaks {other}, not http or https")),
+            other => {
+                return Err(HostsError::Scheme {
+                    url: url.to_owned(),
+                    scheme: other.to_owned(),
+                });
+            }
         });
         let authority = match (parsed.host_str(), parsed.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_owned(),
-            (None, _) => return Err(format!("{url:?} names no host")),
+            (None, _) => {
+                return Err(HostsError::NoHost {
+                    url: url.to_owned(),
+                });
+            }
         };
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(format!(
-                "{url:?} carries credentials in the URL; docker's config holds them"
-            ));
+            return Err(HostsError::CredentialsInUrl {
+                url: url.to_owned(),
+            });
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(format!(
-                "{url:?} has a query or fragment; a host has neither"
-            ));
+            return Err(HostsError::QueryOrFragment {
+                url: url.to_owned(),
+            });
         }
         host.host = authority;
         let path = parsed.path().trim_end_matches('/');
@@ -294,23 +446,25 @@ fn parse_host(url: Option<&str>, section: &toml::Table, dir: &Path) -> Result<Ho
             format!("{path}/v2")
         };
     }
-    if let Some(caps) = section.get("capabilities") {
-        let caps = caps
-            .as_array()
-            .ok_or_else(|| format!("`capabilities` of {name} must be a list"))?;
+    if let Some(caps) = config.capabilities {
         if !caps.is_empty() {
             host.pull = false;
             host.resolve = false;
             host.push = false;
         }
         for cap in caps {
-            match cap.as_str().map(str::to_ascii_lowercase).as_deref() {
-                Some("pull") => host.pull = true,
-                Some("resolve") => host.resolve = true,
-                Some("push") => host.push = true,
+            match cap.to_ascii_lowercase().as_str() {
+                "pull" => host.pull = true,
+                "resolve" => host.resolve = true,
+                "push" => host.push = true,
                 // Known to containerd; nothing here asks for referrers.
-                Some("referrers") => {}
-                _ => return Err(format!("unknown capability {cap:?} of {name}")),
+                "referrers" => {}
+                _ => {
+                    return Err(HostsError::Capability {
+                        capability: cap,
+                        host: name.to_owned(),
+                    });
+                }
             }
         }
     }
@@ -322,82 +476,41 @@ fn parse_host(url: Option<&str>, section: &toml::Table, dir: &Path) -> Result<Ho
             dir.join(p)
         }
     };
-    match section.get("ca") {
-        None => {}
-        Some(toml::Value::String(s)) => host.ca.push(path_of(s)),
-        Some(toml::Value::Array(list)) => {
-            for item in list {
-                let s = item
-                    .as_str()
-                    .ok_or_else(|| format!("`ca` of {name} must be a path or a list of paths"))?;
-                host.ca.push(path_of(s));
-            }
-        }
-        Some(_) => return Err(format!("`ca` of {name} must be a path or a list of paths")),
+    for ca in all!(config.ca, Paths) {
+        host.ca.push(path_of(&ca));
     }
-    let bad_client = || {
-        format!(
-            "`client` of {name} must be a path, a list of paths, or a list of [cert, key] pairs"
-        )
+    let clients = match config.client {
+        Some(Clients::Many(many)) => many,
+        Some(Clients::One(one)) => vec![ClientFile::Both(one)],
+        None => Vec::new(),
     };
-    match section.get("client") {
-        None => {}
-        Some(toml::Value::String(s)) => host.client.push((path_of(s), None)),
-        Some(toml::Value::Array(list)) => {
-            for item in list {
-                match item {
-                    toml::Value::String(s) => host.client.push((path_of(s), None)),
-                    toml::Value::Array(pair) => match pair.as_slice() {
-                        [toml::Value::String(cert), toml::Value::String(key)] => {
-                            host.client.push((path_of(cert), Some(path_of(key))))
-                        }
-                        _ => return Err(bad_client()),
-                    },
-                    _ => return Err(bad_client()),
-                }
+    for client in clients {
+        host.client.push(match client {
+            ClientFile::Both(both) => (path_of(&both), None),
+            ClientFile::Pair(cert, key) => (path_of(&cert), Some(path_of(&key))),
+        });
+    }
+    host.skip_verify = config.skip_verify.unwrap_or(false);
+    if let Some(timeout) = config.dial_timeout {
+        host.dial_timeout = Some(
+            go_duration(&timeout).ok_or_else(|| HostsError::DialTimeout {
+                host: name.to_owned(),
+            })?,
+        );
+    }
+    for (key, values) in config.header.unwrap_or_default() {
+        reqwest::header::HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
+            HostsError::HeaderName {
+                name: key.clone(),
+                host: name.to_owned(),
             }
-        }
-        Some(_) => return Err(bad_client()),
-    }
-    match section.get("skip_verify") {
-        None => {}
-        Some(toml::Value::Boolean(b)) => host.skip_verify = *b,
-        Some(_) => return Err(format!("`skip_verify` of {name} must be true or false")),
-    }
-    match section.get("dial_timeout") {
-        None => {}
-        Some(toml::Value::String(s)) => {
-            host.dial_timeout = Some(go_duration(s).ok_or_else(|| {
-                format!("`dial_timeout` of {name} must be a duration such as \"3s\" or \"500ms\"")
-            })?)
-        }
-        Some(_) => {
-            return Err(format!(
-                "`dial_timeout` of {name} must be a duration such as \"3s\" or \"500ms\""
-            ));
-        }
-    }
-    if let Some(header) = section.get("header") {
-        let header = header
-            .as_table()
-            .ok_or_else(|| format!("`header` of {name} must be a table"))?;
-        for (key, value) in header {
-            reqwest::header::HeaderName::from_bytes(key.as_bytes())
-                .map_err(|_| format!("header {key:?} of {name} is not a header name"))?;
-            let values: Vec<&str> = match value {
-                toml::Value::String(s) => vec![s],
-                toml::Value::Array(list) => list
-                    .iter()
-                    .map(|v| v.as_str())
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| format!("header {key:?} of {name} must be text"))?,
-                _ => return Err(format!("header {key:?} of {name} must be text")),
-            };
-            for v in values {
-                reqwest::header::HeaderValue::from_str(v)
-                    .map_err(|_| format!("header {key:?} of {name} is not a header value"))?;
-                host.header.push((key.clone(), v.to_owned()));
-            }
+        })?;
+        for v in all!(Some(values), Texts) {
+            reqwest::header::HeaderValue::from_str(&v).map_err(|_| HostsError::HeaderValue {
+                name: key.clone(),
+                host: name.to_owned(),
+            })?;
+            host.header.push((key.clone(), v));
         }
     }
     Ok(host)
@@ -455,7 +568,7 @@ mod tests {
         assert_eq!(hosts[0].dial_timeout, Some(Duration::from_millis(250)));
         assert_eq!(hosts[1].dial_timeout, None);
         let refused = parse("[host.\"http://m\"]\n  dial_timeout = 3\n", dir.path());
-        assert!(refused.unwrap_err().contains("dial_timeout"));
+        assert!(refused.unwrap_err().to_string().contains("dial_timeout"));
     }
 
     use super::*;
@@ -536,6 +649,27 @@ server = "https://registry-1.docker.io"
     }
 
     #[test]
+    fn hosts_keep_file_order_whatever_quotes_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        // Single-quoted (literal) keys, a bare key and a double-quoted one, none of them in
+        // alphabetical order.
+        write(
+            dir.path(),
+            "r.example",
+            "[host.'https://zulu.mirror']\n\
+             [host.\"https://mike.mirror\"]\n\
+             [host.'https://alpha.mirror']\n\
+             [host.bravo]\n",
+        );
+        let hosts = hosts_for(dir.path(), "r.example").unwrap();
+        let names: Vec<_> = hosts.iter().map(|h| h.host.as_str()).collect();
+        assert_eq!(
+            names,
+            ["zulu.mirror", "mike.mirror", "alpha.mirror", "bravo", ""]
+        );
+    }
+
+    #[test]
     fn directories_are_found_as_containerd_finds_them() {
         let dir = tempfile::tempdir().unwrap();
         // No directory at all: the origin only.
@@ -593,7 +727,12 @@ server = "https://registry-1.docker.io"
             ),
             (
                 "[host.\"http://m\"]\nskip_verfy = true\n",
-                "unknown setting `skip_verfy`",
+                "unknown field `skip_verfy`",
+            ),
+            ("skip_verfy = true\n", "unknown field `skip_verfy`"),
+            (
+                "[host.\"http://m\"]\nclient = [3]\n",
+                "`client` of http://m: must be a path",
             ),
             ("[host.\"http://user:pw@m\"]\n", "credentials in the URL"),
             (
@@ -604,7 +743,10 @@ server = "https://registry-1.docker.io"
                 "[host.\"http://m\".header]\nx = \"a\\nb\"\n",
                 "not a header value",
             ),
-            ("server = 5\n", "`server` must be a string"),
+            (
+                "server = 5\n",
+                "`server` of hosts.toml: invalid type: integer `5`, expected a string",
+            ),
             ("server = \"http://m\"\nca = 3\n", "`ca` of http://m"),
             ("[host", "hosts.toml"),
         ] {

@@ -144,31 +144,6 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// Connection failures, server errors and throttling may pass; other 4xx answers will not.
-pub(crate) fn is_transient(e: &OciDistributionError) -> bool {
-    use oci_client::errors::OciErrorCode;
-    match e {
-        // A certificate that is not trusted now will not be trusted in a second either.
-        OciDistributionError::RequestError(e) if crate::error::is_certificate_error(e) => false,
-        OciDistributionError::RequestError(e) => {
-            // `is_request` covers a pooled connection the server closed under us.
-            e.is_connect()
-                || e.is_timeout()
-                || e.is_body()
-                || e.is_request()
-                || e.status()
-                    .is_some_and(|s| s.is_server_error() || s.as_u16() == 429)
-        }
-        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|e| matches!(e.code, OciErrorCode::Toomanyrequests)),
-        OciDistributionError::IoError(_) => true,
-        _ => false,
-    }
-}
-
 /// A number in [0, 1) that differs between processes and calls; not for cryptography.
 fn jitter_fraction() -> f64 {
     use std::hash::{BuildHasher, RandomState};

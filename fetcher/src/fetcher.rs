@@ -1,0 +1,160 @@
+//! [`Fetcher`], the crate's central type: a cache, a transport to registries, and what the
+//! caller asked of pulls (progress, a config check, the signature policy). Each operation
+//! (pull, push, resolve, login) is a function of its own room, handed what it needs.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use oci_client::Reference;
+use wasm_oci_cache::Cache;
+
+use crate::error::Result;
+use crate::progress::Progress;
+use crate::pull::{ConfigCheck, Pull, Pulled, SignatureSource};
+use crate::push::{Push, PushFormat, Pushed};
+use crate::remote::options::RegistryOptions;
+use crate::remote::registry::Registry;
+use crate::remote::transport::Transport;
+use crate::resolve::{PullPolicy, Resolved, resolve_cached};
+use crate::trust;
+
+/// Moves wasm artifacts between registries and a [`Cache`].
+pub struct Fetcher {
+    cache: Cache,
+    /// How registries are spoken to: options, probes, the hosts of each registry.
+    transport: Transport,
+    progress: Option<Arc<dyn Progress>>,
+    /// Looks at a pull's config before its layer is fetched.
+    config_check: Option<ConfigCheck>,
+    /// Which signatures a pulled reference needs.
+    policy: Arc<trust::policy::Policy>,
+    /// Fetch and keep signatures even when the policy needs none (prefetch, for nodes
+    /// that verify later, offline).
+    keep_signatures: bool,
+}
+
+impl Fetcher {
+    /// A fetcher storing into `cache`.
+    pub fn new(cache: Cache, options: RegistryOptions) -> Self {
+        // reqwest is built without a default TLS provider; pick ring once per process. An error
+        // only means another part of the process installed one first.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            cache,
+            transport: Transport::new(options),
+            progress: None,
+            config_check: None,
+            policy: Arc::default(),
+            keep_signatures: false,
+        }
+    }
+
+    /// Reports blob transfers to `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Fetches a pull's config before its layer and hands it to `check`, which may refuse the
+    /// artifact (with the reason) before any of its layer is downloaded.
+    pub fn with_config_check(mut self, check: ConfigCheck) -> Self {
+        self.config_check = Some(check);
+        self
+    }
+
+    /// Enforces `policy` on every pull: a reference it refuses is never recorded in the cache.
+    pub fn with_policy(mut self, policy: Arc<trust::policy::Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Fetches and keeps signatures on every pull, even when the policy needs none.
+    pub fn keeping_signatures(mut self) -> Self {
+        self.keep_signatures = true;
+        self
+    }
+
+    /// The signature policy this fetcher enforces.
+    pub fn policy(&self) -> &trust::policy::Policy {
+        &self.policy
+    }
+
+    /// The cache this fetcher stores into.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// `http` with `--plain-http`; for a loopback registry, whatever it speaks (docker tries
+    /// TLS there and falls back to plain HTTP); else always `https`, never downgraded. A
+    /// loopback registry's answer is known once a pull, push or login has probed it; until
+    /// then it is taken to be plain HTTP, as the probe concludes of a registry it cannot reach.
+    pub fn scheme(&self, reference: &Reference) -> &'static str {
+        self.transport.scheme(reference)
+    }
+
+    /// How to speak to `reference`'s registry itself (the origin, or the `server` its
+    /// hosts.toml names): for push, login and signing, which never go to a mirror.
+    pub(crate) async fn remote(&self, reference: &Reference) -> Result<Arc<Registry>> {
+        self.transport.remote(reference).await
+    }
+
+    /// Checks that the configured credentials open `registry`, as `docker login` does before it
+    /// stores them: a bearer registry must hand out a token, a basic one must accept a request.
+    pub async fn check_login(&self, registry: &str) -> Result<()> {
+        self.transport.check_login(registry).await
+    }
+
+    /// Resolves `reference` in its registry and makes sure its wasm layer is in the cache.
+    pub async fn pull(&self, reference: &Reference) -> Result<Pulled> {
+        self.pull_context().pull(reference).await
+    }
+
+    /// `reference`'s artifact in the cache under `policy`: from the cache when it may, else
+    /// pulled (and verified) from the registry.
+    pub async fn resolve(&self, reference: &Reference, policy: PullPolicy) -> Result<Resolved> {
+        if let Some(resolved) = resolve_cached(&self.cache, reference, policy, &self.policy)? {
+            return Ok(resolved);
+        }
+        let pulled = self.pull(reference).await?;
+        Ok(pulled.into_resolved())
+    }
+
+    /// Pushes the wasm file at `path` to `reference` in `format`.
+    pub async fn push(
+        &self,
+        path: &std::path::Path,
+        reference: &Reference,
+        format: PushFormat,
+    ) -> Result<Pushed> {
+        let push = Push {
+            transport: &self.transport,
+            progress: self.progress.as_deref(),
+        };
+        crate::push::push(&push, path, reference, format).await
+    }
+
+    /// What a pull needs of this fetcher.
+    fn pull_context(&self) -> Pull<'_> {
+        Pull {
+            cache: &self.cache,
+            transport: &self.transport,
+            progress: self.progress.as_deref(),
+            config_check: self.config_check.as_ref(),
+            policy: &self.policy,
+            keep_signatures: self.keep_signatures,
+            signatures: self,
+        }
+    }
+}
+
+/// A pull reads signatures through the fetcher's signing half, which holds their network code.
+impl SignatureSource for Fetcher {
+    fn fetch<'a>(
+        &'a self,
+        remote: &'a Registry,
+        reference: &'a Reference,
+        digest: &'a str,
+    ) -> BoxFuture<'a, Result<Option<trust::Fetched>>> {
+        Box::pin(self.fetch_signatures(remote, reference, digest))
+    }
+}
