@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use super::cgroup::Cgroup;
 use super::container::{GuestUsage, Module, thread_cpu};
 use super::netns::{self, Network};
-use super::{SIGKILL, Store};
+use super::state::SIGKILL;
+use super::store::Store;
 use crate::runner::{Loaded, RunOptions, Runner, ServeOptions, Wasm, World};
 
 /// Opens the stdin fifo without waiting for a writer (there is none without `ctr run -i`),

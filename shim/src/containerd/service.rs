@@ -12,9 +12,9 @@ use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Context, TtrpcResult};
 
-use super::Store;
 use super::container::Container;
 use super::netns::{self, Network};
+use super::store::Store;
 use crate::runner::{EngineOptions, Runner};
 
 /// The task service: one shim process may hold several containers of one group.

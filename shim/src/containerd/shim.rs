@@ -14,9 +14,10 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::timestamp;
 use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
 
+use super::annotations::{ANNOTATION_GROUP, CRI_SANDBOX_ID};
+use super::cgroup;
 use super::config::{GroupBy, ShimConfig};
 use super::service::TaskService;
-use super::{ANNOTATION_GROUP, CRI_SANDBOX_ID, cgroup};
 
 /// The shim process, as containerd's `Shim` trait drives it.
 #[derive(Clone)]

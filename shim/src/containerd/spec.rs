@@ -14,15 +14,16 @@ use oci_spec::runtime::Spec;
 use tokio::sync::watch;
 use wasm_oci_fetcher::PullPolicy;
 
+use super::annotations::{
+    ANNOTATION_PREOPENS, ANNOTATION_PULL, ANNOTATION_REFERENCE, CRI_CONTAINER_TYPE, CRI_SANDBOX_ID,
+};
 use super::cgroup::{self, Cgroup};
 use super::config::ShimConfig;
 use super::container::{Container, Module};
 use super::netns::{self, Network};
 use super::state::TaskState;
-use super::{
-    ANNOTATION_PREOPENS, ANNOTATION_PULL, ANNOTATION_REFERENCE, CRI_CONTAINER_TYPE, CRI_SANDBOX_ID,
-    Store, check_rootfs_module, mounts, rootfs,
-};
+use super::store::{Store, check_rootfs_module};
+use super::{mounts, rootfs};
 use crate::runner::{Identity, Preopen};
 
 /// Where the guest's wasm is to come from.

@@ -3,6 +3,9 @@
 
 use containerd_shim::api;
 
+/// The signal that ends a container at once, with no grace for what it is doing.
+pub(crate) const SIGKILL: u32 = 9;
+
 /// How a task ended: its exit status and when (seconds since the epoch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Exited {

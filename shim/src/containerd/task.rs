@@ -18,8 +18,8 @@ use containerd_shim::{DeleteResponse, TtrpcResult, api};
 use super::container::discard;
 use super::guest::{Guest, open_write};
 use super::service::{TaskService, err, micros, now, pod_network, ts};
-use super::state::{Exited, Kill};
-use super::{SIGKILL, mounts, spec};
+use super::state::{Exited, Kill, SIGKILL};
+use super::{mounts, spec};
 use crate::runner::RunOptions;
 
 impl TaskService {
