@@ -3,10 +3,11 @@
 //   GET  /hello...        200 "hello from wasm: METHOD PATH\n", x-served-by: wasm-oci-test
 //   POST /echo            201 with the request body, x-echoed-header: the request's x-echo
 //   GET  /trap            traps (unreachable) before answering
-//   GET  /spin            loops forever in wasm
+//   GET  /spin            says "guest spinning" on stderr, loops forever in wasm
 //   GET  /sleep?ms=N      says "guest sleeping" on stderr, sleeps N ms in a host call, answers
 //   GET  /fetch?to=H:P    GET http://H:P/from-wasm, answers 200 "upstream said: BODY" or 502
 //   GET  /alloc?mb=N      allocates and touches N MiB, answers 200; traps if malloc fails
+//   POST /alloc?mb=N      the same, then says "guest allocated" and reads the body before answering
 //   anything else         404 "not found\n"
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,6 +223,7 @@ void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handle
     } else if (strcmp(path, "/trap") == 0) {
         __builtin_trap();
     } else if (strcmp(path, "/spin") == 0) {
+        say("guest spinning\n");
         for (volatile int i = 0;; i++) {
         }
     } else if (strncmp(path, "/sleep?ms=", 10) == 0) {
@@ -238,6 +240,12 @@ void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handle
         memset(block, 1, mb << 20);
         // Keeps clang from leaving out an allocation nothing reads.
         __asm__ volatile("" : : "r"(block) : "memory");
+        if (method.tag == WASI_HTTP_TYPES_METHOD_POST) {
+            // Holds the memory until the client has sent its whole body.
+            say("guest allocated\n");
+            size_t len;
+            free(incoming_body(req, &len));
+        }
         char text[64];
         snprintf(text, sizeof text, "allocated %zu MiB\n", mb);
         respond_text(out, 200, text);

@@ -154,6 +154,23 @@ pub(super) struct HttpArgs {
     /// On SIGTERM or SIGINT, how long requests in flight may take to finish
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     shutdown_timeout: Duration,
+
+    /// Connections open at once; more are answered 503 with Retry-After [default: 4096, or
+    /// fewer when the descriptor limit (ulimit -n) would not hold them]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+
+    /// How long a connection may stay open with no request begun (keep-alive)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    idle_timeout: Duration,
+
+    /// How long a client may take to send a request's head, from its first byte
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    header_timeout: Duration,
+
+    /// How long a client may take to send a request's body; a slower one is answered 408
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    body_timeout: Duration,
 }
 
 impl RunCommand {
@@ -283,7 +300,12 @@ impl RunCommand {
                 hosts: self.http.allow_http.clone(),
             },
             drain: self.http.shutdown_timeout,
-            stop: None,
+            idle_timeout: self.http.idle_timeout,
+            header_timeout: self.http.header_timeout,
+            body_timeout: self.http.body_timeout,
+            max_connections: self.http.max_connections.map(|n| n as usize),
+            stdout: None,
+            stderr: None,
         };
         let server = runner
             .proxy(&resolved.path, component, options)

@@ -10,10 +10,13 @@ use crate::GlobalOptions;
 /// Serve a wasi:http/proxy component over HTTP/1.1, from a reference or a local file.
 ///
 /// The component is pulled (when not cached) and compiled once; every request gets a fresh
-/// instance, with its own memory cap (--max-memory) and deadline (--timeout, answered 504). A
-/// request whose instance traps is answered 500 and logged; the server goes on. On SIGTERM or
-/// SIGINT it stops accepting, lets the requests in flight finish (--shutdown-timeout at most)
-/// and exits 0. Prints "Serving HTTP on http://ADDR/" on stderr once it listens.
+/// instance, with its deadline (--timeout, answered 504); --max-memory holds for all the
+/// instances running at once together. A request whose instance traps is answered 500 and
+/// logged; the server goes on. Idle connections, slow request heads and slow bodies time out
+/// (--idle-timeout, --header-timeout, --body-timeout: 408); past --max-connections a client
+/// is answered 503 with Retry-After. On SIGTERM or SIGINT it stops accepting, lets the
+/// requests in flight finish (--shutdown-timeout at most), stops the rest and exits 0.
+/// Prints "Serving HTTP on http://ADDR/" on stderr once it listens.
 ///
 /// The component gets no directory, no environment variable and no network unless asked:
 /// outbound HTTP only to the hosts named by --allow-http.

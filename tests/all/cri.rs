@@ -201,7 +201,7 @@ impl Cri {
             .map(tonic::Response::into_inner)
     }
 
-    fn rt<F, T>(
+    pub(crate) fn rt<F, T>(
         &self,
         call: impl FnOnce(RuntimeServiceClient<Channel>) -> F,
     ) -> Result<T, tonic::Status>

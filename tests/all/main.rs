@@ -24,6 +24,7 @@ mod resume;
 mod runner;
 mod security;
 mod serve;
+mod serve_limits;
 mod shim_kill;
 mod shim_network;
 mod support;

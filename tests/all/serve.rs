@@ -217,17 +217,21 @@ fn path(p: &Path) -> &str {
 
 /// A `wasm-oci serve` (or `run`) process listening on a free loopback port; killed when
 /// dropped.
-struct Served {
-    child: Child,
-    addr: String,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Served {
     /// Starts `wasm-oci ARGS --addr 127.0.0.1:0` and waits for its "Serving HTTP on" line.
-    fn start(cli: &WasmOci, args: &[&str]) -> Served {
-        let mut child = cli
-            .command()
+    pub(crate) fn start(cli: &WasmOci, args: &[&str]) -> Served {
+        Self::start_command(cli.command(), args)
+    }
+
+    /// As [`Served::start`], with a command set up by the caller (its limits, say).
+    pub(crate) fn start_command(mut command: Command, args: &[&str]) -> Served {
+        let mut child = command
             .arg(args[0])
             .args(["--addr", "127.0.0.1:0"])
             .args(&args[1..])
@@ -266,20 +270,26 @@ impl Served {
         }
     }
 
-    fn connect(&self) -> Client {
+    pub(crate) fn connect(&self) -> Client {
         Client::connect(&self.addr)
     }
 
     /// One request on a connection of its own.
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         self.connect().send(method, path, headers, body)
     }
 
-    fn get(&self, path: &str) -> Response {
+    pub(crate) fn get(&self, path: &str) -> Response {
         self.request("GET", path, &[], b"")
     }
 
-    fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         let out = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .output()
@@ -287,7 +297,7 @@ impl Served {
         assert!(out.status.success(), "kill -TERM: {}", describe(&out));
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 }
@@ -300,26 +310,26 @@ impl Drop for Served {
 }
 
 #[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// A minimal HTTP/1.1 client that keeps its connection open between requests.
-struct Client {
+pub(crate) struct Client {
     reader: BufReader<TcpStream>,
     addr: String,
 }
 
 impl Client {
-    fn connect(addr: &str) -> Client {
+    pub(crate) fn connect(addr: &str) -> Client {
         let stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
@@ -330,7 +340,7 @@ impl Client {
         }
     }
 
-    fn send(
+    pub(crate) fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -341,7 +351,7 @@ impl Client {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
-    fn try_send(
+    pub(crate) fn try_send(
         &mut self,
         method: &str,
         path: &str,
@@ -416,12 +426,12 @@ impl Client {
 }
 
 /// The proxy pushed to a fresh registry.
-struct Pushed {
-    registry: Registry,
-    reference: String,
+pub(crate) struct Pushed {
+    pub(crate) registry: Registry,
+    pub(crate) reference: String,
 }
 
-fn push_proxy(cli: &WasmOci) -> Pushed {
+pub(crate) fn push_proxy(cli: &WasmOci) -> Pushed {
     let registry = Registry::start();
     let reference = registry.reference("services/hello-http:v1");
     cli.ok(&["push", path(&http_guests().proxy), &reference]);
@@ -614,7 +624,7 @@ fn sigterm_lets_requests_in_flight_finish_then_exits_0() {
 }
 
 /// Waits until `ready`, for a minute at most.
-fn wait_until(ready: impl Fn() -> bool) {
+pub(crate) fn wait_until(ready: impl Fn() -> bool) {
     for _ in 0..6000 {
         if ready() {
             return;

@@ -28,11 +28,21 @@
 //! # not accept-anything for the image's name, it is refused ("policy", the default) unless
 //! # the operator allows it here ("allow").
 //! rootfs_modules = "policy"
+//!
+//! [http]
+//! # Limits of the server a wasi:http/proxy container gets (the defaults shown). Durations
+//! # are a number and ms, s, m or h.
+//! request_timeout = "60s"   # a request's run, from its instance's start; then 504
+//! idle_timeout = "60s"      # a connection with no request begun (keep-alive)
+//! header_timeout = "10s"    # a request's head, from its first byte
+//! body_timeout = "60s"      # a request's body, from its instance's start; then 408
+//! max_connections = 4096    # connections at once (fewer if the descriptor limit is lower)
 //! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -61,8 +71,41 @@ pub struct ShimConfig {
     pub allowed_registries: Option<Vec<String>>,
     /// Whether a module from a container's rootfs runs whatever the signature policy says.
     pub rootfs_modules: RootfsModules,
+    /// The limits of an HTTP container's server.
+    pub http: HttpLimits,
     /// The file it was read from, for messages; `None` when there was none.
     pub source: Option<PathBuf>,
+}
+
+/// `[http]`: the limits of the server a `wasi:http/proxy` container gets, so that no client
+/// and no request holds it (or the shim's threads) for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's run, from its instance's start to the end of its response (then 504).
+    pub request_timeout: Duration,
+    /// A connection with no request begun.
+    pub idle_timeout: Duration,
+    /// A request's head, from its first byte.
+    pub header_timeout: Duration,
+    /// A request's body, from its instance's start (then 408).
+    pub body_timeout: Duration,
+    /// Connections at once; `None`: the runner's default.
+    pub max_connections: Option<usize>,
+}
+
+/// How long a pod's HTTP request may run unless the config says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            idle_timeout: crate::runner::DEFAULT_IDLE_TIMEOUT,
+            header_timeout: crate::runner::DEFAULT_HEADER_TIMEOUT,
+            body_timeout: crate::runner::DEFAULT_BODY_TIMEOUT,
+            max_connections: None,
+        }
+    }
 }
 
 impl Default for ShimConfig {
@@ -73,6 +116,7 @@ impl Default for ShimConfig {
             max_module_size: DEFAULT_MAX_MODULE_SIZE,
             allowed_registries: None,
             rootfs_modules: RootfsModules::Policy,
+            http: HttpLimits::default(),
             source: None,
         }
     }
@@ -117,6 +161,18 @@ struct File {
     references: References,
     #[serde(default)]
     trust: Trust,
+    #[serde(default)]
+    http: Http,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Http {
+    request_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -221,12 +277,50 @@ impl ShimConfig {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
+        let defaults = HttpLimits::default();
+        let duration = |key: &str, value: Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => parse_duration(&text)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "http.{key} {text:?} is not a duration such as 30s or 500ms"
+                    ))
+                }),
+        };
+        let http = HttpLimits {
+            request_timeout: duration(
+                "request_timeout",
+                file.http.request_timeout,
+                defaults.request_timeout,
+            )?,
+            idle_timeout: duration(
+                "idle_timeout",
+                file.http.idle_timeout,
+                defaults.idle_timeout,
+            )?,
+            header_timeout: duration(
+                "header_timeout",
+                file.http.header_timeout,
+                defaults.header_timeout,
+            )?,
+            body_timeout: duration(
+                "body_timeout",
+                file.http.body_timeout,
+                defaults.body_timeout,
+            )?,
+            max_connections: match file.http.max_connections {
+                Some(0) => return Err(bad("http.max_connections must be at least 1".into())),
+                n => n,
+            },
+        };
         Ok(ShimConfig {
             profiles,
             group_by: file.groups.by.unwrap_or(GroupBy::Pod),
             max_module_size,
             allowed_registries,
             rootfs_modules: file.trust.rootfs_modules.unwrap_or(RootfsModules::Policy),
+            http,
             source: Some(path.to_owned()),
         })
     }
@@ -292,6 +386,22 @@ impl ShimConfig {
         }
         Ok(preopens)
     }
+}
+
+/// A duration as the config spells it: a whole number and `ms`, `s`, `m` or `h`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit.trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    number.checked_mul(millis).map(Duration::from_millis)
 }
 
 /// Whether the allow-list entry `pattern` covers `registry`: the same `host:port` (`host:443`
@@ -366,6 +476,54 @@ mod tests {
         .unwrap();
         assert_eq!(allow.rootfs_modules, RootfsModules::Allow);
         assert!(default.profiles.is_empty());
+    }
+
+    #[test]
+    fn http_servers_have_limits_by_default_and_the_operator_sets_them() {
+        let default = ShimConfig::parse("", Path::new("shim.toml")).unwrap();
+        assert_eq!(default.http, HttpLimits::default());
+        assert_eq!(default.http.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        let set = ShimConfig::parse(
+            "[http]
+request_timeout = \"5s\"
+idle_timeout = \"2m\"
+             header_timeout = \"500ms\"
+body_timeout = \"1h\"
+max_connections = 10
+",
+            Path::new("shim.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            set.http,
+            HttpLimits {
+                request_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(120),
+                header_timeout: Duration::from_millis(500),
+                body_timeout: Duration::from_secs(3600),
+                max_connections: Some(10),
+            }
+        );
+        // No limit at all is not a limit: zero, no unit, a fraction, an unknown key.
+        for bad in [
+            "[http]
+request_timeout = \"0s\"",
+            "[http]
+request_timeout = \"30\"",
+            "[http]
+header_timeout = \"1.5s\"",
+            "[http]
+body_timeout = \"forever\"",
+            "[http]
+max_connections = 0",
+            "[http]
+timeout = \"5s\"",
+        ] {
+            assert!(
+                ShimConfig::parse(bad, Path::new("shim.toml")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::cgroup::Cgroup;
+use super::config::ShimConfig;
 use super::container::{GuestUsage, Module, thread_cpu};
 use super::netns::{self, Network};
 use super::state::SIGKILL;
@@ -235,6 +236,11 @@ impl Guest {
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
         })?;
         let listener = netns::listen_in(&self.network, addr)?;
+        // The operator's limits for pods' HTTP servers (a request's run, idle connections,
+        // slow heads and bodies, connections at once); the defaults without a config.
+        let http = ShimConfig::get()
+            .map(|c| c.http.clone())
+            .unwrap_or_default();
         let server = runner.proxy(
             name,
             component,
@@ -242,7 +248,24 @@ impl Guest {
                 env: self.options.env.clone(),
                 max_memory: self.options.max_memory,
                 drain: Duration::from_secs(10),
-                stop: Some(self.abort.clone()),
+                timeout: Some(http.request_timeout),
+                idle_timeout: http.idle_timeout,
+                header_timeout: http.header_timeout,
+                body_timeout: http.body_timeout,
+                max_connections: http.max_connections,
+                // What the guests print goes to the container's log.
+                stdout: self
+                    .options
+                    .stdout
+                    .as_ref()
+                    .and_then(|f| f.try_clone().ok())
+                    .map(Arc::new),
+                stderr: self
+                    .options
+                    .stderr
+                    .as_ref()
+                    .and_then(|f| f.try_clone().ok())
+                    .map(Arc::new),
                 ..ServeOptions::default()
             },
         )?;
@@ -267,16 +290,8 @@ impl Guest {
         };
         let stopped = flag(self.options.stop.clone());
         let aborted = flag(Some(self.abort.clone()));
-        let served = runtime.block_on(async {
-            tokio::select! {
-                served = server.serve(listener, stopped) => served,
-                // A SIGKILL: the connections are dropped, and every request's guest is
-                // stopped by the engine (`ServeOptions::stop`).
-                () = aborted => Ok(()),
-            }
-        });
-        // Requests still running after the drain end now, and none outlives the container.
-        self.abort.store(true, Ordering::SeqCst);
+        // A SIGKILL (even after a SIGTERM) stops the requests in flight at once.
+        let served = runtime.block_on(server.serve_until(listener, stopped, aborted));
         runtime.shutdown_background();
         served?;
         // A server that drained after its SIGTERM ended well; a SIGKILL is still a kill.

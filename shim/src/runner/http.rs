@@ -1,21 +1,29 @@
 //! Serving a `wasi:http/proxy` component over HTTP/1.1: the component is linked once (a
 //! `ProxyPre`), and every request gets a fresh instance from the engine's pooling allocator,
-//! with its own memory cap and deadline. A request that traps or panics is answered 500 and
-//! logged; the server goes on.
+//! with its deadline, under one memory budget for the whole server. A request that traps or
+//! panics is answered 500 and logged; the server goes on.
+//!
+//! Nothing a client does holds the server: connections are capped (more are answered 503),
+//! idle ones and slow request heads and bodies time out, and guests yield to each other at
+//! every epoch tick, so a looping request neither starves the others nor outlives a shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
-use tokio::sync::{Semaphore, watch};
+use hyper_util::rt::TokioTimer;
+use tokio::sync::{Semaphore, oneshot, watch};
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -25,8 +33,9 @@ use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
+use super::connection::{self, Backoff, Clock, InFlight, Watched};
 use super::network::HttpPolicy;
-use super::{Error, Limits, Runner, TICKS_PER_SECOND};
+use super::{Budget, Charge, Error, Limits, Runner};
 use crate::Result;
 
 /// How a proxy component is served.
@@ -38,7 +47,9 @@ pub struct ServeOptions {
     pub max_concurrency: usize,
     /// Wall-clock limit of one request, from instantiation to the end of its response body.
     pub timeout: Option<Duration>,
-    /// Cap on one instance's linear memories and tables together, in bytes.
+    /// The server's memory budget, in bytes: every instance's linear memories and tables
+    /// together, and what the host holds for each connection (its buffers and request
+    /// head). One instance gets no more than the budget, and requests at once share it.
     pub max_memory: Option<usize>,
     /// Largest request body passed to the component; a larger one is refused with 413.
     pub max_body: u64,
@@ -46,9 +57,23 @@ pub struct ServeOptions {
     pub outbound: HttpPolicy,
     /// How long requests in flight may take to finish after a shutdown is asked for.
     pub drain: Duration,
-    /// Set to stop every request's guest at once, running wasm or not (a container's
-    /// SIGKILL); needs an engine made with `EngineOptions::interruptible`.
-    pub stop: Option<Arc<AtomicBool>>,
+    /// How long a connection may stay open with no request begun: after it was accepted, or
+    /// after its last response (keep-alive).
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a request's head, from its first byte.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, from when its instance starts:
+    /// a slower one is answered 408 and its instance stopped.
+    pub body_timeout: Duration,
+    /// Connections open at once; more are answered 503 with `Retry-After` and closed. By
+    /// default [`DEFAULT_MAX_CONNECTIONS`], or fewer when the process's descriptor limit
+    /// would not hold them.
+    pub max_connections: Option<usize>,
+    /// Where every instance's standard output goes (a container's log); the process's own
+    /// when `None`.
+    pub stdout: Option<Arc<std::fs::File>>,
+    /// Where every instance's standard error goes; the process's own when `None`.
+    pub stderr: Option<Arc<std::fs::File>>,
 }
 
 impl Default for ServeOptions {
@@ -61,10 +86,42 @@ impl Default for ServeOptions {
             max_body: DEFAULT_MAX_BODY,
             outbound: HttpPolicy::default(),
             drain: Duration::from_secs(30),
-            stop: None,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: None,
+            stdout: None,
+            stderr: None,
         }
     }
 }
+
+/// How long a connection may stay open with no request begun, by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a request's head may take to arrive, by default.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request's body may take to arrive, by default.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub use connection::DEFAULT_MAX_CONNECTIONS;
+
+/// The largest request head (request line and headers) read, and the most a connection
+/// buffers each way; a larger head is refused (431).
+const MAX_HEAD: usize = 32 << 10;
+
+/// Headers in one request, at most.
+const MAX_HEADERS: usize = 100;
+
+/// What the host holds for one connection, charged to the memory budget: its read and write
+/// buffers and the parsed head.
+const CONNECTION_COST: usize = 3 * MAX_HEAD;
+
+/// Resources (streams, header maps, bodies, pollables) one instance may hold in the host at
+/// once, and the largest header map it may build: what a guest can make the host allocate.
+const MAX_RESOURCES: usize = 4096;
+const MAX_FIELDS_SIZE: usize = 64 << 10;
 
 /// Requests in flight at most, by default: the pooling allocator's default number of
 /// instances, so that a request never fails for want of a slot.
@@ -82,10 +139,23 @@ struct Inner {
     pre: ProxyPre<ProxyHost>,
     options: ServeOptions,
     outbound: Arc<HttpPolicy>,
+    /// Requests running at once ([`ServeOptions::max_concurrency`]); each guest holds one.
     permits: Arc<Semaphore>,
+    /// The permits there are.
+    max_concurrency: u32,
+    /// Connections open at once.
+    connections: Arc<Semaphore>,
+    /// Overload answers being written at once.
+    refusing: Arc<Semaphore>,
+    /// Every instance's memory, and the host's per connection, when there is a limit.
+    budget: Option<Arc<Budget>>,
     next_id: AtomicU64,
-    /// Epoch ticks a request may run, when it has a timeout.
-    deadline_ticks: Option<u64>,
+    /// Whether guests are checked at every epoch tick (yield, deadline, abandon).
+    interruptible: bool,
+    /// Set when the requests still running are given up (a kill, or the drain is over):
+    /// every guest ends at its next epoch tick or host call.
+    abandoned: Arc<AtomicBool>,
+    abandon: watch::Sender<bool>,
 }
 
 impl Runner {
@@ -112,26 +182,41 @@ impl Runner {
             path: path.to_owned(),
             source,
         })?;
-        let deadline_ticks = match options.timeout {
-            Some(timeout) if self.options.interruptible => {
-                self.start_ticker();
-                let tick = Duration::from_secs(1) / TICKS_PER_SECOND as u32;
-                // One tick more, so that a deadline is never cut short by a tick that comes
-                // right after the request starts.
-                Some(timeout.as_nanos().div_ceil(tick.as_nanos()) as u64 + 1)
-            }
-            _ => None,
-        };
-        if options.stop.is_some() && self.options.interruptible {
+        if self.options.interruptible {
+            // Every guest yields at every tick, deadline or not.
             self.start_ticker();
         }
+        let max_concurrency = u32::try_from(options.max_concurrency.max(1)).unwrap_or(u32::MAX);
+        let fit = connection::connections_that_fit();
+        let max_connections = match options.max_connections {
+            Some(n) => {
+                if n > fit {
+                    tracing::warn!(
+                        max_connections = n,
+                        fit,
+                        "the connection cap is above what the descriptor limit holds; \
+                         accepting will pause when descriptors run out"
+                    );
+                }
+                n.max(1)
+            }
+            None => DEFAULT_MAX_CONNECTIONS.min(fit),
+        };
+        tracing::debug!(max_connections, max_concurrency, "serving");
+        let (abandon, _) = watch::channel(false);
         Ok(Server {
             inner: Arc::new(Inner {
                 pre,
                 outbound: Arc::new(options.outbound.clone()),
-                permits: Arc::new(Semaphore::new(options.max_concurrency.max(1))),
+                permits: Arc::new(Semaphore::new(max_concurrency as usize)),
+                max_concurrency,
+                connections: Arc::new(Semaphore::new(max_connections)),
+                refusing: Arc::new(Semaphore::new(connection::MAX_REFUSING)),
+                budget: options.max_memory.map(Budget::new),
                 next_id: AtomicU64::new(1),
-                deadline_ticks,
+                interruptible: self.options.interruptible,
+                abandoned: Arc::new(AtomicBool::new(false)),
+                abandon,
                 options,
             }),
         })
@@ -140,7 +225,8 @@ impl Runner {
 
 impl Server {
     /// Serves HTTP/1.1 on `listener` until `shutdown` completes; then stops accepting, lets
-    /// the requests in flight finish (for [`ServeOptions::drain`] at most) and returns.
+    /// the requests in flight finish (for [`ServeOptions::drain`] at most), stops those
+    /// still running, and returns.
     ///
     /// Call it inside a multi-threaded tokio runtime with time and I/O enabled.
     pub async fn serve(
@@ -148,28 +234,83 @@ impl Server {
         listener: std::net::TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
+        self.serve_until(listener, shutdown, std::future::pending())
+            .await
+    }
+
+    /// As [`Server::serve`]; when `kill` completes (before or during the drain), the
+    /// requests in flight are stopped at once.
+    pub async fn serve_until(
+        &self,
+        listener: std::net::TcpListener,
+        shutdown: impl Future<Output = ()>,
+        kill: impl Future<Output = ()>,
+    ) -> Result<()> {
         let io = |e: std::io::Error| Error::Engine { source: e.into() };
         listener.set_nonblocking(true).map_err(io)?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = tokio::task::JoinSet::new();
+        let mut backoff = Backoff::default();
+        let mut paused: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut refused = 0u64;
+        let mut killed = false;
         tokio::pin!(shutdown);
+        tokio::pin!(kill);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = listener.accept() => {
+                () = &mut kill => {
+                    killed = true;
+                    break;
+                }
+                () = async { paused.as_mut().expect("paused").await }, if paused.is_some() => {
+                    paused = None;
+                }
+                accepted = listener.accept(), if paused.is_none() => {
                     let (stream, peer) = match accepted {
                         Ok(accepted) => accepted,
                         Err(e) => {
-                            // Out of file descriptors, a connection reset before accept: wait a
-                            // moment instead of spinning.
-                            tracing::warn!(error = %e, "accepting a connection");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            paused = backoff.failed(&e).map(|wait| Box::pin(tokio::time::sleep(wait)));
                             continue;
                         }
                     };
+                    backoff.accepted();
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(self.inner.clone(), stream, peer, stop_rx.clone()));
+                    match self.inner.admit() {
+                        Some(admitted) => {
+                            if refused > 0 {
+                                tracing::info!(refused, "accepting connections again after refusing some");
+                                refused = 0;
+                            }
+                            connections.spawn(serve_connection(
+                                self.inner.clone(),
+                                stream,
+                                peer,
+                                stop_rx.clone(),
+                                admitted,
+                            ));
+                        }
+                        None => {
+                            if refused == 0 {
+                                tracing::warn!(
+                                    connections = connections.len(),
+                                    "too many connections (or no memory left for one): \
+                                     answering 503 until some close"
+                                );
+                            }
+                            refused += 1;
+                            match self.inner.refusing.clone().try_acquire_owned() {
+                                Ok(permit) => {
+                                    tokio::spawn(async move {
+                                        connection::refuse(stream).await;
+                                        drop(permit);
+                                    });
+                                }
+                                Err(_) => drop(stream),
+                            }
+                        }
+                    }
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -179,41 +320,96 @@ impl Server {
         let in_flight = connections.len();
         tracing::info!(connections = in_flight, "shutting down: no new connections");
         let drain = self.inner.options.drain;
-        let drained = tokio::time::timeout(drain, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                connections = connections.len(),
-                "requests still running {drain:?} after the shutdown began; abandoning them"
-            );
+        let drained = !killed
+            && tokio::select! {
+                drained = tokio::time::timeout(drain, async {
+                    while connections.join_next().await.is_some() {}
+                }) => drained.is_ok(),
+                () = &mut kill => false,
+            };
+        if !drained {
+            if !killed {
+                tracing::warn!(
+                    connections = connections.len(),
+                    "requests still running {drain:?} after the shutdown began; stopping them"
+                );
+            }
             connections.abort_all();
+        }
+        // Every guest still running ends at its next epoch tick or host call; each holds a
+        // permit until its store is gone.
+        self.inner.abandoned.store(true, Ordering::SeqCst);
+        let _ = self.inner.abandon.send(true);
+        let all = self.inner.max_concurrency;
+        if tokio::time::timeout(GUESTS_END, self.inner.permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("guests still running {GUESTS_END:?} after they were stopped");
         }
         Ok(())
     }
 }
 
+/// How long stopped guests are waited for; they end at their next epoch tick (10 ms) or as
+/// soon as their host call is dropped, unless a host call blocks a thread.
+const GUESTS_END: Duration = Duration::from_secs(5);
+
+/// What an admitted connection holds until it closes.
+struct Admitted {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _memory: Option<Charge>,
+}
+
 /// Serves one connection's requests, one after another (HTTP/1.1 keep-alive), until the client
-/// closes it or a shutdown finishes the request in flight and closes it.
+/// closes it, it stays idle or sends a head too slowly, or a shutdown finishes the request in
+/// flight and closes it.
 async fn serve_connection(
     inner: Arc<Inner>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
+    admitted: Admitted,
 ) {
-    let service = hyper::service::service_fn(move |req| inner.clone().handle(req));
-    let connection = http1::Builder::new()
+    let options = &inner.options;
+    let clock = Clock::new(options.idle_timeout, options.header_timeout);
+    // A connection's requests run one after another: the next one's instance starts once
+    // the last one's is gone, so that they never hold the memory budget together.
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
+    let service = {
+        let (inner, clock) = (inner.clone(), clock.clone());
+        hyper::service::service_fn(move |req| {
+            let in_flight = clock.begin();
+            inner.clone().handle(req, in_flight, turn.clone())
+        })
+    };
+    let mut builder = http1::Builder::new();
+    builder
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .timer(TokioTimer::new())
+        // hyper's own header timer runs from the moment a connection waits for a request:
+        // a backstop for the clock's two.
+        .header_read_timeout(options.idle_timeout.saturating_add(options.header_timeout))
+        .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS);
+    let connection =
+        builder.serve_connection(TokioIo::new(Watched::new(stream, clock.clone())), service);
     tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = stop.changed() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let mut stopping = false;
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            why = clock.expired() => {
+                tracing::debug!(%peer, why, "closing a connection");
+                break Ok(());
+            }
         }
     };
+    drop(admitted);
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
@@ -227,11 +423,119 @@ enum Ended {
     Panicked,
 }
 
+/// A response on its way out; the connection is busy until it is sent (or dropped).
+struct Answer {
+    body: HyperOutgoingBody,
+    _in_flight: InFlight,
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = <HyperOutgoingBody as Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request body that must arrive within a deadline; when it does not, it ends with
+/// [`BodyTimedOut`] and says so on `timed_out`.
+struct Deadlined<B> {
+    inner: B,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timed_out: Option<oneshot::Sender<()>>,
+    done: bool,
+}
+
+impl<B> Body for Deadlined<B>
+where
+    B: Body<Data = Bytes, Error = Box<dyn std::error::Error + Send + Sync>> + Unpin,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if this.done {
+            return polled;
+        }
+        match polled {
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending if this.deadline.as_mut().poll(cx).is_ready() => {
+                this.done = true;
+                if let Some(tx) = this.timed_out.take() {
+                    let _ = tx.send(());
+                }
+                Poll::Ready(Some(Err(Box::new(BodyTimedOut))))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that did not arrive within [`ServeOptions::body_timeout`].
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+struct BodyTimedOut;
+
 impl Inner {
+    /// A slot and the host's memory for a new connection, or `None` when it is to be refused.
+    fn admit(&self) -> Option<Admitted> {
+        let slot = self.connections.clone().try_acquire_owned().ok()?;
+        let memory = match &self.budget {
+            Some(budget) => Some(Charge::take(budget, CONNECTION_COST)?),
+            None => None,
+        };
+        Some(Admitted {
+            _slot: slot,
+            _memory: memory,
+        })
+    }
+
     async fn handle(
         self: Arc<Self>,
         req: hyper::Request<hyper::body::Incoming>,
-    ) -> Result<hyper::Response<HyperOutgoingBody>, Infallible> {
+        in_flight: InFlight,
+        turn: Arc<tokio::sync::Mutex<()>>,
+    ) -> Result<hyper::Response<Answer>, Infallible> {
+        let response = self.answer(req, turn).await;
+        Ok(response.map(|body| Answer {
+            body,
+            _in_flight: in_flight,
+        }))
+    }
+
+    async fn answer(
+        self: Arc<Self>,
+        req: hyper::Request<hyper::body::Incoming>,
+        turn: Arc<tokio::sync::Mutex<()>>,
+    ) -> hyper::Response<HyperOutgoingBody> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let max_body = self.options.max_body;
         let declared = req
@@ -245,15 +549,28 @@ impl Inner {
                 limit = max_body,
                 "request body too large; answered 413"
             );
-            return Ok(plain(413, "request body too large\n"));
+            return plain(413, "request body too large\n");
         }
         tracing::debug!(request = id, method = %req.method(), uri = %req.uri(), "request");
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return Ok(plain(503, "shutting down\n"));
+            return plain(503, "shutting down\n");
         };
-        let req = req.map(|body| Limited::new(body, max_body as usize).map_err(body_error));
+        let turn = turn.lock_owned().await;
+        // The body's deadline runs from here: time spent waiting for a slot is not the
+        // client's.
+        let (timed_out_tx, timed_out) = oneshot::channel();
+        let body_timeout = self.options.body_timeout;
+        let req = req.map(|body| {
+            Deadlined {
+                inner: Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)),
+                deadline: Box::pin(tokio::time::sleep(body_timeout)),
+                timed_out: Some(timed_out_tx),
+                done: false,
+            }
+            .map_err(body_error)
+        });
         let mut store = self.store();
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (sender, receiver) = oneshot::channel();
         let handles = (|| {
             let mut http = store.data_mut().http();
             let req = http.new_incoming_request(Scheme::Http, req)?;
@@ -264,13 +581,15 @@ impl Inner {
             Ok(handles) => handles,
             Err(e) => {
                 tracing::warn!(request = id, error = %format!("{e:#}"), "bad request; answered 400");
-                return Ok(plain(400, "bad request\n"));
+                return plain(400, "bad request\n");
             }
         };
         let pre = self.pre.clone();
         let timeout = self.options.timeout;
-        let guest = tokio::spawn(async move {
+        let mut abandon = self.abandon.subscribe();
+        let mut guest = tokio::spawn(async move {
             let _permit = permit;
+            let _turn = turn;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
@@ -279,7 +598,14 @@ impl Inner {
                     .await
             };
             // Epoch deadlines stop a guest running wasm; this stops one waiting in a host call
-            // (an outbound request, a sleep), on tokio's timer wheel.
+            // (an outbound request, a sleep), on tokio's timer wheel, or when the server gives
+            // its requests up.
+            let run = async {
+                tokio::select! {
+                    result = run => result,
+                    _ = abandon.wait_for(|a| *a) => Err(Trap::Interrupt.into()),
+                }
+            };
             let result = match timeout {
                 Some(t) => tokio::time::timeout(t, run)
                     .await
@@ -291,17 +617,19 @@ impl Inner {
                 Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Ended::TimedOut,
                 Err(e) => Ended::Failed(e),
             };
+            let limits = &store.data().limits;
             match &ended {
                 Ended::TimedOut => tracing::warn!(
                     request = id,
                     timeout = ?timeout.unwrap_or_default(),
-                    "request ran past its timeout and was stopped"
+                    "request ran past its timeout, or the server stopped it"
                 ),
-                Ended::Failed(e) => match store.data().limits.denied {
+                Ended::Failed(e) => match limits.denied {
                     Some(desired) => tracing::warn!(
                         request = id,
                         desired,
-                        limit = store.data().limits.max_memory,
+                        limit = limits.max_memory,
+                        shared = limits.shared.as_ref().map(|c| c.budget.used()),
                         error = %format!("{e:?}"),
                         "request asked for memory over its limit and failed"
                     ),
@@ -316,70 +644,108 @@ impl Inner {
             }
             ended
         });
-        Ok(match receiver.await {
-            Ok(Ok(response)) => response,
-            Ok(Err(code)) => {
-                tracing::warn!(request = id, error = ?code, "the component answered with an error; answered 500");
-                plain(500, "internal server error\n")
+        tokio::select! {
+            // A body that timed out is the answer, whatever the guest made of its error.
+            biased;
+            Ok(()) = timed_out => {
+                guest.abort();
+                tracing::warn!(
+                    request = id,
+                    timeout = ?body_timeout,
+                    "the request body did not arrive in time; answered 408"
+                );
+                let mut response = plain(408, "the request body took too long\n");
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                response
             }
-            // The guest ended without answering: it trapped, timed out, panicked, or returned.
-            Err(_) => match guest.await.unwrap_or(Ended::Panicked) {
-                Ended::TimedOut => plain(504, "the request timed out\n"),
-                Ended::Panicked => {
-                    tracing::error!(request = id, "request panicked; answered 500");
+            answered = receiver => match answered {
+                Ok(Ok(response)) => response,
+                Ok(Err(code)) => {
+                    tracing::warn!(request = id, error = ?code, "the component answered with an error; answered 500");
                     plain(500, "internal server error\n")
                 }
-                Ended::Done => {
-                    tracing::warn!(
-                        request = id,
-                        "the component returned without a response; answered 500"
-                    );
-                    plain(500, "internal server error\n")
-                }
-                Ended::Failed(_) => plain(500, "internal server error\n"),
+                // The guest ended without answering: it trapped, timed out, panicked, or
+                // returned.
+                Err(_) => match (&mut guest).await.unwrap_or(Ended::Panicked) {
+                    Ended::TimedOut => plain(504, "the request timed out\n"),
+                    Ended::Panicked => {
+                        tracing::error!(request = id, "request panicked; answered 500");
+                        plain(500, "internal server error\n")
+                    }
+                    Ended::Done => {
+                        tracing::warn!(
+                            request = id,
+                            "the component returned without a response; answered 500"
+                        );
+                        plain(500, "internal server error\n")
+                    }
+                    Ended::Failed(_) => plain(500, "internal server error\n"),
+                },
             },
-        })
+        }
     }
 
-    /// A store for one request: its own WASI context, resource table, memory budget and
-    /// deadline.
+    /// A store for one request: its own WASI context and resource table, a share of the
+    /// server's memory budget, and an epoch callback that yields to other requests at every
+    /// tick and stops this one at its deadline or when the server gives it up.
     fn store(&self) -> Store<ProxyHost> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stdout()
             .inherit_stderr()
             .envs(&self.options.env);
+        let output = |file: &Option<Arc<std::fs::File>>| {
+            let file = file.as_ref()?;
+            match file.try_clone() {
+                Ok(file) => Some(wasmtime_wasi::cli::OutputFile::new(file)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand the guest its output; it is dropped");
+                    None
+                }
+            }
+        };
+        if let Some(out) = output(&self.options.stdout) {
+            wasi.stdout(out);
+        }
+        if let Some(err) = output(&self.options.stderr) {
+            wasi.stderr(err);
+        }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_SIZE);
         let host = ProxyHost {
             ctx: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             hooks: Outbound {
                 policy: self.outbound.clone(),
             },
             limits: Limits {
                 max_memory: self.options.max_memory,
+                shared: self.budget.clone().map(Charge::empty),
                 ..Limits::default()
             },
         };
         let mut store = Store::new(self.pre.engine(), host);
         store.limiter(|h| &mut h.limits);
-        match (self.options.stop.clone(), self.deadline_ticks) {
-            // Checked at every tick: stopped, or out of ticks, the guest traps.
-            (Some(stop), ticks) => {
-                let mut left = ticks;
-                store.set_epoch_deadline(1);
-                store.epoch_deadline_callback(move |_| {
-                    if stop.load(Ordering::SeqCst) || left.is_some_and(|l| l <= 1) {
-                        return Err(Trap::Interrupt.into());
-                    }
-                    left = left.map(|l| l - 1);
-                    Ok(wasmtime::UpdateDeadline::Continue(1))
-                });
-            }
-            (None, Some(ticks)) => {
-                store.set_epoch_deadline(ticks);
-                store.epoch_deadline_trap();
-            }
-            (None, None) => store.set_epoch_deadline(u64::MAX),
+        if self.interruptible {
+            let deadline = self.options.timeout.map(|t| Instant::now() + t);
+            let abandoned = self.abandoned.clone();
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                if abandoned.load(Ordering::Relaxed)
+                    || deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    return Err(Trap::Interrupt.into());
+                }
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            });
         }
         store
     }
@@ -404,6 +770,9 @@ fn plain(status: u16, body: &'static str) -> hyper::Response<HyperOutgoingBody> 
 fn body_error(e: Box<dyn std::error::Error + Send + Sync>) -> wasmtime_wasi_http::Error {
     if e.is::<http_body_util::LengthLimitError>() {
         return wasmtime_wasi_http::Error::HttpRequestBodySize(None);
+    }
+    if e.is::<BodyTimedOut>() {
+        return wasmtime_wasi_http::Error::ConnectionReadTimeout;
     }
     match e.downcast::<hyper::Error>() {
         Ok(e) => wasmtime_wasi_http::Error::Hyper(*e),

@@ -1,7 +1,7 @@
 //! A guest's memory budget: all its linear memories and tables together, counted as they grow.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use wasmtime::ResourceLimiter;
 
@@ -15,6 +15,86 @@ pub(super) struct Limits {
     pub(super) used: usize,
     pub(super) denied: Option<usize>,
     pub(super) gauge: Option<Arc<AtomicU64>>,
+    /// The budget this guest shares with others (a server's instances), charged with `used`.
+    pub(super) shared: Option<Charge>,
+}
+
+/// One memory budget for many guests and what the host holds for them: a server's
+/// instances together, so that a container's limit holds for the container as a whole
+/// however many requests it serves at once.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes `bytes` from the budget, or nothing when they do not fit.
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes of the budget in use now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// What one holder has of a [`Budget`]; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    pub(super) budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Charge {
+    /// Nothing yet of `budget`.
+    pub(crate) fn empty(budget: Arc<Budget>) -> Self {
+        Self { budget, bytes: 0 }
+    }
+
+    /// `bytes` of `budget`, or `None` when they do not fit.
+    pub(crate) fn take(budget: &Arc<Budget>, bytes: usize) -> Option<Self> {
+        budget.take(bytes).then(|| Self {
+            budget: budget.clone(),
+            bytes,
+        })
+    }
+
+    /// Holds `bytes` instead of what it held: false (holding what it held) when the budget
+    /// cannot give the difference.
+    fn resize(&mut self, bytes: usize) -> bool {
+        if bytes > self.bytes {
+            if !self.budget.take(bytes - self.bytes) {
+                return false;
+            }
+        } else {
+            self.budget.give_back(self.bytes - bytes);
+        }
+        self.bytes = bytes;
+        true
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
 }
 
 impl ResourceLimiter for Limits {
@@ -49,8 +129,18 @@ impl Limits {
             limit = self.max_memory,
             "memory or table growing"
         );
+        let shared_refused = match &mut self.shared {
+            Some(charge) if self.max_memory.is_none_or(|limit| total <= limit) => {
+                !charge.resize(total)
+            }
+            _ => false,
+        };
         match self.max_memory {
             Some(limit) if total > limit => {
+                self.denied = Some(total);
+                false
+            }
+            _ if shared_refused => {
                 self.denied = Some(total);
                 false
             }

@@ -4,6 +4,7 @@
 //! This room knows nothing of containerd or registries: the CLI and the shim both hand it
 //! bytes (or a cache blob) and options.
 
+mod connection;
 mod error;
 mod http;
 mod identity;
@@ -12,7 +13,10 @@ mod network;
 mod run;
 
 pub use error::Error;
-pub use http::{DEFAULT_MAX_BODY, DEFAULT_MAX_CONCURRENCY, ServeOptions, Server};
+pub use http::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, ServeOptions, Server,
+};
 pub use identity::Identity;
 pub use network::{ConnectRule, HttpPolicy, HttpPort, HttpRule, SocketPolicy};
 
@@ -26,7 +30,7 @@ use wasmtime::{Config, Engine, Module};
 
 // `http.rs` counts a request's memory with the same budget as a command's.
 use crate::Result;
-use limits::Limits;
+use limits::{Budget, Charge, Limits};
 
 /// A host directory made visible to the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
