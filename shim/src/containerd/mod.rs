@@ -15,7 +15,7 @@
 //! containerd request with a `task_*` function, the `Task` trait being thin wrappers over
 //! them, and a task moves only through [`state`]'s `TaskState`; [`spec`] turns a bundle's spec
 //! into a [`container`]; [`guest`] runs its wasm on a thread of its own; [`cgroup`],
-//! [`netns`], [`mounts`] and [`rootfs`] are what a container gets of the node; [`store`] holds
+//! [`netns`], [`mounts`] and [`rootfs`] are what a container gets of the node; `store.rs` holds
 //! the shared cache and the trust decision on a rootfs module.
 
 mod annotations;
