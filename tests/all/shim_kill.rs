@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::containerd::{Containerd, NS, stdout, wait_gone};
-use crate::serve::http_guests;
+use crate::support::http_guests;
 use crate::support::{describe, free_port, guests};
 
 const HTTP_IMAGE: &str = "docker.io/library/http:v1";

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::containerd::Containerd;
 use crate::cri::Cri;
-use crate::serve::http_guests;
+use crate::support::http_guests;
 use crate::support::{describe, free_port};
 
 const HTTP_IMAGE: &str = "docker.io/library/http:v1";

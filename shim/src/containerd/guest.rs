@@ -13,7 +13,8 @@ use super::container::{GuestUsage, Module, thread_cpu};
 use super::netns::{self, Network};
 use super::state::SIGKILL;
 use super::store::Store;
-use crate::runner::{Loaded, RunOptions, Runner, ServeOptions, Wasm, World};
+use crate::runner::http::ServeOptions;
+use crate::runner::{Loaded, RunOptions, Runner, Wasm, World};
 
 /// Opens the stdin fifo without waiting for a writer (there is none without `ctr run -i`),
 /// then makes reads block again; with no writer the guest reads end-of-file.

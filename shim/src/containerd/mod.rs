@@ -11,11 +11,11 @@
 //! them; the operator's config decides otherwise, never a pod. A pod's sandbox ("pause")
 //! container has no wasm: it only waits to be killed.
 //!
-//! The rooms: [`shim`] is the process (start, delete after a death); [`task`] answers each
+//! The rooms: `shim` is the process (start, delete after a death); `task` answers each
 //! containerd request with a `task_*` function, the `Task` trait being thin wrappers over
-//! them, and a task moves only through [`state`]'s `TaskState`; [`spec`] turns a bundle's spec
-//! into a [`container`]; [`guest`] runs its wasm on a thread of its own; [`cgroup`],
-//! [`netns`], [`mounts`] and [`rootfs`] are what a container gets of the node; [`store`] holds
+//! them, and a task moves only through `state`'s `TaskState`; `spec` turns a bundle's spec
+//! into a `container`; `guest` runs its wasm on a thread of its own; `cgroup`,
+//! `netns`, `mounts` and `rootfs` are what a container gets of the node; `store.rs` holds
 //! the shared cache and the trust decision on a rootfs module.
 
 mod annotations;

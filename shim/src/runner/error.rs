@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+/// Result type of the runner (and of the crate).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// What can go wrong starting or running a guest.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

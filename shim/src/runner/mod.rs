@@ -7,17 +7,13 @@
 mod compiled;
 mod connection;
 mod error;
-mod http;
+pub mod http;
 mod identity;
 mod limits;
 mod network;
 mod run;
 
-pub use error::Error;
-pub use http::{
-    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY,
-    DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, ServeOptions, Server,
-};
+pub use error::{Error, Result};
 pub use identity::Identity;
 pub use network::{ConnectRule, HttpPolicy, HttpPort, HttpRule, SocketPolicy};
 
@@ -30,7 +26,6 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine, Module};
 
 // `http.rs` counts a request's memory with the same budget as a command's.
-use crate::Result;
 use limits::{Budget, Charge, Limits};
 
 /// A host directory made visible to the guest.

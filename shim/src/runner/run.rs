@@ -13,9 +13,9 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::error::Result;
 use super::limits::Limits;
 use super::{Error, Loaded, Outcome, RunOptions, Runner, TICKS_PER_SECOND, check_imports};
-use crate::Result;
 
 impl Runner {
     /// Runs a loaded guest to its end; returns how it exited.
