@@ -291,6 +291,30 @@ pub(super) fn looks_like_file(arg: &str) -> bool {
         || ((arg.ends_with(".wasm") || arg.ends_with(".wat")) && !arg.contains(':'))
 }
 
+/// `entry`'s wasm size when `runner` has no compiled code of it in `cache` yet.
+pub(super) fn uncompiled(
+    cache: &Cache,
+    runner: &wasm_oci_shim::Runner,
+    entry: &RefEntry,
+) -> Option<u64> {
+    (!has_compiled(cache, runner, &entry.layer_digest)).then_some(entry.size)
+}
+
+/// Whether `cache` holds code compiled from `digest` by `runner`'s engine (a module or a
+/// component); code that cannot be opened counts as none, as the runner then compiles.
+fn has_compiled(
+    cache: &Cache,
+    runner: &wasm_oci_shim::Runner,
+    digest: &wasm_oci_cache::Digest,
+) -> bool {
+    ["module", "component"].iter().any(|kind| {
+        matches!(
+            cache.open_compiled(runner.engine_key(), digest, kind),
+            Ok(Some(_))
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,28 +355,4 @@ mod tests {
         let e = from_text(Path::new("bad.wat"), b"(module (func (oops)))".to_vec()).unwrap_err();
         assert!(format!("{e:#}").contains("bad.wat"), "{e:#}");
     }
-}
-
-/// `entry`'s wasm size when `runner` has no compiled code of it in `cache` yet.
-pub(super) fn uncompiled(
-    cache: &Cache,
-    runner: &wasm_oci_shim::Runner,
-    entry: &RefEntry,
-) -> Option<u64> {
-    (!has_compiled(cache, runner, &entry.layer_digest)).then_some(entry.size)
-}
-
-/// Whether `cache` holds code compiled from `digest` by `runner`'s engine (a module or a
-/// component); code that cannot be opened counts as none, as the runner then compiles.
-fn has_compiled(
-    cache: &Cache,
-    runner: &wasm_oci_shim::Runner,
-    digest: &wasm_oci_cache::Digest,
-) -> bool {
-    ["module", "component"].iter().any(|kind| {
-        matches!(
-            cache.open_compiled(runner.engine_key(), digest, kind),
-            Ok(Some(_))
-        )
-    })
 }
