@@ -24,6 +24,7 @@ mod resume;
 mod runner;
 mod security;
 mod serve;
+mod serve_attacks;
 mod serve_limits;
 mod support;
 mod testdata;

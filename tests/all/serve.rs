@@ -79,7 +79,7 @@ pub(crate) fn http_guests() -> &'static HttpGuests {
 
 /// The `wit/` folder of the wasmtime-wasi-http crate this workspace builds with (its version
 /// in Cargo.lock), in cargo's registry sources, where the build unpacked it.
-fn wasi_http_wit() -> PathBuf {
+pub(crate) fn wasi_http_wit() -> PathBuf {
     let lock =
         fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).unwrap();
     let version = lock
@@ -111,13 +111,19 @@ fn wasi_http_wit() -> PathBuf {
 }
 
 #[derive(Clone, Copy)]
-enum Adapter {
+pub(crate) enum Adapter {
     Proxy,
     Reactor,
 }
 
 /// Bindings from `wit-bindgen c`, then clang (wasm32-wasi reactor), then wit-component.
-fn build_c_guest(dir: &Path, name: &str, wit: &Path, world: &str, adapter: Adapter) -> PathBuf {
+pub(crate) fn build_c_guest(
+    dir: &Path,
+    name: &str,
+    wit: &Path,
+    world: &str,
+    adapter: Adapter,
+) -> PathBuf {
     let bindings = dir.join(format!("{name}-bindings"));
     fs::create_dir_all(&bindings).unwrap();
     let out = Command::new("wit-bindgen")
