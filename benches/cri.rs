@@ -16,14 +16,8 @@
     reason = "the test harness, shared with tests/all"
 )]
 
-#[path = "../tests/all/containerd.rs"]
-mod containerd;
 #[path = "../tests/all/cri.rs"]
 mod cri;
-#[path = "../tests/all/proxy.rs"]
-mod proxy;
-#[path = "../tests/all/serve.rs"]
-mod serve;
 #[path = "../tests/all/support/mod.rs"]
 mod support;
 
@@ -221,7 +215,7 @@ fn main() {
     // 50 HTTP pods, each serving on 8080 in its own network namespace.
     cri.c.import(
         "registry.test/http:v1",
-        &[("proxy.wasm", &serve::http_guests().proxy)],
+        &[("proxy.wasm", &support::http_guests().proxy)],
         &["/proxy.wasm"],
     );
     let mut http = Vec::new();

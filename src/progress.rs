@@ -2,9 +2,10 @@
 //! transfer, and a total when several run at once (prefetch).
 
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use wasm_oci_fetcher::{Blob, Progress, Transfer};
 
 /// Bars on stderr.
@@ -20,7 +21,11 @@ impl Bars {
         if !std::io::stderr().is_terminal() {
             return None;
         }
-        let multi = MultiProgress::new();
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::term_like_with_hz(
+            Box::new(Narrower(console::Term::buffered_stderr())),
+            20,
+        ));
+        clear_on_interrupt(&multi);
         let total = with_total.then(|| {
             let bar = multi.add(ProgressBar::new(0));
             bar.set_style(style(
@@ -31,6 +36,139 @@ impl Bars {
         });
         Some(Arc::new(Self { multi, total }))
     }
+
+    /// Takes every bar off the screen, before a summary line is printed.
+    pub(crate) fn clear(&self) {
+        if let Some(total) = &self.total {
+            total.finish_and_clear();
+        }
+        let _ = self.multi.clear();
+    }
+}
+
+/// Standard error, two columns narrower than it is: indicatif pads a bar to the terminal's
+/// width, and the `^C` a terminal echoes after a full line wraps to a line of its own, below
+/// the bars, where clearing them on Ctrl-C would start from the wrong line.
+#[derive(Debug)]
+struct Narrower(console::Term);
+
+impl TermLike for Narrower {
+    fn width(&self) -> u16 {
+        TermLike::width(&self.0).saturating_sub(2).max(1)
+    }
+    fn height(&self) -> u16 {
+        TermLike::height(&self.0)
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_up(&self.0, n)
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_down(&self.0, n)
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_right(&self.0, n)
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_left(&self.0, n)
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        TermLike::write_line(&self.0, s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        TermLike::write_str(&self.0, s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        TermLike::clear_line(&self.0)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        TermLike::flush(&self.0)
+    }
+}
+
+/// Every set of bars drawn, for Ctrl-C to clear.
+static DRAWN: Mutex<Vec<MultiProgress>> = Mutex::new(Vec::new());
+
+/// Set once SIGINT belongs to someone else (a server that drains its requests on it).
+static SIGINT_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// From now on SIGINT is the caller's to handle: bars no longer end the process on it.
+pub(crate) fn sigint_taken() {
+    SIGINT_TAKEN.store(true, Ordering::SeqCst);
+}
+
+/// Makes Ctrl-C take `multi`'s bars (and every other drawn) off the screen before the process
+/// ends with 130, as a shell reports a SIGINT; without bars drawn, SIGINT is left as it is.
+fn clear_on_interrupt(multi: &MultiProgress) {
+    DRAWN.lock().expect("bars lock").push(multi.clone());
+    static WATCH: Once = Once::new();
+    WATCH.call_once(|| {
+        // The handler is registered here, before any bar is drawn: a Ctrl-C that comes at
+        // once must not find the default action still in place.
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let interrupt = runtime.block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        });
+        let Ok(mut interrupt) = interrupt else {
+            return;
+        };
+        let watch = move || {
+            runtime.block_on(async {
+                while interrupt.recv().await.is_some() {
+                    if SIGINT_TAKEN.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let drawn = DRAWN.lock().expect("bars lock");
+                    let Some((last, others)) = drawn.split_last() else {
+                        std::process::exit(130);
+                    };
+                    for bars in others {
+                        let _ = bars.clear();
+                        bars.set_draw_target(ProgressDrawTarget::hidden());
+                    }
+                    // suspend clears the bars and runs the exit with their lock held, so a
+                    // transfer's thread cannot draw its bar again in between.
+                    last.suspend(|| std::process::exit(130));
+                }
+            });
+        };
+        let _ = std::thread::Builder::new()
+            .name("sigint".into())
+            .spawn(watch);
+    });
+}
+
+/// Runs `compile`; when stderr is a terminal and it takes more than a moment (a large
+/// module compiling), a spinner says so meanwhile, and is gone when it returns.
+pub(crate) fn while_compiling<T>(what: &str, compile: impl FnOnce() -> T) -> T {
+    use std::sync::mpsc::{RecvTimeoutError, channel};
+    use std::time::Duration;
+    if !std::io::stderr().is_terminal() {
+        return compile();
+    }
+    let (done, finished) = channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // Cached code loads in milliseconds: no spinner flickers for it.
+            if finished.recv_timeout(Duration::from_millis(300)) != Err(RecvTimeoutError::Timeout) {
+                return;
+            }
+            let spinner = ProgressBar::new_spinner().with_message(format!(
+                "compiling {} (once: the code is kept in the cache)",
+                wasm_oci_fetcher::text::printable(what)
+            ));
+            spinner.enable_steady_tick(Duration::from_millis(100));
+            let _ = finished.recv();
+            spinner.finish_and_clear();
+        });
+        let out = compile();
+        drop(done);
+        out
+    })
 }
 
 fn style(template: &str) -> ProgressStyle {

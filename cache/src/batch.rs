@@ -8,14 +8,12 @@
 //! renamed into place only once it is durable, too.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use rustix::io::Errno;
-use sha2::{Digest as _, Sha256};
-
+use crate::store::{Placed, Verifier, place, seal, sync_dir, sync_fs};
 use crate::{Cache, Digest, Error, RefEntry, Result};
 
 /// Verified blobs waiting for one sync before they enter the store. Dropped without
@@ -47,11 +45,7 @@ impl Cache {
         for entry in entries {
             let json = serde_json::to_vec_pretty(entry).expect("a RefEntry always serializes");
             let target = self.ref_path(&entry.reference);
-            let io_err = |action, source| Error::Io {
-                action,
-                path: target.clone(),
-                source,
-            };
+            let io_err = |action, source| self.io_error(action, &target, source);
             let mut tmp = tempfile::Builder::new()
                 .prefix(".batch-")
                 .tempfile_in(&dir)
@@ -97,8 +91,7 @@ impl BlobBatch<'_> {
             .prefix(".batch-")
             .tempfile_in(&dir)
             .map_err(|e| io_err("creating a file in", e))?;
-        let mut hasher = Sha256::new();
-        let mut written = 0u64;
+        let mut check = Verifier::new(digest.clone(), size);
         // One byte past the size tells a longer content from an exact one.
         let mut content = content.take(size.map_or(u64::MAX, |s| s + 1));
         let mut buf = [0u8; 64 << 10];
@@ -109,30 +102,12 @@ impl BlobBatch<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(io_err("reading a blob for", e)),
             };
-            hasher.update(&buf[..n]);
+            check.update(&buf[..n])?;
             tmp.write_all(&buf[..n])
-                .map_err(|e| io_err("writing a blob in", e))?;
-            written += n as u64;
+                .map_err(|e| self.cache.io_error("writing a blob in", &dir, e))?;
         }
-        if let Some(expected) = size
-            && written != expected
-        {
-            return Err(Error::SizeMismatch {
-                digest: digest.clone(),
-                expected,
-                actual: written,
-            });
-        }
-        let actual = Digest::from_hasher(hasher);
-        if &actual != digest {
-            return Err(Error::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o444))
-            .map_err(|e| io_err("making read-only a blob in", e))?;
+        check.finish()?;
+        seal(tmp.as_file()).map_err(|e| io_err("making read-only a blob in", e))?;
         let (_, path) = tmp
             .keep()
             .map_err(|e| io_err("keeping a blob in", e.error))?;
@@ -178,32 +153,14 @@ impl BlobBatch<'_> {
         sync_fs(&self.cache.ingest_dir())?;
         let blobs = self.cache.blobs_dir();
         for (tmp, target) in std::mem::take(&mut guard.0) {
-            let moved = rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &tmp,
-                rustix::fs::CWD,
-                &target,
-                rustix::fs::RenameFlags::NOREPLACE,
-            );
-            match moved {
-                Ok(()) => {}
-                Err(Errno::EXIST) => {
+            match place(&tmp, &target) {
+                Ok(Placed::Moved) => {}
+                Ok(Placed::Existed) => {
                     let _ = fs::remove_file(&tmp);
-                }
-                Err(Errno::INVAL | Errno::NOSYS) => {
-                    fs::rename(&tmp, &target).map_err(|source| Error::Io {
-                        action: "moving into the store",
-                        path: target.clone(),
-                        source,
-                    })?
                 }
                 Err(e) => {
                     let _ = fs::remove_file(&tmp);
-                    return Err(Error::Io {
-                        action: "moving into the store",
-                        path: target,
-                        source: e.into(),
-                    });
+                    return Err(e);
                 }
             }
         }
@@ -229,28 +186,6 @@ impl Drop for Staged {
             let _ = fs::remove_file(tmp);
         }
     }
-}
-
-/// Makes everything written to the file system holding `dir` durable: one sync for a batch.
-fn sync_fs(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from))
-        .map_err(|source| Error::Io {
-            action: "syncing the file system of",
-            path: dir.to_owned(),
-            source,
-        })
-}
-
-/// Makes the renames into `dir` durable.
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| Error::Io {
-            action: "syncing",
-            path: dir.to_owned(),
-            source,
-        })
 }
 
 #[cfg(test)]

@@ -1,11 +1,8 @@
 //! Content digests (`sha256:<64 hex>`), validated before they become paths.
 
 use std::fmt;
-use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
-
-use crate::Error;
 
 /// A validated `sha256` content digest.
 ///
@@ -64,21 +61,18 @@ impl Digest {
     }
 }
 
-impl FromStr for Digest {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let invalid = || Error::InvalidDigest {
-            digest: s.to_owned(),
-        };
-        let (algorithm, hex) = s.split_once(':').ok_or_else(invalid)?;
+impl Digest {
+    /// `s` as a digest, when it is one (`sha256:` and 64 lowercase hex characters); its
+    /// `FromStr` (in `error`, which names the refusal) is built on this.
+    pub(crate) fn parse(s: &str) -> Option<Digest> {
+        let (algorithm, hex) = s.split_once(':')?;
         if algorithm != Self::ALGORITHM
             || hex.len() != 64
             || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         {
-            return Err(invalid());
+            return None;
         }
-        Ok(Self {
+        Some(Self {
             hex: hex.to_owned(),
         })
     }

@@ -3,21 +3,23 @@
 //! The ingest file doubles as the writer's lock: one writer per digest across processes, and a
 //! waiter that wakes after the writer committed finds the blob present instead of fetching again.
 //! A download that is interrupted (an error, a kill) leaves its partial file; the next writer
-//! of that digest continues from its end. Content proven wrong is removed.
+//! of that digest continues from its end. Content proven wrong is removed, and so is what a
+//! write that found the disk full had written: kept, it would fill the disk for every later
+//! pull. How bytes reach the file is [`crate::writer`]'s business; the steps into the store are
+//! [`crate::store`]'s.
 //!
 //! A waiter does not wait behind a writer that makes no progress (a registry that stalls
 //! mid-blob): after [`STALL`] without a byte more in the shared file it writes a private file
 //! of its own, which is not resumed, and whichever commits first provides the blob.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
-use rustix::io::Errno;
-use sha2::{Digest as _, Sha256};
-
+use crate::error::is_no_space;
+use crate::store::{Placed, Verifier, place, seal, sync_dir};
+use crate::writer::BlobFile;
 use crate::{Cache, Digest, Error, Hold, Result};
 
 /// How long a waiter waits for a writer whose file does not grow before writing on its own.
@@ -41,198 +43,51 @@ pub enum Ingested {
 ///
 /// Dropped without [`Ingest::commit`], it keeps what it wrote in `ingest/` for a later writer to
 /// resume; nothing reaches `blobs/` unverified. Content known to be wrong (too long, or a
-/// digest mismatch) is removed.
+/// digest mismatch), and content a full disk interrupted, is removed.
 #[derive(Debug)]
 pub struct Ingest {
-    file: Option<File>,
+    file: Option<BlobFile>,
     path: PathBuf,
     target: PathBuf,
-    digest: Digest,
-    expected_size: Option<u64>,
-    written: u64,
-    hasher: Sha256,
+    /// The cache's directory, for errors.
+    cache: PathBuf,
+    check: Verifier,
     discard: bool,
-    /// Written content not yet handed to the file: network chunks are small, and a write
-    /// call per chunk costs more than the copy.
-    pending: Buffer,
-    /// Writes full buffers on another thread while this one hashes the next; started once a
-    /// blob is larger than one buffer.
-    background: Option<Background>,
     /// A file of this writer's own, written because the shared one's writer stalled: removed
     /// when dropped (nobody resumes it), and it yields to a blob committed meanwhile.
     private: bool,
 }
 
-/// The thread that writes an ingest's full buffers to its file, in order, while the hashing
-/// thread hashes the next buffer. It writes with `O_DIRECT` where it can (see [`Direct`]);
-/// otherwise a second thread syncs what it wrote every [`FLUSH_EVERY`] bytes, so that the
-/// final sync has little left.
-#[derive(Debug)]
-struct Background {
-    buffers: std::sync::mpsc::SyncSender<Buffer>,
-    /// Buffers written and emptied, for reuse: fresh ones would be faulted in page by page.
-    emptied: std::sync::mpsc::Receiver<Buffer>,
-    thread: std::thread::JoinHandle<io::Result<()>>,
-}
+impl Cache {
+    /// Starts writing the blob `digest`, or says it is present already and holds it.
+    ///
+    /// One writer per digest runs at a time, across processes: a second caller waits for the
+    /// first and then finds the blob present, unless the first makes no progress for a few
+    /// seconds (a stalled registry); then the second writes a private copy. `expected_size`,
+    /// when known, is enforced while writing.
+    pub fn ingest(&self, digest: &Digest, expected_size: Option<u64>) -> Result<Ingested> {
+        Ingest::begin(self, digest.clone(), expected_size)
+    }
 
-impl Background {
-    fn start(file: File) -> Background {
-        let (buffers, full) = std::sync::mpsc::sync_channel::<Buffer>(4);
-        let (give_back, emptied) = std::sync::mpsc::sync_channel::<Buffer>(4);
-        let thread = std::thread::spawn(move || {
-            let mut file = file;
-            let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
-            let sync_file = file.try_clone()?;
-            // Whole aligned buffers at an aligned offset go to the disk directly: the page cache
-            // would cost a copy now and a writeback later, on the cores that hash and receive.
-            let mut direct = Direct::enable(&file);
-            let syncer = std::thread::spawn(move || {
-                while asked.recv().is_ok() {
-                    // Errors surface in the final sync_all, which is checked.
-                    let _ = sync_file.sync_data();
-                }
-            });
-            let mut unsynced = 0;
-            let mut result = Ok(());
-            // On an error, stop: the sender sees the channel closed and asks for the error.
-            for mut buf in full {
-                if let Err(e) = direct.write(&mut file, buf.filled()) {
-                    result = Err(e);
-                    break;
-                }
-                unsynced += buf.filled().len() as u64;
-                if !direct.on && unsynced >= FLUSH_EVERY {
-                    unsynced = 0;
-                    // A sync already queued covers this one too.
-                    let _ = ask.try_send(());
-                }
-                buf.clear();
-                let _ = give_back.try_send(buf);
+    /// Stores small bytes (a manifest, a config) under their digest and returns it.
+    pub fn insert(&self, bytes: &[u8]) -> Result<Digest> {
+        self.insert_held(bytes).map(|(digest, _)| digest)
+    }
+
+    /// [`Cache::insert`], holding the blob (see [`Cache::hold`]) until the caller has recorded
+    /// the reference that uses it.
+    pub fn insert_held(&self, bytes: &[u8]) -> Result<(Digest, Hold)> {
+        let digest = Digest::of(bytes);
+        let hold = match self.ingest(&digest, Some(bytes.len() as u64))? {
+            Ingested::Writer(mut writer) => {
+                writer.write(bytes)?;
+                writer.commit_held()?.1
             }
-            drop(ask);
-            let _ = syncer.join();
-            // The tail and any later write go through the page cache again.
-            direct.disable(&file);
-            result
-        });
-        Background {
-            buffers,
-            emptied,
-            thread,
-        }
-    }
-
-    /// Waits until everything handed over is written; the first write error, if any.
-    fn finish(self) -> io::Result<()> {
-        drop(self.buffers);
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the ingest writer panicked")))
+            Ingested::Present(_, hold) => hold,
+        };
+        Ok((digest, hold))
     }
 }
-
-/// `O_DIRECT` on the ingest file while the background writer has it, when the file system
-/// takes it and the file's offset is aligned; plain writes otherwise.
-#[derive(Debug)]
-struct Direct {
-    on: bool,
-}
-
-impl Direct {
-    fn enable(file: &File) -> Direct {
-        let aligned = (&*file)
-            .stream_position()
-            .is_ok_and(|pos| pos % ALIGN as u64 == 0);
-        let on = aligned
-            && fcntl_getfl(file)
-                .and_then(|flags| fcntl_setfl(file, flags | OFlags::DIRECT))
-                .is_ok();
-        Direct { on }
-    }
-
-    fn write(&mut self, file: &mut File, buf: &[u8]) -> io::Result<()> {
-        let mut rest = buf;
-        while !rest.is_empty() {
-            match file.write(rest) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => rest = &rest[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Refused (a file system that takes the flag but not the write, or a short
-                // write that left the offset unaligned): the rest goes through the page cache.
-                Err(e) if self.on && Errno::from_io_error(&e) == Some(Errno::INVAL) => {
-                    self.disable(file);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    fn disable(&mut self, file: &File) {
-        if std::mem::take(&mut self.on) {
-            let _ = fcntl_getfl(file).and_then(|flags| fcntl_setfl(file, flags - OFlags::DIRECT));
-        }
-    }
-}
-
-/// One write buffer: [`WRITE_BUFFER`] bytes (fewer for a small blob) starting at an
-/// [`ALIGN`]ed address, as `O_DIRECT` wants them, carved out of a slightly larger allocation.
-#[derive(Debug, Default)]
-struct Buffer {
-    bytes: Vec<u8>,
-    start: usize,
-    len: usize,
-    /// How much it holds; 0 until it is first needed.
-    capacity: usize,
-}
-
-impl Buffer {
-    /// A page-aligned buffer of `capacity` bytes.
-    fn new(capacity: usize) -> Buffer {
-        let bytes = vec![0; capacity + ALIGN];
-        let start = bytes.as_ptr().align_offset(ALIGN);
-        Buffer {
-            bytes,
-            start,
-            len: 0,
-            capacity,
-        }
-    }
-
-    /// Copies as much of `buf` as fits; how much that was.
-    fn fill(&mut self, buf: &[u8]) -> usize {
-        let room = &mut self.bytes[self.start + self.len..self.start + self.capacity];
-        let n = room.len().min(buf.len());
-        room[..n].copy_from_slice(&buf[..n]);
-        self.len += n;
-        n
-    }
-
-    fn is_full(&self) -> bool {
-        self.len == self.capacity
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn filled(&self) -> &[u8] {
-        &self.bytes[self.start..self.start + self.len]
-    }
-
-    fn clear(&mut self) {
-        self.len = 0;
-    }
-}
-
-/// Alignment of direct writes: the page size, which covers every block size in use.
-const ALIGN: usize = 4096;
-
-/// How much to write before asking the flusher for a sync.
-const FLUSH_EVERY: u64 = 32 << 20;
-
-/// How much to gather before writing to the file.
-const WRITE_BUFFER: usize = 1 << 20;
 
 impl Ingest {
     pub(crate) fn begin(
@@ -296,7 +151,7 @@ impl Ingest {
                                     bytes = len,
                                     "the writer of this blob made no progress for {STALL:?}; fetching it separately"
                                 );
-                                return Self::private(cache, digest, expected_size, target).map(Ok);
+                                return Self::private(cache, digest, expected_size).map(Ok);
                             }
                         }
                         _ => progress = Some((len, now)),
@@ -321,18 +176,13 @@ impl Ingest {
             let _ = fs::remove_file(&path);
             return Ok(Err(target));
         }
-        let mut ingest = Ingest::fresh(file, path, target, digest, expected_size, false);
+        let mut ingest = Ingest::fresh(cache, file, path, digest, expected_size, false);
         ingest.resume()?;
         Ok(Ok(Box::new(ingest)))
     }
 
     /// A writer on a file of its own, beside a shared one whose writer is stuck.
-    fn private(
-        cache: &Cache,
-        digest: Digest,
-        expected_size: Option<u64>,
-        target: PathBuf,
-    ) -> Result<Box<Ingest>> {
+    fn private(cache: &Cache, digest: Digest, expected_size: Option<u64>) -> Result<Box<Ingest>> {
         let dir = cache.ingest_dir();
         let tmp = tempfile::Builder::new()
             .prefix(&format!("{}.", digest.hex()))
@@ -355,210 +205,136 @@ impl Ingest {
             source,
         })?;
         Ok(Box::new(Ingest::fresh(
+            cache,
             file,
             path,
-            target,
             digest,
             expected_size,
             true,
         )))
     }
 
-    /// A writer at the start of `file` (at `path`), for `digest`, to be renamed to `target`.
+    /// A writer at the start of `file` (at `path`), for `digest`.
     fn fresh(
+        cache: &Cache,
         file: File,
         path: PathBuf,
-        target: PathBuf,
         digest: Digest,
         expected_size: Option<u64>,
         private: bool,
     ) -> Ingest {
         Ingest {
-            file: Some(file),
+            file: Some(BlobFile::new(file)),
             path,
-            target,
-            digest,
-            expected_size,
-            written: 0,
-            hasher: Sha256::new(),
+            target: cache.blob_path(&digest),
+            cache: cache.base().to_owned(),
+            check: Verifier::new(digest, expected_size),
             discard: false,
-            pending: Buffer::default(),
-            background: None,
             private,
         }
+    }
+
+    /// An error of the ingest file; a full disk is said so, and what was written is dropped.
+    fn io_error(&mut self, action: &'static str, source: io::Error) -> Error {
+        if is_no_space(&source) {
+            self.discard = true;
+            return Error::NoSpace {
+                cache: self.cache.clone(),
+                action,
+                path: self.path.clone(),
+                source,
+            };
+        }
+        Error::Io {
+            action,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn blob_file(&mut self) -> &mut BlobFile {
+        self.file
+            .as_mut()
+            .expect("ingest file is open until commit")
     }
 
     /// Continues after what an earlier writer left: hashes it again, since a hasher's state
     /// cannot be kept on disk. Content longer than expected cannot be right and is dropped.
     fn resume(&mut self) -> Result<()> {
-        let io_err = |action, path: &PathBuf, source| Error::Io {
-            action,
+        let io_err = |path: &PathBuf, source| Error::Io {
+            action: "reading",
             path: path.clone(),
             source,
         };
+        let len = self
+            .blob_file()
+            .file()
+            .metadata()
+            .map_err(|e| io_err(&self.path, e))?
+            .len();
+        if len == 0 || self.check.too_long(len) {
+            return self.restart();
+        }
         let file = self
             .file
             .as_mut()
-            .expect("ingest file is open until commit");
-        let len = file
-            .metadata()
-            .map_err(|e| io_err("inspecting", &self.path, e))?
-            .len();
-        if len == 0 || self.expected_size.is_some_and(|size| len > size) {
-            return self.restart();
-        }
+            .expect("ingest file is open until commit")
+            .file_mut();
         file.seek(SeekFrom::Start(0))
-            .map_err(|e| io_err("reading", &self.path, e))?;
+            .map_err(|e| io_err(&self.path, e))?;
         let mut buf = vec![0; 1 << 20];
         loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| io_err("reading", &self.path, e))?;
+            let n = file.read(&mut buf).map_err(|e| io_err(&self.path, e))?;
             if n == 0 {
                 break;
             }
-            self.hasher.update(&buf[..n]);
-            self.written += n as u64;
+            self.check.update(&buf[..n])?;
         }
-        tracing::debug!(digest = %self.digest, offset = self.written, "resuming a partial download");
+        tracing::debug!(digest = %self.check.digest(), offset = self.check.written(), "resuming a partial download");
         Ok(())
     }
 
     /// Drops what was written so far and starts from the beginning (e.g. when a server ignored
     /// a range request and sends the whole blob).
     pub fn restart(&mut self) -> Result<()> {
-        self.pending.clear();
-        // What the writer still had is dropped with the rest; its errors do not matter now.
-        if let Some(b) = self.background.take() {
-            let _ = b.finish();
+        if let Err(e) = self.blob_file().truncate() {
+            return Err(self.io_error("truncating", e));
         }
-        let file = self
-            .file
-            .as_mut()
-            .expect("ingest file is open until commit");
-        file.set_len(0)
-            .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
-            .map_err(|source| Error::Io {
-                action: "truncating",
-                path: self.path.clone(),
-                source,
-            })?;
-        self.written = 0;
-        self.hasher = Sha256::new();
-        tracing::debug!(digest = %self.digest, "ingest started");
+        self.check.reset();
+        tracing::debug!(digest = %self.check.digest(), "ingest started");
         Ok(())
     }
 
     /// The digest being written.
     pub fn digest(&self) -> &Digest {
-        &self.digest
+        self.check.digest()
     }
 
     /// Bytes written so far, including those resumed from an earlier writer: the offset to
     /// continue the download from.
     pub fn written(&self) -> u64 {
-        self.written
+        self.check.written()
     }
 
     /// Appends `buf`, failing early when it goes past the expected size.
     pub fn write(&mut self, buf: &[u8]) -> Result<()> {
-        if self.pending.capacity == 0 {
-            self.pending = Buffer::new(self.first_buffer_size());
-        }
-        self.account(buf)?;
-        let mut rest = buf;
-        while !rest.is_empty() {
-            let n = self.pending.fill(rest);
-            rest = &rest[n..];
-            if self.pending.is_full() {
-                self.hand_over()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A whole write buffer, unless all that is left of a known size fits in less: a manifest
-    /// or a config should not cost a zeroed megabyte. The smaller one has room for a byte
-    /// more than is left, so it never fills up and goes to a background writer.
-    fn first_buffer_size(&self) -> usize {
-        match self
-            .expected_size
-            .map(|size| size.saturating_sub(self.written))
-        {
-            Some(left) if left < WRITE_BUFFER as u64 => (left as usize / ALIGN + 1) * ALIGN,
-            _ => WRITE_BUFFER,
-        }
-    }
-
-    /// Checks the size and hashes `buf`, which is about to be written.
-    fn account(&mut self, buf: &[u8]) -> Result<()> {
-        let written = self.written + buf.len() as u64;
-        if let Some(expected) = self.expected_size
-            && written > expected
-        {
+        let left = self.check.left();
+        if let Err(e) = self.check.update(buf) {
             self.discard = true;
-            return Err(Error::SizeMismatch {
-                digest: self.digest.clone(),
-                expected,
-                actual: written,
-            });
+            return Err(e);
         }
-        self.hasher.update(buf);
-        self.written = written;
-        Ok(())
-    }
-
-    fn write_error(&self, source: io::Error) -> Error {
-        Error::Io {
-            action: "writing",
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    /// Gives the full buffer to the background writer (starting it) and takes an empty one.
-    fn hand_over(&mut self) -> Result<()> {
-        if self.background.is_none() {
-            let file = self
-                .file
-                .as_ref()
-                .expect("ingest file is open until commit");
-            let clone = file.try_clone().map_err(|e| self.write_error(e))?;
-            self.background = Some(Background::start(clone));
-        }
-        let b = self.background.as_ref().expect("started above");
-        let next = b
-            .emptied
-            .try_recv()
-            .unwrap_or_else(|_| Buffer::new(WRITE_BUFFER));
-        let full = std::mem::replace(&mut self.pending, next);
-        if b.buffers.send(full).is_err() {
-            // The writer stopped on an error: that error is the answer.
-            let e = self.background.take().expect("present").finish();
-            return Err(self.write_error(
-                e.err()
-                    .unwrap_or_else(|| io::Error::other("the ingest writer stopped")),
-            ));
+        if let Err(e) = self.blob_file().write(buf, left) {
+            return Err(self.io_error("writing", e));
         }
         Ok(())
     }
 
-    /// Writes everything: waits for the background writer, then writes what is buffered.
+    /// Writes everything handed over so far to the file.
     fn flush(&mut self) -> Result<()> {
-        if let Some(b) = self.background.take() {
-            b.finish().map_err(|e| self.write_error(e))?;
+        match self.blob_file().flush() {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.io_error("writing", e)),
         }
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let file = self
-            .file
-            .as_mut()
-            .expect("ingest file is open until commit");
-        file.write_all(self.pending.filled())
-            .map_err(|e| self.write_error(e))?;
-        self.pending.clear();
-        Ok(())
     }
 
     /// Marks what was written as wrong (e.g. the source reported a digest mismatch): it is
@@ -575,87 +351,69 @@ impl Ingest {
     /// [`Ingest::commit`], and a [`Hold`] on the blob from the moment it is in the store, so
     /// that `cache prune` cannot take it before the caller has recorded who uses it.
     pub fn commit_held(mut self) -> Result<(PathBuf, Hold)> {
-        if let Some(expected) = self.expected_size
-            && self.written != expected
-        {
-            return Err(Error::SizeMismatch {
-                digest: self.digest.clone(),
-                expected,
-                actual: self.written,
-            });
-        }
-        let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
-        if actual != self.digest {
-            self.pending.clear();
-            self.discard = true;
-            return Err(Error::DigestMismatch {
-                expected: self.digest.clone(),
-                actual,
-            });
+        if let Err(e) = self.check.finish() {
+            if matches!(e, Error::DigestMismatch { .. }) {
+                self.blob_file().forget_pending();
+                self.discard = true;
+            }
+            return Err(e);
         }
         self.flush()?;
-        let io_err = |action, path: &PathBuf, source| Error::Io {
-            action,
-            path: path.clone(),
+        let file = self.blob_file().file();
+        if let Err(e) = file.sync_all() {
+            return Err(self.io_error("syncing", e));
+        }
+        seal(file).map_err(|source| Error::Io {
+            action: "making read-only",
+            path: self.path.clone(),
             source,
-        };
-        let file = self
-            .file
-            .as_ref()
-            .expect("ingest file is open until commit");
-        file.sync_all()
-            .map_err(|e| io_err("syncing", &self.path, e))?;
-        file.set_permissions(fs::Permissions::from_mode(0o444))
-            .map_err(|e| io_err("making read-only", &self.path, e))?;
-        // Another writer (one that gave up waiting for us, or we for it) may have committed
-        // meanwhile: theirs stays, as a blob in the store never changes inode under the locks
-        // of those who hold it.
-        match rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &self.path,
-            rustix::fs::CWD,
-            &self.target,
-            rustix::fs::RenameFlags::NOREPLACE,
-        ) {
-            Ok(()) => {}
-            Err(Errno::EXIST) => {
-                let _ = fs::remove_file(&self.path);
-                self.file.take();
-                let hold = Hold::take(&self.target)?;
-                return Ok((self.target.clone(), hold));
-            }
-            // A file system without RENAME_NOREPLACE: the content is the same anyway.
-            Err(Errno::INVAL | Errno::NOSYS) => fs::rename(&self.path, &self.target)
-                .map_err(|e| io_err("moving into the store", &self.target, e))?,
-            Err(e) => return Err(io_err("moving into the store", &self.target, e.into())),
+        })?;
+        if place(&self.path, &self.target)? == Placed::Existed {
+            let _ = fs::remove_file(&self.path);
+            self.file.take();
+            let hold = Hold::take(&self.target)?;
+            return Ok((self.target.clone(), hold));
         }
         if let Some(dir) = self.target.parent() {
             // Make the rename itself durable.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_err("syncing", &dir.to_owned(), e))?;
+            sync_dir(dir)?;
         }
         // The writer's exclusive lock, kept until after the rename, becomes a shared one: a
         // hold. (A prune that slips into the conversion finds a blob too young to sweep.)
-        let file = self.file.take().expect("ingest file is open until commit");
-        file.lock_shared()
-            .map_err(|e| io_err("locking", &self.target, e))?;
-        tracing::debug!(digest = %self.digest, bytes = self.written, "blob stored");
+        let file = self
+            .file
+            .take()
+            .expect("ingest file is open until commit")
+            .into_file();
+        file.lock_shared().map_err(|source| Error::Io {
+            action: "locking",
+            path: self.target.clone(),
+            source,
+        })?;
+        tracing::debug!(digest = %self.check.digest(), bytes = self.check.written(), "blob stored");
         Ok((self.target.clone(), Hold::from_file(file)))
     }
 }
 
 impl Drop for Ingest {
     fn drop(&mut self) {
-        if self.file.is_none() {
+        let Some(file) = self.file.as_mut() else {
             return;
+        };
+        if !self.discard && !self.private {
+            // Interrupted: keep what arrived for the next writer to resume from, unless the
+            // disk is full, where it would keep every later write from having the room.
+            match file.flush() {
+                Ok(()) => return,
+                Err(e) if !is_no_space(&e) => return,
+                Err(_) => {}
+            }
         }
-        if self.discard || self.private {
-            // Proven wrong, or nobody's to resume: remove it while we still hold the lock.
-            let _ = fs::remove_file(&self.path);
-        } else {
-            // Interrupted: keep what arrived for the next writer to resume from.
-            let _ = self.flush();
+        // Proven wrong, nobody's to resume, or filling a full disk: remove it while we still
+        // hold the lock.
+        let _ = fs::remove_file(&self.path);
+        if !self.private && !self.discard {
+            tracing::info!(path = %self.path.display(), "dropped a partial download: the disk is full");
         }
     }
 }
@@ -663,6 +421,8 @@ impl Drop for Ingest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::writer::WRITE_BUFFER;
+    use std::os::unix::fs::PermissionsExt;
 
     fn cache() -> (tempfile::TempDir, Cache) {
         let dir = tempfile::tempdir().unwrap();

@@ -97,7 +97,7 @@ impl Cache {
     /// Records what `entry.reference` resolved to; replaces any earlier entry atomically.
     pub fn set_ref(&self, entry: &RefEntry) -> Result<()> {
         let json = serde_json::to_vec_pretty(entry).expect("a RefEntry always serializes");
-        write_atomic(&self.ref_path(&entry.reference), &json)
+        write_atomic(&self.ref_path(&entry.reference), &json).map_err(|e| self.no_space(e))
     }
 
     /// Looks a fully qualified reference up; `None` when it was never pulled or its blob is gone.
@@ -192,6 +192,25 @@ impl Cache {
         let key = Digest::of(reference.as_bytes());
         self.refs_dir().join(format!("{}.json", key.hex()))
     }
+}
+
+/// A reference `localhost:5000/NAME:v1` whose layer is `layer`, recorded in `cache`.
+#[cfg(test)]
+pub(crate) fn sample(cache: &Cache, name: &str, layer: &[u8]) -> RefEntry {
+    let entry = RefEntry {
+        reference: format!("localhost:5000/{name}:v1"),
+        manifest_digest: cache
+            .insert(format!("manifest of {name}").as_bytes())
+            .unwrap(),
+        layer_digest: cache.insert(layer).unwrap(),
+        layer_media_type: "application/wasm".into(),
+        size: layer.len() as u64,
+        config_digest: None,
+        signatures: None,
+        sources: Default::default(),
+    };
+    cache.set_ref(&entry).unwrap();
+    entry
 }
 
 #[cfg(test)]

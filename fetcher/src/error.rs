@@ -306,6 +306,27 @@ pub enum Error {
     /// The cache failed.
     #[error(transparent)]
     Cache(#[from] wasm_oci_cache::Error),
+    /// A connection the operator's egress rule forbids (see [`crate::egress`]) was not made.
+    #[error("{reference} needs a connection the operator's rule forbids: {reason}")]
+    Egress {
+        /// The reference asked for.
+        reference: String,
+        /// Which connection, and why not.
+        reason: String,
+    },
+    /// A host name that does not resolve: no scheme or retry changes that.
+    #[error(
+        "cannot reach registry {registry} for {reference}: a host name in the way does not resolve; check its spelling (and the node's DNS)"
+    )]
+    UnknownHost {
+        /// The registry host.
+        registry: String,
+        /// The reference asked for.
+        reference: String,
+        /// The lookup's error.
+        #[source]
+        source: OciDistributionError,
+    },
 }
 
 impl Error {
@@ -328,6 +349,20 @@ impl Error {
                 source,
             },
             Class::Certificate => Error::Tls {
+                registry,
+                reference: reference_s,
+                source,
+            },
+            Class::Egress => Error::Egress {
+                reference: reference_s,
+                reason: match &source {
+                    OciDistributionError::RequestError(e) => crate::egress::refusal_in(e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                },
+            },
+            Class::UnknownHost => Error::UnknownHost {
                 registry,
                 reference: reference_s,
                 source,

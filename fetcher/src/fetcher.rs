@@ -68,6 +68,13 @@ impl Fetcher {
         self
     }
 
+    /// Holds every connection to `policy` (see [`crate::egress`]): for a fetcher that pulls on
+    /// a pod's behalf.
+    pub fn with_egress(mut self, policy: Arc<crate::egress::Policy>) -> Self {
+        self.transport.set_egress(policy);
+        self
+    }
+
     /// Fetches and keeps signatures on every pull, even when the policy needs none.
     pub fn keeping_signatures(mut self) -> Self {
         self.keep_signatures = true;

@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+pub mod egress;
 mod error;
 mod fetcher;
 mod inspect;

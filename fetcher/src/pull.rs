@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use futures_util::StreamExt;
 use oci_client::Reference;
 use oci_client::manifest::OciDescriptor;
-use wasm_oci_cache::{Cache, Digest, Hold, Ingest, Ingested, RefEntry};
+use wasm_oci_cache::{Cache, Digest, Hold, Ingest, Lease, RefEntry};
 
 use crate::error::{Error, Result};
 use crate::manifest::{Choice, choose};
@@ -219,9 +219,18 @@ impl Pull<'_> {
                     manifest.config.size
                 ),
             })?;
-        let layer_fetch =
-            self.fetch_blob(&hosts, reference, (Blob::Layer, layer), &layer_digest, size);
+        // Everything this pull stores is held by the lease until the reference is recorded.
+        let lease = self.cache.begin();
+        let layer_fetch = self.fetch_blob(
+            &lease,
+            &hosts,
+            reference,
+            (Blob::Layer, layer),
+            &layer_digest,
+            size,
+        );
         let config_fetch = self.fetch_blob(
+            &lease,
             &hosts,
             reference,
             (Blob::Config, &manifest.config),
@@ -234,7 +243,7 @@ impl Pull<'_> {
                 // The config first, and the layer only once the caller has accepted it.
                 Some(check) => {
                     let config_fetched = config_fetch.await;
-                    if let Ok((path, _, _, _)) = &config_fetched {
+                    if let Ok((path, _, _)) = &config_fetched {
                         let config = tokio::fs::read(path).await.unwrap_or_default();
                         check(&config).map_err(|reason| Error::Refused {
                             reference: name.clone(),
@@ -269,10 +278,8 @@ impl Pull<'_> {
         };
         let valid = crate::trust::verdicts(&scope, reference, &signed_digest, signatures.as_ref())
             .map_err(untrusted)?;
-        // The holds keep `cache prune` off these blobs until the reference that uses them is
-        // recorded.
-        let (path, downloaded, layer_hold, layer_host) = layer_fetched?;
-        let (_, _, config_hold, config_host) = config_fetched?;
+        let (path, downloaded, layer_host) = layer_fetched?;
+        let (_, _, config_host) = config_fetched?;
         let mut sources = sources.into_inner().expect("sources lock");
         // Only what was downloaded just now: a manifest fetched again by tag is kept too.
         for (digest, host) in [(&layer_digest, layer_host), (&config_digest, config_host)] {
@@ -298,29 +305,25 @@ impl Pull<'_> {
             sources.clone(),
         );
         // Each waits for a sync: off the runtime's threads, which other pulls are using.
-        let cache = self.cache.clone();
         let recorded = entry.clone();
         let layer_hold = tokio::task::spawn_blocking(move || {
-            let (_, manifest_hold) = cache.insert_held(&bytes)?;
+            lease.put(&bytes)?;
             // The signatures are kept as blobs so that a run without the network, or under a
             // changed policy, can check them again.
-            let mut signature_holds = Vec::new();
             if let Some(f) = &signatures {
                 if let Some(index) = &index_bytes {
-                    signature_holds.push(cache.insert_held(index)?.1);
+                    lease.put(index)?;
                 }
-                signature_holds.push(cache.insert_held(&f.manifest)?.1);
+                lease.put(&f.manifest)?;
                 for (_, blob) in &f.layers {
-                    signature_holds.push(cache.insert_held(&blob.payload)?.1);
+                    lease.put(&blob.payload)?;
                 }
             }
-            cache.set_ref(&recorded)?;
-            drop((manifest_hold, config_hold, signature_holds));
-            Ok::<_, wasm_oci_cache::Error>(layer_hold)
+            lease.record(&recorded)
         })
         .await
         .expect("recording a pull does not panic")?;
-        tracing::info!(digest = %entry.layer_digest, bytes = size, downloaded, "pulled");
+        tracing::info!(digest = %entry.manifest_digest, layer_digest = %entry.layer_digest, bytes = size, downloaded, "pulled");
         Ok(Pulled {
             entry,
             path,
@@ -359,31 +362,32 @@ impl Pull<'_> {
     /// last host is retried with backoff. Also says which host sent it, when one did.
     async fn fetch_blob(
         &self,
+        lease: &Lease,
         hosts: &[Endpoint],
         reference: &Reference,
         (blob, layer): (Blob, &OciDescriptor),
         digest: &Digest,
         size: u64,
-    ) -> Result<(PathBuf, bool, Hold, Option<String>)> {
+    ) -> Result<(PathBuf, bool, Option<String>)> {
         let name = reference.whole();
         for (host, is_last) in in_order(hosts, reference, Capability::Pull)? {
             // Taking the writer may wait for another process fetching the same blob.
-            let cache = self.cache.clone();
+            let held = lease.clone();
             let d = digest.clone();
-            let ingested = tokio::task::spawn_blocking(move || cache.ingest(&d, Some(size)))
+            let ingested = tokio::task::spawn_blocking(move || held.ingest(&d, Some(size)))
                 .await
                 .expect("ingest task does not panic")?;
             let writer = match ingested {
-                Ingested::Present(path, hold) => return Ok((path, false, hold, None)),
-                Ingested::Writer(w) => *w,
+                None => return Ok((self.cache.blob_path(digest), false, None)),
+                Some(w) => *w,
             };
             match self
-                .fetch_from(host, reference, (blob, layer), size, writer, is_last)
+                .fetch_from(lease, host, reference, (blob, layer), size, writer, is_last)
                 .await
             {
-                Ok((path, hold)) => {
+                Ok(path) => {
                     tracing::debug!(reference = %name, digest = %digest, host = %host.host, mirror = host.mirror, bytes = size, "blob served");
-                    return Ok((path, true, hold, Some(host.host.clone())));
+                    return Ok((path, true, Some(host.host.clone())));
                 }
                 Err(e) if !is_last => skipped(host, &name, "blob", &e),
                 Err(e) => return Err(e),
@@ -395,15 +399,17 @@ impl Pull<'_> {
     /// Downloads the blob into `writer` from `host` and commits it: resuming with backoff
     /// when `retries`, else in one attempt (a mirror, which is not worth waiting for), whose
     /// partial content is then dropped rather than resumed from another host.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_from(
         &self,
+        lease: &Lease,
         host: &Endpoint,
         reference: &Reference,
         (blob, layer): (Blob, &OciDescriptor),
         size: u64,
         mut writer: Ingest,
         retries: bool,
-    ) -> Result<(PathBuf, Hold)> {
+    ) -> Result<PathBuf> {
         let name = reference.whole();
         let transfer = self
             .progress
@@ -419,7 +425,8 @@ impl Pull<'_> {
             match outcome {
                 Ok(()) => {
                     // The commit syncs: off the runtime's threads, as the writing was.
-                    break tokio::task::spawn_blocking(move || writer.commit_held())
+                    let lease = lease.clone();
+                    break tokio::task::spawn_blocking(move || lease.commit(writer))
                         .await
                         .expect("committing a blob does not panic")
                         .map_err(Error::from);

@@ -2,12 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     if let Err(e) = wasm_oci::init_logging(wasm_oci::LogDefault::Stderr) {
         eprintln!("wasm-oci: cannot open the log file: {e}");
         return ExitCode::from(125);
     }
-    wasm_oci::commands::Cli::parse().execute()
+    match wasm_oci::commands::Cli::from_args() {
+        Ok(cli) => cli.execute(),
+        Err(code) => code,
+    }
 }

@@ -27,22 +27,30 @@ pub struct CacheCommand {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// List cached references with their digests, sizes and last use, most recent first.
+    /// List cached references with their digests, sizes, compiled code and last use.
     ///
-    /// DIGEST is the manifest digest, what `@sha256:` pins; --json also gives the wasm
-    /// layer's (layer_digest), its media type and size, and the last use in seconds since 1970.
+    /// The most recently used come first. DIGEST is the manifest digest, what `@sha256:` pins; COMPILED is the native code kept
+    /// for its wasm (one file per engine setting, e.g. with and without --fuel), which `rm`
+    /// and `prune` remove with it. Compiled code of local files is summed on the last line.
+    /// --json also gives the wasm layer's digest (layer_digest), its media type and size, and
+    /// the last use in seconds since 1970.
     ///
     /// Examples:
     ///     wasm-oci cache ls
+    ///     wasm-oci cache ls -q
     ///     wasm-oci cache ls --json | jq -r '.[].reference'
     #[command(verbatim_doc_comment)]
     Ls {
         /// Print JSON on stdout: an array of reference, digest (the manifest's), layer_digest,
-        /// layer_media_type, size and last_used (seconds since the Unix epoch), streamed as
-        /// the index is read (in no particular order; sort by last_used), so that a cache of
-        /// 100,000 references starts printing at once and holds no list in memory
-        #[arg(long)]
+        /// layer_media_type, size, compiled (bytes of native code kept for it) and last_used
+        /// (seconds since the Unix epoch), streamed as the index is read (in no particular
+        /// order; sort by last_used), so that a cache of 100,000 references starts printing at
+        /// once and holds no list in memory
+        #[arg(long, conflicts_with = "quiet")]
         json: bool,
+        /// Print only the references, one a line, most recent first (as `docker images -q`)
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Remove references from the cache, with the blobs and compiled code only they use.
     ///
@@ -83,12 +91,15 @@ enum Action {
     ///
     /// Never a blob a running process uses or a pull is recording. Blobs no reference uses
     /// are removed too (once ten minutes old), and partial downloads untouched for a day that
-    /// no pull holds.
+    /// no pull holds. Compiled code of local files goes with --older-than, by its last use.
+    /// On a full disk, --partials drops every partial download no pull is writing now,
+    /// however recent.
     ///
     /// Examples:
     ///     wasm-oci cache prune --max-size 500MiB
     ///     wasm-oci cache prune --older-than 30d --dry-run
     ///     wasm-oci cache prune --max-size 1GiB --older-than 1w --json
+    ///     wasm-oci cache prune --partials
     #[command(verbatim_doc_comment)]
     Prune {
         /// Shrink the cache to at most this size, e.g. 500MiB
@@ -97,6 +108,10 @@ enum Action {
         /// Remove references not used for this long, e.g. 30d, 1h30m, 720h
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         older_than: Option<Duration>,
+        /// Remove every partial download that no pull is writing now, not only those
+        /// untouched for a day (an interrupted pull then starts again from the beginning)
+        #[arg(long)]
+        partials: bool,
         /// Say what would be removed and freed; remove nothing
         #[arg(long)]
         dry_run: bool,
@@ -110,6 +125,8 @@ enum Action {
 struct Listed {
     #[serde(flatten)]
     artifact: super::Artifact,
+    /// Bytes of native code compiled from its wasm layer and kept in the cache.
+    compiled: u64,
     /// Seconds since the Unix epoch.
     last_used: u64,
 }
@@ -119,13 +136,31 @@ impl CacheCommand {
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let cache = global.open_cache()?;
         match self.action {
-            Action::Ls { json: true } => {
+            Action::Ls { json: true, .. } => {
                 stream_json(&cache)?;
                 Ok(ExitCode::SUCCESS)
             }
-            Action::Ls { json: false } => {
+            Action::Ls { quiet: true, .. } => {
                 let refs = cache.refs().context("listing the cache")?;
-                let listed: Vec<Listed> = refs.into_iter().rev().map(Listed::from).collect();
+                use std::io::Write as _;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let written = (|| {
+                    for r in refs.iter().rev() {
+                        writeln!(out, "{}", r.entry.reference)?;
+                    }
+                    out.flush()
+                })();
+                crate::stdout_written(written)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Action::Ls { .. } => {
+                let refs = cache.refs().context("listing the cache")?;
+                let mut compiled = Compiled::of(&cache);
+                let listed: Vec<Listed> = refs
+                    .into_iter()
+                    .rev()
+                    .map(|r| Listed::new(r, &mut compiled))
+                    .collect();
                 {
                     let width = listed
                         .iter()
@@ -139,22 +174,35 @@ impl CacheCommand {
                     let written = (|| {
                         writeln!(
                             out,
-                            "{:<width$}  {:<19}  {:>10}  LAST USED",
-                            "REFERENCE", "DIGEST", "SIZE"
+                            "{:<width$}  {:<19}  {:>10}  {:>10}  LAST USED",
+                            "REFERENCE", "DIGEST", "SIZE", "COMPILED"
                         )?;
                         for l in &listed {
                             writeln!(
                                 out,
-                                "{:<width$}  {:<19}  {:>10}  {}",
+                                "{:<width$}  {:<19}  {:>10}  {:>10}  {}",
                                 l.artifact.reference,
                                 &l.artifact.digest[..19.min(l.artifact.digest.len())],
                                 human_size(l.artifact.size),
+                                match l.compiled {
+                                    0 => "-".to_owned(),
+                                    n => human_size(n),
+                                },
                                 ago(SystemTime::UNIX_EPOCH + Duration::from_secs(l.last_used))
                             )?;
                         }
                         out.flush()
                     })();
                     crate::stdout_written(written)?;
+                }
+                let (files, bytes) = compiled.rest();
+                if files > 0 {
+                    eprintln!(
+                        "and {} of compiled code for {files} module{} that no reference names \
+                         (local files, containers' modules)",
+                        human_size(bytes),
+                        if files == 1 { "" } else { "s" }
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -163,7 +211,7 @@ impl CacheCommand {
                 if json {
                     crate::print_json(&report)?;
                 } else {
-                    reclaimed(report.reclaimed_partials, false);
+                    reclaimed(report.reclaimed_partials, false, false);
                     for bad in &report.removed {
                         eprintln!(
                             "removed {}: its content hashes to {}",
@@ -215,7 +263,7 @@ impl CacheCommand {
                 if json {
                     crate::print_json(&report)?;
                 } else {
-                    print_pruned(&report);
+                    print_pruned(&report, false);
                 }
                 for reference in &missing {
                     eprintln!(
@@ -231,18 +279,21 @@ impl CacheCommand {
             Action::Prune {
                 max_size,
                 older_than,
+                partials,
                 dry_run,
                 json,
             } => {
-                if max_size.is_none() && older_than.is_none() {
+                if max_size.is_none() && older_than.is_none() && !partials {
                     anyhow::bail!(
-                        "say what to prune: --max-size SIZE, --older-than DURATION, or both"
+                        "say what to prune: --max-size SIZE, --older-than DURATION, --partials, \
+                         or several"
                     );
                 }
                 let report = cache
                     .prune(&PrunePolicy {
                         max_size: max_size.map(|s| s as u64),
                         older_than,
+                        partials,
                         dry_run,
                         ..PrunePolicy::default()
                     })
@@ -250,7 +301,7 @@ impl CacheCommand {
                 if json {
                     crate::print_json(&report)?;
                 } else {
-                    print_pruned(&report);
+                    print_pruned(&report, partials);
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -258,15 +309,51 @@ impl CacheCommand {
     }
 }
 
-impl From<wasm_oci_cache::RefRecord> for Listed {
-    fn from(r: wasm_oci_cache::RefRecord) -> Listed {
+impl Listed {
+    /// `r` as listed, with the compiled code of its layer (counted off `compiled`).
+    fn new(r: wasm_oci_cache::RefRecord, compiled: &mut Compiled) -> Listed {
         Listed {
+            compiled: compiled.take(&r.entry.layer_digest),
             artifact: (&r.entry).into(),
             last_used: r
                 .last_used
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         }
+    }
+}
+
+/// The compiled code in the cache, by the digest of the wasm it was compiled from.
+struct Compiled {
+    bytes: std::collections::HashMap<wasm_oci_cache::Digest, u64>,
+    /// The digests of listed references' layers.
+    listed: std::collections::HashSet<wasm_oci_cache::Digest>,
+}
+
+impl Compiled {
+    fn of(cache: &wasm_oci_cache::Cache) -> Compiled {
+        let mut bytes = std::collections::HashMap::new();
+        for c in cache.compiled() {
+            *bytes.entry(c.digest).or_insert(0) += c.size;
+        }
+        Compiled {
+            bytes,
+            listed: Default::default(),
+        }
+    }
+
+    /// The bytes compiled from `digest`, a listed reference's layer.
+    fn take(&mut self, digest: &wasm_oci_cache::Digest) -> u64 {
+        self.listed.insert(digest.clone());
+        self.bytes.get(digest).copied().unwrap_or(0)
+    }
+
+    /// The code of no listed reference's layer: how many modules, and bytes.
+    fn rest(&self) -> (usize, u64) {
+        self.bytes
+            .iter()
+            .filter(|(d, _)| !self.listed.contains(*d))
+            .fold((0, 0), |(n, total), (_, b)| (n + 1, total + b))
     }
 }
 
@@ -278,10 +365,11 @@ fn stream_json(cache: &wasm_oci_cache::Cache) -> anyhow::Result<()> {
     let mut first = true;
     let written = (|| -> anyhow::Result<()> {
         out.write_all(b"[")?;
+        let mut compiled = Compiled::of(cache);
         cache.for_each_ref(|record| -> anyhow::Result<()> {
             out.write_all(if first { b"\n  " } else { b",\n  " })?;
             first = false;
-            serde_json::to_writer(&mut out, &Listed::from(record))?;
+            serde_json::to_writer(&mut out, &Listed::new(record, &mut compiled))?;
             Ok(())
         })?;
         // `[]` when empty, as a whole array would print.
@@ -307,13 +395,13 @@ fn stream_json(cache: &wasm_oci_cache::Cache) -> anyhow::Result<()> {
 
 /// What a prune or `rm` removed (or, dry, would remove): a line per reference on stdout,
 /// as `docker rmi` prints them, and the summary on stderr.
-fn print_pruned(report: &PruneReport) {
+fn print_pruned(report: &PruneReport, all_partials: bool) {
     let would = if report.dry_run {
         "would remove"
     } else {
         "removed"
     };
-    reclaimed(report.reclaimed_partials, report.dry_run);
+    reclaimed(report.reclaimed_partials, report.dry_run, all_partials);
     for r in &report.removed_refs {
         crate::outln!(
             "{}: {r}",
@@ -344,8 +432,9 @@ fn print_pruned(report: &PruneReport) {
     }
 }
 
-/// Says how many abandoned partial downloads were (or would be) removed, if any.
-fn reclaimed(n: usize, dry_run: bool) {
+/// Says how many partial downloads were (or would be) removed, if any: abandoned ones, or
+/// with `all` every one no writer holds.
+fn reclaimed(n: usize, dry_run: bool, all: bool) {
     if n > 0 {
         let s = if n == 1 { "" } else { "s" };
         let verb = if dry_run {
@@ -353,8 +442,12 @@ fn reclaimed(n: usize, dry_run: bool) {
         } else {
             "reclaimed"
         };
-        eprintln!(
-            "{verb} {n} stale partial download{s} (untouched for a day, no writer holding it)"
-        );
+        if all {
+            eprintln!("{verb} {n} partial download{s} (no writer holding it)");
+        } else {
+            eprintln!(
+                "{verb} {n} stale partial download{s} (untouched for a day, no writer holding it)"
+            );
+        }
     }
 }

@@ -34,13 +34,17 @@ pub struct CompileCommand {
     json: bool,
 
     #[command(flatten)]
+    trust: super::PolicyOption,
+
+    #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
 }
 
 impl CompileCommand {
     /// Pulls if needed and compiles.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
-        let resolved = Resolved::new(global, &self.reference, self.pull)?;
+        let trust = self.trust.load()?;
+        let resolved = Resolved::new(global, &self.reference, self.pull, &trust)?;
         let Some((cache, entry)) = resolved.cached() else {
             bail!(
                 "{} is a local file; compile takes a registry reference (push it first)",
@@ -50,11 +54,13 @@ impl CompileCommand {
         let digest = &entry.layer_digest;
         // For `wasm-oci run` and for the containerd shim, whose engines differ.
         for engine in [EngineOptions::default(), EngineOptions::SHIM] {
-            Runner::new(engine)?
-                .load(&resolved.path, Wasm::Cached { cache, digest })
-                .naming(&[&self.reference], || {
-                    format!("compiling {}", self.reference)
-                })?;
+            let runner = Runner::new(engine)?;
+            crate::progress::while_compiling(&self.reference, || {
+                runner.load(&resolved.path, Wasm::Cached { cache, digest })
+            })
+            .naming(&[&self.reference], || {
+                format!("compiling {}", self.reference)
+            })?;
         }
         if self.json {
             crate::print_json(&super::Artifact::from(entry))?;

@@ -34,14 +34,98 @@ impl CompletionCommand {
         if self.shell == Shell::Bash {
             // clap_complete spells the state of a hyphenated binary two ways, so nothing after
             // a verb completes (clap-rs/clap#6421, open): use the spelling its loop uses.
-            out = String::from_utf8(out)
+            let script = String::from_utf8(out)
                 .expect("clap_complete writes UTF-8")
-                .replace("wasm__subcmd__oci", "wasm__oci")
-                .into_bytes();
+                .replace("wasm__subcmd__oci", "wasm__oci");
+            out = guest_words_in_bash(&script).into_bytes();
         }
         crate::write_stdout(&out)?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// `script` (clap_complete's bash) where, after `run`'s module, words complete as file names:
+/// they are the guest's, and wasm-oci's options there would reach the guest, not wasm-oci.
+fn guest_words_in_bash(script: &str) -> String {
+    // The state clap_complete gives `wasm-oci run` (its spelling changed between versions).
+    let Some((at, case)) = [
+        "        wasm__oci__subcmd__run)\n",
+        "        wasm__oci__run)\n",
+    ]
+    .into_iter()
+    .find_map(|case| Some((script.find(case)?, case))) else {
+        return script.to_owned();
+    };
+    // Options of `run` and of the top level that take a value: their value is not the module.
+    let mut takes_value: Vec<String> = Vec::new();
+    let mut cli = Cli::command();
+    cli.build();
+    let run = cli.find_subcommand("run").expect("run is a verb").clone();
+    for arg in cli.get_arguments().chain(run.get_arguments()) {
+        if arg.is_positional() || !arg.get_action().takes_values() {
+            continue;
+        }
+        takes_value.extend(
+            arg.get_long_and_visible_aliases()
+                .into_iter()
+                .flatten()
+                .map(|l| format!("--{l}")),
+        );
+        takes_value.extend(
+            arg.get_short_and_visible_aliases()
+                .into_iter()
+                .flatten()
+                .map(|s| format!("-{s}")),
+        );
+        takes_value.extend(
+            arg.get_all_aliases()
+                .into_iter()
+                .flatten()
+                .map(|l| format!("--{l}")),
+        );
+    }
+    takes_value.sort();
+    takes_value.dedup();
+    let helper = format!(
+        r#"# Whether COMP_WORDS before the cursor hold `run` and its module: what follows is the
+# guest's, completed as file names.
+__wasm_oci_after_module() {{
+    local i word verb= skip=
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word=${{COMP_WORDS[i]}}
+        if [[ -n $skip ]]; then
+            skip=
+        elif [[ $word == -* ]]; then
+            case "$word" in
+                {}) skip=1 ;;
+            esac
+        elif [[ -z $verb ]]; then
+            verb=$word
+        else
+            return 0
+        fi
+    done
+    return 1
+}}
+
+"#,
+        takes_value.join("|")
+    );
+    let guard = "            if __wasm_oci_after_module; then\n\
+                 \x20               COMPREPLY=( $(compgen -f -- \"${cur}\") )\n\
+                 \x20               return 0\n\
+                 \x20           fi\n";
+    let function = ["_wasm__oci() {", "_wasm-oci() {"]
+        .into_iter()
+        .find_map(|f| script.find(f))
+        .unwrap_or(0);
+    let mut patched = String::with_capacity(script.len() + helper.len() + guard.len());
+    patched.push_str(&script[..function]);
+    patched.push_str(&helper);
+    patched.push_str(&script[function..at + case.len()]);
+    patched.push_str(guard);
+    patched.push_str(&script[at + case.len()..]);
+    patched
 }
 
 /// Print the man page of wasm-oci, or of one verb, in roff; or write them all to a directory.

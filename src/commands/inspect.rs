@@ -34,6 +34,9 @@ pub struct InspectCommand {
     json: bool,
 
     #[command(flatten)]
+    trust: super::PolicyOption,
+
+    #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
 }
 
@@ -109,7 +112,8 @@ impl InspectCommand {
                 interface,
             });
         }
-        let resolved = Resolved::new(global, &self.module, self.pull)?;
+        let trust = self.trust.load()?;
+        let resolved = Resolved::new(global, &self.module, self.pull, &trust)?;
         let interface = match &resolved.source {
             super::Source::Bytes(bytes) => wasm_oci_fetcher::interface(bytes),
             super::Source::Cached { .. } => wasm_oci_fetcher::interface_of_file(&resolved.path)
@@ -191,7 +195,7 @@ impl InspectCommand {
             crate::units::human_size(inspected.size)
         );
         if let Some(world) = &inspected.interface.world {
-            crate::outln!("World:     {world}");
+            crate::outln!("World:     {}", p(world));
         }
         crate::outln!("Imports:");
         for i in &inspected.interface.imports {

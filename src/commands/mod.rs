@@ -6,6 +6,7 @@ mod completion;
 mod inspect;
 mod key;
 mod login;
+mod output;
 mod prefetch;
 mod pull;
 mod push;
@@ -136,7 +137,7 @@ impl Command {
     fn registry_args(&mut self) -> Option<&mut RegistryArgs> {
         match self {
             Command::Run(cmd) => Some(&mut cmd.registry),
-            Command::Serve(cmd) => Some(&mut cmd.run.registry),
+            Command::Serve(cmd) => Some(&mut cmd.registry),
             Command::Pull(cmd) => Some(&mut cmd.registry),
             Command::Push(cmd) => Some(&mut cmd.registry),
             Command::Compile(cmd) => Some(&mut cmd.registry),
@@ -157,6 +158,22 @@ impl Command {
 }
 
 impl Cli {
+    /// The command line of this process, parsed; when it cannot be, the error is printed and
+    /// the exit code returned: 125 for `run` and `serve`, as `docker run` exits on a usage
+    /// error (a guest's own exit 2 must not read as one), else clap's 2 (0 for --help).
+    pub fn from_args() -> Result<Cli, ExitCode> {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        Cli::try_parse_from(&args).map_err(|e| {
+            let _ = e.print();
+            let verb = verb_of(args.iter().skip(1).filter_map(|a| a.to_str()));
+            let code = match verb {
+                Some("run" | "serve") if e.use_stderr() => 125,
+                _ => e.exit_code(),
+            };
+            ExitCode::from(u8::try_from(code).unwrap_or(2))
+        })
+    }
+
     /// Runs the chosen verb; failures of `run` itself exit 125, as `docker run` does, so that
     /// they are not mistaken for the guest's own exit status.
     pub fn execute(mut self) -> ExitCode {
@@ -213,6 +230,27 @@ impl Cli {
             }
         }
     }
+}
+
+/// The verb of a command line (without the program's name): the first word that is neither
+/// an option before it nor such an option's value.
+fn verb_of<'a>(args: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    const TAKE_A_VALUE: [&str; 5] = [
+        "--cache-dir",
+        "--username",
+        "-u",
+        "--ca-file",
+        "--hosts-dir",
+    ];
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if TAKE_A_VALUE.contains(&arg) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return Some(arg);
+        }
+    }
+    None
 }
 
 /// A cached artifact as every verb reports it, in JSON and in words: `digest` is the
@@ -304,6 +342,9 @@ struct Resolved {
     /// What errors call it: the file, or the blob's path.
     path: PathBuf,
     source: Source,
+    /// Where the compiled code of bytes read (a local file, a layout's blob) is kept, by
+    /// their digest, as the shim keeps a rootfs module's: a second start skips the compile.
+    compiled: Option<Cache>,
 }
 
 enum Source {
@@ -318,10 +359,14 @@ enum Source {
 
 impl Resolved {
     /// Finds `module` locally or in the cache, pulling it as `policy` allows, under the
-    /// signature policy the environment names (WASM_OCI_POLICY, /etc/wasm-oci/policy.json).
-    fn new(global: &GlobalOptions, module: &str, policy: PullPolicy) -> anyhow::Result<Self> {
-        let trust = Policy::locate(None)?;
-        Self::find(global, module, policy, &trust, false)
+    /// signature policy `trust`.
+    fn new(
+        global: &GlobalOptions,
+        module: &str,
+        policy: PullPolicy,
+        trust: &Policy,
+    ) -> anyhow::Result<Self> {
+        Self::find(global, module, policy, trust, false)
     }
 
     /// [`Resolved::new`] for a module about to run: a pull that finds in the config an import
@@ -332,7 +377,11 @@ impl Resolved {
         policy: PullPolicy,
         trust: &Policy,
     ) -> anyhow::Result<Self> {
-        Self::find(global, module, policy, trust, true)
+        let mut resolved = Self::find(global, module, policy, trust, true)?;
+        if let Source::Bytes(_) = resolved.source {
+            resolved.compiled = compiled_cache(global);
+        }
+        Ok(resolved)
     }
 
     fn find(
@@ -366,6 +415,7 @@ impl Resolved {
             return Ok(Self {
                 path,
                 source: Source::Bytes(bytes),
+                compiled: None,
             });
         }
         if looks_like_file(module) {
@@ -374,9 +424,11 @@ impl Resolved {
                 bail!("{} does not exist or is not a file", path.display());
             }
             let bytes = std::fs::read(&path).with_context(|| format!("reading {module}"))?;
+            let bytes = from_text(&path, bytes)?;
             return Ok(Self {
                 path,
                 source: Source::Bytes(bytes),
+                compiled: None,
             });
         }
         let reference = parse_reference(module)?;
@@ -412,6 +464,7 @@ impl Resolved {
         Ok(Self {
             path: cache.blob_path(&artifact.entry.layer_digest),
             source: Source::Cached { cache, artifact },
+            compiled: None,
         })
     }
 
@@ -442,17 +495,51 @@ impl Resolved {
         }
     }
 
-    /// The wasm for the runner: the bytes read, or the cached blob (whose compiled code is
-    /// kept in the cache).
+    /// The wasm for the runner: the bytes read, or the cached blob; the compiled code of
+    /// either is kept in the cache (for bytes, when it is to run).
     fn wasm(&self) -> wasm_oci_shim::Wasm<'_> {
         match &self.source {
-            Source::Bytes(bytes) => wasm_oci_shim::Wasm::Bytes { bytes, cache: None },
+            Source::Bytes(bytes) => wasm_oci_shim::Wasm::Bytes {
+                bytes,
+                cache: self.compiled.as_ref(),
+            },
             Source::Cached { cache, artifact } => wasm_oci_shim::Wasm::Cached {
                 cache,
                 digest: &artifact.entry.layer_digest,
             },
         }
     }
+}
+
+/// A module in the text format (what `wat::Detect` reads as text: a `(` after whitespace
+/// and comments) made binary, as wasmtime runs it; anything else as it is.
+fn from_text(path: &Path, bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    if wat::Detect::from_bytes(&bytes) != wat::Detect::WasmText {
+        return Ok(bytes);
+    }
+    wat::parse_bytes(&bytes)
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|mut e| {
+            // wat's message is a snippet over several lines: one line, as every error here,
+            // `FILE:LINE:COL: what`, as compilers say it.
+            e.set_path(path);
+            let text = e.to_string();
+            let mut lines = text.lines();
+            let message = lines.next().unwrap_or_default();
+            match lines.next().and_then(|l| l.trim().strip_prefix("--> ")) {
+                Some(at) => anyhow::anyhow!("{at}: {message}"),
+                None => anyhow::anyhow!("{}: {message}", path.display()),
+            }
+        })
+}
+
+/// The cache that keeps the compiled code of local files, when there is one to be had: a
+/// cache that cannot be opened only costs a compile per start.
+fn compiled_cache(global: &GlobalOptions) -> Option<Cache> {
+    let dir = global.cache_dir().ok()?;
+    Cache::open(&dir)
+        .inspect_err(|e| tracing::debug!(error = %e, "compiled code of local files is not kept"))
+        .ok()
 }
 
 /// Refuses a config whose `component` section lists an import this host does not provide.
@@ -483,7 +570,7 @@ fn looks_like_file(arg: &str) -> bool {
         || arg.starts_with("./")
         || arg.starts_with("../")
         || Path::new(arg).is_file()
-        || (arg.ends_with(".wasm") && !arg.contains(':'))
+        || ((arg.ends_with(".wasm") || arg.ends_with(".wat")) && !arg.contains(':'))
 }
 
 #[cfg(test)]
@@ -498,6 +585,7 @@ mod tests {
             "../a",
             "hello.wasm",
             "dir/hello.wasm",
+            "hello.wat",
         ] {
             assert!(looks_like_file(file), "{file}");
         }
@@ -509,5 +597,29 @@ mod tests {
         ] {
             assert!(!looks_like_file(reference), "{reference}");
         }
+    }
+
+    #[test]
+    fn the_verb_is_found_past_the_options_before_it() {
+        let verb = |line: &str| verb_of(line.split_whitespace()).map(str::to_owned);
+        assert_eq!(verb("run -v x"), Some("run".into()));
+        assert_eq!(verb("--cache-dir run serve x"), Some("serve".into()));
+        assert_eq!(verb("--plain-http -u run pull x"), Some("pull".into()));
+        assert_eq!(verb("--plain-http"), None);
+    }
+
+    #[test]
+    fn text_modules_are_made_binary_and_binary_ones_kept() {
+        let wat = b"(module (func (export \"_start\")))".to_vec();
+        let wasm = from_text(Path::new("a.wat"), wat).unwrap();
+        assert!(wasm.starts_with(b"\0asm"));
+        assert_eq!(from_text(Path::new("a.wat"), wasm.clone()).unwrap(), wasm);
+        // Not text, not wasm: left for the runner to say what it starts with.
+        assert_eq!(
+            from_text(Path::new("a.wasm"), b"ELF...".to_vec()).unwrap(),
+            b"ELF..."
+        );
+        let e = from_text(Path::new("bad.wat"), b"(module (func (oops)))".to_vec()).unwrap_err();
+        assert!(format!("{e:#}").contains("bad.wat"), "{e:#}");
     }
 }

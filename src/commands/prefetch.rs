@@ -43,7 +43,7 @@ pub struct PrefetchCommand {
     no_compile: bool,
 
     /// Print the results as JSON on stdout: a list of reference, digest (the manifest's),
-    /// layer_digest, size, downloaded, compiled and error
+    /// layer_digest, layer_media_type, size, downloaded, compiled and error
     #[arg(long)]
     json: bool,
 
@@ -62,6 +62,8 @@ struct Outcome {
     digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     layer_digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layer_media_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     size: Option<u64>,
     downloaded: bool,
@@ -112,7 +114,7 @@ impl PrefetchCommand {
         let mut fetcher = Fetcher::new(global.open_cache()?, global.registry_options(registry)?)
             .with_policy(Arc::new(trust))
             .keeping_signatures();
-        if let Some(bars) = bars {
+        if let Some(bars) = bars.clone() {
             fetcher = fetcher.with_progress(bars);
         }
         let fetcher = Arc::new(fetcher);
@@ -157,6 +159,10 @@ impl PrefetchCommand {
                 .collect(),
         )?;
         let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+        // The summary on a clean screen: no bar (the total's) left above or between its lines.
+        if let Some(bars) = &bars {
+            bars.clear();
+        }
         if self.json {
             crate::print_json(&outcomes)?;
         } else {
@@ -166,7 +172,8 @@ impl PrefetchCommand {
                 outcomes.len(),
                 started.elapsed()
             );
-            for f in &failed {
+            // Without bars, each failure was printed as it happened: once is enough.
+            for f in failed.iter().filter(|_| !plain) {
                 eprintln!(
                     "  failed {}: {}",
                     f.reference,
@@ -187,6 +194,7 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
         reference: name.to_owned(),
         digest: None,
         layer_digest: None,
+        layer_media_type: None,
         size: None,
         downloaded: false,
         compiled: false,
@@ -208,6 +216,7 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
     };
     outcome.digest = Some(pulled.entry.manifest_digest.to_string());
     outcome.layer_digest = Some(pulled.entry.layer_digest.to_string());
+    outcome.layer_media_type = Some(pulled.entry.layer_media_type.clone());
     outcome.size = Some(pulled.entry.size);
     outcome.downloaded = pulled.downloaded;
     if !runners.is_empty() {

@@ -1,7 +1,6 @@
 //! `wasm-oci push FILE REF`: publish a wasm module or component as an OCI artifact.
 
-use std::path::PathBuf;
-
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
@@ -57,6 +56,7 @@ enum Format {
 impl PushCommand {
     /// Pushes and reports.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        swapped(&self.file, &self.reference)?;
         let reference = parse_reference(&self.reference)?;
         let fetcher = global.fetcher(reference.registry())?;
         let format = match self.format {
@@ -95,4 +95,25 @@ impl PushCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Refuses REF FILE (the order of `oras push` and `wkg oci push`) with both named for what
+/// they look like, before anything is read or sent.
+fn swapped(file: &Path, reference: &str) -> anyhow::Result<()> {
+    if file.is_file() {
+        return Ok(());
+    }
+    let file_text = file.to_string_lossy();
+    if super::looks_like_file(reference) && parse_reference(&file_text).is_ok() {
+        let p = wasm_oci_fetcher::text::printable;
+        anyhow::bail!(
+            "push takes FILE then REF: {} looks like a file and {} like a reference (oras and \
+             wkg take them the other way round); run `wasm-oci push {} {}`",
+            p(reference),
+            p(&file_text),
+            p(reference),
+            p(&file_text)
+        );
+    }
+    Ok(())
 }

@@ -53,55 +53,55 @@ pub struct RunCommand {
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
-    command: Vec<String>,
+    pub(super) command: Vec<String>,
 
     /// When to ask the registry
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
-    pull: PullPolicy,
+    pub(super) pull: PullPolicy,
 
     #[command(flatten)]
-    trust: super::PolicyOption,
+    pub(super) trust: super::PolicyOption,
 
     /// Give the guest a host directory: HOST[::GUEST][:ro]. Read-write unless :ro; without
     /// ::GUEST the guest sees it at the host's path. Repeatable
     #[arg(long = "dir", value_name = "HOST[::GUEST][:ro]")]
-    dirs: Vec<Preopen>,
+    pub(super) dirs: Vec<Preopen>,
 
     /// Set an environment variable for the guest, or pass one of yours with --env KEY. Repeatable
     #[arg(long = "env", value_name = "KEY[=VALUE]")]
-    envs: Vec<String>,
+    pub(super) envs: Vec<String>,
 
     /// Cap the guest's linear memories and tables together (a table element counts 8 bytes),
     /// e.g. 16MiB
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    max_memory: Option<usize>,
+    pub(super) max_memory: Option<usize>,
 
     /// Stop the guest after this long, e.g. 1s, 500ms, 2m
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    timeout: Option<Duration>,
+    pub(super) timeout: Option<Duration>,
 
     /// Stop the guest after it has used this much fuel (about one unit per wasm instruction)
     #[arg(long, value_name = "N")]
-    fuel: Option<u64>,
+    pub(super) fuel: Option<u64>,
 
     /// The guest's argv[0] [default: the module as given]
     #[arg(long, value_name = "NAME")]
-    argv0: Option<String>,
+    pub(super) argv0: Option<String>,
 
     #[command(flatten)]
-    network: NetworkArgs,
+    pub(super) network: NetworkArgs,
 
     #[command(flatten)]
-    http: HttpArgs,
+    pub(super) http: HttpArgs,
 
     #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
 }
 
 /// What a command component may do with wasi:sockets: nothing unless allowed here.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Network (wasi:sockets, for components; denied by default)")]
-struct NetworkArgs {
+pub(super) struct NetworkArgs {
     /// Let the guest connect (TCP) and send (UDP) to this address or network: HOST:PORT,
     /// IP:PORT, CIDR (any port) or CIDR:PORT; a HOST is resolved once, at start. Repeatable
     #[arg(long = "allow-connect", value_name = "HOST:PORT|CIDR[:PORT]")]
@@ -117,6 +117,17 @@ struct NetworkArgs {
 }
 
 impl NetworkArgs {
+    /// The first option given, as typed, for an error that says it does not apply.
+    fn first_given(&self) -> Option<&'static str> {
+        [
+            (!self.allow_connect.is_empty(), "--allow-connect"),
+            (!self.allow_bind.is_empty(), "--allow-bind"),
+            (self.allow_dns, "--allow-dns"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+    }
+
     fn policy(&self) -> anyhow::Result<SocketPolicy> {
         let mut connect = Vec::new();
         for spec in &self.allow_connect {
@@ -134,9 +145,10 @@ impl NetworkArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "HTTP (wasi:http/proxy components)")]
 pub(super) struct HttpArgs {
-    /// Socket address to listen on (port 0: any free port, printed when listening)
-    #[arg(long, value_name = "SOCKADDR", default_value = "127.0.0.1:8080")]
-    addr: SocketAddr,
+    /// Address to listen on: HOST:PORT, IP:PORT, or a PORT alone (on 127.0.0.1); port 0
+    /// picks a free one, printed when listening
+    #[arg(long, value_name = "[HOST:]PORT", default_value = "127.0.0.1:8080", value_parser = parse_listen_addr)]
+    addr: ListenAddr,
 
     /// Requests handled at once; more wait for a free slot
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENCY)]
@@ -185,8 +197,15 @@ impl RunCommand {
         global: &GlobalOptions,
         serve_only: bool,
     ) -> anyhow::Result<ExitCode> {
+        self.check_words()?;
         let trust = self.trust.load()?;
+        // What the options say is checked before anything is pulled or compiled: a mistake
+        // costs no download and no compile.
+        let sockets = self.network.policy()?;
         let resolved = Resolved::to_run(global, self.module(), self.pull, &trust)?;
+        if resolved.is_proxy() {
+            self.check_proxy_options()?;
+        }
         let run_engine = EngineOptions {
             interruptible: self.timeout.is_some(),
             fuel: self.fuel.is_some(),
@@ -201,7 +220,10 @@ impl RunCommand {
         };
         let (runner, loaded) = loop {
             let runner = Runner::new(engine)?;
-            let loaded = runner.load(&resolved.path, resolved.wasm()).naming(
+            let loaded = crate::progress::while_compiling(self.module(), || {
+                runner.load(&resolved.path, resolved.wasm())
+            })
+            .naming(
                 &[self.module(), &resolved.path.display().to_string()],
                 || format!("loading {}", self.module()),
             )?;
@@ -233,7 +255,7 @@ impl RunCommand {
             ),
             _ => {}
         }
-        let options = self.run_options()?;
+        let options = self.run_options(sockets);
         match runner.run(&resolved.path, &loaded, &options) {
             Ok(outcome) => {
                 if let (Some(bytes), Some(limit)) = (outcome.memory_denied, self.max_memory)
@@ -283,13 +305,7 @@ impl RunCommand {
         let Loaded::Component(component) = loaded else {
             unreachable!("only components are proxies")
         };
-        if self.fuel.is_some() || !self.dirs.is_empty() || !self.args().is_empty() {
-            bail!(
-                "{} is a wasi:http/proxy component: --fuel, --dir and guest arguments are for \
-                 commands; see `wasm-oci serve --help`",
-                self.module()
-            );
-        }
+        self.check_proxy_options()?;
         let options = ServeOptions {
             env: self.env(),
             max_concurrency: self.http.max_concurrency,
@@ -310,8 +326,8 @@ impl RunCommand {
         let server = runner
             .proxy(&resolved.path, component, options)
             .with_context(|| format!("serving {}", self.module()))?;
-        let listener = std::net::TcpListener::bind(self.http.addr)
-            .with_context(|| format!("listening on {}", self.http.addr))?;
+        let listener = std::net::TcpListener::bind(&self.http.addr.addrs[..])
+            .with_context(|| format!("listening on {}", self.http.addr.text))?;
         let local = listener
             .local_addr()
             .context("reading the listening address")?;
@@ -354,12 +370,68 @@ impl RunCommand {
         }
     }
 
-    fn run_options(&self) -> anyhow::Result<RunOptions> {
+    /// Refuses what a proxy component cannot use, naming it: a proxy gets requests, not a
+    /// command's arguments, directories, fuel or sockets.
+    fn check_proxy_options(&self) -> anyhow::Result<()> {
+        let given = [
+            (self.fuel.is_some(), "--fuel"),
+            (!self.dirs.is_empty(), "--dir"),
+            (self.argv0.is_some(), "--argv0"),
+            (!self.args().is_empty(), "guest arguments"),
+        ]
+        .into_iter()
+        .filter_map(|(given, name)| given.then_some(name))
+        .chain(self.network.first_given())
+        .collect::<Vec<_>>();
+        if !given.is_empty() {
+            bail!(
+                "{} is a wasi:http/proxy component, which takes none of these options of \
+                 commands: {}; see `wasm-oci serve --help`",
+                self.module(),
+                given.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Refuses a module that reads as an option (`-v`, `--volume`, a misspelt flag): clap
+    /// takes any word as the module, since everything from there on is the guest's. Warns
+    /// about wasm-oci's own options after the module, which go to the guest.
+    fn check_words(&self) -> anyhow::Result<()> {
+        let module = self.module();
+        if module.starts_with('-') && module != "-" {
+            bail!(
+                "{}",
+                unknown_option(module, self.command.get(1).map(String::as_str))
+            );
+        }
+        if self.command.get(1).is_some_and(|w| w == "--") {
+            return Ok(());
+        }
+        let own = own_long_options();
+        for word in self.args() {
+            let Some(name) = word.strip_prefix("--") else {
+                continue;
+            };
+            let name = name.split('=').next().unwrap_or_default();
+            if own.iter().any(|o| o == name) {
+                eprintln!(
+                    "warning: --{} after the module is passed to the guest, not to wasm-oci: \
+                     wasm-oci's options go before the module (write `--` after the module to \
+                     pass guest arguments without this warning)",
+                    wasm_oci_fetcher::text::printable(name)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn run_options(&self, sockets: SocketPolicy) -> RunOptions {
         let argv0 = self
             .argv0
             .clone()
             .unwrap_or_else(|| self.module().to_owned());
-        Ok(RunOptions {
+        RunOptions {
             args: std::iter::once(argv0)
                 .chain(self.args().iter().cloned())
                 .collect(),
@@ -368,15 +440,112 @@ impl RunCommand {
             max_memory: self.max_memory,
             timeout: self.timeout,
             fuel: self.fuel,
-            sockets: self.network.policy()?,
+            sockets,
             ..RunOptions::default()
-        })
+        }
     }
+}
+
+/// The long options of `run`, without their dashes (`help` and `version` excepted: a guest
+/// is asked for its help as often as wasm-oci).
+pub(super) fn own_long_options() -> Vec<String> {
+    let command = <RunCommand as Args>::augment_args(clap::Command::new("run"));
+    command
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|l| !matches!(*l, "help" | "version"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What to say of `word`, an option `run` does not have, given before the module; `next` is
+/// the word after it (the value of a docker option, to show in wasm-oci's spelling).
+fn unknown_option(word: &str, next: Option<&str>) -> String {
+    let shown = wasm_oci_fetcher::text::printable(word);
+    let name = word.split('=').next().unwrap_or(word);
+    let value = word.split_once('=').map(|(_, v)| v).or(next);
+    let hint = match name {
+        "-v" | "--volume" | "--mount" => {
+            // docker's HOST:GUEST[:ro] is wasmtime's HOST::GUEST[:ro].
+            let example = value
+                .and_then(|v| {
+                    let (host, rest) = v.split_once(':')?;
+                    (!rest.starts_with(':')).then(|| format!("--dir {host}::{rest}"))
+                })
+                .unwrap_or_else(|| "--dir HOST::GUEST".to_owned());
+            format!("use {}", wasm_oci_fetcher::text::printable(&example))
+        }
+        "-e" => "use --env KEY=VALUE".to_owned(),
+        "-m" | "--memory" => "use --max-memory SIZE".to_owned(),
+        "-p" | "--publish" | "--port" | "--listen" => "use --addr [HOST:]PORT".to_owned(),
+        "-w" | "--workdir" | "--mapdir" => "use --dir HOST::GUEST".to_owned(),
+        _ => match closest_option(name) {
+            Some(option) => format!("did you mean --{option}? `wasm-oci run --help` lists them"),
+            None => "`wasm-oci run --help` lists wasm-oci's options, which go before the module"
+                .to_owned(),
+        },
+    };
+    format!("unknown option {shown} ({hint})")
+}
+
+/// The option of `run` that `--name` was probably meant to be: one that starts with it, or
+/// that it starts with.
+fn closest_option(name: &str) -> Option<String> {
+    let name = name.strip_prefix("--")?;
+    if name.len() < 3 {
+        return None;
+    }
+    own_long_options()
+        .into_iter()
+        .find(|o| o.starts_with(name) || name.starts_with(o.as_str()))
+}
+
+/// Where `--addr` listens: what was typed, and the addresses it names, tried in order.
+#[derive(Debug, Clone)]
+pub(super) struct ListenAddr {
+    text: String,
+    addrs: Vec<SocketAddr>,
+}
+
+/// Reads `--addr`: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (resolved now), or a bare `PORT` on
+/// 127.0.0.1, the default host.
+fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
+    let t = text.trim();
+    let usage = "expected HOST:PORT, IP:PORT or PORT, e.g. 0.0.0.0:8080, localhost:8080 or 8080";
+    let spec = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{t}")
+    } else {
+        t.to_owned()
+    };
+    if let Ok(addr) = spec.parse::<SocketAddr>() {
+        return Ok(ListenAddr {
+            text: spec,
+            addrs: vec![addr],
+        });
+    }
+    let Some((host, port)) = spec.rsplit_once(':') else {
+        return Err(usage.to_owned());
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port: {usage}"))?;
+    if host.is_empty() || host.contains([':', '[', ']', '/']) {
+        return Err(usage.to_owned());
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
+    Ok(ListenAddr { text: spec, addrs })
 }
 
 /// Completes on the first SIGTERM or SIGINT.
 fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
+    // SIGINT drains the server now; progress bars of the pull before do not end it.
+    crate::progress::sigint_taken();
     let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     Ok(async move {
@@ -386,4 +555,46 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
         }
         eprintln!("Shutting down: finishing the requests in flight");
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addr_takes_a_port_a_host_name_or_an_address() {
+        let a = parse_listen_addr("8080").unwrap();
+        assert_eq!(a.addrs, ["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]);
+        let a = parse_listen_addr("0.0.0.0:0").unwrap();
+        assert_eq!(a.addrs, ["0.0.0.0:0".parse::<SocketAddr>().unwrap()]);
+        let a = parse_listen_addr("[::1]:80").unwrap();
+        assert_eq!(a.addrs, ["[::1]:80".parse::<SocketAddr>().unwrap()]);
+        let a = parse_listen_addr("localhost:8080").unwrap();
+        assert!(
+            a.addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 8080)
+        );
+        for bad in ["", "localhost", "x:y", "70000", ":80", "a/b:80"] {
+            assert!(parse_listen_addr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn docker_spellings_get_wasm_oci_s() {
+        assert_eq!(
+            unknown_option("-v", Some("./d:/d")),
+            "unknown option -v (use --dir ./d::/d)"
+        );
+        assert_eq!(
+            unknown_option("--volume=./d:/d:ro", None),
+            "unknown option --volume=./d:/d:ro (use --dir ./d::/d:ro)"
+        );
+        assert_eq!(
+            unknown_option("-e", Some("A=1")),
+            "unknown option -e (use --env KEY=VALUE)"
+        );
+        assert!(unknown_option("--max-mem", None).contains("did you mean --max-memory?"));
+        assert!(unknown_option("--nosuchflag", None).contains("`wasm-oci run --help`"));
+    }
 }

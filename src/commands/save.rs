@@ -40,6 +40,9 @@ pub struct SaveCommand {
     json: bool,
 
     #[command(flatten)]
+    trust: super::PolicyOption,
+
+    #[command(flatten)]
     pub(super) registry: crate::RegistryArgs,
 }
 
@@ -49,13 +52,14 @@ impl SaveCommand {
         let mut entries = Vec::new();
         // Held until the layout is written, so that a prune cannot take a blob away meanwhile.
         let mut held = Vec::new();
+        let trust = self.trust.load()?;
         for name in &self.references {
-            let mut resolved = Resolved::new(global, name, PullPolicy::Missing)?;
+            let mut resolved = Resolved::new(global, name, PullPolicy::Missing, &trust)?;
             let (_, entry) = resolved
                 .cached()
                 .with_context(|| format!("{name} is not a registry reference"))?;
             if entry.config_digest.is_none() {
-                resolved = Resolved::new(global, name, PullPolicy::Always)?;
+                resolved = Resolved::new(global, name, PullPolicy::Always, &trust)?;
             }
             entries.push(resolved.cached().expect("a reference").1.clone());
             held.push(resolved);

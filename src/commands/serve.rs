@@ -1,11 +1,14 @@
 //! `wasm-oci serve REF|FILE`: serve a `wasi:http/proxy` component over HTTP.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
-use super::RunCommand;
+use super::run::HttpArgs;
+use super::{PullPolicy, RunCommand};
 use crate::GlobalOptions;
+use crate::units::{parse_duration, parse_size};
 
 /// Serve a wasi:http/proxy component over HTTP/1.1, from a reference or a local file.
 ///
@@ -24,17 +27,60 @@ use crate::GlobalOptions;
 /// Examples:
 ///     wasm-oci serve localhost:5000/hello-http:v1
 ///     wasm-oci serve --addr 0.0.0.0:8080 --max-memory 64MiB --timeout 5s ./proxy.wasm
-///     wasm-oci serve --allow-http api.example.com --allow-http 127.0.0.1:9000 localhost:5000/gw:v2
+///     wasm-oci serve --addr 9000 --allow-http api.example.com localhost:5000/gw:v2
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ServeCommand {
+    /// A reference such as localhost:5000/hello-http:v1, a path to a .wasm file, or an OCI
+    /// layout as oci:DIR[:TAG]
+    #[arg(value_name = "REF|FILE")]
+    module: String,
+
+    /// When to ask the registry
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pull: PullPolicy,
+
     #[command(flatten)]
-    pub(super) run: RunCommand,
+    trust: super::PolicyOption,
+
+    /// Set an environment variable for the component, or pass one of yours with --env KEY.
+    /// Repeatable
+    #[arg(long = "env", value_name = "KEY[=VALUE]")]
+    envs: Vec<String>,
+
+    /// Cap each request's instance: its linear memories and tables together, e.g. 64MiB
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<usize>,
+
+    /// Answer 504 when a request takes longer than this, e.g. 5s
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    #[command(flatten)]
+    http: HttpArgs,
+
+    #[command(flatten)]
+    pub(super) registry: crate::RegistryArgs,
 }
 
 impl ServeCommand {
-    /// Resolves the component and serves it.
+    /// Resolves the component and serves it, as `run` serves a proxy, with none of a
+    /// command's options.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
-        self.run.execute_as(global, true)
+        let run = RunCommand {
+            command: vec![self.module],
+            pull: self.pull,
+            trust: self.trust,
+            dirs: Vec::new(),
+            envs: self.envs,
+            max_memory: self.max_memory,
+            timeout: self.timeout,
+            fuel: None,
+            argv0: None,
+            network: Default::default(),
+            http: self.http,
+            registry: self.registry,
+        };
+        run.execute_as(global, true)
     }
 }

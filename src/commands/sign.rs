@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Args;
 use wasm_oci_fetcher::parse_reference;
 use wasm_oci_fetcher::trust::key::PrivateKey;
@@ -63,7 +63,9 @@ impl SignCommand {
         let signed = crate::block_on(fetcher.sign(&reference, &digest, &key))?
             .with_context(|| format!("signing {}", self.reference))?;
         if self.json {
-            crate::print_json(&signed)?;
+            let mut json = serde_json::to_value(&signed)?;
+            json["key_fingerprint"] = super::output::fingerprint(&signed.key_fingerprint).into();
+            crate::print_json(&json)?;
         } else {
             // Result lines on stdout, as push and pull print theirs.
             crate::outln!("Signed: {} ({})", signed.reference, signed.digest);
@@ -78,13 +80,27 @@ impl SignCommand {
     }
 }
 
-/// Reads a private key file; an encrypted one is opened with COSIGN_PASSWORD.
+/// Reads a private key file; an encrypted one is opened with COSIGN_PASSWORD, the one way
+/// `sign` and `push --sign-key` take its password (their --password-stdin is the registry's).
 pub(super) fn read_private_key(path: &Path) -> anyhow::Result<PrivateKey> {
+    use wasm_oci_fetcher::trust::key::KeyError;
     let pem = wasm_oci_fetcher::trust::read_trust_file(path, wasm_oci_fetcher::trust::MAX_KEY_FILE)
         .with_context(|| format!("reading the key {}", path.display()))?;
-    PrivateKey::from_pem(&pem, || {
+    let key = PrivateKey::from_pem(&pem, || {
         std::env::var_os("COSIGN_PASSWORD")
             .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
-    })
-    .with_context(|| format!("the key {} cannot be used", path.display()))
+    });
+    let shown = path.display();
+    match key {
+        Ok(key) => Ok(key),
+        Err(KeyError::NeedsPassword) => bail!(
+            "the key {shown} is encrypted: set COSIGN_PASSWORD to its password (here \
+             --password-stdin is the registry's password, not the key's)"
+        ),
+        Err(KeyError::WrongPassword) => bail!(
+            "the key {shown} cannot be used: COSIGN_PASSWORD does not decrypt it; set it to \
+             the password the key was made with"
+        ),
+        Err(e) => Err(e).with_context(|| format!("the key {shown} cannot be used")),
+    }
 }

@@ -91,7 +91,7 @@ impl VerifyCommand {
             crate::print_json(&Output {
                 reference: &self.reference,
                 digest: &digest,
-                key_fingerprint: key.fingerprint(),
+                key_fingerprint: &super::output::fingerprint(key.fingerprint()),
                 valid: &valid,
                 invalid: &invalid,
             })?;

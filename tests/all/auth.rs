@@ -6,13 +6,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
 use crate::support::{
-    Registry, Secure, WasmOci, describe, output_with_stdin, stderr, testdata, without_trust_store,
+    HELLO, Registry, Secure, WasmOci, describe, output_with_stdin, stderr, testdata,
+    without_trust_store,
 };
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pa55word";
-const HELLO: &str = "Hello from WebAssembly!\n";
-
 fn secure_registry() -> Registry {
     Registry::start_secure(Secure {
         tls: true,

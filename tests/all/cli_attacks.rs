@@ -1,11 +1,14 @@
-//! Red team of the command line: what a terminal shows when the registry (here: the module
-//! bytes it serves) is hostile. A module's names are registry-controlled text; wasm-oci's own
-//! `Error:` lines must print them escaped, as `inspect` already does, never raw (an ANSI escape,
-//! a carriage return or a newline that forges a second `Pulled:`/`Valid:` line).
+//! Red team of the command line: what a terminal shows when the registry is hostile. A
+//! module's names and a registry's text (error bodies, annotations) are registry-controlled;
+//! wasm-oci's own lines must print them escaped, as `inspect` already does, never raw (an ANSI
+//! escape, a carriage return or a newline that forges a second `Pulled:`/`Valid:` line).
 
 use std::fs;
 
-use crate::support::{Registry, WasmOci, describe, stderr};
+use crate::support::{
+    Artifact, MANIFEST_TYPE, Registry, Reply, Server, WasmOci, assert_no_ansi, describe, honest,
+    sha256, stderr,
+};
 
 /// Text a hostile module names itself with: colours, a carriage return and a forged line.
 const EVIL: &str = "\x1b[31mRED\rPulled: evil\nValid: forged";
@@ -184,45 +187,108 @@ fn compile_and_prefetch_print_a_hostile_modules_names_escaped() {
     }
 }
 
-/// Hole: `prune --dry-run` counts the blobs of the references it would remove twice, once
-/// with the reference and again as blobs "no remaining reference uses" (they are still on
-/// disk in a dry run), whenever they are older than the sweep's grace: it promises to free
-/// more blobs and bytes than the real prune then frees.
 #[test]
-fn a_dry_run_prune_says_what_the_prune_then_does() {
-    let registry = Registry::start();
-    let cli = WasmOci::new();
-    let hello = crate::support::testdata("hello.wasm");
-    let reference = registry.reference("dryrun:v1");
-    cli.ok(&["push", hello.to_str().unwrap(), &reference]);
-    cli.ok(&["pull", &reference]);
-    // An hour later (libfaketime): the blobs are older than the sweep's ten-minute grace,
-    // as any cache's are in real use.
-    let before = cli.blobs();
-    let report = |args: &[&str]| -> serde_json::Value {
-        let out = cli
-            .command()
-            .env(
-                "LD_PRELOAD",
-                "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-            )
-            .env("FAKETIME", "+1h")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", describe(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let dry = report(&["cache", "prune", "--max-size", "1", "--dry-run", "--json"]);
-    assert_eq!(cli.blobs(), before, "--dry-run removed something");
-    let real = report(&["cache", "prune", "--max-size", "1", "--json"]);
-    assert_eq!(
-        real["removed_refs"], dry["removed_refs"],
-        "dry {dry}\nreal {real}"
+fn registry_text_reaches_the_terminal_escaped() {
+    let hostile = "\u{1b}[2J\u{1b}]0;owned\u{7}\rall is well";
+    let envelope = serde_json::json!({
+        "errors": [{"code": "UNSUPPORTED", "message": hostile}]
+    })
+    .to_string();
+    for body in [envelope, hostile.to_owned()] {
+        let registry = Server::start(move |request| {
+            if request.path == "/v2/" {
+                Reply::new(200)
+            } else {
+                Reply::new(400).body(body.clone())
+            }
+        });
+        let out = WasmOci::new().run(&["pull", &format!("{}/hello:v1", registry.addr)]);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        assert_no_ansi(&out);
+        assert!(
+            stderr(&out).contains(r"\u{1b}[2J\u{1b}]0;owned\u{7}\rall is well"),
+            "{}",
+            describe(&out)
+        );
+    }
+
+    // A manifest's strings too: its media types are in the message of a non-wasm artifact.
+    let mut artifact = Artifact::hello();
+    let manifest = String::from_utf8(artifact.manifest.clone())
+        .unwrap()
+        .replace("\"application/wasm\"", "\"application/\\u001b[31mevil\"");
+    artifact.manifest = manifest.into_bytes();
+    let registry = Server::start(honest(artifact));
+    let out = WasmOci::new().run(&["pull", &format!("{}/hello:v1", registry.addr)]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_no_ansi(&out);
+    assert!(
+        stderr(&out).contains(r"application/\u{1b}[31mevil"),
+        "{}",
+        describe(&out)
     );
-    assert_eq!(
-        (&dry["removed_blobs"], &dry["freed"]),
-        (&real["removed_blobs"], &real["freed"]),
-        "the dry run promised other numbers than the prune delivered:\ndry  {dry}\nreal {real}"
+}
+
+/// Red team: `inspect` and `pull -o DIR` print registry-controlled text raw. The config's
+/// media type, a second (non-wasm) layer's media type and digest, the wasm's own import and
+/// export names, and the layer's title (as the written file's name) all come from the
+/// registry; none goes through `printable`.
+#[test]
+fn inspect_and_pull_print_registry_text_escaped() {
+    const EVIL: &str = "\u{1b}[2J\u{1b}]0;owned\u{7}";
+    let wasm = wat::parse_str(
+        r#"(module (import "\1b[2J\1b]0;owned\07" "f" (func))
+             (func (export "\1b[31m_start")))"#,
+    )
+    .unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({})).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {
+            "mediaType": format!("application/vnd.wasm.config.v0+json{EVIL}"),
+            "digest": sha256(&config), "size": config.len(),
+        },
+        "layers": [
+            {
+                "mediaType": "application/wasm",
+                "digest": sha256(&wasm), "size": wasm.len(),
+                "annotations": {"org.opencontainers.image.title": format!("{EVIL}.wasm")},
+            },
+            {
+                "mediaType": format!("text/plain{EVIL}"),
+                "digest": format!("sha256:{EVIL}"), "size": 1,
+            },
+        ],
+    }))
+    .unwrap();
+    let artifact = Artifact {
+        wasm,
+        config,
+        manifest,
+    };
+    let registry = Server::start(honest(artifact));
+    let node = WasmOci::new();
+    let reference = format!("{}/evil:v1", registry.addr);
+    let out_dir = tempfile::tempdir().unwrap();
+    let pulled = node.run(&["pull", &reference, "-o", out_dir.path().to_str().unwrap()]);
+    let inspected = node.run(&["inspect", &reference]);
+    let mut raw = Vec::new();
+    for (what, out) in [("pull -o", &pulled), ("inspect", &inspected)] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in all.lines() {
+            if line.contains('\u{1b}') || line.contains('\u{7}') {
+                raw.push(format!("{what}: {line:?}"));
+            }
+        }
+    }
+    assert!(
+        raw.is_empty(),
+        "raw control characters of the registry reached the terminal:\n{}",
+        raw.join("\n")
     );
 }

@@ -7,10 +7,9 @@ use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::proxy::{Fault, Proxy};
-use crate::support::padded_hello;
 use crate::support::{
-    Registry, Secure, WasmOci, describe, free_port, output_with_stdin, secret, stderr, testdata,
+    Fault, Proxy, Registry, Secure, WasmOci, describe, free_port, output_with_stdin, padded_hello,
+    secret, stderr, testdata,
 };
 
 /// `cli`'s command as a user runs it: the default log level, and the log on stderr.

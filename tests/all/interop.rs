@@ -3,9 +3,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::support::{Registry, WasmOci, describe, manifest, oras_python, stderr, testdata};
-
-const HELLO: &str = "Hello from WebAssembly!\n";
+use crate::support::{HELLO, Registry, WasmOci, describe, manifest, oras_python, stderr, testdata};
 
 /// Pushes `files` (`name:media-type`) with the ORAS Python SDK, from a directory holding
 /// hello.wasm and the given extra files.

@@ -5,9 +5,10 @@
 use std::fs;
 use std::process::Command;
 
-use crate::containerd::{ALLOW_LOOPBACK, Containerd, HELLO, stdout};
-use crate::proxy::{Fault, Proxy};
-use crate::support::{Registry, Secure, WasmOci, describe, secret, stderr, testdata};
+use crate::support::{
+    ALLOW_LOOPBACK, Containerd, Fault, HELLO, Proxy, Registry, Secure, WasmOci, describe, secret,
+    stderr, stdout, testdata,
+};
 
 const REPO: &str = "edge/hello:v1";
 

@@ -2,10 +2,8 @@
 
 use std::fs;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use crate::proxy::{Fault, Proxy};
-use crate::support::{Registry, WasmOci, describe, padded_hello};
+use crate::support::{Fault, HELLO, Proxy, Registry, WasmOci, describe, padded_hello, wait_until};
 
 struct Setup {
     _registry: Registry,
@@ -61,7 +59,7 @@ fn a_cut_download_resumes_with_a_range_request() {
         "fetched {bytes} bytes for a {size}-byte blob"
     );
     assert!(cli.ingest().is_empty(), "{:?}", cli.ingest());
-    assert_eq!(cli.ok(&["run", &s.reference]), "Hello from WebAssembly!\n");
+    assert_eq!(cli.ok(&["run", &s.reference]), HELLO);
 }
 
 #[test]
@@ -91,13 +89,11 @@ fn a_download_killed_midway_resumes_in_the_next_process() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.proxy.seen(|seen| seen.half_sent) {
-        assert!(Instant::now() < deadline, "the download never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Let the client write what it received, then kill it without warning.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the download started", || {
+        s.proxy.seen(|seen| seen.half_sent)
+    });
+    // Once the client has written some of what it received, kill it without warning.
+    cli.wait_for_partial();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 

@@ -331,7 +331,7 @@ impl Pod {
         let cri = crate::cri::Cri::start_with(&[], shim_toml);
         cri.c.import(
             "registry.test/http:v1",
-            &[("proxy.wasm", &crate::serve::http_guests().proxy)],
+            &[("proxy.wasm", &crate::support::http_guests().proxy)],
             &["/proxy.wasm"],
         );
         let config = cri.pod_config("web", &[]);

@@ -117,7 +117,7 @@ pub fn load(
     let mut named = named.into_iter().peekable();
     while named.peek().is_some() {
         let chunk: Vec<_> = named.by_ref().take(REFS_BATCH).collect();
-        let holds = hold_blobs(cache, dir, &chunk, &had)?;
+        let lease = hold_blobs(cache, dir, &chunk, &had)?;
         let entries: Vec<RefEntry> = chunk
             .into_iter()
             .map(|(reference, artifact, signatures)| {
@@ -131,19 +131,17 @@ pub fn load(
                 .entry(reference, signatures, Default::default())
             })
             .collect();
-        cache.set_refs(&entries)?;
-        drop(holds);
+        lease.record_all(&entries)?;
         loaded.extend(entries);
     }
     Ok((loaded, replaced))
 }
 
-/// Makes sure every blob the artifacts of `chunk` use stays in the cache until they are
-/// recorded: those the cache had before (`had`) are held first (a hold may wait for a
-/// prune); then each this load stored is held unless it is so young that no prune can sweep
-/// it before the chunk is recorded ([`Cache::is_young_for`], one `stat` against a hold's
-/// five, which is most of a large load's blobs). A blob gone meanwhile is stored again from
-/// the layout at `dir`, and held.
+/// A lease that keeps every blob the artifacts of `chunk` use in the cache until they are
+/// recorded through it: those the cache had before (`had`) are held first (a hold may wait for
+/// a prune); then each this load stored is protected ([`wasm_oci_cache::Lease::protect`]:
+/// held unless so young that no prune can sweep it before the chunk is recorded). A blob gone
+/// meanwhile is stored again from the layout at `dir`, and held.
 fn hold_blobs(
     cache: &Cache,
     dir: &Path,
@@ -153,7 +151,7 @@ fn hold_blobs(
         Option<Box<wasm_oci_cache::Signatures>>,
     )],
     had: &std::collections::BTreeSet<Digest>,
-) -> Result<Vec<wasm_oci_cache::Hold>> {
+) -> Result<wasm_oci_cache::Lease> {
     let removed = |digest: &Digest, source: wasm_oci_cache::Error| {
         layout_err(
             dir,
@@ -174,20 +172,22 @@ fn hold_blobs(
     }
     // Those that may wait first, so that the young are looked at just before recording.
     blobs.sort_by_key(|(digest, _, _)| !had.contains(*digest));
-    let mut holds = Vec::new();
+    let lease = cache.begin();
     let mut gone = Vec::new();
     for (digest, size, artifact) in blobs {
-        if !had.contains(digest) && cache.is_young_for(digest, YOUNG_ENOUGH) {
-            continue;
-        }
-        match cache.hold(digest) {
-            Ok(hold) => holds.push(hold),
+        let protected = if had.contains(digest) {
+            lease.hold(digest)
+        } else {
+            lease.protect(digest, YOUNG_ENOUGH)
+        };
+        match protected {
+            Ok(()) => {}
             Err(wasm_oci_cache::Error::BlobNotFound { .. }) => gone.push((digest, size, artifact)),
             Err(e) => return Err(removed(digest, e)),
         }
     }
     if gone.is_empty() {
-        return Ok(holds);
+        return Ok(lease);
     }
     tracing::warn!(
         blobs = gone.len(),
@@ -200,9 +200,9 @@ fn hold_blobs(
     }
     batch.commit()?;
     for (digest, _, _) in gone {
-        holds.push(cache.hold(digest).map_err(|e| removed(digest, e))?);
+        lease.hold(digest).map_err(|e| removed(digest, e))?;
     }
-    Ok(holds)
+    Ok(lease)
 }
 
 /// Stages the layout's blob `digest` (from `content` when it was read already) unless the

@@ -18,6 +18,11 @@ pub(crate) enum Class {
     Certificate,
     /// The host could not be connected to, or did not answer in time.
     Unreachable,
+    /// A connection the egress rule forbids (see [`crate::egress`]) was not made: asking
+    /// again will not change that.
+    Egress,
+    /// A host name does not resolve: asking again will not change that.
+    UnknownHost,
     /// A server error or a connection broken mid-answer: may pass if asked again.
     Broken,
     /// Anything else: a client error, a violation of the spec.
@@ -70,6 +75,10 @@ pub(crate) fn classify(error: &OciDistributionError) -> Class {
             let status = e.status().map(|s| s.as_u16());
             if matches!(status, Some(401 | 403)) {
                 Class::Denied
+            } else if crate::egress::refusal_in(e).is_some() {
+                Class::Egress
+            } else if crate::egress::is_unknown_name(e) {
+                Class::UnknownHost
             } else if is_certificate_error(e) {
                 Class::Certificate
             } else if e.is_connect() || e.is_timeout() {

@@ -143,6 +143,29 @@ impl Credentials {
                     {
                         auth(RegistryAuth::Anonymous)
                     }
+                    // The helper the config names cannot be run at all: say which, and where it
+                    // is named, and go on without credentials (public content still pulls).
+                    Err(E::HelperCommunicationError) => {
+                        let helper = read_config(&path)
+                            .ok()
+                            .and_then(|config| helper_for(&config, config_key(registry)))
+                            .unwrap_or_default();
+                        let program = format!("docker-credential-{helper}");
+                        if !helper.is_empty() && !on_path(&program) {
+                            tracing::warn!(
+                                "{} names the credential helper {program} (credsStore or credHelpers), which is not installed; asking {registry} without credentials",
+                                path.display()
+                            );
+                            return auth(RegistryAuth::Anonymous);
+                        }
+                        Err(Error::Credentials {
+                            registry: registry.to_owned(),
+                            reason: format!(
+                                "the credential helper {program} that {} names cannot be run; install it, or remove it from that file",
+                                path.display()
+                            ),
+                        })
+                    }
                     Err(e) => Err(Error::Credentials {
                         registry: registry.to_owned(),
                         // The crate's messages name the helper and its output, never the secret.
@@ -150,6 +173,24 @@ impl Credentials {
                     }),
                 }
             }
+        }
+    }
+}
+
+impl Credentials {
+    /// Where the credentials for `registry` come from, for a message saying they were
+    /// refused: `--username`, or docker's config file.
+    pub(crate) fn source_for(&self, registry: &str) -> String {
+        match self {
+            Credentials::Explicit {
+                registry: named, ..
+            } if config_key(named) == config_key(registry) => {
+                "the credentials given with --username".to_owned()
+            }
+            _ => match docker_config_path() {
+                Some(path) => format!("the credentials stored for it in {}", path.display()),
+                None => "the stored credentials".to_owned(),
+            },
         }
     }
 }
@@ -164,6 +205,17 @@ fn helper_failure(e: &docker_credential::CredentialRetrievalError) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 /// Docker's config directory: `$DOCKER_CONFIG`, else `~/.docker`.
@@ -249,6 +301,11 @@ pub fn store(registry: &str, username: &str, password: &Secret) -> Result<PathBu
     }
     config["auths"][key] = serde_json::json!({ "auth": auth });
     write_config(&path, &config)?;
+    // As docker login says it: base64 is no protection.
+    tracing::warn!(
+        "the credentials for {registry} are stored unencrypted in {}; configure a credential helper (credsStore) to keep them elsewhere",
+        path.display()
+    );
     Ok(path)
 }
 

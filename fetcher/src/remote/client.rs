@@ -64,6 +64,7 @@ pub(crate) fn new_http(
     host: &hosts::Host,
     registry: &str,
     follow: bool,
+    guard: Option<crate::egress::Guard>,
 ) -> Result<Result<reqwest::Client, reqwest::Error>, Error> {
     let unusable = |path: &Path, reason: HostsError| Error::HostsConfig {
         path: path.to_owned(),
@@ -77,7 +78,10 @@ pub(crate) fn new_http(
     } else {
         (CONNECT_TIMEOUT, READ_TIMEOUT)
     };
-    let builder = base_builder(host.dial_timeout.unwrap_or(connect), silence, follow);
+    let mut builder = base_builder(host.dial_timeout.unwrap_or(connect), silence, follow);
+    if let Some(guard) = guard {
+        builder = guard.install(builder);
+    }
     if host.ca.is_empty() && host.client.is_empty() && !host.skip_verify {
         return Ok(default_http(options, roots, builder));
     }

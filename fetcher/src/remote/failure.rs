@@ -230,7 +230,8 @@ pub(crate) async fn failure(response: reqwest::Response) -> Failure {
         (s, None) => OciDistributionError::ServerError {
             code: s.as_u16(),
             url,
-            message: printable(&String::from_utf8_lossy(&body)),
+            // Without the line end most bodies close with, which would print as `\n`.
+            message: printable(String::from_utf8_lossy(&body).trim_end()),
         },
     };
     if https_only {

@@ -102,6 +102,12 @@ impl Registry {
         self
     }
 
+    /// Names where this host's credentials come from, said if they are refused.
+    pub(crate) fn with_credentials_from(mut self, from: String) -> Self {
+        self.authorizer.set_credentials_from(from);
+        self
+    }
+
     /// Whether `url` is on the registry's own origin (scheme, host and port): the only
     /// place its `Authorization` goes.
     fn owns(&self, url: &Url) -> bool {
@@ -156,6 +162,9 @@ impl Registry {
             if status == StatusCode::UNAUTHORIZED && bearer && owned && !renew {
                 renew = true;
                 continue;
+            }
+            if owned {
+                self.authorizer.refused(status);
             }
             return Err(failure(response).await);
         }

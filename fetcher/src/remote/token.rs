@@ -65,6 +65,10 @@ pub(crate) struct Authorizer {
     wants: tokio::sync::Mutex<Option<Wants>>,
     /// Bearer tokens by repository and operation, as `Authorization` values.
     tokens: std::sync::Mutex<BTreeMap<(String, RegistryOperation), HeaderValue>>,
+    /// Where its credentials come from, to say so once when they are refused.
+    credentials_from: Option<String>,
+    /// Whether that was said.
+    refusal_told: std::sync::atomic::AtomicBool,
 }
 
 impl Authorizer {
@@ -93,6 +97,31 @@ impl Authorizer {
             api_root,
             wants: tokio::sync::Mutex::new(wants),
             tokens: std::sync::Mutex::default(),
+            credentials_from: None,
+            refusal_told: Default::default(),
+        }
+    }
+
+    /// Names where the credentials come from (see [`Authorizer::refused`]).
+    pub(crate) fn set_credentials_from(&mut self, from: String) {
+        self.credentials_from = Some(from);
+    }
+
+    /// Says, once, that the credentials presented were refused (`status` 401 or 403): stale
+    /// stored credentials otherwise read as a registry that wants some.
+    pub(crate) fn refused(&self, status: StatusCode) {
+        let presented = !matches!(self.auth, RegistryAuth::Anonymous) || self.identity.is_some();
+        if presented
+            && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+            && let Some(from) = &self.credentials_from
+            && !self
+                .refusal_told
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "{} refused {from} ({status}): they were presented and may be stale; log in again",
+                printable(self.api_root.host_str().unwrap_or_default())
+            );
         }
     }
 
@@ -250,6 +279,7 @@ impl Authorizer {
         }
         tracing::debug!(realm = %printable(realm.as_str()), scope, "asking for a bearer token");
         let response = request.send().await?;
+        self.refused(response.status());
         token_from(response, &realm).await
     }
 
@@ -286,6 +316,7 @@ impl Authorizer {
             .form(&form)
             .send()
             .await?;
+        self.refused(response.status());
         token_from(response, &realm).await
     }
 
@@ -294,6 +325,9 @@ impl Authorizer {
     /// then accepts; a Basic registry's `/v2/` must accept them. A registry that asks for
     /// nothing accepts anyone.
     pub(crate) async fn check_login(&self) -> Result<(), Failure> {
+        // Credentials being checked are not stale ones: the login's own error says it.
+        self.refusal_told
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let url = self.api_root.clone();
         let anonymous = self.http.get(url.clone()).send().await?;
         if anonymous.status().is_success() {

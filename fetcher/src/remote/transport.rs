@@ -27,6 +27,8 @@ pub(crate) struct Transport {
     remotes: Mutex<HashMap<String, Arc<[Endpoint]>>>,
     /// The contents of `options.ca_files`, read on first use.
     roots: client::Roots,
+    /// Where it may connect, when it pulls on someone else's behalf.
+    egress: Option<Arc<crate::egress::Policy>>,
 }
 
 impl Transport {
@@ -37,7 +39,13 @@ impl Transport {
             probes: Mutex::default(),
             remotes: Mutex::default(),
             roots: client::Roots::default(),
+            egress: None,
         }
+    }
+
+    /// Holds every connection to `policy` (see [`crate::egress`]).
+    pub(crate) fn set_egress(&mut self, policy: Arc<crate::egress::Policy>) {
+        self.egress = Some(policy);
     }
 
     /// The options it was made with.
@@ -71,6 +79,12 @@ impl Transport {
         if self.options.plain_http || !is_loopback(registry) {
             return None;
         }
+        // The probe's connection is one too: only to a registry the operator named.
+        if let Some(egress) = &self.egress
+            && !egress.names_registry(registry)
+        {
+            return None;
+        }
         let cell = self
             .probes
             .lock()
@@ -98,6 +112,14 @@ impl Transport {
     /// lists, then the origin (probing a loopback one first).
     pub(crate) async fn endpoints(&self, reference: &Reference) -> Result<Arc<[Endpoint]>> {
         let registry = reference.registry().to_owned();
+        if let Some(egress) = &self.egress {
+            egress
+                .check_registry(&registry)
+                .map_err(|refusal| Error::Egress {
+                    reference: reference.whole(),
+                    reason: refusal.to_string(),
+                })?;
+        }
         if let Some(known) = self.remotes.lock().expect("remote map lock").get(&registry) {
             return Ok(known.clone());
         }
@@ -152,16 +174,36 @@ impl Transport {
         let client_err =
             |e| Error::from_oci(OciDistributionError::RequestError(e), reference, scheme);
         let registry_name = reference.registry();
-        let http = client::new_http(&self.options, &self.roots, host, registry_name, true)?
-            .map_err(client_err)?;
+        // Every connection of this host's clients is judged by the egress rule, if any.
+        let guard = || {
+            self.egress.as_ref().map(|policy| {
+                crate::egress::Guard::new(policy.clone(), scheme, &name, host.scheme.is_some())
+            })
+        };
+        let http = client::new_http(
+            &self.options,
+            &self.roots,
+            host,
+            registry_name,
+            true,
+            guard(),
+        )?
+        .map_err(client_err)?;
         // A host given headers of its own gets them only on its own origin, redirects
         // included: `Registry::send` follows those itself, with a client that does not.
         let direct = if host.header.is_empty() {
             None
         } else {
             Some(
-                client::new_http(&self.options, &self.roots, host, registry_name, false)?
-                    .map_err(client_err)?,
+                client::new_http(
+                    &self.options,
+                    &self.roots,
+                    host,
+                    registry_name,
+                    false,
+                    guard(),
+                )?
+                .map_err(client_err)?,
             )
         };
         let mut headers = reqwest::header::HeaderMap::new();
@@ -175,9 +217,11 @@ impl Transport {
             }
         }
         let ns = host.mirror.then(|| reference.registry().to_owned());
+        let credentials_from = self.options.credentials.source_for(&name);
         let remote = Registry::new(http, login, scheme, &name, &host.path, headers, ns, open)
             .map_err(|e| Error::from_oci(e, reference, scheme))?
-            .with_direct(direct);
+            .with_direct(direct)
+            .with_credentials_from(credentials_from);
         tracing::debug!(
             registry = reference.registry(),
             host = %name,
@@ -209,6 +253,12 @@ impl Transport {
         );
         let remote = self.remote(&probe).await?;
         let scheme = self.scheme(&probe);
+        if scheme == "http" {
+            tracing::warn!(
+                "{} is spoken to over plain HTTP: the password crosses the network unencrypted",
+                crate::text::printable(registry)
+            );
+        }
         with_retries("checking the login", || remote.check_login())
             .await
             .map_err(|f| match f.into_error(&probe, scheme) {

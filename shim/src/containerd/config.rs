@@ -18,9 +18,10 @@
 //! max_module_size = "256MiB"   # a module in a container's rootfs, or pulled for one
 //!
 //! [references]
-//! # Registries io.wasm-oci.reference may name: `host[:port]`, `*.domain`; a host without a
-//! # port allows every port. Without a list, any registry but the node's own addresses
-//! # (loopback, link-local), which a pod could not reach itself.
+//! # Registries io.wasm-oci.reference may name, and the only hosts a pull for a pod connects
+//! # to (redirects and token services included): `host[:port]`, `*.domain`; a host without a
+//! # port allows every port. Without a list, anywhere but the node's own addresses (loopback,
+//! # link-local, unspecified, its interfaces), which a pod could not reach itself.
 //! allow = ["registry.example", "*.corp.example"]
 //!
 //! [trust]
@@ -314,6 +315,9 @@ impl ShimConfig {
                 n => n,
             },
         };
+        // What the fetcher's egress rule makes of them: `*.` names a domain, not an address.
+        wasm_oci_fetcher::egress::Policy::new(allowed_registries.as_deref(), "")
+            .map_err(|e| bad(format!("references.allow: {e}")))?;
         Ok(ShimConfig {
             profiles,
             group_by: file.groups.by.unwrap_or(GroupBy::Pod),
@@ -334,31 +338,30 @@ impl ShimConfig {
             })
     }
 
-    /// Whether a container may have its module pulled from `registry` (`host[:port]`): the
-    /// pull runs in the node's network namespace, with the node's credentials.
-    pub(crate) fn check_registry(&self, registry: &str) -> Result<(), String> {
+    /// The rule every connection of a pull for a pod is held to: `references.allow`, else
+    /// anywhere but the node's own addresses (see `wasm_oci_fetcher::egress`).
+    pub fn egress_policy(&self) -> wasm_oci_fetcher::egress::Policy {
+        use wasm_oci_fetcher::egress::Policy;
         let source = self.source_name();
+        // Checked when the file was read; were it not, nothing is allowed rather than more.
+        Policy::new(self.allowed_registries.as_deref(), source.clone())
+            .unwrap_or_else(|_| Policy::new(Some(&[]), source).expect("an empty list"))
+    }
+
+    /// Whether a container may have its module pulled from `registry` (`host[:port]`): the
+    /// pull runs in the node's network namespace, with the node's credentials. The egress
+    /// rule decides, as it does again for every connection the pull makes.
+    pub(crate) fn check_registry(&self, registry: &str) -> Result<(), String> {
         // References are parsed to canonical names already; a name that has none is refused.
-        let registry = &wasm_oci_fetcher::canonical_registry(registry).map_err(|e| {
+        wasm_oci_fetcher::canonical_registry(registry).map_err(|e| {
             format!(
                 "io.wasm-oci.reference names registry {}, which is not host[:port]: {e}",
                 wasm_oci_fetcher::text::printable(registry)
             )
         })?;
-        match &self.allowed_registries {
-            Some(allowed) if allowed.iter().any(|a| registry_matches(a, registry)) => Ok(()),
-            Some(allowed) => Err(format!(
-                "io.wasm-oci.reference names registry {registry}, which the node's shim config \
-                 does not allow ({source}; references.allow: {})",
-                allowed.join(", ")
-            )),
-            None if wasm_oci_fetcher::is_node_local(registry) => Err(format!(
-                "io.wasm-oci.reference names registry {registry}, an address of the node itself, \
-                 which a pod may not reach through the shim; an operator may list it in \
-                 references.allow of the shim config ({source})"
-            )),
-            None => Ok(()),
-        }
+        self.egress_policy()
+            .check_registry(registry)
+            .map_err(|refusal| format!("io.wasm-oci.reference: {refusal}"))
     }
 
     /// The host directories of the profiles a container names in `io.wasm-oci.preopens`
@@ -402,23 +405,6 @@ fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     number.checked_mul(millis).map(Duration::from_millis)
-}
-
-/// Whether the allow-list entry `pattern` covers `registry`: the same `host:port` (`host:443`
-/// and `host` being one), the same host for an entry without a port, or a subdomain for
-/// `*.domain`. Both sides are canonical (see `canonical_registry`); a registry that is not
-/// is put in that form first, and one that has none matches nothing.
-fn registry_matches(pattern: &str, registry: &str) -> bool {
-    let Ok(registry) = wasm_oci_fetcher::canonical_registry(registry) else {
-        return false;
-    };
-    let host = wasm_oci_fetcher::registry_host(&registry);
-    if let Some(domain) = pattern.strip_prefix("*.") {
-        return host.ends_with(&format!(".{domain}"));
-    }
-    let key = wasm_oci_fetcher::registry_key;
-    key(pattern) == key(&registry)
-        || (wasm_oci_fetcher::registry_host(pattern) == pattern && pattern == host)
 }
 
 #[cfg(test)]
@@ -542,6 +528,11 @@ timeout = \"5s\"",
             "LOCALHOST:05000",
             "[0:0::1]",
             "169.254.43518",
+            // IPv4-mapped IPv6 is IPv4.
+            "[::ffff:127.0.0.1]:5000",
+            "[::ffff:7f00:1]",
+            "[::ffff:169.254.169.254]",
+            "a.localhost",
         ] {
             assert!(default.check_registry(node).is_err(), "{node}");
         }

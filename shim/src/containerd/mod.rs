@@ -264,6 +264,14 @@ impl Store {
         })?;
         // A module a pod names is held to the node's limit before any of it is downloaded.
         let max_layer_size = ShimConfig::get().ok().map(|c| c.max_module_size);
+        // Every connection a pull for a pod makes is held to the operator's rule; a config
+        // that cannot be read allows no registry at all (and no container starts anyway).
+        let egress = match ShimConfig::get() {
+            Ok(config) => config.egress_policy(),
+            Err(e) => {
+                wasm_oci_fetcher::egress::Policy::new(Some(&[]), e).expect("an empty allow list")
+            }
+        };
         let policy = node_policy()?;
         let fetcher = wasm_oci_fetcher::Fetcher::new(
             cache.clone(),
@@ -272,7 +280,8 @@ impl Store {
                 ..wasm_oci_fetcher::RegistryOptions::from_env()
             },
         )
-        .with_policy(policy);
+        .with_policy(policy)
+        .with_egress(Arc::new(egress));
         Ok(Store { cache, fetcher })
     }
 }

@@ -4,6 +4,7 @@
 //! This room knows nothing of containerd or registries: the CLI and the shim both hand it
 //! bytes (or a cache blob) and options.
 
+mod compiled;
 mod connection;
 mod error;
 mod http;
@@ -252,146 +253,6 @@ impl Runner {
     /// (version, target, settings) as hex. Code compiled under another key is never loaded.
     pub fn engine_key(&self) -> &str {
         &self.engine_key
-    }
-
-    /// Compiles `wasm`, or loads the code compiled for it earlier from the cache; `name` is
-    /// what errors call it.
-    ///
-    /// Compiled code is only ever loaded from the cache's `compiled/` area, which only this
-    /// function writes, and only under the digest of the bytes it compiled.
-    #[tracing::instrument(skip_all, fields(name = %name.display()))]
-    pub fn load(&self, name: &Path, wasm: Wasm<'_>) -> Result<Loaded> {
-        let invalid = |source| Error::InvalidWasm {
-            path: name.to_owned(),
-            source,
-        };
-        match wasm {
-            Wasm::Cached { cache, digest } => {
-                if let Some(loaded) = self.precompiled(cache, digest) {
-                    return Ok(loaded);
-                }
-                let bytes = cache
-                    .read_blob(digest)
-                    .map_err(|e| invalid(wasmtime::Error::new(e)))?;
-                let actual = wasm_oci_cache::Digest::of(&bytes);
-                if actual != *digest {
-                    return Err(Error::Corrupt {
-                        path: name.to_owned(),
-                        expected: digest.clone(),
-                        actual,
-                    });
-                }
-                self.compile(name, &bytes, Some((cache, digest)))
-            }
-            Wasm::Bytes { bytes, cache: None } => {
-                tracing::debug!("compiling without a cache");
-                self.compile(name, bytes, None)
-            }
-            Wasm::Bytes {
-                bytes,
-                cache: Some(cache),
-            } => {
-                let digest = wasm_oci_cache::Digest::of(bytes);
-                if let Some(loaded) = self.precompiled(cache, &digest) {
-                    return Ok(loaded);
-                }
-                self.compile(name, bytes, Some((cache, &digest)))
-            }
-        }
-    }
-
-    /// The code compiled for `digest` earlier, if any is usable.
-    fn precompiled(
-        &self,
-        cache: &wasm_oci_cache::Cache,
-        digest: &wasm_oci_cache::Digest,
-    ) -> Option<Loaded> {
-        for kind in ["module", "component"] {
-            let compiled = cache.compiled_path(self.engine_key(), digest, kind);
-            if let Err(why) = owned_by_us(&compiled) {
-                if compiled.exists() {
-                    tracing::warn!(path = %compiled.display(), why, "not loading compiled code anyone else could have written");
-                }
-                continue;
-            }
-            match self.deserialize(&compiled, kind) {
-                Ok(Some(loaded)) => {
-                    tracing::debug!(%digest, path = %compiled.display(), "precompiled cache hit");
-                    return Some(loaded);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    // Unreadable or from an incompatible build: compiled afresh.
-                    tracing::debug!(path = %compiled.display(), error = %e, "ignoring compiled code");
-                }
-            }
-        }
-        None
-    }
-
-    /// Validates and compiles `bytes`; with a cache, keeps the code under `digest`, which the
-    /// caller computed from these same bytes.
-    fn compile(
-        &self,
-        name: &Path,
-        bytes: &[u8],
-        cache: Option<(&wasm_oci_cache::Cache, &wasm_oci_cache::Digest)>,
-    ) -> Result<Loaded> {
-        let invalid = |source| Error::InvalidWasm {
-            path: name.to_owned(),
-            source,
-        };
-        if !bytes.starts_with(b"\0asm") {
-            return Err(Error::NotWasm {
-                path: name.to_owned(),
-                start: first_words(bytes),
-            });
-        }
-        let is_component = wasmparser::Parser::is_component(bytes);
-        let Some((cache, digest)) = cache else {
-            return if is_component {
-                Component::new(&self.engine, bytes).map(Loaded::Component)
-            } else {
-                Module::new(&self.engine, bytes).map(Loaded::Module)
-            }
-            .map_err(invalid);
-        };
-        let (kind, code) = if is_component {
-            ("component", self.engine.precompile_component(bytes))
-        } else {
-            ("module", self.engine.precompile_module(bytes))
-        };
-        let code = code.map_err(invalid)?;
-        let compiled = cache.compiled_path(self.engine_key(), digest, kind);
-        cache
-            .store_compiled(&compiled, &code)
-            .map_err(|e| Error::Engine { source: e.into() })?;
-        tracing::debug!(%digest, path = %compiled.display(), bytes = code.len(), "compiled and cached");
-        self.deserialize(&compiled, kind)
-            .and_then(|l| l.ok_or_else(|| wasmtime::format_err!("compiled code vanished")))
-            .map_err(|source| Error::Engine { source })
-    }
-
-    /// Loads compiled code from our own cache; `None` when there is none.
-    #[allow(unsafe_code, reason = "loading native code that this program compiled")]
-    fn deserialize(&self, path: &Path, kind: &str) -> wasmtime::Result<Option<Loaded>> {
-        // SAFETY: `path` is in the cache's `compiled/` area, which only `load` writes, with
-        // bytes from `Engine::precompile_*` of an engine with the same compatibility key,
-        // atomically. wasmtime checks the header and engine compatibility as well.
-        let result = match kind {
-            "module" => unsafe { Module::deserialize_file(&self.engine, path) }.map(Loaded::Module),
-            _ => unsafe { Component::deserialize_file(&self.engine, path) }.map(Loaded::Component),
-        };
-        match result {
-            Ok(loaded) => Ok(Some(loaded)),
-            Err(e)
-                if e.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
     }
 
     /// Refuses a component that imports an interface this host does not give its world,
@@ -967,24 +828,6 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     number
         .checked_mul(1 << shift)
         .ok_or_else(|| format!("size {text:?} is too large"))
-}
-
-/// Native code is loaded only from files that no one but this process's user could have
-/// written: the file and its directory owned by our effective user, and writable by no group
-/// or other. Anyone else able to write there could run code as us.
-fn owned_by_us(path: &Path) -> Result<(), &'static str> {
-    use std::os::unix::fs::MetadataExt;
-    let euid = rustix::process::geteuid().as_raw();
-    for p in [Some(path), path.parent()].into_iter().flatten() {
-        let m = std::fs::symlink_metadata(p).map_err(|_| "cannot be read")?;
-        if m.uid() != euid {
-            return Err("owned by another user");
-        }
-        if m.mode() & 0o022 != 0 {
-            return Err("writable by others");
-        }
-    }
-    Ok(())
 }
 
 /// Hex of wasmtime's compatibility hash, fed through SHA-256 so it is stable across processes.

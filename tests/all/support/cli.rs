@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use super::wait_until;
+
 /// Every password and token the suite hands out; no log line may hold one (see `WasmOci`).
 static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
@@ -85,6 +87,18 @@ impl WasmOci {
             .unwrap_or_default();
         names.sort();
         names
+    }
+
+    /// Waits until the ingest area holds one partial file, with bytes in it (its writer holds
+    /// the file from its creation on; other downloads of the same pull have finished), for at
+    /// most 30 s; that file.
+    pub fn wait_for_partial(&self) -> PathBuf {
+        let mut found = Vec::new();
+        wait_until("one download wrote into a partial file", || {
+            found = self.ingest();
+            found.len() == 1 && fs::metadata(&found[0]).is_ok_and(|m| m.len() > 0)
+        });
+        found.remove(0)
     }
 
     /// Whatever is left in the ingest area.
@@ -189,4 +203,32 @@ pub fn outputs_of_concurrent(commands: impl IntoIterator<Item = Command>) -> Vec
         .into_iter()
         .map(|child| child.wait_with_output().unwrap())
         .collect()
+}
+
+/// Runs `cmd`, killing it when it takes longer than `limit`; `None` then.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Option<Output> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain the pipes on threads so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut v).ok();
+        v
+    });
+    let e = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut v).ok();
+        v
+    });
+    let status = exit_within(&mut child, limit)?;
+    Some(Output {
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    })
 }

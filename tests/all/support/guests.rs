@@ -79,3 +79,11 @@ pub fn padded_hello(pad: usize) -> Vec<u8> {
     wasm.extend(payload);
     wasm
 }
+
+/// The path of `testdata/hello.wasm`, as an argument.
+pub fn hello() -> String {
+    testdata("hello.wasm").display().to_string()
+}
+
+/// What `testdata/hello.wasm` prints.
+pub const HELLO: &str = "Hello from WebAssembly!\n";

@@ -1,16 +1,34 @@
 //! Test harness, by what it supports: a private registry per test ([`registry`]), the
-//! wasm-oci binary with a private cache ([`cli`]), raw HTTP ([`http`]) and the test guests
-//! ([`guests`]). Everything is re-exported here, so tests name `support::X`.
+//! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), raw
+//! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
+//! registries and small services ([`server`]), a network namespace of a test's own
+//! ([`netns`]), the test guests ([`guests`], [`http_guests`]), waits on what a test can
+//! observe ([`wait`]) and a WebSocket client for the CRI streaming server ([`websocket`]).
+//! Everything is re-exported here, so tests name `support::X`.
 
 mod cli;
+pub mod containerd;
 mod guests;
 mod http;
+mod http_guests;
+mod netns;
+pub mod proxy;
 mod registry;
+mod server;
+mod wait;
+mod websocket;
 
 pub use cli::*;
+pub use containerd::*;
 pub use guests::*;
 pub use http::*;
+pub use http_guests::*;
+pub use netns::*;
+pub use proxy::*;
 pub use registry::*;
+pub use server::*;
+pub use wait::*;
+pub use websocket::*;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -141,6 +141,13 @@ impl Registry {
         format!("{}/{repo_and_tag}", self.addr)
     }
 
+    /// Pushes testdata/hello.wasm as `repo_and_tag`; its reference.
+    pub fn push_hello(&self, repo_and_tag: &str) -> String {
+        let reference = self.reference(repo_and_tag);
+        WasmOci::new().ok(&["push", testdata("hello.wasm").to_str().unwrap(), &reference]);
+        reference
+    }
+
     /// Where the registry keeps a blob's bytes on disk.
     pub fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();

@@ -9,9 +9,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{Registry, WasmOci, describe, http, stderr, testdata};
+use crate::support::{HELLO, Registry, WasmOci, describe, http, stderr, testdata};
 
-const HELLO: &str = "Hello from WebAssembly!\n";
 const PASSWORD: &str = "red team password";
 
 fn hello() -> String {
@@ -454,10 +453,12 @@ fn a_layout_entry_without_a_name_runs_only_under_a_policy_that_accepts_anything(
 }
 
 /// A TLS registry on 127.0.0.1:443, the port `https` implies, with a certificate for
-/// 127.0.0.1 from a CA made for the test (`dir/ca.crt`). `None` when the port is taken or
-/// cannot be bound (not root).
+/// 127.0.0.1 from a CA made for the test (`dir/ca.crt`), in a network namespace of the test's
+/// own (so the port is free whatever else runs on the machine): the commands that speak to it
+/// run in there too (`netns.wrap`).
 struct DefaultPortRegistry {
     child: std::process::Child,
+    netns: crate::support::Netns,
 }
 
 impl Drop for DefaultPortRegistry {
@@ -467,8 +468,17 @@ impl Drop for DefaultPortRegistry {
     }
 }
 
-fn start_on_443(dir: &Path) -> Option<DefaultPortRegistry> {
-    TcpListener::bind("127.0.0.1:443").ok()?;
+impl DefaultPortRegistry {
+    /// `cli ARGS` run in the registry's network namespace.
+    fn run(&self, cli: &WasmOci, args: &[&str]) -> std::process::Output {
+        let mut cmd = cli.command();
+        cmd.args(args);
+        self.netns.wrap(&cmd).output().unwrap()
+    }
+}
+
+fn start_on_443(dir: &Path) -> DefaultPortRegistry {
+    let netns = crate::support::Netns::new();
     crate::support::make_certificates(dir);
     let config = dir.join("config.yml");
     fs::write(
@@ -484,25 +494,31 @@ fn start_on_443(dir: &Path) -> Option<DefaultPortRegistry> {
     )
     .unwrap();
     let log = fs::File::create(dir.join("registry.log")).unwrap();
-    let child = std::process::Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdin(std::process::Stdio::null())
+    let mut registry = std::process::Command::new("docker-registry");
+    registry.arg("serve").arg(&config);
+    let child = netns
+        .wrap(&registry)
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .ok()?;
-    let mut registry = DefaultPortRegistry { child };
-    for _ in 0..300 {
-        if matches!(registry.child.try_wait(), Ok(Some(_))) {
-            return None;
-        }
-        if TcpStream::connect("127.0.0.1:443").is_ok() {
-            return Some(registry);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+        .expect("docker-registry is installed by scripts/test");
+    let mut registry = DefaultPortRegistry { child, netns };
+    // Up once it answers /v2/ on 443, as the CLI will ask it.
+    let mut probe = std::process::Command::new("curl");
+    probe
+        .args(["-sf", "-o", "/dev/null", "--cacert"])
+        .arg(dir.join("ca.crt"))
+        .arg("https://127.0.0.1:443/v2/");
+    let mut probe = registry.netns.wrap(&probe);
+    crate::support::wait_until("the registry answers on 127.0.0.1:443", || {
+        assert!(
+            registry.child.try_wait().unwrap().is_none(),
+            "the registry on 443 exited: {}",
+            fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+        );
+        probe.status().unwrap().success()
+    });
+    registry
 }
 
 /// HOLE (closed): a scope that names a host without a port (as the README's `registry.internal`)
@@ -512,41 +528,47 @@ fn start_on_443(dir: &Path) -> Option<DefaultPortRegistry> {
 #[test]
 fn the_default_https_port_written_out_stays_under_a_host_scope() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(_registry) = start_on_443(dir.path()) else {
-        // Tests run as root here; elsewhere the port may be taken.
-        eprintln!("127.0.0.1:443 cannot be bound here; the hole is not demonstrated");
-        return;
-    };
+    let registry = start_on_443(dir.path());
     let ca = dir.path().join("ca.crt");
     let ca = ca.to_str().unwrap();
     let cli = WasmOci::new();
-    cli.ok(&["push", "--ca-file", ca, &hello(), "127.0.0.1/hello:v1"]);
+    let pushed = registry.run(
+        &cli,
+        &["push", "--ca-file", ca, &hello(), "127.0.0.1/hello:v1"],
+    );
+    assert!(pushed.status.success(), "{}", describe(&pushed));
     let (_, public) = generate_key(&cli, dir.path(), "release");
     // The host as the README's example names it: a signature is needed for everything there.
     let policy = policy(dir.path(), "policy.json", "127.0.0.1", &public, None);
     let policy = policy.to_str().unwrap();
-    let without_port = cli.run(&[
-        "run",
-        "--ca-file",
-        ca,
-        "--policy",
-        policy,
-        "127.0.0.1/hello:v1",
-    ]);
+    let without_port = registry.run(
+        &cli,
+        &[
+            "run",
+            "--ca-file",
+            ca,
+            "--policy",
+            policy,
+            "127.0.0.1/hello:v1",
+        ],
+    );
     assert!(
         !without_port.status.success() && stderr(&without_port).contains("no signature"),
         "{}",
         describe(&without_port)
     );
     // The same registry, the same image, the port written out.
-    let out = cli.run(&[
-        "run",
-        "--ca-file",
-        ca,
-        "--policy",
-        policy,
-        "127.0.0.1:443/hello:v1",
-    ]);
+    let out = registry.run(
+        &cli,
+        &[
+            "run",
+            "--ca-file",
+            ca,
+            "--policy",
+            policy,
+            "127.0.0.1:443/hello:v1",
+        ],
+    );
     assert!(
         stderr(&out).contains("is refused by scope docker \"127.0.0.1\"")
             && stderr(&out).contains("no signature"),
@@ -742,7 +764,7 @@ fn a_signed_index_survives_save_and_load_under_the_policy() {
 /// containerd's policy: an unsigned module runs in a pod.
 #[test]
 fn the_shim_refuses_an_unsigned_pod_module_named_with_a_respelled_registry() {
-    use crate::containerd::{ALLOW_LOOPBACK, Containerd, stdout};
+    use crate::support::{ALLOW_LOOPBACK, Containerd, stdout};
     let registry = Registry::start();
     let port = registry.addr.rsplit_once(':').unwrap().1.to_owned();
     let cli = WasmOci::new();
@@ -794,7 +816,7 @@ fn the_shim_refuses_an_unsigned_pod_module_named_with_a_respelled_registry() {
 /// image's rootfs carries, under a policy whose default is `reject`.
 #[test]
 fn the_shim_refuses_a_rootfs_module_under_a_policy_that_rejects_everything() {
-    use crate::containerd::{ALLOW_LOOPBACK, Containerd, stdout};
+    use crate::support::{ALLOW_LOOPBACK, Containerd, stdout};
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     fs::write(&policy, r#"{"default":[{"type":"reject"}]}"#).unwrap();
@@ -840,7 +862,7 @@ fn the_shim_refuses_a_rootfs_module_under_a_policy_that_rejects_everything() {
 /// "allow"` in the shim config. A policy that accepts the image's name needs no opt-in.
 #[test]
 fn the_operator_may_allow_rootfs_modules_under_a_policy() {
-    use crate::containerd::{Containerd, stdout};
+    use crate::support::{Containerd, stdout};
     let dir = tempfile::tempdir().unwrap();
     let reject = dir.path().join("reject.json");
     fs::write(&reject, r#"{"default":[{"type":"reject"}]}"#).unwrap();

@@ -11,10 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::support::{Registry, WasmOci, describe, stderr, testdata};
+use crate::support::{HELLO, Registry, WasmOci, describe, stderr, testdata};
 use format::RingKey;
 
-const HELLO: &str = "Hello from WebAssembly!\n";
 const PASSWORD: &str = "correct horse battery staple";
 
 fn hello() -> String {
@@ -664,7 +663,7 @@ fn prefetch_keeps_signatures_for_a_node_that_verifies_offline() {
 
 #[test]
 fn the_shim_refuses_a_pod_signed_with_the_wrong_key_and_runs_a_signed_one() {
-    use crate::containerd::{ALLOW_LOOPBACK, Containerd, stdout};
+    use crate::support::{ALLOW_LOOPBACK, Containerd, stdout};
     let registry = Registry::start();
     let cli = WasmOci::new();
     let probe = crate::support::guests().probe.display().to_string();

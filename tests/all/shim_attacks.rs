@@ -1,15 +1,22 @@
 //! Attacks a pod author can make on a node through `containerd-shim-wasmoci-v1`, under a real
 //! containerd: host paths, shared shims, modules from outside the rootfs, code planted under
-//! another module's digest, and limits that were only joined.
+//! another module's digest, and limits that were only joined; and the red team's attacks that
+//! came after #13 (device nodes as the module or in the image, a pod reference to the node's
+//! loopback, an uncapped pulled module).
 
 use std::fs;
+use std::mem::MaybeUninit;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::containerd::{Containerd, Entry, HELLO, NS, stdout};
-use crate::support::{Registry, WasmOci, describe, guests, testdata};
+use rustix::fs::inotify;
+
+use crate::support::{
+    Containerd, Entry, HELLO, NS, RUNTIME, Registry, Reply, Server, WasmOci, describe, guests,
+    output_within, stdout, testdata,
+};
 
 const PROBE: &str = "docker.io/library/probe:v1";
 
@@ -161,13 +168,20 @@ fn the_module_is_read_from_inside_the_rootfs_only() {
         ("zero", "/zero.wasm", "a character device"),
         ("fifo", "/fifo.wasm", "a FIFO"),
     ] {
-        let started = Instant::now();
-        let out = c.run(&[], "docker.io/library/hostile:v1", id, &[module]);
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{module} took {:?}",
-            started.elapsed()
-        );
+        // A FIFO or device opened to read blocks: refused, `ctr run` returns at all.
+        let run = c.ctr_command(&[
+            "run",
+            "--rm",
+            "--snapshotter",
+            "native",
+            "--runtime",
+            RUNTIME,
+            "docker.io/library/hostile:v1",
+            id,
+            module,
+        ]);
+        let out = output_within(run, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{module} blocked the shim: {}", c.log()));
         assert!(!out.status.success(), "{module}: {}", describe(&out));
         assert!(
             !stdout(&out).contains("Hello"),
@@ -187,10 +201,8 @@ fn the_module_is_read_from_inside_the_rootfs_only() {
         "blocked",
         &["/probe.wasm", "cat", "/fifo.wasm"],
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
+    c.wait_running("blocked");
     assert!(c.kill_and_delete("blocked", "SIGKILL").contains("137"));
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(stdout(&c.ctr(&["tasks", "ls", "-q"])), "");
 }
 
@@ -218,7 +230,7 @@ fn a_module_swapped_in_a_rootfs_never_runs_under_another_digest() {
     let registry = Registry::start();
     let reference = registry.reference("tenant/hello:v1");
     WasmOci::new().ok(&["push", testdata("hello.wasm").to_str().unwrap(), &reference]);
-    let c = Containerd::start_with(&[], crate::containerd::ALLOW_LOOPBACK);
+    let c = Containerd::start_with(&[], crate::support::ALLOW_LOOPBACK);
     c.import(
         "docker.io/library/swap:v1",
         &[("m.wasm", &testdata("hello.wasm"))],
@@ -421,4 +433,210 @@ fn a_guest_with_four_memories_cannot_exceed_the_cap() {
     assert_eq!(out.status.code(), Some(16), "{}", describe(&out));
     let out = WasmOci::new().run(&["run", "--max-memory", "4MiB", module.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+}
+
+/// The image author ships a character device as its "module". The shim refuses it, but only
+/// after it has `open(2)`ed the device as root, in the host's device namespace, with no
+/// device cgroup in the way: a runc container could never open it. Opening is all some
+/// devices need to act (a watchdog starts its countdown and reboots the node when closed
+/// without its magic character; a tape rewinds; a modem hangs up). Here the device is
+/// /dev/zero (1:5) and the open is seen through inotify on the rootfs.
+#[test]
+fn a_device_node_named_as_the_module_is_never_opened() {
+    let c = Containerd::start();
+    let image = "docker.io/library/devnode:v1";
+    c.import_entries(image, &[Entry::CharDevice("m.wasm", 1, 5)], &["/m.wasm"]);
+    let out = c.ctr(&[
+        "containers",
+        "create",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        RUNTIME,
+        image,
+        "dev",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // Every snapshot holding the device (the container's is a copy of the image's).
+    let snapshots = c
+        .dir
+        .path()
+        .join("root/io.containerd.snapshotter.v1.native/snapshots");
+    let watch =
+        inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+    let mut watched = 0;
+    for snapshot in fs::read_dir(&snapshots).unwrap().flatten() {
+        if snapshot.path().join("m.wasm").exists() {
+            inotify::add_watch(&watch, snapshot.path(), inotify::WatchFlags::OPEN).unwrap();
+            watched += 1;
+        }
+    }
+    assert!(watched >= 2, "the container's snapshot was not found");
+    let out = c.ctr(&["tasks", "start", "dev"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("a character device"),
+        "{}",
+        describe(&out)
+    );
+    let mut buf = [MaybeUninit::uninit(); 4096];
+    let mut events = inotify::Reader::new(&watch, &mut buf);
+    let mut opened = Vec::new();
+    while let Ok(event) = events.next() {
+        opened.push(format!("{:?}", event.file_name()));
+    }
+    let _ = c.ctr(&["containers", "rm", "dev"]);
+    assert!(
+        opened.is_empty(),
+        "the shim opened the image's device node as root before refusing it: {opened:?}"
+    );
+}
+
+/// The pod author names a "registry" on the node's loopback in `io.wasm-oci.reference`.
+/// The shim pulls from the host's network namespace, so it reaches services bound to the
+/// node's 127.0.0.1, which no container can reach (a pod has its own loopback), and puts
+/// their answer (up to 64 KiB of it, escaped) into the error the pod author reads back in
+/// the container's status (`kubectl describe pod`). The path is the author's too:
+/// `/v2/<repository>/manifests/<tag>`, enough for e.g. etcd's v2 keys API (`/v2/keys/...`).
+#[test]
+fn a_pod_reference_does_not_reach_the_nodes_loopback() {
+    const SECRET: &str = "NODE-LOCAL-ONLY-1c0ffee";
+    // A node-local admin service: it answers anyone on loopback.
+    let service = Server::start(|_| Reply::new(400).body(format!("{{\"node\":\"{SECRET}\"}}")));
+    let port = service.addr.rsplit_once(':').unwrap().1.to_owned();
+    let c = Containerd::start();
+    c.import_entries(
+        "docker.io/library/ssrf:v1",
+        &[Entry::Dir("app")],
+        &["/nothing.wasm"],
+    );
+    let annotation = format!("io.wasm-oci.reference=127.0.0.1:{port}/keys/registry/minions:v1");
+    let out = c.run(
+        &["--annotation", &annotation],
+        "docker.io/library/ssrf:v1",
+        "ssrf",
+        &[],
+    );
+    let requests: Vec<String> = service
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        requests.is_empty() && !describe(&out).contains(SECRET),
+        "a pod's annotation made the shim query the node's loopback ({requests:?}) and read \
+         the answer back: {}",
+        describe(&out)
+    );
+}
+
+/// The image author ships device nodes in the rootfs (containerd's unpack makes them with
+/// mknod, as root). The rootfs is the guest's `/`, read-write, and the shim opens what the
+/// guest asks for as root, in the host's device namespace, with no device cgroup: the guest
+/// reaches any device of the node. Here it writes into the host's kernel log (/dev/kmsg,
+/// 1:11); a block device of the node's disk (e.g. 254:0, /dev/vda) is read and written the
+/// same way, which is the whole node. A runc container's device cgroup refuses both.
+#[test]
+fn a_guest_cannot_open_a_device_node_of_its_image() {
+    let c = Containerd::start();
+    let image = "docker.io/library/devices:v1";
+    c.import_entries(
+        image,
+        &[
+            Entry::File("probe.wasm", &guests().probe),
+            Entry::CharDevice("kmsg", 1, 11),
+        ],
+        &["/probe.wasm"],
+    );
+    let mark = format!("wasm-guest-wrote-the-host-kmsg-{}", std::process::id());
+    // A newline ends the kernel's log record, so that it shows at once.
+    let line = format!("{mark}\n");
+    let out = c.run(
+        &[],
+        image,
+        "kmsg",
+        &["/probe.wasm", "write", "/kmsg", &line],
+    );
+    let dmesg = std::process::Command::new("dmesg").output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&dmesg.stdout).contains(&mark),
+        "the guest wrote into the host's kernel log through a device node of its image: {}",
+        describe(&out)
+    );
+}
+
+/// A pod names a registry that announces a huge layer and sends it slowly or in part. The
+/// shim streams it into the node's shared cache with no cap (the operator's
+/// `limits.max_module_size`, here 1 MiB, binds only modules read from a rootfs), outside any
+/// pod's ephemeral-storage accounting, and a partial download outlives the failed container
+/// (kept a day for a resume): pod after pod, each naming a new digest, fills the node's disk.
+#[test]
+fn a_pulled_module_is_capped_like_a_rootfs_module() {
+    use sha2::Digest as _;
+    let hex = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    let config = b"{}".to_vec();
+    let layer_digest = format!("sha256:{}", hex(b"never sent whole"));
+    let claimed: u64 = 1 << 40;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json",
+                   "digest": format!("sha256:{}", hex(&config)), "size": config.len()},
+        "layers": [{"mediaType": "application/wasm", "digest": layer_digest, "size": claimed}],
+    }))
+    .unwrap();
+    let manifest_digest = format!("sha256:{}", hex(&manifest));
+    let registry = Server::start(move |request| {
+        if request.path.contains("/manifests/") {
+            Reply::new(200)
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .header("Docker-Content-Digest", &manifest_digest)
+                .body(manifest.clone())
+        } else if request.path.ends_with(&layer_digest) {
+            // A terabyte announced; 8 MiB sent, then the connection drops.
+            Reply::new(200).short(claimed, vec![0u8; 8 << 20])
+        } else if request.path.contains("/blobs/") {
+            Reply::new(200).body(config.clone())
+        } else {
+            Reply::new(200)
+        }
+    });
+    let port = registry.addr.rsplit_once(':').unwrap().1.to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shim.toml");
+    // The registry is on loopback: the operator lists it, so that the cap is what is tested.
+    fs::write(
+        &file,
+        format!(
+            "[limits]\nmax_module_size = \"1MiB\"\n{}",
+            crate::support::ALLOW_LOOPBACK
+        ),
+    )
+    .unwrap();
+    let c = Containerd::start_with_env(&[("WASM_OCI_SHIM_CONFIG", &file)]);
+    c.import_entries(
+        "docker.io/library/fill:v1",
+        &[Entry::Dir("app")],
+        &["/x.wasm"],
+    );
+    let annotation = format!("io.wasm-oci.reference=127.0.0.1:{port}/fill/disk:v1");
+    let out = c.run(
+        &["--annotation", &annotation],
+        "docker.io/library/fill:v1",
+        "fill",
+        &[],
+    );
+    let left: u64 = fs::read_dir(c.cache.join("v1/ingest"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        left <= 1 << 20,
+        "the shim wrote {left} bytes of a pod-named module into the node's cache (the node's \
+         module limit is 1 MiB) and left them there after the container failed: {}",
+        describe(&out)
+    );
 }

@@ -5,11 +5,9 @@
 //! anything.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -17,7 +15,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
 use crate::support::{
-    Registry, WasmOci, describe, openssl, output_with_stdin, stderr, testdata, without_trust_store,
+    HELLO, Registry, Reply, Server, WasmOci, describe, openssl, output_with_stdin, stderr,
+    testdata, without_trust_store,
 };
 
 const USER: &str = "alice";
@@ -31,13 +30,7 @@ pub struct TokenServer {
     pub realm: String,
     /// Tokens handed out.
     pub issued: Arc<AtomicU32>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
+    _server: Server,
 }
 
 /// Makes the signing key and its self-signed certificate in `dir` (token.pk8, token.crt).
@@ -97,58 +90,23 @@ fn start_token_server(dir: &Path) -> TokenServer {
     )
     .unwrap();
     let x5c = STANDARD.encode(fs::read(dir.join("token.der")).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let realm = format!("http://{}/token", listener.local_addr().unwrap());
-    let (issued, stop) = (
-        Arc::new(AtomicU32::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let (issued2, stop2) = (issued.clone(), stop.clone());
-    std::thread::spawn(move || {
-        while !stop2.load(Ordering::SeqCst) {
-            let Ok((stream, _)) = listener.accept() else {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-                continue;
-            };
-            stream.set_nonblocking(false).unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
-            let mut authorization = None;
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap() == 0 || line.trim().is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = line.split_once(':') {
-                    if k.eq_ignore_ascii_case("authorization") {
-                        authorization = Some(v.trim().to_owned());
-                    } else if k.eq_ignore_ascii_case("content-length") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-            }
-            let mut body = vec![0; length];
-            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
-            let response = answer(
-                &request_line,
-                authorization.as_deref(),
-                &String::from_utf8_lossy(&body),
-                &key,
-                &x5c,
-                &rng,
-                &issued2,
-            );
-            let mut stream = stream;
-            let _ = stream.write_all(response.as_bytes());
-        }
+    let issued = Arc::new(AtomicU32::new(0));
+    let counter = issued.clone();
+    let server = Server::start(move |request| {
+        answer(
+            &format!("{} {}", request.method, request.path),
+            request.header("authorization"),
+            &String::from_utf8_lossy(&request.body),
+            &key,
+            &x5c,
+            &rng,
+            &counter,
+        )
     });
     TokenServer {
-        realm,
+        realm: server.url("/token"),
         issued,
-        stop,
+        _server: server,
     }
 }
 
@@ -163,13 +121,11 @@ fn answer(
     x5c: &str,
     rng: &ring::rand::SystemRandom,
     issued: &AtomicU32,
-) -> String {
+) -> Reply {
     let refused = || {
-        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
-        format!(
-            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
+        Reply::new(401)
+            .header("Content-Type", "application/json")
+            .body(r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#)
     };
     let expected = format!("Basic {}", STANDARD.encode(format!("{USER}:{PASSWORD}")));
     let (user, params) = if request_line.starts_with("POST ") {
@@ -238,10 +194,9 @@ fn answer(
     crate::support::secret(&token);
     let body =
         serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    Reply::new(200)
+        .header("Content-Type", "application/json")
+        .body(body)
 }
 
 fn token_registry() -> (Registry, TokenServer, tempfile::TempDir) {
@@ -300,10 +255,7 @@ fn a_bearer_token_registry_works_anonymously_and_with_credentials() {
     );
 
     // Anonymous pulls of public repositories get a token too.
-    assert_eq!(
-        WasmOci::new().ok(&["run", &public]),
-        "Hello from WebAssembly!\n"
-    );
+    assert_eq!(WasmOci::new().ok(&["run", &public]), HELLO);
     let out = WasmOci::new().run(&["run", &private]);
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(
@@ -317,7 +269,7 @@ fn a_bearer_token_registry_works_anonymously_and_with_credentials() {
     let out = with_password(&authed, &["run", &private], PASSWORD);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "Hello from WebAssembly!\n",
+        HELLO,
         "{}",
         describe(&out)
     );
@@ -329,7 +281,7 @@ fn a_bearer_token_registry_works_anonymously_and_with_credentials() {
     let out = cmd.output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "Hello from WebAssembly!\n",
+        HELLO,
         "{}",
         describe(&out)
     );
@@ -381,7 +333,7 @@ fn an_identity_token_in_the_docker_config_is_exchanged_for_access() {
     let out = with_config(&["run", "--pull", "always", &private]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "Hello from WebAssembly!\n",
+        HELLO,
         "{}",
         describe(&out)
     );

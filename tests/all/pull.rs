@@ -1,17 +1,13 @@
-//! push, run and pull against a real Docker Distribution registry.
+//! pull (and run by reference) against a real Docker Distribution registry: what is pushed
+//! comes back byte for byte, offline runs from the cache, indexes, and the errors a user reads
+//! when the registry, the tag or the bytes are wrong.
 
 use std::fs;
 
 use crate::support::{
-    Registry, WasmOci, describe, free_port, manifest, put_manifest, stderr, testdata,
+    HELLO, Registry, WasmOci, describe, free_port, hello, manifest, put_manifest, stderr, testdata,
     without_trust_store,
 };
-
-const HELLO: &str = "Hello from WebAssembly!\n";
-
-fn hello() -> String {
-    testdata("hello.wasm").display().to_string()
-}
 
 #[test]
 fn push_then_run_prints_hello_and_pull_gives_identical_bytes() {
@@ -274,105 +270,6 @@ fn manifest_size(registry: &Registry, repo: &str, tag: &str) -> usize {
 }
 
 #[test]
-fn the_wasm_to_oci_layout_is_pushed_and_runs() {
-    let registry = Registry::start();
-    let cli = WasmOci::new();
-    let reference = registry.reference("legacy/hello:v1");
-    cli.ok(&["push", "--format", "wasm-to-oci", &hello(), &reference]);
-    let m = manifest(&registry, "legacy/hello", "v1");
-    assert_eq!(
-        m["config"]["mediaType"],
-        "application/vnd.wasm.config.v1+json"
-    );
-    assert_eq!(m["config"]["size"], 2);
-    assert_eq!(
-        m["layers"][0]["mediaType"],
-        "application/vnd.wasm.content.layer.v1+wasm"
-    );
-    let config = crate::support::http(
-        &registry.addr,
-        "GET",
-        &format!(
-            "/v2/legacy/hello/blobs/{}",
-            m["config"]["digest"].as_str().unwrap()
-        ),
-        &[],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(config.body, b"{}");
-    assert_eq!(WasmOci::new().ok(&["run", &reference]), HELLO);
-}
-
-#[test]
-fn pushing_something_that_is_not_wasm_is_refused() {
-    let registry = Registry::start();
-    let cli = WasmOci::new();
-    let out = cli.run(&[
-        "push",
-        &testdata("hello.wat").display().to_string(),
-        &registry.reference("x:v1"),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains("hello.wat is not a WebAssembly module or component"),
-        "{err}"
-    );
-}
-
-#[test]
-fn local_files_run_and_the_guest_exit_status_passes_through() {
-    let cli = WasmOci::new();
-    assert_eq!(cli.ok(&["run", &hello()]), HELLO);
-
-    let dir = tempfile::tempdir().unwrap();
-    let exit7 = dir.path().join("exit7.wasm");
-    fs::write(
-        &exit7,
-        wat::parse_str(
-            r#"(module
-                 (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-                 (memory (export "memory") 1)
-                 (func (export "_start") (call $exit (i32.const 7))))"#,
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let out = cli.run(&["run", exit7.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
-
-    let trap = dir.path().join("trap.wasm");
-    fs::write(
-        &trap,
-        wat::parse_str(
-            r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#,
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let out = cli.run(&["run", trap.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(134), "{}", describe(&out));
-    assert!(stderr(&out).contains("unreachable"), "{}", describe(&out));
-
-    let out = cli.run(&["run", "./no-such.wasm"]);
-    assert_eq!(out.status.code(), Some(125));
-    assert!(
-        stderr(&out).contains("no-such.wasm does not exist"),
-        "{}",
-        describe(&out)
-    );
-
-    let out = cli.run(&["run", &testdata("hello.wat").display().to_string()]);
-    assert_eq!(out.status.code(), Some(125));
-    assert!(
-        stderr(&out).contains("hello.wat is not a WebAssembly module (it starts with \""),
-        "{}",
-        describe(&out)
-    );
-}
-
-#[test]
 fn a_bad_reference_says_what_a_reference_looks_like() {
     let out = WasmOci::new().run(&["run", "Not A/Reference"]);
     assert_eq!(out.status.code(), Some(125));
@@ -381,40 +278,4 @@ fn a_bad_reference_says_what_a_reference_looks_like() {
         "{}",
         describe(&out)
     );
-}
-
-#[test]
-fn boolean_variables_read_as_documented_and_logs_to_a_pipe_are_plain() {
-    let registry = Registry::start();
-    let reference = registry.reference("env/hello:v1");
-    WasmOci::new().ok(&["push", testdata("hello.wasm").to_str().unwrap(), &reference]);
-    // 1/0/true/false/empty, as the shim reads WASM_OCI_PLAIN_HTTP too.
-    for value in ["1", "0", "true", "false", "", "yes", "off"] {
-        let out = WasmOci::new()
-            .command()
-            .env("WASM_OCI_PLAIN_HTTP", value)
-            .args(["pull", &reference])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "WASM_OCI_PLAIN_HTTP={value:?}: {}",
-            describe(&out)
-        );
-    }
-    // A warning on its way to a pipe (a retry through a flaky proxy): no colour codes, no
-    // timestamp.
-    let proxy = crate::proxy::Proxy::start(&registry.addr, crate::proxy::Fault::Every503);
-    let out = WasmOci::new()
-        .command()
-        .env_remove("WASM_OCI_LOG_FILE")
-        .env("WASM_OCI_LOG", "warn")
-        .args(["pull", &proxy.reference("env/hello:v1")])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{}", describe(&out));
-    assert!(err.contains("retrying in"), "{err}");
-    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
-    assert!(!err.contains("Z "), "a timestamp on stderr: {err}");
 }

@@ -1,129 +1,15 @@
-//! Edge nodes: prefetch, offline starts and cache care, against the real registry.
+//! The cache verbs against the real registry: `cache ls`, `inspect`, `verify`, `rm` and
+//! `prune` (by size, by age, dry runs), and a killed download that leaves a cache that
+//! verifies.
 
 use std::fs;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::proxy::{Fault, Proxy};
-use crate::support::padded_hello;
-use crate::support::{Registry, WasmOci, describe, guests, stderr, testdata};
-
-const HELLO: &str = "Hello from WebAssembly!\n";
-
-fn hello() -> String {
-    testdata("hello.wasm").display().to_string()
-}
-
-#[test]
-fn prefetch_downloads_shared_blobs_once_and_everything_then_runs_offline() {
-    let mut registry = Registry::start();
-    let cli = WasmOci::new();
-    for r in ["a/hello:v1", "b/hello:v1", "c/hello:v2"] {
-        cli.ok(&["push", &hello(), &registry.reference(r)]);
-    }
-    cli.ok(&[
-        "push",
-        guests().probe.to_str().unwrap(),
-        &registry.reference("probe:v1"),
-    ]);
-    let proxy = Proxy::start(&registry.addr, Fault::None);
-    let refs: Vec<String> = ["a/hello:v1", "b/hello:v1", "c/hello:v2", "probe:v1"]
-        .iter()
-        .map(|r| proxy.reference(r))
-        .collect();
-    let list = tempfile::NamedTempFile::new().unwrap();
-    fs::write(
-        list.path(),
-        format!("# edge modules\n{}\n\n{}\n", refs[2], refs[3]),
-    )
-    .unwrap();
-
-    let edge = WasmOci::new();
-    let out = edge.run(&[
-        "prefetch",
-        &refs[0],
-        &refs[1],
-        "--from-file",
-        list.path().to_str().unwrap(),
-        "--jobs",
-        "4",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let outcomes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(outcomes.len(), 4);
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| o["compiled"] == true && o["error"].is_null()),
-        "{outcomes:?}"
-    );
-
-    // hello's layer (and its config) went over the wire once for three references.
-    let hello_layer =
-        outcomes.iter().find(|o| o["reference"] == refs[0]).unwrap()["layer_digest"].clone();
-    let gets = proxy.seen(|s| s.blob_gets.clone());
-    let layer_gets = gets
-        .iter()
-        .filter(|g| g.contains(hello_layer.as_str().unwrap()))
-        .count();
-    assert_eq!(layer_gets, 1, "{gets:#?}");
-    // Two distinct layers and two distinct configs in all.
-    assert_eq!(gets.len(), 4, "{gets:#?}");
-
-    // No registry, no proxy: every prefetched reference starts, from precompiled code.
-    drop(proxy);
-    registry.stop();
-    for r in &refs[..3] {
-        let out = edge
-            .command()
-            .args(["run", r])
-            .env("WASM_OCI_LOG", "wasm_oci_shim=debug")
-            .env_remove("WASM_OCI_LOG_FILE")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", describe(&out));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
-        assert!(
-            stderr(&out).contains("precompiled cache hit"),
-            "{}",
-            describe(&out)
-        );
-    }
-    assert_eq!(
-        edge.ok(&["run", "--pull", "never", &refs[3], "--", "exit", "0"]),
-        ""
-    );
-}
-
-#[test]
-fn prefetch_reports_failures_and_lands_the_rest() {
-    let registry = Registry::start();
-    let cli = WasmOci::new();
-    cli.ok(&["push", &hello(), &registry.reference("hello:v1")]);
-    let out = cli.run(&[
-        "prefetch",
-        &registry.reference("hello:v1"),
-        &registry.reference("missing:v1"),
-        "Not/A Reference",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let err = stderr(&out);
-    assert!(err.contains("prefetched 1 of 3 references"), "{err}");
-    assert!(
-        err.contains(&format!("failed {}: ", registry.reference("missing:v1"))),
-        "{err}"
-    );
-    assert!(err.contains("was not found in the registry"), "{err}");
-    assert!(
-        err.contains("failed Not/A Reference: invalid reference"),
-        "{err}"
-    );
-    assert_eq!(
-        cli.ok(&["run", "--pull", "never", &registry.reference("hello:v1")]),
-        HELLO
-    );
-}
+use crate::support::{
+    Fault, HELLO, Proxy, Registry, WasmOci, describe, guests, hello, locks_in, padded_hello,
+    stderr, testdata, wait_until,
+};
 
 #[test]
 fn cache_ls_inspect_and_verify() {
@@ -221,12 +107,10 @@ fn a_killed_download_leaves_a_cache_that_verifies() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !proxy.seen(|s| s.half_sent) {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until("the proxy sent half the layer", || {
+        proxy.seen(|s| s.half_sent)
+    });
+    cli.wait_for_partial();
     child.kill().unwrap();
     child.wait().unwrap();
     let out = cli.run(&["cache", "verify"]);
@@ -268,7 +152,11 @@ fn prune_keeps_the_cache_under_the_size_asked_and_spares_blobs_in_use() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // In use from the moment it holds its module's blobs (a shared lock on each).
+    let blobs = cli.cache.path().join("v1/blobs/sha256");
+    wait_until("the running guest holds its module", || {
+        !locks_in(&blobs, running.id()).is_empty()
+    });
     // Use the modules after the spinner was pulled, so it is the oldest.
     for r in &refs {
         cli.ok(&["run", r]);
@@ -291,4 +179,140 @@ fn prune_keeps_the_cache_under_the_size_asked_and_spares_blobs_in_use() {
     assert!(names.contains(&spin.as_str()), "{names:?}");
     assert!(!names.contains(&refs[0].as_str()), "{names:?}");
     assert_eq!(cli.ok(&["run", "--pull", "never", &refs[3]]), HELLO);
+}
+
+/// A registry holding hello.wasm under two tags, both pulled into `cli`'s cache.
+fn two_tags(cli: &WasmOci) -> (Registry, String, String) {
+    let registry = Registry::start();
+    let hello = testdata("hello.wasm");
+    let (v1, v2) = (
+        registry.reference("hello:v1"),
+        registry.reference("hello:v2"),
+    );
+    for r in [&v1, &v2] {
+        cli.ok(&["push", hello.to_str().unwrap(), r]);
+        cli.ok(&["pull", r]);
+    }
+    (registry, v1, v2)
+}
+
+fn listed(cli: &WasmOci) -> Vec<String> {
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["cache", "ls", "--json"])).unwrap();
+    let mut refs: Vec<String> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reference"].as_str().unwrap().to_owned())
+        .collect();
+    refs.sort();
+    refs
+}
+
+#[test]
+fn cache_rm_removes_a_reference_and_keeps_what_another_shares() {
+    let cli = WasmOci::new();
+    let (_registry, v1, v2) = two_tags(&cli);
+    let blobs = cli.blobs();
+
+    // A dry run says what would go and removes nothing.
+    let out = cli.run(&["cache", "rm", "--dry-run", &v1]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("Would remove: {v1}\n")
+    );
+    assert_eq!(listed(&cli), vec![v1.clone(), v2.clone()]);
+    assert_eq!(cli.blobs(), blobs);
+
+    let out = cli.run(&["cache", "rm", &v1]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("Removed: {v1}\n")
+    );
+    assert_eq!(listed(&cli), vec![v2.clone()]);
+    // v2 has the same manifest, config and layer: nothing was v1's alone.
+    assert_eq!(cli.blobs(), blobs);
+    let out = cli.run(&["run", "--pull", "never", &v2]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = cli.run(&["run", "--pull", "never", &v1]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+
+    // Not cached: said, and exit 1; the other names still go.
+    let out = cli.run(&["cache", "rm", &v1, &v2]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains(&format!("{v1} is not in the cache")),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(listed(&cli), Vec::<String>::new());
+    assert!(cli.blobs().is_empty(), "{:?}", cli.blobs());
+}
+
+#[test]
+fn prune_dry_run_removes_nothing_and_older_than_reads_human_durations() {
+    let cli = WasmOci::new();
+    let (_registry, v1, v2) = two_tags(&cli);
+    let blobs = cli.blobs();
+    let out = cli.run(&[
+        "cache",
+        "prune",
+        "--older-than",
+        "0s",
+        "--dry-run",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(
+        report["removed_refs"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
+    assert!(report["freed"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(listed(&cli), vec![v1.clone(), v2.clone()]);
+    assert_eq!(cli.blobs(), blobs);
+
+    for older_than in ["30d", "1h30m", "2 weeks", "720h"] {
+        let out = cli.run(&["cache", "prune", "--older-than", older_than]);
+        assert!(out.status.success(), "{older_than}: {}", describe(&out));
+    }
+    assert_eq!(listed(&cli), vec![v1, v2]);
+    let out = cli.run(&["cache", "prune", "--older-than", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(stderr(&out).contains("1h30m, 30d"), "{}", describe(&out));
+}
+
+#[test]
+fn cache_ls_does_not_list_a_reference_whose_blob_verify_removed() {
+    let cli = WasmOci::new();
+    let (_registry, v1, v2) = two_tags(&cli);
+    let entry: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["cache", "ls", "--json"])).unwrap();
+    let layer = entry[0]["layer_digest"]
+        .as_str()
+        .or(entry[0]["digest"].as_str())
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let path = cli.cache.path().join("v1/blobs/sha256").join(&layer);
+    let mut perms = fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    fs::set_permissions(&path, perms).unwrap();
+    fs::write(&path, b"\0asm\x01\0\0\0 not what was pulled").unwrap();
+
+    let out = cli.run(&["cache", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    for r in [&v1, &v2] {
+        assert!(
+            stderr(&out).contains(&format!("removed {r}: it needed a damaged blob")),
+            "{}",
+            describe(&out)
+        );
+    }
+    assert_eq!(listed(&cli), Vec::<String>::new());
 }

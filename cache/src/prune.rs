@@ -1,56 +1,23 @@
-//! Cache care: re-hash every blob, and remove what is least recently used, never what a running
+//! `cache prune` and `cache rm`: remove what is least recently used, never what a running
 //! process holds.
 //!
 //! A process that runs a blob holds a shared lock on it ([`Cache::hold`]); removing a blob
 //! takes an exclusive lock without waiting, so a blob in use is skipped, not pulled from under
-//! its user. A pull holds each blob from its commit until its reference is recorded, and a
-//! prune reads the references again once it has its locks, so a blob is never taken between
-//! the two. Blobs no reference uses are swept only after [`SWEEP_GRACE`], as git's gc spares
-//! young unreachable objects. Partial downloads nobody holds and nobody touched for
-//! [`STALE_PARTIAL`] are reclaimed.
+//! its user. A writer holds each blob under its [`crate::Lease`] until its reference is
+//! recorded, and a prune reads the references again once it has its locks, so a blob is never
+//! taken between the two. Blobs no reference uses are swept only after [`crate::SWEEP_GRACE`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::compiled::CompiledFiles as Compiled;
+use crate::files::list;
+use crate::holds::is_young;
+use crate::partials::STALE_PARTIAL;
 use crate::{Cache, Digest, Error, Result};
-
-/// How young a blob that no reference uses may be and still be spared by a prune: it may be
-/// a pull's, between its commit and its record (or a hold's conversion).
-pub const SWEEP_GRACE: Duration = Duration::from_secs(10 * 60);
-
-/// How long a partial download nobody holds is kept for resuming.
-pub const STALE_PARTIAL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// A blob found damaged by [`Cache::verify`].
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BadBlob {
-    /// The digest it is stored under.
-    pub expected: Digest,
-    /// What its content hashes to.
-    pub actual: Digest,
-}
-
-/// What [`Cache::verify`] found.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct VerifyReport {
-    /// Blobs re-hashed.
-    pub checked: usize,
-    /// Bytes re-hashed.
-    pub bytes: u64,
-    /// Blobs whose content did not match their name; they were removed.
-    pub removed: Vec<BadBlob>,
-    /// References that needed a removed blob; they were removed too, so that nothing lists or
-    /// runs them until they are pulled again.
-    pub removed_refs: Vec<String>,
-    /// Downloads in progress or interrupted (kept for resuming, never used as they are).
-    pub partial: usize,
-    /// Partial downloads reclaimed: nobody held them or touched them for a day.
-    pub reclaimed_partials: usize,
-}
 
 /// What to prune.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +32,10 @@ pub struct PrunePolicy {
     pub references: Vec<String>,
     /// Say what would be removed and freed, and remove nothing.
     pub dry_run: bool,
+    /// Remove every partial download nobody is writing now, however recent, instead of only
+    /// those untouched for [`STALE_PARTIAL`]: the room a full disk needs. Asked alone, only
+    /// they go.
+    pub partials: bool,
 }
 
 impl PrunePolicy {
@@ -83,9 +54,14 @@ pub struct PruneReport {
     pub removed_blobs: usize,
     /// Bytes freed, compiled code included.
     pub freed: u64,
+    /// Compiled files removed on their own: code of wasm the store does not hold (a local
+    /// file's, a container's module's) not loaded for `older_than`. (Code compiled from a
+    /// removed blob goes with it, and is counted in `freed` only.)
+    pub removed_compiled: usize,
     /// References kept because a running process uses their blob.
     pub in_use: Vec<String>,
-    /// Partial downloads reclaimed: nobody held them or touched them for a day.
+    /// Partial downloads reclaimed: nobody held them and nobody touched them for a day (any,
+    /// with [`PrunePolicy::partials`]).
     pub reclaimed_partials: usize,
     /// The cache's size afterwards (with `dry_run`, what it would be).
     pub size: u64,
@@ -93,156 +69,7 @@ pub struct PruneReport {
     pub dry_run: bool,
 }
 
-/// A shared lock on a blob, held while a guest made from it runs or while a pull records it.
-#[derive(Debug)]
-pub struct Hold {
-    _file: File,
-}
-
-impl Hold {
-    /// A shared lock on the blob at `path`, which must still be there once locked: a prune
-    /// that held it exclusively meanwhile may have removed it.
-    pub(crate) fn take(path: &Path) -> Result<Hold> {
-        let io_err = |action, source| Error::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        };
-        let file = File::open(path).map_err(|e| io_err("opening", e))?;
-        file.lock_shared().map_err(|e| io_err("locking", e))?;
-        let ours = file.metadata().map_err(|e| io_err("inspecting", e))?.ino();
-        match fs::metadata(path) {
-            Ok(m) if m.ino() == ours => Ok(Hold { _file: file }),
-            Ok(_) => Err(io_err(
-                "holding",
-                io::Error::other("the blob was replaced while it was being locked"),
-            )),
-            Err(e) => Err(io_err("opening", e)),
-        }
-    }
-
-    pub(crate) fn from_file(file: File) -> Hold {
-        Hold { _file: file }
-    }
-}
-
 impl Cache {
-    /// Takes a shared lock on a blob so that pruning skips it until the hold is dropped.
-    pub fn hold(&self, digest: &Digest) -> Result<Hold> {
-        Hold::take(&self.blob_path(digest)).map_err(|e| match e {
-            Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
-                Error::BlobNotFound {
-                    digest: digest.clone(),
-                }
-            }
-            other => other,
-        })
-    }
-
-    /// Whether the blob `digest` is in the store and entered it so recently that no prune
-    /// sweeps it within `margin` (it is young for [`SWEEP_GRACE`] from its rename): a writer
-    /// that records a reference to it well within `margin` need not hold it. One `stat`,
-    /// where a hold takes five system calls.
-    pub fn is_young_for(&self, digest: &Digest, margin: Duration) -> bool {
-        is_young(
-            &self.blob_path(digest),
-            SystemTime::now() + margin.min(SWEEP_GRACE),
-        )
-    }
-
-    /// Removes partial downloads that nobody holds (a live writer keeps its file locked) and
-    /// nobody wrote to for [`STALE_PARTIAL`]; returns how many.
-    pub fn reclaim_partials(&self) -> Result<usize> {
-        self.stale_partials(true)
-    }
-
-    /// Counts the partial downloads [`Cache::reclaim_partials`] would remove; removes them when
-    /// `remove` says so.
-    fn stale_partials(&self, remove: bool) -> Result<usize> {
-        let now = SystemTime::now();
-        let mut reclaimed = 0;
-        for (_, path) in list(&self.ingest_dir())? {
-            let stale = fs::symlink_metadata(&path).is_ok_and(|m| {
-                m.file_type().is_file()
-                    && m.modified()
-                        .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_PARTIAL)
-            });
-            if !stale {
-                continue;
-            }
-            let Ok(file) = File::open(&path) else {
-                continue;
-            };
-            if file.try_lock().is_err() {
-                continue; // a writer holds it: live, however old
-            }
-            if !remove {
-                reclaimed += 1;
-                continue;
-            }
-            // Only the inode still at the path: a writer may have renamed it meanwhile.
-            let ours = file.metadata().ok().map(|m| m.ino());
-            if fs::metadata(&path).ok().map(|m| m.ino()) == ours && fs::remove_file(&path).is_ok() {
-                tracing::info!(path = %path.display(), "reclaimed a stale partial download");
-                reclaimed += 1;
-            }
-        }
-        Ok(reclaimed)
-    }
-
-    /// Bytes used by blobs, compiled code and partial downloads.
-    pub fn size(&self) -> u64 {
-        dir_size(&self.root)
-    }
-
-    /// Re-hashes every blob; removes (and reports) the ones whose content does not match.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        let reclaimed_partials = self.reclaim_partials()?;
-        let mut report = VerifyReport {
-            partial: fs::read_dir(self.ingest_dir()).map_or(0, |d| d.count()),
-            reclaimed_partials,
-            ..VerifyReport::default()
-        };
-        let mut buf = vec![0; 1 << 20];
-        for (name, path) in list(&self.blobs_dir())? {
-            let expected = match format!("{}:{name}", Digest::ALGORITHM).parse::<Digest>() {
-                Ok(d) => d,
-                Err(_) => {
-                    // Not a blob name at all: nothing else writes there, so it is debris.
-                    let _ = fs::remove_file(&path);
-                    continue;
-                }
-            };
-            let (actual, bytes) = hash_file(&path, &mut buf)?;
-            report.checked += 1;
-            report.bytes += bytes;
-            if actual != expected {
-                tracing::warn!(%expected, %actual, "removing a damaged blob");
-                self.remove_blob(&expected)?;
-                report.removed.push(BadBlob { expected, actual });
-            }
-        }
-        if !report.removed.is_empty() {
-            let removed: BTreeSet<&Digest> = report.removed.iter().map(|b| &b.expected).collect();
-            for record in self.refs()? {
-                if needs(&record.entry).iter().any(|d| removed.contains(d)) {
-                    match fs::remove_file(&record.path) {
-                        Ok(()) => report.removed_refs.push(record.entry.reference),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(source) => {
-                            return Err(Error::Io {
-                                action: "removing",
-                                path: record.path,
-                                source,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        Ok(report)
-    }
-
     /// Removes least-recently-used references and the blobs only they use, as `policy` asks.
     /// Blobs that no reference uses are removed too. A blob held by a running process (see
     /// [`Cache::hold`]) is never removed, and neither is its reference.
@@ -258,10 +85,12 @@ impl Cache {
     pub fn prune(&self, policy: &PrunePolicy) -> Result<PruneReport> {
         let dry_run = policy.dry_run;
         let mut report = PruneReport {
-            reclaimed_partials: if policy.only_named() {
+            reclaimed_partials: if policy.partials {
+                self.partials(None, !dry_run)?
+            } else if policy.only_named() {
                 0
             } else {
-                self.stale_partials(!dry_run)?
+                self.partials(Some(STALE_PARTIAL), !dry_run)?
             },
             dry_run,
             ..PruneReport::default()
@@ -383,6 +212,23 @@ impl Cache {
                 drop(locks);
             }
         }
+        // Compiled code of wasm the store does not hold (local files, containers' modules)
+        // goes by its own last use, which loading it records.
+        if let Some(age) = policy.older_than {
+            for entry in self.compiled() {
+                if self.contains(&entry.digest) {
+                    continue;
+                }
+                let path = self.compiled_path(&entry.engine, &entry.digest, &entry.kind);
+                let unused = fs::symlink_metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > age);
+                if unused && (dry_run || fs::remove_file(&path).is_ok()) {
+                    report.freed += entry.size;
+                    report.removed_compiled += 1;
+                }
+            }
+        }
         // Counted, not walked again: a walk of 300,000 files costs seconds. What other
         // processes added meanwhile is not in it.
         report.size = start_size.saturating_sub(report.freed);
@@ -473,7 +319,7 @@ impl Cache {
     }
 
     /// Removes a blob and the code compiled from it; returns the bytes freed.
-    fn remove_blob(&self, digest: &Digest) -> Result<u64> {
+    pub(crate) fn remove_blob(&self, digest: &Digest) -> Result<u64> {
         self.remove_blob_with(digest, &Compiled::list(self))
     }
 
@@ -509,40 +355,8 @@ impl Cache {
     }
 }
 
-/// The compiled code in the cache by the digest of the wasm it was compiled from, listed once.
-struct Compiled(std::collections::HashMap<String, Vec<PathBuf>>);
-
-impl Compiled {
-    fn list(cache: &Cache) -> Compiled {
-        let mut by_digest: std::collections::HashMap<String, Vec<PathBuf>> = Default::default();
-        for key in fs::read_dir(cache.root.join("compiled"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for file in fs::read_dir(key.path()).into_iter().flatten().flatten() {
-                let name = file.file_name();
-                let Some((hex, kind)) = name.to_str().and_then(|n| n.split_once('.')) else {
-                    continue;
-                };
-                if matches!(kind, "module" | "component") {
-                    by_digest
-                        .entry(hex.to_owned())
-                        .or_default()
-                        .push(file.path());
-                }
-            }
-        }
-        Compiled(by_digest)
-    }
-
-    fn of(&self, digest: &Digest) -> &[PathBuf] {
-        self.0.get(digest.hex()).map_or(&[], Vec::as_slice)
-    }
-}
-
 /// The blobs a reference needs.
-fn needs(e: &crate::RefEntry) -> Vec<Digest> {
+pub(crate) fn needs(e: &crate::RefEntry) -> Vec<Digest> {
     e.blobs().cloned().collect()
 }
 
@@ -636,95 +450,10 @@ impl RefsWatch {
     }
 }
 
-fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let entries = fs::read_dir(dir).map_err(|source| Error::Io {
-        action: "listing",
-        path: dir.to_owned(),
-        source,
-    })?;
-    Ok(entries
-        .flatten()
-        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
-        .collect())
-}
-
-/// Whether the blob at `path` entered the store within [`SWEEP_GRACE`] (its rename into
-/// place changed its ctime).
-fn is_young(path: &Path, now: SystemTime) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| {
-        let changed = SystemTime::UNIX_EPOCH
-            + Duration::new(
-                m.ctime().max(0) as u64,
-                m.ctime_nsec().clamp(0, 999_999_999) as u32,
-            );
-        now.duration_since(changed).unwrap_or_default() < SWEEP_GRACE
-    })
-}
-
-fn hash_file(path: &Path, buf: &mut [u8]) -> Result<(Digest, u64)> {
-    File::open(path)
-        .and_then(|f| Digest::of_reader_with(f, buf))
-        .map_err(|source| Error::Io {
-            action: "reading",
-            path: path.to_owned(),
-            source,
-        })
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .flatten()
-            .map(|e| match e.file_type() {
-                Ok(t) if t.is_dir() => dir_size(&e.path()),
-                Ok(_) => e.metadata().map_or(0, |m| m.len()),
-                Err(_) => 0,
-            })
-            .sum()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RefEntry;
-
-    fn add(cache: &Cache, name: &str, layer: &[u8]) -> RefEntry {
-        let entry = RefEntry {
-            reference: format!("localhost:5000/{name}:v1"),
-            manifest_digest: cache
-                .insert(format!("manifest of {name}").as_bytes())
-                .unwrap(),
-            layer_digest: cache.insert(layer).unwrap(),
-            layer_media_type: "application/wasm".into(),
-            size: layer.len() as u64,
-            config_digest: None,
-            signatures: None,
-            sources: Default::default(),
-        };
-        cache.set_ref(&entry).unwrap();
-        entry
-    }
-
-    #[test]
-    fn verify_removes_damaged_blobs_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path()).unwrap();
-        let good = add(&cache, "good", b"good bytes");
-        let bad = add(&cache, "bad", b"bad bytes");
-        let path = cache.blob_path(&bad.layer_digest);
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        fs::write(&path, b"bit rot").unwrap();
-        let report = cache.verify().unwrap();
-        assert_eq!(report.checked, 4);
-        assert_eq!(report.removed.len(), 1);
-        assert_eq!(report.removed[0].expected, bad.layer_digest);
-        assert!(!cache.contains(&bad.layer_digest));
-        assert!(cache.contains(&good.layer_digest));
-        assert_eq!(cache.get_ref(&bad.reference).unwrap(), None);
-        assert_eq!(cache.verify().unwrap().removed.len(), 0);
-    }
+    use crate::refs::sample as add;
 
     #[test]
     fn prune_removes_least_recently_used_first_and_skips_blobs_in_use() {
@@ -765,29 +494,6 @@ mod tests {
         assert!(report.removed_refs.is_empty(), "{report:?}");
         assert!(report.size <= 150_000, "{report:?}");
         assert!(cache.get_ref(&held.reference).unwrap().is_some());
-    }
-
-    #[test]
-    fn stale_partials_are_reclaimed_unless_held_or_recent() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path()).unwrap();
-        let old = SystemTime::now() - STALE_PARTIAL - Duration::from_secs(60);
-        let partial = |name: &str, modified: SystemTime| {
-            let path = cache.ingest_dir().join(name);
-            let file = File::create(&path).unwrap();
-            file.set_modified(modified).unwrap();
-            (path, file)
-        };
-        let (abandoned, _) = partial("a.partial", old);
-        let (held, held_file) = partial("b.partial", old);
-        held_file.lock().unwrap();
-        let (recent, _) = partial("c.partial", SystemTime::now());
-        assert_eq!(cache.reclaim_partials().unwrap(), 1);
-        assert!(!abandoned.exists());
-        assert!(held.exists() && recent.exists());
-        drop(held_file);
-        let report = cache.verify().unwrap();
-        assert_eq!((report.reclaimed_partials, report.partial), (1, 1));
     }
 
     #[test]
@@ -878,25 +584,45 @@ mod tests {
     }
 
     #[test]
-    fn verify_unlists_references_whose_blob_it_removed() {
+    fn compiled_code_of_wasm_not_in_the_store_goes_by_its_last_use() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
-        let damaged = add(&cache, "damaged", b"good layer");
-        let intact = add(&cache, "intact", b"other layer");
-        let path = cache.blob_path(&damaged.layer_digest);
-        let mut perms = fs::metadata(&path).unwrap().permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perms.set_readonly(false);
-        fs::set_permissions(&path, perms).unwrap();
-        fs::write(&path, b"evil layer").unwrap();
-        let report = cache.verify().unwrap();
-        assert_eq!(report.removed_refs, vec![damaged.reference.clone()]);
-        let listed: Vec<String> = cache
-            .refs()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.entry.reference)
-            .collect();
-        assert_eq!(listed, vec![intact.reference]);
+        let pulled = add(&cache, "pulled", b"a layer");
+        let key = "0123abcd";
+        let store = |digest: &Digest| {
+            cache
+                .store_compiled(key, digest, "module", b"code")
+                .unwrap()
+        };
+        let of_pulled = store(&pulled.layer_digest);
+        let (old, recent) = (
+            Digest::of(b"old local file"),
+            Digest::of(b"recent local file"),
+        );
+        let (of_old, of_recent) = (store(&old), store(&recent));
+        let long_ago = SystemTime::now() - Duration::from_secs(7200);
+        for path in [&of_old, &of_recent, &of_pulled] {
+            File::open(path).unwrap().set_modified(long_ago).unwrap();
+        }
+        // Loading it is a use.
+        assert!(
+            cache
+                .open_compiled(key, &recent, "module")
+                .unwrap()
+                .is_some()
+        );
+        let policy = |dry_run| PrunePolicy {
+            older_than: Some(Duration::from_secs(3600)),
+            dry_run,
+            ..PrunePolicy::default()
+        };
+        let dry = cache.prune(&policy(true)).unwrap();
+        assert_eq!((dry.removed_compiled, dry.freed), (1, 4));
+        assert!(of_old.exists());
+        let report = cache.prune(&policy(false)).unwrap();
+        assert_eq!((report.removed_compiled, report.freed), (1, 4));
+        assert!(!of_old.exists());
+        // A reference used recently keeps its code, however old the file.
+        assert!(of_recent.exists() && of_pulled.exists());
     }
 }

@@ -7,9 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use crate::support::{Registry, WasmOci, describe, stderr};
-
-const HELLO: &str = "Hello from WebAssembly!\n";
+use crate::support::{HELLO, Registry, WasmOci, describe, stderr};
 
 fn many_layouts(args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/many_layouts.py");

@@ -3,9 +3,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::support::{Registry, WasmOci, describe, guests, stderr, testdata};
-
-const HELLO: &str = "Hello from WebAssembly!\n";
+use crate::support::{HELLO, Registry, WasmOci, describe, guests, stderr, testdata};
 
 fn skopeo(args: &[&str]) {
     let out = Command::new("skopeo")
