@@ -119,7 +119,7 @@ const MAX_HEADERS: usize = 100;
 const CONNECTION_COST: usize = 3 * MAX_HEAD;
 
 /// Resources (streams, header maps, bodies, pollables) one instance may hold in the host at
-/// once, and the largest header map it may build: what a guest can make the host allocate.
+/// once, and the largest header map it may build, with no memory budget (see [`HostHeld`]).
 const MAX_RESOURCES: usize = 4096;
 const MAX_FIELDS_SIZE: usize = 64 << 10;
 
@@ -804,9 +804,10 @@ impl Inner {
             wasi.stderr(err);
         }
         let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES);
+        let held = HostHeld::under(self.options.max_memory);
+        table.set_max_capacity(held.resources);
         let mut http = WasiHttpCtx::new();
-        http.set_field_size_limit(MAX_FIELDS_SIZE);
+        http.set_field_size_limit(held.fields_size);
         let host = ProxyHost {
             ctx: wasi.build(),
             http,
@@ -842,6 +843,35 @@ impl Inner {
             });
         }
         store
+    }
+}
+
+/// What one instance may make the host hold in resources: header maps are the largest (the
+/// host copies every name and value a guest gives), so the resource cap times the largest
+/// header map is what a guest can make the host allocate. Under a memory budget the resource
+/// cap shrinks with the budget so that this stays within half of it (64 resources at the
+/// least: half of an 8 MiB budget); without one, 4096 resources. Header maps stay at 64 KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HostHeld {
+    resources: usize,
+    fields_size: usize,
+}
+
+impl HostHeld {
+    const LEAST_RESOURCES: usize = 64;
+
+    fn under(max_memory: Option<usize>) -> Self {
+        let Some(budget) = max_memory else {
+            return Self {
+                resources: MAX_RESOURCES,
+                fields_size: MAX_FIELDS_SIZE,
+            };
+        };
+        let resources = (budget / 2 / MAX_FIELDS_SIZE).clamp(Self::LEAST_RESOURCES, MAX_RESOURCES);
+        Self {
+            resources,
+            fields_size: MAX_FIELDS_SIZE,
+        }
     }
 }
 
@@ -945,5 +975,25 @@ impl WasiHttpHooks for Outbound {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Io))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_guest_makes_the_host_hold_stays_within_half_of_its_budget() {
+        for mib in [8usize, 24, 64, 256, 1024, 4096] {
+            let budget = mib << 20;
+            let held = HostHeld::under(Some(budget));
+            assert!(
+                held.resources * held.fields_size <= budget / 2,
+                "{mib} MiB: {held:?}"
+            );
+        }
+        let unlimited = HostHeld::under(None);
+        assert_eq!(unlimited.resources, MAX_RESOURCES);
+        assert_eq!(unlimited.fields_size, MAX_FIELDS_SIZE);
     }
 }
