@@ -42,6 +42,8 @@ mod serve_attacks;
 mod serve_limits;
 mod shim;
 mod shim_attacks;
+mod shim_kill;
+mod shim_network;
 mod shim_world;
 mod support;
 mod tags;
