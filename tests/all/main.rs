@@ -38,6 +38,7 @@ mod resume;
 mod run;
 mod scale;
 mod serve;
+mod serve_attacks;
 mod serve_limits;
 mod shim;
 mod shim_attacks;

@@ -1,5 +1,5 @@
-//! What one client connection may hold of an HTTP server: how long it may sit idle or take to
-//! send a request's head, the answer a client gets when the server is full, and an accept
+//! What one client connection may hold of an HTTP server: how long it may sit idle, take to
+//! send a request's head, or leave a response unread, the answer a client gets when the server is full, and an accept
 //! loop that backs off, quietly, while the process is out of file descriptors.
 
 use std::io;
@@ -24,18 +24,20 @@ enum Phase {
 }
 
 /// A connection's deadlines: `idle` with no request begun, `header` from a request's first
-/// byte to its complete head. A request being served has none here (its body and its run
-/// have theirs).
+/// byte to its complete head, `write` for a client to take any byte of what is written to it
+/// (see [`Watched`]). A request being served has no other here (its body and its run have
+/// theirs).
 #[derive(Debug)]
 pub(super) struct Clock {
     phase: Mutex<Phase>,
     changed: Notify,
     idle: Duration,
     header: Duration,
+    write: Duration,
 }
 
 impl Clock {
-    pub(super) fn new(idle: Duration, header: Duration) -> Arc<Self> {
+    pub(super) fn new(idle: Duration, header: Duration, write: Duration) -> Arc<Self> {
         Arc::new(Self {
             phase: Mutex::new(Phase::Idle {
                 since: Instant::now(),
@@ -43,6 +45,7 @@ impl Clock {
             changed: Notify::new(),
             idle,
             header,
+            write,
         })
     }
 
@@ -78,8 +81,8 @@ impl Clock {
     /// request is served.
     fn deadline(&self) -> Option<Instant> {
         match *self.phase.lock().expect("clock lock") {
-            Phase::Idle { since } => Some(since + self.idle),
-            Phase::Head { since } => Some(since + self.header),
+            Phase::Idle { since } => since.checked_add(self.idle),
+            Phase::Head { since } => since.checked_add(self.header),
             Phase::Busy { .. } => None,
         }
     }
@@ -128,15 +131,54 @@ impl Drop for InFlight {
     }
 }
 
-/// A client's stream that tells its [`Clock`] when bytes come in.
+/// A client's stream that tells its [`Clock`] when bytes come in, and fails a write that
+/// makes no progress for the clock's `write` time: a client that reads nothing of its
+/// response does not hold its connection (its slot, its share of the memory budget, what the
+/// guest wrote, the guest itself) for longer than that, whatever the phase.
 pub(super) struct Watched<S> {
     inner: S,
     clock: Arc<Clock>,
+    /// Armed while a write waits for the client to take bytes.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> Watched<S> {
     pub(super) fn new(inner: S, clock: Arc<Clock>) -> Self {
-        Self { inner, clock }
+        Self {
+            inner,
+            clock,
+            stalled: None,
+        }
+    }
+
+    /// What a write (or flush) polled to `polled` comes to: progress disarms the stall
+    /// timer, waiting arms it, and waiting past it fails the write.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let write = self.clock.write;
+        let stalled = self.stalled.get_or_insert_with(|| {
+            let deadline = Instant::now().checked_add(write);
+            Box::pin(match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline),
+                // No deadline that far: wait "for ever" (a century).
+                None => tokio::time::sleep(Duration::from_secs(100 * 365 * 24 * 3600)),
+            })
+        });
+        if stalled.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing of its response in time",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -161,11 +203,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -177,7 +221,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -119,7 +119,7 @@ const MAX_HEADERS: usize = 100;
 const CONNECTION_COST: usize = 3 * MAX_HEAD;
 
 /// Resources (streams, header maps, bodies, pollables) one instance may hold in the host at
-/// once, and the largest header map it may build: what a guest can make the host allocate.
+/// once, and the largest header map it may build, with no memory budget (see [`HostHeld`]).
 const MAX_RESOURCES: usize = 4096;
 const MAX_FIELDS_SIZE: usize = 64 << 10;
 
@@ -372,7 +372,13 @@ async fn serve_connection(
     admitted: Admitted,
 ) {
     let options = &inner.options;
-    let clock = Clock::new(options.idle_timeout, options.header_timeout);
+    // A client that takes nothing of its response for the idle timeout is gone as much as
+    // one that sends nothing: its connection is closed, and its guest with it.
+    let clock = Clock::new(
+        options.idle_timeout,
+        options.header_timeout,
+        options.idle_timeout,
+    );
     // A connection's requests run one after another: the next one's instance starts once
     // the last one's is gone, so that they never hold the memory budget together.
     let turn = Arc::new(tokio::sync::Mutex::new(()));
@@ -426,7 +432,50 @@ enum Ended {
 /// A response on its way out; the connection is busy until it is sent (or dropped).
 struct Answer {
     body: HyperOutgoingBody,
+    /// The guest that writes the body, for the guest's answers (none for our own).
+    guest: Option<Writer>,
+    /// The body's last frame went out.
+    sent: bool,
     _in_flight: InFlight,
+}
+
+/// The guest behind a response body.
+struct Writer {
+    /// Where the guest is: [`RUNNING`], [`RETURNED`] or [`STOPPED`].
+    state: Arc<AtomicU8>,
+    /// Ends the guest, when its response is given up before it was sent.
+    abort: tokio::task::AbortHandle,
+}
+
+/// The guest is running.
+const RUNNING: u8 = 0;
+/// The guest returned from its handler.
+const RETURNED: u8 = 1;
+/// The guest was stopped (its timeout, a trap, a kill, its response given up).
+const STOPPED: u8 = 2;
+
+/// Marks its guest [`STOPPED`] when dropped before it returned: held by the guest's task
+/// and dropped before its store (and so before its response body's end is seen).
+struct Running(Arc<AtomicU8>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .compare_exchange(RUNNING, STOPPED, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        // A response given up before it was sent (the client went away, or took nothing of
+        // it in time) ends its guest, and frees its slot, whatever its timeout.
+        if !self.sent
+            && let Some(guest) = &self.guest
+        {
+            guest.abort.abort();
+        }
+    }
 }
 
 impl Body for Answer {
@@ -437,7 +486,29 @@ impl Body for Answer {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match polled {
+            // The body also ends when the guest's store is dropped, finished or not: a guest
+            // that was stopped did not finish it, and its response must not look complete
+            // (hyper breaks the connection off instead of ending the body).
+            Poll::Ready(None)
+                if this
+                    .guest
+                    .as_ref()
+                    .is_some_and(|g| g.state.load(Ordering::SeqCst) == STOPPED) =>
+            {
+                this.sent = true;
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                    "the component was stopped before its response was complete".into(),
+                )))))
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                this.sent = true;
+                polled
+            }
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -524,9 +595,11 @@ impl Inner {
         in_flight: InFlight,
         turn: Arc<tokio::sync::Mutex<()>>,
     ) -> Result<hyper::Response<Answer>, Infallible> {
-        let response = self.answer(req, turn).await;
+        let (response, guest) = self.answer(req, turn).await;
         Ok(response.map(|body| Answer {
             body,
+            guest,
+            sent: false,
             _in_flight: in_flight,
         }))
     }
@@ -535,7 +608,7 @@ impl Inner {
         self: Arc<Self>,
         req: hyper::Request<hyper::body::Incoming>,
         turn: Arc<tokio::sync::Mutex<()>>,
-    ) -> hyper::Response<HyperOutgoingBody> {
+    ) -> (hyper::Response<HyperOutgoingBody>, Option<Writer>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let max_body = self.options.max_body;
         let declared = req
@@ -549,11 +622,11 @@ impl Inner {
                 limit = max_body,
                 "request body too large; answered 413"
             );
-            return plain(413, "request body too large\n");
+            return (plain(413, "request body too large\n"), None);
         }
         tracing::debug!(request = id, method = %req.method(), uri = %req.uri(), "request");
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return plain(503, "shutting down\n");
+            return (plain(503, "shutting down\n"), None);
         };
         let turn = turn.lock_owned().await;
         // The body's deadline runs from here: time spent waiting for a slot is not the
@@ -581,15 +654,20 @@ impl Inner {
             Ok(handles) => handles,
             Err(e) => {
                 tracing::warn!(request = id, error = %format!("{e:#}"), "bad request; answered 400");
-                return plain(400, "bad request\n");
+                return (plain(400, "bad request\n"), None);
             }
         };
         let pre = self.pre.clone();
         let timeout = self.options.timeout;
         let mut abandon = self.abandon.subscribe();
+        let state = Arc::new(AtomicU8::new(RUNNING));
+        let running = Running(state.clone());
         let mut guest = tokio::spawn(async move {
             let _permit = permit;
             let _turn = turn;
+            let mut store = store;
+            // Dropped before the store, however the task ends (even aborted).
+            let running = running;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
@@ -613,7 +691,10 @@ impl Inner {
                 None => run.await,
             };
             let ended = match result {
-                Ok(()) => Ended::Done,
+                Ok(()) => {
+                    running.0.store(RETURNED, Ordering::SeqCst);
+                    Ended::Done
+                }
                 Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Ended::TimedOut,
                 Err(e) => Ended::Failed(e),
             };
@@ -630,21 +711,23 @@ impl Inner {
                         desired,
                         limit = limits.max_memory,
                         shared = limits.shared.as_ref().map(|c| c.budget.used()),
-                        error = %format!("{e:?}"),
+                        error = %format!("{e:#}"),
                         "request asked for memory over its limit and failed"
                     ),
                     None => tracing::warn!(
                         request = id,
                         trap = %e.downcast_ref::<Trap>().map_or("none".into(), Trap::to_string),
-                        error = %format!("{e:?}"),
+                        error = %format!("{e:#}"),
                         "request failed"
                     ),
                 },
                 _ => {}
             }
+            drop(running);
+            drop(store);
             ended
         });
-        tokio::select! {
+        let response = tokio::select! {
             // A body that timed out is the answer, whatever the guest made of its error.
             biased;
             Ok(()) = timed_out => {
@@ -662,7 +745,13 @@ impl Inner {
                 response
             }
             answered = receiver => match answered {
-                Ok(Ok(response)) => response,
+                Ok(Ok(response)) => {
+                    let writer = Writer {
+                        state,
+                        abort: guest.abort_handle(),
+                    };
+                    return (response, Some(writer));
+                }
                 Ok(Err(code)) => {
                     tracing::warn!(request = id, error = ?code, "the component answered with an error; answered 500");
                     plain(500, "internal server error\n")
@@ -685,7 +774,8 @@ impl Inner {
                     Ended::Failed(_) => plain(500, "internal server error\n"),
                 },
             },
-        }
+        };
+        (response, None)
     }
 
     /// A store for one request: its own WASI context and resource table, a share of the
@@ -695,7 +785,8 @@ impl Inner {
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stdout()
             .inherit_stderr()
-            .envs(&self.options.env);
+            .envs(&self.options.env)
+            .max_random_size(max_random(self.options.max_memory));
         let output = |file: &Option<Arc<std::fs::File>>| {
             let file = file.as_ref()?;
             match file.try_clone() {
@@ -713,9 +804,10 @@ impl Inner {
             wasi.stderr(err);
         }
         let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES);
+        let held = HostHeld::under(self.options.max_memory);
+        table.set_max_capacity(held.resources);
         let mut http = WasiHttpCtx::new();
-        http.set_field_size_limit(MAX_FIELDS_SIZE);
+        http.set_field_size_limit(held.fields_size);
         let host = ProxyHost {
             ctx: wasi.build(),
             http,
@@ -732,7 +824,10 @@ impl Inner {
         let mut store = Store::new(self.pre.engine(), host);
         store.limiter(|h| &mut h.limits);
         if self.interruptible {
-            let deadline = self.options.timeout.map(|t| Instant::now() + t);
+            let deadline = self
+                .options
+                .timeout
+                .and_then(|t| Instant::now().checked_add(t));
             let abandoned = self.abandoned.clone();
             store.set_epoch_deadline(1);
             store.epoch_deadline_callback(move |_| {
@@ -749,6 +844,43 @@ impl Inner {
         }
         store
     }
+}
+
+/// What one instance may make the host hold in resources: header maps are the largest (the
+/// host copies every name and value a guest gives), so the resource cap times the largest
+/// header map is what a guest can make the host allocate. Under a memory budget the resource
+/// cap shrinks with the budget so that this stays within half of it (64 resources at the
+/// least: half of an 8 MiB budget); without one, 4096 resources. Header maps stay at 64 KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HostHeld {
+    resources: usize,
+    fields_size: usize,
+}
+
+impl HostHeld {
+    const LEAST_RESOURCES: usize = 64;
+
+    fn under(max_memory: Option<usize>) -> Self {
+        let Some(budget) = max_memory else {
+            return Self {
+                resources: MAX_RESOURCES,
+                fields_size: MAX_FIELDS_SIZE,
+            };
+        };
+        let resources = (budget / 2 / MAX_FIELDS_SIZE).clamp(Self::LEAST_RESOURCES, MAX_RESOURCES);
+        Self {
+            resources,
+            fields_size: MAX_FIELDS_SIZE,
+        }
+    }
+}
+
+/// The most random bytes one `get-random-bytes` call may ask the host for: the host makes
+/// them before the guest's memory is asked for room, so a call may take an eighth of the
+/// memory budget, and 1 MiB at most (a call asking for more traps).
+fn max_random(max_memory: Option<usize>) -> u64 {
+    const MOST: u64 = 1 << 20;
+    max_memory.map_or(MOST, |m| u64::try_from(m / 8).unwrap_or(u64::MAX).min(MOST))
 }
 
 /// A short plain-text answer of our own.
@@ -843,5 +975,25 @@ impl WasiHttpHooks for Outbound {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Io))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_guest_makes_the_host_hold_stays_within_half_of_its_budget() {
+        for mib in [8usize, 24, 64, 256, 1024, 4096] {
+            let budget = mib << 20;
+            let held = HostHeld::under(Some(budget));
+            assert!(
+                held.resources * held.fields_size <= budget / 2,
+                "{mib} MiB: {held:?}"
+            );
+        }
+        let unlimited = HostHeld::under(None);
+        assert_eq!(unlimited.resources, MAX_RESOURCES);
+        assert_eq!(unlimited.fields_size, MAX_FIELDS_SIZE);
     }
 }

@@ -56,6 +56,11 @@ impl WasmOci {
             .env_remove("SSL_CERT_FILE")
             .env("WASM_OCI_LOG", LOG_EVERYTHING)
             .env("WASM_OCI_LOG_FILE", self.log_file())
+            // As for the shim (support/containerd.rs): at trace level every WASI call's error
+            // is logged with its Debug form, which resolves a captured backtrace when
+            // RUST_BACKTRACE is set, some 100 MiB of debug info that memory tests would
+            // measure. Not what a server runs.
+            .env("RUST_BACKTRACE", "0")
             .env_remove("WASM_OCI_PLAIN_HTTP")
             .stdin(Stdio::null());
         cmd

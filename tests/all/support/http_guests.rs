@@ -106,13 +106,13 @@ pub fn wasi_http_wit() -> PathBuf {
 }
 
 #[derive(Clone, Copy)]
-enum Adapter {
+pub enum Adapter {
     Proxy,
     Reactor,
 }
 
 /// Bindings from `wit-bindgen c`, then clang (wasm32-wasi reactor), then wit-component.
-fn build_c_guest(dir: &Path, name: &str, wit: &Path, world: &str, adapter: Adapter) -> PathBuf {
+pub fn build_c_guest(dir: &Path, name: &str, wit: &Path, world: &str, adapter: Adapter) -> PathBuf {
     let bindings = dir.join(format!("{name}-bindings"));
     fs::create_dir_all(&bindings).unwrap();
     let out = Command::new("wit-bindgen")

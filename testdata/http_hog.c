@@ -1,0 +1,144 @@
+// A hostile wasi:http/proxy guest for tests/all/serve_attacks.rs: it makes the host hold
+// memory that is not its own linear memory. Routes:
+//   GET /fields?n=N   makes N header maps of about 60 KiB each in the host (fields.from-list),
+//                     holding them all, answers 200 "made K" (K: the maps made)
+//   GET /flood        answers 200 and writes its body in 1 MiB pieces for as long as the
+//                     host takes them; once it has taken none for half a second (the
+//                     client reads nothing), finishes the body and returns, leaving what
+//                     it wrote to the host
+//   GET /random?mb=N  asks the host for N MiB of random bytes (one get-random-bytes call),
+//                     answers 200 with how many came; traps when they do not fit its memory
+//   anything else     404
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy.h"
+
+static proxy_string_t str(const char *s) {
+    return (proxy_string_t){(uint8_t *)s, strlen(s)};
+}
+
+static void respond_text(wasi_http_types_own_response_outparam_t out, int status, const char *text) {
+    wasi_http_types_own_fields_t fields = wasi_http_types_constructor_fields();
+    wasi_http_types_own_outgoing_response_t response = wasi_http_types_constructor_outgoing_response(fields);
+    wasi_http_types_borrow_outgoing_response_t r = wasi_http_types_borrow_outgoing_response(response);
+    wasi_http_types_method_outgoing_response_set_status_code(r, status);
+    wasi_http_types_own_outgoing_body_t body;
+    wasi_http_types_method_outgoing_response_body(r, &body);
+    wasi_http_types_result_own_outgoing_response_error_code_t result = {.is_err = false};
+    result.val.ok = response;
+    wasi_http_types_static_response_outparam_set(out, &result);
+    wasi_http_types_own_output_stream_t stream;
+    wasi_http_types_method_outgoing_body_write(wasi_http_types_borrow_outgoing_body(body), &stream);
+    proxy_list_u8_t chunk = {(uint8_t *)text, strlen(text)};
+    wasi_io_streams_stream_error_t err;
+    wasi_io_streams_method_output_stream_blocking_write_and_flush(wasi_io_streams_borrow_output_stream(stream),
+                                                                  &chunk, &err);
+    wasi_io_streams_output_stream_drop_own(stream);
+    wasi_http_types_error_code_t error;
+    wasi_http_types_static_outgoing_body_finish(body, NULL, &error);
+}
+
+static uint8_t value[1000];
+static uint8_t piece[1 << 20];
+
+// Whether `stream` takes more bytes within half a second.
+static bool writable_soon(wasi_io_streams_borrow_output_stream_t stream) {
+    wasi_io_poll_own_pollable_t ready = wasi_io_streams_method_output_stream_subscribe(stream);
+    wasi_io_poll_own_pollable_t timer = wasi_clocks_monotonic_clock_subscribe_duration(500000000ull);
+    wasi_io_poll_borrow_pollable_t both[2] = {wasi_io_poll_borrow_pollable(ready),
+                                              wasi_io_poll_borrow_pollable(timer)};
+    wasi_io_poll_list_borrow_pollable_t list = {both, 2};
+    proxy_list_u32_t which;
+    wasi_io_poll_poll(&list, &which);
+    bool writable = false;
+    for (size_t i = 0; i < which.len; i++) {
+        if (which.ptr[i] == 0) writable = true;
+    }
+    proxy_list_u32_free(&which);
+    wasi_io_poll_pollable_drop_own(ready);
+    wasi_io_poll_pollable_drop_own(timer);
+    return writable;
+}
+
+static void flood(wasi_http_types_own_response_outparam_t out) {
+    wasi_http_types_own_fields_t fields = wasi_http_types_constructor_fields();
+    wasi_http_types_own_outgoing_response_t response = wasi_http_types_constructor_outgoing_response(fields);
+    wasi_http_types_borrow_outgoing_response_t r = wasi_http_types_borrow_outgoing_response(response);
+    wasi_http_types_own_outgoing_body_t body;
+    wasi_http_types_method_outgoing_response_body(r, &body);
+    wasi_http_types_result_own_outgoing_response_error_code_t result = {.is_err = false};
+    result.val.ok = response;
+    wasi_http_types_static_response_outparam_set(out, &result);
+    wasi_http_types_own_output_stream_t stream;
+    wasi_http_types_method_outgoing_body_write(wasi_http_types_borrow_outgoing_body(body), &stream);
+    wasi_io_streams_borrow_output_stream_t s = wasi_io_streams_borrow_output_stream(stream);
+    memset(piece, 'f', sizeof piece);
+    for (;;) {
+        uint64_t n;
+        wasi_io_streams_stream_error_t err;
+        if (!wasi_io_streams_method_output_stream_check_write(s, &n, &err)) break;
+        if (n == 0) {
+            if (!writable_soon(s)) break;
+            continue;
+        }
+        proxy_list_u8_t chunk = {piece, n < sizeof piece ? n : sizeof piece};
+        if (!wasi_io_streams_method_output_stream_write(s, &chunk, &err)) break;
+    }
+    wasi_io_streams_output_stream_drop_own(stream);
+    wasi_http_types_error_code_t error;
+    wasi_http_types_static_outgoing_body_finish(body, NULL, &error);
+}
+
+void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handler_own_incoming_request_t request,
+                                               exports_wasi_http_incoming_handler_own_response_outparam_t out) {
+    wasi_http_types_borrow_incoming_request_t req = wasi_http_types_borrow_incoming_request(request);
+    proxy_string_t path_with_query;
+    char path[256] = "/";
+    if (wasi_http_types_method_incoming_request_path_with_query(req, &path_with_query)) {
+        size_t n = path_with_query.len < sizeof path - 1 ? path_with_query.len : sizeof path - 1;
+        memcpy(path, path_with_query.ptr, n);
+        path[n] = 0;
+    }
+    if (strcmp(path, "/flood") == 0) {
+        flood(out);
+        return;
+    }
+    if (strncmp(path, "/random?mb=", 11) == 0) {
+        proxy_list_u8_t bytes;
+        wasi_random_random_get_random_bytes(strtoull(path + 11, NULL, 10) << 20, &bytes);
+        char text[64];
+        snprintf(text, sizeof text, "got %zu\n", bytes.len);
+        proxy_list_u8_free(&bytes);
+        respond_text(out, 200, text);
+        return;
+    }
+    if (strncmp(path, "/fields?n=", 10) != 0) {
+        respond_text(out, 404, "not found\n");
+        return;
+    }
+    size_t n = strtoull(path + 10, NULL, 10);
+    memset(value, 'v', sizeof value);
+    static char names[60][16];
+    static wasi_http_types_tuple2_field_name_field_value_t entries[60];
+    for (int i = 0; i < 60; i++) {
+        snprintf(names[i], sizeof names[i], "x-hog-%d", i);
+        entries[i].f0 = str(names[i]);
+        entries[i].f1 = (wasi_http_types_field_value_t){value, sizeof value};
+    }
+    // Every map is ~60 KiB the host copies and holds for this instance; none is dropped
+    // until the instance ends.
+    size_t made = 0;
+    for (; made < n; made++) {
+        // A map past the resource cap (4096, a few taken already) would trap.
+        if (made + 16 >= 4096) break;
+        wasi_http_types_list_tuple2_field_name_field_value_t list = {entries, 60};
+        wasi_http_types_own_fields_t fields;
+        wasi_http_types_header_error_t err;
+        if (!wasi_http_types_static_fields_from_list(&list, &fields, &err)) break;
+    }
+    char text[64];
+    snprintf(text, sizeof text, "made %zu\n", made);
+    respond_text(out, 200, text);
+}
