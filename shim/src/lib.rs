@@ -12,10 +12,8 @@
 pub mod containerd;
 pub mod runner;
 
+pub use runner::http::{ServeOptions, Server};
 pub use runner::{
-    EngineOptions, Error, Identity, Loaded, Outcome, Preopen, RunOptions, Runner, ServeOptions,
-    Server, Wasm, World,
+    EngineOptions, Error, Identity, Loaded, Outcome, Preopen, Result, RunOptions, Runner, Wasm,
+    World,
 };
-
-/// Result type of this crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use wasm_oci_shim::runner::{
-    ConnectRule, DEFAULT_MAX_CONCURRENCY, HttpPolicy, HttpRule, SocketPolicy,
-};
+use wasm_oci_shim::runner::http::DEFAULT_MAX_CONCURRENCY;
+use wasm_oci_shim::runner::{ConnectRule, HttpPolicy, HttpRule, SocketPolicy};
 use wasm_oci_shim::{
     EngineOptions, Error as RunError, Loaded, Preopen, RunOptions, Runner, ServeOptions, World,
 };

@@ -280,6 +280,16 @@ impl Cri {
         id
     }
 
+    /// StartContainer of a created container.
+    pub(crate) fn start_created(&self, id: &str) {
+        let request = cri::StartContainerRequest {
+            container_id: id.to_owned(),
+        };
+        if let Err(e) = self.rt(|mut rt| async move { rt.start_container(request).await }) {
+            panic!("StartContainer {id}: {e}\n{}", self.c.log());
+        }
+    }
+
     /// CreateContainer + StartContainer, then polls until the container has exited.
     pub(crate) fn run_to_exit(
         &self,
@@ -836,13 +846,26 @@ fn a_guest_has_the_pods_user_not_roots() {
     };
     cri.rt(|mut rt| async move { rt.start_container(start).await })
         .unwrap();
-    cri.wait_exited(&id, Duration::from_secs(10));
+    let shim = shim_pid(&cri, &pod);
+    let status = cri.wait_exited(&id, Duration::from_secs(10));
     let log = cri.log_of(&config, "reader");
-    cri.remove_pod(&pod);
+    // The guest ran as 1000 and was refused the file: it says so and exits 1, as the same
+    // process would under runc. A shim that crashed writes nothing and reports no such exit.
+    assert_eq!(status.exit_code, 1, "{status:?}\n{log}");
+    assert!(
+        cri_log_lines(&log)
+            .iter()
+            .any(|(_, m)| m == "error: open /data/secret: Permission denied"),
+        "{log}"
+    );
     assert!(
         !log.contains("root's only"),
         "a guest of a pod running as uid 1000 read a file only root may read: {log}"
     );
+    // The shim outlived the guest, with the pod's sandbox in it.
+    assert!(crate::containerd::alive(shim), "the pod's shim died");
+    assert_eq!(shim_pid(&cri, &pod), shim);
+    cri.remove_pod(&pod);
 }
 
 #[test]

@@ -41,6 +41,8 @@ mod serve;
 mod serve_limits;
 mod shim;
 mod shim_attacks;
+mod shim_kill;
+mod shim_network;
 mod shim_world;
 mod support;
 mod tags;

@@ -2,10 +2,16 @@
 //! limits written into it (cgroup v1 and v2), and this process joins one of them, so the
 //! guests it runs are accounted and limited as a container's processes would be.
 //!
-//! The guests run on threads of this process, and a process sits in one cgroup: the first
-//! container's (in a pod, the sandbox's, under the pod's cgroup that the kubelet limits),
-//! then another's of the group when that one is deleted. Each guest's linear memory is also
-//! capped by the runner at its own container's memory limit.
+//! The guests run on threads of this process. For memory (and the other controllers that
+//! count a whole process) the process sits in one cgroup: the first container's (in a pod, the
+//! sandbox's, under the pod's cgroup that the kubelet limits), then another's of the group when
+//! that one is deleted. Each guest's linear memory is also capped by the runner at its own
+//! container's memory limit.
+//!
+//! CPU is counted per thread: with cgroup v1 only a guest's own threads enter its container's
+//! `cpu` and `cpuacct` cgroups ([`Cgroup::enter_thread`]), and the shim's control threads (the
+//! task service, the epoch ticker) stay where the shim started, so a kill or a delete never
+//! waits behind a guest that uses up its container's CPU quota.
 //!
 //! The path is the pod author's input only through the CRI plugin, but it is still checked:
 //! a path with `..`, or a systemd-style `slice:prefix:name` with a `/` in a part, is refused.
@@ -124,9 +130,42 @@ fn expand_slice(slice: &str) -> Option<PathBuf> {
 /// A container's cgroup: its directory in each hierarchy, and what this shim created there.
 #[derive(Debug)]
 pub(crate) struct Cgroup {
-    /// Each hierarchy, the directory in it, and the directories this shim created (outermost
-    /// first), which are the only ones it removes.
+    /// Each hierarchy, the directory in it, and the directories this shim removes when the
+    /// container goes (outermost first): those it created, and the container's own.
     dirs: Vec<(PathBuf, PathBuf, Vec<PathBuf>)>,
+    /// Whether the hierarchy is the unified one (cgroup v2).
+    v2: bool,
+}
+
+/// Whether a v1 hierarchy places single threads: a guest's threads go into its container's
+/// cgroup there, and the shim's own threads stay out.
+fn per_thread(v2: bool, hierarchy: &Path) -> bool {
+    !v2 && hierarchy
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.split(',').any(|c| c == "cpu" || c == "cpuacct"))
+}
+
+/// Where this process's threads are in a v1 hierarchy (`/proc/self/cgroup`): the cgroup a
+/// guest's threads return to.
+fn home(hierarchy: &Path) -> Option<PathBuf> {
+    let name = hierarchy.file_name()?.to_str()?;
+    let wanted: Vec<&str> = name.split(',').collect();
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let controllers: Vec<&str> = controllers.split(',').collect();
+        wanted
+            .iter()
+            .all(|w| controllers.contains(w))
+            .then(|| hierarchy.join(path.trim_start_matches('/')))
+    })
+}
+
+/// The calling thread's id, as the `tasks` files take it.
+fn this_thread() -> String {
+    rustix::thread::gettid().as_raw_nonzero().get().to_string()
 }
 
 /// The hierarchies under `root`: the unified one (v2), or each v1 controller's.
@@ -152,17 +191,24 @@ impl Cgroup {
         resources: Resources,
     ) -> Result<Cgroup, String> {
         let (v2, hierarchies) = hierarchies(root);
-        let mut cgroup = Cgroup { dirs: Vec::new() };
+        let mut cgroup = Cgroup {
+            dirs: Vec::new(),
+            v2,
+        };
         for hierarchy in hierarchies {
             let dir = hierarchy.join(relative);
-            let created: Vec<PathBuf> = dir
+            // The container's own directory is removed with it even when it was there before
+            // (left by a shim that died): its parents only when this shim made them.
+            let mut created: Vec<PathBuf> = dir
                 .ancestors()
+                .skip(1)
                 .take_while(|d| *d != hierarchy && !d.exists())
                 .map(Path::to_path_buf)
                 .collect::<Vec<_>>()
                 .into_iter()
                 .rev()
                 .collect();
+            created.push(dir.clone());
             if let Err(e) = fs::create_dir_all(&dir) {
                 remove(&created);
                 cgroup.remove();
@@ -287,29 +333,83 @@ impl Cgroup {
         metrics
     }
 
-    /// Moves this whole process into the cgroup, in every hierarchy.
+    /// Moves this whole process into the cgroup, in every hierarchy that counts processes
+    /// (all of cgroup v2's; v1's but `cpu` and `cpuacct`, which take single threads).
     pub(crate) fn join(&self) {
         let pid = std::process::id().to_string();
-        for (_, dir, _) in &self.dirs {
+        for (hierarchy, dir, _) in &self.dirs {
+            if per_thread(self.v2, hierarchy) {
+                continue;
+            }
             if let Err(e) = fs::write(dir.join("cgroup.procs"), &pid) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot join cgroup");
             }
         }
     }
 
-    /// Moves this process back to each hierarchy's root.
+    /// Moves this process back to each hierarchy's root, where it counts processes.
     pub(crate) fn leave(&self) {
         let pid = std::process::id().to_string();
         for (hierarchy, _, _) in &self.dirs {
-            let _ = fs::write(hierarchy.join("cgroup.procs"), &pid);
+            if !per_thread(self.v2, hierarchy) {
+                let _ = fs::write(hierarchy.join("cgroup.procs"), &pid);
+            }
         }
     }
 
+    /// Moves the calling thread (a guest's, before it runs any of the guest) into the cgroup
+    /// where hierarchies take single threads; threads it starts are born there. Returns
+    /// whether the cgroup's CPU figures count this thread alone (else the whole process's).
+    pub(crate) fn enter_thread(&self) -> bool {
+        let tid = this_thread();
+        let mut entered = false;
+        for (hierarchy, dir, _) in &self.dirs {
+            if !per_thread(self.v2, hierarchy) {
+                continue;
+            }
+            match fs::write(dir.join("tasks"), &tid) {
+                Ok(()) => entered = true,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot move the guest's thread into its cgroup");
+                }
+            }
+        }
+        entered
+    }
+
     /// Removes what [`Cgroup::create`] made, innermost first; one still in use stays, and so
-    /// do its parents.
+    /// do its parents. Threads of this process still in it (a guest's runtime winding down)
+    /// are moved back where the shim's threads are first.
     pub(crate) fn remove(&self) {
-        for (_, _, created) in &self.dirs {
+        for (hierarchy, dir, created) in &self.dirs {
+            if per_thread(self.v2, hierarchy)
+                && let Some(home) = home(hierarchy)
+            {
+                let tasks = fs::read_to_string(dir.join("tasks")).unwrap_or_default();
+                for tid in tasks.lines() {
+                    if Path::new(&format!("/proc/self/task/{tid}")).exists() {
+                        let _ = fs::write(home.join("tasks"), tid);
+                    }
+                }
+            }
             remove(created);
+        }
+    }
+}
+
+/// Removes the cgroup `relative` of a container whose shim died (what containerd's `delete`
+/// of the shim asks), in every hierarchy under `root`: its own directory, never a parent. One
+/// that still holds a process stays.
+pub(crate) fn remove_leftover(root: &Path, relative: &Path) {
+    let (_, hierarchies) = hierarchies(root);
+    for hierarchy in hierarchies {
+        let dir = hierarchy.join(relative);
+        match fs::remove_dir(&dir) {
+            Ok(()) => tracing::debug!(dir = %dir.display(), "removed a dead shim's cgroup"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a dead shim's cgroup")
+            }
         }
     }
 }

@@ -101,9 +101,9 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            idle_timeout: crate::runner::DEFAULT_IDLE_TIMEOUT,
-            header_timeout: crate::runner::DEFAULT_HEADER_TIMEOUT,
-            body_timeout: crate::runner::DEFAULT_BODY_TIMEOUT,
+            idle_timeout: crate::runner::http::DEFAULT_IDLE_TIMEOUT,
+            header_timeout: crate::runner::http::DEFAULT_HEADER_TIMEOUT,
+            body_timeout: crate::runner::http::DEFAULT_BODY_TIMEOUT,
             max_connections: None,
         }
     }

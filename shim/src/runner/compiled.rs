@@ -12,8 +12,8 @@ use std::path::Path;
 use wasmtime::Module;
 use wasmtime::component::Component;
 
+use super::error::Result;
 use super::{Error, Loaded, Runner, Wasm, first_words};
-use crate::Result;
 
 impl Runner {
     /// Compiles `wasm`, or loads the code compiled for it earlier from the cache; `name` is

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+/// Result type of the runner (and of the crate).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// What can go wrong starting or running a guest.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -127,12 +130,43 @@ pub enum Error {
         #[source]
         source: wasmtime::Error,
     },
-    /// The engine could not be set up.
+    /// The engine could not be set up, or failed to do what only it does (link the host's
+    /// interfaces, load the code it compiled).
     #[error("cannot set up the wasmtime engine")]
     Engine {
         /// What wasmtime said.
         #[source]
         source: wasmtime::Error,
+    },
+    /// Something of the host's that the guest needs could not be had: a copy of its standard
+    /// streams, a runtime for its host calls, a place for its compiled code.
+    #[error("{what}")]
+    Io {
+        /// What was being done, e.g. "starting the guest's runtime".
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server's socket could not be made.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address, as it was given.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A network namespace for the guest could not be made, opened or entered.
+    #[error("cannot {action} the guest's network namespace{}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    NetworkNamespace {
+        /// What was being done: "make", "open", "enter", "bring lo up in".
+        action: &'static str,
+        /// The namespace's path, when it has one.
+        path: Option<PathBuf>,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -154,7 +188,10 @@ impl Error {
             | Error::Link { .. }
             | Error::MissingImports { .. }
             | Error::Preopen { .. }
-            | Error::Engine { .. } => 125,
+            | Error::Engine { .. }
+            | Error::Io { .. }
+            | Error::Listen { .. }
+            | Error::NetworkNamespace { .. } => 125,
         }
     }
 }

@@ -34,9 +34,9 @@ use wasmtime_wasi_http::{
 };
 
 use super::connection::{self, Backoff, Clock, InFlight, Watched};
+use super::error::Result;
 use super::network::HttpPolicy;
 use super::{Budget, Charge, Error, Limits, Runner};
-use crate::Result;
 
 /// How a proxy component is served.
 #[derive(Debug, Clone)]
