@@ -387,6 +387,28 @@ impl From<wasm_oci_artifact::Error> for Error {
             wasm_oci_artifact::Error::InvalidReference { reference, reason } => {
                 Error::InvalidReference { reference, reason }
             }
+            wasm_oci_artifact::Error::NoMatchingPlatform {
+                reference,
+                platforms,
+            } => Error::NoMatchingPlatform {
+                reference,
+                platforms,
+            },
+            wasm_oci_artifact::Error::NoWasmLayer {
+                reference,
+                config_media_type,
+                layer_media_types,
+            } => Error::NoWasmLayer {
+                reference,
+                config_media_type,
+                layer_media_types,
+            },
+            wasm_oci_artifact::Error::AmbiguousWasmLayers { reference, count } => {
+                Error::AmbiguousWasmLayers { reference, count }
+            }
+            wasm_oci_artifact::Error::InvalidManifest { reference, reason } => {
+                Error::InvalidManifest { reference, reason }
+            }
             // The artifact crate's enum may grow; its text is the reason.
             other => Error::InvalidReference {
                 reference: String::new(),
@@ -400,6 +422,43 @@ impl From<wasm_oci_artifact::Error> for Error {
 mod tests {
     use super::*;
     use oci_client::errors::{OciEnvelope, OciError, OciErrorCode};
+
+    #[test]
+    fn the_choice_of_manifest_says_the_same_in_the_fetcher() {
+        use wasm_oci_artifact::Error as A;
+        let reference = || "localhost:5000/x:1".to_owned();
+        for e in [
+            A::NoMatchingPlatform {
+                reference: reference(),
+                platforms: vec!["linux/amd64".into()],
+            },
+            A::NoMatchingPlatform {
+                reference: reference(),
+                platforms: vec![],
+            },
+            A::NoWasmLayer {
+                reference: reference(),
+                config_media_type: "c".into(),
+                layer_media_types: vec!["l".into()],
+            },
+            A::AmbiguousWasmLayers {
+                reference: reference(),
+                count: 3,
+            },
+            A::InvalidManifest {
+                reference: reference(),
+                reason: "r".into(),
+            },
+        ] {
+            let text = e.to_string();
+            let converted = Error::from(e);
+            assert!(
+                !matches!(converted, Error::InvalidReference { .. }),
+                "{converted:?}"
+            );
+            assert_eq!(converted.to_string(), text);
+        }
+    }
 
     fn registry_error(code: OciErrorCode) -> OciDistributionError {
         OciDistributionError::RegistryError {

@@ -9,7 +9,8 @@
 //! - [`trust`]: signatures and the policy;
 //! - `remote`: the transport (options, [`hosts`], [`auth`], TLS, clients, endpoints, registry
 //!   requests, tokens, redirects, failures and their one classifier, retries);
-//! - `walk`: an index to its image manifest, and the reference a pull or a load records;
+//! - `walk`: the reference a pull or a load records (the walk's pure step and the choice of
+//!   manifest are [`wasm_oci_artifact`]'s);
 //! - [`layout`]: OCI image layouts on disk;
 //! - operations: `pull`, `push`, `resolve`, `tags` (list, retag), `describe` (a manifest
 //!   without its layers), `referrers` (attach, discover), each handed what it needs by [`Fetcher`]
@@ -60,7 +61,9 @@ pub use remote::{auth, hosts};
 pub use resolve::{PullPolicy, Resolved, UnknownPullPolicy, resolve_cached};
 pub use signatures::Signed;
 pub use tags::{DEFAULT_PAGE_SIZE, Tagged, is_valid_tag};
-pub use walk::WalkError;
+/// The old path of the walk's errors, now variants (`EntrySize`, `Nested`) of the artifact
+/// crate's error.
+pub use wasm_oci_artifact::Error as WalkError;
 
 // The old paths of what moved into the transport room, for code written against them; to
 // be dropped once every caller names the room.

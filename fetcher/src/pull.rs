@@ -8,14 +8,15 @@ use oci_client::manifest::OciDescriptor;
 use wasm_oci_cache::{Cache, Digest, Hold, Ingest, Lease, RefEntry};
 
 use crate::error::{Error, Result};
-use crate::manifest::{Choice, choose};
 use crate::progress::{Blob, Progress, Transfer};
 use crate::remote::client::{MIRROR_DOCUMENT_TIMEOUT, MIRROR_MIN_BYTES, MIRROR_PACE_WINDOW};
 use crate::remote::endpoint::{Capability, Endpoint, in_order, skipped};
 use crate::remote::registry::Registry;
 use crate::remote::retry::{Backoff, Transient, io_in_words, seconds, wait_for, with_retries};
 use crate::remote::transport::Transport;
-use crate::walk::{Record, image_behind, signatures_record};
+use crate::walk::{Record, signatures_record};
+use wasm_oci_artifact::manifest::{Choice, choose};
+use wasm_oci_artifact::walk::image_behind;
 use wasm_oci_trust::Policy;
 
 // The documents a pull asks for, and their cap: the transport's, here at their old path.
@@ -137,7 +138,8 @@ impl Pull<'_> {
                         continue;
                     }
                 };
-                match check_document_size(&answer.0, &name).and_then(|()| choose(&answer.0, &name))
+                match check_document_size(&answer.0, &name)
+                    .and_then(|()| choose(&answer.0, &name).map_err(Error::from))
                 {
                     Ok(parsed) => {
                         found = Some((answer, parsed, host));

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = wasm_oci_fetcher::choose(data, "fuzz.example/repo:tag");
+    let _ = wasm_oci_artifact::choose(data, "fuzz.example/repo:tag");
 });

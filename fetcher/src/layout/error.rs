@@ -113,7 +113,7 @@ pub enum LayoutError {
         /// The entry.
         label: String,
         /// What is wrong with it.
-        source: crate::walk::error::WalkError,
+        source: wasm_oci_artifact::Error,
     },
     /// A config larger than any config is.
     #[error(

@@ -10,8 +10,8 @@ use wasm_oci_cache::Digest;
 use super::error::{LayoutError, MAX_DOCUMENT};
 use super::file::{layout_err, read_document, read_verified};
 use crate::error::{Error, Result};
-use crate::manifest::Choice;
-use crate::walk::image_behind;
+use wasm_oci_artifact::manifest::Choice;
+use wasm_oci_artifact::walk::image_behind;
 use wasm_oci_trust::SignatureBlob;
 
 /// The annotation that holds an entry's tag (`oci:DIR:TAG`), as skopeo writes it.
@@ -89,15 +89,15 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
         let signed_digest = digest.clone();
         // The choice a pull makes; a parse error names the layout as well as the entry.
         let choose = |bytes: &[u8]| {
-            crate::manifest::choose(bytes, &label).map_err(|e| match e {
-                Error::InvalidManifest { reason, .. } => layout_err(
+            wasm_oci_artifact::choose(bytes, &label).map_err(|e| match e {
+                wasm_oci_artifact::Error::InvalidManifest { reason, .. } => layout_err(
                     dir,
                     LayoutError::Manifest {
                         label: label.clone(),
                         reason,
                     },
                 ),
-                other => other,
+                other => Error::from(other),
             })
         };
         // The image manifest's bytes, read and verified once.

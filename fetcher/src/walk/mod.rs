@@ -1,39 +1,11 @@
-//! The artifact walk and the reference record, written once for a registry's pull and a
-//! layout's load: an index entry leads to an image manifest of the size the index says (never
-//! to another index), and what a pull or a load leaves in the cache for a reference is made
-//! by [`Record::entry`].
+//! The reference record, written once for a registry's pull and a layout's load: what a pull
+//! or a load leaves in the cache for a reference is made by [`Record::entry`]. The walk's pure
+//! step (an index entry leads to an image manifest of the size the index says, never to
+//! another index) is [`wasm_oci_artifact::walk::image_behind`].
 
 use std::collections::BTreeMap;
 
-use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageManifest};
 use wasm_oci_cache::{Digest, RefEntry, Signatures, Verdict};
-
-pub(crate) mod error;
-
-pub use error::WalkError;
-
-use crate::manifest::Choice;
-use crate::text::printable;
-
-/// The image manifest and wasm layer that `entry` of an index leads to: `bytes`, the
-/// manifest read for it, which [`crate::manifest::choose`] made `choice` of.
-pub(crate) fn image_behind(
-    entry: &ImageIndexEntry,
-    bytes: &[u8],
-    choice: Choice,
-) -> Result<(Box<OciImageManifest>, OciDescriptor), WalkError> {
-    if i64::try_from(bytes.len()) != Ok(entry.size) {
-        return Err(WalkError::EntrySize {
-            digest: printable(&entry.digest),
-            says: entry.size,
-            is: bytes.len(),
-        });
-    }
-    match choice {
-        Choice::Image { manifest, layer } => Ok((manifest, layer)),
-        Choice::Index(_) => Err(WalkError::Nested),
-    }
-}
 
 /// What the cache records of an artifact.
 pub(crate) struct Record {
