@@ -80,14 +80,15 @@ fn forward(client: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// With the operator's `HTTP_PROXY` set, the shim's connector judges the name the pod wrote
-/// as the shim's own resolver answers it (and admits a name it cannot resolve, "the proxy's
-/// to resolve"), but the connection is the proxy's: the proxy resolves the name anew and
-/// connects where its answer points. A name the shim cannot resolve (or one rebound between
-/// the two lookups) that the node-local proxy resolves to loopback reaches the node's own
-/// registry, and the pod runs what the node's loopback serves.
+/// The red team's attack: with the operator's `HTTP_PROXY` set, the shim judged the name the
+/// pod wrote as its own resolver answered it (admitting a name it could not resolve, "the
+/// proxy's to resolve"), but the connection was the proxy's, which resolved the name anew and
+/// connected where its answer pointed: a name the node-local proxy resolves to loopback
+/// reached the node's own registry, and the pod ran what the node's loopback serves. A pull
+/// for a pod now never goes through a proxy of the environment, so the address judged is the
+/// address connected to.
 #[test]
-fn through_the_operators_proxy_a_name_resolved_to_loopback_reaches_the_node() {
+fn a_pods_pull_never_goes_through_the_operators_proxy_to_the_node() {
     let registry = Registry::start();
     let port = registry.addr.rsplit_once(':').unwrap().1.to_owned();
     WasmOci::new().ok(&[
@@ -128,8 +129,10 @@ fn through_the_operators_proxy_a_name_resolved_to_loopback_reaches_the_node() {
         "the proxy was asked to reach the node's loopback: {}",
         describe(&out)
     );
+    // A pull for a pod never goes through the environment's proxy: the shim resolves the
+    // name itself, which this node cannot, so nothing is connected to at all.
     assert!(
-        stderr(&out).contains("an address of the node itself"),
+        stderr(&out).contains("does not resolve"),
         "{}",
         describe(&out)
     );
