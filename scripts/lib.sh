@@ -66,3 +66,53 @@ stop_registry() {
         REGISTRY_PID=
     fi
 }
+
+# sid_package PKG EXPECTED: extracts Debian sid's PKG (a package this Debian does not carry at the
+# version the tests need: oras, crane, containerd 2.x) once into a directory outside the clone,
+# keyed by its version, and prints that directory. The package is fetched with `apt-get download`
+# under a private apt configuration whose source list is the machine's own with the suite set to
+# sid; nothing is installed and dpkg's database is not touched. EXPECTED is the upstream version
+# the tests were written against: another one is used, with a warning, when sid has moved on.
+sid_package() {
+    local pkg=$1 expected=$2
+    local root=${WASM_OCI_TOOLS:-/var/cache/wasm-oci-tools}/sid
+    local apt=$root/apt
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/etc/sources.list.d" \
+        "$apt/etc/preferences.d" "$apt/etc/apt.conf.d"
+    local opts=(-o "Dir::Etc=$apt/etc" -o Dir::Etc::sourcelist=/dev/null
+        -o "Dir::Etc::sourceparts=$apt/etc/sources.list.d" -o "Dir::State::Lists=$apt/lists"
+        -o "Dir::Cache=$apt/cache" -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+    # The machine's own sources, suite set to sid (the security suite has no sid).
+    local sources=/etc/apt/sources.list.d/debian.sources
+    awk 'BEGIN { RS = ""; ORS = "\n\n" } /-security/ { next } { print }' "$sources" |
+        sed -e 's/^Suites:.*/Suites: sid/' >"$apt/etc/sources.list.d/sid.sources"
+    # The lists are refreshed once a day at most.
+    if [ -z "$(find "$apt/lists" -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
+        echo "==> apt-get update (sid lists, private)" >&2
+        apt-get "${opts[@]}" update -qq >/dev/null
+    fi
+    local version
+    version=$(apt-cache "${opts[@]}" show --no-all-versions "$pkg" 2>/dev/null |
+        awk '/^Version:/ { print $2; exit }')
+    if [ -z "$version" ]; then
+        echo "sid has no package $pkg" >&2
+        return 1
+    fi
+    case "${version#*:}" in
+        "$expected"*) ;;
+        *) echo "warning: sid's $pkg is $version, the tests were written against $expected" >&2 ;;
+    esac
+    local dir=$root/${pkg}_${version//[:~+]/_}
+    if [ ! -e "$dir/.done" ]; then
+        echo "==> sid package $pkg $version" >&2
+        local tmp
+        tmp=$(mktemp -d "$root/.tmp.XXXXXX")
+        (cd "$tmp" && apt-get "${opts[@]}" download -qq "$pkg=$version" >/dev/null)
+        dpkg-deb -x "$tmp"/*.deb "$tmp/root"
+        rm -rf "$dir"
+        mv "$tmp/root" "$dir"
+        rm -rf "$tmp"
+        touch "$dir/.done"
+    fi
+    echo "$dir"
+}
