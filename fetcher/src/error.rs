@@ -71,8 +71,8 @@ pub enum Error {
         reference: String,
         /// The policy scope that matched, and its file.
         scope: String,
-        /// Why.
-        reason: String,
+        /// The trust gate's verdict, and where the signatures were looked for.
+        reason: TrustRefusal,
     },
     /// Its `.sig` manifest is not something signatures can be read from.
     #[error("the signatures of {reference} cannot be read: {reason}")]
@@ -327,6 +327,31 @@ pub enum Error {
         #[source]
         source: OciDistributionError,
     },
+}
+
+/// Why the signature policy refuses a reference: the trust gate's verdict, and where the
+/// signatures it judged were looked for.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustRefusal {
+    /// The gate refused what the registry holds (or the scope refuses anything).
+    #[error("{0}")]
+    Refused(wasm_oci_trust::Refusal),
+    /// The gate refused what the cache holds, and the pull policy forbids asking the
+    /// registry.
+    #[error("{0} (the pull policy `never` forbids asking the registry for signatures)")]
+    CachedOnly(wasm_oci_trust::Refusal),
+    /// The gate refused what an OCI layout holds.
+    #[error("{refusal} (in the layout {})", dir.display())]
+    InLayout {
+        /// The verdict.
+        refusal: wasm_oci_trust::Refusal,
+        /// The layout's directory.
+        dir: PathBuf,
+    },
+    /// The scope needs signatures and those the registry has cannot be read.
+    #[error("its signatures cannot be read: {0}")]
+    Unreadable(Box<Error>),
 }
 
 impl Error {

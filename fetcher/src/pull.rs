@@ -7,7 +7,7 @@ use oci_client::Reference;
 use oci_client::manifest::OciDescriptor;
 use wasm_oci_cache::{Cache, Digest, Hold, Ingest, Lease, RefEntry};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TrustRefusal};
 use crate::progress::{Blob, Progress, Transfer};
 use crate::remote::client::{MIRROR_DOCUMENT_TIMEOUT, MIRROR_MIN_BYTES, MIRROR_PACE_WINDOW};
 use crate::remote::endpoint::{Capability, Endpoint, in_order, skipped};
@@ -161,12 +161,13 @@ impl Pull<'_> {
         // What the signature policy asks of this reference, decided before anything is
         // downloaded; signatures are of the digest the reference resolves to (an index's own).
         let gate = wasm_oci_trust::Gate::new(self.policy, reference);
-        let untrusted = |reason: String| Error::Untrusted {
+        let untrusted = |reason| Error::Untrusted {
             reference: name.clone(),
             scope: gate.describe(),
             reason,
         };
-        gate.admit().map_err(|r| untrusted(r.to_string()))?;
+        gate.admit()
+            .map_err(|r| untrusted(TrustRefusal::Refused(r)))?;
         let want_signatures = gate.needs_signatures() || self.keep_signatures;
         let signed_digest = top_digest.clone();
         // The index a reference resolved to, kept with its signatures: `save` writes it so
@@ -269,7 +270,7 @@ impl Pull<'_> {
         let signatures = match signatures {
             Ok(found) => found,
             Err(e) if gate.needs_signatures() => {
-                return Err(untrusted(format!("its signatures cannot be read: {e}")));
+                return Err(untrusted(TrustRefusal::Unreadable(Box::new(e))));
             }
             Err(e) => {
                 tracing::warn!(reference = %name, error = %e, "signatures not kept");
@@ -278,7 +279,7 @@ impl Pull<'_> {
         };
         let valid = gate
             .judge(&signed_digest, signatures.as_ref())
-            .map_err(|r| untrusted(r.to_string()))?;
+            .map_err(|r| untrusted(TrustRefusal::Refused(r)))?;
         let (path, downloaded, layer_host) = layer_fetched?;
         let (_, _, config_host) = config_fetched?;
         let mut sources = sources.into_inner().expect("sources lock");
