@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::remote::failure::violation;
 use crate::remote::registry::{MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE};
 use crate::remote::retry::with_retries;
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// Tags asked for per page when the caller does not say.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
