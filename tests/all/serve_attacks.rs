@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::serve::{Served, push_proxy, wait_until};
+use crate::serve::wait_until;
 use crate::support::{Adapter, WasmOci, build_c_guest, wasi_http_wit};
+use crate::support::{Served, push_proxy};
 
 /// The hostile guest (testdata/http_hog.c), built once per test run.
 fn hog() -> &'static Path {

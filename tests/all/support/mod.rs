@@ -1,7 +1,8 @@
 //! Test harness, by what it supports: a private registry per test ([`registry`]), the
 //! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), raw
 //! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
-//! registries and small services ([`server`]), a network namespace of a test's own
+//! registries and small services ([`server`]), `wasm-oci serve` and a client
+//! for it ([`served`]), a network namespace of a test's own
 //! ([`netns`]), the test guests ([`guests`], [`http_guests`]), waits on what a test can
 //! observe ([`wait`]) and a WebSocket client for the CRI streaming server ([`websocket`]).
 //! Everything is re-exported here, so tests name `support::X`.
@@ -14,6 +15,7 @@ mod http_guests;
 mod netns;
 pub mod proxy;
 mod registry;
+mod served;
 mod server;
 mod wait;
 mod websocket;
@@ -26,6 +28,7 @@ pub use http_guests::*;
 pub use netns::*;
 pub use proxy::*;
 pub use registry::*;
+pub use served::*;
 pub use server::*;
 pub use wait::*;
 pub use websocket::*;
