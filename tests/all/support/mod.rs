@@ -2,7 +2,7 @@
 //! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), raw
 //! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
 //! registries and small services ([`server`]), `wasm-oci serve` and a client
-//! for it ([`served`]), a network namespace of a test's own
+//! for it ([`served`]), the trust tests' keys, digests and policies ([`trust`]), a network namespace of a test's own
 //! ([`netns`]), the test guests ([`guests`], [`http_guests`]), waits on what a test can
 //! observe ([`wait`]) and a WebSocket client for the CRI streaming server ([`websocket`]).
 //! Everything is re-exported here, so tests name `support::X`.
@@ -17,6 +17,7 @@ pub mod proxy;
 mod registry;
 mod served;
 mod server;
+mod trust;
 mod wait;
 mod websocket;
 
@@ -30,6 +31,7 @@ pub use proxy::*;
 pub use registry::*;
 pub use served::*;
 pub use server::*;
+pub use trust::*;
 pub use wait::*;
 pub use websocket::*;
 
