@@ -128,6 +128,43 @@ fn attachments_cross(registry: &dyn TestRegistry) {
             by_oras["size"].as_u64().unwrap()
         )
     );
+
+    // oras attaches again, on top of the referrers index wasm-oci last wrote: nothing is
+    // lost, and both list the three in the same order with the same descriptors.
+    fs::write(dir.path().join("second.txt"), b"second look\n").unwrap();
+    let again = json(&oras_in(
+        Some(dir.path()),
+        &[
+            "attach",
+            "--plain-http",
+            "--format",
+            "json",
+            "--artifact-type",
+            "text/x-second",
+            &subject_ref,
+            "second.txt",
+        ],
+    ));
+    let found = json(&cli.ok(&["discover", "--json", &subject_ref]));
+    let ours: Vec<&str> = found["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["digest"].as_str().unwrap())
+        .collect();
+    let discovered = json(&oras_in(
+        None,
+        &["discover", "--plain-http", "--format", "json", &subject_ref],
+    ));
+    let theirs: Vec<&str> = discovered["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(ours.len(), 3, "{found}");
+    assert!(ours.contains(&again["digest"].as_str().unwrap()), "{found}");
+    assert_eq!(ours, theirs);
 }
 
 #[test]
