@@ -276,10 +276,10 @@ mod tests {
                 .map(str::to_owned)
         };
         let mut page: Vec<&str> = tags.to_vec();
-        if let Some(last) = param("last") {
-            if let Some(i) = page.iter().position(|t| *t > last.as_str()) {
-                page = page.split_off(i);
-            }
+        if let Some(last) = param("last")
+            && let Some(i) = page.iter().position(|t| *t > last.as_str())
+        {
+            page = page.split_off(i);
         }
         if let Some(n) = param("n").and_then(|n| n.parse::<usize>().ok()) {
             page.truncate(n);
