@@ -7,7 +7,7 @@ use std::fs;
 
 use crate::support::{
     CraneRegistry, Fault, HELLO, Proxy, Registry, TestRegistry, WasmOci, crane, crane_bytes,
-    guests, manifest_at, padded_hello, sha256_digest, testdata,
+    guests, manifest_at, oras_in, padded_hello, sha256_digest, testdata,
 };
 
 fn json(text: &str) -> serde_json::Value {
@@ -153,6 +153,15 @@ fn tags_agree(registry: &dyn TestRegistry) {
     theirs.sort();
     assert_eq!(listed, ["by-crane", "by-wasm-oci", "v1"]);
     assert_eq!(listed, theirs);
+    let mut by_oras: Vec<String> = oras_in(
+        None,
+        &["repo", "tags", "--plain-http", &registry.reference("hello")],
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    by_oras.sort();
+    assert_eq!(listed, by_oras);
 }
 
 #[test]

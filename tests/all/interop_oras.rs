@@ -244,18 +244,25 @@ fn what_oras_pushes_runs(registry: &dyn TestRegistry) {
     let dir = tempfile::tempdir().unwrap();
     fs::copy(testdata("hello.wasm"), dir.path().join("hello.wasm")).unwrap();
     let reference = registry.reference("oras/hello:v1");
-    oras_in(
+    let pushed = json(&oras_in(
         Some(dir.path()),
         &[
             "push",
             "--plain-http",
+            "--format",
+            "json",
             "--artifact-type",
             "application/vnd.example.hello",
             &reference,
             "hello.wasm:application/wasm",
         ],
-    );
-    let (held, _) = manifest_at(registry.addr(), "oras/hello", "v1");
+    ));
+    let (held, bytes) = manifest_at(registry.addr(), "oras/hello", "v1");
+    // wasm-oci shows the manifest oras wrote, with the digest oras reports.
+    let shown = json(&WasmOci::new().ok(&["manifest", "--json", &reference]));
+    assert_eq!(shown["digest"], pushed["digest"]);
+    assert_eq!(shown["manifest_size"], bytes.len());
+    assert_eq!(shown["manifest"], held);
     assert_eq!(
         held["config"]["mediaType"],
         "application/vnd.oci.empty.v1+json"
