@@ -303,3 +303,41 @@ fn what_the_oras_cli_pushes_runs_from_distribution() {
 fn what_the_oras_cli_pushes_runs_from_crane_registry() {
     what_oras_pushes_runs(&CraneRegistry::start());
 }
+
+#[test]
+fn oras_copies_a_layout_wasm_oci_saves_into_a_registry_where_it_runs() {
+    let source = Registry::start();
+    let target = CraneRegistry::start();
+    let cli = WasmOci::new();
+    let pushed = json(&cli.ok(&[
+        "push",
+        "--json",
+        &testdata("hello.wasm").display().to_string(),
+        &source.reference("hello:v1"),
+    ]));
+    let layout = tempfile::tempdir().unwrap();
+    let dir = layout.path().join("airgap");
+    cli.ok(&[
+        "save",
+        &source.reference("hello:v1"),
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    let reference = target.reference("hello:v1");
+    oras_in(
+        None,
+        &[
+            "cp",
+            "--from-oci-layout",
+            &format!("{}:v1", dir.display()),
+            "--to-plain-http",
+            &reference,
+        ],
+    );
+    let (_, bytes) = manifest_at(target.addr(), "hello", "v1");
+    assert_eq!(
+        crate::support::sha256_digest(&bytes),
+        pushed["digest"].as_str().unwrap()
+    );
+    assert_eq!(WasmOci::new().ok(&["run", &reference]), HELLO);
+}
