@@ -175,8 +175,8 @@ fn wasm_oci_tag_and_crane_tag_agree_on_crane_registry() {
 }
 
 /// `crane index append` of a module and a component wasm-oci pushed: crane reads their
-/// platforms from wasm-oci's config, `wasm-oci manifest` shows the index crane wrote, and
-/// `run` runs it.
+/// platforms from wasm-oci's config, `wasm-oci manifest` shows the index crane wrote, `run`
+/// runs it, and `oras pull --platform` picks each entry.
 fn an_index_crane_writes_runs(registry: &dyn TestRegistry) {
     let cli = WasmOci::new();
     let module = json(&cli.ok(&[
@@ -222,6 +222,23 @@ fn an_index_crane_writes_runs(registry: &dyn TestRegistry) {
         assert_eq!(entry["platform"]["os"], os);
     }
     assert_eq!(WasmOci::new().ok(&["run", &index_ref]), HELLO);
+    // oras picks each entry by its platform, and pulls the file wasm-oci pushed.
+    for (platform, file) in [
+        ("wasip1/wasm", testdata("hello.wasm")),
+        ("wasip2/wasm", guests().hello_component.clone()),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        oras_in(
+            Some(out.path()),
+            &["pull", "--plain-http", "--platform", platform, &index_ref],
+        );
+        let name = file.file_name().unwrap();
+        assert_eq!(
+            fs::read(out.path().join(name)).unwrap(),
+            fs::read(&file).unwrap(),
+            "{platform}"
+        );
+    }
 }
 
 #[test]
