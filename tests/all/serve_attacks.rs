@@ -295,9 +295,10 @@ fn read_to_close(addr: &str, path: &str) -> Vec<u8> {
 
 /// A guest that writes part of its response and returns without `finish` (holding its
 /// outgoing body, or dropping it) has not sent a whole response: the host ended its body
-/// when the instance's store went away, which reads as a complete chunked response (a last
-/// chunk, the connection kept). It must read as cut short, as wasmtime's own server makes
-/// it: no last chunk, a declared length never reached, and the connection closed.
+/// when the instance's store went away, which read as a complete chunked response (a last
+/// chunk, the connection kept for the next request). It must read as cut short, as
+/// wasmtime's own server makes it: the connection closed, with no last chunk and no more
+/// than the guest wrote (hyper may close before it sent even the head).
 #[test]
 fn a_response_body_the_guest_never_finished_does_not_look_complete() {
     let cli = WasmOci::new();
@@ -305,27 +306,30 @@ fn a_response_body_the_guest_never_finished_does_not_look_complete() {
     for path in ["/unfinished", "/unfinished?drop"] {
         let got = read_to_close(&served.addr, path);
         let text = String::from_utf8_lossy(&got);
-        assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text:?}");
-        assert!(
-            text.to_ascii_lowercase()
-                .contains("transfer-encoding: chunked"),
-            "{path}: {text:?}"
-        );
-        assert!(text.contains("partial"), "{path}: {text:?}");
         assert!(
             !text.ends_with("\r\n0\r\n\r\n"),
             "{path}: an unfinished body ended with the last chunk: {text:?}"
         );
+        if !text.is_empty() {
+            assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text:?}");
+            assert!(
+                text.to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked"),
+                "{path}: {text:?}"
+            );
+        }
     }
     let got = read_to_close(&served.addr, "/unfinished?length=100");
     let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
-    assert!(
-        text.to_ascii_lowercase().contains("content-length: 100"),
-        "{text:?}"
-    );
-    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
-    assert_eq!(body, "partial", "{text:?}");
+    if !text.is_empty() {
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+        assert!(
+            text.to_ascii_lowercase().contains("content-length: 100"),
+            "{text:?}"
+        );
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        assert!(body.len() < 100, "{text:?}");
+    }
     // The server is well, and answers the next client whole.
     let r = served.get("/fields?n=1");
     assert_eq!(r.status, 200, "{r:?}");

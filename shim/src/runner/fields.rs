@@ -223,7 +223,7 @@ pub(super) fn add_to_linker<T: HoldsFields>(linker: &mut Linker<T>) -> wasmtime:
     Ok(())
 }
 
-/// After a call that changed the map at `rep` in place: its new size is counted.
+/// After a call that may have changed the map at `rep` in place: its new size is counted.
 fn changed(
     mut view: WasiHttpCtxView<'_>,
     limits: &mut Limits,
@@ -231,7 +231,10 @@ fn changed(
     rep: u32,
     result: Result<(), wasmtime_wasi_http::p2::HeaderError>,
 ) -> wasmtime::Result<(Result<(), wit::HeaderError>,)> {
-    if let Some(bytes) = measure(&view, rep) {
+    // A call that failed changed nothing (an immutable map, a forbidden name).
+    if result.is_ok()
+        && let Some(bytes) = measure(&view, rep)
+    {
         settle(limits, held, rep, bytes)?;
     }
     match result {
