@@ -380,6 +380,10 @@ fn header_maps_of_requests_at_once_share_the_memory_budget() {
     });
     let grown = peak_rss(served.child.id()).saturating_sub(before);
     let holding = served.stderr().matches("guest holds fields").count();
+    eprintln!(
+        "{REQUESTS} requests, {holding} held their maps at once: the server grew by {} MiB",
+        grown >> 20
+    );
     assert!(
         grown < 3 * BUDGET,
         "{REQUESTS} requests under a {} MiB budget grew the server by {} MiB ({holding} held their maps at once)",
