@@ -497,7 +497,7 @@ impl Pull<'_> {
         if offset == size {
             return (writer, Ok(()));
         }
-        let asked = host.remote.blob(reference, &layer.digest, offset);
+        let asked = host.remote.blob(reference, &layer.digest, offset, size);
         let asked = if host.mirror {
             // A mirror's answer must begin within the deadline of a whole manifest, however
             // slowly it drips its head.

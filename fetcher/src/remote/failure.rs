@@ -84,6 +84,16 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// The HTTP status the registry answered, when it answered one.
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            Failure::Request { status, .. } => *status,
+            _ => None,
+        }
+    }
+}
+
 impl From<OciDistributionError> for Failure {
     fn from(error: OciDistributionError) -> Self {
         Failure::Request {

@@ -231,18 +231,22 @@ impl Registry {
         Ok((body, digest))
     }
 
-    /// The blob `digest` from byte `offset` on: the response, and whether the registry
-    /// honoured the range (206) rather than sending it all (200). Always a range request,
-    /// even from 0.
+    /// The blob `digest` of `size` bytes from byte `offset` (below `size`) on: the response,
+    /// and whether the registry honoured the range (206) rather than sending it all (200).
+    /// Always a range request, even from 0, and a closed one (`bytes=<offset>-<size - 1>`):
+    /// go-containerregistry's registry (`crane registry serve`) reads no other form and
+    /// answers an open one (`bytes=0-`) with 416 and `BLOB_UNKNOWN`.
     pub(crate) async fn blob(
         &self,
         reference: &Reference,
         digest: &str,
         offset: u64,
+        size: u64,
     ) -> Result<(reqwest::Response, bool), Failure> {
         check_digest(digest)?;
         let url = self.url(reference, "blobs", digest);
-        let range = HeaderValue::from_str(&format!("bytes={offset}-")).expect("ASCII");
+        let last = size.saturating_sub(1).max(offset);
+        let range = HeaderValue::from_str(&format!("bytes={offset}-{last}")).expect("ASCII");
         let response = self
             .send(reference, RegistryOperation::Pull, |http| {
                 http.get(&url).header(RANGE, range.clone())
