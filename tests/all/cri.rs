@@ -893,31 +893,13 @@ fn a_guest_has_the_pods_user_not_roots() {
 #[test]
 fn an_http_component_serves_in_its_pods_network_only() {
     let cri = Cri::start();
-    cri.c.import(
-        "registry.test/http:v1",
-        &[("proxy.wasm", &crate::support::http_guests().proxy)],
-        &["/proxy.wasm"],
-    );
-    let config = cri.pod_config("web", &[]);
-    let pod = cri.run_pod(&config, "wasmoci");
-    let port = crate::support::free_port();
+    let crate::support::HttpPod {
+        config,
+        pod,
+        id,
+        port,
+    } = crate::support::http_pod(&cri, "web");
     let addr = format!("0.0.0.0:{port}");
-    let id = cri
-        .create_container_with_env(
-            &pod,
-            &config,
-            "web",
-            "registry.test/http:v1",
-            &[],
-            &[],
-            &[("WASM_OCI_HTTP_ADDR", &addr)],
-        )
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", cri.c.log()));
-    let start = cri::StartContainerRequest {
-        container_id: id.clone(),
-    };
-    cri.rt(|mut rt| async move { rt.start_container(start).await })
-        .unwrap();
     // Reached from inside the pod's network namespace, as another container of the pod would.
     let netns = cri.pod_netns(&pod);
     let url = format!("http://127.0.0.1:{port}/hello");

@@ -14,6 +14,7 @@ use crate::support::{
     Client, Registry, Reply, Response, Served, Server, WasmOci, describe, exit_within, http_guests,
     push_proxy, stderr,
 };
+use crate::support::{SERVER_PATIENCE, wait_until_within};
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -180,7 +181,9 @@ fn sigterm_lets_requests_in_flight_finish_then_exits_0() {
     let mut idle = served.connect();
     assert_eq!(idle.send("GET", "/hello", &[], b"").status, 200);
     // The guests say so on their stderr, which is the server's.
-    wait_until(|| served.stderr().matches("guest sleeping").count() >= 3);
+    wait_until_within("three guests sleeping at once", SERVER_PATIENCE, || {
+        served.stderr().matches("guest sleeping").count() >= 3
+    });
     served.terminate();
     for t in in_flight {
         let r = t.join().unwrap();
@@ -199,17 +202,6 @@ fn sigterm_lets_requests_in_flight_finish_then_exits_0() {
         "still accepting after SIGTERM"
     );
     assert!(idle.try_send("GET", "/hello", &[], b"").is_err());
-}
-
-/// Waits until `ready`, for a minute at most.
-pub(crate) fn wait_until(ready: impl Fn() -> bool) {
-    for _ in 0..6000 {
-        if ready() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("waited a minute for something that did not happen");
 }
 
 /// An HTTP/1.1 server on loopback that answers every request with `body`; the request lines

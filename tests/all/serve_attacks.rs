@@ -2,15 +2,14 @@
 //! tests/all/serve_limits.rs do not stop: each test is an attack that still works, and fails
 //! until the server stops it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::serve::wait_until;
 use crate::support::{Adapter, WasmOci, build_c_guest, wasi_http_wit};
-use crate::support::{Served, push_proxy};
+use crate::support::{SERVER_PATIENCE, Served, push_proxy, wait_until_within};
 
 /// The hostile guest (testdata/http_hog.c), built once per test run.
 fn hog() -> &'static Path {
@@ -41,8 +40,38 @@ fn peak_rss(pid: u32) -> u64 {
 }
 
 /// Sends `POST /echo` with a body of `len` bytes and reads nothing back; returns once the
-/// whole body is written (the server has read most of it: the kernel holds a few MiB).
+/// guest has taken the request and answered (its `201` head is in the client's socket, seen
+/// with `peek`, which takes nothing off it) and the client has written all it could: the
+/// whole body (the server has read most of it: the kernel holds a few MiB), or what the
+/// server took before it gave up on a client that reads nothing and reset the connection
+/// (that is the server defending itself: its guest had answered first).
+///
+/// The guest reads the whole body before it answers. On a loaded machine it can take longer
+/// than the server's body deadline (or the guest's `--timeout`) to do so: the server then
+/// answers 408 (or 504) instead, before the attack has begun. Such an attempt proves nothing
+/// either way; the attacker tries again on a new connection until its guest answers.
 fn echo_unread(addr: &str, len: usize) -> TcpStream {
+    let mut taken = None;
+    wait_until_within(
+        "a guest to take the echo and answer it",
+        SERVER_PATIENCE,
+        || match echo_attempt(addr, len) {
+            Ok(stream) => {
+                taken = Some(stream);
+                true
+            }
+            Err(refused) => {
+                eprintln!("the server answered {refused:?} before the attack began: again");
+                false
+            }
+        },
+    );
+    taken.expect("a stream whose guest answered")
+}
+
+/// One try of [`echo_unread`]: the stream once its guest answered 201, or the status line's
+/// start the server answered instead.
+fn echo_attempt(addr: &str, len: usize) -> Result<TcpStream, String> {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -52,8 +81,28 @@ fn echo_unread(addr: &str, len: usize) -> TcpStream {
         "POST /echo HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\n\r\n"
     )
     .unwrap();
-    stream.write_all(&vec![b'e'; len]).unwrap();
-    stream
+    match stream.write_all(&vec![b'e'; len]) {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {}
+        Err(e) => panic!("writing the echo's body: {e}"),
+    }
+    // What the server answered first (data received before a reset stays readable).
+    let expected = b"HTTP/1.1 201";
+    let mut head = [0u8; 12];
+    let seen = loop {
+        match stream.peek(&mut head) {
+            Ok(n) if n < head.len() && n > 0 && head[..n] == expected[..n] => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(n) => break head[..n].to_vec(),
+            Err(e) => panic!("no answer to the echo before the connection ended: {e}"),
+        }
+    };
+    if seen == expected {
+        Ok(stream)
+    } else {
+        Err(String::from_utf8_lossy(&seen).into_owned())
+    }
 }
 
 /// `GET /hello` on a connection of its own, waiting `patience` at most for the answer's
@@ -95,12 +144,31 @@ fn a_client_that_never_reads_its_response_does_not_hold_the_only_guest_slot() {
         ],
     );
     // 12 MiB echoed is more than the socket buffers take: the guest blocks writing it.
-    let _never_reads = echo_unread(&served.addr, 12 << 20);
+    let sent = 12 << 20;
+    // Once it returns, the attacker's guest holds the only slot (it has answered 201).
+    let never_reads = echo_unread(&served.addr, sent);
     // Twenty times every limit the server was given: a request after it is answered.
     let answer = status_within(&served.addr, Duration::from_secs(20));
     assert!(
         answer.is_some(),
         "a client that reads nothing holds the only guest slot past every timeout"
+    );
+    // The slot was freed because the server gave the attacker up, not because its echo was
+    // done: what it can still read ends (closed or reset) well short of the echo.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut reader = &never_reads;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the attacker's connection is still open after {got} bytes: {e}"),
+        }
+    }
+    assert!(
+        got < sent,
+        "the attacker was sent its whole echo ({got} bytes)"
     );
 }
 
@@ -117,7 +185,9 @@ fn a_response_cut_short_by_the_timeout_does_not_look_complete() {
     let stream = echo_unread(&served.addr, sent);
     // The guest, blocked writing the echo, is stopped at its deadline.
     let log = || std::fs::read_to_string(cli.log_file()).unwrap();
-    wait_until(|| log().contains("request ran past its timeout"));
+    wait_until_within("the guest stopped at its deadline", SERVER_PATIENCE, || {
+        log().contains("request ran past its timeout")
+    });
     // Now read it all.
     let mut reader = BufReader::new(stream);
     let mut status = String::new();
@@ -232,7 +302,9 @@ fn a_response_the_client_never_reads_does_not_hold_its_connection_once_the_guest
     .unwrap();
     // Its guest writes until the host takes no more, then returns; the connection must be
     // closed at some deadline, and its slot given to the next client.
-    wait_until(|| served.get("/fields?n=1").status == 200);
+    wait_until_within("the next client answered", SERVER_PATIENCE, || {
+        served.get("/fields?n=1").status == 200
+    });
     drop(never_reads);
 }
 
@@ -284,7 +356,7 @@ fn read_to_close(addr: &str, path: &str) -> Vec<u8> {
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
             Err(e) => panic!(
                 "{path}: the connection stayed open after {:?}: {e}",
                 String::from_utf8_lossy(&got)
@@ -376,7 +448,7 @@ fn header_maps_of_requests_at_once_share_the_memory_budget() {
             .filter(|s| s.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0))
             .count()
     };
-    wait_until(|| {
+    wait_until_within("every request held or answered", SERVER_PATIENCE, || {
         served.stderr().matches("guest holds fields").count() + answered(&streams) == REQUESTS
     });
     let grown = peak_rss(served.child.id()).saturating_sub(before);
@@ -418,5 +490,7 @@ fn header_maps_of_requests_at_once_share_the_memory_budget() {
         "{log}"
     );
     // What they held is given back: one such request fits again.
-    wait_until(|| served.get("/fields?n=200").status == 200);
+    wait_until_within("one such request answered again", SERVER_PATIENCE, || {
+        served.get("/fields?n=200").status == 200
+    });
 }

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::serve::wait_until;
 use crate::support::{Client, Served, push_proxy};
-use crate::support::{WasmOci, exit_within};
+use crate::support::{SERVER_PATIENCE, WasmOci, exit_within, wait_until_within};
 
 /// A connection that sends nothing.
 fn idle(addr: &str) -> TcpStream {
@@ -76,7 +75,9 @@ fn connections_over_the_cap_are_answered_503_and_admitted_again_when_one_closes(
     }
     // One closes: its slot is free again.
     holders.pop().unwrap().shutdown(Shutdown::Both).unwrap();
-    wait_until(|| served.get("/hello").status == 200);
+    wait_until_within("the server answering again", SERVER_PATIENCE, || {
+        served.get("/hello").status == 200
+    });
     let log = std::fs::read_to_string(cli.log_file()).unwrap();
     assert_eq!(
         log.matches("too many connections").count(),
@@ -173,9 +174,13 @@ fn running_out_of_descriptors_pauses_accepting_quietly_and_it_recovers() {
         ],
     );
     let log = || std::fs::read_to_string(cli.log_file()).unwrap();
-    wait_until(|| log().contains("the connection cap is above what the descriptor limit holds"));
+    wait_until_within("the warning on the connection cap", SERVER_PATIENCE, || {
+        log().contains("the connection cap is above what the descriptor limit holds")
+    });
     let mut silent: Vec<TcpStream> = (0..120).map(|_| idle(&served.addr)).collect();
-    wait_until(|| log().contains("cannot accept connections: out of file descriptors"));
+    wait_until_within("the server out of descriptors", SERVER_PATIENCE, || {
+        log().contains("cannot accept connections: out of file descriptors")
+    });
     // Every one of them is accepted in the end (as others time out) and closed.
     for stream in &mut silent {
         assert!(
@@ -184,7 +189,9 @@ fn running_out_of_descriptors_pauses_accepting_quietly_and_it_recovers() {
         );
     }
     drop(silent);
-    wait_until(|| served.get("/hello").status == 200);
+    wait_until_within("the server answering again", SERVER_PATIENCE, || {
+        served.get("/hello").status == 200
+    });
     let log = log();
     let warnings = log
         .lines()
@@ -211,7 +218,9 @@ fn a_looping_request_neither_starves_the_others_nor_outlives_a_shutdown() {
         })
         .collect();
     // More loops than this machine has cores of its own to give them.
-    wait_until(|| served.stderr().matches("guest spinning").count() >= 4);
+    wait_until_within("four guests spinning", SERVER_PATIENCE, || {
+        served.stderr().matches("guest spinning").count() >= 4
+    });
     for _ in 0..3 {
         let r = served.get("/hello");
         assert_eq!(r.status, 200, "{r:?}");
@@ -296,7 +305,9 @@ fn concurrent_requests_share_the_memory_limit() {
         served.addr
     )
     .unwrap();
-    wait_until(|| served.stderr().contains("guest allocated"));
+    wait_until_within("the guest holding its memory", SERVER_PATIENCE, || {
+        served.stderr().contains("guest allocated")
+    });
     // Another 16 MiB at the same time is over the limit for both together.
     let r = served.get("/alloc?mb=16");
     assert_eq!(r.status, 500, "{r:?}");
@@ -313,7 +324,9 @@ fn concurrent_requests_share_the_memory_limit() {
     holder.read_exact(&mut answer).unwrap();
     assert_eq!(&answer, b"HTTP/1.1 200");
     // Once it is done, its memory is the next request's.
-    wait_until(|| served.get("/alloc?mb=16").status == 200);
+    wait_until_within("the memory given back", SERVER_PATIENCE, || {
+        served.get("/alloc?mb=16").status == 200
+    });
 }
 
 /// A pod's HTTP server, reached from inside its network namespace as another container of
@@ -330,31 +343,12 @@ impl Pod {
     /// An HTTP pod of the test proxy, under `shim_toml`, answering `/hello`.
     fn serve(shim_toml: &str) -> Pod {
         let cri = crate::cri::Cri::start_with(&[], shim_toml);
-        cri.c.import(
-            "registry.test/http:v1",
-            &[("proxy.wasm", &crate::support::http_guests().proxy)],
-            &["/proxy.wasm"],
-        );
-        let config = cri.pod_config("web", &[]);
-        let pod = cri.run_pod(&config, "wasmoci");
-        let port = crate::support::free_port();
-        let addr = format!("0.0.0.0:{port}");
-        let id = cri
-            .create_container_with_env(
-                &pod,
-                &config,
-                "web",
-                "registry.test/http:v1",
-                &[],
-                &[],
-                &[("WASM_OCI_HTTP_ADDR", &addr)],
-            )
-            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", cri.c.log()));
-        let start = k8s_cri::v1::StartContainerRequest {
-            container_id: id.clone(),
-        };
-        cri.rt(|mut rt| async move { rt.start_container(start).await })
-            .unwrap();
+        let crate::support::HttpPod {
+            config,
+            pod,
+            id,
+            port,
+        } = crate::support::http_pod(&cri, "web");
         let pod = Pod {
             url: format!("http://127.0.0.1:{port}"),
             cri,
@@ -362,7 +356,9 @@ impl Pod {
             pod,
             id,
         };
-        wait_until(|| pod.curl("/hello").starts_with("HTTP/1.1 200"));
+        wait_until_within("the pod answering", SERVER_PATIENCE, || {
+            pod.curl("/hello").starts_with("HTTP/1.1 200")
+        });
         pod
     }
 
@@ -414,7 +410,9 @@ fn a_kill_stops_a_pods_requests_at_once() {
                 .unwrap()
         })
     };
-    wait_until(|| pod.log().contains("guest spinning"));
+    wait_until_within("the pod's guest spinning", SERVER_PATIENCE, || {
+        pod.log().contains("guest spinning")
+    });
     // A grace period of 0 is a SIGKILL: no drain, the loop ends with the container.
     pod.cri.stop_container(&pod.id, 0).unwrap();
     let status = pod.cri.wait_exited(&pod.id, Duration::from_secs(60));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::containerd::Containerd;
 use crate::cri::Cri;
-use crate::support::http_guests;
+use crate::support::{HttpPod, http_guests, http_pod};
 use crate::support::{describe, free_port};
 
 const HTTP_IMAGE: &str = "docker.io/library/http:v1";
@@ -113,27 +113,12 @@ fn a_pods_http_container_in_a_shim_of_its_own_listens_in_the_pods_network() {
     // Every container in a shim of its own: the pod's sandbox is another process, whose
     // `/proc/PID/ns/net` (what the CRI plugin names) is the node's network.
     let cri = Cri::start_with(&[], "[groups]\nby = \"container\"\n");
-    cri.c.import(
-        "registry.test/http:v1",
-        &[("proxy.wasm", &http_guests().proxy)],
-        &["/proxy.wasm"],
-    );
-    let config = cri.pod_config("web-alone", &[]);
-    let pod = cri.run_pod(&config, "wasmoci");
-    let port = free_port();
-    let addr = format!("0.0.0.0:{port}");
-    let id = cri
-        .create_container_with_env(
-            &pod,
-            &config,
-            "web",
-            "registry.test/http:v1",
-            &[],
-            &[],
-            &[("WASM_OCI_HTTP_ADDR", &addr)],
-        )
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", cri.c.log()));
-    cri.start_created(&id);
+    let HttpPod {
+        config,
+        pod,
+        id,
+        port,
+    } = http_pod(&cri, "web-alone");
     assert_ne!(
         cri.c.task_pid(&id),
         cri.c.task_pid(&pod),

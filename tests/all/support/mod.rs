@@ -4,7 +4,7 @@
 //! registries and small services ([`server`]), `wasm-oci serve` and a client for it
 //! ([`served`]), the trust tests' keys, digests and policies ([`trust`]), a network namespace
 //! of a test's own ([`netns`]), the oras and crane CLIs and crane's registry ([`peers`]), the
-//! test guests ([`guests`], [`http_guests`]), waits on what a test can observe ([`wait`]) and
+//! test guests ([`guests`], [`http_guests`]), a pod serving HTTP through the CRI ([`http_pod`]), waits on what a test can observe ([`wait`]) and
 //! a WebSocket client for the CRI streaming server ([`websocket`]).
 //! Everything is re-exported here, so tests name `support::X`.
 
@@ -13,6 +13,7 @@ pub mod containerd;
 mod guests;
 mod http;
 mod http_guests;
+mod http_pod;
 mod netns;
 mod peers;
 pub mod proxy;
@@ -28,6 +29,7 @@ pub use containerd::*;
 pub use guests::*;
 pub use http::*;
 pub use http_guests::*;
+pub use http_pod::*;
 pub use netns::*;
 pub use peers::*;
 pub use proxy::*;

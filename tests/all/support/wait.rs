@@ -8,10 +8,24 @@ use std::time::{Duration, Instant};
 
 /// Polls `done` until it holds; panics naming `what` when it has not within 30 s (a hang, not
 /// a slow machine: no test asserts how long anything took).
-pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+pub fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    wait_until_within(what, Duration::from_secs(30), done);
+}
+
+/// How long the tests of a server (`wasm-oci serve`, a pod's) wait for it: their guests are
+/// compiled and run, behind deadlines of their own.
+pub const SERVER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// [`wait_until`] with a patience of its own, for what takes longer than most on a loaded
+/// machine (a server's guests, compiled and run, behind its deadlines): still a hang detector,
+/// never a measure of how long something took.
+pub fn wait_until_within(what: &str, patience: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
     while !done() {
-        assert!(Instant::now() < deadline, "waited 30 s for this: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "waited {patience:?} for this: {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
