@@ -15,13 +15,13 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// The cache of `WASM_OCI_CACHE` (else the default), and registry options from the
-    /// environment: containerd's, so `DOCKER_CONFIG` and `SSL_CERT_FILE` set for it apply.
+    /// The cache of `WASM_OCI_CACHE`, else the node's (`/var/lib/wasm-oci`, whatever HOME
+    /// containerd has, if any), and registry options from the environment: containerd's, so
+    /// `DOCKER_CONFIG` and `SSL_CERT_FILE` set for it apply.
     pub(crate) fn open() -> Result<Store, String> {
         let dir = std::env::var_os("WASM_OCI_CACHE")
             .map(PathBuf::from)
-            .or_else(wasm_oci_cache::default_dir)
-            .ok_or("no cache directory: set WASM_OCI_CACHE for containerd")?;
+            .unwrap_or_else(|| PathBuf::from(wasm_oci_cache::SYSTEM_DIR));
         let cache = wasm_oci_cache::Cache::open(&dir).map_err(|e| {
             // The cause is the error's source, printed once.
             let e = anyhow::Error::from(e);
