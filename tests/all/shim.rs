@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    ALLOW_LOOPBACK, Containerd, HELLO, NS, RUNTIME, Registry, Version, WasmOci, alive, describe,
+    ALLOW_LOOPBACK, Containerd, HELLO, RUNTIME, Registry, Version, WasmOci, alive, describe,
     each_containerd, guests, stdout, testdata, wait_gone,
 };
 
@@ -51,7 +51,10 @@ fn containers_of_a_group_share_one_shim_and_a_pod_sandbox_waits(v: Version) {
         "{state}"
     );
     let cgroups = fs::read_to_string(format!("/proc/{shim}/cgroup")).unwrap();
-    assert!(cgroups.contains(&format!("/{NS}/g1-b")), "{cgroups}");
+    assert!(
+        cgroups.contains(&format!("/{}/g1-b", c.namespace)),
+        "{cgroups}"
+    );
     // The last one out stops the shim.
     assert!(c.kill_and_delete("g1-b", "SIGTERM").contains("143"));
     assert!(wait_gone(shim), "the group's shim outlived its containers");
@@ -335,7 +338,10 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel(v: Version) {
         .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
         .unwrap();
     let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert!(cgroups.contains(&format!("/{NS}/spin")), "{cgroups}");
+    assert!(
+        cgroups.contains(&format!("/{}/spin", c.namespace)),
+        "{cgroups}"
+    );
     // The guest spins forever: stopped at all, it was stopped by the kill.
     let out = c.ctr(&["tasks", "kill", "-s", "SIGKILL", "spin"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -352,7 +358,7 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel(v: Version) {
     let leftover = fs::read_dir("/sys/fs/cgroup")
         .unwrap()
         .flatten()
-        .any(|h| h.path().join(NS).join("spin").exists());
+        .any(|h| h.path().join(c.namespace).join("spin").exists());
     assert!(!leftover, "the container's cgroup was left behind");
 
     let runs = (0..10).map(|i| {

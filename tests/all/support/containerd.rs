@@ -52,6 +52,15 @@ impl Version {
         }
     }
 
+    /// The namespace `ctr` works in: one per version, so that the two runs of a test, which
+    /// run at once, never share a container's cgroup (`/NAMESPACE/ID`).
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Version::V1_6 => NS,
+            Version::V2 => "wasm-oci-test2",
+        }
+    }
+
     /// What goes before the shim's directory on containerd's PATH: 2.x's own runc shim.
     fn path_prefix(self) -> Option<PathBuf> {
         match self {
@@ -155,7 +164,7 @@ impl Containerd {
     pub fn start_on(version: Version, env: &[(&str, &Path)], shim_toml: &str) -> Containerd {
         let dir = tempfile::tempdir().unwrap();
         let config = version.ctr_config(dir.path());
-        Self::start_version_in(version, dir, &config, NS, env, shim_toml)
+        Self::start_version_in(version, dir, &config, version.namespace(), env, shim_toml)
     }
 
     /// containerd with `config` (the `[plugins]` part; root, state and sockets are added) in
@@ -194,7 +203,15 @@ impl Containerd {
     pub fn start_as_a_service(version: Version, shim_toml: &str) -> Containerd {
         let dir = tempfile::tempdir().unwrap();
         let config = version.ctr_config(dir.path());
-        Self::launch(version, dir, &config, NS, &[], shim_toml, true)
+        Self::launch(
+            version,
+            dir,
+            &config,
+            version.namespace(),
+            &[],
+            shim_toml,
+            true,
+        )
     }
 
     fn launch(
