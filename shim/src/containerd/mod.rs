@@ -24,6 +24,7 @@ mod bootstrap;
 mod cgroup;
 pub mod config;
 mod container;
+mod error;
 mod guest;
 mod mounts;
 mod netns;

@@ -24,6 +24,7 @@ use super::annotations::{ANNOTATION_GROUP, CRI_SANDBOX_ID};
 use super::bootstrap::{BootstrapError, LOG_LEVEL_DEBUG, MAX_INPUT, StartRequest};
 use super::cgroup;
 use super::config::{GroupBy, ShimConfig};
+use super::error::ConfigError;
 use super::service::TaskService;
 
 /// The shim process, as containerd's `Shim` trait drives it.
@@ -116,7 +117,7 @@ pub(crate) enum StartError {
     #[error("the socket directory {0:?} is not an absolute path")]
     SocketDir(String),
     #[error("{0}")]
-    Config(String),
+    Config(Arc<ConfigError>),
     #[error("starting the shim: {0}")]
     Spawn(std::io::Error),
     #[error("placing the shim in cgroup {cgroup}: {cause}")]
