@@ -931,7 +931,7 @@ fn a_guest_has_the_pods_user_not_roots(v: Version) {
         "a guest of a pod running as uid 1000 read a file only root may read: {log}"
     );
     // The shim outlived the guest, with the pod's sandbox in it.
-    assert!(crate::containerd::alive(shim), "the pod's shim died");
+    assert!(crate::support::alive(shim), "the pod's shim died");
     assert_eq!(shim_pid(&cri, &pod), shim);
     cri.remove_pod(&pod);
 }
