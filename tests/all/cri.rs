@@ -52,7 +52,6 @@ pub(crate) struct Cri {
     pub(crate) c: Containerd,
     runtime: tokio::runtime::Runtime,
     rt: RuntimeServiceClient<Channel>,
-    #[allow(dead_code, reason = "kept for image status checks")]
     images: ImageServiceClient<Channel>,
     /// Where pods' log directories go.
     pub(crate) logs: PathBuf,
@@ -65,6 +64,11 @@ impl Cri {
 
     /// With extra environment for containerd and `shim_toml` as the operator's shim config.
     pub(crate) fn start_with(env: &[(&str, &Path)], shim_toml: &str) -> Cri {
+        Self::start_configured(env, shim_toml, "")
+    }
+
+    /// As [`Cri::start_with`], with `extra` appended to containerd's config (registry hosts).
+    pub(crate) fn start_configured(env: &[(&str, &Path)], shim_toml: &str, extra: &str) -> Cri {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_owned();
         let bin = d.join("cni/bin");
@@ -105,6 +109,7 @@ impl Cri {
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{bin}"
     conf_dir = "{conf}"
+{extra}
 "#,
             base = base_config(&d),
             bin = bin.display(),
@@ -208,6 +213,28 @@ impl Cri {
         F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.block(call, self.rt.clone())
+    }
+
+    /// PullImage as the kubelet asks it, with the pod's pull secret as `auth`; the image's
+    /// reference by digest (`imageRef`).
+    pub(crate) fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<cri::AuthConfig>,
+    ) -> Result<String, tonic::Status> {
+        let request = cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.to_owned(),
+                ..Default::default()
+            }),
+            auth,
+            sandbox_config: None,
+        };
+        self.block(
+            |mut i| async move { i.pull_image(request).await },
+            self.images.clone(),
+        )
+        .map(|r| r.image_ref)
     }
 
     /// A pod's config as the kubelet writes it.

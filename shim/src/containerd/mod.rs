@@ -20,9 +20,11 @@
 
 mod annotations;
 mod cgroup;
+mod compile;
 pub mod config;
 mod container;
 mod guest;
+mod linux;
 mod mounts;
 mod netns;
 mod rootfs;
@@ -42,6 +44,12 @@ pub const RUNTIME: &str = "io.containerd.wasmoci.v1";
 
 /// Runs the shim; what `containerd-shim-wasmoci-v1`'s `main` calls.
 pub fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(compile::COMPILE_ARG) {
+        std::process::exit(compile::helper_main(&args[1..]));
+    }
+    // Before any pod's cgroup is joined: where the compile helper is put.
+    compile::remember_home();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,9 +15,9 @@ use containerd_shim::util::timestamp;
 use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
 
 use super::annotations::{ANNOTATION_GROUP, CRI_SANDBOX_ID};
-use super::cgroup;
 use super::config::{GroupBy, ShimConfig};
 use super::service::TaskService;
+use super::{cgroup, linux, mounts};
 
 /// The shim process, as containerd's `Shim` trait drives it.
 #[derive(Clone)]
@@ -42,7 +42,14 @@ impl Shim for Service {
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
         let config = ShimConfig::get().map_err(Error::InvalidArgument)?;
-        // containerd runs `start` in the new container's bundle.
+        // containerd runs `start` in the new container's bundle. A Linux container of a mixed
+        // pod is runc's (see `linux`).
+        if let Ok(bytes) = std::fs::read("config.json")
+            && let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && linux::is_linux(&spec)
+        {
+            return linux::start(spec).map_err(Error::Other);
+        }
         let annotations = read_spec(".")
             .await
             .ok()
@@ -60,6 +67,11 @@ impl Shim for Service {
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
+        if linux::is_handed_over(Path::new(".")) {
+            use containerd_shim::protos::protobuf::Message as _;
+            let answer = linux::delete().map_err(Error::Other)?;
+            return DeleteResponse::parse_from_bytes(&answer).map_err(Into::into);
+        }
         // The shim died (containerd asks this in the container's bundle): its cgroup would
         // stay behind, with no process to remove it.
         if let Ok(spec) = read_spec(".").await
@@ -67,6 +79,19 @@ impl Shim for Service {
             && let Ok(relative) = cgroup::relative_path(&path.to_string_lossy())
         {
             cgroup::remove_leftover(Path::new(cgroup::ROOT), &relative);
+        }
+        // Its guests' binds would keep the bundle busy: containerd could not remove it.
+        mounts::remove_leftovers(Path::new("."));
+        // Its socket, when nobody listens on it any more (a group's shim that died is gone
+        // for every container of the group).
+        if let Ok(address) = std::fs::read_to_string("address") {
+            let path = address.trim().trim_start_matches("unix://");
+            if !path.is_empty()
+                && !path.starts_with('@')
+                && std::os::unix::net::UnixStream::connect(path).is_err()
+            {
+                let _ = std::fs::remove_file(path);
+            }
         }
         let mut response = DeleteResponse::new();
         response.exit_status = 137;
