@@ -42,7 +42,7 @@ pub mod trust;
 mod walk;
 
 pub use describe::{Described, Entry};
-pub use error::{Error, Result};
+pub use error::{Error, Result, TrustRefusal};
 pub use fetcher::Fetcher;
 pub use inspect::{ComponentConfig, Interface, WasmKind, interface, interface_of_file};
 pub use manifest::{

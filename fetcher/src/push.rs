@@ -200,14 +200,14 @@ pub(crate) async fn push(
     }
     let body = serde_json::to_vec(&manifest).expect("json values serialize");
     if body.len() as u64 > crate::remote::registry::MAX_CONFIG_SIZE {
-        return Err(Error::InvalidManifest {
-            reference: reference.whole(),
-            reason: format!(
+        return Err(Error::invalid_manifest(
+            reference.whole(),
+            format!(
                 "with its annotations it would be {} bytes, over the {} a registry takes",
                 body.len(),
                 crate::remote::registry::MAX_CONFIG_SIZE
             ),
-        });
+        ));
     }
     let manifest_digest = sha256(&body);
     let digest = if extras.image {

@@ -269,10 +269,7 @@ impl Fetcher {
             Err(f) if f.is_not_found() => return Ok(None),
             Err(f) => return Err(f.into_error(at, scheme)),
         };
-        let invalid = |reason: String| Error::InvalidManifest {
-            reference: at.whole(),
-            reason,
-        };
+        let invalid = |reason: String| Error::invalid_manifest(at.whole(), reason);
         if body.len() as u64 > MAX_CONFIG_SIZE {
             return Err(invalid(format!("it is over {MAX_CONFIG_SIZE} bytes")));
         }
@@ -314,11 +311,9 @@ impl Fetcher {
                 source = format!("tag {tag}");
                 break;
             };
-            let page_referrers =
-                referrers_of(&fetched.body).map_err(|reason| Error::InvalidManifest {
-                    reference: format!("{} (its referrers)", subject.whole()),
-                    reason,
-                })?;
+            let page_referrers = referrers_of(&fetched.body).map_err(|reason| {
+                Error::invalid_manifest(format!("{} (its referrers)", subject.whole()), reason)
+            })?;
             referrers.extend(page_referrers);
             if referrers.len() > MAX_REFERRERS {
                 return Err(failed(violation(format!("over {MAX_REFERRERS} referrers"))));

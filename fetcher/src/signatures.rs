@@ -126,9 +126,8 @@ impl Fetcher {
         digest: &str,
         key: &PrivateKey,
     ) -> Result<Signed> {
-        wasm_oci_artifact::check_digest(digest).map_err(|reason| Error::InvalidReference {
-            reference: format!("{}@{digest}", reference.whole()),
-            reason: reason.to_owned(),
+        wasm_oci_artifact::check_digest(digest).map_err(|reason| {
+            Error::invalid_reference(format!("{}@{digest}", reference.whole()), reason.to_owned())
         })?;
         let digest = digest.to_owned();
         let remote = self.remote(reference).await?;

@@ -124,10 +124,7 @@ impl Fetcher {
         })
         .await
         .map_err(|f| f.into_error(reference, scheme))?;
-        let invalid = |reason: String| Error::InvalidManifest {
-            reference: reference.whole(),
-            reason,
-        };
+        let invalid = |reason: String| Error::invalid_manifest(reference.whole(), reason);
         if body.len() as u64 > MAX_CONFIG_SIZE {
             return Err(invalid(format!("it is over {MAX_CONFIG_SIZE} bytes")));
         }
@@ -145,12 +142,11 @@ impl Fetcher {
             new_tag.to_owned(),
         );
         if !is_valid_tag(new_tag) {
-            return Err(Error::InvalidReference {
-                reference: printable(new_tag),
-                reason: "a tag is up to 128 letters, digits, '_', '.' and '-', not starting \
-                         with '.' or '-'"
-                    .into(),
-            });
+            return Err(Error::invalid_reference(
+                printable(new_tag),
+                "a tag is up to 128 letters, digits, '_', '.' and '-', not starting \
+                 with '.' or '-'",
+            ));
         }
         let (body, digest, media_type) = self.manifest_bytes(reference).await?;
         let remote = self.remote(&target).await?;

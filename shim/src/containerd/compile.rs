@@ -143,26 +143,20 @@ fn helper(
 /// The helper's `main`: compiles the wasm (stdin, or the cache's blob `DIGEST`) into the
 /// cache at `CACHE_DIR`; its exit code.
 pub(crate) fn helper_main(args: &[String]) -> i32 {
-    let run = || -> Result<(), String> {
+    use anyhow::Context as _;
+    let run = || -> anyhow::Result<()> {
         let (dir, digest) = match args {
             [dir] => (dir, None),
-            [dir, digest] => (
-                dir,
-                Some(
-                    digest
-                        .parse::<Digest>()
-                        .map_err(|e| format!("{digest}: {e}"))?,
-                ),
-            ),
-            _ => return Err(format!("usage: {COMPILE_ARG} CACHE_DIR [DIGEST]")),
+            [dir, digest] => (dir, Some(digest.parse::<Digest>()?)),
+            _ => anyhow::bail!("usage: {COMPILE_ARG} CACHE_DIR [DIGEST]"),
         };
         // Waits for the shim to have moved this process out of the pod's cgroup.
         let mut bytes = Vec::new();
         std::io::stdin()
             .read_to_end(&mut bytes)
-            .map_err(|e| format!("reading the wasm: {e}"))?;
-        let cache = Cache::open(dir).map_err(|e| format!("opening the cache at {dir}: {e}"))?;
-        let runner = Runner::new(EngineOptions::SHIM).map_err(|e| e.to_string())?;
+            .context("reading the wasm")?;
+        let cache = Cache::open(dir).with_context(|| format!("opening the cache at {dir}"))?;
+        let runner = Runner::new(EngineOptions::SHIM)?;
         let name = PathBuf::from("wasm");
         let wasm = match &digest {
             Some(digest) => Wasm::Cached {
@@ -174,13 +168,13 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
                 cache: Some(&cache),
             },
         };
-        runner.load(&name, wasm).map_err(|e| e.to_string())?;
+        runner.load(&name, wasm)?;
         Ok(())
     };
     match run() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {e}");
+            eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {e:#}");
             1
         }
     }

@@ -36,6 +36,35 @@ const MARKER: &str = "wasm-oci-runc";
 /// The annotation runc's shim groups containers by, beside the CRI sandbox id.
 const RUNC_GROUP: &str = "io.containerd.runc.v2.group";
 
+/// Why a Linux container could not be handed to runc's shim.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandOverError {
+    /// The pod's network namespace is not to be found: the container would be in the node's.
+    #[error(
+        "the spec puts this Linux container in the node's network (its pod's sandbox is a \
+         shim in the node's network) and the pod's own network cannot be found: it is not \
+         started"
+    )]
+    NoPodNetwork,
+    /// The bundle could not be read or rewritten.
+    #[error("{action} {}: {cause}", path.display())]
+    Bundle {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        cause: std::io::Error,
+    },
+    /// runc's shim could not be run, or failed.
+    #[error("{RUNC_SHIM} (containerd's runc shim, for a Linux container): {problem}")]
+    RuncShim {
+        /// What went wrong.
+        problem: String,
+    },
+}
+
 /// Whether the spec (`config.json`, as JSON) is an ordinary Linux container's.
 pub(crate) fn is_linux(spec: &Value) -> bool {
     let annotation = |key: &str| spec["annotations"][key].as_str();
@@ -61,7 +90,7 @@ fn adapt(
     spec: &mut Value,
     bundle: &Path,
     node_ns: &dyn Fn(&str, &Path) -> bool,
-) -> Result<(), String> {
+) -> Result<(), HandOverError> {
     let sandbox = spec["annotations"][CRI_SANDBOX_ID]
         .as_str()
         .map(str::to_owned);
@@ -86,11 +115,7 @@ fn adapt(
                 let pod = sandbox
                     .as_deref()
                     .and_then(|id| super::netns::sandbox_network(bundle, id))
-                    .ok_or(
-                        "the spec puts this Linux container in the node's network (its pod's \
-                         sandbox is a shim in the node's network) and the pod's own network \
-                         cannot be found: it is not started",
-                    )?;
+                    .ok_or(HandOverError::NoPodNetwork)?;
                 object.insert("path".into(), Value::String(pod.display().to_string()));
             }
             "ipc" if node_ns("ipc", &path) => {
@@ -121,44 +146,61 @@ fn is_nodes(kind: &str, path: &Path) -> bool {
 /// `start` for a Linux container, in its bundle (the current directory): adapts its spec,
 /// marks the bundle, runs runc's shim's `start` with this process's arguments and stdin, and
 /// returns the address it printed.
-pub(crate) fn start(spec: Value) -> Result<String, String> {
-    let bundle = std::env::current_dir().map_err(|e| format!("the bundle: {e}"))?;
+pub(crate) fn start(spec: Value) -> Result<String, HandOverError> {
+    let bundle = std::env::current_dir().map_err(|cause| HandOverError::Bundle {
+        action: "finding",
+        path: ".".into(),
+        cause,
+    })?;
     let mut spec = spec;
     adapt(&mut spec, &bundle, &is_nodes)?;
     let json = serde_json::to_vec_pretty(&spec).expect("json values serialize");
     write_replacing(&bundle.join("config.json"), &json)?;
-    std::fs::write(bundle.join(MARKER), b"").map_err(|e| format!("marking the bundle: {e}"))?;
+    let marker = bundle.join(MARKER);
+    std::fs::write(&marker, b"").map_err(|cause| HandOverError::Bundle {
+        action: "marking",
+        path: marker,
+        cause,
+    })?;
     let out = forward()?;
-    let address = String::from_utf8(out).map_err(|_| format!("{RUNC_SHIM} printed no address"))?;
+    let address = String::from_utf8(out).map_err(|_| HandOverError::RuncShim {
+        problem: "it printed no address".into(),
+    })?;
     tracing::info!(%address, "a Linux container, handed to runc's shim");
     Ok(address.trim().to_owned())
 }
 
 /// `delete` of a container handed to runc's shim: its answer, as bytes.
-pub(crate) fn delete() -> Result<Vec<u8>, String> {
+pub(crate) fn delete() -> Result<Vec<u8>, HandOverError> {
     forward()
 }
 
 /// Runs runc's shim with this process's arguments, stdin and environment; its stdout.
-fn forward() -> Result<Vec<u8>, String> {
+fn forward() -> Result<Vec<u8>, HandOverError> {
     let out = Command::new(RUNC_SHIM)
         .args(std::env::args_os().skip(1))
         .stdin(Stdio::inherit())
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|e| {
-            format!("running {RUNC_SHIM} (containerd's runc shim, for a Linux container): {e}")
+        .map_err(|e| HandOverError::RuncShim {
+            problem: e.to_string(),
         })?;
     if !out.status.success() {
-        return Err(format!("{RUNC_SHIM} ended with {}", out.status));
+        return Err(HandOverError::RuncShim {
+            problem: format!("it ended with {}", out.status),
+        });
     }
     Ok(out.stdout)
 }
 
 /// Replaces `path` with `bytes` atomically.
-fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), String> {
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), HandOverError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let fail = |e: std::io::Error| format!("rewriting {}: {e}", path.display());
+    let fail = |cause: std::io::Error| HandOverError::Bundle {
+        action: "rewriting",
+        path: path.to_owned(),
+        cause,
+    };
     let mut file = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
     file.write_all(bytes).map_err(fail)?;
     file.persist(path).map_err(|e| fail(e.error))?;
@@ -228,6 +270,7 @@ mod tests {
         let mut spec = json!({"annotations": {CRI_SANDBOX_ID: "gone"},
             "linux": {"namespaces": [{"type": "network", "path": "/proc/42/ns/net"}]}});
         let e = adapt(&mut spec, &bundle, &node).unwrap_err();
-        assert!(e.contains("node's network"), "{e}");
+        assert!(matches!(e, HandOverError::NoPodNetwork), "{e}");
+        assert!(e.to_string().contains("node's network"), "{e}");
     }
 }

@@ -23,6 +23,7 @@ mod cgroup;
 mod compile;
 pub mod config;
 mod container;
+mod error;
 mod guest;
 mod linux;
 mod mounts;

@@ -41,14 +41,14 @@ impl Shim for Service {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
-        let config = ShimConfig::get().map_err(Error::InvalidArgument)?;
+        let config = ShimConfig::get().map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // containerd runs `start` in the new container's bundle. A Linux container of a mixed
         // pod is runc's (see `linux`).
         if let Ok(bytes) = std::fs::read("config.json")
             && let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&bytes)
             && linux::is_linux(&spec)
         {
-            return linux::start(spec).map_err(Error::Other);
+            return linux::start(spec).map_err(|e| Error::Other(e.to_string()));
         }
         let annotations = read_spec(".")
             .await
@@ -69,7 +69,7 @@ impl Shim for Service {
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
         if linux::is_handed_over(Path::new(".")) {
             use containerd_shim::protos::protobuf::Message as _;
-            let answer = linux::delete().map_err(Error::Other)?;
+            let answer = linux::delete().map_err(|e| Error::Other(e.to_string()))?;
             return DeleteResponse::parse_from_bytes(&answer).map_err(Into::into);
         }
         // The shim died (containerd asks this in the container's bundle): its cgroup would
