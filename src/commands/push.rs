@@ -40,7 +40,8 @@ pub struct PushCommand {
     #[arg(long)]
     image: bool,
 
-    /// Print the result as JSON on stdout: reference, digest (the manifest's),
+    /// Print the result as JSON on stdout: reference, digest (the manifest's, or with
+    /// --image the index's), manifest_digest (with --image: the wasm manifest's),
     /// layer_digest, layer_media_type, config_media_type, size and kind
     #[arg(long)]
     json: bool,

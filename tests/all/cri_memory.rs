@@ -30,16 +30,16 @@ fn big_module(functions: usize, ops: usize) -> Vec<u8> {
 "#,
     );
     for f in 0..functions {
-        write!(
+        writeln!(
             wat,
-            "(func (export \"f{f}\") (param i32) (result i32) (local i32 i32 i32 i32 i32 i32 i32)\n"
+            "(func (export \"f{f}\") (param i32) (result i32) (local i32 i32 i32 i32 i32 i32 i32)"
         )
         .unwrap();
         for i in 0..ops {
             let (a, b, c) = (i % 8, (i * 3 + 1) % 8, (i * 5 + 2) % 8);
-            write!(
+            writeln!(
                 wat,
-                "local.get {a} local.get {b} i32.add i32.const {i} i32.xor local.set {c}\n"
+                "local.get {a} local.get {b} i32.add i32.const {i} i32.xor local.set {c}"
             )
             .unwrap();
         }
