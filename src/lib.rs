@@ -386,7 +386,7 @@ struct PlainFields {
 
 impl PlainFields {
     fn record(&mut self, field: &tracing::field::Field, value: &str) {
-        let value = wasm_oci_fetcher::text::printable(value);
+        let value = wasm_oci_artifact::text::printable(value);
         if field.name() == "message" {
             self.message = value;
         } else {

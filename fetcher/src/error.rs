@@ -78,7 +78,7 @@ pub enum Error {
     },
     /// A signature policy that cannot be used.
     #[error(transparent)]
-    Policy(#[from] crate::trust::policy::PolicyError),
+    Policy(#[from] wasm_oci_trust::PolicyError),
     /// The pull policy is `never` and the cache does not have the reference.
     #[error(
         "{reference} is not in the cache, and the pull policy `never` forbids asking the registry: pull it first (`wasm-oci pull {reference}`)"

@@ -38,7 +38,7 @@ pub(crate) trait SignatureSource: Sync {
         remote: &'a Registry,
         reference: &'a Reference,
         digest: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<Option<crate::trust::Fetched>>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<wasm_oci_trust::signatures::Fetched>>>;
 }
 
 /// What a pull needs, handed to it by the fetcher: where to store, how to reach registries,
@@ -341,7 +341,7 @@ impl Pull<'_> {
         hosts: &[Endpoint],
         reference: &Reference,
         digest: &str,
-    ) -> Result<Option<crate::trust::Fetched>> {
+    ) -> Result<Option<wasm_oci_trust::signatures::Fetched>> {
         for (host, last) in in_order(hosts, reference, Capability::Resolve)? {
             match self.signatures.fetch(&host.remote, reference, digest).await {
                 Ok(Some(found)) => return Ok(Some(found)),
@@ -497,7 +497,7 @@ impl Pull<'_> {
         if offset == size {
             return (writer, Ok(()));
         }
-        let asked = host.remote.blob(reference, &layer.digest, offset);
+        let asked = host.remote.blob(reference, &layer.digest, offset, size);
         let asked = if host.mirror {
             // A mirror's answer must begin within the deadline of a whole manifest, however
             // slowly it drips its head.
@@ -699,6 +699,9 @@ fn check_document_size(bytes: &[u8], reference: &str) -> Result<()> {
 
 fn parse_digest(digest: &str, reference: &str) -> Result<Digest> {
     digest.parse().map_err(|e: wasm_oci_cache::Error| {
-        Error::invalid_manifest(reference.to_owned(), crate::text::printable(&e.to_string()))
+        Error::invalid_manifest(
+            reference.to_owned(),
+            wasm_oci_artifact::text::printable(&e.to_string()),
+        )
     })
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::manifest::{
+use wasm_oci_artifact::media::{
     CNCF_CONFIG_MEDIA_TYPE, CNCF_LAYER_MEDIA_TYPE, WASM_TO_OCI_CONFIG_MEDIA_TYPE,
     WASM_TO_OCI_LAYER_MEDIA_TYPE,
 };

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::remote::failure::{Failure, violation};
 use crate::remote::registry::{MAX_CONFIG_SIZE, Registry};
 use crate::remote::retry::with_retries;
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// The empty config of an artifact manifest, as the image spec defines it.
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -102,7 +102,7 @@ fn referrers_of(body: &[u8]) -> std::result::Result<Vec<Referrer>, String> {
         .into_iter()
         .map(|m| {
             let referrer: Referrer = serde_json::from_value(m).map_err(|e| e.to_string())?;
-            crate::reference::check_digest(&referrer.digest)
+            wasm_oci_artifact::reference::check_digest(&referrer.digest)
                 .map_err(|e| format!("{}: {e}", printable(&referrer.digest)))?;
             Ok(referrer)
         })

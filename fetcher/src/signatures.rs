@@ -10,8 +10,8 @@ use wasm_oci_trust::key::PrivateKey;
 use wasm_oci_trust::payload::{self, signature_tag};
 use wasm_oci_trust::signatures::{Fetched, MAX_SIGNATURE_MANIFEST, signature_layers};
 
-use crate::registry::{Failure, Registry};
-use crate::retry::with_retries;
+use crate::remote::registry::{Failure, Registry};
+use crate::remote::retry::with_retries;
 use crate::{Error, Fetcher, Result};
 
 /// What `sign` wrote.

@@ -277,7 +277,7 @@ impl RunCommand {
                 // anything to its stderr while it ran, gains nothing by it.)
                 let text = format!("Error: {:?}", anyhow::Error::from(e));
                 for line in text.lines() {
-                    eprintln!("{}", wasm_oci_fetcher::text::printable(line));
+                    eprintln!("{}", wasm_oci_artifact::text::printable(line));
                 }
                 Ok(ExitCode::from(code))
             }
@@ -289,7 +289,7 @@ impl RunCommand {
             ) => {
                 eprintln!(
                     "Error: {}",
-                    wasm_oci_fetcher::text::printable(&e.to_string())
+                    wasm_oci_artifact::text::printable(&e.to_string())
                 );
                 Ok(ExitCode::from(e.exit_code()))
             }
@@ -421,7 +421,7 @@ impl RunCommand {
                     "warning: --{} after the module is passed to the guest, not to wasm-oci: \
                      wasm-oci's options go before the module (write `--` after the module to \
                      pass guest arguments without this warning)",
-                    wasm_oci_fetcher::text::printable(name)
+                    wasm_oci_artifact::text::printable(name)
                 );
             }
         }
@@ -463,7 +463,7 @@ pub(super) fn own_long_options() -> Vec<String> {
 /// What to say of `word`, an option `run` does not have, given before the module; `next` is
 /// the word after it (the value of a docker option, to show in wasm-oci's spelling).
 fn unknown_option(word: &str, next: Option<&str>) -> String {
-    let shown = wasm_oci_fetcher::text::printable(word);
+    let shown = wasm_oci_artifact::text::printable(word);
     let name = word.split('=').next().unwrap_or(word);
     let value = word.split_once('=').map(|(_, v)| v).or(next);
     let hint = match name {
@@ -475,7 +475,7 @@ fn unknown_option(word: &str, next: Option<&str>) -> String {
                     (!rest.starts_with(':')).then(|| format!("--dir {host}::{rest}"))
                 })
                 .unwrap_or_else(|| "--dir HOST::GUEST".to_owned());
-            format!("use {}", wasm_oci_fetcher::text::printable(&example))
+            format!("use {}", wasm_oci_artifact::text::printable(&example))
         }
         "-e" => "use --env KEY=VALUE".to_owned(),
         "-m" | "--memory" => "use --max-memory SIZE".to_owned(),

@@ -69,7 +69,7 @@ pub fn resolve_trusted(
             return Err(layout_err(
                 dir,
                 LayoutError::UnnamedUnderPolicy {
-                    label: crate::text::printable(
+                    label: wasm_oci_artifact::text::printable(
                         chosen.ref_name.as_deref().unwrap_or("without a name"),
                     ),
                     policy: policy

@@ -275,23 +275,24 @@ impl ShimConfig {
         };
         // Entries in the canonical form references are parsed to, so that neither side
         // can be respelled past the other (case, leading zeros in a port, Docker Hub's names).
-        let allowed_registries = file
-            .references
-            .allow
-            .map(|list| {
-                list.iter()
-                    .map(|entry| match entry.strip_prefix("*.") {
-                        Some(domain) => Ok(format!("*.{}", domain.to_ascii_lowercase())),
-                        None => wasm_oci_fetcher::canonical_registry(entry).map_err(|reason| {
-                            bad(ConfigProblem::AllowEntry {
-                                entry: entry.clone(),
-                                reason,
-                            })
-                        }),
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
+        let allowed_registries =
+            file.references
+                .allow
+                .map(|list| {
+                    list.iter()
+                        .map(|entry| match entry.strip_prefix("*.") {
+                            Some(domain) => Ok(format!("*.{}", domain.to_ascii_lowercase())),
+                            None => wasm_oci_artifact::reference::canonical_registry(entry)
+                                .map_err(|reason| {
+                                    bad(ConfigProblem::AllowEntry {
+                                        entry: entry.clone(),
+                                        reason,
+                                    })
+                                }),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?;
         let defaults = HttpLimits::default();
         let duration = |key: &str, value: Option<String>, default: Duration| match value {
             None => Ok(default),
@@ -368,9 +369,11 @@ impl ShimConfig {
     /// rule decides, as it does again for every connection the pull makes.
     pub(crate) fn check_registry(&self, registry: &str) -> Result<(), CreateError> {
         // References are parsed to canonical names already; a name that has none is refused.
-        wasm_oci_fetcher::canonical_registry(registry).map_err(|reason| CreateError::Registry {
-            registry: wasm_oci_fetcher::text::printable(registry).to_string(),
-            reason,
+        wasm_oci_artifact::reference::canonical_registry(registry).map_err(|reason| {
+            CreateError::Registry {
+                registry: wasm_oci_artifact::text::printable(registry).to_string(),
+                reason,
+            }
         })?;
         self.egress_policy()
             .check_registry(registry)

@@ -117,7 +117,7 @@ pub(crate) fn check_rootfs_module(
     match refusal {
         None => Ok(()),
         Some(why) => Err(CreateError::RootfsRefused {
-            module: wasm_oci_fetcher::text::printable(module).to_string(),
+            module: wasm_oci_artifact::text::printable(module).to_string(),
             why,
             config: config.source_name(),
         }),
