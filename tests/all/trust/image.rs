@@ -33,7 +33,7 @@ fn push_image_signs_the_index_and_a_policy_holds_runs_to_it() {
     let pushed: serde_json::Value = serde_json::from_str(&out).unwrap();
     // The tag names the index, and the index's digest is what was signed.
     assert_eq!(
-        format::digest_of(&registry.addr, "apps/hello", "v1"),
+        digest_of(&registry.addr, "apps/hello", "v1"),
         pushed["digest"].as_str().unwrap()
     );
     assert_eq!(peer::verified_signatures(&reference, &public), 1);
