@@ -347,6 +347,29 @@ impl Registry {
         Ok(())
     }
 
+    /// Asks the registry to mount the blob `digest` from its repository `from` into
+    /// `reference`'s (`POST .../blobs/uploads/?mount=&from=`): `true` when it did (201),
+    /// `false` when it opened an upload instead (202), which is left to expire.
+    pub(crate) async fn mount_blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        from: &str,
+    ) -> Result<bool, Failure> {
+        check_digest(digest)?;
+        let mut url = Url::parse(&self.url(reference, "blobs", "uploads/"))
+            .map_err(|e| violation(format!("the upload URL: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("mount", digest)
+            .append_pair("from", from);
+        let response = self
+            .send(reference, RegistryOperation::Push, |http| {
+                http.post(url.clone()).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        Ok(response.status() == StatusCode::CREATED)
+    }
+
     /// Puts the manifest `body` of `media_type` at `reference`'s tag (or digest).
     pub(crate) async fn put_manifest(
         &self,
