@@ -16,6 +16,8 @@ mod cli_attacks;
 mod cli_errors;
 mod cli_friction;
 mod compiled_code;
+mod copy;
+mod copy_attacks;
 mod cri;
 mod egress;
 mod egress_attacks;
