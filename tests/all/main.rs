@@ -25,6 +25,7 @@ mod faults;
 mod full_disk;
 mod hosts_toml;
 mod interop;
+mod interop_copy;
 mod interop_crane;
 mod interop_oras;
 mod layout;
