@@ -37,7 +37,7 @@ use crate::remote::failure::{Failure, violation};
 use crate::remote::registry::{MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE, Registry};
 use crate::remote::retry::{Backoff, Transient as _, wait_for, with_retries};
 use crate::tags::{is_valid_tag, media_type_of};
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// Manifests one copy moves at most (index entries, signatures and referrers included).
 const MAX_MANIFESTS: usize = 100_000;
@@ -68,22 +68,20 @@ impl Place {
         let (dir, tag) = match spec.rsplit_once(':') {
             Some((dir, tag)) if !Path::new(spec).is_dir() && !dir.is_empty() => {
                 if !is_valid_tag(tag) {
-                    return Err(Error::InvalidReference {
-                        reference: printable(text),
-                        reason: "the tag of oci:DIR:TAG is up to 128 letters, digits, '_', '.' \
-                                 and '-'"
-                            .into(),
-                    });
+                    return Err(Error::invalid_reference(
+                        printable(text),
+                        "the tag of oci:DIR:TAG is up to 128 letters, digits, '_', '.' and '-'",
+                    ));
                 }
                 (dir, Some(tag.to_owned()))
             }
             _ => (spec, None),
         };
         if dir.is_empty() {
-            return Err(Error::InvalidReference {
-                reference: printable(text),
-                reason: "oci: names no directory".into(),
-            });
+            return Err(Error::invalid_reference(
+                printable(text),
+                "oci: names no directory",
+            ));
         }
         Ok(Place::Layout {
             dir: PathBuf::from(dir),
@@ -1064,7 +1062,7 @@ impl Walk<'_> {
         let digest = descriptor["digest"]
             .as_str()
             .ok_or_else(|| self.invalid(doc, "a descriptor without a digest".into()))?;
-        crate::reference::check_digest(digest)
+        wasm_oci_artifact::reference::check_digest(digest)
             .map_err(|e| self.invalid(doc, format!("{}: {e}", printable(digest))))?;
         let size = descriptor["size"]
             .as_u64()
@@ -1073,10 +1071,7 @@ impl Walk<'_> {
     }
 
     fn invalid(&self, doc: &Doc, reason: String) -> Error {
-        Error::InvalidManifest {
-            reference: format!("{}@{}", self.copied.source, doc.digest),
-            reason,
-        }
+        Error::invalid_manifest(format!("{}@{}", self.copied.source, doc.digest), reason)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::remote::endpoint::{Capability, ask_in_order, in_order, skipped};
 use crate::remote::failure::violation;
 use crate::remote::registry::{MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE};
 use crate::remote::retry::with_retries;
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// Tags asked for per page when the caller does not say.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -165,10 +165,7 @@ impl Fetcher {
         })
         .await
         .map_err(|f| f.into_error(reference, scheme))?;
-        let invalid = |reason: String| Error::InvalidManifest {
-            reference: reference.whole(),
-            reason,
-        };
+        let invalid = |reason: String| Error::invalid_manifest(reference.whole(), reason);
         if body.len() as u64 > MAX_CONFIG_SIZE {
             return Err(invalid(format!("it is over {MAX_CONFIG_SIZE} bytes")));
         }
@@ -220,12 +217,11 @@ impl Fetcher {
             new_tag.to_owned(),
         );
         if !is_valid_tag(new_tag) {
-            return Err(Error::InvalidReference {
-                reference: printable(new_tag),
-                reason: "a tag is up to 128 letters, digits, '_', '.' and '-', not starting \
-                         with '.' or '-'"
-                    .into(),
-            });
+            return Err(Error::invalid_reference(
+                printable(new_tag),
+                "a tag is up to 128 letters, digits, '_', '.' and '-', not starting \
+                 with '.' or '-'",
+            ));
         }
         let (body, digest, media_type) = self.manifest_bytes(reference).await?;
         let remote = self.remote(&target).await?;

@@ -11,7 +11,7 @@ use reqwest::header::{ACCEPT, LINK};
 use super::body::read_at_most;
 use super::failure::{Failure, violation};
 use super::registry::Registry;
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// One page of a listing: its body, and where the next page is, if the registry says.
 pub(crate) struct Page {
@@ -60,8 +60,10 @@ impl Registry {
         at: Option<&Url>,
         limit: u64,
     ) -> Result<Option<Page>, Failure> {
-        crate::reference::check_digest(digest).map_err(|_| Failure::UnsupportedDigest {
-            digest: printable(digest),
+        wasm_oci_artifact::reference::check_digest(digest).map_err(|_| {
+            Failure::UnsupportedDigest {
+                digest: printable(digest),
+            }
         })?;
         let url = match at {
             Some(url) => url.clone(),

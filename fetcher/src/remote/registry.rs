@@ -25,7 +25,7 @@ pub(crate) use super::failure::Failure;
 use super::failure::{failure, violation};
 use super::redirect::same_origin;
 use super::token::Authorizer;
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// Configs and manifests are small JSON documents; anything larger is refused.
 pub(crate) const MAX_CONFIG_SIZE: u64 = wasm_oci_artifact::media::MAX_DOCUMENT;
@@ -399,7 +399,7 @@ impl Registry {
 /// Refuses a digest that is not `sha256`, `sha384` or `sha512` with hex of its length (it
 /// would be put into a URL path, and could not be verified).
 fn check_digest(digest: &str) -> Result<(), Failure> {
-    crate::reference::check_digest(digest).map_err(|_| Failure::UnsupportedDigest {
+    wasm_oci_artifact::reference::check_digest(digest).map_err(|_| Failure::UnsupportedDigest {
         digest: printable(digest),
     })
 }

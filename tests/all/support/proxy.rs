@@ -57,6 +57,9 @@ pub struct Seen {
     pub requests: u32,
     /// Requests answered 429 under `RateLimit`.
     pub throttled: u32,
+    /// Under `RateLimit`: how long after the first request the first one was let through,
+    /// as this proxy saw it.
+    pub passed_after: Option<Duration>,
     /// `Authorization` headers received, as sent.
     pub authorizations: Vec<String>,
     first_request: Option<Instant>,
@@ -230,6 +233,7 @@ fn serve(
                     body.len()
                 ))
             } else {
+                s.passed_after.get_or_insert(since);
                 None
             }
         }
