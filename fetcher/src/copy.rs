@@ -37,7 +37,7 @@ use crate::remote::failure::{Failure, violation};
 use crate::remote::registry::{MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE, Registry};
 use crate::remote::retry::{Backoff, Transient as _, wait_for, with_retries};
 use crate::tags::{is_valid_tag, media_type_of};
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// Manifests one copy moves at most (index entries, signatures and referrers included).
 const MAX_MANIFESTS: usize = 100_000;
@@ -68,22 +68,20 @@ impl Place {
         let (dir, tag) = match spec.rsplit_once(':') {
             Some((dir, tag)) if !Path::new(spec).is_dir() && !dir.is_empty() => {
                 if !is_valid_tag(tag) {
-                    return Err(Error::InvalidReference {
-                        reference: printable(text),
-                        reason: "the tag of oci:DIR:TAG is up to 128 letters, digits, '_', '.' \
-                                 and '-'"
-                            .into(),
-                    });
+                    return Err(Error::invalid_reference(
+                        printable(text),
+                        "the tag of oci:DIR:TAG is up to 128 letters, digits, '_', '.' and '-'",
+                    ));
                 }
                 (dir, Some(tag.to_owned()))
             }
             _ => (spec, None),
         };
         if dir.is_empty() {
-            return Err(Error::InvalidReference {
-                reference: printable(text),
-                reason: "oci: names no directory".into(),
-            });
+            return Err(Error::invalid_reference(
+                printable(text),
+                "oci: names no directory",
+            ));
         }
         Ok(Place::Layout {
             dir: PathBuf::from(dir),
@@ -449,13 +447,17 @@ impl Source<'_> {
     }
 
     /// The blob `digest` from its start, as a stream.
-    async fn blob(&self, digest: &str) -> Result<BoxStream<'static, std::io::Result<Bytes>>> {
+    async fn blob(
+        &self,
+        digest: &str,
+        size: u64,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>> {
         match self {
             Source::Registry { reference, hosts } => {
                 let response = ask_in_order(hosts, reference, Capability::Pull, "blob", |host| {
                     let remote = host.remote.clone();
                     async move {
-                        let (response, _) = remote.blob(reference, digest, 0).await?;
+                        let (response, _) = remote.blob(reference, digest, 0, size).await?;
                         Ok(Some(response))
                     }
                 })
@@ -1026,7 +1028,7 @@ impl Walk<'_> {
                 t.set_position(0);
             }
             let mismatch = Arc::new(Mutex::new(None));
-            let stream = self.src.blob(digest).await?;
+            let stream = self.src.blob(digest, size).await?;
             let body = verified(stream, digest, size, mismatch.clone(), transfer.clone())?;
             let sent = self.dst.put_blob(digest, size, body).await;
             if let Some(actual) = mismatch.lock().expect("mismatch lock").take() {
@@ -1060,7 +1062,7 @@ impl Walk<'_> {
         let digest = descriptor["digest"]
             .as_str()
             .ok_or_else(|| self.invalid(doc, "a descriptor without a digest".into()))?;
-        crate::reference::check_digest(digest)
+        wasm_oci_artifact::reference::check_digest(digest)
             .map_err(|e| self.invalid(doc, format!("{}: {e}", printable(digest))))?;
         let size = descriptor["size"]
             .as_u64()
@@ -1069,10 +1071,7 @@ impl Walk<'_> {
     }
 
     fn invalid(&self, doc: &Doc, reason: String) -> Error {
-        Error::InvalidManifest {
-            reference: format!("{}@{}", self.copied.source, doc.digest),
-            reason,
-        }
+        Error::invalid_manifest(format!("{}@{}", self.copied.source, doc.digest), reason)
     }
 }
 
