@@ -435,6 +435,18 @@ fn tags_manifest_and_discover_are_read_from_a_mirror_when_the_origin_is_down() {
     assert_eq!(described["digest"], digest.as_str(), "{described}");
     let found = json(&cli.ok(&["discover", "--json", "--hosts-dir", hosts_dir, &reference]));
     assert_eq!(found["referrers"][0]["digest"], sbom.as_str(), "{found}");
+    // A copy reads through the mirror too.
+    let third = Registry::start();
+    let copied = json(&cli.ok(&[
+        "copy",
+        "--json",
+        "--hosts-dir",
+        hosts_dir,
+        &reference,
+        &third.reference("hello:v1"),
+    ]));
+    assert_eq!(copied["digest"], digest.as_str(), "{copied}");
+    assert_eq!(copied["referrers"], 1, "{copied}");
     // Without the mirror, the origin's absence is what is said.
     let out = cli.run(&["tags", &reference]);
     assert!(!out.status.success(), "{}", describe(&out));
