@@ -14,13 +14,15 @@
 //!   manifest are [`wasm_oci_artifact`]'s);
 //! - [`layout`]: OCI image layouts on disk;
 //! - operations: `pull`, `push`, `resolve`, `tags` (list, retag), `describe` (a manifest
-//!   without its layers), `referrers` (attach, discover), each handed what it needs by [`Fetcher`]
+//!   without its layers), `referrers` (attach, discover), `copy` (registry or layout to
+//!   registry or layout, with signatures and referrers), each handed what it needs by [`Fetcher`]
 //!   (`fetcher.rs`), which is the only one to hold it all.
 //!
 //! `scripts/check-cycles` fails when two modules use each other.
 
 #![deny(missing_docs)]
 
+mod copy;
 mod describe;
 pub mod egress;
 mod error;
@@ -39,6 +41,7 @@ mod signatures;
 mod tags;
 mod walk;
 
+pub use copy::{Copied, CopyOptions, Place};
 pub use describe::{Described, Entry};
 pub use error::{Error, Result, TrustRefusal};
 pub use fetcher::Fetcher;
