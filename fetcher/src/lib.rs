@@ -13,7 +13,8 @@
 //!   manifest are [`wasm_oci_artifact`]'s);
 //! - [`layout`]: OCI image layouts on disk;
 //! - operations: `pull`, `push`, `resolve`, `tags` (list, retag), `describe` (a manifest
-//!   without its layers), `referrers` (attach, discover), each handed what it needs by [`Fetcher`]
+//!   without its layers), `referrers` (attach, discover), `precompiled` (code compiled for
+//!   the fleet, attached and adopted), each handed what it needs by [`Fetcher`]
 //!   (`fetcher.rs`), which is the only one to hold it all.
 //!
 //! `scripts/module-cycles` fails when two modules use each other.
@@ -27,6 +28,7 @@ mod fetcher;
 mod inspect;
 pub mod layout;
 mod manifest;
+mod precompiled;
 mod progress;
 mod pull;
 mod push;
@@ -49,6 +51,7 @@ pub use manifest::{
     WASM_TO_OCI_CONFIG_MEDIA_TYPE, WASM_TO_OCI_LAYER_MEDIA_TYPE, choose,
 };
 pub use oci_client::Reference as OciReference;
+pub use precompiled::{Adopted, CompiledFor, Passed, Wanted};
 pub use progress::{Blob, Progress, Transfer};
 pub use pull::{ConfigCheck, Pulled};
 pub use push::{PushExtras, PushFormat, Pushed};

@@ -26,6 +26,8 @@ mod layout;
 mod layout_attacks;
 mod mirror_attacks;
 mod mirrors;
+mod precompiled;
+mod precompiled_attacks;
 mod prefetch;
 mod pull;
 mod pull_attacks;
