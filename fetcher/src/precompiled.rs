@@ -27,7 +27,7 @@ use crate::error::Result;
 use crate::referrers::{Attached, Layer, Referrer};
 use crate::remote::registry::{MAX_CONFIG_SIZE, Registry};
 use crate::remote::retry::with_retries;
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// Candidates tried at most per module: a list of many that all look right is an attack,
 /// not a fleet's build matrix.

@@ -21,12 +21,13 @@ use crate::GlobalOptions;
 /// Code is compiled for runs without --timeout and --fuel; runs with those flags compile their
 /// own variant once.
 ///
-/// With --push, the code for both engines is attached to the module's manifest as OCI
-/// referrers (artifact type application/vnd.wasm-oci.compiled.v1, annotated with the wasmtime
-/// version, target triple and engine hash) and each is signed with --sign-key as `sign`
-/// signs. `run`, `serve`, `prefetch` and the shim, on a compiled-code miss, load such code
-/// instead of compiling only when a key their signature policy names (sigstoreSigned) for
-/// the module's repository signed it. --target compiles for another architecture (or, given
+/// With --push, the code for both engines is compiled for the registry (not kept here),
+/// attached to the module's manifest as OCI referrers (artifact type
+/// application/vnd.wasm-oci.compiled.v1, annotated with the wasmtime version, target triple
+/// and engine hash), and each is signed with --sign-key as `sign` signs. `run`, `serve`,
+/// `prefetch` and the shim, on a compiled-code miss, load such code instead of compiling
+/// only when a key their signature policy names (sigstoreSigned) for the module's
+/// repository signed it. --target compiles for another architecture (or, given
 /// this host's triple, for every CPU of it rather than this one's features).
 ///
 /// Examples:
@@ -81,6 +82,10 @@ impl CompileCommand {
                 self.reference
             );
         };
+        // A fleet's code is compiled for the registry, not for this machine's cache.
+        if self.push {
+            return self.push_compiled(global, cache, entry);
+        }
         let digest = &entry.layer_digest;
         // For `wasm-oci run` and for the containerd shim, whose engines differ.
         // Off a terminal a large module's compile is announced once, not once per engine.
@@ -100,9 +105,6 @@ impl CompileCommand {
             .naming(&[&self.reference], || {
                 format!("compiling {}", self.reference)
             })?;
-        }
-        if self.push {
-            return self.push_compiled(global, cache, entry);
         }
         if self.json {
             crate::print_json(&super::output::Artifact::from(entry))?;

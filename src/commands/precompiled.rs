@@ -74,7 +74,7 @@ impl Usable {
     /// One line's worth.
     pub(super) fn summary(&self) -> String {
         let shown = |v: &Option<String>| {
-            wasm_oci_fetcher::text::printable(v.as_deref().unwrap_or("?")).to_string()
+            wasm_oci_artifact::text::printable(v.as_deref().unwrap_or("?")).to_string()
         };
         let verdict = match self.usable_by.is_empty() {
             true => format!(

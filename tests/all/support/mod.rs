@@ -2,8 +2,9 @@
 //! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), raw
 //! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
 //! registries and small services ([`server`]), a network namespace of a test's own
-//! ([`netns`]), the test guests ([`guests`], [`http_guests`]), waits on what a test can
-//! observe ([`wait`]) and a WebSocket client for the CRI streaming server ([`websocket`]).
+//! ([`netns`]), the oras and crane CLIs and crane's registry ([`peers`]), the test guests
+//! ([`guests`], [`http_guests`]), waits on what a test can observe ([`wait`]) and a WebSocket
+//! client for the CRI streaming server ([`websocket`]).
 //! Everything is re-exported here, so tests name `support::X`.
 
 mod cli;
@@ -12,6 +13,7 @@ mod guests;
 mod http;
 mod http_guests;
 mod netns;
+mod peers;
 pub mod proxy;
 mod registry;
 mod server;
@@ -24,6 +26,7 @@ pub use guests::*;
 pub use http::*;
 pub use http_guests::*;
 pub use netns::*;
+pub use peers::*;
 pub use proxy::*;
 pub use registry::*;
 pub use server::*;
