@@ -72,6 +72,16 @@ pub struct Referrers {
     pub referrers: Vec<Referrer>,
 }
 
+/// The one layer of an artifact to attach.
+pub(crate) struct Layer<'a> {
+    /// Its bytes.
+    pub(crate) content: &'a [u8],
+    /// Its media type.
+    pub(crate) media_type: &'a str,
+    /// Its `org.opencontainers.image.title`.
+    pub(crate) title: &'a str,
+}
+
 /// An artifact attached by [`Fetcher::attach`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Attached {
@@ -164,25 +174,48 @@ impl Fetcher {
             ));
         }
         let content = std::fs::read(path).map_err(|e| io("reading", e))?;
+        let title = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "attachment".to_owned());
+        let layer = Layer {
+            content: &content,
+            media_type: ATTACHED_LAYER_MEDIA_TYPE,
+            title: &title,
+        };
+        self.attach_layer(subject, layer, artifact_type, annotations)
+            .await
+    }
+
+    /// Attaches `layer` to the manifest `subject` names, as [`Fetcher::attach`] attaches a
+    /// file.
+    pub(crate) async fn attach_layer(
+        &self,
+        subject: &Reference,
+        layer: Layer<'_>,
+        artifact_type: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Attached> {
+        let Layer {
+            content,
+            media_type: layer_media_type,
+            title,
+        } = layer;
         let (subject_body, subject_digest, subject_type) = self.manifest_bytes(subject).await?;
         let remote = self.remote(subject).await?;
         let scheme = self.scheme(subject);
         let failed = |f: Failure| f.into_error(subject, scheme);
 
-        let blob_digest = Digest::of(&content).to_string();
+        let blob_digest = Digest::of(content).to_string();
         let empty = b"{}".to_vec();
         let empty_digest = Digest::of(&empty).to_string();
-        let title = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "attachment".to_owned());
         let mut manifest = json!({
             "schemaVersion": 2,
             "mediaType": OCI_IMAGE_MEDIA_TYPE,
             "artifactType": artifact_type,
             "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest, "size": 2},
             "layers": [{
-                "mediaType": ATTACHED_LAYER_MEDIA_TYPE,
+                "mediaType": layer_media_type,
                 "digest": blob_digest,
                 "size": content.len(),
                 "annotations": {"org.opencontainers.image.title": title},
@@ -210,7 +243,7 @@ impl Fetcher {
         let mut tries = 0;
         loop {
             tries += 1;
-            for (digest, bytes) in [(&blob_digest, &content), (&empty_digest, &empty)] {
+            for (digest, bytes) in [(&blob_digest, content), (&empty_digest, &empty[..])] {
                 upload_missing(&remote, subject, digest, bytes)
                     .await
                     .map_err(failed)?;

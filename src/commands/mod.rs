@@ -13,6 +13,7 @@ mod login;
 mod manifest;
 mod naming;
 mod output;
+mod precompiled;
 mod prefetch;
 mod pull;
 mod push;

@@ -36,6 +36,8 @@ mod layout_attacks;
 mod mirror_attacks;
 mod mirrors;
 mod no_home;
+mod precompiled;
+mod precompiled_attacks;
 mod prefetch;
 mod pull;
 mod pull_attacks;
