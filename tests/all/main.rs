@@ -22,6 +22,7 @@ mod faults;
 mod full_disk;
 mod hosts_toml;
 mod interop;
+mod kubelet;
 mod layout;
 mod layout_attacks;
 mod mirror_attacks;

@@ -1,5 +1,6 @@
 //! Test harness, by what it supports: a private registry per test ([`registry`]), the
-//! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), raw
+//! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), a
+//! Kubernetes node (etcd, kube-apiserver, a kubelet) per test ([`kube`]), raw
 //! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
 //! registries and small services ([`server`]), a network namespace of a test's own
 //! ([`netns`]), the test guests ([`guests`], [`http_guests`]), waits on what a test can
@@ -11,6 +12,7 @@ pub mod containerd;
 mod guests;
 mod http;
 mod http_guests;
+pub mod kube;
 mod netns;
 pub mod proxy;
 mod registry;
@@ -23,6 +25,7 @@ pub use containerd::*;
 pub use guests::*;
 pub use http::*;
 pub use http_guests::*;
+pub use kube::*;
 pub use netns::*;
 pub use proxy::*;
 pub use registry::*;
