@@ -71,8 +71,8 @@ fn a_wasm_pod_runs_through_the_kubelet_beside_a_runc_pod() {
         kube.jsonpath(&["pod", "hello"], "{.spec.runtimeClassName}"),
         "wasmoci"
     );
-    let sandbox = kube.sandbox(&kube.jsonpath(&["pod", "hello"], "{.metadata.uid}"));
-    let info = kube.containerd().ctr(&["containers", "info", &sandbox.id]);
+    let sandbox = kube.sandbox_id(&kube.jsonpath(&["pod", "hello"], "{.metadata.uid}"));
+    let info = kube.containerd().ctr(&["containers", "info", &sandbox]);
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(
         info["Runtime"]["Name"], "io.containerd.wasmoci.v1",
@@ -101,6 +101,21 @@ fn port_forward_reaches_an_http_pod_and_delete_leaves_nothing() {
         .json(),
     );
     kube.wait_phase("web", "Running");
+    // The shim says in the container's log when the component listens (once compiled).
+    kube_wait(
+        "the HTTP pod listens",
+        || {
+            String::from_utf8_lossy(&kube.kubectl(&["logs", "web"]).stdout)
+                .contains("Serving HTTP on http://0.0.0.0:8080/")
+        },
+        || {
+            format!(
+                "{}\n{}",
+                crate::support::describe(&kube.kubectl(&["logs", "web"])),
+                kube.describe_pod("web")
+            )
+        },
+    );
 
     // `kubectl port-forward`: kubectl -> API server -> kubelet -> the CRI plugin's streaming
     // server, which connects to the port inside the pod's network namespace, where the shim
@@ -112,6 +127,16 @@ fn port_forward_reaches_an_http_pod_and_delete_leaves_nothing() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(forward.stdout.take().unwrap());
+    let forward_errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = BufReader::new(forward.stderr.take().unwrap());
+    let errors = forward_errors.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+            errors.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
     let mut line = String::new();
     lines.read_line(&mut line).unwrap();
     let local = line
@@ -120,18 +145,29 @@ fn port_forward_reaches_an_http_pod_and_delete_leaves_nothing() {
         .unwrap_or_else(|| panic!("kubectl port-forward said {line:?}"))
         .to_owned();
     let url = format!("http://127.0.0.1:{local}/hello");
+    let get = || {
+        std::process::Command::new("curl")
+            .args(["-s", "-S", "-i", "--max-time", "10", &url])
+            .output()
+            .unwrap()
+    };
     let mut answer = String::new();
     kube_wait(
         "the pod answers through kubectl port-forward",
         || {
-            let out = std::process::Command::new("curl")
-                .args(["-s", "-i", "--max-time", "10", &url])
-                .output()
-                .unwrap();
-            answer = String::from_utf8_lossy(&out.stdout).into_owned();
+            answer = String::from_utf8_lossy(&get().stdout).into_owned();
             answer.starts_with("HTTP/1.1 200")
         },
-        || kube.describe_pod("web"),
+        || {
+            format!(
+                "curl: {}\nkubectl port-forward: {}\n{}\n{}\n{}",
+                crate::support::describe(&get()),
+                forward_errors.lock().unwrap(),
+                kube.describe_pod("web"),
+                kube.log("apiserver"),
+                kube.containerd().log()
+            )
+        },
     );
     assert!(
         answer.ends_with("hello from wasm: GET /hello\n"),
@@ -156,7 +192,10 @@ fn port_forward_reaches_an_http_pod_and_delete_leaves_nothing() {
         kube.cgroup_root
     );
     let containers = kube.containers_of(&uid);
-    assert!(containers.len() >= 2, "{containers:?}");
+    assert!(
+        containers.len() >= 2 && containers.contains(&sandbox.id),
+        "{containers:?}"
+    );
     let mounts_of_pod = || {
         std::fs::read_to_string("/proc/self/mounts")
             .unwrap()

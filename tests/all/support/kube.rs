@@ -370,6 +370,10 @@ makeIPTablesUtilChains: false
 volumePluginDir: {k}/volume-plugins
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
+featureGates:
+  # The device manager serves a socket at a fixed path (/var/lib/kubelet/device-plugins),
+  # whatever the root directory: not for a node of a test's own, beside others.
+  DevicePlugins: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard:
@@ -596,18 +600,23 @@ evictionHard:
         PodWatch { child, lines }
     }
 
-    /// The sandbox containerd runs for the pod whose uid is `uid`.
-    pub fn sandbox(&self, uid: &str) -> KubeSandbox {
+    /// The id of the sandbox containerd holds for the pod whose uid is `uid`.
+    pub fn sandbox_id(&self, uid: &str) -> String {
         let c = self.containerd();
         let filter = format!(
             "labels.\"io.kubernetes.pod.uid\"=={uid},labels.\"io.cri-containerd.kind\"==sandbox"
         );
         let ids = super::stdout(&c.ctr(&["containers", "ls", "-q", &filter]));
-        let id = ids
-            .lines()
+        ids.lines()
             .next()
             .unwrap_or_else(|| panic!("no sandbox for pod {uid}: {}", c.log()))
-            .to_owned();
+            .to_owned()
+    }
+
+    /// The sandbox containerd runs for the pod whose uid is `uid` (its task must be there).
+    pub fn sandbox(&self, uid: &str) -> KubeSandbox {
+        let c = self.containerd();
+        let id = self.sandbox_id(uid);
         let info = c.ctr(&["containers", "info", &id]);
         assert!(info.status.success(), "{}", describe(&info));
         let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
@@ -764,7 +773,7 @@ impl Drop for Kube {
 
 /// containerd 1.6 with its CRI plugin: runc the default runtime, the shim as handler
 /// `wasmoci`, the test CNI plugin, and the images the kube tests use, imported and seen by CRI.
-pub fn start_cri_containerd(shim_toml: &str) -> Containerd {
+fn start_cri_containerd(shim_toml: &str) -> Containerd {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
     let bin = d.join("cni/bin");
@@ -884,7 +893,7 @@ fn wait_cri_images(c: &Containerd, images: &[&str]) {
 
 /// The socket a wasm shim listens on for container `id` of containerd at `address` (the
 /// `containerd-shim` crate's `socket_address`).
-pub fn shim_socket(address: &Path, id: &str) -> PathBuf {
+fn shim_socket(address: &Path, id: &str) -> PathBuf {
     let key = address.join(K8S_NS).join(id);
     let hash = sha2::Sha256::digest(key.display().to_string().as_bytes());
     PathBuf::from(format!("/run/containerd/s/{}", hex::encode(hash)))
@@ -938,7 +947,7 @@ fn unmount_under(dir: &Path) {
 
 /// The mounted cgroup hierarchies: `/sys/fs/cgroup/*` under cgroup v1, `/sys/fs/cgroup`
 /// itself under v2.
-pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+fn cgroup_hierarchies() -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
     if root.join("cgroup.controllers").exists() {
         return vec![root.to_owned()];
