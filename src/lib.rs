@@ -290,10 +290,20 @@ pub enum LogDefault {
     Logger,
 }
 
+/// The file `WASM_OCI_LOG_FILE` names cannot be opened to append to.
+#[derive(Debug, thiserror::Error)]
+#[error("WASM_OCI_LOG_FILE {}: {cause}", path.display())]
+pub struct LogFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// The OS error.
+    pub cause: std::io::Error,
+}
+
 /// Sets up logging: `WASM_OCI_LOG` is a `tracing` filter (default `warn`), and
 /// `WASM_OCI_LOG_FILE` names a file to append to (services, edge agents, the shim); without
 /// it the log goes where `default` says. The error names a log file that cannot be opened.
-pub fn init_logging(default: LogDefault) -> Result<(), String> {
+pub fn init_logging(default: LogDefault) -> Result<(), LogFileError> {
     use tracing_subscriber::EnvFilter;
     let filter =
         || EnvFilter::try_from_env("WASM_OCI_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
@@ -303,7 +313,10 @@ pub fn init_logging(default: LogDefault) -> Result<(), String> {
                 .create(true)
                 .append(true)
                 .open(&path)
-                .map_err(|e| format!("WASM_OCI_LOG_FILE {}: {e}", path.to_string_lossy()))?;
+                .map_err(|cause| LogFileError {
+                    path: path.clone().into(),
+                    cause,
+                })?;
             tracing_subscriber::fmt()
                 .with_env_filter(filter())
                 .with_ansi(false)
@@ -373,7 +386,7 @@ struct PlainFields {
 
 impl PlainFields {
     fn record(&mut self, field: &tracing::field::Field, value: &str) {
-        let value = wasm_oci_fetcher::text::printable(value);
+        let value = wasm_oci_artifact::text::printable(value);
         if field.name() == "message" {
             self.message = value;
         } else {

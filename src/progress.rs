@@ -161,7 +161,7 @@ pub(crate) fn while_compiling<T>(
         if let Some(size) = large().filter(|&size| size > LARGE_MODULE) {
             eprintln!(
                 "compiling {} ({})...",
-                wasm_oci_fetcher::text::printable(what),
+                wasm_oci_artifact::text::printable(what),
                 crate::units::human_size(size)
             );
         }
@@ -176,7 +176,7 @@ pub(crate) fn while_compiling<T>(
             }
             let spinner = ProgressBar::new_spinner().with_message(format!(
                 "compiling {} (once: the code is kept in the cache)",
-                wasm_oci_fetcher::text::printable(what)
+                wasm_oci_artifact::text::printable(what)
             ));
             spinner.enable_steady_tick(Duration::from_millis(100));
             let _ = finished.recv();

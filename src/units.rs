@@ -8,7 +8,8 @@ pub use wasm_oci_shim::runner::parse_size;
 
 /// Parses a duration as people write them: humantime's (`30d`, `1h30m`, `2 weeks`, `500ms`),
 /// or a decimal number with a unit `ms`, `s`, `m` or `h` (`1.5s`; seconds if none).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let typed = || text.to_owned();
     let t = text.trim();
     if let Ok(duration) = humantime::parse_duration(t) {
         return Ok(duration);
@@ -19,19 +20,46 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = t.split_at(split);
     let number: f64 = number
         .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 10s, 1h30m, 30d"))?;
+        .map_err(|_| DurationError::Number { text: typed() })?;
     let seconds = match unit {
         "ms" => number / 1000.0,
         "" | "s" => number,
         "m" => number * 60.0,
         "h" => number * 3600.0,
         _ => {
-            return Err(format!(
-                "invalid duration {text:?}: units are ms, s, m, h, d, w (e.g. 1h30m, 30d)"
-            ));
+            return Err(DurationError::Unit { text: typed() });
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+    Duration::try_from_secs_f64(seconds).map_err(|cause| DurationError::Range {
+        text: typed(),
+        cause,
+    })
+}
+
+/// A duration that does not parse: what was typed, and how durations are spelled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    /// Not a number, nor humantime's spelling.
+    #[error("invalid duration {text:?}: expected e.g. 500ms, 10s, 1h30m, 30d")]
+    Number {
+        /// What was typed.
+        text: String,
+    },
+    /// A unit that is not known.
+    #[error("invalid duration {text:?}: units are ms, s, m, h, d, w (e.g. 1h30m, 30d)")]
+    Unit {
+        /// What was typed.
+        text: String,
+    },
+    /// Negative, or too large for a duration.
+    #[error("invalid duration {text:?}: {cause}")]
+    Range {
+        /// What was typed.
+        text: String,
+        /// Why.
+        cause: std::time::TryFromFloatSecsError,
+    },
 }
 
 /// A size for people, in binary units: `171 B`, `1.5 MiB`.

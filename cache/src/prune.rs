@@ -453,17 +453,18 @@ impl RefsWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::refs::sample as add;
+    use crate::refs::{sample as add, used_ago};
 
     #[test]
     fn prune_removes_least_recently_used_first_and_skips_blobs_in_use() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let old = add(&cache, "old", &vec![1; 100_000]);
-        std::thread::sleep(Duration::from_millis(20));
         let held = add(&cache, "held", &vec![2; 100_000]);
-        std::thread::sleep(Duration::from_millis(20));
         let new = add(&cache, "new", &vec![3; 100_000]);
+        used_ago(&cache, &old, Duration::from_secs(3 * 3600));
+        used_ago(&cache, &held, Duration::from_secs(2 * 3600));
+        used_ago(&cache, &new, Duration::from_secs(3600));
         let hold = cache.hold(&held.layer_digest).unwrap();
 
         let report = cache
@@ -517,12 +518,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let old = add(&cache, "old", b"old layer");
-        std::thread::sleep(Duration::from_millis(300));
         let recent = add(&cache, "recent", b"recent layer");
+        used_ago(&cache, &old, Duration::from_secs(2 * 24 * 3600));
         let report = cache
             .prune(&PrunePolicy {
                 max_size: None,
-                older_than: Some(Duration::from_millis(200)),
+                older_than: Some(Duration::from_secs(24 * 3600)),
                 ..PrunePolicy::default()
             })
             .unwrap();
@@ -535,8 +536,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let old = add(&cache, "old", &vec![1; 100_000]);
-        std::thread::sleep(Duration::from_millis(20));
         let new = add(&cache, "new", &vec![2; 100_000]);
+        used_ago(&cache, &old, Duration::from_secs(2 * 3600));
+        used_ago(&cache, &new, Duration::from_secs(3600));
         let policy = |dry_run| PrunePolicy {
             max_size: Some(150_000),
             dry_run,

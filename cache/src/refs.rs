@@ -194,6 +194,18 @@ impl Cache {
     }
 }
 
+/// Records `entry` as last used `ago` (for tests of least-recently-used order, which set the
+/// order instead of waiting for the clock).
+#[cfg(test)]
+pub(crate) fn used_ago(cache: &Cache, entry: &RefEntry, ago: std::time::Duration) {
+    fs::File::options()
+        .write(true)
+        .open(cache.ref_path(&entry.reference))
+        .unwrap()
+        .set_modified(SystemTime::now() - ago)
+        .unwrap();
+}
+
 /// A reference `localhost:5000/NAME:v1` whose layer is `layer`, recorded in `cache`.
 #[cfg(test)]
 pub(crate) fn sample(cache: &Cache, name: &str, layer: &[u8]) -> RefEntry {

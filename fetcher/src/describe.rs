@@ -56,10 +56,7 @@ impl Fetcher {
     /// no config or layer is downloaded.
     pub async fn describe(&self, reference: &Reference) -> Result<Described> {
         let (body, digest, media_type) = self.manifest_bytes(reference).await?;
-        let invalid = |reason: String| Error::InvalidManifest {
-            reference: reference.whole(),
-            reason,
-        };
+        let invalid = |reason: String| Error::invalid_manifest(reference.whole(), reason);
         let manifest: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
         let mut entries = Vec::new();

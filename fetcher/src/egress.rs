@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// What a connector's error is made of (reqwest's `BoxError`).
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

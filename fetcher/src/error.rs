@@ -38,16 +38,10 @@ pub enum Error {
         /// `resolve` (a tag) or `pull` (by digest).
         operation: &'static str,
     },
-    /// The text is not a reference.
-    #[error(
-        "invalid reference {reference:?}: {reason}; expected [REGISTRY/]REPOSITORY[:TAG|@DIGEST], e.g. localhost:5000/hello:v1"
-    )]
-    InvalidReference {
-        /// What the user typed.
-        reference: String,
-        /// Why it was rejected.
-        reason: String,
-    },
+    /// A reference, or a manifest or index, that is not what the artifact crate's rules
+    /// accept: its text, not a copy of it.
+    #[error(transparent)]
+    Artifact(#[from] wasm_oci_artifact::Error),
     /// The registry has no such repository, tag or digest.
     #[error(
         "{reference} was not found in the registry: check the repository name and tag, or push it first with `wasm-oci push FILE {reference}`"
@@ -71,8 +65,8 @@ pub enum Error {
         reference: String,
         /// The policy scope that matched, and its file.
         scope: String,
-        /// Why.
-        reason: String,
+        /// The trust gate's verdict, and where the signatures were looked for.
+        reason: TrustRefusal,
     },
     /// Its `.sig` manifest is not something signatures can be read from.
     #[error("the signatures of {reference} cannot be read: {reason}")]
@@ -84,7 +78,7 @@ pub enum Error {
     },
     /// A signature policy that cannot be used.
     #[error(transparent)]
-    Policy(#[from] crate::trust::policy::PolicyError),
+    Policy(#[from] wasm_oci_trust::PolicyError),
     /// The pull policy is `never` and the cache does not have the reference.
     #[error(
         "{reference} is not in the cache, and the pull policy `never` forbids asking the registry: pull it first (`wasm-oci pull {reference}`)"
@@ -162,49 +156,6 @@ pub enum Error {
         /// The registry's answer.
         #[source]
         source: OciDistributionError,
-    },
-    /// An image index with no entry for a wasm platform.
-    #[error(
-        "{reference} is an image index with no entry for wasm/wasip1 or wasm/wasip2 (it has: {}); push a wasm artifact or name one of its manifests by digest",
-        if platforms.is_empty() { "no platforms".to_owned() } else { platforms.join(", ") }
-    )]
-    NoMatchingPlatform {
-        /// The reference asked for.
-        reference: String,
-        /// The platforms the index lists, as `os/arch`.
-        platforms: Vec<String>,
-    },
-    /// The manifest has no layer of a wasm media type.
-    #[error(
-        "{reference} has no wasm layer (config {config_media_type}, layers: {}); it is not a wasm artifact. Accepted layer types: {}",
-        if layer_media_types.is_empty() { "none".to_owned() } else { layer_media_types.join(", ") },
-        wasm_oci_artifact::media::WASM_LAYER_MEDIA_TYPES.join(", ")
-    )]
-    NoWasmLayer {
-        /// The reference asked for.
-        reference: String,
-        /// The config's media type.
-        config_media_type: String,
-        /// The media types of the layers found.
-        layer_media_types: Vec<String>,
-    },
-    /// More than one wasm layer: which one to run is ambiguous.
-    #[error(
-        "{reference} has {count} wasm layers; wasm-oci runs artifacts with exactly one. Name a single-module artifact instead"
-    )]
-    AmbiguousWasmLayers {
-        /// The reference asked for.
-        reference: String,
-        /// How many wasm layers it has.
-        count: usize,
-    },
-    /// The manifest is not something we can use.
-    #[error("the manifest of {reference} is invalid: {reason}")]
-    InvalidManifest {
-        /// The reference asked for.
-        reference: String,
-        /// What is wrong with it.
-        reason: String,
     },
     /// The connection broke while a blob was downloading, after every retry.
     #[error(
@@ -329,6 +280,31 @@ pub enum Error {
     },
 }
 
+/// Why the signature policy refuses a reference: the trust gate's verdict, and where the
+/// signatures it judged were looked for.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustRefusal {
+    /// The gate refused what the registry holds (or the scope refuses anything).
+    #[error("{0}")]
+    Refused(wasm_oci_trust::Refusal),
+    /// The gate refused what the cache holds, and the pull policy forbids asking the
+    /// registry.
+    #[error("{0} (the pull policy `never` forbids asking the registry for signatures)")]
+    CachedOnly(wasm_oci_trust::Refusal),
+    /// The gate refused what an OCI layout holds.
+    #[error("{refusal} (in the layout {})", dir.display())]
+    InLayout {
+        /// The verdict.
+        refusal: wasm_oci_trust::Refusal,
+        /// The layout's directory.
+        dir: PathBuf,
+    },
+    /// The scope needs signatures and those the registry has cannot be read.
+    #[error("its signatures cannot be read: {0}")]
+    Unreadable(Box<Error>),
+}
+
 impl Error {
     /// The variant a user can act on for a failed request of `reference` over `scheme`:
     /// what [`classify`] makes of it.
@@ -381,40 +357,27 @@ impl Error {
     }
 }
 
-impl From<wasm_oci_artifact::Error> for Error {
-    fn from(e: wasm_oci_artifact::Error) -> Self {
-        match e {
-            wasm_oci_artifact::Error::InvalidReference { reference, reason } => {
-                Error::InvalidReference { reference, reason }
-            }
-            wasm_oci_artifact::Error::NoMatchingPlatform {
-                reference,
-                platforms,
-            } => Error::NoMatchingPlatform {
-                reference,
-                platforms,
-            },
-            wasm_oci_artifact::Error::NoWasmLayer {
-                reference,
-                config_media_type,
-                layer_media_types,
-            } => Error::NoWasmLayer {
-                reference,
-                config_media_type,
-                layer_media_types,
-            },
-            wasm_oci_artifact::Error::AmbiguousWasmLayers { reference, count } => {
-                Error::AmbiguousWasmLayers { reference, count }
-            }
-            wasm_oci_artifact::Error::InvalidManifest { reference, reason } => {
-                Error::InvalidManifest { reference, reason }
-            }
-            // The artifact crate's enum may grow; its text is the reason.
-            other => Error::InvalidReference {
-                reference: String::new(),
-                reason: other.to_string(),
-            },
-        }
+impl Error {
+    /// A reference that is not one ([`wasm_oci_artifact::Error::InvalidReference`]).
+    pub(crate) fn invalid_reference(
+        reference: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Artifact(wasm_oci_artifact::Error::InvalidReference {
+            reference: reference.into(),
+            reason: reason.into(),
+        })
+    }
+
+    /// A manifest that cannot be used ([`wasm_oci_artifact::Error::InvalidManifest`]).
+    pub(crate) fn invalid_manifest(
+        reference: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Artifact(wasm_oci_artifact::Error::InvalidManifest {
+            reference: reference.into(),
+            reason: reason.into(),
+        })
     }
 }
 
@@ -452,10 +415,7 @@ mod tests {
         ] {
             let text = e.to_string();
             let converted = Error::from(e);
-            assert!(
-                !matches!(converted, Error::InvalidReference { .. }),
-                "{converted:?}"
-            );
+            assert!(matches!(converted, Error::Artifact(_)), "{converted:?}");
             assert_eq!(converted.to_string(), text);
         }
     }

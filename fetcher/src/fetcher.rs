@@ -16,7 +16,6 @@ use crate::remote::options::RegistryOptions;
 use crate::remote::registry::Registry;
 use crate::remote::transport::Transport;
 use crate::resolve::{PullPolicy, Resolved, resolve_cached};
-use crate::trust;
 
 /// Moves wasm artifacts between registries and a [`Cache`].
 pub struct Fetcher {
@@ -174,7 +173,7 @@ impl SignatureSource for Fetcher {
         remote: &'a Registry,
         reference: &'a Reference,
         digest: &'a str,
-    ) -> BoxFuture<'a, Result<Option<trust::Fetched>>> {
+    ) -> BoxFuture<'a, Result<Option<wasm_oci_trust::signatures::Fetched>>> {
         Box::pin(self.fetch_signatures(remote, reference, digest))
     }
 }

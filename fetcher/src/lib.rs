@@ -5,8 +5,9 @@
 //! wasm-to-oci layout. It knows nothing of wasmtime.
 //!
 //! Rooms, each using only those listed before it:
-//! - names and artifacts: [`reference`](parse_reference), `manifest`, [`text`], `inspect`;
-//! - [`trust`]: signatures and the policy;
+//! - names and artifacts: [`reference`](parse_reference) and `inspect` (media types, the
+//!   choice of manifest and printable text are [`wasm_oci_artifact`]'s, signatures and the
+//!   policy [`wasm_oci_trust`]'s);
 //! - `remote`: the transport (options, [`hosts`], [`auth`], TLS, clients, endpoints, registry
 //!   requests, tokens, redirects, failures and their one classifier, retries);
 //! - `walk`: the reference a pull or a load records (the walk's pure step and the choice of
@@ -16,7 +17,7 @@
 //!   without its layers), `referrers` (attach, discover), each handed what it needs by [`Fetcher`]
 //!   (`fetcher.rs`), which is the only one to hold it all.
 //!
-//! `scripts/module-cycles` fails when two modules use each other.
+//! `scripts/check-cycles` fails when two modules use each other.
 
 #![deny(missing_docs)]
 
@@ -26,7 +27,6 @@ mod error;
 mod fetcher;
 mod inspect;
 pub mod layout;
-mod manifest;
 mod progress;
 mod pull;
 mod push;
@@ -36,35 +36,20 @@ mod remote;
 mod resolve;
 mod signatures;
 mod tags;
-pub mod text;
-pub mod trust;
 mod walk;
 
 pub use describe::{Described, Entry};
-pub use error::{Error, Result};
+pub use error::{Error, Result, TrustRefusal};
 pub use fetcher::Fetcher;
 pub use inspect::{ComponentConfig, Interface, WasmKind, interface, interface_of_file};
-pub use manifest::{
-    CNCF_CONFIG_MEDIA_TYPE, CNCF_LAYER_MEDIA_TYPE, Choice, WASM_LAYER_MEDIA_TYPES,
-    WASM_TO_OCI_CONFIG_MEDIA_TYPE, WASM_TO_OCI_LAYER_MEDIA_TYPE, choose,
-};
 pub use oci_client::Reference as OciReference;
 pub use progress::{Blob, Progress, Transfer};
 pub use pull::{ConfigCheck, Pulled};
 pub use push::{PushExtras, PushFormat, Pushed};
-pub use reference::{
-    canonical_registry, is_node_local, parse_reference, registry_host, registry_key,
-};
+pub use reference::parse_reference;
 pub use referrers::{Attached, MAX_ATTACHMENT, Referrer, Referrers, referrers_tag};
 pub use remote::options::RegistryOptions;
 pub use remote::{auth, hosts};
 pub use resolve::{PullPolicy, Resolved, UnknownPullPolicy, resolve_cached};
 pub use signatures::Signed;
 pub use tags::{DEFAULT_PAGE_SIZE, Tagged, is_valid_tag};
-/// The old path of the walk's errors, now variants (`EntrySize`, `Nested`) of the artifact
-/// crate's error.
-pub use wasm_oci_artifact::Error as WalkError;
-
-// The old paths of what moved into the transport room, for code written against them; to
-// be dropped once every caller names the room.
-pub(crate) use remote::{registry, retry};

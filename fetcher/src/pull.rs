@@ -7,7 +7,7 @@ use oci_client::Reference;
 use oci_client::manifest::OciDescriptor;
 use wasm_oci_cache::{Cache, Digest, Hold, Ingest, Lease, RefEntry};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TrustRefusal};
 use crate::progress::{Blob, Progress, Transfer};
 use crate::remote::client::{MIRROR_DOCUMENT_TIMEOUT, MIRROR_MIN_BYTES, MIRROR_PACE_WINDOW};
 use crate::remote::endpoint::{Capability, Endpoint, in_order, skipped};
@@ -38,7 +38,7 @@ pub(crate) trait SignatureSource: Sync {
         remote: &'a Registry,
         reference: &'a Reference,
         digest: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<Option<crate::trust::Fetched>>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<wasm_oci_trust::signatures::Fetched>>>;
 }
 
 /// What a pull needs, handed to it by the fetcher: where to store, how to reach registries,
@@ -161,12 +161,13 @@ impl Pull<'_> {
         // What the signature policy asks of this reference, decided before anything is
         // downloaded; signatures are of the digest the reference resolves to (an index's own).
         let gate = wasm_oci_trust::Gate::new(self.policy, reference);
-        let untrusted = |reason: String| Error::Untrusted {
+        let untrusted = |reason| Error::Untrusted {
             reference: name.clone(),
             scope: gate.describe(),
             reason,
         };
-        gate.admit().map_err(|r| untrusted(r.to_string()))?;
+        gate.admit()
+            .map_err(|r| untrusted(TrustRefusal::Refused(r)))?;
         let want_signatures = gate.needs_signatures() || self.keep_signatures;
         let signed_digest = top_digest.clone();
         // The index a reference resolved to, kept with its signatures: `save` writes it so
@@ -179,29 +180,26 @@ impl Pull<'_> {
                 tracing::debug!(digest = %entry.digest, "chose index entry");
                 let (bytes, digest, choice) =
                     fetch(&reference.clone_with_digest(entry.digest.clone())).await?;
-                let (manifest, layer) =
-                    image_behind(&entry, &bytes, choice).map_err(|e| Error::InvalidManifest {
-                        reference: name.clone(),
-                        reason: e.to_string(),
-                    })?;
+                let (manifest, layer) = image_behind(&entry, &bytes, choice)
+                    .map_err(|e| Error::invalid_manifest(name.clone(), e.to_string()))?;
                 (bytes, digest, manifest, layer)
             }
         };
         let layer = &layer;
         let layer_digest = parse_digest(&layer.digest, &name)?;
-        let size = u64::try_from(layer.size).map_err(|_| Error::InvalidManifest {
-            reference: name.clone(),
-            reason: format!("layer {} has a negative size", layer.digest),
+        let size = u64::try_from(layer.size).map_err(|_| {
+            Error::invalid_manifest(
+                name.clone(),
+                format!("layer {} has a negative size", layer.digest),
+            )
         })?;
         if let Some(max) = self.transport.options().max_layer_size
             && size > max
         {
-            return Err(Error::InvalidManifest {
-                reference: name.clone(),
-                reason: format!(
-                    "its wasm layer is {size} bytes, over this node's limit of {max} bytes"
-                ),
-            });
+            return Err(Error::invalid_manifest(
+                name.clone(),
+                format!("its wasm layer is {size} bytes, over this node's limit of {max} bytes"),
+            ));
         }
         let manifest_digest = parse_digest(&digest, &name)?;
 
@@ -212,13 +210,10 @@ impl Pull<'_> {
         let config_size = u64::try_from(manifest.config.size)
             .ok()
             .filter(|s| *s <= MAX_CONFIG_SIZE)
-            .ok_or_else(|| Error::InvalidManifest {
-                reference: name.clone(),
-                reason: format!(
+            .ok_or_else(|| Error::invalid_manifest(name.clone(), format!(
                     "its config claims {} bytes; configs over {MAX_CONFIG_SIZE} bytes are refused",
                     manifest.config.size
-                ),
-            })?;
+                )))?;
         // Everything this pull stores is held by the lease until the reference is recorded.
         let lease = self.cache.begin();
         let layer_fetch = self.fetch_blob(
@@ -269,7 +264,7 @@ impl Pull<'_> {
         let signatures = match signatures {
             Ok(found) => found,
             Err(e) if gate.needs_signatures() => {
-                return Err(untrusted(format!("its signatures cannot be read: {e}")));
+                return Err(untrusted(TrustRefusal::Unreadable(Box::new(e))));
             }
             Err(e) => {
                 tracing::warn!(reference = %name, error = %e, "signatures not kept");
@@ -278,7 +273,7 @@ impl Pull<'_> {
         };
         let valid = gate
             .judge(&signed_digest, signatures.as_ref())
-            .map_err(|r| untrusted(r.to_string()))?;
+            .map_err(|r| untrusted(TrustRefusal::Refused(r)))?;
         let (path, downloaded, layer_host) = layer_fetched?;
         let (_, _, config_host) = config_fetched?;
         let mut sources = sources.into_inner().expect("sources lock");
@@ -346,7 +341,7 @@ impl Pull<'_> {
         hosts: &[Endpoint],
         reference: &Reference,
         digest: &str,
-    ) -> Result<Option<crate::trust::Fetched>> {
+    ) -> Result<Option<wasm_oci_trust::signatures::Fetched>> {
         for (host, last) in in_order(hosts, reference, Capability::Resolve)? {
             match self.signatures.fetch(&host.remote, reference, digest).await {
                 Ok(Some(found)) => return Ok(Some(found)),
@@ -502,7 +497,7 @@ impl Pull<'_> {
         if offset == size {
             return (writer, Ok(()));
         }
-        let asked = host.remote.blob(reference, &layer.digest, offset);
+        let asked = host.remote.blob(reference, &layer.digest, offset, size);
         let asked = if host.mirror {
             // A mirror's answer must begin within the deadline of a whole manifest, however
             // slowly it drips its head.
@@ -691,23 +686,22 @@ enum Attempt {
 /// Manifests are small JSON documents; a registry that sends megabytes is not to be trusted.
 fn check_document_size(bytes: &[u8], reference: &str) -> Result<()> {
     if bytes.len() as u64 > MAX_CONFIG_SIZE {
-        return Err(Error::InvalidManifest {
-            reference: reference.to_owned(),
-            reason: format!(
+        return Err(Error::invalid_manifest(
+            reference.to_owned(),
+            format!(
                 "it is {} bytes; manifests over {MAX_CONFIG_SIZE} bytes are refused",
                 bytes.len()
             ),
-        });
+        ));
     }
     Ok(())
 }
 
 fn parse_digest(digest: &str, reference: &str) -> Result<Digest> {
-    digest
-        .parse()
-        .map_err(|e: wasm_oci_cache::Error| Error::InvalidManifest {
-            reference: reference.to_owned(),
-            // The digest is the registry's text.
-            reason: crate::text::printable(&e.to_string()),
-        })
+    digest.parse().map_err(|e: wasm_oci_cache::Error| {
+        Error::invalid_manifest(
+            reference.to_owned(),
+            wasm_oci_artifact::text::printable(&e.to_string()),
+        )
+    })
 }

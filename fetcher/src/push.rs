@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::manifest::{
+use wasm_oci_artifact::media::{
     CNCF_CONFIG_MEDIA_TYPE, CNCF_LAYER_MEDIA_TYPE, WASM_TO_OCI_CONFIG_MEDIA_TYPE,
     WASM_TO_OCI_LAYER_MEDIA_TYPE,
 };
@@ -192,14 +192,14 @@ pub(crate) async fn push(
     }
     let body = serde_json::to_vec(&manifest).expect("json values serialize");
     if body.len() as u64 > crate::remote::registry::MAX_CONFIG_SIZE {
-        return Err(Error::InvalidManifest {
-            reference: reference.whole(),
-            reason: format!(
+        return Err(Error::invalid_manifest(
+            reference.whole(),
+            format!(
                 "with its annotations it would be {} bytes, over the {} a registry takes",
                 body.len(),
                 crate::remote::registry::MAX_CONFIG_SIZE
             ),
-        });
+        ));
     }
     let digest = sha256(&body);
     with_retries("uploading the manifest", || {

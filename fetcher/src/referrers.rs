@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::remote::failure::{Failure, violation};
 use crate::remote::registry::{MAX_CONFIG_SIZE, Registry};
 use crate::remote::retry::with_retries;
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// The empty config of an artifact manifest, as the image spec defines it.
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -102,7 +102,7 @@ fn referrers_of(body: &[u8]) -> std::result::Result<Vec<Referrer>, String> {
         .into_iter()
         .map(|m| {
             let referrer: Referrer = serde_json::from_value(m).map_err(|e| e.to_string())?;
-            crate::reference::check_digest(&referrer.digest)
+            wasm_oci_artifact::reference::check_digest(&referrer.digest)
                 .map_err(|e| format!("{}: {e}", printable(&referrer.digest)))?;
             Ok(referrer)
         })
@@ -269,10 +269,7 @@ impl Fetcher {
             Err(f) if f.is_not_found() => return Ok(None),
             Err(f) => return Err(f.into_error(at, scheme)),
         };
-        let invalid = |reason: String| Error::InvalidManifest {
-            reference: at.whole(),
-            reason,
-        };
+        let invalid = |reason: String| Error::invalid_manifest(at.whole(), reason);
         if body.len() as u64 > MAX_CONFIG_SIZE {
             return Err(invalid(format!("it is over {MAX_CONFIG_SIZE} bytes")));
         }
@@ -314,11 +311,9 @@ impl Fetcher {
                 source = format!("tag {tag}");
                 break;
             };
-            let page_referrers =
-                referrers_of(&fetched.body).map_err(|reason| Error::InvalidManifest {
-                    reference: format!("{} (its referrers)", subject.whole()),
-                    reason,
-                })?;
+            let page_referrers = referrers_of(&fetched.body).map_err(|reason| {
+                Error::invalid_manifest(format!("{} (its referrers)", subject.whole()), reason)
+            })?;
             referrers.extend(page_referrers);
             if referrers.len() > MAX_REFERRERS {
                 return Err(failed(violation(format!("over {MAX_REFERRERS} referrers"))));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use oci_client::Reference;
 use wasm_oci_cache::{Cache, Hold, RefEntry};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TrustRefusal};
 use wasm_oci_trust::Policy;
 
 /// When to ask the registry about a reference, as docker and the kubelet name it.
@@ -95,9 +95,7 @@ pub fn resolve_cached(
                 return Err(Error::Untrusted {
                     reference: name,
                     scope: gate.describe(),
-                    reason: format!(
-                        "{reason} (the pull policy `never` forbids asking the registry for signatures)"
-                    ),
+                    reason: TrustRefusal::CachedOnly(reason),
                 });
             }
             Err(reason) => {

@@ -10,8 +10,8 @@ use wasm_oci_trust::key::PrivateKey;
 use wasm_oci_trust::payload::{self, signature_tag};
 use wasm_oci_trust::signatures::{Fetched, MAX_SIGNATURE_MANIFEST, signature_layers};
 
-use crate::registry::{Failure, Registry};
-use crate::retry::with_retries;
+use crate::remote::registry::{Failure, Registry};
+use crate::remote::retry::with_retries;
 use crate::{Error, Fetcher, Result};
 
 /// What `sign` wrote.
@@ -126,9 +126,8 @@ impl Fetcher {
         digest: &str,
         key: &PrivateKey,
     ) -> Result<Signed> {
-        wasm_oci_artifact::check_digest(digest).map_err(|reason| Error::InvalidReference {
-            reference: format!("{}@{digest}", reference.whole()),
-            reason: reason.to_owned(),
+        wasm_oci_artifact::check_digest(digest).map_err(|reason| {
+            Error::invalid_reference(format!("{}@{digest}", reference.whole()), reason.to_owned())
         })?;
         let digest = digest.to_owned();
         let remote = self.remote(reference).await?;

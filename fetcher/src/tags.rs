@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::remote::failure::violation;
 use crate::remote::registry::{MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE};
 use crate::remote::retry::with_retries;
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// Tags asked for per page when the caller does not say.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -65,29 +65,44 @@ pub(crate) fn media_type_of(body: &[u8]) -> Option<String> {
 impl Fetcher {
     /// The tags of `repository`'s repository (its tag or digest, if any, is not looked at),
     /// asked `page_size` at a time and followed through the registry's `Link` headers.
+    ///
+    /// A registry may page without a `Link` (go-containerregistry's answers `n` tags and
+    /// stops): a page of exactly `n` tags without one is followed by asking for the next `n`
+    /// after its last tag (`last`, as the distribution spec names it). A page of more than
+    /// `n` means the registry does not page (Distribution 2.8); a page that adds no tag not
+    /// already listed (a registry that ignores `last`, or starts over after the greatest
+    /// tag, as go-containerregistry's does) ends the list.
     pub async fn tags(&self, repository: &Reference, page_size: u32) -> Result<Vec<String>> {
         let remote = self.remote(repository).await?;
         let scheme = self.scheme(repository);
         let failed = |f: crate::remote::failure::Failure| f.into_error(repository, scheme);
+        let n = page_size.max(1);
         let mut tags = Vec::new();
+        let mut listed = HashSet::new();
         let mut seen_pages = HashSet::new();
         let mut at = None;
+        let mut last: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let page = with_retries("listing the tags", || {
-                remote.tag_page(repository, at.as_ref(), page_size.max(1), MAX_CONFIG_SIZE)
+                remote.tag_page(repository, at.as_ref(), n, last.as_deref(), MAX_CONFIG_SIZE)
             })
             .await
             .map_err(failed)?;
             let list: TagList = serde_json::from_slice(&page.body)
                 .map_err(|e| failed(violation(format!("the tag list is not JSON: {e}"))))?;
-            for tag in list.tags.unwrap_or_default() {
-                if !is_valid_tag(&tag) {
+            let page_tags = list.tags.unwrap_or_default();
+            let mut added = 0;
+            for tag in &page_tags {
+                if !is_valid_tag(tag) {
                     return Err(failed(violation(format!(
                         "the tag list holds {}, which is not a tag",
-                        printable(&tag)
+                        printable(tag)
                     ))));
                 }
-                tags.push(tag);
+                if listed.insert(tag.clone()) {
+                    tags.push(tag.clone());
+                    added += 1;
+                }
             }
             if tags.len() > MAX_TAGS {
                 return Err(failed(violation(format!(
@@ -102,6 +117,9 @@ impl Fetcher {
                         )));
                     }
                     at = Some(next);
+                }
+                None if at.is_none() && added > 0 && page_tags.len() == n as usize => {
+                    last = page_tags.last().cloned();
                 }
                 None => return Ok(tags),
             }
@@ -124,10 +142,7 @@ impl Fetcher {
         })
         .await
         .map_err(|f| f.into_error(reference, scheme))?;
-        let invalid = |reason: String| Error::InvalidManifest {
-            reference: reference.whole(),
-            reason,
-        };
+        let invalid = |reason: String| Error::invalid_manifest(reference.whole(), reason);
         if body.len() as u64 > MAX_CONFIG_SIZE {
             return Err(invalid(format!("it is over {MAX_CONFIG_SIZE} bytes")));
         }
@@ -145,12 +160,11 @@ impl Fetcher {
             new_tag.to_owned(),
         );
         if !is_valid_tag(new_tag) {
-            return Err(Error::InvalidReference {
-                reference: printable(new_tag),
-                reason: "a tag is up to 128 letters, digits, '_', '.' and '-', not starting \
-                         with '.' or '-'"
-                    .into(),
-            });
+            return Err(Error::invalid_reference(
+                printable(new_tag),
+                "a tag is up to 128 letters, digits, '_', '.' and '-', not starting \
+                 with '.' or '-'",
+            ));
         }
         let (body, digest, media_type) = self.manifest_bytes(reference).await?;
         let remote = self.remote(&target).await?;
@@ -245,6 +259,49 @@ mod tests {
             _ => (None, "{}".into()),
         });
         assert_eq!(list(&addr).await.unwrap(), ["a", "b", "c", "d", "e"]);
+    }
+
+    /// go-containerregistry's registry (`crane registry serve`): `n` tags after `last`,
+    /// no `Link`; after the greatest tag it starts over.
+    fn ggcr_page(tags: &[&str], path: &str) -> (Option<String>, String) {
+        let query = path.split_once('?').map_or("", |(_, q)| q);
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+        };
+        let mut page: Vec<&str> = tags.to_vec();
+        if let Some(last) = param("last")
+            && let Some(i) = page.iter().position(|t| *t > last.as_str())
+        {
+            page = page.split_off(i);
+        }
+        if let Some(n) = param("n").and_then(|n| n.parse::<usize>().ok()) {
+            page.truncate(n);
+        }
+        (
+            None,
+            serde_json::json!({"name": "x", "tags": page}).to_string(),
+        )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn tags_are_followed_by_last_where_the_registry_gives_no_link() {
+        let odd = paging_registry(|_, path| ggcr_page(&["a", "b", "c", "d", "e"], path));
+        assert_eq!(list(&odd).await.unwrap(), ["a", "b", "c", "d", "e"]);
+        // A multiple of n: the page after the greatest tag starts over, and ends the list.
+        let even = paging_registry(|_, path| ggcr_page(&["a", "b", "c", "d"], path));
+        assert_eq!(list(&even).await.unwrap(), ["a", "b", "c", "d"]);
+        // A registry that ignores n and last and has exactly n tags: listed once.
+        let ignoring = paging_registry(|_, _| (None, r#"{"tags":["a","b"]}"#.into()));
+        assert_eq!(list(&ignoring).await.unwrap(), ["a", "b"]);
+        // One that ignores n and has more: one page, as Distribution 2.8 answers.
+        let all = paging_registry(|_, path| {
+            assert!(!path.contains("last="), "{path}");
+            (None, r#"{"tags":["a","b","c"]}"#.into())
+        });
+        assert_eq!(list(&all).await.unwrap(), ["a", "b", "c"]);
     }
 
     #[tokio::test(flavor = "current_thread")]

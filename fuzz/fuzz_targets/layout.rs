@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = wasm_oci_fetcher::layout::artifacts(dir.path());
     // The path `run oci:DIR:v1` takes, under a policy that lets every entry through to the
     // blob reads (a stricter one stops earlier).
-    let policy = wasm_oci_fetcher::trust::policy::Policy::accept_anything();
+    let policy = wasm_oci_trust::policy::Policy::accept_anything();
     let _ = wasm_oci_fetcher::layout::resolve_trusted(dir.path(), Some("v1"), &policy);
 });
 

@@ -167,7 +167,7 @@ impl ManCommand {
             let Some(sub) = page.find_subcommand(verb).cloned() else {
                 bail!(
                     "{name} has no verb {verb:?}: `{name} --help` lists them",
-                    verb = wasm_oci_fetcher::text::printable(verb)
+                    verb = wasm_oci_artifact::text::printable(verb)
                 );
             };
             name = format!("{name}-{}", sub.get_name());

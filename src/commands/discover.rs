@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use wasm_oci_artifact::text::printable;
 use wasm_oci_fetcher::parse_reference;
-use wasm_oci_fetcher::text::printable;
 
 use super::naming::Naming;
 use crate::GlobalOptions;

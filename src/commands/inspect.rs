@@ -164,7 +164,7 @@ impl InspectCommand {
             crate::print_json(&inspected)?;
             return Ok(ExitCode::SUCCESS);
         }
-        let p = wasm_oci_fetcher::text::printable;
+        let p = wasm_oci_artifact::text::printable;
         if let Some(r) = &inspected.reference {
             crate::outln!("Reference: {}", p(r));
         }

@@ -39,7 +39,7 @@ impl LoginCommand {
     pub fn execute(mut self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         // Stored under the name references are parsed to (`LOCALHOST:05000` is
         // `localhost:5000`), so that a pull finds them; anything else is kept as given.
-        if let Ok(canonical) = wasm_oci_fetcher::canonical_registry(&self.server) {
+        if let Ok(canonical) = wasm_oci_artifact::reference::canonical_registry(&self.server) {
             self.server = canonical;
         }
         let mut global = global.clone();
@@ -101,7 +101,7 @@ pub struct LogoutCommand {
 impl LogoutCommand {
     /// Removes.
     pub fn execute(mut self, _global: &GlobalOptions) -> anyhow::Result<ExitCode> {
-        if let Ok(canonical) = wasm_oci_fetcher::canonical_registry(&self.registry) {
+        if let Ok(canonical) = wasm_oci_artifact::reference::canonical_registry(&self.registry) {
             self.registry = canonical;
         }
         if auth::erase(&self.registry)? {

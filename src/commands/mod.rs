@@ -252,7 +252,7 @@ impl Cli {
                 // a line.
                 eprintln!(
                     "Error: {}",
-                    wasm_oci_fetcher::text::printable(&format!("{e:#}"))
+                    wasm_oci_artifact::text::printable(&format!("{e:#}"))
                 );
                 ExitCode::from(failure)
             }

@@ -210,7 +210,7 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
     let pulled = match pulled {
         Ok(p) => p,
         Err(e) => {
-            outcome.error = Some(wasm_oci_fetcher::text::printable(&format!(
+            outcome.error = Some(wasm_oci_artifact::text::printable(&format!(
                 "{:#}",
                 anyhow::Error::from(e)
             )));
@@ -242,7 +242,7 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
         match compiled {
             Ok(()) => outcome.compiled = true,
             Err(e) => {
-                outcome.error = Some(wasm_oci_fetcher::text::printable(&format!(
+                outcome.error = Some(wasm_oci_artifact::text::printable(&format!(
                     "{:#}",
                     anyhow::Error::from(e)
                 )))

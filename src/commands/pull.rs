@@ -94,7 +94,7 @@ impl PullCommand {
                     // (`.bashrc`, `../x`) is not taken.
                     eprintln!(
                         "warning: the artifact's title {:?} is not a plain file name; writing {fallback}",
-                        wasm_oci_fetcher::text::printable(title)
+                        wasm_oci_artifact::text::printable(title)
                     );
                 }
                 copy_atomic(&pulled.path, &target, self.force)?;
@@ -122,14 +122,14 @@ impl PullCommand {
             for v in verified(entry) {
                 crate::outln!(
                     "Verified: signed for {} by key sha256:{}",
-                    wasm_oci_fetcher::text::printable(&v.identity),
+                    wasm_oci_artifact::text::printable(&v.identity),
                     v.key_fingerprint
                 );
             }
             if let Some(out) = &out {
                 crate::outln!(
                     "Wrote: {}",
-                    wasm_oci_fetcher::text::printable(&out.display().to_string())
+                    wasm_oci_artifact::text::printable(&out.display().to_string())
                 );
             }
         }
@@ -157,7 +157,7 @@ fn output_path(out: &Path, title: Option<&str>, fallback: &str) -> PathBuf {
         !t.is_empty()
             && !t.starts_with('.')
             && p.file_name().is_some_and(|n| n == p.as_os_str())
-            && wasm_oci_fetcher::text::printable(t) == *t
+            && wasm_oci_artifact::text::printable(t) == *t
     });
     out.join(safe_title.unwrap_or(fallback))
 }
@@ -167,7 +167,7 @@ fn output_path(out: &Path, title: Option<&str>, fallback: &str) -> PathBuf {
 /// also when it appears meanwhile.
 fn copy_atomic(from: &Path, to: &Path, force: bool) -> anyhow::Result<()> {
     let mut blob = fs::File::open(from).with_context(|| format!("reading {}", from.display()))?;
-    let shown = || wasm_oci_fetcher::text::printable(&to.display().to_string());
+    let shown = || wasm_oci_artifact::text::printable(&to.display().to_string());
     let exists = || anyhow::anyhow!("{} exists: pass --force to replace it", shown());
     if force {
         return Ok(wasm_oci_cache::write_atomic_from(to, &mut blob, 0o644)?);

@@ -120,7 +120,7 @@ fn swapped(file: &Path, reference: &str) -> anyhow::Result<()> {
     }
     let file_text = file.to_string_lossy();
     if super::resolve::looks_like_file(reference) && parse_reference(&file_text).is_ok() {
-        let p = wasm_oci_fetcher::text::printable;
+        let p = wasm_oci_artifact::text::printable;
         anyhow::bail!(
             "push takes FILE then REF: {} looks like a file and {} like a reference (oras and \
              wkg take them the other way round); run `wasm-oci push {} {}`",

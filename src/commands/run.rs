@@ -131,7 +131,7 @@ impl NetworkArgs {
     fn policy(&self) -> anyhow::Result<SocketPolicy> {
         let mut connect = Vec::new();
         for spec in &self.allow_connect {
-            connect.extend(ConnectRule::resolve(spec).map_err(anyhow::Error::msg)?);
+            connect.extend(ConnectRule::resolve(spec)?);
         }
         Ok(SocketPolicy {
             connect,
@@ -277,7 +277,7 @@ impl RunCommand {
                 // anything to its stderr while it ran, gains nothing by it.)
                 let text = format!("Error: {:?}", anyhow::Error::from(e));
                 for line in text.lines() {
-                    eprintln!("{}", wasm_oci_fetcher::text::printable(line));
+                    eprintln!("{}", wasm_oci_artifact::text::printable(line));
                 }
                 Ok(ExitCode::from(code))
             }
@@ -289,7 +289,7 @@ impl RunCommand {
             ) => {
                 eprintln!(
                     "Error: {}",
-                    wasm_oci_fetcher::text::printable(&e.to_string())
+                    wasm_oci_artifact::text::printable(&e.to_string())
                 );
                 Ok(ExitCode::from(e.exit_code()))
             }
@@ -421,7 +421,7 @@ impl RunCommand {
                     "warning: --{} after the module is passed to the guest, not to wasm-oci: \
                      wasm-oci's options go before the module (write `--` after the module to \
                      pass guest arguments without this warning)",
-                    wasm_oci_fetcher::text::printable(name)
+                    wasm_oci_artifact::text::printable(name)
                 );
             }
         }
@@ -463,7 +463,7 @@ pub(super) fn own_long_options() -> Vec<String> {
 /// What to say of `word`, an option `run` does not have, given before the module; `next` is
 /// the word after it (the value of a docker option, to show in wasm-oci's spelling).
 fn unknown_option(word: &str, next: Option<&str>) -> String {
-    let shown = wasm_oci_fetcher::text::printable(word);
+    let shown = wasm_oci_artifact::text::printable(word);
     let name = word.split('=').next().unwrap_or(word);
     let value = word.split_once('=').map(|(_, v)| v).or(next);
     let hint = match name {
@@ -475,7 +475,7 @@ fn unknown_option(word: &str, next: Option<&str>) -> String {
                     (!rest.starts_with(':')).then(|| format!("--dir {host}::{rest}"))
                 })
                 .unwrap_or_else(|| "--dir HOST::GUEST".to_owned());
-            format!("use {}", wasm_oci_fetcher::text::printable(&example))
+            format!("use {}", wasm_oci_artifact::text::printable(&example))
         }
         "-e" => "use --env KEY=VALUE".to_owned(),
         "-m" | "--memory" => "use --max-memory SIZE".to_owned(),
@@ -509,11 +509,42 @@ pub(super) struct ListenAddr {
     addrs: Vec<SocketAddr>,
 }
 
+/// How `--addr` is spelled, for its errors.
+const LISTEN_USAGE: &str =
+    "expected HOST:PORT, IP:PORT or PORT, e.g. 0.0.0.0:8080, localhost:8080 or 8080";
+
+/// An `--addr` that names no address to listen on.
+#[derive(Debug, thiserror::Error)]
+enum ListenAddrError {
+    /// Not spelled as an address.
+    #[error("{LISTEN_USAGE}")]
+    Usage,
+    /// A port that is not a number from 0 to 65535.
+    #[error("{port:?} is not a port: {LISTEN_USAGE}")]
+    Port {
+        /// As typed.
+        port: String,
+    },
+    /// A host name that does not resolve.
+    #[error("cannot resolve {host}: {cause}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// The resolver's error.
+        cause: std::io::Error,
+    },
+    /// A host name that resolves to nothing.
+    #[error("{host} resolves to no address")]
+    NoAddress {
+        /// The host.
+        host: String,
+    },
+}
+
 /// Reads `--addr`: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (resolved now), or a bare `PORT` on
 /// 127.0.0.1, the default host.
-fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
+fn parse_listen_addr(text: &str) -> Result<ListenAddr, ListenAddrError> {
     let t = text.trim();
-    let usage = "expected HOST:PORT, IP:PORT or PORT, e.g. 0.0.0.0:8080, localhost:8080 or 8080";
     let spec = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
         format!("127.0.0.1:{t}")
     } else {
@@ -526,19 +557,24 @@ fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
         });
     }
     let Some((host, port)) = spec.rsplit_once(':') else {
-        return Err(usage.to_owned());
+        return Err(ListenAddrError::Usage);
     };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{port:?} is not a port: {usage}"))?;
+    let port: u16 = port.parse().map_err(|_| ListenAddrError::Port {
+        port: port.to_owned(),
+    })?;
     if host.is_empty() || host.contains([':', '[', ']', '/']) {
-        return Err(usage.to_owned());
+        return Err(ListenAddrError::Usage);
     }
     let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .map_err(|cause| ListenAddrError::Resolve {
+            host: host.to_owned(),
+            cause,
+        })?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("{host} resolves to no address"));
+        return Err(ListenAddrError::NoAddress {
+            host: host.to_owned(),
+        });
     }
     Ok(ListenAddr { text: spec, addrs })
 }

@@ -134,7 +134,6 @@ fn prune_keeps_the_cache_under_the_size_asked_and_spares_blobs_in_use() {
         let r = registry.reference(&format!("m{i}:v1"));
         cli.ok(&["push", file.to_str().unwrap(), &r]);
         cli.ok(&["pull", &r]);
-        std::thread::sleep(Duration::from_millis(20));
         refs.push(r);
     }
     // m0 is the least recently used, but it is running.
@@ -157,9 +156,16 @@ fn prune_keeps_the_cache_under_the_size_asked_and_spares_blobs_in_use() {
     wait_until("the running guest holds its module", || {
         !locks_in(&blobs, running.id()).is_empty()
     });
-    // Use the modules after the spinner was pulled, so it is the oldest.
+    // Use the modules after the spinner was pulled, so it is the oldest; the order of last
+    // use is then set, an hour apart, rather than left to the clock's resolution.
     for r in &refs {
         cli.ok(&["run", r]);
+    }
+    let now = std::time::SystemTime::now();
+    let hours_ago = |n: u64| now - Duration::from_secs(n * 3600);
+    cli.set_last_use(&spin, hours_ago(10));
+    for (i, r) in refs.iter().enumerate() {
+        cli.set_last_use(r, hours_ago(4 - i as u64));
     }
     let out = cli.run(&["cache", "prune", "--max-size", "2MiB", "--json"]);
     running.kill().unwrap();

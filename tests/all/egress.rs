@@ -419,7 +419,7 @@ fn an_upload_location_on_the_node_is_not_sent_anything() {
             ..Default::default()
         },
         // A push: the signature policy has nothing to decide.
-        Arc::new(wasm_oci_fetcher::trust::policy::Policy::accept_anything()),
+        Arc::new(wasm_oci_trust::policy::Policy::accept_anything()),
     )
     .with_egress(Arc::new(policy));
     let reference = wasm_oci_fetcher::parse_reference(&format!("{}/x/y:1", registry.addr)).unwrap();

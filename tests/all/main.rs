@@ -1,5 +1,6 @@
 //! End-to-end tests of wasm-oci against real components: a Docker Distribution registry started
-//! per test, real wasmtime, and the interop peers (ORAS, skopeo) where a test names them.
+//! per test, real wasmtime, and the interop peers (the ORAS SDK, skopeo, the oras and crane
+//! CLIs, crane's registry) where a test names them.
 //!
 //! One integration-test binary for the whole workspace; one module per feature (`pull.rs`, `run.rs`,
 //! `shim.rs`, ...), its attacks beside it (`pull_attacks.rs`), fixtures in `support/`.
@@ -22,6 +23,8 @@ mod faults;
 mod full_disk;
 mod hosts_toml;
 mod interop;
+mod interop_crane;
+mod interop_oras;
 mod kubelet;
 mod layout;
 mod layout_attacks;

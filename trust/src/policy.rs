@@ -720,9 +720,8 @@ mod tests {
         wasm_oci_artifact::parse_reference(s).unwrap()
     }
 
-    fn policy(json: &str) -> Result<Policy, String> {
+    fn policy(json: &str) -> Result<Policy, PolicyProblem> {
         Policy::parse(json.as_bytes(), Path::new("/"), Path::new("/p.json"))
-            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -827,7 +826,12 @@ mod tests {
         let twice = r#"{"default":[{"type":"reject"}],"transports":{"docker":{
             "127.0.0.1:5000":[{"type":"reject"}],
             "[::ffff:7f00:1]:5000":[{"type":"insecureAcceptAnything"}]}}}"#;
-        assert!(policy(twice).unwrap_err().contains("names the same scope"));
+        assert!(
+            policy(twice)
+                .unwrap_err()
+                .to_string()
+                .contains("names the same scope")
+        );
     }
 
     /// A key or policy that is not a regular file, or too large, is refused, not read
@@ -837,7 +841,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for key in ["/dev/zero", "/dev/null"] {
             let json = format!(r#"{{"default":[{{"type":"sigstoreSigned","keyPath":"{key}"}}]}}"#);
-            let e = policy(&json).unwrap_err();
+            let e = policy(&json).unwrap_err().to_string();
             assert!(e.contains("not a regular file"), "{key}: {e}");
         }
         let fifo = dir.path().join("fifo");
@@ -857,7 +861,7 @@ mod tests {
             r#"{{"default":[{{"type":"sigstoreSigned","keyPath":"{}"}}]}}"#,
             big.display()
         );
-        assert!(policy(&json).unwrap_err().contains("over"));
+        assert!(policy(&json).unwrap_err().to_string().contains("over"));
         let e = Policy::load(Path::new("/dev/zero")).unwrap_err();
         assert!(e.reason.to_string().contains("not a regular file"), "{e}");
     }

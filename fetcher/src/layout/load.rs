@@ -56,7 +56,7 @@ pub fn load(
                 return Err(layout_err(
                     dir,
                     LayoutError::Unnamed {
-                        label: crate::text::printable(
+                        label: wasm_oci_artifact::text::printable(
                             artifact.ref_name.as_deref().unwrap_or("without a name"),
                         ),
                     },

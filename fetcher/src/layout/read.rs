@@ -79,7 +79,7 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
         let annotation = |k: &str| entry["annotations"][k].as_str().map(str::to_owned);
         let ref_name = annotation(REF_NAME);
         // Printed in messages: a layout's text is escaped like a registry's.
-        let label = crate::text::printable(
+        let label = wasm_oci_artifact::text::printable(
             &ref_name
                 .clone()
                 .unwrap_or_else(|| entry["digest"].to_string()),
@@ -136,7 +136,7 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
                     dir,
                     LayoutError::ConfigTooLarge {
                         label: label.clone(),
-                        digest: crate::text::printable(&image.config.digest),
+                        digest: wasm_oci_artifact::text::printable(&image.config.digest),
                         size: image.config.size,
                     },
                 )

@@ -9,7 +9,7 @@ use wasm_oci_cache::Digest;
 use super::error::LayoutError;
 use super::file::{blob_path, layout_err, verify_file};
 use super::read::{LayoutArtifact, choose_artifact, layout_signatures};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TrustRefusal};
 use crate::reference::parse_reference;
 use wasm_oci_trust::{Fetched, Gate, Policy};
 
@@ -23,18 +23,24 @@ pub(crate) fn check_policy(
     policy: &Policy,
 ) -> Result<(Option<Fetched>, Vec<wasm_oci_cache::Verdict>)> {
     let gate = Gate::new(policy, reference);
-    let untrusted = |reason: String| Error::Untrusted {
+    let untrusted = |reason| Error::Untrusted {
         reference: reference.whole(),
         scope: gate.describe(),
         reason,
     };
-    gate.admit().map_err(|r| untrusted(r.to_string()))?;
+    gate.admit()
+        .map_err(|r| untrusted(TrustRefusal::Refused(r)))?;
     // Signatures are of the entry's own digest (an index's, when it is one), as a pull
     // verifies them: the index is read from the layout and names the manifest chosen.
     let signatures = layout_signatures(dir, &artifact.signed_digest)?;
     let valid = gate
         .judge(&artifact.signed_digest.to_string(), signatures.as_ref())
-        .map_err(|reason| untrusted(format!("{reason} (in the layout {})", dir.display())))?;
+        .map_err(|refusal| {
+            untrusted(TrustRefusal::InLayout {
+                refusal,
+                dir: dir.to_owned(),
+            })
+        })?;
     Ok((signatures, valid))
 }
 
@@ -63,7 +69,7 @@ pub fn resolve_trusted(
             return Err(layout_err(
                 dir,
                 LayoutError::UnnamedUnderPolicy {
-                    label: crate::text::printable(
+                    label: wasm_oci_artifact::text::printable(
                         chosen.ref_name.as_deref().unwrap_or("without a name"),
                     ),
                     policy: policy

@@ -14,7 +14,7 @@ use super::answer::{Class, classify, is_connection_refused, is_plain_http_answer
 use super::body::read_at_most;
 use super::retry::{Transient, in_words};
 use crate::error::Error;
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// An error body is kept up to this size for the message; the rest is not read.
 const MAX_ERROR_BODY: u64 = 64 << 10;
@@ -84,6 +84,16 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// The HTTP status the registry answered, when it answered one.
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            Failure::Request { status, .. } => *status,
+            _ => None,
+        }
+    }
+}
+
 impl From<OciDistributionError> for Failure {
     fn from(error: OciDistributionError) -> Self {
         Failure::Request {
@@ -103,7 +113,7 @@ impl From<reqwest::Error> for Failure {
             && is_connection_refused(&e)
             && e.url()
                 .and_then(|u| u.host_str())
-                .is_some_and(crate::reference::is_loopback);
+                .is_some_and(wasm_oci_artifact::reference::is_loopback);
         let error = OciDistributionError::RequestError(e);
         if plain {
             Failure::PlainHttp { error }

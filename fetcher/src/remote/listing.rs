@@ -11,7 +11,7 @@ use reqwest::header::{ACCEPT, LINK};
 use super::body::read_at_most;
 use super::failure::{Failure, violation};
 use super::registry::Registry;
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// One page of a listing: its body, and where the next page is, if the registry says.
 pub(crate) struct Page {
@@ -22,14 +22,16 @@ pub(crate) struct Page {
 }
 
 impl Registry {
-    /// A page of `reference`'s repository's tags: the first (asking for `n` of them) when
-    /// `at` is `None`, else the page at `at` (a previous page's next). Over `limit` bytes is
+    /// A page of `reference`'s repository's tags: the page at `at` (a previous page's
+    /// `Link`) when there is one, else `n` of them, after the tag `last` when given (the
+    /// spec's `last`, for registries that page without a `Link`). Over `limit` bytes is
     /// refused.
     pub(crate) async fn tag_page(
         &self,
         reference: &Reference,
         at: Option<&Url>,
         n: u32,
+        last: Option<&str>,
         limit: u64,
     ) -> Result<Page, Failure> {
         let url = match at {
@@ -37,6 +39,9 @@ impl Registry {
             None => {
                 let mut url = parse(&self.url(reference, "tags", "list"))?;
                 url.query_pairs_mut().append_pair("n", &n.to_string());
+                if let Some(last) = last {
+                    url.query_pairs_mut().append_pair("last", last);
+                }
                 url
             }
         };
@@ -44,8 +49,10 @@ impl Registry {
     }
 
     /// A page of the referrers of `digest` in `reference`'s repository (an image index),
-    /// the first when `at` is `None`; `Ok(None)` when the registry has no referrers API
-    /// (it answers 404, as Distribution 2.8 does; one that has it answers an empty index).
+    /// the first when `at` is `None`; `Ok(None)` when the registry has no referrers API: it
+    /// answers 404, whatever its error code says (Distribution 2.8 `NAME_UNKNOWN` or none,
+    /// go-containerregistry's `METHOD_UNKNOWN`), as the distribution spec has clients fall
+    /// back on a 404; one that has the API answers an empty index.
     pub(crate) async fn referrers_page(
         &self,
         reference: &Reference,
@@ -53,8 +60,10 @@ impl Registry {
         at: Option<&Url>,
         limit: u64,
     ) -> Result<Option<Page>, Failure> {
-        crate::reference::check_digest(digest).map_err(|_| Failure::UnsupportedDigest {
-            digest: printable(digest),
+        wasm_oci_artifact::reference::check_digest(digest).map_err(|_| {
+            Failure::UnsupportedDigest {
+                digest: printable(digest),
+            }
         })?;
         let url = match at {
             Some(url) => url.clone(),
@@ -71,7 +80,7 @@ impl Registry {
             .await
         {
             Ok(page) => Ok(Some(page)),
-            Err(f) if f.is_not_found() && at.is_none() => Ok(None),
+            Err(f) if (f.is_not_found() || f.status() == Some(404)) && at.is_none() => Ok(None),
             Err(f) => Err(f),
         }
     }

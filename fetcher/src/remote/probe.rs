@@ -19,7 +19,7 @@ impl Probe {
     pub(crate) async fn new(registry: &str) -> Probe {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         const WAIT: Duration = Duration::from_secs(2);
-        let addr = match crate::reference::split_host_port(registry) {
+        let addr = match wasm_oci_artifact::reference::split_host_port(registry) {
             (_, Some(port)) if port.bytes().all(|b| b.is_ascii_digit()) => registry.to_owned(),
             (host, _) => format!("{host}:443"),
         };

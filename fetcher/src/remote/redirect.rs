@@ -10,7 +10,7 @@ use reqwest::header::{
 use reqwest::{StatusCode, Url};
 
 use super::failure::{Failure, violation};
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// Redirects followed before giving up, as browsers and reqwest's default policy do.
 pub(crate) const MAX_REDIRECTS: usize = 10;

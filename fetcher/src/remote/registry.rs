@@ -25,7 +25,7 @@ pub(crate) use super::failure::Failure;
 use super::failure::{failure, violation};
 use super::redirect::same_origin;
 use super::token::Authorizer;
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// Configs and manifests are small JSON documents; anything larger is refused.
 pub(crate) const MAX_CONFIG_SIZE: u64 = wasm_oci_artifact::media::MAX_DOCUMENT;
@@ -231,18 +231,22 @@ impl Registry {
         Ok((body, digest))
     }
 
-    /// The blob `digest` from byte `offset` on: the response, and whether the registry
-    /// honoured the range (206) rather than sending it all (200). Always a range request,
-    /// even from 0.
+    /// The blob `digest` of `size` bytes from byte `offset` (below `size`) on: the response,
+    /// and whether the registry honoured the range (206) rather than sending it all (200).
+    /// Always a range request, even from 0, and a closed one (`bytes=<offset>-<size - 1>`):
+    /// go-containerregistry's registry (`crane registry serve`) reads no other form and
+    /// answers an open one (`bytes=0-`) with 416 and `BLOB_UNKNOWN`.
     pub(crate) async fn blob(
         &self,
         reference: &Reference,
         digest: &str,
         offset: u64,
+        size: u64,
     ) -> Result<(reqwest::Response, bool), Failure> {
         check_digest(digest)?;
         let url = self.url(reference, "blobs", digest);
-        let range = HeaderValue::from_str(&format!("bytes={offset}-")).expect("ASCII");
+        let last = size.saturating_sub(1).max(offset);
+        let range = HeaderValue::from_str(&format!("bytes={offset}-{last}")).expect("ASCII");
         let response = self
             .send(reference, RegistryOperation::Pull, |http| {
                 http.get(&url).header(RANGE, range.clone())
@@ -368,7 +372,7 @@ impl Registry {
 /// Refuses a digest that is not `sha256`, `sha384` or `sha512` with hex of its length (it
 /// would be put into a URL path, and could not be verified).
 fn check_digest(digest: &str) -> Result<(), Failure> {
-    crate::reference::check_digest(digest).map_err(|_| Failure::UnsupportedDigest {
+    wasm_oci_artifact::reference::check_digest(digest).map_err(|_| Failure::UnsupportedDigest {
         digest: printable(digest),
     })
 }

@@ -102,7 +102,7 @@ pub(crate) fn in_words(e: &OciDistributionError) -> String {
         OciDistributionError::RegistryError { envelope, .. } => match envelope.errors.first() {
             Some(first) => format!(
                 "the registry answered: {}",
-                crate::text::printable(&first.message)
+                wasm_oci_artifact::text::printable(&first.message)
             ),
             None => "the registry answered with an error".to_owned(),
         },

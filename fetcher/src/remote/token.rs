@@ -15,7 +15,7 @@ use reqwest::{StatusCode, Url};
 use super::auth::{Login, Secret};
 use super::body::read_at_most;
 use super::failure::{Failure, failure, violation};
-use crate::text::printable;
+use wasm_oci_artifact::text::printable;
 
 /// A token service's answer is a small JSON document; more is refused, not buffered.
 const MAX_TOKEN_RESPONSE: u64 = 1 << 20;

@@ -15,7 +15,7 @@ use super::registry::Registry;
 use super::retry::with_retries;
 use super::{auth, client, hosts};
 use crate::error::{Error, Result};
-use crate::reference::is_loopback;
+use wasm_oci_artifact::reference::is_loopback;
 
 /// How a fetcher speaks to registries.
 pub(crate) struct Transport {
@@ -256,7 +256,7 @@ impl Transport {
         if scheme == "http" {
             tracing::warn!(
                 "{} is spoken to over plain HTTP: the password crosses the network unencrypted",
-                crate::text::printable(registry)
+                wasm_oci_artifact::text::printable(registry)
             );
         }
         with_retries("checking the login", || remote.check_login())

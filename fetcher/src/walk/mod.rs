@@ -47,7 +47,7 @@ impl Record {
 /// policy gave them.
 pub(crate) fn signatures_record(
     signed_digest: Digest,
-    found: &crate::trust::Fetched,
+    found: &wasm_oci_trust::signatures::Fetched,
     valid: Vec<Verdict>,
 ) -> Box<Signatures> {
     Box::new(Signatures {

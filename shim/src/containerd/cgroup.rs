@@ -24,6 +24,8 @@ use containerd_shim::protos::cgroups::metrics::{
 };
 use containerd_shim::protos::protobuf::MessageField;
 
+use super::error::CgroupError;
+
 /// The cgroup filesystem.
 pub(crate) const ROOT: &str = "/sys/fs/cgroup";
 
@@ -65,8 +67,11 @@ impl Resources {
 ///
 /// `/a/b` (cgroupfs) is taken as is; `slice:prefix:name` (what the CRI plugin sends with the
 /// systemd driver) becomes `/parent.slice/.../slice/prefix-name.scope`, as runc expands it.
-pub(crate) fn relative_path(cgroups_path: &str) -> Result<PathBuf, String> {
-    let refuse = |why: &str| format!("cgroupsPath {cgroups_path:?} refused: {why}");
+pub(crate) fn relative_path(cgroups_path: &str) -> Result<PathBuf, CgroupError> {
+    let refuse = |why: &'static str| CgroupError::Refused {
+        path: cgroups_path.to_owned(),
+        why,
+    };
     let path = match cgroups_path.split(':').collect::<Vec<_>>()[..] {
         [single] => PathBuf::from(single),
         [slice, prefix, name] => {
@@ -189,7 +194,7 @@ impl Cgroup {
         root: &Path,
         relative: &Path,
         resources: Resources,
-    ) -> Result<Cgroup, String> {
+    ) -> Result<Cgroup, CgroupError> {
         let (v2, hierarchies) = hierarchies(root);
         let mut cgroup = Cgroup {
             dirs: Vec::new(),
@@ -212,10 +217,7 @@ impl Cgroup {
             if let Err(e) = fs::create_dir_all(&dir) {
                 remove(&created);
                 cgroup.remove();
-                return Err(format!(
-                    "cannot create the container's cgroup {}: {e}",
-                    dir.display()
-                ));
+                return Err(CgroupError::Create { dir, cause: e });
             }
             cgroup.dirs.push((hierarchy.clone(), dir.clone(), created));
             if v2 {
@@ -225,10 +227,12 @@ impl Cgroup {
             for (file, value) in writes {
                 if let Err(e) = fs::write(dir.join(file), &value) {
                     cgroup.remove();
-                    return Err(format!(
-                        "cannot apply the container's limit {file}={value} in {}: {e}",
-                        dir.display()
-                    ));
+                    return Err(CgroupError::Limit {
+                        file,
+                        value,
+                        dir,
+                        cause: e,
+                    });
                 }
             }
         }

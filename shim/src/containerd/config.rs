@@ -42,11 +42,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::error::CreateError;
+pub use super::error::{ConfigError, ConfigProblem};
 use crate::Preopen;
 
 /// Where the config is read from unless `WASM_OCI_SHIM_CONFIG` names a file.
@@ -210,40 +212,55 @@ impl ShimConfig {
     /// The config of this process, read once: from `WASM_OCI_SHIM_CONFIG`, else
     /// [`DEFAULT_PATH`] when it exists. A file that cannot be read or parsed is an error for
     /// every container, not a silent fallback to the defaults.
-    pub fn get() -> Result<&'static ShimConfig, String> {
-        static CONFIG: OnceLock<Result<ShimConfig, String>> = OnceLock::new();
+    pub fn get() -> Result<&'static ShimConfig, Arc<ConfigError>> {
+        static CONFIG: OnceLock<Result<ShimConfig, Arc<ConfigError>>> = OnceLock::new();
         CONFIG
-            .get_or_init(|| match std::env::var_os(ENV) {
-                Some(path) => Self::read(Path::new(&path)),
-                None if Path::new(DEFAULT_PATH).exists() => Self::read(Path::new(DEFAULT_PATH)),
-                None => Ok(ShimConfig::default()),
+            .get_or_init(|| {
+                match std::env::var_os(ENV) {
+                    Some(path) => Self::read(Path::new(&path)),
+                    None if Path::new(DEFAULT_PATH).exists() => Self::read(Path::new(DEFAULT_PATH)),
+                    None => Ok(ShimConfig::default()),
+                }
+                .map_err(Arc::new)
             })
             .as_ref()
             .map_err(Clone::clone)
     }
 
     /// Reads and checks the config at `path`.
-    pub fn read(path: &Path) -> Result<ShimConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the shim config {}: {e}", path.display()))?;
+    pub fn read(path: &Path) -> Result<ShimConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.to_owned(),
+            cause,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parses and checks a config; `path` is for messages.
-    pub fn parse(text: &str, path: &Path) -> Result<ShimConfig, String> {
-        let bad = |what: String| format!("invalid shim config {}: {what}", path.display());
-        let file: File = toml::from_str(text).map_err(|e| bad(e.message().to_owned()))?;
+    pub fn parse(text: &str, path: &Path) -> Result<ShimConfig, ConfigError> {
+        let bad = |problem| ConfigError::Invalid {
+            path: path.to_owned(),
+            problem,
+        };
+        let file: File =
+            toml::from_str(text).map_err(|e| bad(ConfigProblem::Toml(e.message().to_owned())))?;
         let mut profiles = BTreeMap::new();
         for (name, profile) in file.profiles {
             let dirs = profile
                 .dirs
                 .iter()
                 .map(|d| {
-                    let p: Preopen = d.parse().map_err(|e| bad(format!("profile {name}: {e}")))?;
+                    let p: Preopen = d.parse().map_err(|cause| {
+                        bad(ConfigProblem::Profile {
+                            profile: name.clone(),
+                            cause,
+                        })
+                    })?;
                     if !p.host.is_absolute() || !p.guest.starts_with('/') {
-                        return Err(bad(format!(
-                            "profile {name}: {d:?} must name absolute host and guest paths"
-                        )));
+                        return Err(bad(ConfigProblem::ProfilePath {
+                            profile: name.clone(),
+                            dir: d.clone(),
+                        }));
                     }
                     Ok(p)
                 })
@@ -253,40 +270,39 @@ impl ShimConfig {
         let max_module_size = match file.limits.max_module_size {
             Some(s) => crate::runner::parse_size(&s)
                 .map(|n| n as u64)
-                .map_err(|_| {
-                    bad(format!(
-                        "limits.max_module_size {s:?} is not a size such as 256MiB"
-                    ))
-                })?,
+                .map_err(|_| bad(ConfigProblem::MaxModuleSize { text: s.clone() }))?,
             None => DEFAULT_MAX_MODULE_SIZE,
         };
         // Entries in the canonical form references are parsed to, so that neither side
         // can be respelled past the other (case, leading zeros in a port, Docker Hub's names).
-        let allowed_registries = file
-            .references
-            .allow
-            .map(|list| {
-                list.iter()
-                    .map(|entry| match entry.strip_prefix("*.") {
-                        Some(domain) => Ok(format!("*.{}", domain.to_ascii_lowercase())),
-                        None => wasm_oci_fetcher::canonical_registry(entry).map_err(|e| {
-                            bad(format!(
-                                "references.allow: {entry:?} is not host[:port]: {e}"
-                            ))
-                        }),
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
+        let allowed_registries =
+            file.references
+                .allow
+                .map(|list| {
+                    list.iter()
+                        .map(|entry| match entry.strip_prefix("*.") {
+                            Some(domain) => Ok(format!("*.{}", domain.to_ascii_lowercase())),
+                            None => wasm_oci_artifact::reference::canonical_registry(entry)
+                                .map_err(|reason| {
+                                    bad(ConfigProblem::AllowEntry {
+                                        entry: entry.clone(),
+                                        reason,
+                                    })
+                                }),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?;
         let defaults = HttpLimits::default();
         let duration = |key: &str, value: Option<String>, default: Duration| match value {
             None => Ok(default),
             Some(text) => parse_duration(&text)
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| {
-                    bad(format!(
-                        "http.{key} {text:?} is not a duration such as 30s or 500ms"
-                    ))
+                    bad(ConfigProblem::Duration {
+                        key: key.to_owned(),
+                        text: text.clone(),
+                    })
                 }),
         };
         let http = HttpLimits {
@@ -311,13 +327,13 @@ impl ShimConfig {
                 defaults.body_timeout,
             )?,
             max_connections: match file.http.max_connections {
-                Some(0) => return Err(bad("http.max_connections must be at least 1".into())),
+                Some(0) => return Err(bad(ConfigProblem::NoConnections)),
                 n => n,
             },
         };
         // What the fetcher's egress rule makes of them: `*.` names a domain, not an address.
         wasm_oci_fetcher::egress::Policy::new(allowed_registries.as_deref(), "")
-            .map_err(|e| bad(format!("references.allow: {e}")))?;
+            .map_err(|e| bad(ConfigProblem::Allow(e)))?;
         Ok(ShimConfig {
             profiles,
             group_by: file.groups.by.unwrap_or(GroupBy::Pod),
@@ -351,39 +367,32 @@ impl ShimConfig {
     /// Whether a container may have its module pulled from `registry` (`host[:port]`): the
     /// pull runs in the node's network namespace, with the node's credentials. The egress
     /// rule decides, as it does again for every connection the pull makes.
-    pub(crate) fn check_registry(&self, registry: &str) -> Result<(), String> {
+    pub(crate) fn check_registry(&self, registry: &str) -> Result<(), CreateError> {
         // References are parsed to canonical names already; a name that has none is refused.
-        wasm_oci_fetcher::canonical_registry(registry).map_err(|e| {
-            format!(
-                "io.wasm-oci.reference names registry {}, which is not host[:port]: {e}",
-                wasm_oci_fetcher::text::printable(registry)
-            )
+        wasm_oci_artifact::reference::canonical_registry(registry).map_err(|reason| {
+            CreateError::Registry {
+                registry: wasm_oci_artifact::text::printable(registry).to_string(),
+                reason,
+            }
         })?;
         self.egress_policy()
             .check_registry(registry)
-            .map_err(|refusal| format!("io.wasm-oci.reference: {refusal}"))
+            .map_err(CreateError::RegistryRefused)
     }
 
     /// The host directories of the profiles a container names in `io.wasm-oci.preopens`
     /// (comma-separated profile names). Anything else, a host path above all, is refused.
-    pub(crate) fn profiles_for(&self, annotation: &str) -> Result<Vec<Preopen>, String> {
+    pub(crate) fn profiles_for(&self, annotation: &str) -> Result<Vec<Preopen>, CreateError> {
         let mut preopens = Vec::new();
         for name in annotation.split([',', ' ', '\n']).filter(|s| !s.is_empty()) {
             match self.profiles.get(name) {
                 Some(dirs) => preopens.extend(dirs.iter().cloned()),
                 None => {
-                    let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
-                    let source = self.source_name();
-                    return Err(format!(
-                        "io.wasm-oci.preopens names {name:?}, which is not a preopen profile of \
-                         the node's shim config ({source}; profiles: {}): a pod may only pick a \
-                         profile the operator defined, never a host path",
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ));
+                    return Err(CreateError::UnknownProfile {
+                        name: name.to_owned(),
+                        config: self.source_name(),
+                        known: self.profiles.keys().cloned().collect(),
+                    });
                 }
             }
         }
@@ -431,7 +440,7 @@ mod tests {
         assert_eq!(dirs.len(), 2);
         assert!(dirs[0].read_only && dirs[0].host == Path::new("/srv/models"));
         for hostile in ["/::/", "/etc::/etc", "models,/::/", "../models", "Models"] {
-            let e = config.profiles_for(hostile).unwrap_err();
+            let e = config.profiles_for(hostile).unwrap_err().to_string();
             assert!(e.contains("not a preopen profile"), "{hostile}: {e}");
         }
         assert!(config.profiles_for("").unwrap().is_empty());

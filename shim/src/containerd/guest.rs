@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cgroup::Cgroup;
@@ -12,7 +12,7 @@ use super::config::ShimConfig;
 use super::container::{GuestUsage, Module, thread_cpu};
 use super::netns::{self, Network};
 use super::state::SIGKILL;
-use super::store::Store;
+use super::store::{SharedStore, Store};
 use crate::runner::http::ServeOptions;
 use crate::runner::{Loaded, RunOptions, Runner, Wasm, World};
 
@@ -111,7 +111,7 @@ const SHIM_MARGIN: usize = 4 << 20;
 
 impl Guest {
     /// Runs the guest to its end; returns the container's exit status.
-    pub(crate) fn run(mut self, runner: &Runner, store: &OnceLock<Result<Store, String>>) -> u32 {
+    pub(crate) fn run(mut self, runner: &Runner, store: &SharedStore) -> u32 {
         let tid = rustix::thread::gettid().as_raw_nonzero().get();
         self.usage.tid.store(tid, Ordering::SeqCst);
         let code = self.run_guest(runner, store);
@@ -131,7 +131,7 @@ impl Guest {
         code
     }
 
-    fn run_guest(&mut self, runner: &Runner, store: &OnceLock<Result<Store, String>>) -> u32 {
+    fn run_guest(&mut self, runner: &Runner, store: &SharedStore) -> u32 {
         if let Some(path) = &self.stdin {
             self.options.stdin = open_read(path);
         }
@@ -142,7 +142,7 @@ impl Guest {
                 Wasm::Bytes {
                     bytes,
                     cache: store
-                        .get_or_init(Store::open)
+                        .get_or_init(Store::open_shared)
                         .as_ref()
                         .ok()
                         .map(|s| &s.cache),

@@ -22,6 +22,7 @@ mod annotations;
 mod cgroup;
 pub mod config;
 mod container;
+mod error;
 mod guest;
 mod mounts;
 mod netns;

@@ -8,23 +8,36 @@ use std::path::{Path, PathBuf};
 
 use rustix::mount::{MountFlags, UnmountFlags};
 
+use super::error::MountError;
+
 /// Remounts the mount at `target` (the container's rootfs, just mounted) `nodev,nosuid`,
 /// read-only when `read_only`.
-pub(crate) fn harden(target: &Path, read_only: bool) -> Result<(), String> {
+pub(crate) fn harden(target: &Path, read_only: bool) -> Result<(), MountError> {
     let mut flags = MountFlags::BIND | MountFlags::NODEV | MountFlags::NOSUID;
     if read_only {
         flags |= MountFlags::RDONLY;
     }
-    rustix::mount::mount_remount(target, flags, "")
-        .map_err(|e| format!("remounting {} nodev,nosuid: {e}", target.display()))
+    rustix::mount::mount_remount(target, flags, "").map_err(|cause| MountError::Remount {
+        target: target.to_owned(),
+        cause,
+    })
 }
 
 /// Binds `source` (a directory the spec mounts into the container) at `target` and makes
 /// that `nodev,nosuid` (and read-only when `read_only`); the guest is given `target`.
-pub(crate) fn bind_hardened(source: &Path, target: &Path, read_only: bool) -> Result<(), String> {
-    std::fs::create_dir_all(target).map_err(|e| format!("creating {}: {e}", target.display()))?;
-    rustix::mount::mount_bind(source, target)
-        .map_err(|e| format!("binding {} for the guest: {e}", source.display()))?;
+pub(crate) fn bind_hardened(
+    source: &Path,
+    target: &Path,
+    read_only: bool,
+) -> Result<(), MountError> {
+    std::fs::create_dir_all(target).map_err(|cause| MountError::CreateDir {
+        target: target.to_owned(),
+        cause,
+    })?;
+    rustix::mount::mount_bind(source, target).map_err(|cause| MountError::Bind {
+        dir: source.to_owned(),
+        cause,
+    })?;
     harden(target, read_only).inspect_err(|_| unmount(target))
 }
 

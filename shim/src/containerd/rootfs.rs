@@ -8,35 +8,30 @@
 use std::os::fd::AsFd as _;
 use std::path::Path;
 
-use wasm_oci_artifact::file::{self, ReadError, Within};
+use wasm_oci_artifact::file::{self, Within};
+
+use super::error::{RootfsError, RootfsProblem};
 
 /// Reads the module at `path` (`process.args[0]`) inside `rootfs`, at most `max` bytes, with
 /// the one reader of files others name ([`wasm_oci_artifact::file`]).
-pub(crate) fn read_module(rootfs: &Path, path: &str, max: u64) -> Result<Vec<u8>, String> {
-    let fail = |why: String| format!("cannot read the module {path:?} from the rootfs: {why}");
-    let root = file::open_dir(rootfs)
-        .map_err(|e| fail(format!("opening the rootfs {}: {e}", rootfs.display())))?;
+pub(crate) fn read_module(rootfs: &Path, path: &str, max: u64) -> Result<Vec<u8>, RootfsError> {
+    let fail = |problem| RootfsError {
+        module: path.to_owned(),
+        problem,
+    };
+    let root = file::open_dir(rootfs).map_err(|cause| {
+        fail(RootfsProblem::OpenRootfs {
+            rootfs: rootfs.to_owned(),
+            cause,
+        })
+    })?;
     // Relative to the rootfs either way: `/x.wasm` and `x.wasm` name the same file.
     let relative = path.trim_start_matches('/');
     if relative.is_empty() {
-        return Err(fail("it names the rootfs itself".into()));
+        return Err(fail(RootfsProblem::NamesRootfs));
     }
-    file::read_in(root.as_fd(), Path::new(relative), Within::Root, max).map_err(|e| {
-        fail(match e {
-            ReadError::NotFound => "no such file in the image".into(),
-            ReadError::TooLarge { size, max } => format!(
-                "it is {size} bytes, over the node's limit of {max} bytes \
-                 (limits.max_module_size in the shim config)"
-            ),
-            ReadError::Grew { max } => {
-                format!("it grew over the node's limit of {max} bytes while being read")
-            }
-            ReadError::NoOpenat2 => "this kernel has no openat2 (Linux 5.6 or later is needed \
-                                     to read a module from a rootfs safely)"
-                .into(),
-            e => e.to_string(),
-        })
-    })
+    file::read_in(root.as_fd(), Path::new(relative), Within::Root, max)
+        .map_err(|e| fail(RootfsProblem::Read(e)))
 }
 
 #[cfg(test)]
@@ -66,12 +61,14 @@ mod tests {
             "/out.wasm",
             "/app/up.wasm",
         ] {
-            let e = read_module(&rootfs, escape, 100).unwrap_err();
+            let e = read_module(&rootfs, escape, 100).unwrap_err().to_string();
             assert!(e.contains("no such file"), "{escape}: {e}");
         }
-        let e = read_module(&rootfs, "/app/m.wasm", 3).unwrap_err();
+        let e = read_module(&rootfs, "/app/m.wasm", 3)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("over the node's limit"), "{e}");
-        let e = read_module(&rootfs, "/app", 100).unwrap_err();
+        let e = read_module(&rootfs, "/app", 100).unwrap_err().to_string();
         assert!(e.contains("a directory"), "{e}");
         assert!(read_module(&rootfs, "/", 100).is_err());
     }
@@ -88,7 +85,9 @@ mod tests {
             0,
         )
         .unwrap();
-        let e = read_module(rootfs.path(), "/m.wasm", 100).unwrap_err();
+        let e = read_module(rootfs.path(), "/m.wasm", 100)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("a FIFO"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use containerd_shim::asynchronous::ExitSignal;
@@ -14,7 +14,7 @@ use containerd_shim::{Context, TtrpcResult};
 
 use super::container::Container;
 use super::netns::{self, Network};
-use super::store::Store;
+use super::store::SharedStore;
 use crate::runner::{EngineOptions, Runner};
 
 /// The task service: one shim process may hold several containers of one group.
@@ -29,7 +29,7 @@ pub struct TaskService {
     /// The container whose cgroup this process is in.
     pub(crate) joined: Arc<Mutex<Option<String>>>,
     /// The shared cache and one fetcher for every pull of this process, opened on first use.
-    pub(super) store: Arc<OnceLock<Result<Store, String>>>,
+    pub(super) store: Arc<SharedStore>,
     /// The process's engine, made once (see `create_task_service`).
     pub(crate) runner: Arc<tokio::sync::OnceCell<Arc<Runner>>>,
 }

@@ -41,7 +41,7 @@ impl Shim for Service {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
-        let config = ShimConfig::get().map_err(Error::InvalidArgument)?;
+        let config = ShimConfig::get().map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // containerd runs `start` in the new container's bundle.
         let annotations = read_spec(".")
             .await

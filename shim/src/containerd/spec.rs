@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use containerd_shim::api;
 use containerd_shim::asynchronous::util::read_spec;
@@ -20,9 +20,10 @@ use super::annotations::{
 use super::cgroup::{self, Cgroup};
 use super::config::ShimConfig;
 use super::container::{Container, Module};
+use super::error::CreateError;
 use super::netns::{self, Network};
 use super::state::TaskState;
-use super::store::{Store, check_rootfs_module};
+use super::store::{SharedStore, Store, check_rootfs_module};
 use super::{mounts, rootfs};
 use crate::runner::{Identity, Preopen};
 
@@ -87,10 +88,10 @@ pub(crate) struct Plan {
 impl Plan {
     /// Reads `spec` under `config`; refuses what the operator does not allow (a profile it
     /// has not defined, a registry it does not allow, a cgroup path out of the root).
-    pub(crate) fn of(spec: &Spec, config: &ShimConfig) -> Result<Plan, String> {
+    pub(crate) fn of(spec: &Spec, config: &ShimConfig) -> Result<Plan, CreateError> {
         let annotations = spec.annotations().clone().unwrap_or_default();
         let pause = annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("sandbox");
-        let process = spec.process().clone().ok_or("the spec has no process")?;
+        let process = spec.process().clone().ok_or(CreateError::NoProcess)?;
         // The guest's file access is done as the spec's user, as runc would run its process.
         let user = process.user();
         let identity = (user.uid() != 0
@@ -143,10 +144,10 @@ impl Plan {
             _ if pause => Source::Sandbox,
             Some(reference) => {
                 let parsed =
-                    wasm_oci_fetcher::parse_reference(reference).map_err(|e| e.to_string())?;
+                    wasm_oci_fetcher::parse_reference(reference).map_err(CreateError::Reference)?;
                 config.check_registry(parsed.registry())?;
                 let policy = match annotations.get(ANNOTATION_PULL) {
-                    Some(p) => p.parse().map_err(|e| format!("{ANNOTATION_PULL}: {e}"))?,
+                    Some(p) => p.parse().map_err(CreateError::PullPolicy)?,
                     None => PullPolicy::Missing,
                 };
                 Source::Reference {
@@ -154,11 +155,7 @@ impl Plan {
                     policy,
                 }
             }
-            None => Source::Rootfs(
-                args.first()
-                    .ok_or("process.args is empty: name the .wasm to run")?
-                    .clone(),
-            ),
+            None => Source::Rootfs(args.first().ok_or(CreateError::NoArgs)?.clone()),
         };
 
         let cgroup = match spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
@@ -191,12 +188,12 @@ impl Plan {
 pub(crate) async fn prepare(
     req: &api::CreateTaskRequest,
     rootfs: &Path,
-    store: &OnceLock<Result<Store, String>>,
-) -> Result<Container, String> {
+    store: &SharedStore,
+) -> Result<Container, CreateError> {
     let config = ShimConfig::get()?;
     let spec = read_spec(&req.bundle)
         .await
-        .map_err(|e| format!("reading the bundle's config.json: {e}"))?;
+        .map_err(|cause| CreateError::ReadSpec { cause })?;
     let plan = Plan::of(&spec, config)?;
 
     let mut preopens = vec![Preopen {
@@ -210,14 +207,15 @@ pub(crate) async fn prepare(
         Source::Sandbox => None,
         Source::Reference { reference, policy } => {
             let Store { cache, fetcher } = store
-                .get_or_init(Store::open)
+                .get_or_init(Store::open_shared)
                 .as_ref()
                 .map_err(Clone::clone)?;
-            let parsed = wasm_oci_fetcher::parse_reference(reference).map_err(|e| e.to_string())?;
+            let parsed =
+                wasm_oci_fetcher::parse_reference(reference).map_err(CreateError::Reference)?;
             let artifact = fetcher
                 .resolve(&parsed, *policy)
                 .await
-                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+                .map_err(|cause| CreateError::Pull { cause })?;
             Some(Module::Cached {
                 cache: cache.clone(),
                 artifact,
@@ -252,7 +250,7 @@ pub(crate) async fn prepare(
         Ok(network) => network,
         Err(e) => {
             discard_cgroup();
-            return Err(format!("{:#}", anyhow::Error::from(e)));
+            return Err(CreateError::Network { cause: e });
         }
     };
 
@@ -265,7 +263,7 @@ pub(crate) async fn prepare(
                 .iter()
                 .for_each(|t: &PathBuf| mounts::unmount(t));
             discard_cgroup();
-            return Err(e);
+            return Err(e.into());
         }
         preopens.push(Preopen {
             host: target.clone(),
@@ -419,15 +417,19 @@ mod tests {
                 &ShimConfig::default(),
             )
         };
-        let e = annotated(serde_json::json!({"io.wasm-oci.preopens": "/::/"})).unwrap_err();
+        let e = annotated(serde_json::json!({"io.wasm-oci.preopens": "/::/"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a preopen profile"), "{e}");
         let e = annotated(serde_json::json!({"io.wasm-oci.reference": "127.0.0.1:5000/m:v1"}))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(!e.is_empty());
         let e = annotated(serde_json::json!({
             "io.wasm-oci.reference": "registry.example/m:v1", "io.wasm-oci.pull": "sometimes"
         }))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains(ANNOTATION_PULL), "{e}");
         let plan = annotated(serde_json::json!({
             "io.wasm-oci.reference": "registry.example/m:v1", "io.wasm-oci.pull": "always"
@@ -444,7 +446,8 @@ mod tests {
             &spec(serde_json::json!({"linux": {"cgroupsPath": "/../../x"}})),
             &ShimConfig::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("refused"), "{e}");
     }
 
@@ -471,7 +474,8 @@ mod tests {
             &spec(serde_json::json!({"process": {"args": []}})),
             &ShimConfig::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("process.args is empty"), "{e}");
     }
 }

@@ -5,8 +5,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use super::annotations::ANNOTATION_REFERENCE;
 use super::config::{self, ShimConfig};
+use super::error::{CreateError, RootfsRefusal, StoreError};
+
+/// The store of a shim process, opened on first use: an error is kept, and told to every
+/// container that needs the store.
+pub(crate) type SharedStore = OnceLock<Result<Store, Arc<StoreError>>>;
 
 /// The shared cache and the fetcher of one shim process.
 pub(crate) struct Store {
@@ -17,15 +21,19 @@ pub(crate) struct Store {
 impl Store {
     /// The cache of `WASM_OCI_CACHE` (else the default), and registry options from the
     /// environment: containerd's, so `DOCKER_CONFIG` and `SSL_CERT_FILE` set for it apply.
-    pub(crate) fn open() -> Result<Store, String> {
+    pub(crate) fn open_shared() -> Result<Store, Arc<StoreError>> {
+        Self::open().map_err(Arc::new)
+    }
+
+    /// What [`Store::open_shared`] opens.
+    fn open() -> Result<Store, StoreError> {
         let dir = std::env::var_os("WASM_OCI_CACHE")
             .map(PathBuf::from)
             .or_else(wasm_oci_cache::default_dir)
-            .ok_or("no cache directory: set WASM_OCI_CACHE for containerd")?;
-        let cache = wasm_oci_cache::Cache::open(&dir).map_err(|e| {
-            // The cause is the error's source, printed once.
-            let e = anyhow::Error::from(e);
-            format!("opening the cache at {}: {e:#}", dir.display())
+            .ok_or(StoreError::NoCacheDir)?;
+        let cache = wasm_oci_cache::Cache::open(&dir).map_err(|cause| StoreError::Cache {
+            dir: dir.clone(),
+            cause,
         })?;
         // A module a pod names is held to the node's limit before any of it is downloaded.
         let max_layer_size = ShimConfig::get().ok().map(|c| c.max_module_size);
@@ -33,9 +41,8 @@ impl Store {
         // that cannot be read allows no registry at all (and no container starts anyway).
         let egress = match ShimConfig::get() {
             Ok(config) => config.egress_policy(),
-            Err(e) => {
-                wasm_oci_fetcher::egress::Policy::new(Some(&[]), e).expect("an empty allow list")
-            }
+            Err(e) => wasm_oci_fetcher::egress::Policy::new(Some(&[]), e.to_string())
+                .expect("an empty allow list"),
         };
         let policy = node_policy()?;
         let fetcher = wasm_oci_fetcher::Fetcher::new(
@@ -60,13 +67,14 @@ impl Store {
 /// The signature policy is the operator's: WASM_OCI_POLICY in containerd's environment, else
 /// /etc/wasm-oci/policy.json; never anything a pod names. Read once per shim process; one
 /// that cannot be used refuses every pull by reference and every rootfs module it would judge.
-fn node_policy() -> Result<Arc<wasm_oci_trust::Policy>, String> {
-    static POLICY: OnceLock<Result<Arc<wasm_oci_trust::Policy>, String>> = OnceLock::new();
+fn node_policy() -> Result<Arc<wasm_oci_trust::Policy>, Arc<wasm_oci_trust::PolicyError>> {
+    type Shared = Result<Arc<wasm_oci_trust::Policy>, Arc<wasm_oci_trust::PolicyError>>;
+    static POLICY: OnceLock<Shared> = OnceLock::new();
     POLICY
         .get_or_init(|| {
             wasm_oci_trust::Policy::locate(None)
                 .map(Arc::new)
-                .map_err(|e| e.to_string())
+                .map_err(Arc::new)
         })
         .clone()
 }
@@ -83,11 +91,11 @@ pub(crate) fn check_rootfs_module(
     config: &ShimConfig,
     annotations: &HashMap<String, String>,
     module: &str,
-) -> Result<(), String> {
+) -> Result<(), CreateError> {
     if config.rootfs_modules == config::RootfsModules::Allow {
         return Ok(());
     }
-    let policy = node_policy()?;
+    let policy = node_policy().map_err(|e| Arc::new(StoreError::Policy(e)))?;
     let image = IMAGE_NAME_ANNOTATIONS
         .iter()
         .find_map(|key| annotations.get(*key))
@@ -96,26 +104,22 @@ pub(crate) fn check_rootfs_module(
         Some(image) => wasm_oci_trust::Gate::new(&policy, image)
             .admit_unsigned()
             .err()
-            .map(|refusal| refusal.to_string()),
-        None => wasm_oci_trust::admit_unnamed(&policy).err().map(|_| {
-            format!(
-                "the signature policy {} is not accept-anything and the image's name is not \
-                 known (no {} annotation), so it needs a signed reference",
-                policy
+            .map(RootfsRefusal::Policy),
+        None => wasm_oci_trust::admit_unnamed(&policy)
+            .err()
+            .map(|_| RootfsRefusal::Unnamed {
+                policy: policy
                     .source()
                     .map_or("(none)".into(), |p| p.display().to_string()),
-                IMAGE_NAME_ANNOTATIONS[0]
-            )
-        }),
+                annotation: IMAGE_NAME_ANNOTATIONS[0],
+            }),
     };
     match refusal {
         None => Ok(()),
-        Some(why) => Err(format!(
-            "the module {} would run from the image's rootfs, which no signature covers, and \
-             {why}: annotate {ANNOTATION_REFERENCE} with the module's signed reference, or let \
-             the operator allow rootfs modules ([trust] rootfs_modules = \"allow\" in {})",
-            wasm_oci_fetcher::text::printable(module),
-            config.source_name()
-        )),
+        Some(why) => Err(CreateError::RootfsRefused {
+            module: wasm_oci_artifact::text::printable(module).to_string(),
+            why,
+            config: config.source_name(),
+        }),
     }
 }

@@ -195,3 +195,75 @@ impl Error {
         }
     }
 }
+
+/// An option of the runner's (a size, a network rule, a preopen) that does not parse: what
+/// the user typed, and how it is spelled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionError {
+    /// A size that is not a number.
+    #[error("invalid size {text:?}: expected a number like 16MiB")]
+    SizeNumber {
+        /// What was given.
+        text: String,
+    },
+    /// A size in a unit that is not known.
+    #[error("invalid size {text:?}: units are KiB, MiB, GiB")]
+    SizeUnit {
+        /// What was given.
+        text: String,
+    },
+    /// A size over what this machine can count.
+    #[error("size {text:?} is too large")]
+    SizeTooLarge {
+        /// What was given.
+        text: String,
+    },
+    /// An `--allow-connect` rule that is not one.
+    #[error(
+        "invalid --allow-connect {spec:?}: expected HOST:PORT, IP:PORT, CIDR or CIDR:PORT (e.g. 10.0.0.5:5432, 10.0.0.0/8, 10.0.0.0/8:443, [::1]:80)"
+    )]
+    ConnectRule {
+        /// What was given.
+        spec: String,
+    },
+    /// An `--allow-connect HOST:PORT` whose host does not resolve.
+    #[error("--allow-connect {spec}: cannot resolve {host}: {reason}")]
+    ConnectHost {
+        /// What was given.
+        spec: String,
+        /// The host name.
+        host: String,
+        /// The resolver's error.
+        reason: String,
+    },
+    /// An `--allow-http` rule that is not one.
+    #[error(
+        "invalid --allow-http {spec:?}: expected HOST[:PORT] or HOST:*, e.g. api.example.com, 127.0.0.1:8081, [::1]:8080"
+    )]
+    HttpRule {
+        /// What was given.
+        spec: String,
+    },
+    /// A directory given as docker's `-v HOST:GUEST`.
+    #[error(
+        "invalid directory {spec:?}: host and guest paths are separated by two colons, as wasmtime's --dir does (docker's -v takes one): {host}::{guest}{}",
+        if *read_only { ":ro" } else { "" }
+    )]
+    PreopenOneColon {
+        /// What was given.
+        spec: String,
+        /// The host part.
+        host: String,
+        /// The guest part.
+        guest: String,
+        /// Whether it ended in `:ro`.
+        read_only: bool,
+    },
+    /// A directory with an empty host or guest path.
+    #[error("invalid directory {spec:?}: expected HOST[::GUEST][:ro], e.g. ./data::/data:ro")]
+    Preopen {
+        /// What was given.
+        spec: String,
+    },
+}

@@ -13,7 +13,7 @@ mod limits;
 mod network;
 mod run;
 
-pub use error::{Error, Result};
+pub use error::{Error, OptionError, Result};
 pub use identity::Identity;
 pub use network::{ConnectRule, HttpPolicy, HttpPort, HttpRule, SocketPolicy};
 
@@ -260,23 +260,29 @@ pub use wasm_oci_artifact::world::unsatisfied_imports;
 /// Parses a byte size: a number with an optional binary unit (`KiB`, `MiB`, `GiB`; `K`, `M`,
 /// `G` and `KB`, `MB`, `GB` mean the same, as wasmtime's flags do), as `--max-memory` and the
 /// shim's config spell them.
-pub fn parse_size(text: &str) -> Result<usize, String> {
+pub fn parse_size(text: &str) -> Result<usize, OptionError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let number: usize = number
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: expected a number like 16MiB"))?;
+    let number: usize = number.parse().map_err(|_| OptionError::SizeNumber {
+        text: text.to_owned(),
+    })?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
-        _ => return Err(format!("invalid size {text:?}: units are KiB, MiB, GiB")),
+        _ => {
+            return Err(OptionError::SizeUnit {
+                text: text.to_owned(),
+            });
+        }
     };
     number
         .checked_mul(1 << shift)
-        .ok_or_else(|| format!("size {text:?} is too large"))
+        .ok_or_else(|| OptionError::SizeTooLarge {
+            text: text.to_owned(),
+        })
 }
 
 /// Hex of wasmtime's compatibility hash, fed through SHA-256 so it is stable across processes.
@@ -299,11 +305,11 @@ fn compatibility_key(engine: &Engine) -> String {
 }
 
 impl std::str::FromStr for Preopen {
-    type Err = String;
+    type Err = OptionError;
 
     /// `HOST[::GUEST][:ro|:rw]`, wasmtime's `--dir` syntax plus an access suffix; without
     /// `::GUEST` the guest sees the directory at the same path as the host.
-    fn from_str(spec: &str) -> Result<Self, String> {
+    fn from_str(spec: &str) -> Result<Self, OptionError> {
         let (rest, read_only) = match spec.rsplit_once(':') {
             Some((rest, "ro")) if !rest.ends_with(':') => (rest, true),
             Some((rest, "rw")) if !rest.ends_with(':') => (rest, false),
@@ -314,19 +320,19 @@ impl std::str::FromStr for Preopen {
             // docker's -v HOST:GUEST, most likely: say how wasmtime spells it.
             None if rest.contains(':') && !Path::new(rest).exists() => {
                 let (host, guest) = rest.split_once(':').expect("it has a colon");
-                return Err(format!(
-                    "invalid directory {spec:?}: host and guest paths are separated by two \
-                     colons, as wasmtime's --dir does (docker's -v takes one): \
-                     {host}::{guest}{}",
-                    if read_only { ":ro" } else { "" }
-                ));
+                return Err(OptionError::PreopenOneColon {
+                    spec: spec.to_owned(),
+                    host: host.to_owned(),
+                    guest: guest.to_owned(),
+                    read_only,
+                });
             }
             None => (rest, rest),
         };
         if host.is_empty() || guest.is_empty() {
-            return Err(format!(
-                "invalid directory {spec:?}: expected HOST[::GUEST][:ro], e.g. ./data::/data:ro"
-            ));
+            return Err(OptionError::Preopen {
+                spec: spec.to_owned(),
+            });
         }
         Ok(Self {
             host: host.into(),
@@ -395,7 +401,10 @@ mod tests {
             }
         );
         assert!("::/data".parse::<Preopen>().is_err());
-        let docker = "./no-such-dir:/data:ro".parse::<Preopen>().unwrap_err();
+        let docker = "./no-such-dir:/data:ro"
+            .parse::<Preopen>()
+            .unwrap_err()
+            .to_string();
         assert!(docker.contains("./no-such-dir::/data:ro"), "{docker}");
         assert!("./d::".parse::<Preopen>().is_err());
     }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use wasmtime_wasi::sockets::SocketAddrUse;
 
+use super::OptionError;
+
 /// Which `wasi:sockets` uses a guest may make; nothing by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SocketPolicy {
@@ -107,16 +109,13 @@ fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
 }
 
 impl std::str::FromStr for ConnectRule {
-    type Err = String;
+    type Err = OptionError;
 
     /// `IP:PORT`, `[IPV6]:PORT`, `CIDR` (any port) or `CIDR:PORT` (`[CIDR]:PORT` for IPv6).
     /// Names are resolved by the caller, see [`ConnectRule::resolve`].
-    fn from_str(spec: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "invalid --allow-connect {spec:?}: expected HOST:PORT, IP:PORT, CIDR or CIDR:PORT \
-                 (e.g. 10.0.0.5:5432, 10.0.0.0/8, 10.0.0.0/8:443, [::1]:80)"
-            )
+    fn from_str(spec: &str) -> Result<Self, OptionError> {
+        let bad = || OptionError::ConnectRule {
+            spec: spec.to_owned(),
         };
         if let Ok(addr) = spec.parse::<SocketAddr>() {
             return Ok(Self::host(addr.ip(), Some(addr.port())));
@@ -167,7 +166,7 @@ impl ConnectRule {
 
     /// Parses a rule, resolving `HOST:PORT` with a name to a rule for each of its addresses
     /// now, once: the guest then reaches those addresses and no others.
-    pub fn resolve(spec: &str) -> Result<Vec<Self>, String> {
+    pub fn resolve(spec: &str) -> Result<Vec<Self>, OptionError> {
         match spec.parse::<Self>() {
             Ok(rule) => Ok(vec![rule]),
             Err(e) => {
@@ -178,9 +177,14 @@ impl ConnectRule {
                     return Err(e);
                 };
                 use std::net::ToSocketAddrs as _;
-                let addrs = (host, port).to_socket_addrs().map_err(|err| {
-                    format!("--allow-connect {spec}: cannot resolve {host}: {err}")
-                })?;
+                let addrs =
+                    (host, port)
+                        .to_socket_addrs()
+                        .map_err(|err| OptionError::ConnectHost {
+                            spec: spec.to_owned(),
+                            host: host.to_owned(),
+                            reason: err.to_string(),
+                        })?;
                 Ok(addrs.map(|a| Self::host(a.ip(), Some(port))).collect())
             }
         }
@@ -260,15 +264,12 @@ impl HttpPolicy {
 }
 
 impl std::str::FromStr for HttpRule {
-    type Err = String;
+    type Err = OptionError;
 
     /// `HOST`, `HOST:PORT`, `HOST:*`, `[IPV6]:PORT`.
-    fn from_str(spec: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "invalid --allow-http {spec:?}: expected HOST[:PORT] or HOST:*, e.g. \
-                 api.example.com, 127.0.0.1:8081, [::1]:8080"
-            )
+    fn from_str(spec: &str) -> Result<Self, OptionError> {
+        let bad = || OptionError::HttpRule {
+            spec: spec.to_owned(),
         };
         let spec = spec
             .strip_prefix("http://")

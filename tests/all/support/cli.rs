@@ -106,6 +106,27 @@ impl WasmOci {
         found.remove(0)
     }
 
+    /// Records `reference` in this cache as last used at `at`, as `run` would have then:
+    /// tests of least-recently-used order set the order instead of waiting for the clock.
+    pub fn set_last_use(&self, reference: &str, at: std::time::SystemTime) {
+        let refs = self.cache.path().join("v1/refs");
+        let record = fs::read_dir(&refs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let json: serde_json::Value =
+                    serde_json::from_slice(&fs::read(p).unwrap_or_default()).unwrap_or_default();
+                json["reference"] == reference
+            })
+            .unwrap_or_else(|| panic!("{reference} is not recorded in {}", refs.display()));
+        fs::File::options()
+            .write(true)
+            .open(&record)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    }
+
     /// Whatever is left in the ingest area.
     pub fn ingest(&self) -> Vec<PathBuf> {
         fs::read_dir(self.cache.path().join("v1/ingest"))

@@ -3,8 +3,9 @@
 //! Kubernetes node (etcd, kube-apiserver, a kubelet) per test ([`kube`]), raw
 //! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
 //! registries and small services ([`server`]), a network namespace of a test's own
-//! ([`netns`]), the test guests ([`guests`], [`http_guests`]), waits on what a test can
-//! observe ([`wait`]) and a WebSocket client for the CRI streaming server ([`websocket`]).
+//! ([`netns`]), the oras and crane CLIs and crane's registry ([`peers`]), the test guests
+//! ([`guests`], [`http_guests`]), waits on what a test can observe ([`wait`]) and a WebSocket
+//! client for the CRI streaming server ([`websocket`]).
 //! Everything is re-exported here, so tests name `support::X`.
 
 mod cli;
@@ -14,6 +15,7 @@ mod http;
 mod http_guests;
 pub mod kube;
 mod netns;
+mod peers;
 pub mod proxy;
 mod registry;
 mod server;
@@ -27,6 +29,7 @@ pub use http::*;
 pub use http_guests::*;
 pub use kube::*;
 pub use netns::*;
+pub use peers::*;
 pub use proxy::*;
 pub use registry::*;
 pub use server::*;

@@ -43,8 +43,8 @@ pub enum Fault {
 pub struct Seen {
     /// Body bytes of blob responses sent to the client.
     pub blob_bytes: u64,
-    /// `Range` headers of blob requests that resume, as received; `bytes=0-` asks for the
-    /// whole blob (wasm-oci always sends a range) and is not among them.
+    /// `Range` headers of blob requests that resume, as received; `bytes=0-<last>` asks for
+    /// the whole blob (wasm-oci always sends a range) and is not among them.
     pub ranges: Vec<String>,
     /// Whether the first layer's first half went out.
     pub half_sent: bool,
@@ -54,6 +54,9 @@ pub struct Seen {
     pub requests: u32,
     /// Requests answered 429 under `RateLimit`.
     pub throttled: u32,
+    /// Under `RateLimit`: how long after the first request the first one was let through,
+    /// as this proxy saw it.
+    pub passed_after: Option<Duration>,
     /// `Authorization` headers received, as sent.
     pub authorizations: Vec<String>,
     first_request: Option<Instant>,
@@ -227,6 +230,7 @@ fn serve(
                     body.len()
                 ))
             } else {
+                s.passed_after.get_or_insert(since);
                 None
             }
         }
@@ -254,7 +258,7 @@ fn serve(
     if is_blob_get {
         let mut s = seen.lock().unwrap();
         s.blob_gets.push(head[0].clone());
-        if let Some(range) = header(&head, "range").filter(|r| *r != "bytes=0-") {
+        if let Some(range) = header(&head, "range").filter(|r| !r.starts_with("bytes=0-")) {
             s.ranges.push(range.to_owned());
         }
     }

@@ -4,7 +4,7 @@
 //! services, endless bodies) or a small service of their own.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,6 +56,15 @@ pub enum Body {
         claimed: u64,
         bytes: Vec<u8>,
     },
+    /// A chunked body of one `x` per `every`, until `max` bytes went out (then it ends) or
+    /// the client hangs up; each byte counts in [`Server::streamed`].
+    Trickle {
+        every: Duration,
+        max: u64,
+    },
+    /// Nothing at all, not even a head: the connection is held open until the client hangs
+    /// up (or the server stops).
+    Silent,
 }
 
 impl Reply {
@@ -78,6 +87,18 @@ impl Reply {
         self.body = Body::Endless;
         self
     }
+    /// One byte per `every`, chunked, up to `max` bytes.
+    pub fn trickle(mut self, every: Duration, max: u64) -> Reply {
+        self.body = Body::Trickle { every, max };
+        self
+    }
+    /// Says nothing, and holds the connection.
+    pub fn silent() -> Reply {
+        Reply {
+            body: Body::Silent,
+            ..Reply::new(0)
+        }
+    }
     /// Announces `claimed` bytes, sends `bytes` and hangs up.
     pub fn short(mut self, claimed: u64, bytes: impl Into<Vec<u8>>) -> Reply {
         self.body = Body::Short {
@@ -96,7 +117,7 @@ pub struct Server {
     pub addr: String,
     pub scheme: &'static str,
     seen: Arc<Mutex<Vec<Request>>>,
-    /// Bytes of endless bodies written (into the socket's buffers, at least).
+    /// Bytes of endless and trickled bodies written (into the socket's buffers, at least).
     pub streamed: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
@@ -169,6 +190,23 @@ impl Server {
     pub fn requests(&self) -> Vec<Request> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// The requests whose path contains `part`.
+    pub fn asked_for(&self, part: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.path.contains(part))
+            .count()
+    }
+
+    /// Every header of every request, as `name: value` lower-cased.
+    pub fn header_lines(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .flat_map(|r| r.headers.iter())
+            .map(|(k, v)| format!("{k}: {v}").to_ascii_lowercase())
+            .collect()
+    }
 }
 
 impl Drop for Server {
@@ -212,17 +250,45 @@ fn exchange(
                 .push((k.trim().to_owned(), v.trim().to_owned()));
         }
     }
-    let length: usize = request
-        .header("content-length")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(0);
-    request.body = vec![0; length];
-    if reader.read_exact(&mut request.body).is_err() {
-        return;
+    let chunked = request
+        .header("transfer-encoding")
+        .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        match read_chunked(&mut reader) {
+            Some(body) => request.body = body,
+            None => return,
+        }
+    } else {
+        let length: usize = request
+            .header("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        request.body = vec![0; length];
+        if reader.read_exact(&mut request.body).is_err() {
+            return;
+        }
     }
     drop(reader);
     seen.lock().unwrap().push(request.clone());
     let reply = handler(&request);
+    if let Body::Silent = reply.body {
+        // Until the client hangs up: a read that ends (or fails otherwise than by the read
+        // timeout) says it did.
+        let mut byte = [0u8; 1];
+        while !stop.load(Ordering::SeqCst) {
+            match stream.read(&mut byte) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+        return;
+    }
     let mut head = format!(
         "HTTP/1.1 {} Whatever\r\nConnection: close\r\n",
         reply.status
@@ -244,6 +310,26 @@ fn exchange(
                 let _ = stream.write_all(&bytes);
             }
         }
+        Body::Silent => unreachable!("answered above"),
+        Body::Trickle { every, max } => {
+            head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            if stream.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            for _ in 0..max {
+                if stop.load(Ordering::SeqCst)
+                    || stream
+                        .write_all(b"1\r\nx\r\n")
+                        .and_then(|()| stream.flush())
+                        .is_err()
+                {
+                    return;
+                }
+                streamed.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(every);
+            }
+            let _ = stream.write_all(b"0\r\n\r\n");
+        }
         Body::Endless => {
             head.push_str("\r\n");
             if stream.write_all(head.as_bytes()).is_err() {
@@ -257,6 +343,77 @@ fn exchange(
         }
     }
     let _ = stream.flush();
+}
+
+/// A chunked request body, whole.
+fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).ok()?;
+        let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// Asks `upstream` (`host:port`, plain HTTP) what `request` asks, at `path` instead of the
+/// request's own, and answers what it answered: the body of a handler that fronts a real
+/// registry and changes some of what passes. HTTP/1.0, so that the registry closes after
+/// answering.
+pub fn forward(upstream: &str, request: &Request, path: &str) -> Reply {
+    let mut head = format!("{} {path} HTTP/1.0\r\n", request.method);
+    for (k, v) in &request.headers {
+        let k_lower = k.to_ascii_lowercase();
+        if !["content-length", "transfer-encoding", "connection"].contains(&k_lower.as_str()) {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        request.body.len()
+    ));
+    let mut response = Vec::new();
+    let asked = TcpStream::connect(upstream).and_then(|mut up| {
+        up.write_all(head.as_bytes())?;
+        up.write_all(&request.body)?;
+        up.read_to_end(&mut response)
+    });
+    let Some(end) = asked
+        .ok()
+        .and_then(|_| response.windows(4).position(|w| w == b"\r\n\r\n"))
+    else {
+        return Reply::new(502);
+    };
+    let text = String::from_utf8_lossy(&response[..end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(502);
+    let mut reply = Reply::new(status);
+    let mut length = None;
+    for line in lines {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = v.trim().parse::<u64>().ok(),
+            "connection" | "transfer-encoding" => {}
+            _ => reply = reply.header(k.trim(), v.trim()),
+        }
+    }
+    let body = response[end + 4..].to_vec();
+    match (request.method.as_str(), length) {
+        // A HEAD's length is that of the body a GET would have had.
+        ("HEAD", Some(claimed)) => reply.short(claimed, Vec::new()),
+        _ => reply.body(body),
+    }
 }
 
 pub fn sha256(bytes: &[u8]) -> String {

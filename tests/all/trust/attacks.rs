@@ -4,12 +4,11 @@
 //! Docker Distribution (and containerd, for the shim) and run the real CLI.
 
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use crate::support::{HELLO, Registry, WasmOci, describe, http, stderr, testdata};
+use crate::support::{
+    HELLO, Registry, Request, Server, WasmOci, describe, forward, http, stderr, testdata,
+};
 
 const PASSWORD: &str = "red team password";
 
@@ -82,102 +81,19 @@ fn policy(dir: &Path, name: &str, scope: &str, key: &Path, identity: Option<&str
     path
 }
 
-/// A registry front, as a hostile registry (or a compromised mirror, or a man in the
-/// middle of a plain-HTTP link) behaves: every request is forwarded to `upstream`, after
-/// `rewrite` has had its way with the request line. One request per connection; bodies
-/// (Content-Length or chunked) are forwarded.
-struct Hostile {
-    addr: String,
-}
-
-impl Hostile {
-    fn start(upstream: &str, rewrite: fn(&str) -> String) -> Hostile {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let upstream = upstream.to_owned();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let upstream = upstream.clone();
-                std::thread::spawn(move || {
-                    let _ = forward(client, &upstream, rewrite);
-                });
-            }
-        });
-        Hostile { addr }
-    }
-}
-
-fn forward(mut client: TcpStream, upstream: &str, rewrite: fn(&str) -> String) -> Option<()> {
-    client
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        if client.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let mut lines = text.split("\r\n");
-    let request_line = rewrite(lines.next()?).replacen(" HTTP/1.1", " HTTP/1.0", 1);
-    let mut headers = Vec::new();
-    let mut length = 0usize;
-    let mut chunked = false;
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (k, v) = line.split_once(':')?;
-        match k.trim().to_ascii_lowercase().as_str() {
-            "content-length" => length = v.trim().parse().ok()?,
-            "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
-            "connection" => {}
-            _ => headers.push(line.to_owned()),
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let mut size_line = Vec::new();
-            while !size_line.ends_with(b"\r\n") {
-                client.read_exact(&mut byte).ok()?;
-                size_line.push(byte[0]);
-            }
-            let size = usize::from_str_radix(
-                String::from_utf8_lossy(&size_line)
-                    .trim()
-                    .split(';')
-                    .next()?,
-                16,
-            )
-            .ok()?;
-            let mut chunk = vec![0; size + 2];
-            client.read_exact(&mut chunk).ok()?;
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else {
-        body.resize(length, 0);
-        client.read_exact(&mut body).ok()?;
-    }
-    let mut forwarded = format!("{request_line}\r\n");
-    for h in headers {
-        forwarded.push_str(&h);
-        forwarded.push_str("\r\n");
-    }
-    forwarded.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    ));
-    let mut up = TcpStream::connect(upstream).ok()?;
-    up.write_all(forwarded.as_bytes()).ok()?;
-    up.write_all(&body).ok()?;
-    let mut response = Vec::new();
-    up.read_to_end(&mut response).ok()?;
-    client.write_all(&response).ok()?;
-    Some(())
+/// A registry front that forwards every request to `upstream`, with the path `rewrite` makes
+/// of the request line (`METHOD PATH HTTP/1.1`), as a hostile registry answers what it likes.
+fn hostile(upstream: &str, rewrite: fn(&str) -> String) -> Server {
+    let upstream = upstream.to_owned();
+    Server::start(move |r: &Request| {
+        let line = rewrite(&format!("{} {} {}", r.method, r.path, r.version));
+        let path = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        forward(&upstream, r, &path)
+    })
 }
 
 /// HOLE (closed): `push --sign-key` signs whatever digest the registry answers for the tag
@@ -198,7 +114,7 @@ fn push_sign_key_signs_the_digest_it_pushed_not_what_the_registry_answers_for_th
     ]);
     let evil = digest_of(&registry.addr, "hello", "evil");
     // The registry answers reads of the tag v1 with the attacker's manifest; writes go through.
-    let hostile = Hostile::start(&registry.addr, |line| {
+    let hostile = hostile(&registry.addr, |line| {
         if line.starts_with("GET ") || line.starts_with("HEAD ") {
             line.replace("/manifests/v1 ", "/manifests/evil ")
         } else {

@@ -12,6 +12,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use sha2::Digest as _;
 
+use crate::support::{Reply, Request, Server, forward};
+
 pub const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 
@@ -228,52 +230,16 @@ pub fn signature_manifest(addr: &str, repo: &str, digest: &str) -> serde_json::V
 }
 
 /// A registry front that forwards every request to `upstream` but answers the `.sig` tags
-/// with `garbage`, as a hostile or broken registry would. One request per connection.
-pub struct GarbageSigs {
-    pub addr: String,
-}
-
-impl GarbageSigs {
-    pub fn start(upstream: &str, garbage: &'static [u8]) -> GarbageSigs {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let upstream = upstream.to_owned();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(mut client) = client else { return };
-                let upstream = upstream.clone();
-                std::thread::spawn(move || {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if client.read(&mut byte).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
-                    }
-                    let text = String::from_utf8_lossy(&head).into_owned();
-                    let line = text.lines().next().unwrap_or_default().to_owned();
-                    if line.contains(".sig ") {
-                        let answer = format!(
-                            "HTTP/1.0 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            garbage.len()
-                        );
-                        let _ = client.write_all(answer.as_bytes());
-                        let _ = client.write_all(garbage);
-                        return;
-                    }
-                    // Forwarded in HTTP/1.0, so that the registry closes after answering.
-                    let forwarded = text.replacen(" HTTP/1.1\r\n", " HTTP/1.0\r\n", 1);
-                    let Ok(mut up) = TcpStream::connect(&upstream) else {
-                        return;
-                    };
-                    let _ = up.write_all(forwarded.as_bytes());
-                    let mut response = Vec::new();
-                    let _ = up.read_to_end(&mut response);
-                    let _ = client.write_all(&response);
-                });
-            }
-        });
-        GarbageSigs { addr }
-    }
+/// with `garbage`, as a hostile or broken registry would.
+pub fn garbage_sigs(upstream: &str, garbage: &'static [u8]) -> Server {
+    let upstream = upstream.to_owned();
+    Server::start(move |r: &Request| {
+        if r.path.ends_with(".sig") {
+            Reply::new(200)
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .body(garbage)
+        } else {
+            forward(&upstream, r, &r.path)
+        }
+    })
 }

@@ -525,7 +525,7 @@ fn oversized_and_garbage_signature_manifests_are_refused() {
     let e = refused(&f.cli, &f.reference(), &f.policy);
     assert!(e.contains("payloads over"), "{e}");
     // A registry that answers the .sig tag with garbage.
-    let front = format::GarbageSigs::start(&f.registry.addr, b"\x00\xffnot a manifest");
+    let front = format::garbage_sigs(&f.registry.addr, b"\x00\xffnot a manifest");
     let through = format!("{}/hello:v1", front.addr);
     let policy = signed_policy(
         f.dir.path(),
