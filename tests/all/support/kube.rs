@@ -517,7 +517,7 @@ evictionHard:
     }
 
     /// One `kubectl create -f -` of a list of pods, so that the API server has them all at
-    /// once; returns their uids.
+    /// once; returns their uids (kubectl prints each created object on its own).
     #[allow(dead_code, reason = "benches/kube.rs creates its pods at once with it")]
     pub fn create_all(&self, pods: &[String]) -> Vec<String> {
         let list = format!(
@@ -530,7 +530,7 @@ evictionHard:
                 "-f",
                 "-",
                 "-o",
-                r#"jsonpath={range .items[*]}{.metadata.uid}{"\n"}{end}"#,
+                r#"jsonpath={.metadata.uid}{"\n"}"#,
             ]),
             &list,
         );
