@@ -101,9 +101,6 @@ pub enum ConfigProblem {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// Neither `WASM_OCI_CACHE` nor a default cache directory.
-    #[error("no cache directory: set WASM_OCI_CACHE for containerd")]
-    NoCacheDir,
     /// The cache cannot be opened.
     #[error("opening the cache at {}: {}", dir.display(), chain(cause))]
     Cache {
