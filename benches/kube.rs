@@ -18,6 +18,7 @@
 #![allow(
     dead_code,
     unused_imports,
+    unused_macros,
     reason = "the test harness, shared with tests/all"
 )]
 
