@@ -25,6 +25,7 @@ mod describe;
 pub mod egress;
 mod error;
 mod fetcher;
+mod image;
 mod inspect;
 pub mod layout;
 mod progress;

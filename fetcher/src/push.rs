@@ -50,6 +50,10 @@ pub struct PushExtras {
     pub annotations: BTreeMap<String, String>,
     /// The manifest's `artifactType`, in place of the layout's.
     pub artifact_type: Option<String>,
+    /// Also write a Linux image holding the module as its entrypoint, and make the
+    /// reference an index of both (see [`crate::image`]): containerd then pulls, unpacks and
+    /// runs `image: REFERENCE` under the wasm-oci shim, and wasm readers pick the wasm entry.
+    pub image: bool,
 }
 
 /// What a push wrote.
@@ -57,8 +61,12 @@ pub struct PushExtras {
 pub struct Pushed {
     /// The reference pushed to.
     pub reference: String,
-    /// Digest of the manifest.
+    /// Digest of what the reference names: the wasm manifest, or the index with
+    /// [`PushExtras::image`] (what containerd pulls, and what is signed).
     pub digest: String,
+    /// Digest of the wasm manifest, when it is an entry of the index [`Pushed::digest`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
     /// Size of the wasm layer in bytes.
     pub size: u64,
     /// Digest of the wasm layer.
@@ -178,7 +186,7 @@ pub(crate) async fn push(
             "mediaType": layer_media_type,
             "digest": local.digest,
             "size": local.size,
-            "annotations": BTreeMap::from([("org.opencontainers.image.title", title)]),
+            "annotations": BTreeMap::from([("org.opencontainers.image.title", title.clone())]),
         }],
     });
     if format == PushFormat::Cncf {
@@ -201,15 +209,91 @@ pub(crate) async fn push(
             ),
         ));
     }
-    let digest = sha256(&body);
-    with_retries("uploading the manifest", || {
-        remote.put_manifest(reference, &body, OCI_IMAGE_MEDIA_TYPE)
-    })
-    .await
-    .map_err(failed)?;
+    let manifest_digest = sha256(&body);
+    let digest = if extras.image {
+        // The wasm manifest by its digest, then the Linux image, then the index at the tag:
+        // the tag never names an index whose entries are not all there.
+        let at = reference.clone_with_digest(manifest_digest.clone());
+        with_retries("uploading the manifest", || {
+            remote.put_manifest(&at, &body, OCI_IMAGE_MEDIA_TYPE)
+        })
+        .await
+        .map_err(failed)?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            action: "reading",
+            path: path.to_owned(),
+            source,
+        })?;
+        if sha256(&bytes) != local.digest {
+            return Err(Error::Io {
+                action: "reading",
+                path: path.to_owned(),
+                source: std::io::Error::other("the file changed while it was being pushed"),
+            });
+        }
+        let image = crate::image::LinuxImage::of(&title, &bytes);
+        let mut blobs = vec![&image.layer];
+        blobs.extend(image.configs.iter().map(|(_, c)| c));
+        for blob in blobs {
+            let blob_digest = sha256(blob);
+            if !exists(blob_digest.clone()).await.map_err(failed)? {
+                with_retries("uploading the Linux image", || {
+                    remote.upload_blob(reference, &blob_digest, blob.len() as u64, || {
+                        blob.clone().into()
+                    })
+                })
+                .await
+                .map_err(failed)?;
+            }
+        }
+        let mut entries = vec![json!({
+            "mediaType": OCI_IMAGE_MEDIA_TYPE,
+            "digest": manifest_digest,
+            "size": body.len(),
+            "platform": {"architecture": "wasm", "os": kind.os()},
+        })];
+        for (architecture, linux) in image.manifests() {
+            let linux_digest = sha256(&linux);
+            let at = reference.clone_with_digest(linux_digest.clone());
+            with_retries("uploading the Linux image's manifest", || {
+                remote.put_manifest(&at, &linux, OCI_IMAGE_MEDIA_TYPE)
+            })
+            .await
+            .map_err(failed)?;
+            entries.push(json!({
+                "mediaType": OCI_IMAGE_MEDIA_TYPE,
+                "digest": linux_digest,
+                "size": linux.len(),
+                "platform": {"architecture": architecture, "os": "linux"},
+            }));
+        }
+        let mut index = json!({
+            "schemaVersion": 2,
+            "mediaType": crate::image::OCI_INDEX_MEDIA_TYPE,
+            "manifests": entries,
+        });
+        if !extras.annotations.is_empty() {
+            index["annotations"] = json!(extras.annotations);
+        }
+        let index = serde_json::to_vec(&index).expect("json values serialize");
+        with_retries("uploading the index", || {
+            remote.put_manifest(reference, &index, crate::image::OCI_INDEX_MEDIA_TYPE)
+        })
+        .await
+        .map_err(failed)?;
+        sha256(&index)
+    } else {
+        with_retries("uploading the manifest", || {
+            remote.put_manifest(reference, &body, OCI_IMAGE_MEDIA_TYPE)
+        })
+        .await
+        .map_err(failed)?;
+        manifest_digest.clone()
+    };
     tracing::info!(%digest, bytes = local.size, "pushed");
     Ok(Pushed {
         reference: reference.whole(),
+        manifest_digest: extras.image.then_some(manifest_digest),
         digest,
         size: local.size,
         layer_digest: local.digest,

@@ -33,7 +33,15 @@ pub struct PushCommand {
     #[arg(long, value_enum, default_value_t = Format::Cncf)]
     format: Format,
 
-    /// Print the result as JSON on stdout: reference, digest (the manifest's),
+    /// Also write a Linux image holding the module as its entrypoint, and push an index of
+    /// both to REF: containerd then runs `image: REF` under the wasmoci runtime (containerd
+    /// 1.6 and 2.x), and wasm readers (wasm-oci, oras) take the index's wasm entry. wkg and
+    /// other oci-client readers choose linux/amd64 from an index: push without it for them
+    #[arg(long)]
+    image: bool,
+
+    /// Print the result as JSON on stdout: reference, digest (the manifest's, or with
+    /// --image the index's), manifest_digest (with --image: the wasm manifest's),
     /// layer_digest, layer_media_type, config_media_type, size and kind
     #[arg(long)]
     json: bool,
@@ -82,6 +90,7 @@ impl PushCommand {
         let extras = PushExtras {
             annotations: self.annotations.iter().cloned().collect(),
             artifact_type: self.artifact_type.clone(),
+            image: self.image,
         };
         let pushed = crate::block_on(fetcher.push_with(&self.file, &reference, format, &extras))?
             .naming(&[&self.reference, &self.file.display().to_string()], || {

@@ -53,7 +53,6 @@ pub(crate) struct Cri {
     pub(crate) c: Containerd,
     runtime: tokio::runtime::Runtime,
     rt: RuntimeServiceClient<Channel>,
-    #[allow(dead_code, reason = "kept for image status checks")]
     images: ImageServiceClient<Channel>,
     /// Where pods' log directories go.
     pub(crate) logs: PathBuf,
@@ -79,6 +78,26 @@ impl Cri {
     /// containerd `version`, with extra environment and `shim_toml` as the operator's shim
     /// config.
     pub(crate) fn start_on(version: Version, env: &[(&str, &Path)], shim_toml: &str) -> Cri {
+        Self::start_configured_on(version, env, shim_toml, "")
+    }
+
+    /// As [`Cri::start_with`], with `extra` appended to containerd's config (registry hosts).
+    pub(crate) fn start_configured(env: &[(&str, &Path)], shim_toml: &str, extra: &str) -> Cri {
+        Self::start_configured_on(Version::V1_6, env, shim_toml, extra)
+    }
+
+    /// containerd `version` as [`Cri::start_on`], with `extra` appended to its config (in
+    /// the config version that containerd reads: only 1.6's takes extra sections so far).
+    pub(crate) fn start_configured_on(
+        version: Version,
+        env: &[(&str, &Path)],
+        shim_toml: &str,
+        extra: &str,
+    ) -> Cri {
+        assert!(
+            extra.is_empty() || matches!(version, Version::V1_6),
+            "extra containerd config is written for 1.6's config version"
+        );
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_owned();
         let bin = d.join("cni/bin");
@@ -120,6 +139,7 @@ impl Cri {
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{bin}"
     conf_dir = "{conf}"
+{extra}
 "#,
                 base = version.base_config(&d),
                 bin = bin.display(),
@@ -259,6 +279,28 @@ impl Cri {
         F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.block(call, self.rt.clone())
+    }
+
+    /// PullImage as the kubelet asks it, with the pod's pull secret as `auth`; the image's
+    /// reference by digest (`imageRef`).
+    pub(crate) fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<cri::AuthConfig>,
+    ) -> Result<String, tonic::Status> {
+        let request = cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.to_owned(),
+                ..Default::default()
+            }),
+            auth,
+            sandbox_config: None,
+        };
+        self.block(
+            |mut i| async move { i.pull_image(request).await },
+            self.images.clone(),
+        )
+        .map(|r| r.image_ref)
     }
 
     /// A pod's config as the kubelet writes it.

@@ -156,6 +156,11 @@ impl Guest {
         let stopped = self.options.stop.clone();
         // Compiled by the shim, as containerd unpacks an image: outside the container's CPU
         // limit, so that a kill never waits for a compile throttled at the guest's quota.
+        // Compiled outside the pod's memory cgroup first, when it is not in the cache: a
+        // compile's peak never counts against the pod's limit (see `compile`).
+        if self.cgroup.is_some() {
+            super::compile::ahead(runner, &wasm);
+        }
         let loaded = runner.load(&name, wasm);
         // From here this thread, and every thread it starts, runs the guest: it takes the
         // container's CPU limit, which the shim's own threads never share.

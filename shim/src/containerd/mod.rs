@@ -22,10 +22,12 @@
 mod annotations;
 mod bootstrap;
 mod cgroup;
+mod compile;
 pub mod config;
 mod container;
 mod error;
 mod guest;
+mod linux;
 mod mounts;
 mod netns;
 mod rootfs;
@@ -61,6 +63,13 @@ pub fn version() -> String {
 /// protocol crate.
 pub fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.first().and_then(|a| a.to_str()) == Some(compile::COMPILE_ARG) {
+        let rest: Vec<String> = args[1..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        std::process::exit(compile::helper_main(&rest));
+    }
     let flag = |names: &[&str]| {
         args.iter()
             .any(|a| a.to_str().is_some_and(|a| names.contains(&a)))
@@ -88,6 +97,8 @@ pub fn main() {
         }
         return;
     }
+    // Before any pod's cgroup is joined: where the compile helper is put.
+    compile::remember_home();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -53,3 +53,15 @@ pub(crate) fn unmount(target: &Path) {
 pub(crate) fn guest_mount_dir(bundle: &Path, index: usize) -> PathBuf {
     bundle.join("wasm-oci-mounts").join(index.to_string())
 }
+
+/// Unmounts every guest mount left in `bundle` by a shim that died, and their directory.
+pub(crate) fn remove_leftovers(bundle: &Path) {
+    let dir = bundle.join("wasm-oci-mounts");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        unmount(&entry.path());
+    }
+    let _ = std::fs::remove_dir(&dir);
+}

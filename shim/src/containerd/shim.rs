@@ -22,10 +22,10 @@ use sha2::{Digest as _, Sha256};
 
 use super::annotations::{ANNOTATION_GROUP, CRI_SANDBOX_ID};
 use super::bootstrap::{BootstrapError, LOG_LEVEL_DEBUG, MAX_INPUT, StartRequest};
-use super::cgroup;
 use super::config::{GroupBy, ShimConfig};
 use super::error::ConfigError;
 use super::service::TaskService;
+use super::{cgroup, linux, mounts};
 
 /// The shim process, as containerd's `Shim` trait drives it.
 #[derive(Clone)]
@@ -57,6 +57,11 @@ impl Shim for Service {
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
+        if linux::is_handed_over(Path::new(".")) {
+            use containerd_shim::protos::protobuf::Message as _;
+            let answer = linux::delete().map_err(|e| Error::Other(e.to_string()))?;
+            return DeleteResponse::parse_from_bytes(&answer).map_err(Into::into);
+        }
         // The shim died (containerd asks this in the container's bundle): its cgroup would
         // stay behind, with no process to remove it.
         if let Ok(spec) = read_spec(".").await
@@ -64,6 +69,19 @@ impl Shim for Service {
             && let Ok(relative) = cgroup::relative_path(&path.to_string_lossy())
         {
             cgroup::remove_leftover(Path::new(cgroup::ROOT), &relative);
+        }
+        // Its guests' binds would keep the bundle busy: containerd could not remove it.
+        mounts::remove_leftovers(Path::new("."));
+        // Its socket, when nobody listens on it any more (a group's shim that died is gone
+        // for every container of the group).
+        if let Ok(address) = std::fs::read_to_string("address") {
+            let path = address.trim().trim_start_matches("unix://");
+            if !path.is_empty()
+                && !path.starts_with('@')
+                && UnixStream::connect(path).is_err()
+            {
+                let _ = std::fs::remove_file(path);
+            }
         }
         let mut response = DeleteResponse::new();
         response.exit_status = 137;
@@ -130,6 +148,8 @@ pub(crate) enum StartError {
     Exited(ExitStatus),
     #[error("the shim serves nothing at {0}")]
     NotServing(String),
+    #[error(transparent)]
+    Linux(#[from] linux::HandOverError),
 }
 
 /// Who starts, and where the shim is to serve: from the bootstrap parameters, else from the
@@ -201,6 +221,14 @@ pub(crate) fn start(flags: &Flags, stdin: impl Read) -> Result<Vec<u8>, StartErr
         .map_err(StartError::Stdin)?;
     if input.len() as u64 > MAX_INPUT {
         return Err(StartError::TooLarge);
+    }
+    // A Linux container of a mixed pod is runc's (see `linux`): runc's shim reads the same
+    // request and its answer is containerd's.
+    if let Ok(bytes) = std::fs::read("config.json")
+        && let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        && linux::is_linux(&spec)
+    {
+        return Ok(linux::start(spec, &input)?);
     }
     let request = StartRequest::decode(&input, &flags.id, &flags.namespace)?;
     let shim_cgroup = request.shim_cgroup()?;

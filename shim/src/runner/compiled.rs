@@ -63,6 +63,21 @@ impl Runner {
         }
     }
 
+    /// Whether the cache holds code compiled for `digest` by this engine (not yet checked
+    /// or loaded: [`Runner::load`] does that).
+    pub fn is_compiled(
+        &self,
+        cache: &wasm_oci_cache::Cache,
+        digest: &wasm_oci_cache::Digest,
+    ) -> bool {
+        ["module", "component"].into_iter().any(|kind| {
+            matches!(
+                cache.open_compiled(self.engine_key(), digest, kind),
+                Ok(Some(_))
+            )
+        })
+    }
+
     /// The code compiled for `digest` earlier, if any is usable: opened once by the cache,
     /// which checks on that descriptor that nobody but our user could have written it or any
     /// directory above it.

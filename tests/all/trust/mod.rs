@@ -6,6 +6,7 @@
 mod attacks;
 mod format;
 mod gate;
+mod image;
 mod peer;
 
 use std::fs;

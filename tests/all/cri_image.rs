@@ -1,0 +1,210 @@
+//! `image: REF` is the module: what `wasm-oci push --image` writes is pulled by containerd's
+//! CRI plugin as the kubelet asks it (PullImage with the pod's pull secret, nothing on the
+//! node), unpacked, and run under the `wasmoci` handler with no annotation and no command.
+//! The module that runs is the one containerd pulled: a tag moved afterwards changes nothing.
+
+use std::path::Path;
+
+use k8s_cri::v1 as cri;
+
+use crate::cri::Cri;
+use crate::support::{
+    HELLO, Registry, Secure, WasmOci, describe, output_with_stdin, stdout, testdata,
+};
+
+const USER: &str = "puller";
+const PASSWORD: &str = "pod-secret-9";
+
+/// A core module that prints `message` and a newline on stdout.
+pub(crate) fn printer(message: &str) -> Vec<u8> {
+    let escaped: String = message.bytes().map(|b| format!("\\{b:02x}")).collect();
+    wat::parse_str(format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "{escaped}\0a")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const {len}))
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        len = message.len() + 1
+    ))
+    .unwrap()
+}
+
+/// containerd's registry host for `registry`: plain HTTP, as a kubelet's node would name a
+/// mirror; no credentials (the pod brings them).
+pub(crate) fn registry_hosts(registry: &Registry) -> String {
+    format!(
+        "[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{addr}\"]\n  endpoint = [\"http://{addr}\"]\n",
+        addr = registry.addr
+    )
+}
+
+/// `wasm-oci push --image --json FILE REFERENCE` with `credentials`; what it printed.
+pub(crate) fn push_image(
+    cli: &WasmOci,
+    file: &Path,
+    reference: &str,
+    credentials: bool,
+) -> serde_json::Value {
+    let mut cmd = cli.command();
+    cmd.args(["push", "--image", "--json"]);
+    if credentials {
+        cmd.args(["--username", USER, "--password-stdin"]);
+    }
+    cmd.arg(file).arg(reference);
+    let out = output_with_stdin(cmd, PASSWORD);
+    assert!(out.status.success(), "{}", describe(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn pull_secret(registry: &Registry) -> cri::AuthConfig {
+    cri::AuthConfig {
+        username: USER.into(),
+        password: PASSWORD.into(),
+        server_address: format!("http://{}", registry.addr),
+        ..Default::default()
+    }
+}
+
+/// The messages a container's CRI log holds on stdout.
+fn stdout_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter_map(|l| l.split_once(" stdout F "))
+        .map(|(_, m)| m)
+        .collect()
+}
+
+#[test]
+fn a_pushed_image_runs_as_the_pods_image_with_the_pods_pull_secret_alone() {
+    let registry = Registry::start_secure(Secure {
+        tls: false,
+        user: Some((USER, PASSWORD)),
+    });
+    let cli = WasmOci::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (one_wasm, two_wasm) = (dir.path().join("one.wasm"), dir.path().join("two.wasm"));
+    std::fs::write(&one_wasm, printer("module one")).unwrap();
+    std::fs::write(&two_wasm, printer("module two")).unwrap();
+    let one = registry.reference("pods/one:v1");
+    let two = registry.reference("pods/two:v1");
+    let pushed_one = push_image(&cli, &one_wasm, &one, true);
+    push_image(&cli, &two_wasm, &two, true);
+
+    let cri = Cri::start_configured(&[], "", &registry_hosts(&registry));
+    // The node has no credentials: without the pod's secret the pull is refused.
+    let e = cri.pull_image(&one, None).unwrap_err();
+    assert!(
+        e.message().contains("401") || e.message().to_lowercase().contains("unauthorized"),
+        "{e}"
+    );
+    cri.pull_image(&one, Some(pull_secret(&registry))).unwrap();
+    cri.pull_image(&two, Some(pull_secret(&registry))).unwrap();
+
+    // Two containers of one pod, each its own image, no command, no annotation.
+    let config = cri.pod_config("two-modules", &[]);
+    let pod = cri.run_pod(&config, "wasmoci");
+    for (name, image, message) in [("one", &one, "module one"), ("two", &two, "module two")] {
+        let status = cri.run_to_exit(&pod, &config, name, image, &[]);
+        assert_eq!(status.exit_code, 0, "{status:?}\n{}", cri.c.log());
+        let log = cri.log_of(&config, name);
+        assert_eq!(stdout_lines(&log), [message], "{log}");
+        assert!(
+            status
+                .image_ref
+                .ends_with(pushed_one["digest"].as_str().unwrap())
+                == (name == "one"),
+            "{status:?}"
+        );
+    }
+    cri.remove_pod(&pod);
+
+    // The node downloaded the module once: the Linux image's layer, never the wasm entry's.
+    let content = stdout(&cri.c.ctr(&["content", "ls", "-q"]));
+    let wasm_layer = pushed_one["layer_digest"].as_str().unwrap();
+    assert!(
+        !content.contains(wasm_layer),
+        "the wasm entry's layer was downloaded too:\n{content}"
+    );
+    assert!(
+        content.contains(pushed_one["digest"].as_str().unwrap()),
+        "{content}"
+    );
+}
+
+#[test]
+fn a_tag_moved_after_the_pull_changes_nothing() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (
+        dir.path().join("first.wasm"),
+        dir.path().join("second.wasm"),
+    );
+    std::fs::write(&first, printer("first push")).unwrap();
+    std::fs::write(&second, printer("second push")).unwrap();
+    let reference = registry.reference("moving:v1");
+    let pushed = push_image(&cli, &first, &reference, false);
+
+    let cri = Cri::start_configured(&[], "", &registry_hosts(&registry));
+    cri.pull_image(&reference, None).unwrap();
+    let moved = push_image(&cli, &second, &reference, false);
+    assert_ne!(moved["digest"], pushed["digest"]);
+
+    let config = cri.pod_config("moving", &[]);
+    let pod = cri.run_pod(&config, "wasmoci");
+    let status = cri.run_to_exit(&pod, &config, "moving", &reference, &[]);
+    assert_eq!(status.exit_code, 0, "{status:?}\n{}", cri.c.log());
+    let log = cri.log_of(&config, "moving");
+    assert_eq!(stdout_lines(&log), ["first push"], "{log}");
+    // The kubelet's imageID is the index pulled first, whose module ran.
+    assert_eq!(
+        status.image_ref,
+        format!(
+            "{}/moving@{}",
+            registry.addr,
+            pushed["digest"].as_str().unwrap()
+        ),
+        "{status:?}"
+    );
+    cri.remove_pod(&pod);
+}
+
+#[test]
+fn run_inspect_save_and_load_read_what_push_image_writes() {
+    let mut registry = Registry::start();
+    let cli = WasmOci::new();
+    let reference = registry.reference("hello:v1");
+    let pushed = push_image(&cli, &testdata("hello.wasm"), &reference, false);
+    let index = crate::support::manifest(&registry, "hello", "v1");
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["wasip1/wasm", "linux/amd64", "linux/arm64"]);
+    assert_eq!(index["manifests"][0]["digest"], pushed["manifest_digest"]);
+
+    assert_eq!(cli.ok(&["run", &reference]), HELLO);
+    let inspected = cli.ok(&["inspect", &reference]);
+    assert!(
+        inspected.contains(pushed["layer_digest"].as_str().unwrap()),
+        "{inspected}"
+    );
+
+    let layout = tempfile::tempdir().unwrap();
+    let saved = layout.path().join("saved");
+    cli.ok(&["save", &reference, "-o", saved.to_str().unwrap()]);
+    registry.stop();
+    let node = WasmOci::new();
+    node.ok(&["load", saved.to_str().unwrap()]);
+    assert_eq!(node.ok(&["run", "--pull", "never", &reference]), HELLO);
+}
