@@ -31,6 +31,7 @@ mod interop;
 mod interop_copy;
 mod interop_crane;
 mod interop_oras;
+mod kubelet;
 mod layout;
 mod layout_attacks;
 mod mirror_attacks;

@@ -1,5 +1,6 @@
 //! Test harness, by what it supports: a private registry per test ([`registry`]), the
-//! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), raw
+//! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), a
+//! Kubernetes node (etcd, kube-apiserver, a kubelet) per test ([`kube`]), raw
 //! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
 //! registries and small services ([`server`]), `wasm-oci serve` and a client for it
 //! ([`served`]), the trust tests' keys, digests and policies ([`trust`]), a network namespace
@@ -13,6 +14,7 @@ pub mod containerd;
 mod guests;
 mod http;
 mod http_guests;
+pub mod kube;
 mod netns;
 mod peers;
 pub mod proxy;
@@ -28,6 +30,7 @@ pub use containerd::*;
 pub use guests::*;
 pub use http::*;
 pub use http_guests::*;
+pub use kube::*;
 pub use netns::*;
 pub use peers::*;
 pub use proxy::*;
