@@ -55,7 +55,7 @@ impl Fetcher {
     /// The manifest `reference` names, and for an index each of its entries; manifests only,
     /// no config or layer is downloaded.
     pub async fn describe(&self, reference: &Reference) -> Result<Described> {
-        let (body, digest, media_type) = self.manifest_bytes(reference).await?;
+        let (body, digest, media_type) = self.manifest_bytes_read(reference).await?;
         let invalid = |reason: String| Error::invalid_manifest(reference.whole(), reason);
         let manifest: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
@@ -79,7 +79,7 @@ impl Fetcher {
                     reference.repository().to_owned(),
                     entry_digest.to_owned(),
                 );
-                let (entry_body, _, entry_type) = self.manifest_bytes(&at).await?;
+                let (entry_body, _, entry_type) = self.manifest_bytes_read(&at).await?;
                 if entry_body.len() as u64 != size {
                     return Err(invalid(format!(
                         "its entry {entry_digest} is {} bytes, not the {size} the index says",

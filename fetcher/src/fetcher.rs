@@ -104,6 +104,16 @@ impl Fetcher {
         self.transport.remote(reference).await
     }
 
+    /// The transport: for operations that ask a registry's hosts in order (mirrors first).
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Whom to tell of blob transfers, if anyone.
+    pub(crate) fn progress(&self) -> Option<&dyn Progress> {
+        self.progress.as_deref()
+    }
+
     /// Checks that the configured credentials open `registry`, as `docker login` does before it
     /// stores them: a bearer registry must hand out a token, a basic one must accept a request.
     pub async fn check_login(&self, registry: &str) -> Result<()> {

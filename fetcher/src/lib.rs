@@ -14,13 +14,16 @@
 //!   manifest are [`wasm_oci_artifact`]'s);
 //! - [`layout`]: OCI image layouts on disk;
 //! - operations: `pull`, `push`, `resolve`, `tags` (list, retag), `describe` (a manifest
-//!   without its layers), `referrers` (attach, discover), each handed what it needs by [`Fetcher`]
+//!   without its layers), `referrers` (attach, discover), `copy` (registry or layout to
+//!   registry or layout, with signatures and referrers), `precompiled` (code compiled for
+//!   the fleet, attached and adopted), each handed what it needs by [`Fetcher`]
 //!   (`fetcher.rs`), which is the only one to hold it all.
 //!
 //! `scripts/check-cycles` fails when two modules use each other.
 
 #![deny(missing_docs)]
 
+mod copy;
 mod describe;
 pub mod egress;
 mod error;
@@ -28,6 +31,7 @@ mod fetcher;
 mod image;
 mod inspect;
 pub mod layout;
+mod precompiled;
 mod progress;
 mod pull;
 mod push;
@@ -39,11 +43,13 @@ mod signatures;
 mod tags;
 mod walk;
 
+pub use copy::{Copied, CopyOptions, Place};
 pub use describe::{Described, Entry};
 pub use error::{Error, Result, TrustRefusal};
 pub use fetcher::Fetcher;
 pub use inspect::{ComponentConfig, Interface, WasmKind, interface, interface_of_file};
 pub use oci_client::Reference as OciReference;
+pub use precompiled::{Adopted, CompiledFor, Passed, Wanted};
 pub use progress::{Blob, Progress, Transfer};
 pub use pull::{ConfigCheck, Pulled};
 pub use push::{PushExtras, PushFormat, Pushed};

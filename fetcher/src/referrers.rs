@@ -14,6 +14,7 @@ use wasm_oci_cache::Digest;
 
 use crate::Fetcher;
 use crate::error::{Error, Result};
+use crate::remote::endpoint::{Capability, in_order, skipped};
 use crate::remote::failure::{Failure, violation};
 use crate::remote::registry::{MAX_CONFIG_SIZE, Registry};
 use crate::remote::retry::with_retries;
@@ -29,6 +30,12 @@ pub const MAX_ATTACHMENT: u64 = 64 << 20;
 const MAX_REFERRERS: usize = 10_000;
 /// Pages of the referrers API followed at most.
 const MAX_PAGES: usize = 100;
+/// Read-modify-write rounds of a referrers tag at most (see `add_to_referrers_tag`).
+const MAX_TAG_ROUNDS: usize = 8;
+/// The least and most time given to other writers of a referrers tag before it is read
+/// again.
+const SETTLE_MIN: std::time::Duration = std::time::Duration::from_millis(50);
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One artifact attached to a manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -65,6 +72,16 @@ pub struct Referrers {
     pub referrers: Vec<Referrer>,
 }
 
+/// The one layer of an artifact to attach.
+pub(crate) struct Layer<'a> {
+    /// Its bytes.
+    pub(crate) content: &'a [u8],
+    /// Its media type.
+    pub(crate) media_type: &'a str,
+    /// Its `org.opencontainers.image.title`.
+    pub(crate) title: &'a str,
+}
+
 /// An artifact attached by [`Fetcher::attach`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Attached {
@@ -92,7 +109,7 @@ pub fn referrers_tag(digest: &str) -> String {
 
 /// The descriptors of an index's `manifests`, each checked; a hostile registry's index is
 /// refused rather than passed on.
-fn referrers_of(body: &[u8]) -> std::result::Result<Vec<Referrer>, BadReferrers> {
+pub(crate) fn referrers_of(body: &[u8]) -> std::result::Result<Vec<Referrer>, BadReferrers> {
     let index: Index = serde_json::from_slice(body).map_err(BadReferrers::Json)?;
     if index.manifests.len() > MAX_REFERRERS {
         return Err(BadReferrers::TooMany);
@@ -115,7 +132,7 @@ fn referrers_of(body: &[u8]) -> std::result::Result<Vec<Referrer>, BadReferrers>
 
 /// Why a registry's referrers index is refused (the reason of an invalid manifest).
 #[derive(Debug, thiserror::Error)]
-enum BadReferrers {
+pub(crate) enum BadReferrers {
     /// Not an index, or an entry that is not a descriptor.
     #[error("{0}")]
     Json(serde_json::Error),
@@ -157,30 +174,48 @@ impl Fetcher {
             ));
         }
         let content = std::fs::read(path).map_err(|e| io("reading", e))?;
+        let title = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "attachment".to_owned());
+        let layer = Layer {
+            content: &content,
+            media_type: ATTACHED_LAYER_MEDIA_TYPE,
+            title: &title,
+        };
+        self.attach_layer(subject, layer, artifact_type, annotations)
+            .await
+    }
+
+    /// Attaches `layer` to the manifest `subject` names, as [`Fetcher::attach`] attaches a
+    /// file.
+    pub(crate) async fn attach_layer(
+        &self,
+        subject: &Reference,
+        layer: Layer<'_>,
+        artifact_type: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Attached> {
+        let Layer {
+            content,
+            media_type: layer_media_type,
+            title,
+        } = layer;
         let (subject_body, subject_digest, subject_type) = self.manifest_bytes(subject).await?;
         let remote = self.remote(subject).await?;
         let scheme = self.scheme(subject);
         let failed = |f: Failure| f.into_error(subject, scheme);
 
-        let blob_digest = Digest::of(&content).to_string();
+        let blob_digest = Digest::of(content).to_string();
         let empty = b"{}".to_vec();
         let empty_digest = Digest::of(&empty).to_string();
-        for (digest, bytes) in [(&blob_digest, &content), (&empty_digest, &empty)] {
-            upload_missing(&remote, subject, digest, bytes)
-                .await
-                .map_err(failed)?;
-        }
-        let title = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "attachment".to_owned());
         let mut manifest = json!({
             "schemaVersion": 2,
             "mediaType": OCI_IMAGE_MEDIA_TYPE,
             "artifactType": artifact_type,
             "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest, "size": 2},
             "layers": [{
-                "mediaType": ATTACHED_LAYER_MEDIA_TYPE,
+                "mediaType": layer_media_type,
                 "digest": blob_digest,
                 "size": content.len(),
                 "annotations": {"org.opencontainers.image.title": title},
@@ -201,11 +236,30 @@ impl Fetcher {
             subject.repository().to_owned(),
             digest.clone(),
         );
-        with_retries("putting the artifact manifest", || {
-            remote.put_manifest(&at, &body, OCI_IMAGE_MEDIA_TYPE)
-        })
-        .await
-        .map_err(failed)?;
+        // Two attaches uploading the same blob at once (the empty config every attachment
+        // shares) can leave Distribution without the blob's link in the repository for a
+        // moment: the manifest is refused with BLOB_UNKNOWN. The blobs are checked (and
+        // sent) again, and the manifest put again, a few times.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            for (digest, bytes) in [(&blob_digest, content), (&empty_digest, &empty[..])] {
+                upload_missing(&remote, subject, digest, bytes)
+                    .await
+                    .map_err(failed)?;
+            }
+            match with_retries("putting the artifact manifest", || {
+                remote.put_manifest(&at, &body, OCI_IMAGE_MEDIA_TYPE)
+            })
+            .await
+            {
+                Ok(()) => break,
+                Err(f) if tries < 3 && f.is_not_found() => {
+                    tracing::debug!(error = %f, "a blob of the attachment went missing; again");
+                }
+                Err(f) => return Err(failed(f)),
+            }
+        }
 
         let api = with_retries("asking for the referrers API", || {
             remote.referrers_page(subject, &subject_digest, None, MAX_CONFIG_SIZE)
@@ -224,7 +278,7 @@ impl Fetcher {
                     annotations: annotations.clone(),
                 };
                 Some(
-                    self.add_to_referrers_tag(&remote, subject, &subject_digest, referrer)
+                    self.add_to_referrers_tag(&remote, subject, &subject_digest, &[referrer])
                         .await?,
                 )
             }
@@ -238,14 +292,19 @@ impl Fetcher {
         })
     }
 
-    /// Adds `referrer` to the index tagged `sha256-<hex>` of `subject_digest` (made when
-    /// there is none), and returns the tag.
-    async fn add_to_referrers_tag(
+    /// Adds `added` to the index tagged `sha256-<hex>` of `subject_digest` (made when there
+    /// is none), and returns the tag. The registry offers no compare-and-swap for a tag
+    /// (Distribution 2.8 ignores `If-Match`), so two writers that read the index at once
+    /// would each drop the other's entry: after writing, the index is read again once any
+    /// writer that read it before this write has had the time to write (three times this
+    /// read-modify-write took, with jitter), and written again while an entry of `added` is
+    /// missing from it.
+    pub(crate) async fn add_to_referrers_tag(
         &self,
         remote: &Registry,
         subject: &Reference,
         subject_digest: &str,
-        referrer: Referrer,
+        added: &[Referrer],
     ) -> Result<String> {
         let tag = referrers_tag(subject_digest);
         let at = Reference::with_tag(
@@ -254,25 +313,45 @@ impl Fetcher {
             tag.clone(),
         );
         let scheme = self.scheme(subject);
-        let mut referrers = self
-            .tagged_referrers(remote, &at)
-            .await?
-            .unwrap_or_default();
-        if !referrers.iter().any(|r| r.digest == referrer.digest) {
-            referrers.push(referrer);
+        for _ in 0..MAX_TAG_ROUNDS {
+            let started = std::time::Instant::now();
+            let mut referrers = self
+                .tagged_referrers(remote, &at)
+                .await?
+                .unwrap_or_default();
+            let missing: Vec<Referrer> = added
+                .iter()
+                .filter(|r| !referrers.iter().any(|had| had.digest == r.digest))
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                return Ok(tag);
+            }
+            referrers.extend(missing);
+            if referrers.len() > MAX_REFERRERS {
+                return Err(
+                    violation(format!("over {MAX_REFERRERS} referrers")).into_error(&at, scheme)
+                );
+            }
+            let index = json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_IMAGE_INDEX_MEDIA_TYPE,
+                "manifests": referrers,
+            });
+            let body = serde_json::to_vec(&index).expect("json values serialize");
+            with_retries("updating the referrers tag", || {
+                remote.put_manifest(&at, &body, OCI_IMAGE_INDEX_MEDIA_TYPE)
+            })
+            .await
+            .map_err(|f| f.into_error(&at, scheme))?;
+            let settle = (started.elapsed() * 3).clamp(SETTLE_MIN, SETTLE_MAX);
+            let jitter = settle.mul_f64(crate::remote::retry::jitter_fraction());
+            tokio::time::sleep(settle + jitter).await;
         }
-        let index = json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_IMAGE_INDEX_MEDIA_TYPE,
-            "manifests": referrers,
-        });
-        let body = serde_json::to_vec(&index).expect("json values serialize");
-        with_retries("updating the referrers tag", || {
-            remote.put_manifest(&at, &body, OCI_IMAGE_INDEX_MEDIA_TYPE)
-        })
-        .await
-        .map_err(|f| f.into_error(&at, scheme))?;
-        Ok(tag)
+        Err(violation(format!(
+            "the referrers tag kept being rewritten by others {MAX_TAG_ROUNDS} times over"
+        ))
+        .into_error(&at, scheme))
     }
 
     /// The referrers the index at `at` (a `sha256-<hex>` tag) lists; `None` when there is
@@ -302,10 +381,43 @@ impl Fetcher {
     }
 
     /// What is attached to the manifest `subject` names: from the referrers API where the
-    /// registry has one, else from the referrers tag.
+    /// registry has one, else from the referrers tag. Asked of the hosts that may resolve
+    /// tags in order (a hosts.toml's mirrors, then the origin), as a pull asks them.
     pub async fn referrers(&self, subject: &Reference) -> Result<Referrers> {
-        let (_, subject_digest, _) = self.manifest_bytes(subject).await?;
-        let remote = self.remote(subject).await?;
+        let (_, subject_digest, _) = self.manifest_bytes_read(subject).await?;
+        let hosts = self.transport().endpoints(subject).await?;
+        let name = subject.whole();
+        let mut answer = None;
+        for (host, last) in in_order(&hosts, subject, Capability::Resolve)? {
+            match self
+                .list_referrers(&host.remote, subject, &subject_digest)
+                .await
+            {
+                Ok(found) => {
+                    answer = Some(found);
+                    break;
+                }
+                Err(e) if !last => skipped(host, &name, "referrers", &e),
+                Err(e) => return Err(e),
+            }
+        }
+        let (referrers, source) = answer.expect("the last host answers");
+        Ok(Referrers {
+            reference: subject.whole(),
+            digest: subject_digest,
+            source,
+            referrers,
+        })
+    }
+
+    /// The referrers of `subject_digest` in `subject`'s repository of `remote`, and where the
+    /// list came from (`referrers API` or `tag sha256-<hex>`).
+    pub(crate) async fn list_referrers(
+        &self,
+        remote: &Registry,
+        subject: &Reference,
+        subject_digest: &str,
+    ) -> Result<(Vec<Referrer>, String)> {
         let scheme = self.scheme(subject);
         let failed = |f: Failure| f.into_error(subject, scheme);
         let mut referrers = Vec::new();
@@ -318,19 +430,19 @@ impl Fetcher {
                 ))));
             }
             let fetched = with_retries("listing the referrers", || {
-                remote.referrers_page(subject, &subject_digest, at.as_ref(), MAX_CONFIG_SIZE)
+                remote.referrers_page(subject, subject_digest, at.as_ref(), MAX_CONFIG_SIZE)
             })
             .await
             .map_err(failed)?;
             let Some(fetched) = fetched else {
-                let tag = referrers_tag(&subject_digest);
+                let tag = referrers_tag(subject_digest);
                 let tagged = Reference::with_tag(
                     subject.registry().to_owned(),
                     subject.repository().to_owned(),
                     tag.clone(),
                 );
                 referrers = self
-                    .tagged_referrers(&remote, &tagged)
+                    .tagged_referrers(remote, &tagged)
                     .await?
                     .unwrap_or_default();
                 source = format!("tag {tag}");
@@ -356,12 +468,7 @@ impl Fetcher {
                 None => break,
             }
         }
-        Ok(Referrers {
-            reference: subject.whole(),
-            digest: subject_digest,
-            source,
-            referrers,
-        })
+        Ok((referrers, source))
     }
 }
 

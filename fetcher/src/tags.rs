@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Fetcher;
 use crate::error::{Error, Result};
+use crate::remote::endpoint::{Capability, ask_in_order, in_order, skipped};
 use crate::remote::failure::violation;
 use crate::remote::registry::{MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE};
 use crate::remote::retry::with_retries;
@@ -64,7 +65,8 @@ pub(crate) fn media_type_of(body: &[u8]) -> Option<String> {
 
 impl Fetcher {
     /// The tags of `repository`'s repository (its tag or digest, if any, is not looked at),
-    /// asked `page_size` at a time and followed through the registry's `Link` headers.
+    /// asked `page_size` at a time and followed through the registry's `Link` headers; asked
+    /// of the hosts that may resolve tags in order (a hosts.toml's mirrors, then the origin).
     ///
     /// A registry may page without a `Link` (go-containerregistry's answers `n` tags and
     /// stops): a page of exactly `n` tags without one is followed by asking for the next `n`
@@ -73,8 +75,29 @@ impl Fetcher {
     /// already listed (a registry that ignores `last`, or starts over after the greatest
     /// tag, as go-containerregistry's does) ends the list.
     pub async fn tags(&self, repository: &Reference, page_size: u32) -> Result<Vec<String>> {
-        let remote = self.remote(repository).await?;
-        let scheme = self.scheme(repository);
+        let hosts = self.transport().endpoints(repository).await?;
+        let name = repository.whole();
+        for (host, last) in in_order(&hosts, repository, Capability::Resolve)? {
+            match self
+                .tags_of(&host.remote, host.scheme, repository, page_size)
+                .await
+            {
+                Ok(tags) => return Ok(tags),
+                Err(e) if !last => skipped(host, &name, "tag list", &e),
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last host answers")
+    }
+
+    /// The tags of `repository` as `remote` lists them.
+    async fn tags_of(
+        &self,
+        remote: &crate::remote::registry::Registry,
+        scheme: &'static str,
+        repository: &Reference,
+        page_size: u32,
+    ) -> Result<Vec<String>> {
         let failed = |f: crate::remote::failure::Failure| f.into_error(repository, scheme);
         let n = page_size.max(1);
         let mut tags = Vec::new();
@@ -148,6 +171,40 @@ impl Fetcher {
         }
         let media_type =
             media_type_of(&body).ok_or_else(|| invalid("it is not a JSON object".into()))?;
+        Ok((body, digest, media_type))
+    }
+
+    /// The manifest `reference` names, as [`Fetcher::manifest_bytes`] reads it, but asked of
+    /// the hosts a pull asks, in order (a hosts.toml's mirrors, then the origin): for reads
+    /// that write nothing after (`manifest`, `discover`). A tag is asked of the hosts that may
+    /// resolve, a digest of those that may pull; a mirror's answer is verified as the
+    /// origin's is.
+    pub(crate) async fn manifest_bytes_read(
+        &self,
+        reference: &Reference,
+    ) -> Result<(Vec<u8>, String, String)> {
+        let hosts = self.transport().endpoints(reference).await?;
+        let capability = match reference.digest() {
+            Some(_) => Capability::Pull,
+            None => Capability::Resolve,
+        };
+        let (body, digest) = ask_in_order(&hosts, reference, capability, "manifest", |host| {
+            let remote = host.remote.clone();
+            async move {
+                let (body, digest) = remote
+                    .manifest(reference, MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE)
+                    .await?;
+                if body.len() as u64 > MAX_CONFIG_SIZE || media_type_of(&body).is_none() {
+                    return Err(violation(format!(
+                        "the manifest is over {MAX_CONFIG_SIZE} bytes or not a JSON object"
+                    )));
+                }
+                Ok(Some((body, digest)))
+            }
+        })
+        .await?
+        .expect("a manifest or an error");
+        let media_type = media_type_of(&body).expect("checked above");
         Ok((body, digest, media_type))
     }
 

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod containerd;
+pub mod precompiled;
 pub mod runner;
 
 pub use runner::http::{ServeOptions, Server};

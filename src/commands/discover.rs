@@ -13,7 +13,8 @@ use crate::GlobalOptions;
 ///
 /// Asks the registry's referrers API, or, where it has none (Docker Distribution 2.8), reads
 /// the index tagged sha256-<hex> of the artifact's digest. One line per referrer: its
-/// digest, artifact type and size.
+/// digest, artifact type and size; precompiled code (`compile --push`) says for what
+/// target and engine it is, and whether this host's `run` or shim engine could load it.
 ///
 /// Examples:
 ///     wasm-oci discover localhost:5000/hello:v1
@@ -51,12 +52,27 @@ impl DiscoverCommand {
                 .referrers
                 .retain(|r| r.artifact_type.as_deref() == Some(wanted.as_str()));
         }
+        // Precompiled code: whether this host could load it (signatures are checked when it
+        // is used, under the policy then in force).
+        let host = super::precompiled::Host::new();
         if self.json {
-            crate::print_json(&found)?;
+            let mut json = serde_json::to_value(&found)?;
+            if let Some(list) = json["referrers"].as_array_mut() {
+                for (value, referrer) in list.iter_mut().zip(&found.referrers) {
+                    if let Some(usable) = host.judge(referrer) {
+                        value["compiled"] = serde_json::to_value(usable)?;
+                    }
+                }
+            }
+            crate::print_json(&json)?;
         } else {
             for referrer in &found.referrers {
+                let compiled = host
+                    .judge(referrer)
+                    .map(|usable| format!(" {}", usable.summary()))
+                    .unwrap_or_default();
                 crate::outln!(
-                    "{} {} {}",
+                    "{} {} {}{compiled}",
                     referrer.digest,
                     printable(referrer.artifact_type.as_deref().unwrap_or("-")),
                     referrer.size

@@ -33,6 +33,11 @@ pub struct InspectCommand {
     #[arg(long)]
     json: bool,
 
+    /// Also list the precompiled code attached to it in its registry (`compile --push`), and
+    /// whether this host's `run` or shim engine could load each (asks the registry)
+    #[arg(long)]
+    precompiled: bool,
+
     #[command(flatten)]
     trust: super::resolve::PolicyOption,
 
@@ -60,6 +65,10 @@ struct Inspected {
     sources: std::collections::BTreeMap<String, String>,
     #[serde(flatten)]
     interface: wasm_oci_fetcher::Interface,
+    /// With --precompiled: the code attached, each with what it is for and who here could
+    /// load it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    precompiled: Vec<serde_json::Value>,
 }
 
 impl InspectCommand {
@@ -110,6 +119,7 @@ impl InspectCommand {
                 size,
                 sources: Default::default(),
                 interface,
+                precompiled: Vec::new(),
             });
         }
         let trust = self.trust.load()?;
@@ -143,6 +153,10 @@ impl InspectCommand {
                     size: entry.size,
                     sources: entry.sources.clone(),
                     interface,
+                    precompiled: match self.precompiled {
+                        true => precompiled_of(global, entry)?,
+                        false => Vec::new(),
+                    },
                 }
             }
             None => Inspected {
@@ -154,6 +168,7 @@ impl InspectCommand {
                 size: std::fs::metadata(&resolved.path).map_or(0, |m| m.len()),
                 sources: Default::default(),
                 interface,
+                precompiled: Vec::new(),
             },
         };
         self.print(inspected)
@@ -199,6 +214,13 @@ impl InspectCommand {
         if let Some(world) = &inspected.interface.world {
             crate::outln!("World:     {}", p(world));
         }
+        for code in &inspected.precompiled {
+            crate::outln!(
+                "Precompiled: {} {}",
+                p(code["digest"].as_str().unwrap_or("?")),
+                p(code["summary"].as_str().unwrap_or("?"))
+            );
+        }
         crate::outln!("Imports:");
         for i in &inspected.interface.imports {
             crate::outln!("  {}", p(&i.to_string()));
@@ -209,4 +231,31 @@ impl InspectCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The precompiled code attached to `entry`'s manifest in its registry, as `discover` shows it.
+fn precompiled_of(
+    global: &GlobalOptions,
+    entry: &wasm_oci_cache::RefEntry,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let reference = wasm_oci_fetcher::parse_reference(&entry.reference)?;
+    let subject = wasm_oci_fetcher::OciReference::with_digest(
+        reference.registry().to_owned(),
+        reference.repository().to_owned(),
+        entry.manifest_digest.to_string(),
+    );
+    let fetcher = global.fetcher_running_nothing(reference.registry())?;
+    let found = crate::block_on(fetcher.referrers(&subject))?
+        .with_context(|| format!("listing what is attached to {}", entry.reference))?;
+    let host = super::precompiled::Host::new();
+    let mut out = Vec::new();
+    for referrer in &found.referrers {
+        if let Some(usable) = host.judge(referrer) {
+            let mut value = serde_json::to_value(&usable)?;
+            value["digest"] = referrer.digest.clone().into();
+            value["summary"] = usable.summary().into();
+            out.push(value);
+        }
+    }
+    Ok(out)
 }

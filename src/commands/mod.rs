@@ -5,6 +5,7 @@ mod attach;
 mod cache;
 mod compile;
 mod completion;
+mod copy;
 mod discover;
 mod inspect;
 mod key;
@@ -12,6 +13,7 @@ mod login;
 mod manifest;
 mod naming;
 mod output;
+mod precompiled;
 mod prefetch;
 mod pull;
 mod push;
@@ -32,6 +34,7 @@ use attach::AttachCommand;
 use cache::CacheCommand;
 use compile::CompileCommand;
 use completion::{CompletionCommand, ManCommand};
+use copy::CopyCommand;
 use discover::DiscoverCommand;
 use inspect::InspectCommand;
 use key::KeyCommand;
@@ -102,6 +105,7 @@ enum Command {
     Manifest(ManifestCommand),
     Attach(AttachCommand),
     Discover(DiscoverCommand),
+    Copy(CopyCommand),
 }
 
 /// The registry options of the top level are accepted there but shown on the verbs only, and
@@ -148,6 +152,7 @@ impl Command {
             Command::Manifest(_) => "manifest",
             Command::Attach(_) => "attach",
             Command::Discover(_) => "discover",
+            Command::Copy(_) => "copy",
         }
     }
 
@@ -170,6 +175,7 @@ impl Command {
             Command::Manifest(cmd) => Some(&mut cmd.registry),
             Command::Attach(cmd) => Some(&mut cmd.registry),
             Command::Discover(cmd) => Some(&mut cmd.registry),
+            Command::Copy(cmd) => Some(&mut cmd.registry),
             Command::Load(_)
             | Command::Key(_)
             | Command::Cache(_)
@@ -207,7 +213,7 @@ impl Cli {
                     eprintln!(
                         "Error: {option} is an option of the verbs that talk to a registry \
                          (run, serve, pull, push, compile, prefetch, inspect, save, login, sign, verify, \
-                         tags, tag, manifest, attach, discover); \
+                         tags, tag, manifest, attach, discover, copy); \
                          `wasm-oci {}` talks to none",
                         self.command.name()
                     );
@@ -243,6 +249,7 @@ impl Cli {
             Command::Manifest(cmd) => (cmd.execute(&global), 1),
             Command::Attach(cmd) => (cmd.execute(&global), 1),
             Command::Discover(cmd) => (cmd.execute(&global), 1),
+            Command::Copy(cmd) => (cmd.execute(&global), 1),
         };
         match result {
             Ok(code) => code,

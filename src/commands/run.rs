@@ -220,6 +220,7 @@ impl RunCommand {
         };
         let (runner, loaded) = loop {
             let runner = Runner::new(engine)?;
+            super::precompiled::adopt_for(global, &trust, &resolved, &runner, self.pull);
             let loaded = crate::progress::while_compiling(
                 self.module(),
                 || resolved.to_compile(&runner),

@@ -20,7 +20,10 @@ use crate::GlobalOptions;
 /// entry is named by its tag (org.opencontainers.image.ref.name) and by its full reference
 /// (io.containerd.image.name). Saving into an existing layout adds to it. The cosign
 /// signatures kept with a reference (pulled under a policy, or prefetched) are written too,
-/// as its sha256-HEX.sig entry, for `load` to verify.
+/// as its sha256-HEX.sig entry, for `load` to verify. What is attached to each (its OCI 1.1
+/// referrers, see `attach`) is asked of the registry and written as the index tagged
+/// sha256-HEX that `wasm-oci copy oci:DIR:TAG REF` carries on; without the registry, the
+/// layout is written without them, and said so.
 ///
 /// Examples:
 ///     wasm-oci save localhost:5000/hello:v1 -o ./airgap
@@ -40,6 +43,11 @@ pub struct SaveCommand {
     /// layer_digest, layer_media_type and size
     #[arg(long)]
     json: bool,
+
+    /// Save the artifacts without their referrers (what `attach` attached, as sha256-HEX
+    /// index entries)
+    #[arg(long)]
+    no_referrers: bool,
 
     #[command(flatten)]
     trust: super::resolve::PolicyOption,
@@ -88,6 +96,9 @@ impl SaveCommand {
             .naming(&[&self.output.display().to_string()], || {
                 format!("saving to {}", self.output.display())
             })?;
+        if !self.no_referrers {
+            self.save_referrers(global, &entries);
+        }
         if self.json {
             let saved: Vec<Artifact> = entries.iter().map(Artifact::from).collect();
             crate::print_json(&saved)?;
@@ -97,6 +108,50 @@ impl SaveCommand {
             }
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl SaveCommand {
+    /// Writes the referrers of each saved entry (and of what they lead to) into the layout,
+    /// through `copy`: asked of the registry, each blob verified. A registry that cannot be
+    /// asked leaves the layout as it is, with a warning.
+    fn save_referrers(&self, global: &GlobalOptions, entries: &[wasm_oci_cache::RefEntry]) {
+        for entry in entries {
+            let Ok(reference) = wasm_oci_fetcher::parse_reference(&entry.reference) else {
+                continue;
+            };
+            let subject = entry
+                .signatures
+                .as_ref()
+                .map_or(&entry.manifest_digest, |s| &s.signed_digest)
+                .to_string();
+            let at =
+                wasm_oci_fetcher::Place::Registry(wasm_oci_fetcher::OciReference::with_digest(
+                    reference.registry().to_owned(),
+                    reference.repository().to_owned(),
+                    subject,
+                ));
+            let into = wasm_oci_fetcher::Place::Layout {
+                dir: self.output.clone(),
+                tag: None,
+            };
+            let copied = global
+                .fetcher_running_nothing(reference.registry())
+                .and_then(|fetcher| {
+                    crate::block_on(fetcher.copy(&at, &into, Default::default()))?
+                        .map_err(anyhow::Error::from)
+                });
+            match copied {
+                Ok(copied) if copied.referrers > 0 => {
+                    eprintln!("{}: {} referrers saved", entry.reference, copied.referrers)
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!(
+                    "warning: the referrers of {} are not saved: {e:#}",
+                    entry.reference
+                ),
+            }
+        }
     }
 }
 

@@ -12,9 +12,9 @@ use clap::CommandFactory as _;
 
 use crate::support::{Registry, Secure, WasmOci, describe, padded_hello, stderr, testdata};
 
-const REGISTRY_VERBS: [&str; 16] = [
+const REGISTRY_VERBS: [&str; 17] = [
     "run", "serve", "pull", "push", "compile", "prefetch", "inspect", "save", "login", "sign",
-    "verify", "tags", "tag", "manifest", "attach", "discover",
+    "verify", "tags", "tag", "manifest", "attach", "discover", "copy",
 ];
 
 /// Every verb and cache action, as typed after `wasm-oci`.

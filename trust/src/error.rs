@@ -39,6 +39,15 @@ pub enum Refusal {
         /// The image's name (printable).
         image: String,
     },
+    /// Native code offered for an image (a precompiled referrer) under a scope that names
+    /// no key: nobody vouches for it, so it is not loaded.
+    #[error(
+        "{scope} names no key (sigstoreSigned), and native code from a registry is loaded only when one of the policy's keys signed it"
+    )]
+    CodeNeedsKeys {
+        /// The scope, described.
+        scope: String,
+    },
     /// Content whose name is unknown, under a policy that does not accept anything
     /// everywhere.
     #[error(

@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+mod code;
 mod error;
 mod file;
 pub mod gate;

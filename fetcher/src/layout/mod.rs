@@ -15,9 +15,9 @@
 //! a layout and the cache; `error` says what is wrong.
 
 mod error;
-mod file;
+pub(crate) mod file;
 mod load;
-mod read;
+pub(crate) mod read;
 mod save;
 mod trusted;
 

@@ -20,7 +20,7 @@ pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub(crate) const IMAGE_NAME: &str = "io.containerd.image.name";
 
 /// The layout's `index.json`, parsed.
-fn read_index(dir: &Path) -> Result<serde_json::Value> {
+pub(crate) fn read_index(dir: &Path) -> Result<serde_json::Value> {
     serde_json::from_slice(&read_document(dir, &dir.join("index.json"))?).map_err(|source| {
         layout_err(
             dir,
@@ -102,9 +102,13 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
         };
         // The image manifest's bytes, read and verified once.
         let mut manifest = read_verified(dir, &digest)?;
-        // Signatures saved beside the artifacts are not artifacts.
+        // Signatures saved beside the artifacts are not artifacts, nor are referrers (an
+        // artifact with a `subject`) or the index of them tagged `sha256-<hex>`.
         if serde_json::from_slice::<OciImageManifest>(&manifest)
             .is_ok_and(|m| is_signature_manifest(&m))
+            || ref_name.as_deref().is_some_and(is_referrers_tag)
+            || serde_json::from_slice::<serde_json::Value>(&manifest)
+                .is_ok_and(|m| m.get("subject").is_some())
         {
             continue;
         }
@@ -156,6 +160,15 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
         });
     }
     Ok(found)
+}
+
+/// Whether `name` is a referrers tag, `<algorithm>-<hex>` (see [`crate::referrers_tag`]).
+pub(crate) fn is_referrers_tag(name: &str) -> bool {
+    name.split_once('-').is_some_and(|(algorithm, hex)| {
+        matches!(algorithm, "sha256" | "sha384" | "sha512")
+            && hex.len() >= 64
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// Whether a manifest holds cosign signatures (its layers are simple-signing payloads)

@@ -118,6 +118,53 @@ pub(crate) fn in_order<'h>(
     Ok(mirrors.chain([(&hosts[last], true)]))
 }
 
+/// Asks the hosts of `hosts` that may do `capability` for `reference`, in [`in_order`]'s
+/// order, with `ask`, and returns the first answer: `Ok(Some(..))`. A mirror gets one
+/// attempt within [`super::client::MIRROR_DOCUMENT_TIMEOUT`]; one that fails, is slow or has
+/// nothing (`Ok(None)`) passes to the next host. The last host is retried with backoff, and
+/// its answer, `None` included, is the answer. The one rule for every read that a mirror may
+/// serve: pull's manifests, copy's manifests and blobs, `manifest`, `tags`, `discover`.
+pub(crate) async fn ask_in_order<'h, T, F, Fut>(
+    hosts: &'h [Endpoint],
+    reference: &Reference,
+    capability: Capability,
+    what: &'static str,
+    mut ask: F,
+) -> Result<Option<T>, Error>
+where
+    F: FnMut(&'h Endpoint) -> Fut,
+    Fut: Future<Output = Result<Option<T>, Failure>>,
+{
+    let name = reference.whole();
+    for (host, last) in in_order(hosts, reference, capability)? {
+        if last {
+            return super::retry::with_retries(what, || ask(host))
+                .await
+                .map_err(|f| f.into_error(reference, host.scheme));
+        }
+        match tokio::time::timeout(super::client::MIRROR_DOCUMENT_TIMEOUT, ask(host)).await {
+            Ok(Ok(Some(answer))) => {
+                tracing::debug!(reference = %name, host = %host.host, what, "served by a mirror");
+                return Ok(Some(answer));
+            }
+            Ok(Ok(None)) => skipped(host, &name, what, &"it has none"),
+            Ok(Err(e)) => {
+                skipped(host, &name, what, &e);
+                host.failed(&e);
+            }
+            Err(_) => {
+                let why = format!(
+                    "no answer within {}s",
+                    super::client::MIRROR_DOCUMENT_TIMEOUT.as_secs()
+                );
+                skipped(host, &name, what, &why);
+                host.give_up(&why);
+            }
+        }
+    }
+    unreachable!("the last host answers")
+}
+
 /// Says that `mirror` failed to serve `what` of `reference` and the next host is asked.
 pub(crate) fn skipped(
     mirror: &Endpoint,

@@ -231,11 +231,12 @@ impl Registry {
         Ok((body, digest))
     }
 
-    /// The blob `digest` of `size` bytes from byte `offset` (below `size`) on: the response,
-    /// and whether the registry honoured the range (206) rather than sending it all (200).
-    /// Always a range request, even from 0, and a closed one (`bytes=<offset>-<size - 1>`):
-    /// go-containerregistry's registry (`crane registry serve`) reads no other form and
-    /// answers an open one (`bytes=0-`) with 416 and `BLOB_UNKNOWN`.
+    /// The blob `digest` of `size` bytes from byte `offset` on: the response, and whether
+    /// the registry honoured the range (206) rather than sending it all (200). Always a range
+    /// request, even from 0 (an empty blob, which has no byte to ask for, aside), and a closed
+    /// one (`bytes=<offset>-<size - 1>`): go-containerregistry's registry (`crane registry
+    /// serve`) reads no other form and answers an open one (`bytes=0-`) with 416 and
+    /// `BLOB_UNKNOWN`.
     pub(crate) async fn blob(
         &self,
         reference: &Reference,
@@ -245,11 +246,14 @@ impl Registry {
     ) -> Result<(reqwest::Response, bool), Failure> {
         check_digest(digest)?;
         let url = self.url(reference, "blobs", digest);
-        let last = size.saturating_sub(1).max(offset);
-        let range = HeaderValue::from_str(&format!("bytes={offset}-{last}")).expect("ASCII");
+        // An empty blob has no byte to ask a range of: it is asked for whole.
+        let range = (offset < size).then(|| {
+            HeaderValue::from_str(&format!("bytes={offset}-{}", size - 1)).expect("ASCII")
+        });
         let response = self
-            .send(reference, RegistryOperation::Pull, |http| {
-                http.get(&url).header(RANGE, range.clone())
+            .send(reference, RegistryOperation::Pull, |http| match &range {
+                Some(range) => http.get(&url).header(RANGE, range.clone()),
+                None => http.get(&url),
             })
             .await?;
         let partial = response.status() == StatusCode::PARTIAL_CONTENT;
@@ -349,6 +353,29 @@ impl Registry {
         })
         .await?;
         Ok(())
+    }
+
+    /// Asks the registry to mount the blob `digest` from its repository `from` into
+    /// `reference`'s (`POST .../blobs/uploads/?mount=&from=`): `true` when it did (201),
+    /// `false` when it opened an upload instead (202), which is left to expire.
+    pub(crate) async fn mount_blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        from: &str,
+    ) -> Result<bool, Failure> {
+        check_digest(digest)?;
+        let mut url = Url::parse(&self.url(reference, "blobs", "uploads/"))
+            .map_err(|e| violation(format!("the upload URL: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("mount", digest)
+            .append_pair("from", from);
+        let response = self
+            .send(reference, RegistryOperation::Push, |http| {
+                http.post(url.clone()).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        Ok(response.status() == StatusCode::CREATED)
     }
 
     /// Puts the manifest `body` of `media_type` at `reference`'s tag (or digest).

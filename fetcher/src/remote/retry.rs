@@ -145,7 +145,7 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A number in [0, 1) that differs between processes and calls; not for cryptography.
-fn jitter_fraction() -> f64 {
+pub(crate) fn jitter_fraction() -> f64 {
     use std::hash::{BuildHasher, RandomState};
     let x = RandomState::new().hash_one(std::time::Instant::now());
     (x >> 11) as f64 / (1u64 << 53) as f64

@@ -15,7 +15,7 @@ use containerd_shim::protos::topics;
 use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim::{DeleteResponse, TtrpcResult, api};
 
-use super::container::discard;
+use super::container::{Module, discard};
 use super::guest::{Guest, open_write};
 use super::service::{TaskService, err, micros, now, pod_network, ts};
 use super::state::{Exited, Kill, SIGKILL};
@@ -60,6 +60,14 @@ impl TaskService {
             }
         };
         container.mounted = true;
+        // On a compiled-code miss, code compiled for the fleet, where the policy vouches for
+        // it: the start then loads instead of compiling.
+        if let Some(Module::Cached { cache, artifact }) = &container.module
+            && let Some(Ok(store)) = self.store.get()
+            && let Ok(runner) = self.runner().await
+        {
+            crate::precompiled::adopt(&store.fetcher, cache, &artifact.entry, &runner).await;
+        }
         {
             let mut containers = self.containers.lock().expect("containers lock");
             if container.network.is_ours_by_path() {

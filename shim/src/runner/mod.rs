@@ -12,11 +12,13 @@ pub mod http;
 mod identity;
 mod limits;
 mod network;
+mod precompiled;
 mod run;
 
 pub use error::{Error, OptionError, Result};
 pub use identity::Identity;
 pub use network::{ConnectRule, HttpPolicy, HttpPort, HttpRule, SocketPolicy};
+pub use precompiled::{Precompiled, WASMTIME_VERSION, host_target};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -190,14 +192,7 @@ const TICKS_PER_SECOND: u64 = 100;
 impl Runner {
     /// Sets up the engine.
     pub fn new(options: EngineOptions) -> Result<Self> {
-        let mut config = Config::new();
-        config
-            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
-            .epoch_interruption(options.interruptible)
-            .consume_fuel(options.fuel);
-        if options.pooling {
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::pooling());
-        }
+        let config = engine_config(options);
         let engine = Engine::new(&config).map_err(|source| Error::Engine { source })?;
         Ok(Self {
             engine_key: compatibility_key(&engine),
@@ -231,6 +226,20 @@ impl Runner {
             ),
         }
     }
+}
+
+/// The engine configuration of `options`: what [`Runner::new`] runs with, and what
+/// precompiled code for it is compiled with (`precompiled.rs`).
+fn engine_config(options: EngineOptions) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+        .epoch_interruption(options.interruptible)
+        .consume_fuel(options.fuel);
+    if options.pooling {
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::pooling());
+    }
+    config
 }
 
 /// Refuses a component that imports an interface this host does not provide, naming each.

@@ -1,11 +1,13 @@
 //! Test harness, by what it supports: a private registry per test ([`registry`]), the
-//! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), raw
+//! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), a
+//! Kubernetes node (etcd, kube-apiserver, a kubelet) per test ([`kube`]), raw
 //! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
 //! registries and small services ([`server`]), `wasm-oci serve` and a client for it
 //! ([`served`]), the trust tests' keys, digests and policies ([`trust`]), a network namespace
 //! of a test's own ([`netns`]), the oras and crane CLIs and crane's registry ([`peers`]), the
-//! test guests ([`guests`], [`http_guests`]), a pod serving HTTP through the CRI ([`http_pod`]), waits on what a test can observe ([`wait`]) and
-//! a WebSocket client for the CRI streaming server ([`websocket`]).
+//! test guests ([`guests`], [`http_guests`]), a pod serving HTTP through the CRI
+//! ([`http_pod`]), waits on what a test can observe ([`wait`]) and a WebSocket client for the
+//! CRI streaming server ([`websocket`]).
 //! Everything is re-exported here, so tests name `support::X`.
 
 mod cli;
@@ -14,6 +16,7 @@ mod guests;
 mod http;
 mod http_guests;
 mod http_pod;
+pub mod kube;
 mod netns;
 mod peers;
 pub mod proxy;
@@ -30,6 +33,7 @@ pub use guests::*;
 pub use http::*;
 pub use http_guests::*;
 pub use http_pod::*;
+pub use kube::*;
 pub use netns::*;
 pub use peers::*;
 pub use proxy::*;

@@ -37,6 +37,9 @@ pub enum Fault {
     ShortFirstBlob,
     /// For the first layer, claim a Content-Length larger than the body, send it, and close.
     LongFirstBlob,
+    /// Refuse every blob upload (the `PUT` that completes one) with 400, without asking the
+    /// registry: a destination that fails a copy midway.
+    RefuseBlobUploads,
 }
 
 #[derive(Debug, Default)]
@@ -233,6 +236,15 @@ fn serve(
                 s.passed_after.get_or_insert(since);
                 None
             }
+        }
+        Fault::RefuseBlobUploads
+            if head[0].starts_with("PUT ") && head[0].contains("/blobs/uploads/") =>
+        {
+            let body = r#"{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"refused"}]}"#;
+            Some(format!(
+                "400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ))
         }
         Fault::Every503 if this_url % 2 == 1 => {
             Some("503 Service Unavailable\r\nContent-Length: 0\r\n".to_owned())
