@@ -554,6 +554,51 @@ impl Cri {
     }
 }
 
+/// A pod serving HTTP through the CRI, as [`http_pod`] started it: the test proxy imported as
+/// `registry.test/http:v1`, a `wasmoci` pod sandbox, and its container `web` listening on a
+/// free port of the pod's network.
+pub(crate) struct HttpPod {
+    /// The pod's sandbox config (its log directory names where `web` logs).
+    pub(crate) config: cri::PodSandboxConfig,
+    /// The pod sandbox's id.
+    pub(crate) pod: String,
+    /// The `web` container's id.
+    pub(crate) id: String,
+    /// The port `web` listens on, on every address of the pod's network.
+    pub(crate) port: u16,
+}
+
+/// Imports the test proxy into `cri`'s containerd, runs pod `name` with the `wasmoci`
+/// handler, and creates and starts its container `web` listening on a free port.
+pub(crate) fn http_pod(cri: &Cri, name: &str) -> HttpPod {
+    cri.c.import(
+        "registry.test/http:v1",
+        &[("proxy.wasm", &crate::support::http_guests().proxy)],
+        &["/proxy.wasm"],
+    );
+    let config = cri.pod_config(name, &[]);
+    let pod = cri.run_pod(&config, "wasmoci");
+    let port = crate::support::free_port();
+    let id = cri
+        .create_container_with_env(
+            &pod,
+            &config,
+            "web",
+            "registry.test/http:v1",
+            &[],
+            &[],
+            &[("WASM_OCI_HTTP_ADDR", &format!("0.0.0.0:{port}"))],
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", cri.c.log()));
+    cri.start_created(&id);
+    HttpPod {
+        config,
+        pod,
+        id,
+        port,
+    }
+}
+
 fn strings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
@@ -980,12 +1025,12 @@ fn a_guest_has_the_pods_user_not_roots(v: Version) {
 
 fn an_http_component_serves_in_its_pods_network_only(v: Version) {
     let cri = Cri::start_on(v, &[], "");
-    let crate::support::HttpPod {
+    let HttpPod {
         config,
         pod,
         id,
         port,
-    } = crate::support::http_pod(&cri, "web");
+    } = http_pod(&cri, "web");
     let addr = format!("0.0.0.0:{port}");
     // Reached from inside the pod's network namespace, as another container of the pod would.
     let netns = cri.pod_netns(&pod);

@@ -343,12 +343,12 @@ impl Pod {
     /// An HTTP pod of the test proxy, under `shim_toml`, answering `/hello`.
     fn serve(shim_toml: &str) -> Pod {
         let cri = crate::cri::Cri::start_with(&[], shim_toml);
-        let crate::support::HttpPod {
+        let crate::cri::HttpPod {
             config,
             pod,
             id,
             port,
-        } = crate::support::http_pod(&cri, "web");
+        } = crate::cri::http_pod(&cri, "web");
         let pod = Pod {
             url: format!("http://127.0.0.1:{port}"),
             cri,

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::containerd::Containerd;
 use crate::cri::Cri;
-use crate::support::{HttpPod, http_guests, http_pod};
+use crate::cri::{HttpPod, http_pod};
+use crate::support::http_guests;
 use crate::support::{describe, free_port};
 
 const HTTP_IMAGE: &str = "docker.io/library/http:v1";

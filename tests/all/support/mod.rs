@@ -5,9 +5,8 @@
 //! registries and small services ([`server`]), `wasm-oci serve` and a client for it
 //! ([`served`]), the trust tests' keys, digests and policies ([`trust`]), a network namespace
 //! of a test's own ([`netns`]), the oras and crane CLIs and crane's registry ([`peers`]), the
-//! test guests ([`guests`], [`http_guests`]), a pod serving HTTP through the CRI
-//! ([`http_pod`]), waits on what a test can observe ([`wait`]) and a WebSocket client for the
-//! CRI streaming server ([`websocket`]).
+//! test guests ([`guests`], [`http_guests`]), waits on what a test can observe ([`wait`]) and
+//! a WebSocket client for the CRI streaming server ([`websocket`]).
 //! Everything is re-exported here, so tests name `support::X`.
 
 mod cli;
@@ -15,7 +14,6 @@ pub mod containerd;
 mod guests;
 mod http;
 mod http_guests;
-mod http_pod;
 pub mod kube;
 mod netns;
 mod peers;
@@ -32,7 +30,6 @@ pub use containerd::*;
 pub use guests::*;
 pub use http::*;
 pub use http_guests::*;
-pub use http_pod::*;
 pub use kube::*;
 pub use netns::*;
 pub use peers::*;
