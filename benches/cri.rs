@@ -1,5 +1,6 @@
-//! Kubernetes pods over CRI, side by side in one run: a real containerd 1.6 with its CRI plugin,
-//! driven as the kubelet drives it (the test suite's harness, `tests/all/cri.rs`).
+//! Kubernetes pods over CRI, side by side in one run: a real containerd with its CRI plugin,
+//! driven as the kubelet drives it (the test suite's harness, `tests/all/cri.rs`), every table
+//! once on Debian's containerd 1.6 and once on containerd 2.x (`$WASM_OCI_CONTAINERD2`).
 //!
 //!  1. Pod start: RunPodSandbox + CreateContainer + StartContainer until the container has
 //!     exited, through `wasmoci` (hello.wasm) and through runc (`busybox echo`), same pods.
@@ -24,6 +25,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use cri::{BUSYBOX_IMAGE, Cri, HELLO_IMAGE, PROBE_IMAGE};
+use support::Version;
 
 const RUNS: usize = 15;
 
@@ -60,7 +62,13 @@ fn pss_kib(pid: u32) -> u64 {
 }
 
 fn main() {
-    let cri = Cri::start();
+    for (version, name) in [(Version::V1_6, "1.6"), (Version::V2, "2.x")] {
+        println!("\n## containerd {name}\n");
+        bench(Cri::start_on(version, &[], ""));
+    }
+}
+
+fn bench(cri: Cri) {
     // Warm both paths once (images unpacked, the shim binary in the page cache).
     pod_start(&cri, "warm-w", "wasmoci", HELLO_IMAGE, &[]);
     pod_start(

@@ -2,12 +2,18 @@
 // memory that is not its own linear memory. Routes:
 //   GET /fields?n=N   makes N header maps of about 60 KiB each in the host (fields.from-list),
 //                     holding them all, answers 200 "made K" (K: the maps made)
+//   POST /fields?n=N  the same, then says "guest holds fields" on stderr and holds them until
+//                     the first byte of the request body comes
 //   GET /flood        answers 200 and writes its body in 1 MiB pieces for as long as the
 //                     host takes them; once it has taken none for half a second (the
 //                     client reads nothing), finishes the body and returns, leaving what
 //                     it wrote to the host
 //   GET /random?mb=N  asks the host for N MiB of random bytes (one get-random-bytes call),
 //                     answers 200 with how many came; traps when they do not fit its memory
+//   GET /unfinished   answers 200 (chunked), writes "partial" and returns without finishing
+//                     its body (nor dropping it)
+//   GET /unfinished?length=N  the same with content-length: N
+//   GET /unfinished?drop      the same (chunked), dropping its body unfinished before returning
 //   anything else     404
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +97,32 @@ static void flood(wasi_http_types_own_response_outparam_t out) {
     wasi_http_types_static_outgoing_body_finish(body, NULL, &error);
 }
 
+// Writes part of a response and leaves its body unfinished: held when `drop` is false.
+static void unfinished(wasi_http_types_own_response_outparam_t out, const char *length, bool drop) {
+    wasi_http_types_own_fields_t fields = wasi_http_types_constructor_fields();
+    if (length) {
+        wasi_http_types_field_name_t name = str("content-length");
+        wasi_http_types_field_value_t value = {(uint8_t *)length, strlen(length)};
+        wasi_http_types_header_error_t err;
+        wasi_http_types_method_fields_append(wasi_http_types_borrow_fields(fields), &name, &value, &err);
+    }
+    wasi_http_types_own_outgoing_response_t response = wasi_http_types_constructor_outgoing_response(fields);
+    wasi_http_types_borrow_outgoing_response_t r = wasi_http_types_borrow_outgoing_response(response);
+    wasi_http_types_own_outgoing_body_t body;
+    wasi_http_types_method_outgoing_response_body(r, &body);
+    wasi_http_types_result_own_outgoing_response_error_code_t result = {.is_err = false};
+    result.val.ok = response;
+    wasi_http_types_static_response_outparam_set(out, &result);
+    wasi_http_types_own_output_stream_t stream;
+    wasi_http_types_method_outgoing_body_write(wasi_http_types_borrow_outgoing_body(body), &stream);
+    proxy_list_u8_t chunk = {(uint8_t *)"partial", 7};
+    wasi_io_streams_stream_error_t err;
+    wasi_io_streams_method_output_stream_blocking_write_and_flush(wasi_io_streams_borrow_output_stream(stream),
+                                                                  &chunk, &err);
+    wasi_io_streams_output_stream_drop_own(stream);
+    if (drop) wasi_http_types_outgoing_body_drop_own(body);
+}
+
 void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handler_own_incoming_request_t request,
                                                exports_wasi_http_incoming_handler_own_response_outparam_t out) {
     wasi_http_types_borrow_incoming_request_t req = wasi_http_types_borrow_incoming_request(request);
@@ -103,6 +135,11 @@ void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handle
     }
     if (strcmp(path, "/flood") == 0) {
         flood(out);
+        return;
+    }
+    if (strncmp(path, "/unfinished", 11) == 0) {
+        const char *length = strncmp(path + 11, "?length=", 8) == 0 ? path + 19 : NULL;
+        unfinished(out, length, strcmp(path + 11, "?drop") == 0);
         return;
     }
     if (strncmp(path, "/random?mb=", 11) == 0) {
@@ -137,6 +174,29 @@ void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handle
         wasi_http_types_own_fields_t fields;
         wasi_http_types_header_error_t err;
         if (!wasi_http_types_static_fields_from_list(&list, &fields, &err)) break;
+    }
+    wasi_http_types_method_t method;
+    wasi_http_types_method_incoming_request_method(req, &method);
+    if (method.tag == WASI_HTTP_TYPES_METHOD_POST) {
+        wasi_cli_stderr_own_output_stream_t err_out = wasi_cli_stderr_get_stderr();
+        proxy_list_u8_t line = {(uint8_t *)"guest holds fields\n", 19};
+        wasi_io_streams_stream_error_t err;
+        wasi_io_streams_method_output_stream_blocking_write_and_flush(
+            wasi_io_streams_borrow_output_stream(err_out), &line, &err);
+        wasi_io_streams_output_stream_drop_own(err_out);
+        wasi_http_types_own_incoming_body_t body;
+        if (wasi_http_types_method_incoming_request_consume(req, &body)) {
+            wasi_http_types_own_input_stream_t in;
+            if (wasi_http_types_method_incoming_body_stream(wasi_http_types_borrow_incoming_body(body), &in)) {
+                proxy_list_u8_t got;
+                if (wasi_io_streams_method_input_stream_blocking_read(wasi_io_streams_borrow_input_stream(in), 1,
+                                                                      &got, &err)) {
+                    proxy_list_u8_free(&got);
+                }
+                wasi_io_streams_input_stream_drop_own(in);
+            }
+            wasi_http_types_incoming_body_drop_own(body);
+        }
     }
     char text[64];
     snprintf(text, sizeof text, "made %zu\n", made);

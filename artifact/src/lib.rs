@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod address;
 mod error;
 pub mod file;
 pub mod manifest;
@@ -19,6 +20,7 @@ pub mod text;
 pub mod walk;
 pub mod world;
 
+pub use address::{canonical_ip, embedded_ipv4};
 pub use error::Error;
 pub use manifest::{Choice, choose};
 pub use reference::{

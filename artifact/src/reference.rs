@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use oci_client::Reference;
 
 use crate::Error;
+use crate::address::{canonical_ip, embedded_ipv4};
 
 /// Parses `[REGISTRY/]REPOSITORY[:TAG|@DIGEST]` with docker's defaults: registry `docker.io`,
 /// `library/` for single names, tag `latest`.
@@ -147,12 +148,12 @@ pub fn canonical_registry(registry: &str) -> Result<String, &'static str> {
             let ip: std::net::Ipv6Addr = ip
                 .parse()
                 .map_err(|_| "the registry's IPv6 address is not valid")?;
-            // An IPv4-mapped address (`[::ffff:127.0.0.1]`, `[::ffff:7f00:1]`) connects to
-            // the IPv4 address it maps: it is that address, or a scope or allow list written
-            // for `127.0.0.1` would be escaped by the other spelling.
-            match ip.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None => format!("[{ip}]"),
+            // An IPv4-mapped address (`[::ffff:127.0.0.1]`, `[::ffff:7f00:1]`), and the other
+            // spellings that connect to one IPv4 address (`canonical_ip`), is that address,
+            // or a scope or allow list written for `127.0.0.1` would be escaped by another.
+            match canonical_ip(IpAddr::V6(ip)) {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
             }
         }
         None => {
@@ -296,12 +297,20 @@ pub fn is_loopback(registry: &str) -> bool {
 /// unspecified. A name that resolves to one is not caught here.
 pub fn is_node_local(registry: &str) -> bool {
     let host = registry_host(registry);
+    let local = |ip: IpAddr| {
+        ip.is_loopback()
+            || ip.is_unspecified()
+            || match ip {
+                IpAddr::V4(v4) => v4.is_link_local(),
+                IpAddr::V6(v6) => v6.is_unicast_link_local(),
+            }
+    };
     is_loopback(registry)
         || host.parse::<IpAddr>().is_ok_and(|ip| {
-            ip.is_unspecified()
+            local(canonical_ip(ip))
                 || match ip {
-                    IpAddr::V4(v4) => v4.is_link_local(),
-                    IpAddr::V6(v6) => v6.is_unicast_link_local(),
+                    IpAddr::V4(_) => false,
+                    IpAddr::V6(v6) => embedded_ipv4(v6).into_iter().any(|v4| local(v4.into())),
                 }
         })
 }

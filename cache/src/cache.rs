@@ -125,11 +125,23 @@ impl Cache {
     }
 }
 
-/// The default cache directory: `$XDG_CACHE_HOME/wasm-oci`, else `~/.cache/wasm-oci`.
+/// The node's cache directory: the shim's (unless `WASM_OCI_CACHE` names another), and the
+/// CLI's when it runs as root with no home, as under a systemd unit. Not under `/var/cache`:
+/// modules loaded from a file (`wasm-oci load`) may not be fetched again.
+pub const SYSTEM_DIR: &str = "/var/lib/wasm-oci";
+
+/// The default cache directory: `$XDG_CACHE_HOME/wasm-oci`, else `~/.cache/wasm-oci`, else,
+/// for root with no `HOME` (a systemd unit has none), [`SYSTEM_DIR`].
 pub fn default_dir() -> Option<PathBuf> {
-    let xdg = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute());
-    let base = xdg.or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("wasm-oci"))
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let base = absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|h| h.join(".cache")));
+    match base {
+        Some(base) => Some(base.join("wasm-oci")),
+        None if rustix::process::geteuid().is_root() => Some(PathBuf::from(SYSTEM_DIR)),
+        None => None,
+    }
 }

@@ -32,7 +32,7 @@ mod writer;
 
 pub use atomic::{write_atomic, write_atomic_from};
 pub use batch::BlobBatch;
-pub use cache::{Cache, default_dir};
+pub use cache::{Cache, SYSTEM_DIR, default_dir};
 pub use compiled::{CompiledCode, CompiledEntry};
 pub use digest::Digest;
 pub use error::{Error, Result, Untrusted};

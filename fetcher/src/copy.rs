@@ -514,7 +514,7 @@ impl Source<'_> {
                             dir,
                             LayoutError::Manifest {
                                 label: referrers_tag(digest),
-                                reason,
+                                reason: reason.to_string(),
                             },
                         )
                     })?,
@@ -876,7 +876,7 @@ fn existing_referrers(dir: &Path, index: &serde_json::Value, tag: &str) -> Resul
             dir,
             LayoutError::Manifest {
                 label: tag.to_owned(),
-                reason,
+                reason: reason.to_string(),
             },
         )
     })

@@ -275,25 +275,9 @@ fn host_key(host: &str) -> String {
     }
 }
 
-/// An address in the family it is reached in: `::ffff:a.b.c.d` (IPv4-mapped) and
-/// `::a.b.c.d` (IPv4-compatible, but `::` and `::1`) are the IPv4 address a.b.c.d.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return IpAddr::V4(v4);
-            }
-            let s = v6.segments();
-            if s[..6] == [0; 6] && !v6.is_unspecified() && !v6.is_loopback() {
-                let [a, b] = s[6].to_be_bytes();
-                let [c, d] = s[7].to_be_bytes();
-                return IpAddr::V4(Ipv4Addr::new(a, b, c, d));
-            }
-            ip
-        }
-        v4 => v4,
-    }
-}
+/// An address in the family it is reached in (IPv4-mapped, IPv4-compatible and NAT64's
+/// well-known prefix are IPv4): the one form, written once in the artifact crate.
+pub use wasm_oci_artifact::canonical_ip;
 
 /// Cloud metadata services outside link-local, which answer the node as 169.254.169.254
 /// does: Alibaba Cloud's, and AWS's over IPv6.
@@ -302,10 +286,23 @@ const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
 
 /// Whether `ip` is the node itself: loopback, link-local (169.254.0.0/16, fe80::/10, where
 /// cloud metadata services answer), unspecified (`0.0.0.0/8` and `::`, which Linux connects
-/// to itself), broadcast, a cloud metadata service's fixed address, or an address of one of
-/// its interfaces; judged in its canonical form.
+/// to itself), broadcast, a cloud metadata service's fixed address, or an address the
+/// kernel takes as its own (its interfaces', its local routes'); judged in its canonical
+/// form, and an IPv6 address also as every IPv4 address it carries (NAT64, 6to4, Teredo:
+/// see `embedded_ipv4`), since a packet sent to it may reach that one.
 pub fn is_node_address(ip: IpAddr) -> Result<bool, Refusal> {
-    let ip = canonical_ip(ip);
+    if let IpAddr::V6(v6) = ip {
+        for v4 in wasm_oci_artifact::embedded_ipv4(v6) {
+            if is_node_address_as_is(IpAddr::V4(v4))? {
+                return Ok(true);
+            }
+        }
+    }
+    is_node_address_as_is(canonical_ip(ip))
+}
+
+/// [`is_node_address`] for `ip` in the family it is written in.
+fn is_node_address_as_is(ip: IpAddr) -> Result<bool, Refusal> {
     let fixed = match ip {
         IpAddr::V4(v4) => {
             v4.is_loopback()
@@ -351,14 +348,56 @@ mod interfaces {
         Ok(text)
     }
 
-    /// Whether `ip` (canonical) is an address of this namespace: IPv4 from the routes of
-    /// type LOCAL in `/proc/net/fib_trie`, IPv6 from `/proc/net/if_inet6`. Read afresh each
-    /// time: addresses come and go.
+    /// Whether `ip` (canonical) is an address this namespace's kernel takes as its own:
+    /// IPv4 from the routes of type LOCAL in `/proc/net/fib_trie` (interface addresses and
+    /// `ip route add local PREFIX` alike), IPv6 from the interfaces' addresses
+    /// (`/proc/net/if_inet6`), their anycast addresses (`/proc/net/anycast6`) and the
+    /// routes of type local of every table (`/proc/net/ipv6_route`: AnyIP prefixes too).
+    /// Read afresh each time: addresses come and go.
     pub(super) fn local(ip: IpAddr) -> std::io::Result<bool> {
         match ip {
             IpAddr::V4(v4) => Ok(local_v4(&read("/proc/net/fib_trie")?, v4)),
-            IpAddr::V6(v6) => Ok(local_v6(&read("/proc/net/if_inet6")?, v6)),
+            IpAddr::V6(v6) => Ok(local_v6(&read("/proc/net/if_inet6")?, v6)
+                || anycast_v6(&read("/proc/net/anycast6")?, v6)
+                || local_route_v6(&read("/proc/net/ipv6_route")?, v6)),
         }
+    }
+
+    /// `2 eth0 fd000000000000000000000000000000 1`: the third column is an address.
+    pub(super) fn anycast_v6(anycast6: &str, ip: Ipv6Addr) -> bool {
+        anycast6.lines().any(|line| {
+            line.split_whitespace()
+                .nth(2)
+                .and_then(|hex| u128::from_str_radix(hex, 16).ok())
+                .is_some_and(|n| Ipv6Addr::from(n) == ip)
+        })
+    }
+
+    /// The kernel's flag of a route of type local (`RTF_LOCAL`).
+    const RTF_LOCAL: u32 = 0x8000_0000;
+
+    /// `DEST PLEN SRC SPLEN NEXTHOP METRIC REFCNT USE FLAGS DEV`, hexadecimal: a route whose
+    /// flags have `RTF_LOCAL` delivers its whole prefix to the node.
+    pub(super) fn local_route_v6(ipv6_route: &str, ip: Ipv6Addr) -> bool {
+        ipv6_route.lines().any(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let (Some(dest), Some(len), Some(flags)) = (words.first(), words.get(1), words.get(8))
+            else {
+                return false;
+            };
+            let (Ok(dest), Ok(len), Ok(flags)) = (
+                u128::from_str_radix(dest, 16),
+                u32::from_str_radix(len, 16),
+                u32::from_str_radix(flags, 16),
+            ) else {
+                return false;
+            };
+            if flags & RTF_LOCAL == 0 || len > 128 {
+                return false;
+            }
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            u128::from(ip) & mask == dest & mask
+        })
     }
 
     /// `|-- 192.0.2.2` followed by `/32 host LOCAL`: that prefix is the node's.
@@ -657,7 +696,27 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(is_node_address(ip).unwrap(), "{ip}");
         }
-        for ip in ["192.0.2.200", "10.1.2.3", "2001:db8::1", "::ffff:8.8.8.8"] {
+        // IPv4 carried in IPv6 by NAT64, 6to4 and Teredo is judged as that IPv4.
+        for ip in [
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1:7f00:0:100::",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "2001:0:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(is_node_address(ip).unwrap(), "{ip}");
+        }
+        for ip in [
+            "192.0.2.200",
+            "10.1.2.3",
+            "2001:db8::1",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(!is_node_address(ip).unwrap(), "{ip}");
         }
@@ -672,6 +731,20 @@ mod tests {
         let inet6 = "fd000000000000000000000000000002 04 40 00 82     eth0\n";
         assert!(interfaces::local_v6(inet6, "fd00::2".parse().unwrap()));
         assert!(!interfaces::local_v6(inet6, "fd00::3".parse().unwrap()));
+        // `ip -6 route add local 2001:db8:a::/48 dev lo` (AnyIP), beside an ordinary route.
+        let routes = "20010db8000a00000000000000000000 30 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000001 00000000 80200001       lo\n\
+                      20010db8000b00000000000000000000 30 00000000000000000000000000000000 00 00000000000000000000000000000000 00000400 00000001 00000000 00000001     eth0\n";
+        assert!(interfaces::local_route_v6(
+            routes,
+            "2001:db8:a:ffff::9".parse().unwrap()
+        ));
+        assert!(!interfaces::local_route_v6(
+            routes,
+            "2001:db8:b::9".parse().unwrap()
+        ));
+        let anycast = "2    eth0            fd000000000000000000000000000000     1\n";
+        assert!(interfaces::anycast_v6(anycast, "fd00::".parse().unwrap()));
+        assert!(!interfaces::anycast_v6(anycast, "fd00::1".parse().unwrap()));
     }
 
     #[test]

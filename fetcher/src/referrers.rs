@@ -99,21 +99,44 @@ pub fn referrers_tag(digest: &str) -> String {
 
 /// The descriptors of an index's `manifests`, each checked; a hostile registry's index is
 /// refused rather than passed on.
-pub(crate) fn referrers_of(body: &[u8]) -> std::result::Result<Vec<Referrer>, String> {
-    let index: Index = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+pub(crate) fn referrers_of(body: &[u8]) -> std::result::Result<Vec<Referrer>, BadReferrers> {
+    let index: Index = serde_json::from_slice(body).map_err(BadReferrers::Json)?;
     if index.manifests.len() > MAX_REFERRERS {
-        return Err(format!("over {MAX_REFERRERS} referrers"));
+        return Err(BadReferrers::TooMany);
     }
     index
         .manifests
         .into_iter()
         .map(|m| {
-            let referrer: Referrer = serde_json::from_value(m).map_err(|e| e.to_string())?;
-            wasm_oci_artifact::reference::check_digest(&referrer.digest)
-                .map_err(|e| format!("{}: {e}", printable(&referrer.digest)))?;
+            let referrer: Referrer = serde_json::from_value(m).map_err(BadReferrers::Json)?;
+            wasm_oci_artifact::reference::check_digest(&referrer.digest).map_err(|reason| {
+                BadReferrers::Digest {
+                    digest: printable(&referrer.digest).to_string(),
+                    reason,
+                }
+            })?;
             Ok(referrer)
         })
         .collect()
+}
+
+/// Why a registry's referrers index is refused (the reason of an invalid manifest).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BadReferrers {
+    /// Not an index, or an entry that is not a descriptor.
+    #[error("{0}")]
+    Json(serde_json::Error),
+    /// More entries than are taken.
+    #[error("over {MAX_REFERRERS} referrers")]
+    TooMany,
+    /// An entry's digest that cannot be verified.
+    #[error("{digest}: {reason}")]
+    Digest {
+        /// The digest (printable).
+        digest: String,
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 impl Fetcher {
@@ -319,7 +342,9 @@ impl Fetcher {
         if body.len() as u64 > MAX_CONFIG_SIZE {
             return Err(invalid(format!("it is over {MAX_CONFIG_SIZE} bytes")));
         }
-        referrers_of(&body).map(Some).map_err(invalid)
+        referrers_of(&body)
+            .map(Some)
+            .map_err(|e| invalid(e.to_string()))
     }
 
     /// What is attached to the manifest `subject` names: from the referrers API where the
@@ -391,7 +416,10 @@ impl Fetcher {
                 break;
             };
             let page_referrers = referrers_of(&fetched.body).map_err(|reason| {
-                Error::invalid_manifest(format!("{} (its referrers)", subject.whole()), reason)
+                Error::invalid_manifest(
+                    format!("{} (its referrers)", subject.whole()),
+                    reason.to_string(),
+                )
             })?;
             referrers.extend(page_referrers);
             if referrers.len() > MAX_REFERRERS {

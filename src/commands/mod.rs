@@ -65,7 +65,8 @@ use crate::{GlobalOptions, RegistryArgs};
 #[command(name = "wasm-oci", version, verbatim_doc_comment, max_term_width = 100)]
 #[command(mut_args = before_the_verb)]
 pub struct Cli {
-    /// Cache directory [default: $XDG_CACHE_HOME/wasm-oci, else ~/.cache/wasm-oci]
+    /// Cache directory [default: $XDG_CACHE_HOME/wasm-oci, else ~/.cache/wasm-oci, else (root
+    /// without HOME) /var/lib/wasm-oci]
     #[arg(long, global = true, env = "WASM_OCI_CACHE", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 

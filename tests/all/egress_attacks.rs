@@ -137,3 +137,130 @@ fn a_pods_pull_never_goes_through_the_operators_proxy_to_the_node() {
         describe(&out)
     );
 }
+
+/// Runs a container whose module is `reference` (no allow list: any registry but the
+/// node), and returns its `ctr` output.
+fn run_reference(c: &Containerd, id: &str, reference: &str) -> std::process::Output {
+    c.run(
+        &["--label", &format!("io.wasm-oci.reference={reference}")],
+        "docker.io/library/wasmhello:v1",
+        id,
+        &[],
+    )
+}
+
+/// A listener on every address of the node (`[::]`) that counts the connections it accepts.
+struct Counting {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Counting {
+    fn start() -> Counting {
+        let listener = TcpListener::bind("[::]:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stream.is_ok() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        Counting { port, accepted }
+    }
+}
+
+/// The red team's attack on the node rule's spellings: IPv4-mapped IPv6 was judged as IPv4,
+/// but the other ways an IPv6 address carries an IPv4 one were judged as plain IPv6, so a
+/// pod could name the node's loopback as NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`), 6to4
+/// (`2002::/16`), Teredo (`2001::/32`) or IPv4-compatible (`::a.b.c.d`) and the shim tried
+/// to connect there. Each is refused as `127.0.0.1` is, before any connection.
+#[test]
+fn a_pod_cannot_name_the_nodes_loopback_as_ipv4_carried_in_ipv6() {
+    let c = Containerd::start_with(&[("WASM_OCI_PLAIN_HTTP", Path::new("1"))], "");
+    c.import_hello();
+    let port = crate::support::free_port();
+    for (i, host) in [
+        "[::127.0.0.1]",
+        "[64:ff9b::7f00:1]",
+        "[64:ff9b::169.254.169.254]",
+        "[64:ff9b:1::7f00:1]",
+        "[64:ff9b:1:7f00:0:100::]",
+        "[2002:7f00:1::1]",
+        "[2001:0:7f00:1::]",
+        "[2001:0:4136:e378:8000:63bf:80ff:fffe]",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = run_reference(
+            &c,
+            &format!("embedded{i}"),
+            &format!("{host}:{port}/tools/hello:v1"),
+        );
+        assert!(!out.status.success(), "{host}: {}", describe(&out));
+        assert!(
+            stderr(&out).contains("an address of the node itself"),
+            "{host}: {}",
+            describe(&out)
+        );
+    }
+}
+
+/// A route of type local for a whole prefix (AnyIP: `ip -6 route add local PREFIX dev lo`)
+/// makes every address in it the node's, though no interface lists them: the rule read the
+/// interfaces' addresses only, so a pod reached the node's services at any address of the
+/// prefix. The route is the test's own (a documentation prefix), removed when it ends.
+struct LocalRoute(String);
+
+impl LocalRoute {
+    fn add(prefix: String) -> LocalRoute {
+        let out = std::process::Command::new("ip")
+            .args([
+                "-6", "route", "add", "local", &prefix, "dev", "lo", "table", "local",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip route add: {}", describe(&out));
+        LocalRoute(prefix)
+    }
+}
+
+impl Drop for LocalRoute {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args([
+                "-6", "route", "del", "local", &self.0, "dev", "lo", "table", "local",
+            ])
+            .output();
+    }
+}
+
+#[test]
+fn an_address_the_node_takes_by_a_local_route_is_the_nodes() {
+    let node = Counting::start();
+    let tag = std::process::id() & 0xffff;
+    let _route = LocalRoute::add(format!("2001:db8:5ee:{tag:x}::/64"));
+    let address = format!("[2001:db8:5ee:{tag:x}::7]:{}", node.port);
+    // It is the node: the kernel delivers it here.
+    TcpStream::connect(&address).unwrap();
+    while node.accepted.load(Ordering::SeqCst) == 0 {
+        thread::yield_now();
+    }
+    let c = Containerd::start_with(&[("WASM_OCI_PLAIN_HTTP", Path::new("1"))], "");
+    c.import_hello();
+    let out = run_reference(&c, "anyip", &format!("{address}/tools/hello:v1"));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("an address of the node itself"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        node.accepted.load(Ordering::SeqCst),
+        1,
+        "the shim connected to the node through its local route"
+    );
+}

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::serve::{Served, push_proxy, wait_until};
+use crate::serve::wait_until;
 use crate::support::{Adapter, WasmOci, build_c_guest, wasi_http_wit};
+use crate::support::{Served, push_proxy};
 
 /// The hostile guest (testdata/http_hog.c), built once per test run.
 fn hog() -> &'static Path {
@@ -266,4 +267,156 @@ fn random_bytes_a_guest_asks_for_count_against_the_memory_budget() {
         "one request under an 8 MiB budget grew the server by {} MiB",
         grown >> 20
     );
+}
+
+/// What a client reads of `GET path` on a connection of its own, up to the server's close
+/// (or a reset): the raw bytes.
+fn read_to_close(addr: &str, path: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // Keep-alive, as clients ask: only a response cut short closes the connection.
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "{path}: the connection stayed open after {:?}: {e}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    got
+}
+
+/// A guest that writes part of its response and returns without `finish` (holding its
+/// outgoing body, or dropping it) has not sent a whole response: the host ended its body
+/// when the instance's store went away, which read as a complete chunked response (a last
+/// chunk, the connection kept for the next request). It must read as cut short, as
+/// wasmtime's own server makes it: the connection closed, with no last chunk and no more
+/// than the guest wrote (hyper may close before it sent even the head).
+#[test]
+fn a_response_body_the_guest_never_finished_does_not_look_complete() {
+    let cli = WasmOci::new();
+    let served = Served::start(&cli, &["serve", hog().to_str().unwrap()]);
+    for path in ["/unfinished", "/unfinished?drop"] {
+        let got = read_to_close(&served.addr, path);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            !text.ends_with("\r\n0\r\n\r\n"),
+            "{path}: an unfinished body ended with the last chunk: {text:?}"
+        );
+        if !text.is_empty() {
+            assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text:?}");
+            assert!(
+                text.to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked"),
+                "{path}: {text:?}"
+            );
+        }
+    }
+    let got = read_to_close(&served.addr, "/unfinished?length=100");
+    let text = String::from_utf8_lossy(&got);
+    if !text.is_empty() {
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+        assert!(
+            text.to_ascii_lowercase().contains("content-length: 100"),
+            "{text:?}"
+        );
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        assert!(body.len() < 100, "{text:?}");
+    }
+    // The server is well, and answers the next client whole.
+    let r = served.get("/fields?n=1");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// The header maps a guest makes the host hold were capped per instance (half the budget)
+/// but not charged to the budget the guests share: under `--max-memory 32MiB`, 24 requests
+/// at once (each with 16 KiB of headers of its own) whose guests each make 200 header maps
+/// of some 60 KiB and hold them made the server take a dozen MiB per request, some 300 MiB
+/// together. Charged to the one budget, the requests past it are refused (their guests trap:
+/// 500) and the server stays within a small multiple of its limit (the runtime's own memory
+/// is not in the budget).
+#[test]
+fn header_maps_of_requests_at_once_share_the_memory_budget() {
+    const BUDGET: u64 = 32 << 20;
+    const REQUESTS: usize = 24;
+    let cli = WasmOci::new();
+    let served = Served::start(
+        &cli,
+        &["serve", "--max-memory", "32MiB", hog().to_str().unwrap()],
+    );
+    let r = served.get("/fields?n=1");
+    assert_eq!(r.status, 200, "{r:?}");
+    let before = peak_rss(served.child.id());
+    let pad = "p".repeat(16 << 10);
+    let streams: Vec<TcpStream> = (0..REQUESTS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&served.addr).unwrap();
+            write!(
+                stream,
+                "POST /fields?n=200 HTTP/1.1\r\nHost: {}\r\nX-Pad: {pad}\r\nContent-Length: 1\r\n\r\n",
+                served.addr
+            )
+            .unwrap();
+            stream.set_nonblocking(true).unwrap();
+            stream
+        })
+        .collect();
+    // Every request is either held by its guest (which has made its maps) or answered.
+    let answered = |streams: &[TcpStream]| {
+        streams
+            .iter()
+            .filter(|s| s.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0))
+            .count()
+    };
+    wait_until(|| {
+        served.stderr().matches("guest holds fields").count() + answered(&streams) == REQUESTS
+    });
+    let grown = peak_rss(served.child.id()).saturating_sub(before);
+    let holding = served.stderr().matches("guest holds fields").count();
+    eprintln!(
+        "{REQUESTS} requests, {holding} held their maps at once: the server grew by {} MiB",
+        grown >> 20
+    );
+    assert!(
+        grown < 3 * BUDGET,
+        "{REQUESTS} requests under a {} MiB budget grew the server by {} MiB ({holding} held their maps at once)",
+        BUDGET >> 20,
+        grown >> 20
+    );
+    // Each is answered in the end, whole or refused; the budget served some, not all.
+    let mut statuses = Vec::new();
+    for mut stream in streams {
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let _ = stream.write_all(b"x");
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        statuses.push(line.split_whitespace().nth(1).unwrap_or("").to_owned());
+    }
+    let served_whole = statuses.iter().filter(|s| *s == "200").count();
+    assert!(served_whole >= 1, "{statuses:?}");
+    assert!(served_whole < REQUESTS, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| ["200", "500", "503"].contains(&s.as_str())),
+        "{statuses:?}"
+    );
+    let log = std::fs::read_to_string(cli.log_file()).unwrap();
+    assert!(
+        log.contains("request asked for memory over its limit"),
+        "{log}"
+    );
+    // What they held is given back: one such request fits again.
+    wait_until(|| served.get("/fields?n=200").status == 200);
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::serve::{Client, Served, push_proxy, wait_until};
+use crate::serve::wait_until;
+use crate::support::{Client, Served, push_proxy};
 use crate::support::{WasmOci, exit_within};
 
 /// A connection that sends nothing.

@@ -1,6 +1,7 @@
-//! The containerd runtime `io.containerd.wasmoci.v1` under a real containerd (Debian's 1.6,
-//! `support::Containerd`): pods sharing a shim, private registries, the shared cache, kills,
-//! preopen profiles, memory limits and task events.
+//! The containerd runtime `io.containerd.wasmoci.v1` under a real containerd, each test once
+//! on Debian's 1.6 and once on containerd 2.x (`support::Containerd`, `each_containerd!`):
+//! pods sharing a shim, private registries, the shared cache, kills, preopen profiles, memory
+//! limits and task events.
 
 use std::fs;
 use std::io::Read as _;
@@ -10,17 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    ALLOW_LOOPBACK, Containerd, HELLO, NS, RUNTIME, Registry, WasmOci, alive, describe, guests,
-    stdout, testdata, wait_gone,
+    ALLOW_LOOPBACK, Containerd, HELLO, RUNTIME, Registry, Version, WasmOci, alive, describe,
+    each_containerd, guests, stdout, testdata, wait_gone,
 };
 
-#[test]
-fn containers_of_a_group_share_one_shim_and_a_pod_sandbox_waits() {
+fn containers_of_a_group_share_one_shim_and_a_pod_sandbox_waits(v: Version) {
     // On a single-tenant node the operator may let io.wasm-oci.group decide.
     let config = tempfile::tempdir().unwrap();
     let file = config.path().join("shim.toml");
     fs::write(&file, "[groups]\nby = \"annotation\"\n").unwrap();
-    let c = Containerd::start_with_env(&[("WASM_OCI_SHIM_CONFIG", &file)]);
+    let c = Containerd::start_on(v, &[("WASM_OCI_SHIM_CONFIG", &file)], "");
     let image = "docker.io/library/probe:v1";
     c.import(image, &[("probe.wasm", &guests().probe)], &["/probe.wasm"]);
 
@@ -51,7 +51,10 @@ fn containers_of_a_group_share_one_shim_and_a_pod_sandbox_waits() {
         "{state}"
     );
     let cgroups = fs::read_to_string(format!("/proc/{shim}/cgroup")).unwrap();
-    assert!(cgroups.contains(&format!("/{NS}/g1-b")), "{cgroups}");
+    assert!(
+        cgroups.contains(&format!("/{}/g1-b", c.namespace)),
+        "{cgroups}"
+    );
     // The last one out stops the shim.
     assert!(c.kill_and_delete("g1-b", "SIGTERM").contains("143"));
     assert!(wait_gone(shim), "the group's shim outlived its containers");
@@ -105,8 +108,7 @@ fn containers_of_a_group_share_one_shim_and_a_pod_sandbox_waits() {
     assert_eq!(stdout(&c.ctr(&["tasks", "ls", "-q"])), "");
 }
 
-#[test]
-fn the_shim_pulls_from_a_private_tls_registry_with_docker_credentials() {
+fn the_shim_pulls_from_a_private_tls_registry_with_docker_credentials(v: Version) {
     use base64::Engine as _;
     const USER: &str = "shim-user";
     const PASSWORD: &str = "shim-secret-Pa55";
@@ -138,7 +140,8 @@ fn the_shim_pulls_from_a_private_tls_registry_with_docker_credentials() {
         serde_json::json!({ "auths": { &registry.addr: { "auth": auth } } }).to_string(),
     )
     .unwrap();
-    let c = Containerd::start_with(
+    let c = Containerd::start_on(
+        v,
         &[("DOCKER_CONFIG", docker.path()), ("SSL_CERT_FILE", &ca)],
         ALLOW_LOOPBACK,
     );
@@ -160,9 +163,8 @@ fn the_shim_pulls_from_a_private_tls_registry_with_docker_credentials() {
     assert!(!c.log().contains(PASSWORD) && !c.log().contains(&auth));
 }
 
-#[test]
-fn ctr_runs_wasm_through_the_shim() {
-    let c = Containerd::start();
+fn ctr_runs_wasm_through_the_shim(v: Version) {
+    let c = Containerd::start_on(v, &[], "");
     c.import_hello();
     c.import(
         "docker.io/library/probe:v1",
@@ -251,12 +253,11 @@ fn ctr_runs_wasm_through_the_shim() {
     assert_eq!(stdout(&tasks), "", "{}", describe(&tasks));
 }
 
-#[test]
-fn the_reference_annotation_pulls_into_the_shared_cache() {
+fn the_reference_annotation_pulls_into_the_shared_cache(v: Version) {
     let registry = Registry::start();
     let reference = registry.reference("tools/probe:v1");
     WasmOci::new().ok(&["push", guests().probe.to_str().unwrap(), &reference]);
-    let c = Containerd::start_with(&[], ALLOW_LOOPBACK);
+    let c = Containerd::start_on(v, &[], ALLOW_LOOPBACK);
     c.import_hello();
     let annotation = format!("io.wasm-oci.reference={reference}");
     let out = c.run(
@@ -308,9 +309,8 @@ fn the_reference_annotation_pulls_into_the_shared_cache() {
     assert!(out.status.success(), "{}", describe(&out));
 }
 
-#[test]
-fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
-    let c = Containerd::start();
+fn kill_stops_a_spinning_guest_and_ten_run_in_parallel(v: Version) {
+    let c = Containerd::start_on(v, &[], "");
     c.import(
         "docker.io/library/probe:v1",
         &[("probe.wasm", &guests().probe)],
@@ -338,7 +338,10 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
         .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
         .unwrap();
     let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert!(cgroups.contains(&format!("/{NS}/spin")), "{cgroups}");
+    assert!(
+        cgroups.contains(&format!("/{}/spin", c.namespace)),
+        "{cgroups}"
+    );
     // The guest spins forever: stopped at all, it was stopped by the kill.
     let out = c.ctr(&["tasks", "kill", "-s", "SIGKILL", "spin"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -355,7 +358,7 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
     let leftover = fs::read_dir("/sys/fs/cgroup")
         .unwrap()
         .flatten()
-        .any(|h| h.path().join(NS).join("spin").exists());
+        .any(|h| h.path().join(c.namespace).join("spin").exists());
     assert!(!leftover, "the container's cgroup was left behind");
 
     let runs = (0..10).map(|i| {
@@ -377,8 +380,7 @@ fn kill_stops_a_spinning_guest_and_ten_run_in_parallel() {
     assert_eq!(stdout(&c.ctr(&["containers", "ls", "-q"])), "");
 }
 
-#[test]
-fn sigterm_preopen_profiles_the_memory_limit_and_events() {
+fn sigterm_preopen_profiles_the_memory_limit_and_events(v: Version) {
     let host = tempfile::tempdir().unwrap();
     fs::write(host.path().join("in.txt"), "chosen").unwrap();
     let config = host.path().join("shim.toml");
@@ -390,7 +392,7 @@ fn sigterm_preopen_profiles_the_memory_limit_and_events() {
         ),
     )
     .unwrap();
-    let c = Containerd::start_with_env(&[("WASM_OCI_SHIM_CONFIG", &config)]);
+    let c = Containerd::start_on(v, &[("WASM_OCI_SHIM_CONFIG", &config)], "");
     c.import(
         "docker.io/library/probe:v1",
         &[("probe.wasm", &guests().probe)],
@@ -532,3 +534,12 @@ fn sigterm_preopen_profiles_the_memory_limit_and_events() {
         assert!(seen.contains(topic), "no {topic} event in:\n{seen}");
     }
 }
+
+each_containerd!(
+    containers_of_a_group_share_one_shim_and_a_pod_sandbox_waits,
+    the_shim_pulls_from_a_private_tls_registry_with_docker_credentials,
+    ctr_runs_wasm_through_the_shim,
+    the_reference_annotation_pulls_into_the_shared_cache,
+    kill_stops_a_spinning_guest_and_ten_run_in_parallel,
+    sigterm_preopen_profiles_the_memory_limit_and_events,
+);

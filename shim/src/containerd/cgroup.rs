@@ -11,7 +11,14 @@
 //! CPU is counted per thread: with cgroup v1 only a guest's own threads enter its container's
 //! `cpu` and `cpuacct` cgroups ([`Cgroup::enter_thread`]), and the shim's control threads (the
 //! task service, the epoch ticker) stay where the shim started, so a kill or a delete never
-//! waits behind a guest that uses up its container's CPU quota.
+//! waits behind a guest that uses up its container's CPU quota. cgroup v2 places a whole
+//! process in one cgroup, but threads of it in the cgroups of a threaded subtree: the
+//! container's cgroup keeps the memory limit and gets two threaded children, `shim` (where
+//! the process's threads go when it joins) and `guests` (the CPU limit, where a guest's
+//! threads go), so there too the shim's threads never share a guest's quota. Threads move
+//! only within the subtree of the cgroup the process is in: in a shim shared by several
+//! containers (a pod), only the guests of the container whose cgroup it joined take their
+//! own CPU limit; the others run under the pod's.
 //!
 //! The path is the pod author's input only through the CRI plugin, but it is still checked:
 //! a path with `..`, or a systemd-style `slice:prefix:name` with a `/` in a part, is refused.
@@ -28,6 +35,10 @@ use super::error::CgroupError;
 
 /// The cgroup filesystem.
 pub(crate) const ROOT: &str = "/sys/fs/cgroup";
+
+/// The threaded children of a container's cgroup (v2): the shim's threads, and the guests'.
+const SHIM_THREADS: &str = "shim";
+const GUEST_THREADS: &str = "guests";
 
 /// The v1 controllers that account for a guest; cpuset would need cpus and mems set before
 /// anything can join it, and named hierarchies are systemd's.
@@ -140,6 +151,63 @@ pub(crate) struct Cgroup {
     dirs: Vec<(PathBuf, PathBuf, Vec<PathBuf>)>,
     /// Whether the hierarchy is the unified one (cgroup v2).
     v2: bool,
+    /// With cgroup v2 and a CPU limit: the threaded children the process's threads are
+    /// sorted into.
+    threads: Option<Threads>,
+}
+
+/// A v2 container cgroup's threaded children: `shim`, without a CPU limit, and `guests`,
+/// with the container's.
+#[derive(Debug)]
+struct Threads {
+    shim: PathBuf,
+    guests: PathBuf,
+}
+
+impl Threads {
+    /// Makes `dir`'s threaded children (`dir` becomes a threaded domain), and enables the
+    /// cpu controller for them when `cpu` is set.
+    fn make(dir: &Path, cpu: bool) -> std::io::Result<Threads> {
+        let threads = Threads {
+            shim: dir.join(SHIM_THREADS),
+            guests: dir.join(GUEST_THREADS),
+        };
+        for child in [&threads.shim, &threads.guests] {
+            match fs::create_dir(child) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            fs::write(child.join("cgroup.type"), "threaded")?;
+        }
+        if cpu {
+            fs::write(dir.join("cgroup.subtree_control"), "+cpu")?;
+        }
+        Ok(threads)
+    }
+
+    /// Moves every thread of this process into `shim` (after the process joined the
+    /// threaded domain, where they all land).
+    fn settle_shim(&self) {
+        let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+            return;
+        };
+        for task in tasks.flatten() {
+            let tid = task.file_name();
+            if let Err(e) = fs::write(self.shim.join("cgroup.threads"), tid.as_encoded_bytes()) {
+                // A thread that ended in between.
+                if Path::new("/proc/self/task").join(&tid).exists() {
+                    tracing::warn!(dir = %self.shim.display(), error = %e, "cannot move a shim thread out of the guests' CPU limit");
+                }
+            }
+        }
+    }
+
+    /// Removes both children (empty by then).
+    fn remove(&self) {
+        let _ = fs::remove_dir(&self.guests);
+        let _ = fs::remove_dir(&self.shim);
+    }
 }
 
 /// Whether a v1 hierarchy places single threads: a guest's threads go into its container's
@@ -199,6 +267,7 @@ impl Cgroup {
         let mut cgroup = Cgroup {
             dirs: Vec::new(),
             v2,
+            threads: None,
         };
         for hierarchy in hierarchies {
             let dir = hierarchy.join(relative);
@@ -222,15 +291,35 @@ impl Cgroup {
             cgroup.dirs.push((hierarchy.clone(), dir.clone(), created));
             if v2 {
                 enable_controllers(&hierarchy, &dir);
+                if resources.limits_cpu() {
+                    // The CPU limit goes on the guests' threaded child, so that the shim's
+                    // threads are outside it; where the kernel will not have it, on the
+                    // container's cgroup, as before (a limit is never dropped).
+                    match Threads::make(&dir, true) {
+                        Ok(threads) => cgroup.threads = Some(threads),
+                        Err(e) => {
+                            tracing::warn!(dir = %dir.display(), error = %e, "cannot make the threaded cgroups that keep the shim's threads out of the guests' CPU limit; the limit covers the whole process");
+                            Threads {
+                                shim: dir.join(SHIM_THREADS),
+                                guests: dir.join(GUEST_THREADS),
+                            }
+                            .remove();
+                        }
+                    }
+                }
             }
             let writes = limit_files(v2, &hierarchy, resources);
             for (file, value) in writes {
-                if let Err(e) = fs::write(dir.join(file), &value) {
+                let target = match &cgroup.threads {
+                    Some(threads) if file.starts_with("cpu.") => threads.guests.join(file),
+                    _ => dir.join(file),
+                };
+                if let Err(e) = fs::write(&target, &value) {
                     cgroup.remove();
                     return Err(CgroupError::Limit {
                         file,
                         value,
-                        dir,
+                        dir: target.parent().unwrap_or(&dir).to_path_buf(),
                         cause: e,
                     });
                 }
@@ -284,7 +373,9 @@ impl Cgroup {
                         _ => {}
                     }
                 }
-                for (k, v) in fields(read(dir.join("cpu.stat"))) {
+                // The guests' threads alone, when they have a cgroup of their own.
+                let cpu_dir = self.threads.as_ref().map_or(dir, |t| &t.guests);
+                for (k, v) in fields(read(cpu_dir.join("cpu.stat"))) {
                     match k.as_str() {
                         "usage_usec" => cpu.total = v * 1000,
                         "user_usec" => cpu.user = v * 1000,
@@ -347,6 +438,10 @@ impl Cgroup {
             }
             if let Err(e) = fs::write(dir.join("cgroup.procs"), &pid) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot join cgroup");
+                continue;
+            }
+            if let Some(threads) = &self.threads {
+                threads.settle_shim();
             }
         }
     }
@@ -366,6 +461,17 @@ impl Cgroup {
     /// whether the cgroup's CPU figures count this thread alone (else the whole process's).
     pub(crate) fn enter_thread(&self) -> bool {
         let tid = this_thread();
+        if let Some(threads) = &self.threads {
+            return match fs::write(threads.guests.join("cgroup.threads"), &tid) {
+                Ok(()) => true,
+                Err(e) => {
+                    // The process is in another container's cgroup (a pod's shared shim):
+                    // a thread does not leave its process's threaded subtree.
+                    tracing::debug!(dir = %threads.guests.display(), error = %e, "the guest's thread stays where the process is");
+                    false
+                }
+            };
+        }
         let mut entered = false;
         for (hierarchy, dir, _) in &self.dirs {
             if !per_thread(self.v2, hierarchy) {
@@ -396,8 +502,18 @@ impl Cgroup {
                     }
                 }
             }
+            if let Some(threads) = &self.threads {
+                threads.remove();
+            }
             remove(created);
         }
+    }
+}
+
+impl Resources {
+    /// Whether a CPU limit or weight is asked for.
+    fn limits_cpu(&self) -> bool {
+        self.cpu_quota.is_some() || self.cpu_period.is_some() || self.cpu_shares.is_some()
     }
 }
 
@@ -408,6 +524,10 @@ pub(crate) fn remove_leftover(root: &Path, relative: &Path) {
     let (_, hierarchies) = hierarchies(root);
     for hierarchy in hierarchies {
         let dir = hierarchy.join(relative);
+        // A v2 cgroup's threaded children first.
+        for child in [GUEST_THREADS, SHIM_THREADS] {
+            let _ = fs::remove_dir(dir.join(child));
+        }
         match fs::remove_dir(&dir) {
             Ok(()) => tracing::debug!(dir = %dir.display(), "removed a dead shim's cgroup"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -492,6 +612,8 @@ fn remove(created: &[PathBuf]) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -537,11 +659,27 @@ mod tests {
             fs::read_to_string(dir.join("memory.max")).unwrap(),
             (64 << 20).to_string()
         );
+        // The CPU limit is the guests' threaded child's; the shim's child has none.
         assert_eq!(
-            fs::read_to_string(dir.join("cpu.max")).unwrap(),
+            fs::read_to_string(dir.join("guests/cpu.max")).unwrap(),
             "10000 100000"
         );
-        assert_eq!(fs::read_to_string(dir.join("cpu.weight")).unwrap(), "39");
+        assert_eq!(
+            fs::read_to_string(dir.join("guests/cpu.weight")).unwrap(),
+            "39"
+        );
+        for child in ["guests", "shim"] {
+            assert_eq!(
+                fs::read_to_string(dir.join(child).join("cgroup.type")).unwrap(),
+                "threaded"
+            );
+        }
+        assert!(!dir.join("cpu.max").exists());
+        assert!(!dir.join("shim/cpu.max").exists());
+        assert_eq!(
+            fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap(),
+            "+cpu"
+        );
         assert_eq!(
             fs::read_to_string(root.path().join("pod/cgroup.subtree_control")).unwrap(),
             "+memory +cpu"
@@ -564,5 +702,82 @@ mod tests {
         assert_eq!(read("cpu/ns/c1/cpu.cfs_period_us"), "100000");
         assert_eq!(read("cpu/ns/c1/cpu.shares"), "1024");
         assert!(!root.path().join("memory/ns/c1/cpu.shares").exists());
+    }
+
+    /// The unified hierarchy: `/sys/fs/cgroup` itself, or `/sys/fs/cgroup/unified` beside v1's.
+    fn v2_root() -> PathBuf {
+        [Path::new(ROOT), &Path::new(ROOT).join("unified")]
+            .into_iter()
+            .find(|p| p.join("cgroup.controllers").exists())
+            .expect("this test needs a cgroup v2 hierarchy (run as root, as scripts/test does)")
+            .to_owned()
+    }
+
+    /// Where thread `tid` of this process is in the unified hierarchy.
+    fn v2_place(tid: &str) -> String {
+        fs::read_to_string(format!("/proc/self/task/{tid}/cgroup"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The kernel's own threaded mode, without a CPU controller (this test's machines may
+    /// keep cpu on cgroup v1): the process joins the container's cgroup and its threads
+    /// land in `shim`; a guest's thread moves to `guests`; leaving and removing work.
+    #[test]
+    fn with_cgroup_v2_the_shims_threads_and_a_guests_are_in_threaded_children() {
+        let root = v2_root();
+        let original = v2_place(&this_thread());
+        let relative = format!("wasm-oci-unit-{}", std::process::id());
+        let dir = root.join(&relative);
+        fs::create_dir(&dir).unwrap();
+        let cgroup = Cgroup {
+            dirs: vec![(root.clone(), dir.clone(), vec![dir.clone()])],
+            v2: true,
+            threads: Some(Threads::make(&dir, false).unwrap()),
+        };
+        assert_eq!(
+            fs::read_to_string(dir.join("shim/cgroup.type"))
+                .unwrap()
+                .trim(),
+            "threaded"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("cgroup.type")).unwrap().trim(),
+            "domain threaded"
+        );
+        cgroup.join();
+        let shim = format!("/{relative}/shim");
+        assert_eq!(v2_place(&this_thread()), shim);
+        let cgroup = Arc::new(cgroup);
+        let (entered, guest_place) = std::thread::spawn({
+            let cgroup = cgroup.clone();
+            move || (cgroup.enter_thread(), v2_place(&this_thread()))
+        })
+        .join()
+        .unwrap();
+        assert!(entered);
+        assert_eq!(guest_place, format!("/{relative}/guests"));
+        // The shim's thread stayed out of the guests' cgroup.
+        assert_eq!(v2_place(&this_thread()), shim);
+        cgroup.leave();
+        assert_eq!(v2_place(&this_thread()), "/");
+        // Back where the test process was.
+        let _ = fs::write(
+            root.join(original.trim_start_matches('/'))
+                .join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+        // The guest's thread has ended; the kernel lets its cgroup go once it has exited.
+        for _ in 0..3000 {
+            cgroup.remove();
+            if !dir.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!dir.exists(), "{} is left", dir.display());
     }
 }

@@ -240,7 +240,7 @@ impl ShimConfig {
     pub fn parse(text: &str, path: &Path) -> Result<ShimConfig, ConfigError> {
         let bad = |problem| ConfigError::Invalid {
             path: path.to_owned(),
-            problem,
+            problem: Box::new(problem),
         };
         let file: File =
             toml::from_str(text).map_err(|e| bad(ConfigProblem::Toml(e.message().to_owned())))?;

@@ -40,7 +40,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// What is wrong in it.
-        problem: ConfigProblem,
+        problem: Box<ConfigProblem>,
     },
 }
 
@@ -101,9 +101,6 @@ pub enum ConfigProblem {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// Neither `WASM_OCI_CACHE` nor a default cache directory.
-    #[error("no cache directory: set WASM_OCI_CACHE for containerd")]
-    NoCacheDir,
     /// The cache cannot be opened.
     #[error("opening the cache at {}: {}", dir.display(), chain(cause))]
     Cache {
@@ -263,7 +260,7 @@ pub enum CreateError {
     #[error("reading the bundle's config.json: {cause}")]
     ReadSpec {
         /// containerd's error.
-        cause: containerd_shim::Error,
+        cause: Box<containerd_shim::Error>,
     },
     /// The spec has no `process`.
     #[error("the spec has no process")]
@@ -273,7 +270,7 @@ pub enum CreateError {
     NoArgs,
     /// `io.wasm-oci.reference` is not a reference.
     #[error(transparent)]
-    Reference(wasm_oci_fetcher::Error),
+    Reference(Box<wasm_oci_fetcher::Error>),
     /// The reference's registry has no canonical name.
     #[error("{ANNOTATION_REFERENCE} names registry {registry}, which is not host[:port]: {reason}")]
     Registry {
@@ -305,7 +302,7 @@ pub enum CreateError {
     #[error("{}", chain(cause))]
     Pull {
         /// The fetcher's error.
-        cause: wasm_oci_fetcher::Error,
+        cause: Box<wasm_oci_fetcher::Error>,
     },
     /// A rootfs module the signature policy does not let run.
     #[error(
@@ -329,7 +326,7 @@ pub enum CreateError {
     #[error("{}", chain(cause))]
     Network {
         /// The runner's error.
-        cause: crate::Error,
+        cause: Box<crate::Error>,
     },
     /// A mount for the guest cannot be made.
     #[error(transparent)]

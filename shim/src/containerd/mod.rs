@@ -11,7 +11,8 @@
 //! them; the operator's config decides otherwise, never a pod. A pod's sandbox ("pause")
 //! container has no wasm: it only waits to be killed.
 //!
-//! The rooms: `shim` is the process (start, delete after a death); `task` answers each
+//! The rooms: `shim` is the process (start, delete after a death), `bootstrap` what containerd
+//! says to `start` and hears back; `task` answers each
 //! containerd request with a `task_*` function, the `Task` trait being thin wrappers over
 //! them, and a task moves only through `state`'s `TaskState`; `spec` turns a bundle's spec
 //! into a `container`; `guest` runs its wasm on a thread of its own; `cgroup`,
@@ -19,6 +20,7 @@
 //! the shared cache and the trust decision on a rootfs module.
 
 mod annotations;
+mod bootstrap;
 mod cgroup;
 pub mod config;
 mod container;
@@ -41,8 +43,51 @@ pub use self::service::TaskService;
 /// The runtime name containerd knows this shim by.
 pub const RUNTIME: &str = "io.containerd.wasmoci.v1";
 
+/// The shim's binary, as containerd names it from [`RUNTIME`].
+pub const BINARY: &str = "containerd-shim-wasmoci-v1";
+
+/// What `containerd-shim-wasmoci-v1 --version` prints, in the shape of containerd's own shims.
+pub fn version() -> String {
+    format!(
+        "{BINARY}:\n  Version:  {}\n  Runtime:  {RUNTIME}\n  Engine:   wasmtime\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// Runs the shim; what `containerd-shim-wasmoci-v1`'s `main` calls.
+///
+/// `-v`/`--version` print the version; `start` is answered here, in either of containerd's
+/// start protocols; every other action (`delete`, serving) runs through containerd's shim
+/// protocol crate.
 pub fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let flag = |names: &[&str]| {
+        args.iter()
+            .any(|a| a.to_str().is_some_and(|a| names.contains(&a)))
+    };
+    if flag(&["-v", "--v", "-version", "--version"]) {
+        print!("{}", version());
+        return;
+    }
+    if let Ok(flags) = containerd_shim::parse(&args)
+        && flags.action == "start"
+    {
+        let answer = shim::start(&flags, std::io::stdin().lock()).map_err(|e| e.to_string());
+        let written = answer.and_then(|answer| {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&answer)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| format!("writing the answer: {e}"))
+        });
+        if let Err(e) = written {
+            tracing::error!(error = %e, "start failed");
+            eprintln!("{RUNTIME}: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

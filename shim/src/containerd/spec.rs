@@ -143,8 +143,8 @@ impl Plan {
         let source = match annotations.get(ANNOTATION_REFERENCE) {
             _ if pause => Source::Sandbox,
             Some(reference) => {
-                let parsed =
-                    wasm_oci_fetcher::parse_reference(reference).map_err(CreateError::Reference)?;
+                let parsed = wasm_oci_fetcher::parse_reference(reference)
+                    .map_err(|e| CreateError::Reference(Box::new(e)))?;
                 config.check_registry(parsed.registry())?;
                 let policy = match annotations.get(ANNOTATION_PULL) {
                     Some(p) => p.parse().map_err(CreateError::PullPolicy)?,
@@ -193,7 +193,9 @@ pub(crate) async fn prepare(
     let config = ShimConfig::get()?;
     let spec = read_spec(&req.bundle)
         .await
-        .map_err(|cause| CreateError::ReadSpec { cause })?;
+        .map_err(|cause| CreateError::ReadSpec {
+            cause: Box::new(cause),
+        })?;
     let plan = Plan::of(&spec, config)?;
 
     let mut preopens = vec![Preopen {
@@ -210,12 +212,15 @@ pub(crate) async fn prepare(
                 .get_or_init(Store::open_shared)
                 .as_ref()
                 .map_err(Clone::clone)?;
-            let parsed =
-                wasm_oci_fetcher::parse_reference(reference).map_err(CreateError::Reference)?;
-            let artifact = fetcher
-                .resolve(&parsed, *policy)
-                .await
-                .map_err(|cause| CreateError::Pull { cause })?;
+            let parsed = wasm_oci_fetcher::parse_reference(reference)
+                .map_err(|e| CreateError::Reference(Box::new(e)))?;
+            let artifact =
+                fetcher
+                    .resolve(&parsed, *policy)
+                    .await
+                    .map_err(|cause| CreateError::Pull {
+                        cause: Box::new(cause),
+                    })?;
             Some(Module::Cached {
                 cache: cache.clone(),
                 artifact,
@@ -250,7 +255,7 @@ pub(crate) async fn prepare(
         Ok(network) => network,
         Err(e) => {
             discard_cgroup();
-            return Err(CreateError::Network { cause: e });
+            return Err(CreateError::Network { cause: Box::new(e) });
         }
     };
 

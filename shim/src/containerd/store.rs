@@ -19,8 +19,9 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// The cache of `WASM_OCI_CACHE` (else the default), and registry options from the
-    /// environment: containerd's, so `DOCKER_CONFIG` and `SSL_CERT_FILE` set for it apply.
+    /// The cache of `WASM_OCI_CACHE`, else the node's (`/var/lib/wasm-oci`, whatever HOME
+    /// containerd has, if any), and registry options from the environment: containerd's, so
+    /// `DOCKER_CONFIG` and `SSL_CERT_FILE` set for it apply.
     pub(crate) fn open_shared() -> Result<Store, Arc<StoreError>> {
         Self::open().map_err(Arc::new)
     }
@@ -29,8 +30,7 @@ impl Store {
     fn open() -> Result<Store, StoreError> {
         let dir = std::env::var_os("WASM_OCI_CACHE")
             .map(PathBuf::from)
-            .or_else(wasm_oci_cache::default_dir)
-            .ok_or(StoreError::NoCacheDir)?;
+            .unwrap_or_else(|| PathBuf::from(wasm_oci_cache::SYSTEM_DIR));
         let cache = wasm_oci_cache::Cache::open(&dir).map_err(|cause| StoreError::Cache {
             dir: dir.clone(),
             cause,

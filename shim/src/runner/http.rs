@@ -28,13 +28,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::body::{HostOutgoingBody, HyperOutgoingBody, StreamContext};
 use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
 use super::connection::{self, Backoff, Clock, InFlight, Watched};
 use super::error::Result;
+use super::fields::{self, Held, HoldsFields};
 use super::network::HttpPolicy;
 use super::{Budget, Charge, Error, Limits, Runner};
 
@@ -171,6 +172,7 @@ impl Runner {
         let mut linker = wasmtime::component::Linker::<ProxyHost>::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .and_then(|()| fields::add_to_linker(&mut linker))
             .map_err(|source| Error::Engine { source })?;
         let pre = linker
             .instantiate_pre(component)
@@ -723,6 +725,9 @@ impl Inner {
                 },
                 _ => {}
             }
+            // A body the guest neither finished nor dropped is not complete: it ends as an
+            // aborted one, not as the end its store's drop would look like.
+            abort_unfinished(&mut store.data_mut().table);
             drop(running);
             drop(store);
             ended
@@ -820,6 +825,7 @@ impl Inner {
                 shared: self.budget.clone().map(Charge::empty),
                 ..Limits::default()
             },
+            held: Held::default(),
         };
         let mut store = Store::new(self.pre.engine(), host);
         store.limiter(|h| &mut h.limits);
@@ -846,11 +852,27 @@ impl Inner {
     }
 }
 
+/// Aborts every outgoing body (the response's, an outbound request's) still in `table`, once
+/// its guest is done: its store's drop would end it as if the guest had called `finish`, and
+/// a client would take a response cut short for a whole one. Aborted, its chunked encoding
+/// gets no last chunk, a declared length is never reached, and the connection is closed,
+/// as for a body the guest dropped unfinished.
+fn abort_unfinished(table: &mut ResourceTable) {
+    for entry in table.iter_mut() {
+        if let Some(body) = entry.downcast_mut::<HostOutgoingBody>() {
+            let (stand_in, _) = HostOutgoingBody::new(StreamContext::Response, None, 1, 1);
+            std::mem::replace(body, stand_in).abort();
+        }
+    }
+}
+
 /// What one instance may make the host hold in resources: header maps are the largest (the
 /// host copies every name and value a guest gives), so the resource cap times the largest
 /// header map is what a guest can make the host allocate. Under a memory budget the resource
 /// cap shrinks with the budget so that this stays within half of it (64 resources at the
 /// least: half of an 8 MiB budget); without one, 4096 resources. Header maps stay at 64 KiB.
+/// What the maps hold is also charged to the budget as they are made (see the fields
+/// module), so that the server's guests together stay within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct HostHeld {
     resources: usize,
@@ -918,6 +940,22 @@ struct ProxyHost {
     table: ResourceTable,
     hooks: Outbound,
     limits: Limits,
+    /// The header maps the guest made the host hold, charged to `limits`.
+    held: Held,
+}
+
+impl HoldsFields for ProxyHost {
+    fn fields_parts(&mut self) -> (WasiHttpCtxView<'_>, &mut Limits, &mut Held) {
+        (
+            WasiHttpCtxView {
+                ctx: &mut self.http,
+                table: &mut self.table,
+                hooks: &mut self.hooks,
+            },
+            &mut self.limits,
+            &mut self.held,
+        )
+    }
 }
 
 impl WasiView for ProxyHost {

@@ -13,6 +13,8 @@ pub(super) struct Limits {
     pub(super) max_memory: Option<usize>,
     /// Bytes of memory and table the guest holds now.
     pub(super) used: usize,
+    /// Bytes the host holds for the guest now (its header maps), counted with `used`.
+    pub(super) host: usize,
     pub(super) denied: Option<usize>,
     pub(super) gauge: Option<Arc<AtomicU64>>,
     /// The budget this guest shares with others (a server's instances), charged with `used`.
@@ -121,14 +123,38 @@ impl Limits {
     /// Whether one memory or table may grow from `current` to `desired` bytes, given what
     /// all the others hold; counts it when it may.
     fn allow(&mut self, current: usize, desired: usize) -> bool {
-        let total = self.used.saturating_sub(current).saturating_add(desired);
+        let memories = self.used.saturating_sub(current).saturating_add(desired);
         tracing::trace!(
             current,
             desired,
-            total,
+            total = memories,
+            host = self.host,
             limit = self.max_memory,
             "memory or table growing"
         );
+        if !self.fits(memories.saturating_add(self.host)) {
+            return false;
+        }
+        self.used = memories;
+        if let Some(gauge) = &self.gauge {
+            gauge.store(memories as u64, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Whether the host may hold `bytes` for the guest (instead of what it held), beside
+    /// its memories; counts it when it may.
+    pub(super) fn host_holds(&mut self, bytes: usize) -> bool {
+        if !self.fits(self.used.saturating_add(bytes)) {
+            return false;
+        }
+        self.host = bytes;
+        true
+    }
+
+    /// Whether the guest may hold `total` bytes, memories and host's together, under its own
+    /// limit and the shared budget; the shared charge follows when it may.
+    fn fits(&mut self, total: usize) -> bool {
         let shared_refused = match &mut self.shared {
             Some(charge) if self.max_memory.is_none_or(|limit| total <= limit) => {
                 !charge.resize(total)
@@ -144,13 +170,7 @@ impl Limits {
                 self.denied = Some(total);
                 false
             }
-            _ => {
-                self.used = total;
-                if let Some(gauge) = &self.gauge {
-                    gauge.store(total as u64, Ordering::Relaxed);
-                }
-                true
-            }
+            _ => true,
         }
     }
 }

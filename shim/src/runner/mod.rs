@@ -7,6 +7,7 @@
 mod compiled;
 mod connection;
 mod error;
+mod fields;
 pub mod http;
 mod identity;
 mod limits;

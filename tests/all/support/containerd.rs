@@ -1,6 +1,8 @@
-//! A real containerd (Debian's 1.6) per test, with a private root, state and socket, and the
-//! shim `containerd-shim-wasmoci-v1` first on its PATH: images imported with `ctr`, tasks run,
-//! killed and waited for.
+//! A real containerd per test, with a private root, state and socket, and the shim
+//! `containerd-shim-wasmoci-v1` first on its PATH: images imported with `ctr`, tasks run,
+//! killed and waited for. Two versions: Debian's 1.6 (config version 2) and containerd 2.x
+//! (Debian sid's, `$WASM_OCI_CONTAINERD2`; config version 3); [`each_containerd!`] runs a test
+//! body against both.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,8 +16,128 @@ pub const RUNTIME: &str = "io.containerd.wasmoci.v1";
 /// A shim config that lets references name the tests' registries, on loopback.
 pub const ALLOW_LOOPBACK: &str = "[references]\nallow = [\"127.0.0.1\"]\n";
 
+/// Which containerd a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// Debian's containerd 1.6 (on PATH), config version 2, CRI v1 and v1alpha2.
+    V1_6,
+    /// containerd 2.x from `$WASM_OCI_CONTAINERD2` (a directory holding `containerd`,
+    /// `containerd-shim-runc-v2` and `ctr`), config version 3, CRI v1 only.
+    V2,
+}
+
+impl Version {
+    /// The directory of containerd 2.x's binaries, or a failure that says how to get them.
+    fn containerd2_dir() -> PathBuf {
+        let dir = std::env::var_os("WASM_OCI_CONTAINERD2").unwrap_or_else(|| {
+            panic!(
+                "WASM_OCI_CONTAINERD2 is not set: run ./scripts/test, which extracts containerd \
+                 2.x and names its bin directory there"
+            )
+        });
+        let dir = PathBuf::from(dir);
+        assert!(
+            dir.join("containerd").is_file(),
+            "no containerd in WASM_OCI_CONTAINERD2={}",
+            dir.display()
+        );
+        dir
+    }
+
+    /// The program `name` (`containerd`, `ctr`) of this version.
+    pub fn program(self, name: &str) -> PathBuf {
+        match self {
+            Version::V1_6 => PathBuf::from(name),
+            Version::V2 => Self::containerd2_dir().join(name),
+        }
+    }
+
+    /// The namespace `ctr` works in: one per version, so that the two runs of a test, which
+    /// run at once, never share a container's cgroup (`/NAMESPACE/ID`).
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Version::V1_6 => NS,
+            Version::V2 => "wasm-oci-test2",
+        }
+    }
+
+    /// What goes before the shim's directory on containerd's PATH: 2.x's own runc shim.
+    fn path_prefix(self) -> Option<PathBuf> {
+        match self {
+            Version::V1_6 => None,
+            Version::V2 => Some(Self::containerd2_dir()),
+        }
+    }
+
+    /// The config of a containerd that only `ctr` drives: CRI and NRI off.
+    fn ctr_config(self, dir: &Path) -> String {
+        match self {
+            Version::V1_6 => format!(
+                "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n{}",
+                base_config(dir)
+            ),
+            Version::V2 => format!(
+                "disabled_plugins = [\"io.containerd.grpc.v1.cri\", \
+                 \"io.containerd.cri.v1.images\", \"io.containerd.cri.v1.runtime\", \
+                 \"io.containerd.nri.v1.nri\"]\n{}",
+                self.base_config(dir)
+            ),
+        }
+    }
+
+    /// The part of a test containerd's config.toml every test shares: its config version,
+    /// its own root, state and sockets under `dir`; for 2.x, whose `ctr` imports through the
+    /// transfer service, unpacking into the native snapshotter the tests name.
+    pub fn base_config(self, dir: &Path) -> String {
+        let common = |version: u8| {
+            format!(
+                "version = {version}\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+                 [grpc]\n  address = \"{0}/containerd.sock\"\n\
+                 [ttrpc]\n  address = \"{0}/containerd-ttrpc.sock\"\n",
+                dir.display()
+            )
+        };
+        match self {
+            Version::V1_6 => common(2),
+            Version::V2 => {
+                let arch = match std::env::consts::ARCH {
+                    "x86_64" => "amd64",
+                    "aarch64" => "arm64",
+                    other => other,
+                };
+                format!(
+                    "{}[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]\n  \
+                     platform = \"linux/{arch}\"\n  snapshotter = \"native\"\n",
+                    common(3)
+                )
+            }
+        }
+    }
+}
+
+/// Runs each named test body (`fn NAME(v: Version)`) once per containerd version, as the
+/// tests `NAME::containerd_1_6` and `NAME::containerd_2`.
+macro_rules! each_containerd {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn containerd_1_6() {
+                super::$name($crate::support::Version::V1_6)
+            }
+
+            #[test]
+            fn containerd_2() {
+                super::$name($crate::support::Version::V2)
+            }
+        }
+    )*};
+}
+pub(crate) use each_containerd;
+
 pub struct Containerd {
     child: Option<Child>,
+    /// The version that runs.
+    pub version: Version,
     pub dir: tempfile::TempDir,
     pub cache: PathBuf,
     /// The namespace `ctr` works in.
@@ -34,16 +156,23 @@ impl Containerd {
 
     /// containerd with extra environment, and `shim_toml` as the operator's shim config.
     pub fn start_with(env: &[(&str, &Path)], shim_toml: &str) -> Containerd {
+        Self::start_on(Version::V1_6, env, shim_toml)
+    }
+
+    /// containerd `version`, with extra environment and `shim_toml` as the operator's shim
+    /// config.
+    pub fn start_on(version: Version, env: &[(&str, &Path)], shim_toml: &str) -> Containerd {
         let dir = tempfile::tempdir().unwrap();
-        let config = format!(
-            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n{}",
-            base_config(dir.path())
-        );
-        Self::start_in(dir, &config, NS, env, shim_toml)
+        let config = version.ctr_config(dir.path());
+        Self::start_version_in(version, dir, &config, version.namespace(), env, shim_toml)
     }
 
     /// containerd with `config` (the `[plugins]` part; root, state and sockets are added) in
     /// `dir`, `ctr` working in `namespace`.
+    #[allow(
+        dead_code,
+        reason = "containerd 1.6 by the name tests of other branches use"
+    )]
     pub fn start_in(
         dir: tempfile::TempDir,
         config: &str,
@@ -51,8 +180,51 @@ impl Containerd {
         env: &[(&str, &Path)],
         shim_toml: &str,
     ) -> Containerd {
+        Self::start_version_in(Version::V1_6, dir, config, namespace, env, shim_toml)
+    }
+
+    /// containerd `version` with `config` (whole, of that version's config format) in `dir`,
+    /// `ctr` working in `namespace`.
+    pub fn start_version_in(
+        version: Version,
+        dir: tempfile::TempDir,
+        config: &str,
+        namespace: &'static str,
+        env: &[(&str, &Path)],
+        shim_toml: &str,
+    ) -> Containerd {
+        Self::launch(version, dir, config, namespace, env, shim_toml, false)
+    }
+
+    /// containerd `version`, driven by `ctr`, as a systemd unit runs it: no `HOME`, no
+    /// `WASM_OCI_CACHE`. It runs in a mount namespace of its own whose `/var/lib` is an empty
+    /// tmpfs, so the node's cache (`/var/lib/wasm-oci`) is this test's alone; [`Self::cache`]
+    /// is that directory as the host sees it (through `/proc/PID/root`).
+    pub fn start_as_a_service(version: Version, shim_toml: &str) -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let config = version.ctr_config(dir.path());
+        Self::launch(
+            version,
+            dir,
+            &config,
+            version.namespace(),
+            &[],
+            shim_toml,
+            true,
+        )
+    }
+
+    fn launch(
+        version: Version,
+        dir: tempfile::TempDir,
+        config: &str,
+        namespace: &'static str,
+        env: &[(&str, &Path)],
+        shim_toml: &str,
+        service: bool,
+    ) -> Containerd {
         let d = dir.path();
-        let cache = d.join("wasm-oci-cache");
+        let mut cache = d.join("wasm-oci-cache");
         fs::write(d.join("config.toml"), config).unwrap();
         let shim_dir = Path::new(env!("CARGO_BIN_EXE_containerd-shim-wasmoci-v1"))
             .parent()
@@ -60,14 +232,30 @@ impl Containerd {
         // The operator's shim config: empty unless a test gives one (never the host's).
         fs::write(d.join("shim.toml"), shim_toml).unwrap();
         let log = fs::File::create(d.join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
+        let path = std::iter::once(shim_dir.to_owned())
+            .chain(version.path_prefix())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap()))
+            .collect::<Vec<_>>();
+        let mut command = if service {
+            let mut unshare = Command::new("unshare");
+            unshare
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(r#"mount -t tmpfs -o mode=0755 tmpfs /var/lib && exec "$0" "$@""#)
+                .arg(version.program("containerd"));
+            unshare
+                .env_remove("HOME")
+                .env_remove("XDG_CACHE_HOME")
+                .env_remove("WASM_OCI_CACHE");
+            unshare
+        } else {
+            let mut containerd = Command::new(version.program("containerd"));
+            containerd.env("WASM_OCI_CACHE", &cache);
+            containerd
+        };
+        let child = command
             .arg("--config")
             .arg(d.join("config.toml"))
-            .env(
-                "PATH",
-                format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap()),
-            )
-            .env("WASM_OCI_CACHE", &cache)
+            .env("PATH", std::env::join_paths(path).unwrap())
             // The shim logs everything to a file of its own, searched for secrets at the end.
             .env("WASM_OCI_LOG", LOG_EVERYTHING)
             .env("WASM_OCI_LOG_FILE", d.join("shim.log"))
@@ -84,8 +272,13 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("containerd is not installed: run ./scripts/test, which installs it");
+        if service {
+            // unshare and sh exec containerd: the pid is containerd's.
+            cache = PathBuf::from(format!("/proc/{}/root/var/lib/wasm-oci", child.id()));
+        }
         let c = Containerd {
             child: Some(child),
+            version,
             dir,
             cache,
             namespace,
@@ -112,7 +305,7 @@ impl Containerd {
     }
 
     pub fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(self.version.program("ctr"));
         cmd.arg("--address")
             .arg(self.dir.path().join("containerd.sock"))
             .args(["--namespace", self.namespace])
@@ -266,15 +459,10 @@ open(out, "wb").write(tar_bytes(files))
     }
 }
 
-/// The part of a test containerd's config.toml every test shares: its own root, state and
-/// sockets under `dir`.
+/// The part of a test containerd 1.6's config.toml every test shares: its own root, state
+/// and sockets under `dir`.
 pub fn base_config(dir: &Path) -> String {
-    format!(
-        "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
-         [grpc]\n  address = \"{0}/containerd.sock\"\n\
-         [ttrpc]\n  address = \"{0}/containerd-ttrpc.sock\"\n",
-        dir.display()
-    )
+    Version::V1_6.base_config(dir)
 }
 
 /// What an image's layer holds at a path.

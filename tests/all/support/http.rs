@@ -6,6 +6,8 @@ use std::time::Duration;
 
 pub struct HttpResponse {
     pub status: u16,
+    /// The status line and headers, as sent.
+    pub head: String,
     pub body: Vec<u8>,
 }
 
@@ -34,10 +36,11 @@ pub fn http(
     let mut response = Vec::new();
     stream.read_to_end(&mut response).ok()?;
     let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&response[..split]);
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some(HttpResponse {
         status,
+        head,
         body: response[split + 4..].to_vec(),
     })
 }

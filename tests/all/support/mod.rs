@@ -1,10 +1,11 @@
 //! Test harness, by what it supports: a private registry per test ([`registry`]), the
 //! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), raw
 //! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
-//! registries and small services ([`server`]), a network namespace of a test's own
-//! ([`netns`]), the oras and crane CLIs and crane's registry ([`peers`]), the test guests
-//! ([`guests`], [`http_guests`]), waits on what a test can observe ([`wait`]) and a WebSocket
-//! client for the CRI streaming server ([`websocket`]).
+//! registries and small services ([`server`]), `wasm-oci serve` and a client for it
+//! ([`served`]), the trust tests' keys, digests and policies ([`trust`]), a network namespace
+//! of a test's own ([`netns`]), the oras and crane CLIs and crane's registry ([`peers`]), the
+//! test guests ([`guests`], [`http_guests`]), waits on what a test can observe ([`wait`]) and
+//! a WebSocket client for the CRI streaming server ([`websocket`]).
 //! Everything is re-exported here, so tests name `support::X`.
 
 mod cli;
@@ -16,7 +17,9 @@ mod netns;
 mod peers;
 pub mod proxy;
 mod registry;
+mod served;
 mod server;
+mod trust;
 mod wait;
 mod websocket;
 
@@ -29,7 +32,9 @@ pub use netns::*;
 pub use peers::*;
 pub use proxy::*;
 pub use registry::*;
+pub use served::*;
 pub use server::*;
+pub use trust::*;
 pub use wait::*;
 pub use websocket::*;
 

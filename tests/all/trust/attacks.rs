@@ -7,78 +7,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::support::{
-    HELLO, Registry, Request, Server, WasmOci, describe, forward, http, stderr, testdata,
+    HELLO, Registry, Request, Server, WasmOci, describe, digest_of, forward, generate_key,
+    has_signatures, hello_wasm, http, policy_requiring, sha256, stderr,
 };
 
 const PASSWORD: &str = "red team password";
 
-fn hello() -> String {
-    testdata("hello.wasm").display().to_string()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
-/// The digest `repo:tag` resolves to in the registry at `addr`.
-fn digest_of(addr: &str, repo: &str, tag: &str) -> String {
-    let r = http(
-        addr,
-        "GET",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
-        b"",
-    )
-    .expect("the registry answers");
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    sha256(&r.body)
-}
-
-/// Whether `repo` has a `sha256-<hex>.sig` manifest for `digest`.
-fn has_signatures(addr: &str, repo: &str, digest: &str) -> bool {
-    let tag = format!("{}.sig", digest.replacen(':', "-", 1));
-    let r = http(
-        addr,
-        "GET",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
-        b"",
-    )
-    .expect("the registry answers");
-    r.status == 200
-}
-
-/// A key pair made by `wasm-oci key generate` in `dir`: (private, public).
-fn generate_key(cli: &WasmOci, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let prefix = dir.join(name);
-    let out = cli
-        .command()
-        .env("COSIGN_PASSWORD", PASSWORD)
-        .args(["key", "generate", prefix.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
-    (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    )
-}
-
 /// A policy that accepts anything but needs, for docker scope `scope`, a signature by `key`
 /// (signedIdentity left to its default, matchRepoDigestOrExact, unless `identity` is given).
 fn policy(dir: &Path, name: &str, scope: &str, key: &Path, identity: Option<&str>) -> PathBuf {
-    let mut requirement = serde_json::json!({"type": "sigstoreSigned", "keyPath": key});
-    if let Some(identity) = identity {
-        requirement["signedIdentity"] = serde_json::json!({ "type": identity });
-    }
-    let path = dir.join(name);
-    let json = serde_json::json!({
-        "default": [{"type": "insecureAcceptAnything"}],
-        "transports": {"docker": {scope: [requirement]}},
-    });
-    fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
-    path
+    policy_requiring(&dir.join(name), scope, key, identity)
 }
 
 /// A registry front that forwards every request to `upstream`, with the path `rewrite` makes
@@ -105,7 +43,7 @@ fn push_sign_key_signs_the_digest_it_pushed_not_what_the_registry_answers_for_th
     let registry = Registry::start();
     let cli = WasmOci::new();
     let keys = tempfile::tempdir().unwrap();
-    let (private, public) = generate_key(&cli, keys.path(), "release");
+    let (private, public) = generate_key(&cli, keys.path(), "release", PASSWORD);
     // The attacker's module, already in the repository under another tag.
     cli.ok(&[
         "push",
@@ -125,7 +63,7 @@ fn push_sign_key_signs_the_digest_it_pushed_not_what_the_registry_answers_for_th
     let out = cli
         .command()
         .env("COSIGN_PASSWORD", PASSWORD)
-        .args(["push", &hello(), &reference, "--sign-key"])
+        .args(["push", &hello_wasm(), &reference, "--sign-key"])
         .arg(&private)
         .output()
         .unwrap();
@@ -173,7 +111,7 @@ fn push_sign_key_signs_the_digest_it_pushed_not_what_the_registry_answers_for_th
 fn sign_names_the_digest_it_signed_and_signs_a_digest_reference() {
     let registry = Registry::start();
     let cli = WasmOci::new();
-    cli.ok(&["push", &hello(), &registry.reference("hello:v1")]);
+    cli.ok(&["push", &hello_wasm(), &registry.reference("hello:v1")]);
     cli.ok(&[
         "push",
         &crate::support::guests().probe.display().to_string(),
@@ -182,7 +120,7 @@ fn sign_names_the_digest_it_signed_and_signs_a_digest_reference() {
     let v1 = digest_of(&registry.addr, "hello", "v1");
     let v2 = digest_of(&registry.addr, "hello", "v2");
     let keys = tempfile::tempdir().unwrap();
-    let (private, _) = generate_key(&cli, keys.path(), "release");
+    let (private, _) = generate_key(&cli, keys.path(), "release", PASSWORD);
     let sign = |reference: &str| {
         cli.command()
             .env("COSIGN_PASSWORD", PASSWORD)
@@ -231,9 +169,9 @@ fn a_respelled_registry_name_stays_under_the_scope_of_its_host() {
     let registry = Registry::start();
     let port = registry.addr.rsplit_once(':').unwrap().1.to_owned();
     let cli = WasmOci::new();
-    cli.ok(&["push", &hello(), &registry.reference("hello:v1")]);
+    cli.ok(&["push", &hello_wasm(), &registry.reference("hello:v1")]);
     let keys = tempfile::tempdir().unwrap();
-    let (_, public) = generate_key(&cli, keys.path(), "release");
+    let (_, public) = generate_key(&cli, keys.path(), "release", PASSWORD);
     let mut escaped = Vec::new();
     for (scope, variant) in [
         (format!("localhost:{port}"), format!("LOCALHOST:{port}")),
@@ -282,11 +220,11 @@ fn running_a_layout_in_place_is_held_to_the_policy_that_load_enforces() {
     let registry = Registry::start();
     let cli = WasmOci::new();
     let reference = registry.reference("hello:v1");
-    cli.ok(&["push", &hello(), &reference]);
+    cli.ok(&["push", &hello_wasm(), &reference]);
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
     cli.ok(&["save", &reference, "-o", layout.to_str().unwrap()]);
-    let (_, public) = generate_key(&cli, dir.path(), "release");
+    let (_, public) = generate_key(&cli, dir.path(), "release", PASSWORD);
     let policy = policy(dir.path(), "policy.json", &registry.addr, &public, None);
     let policy = policy.to_str().unwrap();
     // load: refused, the layout carries no signature.
@@ -330,7 +268,7 @@ fn a_layout_entry_without_a_name_runs_only_under_a_policy_that_accepts_anything(
     let registry = Registry::start();
     let cli = WasmOci::new();
     let reference = registry.reference("hello:v1");
-    cli.ok(&["push", &hello(), &reference]);
+    cli.ok(&["push", &hello_wasm(), &reference]);
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("saved");
     cli.ok(&["save", &reference, "-o", saved.to_str().unwrap()]);
@@ -347,7 +285,7 @@ fn a_layout_entry_without_a_name_runs_only_under_a_policy_that_accepts_anything(
     }
     fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
     let module = format!("oci:{}:v1", layout.display());
-    let (_, public) = generate_key(&cli, dir.path(), "release");
+    let (_, public) = generate_key(&cli, dir.path(), "release", PASSWORD);
     let strict = policy(dir.path(), "policy.json", &registry.addr, &public, None);
     let out = cli.run(&["run", "--policy", strict.to_str().unwrap(), &module]);
     assert!(
@@ -450,10 +388,10 @@ fn the_default_https_port_written_out_stays_under_a_host_scope() {
     let cli = WasmOci::new();
     let pushed = registry.run(
         &cli,
-        &["push", "--ca-file", ca, &hello(), "127.0.0.1/hello:v1"],
+        &["push", "--ca-file", ca, &hello_wasm(), "127.0.0.1/hello:v1"],
     );
     assert!(pushed.status.success(), "{}", describe(&pushed));
-    let (_, public) = generate_key(&cli, dir.path(), "release");
+    let (_, public) = generate_key(&cli, dir.path(), "release", PASSWORD);
     // The host as the README's example names it: a signature is needed for everything there.
     let policy = policy(dir.path(), "policy.json", "127.0.0.1", &public, None);
     let policy = policy.to_str().unwrap();
@@ -527,7 +465,7 @@ fn docker_hub_by_its_api_host_is_under_a_docker_io_scope() {
     let registry = Registry::start();
     let cli = WasmOci::new();
     let reference = registry.reference("hello:v1");
-    cli.ok(&["push", &hello(), &reference]);
+    cli.ok(&["push", &hello_wasm(), &reference]);
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("saved");
     cli.ok(&["save", &reference, "-o", saved.to_str().unwrap()]);
@@ -584,7 +522,7 @@ fn a_signed_index_survives_save_and_load_under_the_policy() {
     let cli = WasmOci::new();
     let pushed: serde_json::Value = serde_json::from_str(&cli.ok(&[
         "push",
-        &hello(),
+        &hello_wasm(),
         &registry.reference("hello:module"),
         "--json",
     ]))
@@ -616,7 +554,7 @@ fn a_signed_index_survives_save_and_load_under_the_policy() {
         &index,
     );
     let dir = tempfile::tempdir().unwrap();
-    let (private, public) = generate_key(&cli, dir.path(), "release");
+    let (private, public) = generate_key(&cli, dir.path(), "release", PASSWORD);
     let reference = registry.reference("hello:multi");
     let out = cli
         .command()
@@ -687,7 +625,7 @@ fn the_shim_refuses_an_unsigned_pod_module_named_with_a_respelled_registry() {
     let probe = crate::support::guests().probe.display().to_string();
     cli.ok(&["push", &probe, &registry.reference("tools/probe:v1")]);
     let dir = tempfile::tempdir().unwrap();
-    let (_, public) = generate_key(&cli, dir.path(), "release");
+    let (_, public) = generate_key(&cli, dir.path(), "release", PASSWORD);
     // The operator: everything on this registry must be signed by the release key.
     let policy = policy(dir.path(), "policy.json", &registry.addr, &public, None);
     let c = Containerd::start_with(&[("WASM_OCI_POLICY", &policy)], ALLOW_LOOPBACK);

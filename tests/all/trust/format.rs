@@ -3,16 +3,11 @@
 //! signed with ring. It forges what an attacker would: tampered payloads, copied signatures,
 //! another repository's identity, oversized and garbage signature manifests.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use base64::Engine as _;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
-use sha2::Digest as _;
 
-use crate::support::{Reply, Request, Server, forward};
+use crate::support::{Reply, Request, Server, forward, http, sha256, sig_tag};
 
 pub const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -73,15 +68,6 @@ pub fn payload(identity: &str, digest: &str) -> Vec<u8> {
     .unwrap()
 }
 
-pub fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
-/// The tag the signatures of `digest` live under.
-pub fn sig_tag(digest: &str) -> String {
-    format!("{}.sig", digest.replacen(':', "-", 1))
-}
-
 /// An HTTP/1.0 exchange that keeps the response headers.
 fn exchange(
     addr: &str,
@@ -90,26 +76,8 @@ fn exchange(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, Vec<u8>) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, head, response[split + 4..].to_vec())
+    let r = http(addr, method, path, headers, body).expect("the registry answers");
+    (r.status, r.head, r.body)
 }
 
 /// Uploads `bytes` as a blob of `repo` (a monolithic upload) and returns its digest.
@@ -198,22 +166,6 @@ pub fn put_raw_manifest(addr: &str, repo: &str, tag: &str, body: &[u8]) {
         body,
     );
     assert_eq!(status, 201, "{head} {}", String::from_utf8_lossy(&body));
-}
-
-/// The digest `repo:tag` resolves to.
-pub fn digest_of(addr: &str, repo: &str, tag: &str) -> String {
-    let (status, head, body) = exchange(
-        addr,
-        "GET",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[(
-            "Accept",
-            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
-        )],
-        b"",
-    );
-    assert_eq!(status, 200, "{head}");
-    sha256(&body)
 }
 
 /// The `.sig` manifest of `digest` in `repo`, as JSON.

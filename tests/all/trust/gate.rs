@@ -145,7 +145,7 @@ fn signing_again_with_the_same_key_adds_no_copy() {
             let signed: serde_json::Value = serde_json::from_str(&out).unwrap();
             assert_eq!(signed["signatures"], i + 1, "{out}");
         }
-        let digest = format::digest_of(&registry.addr, "hello", "v1");
+        let digest = crate::support::digest_of(&registry.addr, "hello", "v1");
         let manifest = format::signature_manifest(&registry.addr, "hello", &digest);
         assert_eq!(
             manifest["layers"].as_array().unwrap().len(),

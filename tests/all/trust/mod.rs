@@ -12,14 +12,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::support::{HELLO, Registry, WasmOci, describe, stderr, testdata};
+use crate::support::{
+    HELLO, Registry, WasmOci, describe, digest_of, hello_wasm as hello, policy_requiring, sig_tag,
+    stderr,
+};
 use format::RingKey;
 
 const PASSWORD: &str = "correct horse battery staple";
-
-fn hello() -> String {
-    testdata("hello.wasm").display().to_string()
-}
 
 /// A policy file in `dir` whose `scope` needs a signature by the key at `key` with
 /// `identity`, and accepts anything else.
@@ -28,16 +27,7 @@ fn signed_policy(dir: &Path, scope: &str, key: &Path, identity: &str) -> PathBuf
         "policy-{}-{identity}.json",
         key.file_stem().unwrap().to_string_lossy()
     ));
-    let policy = serde_json::json!({
-        "default": [{"type": "insecureAcceptAnything"}],
-        "transports": {"docker": {scope: [{
-            "type": "sigstoreSigned",
-            "keyPath": key,
-            "signedIdentity": {"type": identity},
-        }]}},
-    });
-    fs::write(&path, serde_json::to_vec_pretty(&policy).unwrap()).unwrap();
-    path
+    policy_requiring(&path, scope, key, Some(identity))
 }
 
 fn with_password(cli: &WasmOci, args: &[&str]) -> Output {
@@ -137,7 +127,7 @@ fn the_peer_signs_with_our_key_and_we_verify_and_enforce_it() {
     ]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["valid"].as_array().unwrap().len(), 1, "{report}");
-    let digest = format::digest_of(&registry.addr, "hello", "v1");
+    let digest = digest_of(&registry.addr, "hello", "v1");
     assert_eq!(report["digest"], digest.as_str());
 
     let policy = signed_policy(
@@ -208,7 +198,7 @@ fn we_sign_with_the_peers_key_and_the_peer_verifies_it() {
         &cli,
         &["sign", &reference, "--key", second.to_str().unwrap()],
     );
-    let digest = format::digest_of(&registry.addr, "hello", "v1");
+    let digest = digest_of(&registry.addr, "hello", "v1");
     let manifest = format::signature_manifest(&registry.addr, "hello", &digest);
     assert_eq!(
         manifest["layers"].as_array().unwrap().len(),
@@ -267,7 +257,7 @@ impl Forgery {
         let public = dir.path().join("trusted.pub");
         fs::write(&public, &key.public_pem).unwrap();
         let policy = signed_policy(dir.path(), &registry.addr, &public, identity);
-        let digest = format::digest_of(&registry.addr, "hello", "v1");
+        let digest = digest_of(&registry.addr, "hello", "v1");
         Forgery {
             registry,
             cli,
@@ -411,7 +401,7 @@ fn a_signature_copied_from_another_digest_is_refused() {
         &crate::support::guests().probe.display().to_string(),
         &f.registry.reference("hello:v0"),
     ]);
-    let other = format::digest_of(&f.registry.addr, "hello", "v0");
+    let other = digest_of(&f.registry.addr, "hello", "v0");
     let payload = format::payload(&f.identity(), &other);
     let signature = f.key.sign(&payload);
     // ...copied under the .sig tag of hello:v1's digest.
@@ -689,7 +679,7 @@ fn the_shim_refuses_a_pod_signed_with_the_wrong_key_and_runs_a_signed_one() {
     cli.ok(&["push", &hello(), &bad]);
     let trusted = RingKey::generate();
     let sign = |tag: &str, key: &RingKey| {
-        let digest = format::digest_of(&registry.addr, "tools/probe", tag);
+        let digest = digest_of(&registry.addr, "tools/probe", tag);
         let payload = format::payload(&registry.reference("tools/probe"), &digest);
         let signature = key.sign(&payload);
         format::put_signatures(
@@ -777,7 +767,7 @@ fn a_node_with_a_policy_loads_an_air_gapped_layout_only_with_valid_signatures() 
         .iter()
         .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
         .collect();
-    assert_eq!(names, ["v1", format::sig_tag(&f.digest).as_str()]);
+    assert_eq!(names, ["v1", sig_tag(&f.digest).as_str()]);
 
     // An air-gapped node with the policy: the signed layout loads and runs offline.
     let node = WasmOci::new();
@@ -812,7 +802,7 @@ fn a_node_with_a_policy_loads_an_air_gapped_layout_only_with_valid_signatures() 
         let blob = blob.unwrap();
         fs::copy(blob.path(), blobs.join(blob.file_name())).unwrap();
     }
-    let sig = format::sig_tag(&f.digest);
+    let sig = sig_tag(&f.digest);
     let manifest = index["manifests"]
         .as_array()
         .unwrap()

@@ -1,0 +1,244 @@
+//! Header maps (`wasi:http/types.fields`: headers and trailers) a guest makes the host hold,
+//! charged to its memory budget as its linear memories are: the host copies every name and
+//! value a guest gives, so without this a server's guests together could make it hold far
+//! more than `--max-memory`, however small their own memories.
+//!
+//! The `fields` functions that build, grow, shrink, copy, hand over or drop a map are
+//! wrapped around wasmtime-wasi-http's own: each counts what the map holds after the call,
+//! and a guest whose maps would pass its budget traps, as one whose memory would.
+
+use std::collections::HashMap;
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceType};
+use wasmtime_wasi_http::p2::bindings::http::types as wit;
+use wasmtime_wasi_http::p2::body::HostOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostOutgoingRequest, HostOutgoingResponse};
+use wasmtime_wasi_http::{FieldMap, WasiHttpCtxView};
+
+use super::Limits;
+
+/// The instance of `wasi:http/types` wasmtime-wasi-http defines (its WIT's version); a guest
+/// importing any 0.2 version is linked to it.
+const TYPES: &str = "wasi:http/types@0.2.12";
+
+/// What a map entry costs beyond its name and value: the `HeaderMap`'s entry and index, the
+/// allocations' own overhead.
+const ENTRY_COST: usize = 96;
+
+/// The header maps one instance has made the host hold, in bytes.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    /// Each live `fields` resource the guest built or changed, by its handle.
+    maps: HashMap<u32, usize>,
+    /// Maps handed over to a request, a response or a body's trailers: held until the
+    /// instance ends (they go out with what holds them).
+    handed_over: usize,
+}
+
+impl Held {
+    fn total(&self) -> usize {
+        self.maps
+            .values()
+            .sum::<usize>()
+            .saturating_add(self.handed_over)
+    }
+}
+
+/// What a host gives the wrappers: the wasi:http view, and the guest's budget with what its
+/// maps hold.
+pub(super) trait HoldsFields: Send + 'static {
+    /// The view, the budget and the count, borrowed together.
+    fn fields_parts(&mut self) -> (WasiHttpCtxView<'_>, &mut Limits, &mut Held);
+}
+
+/// What `map` holds in the host, roughly as the allocator sees it.
+fn cost(map: &FieldMap) -> usize {
+    let names: usize = map.keys().map(|k| k.as_str().len()).sum();
+    let values: usize = map.values().map(|v| v.len()).sum();
+    names + values + map.len().saturating_mul(ENTRY_COST)
+}
+
+/// The map behind handle `rep` now, in bytes (none when it is gone).
+fn measure(view: &WasiHttpCtxView<'_>, rep: u32) -> Option<usize> {
+    view.table
+        .get(&Resource::<FieldMap>::new_borrow(rep))
+        .ok()
+        .map(cost)
+}
+
+/// The map at `rep` holds `bytes` now: charged to the budget, or a trap when it does not fit.
+fn settle(limits: &mut Limits, held: &mut Held, rep: u32, bytes: usize) -> wasmtime::Result<()> {
+    held.maps.insert(rep, bytes);
+    if limits.host_holds(held.total()) {
+        return Ok(());
+    }
+    held.maps.remove(&rep);
+    limits.host_holds(held.total());
+    Err(wasmtime::format_err!(
+        "the guest's header maps would hold more host memory than its memory limit allows"
+    ))
+}
+
+/// A new map was made at `rep`: whatever was counted there before was a map handed over
+/// without being dropped (its handle is free again).
+fn fresh(held: &mut Held, rep: u32) {
+    if let Some(old) = held.maps.remove(&rep) {
+        held.handed_over = held.handed_over.saturating_add(old);
+    }
+}
+
+/// The map at `rep` is handed over (to a request, a response, a body's trailers).
+fn hand_over(held: &mut Held, rep: u32) {
+    fresh(held, rep);
+}
+
+/// Wraps the `fields` functions of `linker` (wasi:http already added) with the count.
+pub(super) fn add_to_linker<T: HoldsFields>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(TYPES)?;
+    types.resource(
+        "fields",
+        ResourceType::host::<FieldMap>(),
+        |mut store: StoreContextMut<'_, T>, rep| {
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            held.maps.remove(&rep);
+            limits.host_holds(held.total());
+            wit::HostFields::drop(&mut view, Resource::new_own(rep))
+        },
+    )?;
+    types.func_wrap(
+        "[constructor]fields",
+        |mut store: StoreContextMut<'_, T>, (): ()| {
+            let (mut view, _, held) = store.data_mut().fields_parts();
+            let fields = wit::HostFields::new(&mut view)?;
+            fresh(held, fields.rep());
+            Ok((fields,))
+        },
+    )?;
+    types.func_wrap(
+        "[static]fields.from-list",
+        |mut store: StoreContextMut<'_, T>, (entries,): (Vec<(String, Vec<u8>)>,)| {
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            match wit::HostFields::from_list(&mut view, entries) {
+                Ok(fields) => {
+                    let rep = fields.rep();
+                    fresh(held, rep);
+                    let bytes = measure(&view, rep).unwrap_or(0);
+                    if let Err(e) = settle(limits, held, rep, bytes) {
+                        let _ = view.table.delete(fields);
+                        return Err(e);
+                    }
+                    Ok((Ok(fields),))
+                }
+                Err(e) => Ok((Err(wit::Host::convert_header_error(&mut view, e)?),)),
+            }
+        },
+    )?;
+    types.func_wrap(
+        "[method]fields.clone",
+        |mut store: StoreContextMut<'_, T>, (this,): (Resource<FieldMap>,)| {
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            let fields = wit::HostFields::clone(&mut view, this)?;
+            let rep = fields.rep();
+            fresh(held, rep);
+            // Shared with its original until either changes; counted as a copy, which a
+            // change makes it.
+            let bytes = measure(&view, rep).unwrap_or(0);
+            if let Err(e) = settle(limits, held, rep, bytes) {
+                let _ = view.table.delete(fields);
+                return Err(e);
+            }
+            Ok((fields,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]fields.set",
+        |mut store: StoreContextMut<'_, T>,
+         (this, name, values): (Resource<FieldMap>, String, Vec<Vec<u8>>)| {
+            let rep = this.rep();
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            let result = wit::HostFields::set(&mut view, this, name, values);
+            changed(view, limits, held, rep, result)
+        },
+    )?;
+    types.func_wrap(
+        "[method]fields.append",
+        |mut store: StoreContextMut<'_, T>,
+         (this, name, value): (Resource<FieldMap>, String, Vec<u8>)| {
+            let rep = this.rep();
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            let result = wit::HostFields::append(&mut view, this, name, value);
+            changed(view, limits, held, rep, result)
+        },
+    )?;
+    types.func_wrap(
+        "[method]fields.delete",
+        |mut store: StoreContextMut<'_, T>, (this, name): (Resource<FieldMap>, String)| {
+            let rep = this.rep();
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            let result = wit::HostFields::delete(&mut view, this, name);
+            changed(view, limits, held, rep, result)
+        },
+    )?;
+    types.func_wrap(
+        "[constructor]outgoing-request",
+        |mut store: StoreContextMut<'_, T>, (headers,): (Resource<FieldMap>,)| {
+            let (mut view, _, held) = store.data_mut().fields_parts();
+            let rep = headers.rep();
+            let request: Resource<HostOutgoingRequest> =
+                wit::HostOutgoingRequest::new(&mut view, headers)?;
+            hand_over(held, rep);
+            Ok((request,))
+        },
+    )?;
+    types.func_wrap(
+        "[constructor]outgoing-response",
+        |mut store: StoreContextMut<'_, T>, (headers,): (Resource<FieldMap>,)| {
+            let (mut view, _, held) = store.data_mut().fields_parts();
+            let rep = headers.rep();
+            let response: Resource<HostOutgoingResponse> =
+                wit::HostOutgoingResponse::new(&mut view, headers)?;
+            hand_over(held, rep);
+            Ok((response,))
+        },
+    )?;
+    types.func_wrap(
+        "[static]outgoing-body.finish",
+        |mut store: StoreContextMut<'_, T>,
+         (this, trailers): (Resource<HostOutgoingBody>, Option<Resource<FieldMap>>)| {
+            let (mut view, _, held) = store.data_mut().fields_parts();
+            let rep = trailers.as_ref().map(|t| t.rep());
+            let result = wit::HostOutgoingBody::finish(&mut view, this, trailers);
+            if let Some(rep) = rep {
+                hand_over(held, rep);
+            }
+            match result {
+                Ok(()) => Ok((Ok(()),)),
+                Err(e) => Ok((Err(wit::Host::convert_error_code(&mut view, e)?),)),
+            }
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// After a call that may have changed the map at `rep` in place: its new size is counted.
+fn changed(
+    mut view: WasiHttpCtxView<'_>,
+    limits: &mut Limits,
+    held: &mut Held,
+    rep: u32,
+    result: Result<(), wasmtime_wasi_http::p2::HeaderError>,
+) -> wasmtime::Result<(Result<(), wit::HeaderError>,)> {
+    // A call that failed changed nothing (an immutable map, a forbidden name).
+    if result.is_ok()
+        && let Some(bytes) = measure(&view, rep)
+    {
+        settle(limits, held, rep, bytes)?;
+    }
+    match result {
+        Ok(()) => Ok((Ok(()),)),
+        Err(e) => Ok((Err(wit::Host::convert_header_error(&mut view, e)?),)),
+    }
+}
