@@ -14,6 +14,8 @@
 //                     its body (nor dropping it)
 //   GET /unfinished?length=N  the same with content-length: N
 //   GET /unfinished?drop      the same (chunked), dropping its body unfinished before returning
+//   GET /methods?n=N  makes N outgoing requests (none sent), each given a 1 MiB method name
+//                     (set-method, other), holding them all; answers 200 "set K"
 //   anything else     404
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,6 +125,28 @@ static void unfinished(wasi_http_types_own_response_outparam_t out, const char *
     if (drop) wasi_http_types_outgoing_body_drop_own(body);
 }
 
+// One buffer the guest reuses for every method name: what the host keeps is its copies.
+static char long_method[1 << 20];
+
+// Requests that are never sent, each holding a copy of a 1 MiB method name in the host.
+static void methods(wasi_http_types_own_response_outparam_t out, size_t n) {
+    memset(long_method, 'M', sizeof long_method);
+    size_t set = 0;
+    for (; set < n; set++) {
+        if (set + 16 >= 2048) break;
+        wasi_http_types_own_fields_t fields = wasi_http_types_constructor_fields();
+        wasi_http_types_own_outgoing_request_t request = wasi_http_types_constructor_outgoing_request(fields);
+        wasi_http_types_method_t method = {.tag = WASI_HTTP_TYPES_METHOD_OTHER};
+        method.val.other = (proxy_string_t){(uint8_t *)long_method, sizeof long_method};
+        if (!wasi_http_types_method_outgoing_request_set_method(wasi_http_types_borrow_outgoing_request(request),
+                                                                &method))
+            break;
+    }
+    char text[64];
+    snprintf(text, sizeof text, "set %zu\n", set);
+    respond_text(out, 200, text);
+}
+
 void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handler_own_incoming_request_t request,
                                                exports_wasi_http_incoming_handler_own_response_outparam_t out) {
     wasi_http_types_borrow_incoming_request_t req = wasi_http_types_borrow_incoming_request(request);
@@ -140,6 +164,10 @@ void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handle
     if (strncmp(path, "/unfinished", 11) == 0) {
         const char *length = strncmp(path + 11, "?length=", 8) == 0 ? path + 19 : NULL;
         unfinished(out, length, strcmp(path + 11, "?drop") == 0);
+        return;
+    }
+    if (strncmp(path, "/methods?n=", 11) == 0) {
+        methods(out, strtoull(path + 11, NULL, 10));
         return;
     }
     if (strncmp(path, "/random?mb=", 11) == 0) {

@@ -6,12 +6,17 @@
 //! The `fields` functions that build, grow, shrink, copy, hand over or drop a map are
 //! wrapped around wasmtime-wasi-http's own: each counts what the map holds after the call,
 //! and a guest whose maps would pass its budget traps, as one whose memory would.
+//!
+//! An outgoing request's own strings (its method, scheme, authority, path) are copies the
+//! host holds too, however often the guest reuses one buffer to set them: the constructor,
+//! setters and drop of `outgoing-request` are wrapped the same way.
 
 use std::collections::HashMap;
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, ResourceType};
 use wasmtime_wasi_http::p2::bindings::http::types as wit;
+use wasmtime_wasi_http::p2::bindings::http::types::{Method, Scheme};
 use wasmtime_wasi_http::p2::body::HostOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostOutgoingRequest, HostOutgoingResponse};
 use wasmtime_wasi_http::{FieldMap, WasiHttpCtxView};
@@ -59,6 +64,47 @@ fn cost(map: &FieldMap) -> usize {
     names + values + map.len().saturating_mul(ENTRY_COST)
 }
 
+/// What the strings of an outgoing request hold in the host, with the entry's overhead.
+fn request_cost(request: &HostOutgoingRequest) -> usize {
+    let method = match &request.method {
+        Method::Other(name) => name.len(),
+        _ => 0,
+    };
+    let scheme = match &request.scheme {
+        Some(Scheme::Other(name)) => name.len(),
+        _ => 0,
+    };
+    let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    ENTRY_COST
+        .saturating_add(method)
+        .saturating_add(scheme)
+        .saturating_add(optional(&request.authority))
+        .saturating_add(optional(&request.path_with_query))
+}
+
+/// The outgoing request behind handle `rep` now, in bytes (none when it is gone).
+fn measure_request(view: &WasiHttpCtxView<'_>, rep: u32) -> Option<usize> {
+    view.table
+        .get(&Resource::<HostOutgoingRequest>::new_borrow(rep))
+        .ok()
+        .map(request_cost)
+}
+
+/// After a setter of the outgoing request at `rep`: its strings are counted as they are now.
+fn request_changed<R>(
+    view: &WasiHttpCtxView<'_>,
+    limits: &mut Limits,
+    held: &mut Held,
+    rep: u32,
+    result: wasmtime::Result<R>,
+) -> wasmtime::Result<(R,)> {
+    let result = result?;
+    if let Some(bytes) = measure_request(view, rep) {
+        settle(limits, held, rep, bytes)?;
+    }
+    Ok((result,))
+}
+
 /// The map behind handle `rep` now, in bytes (none when it is gone).
 fn measure(view: &WasiHttpCtxView<'_>, rep: u32) -> Option<usize> {
     view.table
@@ -76,7 +122,7 @@ fn settle(limits: &mut Limits, held: &mut Held, rep: u32, bytes: usize) -> wasmt
     held.maps.remove(&rep);
     limits.host_holds(held.total());
     Err(wasmtime::format_err!(
-        "the guest's header maps would hold more host memory than its memory limit allows"
+        "the guest's header maps and outgoing requests would hold more host memory than its memory limit allows"
     ))
 }
 
@@ -184,12 +230,67 @@ pub(super) fn add_to_linker<T: HoldsFields>(linker: &mut Linker<T>) -> wasmtime:
     types.func_wrap(
         "[constructor]outgoing-request",
         |mut store: StoreContextMut<'_, T>, (headers,): (Resource<FieldMap>,)| {
-            let (mut view, _, held) = store.data_mut().fields_parts();
+            let (mut view, limits, held) = store.data_mut().fields_parts();
             let rep = headers.rep();
             let request: Resource<HostOutgoingRequest> =
                 wit::HostOutgoingRequest::new(&mut view, headers)?;
             hand_over(held, rep);
+            // Its handle may be one a request handed to the outgoing handler had.
+            let request_rep = request.rep();
+            fresh(held, request_rep);
+            let bytes = measure_request(&view, request_rep).unwrap_or(0);
+            settle(limits, held, request_rep, bytes)?;
             Ok((request,))
+        },
+    )?;
+    types.resource(
+        "outgoing-request",
+        ResourceType::host::<HostOutgoingRequest>(),
+        |mut store: StoreContextMut<'_, T>, rep| {
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            held.maps.remove(&rep);
+            limits.host_holds(held.total());
+            wit::HostOutgoingRequest::drop(&mut view, Resource::new_own(rep))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-method",
+        |mut store: StoreContextMut<'_, T>,
+         (this, method): (Resource<HostOutgoingRequest>, Method)| {
+            let rep = this.rep();
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            let result = wit::HostOutgoingRequest::set_method(&mut view, this, method);
+            request_changed(&view, limits, held, rep, result)
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-scheme",
+        |mut store: StoreContextMut<'_, T>,
+         (this, scheme): (Resource<HostOutgoingRequest>, Option<Scheme>)| {
+            let rep = this.rep();
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            let result = wit::HostOutgoingRequest::set_scheme(&mut view, this, scheme);
+            request_changed(&view, limits, held, rep, result)
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-authority",
+        |mut store: StoreContextMut<'_, T>,
+         (this, authority): (Resource<HostOutgoingRequest>, Option<String>)| {
+            let rep = this.rep();
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            let result = wit::HostOutgoingRequest::set_authority(&mut view, this, authority);
+            request_changed(&view, limits, held, rep, result)
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-path-with-query",
+        |mut store: StoreContextMut<'_, T>,
+         (this, path): (Resource<HostOutgoingRequest>, Option<String>)| {
+            let rep = this.rep();
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            let result = wit::HostOutgoingRequest::set_path_with_query(&mut view, this, path);
+            request_changed(&view, limits, held, rep, result)
         },
     )?;
     types.func_wrap(
