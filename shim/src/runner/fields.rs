@@ -9,7 +9,9 @@
 //!
 //! An outgoing request's own strings (its method, scheme, authority, path) are copies the
 //! host holds too, however often the guest reuses one buffer to set them: the constructor,
-//! setters and drop of `outgoing-request` are wrapped the same way.
+//! setters and drop of `outgoing-request` are wrapped the same way. So is what an outgoing
+//! body's buffer may hold (the bytes written that hyper has not taken yet, sent or not):
+//! each body a guest makes is charged the most its buffer holds, [`BODY_COST`].
 
 use std::collections::HashMap;
 
@@ -30,6 +32,17 @@ const TYPES: &str = "wasi:http/types@0.2.12";
 /// What a map entry costs beyond its name and value: the `HeaderMap`'s entry and index, the
 /// allocations' own overhead.
 const ENTRY_COST: usize = 96;
+
+/// What one write into an outgoing body may hand the host at most (wasmtime-wasi-http's
+/// default is 1 MiB): the server's hooks set it, so that a body's buffer stays small.
+pub(super) const BODY_CHUNK: usize = 64 << 10;
+
+/// The chunks an outgoing body's channel holds beyond the one being written.
+pub(super) const BODY_BUFFER_CHUNKS: usize = 1;
+
+/// The most an outgoing body holds in the host before hyper takes it: its channel's chunks,
+/// the one being sent, and the one being written.
+const BODY_COST: usize = (BODY_BUFFER_CHUNKS + 2) * BODY_CHUNK;
 
 /// The header maps one instance has made the host hold, in bytes.
 #[derive(Debug, Default)]
@@ -305,6 +318,24 @@ pub(super) fn add_to_linker<T: HoldsFields>(linker: &mut Linker<T>) -> wasmtime:
         },
     )?;
     types.func_wrap(
+        "[method]outgoing-response.body",
+        |mut store: StoreContextMut<'_, T>, (this,): (Resource<HostOutgoingResponse>,)| {
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            let body = wit::HostOutgoingResponse::body(&mut view, this)?;
+            charge_body(limits, held, body.is_ok())?;
+            Ok((body,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.body",
+        |mut store: StoreContextMut<'_, T>, (this,): (Resource<HostOutgoingRequest>,)| {
+            let (mut view, limits, held) = store.data_mut().fields_parts();
+            let body = wit::HostOutgoingRequest::body(&mut view, this)?;
+            charge_body(limits, held, body.is_ok())?;
+            Ok((body,))
+        },
+    )?;
+    types.func_wrap(
         "[static]outgoing-body.finish",
         |mut store: StoreContextMut<'_, T>,
          (this, trailers): (Resource<HostOutgoingBody>, Option<Resource<FieldMap>>)| {
@@ -322,6 +353,23 @@ pub(super) fn add_to_linker<T: HoldsFields>(linker: &mut Linker<T>) -> wasmtime:
     )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// An outgoing body was made (`made`): what its buffer may hold is charged until the
+/// instance ends (the body goes out with what holds it), or the guest traps.
+fn charge_body(limits: &mut Limits, held: &mut Held, made: bool) -> wasmtime::Result<()> {
+    if !made {
+        return Ok(());
+    }
+    held.handed_over = held.handed_over.saturating_add(BODY_COST);
+    if limits.host_holds(held.total()) {
+        return Ok(());
+    }
+    held.handed_over = held.handed_over.saturating_sub(BODY_COST);
+    limits.host_holds(held.total());
+    Err(wasmtime::format_err!(
+        "the guest's outgoing bodies would hold more host memory than its memory limit allows"
+    ))
 }
 
 /// After a call that may have changed the map at `rep` in place: its new size is counted.
