@@ -49,6 +49,10 @@ const BODY_COST: usize = (BODY_BUFFER_CHUNKS + 2) * BODY_CHUNK;
 pub(super) struct Held {
     /// Each live `fields` resource the guest built or changed, by its handle.
     maps: HashMap<u32, usize>,
+    /// Each live `outgoing-request`'s strings, by its handle: apart from the maps, so that
+    /// a handle one kind frees (a request handed to the outgoing handler leaves its handle
+    /// without a drop) never releases what the other kind counted there.
+    requests: HashMap<u32, usize>,
     /// Maps handed over to a request, a response or a body's trailers: held until the
     /// instance ends (they go out with what holds them).
     handed_over: usize,
@@ -58,9 +62,26 @@ impl Held {
     fn total(&self) -> usize {
         self.maps
             .values()
-            .sum::<usize>()
-            .saturating_add(self.handed_over)
+            .chain(self.requests.values())
+            .fold(self.handed_over, |sum, bytes| sum.saturating_add(*bytes))
     }
+
+    /// The counts of one kind of resource.
+    fn of(&mut self, kind: Kind) -> &mut HashMap<u32, usize> {
+        match kind {
+            Kind::Map => &mut self.maps,
+            Kind::Request => &mut self.requests,
+        }
+    }
+}
+
+/// The kinds of resource whose host memory is counted by handle.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// A `fields` map.
+    Map,
+    /// An `outgoing-request`'s strings.
+    Request,
 }
 
 /// What a host gives the wrappers: the wasi:http view, and the guest's budget with what its
@@ -113,7 +134,7 @@ fn request_changed<R>(
 ) -> wasmtime::Result<(R,)> {
     let result = result?;
     if let Some(bytes) = measure_request(view, rep) {
-        settle(limits, held, rep, bytes)?;
+        settle_kind(limits, held, Kind::Request, rep, bytes)?;
     }
     Ok((result,))
 }
@@ -128,11 +149,22 @@ fn measure(view: &WasiHttpCtxView<'_>, rep: u32) -> Option<usize> {
 
 /// The map at `rep` holds `bytes` now: charged to the budget, or a trap when it does not fit.
 fn settle(limits: &mut Limits, held: &mut Held, rep: u32, bytes: usize) -> wasmtime::Result<()> {
-    held.maps.insert(rep, bytes);
+    settle_kind(limits, held, Kind::Map, rep, bytes)
+}
+
+/// [`settle`] for a resource of `kind`.
+fn settle_kind(
+    limits: &mut Limits,
+    held: &mut Held,
+    kind: Kind,
+    rep: u32,
+    bytes: usize,
+) -> wasmtime::Result<()> {
+    held.of(kind).insert(rep, bytes);
     if limits.host_holds(held.total()) {
         return Ok(());
     }
-    held.maps.remove(&rep);
+    held.of(kind).remove(&rep);
     limits.host_holds(held.total());
     Err(wasmtime::format_err!(
         "the guest's header maps and outgoing requests would hold more host memory than its memory limit allows"
@@ -142,7 +174,12 @@ fn settle(limits: &mut Limits, held: &mut Held, rep: u32, bytes: usize) -> wasmt
 /// A new map was made at `rep`: whatever was counted there before was a map handed over
 /// without being dropped (its handle is free again).
 fn fresh(held: &mut Held, rep: u32) {
-    if let Some(old) = held.maps.remove(&rep) {
+    fresh_kind(held, Kind::Map, rep);
+}
+
+/// [`fresh`] for a resource of `kind`.
+fn fresh_kind(held: &mut Held, kind: Kind, rep: u32) {
+    if let Some(old) = held.of(kind).remove(&rep) {
         held.handed_over = held.handed_over.saturating_add(old);
     }
 }
@@ -250,9 +287,9 @@ pub(super) fn add_to_linker<T: HoldsFields>(linker: &mut Linker<T>) -> wasmtime:
             hand_over(held, rep);
             // Its handle may be one a request handed to the outgoing handler had.
             let request_rep = request.rep();
-            fresh(held, request_rep);
+            fresh_kind(held, Kind::Request, request_rep);
             let bytes = measure_request(&view, request_rep).unwrap_or(0);
-            settle(limits, held, request_rep, bytes)?;
+            settle_kind(limits, held, Kind::Request, request_rep, bytes)?;
             Ok((request,))
         },
     )?;
@@ -261,7 +298,7 @@ pub(super) fn add_to_linker<T: HoldsFields>(linker: &mut Linker<T>) -> wasmtime:
         ResourceType::host::<HostOutgoingRequest>(),
         |mut store: StoreContextMut<'_, T>, rep| {
             let (mut view, limits, held) = store.data_mut().fields_parts();
-            held.maps.remove(&rep);
+            held.requests.remove(&rep);
             limits.host_holds(held.total());
             wit::HostOutgoingRequest::drop(&mut view, Resource::new_own(rep))
         },
