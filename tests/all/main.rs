@@ -45,6 +45,7 @@ mod pull_attacks;
 mod push;
 mod push_attacks;
 mod readme;
+mod red_team;
 mod referrers;
 mod registry_friction;
 mod resume;
