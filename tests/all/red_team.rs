@@ -1,8 +1,8 @@
 //! A red team's attacks on what issue 23 hardened: each test is an attack, and passes when the
 //! defence holds.
 
-use crate::serve::Served;
 use crate::serve_attacks::{hog, peak_rss};
+use crate::support::Served;
 use crate::support::WasmOci;
 
 /// The header maps a guest makes the host hold are charged to `--max-memory`, but an
