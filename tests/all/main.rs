@@ -46,6 +46,7 @@ mod push;
 mod push_attacks;
 mod readme;
 mod red_team;
+mod red_team_shim;
 mod referrers;
 mod registry_friction;
 mod resume;
