@@ -1,8 +1,15 @@
 //! A second red team's attacks (issue 23), each a test that fails if the attack succeeds:
 //! registry names spelled another way (a trailing dot, capitals, a port with leading zeros)
-//! must be the same registry to every rule that names it.
+//! must be the same registry to every rule that names it; a Linux container handed to runc's
+//! shim gets no namespace of the node's (the wasm pod's sandbox is the shim, on the node).
 
 use std::fs;
+use std::os::unix::fs::MetadataExt as _;
+use std::time::Duration;
+
+use k8s_cri::v1 as cri;
+
+use crate::cri::{BUSYBOX_IMAGE, Cri};
 
 use crate::support::{Registry, WasmOci, describe, hello, stderr};
 
@@ -43,4 +50,77 @@ fn a_reject_scope_holds_for_capitals_and_leading_zeros_and_a_trailing_dot_is_ref
             }
         }
     }
+}
+
+/// A pod that shares its process namespace (`shareProcessNamespace: true`, which any pod may
+/// ask for): the CRI plugin names the sandbox process's PID namespace for its containers, and
+/// a wasm pod's sandbox process is the shim, in the node's. A Linux sidecar handed to runc's
+/// shim must not land in the node's PID namespace (where it could see and signal every
+/// process of the node: what `hostPID` gives, which no unprivileged pod may have).
+#[test]
+fn a_linux_sidecar_never_joins_the_nodes_pid_namespace() {
+    let cri = Cri::start();
+    let mut config = cri.pod_config("sharepid", &[]);
+    let options = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+        .unwrap();
+    options.pid = cri::NamespaceMode::Pod as i32;
+    let pod = cri.run_pod(&config, "wasmoci");
+    let request = cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "sidecar".to_owned(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: BUSYBOX_IMAGE.to_owned(),
+                ..Default::default()
+            }),
+            command: ["/bin/busybox", "ls", "-l", "/proc/self/ns/pid"]
+                .map(str::to_owned)
+                .to_vec(),
+            log_path: "sidecar.log".to_owned(),
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: cri::NamespaceMode::Pod as i32,
+                        pid: cri::NamespaceMode::Pod as i32,
+                        ipc: cri::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        sandbox_config: Some(config.clone()),
+    };
+    let created = cri.rt(|mut rt| async move { rt.create_container(request).await });
+    let id = created
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", cri.c.log()))
+        .container_id;
+    let start = cri::StartContainerRequest {
+        container_id: id.clone(),
+    };
+    let started = cri.rt(|mut rt| async move { rt.start_container(start).await });
+    if started.is_ok() {
+        let status = cri.wait_exited(&id, Duration::from_secs(20));
+        let log = cri.log_of(&config, "sidecar");
+        assert_eq!(status.exit_code, 0, "{status:?}\n{log}\n{}", cri.c.log());
+        let node = fs::metadata("/proc/self/ns/pid").unwrap().ino();
+        let seen: u64 = log
+            .lines()
+            .find_map(|l| l.rsplit_once("pid:[")?.1.trim_end_matches(']').parse().ok())
+            .unwrap_or_else(|| panic!("no pid namespace in {log}"));
+        assert_ne!(
+            seen, node,
+            "the sidecar ran in the node's PID namespace: {log}"
+        );
+    }
+    cri.remove_pod(&pod);
 }

@@ -12,7 +12,8 @@
 //! its sandbox process's (`/proc/PID/ns/...`) and a wasm pod's sandbox process is this shim,
 //! which lives in the node's namespaces: the network becomes the pod's own (the one its
 //! sandbox's spec names; a container whose pod network cannot be found is refused rather
-//! than put in the node's), and IPC and UTS namespaces that are the node's become new ones.
+//! than put in the node's), and every other namespace that is the node's (IPC, UTS, and PID
+//! when the pod shares its process namespace) becomes a new one.
 //! Its grouping annotations are dropped: runc's shim would otherwise compute this pod's
 //! socket, which is this shim's, and answer with it.
 //!
@@ -85,7 +86,7 @@ pub(crate) fn is_handed_over(dir: &Path) -> bool {
 }
 
 /// Adapts `spec` for runc in the pod whose sandbox's bundle is beside `bundle`: the node's
-/// network (as this shim's) becomes the pod's, the node's IPC and UTS namespaces new ones.
+/// network (as this shim's) becomes the pod's, every other namespace of the node's a new one.
 fn adapt(
     spec: &mut Value,
     bundle: &Path,
@@ -110,24 +111,42 @@ fn adapt(
         let Some(object) = namespace.as_object_mut() else {
             continue;
         };
-        match kind.as_str() {
-            "network" if node_ns("net", &path) => {
-                let pod = sandbox
-                    .as_deref()
-                    .and_then(|id| super::netns::sandbox_network(bundle, id))
-                    .ok_or(HandOverError::NoPodNetwork)?;
-                object.insert("path".into(), Value::String(pod.display().to_string()));
-            }
-            "ipc" if node_ns("ipc", &path) => {
-                object.remove("path");
-            }
-            "uts" if node_ns("uts", &path) => {
-                object.remove("path");
-            }
-            _ => {}
+        // Every kind the CRI plugin may name as the sandbox's: with `shareProcessNamespace`
+        // the PID namespace too, and the node's would let the container see and signal
+        // every process of the node (`hostPID`, which no unprivileged pod may have).
+        let Some(proc_name) = proc_ns_name(&kind) else {
+            continue;
+        };
+        if !node_ns(proc_name, &path) {
+            continue;
+        }
+        if kind == "network" {
+            let pod = sandbox
+                .as_deref()
+                .and_then(|id| super::netns::sandbox_network(bundle, id))
+                .ok_or(HandOverError::NoPodNetwork)?;
+            object.insert("path".into(), Value::String(pod.display().to_string()));
+        } else {
+            object.remove("path");
         }
     }
     Ok(())
+}
+
+/// The name under `/proc/PID/ns/` of a namespace the OCI spec calls `kind`; `None` for a
+/// kind this shim does not know (left as runc would read it).
+fn proc_ns_name(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "network" => "net",
+        "mount" => "mnt",
+        "ipc" => "ipc",
+        "uts" => "uts",
+        "pid" => "pid",
+        "user" => "user",
+        "cgroup" => "cgroup",
+        "time" => "time",
+        _ => return None,
+    })
 }
 
 /// Whether `path` is the namespace `kind` this process is in (the node's: the shim's start
@@ -261,7 +280,7 @@ mod tests {
                 {"type": "network", "path": "/proc/42/ns/net"},
                 {"type": "ipc", "path": "/proc/42/ns/ipc"},
                 {"type": "uts", "path": "/proc/42/ns/uts"},
-                {"type": "pid"},
+                {"type": "pid", "path": "/proc/42/ns/pid"},
                 {"type": "mount"}
             ]}
         });
