@@ -16,7 +16,7 @@ const LIMIT: u64 = 16 << 20;
 
 /// A module with `functions` functions of `ops` additions over a few locals each (work for
 /// the compiler's register allocator), whose `_start` prints "big module ran".
-fn big_module(functions: usize, ops: usize) -> Vec<u8> {
+pub(crate) fn big_module(functions: usize, ops: usize) -> Vec<u8> {
     use std::fmt::Write as _;
     let mut wat = String::from(
         r#"(module

@@ -124,3 +124,73 @@ fn a_linux_sidecar_never_joins_the_nodes_pid_namespace() {
     }
     cri.remove_pod(&pod);
 }
+
+/// The pids of the compile helpers (`--compile-into-cache`) whose parent is `shim`.
+fn compile_helpers_of(shim: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let (Ok(stat), Ok(cmdline)) = (
+            fs::read_to_string(format!("/proc/{pid}/stat")),
+            fs::read(format!("/proc/{pid}/cmdline")),
+        ) else {
+            continue;
+        };
+        let Some((_, after)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+        if ppid == shim
+            && cmdline
+                .split(|b| *b == 0)
+                .any(|a| a == b"--compile-into-cache")
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether `pid` still runs (exists and is no zombie).
+fn runs(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}
+
+/// The compile helper runs outside the pod's cgroup (so outside its memory and CPU limits):
+/// once the pod is removed, nothing of its compile may go on charging the node. A pod that
+/// is removed mid-compile (and restarted, as a crash loop does) would otherwise stack
+/// compiles of up to `max_module_size` (256 MiB) each, outside every limit. It holds
+/// because the shim waits for its helper before the task ends (so a removal mid-compile
+/// waits for the compile: bounded by `max_module_size`, and reported as such).
+#[test]
+fn a_removed_pods_compile_helper_does_not_outlive_it() {
+    let wasm = crate::cri_memory::big_module(6, 12000);
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.wasm");
+    fs::write(&file, &wasm).unwrap();
+    let reference = registry.reference("big:v1");
+    crate::cri_image::push_image(&WasmOci::new(), &file, &reference, false);
+    let cri = Cri::start_configured(&[], "", &crate::cri_image::registry_hosts(&registry));
+    cri.pull_image(&reference, None).unwrap();
+    let config = cri.pod_config("compiling", &[]);
+    let pod = cri.run_pod(&config, "wasmoci");
+    let shim = cri.c.task_pid(&pod);
+    cri.start_container(&pod, &config, "big", &reference, &[], &[]);
+    let mut helpers = Vec::new();
+    crate::support::wait_until("the compile helper runs", || {
+        helpers = compile_helpers_of(shim);
+        !helpers.is_empty()
+    });
+    cri.remove_pod(&pod);
+    let left: Vec<_> = helpers.into_iter().filter(|p| runs(*p)).collect();
+    assert!(
+        left.is_empty(),
+        "compile helpers {left:?} of removed pod still run, outside every cgroup limit"
+    );
+}
