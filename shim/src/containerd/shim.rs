@@ -76,10 +76,7 @@ impl Shim for Service {
         // for every container of the group).
         if let Ok(address) = std::fs::read_to_string("address") {
             let path = address.trim().trim_start_matches("unix://");
-            if !path.is_empty()
-                && !path.starts_with('@')
-                && UnixStream::connect(path).is_err()
-            {
+            if !path.is_empty() && !path.starts_with('@') && UnixStream::connect(path).is_err() {
                 let _ = std::fs::remove_file(path);
             }
         }
