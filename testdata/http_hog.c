@@ -14,6 +14,11 @@
 //                     its body (nor dropping it)
 //   GET /unfinished?length=N  the same with content-length: N
 //   GET /unfinished?drop      the same (chunked), dropping its body unfinished before returning
+//   GET /methods?n=N  makes N outgoing requests (none sent), each given a 1 MiB method name
+//                     (set-method, other), holding them all; answers 200 "set K"
+//   GET /bodies?n=N   makes N outgoing responses (never set) and writes into each one's body
+//                     as much as the host takes at once, 1 MiB a write, holding them all;
+//                     answers 200 "wrote K" (K: the bytes the host took)
 //   anything else     404
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,6 +128,55 @@ static void unfinished(wasi_http_types_own_response_outparam_t out, const char *
     if (drop) wasi_http_types_outgoing_body_drop_own(body);
 }
 
+// One buffer the guest reuses for every method name: what the host keeps is its copies.
+static char long_method[1 << 20];
+
+// Requests that are never sent, each holding a copy of a 1 MiB method name in the host.
+static void methods(wasi_http_types_own_response_outparam_t out, size_t n) {
+    memset(long_method, 'M', sizeof long_method);
+    size_t set = 0;
+    for (; set < n; set++) {
+        if (set + 16 >= 2048) break;
+        wasi_http_types_own_fields_t fields = wasi_http_types_constructor_fields();
+        wasi_http_types_own_outgoing_request_t request = wasi_http_types_constructor_outgoing_request(fields);
+        wasi_http_types_method_t method = {.tag = WASI_HTTP_TYPES_METHOD_OTHER};
+        method.val.other = (proxy_string_t){(uint8_t *)long_method, sizeof long_method};
+        if (!wasi_http_types_method_outgoing_request_set_method(wasi_http_types_borrow_outgoing_request(request),
+                                                                &method))
+            break;
+    }
+    char text[64];
+    snprintf(text, sizeof text, "set %zu\n", set);
+    respond_text(out, 200, text);
+}
+
+// Responses never sent, each with what the host took into its body's buffer.
+static void bodies(wasi_http_types_own_response_outparam_t out, size_t n) {
+    memset(long_method, 'b', sizeof long_method);
+    size_t wrote = 0;
+    for (size_t i = 0; i < n && i * 4 + 16 < 4096; i++) {
+        wasi_http_types_own_fields_t fields = wasi_http_types_constructor_fields();
+        wasi_http_types_own_outgoing_response_t response = wasi_http_types_constructor_outgoing_response(fields);
+        wasi_http_types_own_outgoing_body_t body;
+        if (!wasi_http_types_method_outgoing_response_body(wasi_http_types_borrow_outgoing_response(response), &body))
+            break;
+        wasi_http_types_own_output_stream_t stream;
+        if (!wasi_http_types_method_outgoing_body_write(wasi_http_types_borrow_outgoing_body(body), &stream)) break;
+        wasi_io_streams_borrow_output_stream_t s = wasi_io_streams_borrow_output_stream(stream);
+        for (;;) {
+            uint64_t room;
+            wasi_io_streams_stream_error_t err;
+            if (!wasi_io_streams_method_output_stream_check_write(s, &room, &err) || room == 0) break;
+            proxy_list_u8_t chunk = {(uint8_t *)long_method, room < sizeof long_method ? room : sizeof long_method};
+            if (!wasi_io_streams_method_output_stream_write(s, &chunk, &err)) break;
+            wrote += chunk.len;
+        }
+    }
+    char text[64];
+    snprintf(text, sizeof text, "wrote %zu\n", wrote);
+    respond_text(out, 200, text);
+}
+
 void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handler_own_incoming_request_t request,
                                                exports_wasi_http_incoming_handler_own_response_outparam_t out) {
     wasi_http_types_borrow_incoming_request_t req = wasi_http_types_borrow_incoming_request(request);
@@ -140,6 +194,14 @@ void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handle
     if (strncmp(path, "/unfinished", 11) == 0) {
         const char *length = strncmp(path + 11, "?length=", 8) == 0 ? path + 19 : NULL;
         unfinished(out, length, strcmp(path + 11, "?drop") == 0);
+        return;
+    }
+    if (strncmp(path, "/methods?n=", 11) == 0) {
+        methods(out, strtoull(path + 11, NULL, 10));
+        return;
+    }
+    if (strncmp(path, "/bodies?n=", 10) == 0) {
+        bodies(out, strtoull(path + 10, NULL, 10));
         return;
     }
     if (strncmp(path, "/random?mb=", 11) == 0) {

@@ -446,6 +446,11 @@ impl Source<'_> {
         }
     }
 
+    /// Whether reads go to mirrors before the origin.
+    fn has_mirrors(&self) -> bool {
+        matches!(self, Source::Registry { hosts, .. } if hosts.iter().any(|h| h.mirror))
+    }
+
     /// The blob `digest` of `size` bytes from its start, as a stream.
     async fn blob(
         &self,
@@ -961,7 +966,17 @@ impl Walk<'_> {
     /// The signatures (`sha256-<hex>.sig`) and the referrers of `doc`, copied.
     async fn signatures_and_referrers(&mut self, doc: &Doc) -> Result<()> {
         let sig_tag = wasm_oci_trust::payload::signature_tag(&doc.digest);
-        if let Some(sig) = self.src.manifest(&Name::Tag(sig_tag.clone())).await? {
+        let sig = match self.src.manifest(&Name::Tag(sig_tag.clone())).await {
+            Ok(sig) => sig,
+            // A mirror said it has none, and the origin cannot be asked: nothing to copy
+            // that could be read, said rather than failing the copy.
+            Err(Error::Unreachable { .. }) if self.src.has_mirrors() => {
+                tracing::warn!(digest = %doc.digest, "the origin cannot be reached to ask for signatures a mirror lacks; none copied");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(sig) = sig {
             let kept = doc_clone(&sig);
             self.manifest(sig, false).await?;
             self.dst.put_tag(&kept, &sig_tag).await?;

@@ -46,6 +46,7 @@ mod push;
 mod push_attacks;
 mod push_platforms;
 mod readme;
+mod red_team;
 mod referrers;
 mod registry_friction;
 mod resume;

@@ -13,7 +13,7 @@ use crate::support::{Adapter, WasmOci, build_c_guest, wasi_http_wit};
 use crate::support::{Served, push_proxy};
 
 /// The hostile guest (testdata/http_hog.c), built once per test run.
-fn hog() -> &'static Path {
+pub(crate) fn hog() -> &'static Path {
     static HOG: OnceLock<PathBuf> = OnceLock::new();
     HOG.get_or_init(|| {
         let dir =
@@ -30,7 +30,7 @@ fn hog() -> &'static Path {
 }
 
 /// The most resident memory process `pid` has had, in bytes.
-fn peak_rss(pid: u32) -> u64 {
+pub(crate) fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: u64 = status
         .lines()

@@ -985,6 +985,16 @@ struct Outbound {
 type Io = Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>;
 
 impl WasiHttpHooks for Outbound {
+    // Small chunks: what a body's buffer holds is charged to the guest (see the fields
+    // module), and a 1 MiB chunk would make every response cost megabytes of the budget.
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        fields::BODY_CHUNK
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        fields::BODY_BUFFER_CHUNKS
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
