@@ -51,7 +51,7 @@ pub struct PushExtras {
     /// The manifest's `artifactType`, in place of the layout's.
     pub artifact_type: Option<String>,
     /// Also write a Linux image holding the module as its entrypoint, and make the
-    /// reference an index of both (see [`crate::image`]): containerd then pulls, unpacks and
+    /// reference an index of both (see the fetcher's `image` module): containerd then pulls, unpacks and
     /// runs `image: REFERENCE` under the wasm-oci shim, and wasm readers pick the wasm entry.
     pub image: bool,
 }
