@@ -215,6 +215,22 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// A file pushed as one platform of an index is of the other kind (a component named
+    /// wasip1, a core module named wasip2).
+    #[error(
+        "{} is a {kind} but was given as --platform {os}; a {kind} is {expected}: pass --platform {expected}={}",
+        path.display(), path.display()
+    )]
+    PlatformMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The platform it was given as.
+        os: String,
+        /// What the file is ("core module" or "component").
+        kind: &'static str,
+        /// The platform it is.
+        expected: &'static str,
+    },
     /// Credentials could not be found or stored.
     #[error("credentials for {registry}: {reason}")]
     Credentials {

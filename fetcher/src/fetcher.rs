@@ -162,6 +162,22 @@ impl Fetcher {
         crate::push::push(&push, path, reference, format, extras).await
     }
 
+    /// Pushes each `(os, file)` of `platforms` as a wasm manifest by digest, then one image
+    /// index of them at `reference`, each entry naming `{os, architecture: wasm}`.
+    pub async fn push_platforms(
+        &self,
+        platforms: &[(String, std::path::PathBuf)],
+        reference: &Reference,
+        format: PushFormat,
+        extras: &PushExtras,
+    ) -> Result<crate::PushedIndex> {
+        let push = Push {
+            transport: &self.transport,
+            progress: self.progress.as_deref(),
+        };
+        crate::push::push_platforms(&push, platforms, reference, format, extras).await
+    }
+
     /// What a pull needs of this fetcher.
     fn pull_context(&self) -> Pull<'_> {
         Pull {

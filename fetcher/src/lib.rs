@@ -52,7 +52,7 @@ pub use oci_client::Reference as OciReference;
 pub use precompiled::{Adopted, CompiledFor, Passed, Wanted};
 pub use progress::{Blob, Progress, Transfer};
 pub use pull::{ConfigCheck, Pulled};
-pub use push::{PushExtras, PushFormat, Pushed};
+pub use push::{PushExtras, PushFormat, Pushed, PushedIndex, PushedPlatform};
 pub use reference::parse_reference;
 pub use referrers::{Attached, MAX_ATTACHMENT, Referrer, Referrers, referrers_tag};
 pub use remote::options::RegistryOptions;

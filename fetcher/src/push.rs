@@ -51,7 +51,7 @@ pub struct PushExtras {
     /// The manifest's `artifactType`, in place of the layout's.
     pub artifact_type: Option<String>,
     /// Also write a Linux image holding the module as its entrypoint, and make the
-    /// reference an index of both (see [`crate::image`]): containerd then pulls, unpacks and
+    /// reference an index of both (see the fetcher's `image` module): containerd then pulls, unpacks and
     /// runs `image: REFERENCE` under the wasm-oci shim, and wasm readers pick the wasm entry.
     pub image: bool,
 }
@@ -79,6 +79,29 @@ pub struct Pushed {
     pub kind: WasmKind,
 }
 
+/// What a push of several platforms as one index wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushedIndex {
+    /// The reference pushed to: it names the index.
+    pub reference: String,
+    /// Digest of the index.
+    pub digest: String,
+    /// Each entry, in the order given.
+    pub manifests: Vec<PushedPlatform>,
+}
+
+/// One entry of a [`PushedIndex`]: a manifest pushed by digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushedPlatform {
+    /// The entry's `platform.os` (wasip1, wasip2).
+    pub os: String,
+    /// The entry's `platform.architecture`: always `wasm`.
+    pub architecture: &'static str,
+    /// The manifest (its `reference` names it by digest).
+    #[serde(flatten)]
+    pub pushed: Pushed,
+}
+
 /// Pushes the wasm file at `path` to `reference` in `format`.
 #[tracing::instrument(skip(cx), fields(reference = %reference, path = %path.display()))]
 pub(crate) async fn push(
@@ -89,6 +112,111 @@ pub(crate) async fn push(
     extras: &PushExtras,
 ) -> Result<Pushed> {
     let local = LocalBlob::hash(path)?;
+    push_manifest(cx, path, local, reference, format, extras, false)
+        .await
+        .map(|(pushed, _)| pushed)
+}
+
+/// Pushes each `(os, file)` of `platforms` as a manifest by its digest, then one index of
+/// them all at `reference` (the tag last: it never names an index whose entries are not
+/// there). Every file is checked against its `os` before anything is sent.
+#[tracing::instrument(skip(cx, platforms), fields(reference = %reference))]
+pub(crate) async fn push_platforms(
+    cx: &Push<'_>,
+    platforms: &[(String, PathBuf)],
+    reference: &Reference,
+    format: PushFormat,
+    extras: &PushExtras,
+) -> Result<PushedIndex> {
+    let mut locals = Vec::with_capacity(platforms.len());
+    for (os, path) in platforms {
+        let local = LocalBlob::hash(path)?;
+        let kind = local.kind.ok_or_else(|| Error::InvalidWasm {
+            path: path.to_owned(),
+        })?;
+        if kind.os() != os {
+            return Err(Error::PlatformMismatch {
+                path: path.to_owned(),
+                os: os.clone(),
+                kind: match kind {
+                    WasmKind::Module => "core module",
+                    WasmKind::Component => "component",
+                },
+                expected: kind.os(),
+            });
+        }
+        locals.push(local);
+    }
+    // Each entry is a plain wasm manifest: the Linux image of --image is not one of them.
+    let entry_extras = PushExtras {
+        image: false,
+        ..extras.clone()
+    };
+    let mut manifests = Vec::with_capacity(platforms.len());
+    let mut entries = Vec::with_capacity(platforms.len());
+    for ((os, path), local) in platforms.iter().zip(locals) {
+        let (pushed, size) =
+            push_manifest(cx, path, local, reference, format, &entry_extras, true).await?;
+        entries.push(json!({
+            "mediaType": OCI_IMAGE_MEDIA_TYPE,
+            "digest": pushed.digest,
+            "size": size,
+            "platform": {"architecture": "wasm", "os": os},
+        }));
+        manifests.push(PushedPlatform {
+            os: os.clone(),
+            architecture: "wasm",
+            pushed,
+        });
+    }
+    let remote = cx.transport.remote(reference).await?;
+    let scheme = cx.transport.scheme(reference);
+    let digest = put_index(&remote, reference, scheme, entries, &extras.annotations).await?;
+    tracing::info!(%digest, entries = manifests.len(), "pushed an index");
+    Ok(PushedIndex {
+        reference: reference.whole(),
+        digest,
+        manifests,
+    })
+}
+
+/// Writes the index of `entries` (with `annotations`) at `reference`; returns its digest.
+async fn put_index(
+    remote: &crate::remote::registry::Registry,
+    reference: &Reference,
+    scheme: &'static str,
+    entries: Vec<serde_json::Value>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<String> {
+    let mut index = json!({
+        "schemaVersion": 2,
+        "mediaType": crate::image::OCI_INDEX_MEDIA_TYPE,
+        "manifests": entries,
+    });
+    if !annotations.is_empty() {
+        index["annotations"] = json!(annotations);
+    }
+    let index = serde_json::to_vec(&index).expect("json values serialize");
+    with_retries("uploading the index", || {
+        remote.put_manifest(reference, &index, crate::image::OCI_INDEX_MEDIA_TYPE)
+    })
+    .await
+    .map_err(|f| f.into_error(reference, scheme))?;
+    Ok(sha256(&index))
+}
+
+/// Pushes the wasm file at `path` (read as `local`) as one manifest, at `reference`'s tag or,
+/// `by_digest`, at its own digest in `reference`'s repository; returns what was written and
+/// the manifest's size.
+async fn push_manifest(
+    cx: &Push<'_>,
+    path: &Path,
+    local: LocalBlob,
+    reference: &Reference,
+    format: PushFormat,
+    extras: &PushExtras,
+    by_digest: bool,
+) -> Result<(Pushed, usize)> {
     let kind = local.kind.ok_or_else(|| Error::InvalidWasm {
         path: path.to_owned(),
     })?;
@@ -267,40 +395,39 @@ pub(crate) async fn push(
                 "platform": {"architecture": architecture, "os": "linux"},
             }));
         }
-        let mut index = json!({
-            "schemaVersion": 2,
-            "mediaType": crate::image::OCI_INDEX_MEDIA_TYPE,
-            "manifests": entries,
-        });
-        if !extras.annotations.is_empty() {
-            index["annotations"] = json!(extras.annotations);
-        }
-        let index = serde_json::to_vec(&index).expect("json values serialize");
-        with_retries("uploading the index", || {
-            remote.put_manifest(reference, &index, crate::image::OCI_INDEX_MEDIA_TYPE)
-        })
-        .await
-        .map_err(failed)?;
-        sha256(&index)
+        put_index(&remote, reference, scheme, entries, &extras.annotations).await?
     } else {
+        let at = if by_digest {
+            reference.clone_with_digest(manifest_digest.clone())
+        } else {
+            reference.clone()
+        };
         with_retries("uploading the manifest", || {
-            remote.put_manifest(reference, &body, OCI_IMAGE_MEDIA_TYPE)
+            remote.put_manifest(&at, &body, OCI_IMAGE_MEDIA_TYPE)
         })
         .await
         .map_err(failed)?;
         manifest_digest.clone()
     };
     tracing::info!(%digest, bytes = local.size, "pushed");
-    Ok(Pushed {
-        reference: reference.whole(),
-        manifest_digest: extras.image.then_some(manifest_digest),
-        digest,
-        size: local.size,
-        layer_digest: local.digest,
-        layer_media_type: layer_media_type.to_owned(),
-        config_media_type: config_media_type.to_owned(),
-        kind,
-    })
+    let written = if by_digest && !extras.image {
+        reference.clone_with_digest(digest.clone()).whole()
+    } else {
+        reference.whole()
+    };
+    Ok((
+        Pushed {
+            reference: written,
+            manifest_digest: extras.image.then_some(manifest_digest),
+            digest,
+            size: local.size,
+            layer_digest: local.digest,
+            layer_media_type: layer_media_type.to_owned(),
+            config_media_type: config_media_type.to_owned(),
+            kind,
+        },
+        body.len(),
+    ))
 }
 
 /// The file at `path` as a request body, read in 1 MiB chunks, reporting to `progress`.

@@ -1,9 +1,11 @@
-//! `wasm-oci push FILE REF`: publish a wasm module or component as an OCI artifact.
+//! `wasm-oci push FILE REF`: publish a wasm module or component as an OCI artifact; with
+//! `--platform OS=FILE` (repeatable), several of them as one image index.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use wasm_oci_artifact::text::printable;
 use wasm_oci_fetcher::{PushExtras, PushFormat, parse_reference};
 
 use super::naming::Naming;
@@ -20,14 +22,24 @@ use crate::GlobalOptions;
 ///     wasm-oci push --format wasm-to-oci hello.wasm localhost:5000/hello:v1
 ///     wasm-oci push -a org.opencontainers.image.source=https://example.com/hello \
 ///         hello.wasm localhost:5000/hello:v1
+///     wasm-oci push --platform wasip1=hello.wasm --platform wasip2=hello.component.wasm \
+///         localhost:5000/hello:v1
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct PushCommand {
-    /// The .wasm file (core module or component)
-    file: PathBuf,
+    /// The .wasm file (core module or component); leave it out with --platform
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
 
     /// Where to push it, e.g. localhost:5000/hello:v1
-    reference: String,
+    #[arg(value_name = "REFERENCE")]
+    reference: Option<String>,
+
+    /// Push FILE as the index entry for platform OS/wasm (repeatable; OS is wasip1 for a core
+    /// module, wasip2 for a component): each file becomes a manifest pushed by digest, and
+    /// REF names one image index of them all, which run, oras and skopeo read
+    #[arg(long = "platform", value_name = "OS=FILE", value_parser = parse_platform)]
+    platforms: Vec<(String, PathBuf)>,
 
     /// Artifact layout to write
     #[arg(long, value_enum, default_value_t = Format::Cncf)]
@@ -75,8 +87,18 @@ enum Format {
 impl PushCommand {
     /// Pushes and reports.
     pub fn execute(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
-        swapped(&self.file, &self.reference)?;
-        let reference = parse_reference(&self.reference)?;
+        if !self.platforms.is_empty() {
+            return self.execute_platforms(global);
+        }
+        let (Some(file), Some(reference_text)) = (&self.file, &self.reference) else {
+            anyhow::bail!(
+                "push takes FILE then REF (or --platform OS=FILE ... then REF); run \
+                 `wasm-oci push hello.wasm localhost:5000/hello:v1`"
+            );
+        };
+        let (file, reference_text) = (file.clone(), reference_text.clone());
+        swapped(&file, &reference_text)?;
+        let reference = parse_reference(&reference_text)?;
         let fetcher = global.fetcher_running_nothing(reference.registry())?;
         let format = match self.format {
             Format::Cncf => PushFormat::Cncf,
@@ -92,16 +114,16 @@ impl PushCommand {
             artifact_type: self.artifact_type.clone(),
             image: self.image,
         };
-        let pushed = crate::block_on(fetcher.push_with(&self.file, &reference, format, &extras))?
-            .naming(&[&self.reference, &self.file.display().to_string()], || {
-            format!("pushing {} to {}", self.file.display(), self.reference)
-        })?;
+        let pushed = crate::block_on(fetcher.push_with(&file, &reference, format, &extras))?
+            .naming(&[&reference_text, &file.display().to_string()], || {
+                format!("pushing {} to {}", file.display(), reference_text)
+            })?;
         let signed = match &key {
             Some(key) => {
                 // The digest this push wrote, not a second reading of the tag: what the
                 // registry answers for the tag now is not necessarily what was pushed.
                 let signed = crate::block_on(fetcher.sign(&reference, &pushed.digest, key))?
-                    .naming(&[&self.reference], || format!("signing {}", self.reference))?;
+                    .naming(&[&reference_text], || format!("signing {reference_text}"))?;
                 Some(signed)
             }
             None => None,
@@ -121,6 +143,126 @@ impl PushCommand {
     }
 }
 
+impl PushCommand {
+    /// `push --platform OS=FILE ... REF`: checks the command line, then pushes the index.
+    fn execute_platforms(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
+        let reference_text = match (&self.file, &self.reference) {
+            (Some(reference), None) => reference.to_string_lossy().into_owned(),
+            (Some(file), Some(_)) => anyhow::bail!(
+                "{} is given as a FILE beside --platform: with --platform every file is given \
+                 as --platform OS=FILE and only REF follows; run `wasm-oci push --platform \
+                 {}={} ... REF`",
+                printable(&file.to_string_lossy()),
+                os_of_guess(file),
+                printable(&file.to_string_lossy())
+            ),
+            (None, _) => anyhow::bail!(
+                "push --platform OS=FILE ... needs the REF to push the index to; run \
+                 `wasm-oci push --platform wasip1=a.wasm --platform wasip2=b.wasm \
+                 localhost:5000/hello:v1`"
+            ),
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for (os, _) in &self.platforms {
+            if !seen.insert(os.as_str()) {
+                anyhow::bail!(
+                    "--platform {os} is given twice: an index holds one entry per platform; \
+                     give each OS once (wasip1 for the core module, wasip2 for the component)"
+                );
+            }
+        }
+        if self.image {
+            anyhow::bail!(
+                "--image and --platform cannot be combined: --image writes its own index; \
+                 push the index with --platform, or one file with --image"
+            );
+        }
+        let reference = parse_reference(&reference_text)?;
+        let fetcher = global.fetcher_running_nothing(reference.registry())?;
+        let format = match self.format {
+            Format::Cncf => PushFormat::Cncf,
+            Format::WasmToOci => PushFormat::WasmToOci,
+        };
+        let key = match &self.sign_key {
+            Some(path) => Some(super::sign::read_private_key(path)?),
+            None => None,
+        };
+        let extras = PushExtras {
+            annotations: self.annotations.iter().cloned().collect(),
+            artifact_type: self.artifact_type.clone(),
+            image: false,
+        };
+        let pushed =
+            crate::block_on(fetcher.push_platforms(&self.platforms, &reference, format, &extras))?
+                .naming(&[&reference_text], || {
+                    format!(
+                        "pushing an index of {} platforms to {reference_text}",
+                        self.platforms.len()
+                    )
+                })?;
+        let signed = match &key {
+            Some(key) => Some(
+                crate::block_on(fetcher.sign(&reference, &pushed.digest, key))?
+                    .naming(&[&reference_text], || format!("signing {reference_text}"))?,
+            ),
+            None => None,
+        };
+        if self.json {
+            crate::print_json(&pushed)?;
+        } else {
+            for entry in &pushed.manifests {
+                crate::outln!(
+                    "Pushed {}/{}: {} ({} bytes, {})",
+                    entry.os,
+                    entry.architecture,
+                    entry.pushed.digest,
+                    entry.pushed.size,
+                    entry.pushed.reference
+                );
+            }
+            crate::outln!("Pushed: {}", pushed.reference);
+            crate::outln!("Digest: {}", pushed.digest);
+            if let Some(signed) = &signed {
+                crate::outln!("Signed: {} ({})", signed.signature_tag, signed.identity);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// A guess of the platform of `file` for a hint: wasip2 when it is a component.
+fn os_of_guess(file: &Path) -> &'static str {
+    let mut header = [0u8; 8];
+    let read = std::fs::File::open(file)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+        .is_ok();
+    if read && header[4..] != [1, 0, 0, 0] {
+        "wasip2"
+    } else {
+        "wasip1"
+    }
+}
+
+/// Parses `--platform OS=FILE`: OS is one of the WASI platforms an index entry names.
+fn parse_platform(text: &str) -> Result<(String, PathBuf), String> {
+    let Some((os, file)) = text.split_once('=') else {
+        return Err(format!(
+            "expected OS=FILE, e.g. wasip1=hello.wasm, not {}",
+            printable(text)
+        ));
+    };
+    if !matches!(os, "wasip1" | "wasip2") {
+        return Err(format!(
+            "{} is not a WASI platform: use wasip1 (a core module) or wasip2 (a component)",
+            printable(os)
+        ));
+    }
+    if file.is_empty() {
+        return Err("expected OS=FILE with a file after the `=`".to_owned());
+    }
+    Ok((os.to_owned(), PathBuf::from(file)))
+}
+
 /// Refuses REF FILE (the order of `oras push` and `wkg oci push`) with both named for what
 /// they look like, before anything is read or sent.
 fn swapped(file: &Path, reference: &str) -> anyhow::Result<()> {
@@ -129,7 +271,7 @@ fn swapped(file: &Path, reference: &str) -> anyhow::Result<()> {
     }
     let file_text = file.to_string_lossy();
     if super::resolve::looks_like_file(reference) && parse_reference(&file_text).is_ok() {
-        let p = wasm_oci_artifact::text::printable;
+        let p = printable;
         anyhow::bail!(
             "push takes FILE then REF: {} looks like a file and {} like a reference (oras and \
              wkg take them the other way round); run `wasm-oci push {} {}`",

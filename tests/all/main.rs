@@ -44,6 +44,7 @@ mod pull;
 mod pull_attacks;
 mod push;
 mod push_attacks;
+mod push_platforms;
 mod readme;
 mod red_team;
 mod red_team_shim;
