@@ -6,15 +6,17 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use serde::Serialize;
 use wasm_oci_fetcher::{CompiledFor, parse_reference};
-use wasm_oci_shim::runner::WASMTIME_VERSION;
+use wasm_oci_shim::runner::precompiled::WASMTIME_VERSION;
 use wasm_oci_shim::{EngineOptions, Runner, Wasm};
 
 use super::naming::Naming;
 use super::resolve::{PullPolicy, Resolved};
 use crate::GlobalOptions;
 
-/// Precompile a module for this machine and keep the code in the cache; or, with --push,
-/// compile it once for a fleet and attach the code to it in the registry, signed.
+/// Precompile a module for this machine, or with --push for a fleet, through the registry.
+///
+/// Without --push the code is kept in the cache; with --push it is compiled once for a fleet
+/// and attached to the module in the registry, signed.
 ///
 /// Pulls the reference when it is not cached, then compiles it for `wasm-oci run` and for the
 /// containerd shim, so that either starts without compiling. Edge nodes run it after a pull.
@@ -169,7 +171,10 @@ impl CompileCommand {
                     format!(
                         "compiling {} for {}",
                         self.reference,
-                        target.map_or_else(wasm_oci_shim::runner::host_target, str::to_owned)
+                        target.map_or_else(
+                            wasm_oci_shim::runner::precompiled::host_target,
+                            str::to_owned
+                        )
                     )
                 })?;
                 let compiled_for = CompiledFor {

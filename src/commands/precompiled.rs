@@ -107,7 +107,7 @@ impl Host {
         })
         .collect();
         Self {
-            target: wasm_oci_shim::runner::host_target(),
+            target: wasm_oci_shim::runner::precompiled::host_target(),
             engines,
         }
     }

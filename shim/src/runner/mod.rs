@@ -12,13 +12,12 @@ pub mod http;
 mod identity;
 mod limits;
 mod network;
-mod precompiled;
+pub mod precompiled;
 mod run;
 
 pub use error::{Error, OptionError, Result};
 pub use identity::Identity;
 pub use network::{ConnectRule, HttpPolicy, HttpPort, HttpRule, SocketPolicy};
-pub use precompiled::{Precompiled, WASMTIME_VERSION, host_target};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
