@@ -789,9 +789,10 @@ mod tests {
         }
     }
 
-    /// IPv4-mapped IPv6 connects to the IPv4 address it maps: a scope written for
-    /// `127.0.0.1:PORT`, read from a policy file, holds for each of its spellings, and a
-    /// scope written in a mapped spelling is the IPv4 one.
+    /// IPv4-mapped IPv6 connects to the IPv4 address it maps, and the IPv4-compatible
+    /// spelling is read as the IPv4 it carries (the canonical form the egress rule judges): a
+    /// scope written for `127.0.0.1:PORT`, read from a policy file, holds for each of its
+    /// spellings, and a scope written in a mapped spelling is the IPv4 one.
     #[test]
     fn a_loopback_scope_holds_for_every_spelling_of_its_address() {
         let dir = tempfile::tempdir().unwrap();
@@ -810,6 +811,7 @@ mod tests {
             "[::ffff:7f00:1]:5000/a:1",
             "[0:0:0:0:0:ffff:7f00:1]:05000/a:1",
             "[::FFFF:127.0.0.1]:5000/a:1",
+            "[::127.0.0.1]:5000/a:1",
             "127.1:5000/a:1",
         ] {
             let scope = p.scope_for(&reference(r));
@@ -819,8 +821,8 @@ mod tests {
         for r in ["169.254.169.254/a", "[::ffff:a9fe:a9fe]/a"] {
             assert_eq!(p.scope_for(&reference(r)).name, "169.254.169.254", "{r}");
         }
-        // Another address, and a v6 address that maps nothing, are other registries.
-        for r in ["[::1]:5000/a", "[::127.0.0.1]:5000/a", "127.0.0.2:5000/a"] {
+        // Another address, and a v6 address that carries no IPv4, are other registries.
+        for r in ["[::1]:5000/a", "[2001:db8::1]:5000/a", "127.0.0.2:5000/a"] {
             assert_eq!(p.scope_for(&reference(r)).name, "default", "{r}");
         }
         let twice = r#"{"default":[{"type":"reject"}],"transports":{"docker":{
