@@ -19,7 +19,9 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
-use crate::support::{Containerd, Entry, Version, WebSocket, each_containerd, guests, testdata};
+use crate::support::{
+    Containerd, Entry, Version, WebSocket, each_containerd, guests, install_test_cni, testdata,
+};
 
 /// The namespace the CRI plugin keeps its containers and images in.
 const K8S: &str = "k8s.io";
@@ -28,25 +30,6 @@ pub(crate) const PAUSE: &str = "registry.test/pause:v1";
 pub(crate) const HELLO_IMAGE: &str = "registry.test/wasmhello:v1";
 pub(crate) const PROBE_IMAGE: &str = "registry.test/probe:v1";
 pub(crate) const BUSYBOX_IMAGE: &str = "registry.test/busybox:v1";
-
-/// The CNI plugin: `loopback` and `wasmtest` are this one script, which brings `lo` up in the
-/// pod's namespace and reports an `eth0` with a link-local address on ADD.
-const CNI_PLUGIN: &str = r#"#!/bin/sh
-set -e
-case "$CNI_COMMAND" in
-VERSION)
-    echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0"]}' ;;
-ADD)
-    nsenter --net="$CNI_NETNS" ip link set lo up
-    if [ "$(basename "$0")" = loopback ]; then
-        echo '{"cniVersion":"0.4.0","interfaces":[{"name":"lo","sandbox":"'"$CNI_NETNS"'"}],"ips":[{"version":"4","address":"127.0.0.1/8","interface":0}]}'
-    else
-        echo '{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","sandbox":"'"$CNI_NETNS"'"}],"ips":[{"version":"4","address":"169.254.77.2/32","interface":0}]}'
-    fi ;;
-DEL|CHECK) ;;
-*) exit 1 ;;
-esac
-"#;
 
 /// containerd with CRI on, a client speaking CRI to it, and the images the tests use.
 pub(crate) struct Cri {
@@ -100,21 +83,7 @@ impl Cri {
         );
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_owned();
-        let bin = d.join("cni/bin");
-        let conf = d.join("cni/conf");
-        fs::create_dir_all(&bin).unwrap();
-        fs::create_dir_all(&conf).unwrap();
-        for name in ["loopback", "wasmtest"] {
-            let path = bin.join(name);
-            fs::write(&path, CNI_PLUGIN).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        fs::write(
-            conf.join("10-wasmtest.conf"),
-            r#"{"cniVersion":"0.4.0","name":"wasmtest","type":"wasmtest"}"#,
-        )
-        .unwrap();
+        let (bin, conf) = install_test_cni(&d);
         // The runtime entry as the README documents it.
         let annotations =
             r#"["io.wasm-oci.reference", "io.wasm-oci.pull", "io.wasm-oci.preopens"]"#;

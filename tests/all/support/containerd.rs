@@ -578,3 +578,43 @@ pub fn wait_gone(pid: u32) -> bool {
     }
     !alive(pid)
 }
+
+/// The test CNI plugin: `loopback` and `wasmtest` are this one script, which brings `lo` up in
+/// the pod's namespace and reports an `eth0` with a link-local address on ADD.
+const CNI_PLUGIN: &str = r#"#!/bin/sh
+set -e
+case "$CNI_COMMAND" in
+VERSION)
+    echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0"]}' ;;
+ADD)
+    nsenter --net="$CNI_NETNS" ip link set lo up
+    if [ "$(basename "$0")" = loopback ]; then
+        echo '{"cniVersion":"0.4.0","interfaces":[{"name":"lo","sandbox":"'"$CNI_NETNS"'"}],"ips":[{"version":"4","address":"127.0.0.1/8","interface":0}]}'
+    else
+        echo '{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","sandbox":"'"$CNI_NETNS"'"}],"ips":[{"version":"4","address":"169.254.77.2/32","interface":0}]}'
+    fi ;;
+DEL|CHECK) ;;
+*) exit 1 ;;
+esac
+"#;
+
+/// Installs the test CNI plugin under `dir` for a CRI-enabled containerd: its binaries
+/// directory and its config directory (one network, `wasmtest`).
+pub fn install_test_cni(dir: &Path) -> (PathBuf, PathBuf) {
+    let bin = dir.join("cni/bin");
+    let conf = dir.join("cni/conf");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(&conf).unwrap();
+    for name in ["loopback", "wasmtest"] {
+        let path = bin.join(name);
+        fs::write(&path, CNI_PLUGIN).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::write(
+        conf.join("10-wasmtest.conf"),
+        r#"{"cniVersion":"0.4.0","name":"wasmtest","type":"wasmtest"}"#,
+    )
+    .unwrap();
+    (bin, conf)
+}

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
-use super::{ALLOW_LOOPBACK, Containerd, Entry, base_config, describe, free_port};
+use super::{
+    ALLOW_LOOPBACK, Containerd, Entry, base_config, describe, free_port, install_test_cni,
+};
 
 /// The Kubernetes version `scripts/kube-build` builds and the tests are written against.
 pub const KUBE_VERSION: &str = "v1.20.2";
@@ -43,25 +45,6 @@ const K8S_NS: &str = "k8s.io";
 /// hang detector (the API server alone takes tens of seconds on a loaded two-core machine), not
 /// a measure.
 pub const KUBE_PATIENCE: Duration = Duration::from_secs(180);
-
-/// The test CNI plugin (`loopback` and `wasmtest`, as in `tests/all/cri.rs`): `lo` up in the
-/// pod's namespace and a link-local `eth0` reported on ADD, never used for traffic.
-const CNI_PLUGIN: &str = r#"#!/bin/sh
-set -e
-case "$CNI_COMMAND" in
-VERSION)
-    echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0"]}' ;;
-ADD)
-    nsenter --net="$CNI_NETNS" ip link set lo up
-    if [ "$(basename "$0")" = loopback ]; then
-        echo '{"cniVersion":"0.4.0","interfaces":[{"name":"lo","sandbox":"'"$CNI_NETNS"'"}],"ips":[{"version":"4","address":"127.0.0.1/8","interface":0}]}'
-    else
-        echo '{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","sandbox":"'"$CNI_NETNS"'"}],"ips":[{"version":"4","address":"169.254.77.2/32","interface":0}]}'
-    fi ;;
-DEL|CHECK) ;;
-*) exit 1 ;;
-esac
-"#;
 
 /// The path of Kubernetes binary `name` (`kubelet`, `kube-apiserver`, `kubectl`, `etcd`) from
 /// `WASM_OCI_KUBE`; fails, naming the script that builds them, when they are not there.
@@ -776,21 +759,7 @@ impl Drop for Kube {
 fn start_cri_containerd(shim_toml: &str) -> Containerd {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
-    let bin = d.join("cni/bin");
-    let conf = d.join("cni/conf");
-    fs::create_dir_all(&bin).unwrap();
-    fs::create_dir_all(&conf).unwrap();
-    for name in ["loopback", "wasmtest"] {
-        let path = bin.join(name);
-        fs::write(&path, CNI_PLUGIN).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    fs::write(
-        conf.join("10-wasmtest.conf"),
-        r#"{"cniVersion":"0.4.0","name":"wasmtest","type":"wasmtest"}"#,
-    )
-    .unwrap();
+    let (bin, conf) = install_test_cni(&d);
     let annotations = r#"["io.wasm-oci.reference", "io.wasm-oci.pull", "io.wasm-oci.preopens"]"#;
     let config = format!(
         r#"{base}
