@@ -32,6 +32,10 @@ const MAX_REFERRERS: usize = 10_000;
 const MAX_PAGES: usize = 100;
 /// Read-modify-write rounds of a referrers tag at most (see `add_to_referrers_tag`).
 const MAX_TAG_ROUNDS: usize = 8;
+
+/// How many times an attachment's blobs and manifest are sent when the registry loses a blob
+/// to a concurrent upload of it (see [`Fetcher::attach_layer`]).
+const MAX_ATTACH_TRIES: u32 = 6;
 /// The least and most time given to other writers of a referrers tag before it is read
 /// again.
 const SETTLE_MIN: std::time::Duration = std::time::Duration::from_millis(50);
@@ -238,11 +242,18 @@ impl Fetcher {
         );
         // Two attaches uploading the same blob at once (the empty config every attachment
         // shares) can leave Distribution without the blob's link in the repository for a
-        // moment: the manifest is refused with BLOB_UNKNOWN. The blobs are checked (and
-        // sent) again, and the manifest put again, a few times.
+        // moment (its filesystem driver rewrites the link file in place, so a reader can
+        // find it empty): the manifest is refused with BLOB_UNKNOWN. The blobs are checked
+        // (and sent) again, and the manifest put again, after a pause that grows and is
+        // jittered so that the writers fall out of step rather than race again.
         let mut tries = 0;
         loop {
             tries += 1;
+            if tries > 1 {
+                let pause = std::time::Duration::from_millis(100 << tries.min(5));
+                let jitter = pause.mul_f64(crate::remote::retry::jitter_fraction());
+                tokio::time::sleep(pause + jitter).await;
+            }
             for (digest, bytes) in [(&blob_digest, content), (&empty_digest, &empty[..])] {
                 upload_missing(&remote, subject, digest, bytes)
                     .await
@@ -254,7 +265,7 @@ impl Fetcher {
             .await
             {
                 Ok(()) => break,
-                Err(f) if tries < 3 && f.is_not_found() => {
+                Err(f) if tries < MAX_ATTACH_TRIES && f.is_not_found() => {
                     tracing::debug!(error = %f, "a blob of the attachment went missing; again");
                 }
                 Err(f) => return Err(failed(f)),
