@@ -202,6 +202,7 @@ mod tests {
             config_digest: None,
             signatures: None,
             sources: Default::default(),
+            referrers: None,
         }
     }
 

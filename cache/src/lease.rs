@@ -150,6 +150,7 @@ mod tests {
             config_digest: None,
             signatures: None,
             sources: Default::default(),
+            referrers: None,
         }
     }
 

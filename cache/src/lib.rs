@@ -41,5 +41,5 @@ pub use ingest::{Ingest, Ingested};
 pub use lease::Lease;
 pub use partials::STALE_PARTIAL;
 pub use prune::{PrunePolicy, PruneReport};
-pub use refs::{RefEntry, RefRecord, Signatures, Verdict};
+pub use refs::{KeptReferrer, KeptReferrers, RefEntry, RefRecord, Signatures, Verdict};
 pub use verify::{BadBlob, VerifyReport};

@@ -31,6 +31,52 @@ pub struct RefEntry {
     /// downloaded from, by digest; blobs the cache had already are not in it.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sources: std::collections::BTreeMap<String, String>,
+    /// Referrers of the manifest kept with the reference (precompiled code a layout brought,
+    /// see `load`), so that a node without a registry can use them; `None` for most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrers: Option<Box<KeptReferrers>>,
+}
+
+/// OCI referrers of a reference's manifest kept in the cache as blobs: the index that lists
+/// them and, for each kept, its manifest, blobs and signatures. Nothing in it is trusted for
+/// being here: whoever uses a referrer verifies it as one from a registry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptReferrers {
+    /// The OCI image index that lists the referrers (as the layout's `sha256-<hex>` tag
+    /// held it), a blob; it may list more than are kept.
+    pub index: Digest,
+    /// The referrers kept.
+    pub kept: Vec<KeptReferrer>,
+}
+
+/// One referrer kept in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptReferrer {
+    /// Its manifest, a blob.
+    pub manifest: Digest,
+    /// The blobs it names (config and layers).
+    pub blobs: Vec<Digest>,
+    /// Its signatures (`signed_digest` is `manifest`), as a reference's are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<Signatures>,
+}
+
+impl KeptReferrers {
+    /// Every blob they need: the index, and each referrer's manifest, blobs and signatures.
+    pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
+        std::iter::once(&self.index).chain(self.kept.iter().flat_map(|k| {
+            std::iter::once(&k.manifest).chain(&k.blobs).chain(
+                k.signatures
+                    .iter()
+                    .flat_map(|s| std::iter::once(&s.manifest).chain(&s.payloads)),
+            )
+        }))
+    }
+
+    /// The referrer kept whose manifest is `digest`.
+    pub fn get(&self, digest: &Digest) -> Option<&KeptReferrer> {
+        self.kept.iter().find(|k| &k.manifest == digest)
+    }
 }
 
 /// A reference's cosign signatures as kept in the cache (the `.sig` manifest and its
@@ -63,7 +109,8 @@ pub struct Verdict {
 impl RefEntry {
     /// Every blob this entry needs: layer, manifest, config, and its signatures (with the
     /// image index they sign when the reference resolved to one, which `save` writes so that
-    /// a layout can be verified as a pull was; entries pulled before it was kept lack it).
+    /// a layout can be verified as a pull was; entries pulled before it was kept lack it),
+    /// and the referrers kept with it.
     pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
         let index = self
             .signatures
@@ -79,6 +126,7 @@ impl RefEntry {
                     .iter()
                     .flat_map(|s| std::iter::once(&s.manifest).chain(&s.payloads)),
             )
+            .chain(self.referrers.iter().flat_map(|r| r.blobs()))
     }
 }
 
@@ -220,6 +268,7 @@ pub(crate) fn sample(cache: &Cache, name: &str, layer: &[u8]) -> RefEntry {
         config_digest: None,
         signatures: None,
         sources: Default::default(),
+        referrers: None,
     };
     cache.set_ref(&entry).unwrap();
     entry
@@ -243,6 +292,7 @@ mod tests {
             config_digest: None,
             signatures: None,
             sources: Default::default(),
+            referrers: None,
         };
         assert_eq!(cache.get_ref(&entry.reference).unwrap(), None);
         cache.set_ref(&entry).unwrap();
@@ -267,6 +317,7 @@ mod tests {
             config_digest: Some(d("config")),
             signatures: None,
             sources: Default::default(),
+            referrers: None,
         };
         let json = serde_json::to_string(&entry).unwrap();
         assert!(!json.contains("signatures"), "{json}");

@@ -19,12 +19,13 @@ use wasm_oci_artifact::media::{
     COMPILED_ARTIFACT_TYPE, COMPILED_ENGINE, COMPILED_KIND, COMPILED_LAYER_MEDIA_TYPE,
     COMPILED_TARGET, COMPILED_WASM, COMPILED_WASMTIME, MAX_COMPILED,
 };
-use wasm_oci_cache::RefEntry;
+use wasm_oci_cache::{Digest, KeptReferrers, RefEntry};
 use wasm_oci_trust::Gate;
 
 use crate::Fetcher;
 use crate::error::Result;
-use crate::referrers::{Attached, Layer, Referrer};
+use crate::referrers::{Attached, Layer, Referrer, referrers_of};
+use crate::remote::endpoint::{Capability, in_order, skipped};
 use crate::remote::registry::{MAX_CONFIG_SIZE, Registry};
 use crate::remote::retry::with_retries;
 use wasm_oci_artifact::text::printable;
@@ -172,11 +173,25 @@ struct Descriptor {
     size: u64,
 }
 
+/// Where a candidate's manifest, signatures and code are read from: the registry host that
+/// listed it, or the cache, for referrers a layout brought (`load`). Either way the same
+/// checks follow, in [`Fetcher::verify_precompiled`].
+enum Holder<'a> {
+    /// A mirror or the registry itself.
+    Host(&'a Registry),
+    /// The referrers kept with the module's reference.
+    Kept(&'a KeptReferrers),
+}
+
 impl Fetcher {
     /// Looks for precompiled code of `entry` (the module `reference` resolved to) that
     /// `wanted` can use, verifies it (see the module's doc) and keeps it in the compiled-code
     /// cache under `wanted.store_as` and the wasm's digest; `None` when there is none to use,
     /// each reason said at debug level. Never an error: the caller compiles instead.
+    ///
+    /// The referrers kept with `entry` (a layout's, see [`crate::layout::load`]) are tried
+    /// first, without the network; then the hosts that may list them (a hosts.toml's
+    /// mirrors, then the registry), each candidate read from the host that listed it.
     pub async fn adopt_precompiled(
         &self,
         reference: &Reference,
@@ -184,30 +199,140 @@ impl Fetcher {
         wanted: &Wanted<'_>,
     ) -> Option<Adopted> {
         let module = reference.whole();
-        let gate = Gate::new(self.policy(), reference);
-        // Nothing is asked of the registry when no key could vouch for its code.
-        if let Err(reason) = gate.admit_code(&entry.manifest_digest.to_string(), None)
-            && !matches!(reason, wasm_oci_trust::Refusal::Unsigned)
-        {
-            tracing::debug!(%module, %reason, "not looking for precompiled code; compiling locally");
-            return None;
+        let gate = self.code_gate(reference, entry)?;
+        if let Some(adopted) = self.adopt_kept_with(&gate, reference, entry, wanted).await {
+            return Some(adopted);
         }
         let subject = Reference::with_digest(
             reference.registry().to_owned(),
             reference.repository().to_owned(),
             entry.manifest_digest.to_string(),
         );
-        let listed = match self.referrers(&subject).await {
-            Ok(found) => found.referrers,
+        let hosts = match self.transport().endpoints(&subject).await {
+            Ok(hosts) => hosts,
             Err(e) => {
-                let reason = format!("{:#}", anyhow_like(&e));
-                tracing::debug!(%module, %reason, "no precompiled code: its referrers cannot be listed; compiling locally");
+                tracing::debug!(%module, error = %e, "no precompiled code; compiling locally");
                 return None;
             }
         };
+        let order = match in_order(&hosts, &subject, Capability::Resolve) {
+            Ok(order) => order,
+            Err(e) => {
+                tracing::debug!(%module, error = %e, "no precompiled code; compiling locally");
+                return None;
+            }
+        };
+        let mut tried = false;
+        for (host, last) in order {
+            let listed = match self
+                .list_referrers(&host.remote, &subject, &entry.manifest_digest.to_string())
+                .await
+            {
+                Ok((found, _)) => found,
+                Err(e) if !last => {
+                    skipped(host, &module, "referrers", &e);
+                    continue;
+                }
+                Err(e) => {
+                    let reason = anyhow_like(&e);
+                    tracing::debug!(%module, %reason, "no precompiled code: its referrers cannot be listed; compiling locally");
+                    return None;
+                }
+            };
+            let holder = Holder::Host(&host.remote);
+            match self
+                .adopt_listed(&holder, &listed, reference, &gate, entry, wanted)
+                .await
+            {
+                Ok(adopted) => return Some(adopted),
+                Err(none) => tried |= none == NoneAdopted::Refused,
+            }
+        }
+        match tried {
+            true => tracing::debug!(%module, "no precompiled referrer verified; compiling locally"),
+            false => tracing::debug!(%module, "no precompiled referrer for this host and engine; compiling locally"),
+        }
+        None
+    }
+
+    /// [`Fetcher::adopt_precompiled`] from the referrers kept with `entry` alone, without
+    /// the network: for a node told not to ask its registry.
+    pub async fn adopt_kept(
+        &self,
+        reference: &Reference,
+        entry: &RefEntry,
+        wanted: &Wanted<'_>,
+    ) -> Option<Adopted> {
+        let gate = self.code_gate(reference, entry)?;
+        self.adopt_kept_with(&gate, reference, entry, wanted).await
+    }
+
+    /// The gate for code of `reference`, unless it could vouch for none: then nothing is
+    /// asked of anyone, and the reason is said.
+    fn code_gate<'p>(&'p self, reference: &'p Reference, entry: &RefEntry) -> Option<Gate<'p>> {
+        let gate = Gate::new(self.policy(), reference);
+        if let Err(reason) = gate.admit_code(&entry.manifest_digest.to_string(), None)
+            && !matches!(reason, wasm_oci_trust::Refusal::Unsigned)
+        {
+            let module = reference.whole();
+            tracing::debug!(%module, %reason, "not looking for precompiled code; compiling locally");
+            return None;
+        }
+        Some(gate)
+    }
+
+    /// The referrers kept with `entry`, tried as a registry's are.
+    async fn adopt_kept_with(
+        &self,
+        gate: &Gate<'_>,
+        reference: &Reference,
+        entry: &RefEntry,
+        wanted: &Wanted<'_>,
+    ) -> Option<Adopted> {
+        let kept = entry.referrers.as_deref()?;
+        let module = reference.whole();
+        let listed = match read_kept(self.cache(), &kept.index, MAX_CONFIG_SIZE)
+            .and_then(|body| referrers_of(&body).map_err(|e| e.to_string()))
+        {
+            Ok(listed) => listed,
+            Err(reason) => {
+                tracing::debug!(%module, %reason, "the referrers kept in the cache cannot be read");
+                return None;
+            }
+        };
+        // Only those kept: the index may list more than the layout held whole.
+        let listed: Vec<Referrer> = listed
+            .into_iter()
+            .filter(|r| {
+                r.digest
+                    .parse::<Digest>()
+                    .is_ok_and(|d| kept.get(&d).is_some())
+            })
+            .collect();
+        let adopted = self
+            .adopt_listed(&Holder::Kept(kept), &listed, reference, gate, entry, wanted)
+            .await
+            .ok();
+        if adopted.is_none() {
+            tracing::debug!(%module, kept = kept.kept.len(), "no precompiled referrer kept in the cache verified");
+        }
+        adopted
+    }
+
+    /// Tries the candidates among `listed` (at most [`MAX_TRIED`]), each read from `holder`.
+    async fn adopt_listed(
+        &self,
+        holder: &Holder<'_>,
+        listed: &[Referrer],
+        reference: &Reference,
+        gate: &Gate<'_>,
+        entry: &RefEntry,
+        wanted: &Wanted<'_>,
+    ) -> std::result::Result<Adopted, NoneAdopted> {
+        let module = reference.whole();
         let wasm = entry.layer_digest.to_string();
         let mut candidates: Vec<&Referrer> = Vec::new();
-        for referrer in &listed {
+        for referrer in listed {
             if referrer.artifact_type.as_deref() != Some(COMPILED_ARTIFACT_TYPE)
                 || candidates.iter().any(|c| c.digest == referrer.digest)
             {
@@ -221,39 +346,34 @@ impl Fetcher {
             }
         }
         if candidates.is_empty() {
-            tracing::debug!(%module, referrers = listed.len(), "no precompiled referrer for this host and engine; compiling locally");
-            return None;
+            return Err(NoneAdopted::NoCandidate);
         }
-        let remote = match self.remote(reference).await {
-            Ok(remote) => remote,
-            Err(e) => {
-                tracing::debug!(%module, error = %e, "no precompiled code; compiling locally");
-                return None;
-            }
-        };
         for referrer in candidates.into_iter().take(MAX_TRIED) {
             match self
-                .verify_precompiled(&remote, reference, &gate, entry, referrer, wanted)
+                .verify_precompiled(holder, reference, gate, entry, referrer, wanted)
                 .await
             {
                 Ok(adopted) => {
-                    tracing::debug!(%module, referrer = %adopted.referrer, bytes = adopted.size, path = %adopted.path.display(), "precompiled code verified and adopted");
-                    return Some(adopted);
+                    let from = match holder {
+                        Holder::Host(_) => "registry",
+                        Holder::Kept(_) => "cache",
+                    };
+                    tracing::debug!(%module, referrer = %adopted.referrer, bytes = adopted.size, path = %adopted.path.display(), from, "precompiled code verified and adopted");
+                    return Ok(adopted);
                 }
                 Err(reason) => {
                     tracing::debug!(%module, referrer = %referrer.digest, %reason, "precompiled referrer refused");
                 }
             }
         }
-        tracing::debug!(%module, "no precompiled referrer verified; compiling locally");
-        None
+        Err(NoneAdopted::Refused)
     }
 
     /// One candidate, checked in order of cost: its manifest (by digest), its signatures,
-    /// then its code.
+    /// then its code; each read from `holder`, each check the same wherever it came from.
     async fn verify_precompiled(
         &self,
-        remote: &Registry,
+        holder: &Holder<'_>,
         reference: &Reference,
         gate: &Gate<'_>,
         entry: &RefEntry,
@@ -265,11 +385,26 @@ impl Fetcher {
             reference.repository().to_owned(),
             referrer.digest.clone(),
         );
-        let (body, _) = with_retries("fetching a precompiled referrer", || {
-            remote.manifest(&at, &[OCI_IMAGE_MEDIA_TYPE], MAX_CONFIG_SIZE)
-        })
-        .await
-        .map_err(|f| Passed::Manifest(f.into_error(&at, self.scheme(&at)).to_string()))?;
+        let digest: Digest = referrer
+            .digest
+            .parse()
+            .map_err(|e: wasm_oci_cache::Error| Passed::Manifest(e.to_string()))?;
+        let body = match holder {
+            Holder::Host(remote) => {
+                with_retries("fetching a precompiled referrer", || {
+                    remote.manifest(&at, &[OCI_IMAGE_MEDIA_TYPE], MAX_CONFIG_SIZE)
+                })
+                .await
+                .map_err(|f| Passed::Manifest(f.into_error(&at, self.scheme(&at)).to_string()))?
+                .0
+            }
+            Holder::Kept(kept) => kept
+                .get(&digest)
+                .ok_or_else(|| Passed::Manifest("it is not kept in the cache".into()))
+                .and_then(|k| {
+                    read_kept(self.cache(), &k.manifest, MAX_CONFIG_SIZE).map_err(Passed::Manifest)
+                })?,
+        };
         if body.len() as u64 > MAX_CONFIG_SIZE {
             return Err(Passed::Manifest(format!("over {MAX_CONFIG_SIZE} bytes")));
         }
@@ -307,16 +442,53 @@ impl Fetcher {
             )));
         }
         // The policy's word, through the one gate, on the manifest just read by digest.
-        let found = self
-            .fetch_signatures(remote, reference, &referrer.digest)
-            .await
-            .map_err(|e| Passed::Signatures(e.to_string()))?;
+        let found = match holder {
+            Holder::Host(remote) => self
+                .fetch_signatures(remote, reference, &referrer.digest)
+                .await
+                .map_err(|e| Passed::Signatures(e.to_string()))?,
+            Holder::Kept(kept) => match kept.get(&digest).and_then(|k| k.signatures.as_ref()) {
+                None => None,
+                Some(s) if s.signed_digest != digest => {
+                    return Err(Passed::Signatures(format!(
+                        "those kept are of {}",
+                        s.signed_digest
+                    )));
+                }
+                Some(s) => Some(
+                    wasm_oci_trust::signatures::cached_signatures(self.cache(), s).ok_or_else(|| {
+                        Passed::Signatures("one kept in the cache is missing or damaged".into())
+                    })?,
+                ),
+            },
+        };
         gate.admit_code(&referrer.digest, found.as_ref())?;
-        let code = with_retries("fetching precompiled code", || {
-            remote.small_blob(&at, &layer.digest, layer.size)
-        })
-        .await
-        .map_err(|f| Passed::Code(f.into_error(&at, self.scheme(&at)).to_string()))?;
+        let code = match holder {
+            Holder::Host(remote) => with_retries("fetching precompiled code", || {
+                remote.small_blob(&at, &layer.digest, layer.size)
+            })
+            .await
+            .map_err(|f| Passed::Code(f.into_error(&at, self.scheme(&at)).to_string()))?,
+            Holder::Kept(kept) => {
+                let code_digest: Digest = layer
+                    .digest
+                    .parse()
+                    .map_err(|e: wasm_oci_cache::Error| Passed::Code(e.to_string()))?;
+                if !kept.get(&digest).is_some_and(|k| k.blobs.contains(&code_digest)) {
+                    return Err(Passed::Code("it is not kept in the cache".into()));
+                }
+                let code =
+                    read_kept(self.cache(), &code_digest, layer.size).map_err(Passed::Code)?;
+                if code.len() as u64 != layer.size {
+                    return Err(Passed::Code(format!(
+                        "it is {} bytes, not the {} its manifest says",
+                        code.len(),
+                        layer.size
+                    )));
+                }
+                code
+            }
+        };
         let kind = compiled_for.kind.expect("checked by mismatch");
         let path = self
             .cache()
@@ -363,6 +535,36 @@ impl Fetcher {
         self.attach_layer(subject, layer, COMPILED_ARTIFACT_TYPE, &annotations)
             .await
     }
+}
+
+/// Why no candidate of one list was adopted.
+#[derive(Debug, PartialEq, Eq)]
+enum NoneAdopted {
+    /// None was for this module, host and engine.
+    NoCandidate,
+    /// Some were, and each was refused.
+    Refused,
+}
+
+/// The blob `digest` of the cache, at most `limit` bytes, checked against its digest: a
+/// blob changed in place is not what was kept.
+fn read_kept(
+    cache: &wasm_oci_cache::Cache,
+    digest: &Digest,
+    limit: u64,
+) -> std::result::Result<Vec<u8>, String> {
+    let len = std::fs::metadata(cache.blob_path(digest))
+        .map_err(|e| format!("{digest} is not in the cache: {e}"))?
+        .len();
+    if len > limit {
+        return Err(format!("{digest} is {len} bytes, over the {limit} read"));
+    }
+    let bytes = cache.read_blob(digest).map_err(|e| e.to_string())?;
+    let actual = Digest::of(&bytes);
+    if &actual != digest {
+        return Err(format!("{digest} in the cache hashes to {actual}"));
+    }
+    Ok(bytes)
 }
 
 /// An error and its causes on one line.

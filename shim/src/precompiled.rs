@@ -12,8 +12,30 @@ use crate::runner::Runner;
 /// Adopts into `cache` precompiled code of `entry` that `runner` can load, when it has none
 /// compiled yet and the fetcher's policy vouches for the code; whether it did. Everything
 /// else (no policy, nothing attached, nothing that verifies) leaves the runner to compile,
-/// the reason said at debug level.
+/// the reason said at debug level. The code kept with `entry` (a layout's) is tried first,
+/// then the registry's.
 pub async fn adopt(fetcher: &Fetcher, cache: &Cache, entry: &RefEntry, runner: &Runner) -> bool {
+    adopt_from(fetcher, cache, entry, runner, true).await
+}
+
+/// [`adopt`] from the code kept with `entry` alone, asking no registry: for a node told
+/// not to (`--pull never`).
+pub async fn adopt_kept(
+    fetcher: &Fetcher,
+    cache: &Cache,
+    entry: &RefEntry,
+    runner: &Runner,
+) -> bool {
+    entry.referrers.is_some() && adopt_from(fetcher, cache, entry, runner, false).await
+}
+
+async fn adopt_from(
+    fetcher: &Fetcher,
+    cache: &Cache,
+    entry: &RefEntry,
+    runner: &Runner,
+    network: bool,
+) -> bool {
     let compiled = ["module", "component"].iter().any(|kind| {
         matches!(
             cache.open_compiled(runner.engine_key(), &entry.layer_digest, kind),
@@ -39,8 +61,9 @@ pub async fn adopt(fetcher: &Fetcher, cache: &Cache, entry: &RefEntry, runner: &
         engines: &engines,
         store_as: runner.engine_key(),
     };
-    fetcher
-        .adopt_precompiled(&reference, entry, &wanted)
-        .await
-        .is_some()
+    match network {
+        true => fetcher.adopt_precompiled(&reference, entry, &wanted).await,
+        false => fetcher.adopt_kept(&reference, entry, &wanted).await,
+    }
+    .is_some()
 }

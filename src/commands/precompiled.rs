@@ -13,7 +13,8 @@ use super::resolve::{PullPolicy, Resolved};
 use crate::GlobalOptions;
 
 /// Adopts precompiled code of `resolved` for `runner` when it is a cached reference whose
-/// code `runner` has not compiled yet, and the pull policy lets the registry be asked.
+/// code `runner` has not compiled yet: the code kept with it (a layout's), then, when the
+/// pull policy lets the registry be asked, the registry's.
 pub(super) fn adopt_for(
     global: &GlobalOptions,
     trust: &Policy,
@@ -24,7 +25,10 @@ pub(super) fn adopt_for(
     let Some((cache, entry)) = resolved.cached() else {
         return;
     };
-    if pull == PullPolicy::Never || super::resolve::uncompiled(cache, runner, entry).is_none() {
+    // Told not to ask the registry, only the code kept with the reference (a layout's).
+    if (pull == PullPolicy::Never && entry.referrers.is_none())
+        || super::resolve::uncompiled(cache, runner, entry).is_none()
+    {
         return;
     }
     let Ok(reference) = parse_reference(&entry.reference) else {
@@ -45,9 +49,14 @@ pub(super) fn adopt_for(
             return;
         }
     };
-    let _ = crate::block_on(wasm_oci_shim::precompiled::adopt(
-        &fetcher, cache, entry, runner,
-    ));
+    let _ = match pull {
+        PullPolicy::Never => crate::block_on(wasm_oci_shim::precompiled::adopt_kept(
+            &fetcher, cache, entry, runner,
+        )),
+        _ => crate::block_on(wasm_oci_shim::precompiled::adopt(
+            &fetcher, cache, entry, runner,
+        )),
+    };
 }
 
 /// This host's target and the engine keys of `run` and of the shim, to tell whether

@@ -228,6 +228,7 @@ mod tests {
                 }],
             })),
             sources: Default::default(),
+            referrers: None,
         };
         (reference, entry)
     }

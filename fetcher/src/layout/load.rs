@@ -8,7 +8,8 @@ use wasm_oci_cache::{Cache, Digest, RefEntry};
 
 use super::error::LayoutError;
 use super::file::{blob_path, layout_err, open_regular};
-use super::read::{LayoutArtifact, artifacts};
+use super::kept::{ReferrersIndexes, import_referrers};
+use super::read::{LayoutArtifact, artifacts, read_index};
 use super::trusted::check_policy;
 use crate::error::Result;
 use crate::reference::parse_reference;
@@ -37,6 +38,10 @@ pub struct Replaced {
 /// Every artifact is checked against `policy` first, with the signatures the layout holds for
 /// it (the `sha256-<hex>.sig` entries `save` writes): one the policy refuses fails the load,
 /// and nothing is recorded.
+///
+/// The precompiled code the layout holds for an artifact (signed referrers of its manifest)
+/// is kept with its reference, for `run` and the shim to adopt without a registry, verified
+/// then as a registry's is; one that cannot be kept whole is left out, with a warning.
 pub fn load(
     cache: &Cache,
     dir: &Path,
@@ -96,13 +101,25 @@ pub fn load(
     let mut batch = cache.blob_batch();
     // Blobs the cache had before; the rest this load stores.
     let mut had = std::collections::BTreeSet::new();
-    for (_, artifact, signatures) in &named {
-        for (digest, size) in needed_blobs(artifact, signatures.as_deref()) {
+    let indexes = ReferrersIndexes::of(&read_index(dir)?);
+    let mut named: Vec<Named> = named
+        .into_iter()
+        .map(|(reference, artifact, signatures)| Named {
+            reference,
+            artifact,
+            signatures,
+            referrers: None,
+        })
+        .collect();
+    for one in &mut named {
+        let (artifact, signatures) = (&one.artifact, one.signatures.as_deref());
+        for (digest, size) in needed_blobs(artifact, signatures, None) {
             let content = (digest == &artifact.manifest_digest).then_some(&artifact.manifest[..]);
             if import_blob(&mut batch, dir, digest, size, content)? {
                 had.insert(digest.clone());
             }
         }
+        one.referrers = import_referrers(&mut batch, dir, &indexes, artifact, &mut had);
         if batch.len() >= BATCH {
             std::mem::replace(&mut batch, cache.blob_batch()).commit()?;
         }
@@ -120,15 +137,23 @@ pub fn load(
         let lease = hold_blobs(cache, dir, &chunk, &had)?;
         let entries: Vec<RefEntry> = chunk
             .into_iter()
-            .map(|(reference, artifact, signatures)| {
-                Record {
+            .map(|one| {
+                let Named {
+                    reference,
+                    artifact,
+                    signatures,
+                    referrers,
+                } = one;
+                let mut entry = Record {
                     manifest_digest: artifact.manifest_digest,
                     config_digest: artifact.config_digest,
                     layer_digest: artifact.layer_digest,
                     layer_media_type: artifact.layer_media_type,
                     size: artifact.size,
                 }
-                .entry(reference, signatures, Default::default())
+                .entry(reference, signatures, Default::default());
+                entry.referrers = referrers;
+                entry
             })
             .collect();
         lease.record_all(&entries)?;
@@ -145,11 +170,7 @@ pub fn load(
 fn hold_blobs(
     cache: &Cache,
     dir: &Path,
-    chunk: &[(
-        String,
-        LayoutArtifact,
-        Option<Box<wasm_oci_cache::Signatures>>,
-    )],
+    chunk: &[Named],
     had: &std::collections::BTreeSet<Digest>,
 ) -> Result<wasm_oci_cache::Lease> {
     let removed = |digest: &Digest, source: wasm_oci_cache::Error| {
@@ -163,8 +184,13 @@ fn hold_blobs(
     };
     let mut blobs = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for (_, artifact, signatures) in chunk {
-        for (digest, size) in needed_blobs(artifact, signatures.as_deref()) {
+    for one in chunk {
+        let artifact = &one.artifact;
+        for (digest, size) in needed_blobs(
+            artifact,
+            one.signatures.as_deref(),
+            one.referrers.as_deref(),
+        ) {
             if seen.insert(digest) {
                 blobs.push((digest, size, artifact));
             }
@@ -207,7 +233,7 @@ fn hold_blobs(
 
 /// Stages the layout's blob `digest` (from `content` when it was read already) unless the
 /// batch or the cache has it; returns whether the cache had it before.
-fn import_blob(
+pub(super) fn import_blob(
     batch: &mut wasm_oci_cache::BlobBatch<'_>,
     dir: &Path,
     digest: &Digest,
@@ -260,10 +286,12 @@ fn artifact_blobs(artifact: &LayoutArtifact) -> [(&Digest, Option<u64>); 3] {
 }
 
 /// The blobs a loaded reference needs: its artifact's and, with signatures, the `.sig`
-/// manifest, its payloads and the index they sign (kept as a pull keeps it).
+/// manifest, its payloads and the index they sign (kept as a pull keeps it), and the
+/// referrers kept with it.
 fn needed_blobs<'a>(
     artifact: &'a LayoutArtifact,
     signatures: Option<&'a wasm_oci_cache::Signatures>,
+    referrers: Option<&'a wasm_oci_cache::KeptReferrers>,
 ) -> Vec<(&'a Digest, Option<u64>)> {
     let mut blobs = artifact_blobs(artifact).to_vec();
     if let Some(s) = signatures {
@@ -273,7 +301,19 @@ fn needed_blobs<'a>(
         blobs.push((&s.manifest, None));
         blobs.extend(s.payloads.iter().map(|d| (d, None)));
     }
+    if let Some(r) = referrers {
+        blobs.extend(r.blobs().map(|d| (d, None)));
+    }
     blobs
+}
+
+/// An artifact of the layout on its way into the cache: its name, its signatures and the
+/// referrers kept with it.
+struct Named {
+    reference: String,
+    artifact: LayoutArtifact,
+    signatures: Option<Box<wasm_oci_cache::Signatures>>,
+    referrers: Option<Box<wasm_oci_cache::KeptReferrers>>,
 }
 
 /// How long after looking a blob this load stored need not be held: recording a chunk of

@@ -12,10 +12,12 @@
 //!
 //! The room: `file` reads a layout's files; `read` walks its entries to their artifacts;
 //! `trusted` checks them against the signature policy; `save` and `load` move them between
-//! a layout and the cache; `error` says what is wrong.
+//! a layout and the cache, `kept` the precompiled code a load keeps; `error` says what is
+//! wrong.
 
 mod error;
 pub(crate) mod file;
+mod kept;
 mod load;
 pub(crate) mod read;
 mod save;

@@ -39,6 +39,7 @@ impl Record {
             config_digest: Some(self.config_digest),
             signatures,
             sources,
+            referrers: None,
         }
     }
 }
