@@ -355,9 +355,10 @@ impl Cache {
     }
 }
 
-/// The blobs a reference needs.
+/// The blobs a reference needs, each once (its referrers may share one, the empty config).
 pub(crate) fn needs(e: &crate::RefEntry) -> Vec<Digest> {
-    e.blobs().cloned().collect()
+    let unique: BTreeSet<&Digest> = e.blobs().collect();
+    unique.into_iter().cloned().collect()
 }
 
 /// References chosen for removal, with the exclusive locks on the blobs only they use.

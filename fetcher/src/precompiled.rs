@@ -177,8 +177,8 @@ struct Descriptor {
 /// listed it, or the cache, for referrers a layout brought (`load`). Either way the same
 /// checks follow, in [`Fetcher::verify_precompiled`].
 enum Holder<'a> {
-    /// A mirror or the registry itself.
-    Host(&'a Registry),
+    /// A mirror or the registry itself, and its `host[:port]`.
+    Host(&'a Registry, &'a str),
     /// The referrers kept with the module's reference.
     Kept(&'a KeptReferrers),
 }
@@ -239,7 +239,7 @@ impl Fetcher {
                     return None;
                 }
             };
-            let holder = Holder::Host(&host.remote);
+            let holder = Holder::Host(&host.remote, &host.host);
             match self
                 .adopt_listed(&holder, &listed, reference, &gate, entry, wanted)
                 .await
@@ -250,7 +250,9 @@ impl Fetcher {
         }
         match tried {
             true => tracing::debug!(%module, "no precompiled referrer verified; compiling locally"),
-            false => tracing::debug!(%module, "no precompiled referrer for this host and engine; compiling locally"),
+            false => {
+                tracing::debug!(%module, "no precompiled referrer for this host and engine; compiling locally")
+            }
         }
         None
     }
@@ -355,10 +357,10 @@ impl Fetcher {
             {
                 Ok(adopted) => {
                     let from = match holder {
-                        Holder::Host(_) => "registry",
+                        Holder::Host(_, host) => host,
                         Holder::Kept(_) => "cache",
                     };
-                    tracing::debug!(%module, referrer = %adopted.referrer, bytes = adopted.size, path = %adopted.path.display(), from, "precompiled code verified and adopted");
+                    tracing::debug!(%module, referrer = %adopted.referrer, bytes = adopted.size, path = %adopted.path.display(), %from, "precompiled code verified and adopted");
                     return Ok(adopted);
                 }
                 Err(reason) => {
@@ -390,7 +392,7 @@ impl Fetcher {
             .parse()
             .map_err(|e: wasm_oci_cache::Error| Passed::Manifest(e.to_string()))?;
         let body = match holder {
-            Holder::Host(remote) => {
+            Holder::Host(remote, _) => {
                 with_retries("fetching a precompiled referrer", || {
                     remote.manifest(&at, &[OCI_IMAGE_MEDIA_TYPE], MAX_CONFIG_SIZE)
                 })
@@ -443,7 +445,7 @@ impl Fetcher {
         }
         // The policy's word, through the one gate, on the manifest just read by digest.
         let found = match holder {
-            Holder::Host(remote) => self
+            Holder::Host(remote, _) => self
                 .fetch_signatures(remote, reference, &referrer.digest)
                 .await
                 .map_err(|e| Passed::Signatures(e.to_string()))?,
@@ -456,15 +458,15 @@ impl Fetcher {
                     )));
                 }
                 Some(s) => Some(
-                    wasm_oci_trust::signatures::cached_signatures(self.cache(), s).ok_or_else(|| {
-                        Passed::Signatures("one kept in the cache is missing or damaged".into())
-                    })?,
+                    wasm_oci_trust::signatures::cached_signatures(self.cache(), s).ok_or_else(
+                        || Passed::Signatures("one kept in the cache is missing or damaged".into()),
+                    )?,
                 ),
             },
         };
         gate.admit_code(&referrer.digest, found.as_ref())?;
         let code = match holder {
-            Holder::Host(remote) => with_retries("fetching precompiled code", || {
+            Holder::Host(remote, _) => with_retries("fetching precompiled code", || {
                 remote.small_blob(&at, &layer.digest, layer.size)
             })
             .await
@@ -474,7 +476,10 @@ impl Fetcher {
                     .digest
                     .parse()
                     .map_err(|e: wasm_oci_cache::Error| Passed::Code(e.to_string()))?;
-                if !kept.get(&digest).is_some_and(|k| k.blobs.contains(&code_digest)) {
+                if !kept
+                    .get(&digest)
+                    .is_some_and(|k| k.blobs.contains(&code_digest))
+                {
                     return Err(Passed::Code("it is not kept in the cache".into()));
                 }
                 let code =

@@ -42,7 +42,8 @@ enum Action {
     #[command(verbatim_doc_comment)]
     Ls {
         /// Print JSON on stdout: an array of reference, digest (the manifest's), layer_digest,
-        /// layer_media_type, size, compiled (bytes of native code kept for it) and last_used
+        /// layer_media_type, size, compiled (bytes of native code kept for it), kept_referrers
+        /// (bytes of the precompiled code a layout brought for it, when any) and last_used
         /// (RFC 3339, UTC), pretty-printed as every verb's JSON and streamed as the index is
         /// read (in no particular order; sort by last_used), so that a cache of 100,000 references starts printing at
         /// once and holds no list in memory
@@ -127,9 +128,17 @@ struct Listed {
     artifact: super::output::Artifact,
     /// Bytes of native code compiled from its wasm layer and kept in the cache.
     compiled: u64,
+    /// Bytes of the referrers kept with it (precompiled code a layout brought, with its
+    /// signatures), which `rm` and `prune` remove with it.
+    #[serde(skip_serializing_if = "is_zero")]
+    kept_referrers: u64,
     /// Seconds since the Unix epoch; JSON shows it as every time, RFC 3339 in UTC.
     #[serde(serialize_with = "as_rfc3339")]
     last_used: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A time in seconds since the Unix epoch, serialized as every verb's JSON shows times.
@@ -165,7 +174,7 @@ impl CacheCommand {
                 let listed: Vec<Listed> = refs
                     .into_iter()
                     .rev()
-                    .map(|r| Listed::new(r, &mut compiled))
+                    .map(|r| Listed::new(&cache, r, &mut compiled))
                     .collect();
                 {
                     let width = listed
@@ -316,9 +325,23 @@ impl CacheCommand {
 }
 
 impl Listed {
-    /// `r` as listed, with the compiled code of its layer (counted off `compiled`).
-    fn new(r: wasm_oci_cache::RefRecord, compiled: &mut Compiled) -> Listed {
+    /// `r` as listed, with the compiled code of its layer (counted off `compiled`) and the
+    /// referrers kept with it.
+    fn new(
+        cache: &wasm_oci_cache::Cache,
+        r: wasm_oci_cache::RefRecord,
+        compiled: &mut Compiled,
+    ) -> Listed {
+        let kept_referrers = r.entry.referrers.as_ref().map_or(0, |kept| {
+            let blobs: std::collections::BTreeSet<_> = kept.blobs().collect();
+            blobs
+                .into_iter()
+                .filter_map(|d| std::fs::metadata(cache.blob_path(d)).ok())
+                .map(|m| m.len())
+                .sum()
+        });
         Listed {
+            kept_referrers,
             compiled: compiled.take(&r.entry.layer_digest),
             artifact: (&r.entry).into(),
             last_used: r
@@ -379,7 +402,7 @@ fn stream_json(cache: &wasm_oci_cache::Cache) -> anyhow::Result<()> {
             // An element pretty-printed on its own, indented one level as inside the array
             // (JSON strings hold no raw newline, so every newline is the printer's).
             element.clear();
-            serde_json::to_writer_pretty(&mut element, &Listed::new(record, &mut compiled))?;
+            serde_json::to_writer_pretty(&mut element, &Listed::new(cache, record, &mut compiled))?;
             for (i, line) in element.split(|&b| b == b'\n').enumerate() {
                 if i > 0 {
                     out.write_all(b"\n  ")?;

@@ -39,6 +39,7 @@ mod mirrors;
 mod no_home;
 mod precompiled;
 mod precompiled_attacks;
+mod precompiled_follows;
 mod prefetch;
 mod pull;
 mod pull_attacks;
