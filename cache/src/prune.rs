@@ -498,6 +498,56 @@ mod tests {
         assert!(cache.get_ref(&held.reference).unwrap().is_some());
     }
 
+    /// The referrers kept with a reference (a layout's precompiled code) are its blobs: kept
+    /// with it, removed with it, even the one its referrers share (the empty config).
+    #[test]
+    fn kept_referrers_stay_and_go_with_their_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let mut entry = add(&cache, "module", b"the module's layer");
+        let empty = cache.insert(b"{}").unwrap();
+        let kept = |name: &str| crate::KeptReferrer {
+            manifest: cache.insert(format!("{name} manifest").as_bytes()).unwrap(),
+            blobs: vec![
+                empty.clone(),
+                cache.insert(format!("{name} code").as_bytes()).unwrap(),
+            ],
+            signatures: Some(crate::Signatures {
+                signed_digest: Digest::of(format!("{name} manifest").as_bytes()),
+                manifest: cache.insert(format!("{name} sig").as_bytes()).unwrap(),
+                payloads: vec![cache.insert(format!("{name} payload").as_bytes()).unwrap()],
+                valid: Vec::new(),
+            }),
+        };
+        entry.referrers = Some(Box::new(crate::KeptReferrers {
+            index: cache.insert(b"the referrers index").unwrap(),
+            kept: vec![kept("run"), kept("shim")],
+        }));
+        cache.set_ref(&entry).unwrap();
+        let blobs: BTreeSet<Digest> = entry.blobs().cloned().collect();
+        assert_eq!(blobs.len(), 2 + 1 + 2 * 4 + 1, "{blobs:?}");
+
+        // Unused blobs of any age go; these are used.
+        let report = cache
+            .prune(&PrunePolicy {
+                older_than: Some(Duration::from_secs(3600)),
+                ..PrunePolicy::default()
+            })
+            .unwrap();
+        assert!(report.removed_refs.is_empty(), "{report:?}");
+        assert!(blobs.iter().all(|d| cache.contains(d)));
+
+        let report = cache
+            .prune(&PrunePolicy {
+                references: vec![entry.reference.clone()],
+                ..PrunePolicy::default()
+            })
+            .unwrap();
+        assert_eq!(report.removed_refs, vec![entry.reference.clone()]);
+        assert_eq!(report.removed_blobs, blobs.len(), "{report:?}");
+        assert!(blobs.iter().all(|d| !cache.contains(d)));
+    }
+
     #[test]
     fn prune_spares_young_unreferenced_blobs() {
         let dir = tempfile::tempdir().unwrap();

@@ -67,7 +67,8 @@ pub(super) enum Source {
     /// A reference's artifact in the cache, held while this lives.
     Cached {
         cache: Cache,
-        artifact: wasm_oci_fetcher::Resolved,
+        /// Boxed: a cache entry is large beside a buffer's three words.
+        artifact: Box<wasm_oci_fetcher::Resolved>,
     },
 }
 
@@ -176,7 +177,10 @@ impl Resolved {
         };
         Ok(Self {
             path: cache.blob_path(&artifact.entry.layer_digest),
-            source: Source::Cached { cache, artifact },
+            source: Source::Cached {
+                cache,
+                artifact: Box::new(artifact),
+            },
             compiled: None,
         })
     }

@@ -121,6 +121,10 @@ pub(crate) fn import_referrers(
     Some(Box::new(KeptReferrers { index, kept }))
 }
 
+/// A blob to stage: its digest, its size when a manifest gives it, its bytes when read
+/// already.
+type Staged<'a> = (&'a Digest, Option<u64>, Option<&'a [u8]>);
+
 /// One referrer, staged whole with its signatures; or why not.
 fn keep(
     batch: &mut BlobBatch<'_>,
@@ -150,7 +154,7 @@ fn keep(
         .ok_or("it is not signed")?;
     let config = parse_digest(dir, &manifest.config.digest).map_err(|e| e.to_string())?;
     let code = parse_digest(dir, &layer.digest).map_err(|e| e.to_string())?;
-    let mut blobs: Vec<(&Digest, Option<u64>, Option<&[u8]>)> = vec![
+    let mut blobs: Vec<Staged<'_>> = vec![
         (&config, Some(manifest.config.size), None),
         (&code, Some(layer.size), None),
         (&digest, None, Some(&body[..])),
