@@ -1,15 +1,18 @@
 //! Precompiled code follows its module: a `copy` to another registry, a `save` to a layout
 //! loaded on a node that reaches no registry, a hosts.toml mirror holding the copy while the
-//! origin is down. Wherever it came from, the node adopts it only when it verifies as from
-//! the registry (a key the policy names, this module, this engine, whole bytes); a layout
-//! whose code is signed by another key, or whose bytes were swapped, is compiled locally.
+//! origin is down. Wherever it came from, the node (`run`, and the shim under containerd)
+//! adopts it only when it verifies as from the registry (a key the policy names, this
+//! module, this engine, whole bytes); a layout whose code is signed by another key, or whose
+//! bytes were swapped, is compiled locally.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::precompiled::{ADOPTED, COMPILED_LOCALLY, Fleet, assert_hello, compiled_files, log};
-use crate::support::{Registry, WasmOci, describe, manifest};
+use crate::support::{
+    ALLOW_LOOPBACK, Containerd, HELLO, Registry, WasmOci, describe, manifest, stdout,
+};
 
 /// The line of `node`'s log that says code was adopted.
 fn adopted_line(node: &WasmOci) -> String {
@@ -286,4 +289,55 @@ fn code_swapped_in_a_layout_or_in_the_cache_is_compiled_locally() {
     fs::write(&kept, &swapped).unwrap();
     let out = fleet.run(&node, &fleet.hello, &["--pull", "never"]);
     compiled_here(&node, &out, "hashes to", &[&code[1], &swapped]);
+}
+
+/// The shim under containerd, on a node that reaches no registry: the layout loaded into
+/// containerd's shared cache, a container naming the module by `io.wasm-oci.reference`
+/// starts on the shim engine's code from the layout, verified by the node's policy, and
+/// compiles nothing.
+#[test]
+fn the_shim_adopts_code_a_layout_brought() {
+    let mut fleet = Fleet::new();
+    let attached = fleet.compile_push(&fleet.hello, &[]);
+    let code = codes(&fleet, &attached);
+    let layout = tempfile::tempdir().unwrap();
+    let dir = layout.path().join("airgap");
+    save(&fleet, &dir);
+    fleet.registry.stop();
+
+    let c = Containerd::start_with(&[("WASM_OCI_POLICY", &fleet.policy)], ALLOW_LOOPBACK);
+    c.import_hello();
+    let out = WasmOci::new()
+        .command()
+        .env("WASM_OCI_CACHE", &c.cache)
+        .args(["load", "--policy", fleet.policy.to_str().unwrap()])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let annotation = format!("io.wasm-oci.reference={}", fleet.hello);
+    let out = c.run(
+        &["--label", &annotation],
+        "docker.io/library/wasmhello:v1",
+        "adopted",
+        &[],
+    );
+    assert_eq!(stdout(&out), HELLO, "{}\n{}", describe(&out), c.log());
+    let log = fs::read_to_string(c.shim_log()).unwrap_or_default();
+    let adopted: Vec<&str> = log.lines().filter(|l| l.contains(ADOPTED)).collect();
+    assert_eq!(adopted.len(), 1, "{log}");
+    assert!(adopted[0].contains("from=cache"), "{}", adopted[0]);
+    assert!(!log.contains(COMPILED_LOCALLY), "{log}");
+    // The shim engine's code, byte for byte, in the shared cache.
+    let files: Vec<Vec<u8>> = fs::read_dir(c.cache.join("v1/compiled"))
+        .unwrap()
+        .flatten()
+        .flat_map(|key| fs::read_dir(key.path()).unwrap().flatten())
+        .map(|file| fs::read(file.path()).unwrap())
+        .collect();
+    assert_eq!(files.len(), 1, "{} files", files.len());
+    assert!(
+        files[0] == code[1],
+        "the shim's compiled code is not the layout's"
+    );
 }
