@@ -146,10 +146,17 @@ impl SaveCommand {
                     eprintln!("{}: {} referrers saved", entry.reference, copied.referrers)
                 }
                 Ok(_) => {}
-                Err(e) => eprintln!(
-                    "warning: the referrers of {} are not saved: {e:#}",
-                    entry.reference
-                ),
+                Err(e) => match &entry.referrers {
+                    Some(kept) => eprintln!(
+                        "warning: the referrers of {} are not asked of the registry ({e:#}); the {} kept in the cache are saved",
+                        entry.reference,
+                        kept.kept.len()
+                    ),
+                    None => eprintln!(
+                        "warning: the referrers of {} are not saved: {e:#}",
+                        entry.reference
+                    ),
+                },
             }
         }
     }

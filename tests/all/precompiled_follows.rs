@@ -179,6 +179,27 @@ fn code_saved_to_a_layout_is_adopted_on_a_node_without_a_registry() {
     load(&fleet, &offline, &dir);
     let out = fleet.run(&offline, &fleet.hello, &["--pull", "never"]);
     adopted_from(&offline, &out, &code[0], "cache");
+
+    // And passes it on: saved again from its cache, loaded by the next node.
+    let again = layout.path().join("again");
+    let out = offline.run(&[
+        "save",
+        "--policy",
+        fleet.policy.to_str().unwrap(),
+        &fleet.hello,
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the 2 kept in the cache are saved"),
+        "{}",
+        describe(&out)
+    );
+    let next = WasmOci::new();
+    load(&fleet, &next, &again);
+    let out = fleet.run(&next, &fleet.hello, &["--pull", "never"]);
+    adopted_from(&next, &out, &code[0], "cache");
 }
 
 #[test]

@@ -125,6 +125,11 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
                 },
             }));
         }
+        // The precompiled code kept with it (a layout's, loaded here) goes on with it, as
+        // the registry's would: a node without a registry passes it to the next.
+        if let Some(kept) = &entry.referrers {
+            save_kept(cache, dir, entry, kept, &reference, &mut manifests)?;
+        }
     }
     index["manifests"] = json!(manifests);
     wasm_oci_cache::write_atomic(
@@ -136,6 +141,100 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
         &serde_json::to_vec_pretty(&index).expect("json values serialize"),
     )?;
     Ok(())
+}
+
+/// Writes the referrers `kept` with `entry` into the layout: their blobs, their signatures
+/// (`sha256-<hex>.sig`), and the index tagged `sha256-<hex>` listing them, merged with the
+/// one the layout has (see [`crate::referrers_tag`]).
+fn save_kept(
+    cache: &Cache,
+    dir: &Path,
+    entry: &RefEntry,
+    kept: &wasm_oci_cache::KeptReferrers,
+    reference: &oci_client::Reference,
+    manifests: &mut Vec<serde_json::Value>,
+) -> Result<()> {
+    let name = |tag: &str| format!("{}/{}:{tag}", reference.registry(), reference.repository());
+    for one in &kept.kept {
+        for digest in kept_blobs(one) {
+            save_blob(cache, dir, digest)?;
+        }
+        if let Some(signatures) = &one.signatures {
+            let tag = wasm_oci_trust::payload::signature_tag(&one.manifest.to_string());
+            let size = cache.read_blob(&signatures.manifest)?.len();
+            manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag.as_str()));
+            manifests.push(json!({
+                "mediaType": OCI_IMAGE_MEDIA_TYPE,
+                "digest": signatures.manifest,
+                "size": size,
+                "annotations": {REF_NAME: tag, IMAGE_NAME: name(&tag)},
+            }));
+        }
+    }
+    // Only those kept: the index they came with may list more.
+    let listed = crate::referrers::referrers_of(&cache.read_blob(&kept.index)?).map_err(|e| {
+        layout_err(
+            dir,
+            LayoutError::Manifest {
+                label: kept.index.to_string(),
+                reason: e.to_string(),
+            },
+        )
+    })?;
+    let tag = crate::referrers_tag(&entry.manifest_digest.to_string());
+    let mut list: Vec<crate::Referrer> = match manifests
+        .iter()
+        .find(|m| m["annotations"][REF_NAME].as_str() == Some(tag.as_str()))
+    {
+        Some(had) => {
+            let digest = super::read::parse_digest(dir, had["digest"].as_str().unwrap_or(""))?;
+            let bytes = super::file::read_verified(dir, &digest)?;
+            crate::referrers::referrers_of(&bytes).map_err(|e| {
+                layout_err(
+                    dir,
+                    LayoutError::Manifest {
+                        label: tag.clone(),
+                        reason: e.to_string(),
+                    },
+                )
+            })?
+        }
+        None => Vec::new(),
+    };
+    for referrer in listed {
+        let is_kept = referrer
+            .digest
+            .parse::<Digest>()
+            .is_ok_and(|d| kept.get(&d).is_some());
+        if is_kept && !list.iter().any(|had| had.digest == referrer.digest) {
+            list.push(referrer);
+        }
+    }
+    let body = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE,
+        "manifests": list,
+    }))
+    .expect("json values serialize");
+    let digest = Digest::of(&body);
+    wasm_oci_cache::write_atomic(&blob_path(dir, &digest), &body)?;
+    manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag.as_str()));
+    manifests.push(json!({
+        "mediaType": oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE,
+        "digest": digest,
+        "size": body.len(),
+        "annotations": {REF_NAME: tag, IMAGE_NAME: name(&tag)},
+    }));
+    Ok(())
+}
+
+/// A kept referrer's blobs: its manifest, config and code, and its signatures.
+fn kept_blobs(one: &wasm_oci_cache::KeptReferrer) -> impl Iterator<Item = &Digest> {
+    std::iter::once(&one.manifest).chain(&one.blobs).chain(
+        one.signatures
+            .iter()
+            .flat_map(|s| std::iter::once(&s.manifest).chain(&s.payloads)),
+    )
 }
 
 /// Copies one blob into the layout, unless a regular file with the right content is there.
