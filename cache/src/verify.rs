@@ -30,6 +30,10 @@ pub struct VerifyReport {
     /// References that needed a removed blob; they were removed too, so that nothing lists or
     /// runs them until they are pulled again.
     pub removed_refs: Vec<String>,
+    /// References whose kept referrers (precompiled code a layout brought) needed a removed
+    /// blob: they were dropped, and the reference kept.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped_referrers: Vec<String>,
     /// Downloads in progress or interrupted (kept for resuming, never used as they are).
     pub partial: usize,
     /// Partial downloads reclaimed: nobody held them or touched them for a day.
@@ -66,8 +70,18 @@ impl Cache {
         }
         if !report.removed.is_empty() {
             let removed: BTreeSet<&Digest> = report.removed.iter().map(|b| &b.expected).collect();
+            let hit = |entry: &crate::RefEntry| needs(entry).iter().any(|d| removed.contains(d));
             for record in self.refs()? {
-                if needs(&record.entry).iter().any(|d| removed.contains(d)) {
+                // The module whole, only referrers kept with it damaged (a layout's
+                // precompiled code): it loses them, not its place, which a node without a
+                // registry could not pull again.
+                let mut bare = record.entry.clone();
+                if bare.referrers.take().is_some() && !hit(&bare) && hit(&record.entry) {
+                    self.set_ref(&bare)?;
+                    report.dropped_referrers.push(bare.reference);
+                    continue;
+                }
+                if hit(&record.entry) {
                     match fs::remove_file(&record.path) {
                         Ok(()) => report.removed_refs.push(record.entry.reference),
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -109,6 +123,33 @@ mod tests {
         assert!(cache.contains(&good.layer_digest));
         assert_eq!(cache.get_ref(&bad.reference).unwrap(), None);
         assert_eq!(cache.verify().unwrap().removed.len(), 0);
+    }
+
+    #[test]
+    fn verify_drops_damaged_kept_referrers_and_keeps_the_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let mut entry = add(&cache, "module", b"the module's layer");
+        let code = cache.insert(b"precompiled code").unwrap();
+        entry.referrers = Some(Box::new(crate::KeptReferrers {
+            index: cache.insert(b"the referrers index").unwrap(),
+            kept: vec![crate::KeptReferrer {
+                manifest: cache.insert(b"its manifest").unwrap(),
+                blobs: vec![code.clone()],
+                signatures: None,
+            }],
+        }));
+        cache.set_ref(&entry).unwrap();
+        let path = cache.blob_path(&code);
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, b"swapped code").unwrap();
+        let report = cache.verify().unwrap();
+        assert_eq!(report.dropped_referrers, vec![entry.reference.clone()]);
+        assert!(report.removed_refs.is_empty(), "{report:?}");
+        let kept = cache.get_ref(&entry.reference).unwrap().unwrap();
+        assert_eq!(kept.referrers, None);
+        assert_eq!(kept.layer_digest, entry.layer_digest);
     }
 
     #[test]

@@ -236,6 +236,11 @@ impl CacheCommand {
                     for r in &report.removed_refs {
                         eprintln!("removed {r}: it needed a damaged blob; pull it again");
                     }
+                    for r in &report.dropped_referrers {
+                        eprintln!(
+                            "{r}: its precompiled code from a layout was damaged and is dropped; it compiles on its next start"
+                        );
+                    }
                     eprintln!(
                         "verified {} blobs ({}): {} damaged{}",
                         report.checked,

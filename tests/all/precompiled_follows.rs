@@ -310,6 +310,19 @@ fn code_swapped_in_a_layout_or_in_the_cache_is_compiled_locally() {
     fs::write(&kept, &swapped).unwrap();
     let out = fleet.run(&node, &fleet.hello, &["--pull", "never"]);
     compiled_here(&node, &out, "hashes to", &[&code[1], &swapped]);
+    // `cache verify` drops the damaged code and keeps the module, which a node without a
+    // registry could not pull again.
+    let out = node.run(&["cache", "verify", "--json"]);
+    // Damage found is a failure to report, as for any blob.
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["dropped_referrers"],
+        serde_json::json!([fleet.hello]),
+        "{report}"
+    );
+    assert_eq!(report["removed_refs"], serde_json::json!([]), "{report}");
+    assert_hello(&fleet.run(&node, &fleet.hello, &["--pull", "never"]));
 }
 
 /// The shim under containerd, on a node that reaches no registry: the layout loaded into
