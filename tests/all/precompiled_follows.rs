@@ -9,9 +9,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::precompiled::{ADOPTED, COMPILED_LOCALLY, Fleet, assert_hello, compiled_files, log};
+use crate::precompiled::{
+    ADOPTED, COMPILED_LOCALLY, COMPILED_TYPE, Fleet, assert_hello, compiled_files, log,
+};
 use crate::support::{
-    ALLOW_LOOPBACK, Containerd, HELLO, Registry, WasmOci, describe, manifest, stdout,
+    ALLOW_LOOPBACK, Containerd, HELLO, Registry, WasmOci, describe, manifest, sha256_digest, stdout,
 };
 
 /// The line of `node`'s log that says code was adopted.
@@ -374,4 +376,74 @@ fn the_shim_adopts_code_a_layout_brought() {
         files[0] == code[1],
         "the shim's compiled code is not the layout's"
     );
+}
+
+/// A layout whose referrers index lists a thousand forged entries before the honest ones:
+/// `load` looks at a few dozen, keeps none of them, says it stopped, and the node compiles.
+#[test]
+fn a_layout_listing_a_thousand_forged_referrers_costs_a_few_dozen_looks() {
+    let mut fleet = Fleet::new();
+    fleet.compile_push(&fleet.hello, &[]);
+    let layout = tempfile::tempdir().unwrap();
+    let dir = layout.path().join("airgap");
+    save(&fleet, &dir);
+    fleet.registry.stop();
+
+    let index_path = dir.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let name = |m: &serde_json::Value| {
+        m["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let entries = index["manifests"].as_array_mut().unwrap();
+    let module = entries.iter().find(|m| name(m) == "v1").unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tag = module.replacen(':', "-", 1);
+    let listing = entries.iter_mut().find(|m| name(m) == tag).unwrap();
+    let blob = |digest: &str| dir.join("blobs/sha256").join(&digest[7..]);
+    let honest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(listing["digest"].as_str().unwrap())).unwrap())
+            .unwrap();
+    let mut forged: Vec<serde_json::Value> = (0..1000)
+        .map(|i| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{i:064x}"),
+                "size": 500,
+                "artifactType": COMPILED_TYPE,
+            })
+        })
+        .collect();
+    forged.extend(honest["manifests"].as_array().unwrap().iter().cloned());
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": forged,
+    }))
+    .unwrap();
+    let digest = sha256_digest(&body);
+    fs::write(blob(&digest), &body).unwrap();
+    listing["digest"] = digest.into();
+    listing["size"] = body.len().into();
+    fs::write(&index_path, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+
+    let node = WasmOci::new();
+    load(&fleet, &node, &dir);
+    let log = log(&node);
+    let looked_at = log
+        .lines()
+        .filter(|l| l.contains("precompiled code of the layout not kept"))
+        .count();
+    assert_eq!(looked_at, 32, "{log}");
+    assert!(log.contains("than is looked at"), "{log}");
+    let out = fleet.run(&node, &fleet.hello, &["--pull", "never"]);
+    assert_hello(&out);
+    let log = self::log(&node);
+    assert!(log.contains(COMPILED_LOCALLY), "{log}");
+    assert!(!log.contains(ADOPTED), "{log}");
 }

@@ -24,6 +24,9 @@ use crate::referrers::{referrers_of, referrers_tag};
 /// Precompiled referrers kept per module at most: a fleet attaches two per target (`run`'s
 /// engine and the shim's); a layout that lists many more is not worth a disk full.
 pub(crate) const MAX_KEPT: usize = 16;
+/// Precompiled referrers looked at per module at most, kept or not: a list of thousands that
+/// all fail must not make `load` read thousands of documents.
+pub(crate) const MAX_LOOKED_AT: usize = 2 * MAX_KEPT;
 
 /// The referrers indexes of a layout (`sha256-<hex>` tags), by tag: read once per load.
 pub(crate) struct ReferrersIndexes(BTreeMap<String, String>);
@@ -89,12 +92,13 @@ pub(crate) fn import_referrers(
         }
     };
     let mut kept = Vec::new();
-    for referrer in listed
+    for (looked_at, referrer) in listed
         .iter()
         .filter(|r| r.artifact_type.as_deref() == Some(COMPILED_ARTIFACT_TYPE))
+        .enumerate()
     {
-        if kept.len() == MAX_KEPT {
-            tracing::warn!(%subject, kept = MAX_KEPT, "the layout holds more precompiled code for a module than is kept");
+        if kept.len() == MAX_KEPT || looked_at == MAX_LOOKED_AT {
+            tracing::warn!(%subject, kept = kept.len(), looked_at, "the layout lists more precompiled code for a module than is looked at; the rest is not kept");
             break;
         }
         match keep(batch, dir, &subject, &referrer.digest, had) {
