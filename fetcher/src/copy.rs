@@ -736,20 +736,17 @@ impl Destination<'_> {
             Destination::Registry {
                 reference,
                 remote,
-                scheme,
                 referrers_api,
                 ..
             } => {
                 let api = match referrers_api {
                     Some(api) => *api,
                     None => {
-                        let asked = with_retries("asking for the referrers API", || {
-                            remote.referrers_page(reference, subject, None, MAX_CONFIG_SIZE)
-                        })
-                        .await
-                        .map_err(|f| f.into_error(reference, scheme))?;
-                        *referrers_api = Some(asked.is_some());
-                        asked.is_some()
+                        let api = fetcher
+                            .has_referrers_api(remote, reference, subject)
+                            .await?;
+                        *referrers_api = Some(api);
+                        api
                     }
                 };
                 if !api {

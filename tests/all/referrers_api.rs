@@ -449,6 +449,11 @@ fn a_huge_or_garbage_api_answer_is_refused_and_a_copy_writes_no_tag() {
             "(its referrers)",
         ),
         (
+            "JSON that is no index",
+            Box::new(|_| Reply::new(200).body("{}")),
+            "missing field `manifests`",
+        ),
+        (
             "a digest that is a path",
             Box::new(|_| {
                 index(serde_json::json!([{
@@ -525,4 +530,229 @@ fn a_huge_or_garbage_api_answer_is_refused_and_a_copy_writes_no_tag() {
         // The tag is written last: nothing points at a half-copied artifact.
         assert_eq!(manifest_bytes(&dst, "hello", "v1"), None, "{what}");
     }
+}
+
+#[test]
+fn an_api_answer_that_is_no_referrers_list_stops_attach_and_copy_before_they_list_nothing() {
+    // A registry that answers 200 `{}` to any path it does not know: taken for the referrers
+    // API, it would have attach and copy write no referrers tag, and list the artifact
+    // nowhere.
+    let api = ReferrersApi::start();
+    api.answer_referrers_with(|_| {
+        Reply::new(200)
+            .header("Content-Type", "application/json")
+            .body("{}")
+    });
+    let cli = WasmOci::new();
+    push(&cli, &api.reference("hello:v1"), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let sbom = dir.path().join("sbom.json");
+    let content = br#"{"spdxVersion":"SPDX-2.3","name":"no-list"}"#;
+    std::fs::write(&sbom, content).unwrap();
+    let out = cli.run(&[
+        "attach",
+        &api.reference("hello:v1"),
+        sbom.to_str().unwrap(),
+        "--artifact-type",
+        "application/spdx+json",
+    ]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("(its referrers)") && said.contains("missing field `manifests`"),
+        "{}",
+        describe(&out)
+    );
+    // Asked before anything was sent: not even the file's blob is there.
+    assert!(
+        !api.registry
+            .blob_file(&crate::support::sha256(content))
+            .exists()
+    );
+    assert_eq!(tags(&api.registry, "hello"), ["v1"]);
+
+    // A copy into it stops before its tag.
+    let plain = Registry::start();
+    push(&cli, &plain.reference("hello:v1"), &[]);
+    cli.ok(&[
+        "attach",
+        &plain.reference("hello:v1"),
+        sbom.to_str().unwrap(),
+        "--artifact-type",
+        "application/spdx+json",
+    ]);
+    let out = cli.run(&[
+        "copy",
+        &plain.reference("hello:v1"),
+        &api.reference("copied:v1"),
+    ]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("missing field `manifests`"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(manifest_bytes(&api.registry, "copied", "v1"), None);
+}
+
+#[test]
+fn copy_from_the_api_to_a_layout_and_back_keeps_the_referrers() {
+    let api = ReferrersApi::start();
+    let back = ReferrersApi::start();
+    let cli = WasmOci::new();
+    let digest = push(&cli, &api.reference("hello:v1"), &[]);
+    let sbom = attach(
+        &cli,
+        &api.reference("hello:v1"),
+        "sbom.spdx.json",
+        b"{}",
+        "application/spdx+json",
+    )["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:v1", dir.path().join("airgap").display());
+
+    let out = json(&cli.ok(&["copy", "--json", &api.reference("hello:v1"), &layout]));
+    assert_eq!(out["referrers"], 1, "{out}");
+    // The layout has no API: the referrers index is tagged in it.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("airgap/index.json")).unwrap())
+            .unwrap();
+    let tag = digest.replacen(':', "-", 1);
+    assert!(
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag.as_str()),
+        "{index}"
+    );
+
+    let again = json(&cli.ok(&["copy", "--json", &layout, &back.reference("hello:v1")]));
+    assert_eq!(again["referrers"], 1, "{again}");
+    let found = discover(&cli, &back.reference("hello:v1"));
+    assert_eq!(found["source"], "referrers API", "{found}");
+    assert_eq!(digests(&found), [sbom.clone()]);
+    assert_eq!(
+        manifest_bytes(&back.registry, "hello", &sbom),
+        manifest_bytes(&api.registry, "hello", &sbom)
+    );
+    assert_eq!(tags(&back.registry, "hello"), ["v1"]);
+}
+
+#[test]
+fn precompiled_code_listed_by_the_api_is_adopted_and_another_modules_is_not() {
+    use crate::precompiled::{
+        ADOPTED, COMPILED_LOCALLY, COMPILED_TYPE, Fleet, PASSWORD, assert_hello, compiled_files,
+        log,
+    };
+    let api = ReferrersApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let builder = WasmOci::new();
+    let key = Fleet::generate_key(&builder, dir.path(), "fleet");
+    let key = key.to_str().unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::to_vec(&serde_json::json!({
+            "default": [{"type": "insecureAcceptAnything"}],
+            "transports": {"docker": {api.reference("hello"): [{
+                "type": "sigstoreSigned",
+                "keyPath": dir.path().join("fleet.pub"),
+                "signedIdentity": {"type": "matchRepository"},
+            }]}},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let with_key = |args: &[&str]| {
+        let out = builder
+            .command()
+            .env("COSIGN_PASSWORD", PASSWORD)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let run = |node: &WasmOci, reference: &str| {
+        node.run(&["run", "--policy", policy.to_str().unwrap(), reference])
+    };
+    // Two manifests of the same module, each signed, each with its code compiled and pushed.
+    let (v1, v2) = (api.reference("hello:v1"), api.reference("hello:v2"));
+    let v1_digest = push(&builder, &v1, &[]);
+    let v2_digest = push(&builder, &v2, &["--annotation", "n=2"]);
+    for reference in [&v1, &v2] {
+        with_key(&["sign", reference, "--key", key]);
+        let pushed = json(&with_key(&[
+            "compile",
+            "--json",
+            "--push",
+            "--sign-key",
+            key,
+            reference,
+        ]));
+        assert_eq!(pushed.as_array().unwrap().len(), 2, "{pushed}");
+    }
+    // Listed by the API, with no referrers tag.
+    let found = discover(&builder, &v1);
+    assert_eq!(found["source"], "referrers API", "{found}");
+    assert_eq!(digests(&found).len(), 2, "{found}");
+    assert!(
+        found["referrers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["artifactType"] == COMPILED_TYPE),
+        "{found}"
+    );
+    let referrers_tag = v1_digest.replacen(':', "-", 1);
+    assert!(
+        !tags(&api.registry, "hello").contains(&referrers_tag),
+        "{:?}",
+        tags(&api.registry, "hello")
+    );
+
+    // A node with an empty cache loads v1's code.
+    let node = WasmOci::new();
+    assert_hello(&run(&node, &v1));
+    let logged = log(&node);
+    assert!(logged.contains(ADOPTED), "{logged}");
+    assert!(!logged.contains(COMPILED_LOCALLY), "{logged}");
+    assert_eq!(compiled_files(&node).len(), 1);
+
+    // The registry then lists v2's code (signed, for the same wasm) as v1's: its subject is
+    // another manifest, so a node compiles rather than take it.
+    let r = http(
+        &api.addr,
+        "GET",
+        &format!("/v2/hello/referrers/{v2_digest}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    let v2_list = r.body;
+    assert_eq!(
+        json(&String::from_utf8_lossy(&v2_list))["manifests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    api.answer_referrers_with(move |_| {
+        Reply::new(200)
+            .header("Content-Type", INDEX_TYPE)
+            .body(v2_list.clone())
+    });
+    let node = WasmOci::new();
+    assert_hello(&run(&node, &v1));
+    let logged = log(&node);
+    assert!(logged.contains(COMPILED_LOCALLY), "{logged}");
+    assert!(!logged.contains(ADOPTED), "{logged}");
+    assert!(
+        logged.contains(&format!("not this module's manifest {v1_digest}")),
+        "{logged}"
+    );
 }
