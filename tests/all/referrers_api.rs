@@ -6,7 +6,8 @@
 //! schema; a hostile API answer is refused, or its stray entries left behind.
 
 use crate::support::{
-    INDEX_TYPE, ReferrersApi, Registry, Reply, WasmOci, describe, http, manifest, stderr, testdata,
+    INDEX_TYPE, ReferrersApi, Registry, Reply, Secure, WasmOci, describe, http, manifest,
+    output_with_stdin, outputs_of_concurrent, stderr, testdata,
 };
 
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
@@ -274,7 +275,7 @@ fn copy_between_api_registries_carries_referrers_through_the_api() {
     // Listed by the destination's API; no tag but the one copied, on either side.
     let found = discover(&cli, &b.reference("copied/hello:v2"));
     assert_eq!(found["source"], "referrers API", "{found}");
-    assert_eq!(digests(&found), [sbom.clone()]);
+    assert_eq!(digests(&found), std::slice::from_ref(&sbom));
     let nested = discover(&cli, &format!("{}@{sbom}", b.reference("copied/hello")));
     assert_eq!(digests(&nested), [review]);
     assert_eq!(tags(&b.registry, "copied/hello"), ["v2"]);
@@ -325,7 +326,7 @@ fn copy_from_the_api_to_the_tag_schema_and_back_keeps_the_referrers() {
     );
     let found = discover(&cli, &plain.reference("hello:v1"));
     assert_eq!(found["source"], format!("tag {tag}"));
-    assert_eq!(digests(&found), [sbom.clone()]);
+    assert_eq!(digests(&found), std::slice::from_ref(&sbom));
 
     // And back into a registry with the API: listed by it, and no referrers tag copied.
     let again = json(&cli.ok(&[
@@ -406,7 +407,7 @@ fn a_referrer_of_another_subject_in_the_api_answer_is_not_copied() {
             "{log}"
         );
         let found = discover(&cli, &to);
-        assert_eq!(digests(&found), [mine.clone()], "{found}");
+        assert_eq!(digests(&found), std::slice::from_ref(&mine), "{found}");
         // What the manifest says of itself, not what the list said of it.
         assert_eq!(
             found["referrers"][0]["artifactType"],
@@ -634,7 +635,7 @@ fn copy_from_the_api_to_a_layout_and_back_keeps_the_referrers() {
     assert_eq!(again["referrers"], 1, "{again}");
     let found = discover(&cli, &back.reference("hello:v1"));
     assert_eq!(found["source"], "referrers API", "{found}");
-    assert_eq!(digests(&found), [sbom.clone()]);
+    assert_eq!(digests(&found), std::slice::from_ref(&sbom));
     assert_eq!(
         manifest_bytes(&back.registry, "hello", &sbom),
         manifest_bytes(&api.registry, "hello", &sbom)
@@ -755,4 +756,89 @@ fn precompiled_code_listed_by_the_api_is_adopted_and_another_modules_is_not() {
         logged.contains(&format!("not this module's manifest {v1_digest}")),
         "{logged}"
     );
+}
+
+#[test]
+fn concurrent_attaches_through_the_api_are_all_listed_without_a_tag() {
+    let api = ReferrersApi::start();
+    let cli = WasmOci::new();
+    let reference = api.reference("hello:v1");
+    let subject = push(&cli, &reference, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let commands: Vec<_> = (0..6)
+        .map(|i| {
+            let note = dir.path().join(format!("note-{i}.txt"));
+            std::fs::write(&note, format!("note {i}\n")).unwrap();
+            let mut cmd = cli.command();
+            cmd.args([
+                "attach",
+                "--json",
+                &reference,
+                note.to_str().unwrap(),
+                "--artifact-type",
+                "text/plain",
+            ]);
+            cmd
+        })
+        .collect();
+    let mut attached = Vec::new();
+    for out in outputs_of_concurrent(commands) {
+        assert!(out.status.success(), "{}", describe(&out));
+        let value = json(&String::from_utf8_lossy(&out.stdout));
+        assert!(value.get("referrers_tag").is_none(), "{value}");
+        attached.push(value["digest"].as_str().unwrap().to_owned());
+    }
+    let mut listed = digests(&discover(&cli, &reference));
+    listed.sort();
+    attached.sort();
+    assert_eq!(listed, attached);
+    assert!(!tags(&api.registry, "hello").contains(&subject.replacen(':', "-", 1)));
+}
+
+#[test]
+fn the_referrers_api_behind_basic_auth_is_asked_with_the_credentials() {
+    const USER: &str = "carol";
+    const PASSWORD: &str = "referrers-Pa55word";
+    let api = ReferrersApi::start_secure(Secure {
+        tls: false,
+        user: Some((USER, PASSWORD)),
+    });
+    let cli = WasmOci::new();
+    let with_password = |args: &[&str]| {
+        let mut cmd = cli.command();
+        cmd.args(["--username", USER, "--password-stdin"])
+            .args(args);
+        let out = output_with_stdin(cmd, PASSWORD);
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let reference = api.reference("private/hello:v1");
+    let hello = testdata("hello.wasm").display().to_string();
+    with_password(&["push", &hello, &reference]);
+    // Without credentials the API says 401, as the registry does.
+    let r = http(
+        &api.addr,
+        "GET",
+        &format!("/v2/private/hello/referrers/sha256:{}", "0".repeat(64)),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.head);
+
+    let dir = tempfile::tempdir().unwrap();
+    let sbom = dir.path().join("sbom.json");
+    std::fs::write(&sbom, b"{}").unwrap();
+    let attached = json(&with_password(&[
+        "attach",
+        "--json",
+        &reference,
+        sbom.to_str().unwrap(),
+        "--artifact-type",
+        "application/spdx+json",
+    ]));
+    assert!(attached.get("referrers_tag").is_none(), "{attached}");
+    let found = json(&with_password(&["discover", "--json", &reference]));
+    assert_eq!(found["source"], "referrers API", "{found}");
+    assert_eq!(digests(&found), [attached["digest"].as_str().unwrap()]);
 }

@@ -16,6 +16,7 @@
 //!   digest that is not one. `?artifactType=T` keeps only those of type `T` and says so with
 //!   `OCI-Filters-Applied: artifactType`. With [`ReferrersApi::page_size`], longer lists are
 //!   paged with a `Link: <...>; rel="next"` header.
+//! - The API asks for the credentials Distribution asks for (its 401 and challenge).
 //! - A manifest `PUT` that carries a `subject` is answered with `OCI-Subject: <digest>` once
 //!   Distribution stored it; a `DELETE` of a manifest by digest takes it off the lists.
 //! - Everything else goes to Distribution and back unchanged (the body byte for byte).
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::{INDEX_TYPE, Registry, Reply, Request, Server, forward, sha256};
+use super::{INDEX_TYPE, Registry, Reply, Request, Secure, Server, forward, sha256};
 
 /// An answer a test gives to referrers requests instead of the spec's: a hostile registry.
 type Hostile = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
@@ -52,7 +53,14 @@ pub struct ReferrersApi {
 
 impl ReferrersApi {
     pub fn start() -> ReferrersApi {
-        let registry = Registry::start();
+        Self::start_secure(Secure::default())
+    }
+
+    /// In front of a registry with `secure`'s basic auth (plain HTTP, on loopback): the
+    /// referrers API asks for the same credentials as the rest.
+    pub fn start_secure(secure: Secure) -> ReferrersApi {
+        assert!(!secure.tls, "the proxy speaks plain HTTP to Distribution");
+        let registry = Registry::start_secure(secure);
         let state: Arc<Mutex<State>> = Arc::default();
         let upstream = registry.addr.clone();
         let shared = state.clone();
@@ -125,6 +133,18 @@ fn answer(upstream: &str, state: &Mutex<State>, request: &Request) -> Reply {
         let hostile = state.lock().unwrap().hostile.clone();
         if let Some(hostile) = hostile {
             return hostile(request);
+        }
+        // Under the registry's own auth: Distribution says whether these credentials may
+        // read (its 401 and challenge are passed on).
+        let asked = Request {
+            method: "GET".into(),
+            path: "/v2/".into(),
+            body: Vec::new(),
+            ..request.clone()
+        };
+        let allowed = forward(upstream, &asked, "/v2/");
+        if allowed.status != 200 {
+            return allowed;
         }
         return list(state, name, digest, query);
     }
