@@ -641,6 +641,24 @@ fn copy_from_the_api_to_a_layout_and_back_keeps_the_referrers() {
         manifest_bytes(&api.registry, "hello", &sbom)
     );
     assert_eq!(tags(&back.registry, "hello"), ["v1"]);
+
+    // `save` asks the API too, and writes the index the layout's readers look for.
+    let saved = dir.path().join("saved");
+    cli.ok(&[
+        "save",
+        &api.reference("hello:v1"),
+        "-o",
+        saved.to_str().unwrap(),
+    ]);
+    let index = std::fs::read_to_string(saved.join("index.json")).unwrap();
+    assert!(index.contains(&tag), "{index}");
+    assert!(
+        std::fs::read_dir(saved.join("blobs/sha256"))
+            .unwrap()
+            .any(|e| Some(e.unwrap().file_name().to_string_lossy().as_ref())
+                == sbom.strip_prefix("sha256:")),
+        "the SBOM's manifest is not in the saved layout"
+    );
 }
 
 #[test]

@@ -19,7 +19,8 @@
 //! - The API asks for the credentials Distribution asks for (its 401 and challenge).
 //! - A manifest `PUT` that carries a `subject` is answered with `OCI-Subject: <digest>` once
 //!   Distribution stored it; a `DELETE` of a manifest by digest takes it off the lists.
-//! - Everything else goes to Distribution and back unchanged (the body byte for byte).
+//! - Everything else goes to Distribution and back as it answered: status, headers (but
+//!   those of the connection: one request per connection here) and body byte for byte.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
