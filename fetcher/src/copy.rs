@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::layout::LayoutError;
 use crate::layout::file::{blob_path, layout_err, open_regular, read_verified};
 use crate::layout::read::{IMAGE_NAME, REF_NAME, is_referrers_tag, read_index};
+use crate::layout::save::{index_to_add_to, write_index};
 use crate::progress::{Blob, Transfer};
 use crate::referrers::{Referrer, referrers_of, referrers_tag};
 use crate::remote::endpoint::{Capability, Endpoint, ask_in_order};
@@ -772,7 +773,7 @@ impl Destination<'_> {
     async fn finish(&mut self, top: &Doc, tag: Option<&str>) -> Result<()> {
         if let Destination::Layout { dir, referrers, .. } = self {
             // The referrers indexes, each merged with the one the layout has.
-            let existing = read_index_or_new(dir)?;
+            let existing = index_to_add_to(dir)?;
             let mut indexes = Vec::new();
             for (subject, added) in std::mem::take(referrers) {
                 let tag = referrers_tag(&subject);
@@ -804,7 +805,7 @@ impl Destination<'_> {
             self.put_tag(top, tag).await?;
         }
         if let Destination::Layout { dir, tags, .. } = self {
-            let mut index = read_index_or_new(dir)?;
+            let mut index = index_to_add_to(dir)?;
             let mut manifests = index["manifests"].as_array().cloned().unwrap_or_default();
             for (tag, entry) in tags.drain(..) {
                 manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag.as_str()));
@@ -819,29 +820,10 @@ impl Destination<'_> {
                 }));
             }
             index["manifests"] = json!(manifests);
-            wasm_oci_cache::write_atomic(
-                &dir.join("oci-layout"),
-                br#"{"imageLayoutVersion":"1.0.0"}"#,
-            )?;
-            wasm_oci_cache::write_atomic(
-                &dir.join("index.json"),
-                &serde_json::to_vec_pretty(&index).expect("json values serialize"),
-            )?;
+            write_index(dir, &index)?;
         }
         Ok(())
     }
-}
-
-/// The layout's `index.json`, or a new, empty one.
-fn read_index_or_new(dir: &Path) -> Result<serde_json::Value> {
-    if std::fs::symlink_metadata(dir.join("index.json")).is_err() {
-        return Ok(json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_IMAGE_INDEX_MEDIA_TYPE,
-            "manifests": [],
-        }));
-    }
-    read_index(dir)
 }
 
 /// `doc` as a referrer of `subject`, as the distribution spec has a registry list one: its

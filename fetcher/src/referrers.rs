@@ -270,7 +270,10 @@ impl Fetcher {
             .await
             {
                 Ok(()) => break,
-                Err(f) if tries < MAX_ATTACH_TRIES && f.is_not_found() => {
+                Err(f)
+                    if tries < MAX_ATTACH_TRIES
+                        && (f.is_not_found() || f.is_manifest_blob_missing()) =>
+                {
                     tracing::debug!(error = %f, "a blob of the attachment went missing; again");
                 }
                 Err(f) => return Err(failed(f)),
