@@ -177,8 +177,26 @@ fn attach_through_the_api_writes_no_referrers_tag_and_discover_lists_it() {
         listed["mediaType"],
         "application/vnd.oci.image.manifest.v1+json"
     );
-    let sbom_size = manifest_bytes(&api.registry, "hello", &sbom).unwrap().len();
-    assert_eq!(listed["size"], sbom_size);
+    let sbom_bytes = manifest_bytes(&api.registry, "hello", &sbom).unwrap();
+    assert_eq!(listed["size"], sbom_bytes.len());
+    // The fixture says it processed a subject, as the spec has a registry with the API do
+    // (put again: listed once).
+    let r = http(
+        &api.addr,
+        "PUT",
+        &format!("/v2/hello/manifests/{sbom}"),
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        &sbom_bytes,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.head);
+    assert!(
+        r.head
+            .to_ascii_lowercase()
+            .contains(&format!("oci-subject: {subject}")),
+        "{}",
+        r.head
+    );
 
     // A list the registry pages (one per page) is followed to its end.
     api.page_size(1);
