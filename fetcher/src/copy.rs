@@ -538,20 +538,8 @@ impl Source<'_> {
                     else {
                         continue;
                     };
-                    let value: serde_json::Value =
-                        serde_json::from_slice(&doc.bytes).unwrap_or_default();
-                    if value["subject"]["digest"].as_str() == Some(digest) {
-                        found.push(Referrer {
-                            digest: doc.digest,
-                            media_type: doc.media_type,
-                            size: doc.bytes.len() as u64,
-                            artifact_type: value["artifactType"]
-                                .as_str()
-                                .or(value["config"]["mediaType"].as_str())
-                                .map(str::to_owned),
-                            annotations: serde_json::from_value(value["annotations"].clone())
-                                .unwrap_or_default(),
-                        });
+                    if let Some(referrer) = referrer_of(&doc, digest) {
+                        found.push(referrer);
                     }
                 }
                 Ok(found)
@@ -749,20 +737,17 @@ impl Destination<'_> {
             Destination::Registry {
                 reference,
                 remote,
-                scheme,
                 referrers_api,
                 ..
             } => {
                 let api = match referrers_api {
                     Some(api) => *api,
                     None => {
-                        let asked = with_retries("asking for the referrers API", || {
-                            remote.referrers_page(reference, subject, None, MAX_CONFIG_SIZE)
-                        })
-                        .await
-                        .map_err(|f| f.into_error(reference, scheme))?;
-                        *referrers_api = Some(asked.is_some());
-                        asked.is_some()
+                        let api = fetcher
+                            .has_referrers_api(remote, reference, subject)
+                            .await?;
+                        *referrers_api = Some(api);
+                        api
                     }
                 };
                 if !api {
@@ -839,6 +824,28 @@ impl Destination<'_> {
         }
         Ok(())
     }
+}
+
+/// `doc` as a referrer of `subject`, as the distribution spec has a registry list one: its
+/// `artifactType`, else (a manifest's) its config's media type, and its annotations; `None`
+/// when its `subject` is not `subject`.
+fn referrer_of(doc: &Doc, subject: &str) -> Option<Referrer> {
+    let value: serde_json::Value = serde_json::from_slice(&doc.bytes).ok()?;
+    if value["subject"]["digest"].as_str() != Some(subject) {
+        return None;
+    }
+    let artifact_type = match value["artifactType"].as_str().filter(|t| !t.is_empty()) {
+        Some(t) => Some(t),
+        None if value["manifests"].is_array() => None,
+        None => value["config"]["mediaType"].as_str(),
+    };
+    Some(Referrer {
+        digest: doc.digest.clone(),
+        media_type: doc.media_type.clone(),
+        size: doc.bytes.len() as u64,
+        artifact_type: artifact_type.map(str::to_owned),
+        annotations: serde_json::from_value(value["annotations"].clone()).unwrap_or_default(),
+    })
 }
 
 /// The referrers the layout's index tagged `tag` lists.
@@ -966,13 +973,29 @@ impl Walk<'_> {
         }
         let referrers = self.src.referrers(self.fetcher, &doc.digest).await?;
         let mut copied = Vec::new();
-        for referrer in referrers {
+        for listed in referrers {
+            if copied.iter().any(|r: &Referrer| r.digest == listed.digest) {
+                continue;
+            }
             let Some(found) = self
                 .src
-                .manifest(&Name::Digest(referrer.digest.clone()))
+                .manifest(&Name::Digest(listed.digest.clone()))
                 .await?
             else {
-                tracing::warn!(digest = %referrer.digest, "a listed referrer is missing; not copied");
+                tracing::warn!(digest = %listed.digest, "a listed referrer is missing; not copied");
+                continue;
+            };
+            // The list is the source's word (a referrers API's answer, a tag anyone who may
+            // push can write); the manifest, fetched by its digest, is what refers or not.
+            // One whose `subject` is another manifest is not copied (a destination without
+            // the API would list it under this one), and the destination's list says what
+            // each manifest says of itself, not what the source's list said of it.
+            let Some(referrer) = referrer_of(&found, &doc.digest) else {
+                tracing::warn!(
+                    digest = %listed.digest,
+                    subject = %doc.digest,
+                    "a listed referrer does not name this manifest as its subject; not copied"
+                );
                 continue;
             };
             self.manifest(found, true).await?;
