@@ -20,7 +20,7 @@ pub(crate) mod file;
 mod kept;
 mod load;
 pub(crate) mod read;
-mod save;
+pub(crate) mod save;
 mod trusted;
 
 pub use error::LayoutError;
