@@ -13,7 +13,8 @@ use crate::precompiled::{
     ADOPTED, COMPILED_LOCALLY, COMPILED_TYPE, Fleet, assert_hello, compiled_files, log,
 };
 use crate::support::{
-    ALLOW_LOOPBACK, Containerd, HELLO, Registry, WasmOci, describe, manifest, sha256_digest, stdout,
+    ALLOW_LOOPBACK, Containerd, HELLO, Registry, Version, WasmOci, describe, each_containerd,
+    manifest, sha256_digest, stdout,
 };
 
 /// The line of `node`'s log that says code was adopted.
@@ -327,12 +328,11 @@ fn code_swapped_in_a_layout_or_in_the_cache_is_compiled_locally() {
     assert_hello(&fleet.run(&node, &fleet.hello, &["--pull", "never"]));
 }
 
-/// The shim under containerd, on a node that reaches no registry: the layout loaded into
-/// containerd's shared cache, a container naming the module by `io.wasm-oci.reference`
-/// starts on the shim engine's code from the layout, verified by the node's policy, and
-/// compiles nothing.
-#[test]
-fn the_shim_adopts_code_a_layout_brought() {
+/// The shim under containerd (1.6 and 2.x), on a node that reaches no registry: the layout
+/// loaded into containerd's shared cache, a container naming the module by
+/// `io.wasm-oci.reference` starts on the shim engine's code from the layout, verified by the
+/// node's policy, and compiles nothing.
+fn the_shim_adopts_code_a_layout_brought(v: Version) {
     let mut fleet = Fleet::new();
     let attached = fleet.compile_push(&fleet.hello, &[]);
     let code = codes(&fleet, &attached);
@@ -341,7 +341,7 @@ fn the_shim_adopts_code_a_layout_brought() {
     save(&fleet, &dir);
     fleet.registry.stop();
 
-    let c = Containerd::start_with(&[("WASM_OCI_POLICY", &fleet.policy)], ALLOW_LOOPBACK);
+    let c = Containerd::start_on(v, &[("WASM_OCI_POLICY", &fleet.policy)], ALLOW_LOOPBACK);
     c.import_hello();
     let out = WasmOci::new()
         .command()
@@ -377,6 +377,8 @@ fn the_shim_adopts_code_a_layout_brought() {
         "the shim's compiled code is not the layout's"
     );
 }
+
+each_containerd!(the_shim_adopts_code_a_layout_brought);
 
 /// A layout whose referrers index lists a thousand forged entries before the honest ones:
 /// `load` looks at a few dozen, keeps none of them, says it stopped, and the node compiles.
