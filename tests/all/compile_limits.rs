@@ -25,6 +25,16 @@ fn with_big_module(v: Version, shim_toml: &str, functions: usize) -> Containerd 
     c
 }
 
+/// What the shim logged of its compiles.
+fn compile_log(c: &Containerd) -> String {
+    fs::read_to_string(c.shim_log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("compile"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -39,9 +49,22 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The compiled code (and partial files) in `c`'s cache.
+/// The compiled code (and partial files) in `c`'s cache (`<root>/v1/compiled/...`).
 fn compiled_files(c: &Containerd) -> Vec<PathBuf> {
-    files_under(&c.cache.join("compiled"))
+    let dir = c.cache.join("v1");
+    assert!(dir.is_dir(), "no cache at {}", dir.display());
+    files_under(&dir.join("compiled"))
+}
+
+/// Waits until the helper `pid` is where its memory is capped, for at most 30 s (it is
+/// moved there before it reads the module); where, and the cap.
+fn capped(pid: u32) -> (Option<PathBuf>, Option<u64>) {
+    let mut cap = (None, None);
+    wait_until("the helper is in its memory cap", || {
+        cap = memory_cap(pid);
+        cap.1.is_some() || !runs(pid)
+    });
+    cap
 }
 
 /// The pids of the compile helpers that compile into a cache under `c`'s directory.
@@ -145,7 +168,7 @@ fn a_compile_past_its_memory_limit_is_stopped_and_named(v: Version) {
     let c = with_big_module(v, "[compile]\nmax_memory = \"16MiB\"\n", 6);
     let out = c.run(&[], BIG, "hungry", &[]);
     let text = describe(&out);
-    assert_eq!(out.status.code(), Some(125), "{text}\n{}", c.log());
+    assert_eq!(out.status.code(), Some(125), "{text}\n{}", compile_log(&c));
     assert!(
         text.contains("needed more memory than 16MiB") && text.contains("[compile] max_memory"),
         "the error does not name the limit: {text}"
@@ -180,7 +203,7 @@ fn a_killed_containers_compile_helper_is_gone(v: Version) {
         helpers = helpers_of(&c);
         !helpers.is_empty()
     });
-    let (cgroup, cap) = memory_cap(helpers[0]);
+    let (cgroup, cap) = capped(helpers[0]);
     assert_eq!(
         cap,
         Some(1 << 30),
@@ -218,7 +241,7 @@ fn a_dead_shims_compile_helper_and_its_cgroup_are_gone(v: Version) {
         helpers = helpers_of(&c);
         !helpers.is_empty()
     });
-    let (cgroup, cap) = memory_cap(helpers[0]);
+    let (cgroup, cap) = capped(helpers[0]);
     assert_eq!(cap, Some(2 << 30), "the default cap is not set: {cgroup:?}");
     let out = std::process::Command::new("kill")
         .args(["-9", &shim.to_string()])

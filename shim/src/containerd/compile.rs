@@ -248,7 +248,8 @@ pub(crate) fn ahead(
     let limits = config.map(|c| c.compile).unwrap_or_default();
     let source = || config.map_or_else(|| ShimConfig::default().source_name(), |c| c.source_name());
     let home = HOME.get_or_init(Home::default);
-    match helper(home, cache.base(), &digest, bytes, limits, stop) {
+    let compiled = || runner.is_compiled(cache, &digest);
+    match helper(home, cache.base(), &digest, bytes, limits, stop, &compiled) {
         Ok(Ended::Compiled) => {
             tracing::debug!(%digest, "compiled by the helper, outside the pod's cgroup");
             Ok(())
@@ -266,6 +267,7 @@ pub(crate) fn ahead(
             config: source(),
         }),
         Ok(Ended::Stopped) => Err(CompileError::Stopped),
+        Ok(Ended::Killed(signal)) => Err(CompileError::Killed { signal }),
         Err(e) => {
             tracing::warn!(%digest, error = %e, "the compile helper did not start: compiling in process");
             Ok(())
@@ -287,9 +289,16 @@ enum Ended {
     OutOfMemory,
     /// Killed because its container was.
     Stopped,
+    /// Killed by this signal, not by a limit of this shim's.
+    Killed(i32),
 }
 
-/// Runs the helper for `digest` and waits for it, within `limits` and until `stop`.
+/// Runs the helper for `digest` and waits for it, within `limits` and until `stop`;
+/// `compiled` says whether its code is in the cache.
+///
+/// The shim reaps every child of its own (it is a subreaper, for what it hands to runc): the
+/// helper's exit status may be gone before this looks for it. So how the helper ended is
+/// read from what it leaves: its code in the cache, its cgroup's OOM kills, what it said.
 fn helper(
     home: &Home,
     cache: &Path,
@@ -297,6 +306,7 @@ fn helper(
     bytes: Option<&[u8]>,
     limits: CompileLimits,
     stop: Option<&AtomicBool>,
+    compiled: &dyn Fn() -> bool,
 ) -> std::io::Result<Ended> {
     let memory = match &home.memory {
         Some((dir, v2)) => MemoryCgroup::create(dir, *v2, limits.max_memory)
@@ -319,9 +329,10 @@ fn helper(
     let data_limit = memory.is_none().then_some(limits.max_memory);
     confine(&mut command, data_limit);
     let started = Instant::now();
-    let mut child = command.spawn()?;
+    let child = command.spawn()?;
+    let mut helper = Helper::new(child);
     // The helper reads nothing until its stdin ends: it is moved before it compiles.
-    let pid = child.id().to_string();
+    let pid = helper.child.id().to_string();
     let mut moved = Ok(());
     for procs in &home.procs {
         let is_memory = home
@@ -340,7 +351,7 @@ fn helper(
             }
         }
     }
-    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdin = helper.child.stdin.take().expect("piped");
     let written = match moved {
         Ok(()) => bytes.map_or(Ok(()), |b| stdin.write_all(b)),
         Err(e) => Err(std::io::Error::other(format!(
@@ -349,7 +360,7 @@ fn helper(
     };
     drop(stdin);
     // What it says when it fails, read beside it so that it never blocks on a full pipe.
-    let stderr = child.stderr.take().map(|mut pipe| {
+    let stderr = helper.child.stderr.take().map(|mut pipe| {
         std::thread::spawn(move || {
             let mut text = Vec::new();
             let _ = (&mut pipe).take(64 << 10).read_to_end(&mut text);
@@ -363,47 +374,132 @@ fn helper(
             .trim()
             .to_owned()
     };
+    let out_of_memory = |said: &str| {
+        memory.as_ref().is_some_and(MemoryCgroup::oom_killed)
+            // An allocation refused past RLIMIT_DATA aborts it, saying so.
+            || (data_limit.is_some() && said.contains("memory allocation of"))
+    };
     if let Err(e) = written {
         // It cannot have the module: it ends, and why it ended says more (a helper killed
         // at its memory limit while it read the module is a compile past that limit).
-        let status = kill(&mut child, cache)?;
-        if memory.as_ref().is_some_and(MemoryCgroup::oom_killed) {
+        helper.kill(cache);
+        let said = said(stderr);
+        if out_of_memory(&said) {
             return Ok(Ended::OutOfMemory);
         }
-        tracing::debug!(%status, stderr = said(stderr), "the compile helper stopped");
-        return Ok(Ended::Failed(format!("giving it the module: {e}")));
+        return Ok(Ended::Failed(format!("giving it the module: {e}: {said}")));
     }
     let deadline = started + limits.timeout;
     let status = loop {
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = helper.ended()? {
             break status;
         }
         if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-            kill(&mut child, cache)?;
+            helper.kill(cache);
             return Ok(Ended::Stopped);
         }
         if Instant::now() >= deadline {
-            kill(&mut child, cache)?;
+            helper.kill(cache);
             return Ok(Ended::TimedOut);
         }
         std::thread::sleep(TICK);
     };
     let said = said(stderr);
-    if status.success() {
+    if out_of_memory(&said) {
+        return Ok(Ended::OutOfMemory);
+    }
+    if status.is_none_or(|s| s.success()) && compiled() {
         return Ok(Ended::Compiled);
     }
     use std::os::unix::process::ExitStatusExt as _;
-    if memory.as_ref().is_some_and(MemoryCgroup::oom_killed) {
-        return Ok(Ended::OutOfMemory);
-    }
-    match status.signal() {
-        // Killed, or aborted when an allocation failed past its RLIMIT_DATA: the same compile
-        // in process would only escape the limit.
-        Some(signal) if signal == libc::SIGKILL || data_limit.is_some() => {
+    match status.and_then(|s| s.signal()) {
+        // Killed, by no limit of this shim's: the same compile in process would only escape
+        // whatever killed it.
+        Some(signal) => {
             tracing::warn!(signal, stderr = said, "the compile helper was killed");
-            Ok(Ended::OutOfMemory)
+            Ok(Ended::Killed(signal))
         }
-        _ => Ok(Ended::Failed(format!("it ended with {status}: {said}"))),
+        None => Ok(Ended::Failed(match status {
+            Some(status) => format!("it ended with {status}: {said}"),
+            None => format!("it ended: {said}"),
+        })),
+    }
+}
+
+/// A running helper, and a handle on it that outlives its pid (which the shim's reaper may
+/// free at any time): signals go through it.
+struct Helper {
+    child: Child,
+    pidfd: Option<rustix::fd::OwnedFd>,
+}
+
+impl Helper {
+    fn new(child: Child) -> Helper {
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok();
+        Helper { child, pidfd }
+    }
+
+    /// Whether it has ended: `Some` with its status when this process reaped it, `Some(None)`
+    /// when the shim's reaper did.
+    fn ended(&mut self) -> std::io::Result<Option<Option<ExitStatus>>> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Ok(Some(Some(status))),
+            Ok(None) => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(Some(None)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends `signal`, through its pidfd (never to a pid reused since).
+    /// Without a pidfd (a kernel older than 5.3), to its pid.
+    fn signal(&self, signal: rustix::process::Signal) {
+        match &self.pidfd {
+            Some(pidfd) => {
+                let _ = rustix::process::pidfd_send_signal(pidfd, signal);
+            }
+            None => {
+                let pid = rustix::process::Pid::from_child(&self.child);
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
+    }
+
+    /// Stops it for good: frozen first (SIGSTOP), so that the temporary files it holds in
+    /// the cache can be named and it opens no more; killed and waited for; those files
+    /// removed, so that a stopped compile leaves nothing in the cache.
+    fn kill(&mut self, cache: &Path) {
+        use rustix::process::Signal;
+        self.signal(Signal::STOP);
+        let partial = partial_files(self.child.id(), cache);
+        self.signal(Signal::KILL);
+        // Its pidfd reads as ready once it has exited, whoever reaps it.
+        match &self.pidfd {
+            Some(pidfd) => {
+                let mut fds = [rustix::event::PollFd::new(
+                    pidfd,
+                    rustix::event::PollFlags::IN,
+                )];
+                let _ = rustix::event::poll(&mut fds, None);
+                let _ = self.ended();
+            }
+            None => {
+                let _ = self.child.wait();
+            }
+        }
+        for file in partial {
+            match std::fs::remove_file(&file) {
+                Ok(()) => {
+                    tracing::debug!(file = %file.display(), "removed a stopped compile's partial file")
+                }
+                Err(e) => {
+                    tracing::debug!(file = %file.display(), error = %e, "cannot remove a stopped compile's partial file")
+                }
+            }
+        }
     }
 }
 
@@ -438,29 +534,6 @@ fn confine(command: &mut Command, data_limit: Option<u64>) {
     unsafe {
         command.pre_exec(hook);
     }
-}
-
-/// Stops `child` for good: frozen first (SIGSTOP), so that the temporary files it holds in
-/// the cache can be named and it opens no more; killed and reaped; those files removed, so
-/// that a stopped compile leaves nothing in the cache.
-fn kill(child: &mut Child, cache: &Path) -> std::io::Result<ExitStatus> {
-    use rustix::process::{Pid, Signal};
-    let pid = Pid::from_child(child);
-    let _ = rustix::process::kill_process(pid, Signal::STOP);
-    let partial = partial_files(child.id(), cache);
-    let _ = child.kill();
-    let status = child.wait()?;
-    for file in partial {
-        match std::fs::remove_file(&file) {
-            Ok(()) => {
-                tracing::debug!(file = %file.display(), "removed a stopped compile's partial file")
-            }
-            Err(e) => {
-                tracing::debug!(file = %file.display(), error = %e, "cannot remove a stopped compile's partial file")
-            }
-        }
-    }
-    Ok(status)
 }
 
 /// The temporary files (`.tmp*`, as the cache writes a file before its rename) under `cache`

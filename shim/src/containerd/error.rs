@@ -372,6 +372,14 @@ pub enum CompileError {
         /// Where the limit is set.
         config: String,
     },
+    /// The compile helper was killed by a signal no limit of the shim's sent (the node's
+    /// OOM killer, an operator): the module is not compiled in the shim instead, which would
+    /// escape what killed it.
+    #[error("the compile helper was killed by signal {signal} while it compiled the module")]
+    Killed {
+        /// The signal.
+        signal: i32,
+    },
     /// The container was killed or deleted while its module compiled.
     #[error("the container was stopped while its module compiled")]
     Stopped,
