@@ -268,6 +268,45 @@ fn a_dead_shims_compile_helper_and_its_cgroup_are_gone(v: Version) {
     assert!(c.ctr(&["containers", "rm", "orphan"]).status.success());
 }
 
+/// Where no memory cgroup of its own can be made (cgroup v2 whose home cgroup holds
+/// processes), the helper's cap is `RLIMIT_DATA`, counted from what its engine reserved
+/// (pools of address space): within the default cap a module compiles, and past a small one
+/// the helper fails, saying so (the words the shim reads as "past its memory limit").
+#[test]
+fn without_a_memory_cgroup_the_helpers_cap_is_its_data_limit() {
+    use std::io::Write as _;
+    let wasm = big_module(6, 12000);
+    for (limit, compiles) in [(2u64 << 30, true), (16 << 20, false)] {
+        let cache = tempfile::tempdir().unwrap();
+        let mut child =
+            std::process::Command::new(env!("CARGO_BIN_EXE_containerd-shim-wasmoci-v1"))
+                .arg("--compile-into-cache")
+                .arg(cache.path())
+                .env("WASM_OCI_COMPILE_DATA_LIMIT", limit.to_string())
+                .env("RUST_BACKTRACE", "0")
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+        child.stdin.take().unwrap().write_all(&wasm).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        let code = files_under(&cache.path().join("v1/compiled"));
+        if compiles {
+            assert!(out.status.success(), "{limit}: {said}");
+            assert_eq!(code.len(), 1, "{code:?}");
+        } else {
+            assert!(!out.status.success(), "{limit}: compiled");
+            assert!(
+                said.contains("memory allocation of")
+                    || said.contains("past its memory limit (RLIMIT_DATA)"),
+                "{limit}: {said}"
+            );
+            assert!(code.is_empty(), "{code:?}");
+        }
+    }
+}
+
 each_containerd!(
     a_compile_past_its_time_limit_is_stopped_and_named,
     a_compile_past_its_memory_limit_is_stopped_and_named,

@@ -45,6 +45,32 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The name of a helper's memory cgroup starts so; then the shim's pid, `-`, a number.
 pub(crate) const CGROUP_PREFIX: &str = "wasm-oci-compile-";
 
+/// The environment variable that gives the helper its memory limit in bytes, when no memory
+/// cgroup holds it: `RLIMIT_DATA`, counted from what its engine has reserved.
+const DATA_LIMIT_ENV: &str = "WASM_OCI_COMPILE_DATA_LIMIT";
+
+/// What the helper says when its memory limit refused it memory.
+const PAST_DATA_LIMIT: &str = "past its memory limit (RLIMIT_DATA)";
+
+/// Sets `RLIMIT_DATA` to the data this process holds now (`VmData`) and `limit` bytes more.
+fn limit_data(limit: u64) -> std::io::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let held_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmData:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no VmData in /proc/self/status"))?;
+    let total = held_kib.saturating_mul(1024).saturating_add(limit);
+    rustix::process::setrlimit(
+        rustix::process::Resource::Data,
+        rustix::process::Rlimit {
+            current: Some(total),
+            maximum: Some(total),
+        },
+    )?;
+    Ok(())
+}
+
 /// How often the shim looks whether its helper ended, ran out of time or lost its container.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -327,7 +353,10 @@ fn helper(
         .stderr(Stdio::piped())
         .env("RUST_BACKTRACE", "0");
     let data_limit = memory.is_none().then_some(limits.max_memory);
-    confine(&mut command, data_limit);
+    if let Some(limit) = data_limit {
+        command.env(DATA_LIMIT_ENV, limit.to_string());
+    }
+    confine(&mut command);
     let started = Instant::now();
     let child = command.spawn()?;
     let mut helper = Helper::new(child);
@@ -377,7 +406,8 @@ fn helper(
     let out_of_memory = |said: &str| {
         memory.as_ref().is_some_and(MemoryCgroup::oom_killed)
             // An allocation refused past RLIMIT_DATA aborts it, saying so.
-            || (data_limit.is_some() && said.contains("memory allocation of"))
+            || (data_limit.is_some()
+                && (said.contains("memory allocation of") || said.contains(PAST_DATA_LIMIT)))
     };
     if let Err(e) = written {
         // It cannot have the module: it ends, and why it ended says more (a helper killed
@@ -504,9 +534,9 @@ impl Helper {
 }
 
 /// Makes the helper die with the shim (`PR_SET_PDEATHSIG`, and at once if the shim is gone
-/// already), and caps its data at `data_limit` bytes when that is set.
-fn confine(command: &mut Command, data_limit: Option<u64>) {
-    use rustix::process::{Resource, Rlimit, Signal};
+/// already).
+fn confine(command: &mut Command) {
+    use rustix::process::Signal;
     use std::os::unix::process::CommandExt as _;
     let parent = rustix::process::getpid();
     let hook = move || -> std::io::Result<()> {
@@ -514,22 +544,13 @@ fn confine(command: &mut Command, data_limit: Option<u64>) {
         if rustix::process::getppid() != Some(parent) {
             return Err(std::io::Error::other("the shim is gone"));
         }
-        if let Some(limit) = data_limit {
-            rustix::process::setrlimit(
-                Resource::Data,
-                Rlimit {
-                    current: Some(limit),
-                    maximum: Some(limit),
-                },
-            )?;
-        }
         Ok(())
     };
-    // SAFETY: between fork and exec the hook makes raw system calls only (prctl, getppid,
-    // setrlimit): it allocates nothing and takes no lock.
+    // SAFETY: between fork and exec the hook makes raw system calls only (prctl, getppid):
+    // it allocates nothing and takes no lock.
     #[allow(
         unsafe_code,
-        reason = "prctl and setrlimit between fork and exec, raw system calls only"
+        reason = "prctl between fork and exec, raw system calls only"
     )]
     unsafe {
         command.pre_exec(hook);
@@ -580,6 +601,9 @@ fn size_text(bytes: u64) -> String {
 /// cache at `CACHE_DIR`; its exit code.
 pub(crate) fn helper_main(args: &[String]) -> i32 {
     use anyhow::Context as _;
+    let data_limit: Option<u64> = std::env::var(DATA_LIMIT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
     let run = || -> anyhow::Result<()> {
         let (dir, digest) = match args {
             [dir] => (dir, None),
@@ -593,6 +617,11 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
             .context("reading the wasm")?;
         let cache = Cache::open(dir).with_context(|| format!("opening the cache at {dir}"))?;
         let runner = Runner::new(EngineOptions::SHIM)?;
+        // The engine's pools are address space reserved before any compile: the limit
+        // counts from what the process holds now.
+        if let Some(limit) = data_limit {
+            limit_data(limit).context("setting RLIMIT_DATA")?;
+        }
         let name = PathBuf::from("wasm");
         let wasm = match &digest {
             Some(digest) => Wasm::Cached {
@@ -610,7 +639,17 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
     match run() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {e:#}");
+            // A mapping refused past RLIMIT_DATA is the limit, whichever call met it.
+            let refused = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.raw_os_error() == Some(libc::ENOMEM))
+                    || c.to_string().contains("os error 12")
+            });
+            if data_limit.is_some() && refused {
+                eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {PAST_DATA_LIMIT}: {e:#}");
+            } else {
+                eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {e:#}");
+            }
             1
         }
     }
