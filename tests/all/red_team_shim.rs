@@ -494,7 +494,7 @@ fn a_guest_as_a_user_that_starves_descriptors_aborts_no_shim(v: Version) {
     let status = cri.wait_exited(&hog, PATIENCE);
     let log = cri.log_of(&config, "hog");
     assert!(
-        crate::support::alive(shim),
+        runs(shim),
         "the shim died with its pod's other container: {status:?}\n{log}\n{}",
         cri.c.log()
     );
