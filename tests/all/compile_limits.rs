@@ -268,6 +268,29 @@ fn a_dead_shims_compile_helper_and_its_cgroup_are_gone(v: Version) {
     assert!(c.ctr(&["containers", "rm", "orphan"]).status.success());
 }
 
+/// A module that does not compile (a function returns an i64 where its type says i32): the
+/// helper's error is the container's, and the shim does not compile it again in process (a
+/// module that fails after minutes of compiling would take them again, outside every limit).
+fn a_module_that_does_not_compile_is_not_compiled_again_in_the_shim(v: Version) {
+    let c = Containerd::start_on(v, &[], "");
+    let file = c.dir.path().join("bad.wasm");
+    let wasm =
+        wat::parse_str(r#"(module (func (export "_start")) (func (result i32) (i64.const 0)))"#)
+            .unwrap();
+    fs::write(&file, wasm).unwrap();
+    c.import(
+        "docker.io/library/bad:v1",
+        &[("bad.wasm", &file)],
+        &["/bad.wasm"],
+    );
+    let out = c.run(&[], "docker.io/library/bad:v1", "bad", &[]);
+    let text = describe(&out);
+    assert_eq!(out.status.code(), Some(125), "{text}");
+    assert!(text.contains("the module does not compile"), "{text}");
+    let log = compile_log(&c);
+    assert!(!log.contains("compiling in process"), "{log}");
+}
+
 /// Where no memory cgroup of its own can be made (cgroup v2 whose home cgroup holds
 /// processes), the helper's cap is `RLIMIT_DATA`, counted from what its engine reserved
 /// (pools of address space): within the default cap a module compiles, and past a small one
@@ -308,6 +331,7 @@ fn without_a_memory_cgroup_the_helpers_cap_is_its_data_limit() {
 }
 
 each_containerd!(
+    a_module_that_does_not_compile_is_not_compiled_again_in_the_shim,
     a_compile_past_its_time_limit_is_stopped_and_named,
     a_compile_past_its_memory_limit_is_stopped_and_named,
     a_killed_containers_compile_helper_is_gone,

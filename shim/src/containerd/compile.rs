@@ -16,9 +16,10 @@
 //! deleted, and when the shim dies (`PR_SET_PDEATHSIG`); a helper stopped so leaves no
 //! partial file in the cache, and the container fails with an error that names the limit.
 //!
-//! When the helper cannot be used (no cache, it could not start, the compile failed), the
-//! shim compiles in process as before, and the helper's error is in the log; never after a
-//! helper was stopped by a limit, which the same compile in process would only escape.
+//! When the helper cannot be used (no cache, it could not start, it could not keep the code),
+//! the shim compiles in process as before, and the helper's error is in the log; never after
+//! a helper was stopped by a limit, or found that the module does not compile: the same
+//! compile in process would only escape the limits.
 //!
 //! [`config`]: super::config
 
@@ -48,6 +49,9 @@ pub(crate) const CGROUP_PREFIX: &str = "wasm-oci-compile-";
 /// The environment variable that gives the helper its memory limit in bytes, when no memory
 /// cgroup holds it: `RLIMIT_DATA`, counted from what its engine has reserved.
 const DATA_LIMIT_ENV: &str = "WASM_OCI_COMPILE_DATA_LIMIT";
+
+/// What the helper says before why, when the module does not compile.
+const DOES_NOT_COMPILE: &str = "the module does not compile";
 
 /// What the helper says when its memory limit refused it memory.
 const PAST_DATA_LIMIT: &str = "past its memory limit (RLIMIT_DATA)";
@@ -294,6 +298,7 @@ pub(crate) fn ahead(
         }),
         Ok(Ended::Stopped) => Err(CompileError::Stopped),
         Ok(Ended::Killed(signal)) => Err(CompileError::Killed { signal }),
+        Ok(Ended::Refused(why)) => Err(CompileError::Invalid { why }),
         Err(e) => {
             tracing::warn!(%digest, error = %e, "the compile helper did not start: compiling in process");
             Ok(())
@@ -317,6 +322,8 @@ enum Ended {
     Stopped,
     /// Killed by this signal, not by a limit of this shim's.
     Killed(i32),
+    /// The module does not compile: why.
+    Refused(String),
 }
 
 /// Runs the helper for `digest` and waits for it, within `limits` and until `stop`;
@@ -440,6 +447,11 @@ fn helper(
     }
     if status.is_none_or(|s| s.success()) && compiled() {
         return Ok(Ended::Compiled);
+    }
+    // Compiled again in process, a module that failed after minutes of compiling would take
+    // them again, in no limit at all.
+    if let Some((_, why)) = said.split_once(&format!("{DOES_NOT_COMPILE}: ")) {
+        return Ok(Ended::Refused(why.to_owned()));
     }
     use std::os::unix::process::ExitStatusExt as _;
     match status.and_then(|s| s.signal()) {
@@ -604,7 +616,8 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
     let data_limit: Option<u64> = std::env::var(DATA_LIMIT_ENV)
         .ok()
         .and_then(|v| v.parse().ok());
-    let run = || -> anyhow::Result<()> {
+    // `Ok(Some(why))`: the module does not compile.
+    let run = || -> anyhow::Result<Option<String>> {
         let (dir, digest) = match args {
             [dir] => (dir, None),
             [dir, digest] => (dir, Some(digest.parse::<Digest>()?)),
@@ -633,11 +646,17 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
                 cache: Some(&cache),
             },
         };
-        runner.load(&name, wasm)?;
-        Ok(())
+        if let Err(e) = runner.load(&name, wasm) {
+            return Ok(Some(format!("{e:#}")));
+        }
+        Ok(None)
     };
     match run() {
-        Ok(()) => 0,
+        Ok(None) => 0,
+        Ok(Some(why)) => {
+            eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {DOES_NOT_COMPILE}: {why}");
+            2
+        }
         Err(e) => {
             // A mapping refused past RLIMIT_DATA is the limit, whichever call met it.
             let refused = e.chain().any(|c| {

@@ -614,6 +614,23 @@ timeout = \"5s\"",
         assert!(ShimConfig::parse("[compile]\ncpus = 1", Path::new("shim.toml")).is_err());
     }
 
+    /// The shim.toml the README and this module's doc show, parsed as the shim reads it:
+    /// every key they name is one it knows, with the defaults they say.
+    #[test]
+    fn the_documented_config_parses_to_its_defaults() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n# Host directories a pod may ask for")
+            .expect("the README's shim.toml");
+        let text = readme[start + "```toml\n".len()..]
+            .split("```")
+            .next()
+            .unwrap();
+        let config = ShimConfig::parse(text, Path::new("README.md")).unwrap();
+        assert_eq!(config.compile, CompileLimits::default());
+        assert_eq!(config.http.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+    }
+
     #[test]
     fn references_reach_only_the_registries_the_operator_allows() {
         let default = ShimConfig::default();

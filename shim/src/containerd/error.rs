@@ -380,6 +380,12 @@ pub enum CompileError {
         /// The signal.
         signal: i32,
     },
+    /// The module does not compile (the helper's error).
+    #[error("the module does not compile: {why}")]
+    Invalid {
+        /// The compile's error.
+        why: String,
+    },
     /// The container was killed or deleted while its module compiled.
     #[error("the container was stopped while its module compiled")]
     Stopped,
