@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::layout::LayoutError;
 use crate::layout::file::{blob_path, layout_err, open_regular, read_verified};
 use crate::layout::read::{IMAGE_NAME, REF_NAME, is_referrers_tag, read_index};
+use crate::layout::save::{index_to_add_to, write_index};
 use crate::progress::{Blob, Transfer};
 use crate::referrers::{Referrer, referrers_of, referrers_tag};
 use crate::remote::endpoint::{Capability, Endpoint, ask_in_order};
@@ -537,20 +538,8 @@ impl Source<'_> {
                     else {
                         continue;
                     };
-                    let value: serde_json::Value =
-                        serde_json::from_slice(&doc.bytes).unwrap_or_default();
-                    if value["subject"]["digest"].as_str() == Some(digest) {
-                        found.push(Referrer {
-                            digest: doc.digest,
-                            media_type: doc.media_type,
-                            size: doc.bytes.len() as u64,
-                            artifact_type: value["artifactType"]
-                                .as_str()
-                                .or(value["config"]["mediaType"].as_str())
-                                .map(str::to_owned),
-                            annotations: serde_json::from_value(value["annotations"].clone())
-                                .unwrap_or_default(),
-                        });
+                    if let Some(referrer) = referrer_of(&doc, digest) {
+                        found.push(referrer);
                     }
                 }
                 Ok(found)
@@ -748,20 +737,17 @@ impl Destination<'_> {
             Destination::Registry {
                 reference,
                 remote,
-                scheme,
                 referrers_api,
                 ..
             } => {
                 let api = match referrers_api {
                     Some(api) => *api,
                     None => {
-                        let asked = with_retries("asking for the referrers API", || {
-                            remote.referrers_page(reference, subject, None, MAX_CONFIG_SIZE)
-                        })
-                        .await
-                        .map_err(|f| f.into_error(reference, scheme))?;
-                        *referrers_api = Some(asked.is_some());
-                        asked.is_some()
+                        let api = fetcher
+                            .has_referrers_api(remote, reference, subject)
+                            .await?;
+                        *referrers_api = Some(api);
+                        api
                     }
                 };
                 if !api {
@@ -787,7 +773,7 @@ impl Destination<'_> {
     async fn finish(&mut self, top: &Doc, tag: Option<&str>) -> Result<()> {
         if let Destination::Layout { dir, referrers, .. } = self {
             // The referrers indexes, each merged with the one the layout has.
-            let existing = read_index_or_new(dir)?;
+            let existing = index_to_add_to(dir)?;
             let mut indexes = Vec::new();
             for (subject, added) in std::mem::take(referrers) {
                 let tag = referrers_tag(&subject);
@@ -819,7 +805,7 @@ impl Destination<'_> {
             self.put_tag(top, tag).await?;
         }
         if let Destination::Layout { dir, tags, .. } = self {
-            let mut index = read_index_or_new(dir)?;
+            let mut index = index_to_add_to(dir)?;
             let mut manifests = index["manifests"].as_array().cloned().unwrap_or_default();
             for (tag, entry) in tags.drain(..) {
                 manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag.as_str()));
@@ -834,29 +820,32 @@ impl Destination<'_> {
                 }));
             }
             index["manifests"] = json!(manifests);
-            wasm_oci_cache::write_atomic(
-                &dir.join("oci-layout"),
-                br#"{"imageLayoutVersion":"1.0.0"}"#,
-            )?;
-            wasm_oci_cache::write_atomic(
-                &dir.join("index.json"),
-                &serde_json::to_vec_pretty(&index).expect("json values serialize"),
-            )?;
+            write_index(dir, &index)?;
         }
         Ok(())
     }
 }
 
-/// The layout's `index.json`, or a new, empty one.
-fn read_index_or_new(dir: &Path) -> Result<serde_json::Value> {
-    if std::fs::symlink_metadata(dir.join("index.json")).is_err() {
-        return Ok(json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_IMAGE_INDEX_MEDIA_TYPE,
-            "manifests": [],
-        }));
+/// `doc` as a referrer of `subject`, as the distribution spec has a registry list one: its
+/// `artifactType`, else (a manifest's) its config's media type, and its annotations; `None`
+/// when its `subject` is not `subject`.
+fn referrer_of(doc: &Doc, subject: &str) -> Option<Referrer> {
+    let value: serde_json::Value = serde_json::from_slice(&doc.bytes).ok()?;
+    if value["subject"]["digest"].as_str() != Some(subject) {
+        return None;
     }
-    read_index(dir)
+    let artifact_type = match value["artifactType"].as_str().filter(|t| !t.is_empty()) {
+        Some(t) => Some(t),
+        None if value["manifests"].is_array() => None,
+        None => value["config"]["mediaType"].as_str(),
+    };
+    Some(Referrer {
+        digest: doc.digest.clone(),
+        media_type: doc.media_type.clone(),
+        size: doc.bytes.len() as u64,
+        artifact_type: artifact_type.map(str::to_owned),
+        annotations: serde_json::from_value(value["annotations"].clone()).unwrap_or_default(),
+    })
 }
 
 /// The referrers the layout's index tagged `tag` lists.
@@ -984,13 +973,29 @@ impl Walk<'_> {
         }
         let referrers = self.src.referrers(self.fetcher, &doc.digest).await?;
         let mut copied = Vec::new();
-        for referrer in referrers {
+        for listed in referrers {
+            if copied.iter().any(|r: &Referrer| r.digest == listed.digest) {
+                continue;
+            }
             let Some(found) = self
                 .src
-                .manifest(&Name::Digest(referrer.digest.clone()))
+                .manifest(&Name::Digest(listed.digest.clone()))
                 .await?
             else {
-                tracing::warn!(digest = %referrer.digest, "a listed referrer is missing; not copied");
+                tracing::warn!(digest = %listed.digest, "a listed referrer is missing; not copied");
+                continue;
+            };
+            // The list is the source's word (a referrers API's answer, a tag anyone who may
+            // push can write); the manifest, fetched by its digest, is what refers or not.
+            // One whose `subject` is another manifest is not copied (a destination without
+            // the API would list it under this one), and the destination's list says what
+            // each manifest says of itself, not what the source's list said of it.
+            let Some(referrer) = referrer_of(&found, &doc.digest) else {
+                tracing::warn!(
+                    digest = %listed.digest,
+                    subject = %doc.digest,
+                    "a listed referrer does not name this manifest as its subject; not copied"
+                );
                 continue;
             };
             self.manifest(found, true).await?;

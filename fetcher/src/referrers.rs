@@ -100,9 +100,9 @@ pub struct Attached {
     pub referrers_tag: Option<String>,
 }
 
+/// A referrers list: an image index, whose `manifests` the image spec requires.
 #[derive(Deserialize)]
 struct Index {
-    #[serde(default)]
     manifests: Vec<serde_json::Value>,
 }
 
@@ -240,6 +240,11 @@ impl Fetcher {
             subject.repository().to_owned(),
             digest.clone(),
         );
+        // Asked first, so that an answer that is no referrers list stops the attach before
+        // anything is written.
+        let api = self
+            .has_referrers_api(&remote, subject, &subject_digest)
+            .await?;
         // Two attaches uploading the same blob at once (the empty config every attachment
         // shares) can leave Distribution without the blob's link in the repository for a
         // moment (its filesystem driver rewrites the link file in place, so a reader can
@@ -265,22 +270,20 @@ impl Fetcher {
             .await
             {
                 Ok(()) => break,
-                Err(f) if tries < MAX_ATTACH_TRIES && f.is_not_found() => {
+                Err(f)
+                    if tries < MAX_ATTACH_TRIES
+                        && (f.is_not_found() || f.is_manifest_blob_missing()) =>
+                {
                     tracing::debug!(error = %f, "a blob of the attachment went missing; again");
                 }
                 Err(f) => return Err(failed(f)),
             }
         }
 
-        let api = with_retries("asking for the referrers API", || {
-            remote.referrers_page(subject, &subject_digest, None, MAX_CONFIG_SIZE)
-        })
-        .await
-        .map_err(failed)?;
         let referrers_tag = match api {
             // The registry lists it from its `subject`.
-            Some(_) => None,
-            None => {
+            true => None,
+            false => {
                 let referrer = Referrer {
                     digest: digest.clone(),
                     media_type: OCI_IMAGE_MEDIA_TYPE.to_owned(),
@@ -301,6 +304,35 @@ impl Fetcher {
             subject: subject_digest,
             referrers_tag,
         })
+    }
+
+    /// Whether `remote` serves the referrers API, asked about `subject_digest` in
+    /// `subject`'s repository: a registry that has it answers with an image index (200, even
+    /// when nothing refers to the digest), one that has not with a 404. An answer that is no
+    /// referrers index (`{}`, a web page) is refused: taken for the API, it would leave an
+    /// attachment listed nowhere.
+    pub(crate) async fn has_referrers_api(
+        &self,
+        remote: &Registry,
+        subject: &Reference,
+        subject_digest: &str,
+    ) -> Result<bool> {
+        let scheme = self.scheme(subject);
+        let asked = with_retries("asking for the referrers API", || {
+            remote.referrers_page(subject, subject_digest, None, MAX_CONFIG_SIZE)
+        })
+        .await
+        .map_err(|f| f.into_error(subject, scheme))?;
+        let Some(page) = asked else {
+            return Ok(false);
+        };
+        referrers_of(&page.body).map_err(|reason| {
+            Error::invalid_manifest(
+                format!("{} (its referrers)", subject.whole()),
+                reason.to_string(),
+            )
+        })?;
+        Ok(true)
     }
 
     /// Adds `added` to the index tagged `sha256-<hex>` of `subject_digest` (made when there
@@ -520,6 +552,8 @@ mod tests {
             r#"{"manifests":[{"mediaType":"m","digest":"sha256:../../x","size":3}]}"#,
             r#"{"manifests":[{"mediaType":"m","digest":"md5:00","size":3}]}"#,
             r#"{"manifests":[{"digest":"sha256:00","size":-1}]}"#,
+            "{}",
+            r#"{"manifests":null}"#,
             "not json",
         ] {
             assert!(referrers_of(bad.as_bytes()).is_err(), "{bad}");

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use wasm_oci_artifact::text::printable;
-use wasm_oci_fetcher::{PushExtras, PushFormat, parse_reference};
+use wasm_oci_fetcher::{
+    Fetcher, OciReference as Reference, PushExtras, PushFormat, Signed, parse_reference,
+};
+use wasm_oci_trust::key::PrivateKey;
 
 use super::naming::Naming;
 use crate::GlobalOptions;
@@ -98,36 +101,18 @@ impl PushCommand {
         };
         let (file, reference_text) = (file.clone(), reference_text.clone());
         swapped(&file, &reference_text)?;
-        let reference = parse_reference(&reference_text)?;
-        let fetcher = global.fetcher_running_nothing(reference.registry())?;
-        let format = match self.format {
-            Format::Cncf => PushFormat::Cncf,
-            Format::WasmToOci => PushFormat::WasmToOci,
-        };
-        // The key is opened before anything is pushed: a wrong password pushes nothing.
-        let key = match &self.sign_key {
-            Some(path) => Some(super::sign::read_private_key(path)?),
-            None => None,
-        };
-        let extras = PushExtras {
-            annotations: self.annotations.iter().cloned().collect(),
-            artifact_type: self.artifact_type.clone(),
-            image: self.image,
-        };
+        let Prepared {
+            reference,
+            fetcher,
+            format,
+            key,
+            extras,
+        } = self.prepare(global, &reference_text, self.image)?;
         let pushed = crate::block_on(fetcher.push_with(&file, &reference, format, &extras))?
             .naming(&[&reference_text, &file.display().to_string()], || {
                 format!("pushing {} to {}", file.display(), reference_text)
             })?;
-        let signed = match &key {
-            Some(key) => {
-                // The digest this push wrote, not a second reading of the tag: what the
-                // registry answers for the tag now is not necessarily what was pushed.
-                let signed = crate::block_on(fetcher.sign(&reference, &pushed.digest, key))?
-                    .naming(&[&reference_text], || format!("signing {reference_text}"))?;
-                Some(signed)
-            }
-            None => None,
-        };
+        let signed = sign_pushed(&fetcher, &reference, &reference_text, &pushed.digest, &key)?;
         if self.json {
             crate::print_json(&pushed)?;
         } else {
@@ -177,21 +162,13 @@ impl PushCommand {
                  push the index with --platform, or one file with --image"
             );
         }
-        let reference = parse_reference(&reference_text)?;
-        let fetcher = global.fetcher_running_nothing(reference.registry())?;
-        let format = match self.format {
-            Format::Cncf => PushFormat::Cncf,
-            Format::WasmToOci => PushFormat::WasmToOci,
-        };
-        let key = match &self.sign_key {
-            Some(path) => Some(super::sign::read_private_key(path)?),
-            None => None,
-        };
-        let extras = PushExtras {
-            annotations: self.annotations.iter().cloned().collect(),
-            artifact_type: self.artifact_type.clone(),
-            image: false,
-        };
+        let Prepared {
+            reference,
+            fetcher,
+            format,
+            key,
+            extras,
+        } = self.prepare(global, &reference_text, false)?;
         let pushed =
             crate::block_on(fetcher.push_platforms(&self.platforms, &reference, format, &extras))?
                 .naming(&[&reference_text], || {
@@ -200,13 +177,7 @@ impl PushCommand {
                         self.platforms.len()
                     )
                 })?;
-        let signed = match &key {
-            Some(key) => Some(
-                crate::block_on(fetcher.sign(&reference, &pushed.digest, key))?
-                    .naming(&[&reference_text], || format!("signing {reference_text}"))?,
-            ),
-            None => None,
-        };
+        let signed = sign_pushed(&fetcher, &reference, &reference_text, &pushed.digest, &key)?;
         if self.json {
             crate::print_json(&pushed)?;
         } else {
@@ -228,6 +199,66 @@ impl PushCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// What both shapes of push need before anything is sent.
+struct Prepared {
+    reference: Reference,
+    fetcher: Fetcher,
+    format: PushFormat,
+    key: Option<PrivateKey>,
+    extras: PushExtras,
+}
+
+impl PushCommand {
+    /// Parses the reference, makes the fetcher and opens the signing key: the key is opened
+    /// before anything is pushed, so a wrong password pushes nothing.
+    fn prepare(
+        &self,
+        global: &GlobalOptions,
+        reference_text: &str,
+        image: bool,
+    ) -> anyhow::Result<Prepared> {
+        let reference = parse_reference(reference_text)?;
+        let fetcher = global.fetcher_running_nothing(reference.registry())?;
+        let format = match self.format {
+            Format::Cncf => PushFormat::Cncf,
+            Format::WasmToOci => PushFormat::WasmToOci,
+        };
+        let key = match &self.sign_key {
+            Some(path) => Some(super::sign::read_private_key(path)?),
+            None => None,
+        };
+        let extras = PushExtras {
+            annotations: self.annotations.iter().cloned().collect(),
+            artifact_type: self.artifact_type.clone(),
+            image,
+        };
+        Ok(Prepared {
+            reference,
+            fetcher,
+            format,
+            key,
+            extras,
+        })
+    }
+}
+
+/// Signs what a push wrote, by the digest it wrote: not a second reading of the tag, since
+/// what the registry answers for the tag now is not necessarily what was pushed.
+fn sign_pushed(
+    fetcher: &Fetcher,
+    reference: &Reference,
+    reference_text: &str,
+    digest: &str,
+    key: &Option<PrivateKey>,
+) -> anyhow::Result<Option<Signed>> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let signed = crate::block_on(fetcher.sign(reference, digest, key))?
+        .naming(&[reference_text], || format!("signing {reference_text}"))?;
+    Ok(Some(signed))
 }
 
 /// A guess of the platform of `file` for a hint: wasip2 when it is a component.

@@ -69,18 +69,14 @@ impl Cri {
         Self::start_configured_on(Version::V1_6, env, shim_toml, extra)
     }
 
-    /// containerd `version` as [`Cri::start_on`], with `extra` appended to its config (in
-    /// the config version that containerd reads: only 1.6's takes extra sections so far).
+    /// containerd `version` as [`Cri::start_on`], with `extra` appended to its config, in
+    /// the config version that containerd reads (2 for 1.6, 3 for 2.x).
     pub(crate) fn start_configured_on(
         version: Version,
         env: &[(&str, &Path)],
         shim_toml: &str,
         extra: &str,
     ) -> Cri {
-        assert!(
-            extra.is_empty() || matches!(version, Version::V1_6),
-            "extra containerd config is written for 1.6's config version"
-        );
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_owned();
         let (bin, conf) = install_test_cni(&d);
@@ -140,6 +136,7 @@ impl Cri {
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+{extra}
 "#,
                 base = version.base_config(&d),
                 bin = bin.display(),

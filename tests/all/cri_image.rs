@@ -2,6 +2,7 @@
 //! CRI plugin as the kubelet asks it (PullImage with the pod's pull secret, nothing on the
 //! node), unpacked, and run under the `wasmoci` handler with no annotation and no command.
 //! The module that runs is the one containerd pulled: a tag moved afterwards changes nothing.
+//! On containerd 1.6 and 2.x.
 
 use std::path::Path;
 
@@ -9,7 +10,8 @@ use k8s_cri::v1 as cri;
 
 use crate::cri::Cri;
 use crate::support::{
-    HELLO, Registry, Secure, WasmOci, describe, output_with_stdin, stdout, testdata,
+    HELLO, Registry, Secure, Version, WasmOci, describe, each_containerd, output_with_stdin,
+    stdout, testdata,
 };
 
 const USER: &str = "puller";
@@ -39,6 +41,31 @@ pub(crate) fn registry_hosts(registry: &Registry) -> String {
         "[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{addr}\"]\n  endpoint = [\"http://{addr}\"]\n",
         addr = registry.addr
     )
+}
+
+/// [`registry_hosts`] for containerd `version`: 2.x's CRI plugin (config version 3) reads
+/// registry hosts from `hosts.toml` files only, written here under `dir`, which must outlive
+/// containerd.
+pub(crate) fn registry_hosts_on(version: Version, registry: &Registry, dir: &Path) -> String {
+    match version {
+        Version::V1_6 => registry_hosts(registry),
+        Version::V2 => {
+            let host = dir.join(&registry.addr);
+            std::fs::create_dir_all(&host).unwrap();
+            std::fs::write(
+                host.join("hosts.toml"),
+                format!(
+                    "server = \"http://{addr}\"\n\n[host.\"http://{addr}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+                    addr = registry.addr
+                ),
+            )
+            .unwrap();
+            format!(
+                "[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = \"{}\"\n",
+                dir.display()
+            )
+        }
+    }
 }
 
 /// `wasm-oci push --image --json FILE REFERENCE` with `credentials`; what it printed.
@@ -76,8 +103,12 @@ fn stdout_lines(log: &str) -> Vec<&str> {
         .collect()
 }
 
-#[test]
-fn a_pushed_image_runs_as_the_pods_image_with_the_pods_pull_secret_alone() {
+each_containerd!(
+    a_pushed_image_runs_as_the_pods_image_with_the_pods_pull_secret_alone,
+    a_tag_moved_after_the_pull_changes_nothing,
+);
+
+fn a_pushed_image_runs_as_the_pods_image_with_the_pods_pull_secret_alone(version: Version) {
     let registry = Registry::start_secure(Secure {
         tls: false,
         user: Some((USER, PASSWORD)),
@@ -92,11 +123,20 @@ fn a_pushed_image_runs_as_the_pods_image_with_the_pods_pull_secret_alone() {
     let pushed_one = push_image(&cli, &one_wasm, &one, true);
     push_image(&cli, &two_wasm, &two, true);
 
-    let cri = Cri::start_configured(&[], "", &registry_hosts(&registry));
+    let hosts = tempfile::tempdir().unwrap();
+    let cri = Cri::start_configured_on(
+        version,
+        &[],
+        "",
+        &registry_hosts_on(version, &registry, hosts.path()),
+    );
     // The node has no credentials: without the pod's secret the pull is refused.
     let e = cri.pull_image(&one, None).unwrap_err();
     assert!(
-        e.message().contains("401") || e.message().to_lowercase().contains("unauthorized"),
+        // 1.6 says 401 Unauthorized; 2.x "authorization failed: no basic auth credentials".
+        e.message().contains("401")
+            || e.message().to_lowercase().contains("unauthorized")
+            || e.message().contains("no basic auth credentials"),
         "{e}"
     );
     cri.pull_image(&one, Some(pull_secret(&registry))).unwrap();
@@ -133,8 +173,7 @@ fn a_pushed_image_runs_as_the_pods_image_with_the_pods_pull_secret_alone() {
     );
 }
 
-#[test]
-fn a_tag_moved_after_the_pull_changes_nothing() {
+fn a_tag_moved_after_the_pull_changes_nothing(version: Version) {
     let registry = Registry::start();
     let cli = WasmOci::new();
     let dir = tempfile::tempdir().unwrap();
@@ -147,7 +186,13 @@ fn a_tag_moved_after_the_pull_changes_nothing() {
     let reference = registry.reference("moving:v1");
     let pushed = push_image(&cli, &first, &reference, false);
 
-    let cri = Cri::start_configured(&[], "", &registry_hosts(&registry));
+    let hosts = tempfile::tempdir().unwrap();
+    let cri = Cri::start_configured_on(
+        version,
+        &[],
+        "",
+        &registry_hosts_on(version, &registry, hosts.path()),
+    );
     cri.pull_image(&reference, None).unwrap();
     let moved = push_image(&cli, &second, &reference, false);
     assert_ne!(moved["digest"], pushed["digest"]);

@@ -50,6 +50,7 @@ mod readme;
 mod red_team;
 mod red_team_shim;
 mod referrers;
+mod referrers_api;
 mod registry_friction;
 mod resume;
 mod run;

@@ -18,7 +18,7 @@ mod error;
 pub(crate) mod file;
 mod load;
 pub(crate) mod read;
-mod save;
+pub(crate) mod save;
 mod trusted;
 
 pub use error::LayoutError;

@@ -28,31 +28,7 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
             return Err(layout_err(dir, LayoutError::NotADirectory { path: sub }));
         }
     }
-    let index_path = dir.join("index.json");
-    // Saving adds to a layout: an index that is there but cannot be read is refused rather
-    // than replaced, which would drop its entries.
-    let mut index = match fs::symlink_metadata(&index_path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []})
-        }
-        _ => {
-            let bytes = read_document(dir, &index_path).map_err(|e| match e {
-                Error::Layout { reason, .. } => {
-                    layout_err(dir, LayoutError::UnreadableIndex { source: reason })
-                }
-                other => other,
-            })?;
-            serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|source| {
-                layout_err(
-                    dir,
-                    LayoutError::Json {
-                        file: "index.json",
-                        source,
-                    },
-                )
-            })?
-        }
-    };
+    let mut index = index_to_add_to(dir)?;
     let mut manifests: Vec<serde_json::Value> =
         index["manifests"].as_array().cloned().unwrap_or_default();
     for entry in entries {
@@ -127,13 +103,50 @@ pub fn save(cache: &Cache, dir: &Path, entries: &[RefEntry]) -> Result<()> {
         }
     }
     index["manifests"] = json!(manifests);
+    write_index(dir, &index)
+}
+
+/// The layout's index to add entries to: a new, empty one where there is none. Writing adds
+/// to a layout: an index that is there but cannot be read is refused rather than replaced,
+/// which would drop its entries.
+pub(crate) fn index_to_add_to(dir: &Path) -> Result<serde_json::Value> {
+    let index_path = dir.join("index.json");
+    match fs::symlink_metadata(&index_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [],
+        })),
+        _ => {
+            let bytes = read_document(dir, &index_path).map_err(|e| match e {
+                Error::Layout { reason, .. } => {
+                    layout_err(dir, LayoutError::UnreadableIndex { source: reason })
+                }
+                other => other,
+            })?;
+            serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|source| {
+                layout_err(
+                    dir,
+                    LayoutError::Json {
+                        file: "index.json",
+                        source,
+                    },
+                )
+            })
+        }
+    }
+}
+
+/// Replaces the layout's `index.json` with `index` (and writes its `oci-layout`), each
+/// atomically: a reader sees the old index or the new one, never half of one.
+pub(crate) fn write_index(dir: &Path, index: &serde_json::Value) -> Result<()> {
     wasm_oci_cache::write_atomic(
         &dir.join("oci-layout"),
         br#"{"imageLayoutVersion":"1.0.0"}"#,
     )?;
     wasm_oci_cache::write_atomic(
         &dir.join("index.json"),
-        &serde_json::to_vec_pretty(&index).expect("json values serialize"),
+        &serde_json::to_vec_pretty(index).expect("json values serialize"),
     )?;
     Ok(())
 }

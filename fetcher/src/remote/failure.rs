@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use oci_client::Reference;
-use oci_client::errors::{OciDistributionError, OciEnvelope};
+use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 
@@ -81,6 +81,28 @@ impl Failure {
     /// The registry answered that the manifest, blob or repository does not exist.
     pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, Failure::Request { error, .. } if classify(error) == Class::NotFound)
+    }
+
+    /// The registry refused a manifest for a blob it references: unknown to it
+    /// (`MANIFEST_BLOB_UNKNOWN`, `BLOB_UNKNOWN`), or a blob link it could not read back
+    /// (`DIGEST_INVALID`: Distribution says so of a link file another upload of the same
+    /// blob is rewriting). Sending the blobs again may mend either.
+    pub(crate) fn is_manifest_blob_missing(&self) -> bool {
+        let Failure::Request {
+            error: OciDistributionError::RegistryError { envelope, .. },
+            ..
+        } = self
+        else {
+            return false;
+        };
+        envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestBlobUnknown
+                    | OciErrorCode::BlobUnknown
+                    | OciErrorCode::DigestInvalid
+            )
+        })
     }
 }
 

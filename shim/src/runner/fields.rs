@@ -303,46 +303,27 @@ pub(super) fn add_to_linker<T: HoldsFields>(linker: &mut Linker<T>) -> wasmtime:
             wit::HostOutgoingRequest::drop(&mut view, Resource::new_own(rep))
         },
     )?;
-    types.func_wrap(
-        "[method]outgoing-request.set-method",
-        |mut store: StoreContextMut<'_, T>,
-         (this, method): (Resource<HostOutgoingRequest>, Method)| {
-            let rep = this.rep();
-            let (mut view, limits, held) = store.data_mut().fields_parts();
-            let result = wit::HostOutgoingRequest::set_method(&mut view, this, method);
-            request_changed(&view, limits, held, rep, result)
-        },
-    )?;
-    types.func_wrap(
-        "[method]outgoing-request.set-scheme",
-        |mut store: StoreContextMut<'_, T>,
-         (this, scheme): (Resource<HostOutgoingRequest>, Option<Scheme>)| {
-            let rep = this.rep();
-            let (mut view, limits, held) = store.data_mut().fields_parts();
-            let result = wit::HostOutgoingRequest::set_scheme(&mut view, this, scheme);
-            request_changed(&view, limits, held, rep, result)
-        },
-    )?;
-    types.func_wrap(
-        "[method]outgoing-request.set-authority",
-        |mut store: StoreContextMut<'_, T>,
-         (this, authority): (Resource<HostOutgoingRequest>, Option<String>)| {
-            let rep = this.rep();
-            let (mut view, limits, held) = store.data_mut().fields_parts();
-            let result = wit::HostOutgoingRequest::set_authority(&mut view, this, authority);
-            request_changed(&view, limits, held, rep, result)
-        },
-    )?;
-    types.func_wrap(
-        "[method]outgoing-request.set-path-with-query",
-        |mut store: StoreContextMut<'_, T>,
-         (this, path): (Resource<HostOutgoingRequest>, Option<String>)| {
-            let rep = this.rep();
-            let (mut view, limits, held) = store.data_mut().fields_parts();
-            let result = wit::HostOutgoingRequest::set_path_with_query(&mut view, this, path);
-            request_changed(&view, limits, held, rep, result)
-        },
-    )?;
+    // The four setters of an outgoing request: each may grow the request's strings, which
+    // are counted again after the call.
+    macro_rules! request_setter {
+        ($($name:literal => $method:ident: $arg:ty),* $(,)?) => {$(
+            types.func_wrap(
+                $name,
+                |mut store: StoreContextMut<'_, T>, (this, value): (Resource<HostOutgoingRequest>, $arg)| {
+                    let rep = this.rep();
+                    let (mut view, limits, held) = store.data_mut().fields_parts();
+                    let result = wit::HostOutgoingRequest::$method(&mut view, this, value);
+                    request_changed(&view, limits, held, rep, result)
+                },
+            )?;
+        )*};
+    }
+    request_setter! {
+        "[method]outgoing-request.set-method" => set_method: Method,
+        "[method]outgoing-request.set-scheme" => set_scheme: Option<Scheme>,
+        "[method]outgoing-request.set-authority" => set_authority: Option<String>,
+        "[method]outgoing-request.set-path-with-query" => set_path_with_query: Option<String>,
+    }
     types.func_wrap(
         "[constructor]outgoing-response",
         |mut store: StoreContextMut<'_, T>, (headers,): (Resource<FieldMap>,)| {

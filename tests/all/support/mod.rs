@@ -2,7 +2,8 @@
 //! wasm-oci binary with a private cache ([`cli`]), a containerd per test ([`containerd`]), a
 //! Kubernetes node (etcd, kube-apiserver, a kubelet) per test ([`kube`]), raw
 //! HTTP ([`http`]), a fault-injecting proxy ([`proxy`]), a scripted HTTP server for hostile
-//! registries and small services ([`server`]), `wasm-oci serve` and a client for it
+//! registries and small services ([`server`]), a registry with the OCI 1.1 referrers API
+//! ([`referrers_api`]), `wasm-oci serve` and a client for it
 //! ([`served`]), the trust tests' keys, digests and policies ([`trust`]), a network namespace
 //! of a test's own ([`netns`]), the oras and crane CLIs and crane's registry ([`peers`]), the
 //! test guests ([`guests`], [`http_guests`]), waits on what a test can observe ([`wait`]) and
@@ -18,6 +19,7 @@ pub mod kube;
 mod netns;
 mod peers;
 pub mod proxy;
+mod referrers_api;
 mod registry;
 mod served;
 mod server;
@@ -34,6 +36,7 @@ pub use kube::*;
 pub use netns::*;
 pub use peers::*;
 pub use proxy::*;
+pub use referrers_api::*;
 pub use registry::*;
 pub use served::*;
 pub use server::*;
