@@ -15,6 +15,7 @@ mod cli;
 mod cli_attacks;
 mod cli_errors;
 mod cli_friction;
+mod compile_limits;
 mod compiled_code;
 mod copy;
 mod copy_attacks;

@@ -6,16 +6,34 @@
 //! cache, under the digest of the bytes it compiled, and exits; the shim then loads that
 //! code, as it loads any code it compiled earlier (only this program's code is ever loaded).
 //!
-//! When the helper cannot be used (no cache, no cgroup to leave, it failed), the shim
-//! compiles in process as before, and the helper's error is in the log.
+//! Outside the pod's cgroup, the helper is outside the pod's limits, and a pod author chooses
+//! the module: so the helper has limits of its own, the operator's `[compile]` ([`config`]).
+//! It is killed past its wall-clock `timeout`; its memory is capped at `max_memory` by a
+//! memory cgroup of its own under the shim's (`wasm-oci-compile-SHIMPID-N`, where the kernel
+//! counts the pages it really uses and its OOM killer picks the helper alone), or, where no
+//! such cgroup can be made (cgroup v2 whose home cgroup holds processes, which may not have
+//! children with controllers), by `RLIMIT_DATA`. It is killed when its container is killed or
+//! deleted, and when the shim dies (`PR_SET_PDEATHSIG`); a helper stopped so leaves no
+//! partial file in the cache, and the container fails with an error that names the limit.
+//!
+//! When the helper cannot be used (no cache, it could not start, it could not keep the code),
+//! the shim compiles in process as before, and the helper's error is in the log; never after
+//! a helper was stopped by a limit, or found that the module does not compile: the same
+//! compile in process would only escape the limits.
+//!
+//! [`config`]: super::config
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use wasm_oci_cache::{Cache, Digest};
 
+use super::config::{CompileLimits, ShimConfig};
+use super::error::CompileError;
 use crate::runner::{EngineOptions, Runner, Wasm};
 
 /// The argument that makes `containerd-shim-wasmoci-v1` the compile helper:
@@ -25,16 +43,66 @@ pub const COMPILE_ARG: &str = "--compile-into-cache";
 /// Where the cgroup file systems are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// The `cgroup.procs` files of the cgroups this process was started in, read once at start.
-static HOME: OnceLock<Vec<PathBuf>> = OnceLock::new();
+/// The name of a helper's memory cgroup starts so; then the shim's pid, `-`, a number.
+pub(crate) const CGROUP_PREFIX: &str = "wasm-oci-compile-";
 
-/// Notes the cgroups this process is in now (containerd's, before a pod's is joined).
+/// The environment variable that gives the helper its memory limit in bytes, when no memory
+/// cgroup holds it: `RLIMIT_DATA`, counted from what its engine has reserved.
+const DATA_LIMIT_ENV: &str = "WASM_OCI_COMPILE_DATA_LIMIT";
+
+/// What the helper says before why, when the module does not compile.
+const DOES_NOT_COMPILE: &str = "the module does not compile";
+
+/// What the helper says when its memory limit refused it memory.
+const PAST_DATA_LIMIT: &str = "past its memory limit (RLIMIT_DATA)";
+
+/// Sets `RLIMIT_DATA` to the data this process holds now (`VmData`) and `limit` bytes more.
+fn limit_data(limit: u64) -> std::io::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let held_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmData:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no VmData in /proc/self/status"))?;
+    let total = held_kib.saturating_mul(1024).saturating_add(limit);
+    rustix::process::setrlimit(
+        rustix::process::Resource::Data,
+        rustix::process::Rlimit {
+            current: Some(total),
+            maximum: Some(total),
+        },
+    )?;
+    Ok(())
+}
+
+/// How often the shim looks whether its helper ended, ran out of time or lost its container.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Where a helper goes: the cgroups this process was started in, read once at start.
+#[derive(Debug, Default)]
+struct Home {
+    /// Their `cgroup.procs` files.
+    procs: Vec<PathBuf>,
+    /// The memory controller's directory among them, and whether it is cgroup v2's.
+    memory: Option<(PathBuf, bool)>,
+}
+
+static HOME: OnceLock<Home> = OnceLock::new();
+
+/// Notes the cgroups this process is in now (containerd's, before a pod's is joined), and
+/// removes the memory cgroups of helpers whose shim died (killed, it could not).
 pub(crate) fn remember_home() {
-    HOME.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/cgroup")
-            .map(|text| home_procs(&text, Path::new(CGROUP_ROOT)))
-            .unwrap_or_default()
+    let home = HOME.get_or_init(|| {
+        let root = Path::new(CGROUP_ROOT);
+        let procs = std::fs::read_to_string("/proc/self/cgroup")
+            .map(|text| home_procs(&text, root))
+            .unwrap_or_default();
+        let memory = memory_home(&procs, root);
+        Home { procs, memory }
     });
+    if let Some((dir, _)) = &home.memory {
+        remove_dead_shims_cgroups(dir);
+    }
 }
 
 /// The `cgroup.procs` files, under `root`, of the cgroups `/proc/self/cgroup` lists:
@@ -63,80 +131,481 @@ fn home_procs(text: &str, root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The directory of the memory controller's cgroup among `procs` (the unified one's, or v1's
+/// `memory` hierarchy's), and whether it is cgroup v2's.
+fn memory_home(procs: &[PathBuf], root: &Path) -> Option<(PathBuf, bool)> {
+    let v2 = root.join("cgroup.controllers").exists();
+    procs.iter().find_map(|p| {
+        let dir = p.parent()?;
+        (v2 || dir.starts_with(root.join("memory"))).then(|| (dir.to_owned(), v2))
+    })
+}
+
+/// Removes the helpers' memory cgroups under `dir` whose shim is gone. A helper dies with its
+/// shim (`PR_SET_PDEATHSIG`); one that has not yet is killed here (it is a helper of a dead
+/// shim, by its cgroup's name), and its cgroup removed once empty.
+fn remove_dead_shims_cgroups(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(shim) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(CGROUP_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if is_a_shim(shim) {
+            continue;
+        }
+        let path = entry.path();
+        for _ in 0..100 {
+            let procs = std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            match std::fs::remove_dir(&path) {
+                Ok(()) => {
+                    tracing::debug!(dir = %path.display(), "removed a dead shim's compile cgroup");
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => {
+                    tracing::debug!(dir = %path.display(), error = %e, "a dead shim's compile cgroup is not empty yet");
+                    std::thread::sleep(TICK);
+                }
+            }
+        }
+    }
+}
+
+/// Whether process `pid` is a shim of this program's (not one whose pid was reused).
+fn is_a_shim(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        cmdline
+            .split(|b| *b == 0)
+            .next()
+            .is_some_and(|arg0| arg0.ends_with(super::BINARY.as_bytes()))
+    })
+}
+
+/// A helper's own memory cgroup, with the `[compile] max_memory` limit; removed when dropped.
+struct MemoryCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl MemoryCgroup {
+    /// Makes a cgroup under the memory home `parent` whose limit is `limit` bytes.
+    fn create(parent: &Path, v2: bool, limit: u64) -> std::io::Result<MemoryCgroup> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = parent.join(format!(
+            "{CGROUP_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir)?;
+        let cgroup = MemoryCgroup { dir, v2 };
+        let limit = limit.to_string();
+        if v2 {
+            // Best effort: the parent may have it on already, or may not (it holds processes).
+            let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory");
+            std::fs::write(cgroup.dir.join("memory.max"), &limit)?;
+            // Swap would let it use more than the limit.
+            let _ = std::fs::write(cgroup.dir.join("memory.swap.max"), "0");
+        } else {
+            std::fs::write(cgroup.dir.join("memory.limit_in_bytes"), &limit)?;
+            let memsw = cgroup.dir.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                std::fs::write(memsw, &limit)?;
+            }
+        }
+        Ok(cgroup)
+    }
+
+    /// Whether the kernel's OOM killer acted in it.
+    fn oom_killed(&self) -> bool {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("oom_kill "))
+            .any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // The helper has been reaped; the kernel may take a moment to let the cgroup go.
+        for _ in 0..100 {
+            match std::fs::remove_dir(&self.dir) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(TICK),
+            }
+        }
+        tracing::warn!(dir = %self.dir.display(), "cannot remove the compile helper's cgroup");
+    }
+}
+
 /// Compiles `wasm` into its cache in a helper process outside this process's cgroup, unless
-/// its code is there already. Best effort: on any failure the caller's own load compiles.
-pub(crate) fn ahead(runner: &Runner, wasm: &Wasm<'_>) {
+/// its code is there already. On a failure of the helper's own (it could not start, the
+/// compile failed) the caller's load compiles in process; a helper stopped by a limit, or by
+/// `stop` (the container's kill or delete), is an error: the container does not run.
+pub(crate) fn ahead(
+    runner: &Runner,
+    wasm: &Wasm<'_>,
+    stop: Option<&AtomicBool>,
+) -> Result<(), CompileError> {
     let (cache, digest, bytes) = match *wasm {
         Wasm::Cached { cache, digest } => (cache, digest.clone(), None),
         Wasm::Bytes {
             bytes,
             cache: Some(cache),
         } => (cache, Digest::of(bytes), Some(bytes)),
-        Wasm::Bytes { cache: None, .. } => return,
+        Wasm::Bytes { cache: None, .. } => return Ok(()),
     };
     if runner.is_compiled(cache, &digest) {
-        return;
+        return Ok(());
     }
-    let home = HOME.get().map(Vec::as_slice).unwrap_or_default();
-    if home.is_empty() {
-        tracing::debug!("no cgroup of the shim's start is known: compiling in process");
-        return;
-    }
-    match helper(home, cache.base(), &digest, bytes) {
-        Ok(()) => tracing::debug!(%digest, "compiled by the helper, outside the pod's cgroup"),
+    let config = ShimConfig::get().ok();
+    let limits = config.map(|c| c.compile).unwrap_or_default();
+    let source = || config.map_or_else(|| ShimConfig::default().source_name(), |c| c.source_name());
+    let home = HOME.get_or_init(Home::default);
+    let compiled = || runner.is_compiled(cache, &digest);
+    match helper(home, cache.base(), &digest, bytes, limits, stop, &compiled) {
+        Ok(Ended::Compiled) => {
+            tracing::debug!(%digest, "compiled by the helper, outside the pod's cgroup");
+            Ok(())
+        }
+        Ok(Ended::Failed(why)) => {
+            tracing::warn!(%digest, error = %why, "the compile helper failed: compiling in process");
+            Ok(())
+        }
+        Ok(Ended::TimedOut) => Err(CompileError::Timeout {
+            limit: duration_text(limits.timeout),
+            config: source(),
+        }),
+        Ok(Ended::OutOfMemory) => Err(CompileError::Memory {
+            limit: size_text(limits.max_memory),
+            config: source(),
+        }),
+        Ok(Ended::Stopped) => Err(CompileError::Stopped),
+        Ok(Ended::Killed(signal)) => Err(CompileError::Killed { signal }),
+        Ok(Ended::Refused(why)) => Err(CompileError::Invalid { why }),
         Err(e) => {
-            tracing::warn!(%digest, error = %e, "the compile helper failed: compiling in process")
+            tracing::warn!(%digest, error = %e, "the compile helper did not start: compiling in process");
+            Ok(())
         }
     }
 }
 
-/// Runs the helper for `digest` and waits for it.
+/// How a helper ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The code is in the cache.
+    Compiled,
+    /// It failed by itself (its error): the module does not compile, or the cache would not
+    /// take the code.
+    Failed(String),
+    /// Killed at its `timeout`.
+    TimedOut,
+    /// Stopped at its `max_memory`.
+    OutOfMemory,
+    /// Killed because its container was.
+    Stopped,
+    /// Killed by this signal, not by a limit of this shim's.
+    Killed(i32),
+    /// The module does not compile: why.
+    Refused(String),
+}
+
+/// Runs the helper for `digest` and waits for it, within `limits` and until `stop`;
+/// `compiled` says whether its code is in the cache.
+///
+/// The shim reaps every child of its own (it is a subreaper, for what it hands to runc): the
+/// helper's exit status may be gone before this looks for it. So how the helper ended is
+/// read from what it leaves: its code in the cache, its cgroup's OOM kills, what it said.
 fn helper(
-    home: &[PathBuf],
+    home: &Home,
     cache: &Path,
     digest: &Digest,
     bytes: Option<&[u8]>,
-) -> std::io::Result<()> {
+    limits: CompileLimits,
+    stop: Option<&AtomicBool>,
+    compiled: &dyn Fn() -> bool,
+) -> std::io::Result<Ended> {
+    let memory = match &home.memory {
+        Some((dir, v2)) => MemoryCgroup::create(dir, *v2, limits.max_memory)
+            .inspect_err(|e| {
+                tracing::debug!(parent = %dir.display(), error = %e, "no memory cgroup for the compile helper: its limit is RLIMIT_DATA");
+            })
+            .ok(),
+        None => None,
+    };
     let mut command = Command::new("/proc/self/exe");
     command.arg(COMPILE_ARG).arg(cache);
     if bytes.is_none() {
         command.arg(digest.to_string());
     }
-    let mut child = command
+    command
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .env("RUST_BACKTRACE", "0")
-        .spawn()?;
+        .stderr(Stdio::piped())
+        .env("RUST_BACKTRACE", "0");
+    let data_limit = memory.is_none().then_some(limits.max_memory);
+    if let Some(limit) = data_limit {
+        command.env(DATA_LIMIT_ENV, limit.to_string());
+    }
+    confine(&mut command);
+    let started = Instant::now();
+    let child = command.spawn()?;
+    let mut helper = Helper::new(child);
     // The helper reads nothing until its stdin ends: it is moved before it compiles.
-    let pid = child.id().to_string();
-    let mut moved = false;
-    for procs in home {
-        match std::fs::write(procs, &pid) {
-            Ok(()) => moved = true,
-            Err(e) => {
-                tracing::debug!(procs = %procs.display(), error = %e, "cannot move the compile helper")
+    let pid = helper.child.id().to_string();
+    let mut moved = Ok(());
+    for procs in &home.procs {
+        let is_memory = home
+            .memory
+            .as_ref()
+            .is_some_and(|(dir, _)| procs.parent() == Some(dir.as_path()));
+        let target = match &memory {
+            Some(cgroup) if is_memory => cgroup.dir.join("cgroup.procs"),
+            _ => procs.clone(),
+        };
+        if let Err(e) = std::fs::write(&target, &pid) {
+            tracing::debug!(procs = %target.display(), error = %e, "cannot move the compile helper");
+            // Outside its memory cgroup the helper would have no memory limit at all.
+            if is_memory && memory.is_some() {
+                moved = Err(e);
             }
         }
     }
-    let mut stdin = child.stdin.take().expect("piped");
-    let written = if moved {
-        bytes.map_or(Ok(()), |b| stdin.write_all(b))
-    } else {
-        Err(std::io::Error::other(
-            "the helper could not leave the pod's cgroup",
-        ))
+    let mut stdin = helper.child.stdin.take().expect("piped");
+    let written = match moved {
+        Ok(()) => bytes.map_or(Ok(()), |b| stdin.write_all(b)),
+        Err(e) => Err(std::io::Error::other(format!(
+            "the helper could not join its memory cgroup: {e}"
+        ))),
     };
     drop(stdin);
-    if written.is_err() {
-        let _ = child.kill();
+    // What it says when it fails, read beside it so that it never blocks on a full pipe.
+    let stderr = helper.child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = (&mut pipe).take(64 << 10).read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    });
+    let said = |stderr: Option<std::thread::JoinHandle<String>>| {
+        stderr
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let out_of_memory = |said: &str| {
+        memory.as_ref().is_some_and(MemoryCgroup::oom_killed)
+            // An allocation refused past RLIMIT_DATA aborts it, saying so.
+            || (data_limit.is_some()
+                && (said.contains("memory allocation of") || said.contains(PAST_DATA_LIMIT)))
+    };
+    if let Err(e) = written {
+        // It cannot have the module: it ends, and why it ended says more (a helper killed
+        // at its memory limit while it read the module is a compile past that limit).
+        helper.kill(cache);
+        let said = said(stderr);
+        if out_of_memory(&said) {
+            return Ok(Ended::OutOfMemory);
+        }
+        return Ok(Ended::Failed(format!("giving it the module: {e}: {said}")));
     }
-    let status = child.wait()?;
-    written?;
-    if status.success() {
+    let deadline = started + limits.timeout;
+    let status = loop {
+        if let Some(status) = helper.ended()? {
+            break status;
+        }
+        if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            helper.kill(cache);
+            return Ok(Ended::Stopped);
+        }
+        if Instant::now() >= deadline {
+            helper.kill(cache);
+            return Ok(Ended::TimedOut);
+        }
+        std::thread::sleep(TICK);
+    };
+    let said = said(stderr);
+    if out_of_memory(&said) {
+        return Ok(Ended::OutOfMemory);
+    }
+    if status.is_none_or(|s| s.success()) && compiled() {
+        return Ok(Ended::Compiled);
+    }
+    // Compiled again in process, a module that failed after minutes of compiling would take
+    // them again, in no limit at all.
+    if let Some((_, why)) = said.split_once(&format!("{DOES_NOT_COMPILE}: ")) {
+        return Ok(Ended::Refused(why.to_owned()));
+    }
+    use std::os::unix::process::ExitStatusExt as _;
+    match status.and_then(|s| s.signal()) {
+        // Killed, by no limit of this shim's: the same compile in process would only escape
+        // whatever killed it.
+        Some(signal) => {
+            tracing::warn!(signal, stderr = said, "the compile helper was killed");
+            Ok(Ended::Killed(signal))
+        }
+        None => Ok(Ended::Failed(match status {
+            Some(status) => format!("it ended with {status}: {said}"),
+            None => format!("it ended: {said}"),
+        })),
+    }
+}
+
+/// A running helper, and a handle on it that outlives its pid (which the shim's reaper may
+/// free at any time): signals go through it.
+struct Helper {
+    child: Child,
+    pidfd: Option<rustix::fd::OwnedFd>,
+}
+
+impl Helper {
+    fn new(child: Child) -> Helper {
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok();
+        Helper { child, pidfd }
+    }
+
+    /// Whether it has ended: `Some` with its status when this process reaped it, `Some(None)`
+    /// when the shim's reaper did.
+    fn ended(&mut self) -> std::io::Result<Option<Option<ExitStatus>>> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Ok(Some(Some(status))),
+            Ok(None) => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(Some(None)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends `signal`, through its pidfd (never to a pid reused since).
+    /// Without a pidfd (a kernel older than 5.3), to its pid.
+    fn signal(&self, signal: rustix::process::Signal) {
+        match &self.pidfd {
+            Some(pidfd) => {
+                let _ = rustix::process::pidfd_send_signal(pidfd, signal);
+            }
+            None => {
+                let pid = rustix::process::Pid::from_child(&self.child);
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
+    }
+
+    /// Stops it for good: frozen first (SIGSTOP), so that the temporary files it holds in
+    /// the cache can be named and it opens no more; killed and waited for; those files
+    /// removed, so that a stopped compile leaves nothing in the cache.
+    fn kill(&mut self, cache: &Path) {
+        use rustix::process::Signal;
+        self.signal(Signal::STOP);
+        let partial = partial_files(self.child.id(), cache);
+        self.signal(Signal::KILL);
+        // Its pidfd reads as ready once it has exited, whoever reaps it.
+        match &self.pidfd {
+            Some(pidfd) => {
+                let mut fds = [rustix::event::PollFd::new(
+                    pidfd,
+                    rustix::event::PollFlags::IN,
+                )];
+                let _ = rustix::event::poll(&mut fds, None);
+                let _ = self.ended();
+            }
+            None => {
+                let _ = self.child.wait();
+            }
+        }
+        for file in partial {
+            match std::fs::remove_file(&file) {
+                Ok(()) => {
+                    tracing::debug!(file = %file.display(), "removed a stopped compile's partial file")
+                }
+                Err(e) => {
+                    tracing::debug!(file = %file.display(), error = %e, "cannot remove a stopped compile's partial file")
+                }
+            }
+        }
+    }
+}
+
+/// Makes the helper die with the shim (`PR_SET_PDEATHSIG`, and at once if the shim is gone
+/// already).
+fn confine(command: &mut Command) {
+    use rustix::process::Signal;
+    use std::os::unix::process::CommandExt as _;
+    let parent = rustix::process::getpid();
+    let hook = move || -> std::io::Result<()> {
+        rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+        if rustix::process::getppid() != Some(parent) {
+            return Err(std::io::Error::other("the shim is gone"));
+        }
         Ok(())
-    } else {
-        Err(std::io::Error::other(format!("it ended with {status}")))
+    };
+    // SAFETY: between fork and exec the hook makes raw system calls only (prctl, getppid):
+    // it allocates nothing and takes no lock.
+    #[allow(
+        unsafe_code,
+        reason = "prctl between fork and exec, raw system calls only"
+    )]
+    unsafe {
+        command.pre_exec(hook);
+    }
+}
+
+/// The temporary files (`.tmp*`, as the cache writes a file before its rename) under `cache`
+/// that process `pid` holds open.
+fn partial_files(pid: u32, cache: &Path) -> Vec<PathBuf> {
+    let cache = std::fs::canonicalize(cache).unwrap_or_else(|_| cache.to_owned());
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|path| {
+            path.starts_with(&cache)
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(".tmp"))
+        })
+        .collect()
+}
+
+/// A duration as the config spells it.
+fn duration_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// A size as the config spells it.
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        _ if bytes.is_multiple_of(1 << 30) => format!("{}GiB", bytes >> 30),
+        _ if bytes.is_multiple_of(1 << 20) => format!("{}MiB", bytes >> 20),
+        _ if bytes.is_multiple_of(1 << 10) => format!("{}KiB", bytes >> 10),
+        _ => format!("{bytes} bytes"),
     }
 }
 
@@ -144,7 +613,11 @@ fn helper(
 /// cache at `CACHE_DIR`; its exit code.
 pub(crate) fn helper_main(args: &[String]) -> i32 {
     use anyhow::Context as _;
-    let run = || -> anyhow::Result<()> {
+    let data_limit: Option<u64> = std::env::var(DATA_LIMIT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    // `Ok(Some(why))`: the module does not compile.
+    let run = || -> anyhow::Result<Option<String>> {
         let (dir, digest) = match args {
             [dir] => (dir, None),
             [dir, digest] => (dir, Some(digest.parse::<Digest>()?)),
@@ -157,6 +630,11 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
             .context("reading the wasm")?;
         let cache = Cache::open(dir).with_context(|| format!("opening the cache at {dir}"))?;
         let runner = Runner::new(EngineOptions::SHIM)?;
+        // The engine's pools are address space reserved before any compile: the limit
+        // counts from what the process holds now.
+        if let Some(limit) = data_limit {
+            limit_data(limit).context("setting RLIMIT_DATA")?;
+        }
         let name = PathBuf::from("wasm");
         let wasm = match &digest {
             Some(digest) => Wasm::Cached {
@@ -168,13 +646,29 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
                 cache: Some(&cache),
             },
         };
-        runner.load(&name, wasm)?;
-        Ok(())
+        if let Err(e) = runner.load(&name, wasm) {
+            return Ok(Some(format!("{e:#}")));
+        }
+        Ok(None)
     };
     match run() {
-        Ok(()) => 0,
+        Ok(None) => 0,
+        Ok(Some(why)) => {
+            eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {DOES_NOT_COMPILE}: {why}");
+            2
+        }
         Err(e) => {
-            eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {e:#}");
+            // A mapping refused past RLIMIT_DATA is the limit, whichever call met it.
+            let refused = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.raw_os_error() == Some(libc::ENOMEM))
+                    || c.to_string().contains("os error 12")
+            });
+            if data_limit.is_some() && refused {
+                eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {PAST_DATA_LIMIT}: {e:#}");
+            } else {
+                eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {e:#}");
+            }
             1
         }
     }
@@ -183,6 +677,17 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_are_named_as_the_config_spells_them() {
+        assert_eq!(duration_text(Duration::from_secs(300)), "5m");
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(duration_text(Duration::from_secs(90)), "90s");
+        assert_eq!(duration_text(Duration::from_secs(7200)), "2h");
+        assert_eq!(size_text(2 << 30), "2GiB");
+        assert_eq!(size_text(24 << 20), "24MiB");
+        assert_eq!(size_text(1000), "1000 bytes");
+    }
 
     #[test]
     fn the_home_cgroups_are_the_ones_that_count_processes() {

@@ -38,6 +38,13 @@
 //! header_timeout = "10s"    # a request's head, from its first byte
 //! body_timeout = "60s"      # a request's body, from its instance's start; then 408
 //! max_connections = 4096    # connections at once (fewer if the descriptor limit is lower)
+//!
+//! [compile]
+//! # Limits of the helper process that compiles a module not yet in the cache, outside the
+//! # pod's cgroup (the defaults shown): a pod author chooses the module, so its compile is
+//! # bounded too. A compile past a limit is stopped and the container fails, naming it.
+//! timeout = "5m"            # wall-clock time, from the helper's start
+//! max_memory = "2GiB"       # memory the helper may use
 //! ```
 
 use std::collections::BTreeMap;
@@ -76,6 +83,8 @@ pub struct ShimConfig {
     pub rootfs_modules: RootfsModules,
     /// The limits of an HTTP container's server.
     pub http: HttpLimits,
+    /// The limits of the compile helper.
+    pub compile: CompileLimits,
     /// The file it was read from, for messages; `None` when there was none.
     pub source: Option<PathBuf>,
 }
@@ -111,6 +120,33 @@ impl Default for HttpLimits {
     }
 }
 
+/// `[compile]`: the limits of the helper that compiles a module outside the pod's cgroup,
+/// so that no module a pod names holds the node's CPU and memory beyond them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompileLimits {
+    /// Wall-clock time from the helper's start to its end.
+    pub timeout: Duration,
+    /// Bytes of memory the helper may use.
+    pub max_memory: u64,
+}
+
+/// How long a compile may take unless the config says otherwise: minutes, where an 18 MB
+/// component compiles in seconds.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How much memory a compile may use unless the config says otherwise: an 18 MB component
+/// peaks near 270 MB.
+pub const DEFAULT_COMPILE_MAX_MEMORY: u64 = 2 << 30;
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_COMPILE_TIMEOUT,
+            max_memory: DEFAULT_COMPILE_MAX_MEMORY,
+        }
+    }
+}
+
 impl Default for ShimConfig {
     fn default() -> Self {
         Self {
@@ -120,6 +156,7 @@ impl Default for ShimConfig {
             allowed_registries: None,
             rootfs_modules: RootfsModules::Policy,
             http: HttpLimits::default(),
+            compile: CompileLimits::default(),
             source: None,
         }
     }
@@ -166,6 +203,15 @@ struct File {
     trust: Trust,
     #[serde(default)]
     http: Http,
+    #[serde(default)]
+    compile: Compile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Compile {
+    timeout: Option<String>,
+    max_memory: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -331,6 +377,22 @@ impl ShimConfig {
                 n => n,
             },
         };
+        let compile = CompileLimits {
+            timeout: match file.compile.timeout {
+                None => DEFAULT_COMPILE_TIMEOUT,
+                Some(text) => parse_duration(&text)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| bad(ConfigProblem::CompileTimeout { text: text.clone() }))?,
+            },
+            max_memory: match file.compile.max_memory {
+                None => DEFAULT_COMPILE_MAX_MEMORY,
+                Some(text) => crate::runner::parse_size(&text)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(|n| n as u64)
+                    .ok_or_else(|| bad(ConfigProblem::CompileMemory { text: text.clone() }))?,
+            },
+        };
         // What the fetcher's egress rule makes of them: `*.` names a domain, not an address.
         wasm_oci_fetcher::egress::Policy::new(allowed_registries.as_deref(), "")
             .map_err(|e| bad(ConfigProblem::Allow(e)))?;
@@ -341,6 +403,7 @@ impl ShimConfig {
             allowed_registries,
             rootfs_modules: file.trust.rootfs_modules.unwrap_or(RootfsModules::Policy),
             http,
+            compile,
             source: Some(path.to_owned()),
         })
     }
@@ -519,6 +582,53 @@ timeout = \"5s\"",
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn compiles_have_limits_by_default_and_the_operator_sets_them() {
+        let default = ShimConfig::parse("", Path::new("shim.toml")).unwrap();
+        assert_eq!(default.compile, CompileLimits::default());
+        assert_eq!(default.compile.timeout, DEFAULT_COMPILE_TIMEOUT);
+        let set = ShimConfig::parse(
+            "[compile]\ntimeout = \"90s\"\nmax_memory = \"512MiB\"\n",
+            Path::new("shim.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            set.compile,
+            CompileLimits {
+                timeout: Duration::from_secs(90),
+                max_memory: 512 << 20,
+            }
+        );
+        // No limit at all is not a limit.
+        for bad in [
+            "[compile]\ntimeout = \"0s\"",
+            "[compile]\ntimeout = \"forever\"",
+            "[compile]\nmax_memory = \"0\"",
+            "[compile]\nmax_memory = \"lots\"",
+        ] {
+            let e = ShimConfig::parse(bad, Path::new("shim.toml")).unwrap_err();
+            assert!(e.to_string().contains("compile."), "{bad}: {e}");
+        }
+        assert!(ShimConfig::parse("[compile]\ncpus = 1", Path::new("shim.toml")).is_err());
+    }
+
+    /// The shim.toml the README and this module's doc show, parsed as the shim reads it:
+    /// every key they name is one it knows, with the defaults they say.
+    #[test]
+    fn the_documented_config_parses_to_its_defaults() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n# Host directories a pod may ask for")
+            .expect("the README's shim.toml");
+        let text = readme[start + "```toml\n".len()..]
+            .split("```")
+            .next()
+            .unwrap();
+        let config = ShimConfig::parse(text, Path::new("README.md")).unwrap();
+        assert_eq!(config.compile, CompileLimits::default());
+        assert_eq!(config.http.request_timeout, DEFAULT_REQUEST_TIMEOUT);
     }
 
     #[test]

@@ -95,6 +95,18 @@ pub enum ConfigProblem {
     /// `http.max_connections = 0`.
     #[error("http.max_connections must be at least 1")]
     NoConnections,
+    /// `compile.timeout` that is not a duration (or is zero).
+    #[error("compile.timeout {text:?} is not a duration such as 5m or 90s")]
+    CompileTimeout {
+        /// As written.
+        text: String,
+    },
+    /// `compile.max_memory` that is not a size (or is zero).
+    #[error("compile.max_memory {text:?} is not a size such as 2GiB")]
+    CompileMemory {
+        /// As written.
+        text: String,
+    },
 }
 
 /// The process's shared cache and fetcher cannot be opened: no module is pulled by reference.
@@ -331,4 +343,50 @@ pub enum CreateError {
     /// A mount for the guest cannot be made.
     #[error(transparent)]
     Mount(#[from] MountError),
+}
+
+/// A module's compile that was stopped before it ended: the container does not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompileError {
+    /// The compile helper ran past `[compile] timeout`.
+    #[error(
+        "compiling the module took longer than {limit}, the compile helper's time limit, and \
+         was stopped; an operator who trusts the module can raise [compile] timeout in {config}"
+    )]
+    Timeout {
+        /// The limit, as the config spells durations.
+        limit: String,
+        /// Where the limit is set.
+        config: String,
+    },
+    /// The compile helper needed more than `[compile] max_memory`.
+    #[error(
+        "compiling the module needed more memory than {limit}, the compile helper's memory \
+         limit, and was stopped; an operator who trusts the module can raise \
+         [compile] max_memory in {config}"
+    )]
+    Memory {
+        /// The limit, as the config spells sizes.
+        limit: String,
+        /// Where the limit is set.
+        config: String,
+    },
+    /// The compile helper was killed by a signal no limit of the shim's sent (the node's
+    /// OOM killer, an operator): the module is not compiled in the shim instead, which would
+    /// escape what killed it.
+    #[error("the compile helper was killed by signal {signal} while it compiled the module")]
+    Killed {
+        /// The signal.
+        signal: i32,
+    },
+    /// The module does not compile (the helper's error).
+    #[error("the module does not compile: {why}")]
+    Invalid {
+        /// The compile's error.
+        why: String,
+    },
+    /// The container was killed or deleted while its module compiled.
+    #[error("the container was stopped while its module compiled")]
+    Stopped,
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::cgroup::Cgroup;
 use super::config::ShimConfig;
 use super::container::{GuestUsage, Module, thread_cpu};
+use super::error::CompileError;
 use super::netns::{self, Network};
 use super::state::SIGKILL;
 use super::store::{SharedStore, Store};
@@ -105,6 +106,10 @@ pub(crate) struct Guest {
     pub(crate) network: Network,
 }
 
+/// The exit status of a container whose module's compile ran past a limit: what a module
+/// that does not compile gets.
+const COMPILE_STOPPED: u32 = 125;
+
 /// Room left in a container's memory limit for what the shim allocates beside the guest's
 /// linear memory while it runs (WASI buffers, the runtime's own).
 const SHIM_MARGIN: usize = 4 << 20;
@@ -157,9 +162,18 @@ impl Guest {
         // Compiled by the shim, as containerd unpacks an image: outside the container's CPU
         // limit, so that a kill never waits for a compile throttled at the guest's quota.
         // Compiled outside the pod's memory cgroup first, when it is not in the cache: a
-        // compile's peak never counts against the pod's limit (see `compile`).
-        if self.cgroup.is_some() {
-            super::compile::ahead(runner, &wasm);
+        // compile's peak never counts against the pod's limit, and the operator's compile
+        // limits hold instead (see `compile`).
+        if let Err(e) = super::compile::ahead(runner, &wasm, stopped.as_deref()) {
+            if matches!(e, CompileError::Stopped) {
+                return 128 + *self.signal.lock().expect("signal lock");
+            }
+            tracing::warn!(error = %e, "the module's compile was stopped");
+            if let Some(mut f) = self.options.stderr.as_ref() {
+                use std::io::Write;
+                let _ = writeln!(f, "wasm-oci: {e}");
+            }
+            return COMPILE_STOPPED;
         }
         let loaded = runner.load(&name, wasm);
         // From here this thread, and every thread it starts, runs the guest: it takes the

@@ -245,6 +245,10 @@ impl TaskService {
             .expect("containers lock")
             .remove(&req.id)
             .ok_or_else(|| err(format!("container {} not found", req.id)))?;
+        // Whatever of it still runs stops: a compile of its module above all, which runs
+        // outside its cgroup.
+        container.stop.store(true, Ordering::SeqCst);
+        container.abort.store(true, Ordering::SeqCst);
         self.leave_cgroup(&req.id, &container);
         discard(&container);
         let exited = container.state.borrow().for_delete(now());

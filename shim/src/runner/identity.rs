@@ -54,20 +54,29 @@ impl Identity {
 }
 
 /// The calling thread's real, effective and saved user ids, then group ids.
+///
+/// Asked of the kernel, never read from `/proc/thread-self/status`: a thread is started when
+/// the guest's blocking pool grows, and a guest that holds every descriptor the process may
+/// open would leave it no descriptor to read a file with.
 fn thread_ids() -> std::io::Result<([u32; 3], [u32; 3])> {
-    // `getresuid`/`getresgid` answer for the calling thread; rustix has no wrapper.
-    let status = std::fs::read_to_string("/proc/thread-self/status")?;
-    let field = |name: &str| -> Option<[u32; 3]> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let mut ids = line[name.len()..].split_whitespace().map(str::parse::<u32>);
-        Some([ids.next()?.ok()?, ids.next()?.ok()?, ids.next()?.ok()?])
+    let mut uid: [libc::uid_t; 3] = [0; 3];
+    let mut gid: [libc::gid_t; 3] = [0; 3];
+    // `getresuid`/`getresgid` answer for the calling thread (the kernel keeps credentials per
+    // thread; glibc broadcasts only the calls that set them); rustix has no wrapper.
+    #[allow(
+        unsafe_code,
+        reason = "getresuid and getresgid write three ids each into the arrays given"
+    )]
+    // SAFETY: each pointer is to a live, writable `uid_t`/`gid_t` of this frame.
+    let failed = unsafe {
+        let [ru, eu, su] = &mut uid;
+        let [rg, eg, sg] = &mut gid;
+        libc::getresuid(ru, eu, su) != 0 || libc::getresgid(rg, eg, sg) != 0
     };
-    match (field("Uid:"), field("Gid:")) {
-        (Some(uid), Some(gid)) => Ok((uid, gid)),
-        _ => Err(std::io::Error::other(
-            "cannot read this thread's ids from /proc/thread-self/status",
-        )),
+    if failed {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok((uid, gid))
 }
 
 #[cfg(test)]

@@ -31,9 +31,12 @@ impl Runner {
             // as the guest's user from their start.
             builder.on_thread_start(move || {
                 if let Err(e) = identity.become_on_this_thread() {
-                    // A thread that cannot drop root must not serve the guest.
-                    tracing::error!(error = %e, "cannot take the guest's user; aborting");
-                    std::process::abort();
+                    // A thread that cannot take the guest's user must not serve the guest:
+                    // it ends here, before it runs a task, and the guest's call waits for the
+                    // pool's next thread (or its kill). Never the process, which holds every
+                    // other container of its group.
+                    tracing::error!(error = %e, "cannot take the guest's user; this thread ends");
+                    panic!("cannot take the guest's user on a thread of its blocking pool: {e}");
                 }
             });
         }
