@@ -231,6 +231,50 @@ pub(crate) fn verify_file(
     Ok(())
 }
 
+/// Stages the layout's blob `digest` (from `content` when it was read already) unless the
+/// batch or the cache has it; returns whether the cache had it before.
+pub(super) fn import_blob(
+    batch: &mut wasm_oci_cache::BlobBatch<'_>,
+    dir: &Path,
+    digest: &Digest,
+    size: Option<u64>,
+    content: Option<&[u8]>,
+) -> Result<bool> {
+    // One the cache (or this batch) has already is not read again: a shared config once.
+    if batch.staged(digest) {
+        return Ok(false);
+    }
+    if batch.cache().contains(digest) {
+        return Ok(true);
+    }
+    let mismatch = |e| match e {
+        wasm_oci_cache::Error::DigestMismatch { expected, actual } => {
+            layout_err(dir, LayoutError::ImportMismatch { expected, actual })
+        }
+        other => other.into(),
+    };
+    if let Some(content) = content {
+        batch.add(digest, size, content).map_err(mismatch)?;
+        return Ok(false);
+    }
+    let path = blob_path(dir, digest);
+    let (file, len) = open_regular(dir, &path)?;
+    if let Some(size) = size
+        && len != size
+    {
+        return Err(layout_err(
+            dir,
+            LayoutError::SizeMismatch {
+                digest: digest.clone(),
+                len,
+                size,
+            },
+        ));
+    }
+    batch.add(digest, Some(len), file).map_err(mismatch)?;
+    Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,8 +16,7 @@ use wasm_oci_artifact::media::{COMPILED_ARTIFACT_TYPE, MAX_COMPILED};
 use wasm_oci_cache::{BlobBatch, Digest, KeptReferrer, KeptReferrers, Signatures};
 
 use super::error::MAX_DOCUMENT;
-use super::file::read_verified;
-use super::load::import_blob;
+use super::file::{import_blob, read_verified};
 use super::read::{LayoutArtifact, REF_NAME, is_referrers_tag, layout_signatures, parse_digest};
 use crate::referrers::{referrers_of, referrers_tag};
 

@@ -187,7 +187,7 @@ fn is_a_shim(pid: u32) -> bool {
         cmdline
             .split(|b| *b == 0)
             .next()
-            .is_some_and(|arg0| arg0.ends_with(super::BINARY.as_bytes()))
+            .is_some_and(|arg0| arg0.ends_with(super::names::BINARY.as_bytes()))
     })
 }
 

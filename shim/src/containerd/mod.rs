@@ -29,6 +29,7 @@ mod error;
 mod guest;
 mod linux;
 mod mounts;
+mod names;
 mod netns;
 mod rootfs;
 mod service;
@@ -42,11 +43,7 @@ use containerd_shim::asynchronous::run;
 
 pub use self::service::TaskService;
 
-/// The runtime name containerd knows this shim by.
-pub const RUNTIME: &str = "io.containerd.wasmoci.v1";
-
-/// The shim's binary, as containerd names it from [`RUNTIME`].
-pub const BINARY: &str = "containerd-shim-wasmoci-v1";
+pub use self::names::{BINARY, RUNTIME};
 
 /// What `containerd-shim-wasmoci-v1 --version` prints, in the shape of containerd's own shims.
 pub fn version() -> String {

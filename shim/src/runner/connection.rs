@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Where a connection is, for its deadlines.
@@ -27,10 +26,15 @@ enum Phase {
 /// byte to its complete head, `write` for a client to take any byte of what is written to it
 /// (see [`Watched`]). A request being served has no other here (its body and its run have
 /// theirs).
+///
+/// A change of phase wakes nothing: a notification per request would wake the connection's
+/// task (often on another worker thread) two or three times for each request, for nothing,
+/// which doubled the latency of a keep-alive connection's requests. The waiter looks again at
+/// the deadline it knows, or every `min(idle, header)` while it knows none (see
+/// [`Clock::expired`]).
 #[derive(Debug)]
 pub(super) struct Clock {
     phase: Mutex<Phase>,
-    changed: Notify,
     idle: Duration,
     header: Duration,
     write: Duration,
@@ -42,7 +46,6 @@ impl Clock {
             phase: Mutex::new(Phase::Idle {
                 since: Instant::now(),
             }),
-            changed: Notify::new(),
             idle,
             header,
             write,
@@ -51,7 +54,6 @@ impl Clock {
 
     fn set(&self, phase: Phase) {
         *self.phase.lock().expect("clock lock") = phase;
-        self.changed.notify_one();
     }
 
     /// Bytes came in: a request begins, unless one already has.
@@ -61,8 +63,6 @@ impl Clock {
             *phase = Phase::Head {
                 since: Instant::now(),
             };
-            drop(phase);
-            self.changed.notify_one();
         }
     }
 
@@ -89,24 +89,31 @@ impl Clock {
 
     /// Waits until the connection has been idle, or has taken to send a request's head,
     /// longer than it may; returns which.
+    ///
+    /// Nothing tells it of a change of phase: it wakes at the deadline it knows, but never
+    /// later than `min(idle, header)` from now, and looks again. A change can bring the
+    /// deadline earlier only by a request's head beginning, whose deadline is `header` after
+    /// the change, so at or after the next wake: no deadline passes unseen, or late.
     pub(super) async fn expired(&self) -> &'static str {
+        let period = self.idle.min(self.header).max(Duration::from_millis(1));
         loop {
-            let changed = self.changed.notified();
-            match self.deadline() {
-                Some(deadline) if Instant::now() >= deadline => {
+            let now = Instant::now();
+            let next = now.checked_add(period);
+            let wake = match self.deadline() {
+                Some(deadline) if now >= deadline => {
                     return match *self.phase.lock().expect("clock lock") {
                         Phase::Head { .. } => "its request's head took too long",
                         _ => "it was idle too long",
                     };
                 }
-                Some(deadline) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(deadline) => {}
-                        () = changed => {}
-                    }
-                }
-                None => changed.await,
-            }
+                Some(deadline) => next.map_or(deadline, |next| deadline.min(next)),
+                None => match next {
+                    Some(next) => next,
+                    // No time that far: nothing to wait for but a change, looked for daily.
+                    None => now + Duration::from_secs(24 * 3600),
+                },
+            };
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -126,8 +133,6 @@ impl Drop for InFlight {
                 since: Instant::now(),
             },
         };
-        drop(phase);
-        self.0.changed.notify_one();
     }
 }
 
