@@ -116,3 +116,21 @@ sid_package() {
     fi
     echo "$dir"
 }
+
+# componentize_py VERSION: installs componentize-py VERSION from PyPI once into a venv outside
+# the clone, keyed by version, and prints the path of its componentize-py command. A second call
+# finds it there and does nothing. The venv is marked complete only after pip succeeded: a
+# half-made one is made again.
+componentize_py() {
+    local version=$1
+    local dir=${WASM_OCI_TOOLS:-/var/cache/wasm-oci-tools}/componentize-py/$version
+    if [ ! -e "$dir/.done" ]; then
+        echo "==> pip install componentize-py==$version (venv)" >&2
+        rm -rf "$dir"
+        mkdir -p "$(dirname "$dir")"
+        python3 -m venv "$dir"
+        "$dir/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$version"
+        touch "$dir/.done"
+    fi
+    echo "$dir/bin/componentize-py"
+}
