@@ -49,6 +49,7 @@ mod push_attacks;
 mod push_platforms;
 mod readme;
 mod red_team;
+mod red_team_session;
 mod red_team_shim;
 mod referrers;
 mod referrers_api;

@@ -17,9 +17,10 @@
 //! partial file in the cache, and the container fails with an error that names the limit.
 //!
 //! When the helper cannot be used (no cache, it could not start, it could not keep the code),
-//! the shim compiles in process as before, and the helper's error is in the log; never after
-//! a helper was stopped by a limit, or found that the module does not compile: the same
-//! compile in process would only escape the limits.
+//! the shim compiles in process as before, and the helper's error is in the log; only when
+//! the helper said so itself: never after a helper was stopped by a limit, found that the
+//! module does not compile, or ended without saying why (killed from outside, crashed): the
+//! same compile in process would only escape the limits.
 //!
 //! [`config`]: super::config
 
@@ -55,6 +56,19 @@ const DOES_NOT_COMPILE: &str = "the module does not compile";
 
 /// What the helper says when its memory limit refused it memory.
 const PAST_DATA_LIMIT: &str = "past its memory limit (RLIMIT_DATA)";
+
+/// How every line the helper writes of its own failures starts (then what failed): a helper
+/// that ends without such a line did not end by its own hand (a kill from outside the shim,
+/// a crash), whatever its exit status, which the shim's reaper may have taken.
+fn own_words() -> String {
+    format!("{} {COMPILE_ARG}: ", super::BINARY)
+}
+
+/// Whether the helper said, by its own hand, why it failed.
+fn said_why(said: &str) -> bool {
+    let own = own_words();
+    said.lines().any(|l| l.starts_with(&own))
+}
 
 /// Sets `RLIMIT_DATA` to the data this process holds now (`VmData`) and `limit` bytes more.
 fn limit_data(limit: u64) -> std::io::Result<()> {
@@ -299,6 +313,10 @@ pub(crate) fn ahead(
         Ok(Ended::Stopped) => Err(CompileError::Stopped),
         Ok(Ended::Killed(signal)) => Err(CompileError::Killed { signal }),
         Ok(Ended::Refused(why)) => Err(CompileError::Invalid { why }),
+        Ok(Ended::Vanished(said)) => {
+            tracing::warn!(%digest, stderr = said, "the compile helper ended without saying why");
+            Err(CompileError::Vanished { said })
+        }
         Err(e) => {
             tracing::warn!(%digest, error = %e, "the compile helper did not start: compiling in process");
             Ok(())
@@ -324,6 +342,9 @@ enum Ended {
     Killed(i32),
     /// The module does not compile: why.
     Refused(String),
+    /// It ended without its code and without saying why (killed from outside the shim, or
+    /// crashed, its status taken by the shim's reaper): what it said.
+    Vanished(String),
 }
 
 /// Runs the helper for `digest` and waits for it, within `limits` and until `stop`;
@@ -369,7 +390,7 @@ fn helper(
     let mut helper = Helper::new(child);
     // The helper reads nothing until its stdin ends: it is moved before it compiles.
     let pid = helper.child.id().to_string();
-    let mut moved = Ok(());
+    let mut moved: std::io::Result<()> = Ok(());
     for procs in &home.procs {
         let is_memory = home
             .memory
@@ -388,6 +409,7 @@ fn helper(
         }
     }
     let mut stdin = helper.child.stdin.take().expect("piped");
+    let not_moved = moved.is_err();
     let written = match moved {
         Ok(()) => bytes.map_or(Ok(()), |b| stdin.write_all(b)),
         Err(e) => Err(std::io::Error::other(format!(
@@ -423,6 +445,13 @@ fn helper(
         let said = said(stderr);
         if out_of_memory(&said) {
             return Ok(Ended::OutOfMemory);
+        }
+        // Killed from outside while it read the module: the same compile in process would
+        // only escape what killed it.
+        if !not_moved && !said_why(&said) {
+            return Ok(Ended::Vanished(format!(
+                "giving it the module: {e}: {said}"
+            )));
         }
         return Ok(Ended::Failed(format!("giving it the module: {e}: {said}")));
     }
@@ -461,10 +490,14 @@ fn helper(
             tracing::warn!(signal, stderr = said, "the compile helper was killed");
             Ok(Ended::Killed(signal))
         }
-        None => Ok(Ended::Failed(match status {
+        // Its own failure (no cache, a cache that would not keep the code): it said so.
+        None if said_why(&said) => Ok(Ended::Failed(match status {
             Some(status) => format!("it ended with {status}: {said}"),
             None => format!("it ended: {said}"),
         })),
+        // Ended by no hand of its own, its status taken by the shim's reaper (a kill from
+        // outside, a crash): as for a signal seen, never compiled again in process.
+        None => Ok(Ended::Vanished(said)),
     }
 }
 
@@ -649,12 +682,18 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
         if let Err(e) = runner.load(&name, wasm) {
             return Ok(Some(format!("{e:#}")));
         }
+        // Said, so that the shim tells this failure of its own (it compiles in process) from
+        // an end by no hand of its own (it does not).
+        let digest = digest.unwrap_or_else(|| Digest::of(&bytes));
+        if !runner.is_compiled(&cache, &digest) {
+            anyhow::bail!("the module compiled, but the cache did not keep its code");
+        }
         Ok(None)
     };
     match run() {
         Ok(None) => 0,
         Ok(Some(why)) => {
-            eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {DOES_NOT_COMPILE}: {why}");
+            eprintln!("{}{DOES_NOT_COMPILE}: {why}", own_words());
             2
         }
         Err(e) => {
@@ -665,9 +704,9 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
                     || c.to_string().contains("os error 12")
             });
             if data_limit.is_some() && refused {
-                eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {PAST_DATA_LIMIT}: {e:#}");
+                eprintln!("{}{PAST_DATA_LIMIT}: {e:#}", own_words());
             } else {
-                eprintln!("containerd-shim-wasmoci-v1 {COMPILE_ARG}: {e:#}");
+                eprintln!("{}{e:#}", own_words());
             }
             1
         }

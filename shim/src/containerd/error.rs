@@ -380,6 +380,19 @@ pub enum CompileError {
         /// The signal.
         signal: i32,
     },
+    /// The compile helper ended without the module's code and without saying why: killed
+    /// from outside the shim (the node's OOM killer, an operator) or crashed, its exit
+    /// status taken by the shim's reaper. The module is not compiled in the shim instead,
+    /// which would escape whatever ended it.
+    #[error(
+        "the compile helper ended without compiling the module or saying why (killed from \
+         outside the shim, or crashed); it is not compiled again in the shim{}",
+        if said.is_empty() { String::new() } else { format!(": {said}") }
+    )]
+    Vanished {
+        /// What the helper wrote on its stderr, if anything.
+        said: String,
+    },
     /// The module does not compile (the helper's error).
     #[error("the module does not compile: {why}")]
     Invalid {
