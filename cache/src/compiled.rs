@@ -51,6 +51,17 @@ pub struct CompiledEntry {
     pub size: u64,
 }
 
+/// The engine key under which code someone else compiled is kept once the signature policy
+/// vouched for it for `repository` (`registry/name`, as the reference that ran named it): the
+/// runner's own key and the repository's digest. Only a run of that repository looks there
+/// ([`CompiledCode`] of the runner's own key is what every run may load: this process compiled
+/// it). Another module with the same wasm never loads it: its policy may trust other keys, or
+/// none, and native code is the whole of what the guest does.
+pub fn vouched_engine_key(engine_key: &str, repository: &str) -> String {
+    let digest = Digest::of(repository.as_bytes());
+    format!("{engine_key}v{}", &digest.hex()[..32])
+}
+
 impl Cache {
     /// Where the code compiled for `digest` by the engine `engine_key` lives; `kind` tells a
     /// module from a component (`"module"`, `"component"`). The file may not exist.

@@ -33,7 +33,7 @@ mod writer;
 pub use atomic::{write_atomic, write_atomic_from};
 pub use batch::BlobBatch;
 pub use cache::{Cache, SYSTEM_DIR, default_dir};
-pub use compiled::{CompiledCode, CompiledEntry};
+pub use compiled::{CompiledCode, CompiledEntry, vouched_engine_key};
 pub use digest::Digest;
 pub use error::{Error, Result, Untrusted};
 pub use holds::{Hold, SWEEP_GRACE};

@@ -49,7 +49,7 @@ pub use error::{Error, Result, TrustRefusal};
 pub use fetcher::Fetcher;
 pub use inspect::{ComponentConfig, Interface, WasmKind, interface, interface_of_file};
 pub use oci_client::Reference as OciReference;
-pub use precompiled::{Adopted, CompiledFor, Passed, Wanted};
+pub use precompiled::{Adopted, CompiledFor, Passed, Wanted, repository_of, vouched_for};
 pub use progress::{Blob, Progress, Transfer};
 pub use pull::{ConfigCheck, Pulled};
 pub use push::{PushExtras, PushFormat, Pushed, PushedIndex, PushedPlatform};

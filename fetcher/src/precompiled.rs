@@ -45,6 +45,21 @@ pub struct Wanted<'a> {
     pub store_as: &'a str,
 }
 
+/// The repository adopted code is kept for (see [`wasm_oci_cache::vouched_engine_key`]):
+/// `registry/name` as `reference` names them; the runner is given the same for the same
+/// reference ([`repository_of`] of what it runs).
+pub fn repository_of(reference: &Reference) -> String {
+    format!("{}/{}", reference.registry(), reference.repository())
+}
+
+/// The repository a cached reference's adopted code is kept for, as [`repository_of`] its
+/// reference: what the runner is given ([`wasm_oci_shim`'s `Wasm::Cached`]) to look it up.
+pub fn vouched_for(entry: &RefEntry) -> Option<String> {
+    crate::parse_reference(&entry.reference)
+        .ok()
+        .map(|reference| repository_of(&reference))
+}
+
 /// Precompiled code verified and kept in the compiled-code cache.
 #[derive(Debug, Clone)]
 pub struct Adopted {
@@ -495,9 +510,13 @@ impl Fetcher {
             }
         };
         let kind = compiled_for.kind.expect("checked by mismatch");
+        // Kept for this repository alone: the policy vouched for it here, not for another
+        // module that happens to have the same wasm.
+        let store_as =
+            wasm_oci_cache::vouched_engine_key(wanted.store_as, &repository_of(reference));
         let path = self
             .cache()
-            .store_compiled(wanted.store_as, &entry.layer_digest, &kind, &code)
+            .store_compiled(&store_as, &entry.layer_digest, &kind, &code)
             .map_err(|e| Passed::Cache(e.to_string()))?;
         Ok(Adopted {
             referrer: referrer.digest.clone(),

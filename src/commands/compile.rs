@@ -102,7 +102,15 @@ impl CompileCommand {
                     announced |= large.is_some();
                     large
                 },
-                || runner.load(&resolved.path, Wasm::Cached { cache, digest }),
+                || {
+                    // Compiled here, by this engine: code adopted from a referrer is not it.
+                    let wasm = Wasm::Cached {
+                        cache,
+                        digest,
+                        vouched_for: None,
+                    };
+                    runner.load(&resolved.path, wasm)
+                },
             )
             .naming(&[&self.reference], || {
                 format!("compiling {}", self.reference)

@@ -228,6 +228,7 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
         for runner in &runners {
             wasm_oci_shim::precompiled::adopt(fetcher, &cache, &pulled.entry, runner).await;
         }
+        let vouched = wasm_oci_fetcher::vouched_for(&pulled.entry);
         let compiled = tokio::task::spawn_blocking(move || {
             runners.iter().try_for_each(|runner| {
                 runner
@@ -236,6 +237,7 @@ async fn prefetch_one(fetcher: &Fetcher, runners: Vec<Arc<Runner>>, name: &str) 
                         Wasm::Cached {
                             cache: &cache,
                             digest: &pulled.entry.layer_digest,
+                            vouched_for: vouched.as_deref(),
                         },
                     )
                     .map(drop)

@@ -69,6 +69,8 @@ pub(super) enum Source {
         cache: Cache,
         /// Boxed: a cache entry is large beside a buffer's three words.
         artifact: Box<wasm_oci_fetcher::Resolved>,
+        /// The repository whose precompiled code, which the policy vouched for, it may load.
+        vouched_for: Option<String>,
     },
 }
 
@@ -179,6 +181,7 @@ impl Resolved {
             path: cache.blob_path(&artifact.entry.layer_digest),
             source: Source::Cached {
                 cache,
+                vouched_for: wasm_oci_fetcher::vouched_for(&artifact.entry),
                 artifact: Box::new(artifact),
             },
             compiled: None,
@@ -195,18 +198,22 @@ impl Resolved {
                 let large = size > crate::progress::LARGE_MODULE;
                 large.then_some(size).filter(|_| {
                     self.compiled.as_ref().is_none_or(|cache| {
-                        !has_compiled(cache, runner, &wasm_oci_cache::Digest::of(bytes))
+                        !runner.is_compiled(cache, &wasm_oci_cache::Digest::of(bytes), None)
                     })
                 })
             }
-            Source::Cached { cache, artifact } => uncompiled(cache, runner, &artifact.entry),
+            Source::Cached {
+                cache, artifact, ..
+            } => uncompiled(cache, runner, &artifact.entry),
         }
     }
 
     /// The cache and the reference's entry, for a cached reference.
     pub(super) fn cached(&self) -> Option<(&Cache, &RefEntry)> {
         match &self.source {
-            Source::Cached { cache, artifact } => Some((cache, &artifact.entry)),
+            Source::Cached {
+                cache, artifact, ..
+            } => Some((cache, &artifact.entry)),
             Source::Bytes(_) => None,
         }
     }
@@ -220,7 +227,9 @@ impl Resolved {
             Source::Bytes(bytes) => wasm_oci_fetcher::interface(bytes)
                 .and_then(|i| i.world)
                 .is_some_and(|w| proxy(&w)),
-            Source::Cached { cache, artifact } => artifact
+            Source::Cached {
+                cache, artifact, ..
+            } => artifact
                 .entry
                 .config_digest
                 .as_ref()
@@ -238,9 +247,14 @@ impl Resolved {
                 bytes,
                 cache: self.compiled.as_ref(),
             },
-            Source::Cached { cache, artifact } => wasm_oci_shim::Wasm::Cached {
+            Source::Cached {
+                cache,
+                artifact,
+                vouched_for,
+            } => wasm_oci_shim::Wasm::Cached {
                 cache,
                 digest: &artifact.entry.layer_digest,
+                vouched_for: vouched_for.as_deref(),
             },
         }
     }
@@ -301,22 +315,8 @@ pub(super) fn uncompiled(
     runner: &wasm_oci_shim::Runner,
     entry: &RefEntry,
 ) -> Option<u64> {
-    (!has_compiled(cache, runner, &entry.layer_digest)).then_some(entry.size)
-}
-
-/// Whether `cache` holds code compiled from `digest` by `runner`'s engine (a module or a
-/// component); code that cannot be opened counts as none, as the runner then compiles.
-fn has_compiled(
-    cache: &Cache,
-    runner: &wasm_oci_shim::Runner,
-    digest: &wasm_oci_cache::Digest,
-) -> bool {
-    ["module", "component"].iter().any(|kind| {
-        matches!(
-            cache.open_compiled(runner.engine_key(), digest, kind),
-            Ok(Some(_))
-        )
-    })
+    let vouched_for = wasm_oci_fetcher::vouched_for(entry);
+    (!runner.is_compiled(cache, &entry.layer_digest, vouched_for.as_deref())).then_some(entry.size)
 }
 
 #[cfg(test)]

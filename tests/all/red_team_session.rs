@@ -159,13 +159,13 @@ fn hello_runs_as_hello_after(node: &WasmOci, fleet: &Fleet, tenant: &std::proces
 /// Code a tenant's key signed for its own repository, adopted from the registry, must never
 /// run for `hello:v1`, whose policy names another key, though both modules are one wasm.
 ///
-/// The hole: adopted code is kept in the compiled-code cache under the wasm's digest alone
-/// (engine key, wasm digest, kind), whichever repository's policy vouched for it, and the
-/// runner (and the shim) load it for every module with that wasm. Through a registry as
+/// The hole was: adopted code was kept in the compiled-code cache under the wasm's digest
+/// alone (engine key, wasm digest, kind), whichever repository's policy vouched for it, and
+/// the runner (and the shim) loaded it for every module with that wasm. Through a registry as
 /// through a layout's kept referrers (next test): both end in `verify_precompiled`'s
-/// `store_compiled`.
+/// `store_compiled`. Now adopted code is kept under the engine key and the repository
+/// (`wasm_oci_cache::vouched_engine_key`), which only a run of that repository looks up.
 #[test]
-#[ignore = "hole: code adopted for one repository is loaded for any module with the same wasm digest (compiled-code cache keyed by wasm digest, not by who vouched)"]
 fn code_signed_for_one_repository_never_runs_for_another_with_the_same_wasm() {
     let mut fleet = Fleet::new();
     let (tenant, policy) = a_tenant_forges_code_for_hellos_wasm(&fleet);
@@ -179,7 +179,6 @@ fn code_signed_for_one_repository_never_runs_for_another_with_the_same_wasm() {
 /// signed precompiled referrer; `load` keeps it (it verifies for `tenant`), the tenant's pod
 /// runs offline on it (`adopt_kept`), and then `hello:v1` runs the tenant's code.
 #[test]
-#[ignore = "hole: code a layout brought for one repository is loaded for any module with the same wasm digest (compiled-code cache keyed by wasm digest, not by who vouched)"]
 fn code_a_layout_brought_for_one_repository_never_runs_for_another_with_the_same_wasm() {
     let mut fleet = Fleet::new();
     let (tenant, policy) = a_tenant_forges_code_for_hellos_wasm(&fleet);

@@ -505,7 +505,9 @@ fn a_guest_as_a_user_that_starves_descriptors_aborts_no_shim(v: Version) {
     assert_eq!(
         running.state,
         cri::ContainerState::ContainerRunning as i32,
-        "{running:?}"
+        "{running:?}\n{}\n{}",
+        cri.log_of(&config, "sleeper"),
+        cri.c.log()
     );
     cri.stop_container(&sleeper, 0).unwrap();
     assert_eq!(cri.wait_exited(&sleeper, PATIENCE).exit_code, 137);

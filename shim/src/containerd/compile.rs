@@ -24,7 +24,9 @@
 //!
 //! [`config`]: super::config
 
+use std::fs::File;
 use std::io::{Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -277,22 +279,26 @@ pub(crate) fn ahead(
     wasm: &Wasm<'_>,
     stop: Option<&AtomicBool>,
 ) -> Result<(), CompileError> {
-    let (cache, digest, bytes) = match *wasm {
-        Wasm::Cached { cache, digest } => (cache, digest.clone(), None),
+    let (cache, digest, bytes, vouched_for) = match *wasm {
+        Wasm::Cached {
+            cache,
+            digest,
+            vouched_for,
+        } => (cache, digest.clone(), None, vouched_for),
         Wasm::Bytes {
             bytes,
             cache: Some(cache),
-        } => (cache, Digest::of(bytes), Some(bytes)),
+        } => (cache, Digest::of(bytes), Some(bytes), None),
         Wasm::Bytes { cache: None, .. } => return Ok(()),
     };
-    if runner.is_compiled(cache, &digest) {
+    if runner.is_compiled(cache, &digest, vouched_for) {
         return Ok(());
     }
     let config = ShimConfig::get().ok();
     let limits = config.map(|c| c.compile).unwrap_or_default();
     let source = || config.map_or_else(|| ShimConfig::default().source_name(), |c| c.source_name());
     let home = HOME.get_or_init(Home::default);
-    let compiled = || runner.is_compiled(cache, &digest);
+    let compiled = || runner.is_compiled(cache, &digest, vouched_for);
     match helper(home, cache.base(), &digest, bytes, limits, stop, &compiled) {
         Ok(Ended::Compiled) => {
             tracing::debug!(%digest, "compiled by the helper, outside the pod's cgroup");
@@ -347,6 +353,48 @@ enum Ended {
     Vanished(String),
 }
 
+/// How many compile helpers may run at once on the node: its CPUs.
+fn helper_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One of the node's compile-helper slots, held while a helper runs: an exclusive `flock` on
+/// `compile-slots/N` in the node's cache, which every shim shares (released with the
+/// descriptor, also when the shim dies).
+struct Slot(#[allow(dead_code)] File);
+
+impl Slot {
+    /// Waits for a free slot of `slots`; `None` once `stop` is set first.
+    fn acquire(
+        cache: &Path,
+        slots: usize,
+        stop: Option<&AtomicBool>,
+    ) -> std::io::Result<Option<Slot>> {
+        let dir = cache.join("compile-slots");
+        std::fs::create_dir_all(&dir)?;
+        loop {
+            for n in 0..slots.max(1) {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(dir.join(n.to_string()))?;
+                match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                {
+                    Ok(()) => return Ok(Some(Slot(file))),
+                    Err(rustix::io::Errno::WOULDBLOCK) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                return Ok(None);
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+}
+
 /// Runs the helper for `digest` and waits for it, within `limits` and until `stop`;
 /// `compiled` says whether its code is in the cache.
 ///
@@ -362,6 +410,12 @@ fn helper(
     stop: Option<&AtomicBool>,
     compiled: &dyn Fn() -> bool,
 ) -> std::io::Result<Ended> {
+    // At most as many helpers at once on the node as it has CPUs (a compile keeps one busy):
+    // a pod of many containers, or many pods, cannot start a helper each, each allowed
+    // `max_memory` outside every pod's cgroup. A helper waits for a slot, or for its stop.
+    let Some(_slot) = Slot::acquire(cache, helper_slots(), stop)? else {
+        return Ok(Ended::Stopped);
+    };
     let memory = match &home.memory {
         Some((dir, v2)) => MemoryCgroup::create(dir, *v2, limits.max_memory)
             .inspect_err(|e| {
@@ -409,7 +463,11 @@ fn helper(
         }
     }
     let mut stdin = helper.child.stdin.take().expect("piped");
-    let not_moved = moved.is_err();
+    // A helper that could not be moved because it is gone already (killed from outside
+    // before it was moved) is no reason to compile in process, as one the kernel would not
+    // move is.
+    let gone = matches!(&moved, Err(e) if e.raw_os_error() == Some(libc::ESRCH));
+    let not_moved = moved.is_err() && !gone;
     let written = match moved {
         Ok(()) => bytes.map_or(Ok(()), |b| stdin.write_all(b)),
         Err(e) => Err(std::io::Error::other(format!(
@@ -670,9 +728,11 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
         }
         let name = PathBuf::from("wasm");
         let wasm = match &digest {
+            // Compiled here: code adopted from a referrer is not looked for.
             Some(digest) => Wasm::Cached {
                 cache: &cache,
                 digest,
+                vouched_for: None,
             },
             None => Wasm::Bytes {
                 bytes: &bytes,
@@ -685,7 +745,7 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
         // Said, so that the shim tells this failure of its own (it compiles in process) from
         // an end by no hand of its own (it does not).
         let digest = digest.unwrap_or_else(|| Digest::of(&bytes));
-        if !runner.is_compiled(&cache, &digest) {
+        if !runner.is_compiled(&cache, &digest, None) {
             anyhow::bail!("the module compiled, but the cache did not keep its code");
         }
         Ok(None)
@@ -715,6 +775,36 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_node_runs_no_more_compile_helpers_than_its_slots_and_a_stop_ends_the_wait() {
+        use super::Slot;
+        use std::sync::atomic::AtomicBool;
+        let cache = tempfile::tempdir().unwrap();
+        let first = Slot::acquire(cache.path(), 1, None).unwrap().unwrap();
+        // The one slot is held: a second helper waits, and its container's stop ends that.
+        let stop = AtomicBool::new(true);
+        assert!(
+            Slot::acquire(cache.path(), 1, Some(&stop))
+                .unwrap()
+                .is_none()
+        );
+        // With two, the second takes the other; a third waits.
+        let second = Slot::acquire(cache.path(), 2, None).unwrap().unwrap();
+        assert!(
+            Slot::acquire(cache.path(), 2, Some(&stop))
+                .unwrap()
+                .is_none()
+        );
+        // A slot is free again when its helper's holder lets it go.
+        drop(first);
+        assert!(
+            Slot::acquire(cache.path(), 2, Some(&stop))
+                .unwrap()
+                .is_some()
+        );
+        drop(second);
+    }
+
     use super::*;
 
     #[test]

@@ -140,6 +140,11 @@ impl Guest {
         if let Some(path) = &self.stdin {
             self.options.stdin = open_read(path);
         }
+        // Adopted code is looked up for the reference's own repository only.
+        let vouched = match &self.module {
+            Module::Cached { artifact, .. } => wasm_oci_fetcher::vouched_for(&artifact.entry),
+            Module::Rootfs { .. } => None,
+        };
         // A module from the rootfs is compiled once too, keyed by the digest of the bytes read.
         let (name, wasm) = match &self.module {
             Module::Rootfs { name, bytes } => (
@@ -155,7 +160,12 @@ impl Guest {
             ),
             Module::Cached { cache, artifact } => {
                 let digest = &artifact.entry.layer_digest;
-                (cache.blob_path(digest), Wasm::Cached { cache, digest })
+                let wasm = Wasm::Cached {
+                    cache,
+                    digest,
+                    vouched_for: vouched.as_deref(),
+                };
+                (cache.blob_path(digest), wasm)
             }
         };
         let stopped = self.options.stop.clone();

@@ -29,8 +29,12 @@ impl Runner {
             source,
         };
         match wasm {
-            Wasm::Cached { cache, digest } => {
-                if let Some(loaded) = self.precompiled(cache, digest) {
+            Wasm::Cached {
+                cache,
+                digest,
+                vouched_for,
+            } => {
+                if let Some(loaded) = self.precompiled(cache, digest, vouched_for) {
                     return Ok(loaded);
                 }
                 let bytes = cache
@@ -55,7 +59,7 @@ impl Runner {
                 cache: Some(cache),
             } => {
                 let digest = wasm_oci_cache::Digest::of(bytes);
-                if let Some(loaded) = self.precompiled(cache, &digest) {
+                if let Some(loaded) = self.precompiled(cache, &digest, None) {
                     return Ok(loaded);
                 }
                 self.compile(name, bytes, Some((cache, &digest)))
@@ -65,17 +69,32 @@ impl Runner {
 
     /// Whether the cache holds code compiled for `digest` by this engine (not yet checked
     /// or loaded: [`Runner::load`] does that).
+    ///
+    /// `vouched_for` as [`Wasm::Cached`] has it.
     pub fn is_compiled(
         &self,
         cache: &wasm_oci_cache::Cache,
         digest: &wasm_oci_cache::Digest,
+        vouched_for: Option<&str>,
     ) -> bool {
-        ["module", "component"].into_iter().any(|kind| {
-            matches!(
-                cache.open_compiled(self.engine_key(), digest, kind),
-                Ok(Some(_))
-            )
+        self.engine_keys(vouched_for).iter().any(|key| {
+            ["module", "component"]
+                .into_iter()
+                .any(|kind| matches!(cache.open_compiled(key, digest, kind), Ok(Some(_))))
         })
+    }
+
+    /// The engine keys code for a run is looked up under: this engine's (code it compiled),
+    /// then, for a repository, the code the policy vouched for there.
+    fn engine_keys(&self, vouched_for: Option<&str>) -> Vec<String> {
+        let mut keys = vec![self.engine_key().to_owned()];
+        if let Some(repository) = vouched_for {
+            keys.push(wasm_oci_cache::vouched_engine_key(
+                self.engine_key(),
+                repository,
+            ));
+        }
+        keys
     }
 
     /// The code compiled for `digest` earlier, if any is usable: opened once by the cache,
@@ -85,9 +104,14 @@ impl Runner {
         &self,
         cache: &wasm_oci_cache::Cache,
         digest: &wasm_oci_cache::Digest,
+        vouched_for: Option<&str>,
     ) -> Option<Loaded> {
-        for kind in ["module", "component"] {
-            let code = match cache.open_compiled(self.engine_key(), digest, kind) {
+        let keys = self.engine_keys(vouched_for);
+        let places = keys
+            .iter()
+            .flat_map(|key| ["module", "component"].map(|kind| (key.as_str(), kind)));
+        for (key, kind) in places {
+            let code = match cache.open_compiled(key, digest, kind) {
                 Ok(Some(code)) => code,
                 Ok(None) => continue,
                 Err(e) => {
@@ -103,8 +127,13 @@ impl Runner {
                     return Some(loaded);
                 }
                 Err(e) => {
-                    // Unreadable or from an incompatible build: compiled afresh.
+                    // Unreadable or from an incompatible build: compiled afresh. Code adopted
+                    // for the repository is not overwritten by that compile (it is kept under
+                    // this engine's own key): it goes now, rather than be tried at every start.
                     tracing::debug!(path = %path.display(), error = %e, "ignoring compiled code");
+                    if key != self.engine_key() {
+                        let _ = std::fs::remove_file(&path);
+                    }
                 }
             }
         }
