@@ -52,8 +52,8 @@ pub struct CompiledEntry {
 }
 
 /// The engine key under which code someone else compiled is kept once the signature policy
-/// vouched for it for `repository` (`registry/name`, as the reference that ran named it): the
-/// runner's own key and the repository's digest. Only a run of that repository looks there
+/// vouched for it for `repository` (the whole reference that ran, as the fetcher writes it):
+/// the runner's own key and that name's digest. Only a run of that reference looks there
 /// ([`CompiledCode`] of the runner's own key is what every run may load: this process compiled
 /// it). Another module with the same wasm never loads it: its policy may trust other keys, or
 /// none, and native code is the whole of what the guest does.

@@ -45,14 +45,16 @@ pub struct Wanted<'a> {
     pub store_as: &'a str,
 }
 
-/// The repository adopted code is kept for (see [`wasm_oci_cache::vouched_engine_key`]):
-/// `registry/name` as `reference` names them; the runner is given the same for the same
-/// reference ([`repository_of`] of what it runs).
+/// What adopted code is kept for (see [`wasm_oci_cache::vouched_engine_key`]): the whole
+/// reference, `registry/name:tag` or `registry/name@digest`, in its canonical form. A policy
+/// can vouch more finely than a repository (a scope for `name:tag` or `name@digest`, an
+/// identity bound to a tag), so code adopted for one reference is never loaded for another,
+/// even of the same repository; the runner is given the same for the same reference.
 pub fn repository_of(reference: &Reference) -> String {
-    format!("{}/{}", reference.registry(), reference.repository())
+    reference.whole()
 }
 
-/// The repository a cached reference's adopted code is kept for, as [`repository_of`] its
+/// The reference a cached reference's adopted code is kept for, as [`repository_of`] its
 /// reference: what the runner is given ([`wasm_oci_shim`'s `Wasm::Cached`]) to look it up.
 pub fn vouched_for(entry: &RefEntry) -> Option<String> {
     crate::parse_reference(&entry.reference)
@@ -510,8 +512,8 @@ impl Fetcher {
             }
         };
         let kind = compiled_for.kind.expect("checked by mismatch");
-        // Kept for this repository alone: the policy vouched for it here, not for another
-        // module that happens to have the same wasm.
+        // Kept for this reference alone: the policy vouched for it here, not for another
+        // module (or tag) that happens to have the same wasm.
         let store_as =
             wasm_oci_cache::vouched_engine_key(wanted.store_as, &repository_of(reference));
         let path = self

@@ -43,19 +43,30 @@ fn evil_wasm(dir: &Path) -> PathBuf {
 /// code compiled from another module (one that prints [`EVIL`]), annotated as compiled from
 /// that wasm for this node's `run` engine. The tenant's reference and the node's policy.
 fn a_tenant_forges_code_for_hellos_wasm(fleet: &Fleet) -> (String, PathBuf) {
+    forged_for(
+        fleet,
+        "tenant",
+        "v1",
+        &[("hello", "fleet.pub"), ("tenant", "tenant.pub")],
+    )
+}
+
+/// As [`a_tenant_forges_code_for_hellos_wasm`], with the signer's module at `repo:tag` and the
+/// node's policy made of `scopes` (a scope, the key file it trusts there).
+fn forged_for(fleet: &Fleet, repo: &str, tag: &str, scopes: &[(&str, &str)]) -> (String, PathBuf) {
     let tenant_key = Fleet::generate_key(&fleet.builder, fleet.dir.path(), "tenant");
-    let tenant = fleet.registry.push_hello("tenant:v1");
+    let tenant = fleet.registry.push_hello(&format!("{repo}:{tag}"));
     fleet.ok(&["sign", &tenant, "--key", tenant_key.to_str().unwrap()]);
     let hello_layer = fleet.hello_layer();
     assert_eq!(
-        manifest(&fleet.registry, "tenant", "v1")["layers"][0]["digest"],
+        manifest(&fleet.registry, repo, tag)["layers"][0]["digest"],
         hello_layer.as_str(),
         "the tenant's module is hello's wasm"
     );
 
     // The tenant compiles its evil module (signed by itself) to get native code of this
     // node's `run` engine, then attaches that code to tenant:v1 as compiled from hello's wasm.
-    let evil = fleet.registry.reference("tenant:evil");
+    let evil = fleet.registry.reference(&format!("{repo}:evil"));
     let wasm = evil_wasm(fleet.dir.path());
     fleet.ok(&["push", wasm.to_str().unwrap(), &evil]);
     let released: Vec<serde_json::Value> = serde_json::from_str(&fleet.ok(&[
@@ -70,7 +81,7 @@ fn a_tenant_forges_code_for_hellos_wasm(fleet: &Fleet) -> (String, PathBuf) {
     let run_engine = &released[0];
     let artifact = manifest(
         &fleet.registry,
-        "tenant",
+        repo,
         run_engine["digest"].as_str().unwrap(),
     );
     let code = fs::read(
@@ -104,7 +115,7 @@ fn a_tenant_forges_code_for_hellos_wasm(fleet: &Fleet) -> (String, PathBuf) {
         .as_str()
         .unwrap()
         .to_owned();
-    let at = format!("{}@{digest}", fleet.registry.reference("tenant"));
+    let at = format!("{}@{digest}", fleet.registry.reference(repo));
     fleet.ok(&["sign", &at, "--key", tenant_key.to_str().unwrap()]);
 
     // The node's policy: each tenant's key for its own repository only.
@@ -120,9 +131,7 @@ fn a_tenant_forges_code_for_hellos_wasm(fleet: &Fleet) -> (String, PathBuf) {
         )
     };
     let scopes: serde_json::Map<String, serde_json::Value> =
-        [scope("hello", "fleet.pub"), scope("tenant", "tenant.pub")]
-            .into_iter()
-            .collect();
+        scopes.iter().map(|(repo, key)| scope(repo, key)).collect();
     fs::write(
         &policy,
         serde_json::to_vec(&serde_json::json!({
@@ -255,4 +264,24 @@ fn a_compile_helper_killed_from_outside_is_not_compiled_again_in_the_shim(v: Ver
 #[test]
 fn a_compile_helper_killed_from_outside_is_not_compiled_again_in_the_shim_1_6() {
     a_compile_helper_killed_from_outside_is_not_compiled_again_in_the_shim(Version::V1_6);
+}
+
+/// A policy can vouch more finely than a repository: here the fleet's key for `hello` and a
+/// canary signer's key for `hello:canary` alone. The canary signer pushes hello's wasm as
+/// `hello:canary` with code of its own; `hello:canary` runs it (its business); `hello:v1`,
+/// for which only the fleet's key vouches, must not. Adopted code is kept for the whole
+/// reference it was adopted for, not for its repository.
+#[test]
+fn code_signed_for_one_tag_never_runs_for_another_tag_of_the_repository() {
+    let mut fleet = Fleet::new();
+    let (canary, policy) = forged_for(
+        &fleet,
+        "hello",
+        "canary",
+        &[("hello", "fleet.pub"), ("hello:canary", "tenant.pub")],
+    );
+    fleet.policy = policy;
+    let node = WasmOci::new();
+    let out = fleet.run(&node, &canary, &[]);
+    hello_runs_as_hello_after(&node, &fleet, &out);
 }

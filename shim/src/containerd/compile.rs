@@ -353,9 +353,31 @@ enum Ended {
     Vanished(String),
 }
 
-/// How many compile helpers may run at once on the node: its CPUs.
+/// How many compile helpers may run at once on the node: its CPUs online. Not what this
+/// process may use (`available_parallelism` reads the CPU quota of the shim's cgroup, a pod's):
+/// every shim of the node must count the same slots.
 fn helper_slots() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|list| cpus_in(&list))
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
+}
+
+/// How many CPUs a kernel CPU list names (`0-3,6,8-9`: 7).
+fn cpus_in(list: &str) -> Option<usize> {
+    list.trim().split(',').try_fold(0usize, |count, part| {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let (first, last): (usize, usize) = (first.parse().ok()?, last.parse().ok()?);
+        Some(count + last.checked_sub(first)? + 1)
+    })
+}
+
+/// What waiting for a slot came to.
+enum Taken {
+    Slot(Slot),
+    Stopped,
+    TimedOut,
 }
 
 /// One of the node's compile-helper slots, held while a helper runs: an exclusive `flock` on
@@ -364,31 +386,58 @@ fn helper_slots() -> usize {
 struct Slot(#[allow(dead_code)] File);
 
 impl Slot {
-    /// Waits for a free slot of `slots`; `None` once `stop` is set first.
+    /// Waits for a free slot of `slots` until `stop` is set or `deadline` passes. The slots
+    /// are in a directory of the cache only this user may open (made so, and checked: a
+    /// directory anyone else could open would let them hold every slot), each a regular file
+    /// opened without following a link or blocking (a planted FIFO).
     fn acquire(
         cache: &Path,
         slots: usize,
         stop: Option<&AtomicBool>,
-    ) -> std::io::Result<Option<Slot>> {
+        deadline: Instant,
+    ) -> std::io::Result<Taken> {
+        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
         let dir = cache.join("compile-slots");
-        std::fs::create_dir_all(&dir)?;
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let meta = std::fs::symlink_metadata(&dir)?;
+        let me = rustix::process::geteuid().as_raw();
+        if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} is not a directory only this user may open",
+                dir.display()
+            )));
+        }
         loop {
             for n in 0..slots.max(1) {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
                     .write(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
                     .open(dir.join(n.to_string()))?;
+                if !file.metadata()?.is_file() {
+                    return Err(std::io::Error::other(format!(
+                        "{} is not a regular file",
+                        dir.join(n.to_string()).display()
+                    )));
+                }
                 match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
                 {
-                    Ok(()) => return Ok(Some(Slot(file))),
+                    Ok(()) => return Ok(Taken::Slot(Slot(file))),
                     Err(rustix::io::Errno::WOULDBLOCK) => continue,
                     Err(e) => return Err(e.into()),
                 }
             }
             if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-                return Ok(None);
+                return Ok(Taken::Stopped);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Taken::TimedOut);
             }
             std::thread::sleep(TICK);
         }
@@ -412,9 +461,15 @@ fn helper(
 ) -> std::io::Result<Ended> {
     // At most as many helpers at once on the node as it has CPUs (a compile keeps one busy):
     // a pod of many containers, or many pods, cannot start a helper each, each allowed
-    // `max_memory` outside every pod's cgroup. A helper waits for a slot, or for its stop.
-    let Some(_slot) = Slot::acquire(cache, helper_slots(), stop)? else {
-        return Ok(Ended::Stopped);
+    // `max_memory` outside every pod's cgroup. A helper waits for a slot within its
+    // `timeout`, or until its stop; a slot that cannot be had for another reason fails the
+    // container (it is not compiled in the shim instead, outside the limits).
+    let waited = Instant::now();
+    let _slot = match Slot::acquire(cache, helper_slots(), stop, waited + limits.timeout) {
+        Ok(Taken::Slot(slot)) => slot,
+        Ok(Taken::Stopped) => return Ok(Ended::Stopped),
+        Ok(Taken::TimedOut) => return Ok(Ended::TimedOut),
+        Err(e) => return Ok(Ended::Vanished(format!("no compile slot on the node: {e}"))),
     };
     let memory = match &home.memory {
         Some((dir, v2)) => MemoryCgroup::create(dir, *v2, limits.max_memory)
@@ -777,32 +832,64 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
 mod tests {
     #[test]
     fn a_node_runs_no_more_compile_helpers_than_its_slots_and_a_stop_ends_the_wait() {
-        use super::Slot;
+        use super::{Slot, Taken};
         use std::sync::atomic::AtomicBool;
+        use std::time::{Duration, Instant};
         let cache = tempfile::tempdir().unwrap();
-        let first = Slot::acquire(cache.path(), 1, None).unwrap().unwrap();
-        // The one slot is held: a second helper waits, and its container's stop ends that.
+        let later = || Instant::now() + Duration::from_secs(3600);
+        let take = |slots, stop: Option<&AtomicBool>, deadline| {
+            Slot::acquire(cache.path(), slots, stop, deadline).unwrap()
+        };
+        let Taken::Slot(first) = take(1, None, later()) else {
+            panic!("a free slot is taken")
+        };
+        // The one slot is held: a second helper waits, and its container's stop ends that,
+        // as the end of its time does.
         let stop = AtomicBool::new(true);
-        assert!(
-            Slot::acquire(cache.path(), 1, Some(&stop))
-                .unwrap()
-                .is_none()
-        );
+        assert!(matches!(take(1, Some(&stop), later()), Taken::Stopped));
+        assert!(matches!(take(1, None, Instant::now()), Taken::TimedOut));
         // With two, the second takes the other; a third waits.
-        let second = Slot::acquire(cache.path(), 2, None).unwrap().unwrap();
-        assert!(
-            Slot::acquire(cache.path(), 2, Some(&stop))
-                .unwrap()
-                .is_none()
-        );
+        let Taken::Slot(second) = take(2, None, later()) else {
+            panic!("the second slot is taken")
+        };
+        assert!(matches!(take(2, Some(&stop), later()), Taken::Stopped));
         // A slot is free again when its helper's holder lets it go.
         drop(first);
-        assert!(
-            Slot::acquire(cache.path(), 2, Some(&stop))
-                .unwrap()
-                .is_some()
-        );
+        assert!(matches!(take(2, Some(&stop), later()), Taken::Slot(_)));
         drop(second);
+    }
+
+    #[test]
+    fn the_nodes_cpus_are_read_from_the_kernels_list() {
+        assert_eq!(cpus_in("0-1\n"), Some(2));
+        assert_eq!(cpus_in("0-3,6,8-9"), Some(7));
+        assert_eq!(cpus_in("0"), Some(1));
+        assert_eq!(cpus_in("3-1"), None);
+        assert_eq!(cpus_in("x"), None);
+    }
+
+    #[test]
+    fn slots_in_a_directory_others_may_open_or_a_planted_fifo_are_refused() {
+        use super::Slot;
+        use std::os::unix::fs::PermissionsExt as _;
+        use std::time::{Duration, Instant};
+        let later = Instant::now() + Duration::from_secs(3600);
+        let cache = tempfile::tempdir().unwrap();
+        let dir = cache.path().join("compile-slots");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(Slot::acquire(cache.path(), 1, None, later).is_err());
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("0"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Refused at once, never a blocked open.
+        assert!(Slot::acquire(cache.path(), 1, None, later).is_err());
     }
 
     use super::*;

@@ -165,9 +165,10 @@ pub enum Wasm<'a> {
         cache: &'a wasm_oci_cache::Cache,
         /// The blob's digest.
         digest: &'a wasm_oci_cache::Digest,
-        /// The repository (`registry/name`) the blob was pulled for, when it was: code the
-        /// signature policy vouched for there, compiled by someone else, is looked up too
-        /// (see [`wasm_oci_cache::vouched_engine_key`]); never for another repository.
+        /// The reference the blob was pulled for, when it was (as
+        /// `wasm_oci_fetcher::vouched_for` names it): code the signature policy vouched for
+        /// there, compiled by someone else, is looked up too (see
+        /// [`wasm_oci_cache::vouched_engine_key`]); never for another reference.
         vouched_for: Option<&'a str>,
     },
     /// Bytes the caller read (a module from a container's rootfs, a layout's verified blob, a
