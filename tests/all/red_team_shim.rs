@@ -462,6 +462,13 @@ fn a_guest_as_a_user_that_starves_descriptors_aborts_no_shim(v: Version) {
             cri::LinuxContainerConfig::default(),
         ),
     );
+    // The attack begins once the pod's other container runs its guest, its module compiled:
+    // a compile that a starved shim cannot watch fails its container (closed), which is not
+    // the property under attack here.
+    wait_until_within("the sleeper's module is compiled", PATIENCE, || {
+        let log = fs::read_to_string(cri.c.shim_log()).unwrap_or_default();
+        log.contains("compiled by the helper") || log.contains("precompiled cache hit")
+    });
     let as_user = cri::LinuxContainerConfig {
         security_context: Some(cri::LinuxContainerSecurityContext {
             run_as_user: Some(cri::Int64Value { value: 1000 }),
