@@ -18,21 +18,9 @@ use crate::support::{Reply, Request, Server, WasmOci, put_manifest};
 const EVIL: &str = "Evil from a forged referrer!\n";
 
 fn evil_wasm(dir: &Path) -> PathBuf {
-    let wat = format!(
-        r#"(module
-          (import "wasi_snapshot_preview1" "fd_write"
-            (func $fd_write (param i32 i32 i32 i32) (result i32)))
-          (memory (export "memory") 1)
-          (data (i32.const 16) "{}")
-          (func (export "_start")
-            (i32.store (i32.const 0) (i32.const 16))
-            (i32.store (i32.const 4) (i32.const {}))
-            (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
-        EVIL.replace('\n', "\\0a"),
-        EVIL.len()
-    );
     let path = dir.join("evil.wasm");
-    fs::write(&path, wat::parse_str(&wat).unwrap()).unwrap();
+    let message = EVIL.strip_suffix('\n').expect("a line");
+    fs::write(&path, crate::cri_image::printer(message)).unwrap();
     path
 }
 
