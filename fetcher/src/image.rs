@@ -7,6 +7,14 @@
 //! reads `process.args[0]` from the rootfs containerd unpacked, so the module that runs is the
 //! one of the digest containerd pulled, with the credentials the pod gave it. Readers of wasm
 //! artifacts pick the index's wasm entry and never download this layer.
+//!
+//! Readers built on oci-client (wkg, wasm-pkg-client) pick an index entry with oci-client's
+//! default resolver: the first whose `os`/`architecture` are the host's, variant ignored, then
+//! take the manifest's first layer. So the index names the wasm manifest a second time per
+//! architecture, before the Linux image, as `linux/<arch>` with the variant
+//! [`WASM_READER_VARIANT`]: oci-client's resolver takes that entry (the wasm), while
+//! containerd, whose platform matcher compares the variant too (`""`, or `v1`..`vN` on amd64),
+//! skips it and takes the Linux image after it, as docker and skopeo do.
 
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -19,7 +27,10 @@ const OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_TAR_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 /// The architectures the index names the image for: it holds no native code, so it is the
 /// same image for each (containerd chooses by the index entry's platform).
-const ARCHITECTURES: &[&str] = &["amd64", "arm64"];
+pub(crate) const ARCHITECTURES: &[&str] = &["amd64", "arm64"];
+/// The platform variant of the index entries that name the wasm manifest as `linux/<arch>`
+/// for oci-client's resolver; no runtime's platform matcher takes it (see the module's text).
+pub(crate) const WASM_READER_VARIANT: &str = "wasm";
 /// A tar block.
 const BLOCK: usize = 512;
 

@@ -380,6 +380,19 @@ async fn push_manifest(
             "size": body.len(),
             "platform": {"architecture": "wasm", "os": kind.os()},
         })];
+        // The wasm again, for oci-client's resolver, ahead of the Linux image (see `image`).
+        for architecture in crate::image::ARCHITECTURES {
+            entries.push(json!({
+                "mediaType": OCI_IMAGE_MEDIA_TYPE,
+                "digest": manifest_digest,
+                "size": body.len(),
+                "platform": {
+                    "architecture": architecture,
+                    "os": "linux",
+                    "variant": crate::image::WASM_READER_VARIANT,
+                },
+            }));
+        }
         for (architecture, linux) in image.manifests() {
             let linux_digest = sha256(&linux);
             let at = reference.clone_with_digest(linux_digest.clone());

@@ -50,8 +50,9 @@ pub struct PushCommand {
 
     /// Also write a Linux image holding the module as its entrypoint, and push an index of
     /// both to REF: containerd then runs `image: REF` under the wasmoci runtime (containerd
-    /// 1.6 and 2.x), and wasm readers (wasm-oci, oras) take the index's wasm entry. wkg and
-    /// other oci-client readers choose linux/amd64 from an index: push without it for them
+    /// 1.6 and 2.x), and wasm readers take the index's wasm entry: wasm-oci and oras by its
+    /// wasip platform, wkg and other oci-client readers by a linux/ARCH entry of variant
+    /// `wasm` that names it again (containerd and docker skip that variant)
     #[arg(long)]
     image: bool,
 

@@ -14,8 +14,8 @@ use crate::support::{
     stdout, testdata,
 };
 
-const USER: &str = "puller";
-const PASSWORD: &str = "pod-secret-9";
+pub(crate) const USER: &str = "puller";
+pub(crate) const PASSWORD: &str = "pod-secret-9";
 
 /// A core module that prints `message` and a newline on stdout.
 pub(crate) fn printer(message: &str) -> Vec<u8> {
@@ -223,20 +223,36 @@ fn run_inspect_save_and_load_read_what_push_image_writes() {
     let reference = registry.reference("hello:v1");
     let pushed = push_image(&cli, &testdata("hello.wasm"), &reference, false);
     let index = crate::support::manifest(&registry, "hello", "v1");
-    let platforms: Vec<String> = index["manifests"]
-        .as_array()
-        .unwrap()
+    let entries = index["manifests"].as_array().unwrap();
+    let platforms: Vec<String> = entries
         .iter()
         .map(|m| {
-            format!(
-                "{}/{}",
-                m["platform"]["os"].as_str().unwrap(),
-                m["platform"]["architecture"].as_str().unwrap()
-            )
+            let p = &m["platform"];
+            match p["variant"].as_str() {
+                Some(variant) => format!("{}/{}/{variant}", p["os"], p["architecture"]),
+                None => format!("{}/{}", p["os"], p["architecture"]),
+            }
+            .replace('"', "")
         })
         .collect();
-    assert_eq!(platforms, ["wasip1/wasm", "linux/amd64", "linux/arm64"]);
-    assert_eq!(index["manifests"][0]["digest"], pushed["manifest_digest"]);
+    assert_eq!(
+        platforms,
+        [
+            "wasip1/wasm",
+            "linux/amd64/wasm",
+            "linux/arm64/wasm",
+            "linux/amd64",
+            "linux/arm64"
+        ]
+    );
+    // The first three name the wasm manifest; the last two, the Linux image.
+    for (i, entry) in entries.iter().enumerate() {
+        assert_eq!(
+            entry["digest"] == pushed["manifest_digest"],
+            i < 3,
+            "{index:#}"
+        );
+    }
 
     assert_eq!(cli.ok(&["run", &reference]), HELLO);
     let inspected = cli.ok(&["inspect", &reference]);
@@ -252,4 +268,50 @@ fn run_inspect_save_and_load_read_what_push_image_writes() {
     let node = WasmOci::new();
     node.ok(&["load", saved.to_str().unwrap()]);
     assert_eq!(node.ok(&["run", "--pull", "never", &reference]), HELLO);
+}
+
+/// wkg and wasm-pkg-client read a package with oci-client as it comes: its default platform
+/// resolver picks an index entry, and the manifest's first layer is the package. What
+/// `push --image` writes gives them the wasm, not the Linux image beside it.
+#[test]
+fn oci_client_readers_such_as_wkg_take_the_wasm_from_what_push_image_writes() {
+    use oci_client::client::{ClientConfig, ClientProtocol, current_platform_resolver};
+    use oci_client::manifest::OciManifest;
+    use oci_client::secrets::RegistryAuth;
+
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let reference = registry.reference("hello:v1");
+    let pushed = push_image(&cli, &testdata("hello.wasm"), &reference, false);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..Default::default()
+    });
+    let parsed: oci_client::Reference = reference.parse().unwrap();
+    let auth = RegistryAuth::Anonymous;
+    let (wasm, layer) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let (index, _) = client.pull_manifest(&parsed, &auth).await.unwrap();
+            let OciManifest::ImageIndex(index) = index else {
+                panic!("push --image wrote no index: {index:?}")
+            };
+            // The resolver as oci-client configures it by default, on this (linux) host.
+            let chosen = current_platform_resolver(&index.manifests);
+            assert_eq!(chosen.as_deref(), pushed["manifest_digest"].as_str());
+            // wasm-pkg-client's read: the resolved manifest, its first layer.
+            let (manifest, _, _) = client
+                .pull_manifest_and_config(&parsed, &auth)
+                .await
+                .unwrap();
+            let layer = manifest.layers[0].clone();
+            let mut wasm = Vec::new();
+            client.pull_blob(&parsed, &layer, &mut wasm).await.unwrap();
+            (wasm, layer)
+        });
+    assert_eq!(layer.media_type, "application/wasm");
+    assert_eq!(wasm, std::fs::read(testdata("hello.wasm")).unwrap());
 }

@@ -2,13 +2,18 @@
 //! driving containerd 1.6 over CRI (`support/kube.rs`), pods created, read and deleted with
 //! `kubectl` as an operator does. Each wasm pod names its module as [`WasmPod`] says (the one
 //! place that knows how), under the RuntimeClass `wasmoci`; busybox pods under runc run beside
-//! them for comparison.
+//! them for comparison. A pod whose `image:` is the module (`push --image`) is pulled by the
+//! kubelet itself, with the pod's pull secret and pull policy.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::support::{Kube, Registry, WasmOci, WasmPod, guests, kube_wait, runc_pod_json};
+use crate::cri_image::{PASSWORD, USER, printer, push_image, registry_hosts};
+use crate::support::{
+    ALLOW_LOOPBACK, Kube, Registry, Secure, WasmOci, WasmPod, guests, image_pod_json, kube_wait,
+    runc_pod_json,
+};
 
 /// Pushes `module` to `registry` as `name` with `wasm-oci push`; its reference.
 fn push(registry: &Registry, module: &Path, name: &str) -> String {
@@ -280,4 +285,116 @@ fn a_failing_module_crash_loops_under_restart_policy_always() {
         assert_eq!(status("lastState.terminated.reason"), "Error");
         assert_eq!(kube.phase(pod), "Running");
     }
+}
+
+/// `image:` is the module, through the kubelet: the pod's `imagePullSecrets` are the only
+/// credentials (the node has none), `imagePullPolicy` decides whether the kubelet pulls
+/// again, and the imageID it reports is the digest whose module ran.
+#[test]
+fn image_is_the_module_with_the_pods_pull_secret_and_pull_policy() {
+    let registry = Registry::start_secure(Secure {
+        tls: false,
+        user: Some((USER, PASSWORD)),
+    });
+    let cli = WasmOci::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (
+        dir.path().join("first.wasm"),
+        dir.path().join("second.wasm"),
+    );
+    std::fs::write(&first, printer("first push")).unwrap();
+    std::fs::write(&second, printer("second push")).unwrap();
+    let reference = registry.reference("kube/module:v1");
+    let pushed = push_image(&cli, &first, &reference, true);
+
+    let kube = Kube::start_configured(ALLOW_LOOPBACK, &registry_hosts(&registry));
+    kube.kubectl_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "pull-secret",
+        "--docker-server",
+        &registry.addr,
+        "--docker-username",
+        USER,
+        "--docker-password",
+        PASSWORD,
+    ]);
+    let status = |pod: &str, path: &str| {
+        kube.jsonpath(
+            &["pod", pod],
+            &format!("{{.status.containerStatuses[0].{path}}}"),
+        )
+    };
+    let waiting_for = |pod: &str, reasons: &[&str]| {
+        kube_wait(
+            &format!("pod {pod} waits with a reason among {reasons:?}"),
+            || reasons.contains(&status(pod, "state.waiting.reason").as_str()),
+            || kube.describe_pod(pod),
+        );
+    };
+    let ran = |pod: &str, message: &str, digest: &serde_json::Value| {
+        kube.wait_phase(pod, "Succeeded");
+        assert_eq!(
+            kube.kubectl_ok(&["logs", pod]),
+            format!("{message}\n"),
+            "{}",
+            kube.describe_pod(pod)
+        );
+        let image_id = status(pod, "imageID");
+        assert!(
+            image_id.ends_with(&format!("kube/module@{}", digest.as_str().unwrap())),
+            "{image_id}"
+        );
+    };
+
+    // Without the pod's secret the node cannot pull: it has no credentials of its own.
+    kube.create(&image_pod_json(
+        "no-secret",
+        &reference,
+        "Always",
+        None,
+        &[],
+    ));
+    waiting_for("no-secret", &["ErrImagePull", "ImagePullBackOff"]);
+    // With it, the module runs: no command, no annotation.
+    kube.create(&image_pod_json(
+        "first",
+        &reference,
+        "IfNotPresent",
+        Some("pull-secret"),
+        &[],
+    ));
+    ran("first", "first push", &pushed["digest"]);
+
+    // The tag moves. IfNotPresent: the kubelet runs the image the node has, the first module.
+    let moved = push_image(&cli, &second, &reference, true);
+    assert_ne!(moved["digest"], pushed["digest"]);
+    kube.create(&image_pod_json(
+        "present",
+        &reference,
+        "IfNotPresent",
+        Some("pull-secret"),
+        &[],
+    ));
+    ran("present", "first push", &pushed["digest"]);
+    // Always: it pulls again, and the second module runs under the second digest.
+    kube.create(&image_pod_json(
+        "always",
+        &reference,
+        "Always",
+        Some("pull-secret"),
+        &[],
+    ));
+    ran("always", "second push", &moved["digest"]);
+    // Never, for an image the node does not have: not pulled, not run.
+    let absent = registry.reference("kube/absent:v1");
+    kube.create(&image_pod_json(
+        "never",
+        &absent,
+        "Never",
+        Some("pull-secret"),
+        &[],
+    ));
+    waiting_for("never", &["ErrImageNeverPull"]);
 }

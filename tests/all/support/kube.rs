@@ -135,6 +135,35 @@ impl WasmPod<'_> {
     }
 }
 
+/// A wasm pod whose one container's `image:` is `image` (what `wasm-oci push --image` wrote):
+/// no command, no annotation; pulled as `policy` says (`Always`, `IfNotPresent`, `Never`),
+/// with the pull secret named `secret`.
+pub fn image_pod_json(
+    name: &str,
+    image: &str,
+    policy: &str,
+    secret: Option<&str>,
+    labels: &[(&str, &str)],
+) -> String {
+    let mut spec = serde_json::json!({
+        "nodeName": KUBE_NODE,
+        "runtimeClassName": "wasmoci",
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 5,
+        "containers": [{"name": name, "image": image, "imagePullPolicy": policy}],
+    });
+    if let Some(secret) = secret {
+        spec["imagePullSecrets"] = serde_json::json!([{ "name": secret }]);
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": pairs(labels)},
+        "spec": spec,
+    })
+    .to_string()
+}
+
 /// A busybox pod under runc (containerd's default runtime), running `command`.
 pub fn runc_pod_json(
     name: &str,
@@ -204,6 +233,12 @@ impl Kube {
 
     /// A node with `shim_toml` as the operator's shim config.
     pub fn start_with(shim_toml: &str) -> Kube {
+        Self::start_configured(shim_toml, "")
+    }
+
+    /// [`Kube::start_with`], with `containerd_toml` added to containerd's config (1.6's
+    /// version 2: a registry mirror, say).
+    pub fn start_configured(shim_toml: &str, containerd_toml: &str) -> Kube {
         let bins = ["etcd", "kube-apiserver", "kubelet", "kubectl"].map(kube_bin);
         let [etcd_bin, apiserver_bin, kubelet_bin, _] = &bins;
         let dir = tempfile::tempdir().unwrap();
@@ -317,7 +352,7 @@ impl Kube {
         );
 
         // containerd 1.6 with CRI: runc the default, the shim as handler `wasmoci`.
-        let containerd = start_cri_containerd(shim_toml);
+        let containerd = start_cri_containerd(shim_toml, containerd_toml);
         let socket = containerd.dir.path().join("containerd.sock");
         kube.containerd = Some(containerd);
 
@@ -756,7 +791,7 @@ impl Drop for Kube {
 
 /// containerd 1.6 with its CRI plugin: runc the default runtime, the shim as handler
 /// `wasmoci`, the test CNI plugin, and the images the kube tests use, imported and seen by CRI.
-fn start_cri_containerd(shim_toml: &str) -> Containerd {
+fn start_cri_containerd(shim_toml: &str, extra: &str) -> Containerd {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
     let (bin, conf) = install_test_cni(&d);
@@ -781,7 +816,7 @@ fn start_cri_containerd(shim_toml: &str) -> Containerd {
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{bin}"
     conf_dir = "{conf}"
-"#,
+{extra}"#,
         base = base_config(&d),
         bin = bin.display(),
         conf = conf.display(),
