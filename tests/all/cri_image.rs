@@ -96,7 +96,7 @@ fn pull_secret(registry: &Registry) -> cri::AuthConfig {
 }
 
 /// The messages a container's CRI log holds on stdout.
-fn stdout_lines(log: &str) -> Vec<&str> {
+pub(crate) fn stdout_lines(log: &str) -> Vec<&str> {
     log.lines()
         .filter_map(|l| l.split_once(" stdout F "))
         .map(|(_, m)| m)

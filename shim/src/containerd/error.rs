@@ -258,6 +258,29 @@ pub enum RootfsRefusal {
     },
 }
 
+/// Why a rootfs module whose image's name needs a signature is not the signed wasm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotSigned {
+    /// The name's signed artifact holds another wasm.
+    #[error(
+        "the module ({found}) is not the wasm of the signed artifact the name resolves to now ({signed}): the tag moved after the node pulled the image and before the shim verified it (pull it again, imagePullPolicy: Always, or name the image by digest), or the image is not one `wasm-oci push` wrote"
+    )]
+    Other {
+        /// The rootfs module's digest.
+        found: String,
+        /// The signed artifact's wasm layer digest.
+        signed: String,
+    },
+    /// The name's artifact is refused by the policy or cannot be read (printed with its
+    /// causes).
+    #[error("{}", chain(cause))]
+    Unverified {
+        /// The fetcher's error.
+        cause: Box<wasm_oci_fetcher::Error>,
+    },
+}
+
 /// A container that cannot be created from its bundle.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -327,6 +350,19 @@ pub enum CreateError {
         why: RootfsRefusal,
         /// The shim config, for the message.
         config: String,
+    },
+    /// A rootfs module whose image's name needs a signature, and which is not the wasm of
+    /// that name's signed artifact.
+    #[error(
+        "the module {module} of the image {image} does not run: the signature policy needs a signature for {image}, and {why}"
+    )]
+    RootfsNotSigned {
+        /// The module's path (printable).
+        module: String,
+        /// The image's name (printable).
+        image: String,
+        /// What is not signed.
+        why: NotSigned,
     },
     /// The rootfs module cannot be read.
     #[error(transparent)]

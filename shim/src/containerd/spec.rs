@@ -23,7 +23,7 @@ use super::container::{Container, Module};
 use super::error::CreateError;
 use super::netns::{self, Network};
 use super::state::TaskState;
-use super::store::{SharedStore, Store, check_rootfs_module};
+use super::store::{RootfsVerdict, SharedStore, Store, check_rootfs_module, verify_rootfs_module};
 use super::{mounts, rootfs};
 use crate::runner::{Identity, Preopen};
 
@@ -227,12 +227,27 @@ pub(crate) async fn prepare(
             })
         }
         Source::Rootfs(first) => {
-            check_rootfs_module(config, &plan.annotations, first)?;
+            let verdict = check_rootfs_module(config, &plan.annotations, first)?;
             let bytes = rootfs::read_module(rootfs, first, config.max_module_size)?;
-            Some(Module::Rootfs {
-                name: PathBuf::from(first),
-                bytes,
-            })
+            match verdict {
+                RootfsVerdict::Runs => Some(Module::Rootfs {
+                    name: PathBuf::from(first),
+                    bytes,
+                }),
+                // The signed artifact whose wasm these bytes are: it runs from the cache.
+                RootfsVerdict::IfSignedAs(image) => {
+                    let Store { cache, fetcher } = store
+                        .get_or_init(Store::open_shared)
+                        .as_ref()
+                        .map_err(Clone::clone)?;
+                    let artifact =
+                        verify_rootfs_module(cache, fetcher, &image, first, &bytes).await?;
+                    Some(Module::Cached {
+                        cache: cache.clone(),
+                        artifact,
+                    })
+                }
+            }
         }
     };
 

@@ -1,12 +1,16 @@
 //! The shared cache and fetcher of a shim process, under the operator's signature policy; and
-//! the policy's word on a module read from a container's rootfs, which no signature covers.
+//! the policy's word on a module read from a container's rootfs: it runs under a scope that
+//! needs signatures only when it is, byte for byte, the wasm of the image name's signed
+//! artifact (an `image:` that `wasm-oci push` wrote and signed).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use wasm_oci_fetcher::PullPolicy;
+
 use super::config::{self, ShimConfig};
-use super::error::{CreateError, RootfsRefusal, StoreError};
+use super::error::{CreateError, NotSigned, RootfsRefusal, StoreError};
 
 /// The store of a shim process, opened on first use: an error is kept, and told to every
 /// container that needs the store.
@@ -84,22 +88,40 @@ fn node_policy() -> Result<Arc<wasm_oci_trust::Policy>, Arc<wasm_oci_trust::Poli
 const IMAGE_NAME_ANNOTATIONS: [&str; 2] =
     ["io.kubernetes.cri.image-name", "io.containerd.image.name"];
 
-/// Whether a module read from the container's rootfs may run: it carries no signature, so
-/// under a policy that is not accept-anything for the image's name (or, the name unknown,
-/// anywhere) it is refused, unless the operator allows rootfs modules in the shim config.
+/// What the signature policy says of a module read from the container's rootfs.
+#[derive(Debug)]
+pub(crate) enum RootfsVerdict {
+    /// It runs as read.
+    Runs,
+    /// It runs only as the wasm of this reference's signed artifact (the image's name, whose
+    /// scope needs signatures): an `image:` that `wasm-oci push` wrote.
+    IfSignedAs(wasm_oci_fetcher::OciReference),
+}
+
+/// Whether a module read from the container's rootfs may run: it carries no signature of its
+/// own. Under a policy that is accept-anything for the image's name it runs; under one that
+/// needs signatures there, only as the signed artifact of that name (see
+/// [`verify_rootfs_module`]); the name unknown, only under a policy that accepts anything
+/// anywhere. The operator may allow rootfs modules whatever the policy, in the shim config.
 pub(crate) fn check_rootfs_module(
     config: &ShimConfig,
     annotations: &HashMap<String, String>,
     module: &str,
-) -> Result<(), CreateError> {
+) -> Result<RootfsVerdict, CreateError> {
     if config.rootfs_modules == config::RootfsModules::Allow {
-        return Ok(());
+        return Ok(RootfsVerdict::Runs);
     }
     let policy = node_policy().map_err(|e| Arc::new(StoreError::Policy(e)))?;
     let image = IMAGE_NAME_ANNOTATIONS
         .iter()
         .find_map(|key| annotations.get(*key))
         .and_then(|name| wasm_oci_fetcher::parse_reference(name).ok());
+    if let Some(image) = &image {
+        let gate = wasm_oci_trust::Gate::new(&policy, image);
+        if gate.admit().is_ok() && gate.needs_signatures() {
+            return Ok(RootfsVerdict::IfSignedAs(image.clone()));
+        }
+    }
     let refusal = match &image {
         Some(image) => wasm_oci_trust::Gate::new(&policy, image)
             .admit_unsigned()
@@ -115,11 +137,59 @@ pub(crate) fn check_rootfs_module(
             }),
     };
     match refusal {
-        None => Ok(()),
+        None => Ok(RootfsVerdict::Runs),
         Some(why) => Err(CreateError::RootfsRefused {
             module: wasm_oci_artifact::text::printable(module).to_string(),
             why,
             config: config.source_name(),
         }),
     }
+}
+
+/// The signed artifact `image` names whose wasm is `bytes` (a rootfs module), pulled and
+/// verified under the node's policy as a module named by reference is: what runs is then
+/// the signed wasm, byte for byte the module containerd unpacked. The cache's entry is used
+/// first; when its wasm is another (the tag moved since), the registry is asked again, and
+/// a module that is neither is refused.
+///
+/// The bytes are put in the cache first, under their own digest: a pull whose signed
+/// manifest names that digest finds its layer there and downloads only the documents and
+/// signatures. Bytes that no signed manifest names are held by nothing once this returns,
+/// as a refused pull's layer is.
+pub(crate) async fn verify_rootfs_module(
+    cache: &wasm_oci_cache::Cache,
+    fetcher: &wasm_oci_fetcher::Fetcher,
+    image: &wasm_oci_fetcher::OciReference,
+    module: &str,
+    bytes: &[u8],
+) -> Result<wasm_oci_fetcher::Resolved, CreateError> {
+    let printable_module = || wasm_oci_artifact::text::printable(module).to_string();
+    let refused = |why| CreateError::RootfsNotSigned {
+        module: printable_module(),
+        image: wasm_oci_artifact::text::printable(&image.whole()).to_string(),
+        why,
+    };
+    let lease = cache.begin();
+    let found = lease
+        .put(bytes)
+        .map_err(|cause| {
+            Arc::new(StoreError::Cache {
+                dir: cache.base().to_owned(),
+                cause,
+            })
+        })?
+        .to_string();
+    let mut signed = String::new();
+    for policy in [PullPolicy::Missing, PullPolicy::Always] {
+        let resolved = fetcher.resolve(image, policy).await.map_err(|cause| {
+            refused(NotSigned::Unverified {
+                cause: Box::new(cause),
+            })
+        })?;
+        signed = resolved.entry.layer_digest.to_string();
+        if signed == found {
+            return Ok(resolved);
+        }
+    }
+    Err(refused(NotSigned::Other { found, signed }))
 }

@@ -1,7 +1,13 @@
 //! What `push --image --sign-key` writes is signed where the kubelet pulls it (the index's
-//! digest), and `run` and `verify` hold it to the policy as any signed reference.
+//! digest), and `run` and `verify` hold it to the policy as any signed reference; so does the
+//! shim, for the module containerd unpacked from it.
+
+use std::path::Path;
 
 use super::*;
+use crate::cri::Cri;
+use crate::cri_image::{printer, push_image, registry_hosts_on, stdout_lines};
+use crate::support::{ALLOW_LOOPBACK, Version, each_containerd};
 
 #[test]
 fn push_image_signs_the_index_and_a_policy_holds_runs_to_it() {
@@ -47,4 +53,134 @@ fn push_image_signs_the_index_and_a_policy_holds_runs_to_it() {
     let wrong = signed_policy(keys.path(), &registry.addr, &other_file, "matchRepository");
     let shown = refused(&fresh, &reference, &wrong);
     assert!(shown.contains("refused"), "{shown}");
+}
+
+each_containerd!(under_the_nodes_policy_an_image_runs_only_as_its_signed_wasm);
+
+/// `image:` the module under the node's signature policy: the shim judges the module in the
+/// rootfs by the signed artifact of the image's name (the CRI plugin's `io.kubernetes.cri.
+/// image-name`), pulled and verified as a module named by reference, and runs it only when
+/// it is that signed wasm, byte for byte. An unsigned image never runs; a tag moved after the
+/// node's pull changes nothing once the node has verified it, and, before that, is refused
+/// with what to do (pull again); an image held by digest is judged by its digest.
+fn under_the_nodes_policy_an_image_runs_only_as_its_signed_wasm(version: Version) {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public) = peer::generate_key(PASSWORD);
+    let key = keys.path().join("release.key");
+    fs::write(&key, &private).unwrap();
+    let public_file = keys.path().join("release.pub");
+    fs::write(&public_file, &public).unwrap();
+    let modules = tempfile::tempdir().unwrap();
+    let module = |name: &str| {
+        let path = modules.path().join(format!("{name}.wasm"));
+        fs::write(&path, printer(name)).unwrap();
+        path
+    };
+    let push_signed = |file: &Path, reference: &str| -> serde_json::Value {
+        let out = ok_with_password(
+            &cli,
+            &[
+                "push",
+                "--image",
+                "--json",
+                file.to_str().unwrap(),
+                reference,
+                "--sign-key",
+                key.to_str().unwrap(),
+            ],
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let signed = registry.reference("apps/signed:v1");
+    let pushed = push_signed(&module("signed"), &signed);
+    let unsigned = registry.reference("apps/unsigned:v1");
+    push_image(&cli, &module("unsigned"), &unsigned, false);
+    let moving = registry.reference("apps/moving:v1");
+    push_signed(&module("first"), &moving);
+
+    // The node's policy: the registry's images need the release key's signature.
+    let policy = signed_policy(keys.path(), &registry.addr, &public_file, "matchRepository");
+    let hosts = tempfile::tempdir().unwrap();
+    let cri = Cri::start_configured_on(
+        version,
+        &[("WASM_OCI_POLICY", &policy)],
+        ALLOW_LOOPBACK,
+        &registry_hosts_on(version, &registry, hosts.path()),
+    );
+    for image in [&signed, &unsigned, &moving] {
+        cri.pull_image(image, None).unwrap();
+    }
+    let config = cri.pod_config("policy", &[]);
+    let pod = cri.run_pod(&config, "wasmoci");
+    let start = |name: &str, image: &str| -> Result<String, tonic::Status> {
+        let id = cri
+            .create_container(&pod, &config, name, image, &[], &[])
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"));
+        let request = k8s_cri::v1::StartContainerRequest {
+            container_id: id.clone(),
+        };
+        cri.rt(|mut rt| async move { rt.start_container(request).await })
+            .map(|_| id)
+    };
+    let ran = |name: &str, image: &str| {
+        let id = start(name, image)
+            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", cri.c.log()));
+        let status = cri.wait_exited(&id, std::time::Duration::from_secs(20));
+        assert_eq!(status.exit_code, 0, "{status:?}\n{}", cri.c.log());
+        cri.log_of(&config, name)
+    };
+
+    // Signed: it runs. The shim verified it without the wasm entry's layer, which the
+    // registry no longer has: the node downloads the module once (containerd's Linux layer).
+    fs::remove_file(registry.blob_file(pushed["layer_digest"].as_str().unwrap())).unwrap();
+    let log = ran("signed", &signed);
+    assert_eq!(stdout_lines(&log), ["signed"], "{log}");
+    // Unsigned: it never runs, and containerd says why.
+    let e = start("unsigned", &unsigned).unwrap_err();
+    assert!(
+        e.message()
+            .contains("does not run: the signature policy needs a signature for")
+            && e.message().contains("apps/unsigned:v1"),
+        "{e}"
+    );
+    assert!(
+        stdout_lines(&cri.log_of(&config, "unsigned")).is_empty(),
+        "an unsigned image ran"
+    );
+
+    // The tag moves to another signed module before the node ran what it pulled: which
+    // signed artifact the node's image was is not known by the tag, so it is refused...
+    push_signed(&module("second"), &moving);
+    let e = start("moved", &moving).unwrap_err();
+    assert!(
+        e.message().contains("the tag moved") && e.message().contains("imagePullPolicy: Always"),
+        "{e}"
+    );
+    assert!(stdout_lines(&cri.log_of(&config, "moved")).is_empty());
+    // ...and pulled again, as imagePullPolicy: Always does, the module now signed runs.
+    cri.pull_image(&moving, None).unwrap();
+    let log = ran("pulled-again", &moving);
+    assert_eq!(stdout_lines(&log), ["second"], "{log}");
+    // An image the node holds by digest only (the pod named it so) is judged by that digest:
+    // the artifact signed then runs, whatever its tag names now.
+    let pinned = registry.reference("apps/pinned:v1");
+    let pinned_first = push_signed(&module("pinned-first"), &pinned);
+    push_signed(&module("pinned-second"), &pinned);
+    let by_digest = format!(
+        "{}/apps/pinned@{}",
+        registry.addr,
+        pinned_first["digest"].as_str().unwrap()
+    );
+    cri.pull_image(&by_digest, None).unwrap();
+    let log = ran("by-digest", &by_digest);
+    assert_eq!(stdout_lines(&log), ["pinned-first"], "{log}");
+
+    // Once verified, a tag moved afterwards changes nothing: the signed image moves on
+    // (signed), and the node's image still runs as the artifact it verified.
+    push_signed(&module("signed-later"), &signed);
+    let log = ran("signed-again", &signed);
+    assert_eq!(stdout_lines(&log), ["signed"], "{log}");
+    cri.remove_pod(&pod);
 }
