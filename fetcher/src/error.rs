@@ -58,6 +58,17 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Its manifest names another wasm layer than the one had locally (a pull given the
+    /// layer's bytes); nothing was downloaded.
+    #[error("{reference} names the wasm layer {layer}, not {local}")]
+    OtherLayer {
+        /// The reference asked for.
+        reference: String,
+        /// The layer its manifest names.
+        layer: String,
+        /// The local bytes' digest.
+        local: String,
+    },
     /// The signature policy refuses it: no valid signature, or a scope that rejects it.
     #[error("{reference} is refused by {scope}: {reason}")]
     Untrusted {

@@ -135,6 +135,20 @@ impl Fetcher {
         Ok(pulled.into_resolved())
     }
 
+    /// `reference` pulled and verified from its registry with `local` as its wasm layer:
+    /// the documents and signatures are read and judged first, then `local`'s bytes are
+    /// stored as the layer, which is never downloaded. A manifest that names another layer
+    /// is [`crate::Error::OtherLayer`], with nothing stored or downloaded.
+    pub async fn pull_with_layer(
+        &self,
+        reference: &Reference,
+        local: &crate::LocalLayer<'_>,
+    ) -> Result<Resolved> {
+        let mut pull = self.pull_context();
+        pull.local_layer = Some(local);
+        Ok(pull.pull(reference).await?.into_resolved())
+    }
+
     /// Pushes the wasm file at `path` to `reference` in `format`.
     pub async fn push(
         &self,
@@ -188,6 +202,7 @@ impl Fetcher {
             policy: &self.policy,
             keep_signatures: self.keep_signatures,
             signatures: self,
+            local_layer: None,
         }
     }
 }

@@ -51,7 +51,7 @@ pub use inspect::{ComponentConfig, Interface, WasmKind, interface, interface_of_
 pub use oci_client::Reference as OciReference;
 pub use precompiled::{Adopted, CompiledFor, Passed, Wanted, repository_of, vouched_for};
 pub use progress::{Blob, Progress, Transfer};
-pub use pull::{ConfigCheck, Pulled};
+pub use pull::{ConfigCheck, LocalLayer, Pulled};
 pub use push::{PushExtras, PushFormat, Pushed, PushedIndex, PushedPlatform};
 pub use reference::parse_reference;
 pub use referrers::{Attached, MAX_ATTACHMENT, Referrer, Referrers, referrers_tag};

@@ -55,6 +55,31 @@ pub(crate) struct Pull<'a> {
     /// Fetch and keep signatures even when the policy needs none.
     pub(crate) keep_signatures: bool,
     pub(crate) signatures: &'a dyn SignatureSource,
+    /// The layer's bytes, had already (a module containerd unpacked): the pull takes them
+    /// instead of downloading the layer, stores nothing until the signatures are judged,
+    /// and fails, downloading nothing, when the manifest names another layer.
+    pub(crate) local_layer: Option<&'a LocalLayer<'a>>,
+}
+
+/// A layer's bytes, had before the pull, and their digest.
+pub struct LocalLayer<'a> {
+    digest: Digest,
+    bytes: &'a [u8],
+}
+
+impl<'a> LocalLayer<'a> {
+    /// `bytes`, under their sha256.
+    pub fn of(bytes: &'a [u8]) -> Self {
+        LocalLayer {
+            digest: Digest::of(bytes),
+            bytes,
+        }
+    }
+
+    /// Their digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
 }
 
 /// What a pull left in the cache.
@@ -201,6 +226,15 @@ impl Pull<'_> {
                 format!("its wasm layer is {size} bytes, over this node's limit of {max} bytes"),
             ));
         }
+        if let Some(local) = self.local_layer
+            && local.digest != layer_digest
+        {
+            return Err(Error::OtherLayer {
+                reference: name.clone(),
+                layer: layer_digest.to_string(),
+                local: local.digest.to_string(),
+            });
+        }
         let manifest_digest = parse_digest(&digest, &name)?;
 
         // The config too, so that the cache holds the whole artifact (for save and inspect),
@@ -214,16 +248,60 @@ impl Pull<'_> {
                     "its config claims {} bytes; configs over {MAX_CONFIG_SIZE} bytes are refused",
                     manifest.config.size
                 )))?;
+        // With the layer's bytes at hand, the signatures are judged before anything is
+        // stored: bytes no signature vouches for never enter the cache.
+        let judged_first = match self.local_layer {
+            Some(_) => {
+                let found = match want_signatures {
+                    true => {
+                        self.signatures_from(&hosts, reference, &signed_digest)
+                            .await
+                    }
+                    false => Ok(None),
+                };
+                Some(found)
+            }
+            None => None,
+        };
+        let judged_first = match judged_first {
+            Some(found) => {
+                let found = match found {
+                    Ok(found) => found,
+                    Err(e) if gate.needs_signatures() => {
+                        return Err(untrusted(TrustRefusal::Unreadable(Box::new(e))));
+                    }
+                    Err(e) => {
+                        tracing::warn!(reference = %name, error = %e, "signatures not kept");
+                        None
+                    }
+                };
+                gate.judge(&signed_digest, found.as_ref())
+                    .map_err(|r| untrusted(TrustRefusal::Refused(r)))?;
+                Some(found)
+            }
+            None => None,
+        };
         // Everything this pull stores is held by the lease until the reference is recorded.
         let lease = self.cache.begin();
-        let layer_fetch = self.fetch_blob(
-            &lease,
-            &hosts,
-            reference,
-            (Blob::Layer, layer),
-            &layer_digest,
-            size,
-        );
+        let layer_fetch = async {
+            match self.local_layer {
+                Some(local) => {
+                    let stored = lease.put(local.bytes)?;
+                    Ok((self.cache.blob_path(&stored), false, None))
+                }
+                None => {
+                    self.fetch_blob(
+                        &lease,
+                        &hosts,
+                        reference,
+                        (Blob::Layer, layer),
+                        &layer_digest,
+                        size,
+                    )
+                    .await
+                }
+            }
+        };
         let config_fetch = self.fetch_blob(
             &lease,
             &hosts,
@@ -252,7 +330,9 @@ impl Pull<'_> {
         // The signatures alongside the blobs: on a slow link they cost one round trip more
         // than an unsigned pull, not two.
         let signatures = async {
-            if want_signatures {
+            if let Some(found) = judged_first {
+                Ok(found)
+            } else if want_signatures {
                 self.signatures_from(&hosts, reference, &signed_digest)
                     .await
             } else {

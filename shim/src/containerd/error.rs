@@ -262,15 +262,15 @@ pub enum RootfsRefusal {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NotSigned {
-    /// The name's signed artifact holds another wasm.
+    /// The name's artifact holds another wasm.
     #[error(
-        "the module ({found}) is not the wasm of the signed artifact the name resolves to now ({signed}): the tag moved after the node pulled the image and before the shim verified it (pull it again, imagePullPolicy: Always, or name the image by digest), or the image is not one `wasm-oci push` wrote"
+        "the module ({found}) is not the wasm the name resolves to now ({named}): the tag moved after the node pulled the image and before the shim verified it (pull it again, imagePullPolicy: Always, or name the image by digest), or the image is not one `wasm-oci push` wrote"
     )]
     Other {
         /// The rootfs module's digest.
         found: String,
-        /// The signed artifact's wasm layer digest.
-        signed: String,
+        /// The wasm layer the name's manifest names.
+        named: String,
     },
     /// The name's artifact is refused by the policy or cannot be read (printed with its
     /// causes).

@@ -240,8 +240,7 @@ pub(crate) async fn prepare(
                         .get_or_init(Store::open_shared)
                         .as_ref()
                         .map_err(Clone::clone)?;
-                    let artifact =
-                        verify_rootfs_module(cache, fetcher, &image, first, &bytes).await?;
+                    let artifact = verify_rootfs_module(fetcher, &image, first, &bytes).await?;
                     Some(Module::Cached {
                         cache: cache.clone(),
                         artifact,

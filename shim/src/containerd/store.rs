@@ -146,50 +146,41 @@ pub(crate) fn check_rootfs_module(
     }
 }
 
-/// The signed artifact `image` names whose wasm is `bytes` (a rootfs module), pulled and
-/// verified under the node's policy as a module named by reference is: what runs is then
-/// the signed wasm, byte for byte the module containerd unpacked. The cache's entry is used
-/// first; when its wasm is another (the tag moved since), the registry is asked again, and
-/// a module that is neither is refused.
-///
-/// The bytes are put in the cache first, under their own digest: a pull whose signed
-/// manifest names that digest finds its layer there and downloads only the documents and
-/// signatures. Bytes that no signed manifest names are held by nothing once this returns,
-/// as a refused pull's layer is.
+/// The signed artifact `image` names whose wasm is `bytes` (a rootfs module), verified
+/// under the node's policy as a module named by reference is: what runs is then the signed
+/// wasm, byte for byte the module containerd unpacked. The cache's verified entry of the
+/// name is taken when its wasm is these bytes; else the registry is asked, and its answer is
+/// judged before anything is stored: the bytes enter the cache (as the layer, which is not
+/// downloaded again) only when a signed manifest of the name names them, and a name whose
+/// manifest names another wasm is refused.
 pub(crate) async fn verify_rootfs_module(
-    cache: &wasm_oci_cache::Cache,
     fetcher: &wasm_oci_fetcher::Fetcher,
     image: &wasm_oci_fetcher::OciReference,
     module: &str,
     bytes: &[u8],
 ) -> Result<wasm_oci_fetcher::Resolved, CreateError> {
-    let printable_module = || wasm_oci_artifact::text::printable(module).to_string();
+    let local = wasm_oci_fetcher::LocalLayer::of(bytes);
+    let found = local.digest().to_string();
     let refused = |why| CreateError::RootfsNotSigned {
-        module: printable_module(),
+        module: wasm_oci_artifact::text::printable(module).to_string(),
         image: wasm_oci_artifact::text::printable(&image.whole()).to_string(),
         why,
     };
-    let lease = cache.begin();
-    let found = lease
-        .put(bytes)
-        .map_err(|cause| {
-            Arc::new(StoreError::Cache {
-                dir: cache.base().to_owned(),
-                cause,
-            })
-        })?
-        .to_string();
-    let mut signed = String::new();
-    for policy in [PullPolicy::Missing, PullPolicy::Always] {
-        let resolved = fetcher.resolve(image, policy).await.map_err(|cause| {
-            refused(NotSigned::Unverified {
-                cause: Box::new(cause),
-            })
-        })?;
-        signed = resolved.entry.layer_digest.to_string();
-        if signed == found {
-            return Ok(resolved);
-        }
+    if let Ok(cached) = fetcher.resolve(image, PullPolicy::Never).await
+        && cached.entry.layer_digest == *local.digest()
+    {
+        return Ok(cached);
     }
-    Err(refused(NotSigned::Other { found, signed }))
+    fetcher
+        .pull_with_layer(image, &local)
+        .await
+        .map_err(|cause| match cause {
+            wasm_oci_fetcher::Error::OtherLayer { layer, .. } => refused(NotSigned::Other {
+                found,
+                named: layer,
+            }),
+            cause => refused(NotSigned::Unverified {
+                cause: Box::new(cause),
+            }),
+        })
 }

@@ -96,7 +96,10 @@ fn under_the_nodes_policy_an_image_runs_only_as_its_signed_wasm(version: Version
     let signed = registry.reference("apps/signed:v1");
     let pushed = push_signed(&module("signed"), &signed);
     let unsigned = registry.reference("apps/unsigned:v1");
-    push_image(&cli, &module("unsigned"), &unsigned, false);
+    let unsigned_layer = push_image(&cli, &module("unsigned"), &unsigned, false)["layer_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let moving = registry.reference("apps/moving:v1");
     push_signed(&module("first"), &moving);
 
@@ -148,6 +151,23 @@ fn under_the_nodes_policy_an_image_runs_only_as_its_signed_wasm(version: Version
     assert!(
         stdout_lines(&cri.log_of(&config, "unsigned")).is_empty(),
         "an unsigned image ran"
+    );
+    // Nor do its bytes enter the node's cache: a pod cannot fill the node's disk with
+    // modules no signature names, refused one after another.
+    let in_cache = |digest: &str| {
+        cri.c
+            .cache
+            .join("v1/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+            .exists()
+    };
+    assert!(
+        in_cache(pushed["layer_digest"].as_str().unwrap()),
+        "the signed module is not where the cache keeps blobs"
+    );
+    assert!(
+        !in_cache(&unsigned_layer),
+        "a refused module's bytes were kept"
     );
 
     // The tag moves to another signed module before the node ran what it pulled: which
