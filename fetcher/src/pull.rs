@@ -18,6 +18,7 @@ use crate::walk::{Record, signatures_record};
 use wasm_oci_artifact::manifest::{Choice, choose};
 use wasm_oci_artifact::walk::image_behind;
 use wasm_oci_trust::Policy;
+use wasm_oci_trust::signatures::Fetched;
 
 // The documents a pull asks for, and their cap: the transport's, here at their old path.
 pub(crate) use crate::remote::registry::{MANIFEST_MEDIA_TYPES, MAX_CONFIG_SIZE};
@@ -38,7 +39,7 @@ pub(crate) trait SignatureSource: Sync {
         remote: &'a Registry,
         reference: &'a Reference,
         digest: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<Option<wasm_oci_trust::signatures::Fetched>>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<Fetched>>>;
 }
 
 /// What a pull needs, handed to it by the fetcher: where to store, how to reach registries,
@@ -248,37 +249,35 @@ impl Pull<'_> {
                     "its config claims {} bytes; configs over {MAX_CONFIG_SIZE} bytes are refused",
                     manifest.config.size
                 )))?;
+        // The signatures of the digest signed, and the gate's verdicts on them.
+        let signatures_of = async || {
+            if want_signatures {
+                self.signatures_from(&hosts, reference, &signed_digest)
+                    .await
+            } else {
+                Ok(None)
+            }
+        };
+        let judged = |found: Result<Option<Fetched>>| {
+            let found = match found {
+                Ok(found) => found,
+                Err(e) if gate.needs_signatures() => {
+                    return Err(untrusted(TrustRefusal::Unreadable(Box::new(e))));
+                }
+                Err(e) => {
+                    tracing::warn!(reference = %name, error = %e, "signatures not kept");
+                    None
+                }
+            };
+            let valid = gate
+                .judge(&signed_digest, found.as_ref())
+                .map_err(|r| untrusted(TrustRefusal::Refused(r)))?;
+            Ok((found, valid))
+        };
         // With the layer's bytes at hand, the signatures are judged before anything is
         // stored: bytes no signature vouches for never enter the cache.
         let judged_first = match self.local_layer {
-            Some(_) => {
-                let found = match want_signatures {
-                    true => {
-                        self.signatures_from(&hosts, reference, &signed_digest)
-                            .await
-                    }
-                    false => Ok(None),
-                };
-                Some(found)
-            }
-            None => None,
-        };
-        let judged_first = match judged_first {
-            Some(found) => {
-                let found = match found {
-                    Ok(found) => found,
-                    Err(e) if gate.needs_signatures() => {
-                        return Err(untrusted(TrustRefusal::Unreadable(Box::new(e))));
-                    }
-                    Err(e) => {
-                        tracing::warn!(reference = %name, error = %e, "signatures not kept");
-                        None
-                    }
-                };
-                gate.judge(&signed_digest, found.as_ref())
-                    .map_err(|r| untrusted(TrustRefusal::Refused(r)))?;
-                Some(found)
-            }
+            Some(_) => Some(judged(signatures_of().await)?),
             None => None,
         };
         // Everything this pull stores is held by the lease until the reference is recorded.
@@ -330,30 +329,18 @@ impl Pull<'_> {
         // The signatures alongside the blobs: on a slow link they cost one round trip more
         // than an unsigned pull, not two.
         let signatures = async {
-            if let Some(found) = judged_first {
-                Ok(found)
-            } else if want_signatures {
-                self.signatures_from(&hosts, reference, &signed_digest)
-                    .await
-            } else {
-                Ok(None)
+            match judged_first {
+                Some(_) => None,
+                None => Some(signatures_of().await),
             }
         };
         let (blobs, signatures) = tokio::join!(blobs, signatures);
         let (layer_fetched, config_fetched) = blobs?;
-        let signatures = match signatures {
-            Ok(found) => found,
-            Err(e) if gate.needs_signatures() => {
-                return Err(untrusted(TrustRefusal::Unreadable(Box::new(e))));
-            }
-            Err(e) => {
-                tracing::warn!(reference = %name, error = %e, "signatures not kept");
-                None
-            }
+        let (signatures, valid) = match (judged_first, signatures) {
+            (Some(judged_first), _) => judged_first,
+            (None, Some(found)) => judged(found)?,
+            (None, None) => unreachable!("signatures are fetched unless judged first"),
         };
-        let valid = gate
-            .judge(&signed_digest, signatures.as_ref())
-            .map_err(|r| untrusted(TrustRefusal::Refused(r)))?;
         let (path, downloaded, layer_host) = layer_fetched?;
         let (_, _, config_host) = config_fetched?;
         let mut sources = sources.into_inner().expect("sources lock");
@@ -421,7 +408,7 @@ impl Pull<'_> {
         hosts: &[Endpoint],
         reference: &Reference,
         digest: &str,
-    ) -> Result<Option<wasm_oci_trust::signatures::Fetched>> {
+    ) -> Result<Option<Fetched>> {
         for (host, last) in in_order(hosts, reference, Capability::Resolve)? {
             match self.signatures.fetch(&host.remote, reference, digest).await {
                 Ok(Some(found)) => return Ok(Some(found)),

@@ -4,7 +4,7 @@
 //! The module that runs is the one containerd pulled: a tag moved afterwards changes nothing.
 //! On containerd 1.6 and 2.x.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
 
@@ -32,6 +32,15 @@ pub(crate) fn printer(message: &str) -> Vec<u8> {
         len = message.len() + 1
     ))
     .unwrap()
+}
+
+/// A [`printer`] of each message in `dir`, as `<message with dashes>.wasm`.
+pub(crate) fn printers<const N: usize>(dir: &Path, messages: [&str; N]) -> [PathBuf; N] {
+    messages.map(|message| {
+        let path = dir.join(format!("{}.wasm", message.replace(' ', "-")));
+        std::fs::write(&path, printer(message)).unwrap();
+        path
+    })
 }
 
 /// containerd's registry host for `registry`: plain HTTP, as a kubelet's node would name a
@@ -177,12 +186,7 @@ fn a_tag_moved_after_the_pull_changes_nothing(version: Version) {
     let registry = Registry::start();
     let cli = WasmOci::new();
     let dir = tempfile::tempdir().unwrap();
-    let (first, second) = (
-        dir.path().join("first.wasm"),
-        dir.path().join("second.wasm"),
-    );
-    std::fs::write(&first, printer("first push")).unwrap();
-    std::fs::write(&second, printer("second push")).unwrap();
+    let [first, second] = printers(dir.path(), ["first push", "second push"]);
     let reference = registry.reference("moving:v1");
     let pushed = push_image(&cli, &first, &reference, false);
 

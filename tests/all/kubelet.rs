@@ -9,7 +9,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::cri_image::{PASSWORD, USER, printer, push_image, registry_hosts};
+use crate::cri_image::{PASSWORD, USER, printers, push_image, registry_hosts};
 use crate::support::{
     ALLOW_LOOPBACK, Kube, Registry, Secure, WasmOci, WasmPod, guests, image_pod_json, kube_wait,
     runc_pod_json,
@@ -298,12 +298,7 @@ fn image_is_the_module_with_the_pods_pull_secret_and_pull_policy() {
     });
     let cli = WasmOci::new();
     let dir = tempfile::tempdir().unwrap();
-    let (first, second) = (
-        dir.path().join("first.wasm"),
-        dir.path().join("second.wasm"),
-    );
-    std::fs::write(&first, printer("first push")).unwrap();
-    std::fs::write(&second, printer("second push")).unwrap();
+    let [first, second] = printers(dir.path(), ["first push", "second push"]);
     let reference = registry.reference("kube/module:v1");
     let pushed = push_image(&cli, &first, &reference, true);
 

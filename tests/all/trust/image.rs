@@ -2,23 +2,28 @@
 //! digest), and `run` and `verify` hold it to the policy as any signed reference; so does the
 //! shim, for the module containerd unpacked from it.
 
-use std::path::Path;
-
 use super::*;
 use crate::cri::Cri;
 use crate::cri_image::{printer, push_image, registry_hosts_on, stdout_lines};
 use crate::support::{ALLOW_LOOPBACK, Version, each_containerd};
+
+/// A new key pair in `dir`: the private key's file (under [`PASSWORD`]), the public key's
+/// file and the public key.
+fn release_key(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let (private, public) = peer::generate_key(PASSWORD);
+    let key = dir.join("release.key");
+    fs::write(&key, &private).unwrap();
+    let public_file = dir.join("release.pub");
+    fs::write(&public_file, &public).unwrap();
+    (key, public_file, public)
+}
 
 #[test]
 fn push_image_signs_the_index_and_a_policy_holds_runs_to_it() {
     let registry = Registry::start();
     let cli = WasmOci::new();
     let keys = tempfile::tempdir().unwrap();
-    let (private, public) = peer::generate_key(PASSWORD);
-    let key = keys.path().join("release.key");
-    fs::write(&key, &private).unwrap();
-    let public_file = keys.path().join("release.pub");
-    fs::write(&public_file, &public).unwrap();
+    let (key, public_file, public) = release_key(keys.path());
     let (_, other_public) = peer::generate_key(PASSWORD);
     let other_file = keys.path().join("other.pub");
     fs::write(&other_file, &other_public).unwrap();
@@ -67,11 +72,7 @@ fn under_the_nodes_policy_an_image_runs_only_as_its_signed_wasm(version: Version
     let registry = Registry::start();
     let cli = WasmOci::new();
     let keys = tempfile::tempdir().unwrap();
-    let (private, public) = peer::generate_key(PASSWORD);
-    let key = keys.path().join("release.key");
-    fs::write(&key, &private).unwrap();
-    let public_file = keys.path().join("release.pub");
-    fs::write(&public_file, &public).unwrap();
+    let (key, public_file, _) = release_key(keys.path());
     let modules = tempfile::tempdir().unwrap();
     let module = |name: &str| {
         let path = modules.path().join(format!("{name}.wasm"));
