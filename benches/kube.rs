@@ -88,7 +88,7 @@ fn main() {
         "[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{addr}\"]\n  endpoint = [\"http://{addr}\"]\n",
         addr = registry.addr
     );
-    let kube = Kube::start_configured(ALLOW_LOOPBACK, &mirror);
+    let kube = Kube::start_configured(ALLOW_LOOPBACK, &mirror, &[]);
 
     let wasm_pod = |name: &str, module: &str, args: &[&str], label: &str| {
         WasmPod {

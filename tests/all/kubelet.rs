@@ -302,7 +302,7 @@ fn image_is_the_module_with_the_pods_pull_secret_and_pull_policy() {
     let reference = registry.reference("kube/module:v1");
     let pushed = push_image(&cli, &first, &reference, true);
 
-    let kube = Kube::start_configured(ALLOW_LOOPBACK, &registry_hosts(&registry));
+    let kube = Kube::start_configured(ALLOW_LOOPBACK, &registry_hosts(&registry), &[]);
     kube.kubectl_ok(&[
         "create",
         "secret",

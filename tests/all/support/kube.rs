@@ -233,12 +233,13 @@ impl Kube {
 
     /// A node with `shim_toml` as the operator's shim config.
     pub fn start_with(shim_toml: &str) -> Kube {
-        Self::start_configured(shim_toml, "")
+        Self::start_configured(shim_toml, "", &[])
     }
 
     /// [`Kube::start_with`], with `containerd_toml` added to containerd's config (1.6's
-    /// version 2: a registry mirror, say).
-    pub fn start_configured(shim_toml: &str, containerd_toml: &str) -> Kube {
+    /// version 2: a registry mirror, say), and `env` in containerd's environment, which its
+    /// shims inherit (the node's signature policy, say).
+    pub fn start_configured(shim_toml: &str, containerd_toml: &str, env: &[(&str, &Path)]) -> Kube {
         let bins = ["etcd", "kube-apiserver", "kubelet", "kubectl"].map(kube_bin);
         let [etcd_bin, apiserver_bin, kubelet_bin, _] = &bins;
         let dir = tempfile::tempdir().unwrap();
@@ -352,7 +353,7 @@ impl Kube {
         );
 
         // containerd 1.6 with CRI: runc the default, the shim as handler `wasmoci`.
-        let containerd = start_cri_containerd(shim_toml, containerd_toml);
+        let containerd = start_cri_containerd(shim_toml, containerd_toml, env);
         let socket = containerd.dir.path().join("containerd.sock");
         kube.containerd = Some(containerd);
 
@@ -791,7 +792,7 @@ impl Drop for Kube {
 
 /// containerd 1.6 with its CRI plugin: runc the default runtime, the shim as handler
 /// `wasmoci`, the test CNI plugin, and the images the kube tests use, imported and seen by CRI.
-fn start_cri_containerd(shim_toml: &str, extra: &str) -> Containerd {
+fn start_cri_containerd(shim_toml: &str, extra: &str, env: &[(&str, &Path)]) -> Containerd {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
     let (bin, conf) = install_test_cni(&d);
@@ -821,7 +822,7 @@ fn start_cri_containerd(shim_toml: &str, extra: &str) -> Containerd {
         bin = bin.display(),
         conf = conf.display(),
     );
-    let c = Containerd::start_in(dir, &config, K8S_NS, &[], shim_toml);
+    let c = Containerd::start_in(dir, &config, K8S_NS, env, shim_toml);
     let busybox = Path::new("/bin/busybox");
     c.import_entries(
         KUBE_PAUSE_IMAGE,

@@ -4,7 +4,9 @@
 
 use super::*;
 use crate::cri::Cri;
-use crate::cri_image::{printer, push_image, registry_hosts_on, stdout_lines};
+use crate::cri_image::{
+    printer, printers, push_image, registry_hosts, registry_hosts_on, stdout_lines,
+};
 use crate::support::{ALLOW_LOOPBACK, Version, each_containerd};
 
 /// A new key pair in `dir`: the private key's file (under [`PASSWORD`]), the public key's
@@ -204,4 +206,66 @@ fn under_the_nodes_policy_an_image_runs_only_as_its_signed_wasm(version: Version
     let log = ran("signed-again", &signed);
     assert_eq!(stdout_lines(&log), ["signed"], "{log}");
     cri.remove_pod(&pod);
+}
+
+/// The same policy through the real kubelet, which asks containerd for the container by the
+/// image's ID: the name the shim judges the module by is still the image's, so a signed
+/// `image:` runs and an unsigned one fails to start, saying why.
+#[test]
+fn through_the_kubelet_a_signed_image_runs_and_an_unsigned_one_never() {
+    use crate::support::{Kube, image_pod_json, kube_wait};
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public_file, _) = release_key(keys.path());
+    let modules = tempfile::tempdir().unwrap();
+    let [signed_file, unsigned_file] = printers(modules.path(), ["signed", "unsigned"]);
+    let signed = registry.reference("apps/signed:v1");
+    ok_with_password(
+        &cli,
+        &[
+            "push",
+            "--image",
+            signed_file.to_str().unwrap(),
+            &signed,
+            "--sign-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let unsigned = registry.reference("apps/unsigned:v1");
+    push_image(&cli, &unsigned_file, &unsigned, false);
+    let policy = signed_policy(keys.path(), &registry.addr, &public_file, "matchRepository");
+
+    let kube = Kube::start_configured(
+        ALLOW_LOOPBACK,
+        &registry_hosts(&registry),
+        &[("WASM_OCI_POLICY", &policy)],
+    );
+    kube.create(&image_pod_json(
+        "signed",
+        &signed,
+        "IfNotPresent",
+        None,
+        &[],
+    ));
+    kube.create(&image_pod_json(
+        "unsigned",
+        &unsigned,
+        "IfNotPresent",
+        None,
+        &[],
+    ));
+    kube.wait_phase("signed", "Succeeded");
+    assert_eq!(kube.kubectl_ok(&["logs", "signed"]), "signed\n");
+    let message = "{.status.containerStatuses[0].state.terminated.message}";
+    kube_wait(
+        "the unsigned pod's container fails to start, saying why",
+        || {
+            kube.jsonpath(&["pod", "unsigned"], message)
+                .contains("the signature policy needs a signature for")
+        },
+        || kube.describe_pod("unsigned"),
+    );
+    assert_eq!(kube.phase("unsigned"), "Failed");
+    assert_eq!(kube.kubectl_ok(&["logs", "unsigned"]), "");
 }
