@@ -34,13 +34,17 @@ pub(crate) fn printer(message: &str) -> Vec<u8> {
     .unwrap()
 }
 
-/// A [`printer`] of each message in `dir`, as `<message with dashes>.wasm`.
+/// A [`printer`] of `message` written in `dir` as `name`.
+pub(crate) fn printer_file(dir: &Path, name: &str, message: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, printer(message)).unwrap();
+    path
+}
+
+/// A [`printer_file`] of each message in `dir`, as `<message with dashes>.wasm`.
 pub(crate) fn printers<const N: usize>(dir: &Path, messages: [&str; N]) -> [PathBuf; N] {
-    messages.map(|message| {
-        let path = dir.join(format!("{}.wasm", message.replace(' ', "-")));
-        std::fs::write(&path, printer(message)).unwrap();
-        path
-    })
+    messages
+        .map(|message| printer_file(dir, &format!("{}.wasm", message.replace(' ', "-")), message))
 }
 
 /// containerd's registry host for `registry`: plain HTTP, as a kubelet's node would name a

@@ -18,10 +18,8 @@ use crate::support::{Reply, Request, Server, WasmOci, put_manifest};
 const EVIL: &str = "Evil from a forged referrer!\n";
 
 fn evil_wasm(dir: &Path) -> PathBuf {
-    let path = dir.join("evil.wasm");
     let message = EVIL.strip_suffix('\n').expect("a line");
-    fs::write(&path, crate::cri_image::printer(message)).unwrap();
-    path
+    crate::cri_image::printer_file(dir, "evil.wasm", message)
 }
 
 /// Evil's own precompiled referrers (`hello:evil`, signed by the fleet's key as a release

@@ -19,10 +19,8 @@ const EVIL: &str = "Evil code signed for another repository!\n";
 
 /// A module that prints [`EVIL`].
 fn evil_wasm(dir: &Path) -> PathBuf {
-    let path = dir.join("evil.wasm");
     let message = EVIL.strip_suffix('\n').expect("a line");
-    fs::write(&path, crate::cri_image::printer(message)).unwrap();
-    path
+    crate::cri_image::printer_file(dir, "evil.wasm", message)
 }
 
 /// A tenant of a node whose policy trusts two tenants, each for its own repository (the

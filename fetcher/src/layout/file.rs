@@ -189,13 +189,14 @@ pub(crate) fn read_verified(dir: &Path, digest: &Digest) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Verifies the layout's file `path` against `digest` (and `size`, when known).
-pub(crate) fn verify_file(
+/// Opens the layout's regular file `path`, the blob `digest`, and its length, which must be
+/// `size` when that is known.
+fn open_blob_file(
     dir: &Path,
     path: &Path,
     digest: &Digest,
     size: Option<u64>,
-) -> Result<()> {
+) -> Result<(File, u64)> {
     let (file, len) = open_regular(dir, path)?;
     if let Some(size) = size
         && len != size
@@ -209,6 +210,17 @@ pub(crate) fn verify_file(
             },
         ));
     }
+    Ok((file, len))
+}
+
+/// Verifies the layout's file `path` against `digest` (and `size`, when known).
+pub(crate) fn verify_file(
+    dir: &Path,
+    path: &Path,
+    digest: &Digest,
+    size: Option<u64>,
+) -> Result<()> {
+    let (file, len) = open_blob_file(dir, path, digest, size)?;
     let (actual, total) = Digest::of_reader(file.take(len)).map_err(|source| {
         layout_err(
             dir,
@@ -258,19 +270,7 @@ pub(super) fn import_blob(
         return Ok(false);
     }
     let path = blob_path(dir, digest);
-    let (file, len) = open_regular(dir, &path)?;
-    if let Some(size) = size
-        && len != size
-    {
-        return Err(layout_err(
-            dir,
-            LayoutError::SizeMismatch {
-                digest: digest.clone(),
-                len,
-                size,
-            },
-        ));
-    }
+    let (file, len) = open_blob_file(dir, &path, digest, size)?;
     batch.add(digest, Some(len), file).map_err(mismatch)?;
     Ok(false)
 }

@@ -151,11 +151,7 @@ impl Guest {
                 name.clone(),
                 Wasm::Bytes {
                     bytes,
-                    cache: store
-                        .get_or_init(Store::open_shared)
-                        .as_ref()
-                        .ok()
-                        .map(|s| &s.cache),
+                    cache: Store::of(store).ok().map(|s| &s.cache),
                 },
             ),
             Module::Cached { cache, artifact } => {

@@ -208,10 +208,7 @@ pub(crate) async fn prepare(
     let module = match &plan.source {
         Source::Sandbox => None,
         Source::Reference { reference, policy } => {
-            let Store { cache, fetcher } = store
-                .get_or_init(Store::open_shared)
-                .as_ref()
-                .map_err(Clone::clone)?;
+            let Store { cache, fetcher } = Store::of(store)?;
             let parsed = wasm_oci_fetcher::parse_reference(reference)
                 .map_err(|e| CreateError::Reference(Box::new(e)))?;
             let artifact =
@@ -236,10 +233,7 @@ pub(crate) async fn prepare(
                 }),
                 // The signed artifact whose wasm these bytes are: it runs from the cache.
                 RootfsVerdict::IfSignedAs(image) => {
-                    let Store { cache, fetcher } = store
-                        .get_or_init(Store::open_shared)
-                        .as_ref()
-                        .map_err(Clone::clone)?;
+                    let Store { cache, fetcher } = Store::of(store)?;
                     let artifact = verify_rootfs_module(fetcher, &image, first, &bytes).await?;
                     Some(Module::Cached {
                         cache: cache.clone(),

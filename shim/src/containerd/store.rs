@@ -23,14 +23,18 @@ pub(crate) struct Store {
 }
 
 impl Store {
+    /// The store `shared` holds, opened now if it is not yet ([`Store::open`]); the error
+    /// it was opened with, told to every container that needs it.
+    pub(crate) fn of(shared: &SharedStore) -> Result<&Store, Arc<StoreError>> {
+        shared
+            .get_or_init(|| Store::open().map_err(Arc::new))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
     /// The cache of `WASM_OCI_CACHE`, else the node's (`/var/lib/wasm-oci`, whatever HOME
     /// containerd has, if any), and registry options from the environment: containerd's, so
     /// `DOCKER_CONFIG` and `SSL_CERT_FILE` set for it apply.
-    pub(crate) fn open_shared() -> Result<Store, Arc<StoreError>> {
-        Self::open().map_err(Arc::new)
-    }
-
-    /// What [`Store::open_shared`] opens.
     fn open() -> Result<Store, StoreError> {
         let dir = std::env::var_os("WASM_OCI_CACHE")
             .map(PathBuf::from)
@@ -116,17 +120,14 @@ pub(crate) fn check_rootfs_module(
         .iter()
         .find_map(|key| annotations.get(*key))
         .and_then(|name| wasm_oci_fetcher::parse_reference(name).ok());
-    if let Some(image) = &image {
-        let gate = wasm_oci_trust::Gate::new(&policy, image);
-        if gate.admit().is_ok() && gate.needs_signatures() {
-            return Ok(RootfsVerdict::IfSignedAs(image.clone()));
-        }
-    }
     let refusal = match &image {
-        Some(image) => wasm_oci_trust::Gate::new(&policy, image)
-            .admit_unsigned()
-            .err()
-            .map(RootfsRefusal::Policy),
+        Some(image) => {
+            let gate = wasm_oci_trust::Gate::new(&policy, image);
+            if gate.admit().is_ok() && gate.needs_signatures() {
+                return Ok(RootfsVerdict::IfSignedAs(image.clone()));
+            }
+            gate.admit_unsigned().err().map(RootfsRefusal::Policy)
+        }
         None => wasm_oci_trust::admit_unnamed(&policy)
             .err()
             .map(|_| RootfsRefusal::Unnamed {
@@ -160,7 +161,6 @@ pub(crate) async fn verify_rootfs_module(
     bytes: &[u8],
 ) -> Result<wasm_oci_fetcher::Resolved, CreateError> {
     let local = wasm_oci_fetcher::LocalLayer::of(bytes);
-    let found = local.digest().to_string();
     let refused = |why| CreateError::RootfsNotSigned {
         module: wasm_oci_artifact::text::printable(module).to_string(),
         image: wasm_oci_artifact::text::printable(&image.whole()).to_string(),
@@ -175,8 +175,8 @@ pub(crate) async fn verify_rootfs_module(
         .pull_with_layer(image, &local)
         .await
         .map_err(|cause| match cause {
-            wasm_oci_fetcher::Error::OtherLayer { layer, .. } => refused(NotSigned::Other {
-                found,
+            wasm_oci_fetcher::Error::OtherLayer { layer, local, .. } => refused(NotSigned::Other {
+                found: local,
                 named: layer,
             }),
             cause => refused(NotSigned::Unverified {

@@ -5,7 +5,7 @@
 use super::*;
 use crate::cri::Cri;
 use crate::cri_image::{
-    printer, printers, push_image, registry_hosts, registry_hosts_on, stdout_lines,
+    printer_file, printers, push_image, registry_hosts, registry_hosts_on, stdout_lines,
 };
 use crate::support::{ALLOW_LOOPBACK, Version, each_containerd};
 
@@ -76,11 +76,7 @@ fn under_the_nodes_policy_an_image_runs_only_as_its_signed_wasm(version: Version
     let keys = tempfile::tempdir().unwrap();
     let (key, public_file, _) = release_key(keys.path());
     let modules = tempfile::tempdir().unwrap();
-    let module = |name: &str| {
-        let path = modules.path().join(format!("{name}.wasm"));
-        fs::write(&path, printer(name)).unwrap();
-        path
-    };
+    let module = |name: &str| printer_file(modules.path(), &format!("{name}.wasm"), name);
     let push_signed = |file: &Path, reference: &str| -> serde_json::Value {
         let out = ok_with_password(
             &cli,
