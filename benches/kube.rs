@@ -3,7 +3,7 @@
 //! kube.rs`), pods created with `kubectl` and followed with `kubectl get pods --watch`.
 //!
 //!  1. Pod start to exit: from `kubectl create` until the API server reports the pod
-//!     `Succeeded`, through `wasmoci` (hello.wasm, as `image:` pushed with `--image`, and
+//!     `Succeeded`, through `wasmoci` (hello.wasm, as `image:` as `push` writes it, and
 //!     named by the `io.wasm-oci.reference` annotation) and through runc (`busybox echo`), on
 //!     the same node, interleaved. Each image is on the node already (`IfNotPresent`), as
 //!     busybox's is.
@@ -79,7 +79,6 @@ fn main() {
     let image = registry.reference("bench/hello-image:v1");
     WasmOci::new().ok(&[
         "push",
-        "--image",
         support::testdata("hello.wasm").to_str().unwrap(),
         &image,
     ]);
@@ -142,7 +141,7 @@ fn main() {
         ms(runc)
     );
     println!(
-        "| wasmoci, `image:` hello.wasm (push --image) | {:.0} | {:.2}x | <= 0.5x |",
+        "| wasmoci, `image:` hello.wasm (as pushed) | {:.0} | {:.2}x | <= 0.5x |",
         ms(image_run),
         image_run.as_secs_f64() / runc.as_secs_f64()
     );

@@ -1,5 +1,8 @@
 //! The errors of this crate.
 
+/// The config of a Linux container image: named in [`Error::NoWasmLayer`]'s hint.
+const LINUX_IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
 /// What went wrong with an artifact's name or description.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -27,9 +30,17 @@ pub enum Error {
     },
     /// The manifest has no layer of a wasm media type.
     #[error(
-        "{reference} has no wasm layer (config {config_media_type}, layers: {}); it is not a wasm artifact. Accepted layer types: {}",
+        "{reference} has no wasm layer (config {config_media_type}, layers: {}); it is not a wasm artifact. Accepted layer types: {}{}",
         if layer_media_types.is_empty() { "none".to_owned() } else { layer_media_types.join(", ") },
-        crate::media::WASM_LAYER_MEDIA_TYPES.join(", ")
+        crate::media::WASM_LAYER_MEDIA_TYPES.join(", "),
+        if config_media_type == LINUX_IMAGE_CONFIG {
+            ". It is a Linux container image: if it is the one `wasm-oci push` writes beside \
+             the wasm, it was copied without the index that holds both (`skopeo copy` without \
+             --all, `crane copy --platform`); copy the index whole (`skopeo copy --all`, \
+             `wasm-oci copy`, `oras cp`), or run the reference push wrote"
+        } else {
+            ""
+        }
     )]
     NoWasmLayer {
         /// The reference asked for.

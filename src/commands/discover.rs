@@ -16,6 +16,11 @@ use crate::GlobalOptions;
 /// digest, artifact type and size; precompiled code (`compile --push`) says for what
 /// target and engine it is, and whether this host's `run` or shim engine could load it.
 ///
+/// The referrers are those of what REF names. The tag `push` writes names an index (the wasm
+/// manifest and its Linux image): `attach REF` attaches to that index, while `compile --push`
+/// attaches code to the wasm manifest it was compiled from; `inspect --precompiled REF` lists
+/// that code, and `discover REF@<manifest digest>` lists it here.
+///
 /// Examples:
 ///     wasm-oci discover localhost:5000/hello:v1
 ///     wasm-oci discover --json --artifact-type application/spdx+json localhost:5000/hello:v1

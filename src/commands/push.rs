@@ -17,8 +17,12 @@ use crate::GlobalOptions;
 /// Push a .wasm file to a registry as an OCI artifact.
 ///
 /// The default layout is the CNCF TAG Runtime one (config application/vnd.wasm.config.v0+json,
-/// layer application/wasm, os wasip1 for a module or wasip2 for a component). Prints the
-/// reference, the size and the manifest digest; pull by that digest to get exactly this content.
+/// layer application/wasm, os wasip1 for a module or wasip2 for a component). REF names an
+/// image index of that manifest and a Linux image holding the module, so that one reference
+/// serves `wasm-oci run`, oras and wkg (the wasm entry) and containerd (`image: REF` under the
+/// wasmoci runtime); --no-image writes the wasm manifest alone at REF. Prints the reference,
+/// the size, the digest REF names (pin `image: REF@DIGEST` with it) and the wasm manifest's
+/// (what pull, inspect and the cache report); pulling by either gets exactly this content.
 ///
 /// Examples:
 ///     wasm-oci push hello.wasm localhost:5000/hello:v1
@@ -48,22 +52,29 @@ pub struct PushCommand {
     #[arg(long, value_enum, default_value_t = Format::Cncf)]
     format: Format,
 
-    /// Also write a Linux image holding the module as its entrypoint, and push an index of
-    /// both to REF: containerd then runs `image: REF` under the wasmoci runtime (containerd
-    /// 1.6 and 2.x), and wasm readers take the index's wasm entry: wasm-oci and oras by its
-    /// wasip platform, wkg and other oci-client readers by a linux/ARCH entry of variant
-    /// `wasm` that names it again (containerd and docker skip that variant)
-    #[arg(long)]
+    /// Write only the wasm manifest at REF, not the index of it and its Linux image (what
+    /// `wasm-to-oci` and `wkg oci push` write, and the default of --format wasm-to-oci);
+    /// containerd cannot then run `image: REF`
+    #[arg(long, overrides_with = "image")]
+    no_image: bool,
+
+    /// Write, beside the wasm manifest, a Linux image holding the module as its entrypoint,
+    /// and push an index of both to REF (the default): containerd then runs `image: REF`
+    /// under the wasmoci runtime (containerd 1.6 and 2.x), and wasm readers take the index's
+    /// wasm entry: wasm-oci and oras by its wasip platform, wkg and other oci-client readers
+    /// by a linux/ARCH entry of variant `wasm` that names it again (containerd and docker skip
+    /// that variant)
+    #[arg(long, overrides_with = "no_image")]
     image: bool,
 
-    /// Print the result as JSON on stdout: reference, digest (the manifest's, or with
-    /// --image the index's), manifest_digest (with --image: the wasm manifest's),
+    /// Print the result as JSON on stdout: reference, digest (the index's, or with
+    /// --no-image the manifest's), manifest_digest (the wasm manifest's in the index),
     /// layer_digest, layer_media_type, config_media_type, size and kind
     #[arg(long)]
     json: bool,
 
-    /// Sign the pushed manifest with this private key (cosign's format, password from
-    /// COSIGN_PASSWORD), as `wasm-oci sign` does
+    /// Sign what REF names with this private key (cosign's format, password from
+    /// COSIGN_PASSWORD), as `wasm-oci sign` does; with the index, its wasm manifest too
     #[arg(long, value_name = "KEY")]
     sign_key: Option<PathBuf>,
 
@@ -108,12 +119,25 @@ impl PushCommand {
             format,
             key,
             extras,
-        } = self.prepare(global, &reference_text, self.image)?;
+        } = self.prepare(global, &reference_text, self.writes_image())?;
         let pushed = crate::block_on(fetcher.push_with(&file, &reference, format, &extras))?
             .naming(&[&reference_text, &file.display().to_string()], || {
                 format!("pushing {} to {}", file.display(), reference_text)
             })?;
-        let signed = sign_pushed(&fetcher, &reference, &reference_text, &pushed.digest, &key)?;
+        let mut signed = sign_pushed(&fetcher, &reference, &reference_text, &pushed.digest, &key)?
+            .into_iter()
+            .collect::<Vec<_>>();
+        // The wasm manifest in the index too, as `cosign sign --recursive` signs an index's
+        // entries: `REF@<manifest digest>` (what pull and inspect report) then verifies.
+        if let Some(manifest) = &pushed.manifest_digest {
+            signed.extend(sign_pushed(
+                &fetcher,
+                &reference,
+                &reference_text,
+                manifest,
+                &key,
+            )?);
+        }
         if self.json {
             crate::print_json(&pushed)?;
         } else {
@@ -121,7 +145,11 @@ impl PushCommand {
             crate::outln!("Pushed: {}", pushed.reference);
             crate::outln!("Size: {}", pushed.size);
             crate::outln!("Digest: {}", pushed.digest);
-            if let Some(signed) = &signed {
+            // The wasm manifest in the index the tag names: the digest every other verb reports.
+            if let Some(manifest) = &pushed.manifest_digest {
+                crate::outln!("Manifest: {manifest}");
+            }
+            for signed in &signed {
                 crate::outln!("Signed: {} ({})", signed.signature_tag, signed.identity);
             }
         }
@@ -130,6 +158,12 @@ impl PushCommand {
 }
 
 impl PushCommand {
+    /// Whether the Linux image and the index are written: by default for the CNCF layout;
+    /// the 2019 wasm-to-oci layout is for readers that take the tag as one manifest.
+    fn writes_image(&self) -> bool {
+        self.image || (!self.no_image && matches!(self.format, Format::Cncf))
+    }
+
     /// `push --platform OS=FILE ... REF`: checks the command line, then pushes the index.
     fn execute_platforms(self, global: &GlobalOptions) -> anyhow::Result<ExitCode> {
         let reference_text = match (&self.file, &self.reference) {
@@ -157,10 +191,10 @@ impl PushCommand {
                 );
             }
         }
-        if self.image {
+        if self.image || self.no_image {
             anyhow::bail!(
-                "--image and --platform cannot be combined: --image writes its own index; \
-                 push the index with --platform, or one file with --image"
+                "--image and --no-image do not apply to --platform: --platform writes an index of \
+                 wasm manifests only; push one file to have its Linux image beside it"
             );
         }
         let Prepared {

@@ -1,7 +1,9 @@
 //! `push --annotation` and `--artifact-type`: the manifest read back from a real registry
 //! carries them, and bad ones are refused before anything is sent.
 
-use crate::support::{Registry, WasmOci, describe, http, manifest, stderr, testdata};
+use crate::support::{
+    Registry, WasmOci, describe, http, manifest, stderr, testdata, wasm_manifest,
+};
 
 #[test]
 fn push_writes_annotations_and_the_artifact_type_into_the_manifest() {
@@ -21,7 +23,14 @@ fn push_writes_annotations_and_the_artifact_type_into_the_manifest() {
         &registry.reference("hello:v1"),
     ]);
     let pushed: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let written = manifest(&registry, "hello", "v1");
+    // The tag names the index of the wasm manifest and its Linux image; both carry the
+    // annotations, the wasm manifest its artifact type.
+    let index = manifest(&registry, "hello", "v1");
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.source"],
+        "https://example.com/hello"
+    );
+    let (_, written) = wasm_manifest(&registry, "hello", "v1");
     assert_eq!(
         written["annotations"],
         serde_json::json!({
@@ -33,11 +42,20 @@ fn push_writes_annotations_and_the_artifact_type_into_the_manifest() {
         written["artifactType"],
         "application/vnd.example.hello+wasm"
     );
-    // The digest push reports is the one of the manifest that carries them.
+    // The digests push reports: the index's (what `manifest` shows of the tag) and the wasm
+    // manifest's, which carries them.
     let shown: serde_json::Value =
         serde_json::from_str(&cli.ok(&["manifest", "--json", &registry.reference("hello:v1")]))
             .unwrap();
     assert_eq!(shown["digest"], pushed["digest"]);
+    assert_eq!(shown["manifest"], index);
+    let pinned = format!(
+        "{}@{}",
+        registry.reference("hello"),
+        pushed["manifest_digest"].as_str().unwrap()
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["manifest", "--json", &pinned])).unwrap();
     assert_eq!(shown["manifest"], written);
     // And it still runs.
     let out = cli.run(&["run", &registry.reference("hello:v1")]);
@@ -45,7 +63,7 @@ fn push_writes_annotations_and_the_artifact_type_into_the_manifest() {
 
     // Without them, the CNCF layout's own artifact type and no annotations.
     cli.ok(&["push", &hello, &registry.reference("hello:plain")]);
-    let plain = manifest(&registry, "hello", "plain");
+    let (_, plain) = wasm_manifest(&registry, "hello", "plain");
     assert_eq!(plain["artifactType"], "application/vnd.wasm.config.v0+json");
     assert!(plain.get("annotations").is_none(), "{plain}");
 }

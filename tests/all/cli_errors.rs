@@ -334,15 +334,21 @@ fn digest_means_the_manifest_in_every_verbs_json() {
     let reference = registry.reference("hello:v1");
     let cli = WasmOci::new();
     let pushed = push(&cli, &reference);
-    let (digest, layer) = (&pushed["digest"], &pushed["layer_digest"]);
-    assert_ne!(digest, layer);
-    // What push prints is what @sha256: pins.
-    let pinned = format!(
-        "{}@{}",
-        registry.reference("hello"),
-        digest.as_str().unwrap()
+    // push names both: `digest` what the tag names (the index of the wasm manifest and its
+    // Linux image, what docker and the kubelet pin), `manifest_digest` the wasm manifest.
+    let (index, digest, layer) = (
+        &pushed["digest"],
+        &pushed["manifest_digest"],
+        &pushed["layer_digest"],
     );
-    assert_eq!(json(&cli, &["pull", &pinned, "--json"])["digest"], *digest);
+    assert!(digest.is_string(), "{pushed}");
+    assert_ne!(index, digest);
+    assert_ne!(digest, layer);
+    // Either pins: what push prints is what @sha256: pins.
+    for pin in [index, digest] {
+        let pinned = format!("{}@{}", registry.reference("hello"), pin.as_str().unwrap());
+        assert_eq!(json(&cli, &["pull", &pinned, "--json"])["digest"], *digest);
+    }
 
     let node = WasmOci::new();
     let dir = tempfile::tempdir().unwrap();
@@ -369,10 +375,9 @@ fn result_lines_go_to_stdout_and_agree_on_the_digest() {
     let registry = Registry::start();
     let reference = registry.reference("hello:v1");
     let cli = WasmOci::new();
-    let digest = push(&cli, &reference)["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pushed = push(&cli, &reference);
+    let index = pushed["digest"].as_str().unwrap().to_owned();
+    let digest = pushed["manifest_digest"].as_str().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
     let layout = layout.to_str().unwrap();
@@ -381,7 +386,7 @@ fn result_lines_go_to_stdout_and_agree_on_the_digest() {
         (
             &cli,
             vec!["push", testdata("hello.wasm").to_str().unwrap(), &reference],
-            format!("Pushed: {reference}\nSize: 171\nDigest: {digest}\n"),
+            format!("Pushed: {reference}\nSize: 171\nDigest: {index}\nManifest: {digest}\n"),
         ),
         (
             &node,
@@ -465,7 +470,7 @@ fn push_file(cli: &WasmOci, file: &Path, reference: &str) {
 
 /// The config blob of `repo:tag`, read from the registry.
 fn manifest_config(registry: &Registry, repo: &str, tag: &str) -> serde_json::Value {
-    let manifest = crate::support::manifest(registry, repo, tag);
+    let (_, manifest) = crate::support::wasm_manifest(registry, repo, tag);
     let digest = manifest["config"]["digest"].as_str().unwrap();
     let response = crate::support::http(
         &registry.addr,

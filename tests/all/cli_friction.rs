@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{Registry, WasmOci, describe, manifest, put_manifest, stderr, testdata};
+use crate::support::{Registry, WasmOci, describe, put_manifest, stderr, testdata, wasm_manifest};
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -456,7 +456,7 @@ fn pull_output_never_replaces_a_file_nor_takes_a_hidden_or_path_title() {
     let reference = registry.reference("hello:v1");
     cli.ok(&["push", path(&testdata("hello.wasm")), &reference]);
     // The same artifact, its layer titled by a hostile registry.
-    let mut hostile = manifest(&registry, "hello", "v1");
+    let (_, mut hostile) = wasm_manifest(&registry, "hello", "v1");
     let mut tags = Vec::new();
     for title in [".bashrc", "../escape.wasm", "sub/dir.wasm"] {
         hostile["layers"][0]["annotations"]["org.opencontainers.image.title"] = title.into();
@@ -756,17 +756,22 @@ fn every_verb_s_json_is_pretty_with_the_same_keys_for_the_same_facts() {
     let size = fs::metadata(&hello).unwrap().len();
     let reference = registry.reference("hello:v1");
     let pushed = pretty(&cli.ok(&["push", path(&hello), &reference, "--json"]));
-    let digest = pushed["digest"].as_str().unwrap().to_owned();
+    // push's `digest` names what the tag names (the index), `manifest_digest` the wasm
+    // manifest: the `digest` of every other verb.
+    let digest = pushed["manifest_digest"].as_str().unwrap().to_owned();
     let layer_digest = pushed["layer_digest"].as_str().unwrap().to_owned();
     assert!(digest.starts_with("sha256:") && layer_digest.starts_with("sha256:"));
     assert_ne!(digest, layer_digest);
+    assert_ne!(pushed["digest"], digest.as_str());
     let same_facts = |value: &serde_json::Value, reference: &str| {
         assert_eq!(value["reference"], reference, "{value}");
         assert_eq!(value["digest"], digest.as_str(), "{value}");
         assert_eq!(value["layer_digest"], layer_digest.as_str(), "{value}");
         assert_eq!(value["size"], size, "{value}");
     };
-    same_facts(&pushed, &reference);
+    let mut as_manifest = pushed.clone();
+    as_manifest["digest"] = as_manifest["manifest_digest"].clone();
+    same_facts(&as_manifest, &reference);
 
     // pull names the file it wrote as its option does: output.
     let written = dir.path().join("copy.wasm");
@@ -811,14 +816,16 @@ fn every_verb_s_json_is_pretty_with_the_same_keys_for_the_same_facts() {
     );
 
     // A manifest's own size is named as such: `size` is a wasm layer's bytes everywhere.
+    // `tag` and `manifest` are of the document the tag names: here the index push wrote.
+    let index = pushed["digest"].as_str().unwrap();
     let tagged = pretty(&cli.ok(&["tag", "--json", &reference, "stable"]));
-    assert_eq!(tagged["digest"], digest.as_str(), "{tagged}");
+    assert_eq!(tagged["digest"], index, "{tagged}");
     assert!(tagged.get("size").is_none(), "{tagged}");
     // The manifest as the registry stores it, a blob of its own.
-    let manifest_size = fs::metadata(registry.blob_file(&digest)).unwrap().len();
+    let manifest_size = fs::metadata(registry.blob_file(index)).unwrap().len();
     assert_eq!(tagged["manifest_size"], manifest_size, "{tagged}");
     let shown = pretty(&cli.ok(&["manifest", "--json", &reference]));
-    assert_eq!(shown["digest"], digest.as_str(), "{shown}");
+    assert_eq!(shown["digest"], index, "{shown}");
     assert_eq!(shown["manifest_size"], manifest_size, "{shown}");
     assert!(shown.get("size").is_none(), "{shown}");
     let tags = pretty(&cli.ok(&["tags", "--json", &registry.reference("hello")]));

@@ -52,19 +52,21 @@ fn key(cli: &WasmOci, dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("release.key")
 }
 
-/// `hello.wasm` pushed to `registry` as `hello:v1`, signed, with an SBOM attached; the
-/// manifest's digest and the SBOM's.
+/// `hello.wasm` pushed to `registry` as `hello:v1` (with `push_args`), signed, with an SBOM
+/// attached; the digest the tag names (the index push writes, or with `--no-image` the wasm
+/// manifest) and the SBOM's.
 fn signed_and_attached(
     cli: &WasmOci,
     registry: &Registry,
     dir: &std::path::Path,
+    push_args: &[&str],
 ) -> (String, String) {
-    let pushed = json(&cli.ok(&[
-        "push",
-        "--json",
-        testdata("hello.wasm").to_str().unwrap(),
-        &registry.reference("hello:v1"),
-    ]));
+    let mut args = vec!["push", "--json"];
+    args.extend(push_args);
+    let hello = testdata("hello.wasm");
+    let reference = registry.reference("hello:v1");
+    args.extend([hello.to_str().unwrap(), &reference]);
+    let pushed = json(&cli.ok(&args));
     let key = key(cli, dir);
     let out = cli
         .command()
@@ -109,7 +111,7 @@ fn copy_between_registries_keeps_digests_signatures_and_referrers() {
     let (a, b) = (Registry::start(), Registry::start());
     let cli = WasmOci::new();
     let dir = tempfile::tempdir().unwrap();
-    let (digest, sbom) = signed_and_attached(&cli, &a, dir.path());
+    let (digest, sbom) = signed_and_attached(&cli, &a, dir.path(), &[]);
     let sig_tag = format!("{}.sig", digest.replacen(':', "-", 1));
 
     let copied = json(&cli.ok(&[
@@ -136,9 +138,10 @@ fn copy_between_registries_keeps_digests_signatures_and_referrers() {
         discover(&cli, &b.reference("copied/hello:v2")),
         std::slice::from_ref(&sbom)
     );
-    // Every blob went: the wasm layer and config, the signature's payload and config, the
-    // SBOM and its empty config.
-    assert_eq!(copied["blobs_sent"], 6, "{copied}");
+    // Every blob went: the wasm layer and config, the Linux image's layer and its two
+    // configs (amd64, arm64), the signature's payload and config, the SBOM and its empty
+    // config.
+    assert_eq!(copied["blobs_sent"], 9, "{copied}");
     // The signature is found where it landed, and still names what was signed: the
     // original repository (cosign's identity), which a policy must then accept.
     let out = cli.run(&[
@@ -161,7 +164,7 @@ fn copy_between_registries_keeps_digests_signatures_and_referrers() {
         &b.reference("copied/hello:v2"),
     ]));
     assert_eq!(again["blobs_sent"], 0, "{again}");
-    assert_eq!(again["blobs_present"], 6, "{again}");
+    assert_eq!(again["blobs_present"], 9, "{again}");
     assert_eq!(discover(&cli, &b.reference("copied/hello:v2")), [sbom]);
 
     // Without the referrers: the artifact alone.
@@ -173,7 +176,7 @@ fn copy_between_registries_keeps_digests_signatures_and_referrers() {
         &b.reference("bare/hello:v1"),
     ]));
     assert_eq!(bare["digest"], digest.as_str());
-    assert_eq!(bare["blobs_sent"], 2, "{bare}");
+    assert_eq!(bare["blobs_sent"], 5, "{bare}");
     assert_eq!(manifest_bytes(&b, "bare/hello", &sig_tag), None);
     assert!(discover(&cli, &b.reference("bare/hello:v1")).is_empty());
 }
@@ -189,7 +192,8 @@ fn copy_within_a_registry_mounts_the_blobs() {
         &a.reference("hello:v1"),
         &a.reference("elsewhere/hello:v1"),
     ]));
-    assert_eq!(copied["blobs_mounted"], 2, "{copied}");
+    // The wasm layer and config, the Linux image's layer and its two configs.
+    assert_eq!(copied["blobs_mounted"], 5, "{copied}");
     assert_eq!(copied["blobs_sent"], 0, "{copied}");
     assert_eq!(
         manifest_bytes(&a, "elsewhere/hello", "v1"),
@@ -202,15 +206,18 @@ fn copy_within_a_registry_mounts_the_blobs() {
 fn an_index_is_copied_with_every_entry() {
     let (a, b) = (Registry::start(), Registry::start());
     let cli = WasmOci::new();
+    // Two plain manifests (no Linux image), indexed as `push --platform` indexes them.
     let one = json(&cli.ok(&[
         "push",
         "--json",
+        "--no-image",
         testdata("hello.wasm").to_str().unwrap(),
         &a.reference("multi:one"),
     ]));
     let two = json(&cli.ok(&[
         "push",
         "--json",
+        "--no-image",
         "--annotation",
         "variant=two",
         testdata("hello.wasm").to_str().unwrap(),
@@ -263,7 +270,7 @@ fn copy_to_a_layout_and_back_keeps_digests_signatures_and_referrers() {
     let (a, b) = (Registry::start(), Registry::start());
     let cli = WasmOci::new();
     let dir = tempfile::tempdir().unwrap();
-    let (digest, sbom) = signed_and_attached(&cli, &a, dir.path());
+    let (digest, sbom) = signed_and_attached(&cli, &a, dir.path(), &[]);
     let layout = dir.path().join("layout");
     let to_layout = format!("oci:{}:v1", layout.display());
     let copied = json(&cli.ok(&["copy", "--json", &a.reference("hello:v1"), &to_layout]));
@@ -346,7 +353,9 @@ fn save_carries_referrers_into_the_layout() {
     let (a, b) = (Registry::start(), Registry::start());
     let cli = WasmOci::new();
     let dir = tempfile::tempdir().unwrap();
-    let (digest, sbom) = signed_and_attached(&cli, &a, dir.path());
+    // save carries the referrers of the wasm manifest it writes: here the tag names that
+    // manifest (an SBOM attached to the index push writes by default is not carried).
+    let (digest, sbom) = signed_and_attached(&cli, &a, dir.path(), &["--no-image"]);
     let layout = dir.path().join("saved");
     cli.ok(&[
         "save",
@@ -404,7 +413,7 @@ fn tags_manifest_and_discover_are_read_from_a_mirror_when_the_origin_is_down() {
     let (mut origin, mirror) = (Registry::start(), Registry::start());
     let cli = WasmOci::new();
     let dir = tempfile::tempdir().unwrap();
-    let (digest, sbom) = signed_and_attached(&cli, &origin, dir.path());
+    let (digest, sbom) = signed_and_attached(&cli, &origin, dir.path(), &[]);
     // What a regional mirror holds: a copy, by the same name.
     cli.ok(&[
         "copy",
@@ -479,7 +488,10 @@ fn fifty_modules_that_share_a_layer_send_it_once() {
         digests.insert(copied["digest"].as_str().unwrap().to_owned());
     }
     assert_eq!(digests.len(), 50);
-    // The layer and the config, each once; the 48 copies after found them there.
-    assert_eq!(front.asked("PUT /v2/fleet/blobs/uploads/"), 2);
-    assert_eq!(front.asked("PUT /v2/fleet/manifests/"), 100);
+    // The wasm layer and config, the Linux image's layer and two configs, each once; the
+    // copies after found them there.
+    assert_eq!(front.asked("PUT /v2/fleet/blobs/uploads/"), 5);
+    // Each module's wasm manifest and two Linux manifests by digest, and its index by digest
+    // and at the tag.
+    assert_eq!(front.asked("PUT /v2/fleet/manifests/"), 250);
 }

@@ -1,4 +1,4 @@
-//! `image: REF` is the module: what `wasm-oci push --image` writes is pulled by containerd's
+//! `image: REF` is the module: what `wasm-oci push` writes is pulled by containerd's
 //! CRI plugin as the kubelet asks it (PullImage with the pod's pull secret, nothing on the
 //! node), unpacked, and run under the `wasmoci` handler with no annotation and no command.
 //! The module that runs is the one containerd pulled: a tag moved afterwards changes nothing.
@@ -81,7 +81,7 @@ pub(crate) fn registry_hosts_on(version: Version, registry: &Registry, dir: &Pat
     }
 }
 
-/// `wasm-oci push --image --json FILE REFERENCE` with `credentials`; what it printed.
+/// `wasm-oci push --json FILE REFERENCE` with `credentials`; what it printed.
 pub(crate) fn push_image(
     cli: &WasmOci,
     file: &Path,
@@ -89,7 +89,7 @@ pub(crate) fn push_image(
     credentials: bool,
 ) -> serde_json::Value {
     let mut cmd = cli.command();
-    cmd.args(["push", "--image", "--json"]);
+    cmd.args(["push", "--json"]);
     if credentials {
         cmd.args(["--username", USER, "--password-stdin"]);
     }
@@ -280,7 +280,7 @@ fn run_inspect_save_and_load_read_what_push_image_writes() {
 
 /// wkg and wasm-pkg-client read a package with oci-client as it comes: its default platform
 /// resolver picks an index entry, and the manifest's first layer is the package. What
-/// `push --image` writes gives them the wasm, not the Linux image beside it.
+/// `push` writes gives them the wasm, not the Linux image beside it.
 #[test]
 fn oci_client_readers_such_as_wkg_take_the_wasm_from_what_push_image_writes() {
     use oci_client::client::{ClientConfig, ClientProtocol, current_platform_resolver};
@@ -305,7 +305,7 @@ fn oci_client_readers_such_as_wkg_take_the_wasm_from_what_push_image_writes() {
         .block_on(async {
             let (index, _) = client.pull_manifest(&parsed, &auth).await.unwrap();
             let OciManifest::ImageIndex(index) = index else {
-                panic!("push --image wrote no index: {index:?}")
+                panic!("push wrote no index: {index:?}")
             };
             // The resolver as oci-client configures it by default, on this (linux) host.
             let chosen = current_platform_resolver(&index.manifests);

@@ -46,9 +46,9 @@ fn mirrors_with_single_quoted_keys_are_asked_in_file_order() {
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     let pulled: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // The first host of the file served the manifest, the config and the layer.
+    // The first host of the file served the index, the manifest, the config and the layer.
     let sources = pulled["sources"].as_object().unwrap();
-    assert_eq!(sources.len(), 3, "{pulled}");
+    assert_eq!(sources.len(), 4, "{pulled}");
     assert!(
         sources.values().all(|h| h == first.addr.as_str()),
         "{pulled}"

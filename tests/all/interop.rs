@@ -131,9 +131,19 @@ fn skopeo_copies_what_we_push_to_an_oci_layout() {
         "--json",
     ]))
     .unwrap();
+    // The tag names an index (the wasm manifest and its Linux image): `--all` copies it
+    // whole, as operators mirror multi-platform images, and `--preserve-digests` keeps the
+    // Linux image's uncompressed layer as it is (skopeo would gzip it, which changes the
+    // Linux manifests' digests and so the index's, the digest a signature names).
     let layout = tempfile::tempdir().unwrap();
     let out = Command::new("skopeo")
-        .args(["--insecure-policy", "copy", "--src-tls-verify=false"])
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+        ])
         .arg(format!("docker://{reference}"))
         .arg(format!("oci:{}:v1", layout.path().display()))
         .output()
@@ -155,5 +165,27 @@ fn skopeo_copies_what_we_push_to_an_oci_layout() {
     assert_eq!(
         fs::read(layout.path().join("blobs/sha256").join(layer_hex)).unwrap(),
         fs::read(testdata("hello.wasm")).unwrap()
+    );
+    let cli = WasmOci::new();
+    let whole = format!("oci:{}:v1", layout.path().display());
+    assert_eq!(cli.ok(&["run", &whole]), HELLO);
+
+    // Without --all skopeo takes this host's platform, the Linux image: run says so, and
+    // how to copy the wasm too.
+    let single = tempfile::tempdir().unwrap();
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:v1", single.path().display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = cli.run(&["run", &format!("oci:{}:v1", single.path().display())]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("Linux container image")
+            && stderr(&out).contains("skopeo copy --all"),
+        "{}",
+        describe(&out)
     );
 }

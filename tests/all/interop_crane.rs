@@ -179,15 +179,18 @@ fn wasm_oci_tag_and_crane_tag_agree_on_crane_registry() {
 /// runs it, and `oras pull --platform` picks each entry.
 fn an_index_crane_writes_runs(registry: &dyn TestRegistry) {
     let cli = WasmOci::new();
+    // Plain wasm manifests (no Linux image beside them), for crane to index.
     let module = json(&cli.ok(&[
         "push",
         "--json",
+        "--no-image",
         &hello(),
         &registry.reference("hello:wasip1"),
     ]));
     let component = json(&cli.ok(&[
         "push",
         "--json",
+        "--no-image",
         guests().hello_component.to_str().unwrap(),
         &registry.reference("hello:wasip2"),
     ]));

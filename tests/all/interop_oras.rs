@@ -208,6 +208,14 @@ fn oras_pulls_what_we_push(registry: &dyn TestRegistry) {
         crate::support::sha256_digest(fetched.trim_end().as_bytes()),
         pushed["digest"].as_str().unwrap()
     );
+    // The tag names the index of the wasm manifest and its Linux image: the annotations are
+    // on both, the artifact type on the wasm manifest.
+    assert_eq!(
+        held["annotations"]["org.opencontainers.image.source"],
+        "https://example.com/hello"
+    );
+    let wasm = pushed["manifest_digest"].as_str().unwrap();
+    let (held, _) = manifest_at(registry.addr(), "hello", wasm);
     assert_eq!(held["artifactType"], "application/vnd.example.hello+wasm");
     assert_eq!(
         held["annotations"]["org.opencontainers.image.source"],
@@ -334,10 +342,11 @@ fn oras_copies_a_layout_wasm_oci_saves_into_a_registry_where_it_runs() {
             &reference,
         ],
     );
+    // save wrote the wasm manifest the tag resolved to (not the index beside it).
     let (_, bytes) = manifest_at(target.addr(), "hello", "v1");
     assert_eq!(
         crate::support::sha256_digest(&bytes),
-        pushed["digest"].as_str().unwrap()
+        pushed["manifest_digest"].as_str().unwrap()
     );
     assert_eq!(WasmOci::new().ok(&["run", &reference]), HELLO);
 }

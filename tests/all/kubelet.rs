@@ -2,7 +2,7 @@
 //! driving containerd 1.6 over CRI (`support/kube.rs`), pods created, read and deleted with
 //! `kubectl` as an operator does. Each wasm pod names its module as [`WasmPod`] says (the one
 //! place that knows how), under the RuntimeClass `wasmoci`; busybox pods under runc run beside
-//! them for comparison. A pod whose `image:` is the module (`push --image`) is pulled by the
+//! them for comparison. A pod whose `image:` is the module (as `push` writes it) is pulled by the
 //! kubelet itself, with the pod's pull secret and pull policy.
 
 use std::io::{BufRead as _, BufReader};

@@ -88,10 +88,12 @@ fn skopeo_reads_our_layouts_and_we_read_skopeos() {
     ]);
     assert_eq!(WasmOci::new().ok(&["run", &copied]), HELLO);
 
-    // Skopeo's, loaded and run.
+    // Skopeo's, loaded and run: `--all` keeps the index push wrote (without it skopeo takes
+    // this host's Linux image, see interop::skopeo_copies_what_we_push_to_an_oci_layout).
     let theirs = tmp.path().join("theirs");
     skopeo(&[
         "copy",
+        "--all",
         "--src-tls-verify=false",
         &format!("docker://{hello}"),
         &format!("oci:{}:v1", theirs.display()),

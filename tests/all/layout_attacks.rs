@@ -234,10 +234,11 @@ fn save_never_writes_through_a_planted_symlink() {
             .unwrap()
             .to_owned()
     };
-    let (layer, manifest) = (hex("layer_digest"), hex("digest"));
+    // The wasm manifest (the tag names the index beside it): what save writes.
+    let (layer, manifest) = (hex("layer_digest"), hex("manifest_digest"));
     let listed: Vec<serde_json::Value> =
         serde_json::from_str(&cli.ok(&["cache", "ls", "--json"])).unwrap();
-    assert_eq!(listed[0]["digest"], pushed["digest"]);
+    assert_eq!(listed[0]["digest"], pushed["manifest_digest"]);
 
     // Someone prepared the output directory: the layer's name, and every name a writer might
     // use beside a blob, point at files of theirs.

@@ -153,9 +153,9 @@ fn two_nodes_pull_through_the_mirror_and_the_origin_sends_no_blob() {
     for node in [fleet.node(), fleet.node()] {
         let pulled = fleet.pull(&node, &reference);
         let layer = pulled["layer_digest"].as_str().unwrap();
-        // The mirror served the manifest, the config and the layer.
+        // The mirror served the index, the manifest, the config and the layer.
         let sources = pulled["sources"].as_object().unwrap();
-        assert_eq!(sources.len(), 3, "{pulled}");
+        assert_eq!(sources.len(), 4, "{pulled}");
         assert!(sources.values().all(|h| h == &counter.addr), "{pulled}");
         assert_stored_well(&node, layer);
         // inspect names the host that served each blob; run needs nothing more.
@@ -279,8 +279,9 @@ fn a_mirror_answering_503_gets_one_try_per_request_and_the_origin_serves() {
         "{pulled}"
     );
     assert_stored_well(&node, layer);
-    // Its /v2/ once, then once for the tag and once for each blob: no backoff spent on it.
-    assert_eq!(failing.seen(|s| s.requests), 4);
+    // Its /v2/ once, then once for the tag (the index), the wasm manifest and each blob: no
+    // backoff spent on it.
+    assert_eq!(failing.seen(|s| s.requests), 5);
     let log = fs::read_to_string(node.log_file()).unwrap();
     assert!(!log.contains("retrying"), "a failing mirror was retried");
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::support::{HELLO, Registry, WasmOci, describe, manifest};
+use crate::support::{HELLO, Registry, WasmOci, describe, manifest, wasm_manifest};
 
 pub const PASSWORD: &str = "fleet password";
 pub const COMPILED_TYPE: &str = "application/vnd.wasm-oci.compiled.v1";
@@ -117,9 +117,23 @@ impl Fleet {
         fs::read(self.registry.blob_file(digest)).unwrap()
     }
 
+    /// The digest of the wasm manifest `hello:v1`'s index names: what code is attached to.
+    pub fn hello_manifest_digest(&self) -> String {
+        wasm_manifest(&self.registry, "hello", "v1").0
+    }
+
+    /// `hello@DIGEST` of the wasm manifest `hello:v1`'s index names.
+    pub fn hello_manifest(&self) -> String {
+        format!(
+            "{}@{}",
+            self.registry.reference("hello"),
+            self.hello_manifest_digest()
+        )
+    }
+
     /// The layer digest of `hello:v1`.
     pub fn hello_layer(&self) -> String {
-        manifest(&self.registry, "hello", "v1")["layers"][0]["digest"]
+        wasm_manifest(&self.registry, "hello", "v1").1["layers"][0]["digest"]
             .as_str()
             .unwrap()
             .to_owned()
@@ -163,16 +177,16 @@ fn code_pushed_and_signed_is_loaded_instead_of_compiled() {
     let attached = fleet.compile_push(&fleet.hello, &[]);
     // One per engine: `run`'s and the shim's.
     assert_eq!(attached.len(), 2, "{attached:?}");
-    let subject = manifest(&fleet.registry, "hello", "v1");
+    // The code's subject is the wasm manifest of the index push wrote at the tag.
+    let (subject_digest, subject) = wasm_manifest(&fleet.registry, "hello", "v1");
     for a in &attached {
         let artifact = manifest(&fleet.registry, "hello", a["digest"].as_str().unwrap());
         assert_eq!(artifact["artifactType"], COMPILED_TYPE);
-        let digest = fleet
-            .ok(&["manifest", "--json", &fleet.hello])
-            .parse::<serde_json::Value>()
-            .unwrap()["digest"]
-            .clone();
-        assert_eq!(artifact["subject"]["digest"], digest, "{artifact}");
+        assert_eq!(
+            artifact["subject"]["digest"],
+            subject_digest.as_str(),
+            "{artifact}"
+        );
         let notes = &artifact["annotations"];
         assert_eq!(notes["dev.wasm-oci.compiled.wasmtime"], "48.0.8");
         assert_eq!(notes["dev.wasm-oci.compiled.target"], a["target"]);
@@ -195,8 +209,10 @@ fn code_pushed_and_signed_is_loaded_instead_of_compiled() {
         ]);
         assert!(!out.is_empty());
     }
-    // discover says what each is and that this host loads it.
-    let listed = fleet.ok(&["discover", &fleet.hello]);
+    // discover says what each is and that this host loads it: the referrers of the wasm
+    // manifest, named by digest (the tag names the index, whose own referrers are others).
+    let pinned = format!("{}@{subject_digest}", fleet.registry.reference("hello"));
+    let listed = fleet.ok(&["discover", &pinned]);
     assert_eq!(
         listed.matches("loadable here by run").count(),
         1,
@@ -272,8 +288,10 @@ fn code_for_another_architecture_is_attached_and_left_alone_here() {
         }
     );
 
+    let (subject, _) = wasm_manifest(&fleet.registry, "hello", "v1");
+    let pinned = format!("{}@{subject}", fleet.registry.reference("hello"));
     let found: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["discover", "--json", &fleet.hello])).unwrap();
+        serde_json::from_str(&fleet.ok(&["discover", "--json", &pinned])).unwrap();
     let referrers = found["referrers"].as_array().unwrap();
     assert_eq!(referrers.len(), 4);
     for r in referrers {

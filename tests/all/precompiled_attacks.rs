@@ -42,10 +42,13 @@ fn forge(fleet: &Fleet, code: &[u8], engine: &str, target: &str, key: Option<&Pa
     let file = fleet.dir.path().join("forged.cwasm");
     fs::write(&file, code).unwrap();
     let annotation = |k: &str, v: &str| format!("dev.wasm-oci.compiled.{k}={v}");
+    // Attached where `compile --push` attaches code: to the wasm manifest the tag's index
+    // names, which is where a node looks for it.
+    let module = fleet.hello_manifest();
     let out = fleet.ok(&[
         "attach",
         "--json",
-        &fleet.hello,
+        &module,
         file.to_str().unwrap(),
         "--artifact-type",
         COMPILED_TYPE,
@@ -122,13 +125,7 @@ fn a_validly_signed_referrer_of_another_module_is_not_loaded() {
     let fleet = Fleet::new();
     let evil = evil_release(&fleet);
     let code = fleet.code_of(evil[0]["digest"].as_str().unwrap());
-    let subject = fleet
-        .ok(&["manifest", "--json", &fleet.hello])
-        .parse::<serde_json::Value>()
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let subject = fleet.hello_manifest_digest();
     let artifact = crate::support::manifest(
         &fleet.registry,
         "hello",
@@ -212,13 +209,7 @@ fn a_referrer_for_another_engine_configuration_is_not_loaded() {
     let fleet = Fleet::new();
     let honest = fleet.compile_push(&fleet.hello, &[]);
     // Only the forged one is on offer.
-    let subject = fleet
-        .ok(&["manifest", "--json", &fleet.hello])
-        .parse::<serde_json::Value>()
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .replacen(':', "-", 1);
+    let subject = fleet.hello_manifest_digest().replacen(':', "-", 1);
     put_manifest(
         &fleet.registry,
         "hello",
@@ -267,13 +258,7 @@ fn truncated_compiled_code_is_not_loaded() {
     let honest = fleet.compile_push(&fleet.hello, &[]);
     let code = fleet.code_of(honest[0]["digest"].as_str().unwrap());
     let half = code[..code.len() / 2].to_vec();
-    let subject = fleet
-        .ok(&["manifest", "--json", &fleet.hello])
-        .parse::<serde_json::Value>()
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .replacen(':', "-", 1);
+    let subject = fleet.hello_manifest_digest().replacen(':', "-", 1);
     put_manifest(
         &fleet.registry,
         "hello",
@@ -337,13 +322,7 @@ fn hostile_lister(
     fleet: &Fleet,
     lists: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static,
 ) -> (Server, Arc<AtomicUsize>) {
-    let subject = fleet
-        .ok(&["manifest", "--json", &fleet.hello])
-        .parse::<serde_json::Value>()
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .replacen(':', "-", 1);
+    let subject = fleet.hello_manifest_digest().replacen(':', "-", 1);
     let listing = format!("/v2/hello/manifests/{subject}");
     let upstream = fleet.registry.addr.clone();
     let count = Arc::new(AtomicUsize::new(0));

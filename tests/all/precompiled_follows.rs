@@ -14,7 +14,7 @@ use crate::precompiled::{
 };
 use crate::support::{
     ALLOW_LOOPBACK, Containerd, HELLO, Registry, Version, WasmOci, describe, each_containerd,
-    manifest, sha256_digest, stdout,
+    manifest, sha256_digest, stdout, wasm_manifest,
 };
 
 /// The line of `node`'s log that says code was adopted.
@@ -389,6 +389,8 @@ fn a_layout_listing_a_thousand_forged_referrers_costs_a_few_dozen_looks() {
     let layout = tempfile::tempdir().unwrap();
     let dir = layout.path().join("airgap");
     save(&fleet, &dir);
+    // The code's subject: the wasm manifest of the index at v1.
+    let (module, _) = wasm_manifest(&fleet.registry, "hello", "v1");
     fleet.registry.stop();
 
     let index_path = dir.join("index.json");
@@ -401,10 +403,6 @@ fn a_layout_listing_a_thousand_forged_referrers_costs_a_few_dozen_looks() {
             .to_owned()
     };
     let entries = index["manifests"].as_array_mut().unwrap();
-    let module = entries.iter().find(|m| name(m) == "v1").unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let tag = module.replacen(':', "-", 1);
     let listing = entries.iter_mut().find(|m| name(m) == tag).unwrap();
     let blob = |digest: &str| dir.join("blobs/sha256").join(&digest[7..]);

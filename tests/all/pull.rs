@@ -24,8 +24,48 @@ fn push_then_run_prints_hello_and_pull_gives_identical_bytes() {
     );
     assert_eq!(pushed["kind"], "module");
 
-    // The CNCF TAG Runtime layout.
-    let m = manifest(&registry, "hello", "v1");
+    // The tag names an index: the wasm manifest as wasip1/wasm (and again as linux/ARCH of
+    // variant `wasm` for oci-client's resolver), then the Linux image containerd runs.
+    let index = manifest(&registry, "hello", "v1");
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(index["manifests"][0]["digest"], pushed["manifest_digest"]);
+    assert_eq!(
+        index["manifests"][0]["platform"],
+        serde_json::json!({"architecture": "wasm", "os": "wasip1"})
+    );
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let p = &e["platform"];
+            let variant = p["variant"]
+                .as_str()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default();
+            format!(
+                "{}/{}{variant}",
+                p["os"].as_str().unwrap(),
+                p["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        platforms,
+        [
+            "wasip1/wasm",
+            "linux/amd64/wasm",
+            "linux/arm64/wasm",
+            "linux/amd64",
+            "linux/arm64"
+        ]
+    );
+
+    // The wasm manifest: the CNCF TAG Runtime layout.
+    let (_, m) = crate::support::wasm_manifest(&registry, "hello", "v1");
     assert_eq!(m["artifactType"], "application/vnd.wasm.config.v0+json");
     assert_eq!(
         m["config"]["mediaType"],
@@ -74,7 +114,7 @@ fn push_then_run_prints_hello_and_pull_gives_identical_bytes() {
         "--json",
     ]))
     .unwrap();
-    assert_eq!(pulled["digest"], pushed["digest"]);
+    assert_eq!(pulled["digest"], pushed["manifest_digest"]);
     assert_eq!(pulled["layer_digest"], pushed["layer_digest"]);
     assert_eq!(
         fs::read(other.path().join("hello.wasm")).unwrap(),
@@ -203,8 +243,10 @@ fn corrupted_blob_bytes_fail_with_a_digest_error_and_leave_nothing() {
 fn an_image_index_resolves_to_its_wasm_entry() {
     let registry = Registry::start();
     let cli = WasmOci::new();
+    // A plain wasm manifest (no Linux image), for hand-written indexes to name.
     let pushed: serde_json::Value = serde_json::from_str(&cli.ok(&[
         "push",
+        "--no-image",
         &hello(),
         &registry.reference("hello:module"),
         "--json",

@@ -39,7 +39,11 @@ fn an_upload_location_on_another_host_gets_no_credentials() {
     );
     assert!(out.status.success(), "{}", describe(&out));
     let uploads = elsewhere.requests();
-    assert_eq!(uploads.len(), 2, "the layer and the config: {uploads:?}");
+    assert_eq!(
+        uploads.len(),
+        5,
+        "the wasm layer and config, the Linux image's layer and two configs: {uploads:?}"
+    );
     for upload in uploads {
         assert_eq!(upload.method, "PUT");
         assert!(

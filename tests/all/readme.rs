@@ -289,7 +289,8 @@ fn inspect_after_a_fresh_pull_names_the_registry_for_each_download() {
     cli.ok(&["pull", &reference]);
     let text = cli.ok(&["inspect", &reference]);
     let served: Vec<&str> = text.lines().filter(|l| l.starts_with("Served:")).collect();
-    assert_eq!(served.len(), 3, "{text}");
+    // The index the tag names, the wasm manifest, its config and its layer.
+    assert_eq!(served.len(), 4, "{text}");
     for line in served {
         assert!(
             line_matches(

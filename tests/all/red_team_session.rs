@@ -12,6 +12,7 @@ use crate::cri_memory::big_module;
 use crate::precompiled::{ADOPTED, COMPILED_TYPE, Fleet, assert_hello, log};
 use crate::support::{
     Containerd, HELLO, Version, WasmOci, describe, manifest, wait_until, wait_until_within,
+    wasm_manifest,
 };
 
 /// What the forged code prints instead of hello.
@@ -45,7 +46,7 @@ fn forged_for(fleet: &Fleet, repo: &str, tag: &str, scopes: &[(&str, &str)]) -> 
     fleet.ok(&["sign", &tenant, "--key", tenant_key.to_str().unwrap()]);
     let hello_layer = fleet.hello_layer();
     assert_eq!(
-        manifest(&fleet.registry, repo, tag)["layers"][0]["digest"],
+        wasm_manifest(&fleet.registry, repo, tag).1["layers"][0]["digest"],
         hello_layer.as_str(),
         "the tenant's module is hello's wasm"
     );
@@ -79,10 +80,16 @@ fn forged_for(fleet: &Fleet, repo: &str, tag: &str, scopes: &[(&str, &str)]) -> 
     let file = fleet.dir.path().join("forged.cwasm");
     fs::write(&file, &code).unwrap();
     let annotation = |k: &str, v: &str| format!("dev.wasm-oci.compiled.{k}={v}");
+    // Attached as `compile --push` attaches: to the wasm manifest of tenant:v1's index.
+    let tenant_manifest = format!(
+        "{}@{}",
+        fleet.registry.reference(repo),
+        wasm_manifest(&fleet.registry, repo, tag).0
+    );
     let attached = fleet.ok(&[
         "attach",
         "--json",
-        &tenant,
+        &tenant_manifest,
         file.to_str().unwrap(),
         "--artifact-type",
         COMPILED_TYPE,

@@ -38,14 +38,15 @@ fn attach_and_discover_through_the_referrers_tag() {
     assert_eq!(attached["referrers_tag"], tag.as_str());
     let sbom_digest = attached["digest"].as_str().unwrap().to_owned();
 
-    // The artifact manifest names its subject by digest, media type and size.
+    // The artifact manifest names its subject by digest, media type and size: what the tag
+    // names, as `oras attach` attaches, here the index push wrote.
     let artifact = manifest(&registry, "hello", &sbom_digest);
     assert_eq!(artifact["artifactType"], "application/spdx+json");
     assert_eq!(artifact["subject"]["digest"], subject.as_str());
     assert_eq!(artifact["subject"]["size"], subject_size);
     assert_eq!(
         artifact["subject"]["mediaType"],
-        "application/vnd.oci.image.manifest.v1+json"
+        "application/vnd.oci.image.index.v1+json"
     );
     assert_eq!(
         artifact["config"]["mediaType"],

@@ -57,9 +57,12 @@ fn manifest_bytes(registry: &Registry, repo: &str, name: &str) -> Option<Vec<u8>
 }
 
 /// `push --json` of hello.wasm to `reference` (with `extra` arguments): the manifest digest.
+/// `push --no-image --json` of hello.wasm with `extra`: the digest of the wasm manifest at
+/// the tag. These tests are of the referrers of one manifest (precompiled code is attached to
+/// the wasm manifest, and `save` carries that manifest's), so the tag names it directly.
 fn push(cli: &WasmOci, reference: &str, extra: &[&str]) -> String {
     let hello = testdata("hello.wasm").display().to_string();
-    let mut args = vec!["push", "--json"];
+    let mut args = vec!["push", "--json", "--no-image"];
     args.extend(extra);
     args.extend([hello.as_str(), reference]);
     json(&cli.ok(&args))["digest"].as_str().unwrap().to_owned()

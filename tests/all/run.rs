@@ -333,7 +333,7 @@ fn hello_runs_as_a_component_by_reference() {
     let cli = WasmOci::new();
     let reference = registry.reference("hello:component");
     cli.ok(&["push", path(&guests().hello_component), &reference]);
-    let m = crate::support::manifest(&registry, "hello", "component");
+    let m = crate::support::wasm_manifest(&registry, "hello", "component").1;
     let config = crate::support::http(
         &registry.addr,
         "GET",

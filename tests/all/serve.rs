@@ -321,7 +321,7 @@ fn tcp_connect_is_checked_against_allow_connect() {
 fn push_describes_the_component_and_inspect_shows_its_world() {
     let cli = WasmOci::new();
     let p = push_proxy(&cli);
-    let manifest = crate::support::manifest(&p.registry, "services/hello-http", "v1");
+    let manifest = crate::support::wasm_manifest(&p.registry, "services/hello-http", "v1").1;
     let config_digest = manifest["config"]["digest"].as_str().unwrap();
     let config: serde_json::Value =
         serde_json::from_slice(&fs::read(p.registry.blob_file(config_digest)).unwrap()).unwrap();
@@ -393,7 +393,7 @@ fn a_component_with_an_import_no_host_provides_is_refused_by_name() {
         );
     }
     let layer =
-        crate::support::manifest(&registry, "services/unsatisfiable", "v1")["layers"][0]["digest"]
+        crate::support::wasm_manifest(&registry, "services/unsatisfiable", "v1").1["layers"][0]["digest"]
             .as_str()
             .unwrap()
             .to_owned();

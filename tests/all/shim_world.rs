@@ -16,7 +16,7 @@ fn the_shim_refuses_missing_imports_before_downloading_the_layer() {
         &reference,
     ]);
     let layer =
-        crate::support::manifest(&registry, "services/unsatisfiable", "v1")["layers"][0]["digest"]
+        crate::support::wasm_manifest(&registry, "services/unsatisfiable", "v1").1["layers"][0]["digest"]
             .as_str()
             .unwrap()
             .to_owned();

@@ -74,10 +74,21 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
         return Err(layout_err(dir, LayoutError::Version));
     }
     let index = read_index(dir)?;
+    let entries = index["manifests"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let parts = parts_of_indexes(dir, entries)?;
     let mut found = Vec::new();
-    for entry in index["manifests"].as_array().into_iter().flatten() {
+    for entry in entries {
         let annotation = |k: &str| entry["annotations"][k].as_str().map(str::to_owned);
         let ref_name = annotation(REF_NAME);
+        // An untagged entry that an index of the layout names is a part of that artifact, not
+        // one of its own (oras-go lists every manifest it holds, an index's entries too: the
+        // Linux image beside the wasm that `push` writes).
+        if ref_name.is_none() && entry["digest"].as_str().is_some_and(|d| parts.contains(d)) {
+            continue;
+        }
         // Printed in messages: a layout's text is escaped like a registry's.
         let label = wasm_oci_artifact::text::printable(
             &ref_name
@@ -160,6 +171,31 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
         });
     }
     Ok(found)
+}
+
+/// The digests the image indexes among `entries` name: the manifests that are parts of
+/// another entry.
+fn parts_of_indexes(
+    dir: &Path,
+    entries: &[serde_json::Value],
+) -> Result<std::collections::HashSet<String>> {
+    let mut parts = std::collections::HashSet::new();
+    for entry in entries {
+        if entry["mediaType"] != crate::image::OCI_INDEX_MEDIA_TYPE {
+            continue;
+        }
+        let digest = parse_digest(dir, entry["digest"].as_str().unwrap_or_default())?;
+        let bytes = read_verified(dir, &digest)?;
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        for child in value["manifests"].as_array().into_iter().flatten() {
+            if let Some(d) = child["digest"].as_str() {
+                parts.insert(d.to_owned());
+            }
+        }
+    }
+    Ok(parts)
 }
 
 /// Whether `name` is a referrers tag, `<algorithm>-<hex>` (see [`crate::referrers_tag`]).

@@ -135,7 +135,7 @@ impl WasmPod<'_> {
     }
 }
 
-/// A wasm pod whose one container's `image:` is `image` (what `wasm-oci push --image` wrote):
+/// A wasm pod whose one container's `image:` is `image` (what `wasm-oci push` wrote):
 /// no command, no annotation; pulled as `policy` says (`Always`, `IfNotPresent`, `Never`),
 /// with the pull secret named `secret`.
 pub fn image_pod_json(

@@ -189,6 +189,39 @@ pub fn manifest(registry: &Registry, repo: &str, tag: &str) -> serde_json::Value
     serde_json::from_slice(&r.body).unwrap()
 }
 
+/// The wasm manifest `repo:tag` names, and its digest: the document at the tag, or, when that
+/// is an index (what `push` writes by default), the manifest of its first `wasm` entry.
+pub fn wasm_manifest(registry: &Registry, repo: &str, tag: &str) -> (String, serde_json::Value) {
+    use sha2::Digest;
+    let accept =
+        "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+    let get = |at: &str| {
+        let r = http(
+            &registry.addr,
+            "GET",
+            &format!("/v2/{repo}/manifests/{at}"),
+            &[("Accept", accept)],
+            b"",
+        )
+        .expect("registry answers");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let parsed: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&r.body)));
+        (digest, parsed)
+    };
+    let (digest, top) = get(tag);
+    match top["manifests"].as_array() {
+        Some(entries) => {
+            let entry = entries
+                .iter()
+                .find(|e| e["platform"]["architecture"] == "wasm")
+                .unwrap_or_else(|| panic!("{repo}:{tag} is an index without a wasm entry: {top}"));
+            get(entry["digest"].as_str().unwrap())
+        }
+        None => (digest, top),
+    }
+}
+
 /// Stores a manifest under `tag` and returns its digest.
 pub fn put_manifest(
     registry: &Registry,

@@ -520,13 +520,17 @@ fn docker_hub_by_its_api_host_is_under_a_docker_io_scope() {
 fn a_signed_index_survives_save_and_load_under_the_policy() {
     let registry = Registry::start();
     let cli = WasmOci::new();
+    // A plain manifest for a hand-written index, and the index push writes by default (the
+    // wasm manifest and its Linux image).
     let pushed: serde_json::Value = serde_json::from_str(&cli.ok(&[
         "push",
+        "--no-image",
         &hello_wasm(),
         &registry.reference("hello:module"),
         "--json",
     ]))
     .unwrap();
+    cli.ok(&["push", &hello_wasm(), &registry.reference("hello:v1")]);
     let module = http(
         &registry.addr,
         "GET",
@@ -555,16 +559,32 @@ fn a_signed_index_survives_save_and_load_under_the_policy() {
     );
     let dir = tempfile::tempdir().unwrap();
     let (private, public) = generate_key(&cli, dir.path(), "release", PASSWORD);
-    let reference = registry.reference("hello:multi");
+    for tag in ["multi", "v1"] {
+        signed_index_saved_and_loaded(&registry, dir.path(), &private, &public, tag);
+    }
+}
+
+/// `hello:TAG` (an index) signed with `private`, run, saved and loaded under a policy naming
+/// `public`, then run from the cache and from the layout in place.
+fn signed_index_saved_and_loaded(
+    registry: &Registry,
+    keys: &Path,
+    private: &Path,
+    public: &Path,
+    tag: &str,
+) {
+    let cli = WasmOci::new();
+    let dir = tempfile::tempdir_in(keys).unwrap();
+    let reference = registry.reference(&format!("hello:{tag}"));
     let out = cli
         .command()
         .env("COSIGN_PASSWORD", PASSWORD)
         .args(["sign", &reference, "--key"])
-        .arg(&private)
+        .arg(private)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
-    let policy = policy(dir.path(), "policy.json", &registry.addr, &public, None);
+    let policy = policy(dir.path(), "policy.json", &registry.addr, public, None);
     let policy = policy.to_str().unwrap();
     // Verified online.
     let run = cli.run(&["run", "--policy", policy, &reference]);
@@ -602,7 +622,7 @@ fn a_signed_index_survives_save_and_load_under_the_policy() {
         "run",
         "--policy",
         policy,
-        &format!("oci:{}:multi", layout.display()),
+        &format!("oci:{}:{tag}", layout.display()),
     ]);
     assert_eq!(
         String::from_utf8_lossy(&in_place.stdout),

@@ -1,4 +1,4 @@
-//! What `push --image --sign-key` writes is signed where the kubelet pulls it (the index's
+//! What `push --sign-key` writes is signed where the kubelet pulls it (the index's
 //! digest), and `run` and `verify` hold it to the policy as any signed reference; so does the
 //! shim, for the module containerd unpacked from it.
 
@@ -35,7 +35,6 @@ fn push_image_signs_the_index_and_a_policy_holds_runs_to_it() {
         &cli,
         &[
             "push",
-            "--image",
             "--json",
             &hello(),
             &reference,
@@ -50,11 +49,21 @@ fn push_image_signs_the_index_and_a_policy_holds_runs_to_it() {
         pushed["digest"].as_str().unwrap()
     );
     assert_eq!(peer::verified_signatures(&reference, &public), 1);
+    // And its wasm manifest, as `cosign sign --recursive` signs an index's entries: the
+    // digest pull and inspect report verifies too (sigstore-rs, as a peer, checks both).
+    let manifest = format!(
+        "{}@{}",
+        registry.reference("apps/hello"),
+        pushed["manifest_digest"].as_str().unwrap()
+    );
+    assert_eq!(peer::verified_signatures(&manifest, &public), 1);
 
     let policy = signed_policy(keys.path(), &registry.addr, &public_file, "matchRepository");
-    let out = cli.run(&["run", "--policy", policy.to_str().unwrap(), &reference]);
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
+    for named in [&reference, &manifest] {
+        let out = cli.run(&["run", "--policy", policy.to_str().unwrap(), named]);
+        assert!(out.status.success(), "{named}: {}", describe(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), HELLO);
+    }
 
     let fresh = WasmOci::new();
     let wrong = signed_policy(keys.path(), &registry.addr, &other_file, "matchRepository");
@@ -82,7 +91,6 @@ fn under_the_nodes_policy_an_image_runs_only_as_its_signed_wasm(version: Version
             &cli,
             &[
                 "push",
-                "--image",
                 "--json",
                 file.to_str().unwrap(),
                 reference,
@@ -221,7 +229,6 @@ fn through_the_kubelet_a_signed_image_runs_and_an_unsigned_one_never() {
         &cli,
         &[
             "push",
-            "--image",
             signed_file.to_str().unwrap(),
             &signed,
             "--sign-key",
