@@ -255,6 +255,16 @@ impl PushCommand {
         image: bool,
     ) -> anyhow::Result<Prepared> {
         let reference = parse_reference(reference_text)?;
+        // REF@DIGEST names one document, the wasm manifest: no index can have its digest.
+        let image = match (image, reference.digest()) {
+            (true, Some(digest)) if self.image => anyhow::bail!(
+                "--image pushes an index to a tag, and {} names a digest ({}); push to a tag, \
+                 or leave out --image to push the wasm manifest by its digest",
+                printable(reference_text),
+                printable(digest)
+            ),
+            (image, digest) => image && digest.is_none(),
+        };
         let fetcher = global.fetcher_running_nothing(reference.registry())?;
         let format = match self.format {
             Format::Cncf => PushFormat::Cncf,

@@ -49,3 +49,38 @@ fn pushing_something_that_is_not_wasm_is_refused() {
         "{err}"
     );
 }
+
+/// `REF@DIGEST` names one document: push writes the wasm manifest by that digest (no index
+/// can have it), and `--image`, asked for explicitly, is refused saying why.
+#[test]
+fn a_push_to_a_digest_writes_the_manifest_by_that_digest() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let pushed: serde_json::Value = serde_json::from_str(&cli.ok(&[
+        "push",
+        "--json",
+        &hello(),
+        &registry.reference("hello:v1"),
+    ]))
+    .unwrap();
+    let manifest_digest = pushed["manifest_digest"].as_str().unwrap();
+    let pinned = format!("{}@{manifest_digest}", registry.reference("copy"));
+
+    let out = cli.run(&["push", "--image", &hello(), &pinned]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--image pushes an index to a tag"),
+        "{}",
+        stderr(&out)
+    );
+
+    let again: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["push", "--json", &hello(), &pinned])).unwrap();
+    assert_eq!(again["digest"], manifest_digest);
+    assert!(again.get("manifest_digest").is_none(), "{again}");
+    assert_eq!(
+        manifest(&registry, "copy", manifest_digest)["layers"][0]["digest"],
+        pushed["layer_digest"]
+    );
+    assert_eq!(WasmOci::new().ok(&["run", &pinned]), HELLO);
+}
