@@ -191,10 +191,11 @@ impl PushCommand {
                 );
             }
         }
-        if self.image || self.no_image {
+        // --no-image is what --platform writes anyway: an index of wasm manifests only.
+        if self.image {
             anyhow::bail!(
-                "--image and --no-image do not apply to --platform: --platform writes an index of \
-                 wasm manifests only; push one file to have its Linux image beside it"
+                "--image does not apply to --platform: --platform writes an index of wasm \
+                 manifests only; push one file to have its Linux image beside it"
             );
         }
         let Prepared {
@@ -263,7 +264,15 @@ impl PushCommand {
                 printable(reference_text),
                 printable(digest)
             ),
-            (image, digest) => image && digest.is_none(),
+            (true, Some(_)) => {
+                eprintln!(
+                    "note: {} names a digest: pushing the wasm manifest alone, by that digest \
+                     (containerd runs `image:` from the index a push to a tag writes)",
+                    printable(reference_text)
+                );
+                false
+            }
+            (image, _) => image,
         };
         let fetcher = global.fetcher_running_nothing(reference.registry())?;
         let format = match self.format {

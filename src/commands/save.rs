@@ -120,56 +120,43 @@ impl SaveCommand {
             let Ok(reference) = wasm_oci_fetcher::parse_reference(&entry.reference) else {
                 continue;
             };
-            // The wasm manifest's (precompiled code is attached to it) and, when the
-            // reference named an index that was signed, the index's (what `attach REF` and
-            // cosign attach to).
-            let mut subjects = vec![entry.manifest_digest.to_string()];
-            if let Some(signed) = entry
+            let subject = entry
                 .signatures
                 .as_ref()
-                .map(|s| s.signed_digest.to_string())
-                && !subjects.contains(&signed)
-            {
-                subjects.push(signed);
-            }
-            let mut saved = 0;
-            for subject in subjects {
-                let at =
-                    wasm_oci_fetcher::Place::Registry(wasm_oci_fetcher::OciReference::with_digest(
-                        reference.registry().to_owned(),
-                        reference.repository().to_owned(),
-                        subject,
-                    ));
-                let into = wasm_oci_fetcher::Place::Layout {
-                    dir: self.output.clone(),
-                    tag: None,
-                };
-                let copied = global
-                    .fetcher_running_nothing(reference.registry())
-                    .and_then(|fetcher| {
-                        crate::block_on(fetcher.copy(&at, &into, Default::default()))?
-                            .map_err(anyhow::Error::from)
-                    });
-                match copied {
-                    Ok(copied) => saved += copied.referrers,
-                    Err(e) => {
-                        match &entry.referrers {
-                            Some(kept) => eprintln!(
-                                "warning: the referrers of {} are not asked of the registry ({e:#}); the {} kept in the cache are saved",
-                                entry.reference,
-                                kept.kept.len()
-                            ),
-                            None => eprintln!(
-                                "warning: the referrers of {} are not saved: {e:#}",
-                                entry.reference
-                            ),
-                        }
-                        break;
-                    }
+                .map_or(&entry.manifest_digest, |s| &s.signed_digest)
+                .to_string();
+            let at =
+                wasm_oci_fetcher::Place::Registry(wasm_oci_fetcher::OciReference::with_digest(
+                    reference.registry().to_owned(),
+                    reference.repository().to_owned(),
+                    subject,
+                ));
+            let into = wasm_oci_fetcher::Place::Layout {
+                dir: self.output.clone(),
+                tag: None,
+            };
+            let copied = global
+                .fetcher_running_nothing(reference.registry())
+                .and_then(|fetcher| {
+                    crate::block_on(fetcher.copy(&at, &into, Default::default()))?
+                        .map_err(anyhow::Error::from)
+                });
+            match copied {
+                Ok(copied) if copied.referrers > 0 => {
+                    eprintln!("{}: {} referrers saved", entry.reference, copied.referrers)
                 }
-            }
-            if saved > 0 {
-                eprintln!("{}: {saved} referrers saved", entry.reference);
+                Ok(_) => {}
+                Err(e) => match &entry.referrers {
+                    Some(kept) => eprintln!(
+                        "warning: the referrers of {} are not asked of the registry ({e:#}); the {} kept in the cache are saved",
+                        entry.reference,
+                        kept.kept.len()
+                    ),
+                    None => eprintln!(
+                        "warning: the referrers of {} are not saved: {e:#}",
+                        entry.reference
+                    ),
+                },
             }
         }
     }

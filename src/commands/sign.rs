@@ -20,8 +20,14 @@ use crate::GlobalOptions;
 /// or a plain PKCS#8 PEM) and stored beside the artifact as cosign stores it: in the manifest
 /// tagged sha256-HEX.sig, one layer per signature. Existing signatures are kept.
 ///
+/// When REF names an image index (what `push` writes: the wasm manifest and its Linux image),
+/// the index is what is signed; --recursive signs each of its entries too, as `cosign sign
+/// --recursive` does, so that REF@<entry digest> (the wasm manifest's, which pull and inspect
+/// report) verifies as well. `push --sign-key` signs the index and its wasm manifest.
+///
 /// Examples:
 ///     COSIGN_PASSWORD=... wasm-oci sign localhost:5000/hello:v1 --key release.key
+///     COSIGN_PASSWORD=... wasm-oci sign --recursive localhost:5000/hello:v1 --key release.key
 ///     COSIGN_PASSWORD=... wasm-oci sign localhost:5000/hello@sha256:... --key release.key
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
@@ -33,7 +39,11 @@ pub struct SignCommand {
     #[arg(long, value_name = "KEY")]
     key: std::path::PathBuf,
 
-    /// Print the result as JSON on stdout
+    /// When REF names an image index, sign each of its entries too (cosign's --recursive)
+    #[arg(long)]
+    recursive: bool,
+
+    /// Print the result as JSON on stdout (with --recursive, a list: the index first)
     #[arg(long)]
     json: bool,
 
@@ -60,21 +70,46 @@ impl SignCommand {
                 reference.repository(),
             );
         }
-        let signed = crate::block_on(fetcher.sign(&reference, &digest, &key))?
-            .with_context(|| format!("signing {}", self.reference))?;
-        if self.json {
+        let mut digests = vec![digest.clone()];
+        if self.recursive {
+            // The index as it was resolved, by its digest: its entries are read from that.
+            let pinned = wasm_oci_fetcher::OciReference::with_digest(
+                reference.registry().to_owned(),
+                reference.repository().to_owned(),
+                digest.clone(),
+            );
+            let described = crate::block_on(fetcher.describe(&pinned))?
+                .with_context(|| format!("reading the entries of {}", self.reference))?;
+            for entry in described.entries {
+                if !digests.contains(&entry.digest) {
+                    digests.push(entry.digest);
+                }
+            }
+        }
+        let mut all = Vec::with_capacity(digests.len());
+        for digest in &digests {
+            let signed = crate::block_on(fetcher.sign(&reference, digest, &key))?
+                .with_context(|| format!("signing {} ({digest})", self.reference))?;
             let mut json = serde_json::to_value(&signed)?;
             json["key_fingerprint"] = super::output::fingerprint(&signed.key_fingerprint).into();
-            crate::print_json(&json)?;
-        } else {
-            // Result lines on stdout, as push and pull print theirs.
-            crate::outln!("Signed: {} ({})", signed.reference, signed.digest);
-            crate::outln!("Identity: {}", signed.identity);
-            crate::outln!(
-                "Stored as: {} ({} signatures)",
-                signed.signature_tag,
-                signed.signatures
-            );
+            if !self.json {
+                // Result lines on stdout, as push and pull print theirs.
+                crate::outln!("Signed: {} ({})", signed.reference, signed.digest);
+                crate::outln!("Identity: {}", signed.identity);
+                crate::outln!(
+                    "Stored as: {} ({} signatures)",
+                    signed.signature_tag,
+                    signed.signatures
+                );
+            }
+            all.push(json);
+        }
+        if self.json {
+            if self.recursive {
+                crate::print_json(&serde_json::Value::Array(all))?;
+            } else {
+                crate::print_json(&all[0])?;
+            }
         }
         Ok(ExitCode::SUCCESS)
     }

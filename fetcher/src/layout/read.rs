@@ -83,10 +83,13 @@ pub fn artifacts(dir: &Path) -> Result<Vec<LayoutArtifact>> {
     for entry in entries {
         let annotation = |k: &str| entry["annotations"][k].as_str().map(str::to_owned);
         let ref_name = annotation(REF_NAME);
-        // An untagged entry that an index of the layout names is a part of that artifact, not
+        // An unnamed entry that an index of the layout names is a part of that artifact, not
         // one of its own (oras-go lists every manifest it holds, an index's entries too: the
         // Linux image beside the wasm that `push` writes).
-        if ref_name.is_none() && entry["digest"].as_str().is_some_and(|d| parts.contains(d)) {
+        if ref_name.is_none()
+            && annotation(IMAGE_NAME).is_none()
+            && entry["digest"].as_str().is_some_and(|d| parts.contains(d))
+        {
             continue;
         }
         // Printed in messages: a layout's text is escaped like a registry's.
@@ -180,11 +183,16 @@ fn parts_of_indexes(
     entries: &[serde_json::Value],
 ) -> Result<std::collections::HashSet<String>> {
     let mut parts = std::collections::HashSet::new();
+    let mut read = std::collections::HashSet::new();
     for entry in entries {
         if entry["mediaType"] != crate::image::OCI_INDEX_MEDIA_TYPE {
             continue;
         }
         let digest = parse_digest(dir, entry["digest"].as_str().unwrap_or_default())?;
+        // Each index once, however often index.json lists it.
+        if !read.insert(digest.clone()) {
+            continue;
+        }
         let bytes = read_verified(dir, &digest)?;
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
             continue;

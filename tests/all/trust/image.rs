@@ -71,6 +71,71 @@ fn push_image_signs_the_index_and_a_policy_holds_runs_to_it() {
     assert!(shown.contains("refused"), "{shown}");
 }
 
+/// `sign REF` of the index push wrote signs the index, as cosign does: REF runs under the
+/// policy, REF@<wasm manifest> does not; `sign --recursive` signs each entry too (the wasm
+/// manifest and the two Linux images), and then it does. sigstore-rs checks each, as a peer.
+#[test]
+fn sign_recursive_signs_the_index_and_each_of_its_entries() {
+    let registry = Registry::start();
+    let cli = WasmOci::new();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public_file, public) = release_key(keys.path());
+    let reference = registry.reference("apps/hello:v1");
+    let pushed: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["push", "--json", &hello(), &reference])).unwrap();
+    let at = |digest: &str| format!("{}@{digest}", registry.reference("apps/hello"));
+    let manifest = at(pushed["manifest_digest"].as_str().unwrap());
+    let policy = signed_policy(keys.path(), &registry.addr, &public_file, "matchRepository");
+
+    ok_with_password(&cli, &["sign", &reference, "--key", key.to_str().unwrap()]);
+    assert_eq!(peer::verified_signatures(&reference, &public), 1);
+    let out = cli.run(&["run", "--policy", policy.to_str().unwrap(), &reference]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        HELLO,
+        "{}",
+        describe(&out)
+    );
+    let shown = refused(&WasmOci::new(), &manifest, &policy);
+    assert!(shown.contains("refused"), "{shown}");
+
+    let signed: Vec<serde_json::Value> = serde_json::from_str(&ok_with_password(
+        &cli,
+        &[
+            "sign",
+            "--recursive",
+            "--json",
+            &reference,
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    // The index, then its distinct entries: the wasm manifest (named three times) and the
+    // Linux image for amd64 and for arm64.
+    let digests: Vec<&str> = signed
+        .iter()
+        .map(|s| s["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(digests.len(), 4, "{signed:?}");
+    assert_eq!(digests[0], pushed["digest"].as_str().unwrap());
+    assert_eq!(digests[1], pushed["manifest_digest"].as_str().unwrap());
+    for digest in &digests[1..] {
+        assert_eq!(
+            peer::verified_signatures(&at(digest), &public),
+            1,
+            "{digest}"
+        );
+    }
+    let out = WasmOci::new().run(&["run", "--policy", policy.to_str().unwrap(), &manifest]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        HELLO,
+        "{}",
+        describe(&out)
+    );
+}
+
 each_containerd!(under_the_nodes_policy_an_image_runs_only_as_its_signed_wasm);
 
 /// `image:` the module under the node's signature policy: the shim judges the module in the
