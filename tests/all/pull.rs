@@ -5,8 +5,8 @@
 use std::fs;
 
 use crate::support::{
-    HELLO, Registry, WasmOci, describe, free_port, hello, manifest, put_manifest, stderr, testdata,
-    without_trust_store,
+    HELLO, PUSHED_PLATFORMS, Registry, WasmOci, describe, free_port, hello, index_platforms,
+    manifest, put_manifest, stderr, testdata, without_trust_store,
 };
 
 #[test]
@@ -36,33 +36,7 @@ fn push_then_run_prints_hello_and_pull_gives_identical_bytes() {
         index["manifests"][0]["platform"],
         serde_json::json!({"architecture": "wasm", "os": "wasip1"})
     );
-    let platforms: Vec<String> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let p = &e["platform"];
-            let variant = p["variant"]
-                .as_str()
-                .map(|v| format!("/{v}"))
-                .unwrap_or_default();
-            format!(
-                "{}/{}{variant}",
-                p["os"].as_str().unwrap(),
-                p["architecture"].as_str().unwrap()
-            )
-        })
-        .collect();
-    assert_eq!(
-        platforms,
-        [
-            "wasip1/wasm",
-            "linux/amd64/wasm",
-            "linux/arm64/wasm",
-            "linux/amd64",
-            "linux/arm64"
-        ]
-    );
+    assert_eq!(index_platforms(&index), PUSHED_PLATFORMS);
 
     // The wasm manifest: the CNCF TAG Runtime layout.
     let (_, m) = crate::support::wasm_manifest(&registry, "hello", "v1");

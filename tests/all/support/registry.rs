@@ -175,51 +175,73 @@ impl Drop for Registry {
 
 /// The manifest `reference` (`repo:tag`) points to, as JSON.
 pub fn manifest(registry: &Registry, repo: &str, tag: &str) -> serde_json::Value {
+    manifest_and_digest(registry, repo, tag).1
+}
+
+/// The document at `repo:at` (a tag or a digest) and the sha256 digest of its bytes.
+fn manifest_and_digest(registry: &Registry, repo: &str, at: &str) -> (String, serde_json::Value) {
+    use sha2::Digest;
     let accept =
         "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
     let r = http(
         &registry.addr,
         "GET",
-        &format!("/v2/{repo}/manifests/{tag}"),
+        &format!("/v2/{repo}/manifests/{at}"),
         &[("Accept", accept)],
         b"",
     )
     .expect("registry answers");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    serde_json::from_slice(&r.body).unwrap()
+    let parsed: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&r.body)));
+    (digest, parsed)
 }
 
 /// The wasm manifest `repo:tag` names, and its digest: the document at the tag, or, when that
 /// is an index (what `push` writes by default), the manifest of its first `wasm` entry.
 pub fn wasm_manifest(registry: &Registry, repo: &str, tag: &str) -> (String, serde_json::Value) {
-    use sha2::Digest;
-    let accept =
-        "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
-    let get = |at: &str| {
-        let r = http(
-            &registry.addr,
-            "GET",
-            &format!("/v2/{repo}/manifests/{at}"),
-            &[("Accept", accept)],
-            b"",
-        )
-        .expect("registry answers");
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let parsed: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&r.body)));
-        (digest, parsed)
-    };
-    let (digest, top) = get(tag);
+    let (digest, top) = manifest_and_digest(registry, repo, tag);
     match top["manifests"].as_array() {
         Some(entries) => {
             let entry = entries
                 .iter()
                 .find(|e| e["platform"]["architecture"] == "wasm")
                 .unwrap_or_else(|| panic!("{repo}:{tag} is an index without a wasm entry: {top}"));
-            get(entry["digest"].as_str().unwrap())
+            manifest_and_digest(registry, repo, entry["digest"].as_str().unwrap())
         }
         None => (digest, top),
     }
+}
+
+/// What `push` writes by default: its index's entries' platforms, in order, as `os/arch[/variant]`
+/// (see [`index_platforms`]). The first three name the wasm manifest, the last two the Linux image.
+pub const PUSHED_PLATFORMS: [&str; 5] = [
+    "wasip1/wasm",
+    "linux/amd64/wasm",
+    "linux/arm64/wasm",
+    "linux/amd64",
+    "linux/arm64",
+];
+
+/// An index's entries' platforms, in order, as `os/arch[/variant]`.
+pub fn index_platforms(index: &serde_json::Value) -> Vec<String> {
+    index["manifests"]
+        .as_array()
+        .expect("an index")
+        .iter()
+        .map(|e| {
+            let p = &e["platform"];
+            let os_arch = format!(
+                "{}/{}",
+                p["os"].as_str().unwrap(),
+                p["architecture"].as_str().unwrap()
+            );
+            match p["variant"].as_str() {
+                Some(variant) => format!("{os_arch}/{variant}"),
+                None => os_arch,
+            }
+        })
+        .collect()
 }
 
 /// Stores a manifest under `tag` and returns its digest.
