@@ -1,8 +1,5 @@
 //! The errors of this crate.
 
-/// The config of a Linux container image: named in [`Error::NoWasmLayer`]'s hint.
-const LINUX_IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-
 /// What went wrong with an artifact's name or description.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -33,7 +30,7 @@ pub enum Error {
         "{reference} has no wasm layer (config {config_media_type}, layers: {}); it is not a wasm artifact. Accepted layer types: {}{}",
         if layer_media_types.is_empty() { "none".to_owned() } else { layer_media_types.join(", ") },
         crate::media::WASM_LAYER_MEDIA_TYPES.join(", "),
-        if config_media_type == LINUX_IMAGE_CONFIG {
+        if config_media_type == oci_client::manifest::IMAGE_CONFIG_MEDIA_TYPE {
             ". It is a Linux container image: if it is the one `wasm-oci push` writes beside \
              the wasm, it was copied without the index that holds both (`skopeo copy` without \
              --all, `crane copy --platform`); copy the index whole (`skopeo copy --all`, \

@@ -1,12 +1,12 @@
-//! The Linux image `wasm-oci push --image` writes beside the wasm artifact, so that containerd
-//! can run `image: REFERENCE`: containerd (1.6 and 2.x alike) pulls and unpacks an index's
-//! `linux/<arch>` entry and runs nothing else (a wasm layer is "no processor for media-type" on
-//! 1.6 and "parent snapshot does not exist" on 2.x; an index with only a wasm entry is "no
-//! match for platform"). The image is one uncompressed tar layer holding the module at
+//! The Linux image `wasm-oci push` writes beside the wasm artifact (unless --no-image), so that
+//! containerd can run `image: REFERENCE`: containerd (1.6 and 2.x alike) pulls and unpacks an
+//! index's `linux/<arch>` entry and runs nothing else (a wasm layer is "no processor for
+//! media-type" on 1.6 and "parent snapshot does not exist" on 2.x; an index with only a wasm entry
+//! is "no match for platform"). The image is one uncompressed tar layer holding the module at
 //! `/NAME.wasm`, and a config whose entrypoint is that path: the wasm-oci shim (and runwasi's)
-//! reads `process.args[0]` from the rootfs containerd unpacked, so the module that runs is the
-//! one of the digest containerd pulled, with the credentials the pod gave it. Readers of wasm
-//! artifacts pick the index's wasm entry and never download this layer.
+//! reads `process.args[0]` from the rootfs containerd unpacked, so the module that runs is the one
+//! of the digest containerd pulled, with the credentials the pod gave it. Readers of wasm artifacts
+//! pick the index's wasm entry and never download this layer.
 //!
 //! Readers built on oci-client (wkg, wasm-pkg-client) pick an index entry with oci-client's
 //! default resolver: the first whose `os`/`architecture` are the host's, variant ignored, then
@@ -16,15 +16,10 @@
 //! containerd, whose platform matcher compares the variant too (`""`, or `v1`..`vN` on amd64),
 //! skips it and takes the Linux image after it, as docker and skopeo do.
 
+use oci_client::manifest::{IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-/// An OCI image index.
-pub(crate) const OCI_INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
-/// An OCI image config.
-const OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-/// An uncompressed layer: its digest is its diff ID.
-const OCI_TAR_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 /// The architectures the index names the image for: it holds no native code, so it is the
 /// same image for each (containerd chooses by the index entry's platform).
 pub(crate) const ARCHITECTURES: &[&str] = &["amd64", "arm64"];
@@ -74,14 +69,15 @@ impl LinuxImage {
             .map(|(architecture, config)| {
                 let manifest = json!({
                     "schemaVersion": 2,
-                    "mediaType": oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
+                    "mediaType": OCI_IMAGE_MEDIA_TYPE,
                     "config": {
-                        "mediaType": OCI_CONFIG_MEDIA_TYPE,
+                        "mediaType": IMAGE_CONFIG_MEDIA_TYPE,
                         "digest": sha256(config),
                         "size": config.len(),
                     },
                     "layers": [{
-                        "mediaType": OCI_TAR_MEDIA_TYPE,
+                        // Uncompressed: the layer's digest is its diff ID.
+                        "mediaType": IMAGE_LAYER_MEDIA_TYPE,
                         "digest": sha256(&self.layer),
                         "size": self.layer.len(),
                     }],
@@ -205,7 +201,7 @@ mod tests {
         for (_, manifest) in image.manifests() {
             let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
             assert_eq!(manifest["layers"][0]["digest"], json!(diff_id));
-            assert_eq!(manifest["layers"][0]["mediaType"], OCI_TAR_MEDIA_TYPE);
+            assert_eq!(manifest["layers"][0]["mediaType"], IMAGE_LAYER_MEDIA_TYPE);
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
 use oci_client::Reference;
-use oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
+use oci_client::manifest::{OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE};
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -147,7 +147,7 @@ pub(crate) async fn push_platforms(
         }
         locals.push(local);
     }
-    // Each entry is a plain wasm manifest: the Linux image of --image is not one of them.
+    // Each entry is a plain wasm manifest: a one-file push's Linux image is not one of them.
     let entry_extras = PushExtras {
         image: false,
         ..extras.clone()
@@ -190,7 +190,7 @@ async fn put_index(
 ) -> Result<String> {
     let mut index = json!({
         "schemaVersion": 2,
-        "mediaType": crate::image::OCI_INDEX_MEDIA_TYPE,
+        "mediaType": OCI_IMAGE_INDEX_MEDIA_TYPE,
         "manifests": entries,
     });
     if !annotations.is_empty() {
@@ -198,7 +198,7 @@ async fn put_index(
     }
     let index = serde_json::to_vec(&index).expect("json values serialize");
     with_retries("uploading the index", || {
-        remote.put_manifest(reference, &index, crate::image::OCI_INDEX_MEDIA_TYPE)
+        remote.put_manifest(reference, &index, OCI_IMAGE_INDEX_MEDIA_TYPE)
     })
     .await
     .map_err(|f| f.into_error(reference, scheme))?;

@@ -185,7 +185,7 @@ fn parts_of_indexes(
     let mut parts = std::collections::HashSet::new();
     let mut read = std::collections::HashSet::new();
     for entry in entries {
-        if entry["mediaType"] != crate::image::OCI_INDEX_MEDIA_TYPE {
+        if entry["mediaType"] != oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE {
             continue;
         }
         let digest = parse_digest(dir, entry["digest"].as_str().unwrap_or_default())?;
